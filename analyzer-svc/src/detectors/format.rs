@@ -1,0 +1,199 @@
+//! format_violation: the summary is not plain third-person prose of a sensible length.
+//!
+//! Four checks, each a common failure of instruction-tuned teachers: a chatty preamble or
+//! sign-off, bullets or markdown, the model speaking in the first person, and a length far
+//! outside bounds (including a transcript pasted in: long verbatim runs of the conversation).
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use super::{Context, Detector};
+use crate::finding::{Evidence, Finding, TextSpan};
+use crate::taxonomy::CategoryId;
+
+pub struct Format;
+
+const NAME: &str = "format";
+
+/// Upper bound for a summary of a customer-service conversation, in bytes; beyond it the summary
+/// is no longer a summary whatever the conversation.
+const MAX_BYTES: usize = 600;
+/// Fewer words than this cannot say who wanted what.
+const MIN_WORDS: usize = 4;
+/// A verbatim run this long that crosses from one turn into the next is pasted transcript.
+const CROSS_TURN_RUN_WORDS: usize = 8;
+/// A verbatim run this long from one turn is pasted too: copied clauses in real summaries are
+/// shorter (under 24 words on TweetSumm's human references).
+const LONG_COPY_RUN_WORDS: usize = 26;
+
+static PREAMBLE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?ix)^\s*(?:
+            (?:sure|certainly|of\ course|okay|ok|absolutely|great)\b[!.,]?
+          | here(?:'s|’s|\ is|\ are)\b[^\n.]{0,60}?\bsummar(?:y|ies)\b[^\n]{0,40}?[:.!\n]
+          | (?:\*\*|\#+\ *)?(?:summary|tl;?dr|overview)(?:\ of\ the\ (?:conversation|chat|exchange))?\s*(?:\*\*)?\s*:
+          | as\ an\ ai\b
+          | (?:i|i've|i\ have|i'll|i\ will)\b[^\n.]{0,40}?\bsummar
+          | (?:this|the)\ (?:conversation|chat|exchange)\ (?:can\ be\ )?summari[sz]ed
+        )",
+    )
+    .unwrap()
+});
+static SIGN_OFF: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)(?:let me know if|i hope this helps|hope this helps|feel free to ask|is there anything else)[^\n]*$").unwrap()
+});
+static AI_SELF: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\bas an ai(?: language model)?\b").unwrap());
+/// A line that starts with a bullet, a numbered item or a markdown heading.
+static BULLET: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?m)^[ \t]*(?:[-*•▪◦‣]|\d{1,2}[.)]|#{1,6})[ \t]+\S").unwrap());
+/// The writer speaking: "I" as the subject of a writing verb, not a customer's quoted "I".
+static FIRST_PERSON: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b(?:I|I'm|I've|I'll|we've|we'll)\s+(?:have\s+|will\s+|would\s+|can\s+|am\s+)?(?:summari[sz]\w*|provid\w*|hope|think|believe|notice\w*|read|reviewed|analy[sz]\w*)\b").unwrap()
+});
+
+impl Detector for Format {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn categories(&self) -> &'static [CategoryId] {
+        &[CategoryId::FormatViolation]
+    }
+
+    fn detect(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
+        let s = cx.summary;
+        let mut push = |start: usize, end: usize, confidence: f32, why: String| {
+            let span = TextSpan::of(s, start, end);
+            out.push(Finding::new(CategoryId::FormatViolation, NAME, span, Evidence::NotApplicable, confidence, why));
+        };
+        if let Some(m) = PREAMBLE.find(s) {
+            push(m.start(), m.end(), 0.95, format!("model preamble `{}`", m.as_str().trim()));
+        } else if let Some(m) = AI_SELF.find(s) {
+            push(m.start(), m.end(), 0.9, "the model talks about itself".into());
+        }
+        if let Some(m) = SIGN_OFF.find(s) {
+            push(m.start(), m.end(), 0.9, "chatty sign-off addressed to the reader".into());
+        }
+        let bullets: Vec<_> = BULLET.find_iter(s).collect();
+        if let (Some(first), Some(last)) = (bullets.first(), bullets.last()) {
+            let end = s[last.start()..].find('\n').map_or(s.len(), |i| last.start() + i);
+            push(first.start(), end, 0.95, format!("{} bullet or heading line(s) where prose is expected", bullets.len()));
+        }
+        if let Some(m) = FIRST_PERSON.find(s) {
+            push(m.start(), m.end(), 0.8, "the summary is written in the first person".into());
+        }
+        length(cx, &mut push);
+    }
+}
+
+fn length(cx: &Context<'_>, push: &mut impl FnMut(usize, usize, f32, String)) {
+    let s = cx.summary;
+    let n_words = cx.summary_words.len();
+    if n_words < MIN_WORDS {
+        push(0, s.len(), 0.8, format!("only {n_words} word(s): too short to summarize anything"));
+        return;
+    }
+    let conv_bytes: usize = cx.turns.iter().map(|t| t.text.len()).sum();
+    if s.len() > MAX_BYTES || (s.len() > 200 && s.len() > conv_bytes) {
+        push(0, s.len(), 0.9, format!("{} bytes: far longer than a summary should be ({} bytes of conversation)", s.len(), conv_bytes));
+        return;
+    }
+    // Pasted transcript: a verbatim run from the conversation that runs across the end of one
+    // turn into the next (no writer copies that), or one far longer than a copied clause.
+    if let Some((start, end, why)) = pasted(cx) {
+        push(start, end, 0.85, why);
+    }
+}
+
+/// Finds a pasted stretch of conversation in the summary. Indexes the (short) summary rather
+/// than the (long) conversation, and extends only maximal runs, so it is one pass over the
+/// conversation.
+fn pasted(cx: &Context<'_>) -> Option<(usize, usize, String)> {
+    let sw = cx.summary_keys();
+    if sw.len() < CROSS_TURN_RUN_WORDS {
+        return None;
+    }
+    let mut at: HashMap<&str, Vec<usize>> = HashMap::with_capacity(sw.len());
+    for (i, k) in sw.iter().enumerate() {
+        at.entry(k.as_str()).or_default().push(i);
+    }
+    let cw = &cx.conversation().words;
+    for (j, w) in cw.iter().enumerate() {
+        let Some(starts) = at.get(w.key.as_ref()) else { continue };
+        for &i in starts {
+            // Only from the start of a maximal run: the words before must differ.
+            if i > 0 && j > 0 && cw[j - 1].key == sw[i - 1] {
+                continue;
+            }
+            let run = (0..sw.len() - i).take_while(|&k| cw.get(j + k).is_some_and(|c| c.key == sw[i + k])).count();
+            if run < CROSS_TURN_RUN_WORDS {
+                continue;
+            }
+            let (first_turn, last_turn) = (cw[j].turn, cw[j + run - 1].turn);
+            let (start, end) = (cx.summary_words[i].start, cx.summary_words[i + run - 1].end);
+            if first_turn != last_turn {
+                return Some((start, end, format!("{run} words copied verbatim across turns {first_turn} to {last_turn}: a pasted transcript")));
+            }
+            if run >= LONG_COPY_RUN_WORDS {
+                return Some((start, end, format!("{run} words copied verbatim from turn {first_turn}")));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detectors::testing::turns;
+
+    fn run(conv: &[(&str, &str)], summary: &str) -> Vec<String> {
+        let turns = turns(conv);
+        let cx = Context::new(&turns, summary);
+        let mut out = Vec::new();
+        Format.detect(&cx, &mut out);
+        out.into_iter().map(|f| f.explanation).collect()
+    }
+
+    const CONV: &[(&str, &str)] = &[
+        ("c", "My parcel never arrived and the tracking page has said out for delivery since Monday morning at nine"),
+        ("a", "Sorry about that, please DM us your order number and we will chase the courier for you today"),
+    ];
+
+    #[test]
+    fn clean_prose_passes() {
+        assert!(run(CONV, "Customer's parcel has not arrived. Agent asks for the order number by DM to chase the courier.").is_empty());
+        assert!(run(CONV, "Customer says I want my parcel. Agent will chase it.").is_empty());
+    }
+
+    #[test]
+    fn preambles_bullets_and_first_person() {
+        for s in [
+            "Sure! Here is a summary of the conversation: Customer's parcel is late. Agent will chase it.",
+            "Here's a brief summary of the chat:\nCustomer's parcel is late. Agent will chase it.",
+            "Summary: Customer's parcel is late. Agent will chase it.",
+            "As an AI language model, I can summarize this conversation. Customer's parcel is late.",
+            "- Customer's parcel is late.\n- Agent will chase it.",
+            "Customer's parcel is late. Agent will chase it. I hope this helps!",
+            "Customer's parcel is late. I have summarized the key points: agent will chase it.",
+        ] {
+            assert!(!run(CONV, s).is_empty(), "{s}");
+        }
+    }
+
+    #[test]
+    fn length_bounds_and_pasted_transcript() {
+        assert!(run(CONV, "Parcel late.")[0].contains("too short"));
+        let long = "Customer is unhappy. ".repeat(40);
+        let short_conv = [("c", "Parcel late"), ("a", "Sorry, DM us")];
+        assert!(run(&short_conv, &"Customer's parcel is late and the customer wants it delivered quickly. Agent apologizes, asks for a DM. ".repeat(2))[0].contains("far longer"));
+        assert!(run(CONV, &long)[0].contains("far longer"));
+        let pasted = "Customer's parcel is late. My parcel never arrived and the tracking page has said out for delivery since Monday morning at nine\nSorry about that, please DM us your order number and we will chase the courier";
+        let long_conv = [CONV[0], CONV[1], ("c", "ok thanks, I will send it over in a minute once I find the confirmation email from the shop")];
+        assert!(run(&long_conv, pasted)[0].contains("across turns 0 to 1"), "{:?}", run(&long_conv, pasted));
+        // One copied clause in an otherwise written summary is fine.
+        let quoted = "Customer says the tracking page has said out for delivery since Monday morning at nine and is upset about it. Agent asks for the order number by DM so they can chase the courier.";
+        assert!(run(&long_conv, quoted).is_empty(), "{:?}", run(&long_conv, quoted));
+    }
+}

@@ -1,0 +1,10 @@
+//! The dataset model: conversations with their teacher summaries, and a streaming JSONL reader.
+//!
+//! One JSON object per line, the shape of `shared/data/tweetsumm/*.jsonl`:
+//! `{id, channel, turns: [{role, text}], references?, summary?, labels?, injections?, metadata?}`.
+
+mod jsonl;
+mod record;
+
+pub use jsonl::{BadRow, JsonlReader, OnBadRow, read_jsonl_file};
+pub use record::{Conversation, Record, Role, Turn};

@@ -1,0 +1,11 @@
+//! What every ARF service shares, and nothing a single service owns: the server bootstrap,
+//! clients, telemetry, configuration, deadlines, error details, and the dataset model.
+
+pub mod body_guard;
+pub mod client;
+pub mod config;
+pub mod dataset;
+pub mod deadline;
+pub mod server;
+pub mod status;
+pub mod telemetry;

@@ -1,0 +1,4 @@
+//! The gateway: the public Pipeline API that sequences Analyze -> Revise -> Finetune -> Evaluate.
+
+pub mod grpc;
+pub mod suite;

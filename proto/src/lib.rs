@@ -1,0 +1,22 @@
+//! The `arf.v1` contracts of the four ARF services, generated from `proto/arf/v1/*.proto`.
+//!
+//! Only the `grpc.rs` of each service (and clients) should use these types: domain crates
+//! convert at that boundary.
+
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("arf.v1");
+
+    /// Encoded `FileDescriptorSet` of every `arf.v1` file, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/arf_v1_descriptor.bin"));
+}
+
+pub use v1::FILE_DESCRIPTOR_SET;
+
+/// Fully-qualified gRPC service names, as health and reflection report them.
+pub mod service_names {
+    pub const ANALYZER: &str = "arf.v1.Analyzer";
+    pub const EDITOR: &str = "arf.v1.Editor";
+    pub const TRAINER: &str = "arf.v1.Trainer";
+    pub const PIPELINE: &str = "arf.v1.Pipeline";
+}

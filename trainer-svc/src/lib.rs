@@ -1,0 +1,3 @@
+//! The trainer service: LoRA fine-tuning of a Llama student on candle.
+
+pub mod grpc;
