@@ -9,3 +9,4 @@ pub mod deadline;
 pub mod server;
 pub mod status;
 pub mod telemetry;
+pub mod tiny_llama;
