@@ -115,6 +115,11 @@ impl Analyzer {
         self.limits
     }
 
+    /// Every rule detector's name with the categories it can raise, in run order.
+    pub fn detector_catalog(&self) -> Vec<(&'static str, &'static [CategoryId])> {
+        self.detectors.iter().map(|d| (d.name(), d.categories())).collect()
+    }
+
     /// Names of the rule detectors, in run order.
     pub fn detector_names(&self) -> Vec<&'static str> {
         self.detectors.iter().map(|d| d.name()).collect()
@@ -194,6 +199,20 @@ impl Analyzer {
         }
         Ok(())
     }
+}
+
+/// Severity-weighted count of findings: the number a revision must lower to be accepted.
+/// Weights double per level, so one critical error outweighs several low ones.
+pub fn error_score(findings: &[Finding]) -> f64 {
+    findings
+        .iter()
+        .map(|f| match f.severity {
+            crate::taxonomy::Severity::Low => 1.0,
+            crate::taxonomy::Severity::Medium => 2.0,
+            crate::taxonomy::Severity::High => 4.0,
+            crate::taxonomy::Severity::Critical => 8.0,
+        })
+        .sum()
 }
 
 /// Analyzes with a process-wide [`Analyzer`] holding every rule detector and the default limits.

@@ -70,18 +70,24 @@ pub fn judges() -> Vec<Box<dyn ModelJudge>> {
     vec![Box::new(FactCheck), Box::new(KeyFactAlignment)]
 }
 
-/// Runs a judge through a synchronous `generate` (tests, or a blocking transport): one retry on
-/// a malformed answer, then [`JudgeError::Malformed`].
-pub fn run_judge<E: fmt::Display>(
+/// Runs a judge through `generate` (the transport: Editor.Generate in the service, a closure in
+/// tests): one retry on a malformed answer, then [`JudgeError::Malformed`].
+pub async fn run_judge<E, F, Fut>(
     judge: &dyn ModelJudge,
     conversation: &Conversation,
     summary: &str,
-    mut generate: impl FnMut(&JudgeRequest) -> Result<String, E>,
-) -> Result<Vec<Finding>, JudgeError> {
+    mut generate: F,
+) -> Result<Vec<Finding>, JudgeError>
+where
+    E: fmt::Display,
+    F: FnMut(JudgeRequest) -> Fut,
+    Fut: std::future::Future<Output = Result<String, E>>,
+{
     let request = judge.request(conversation, summary);
     let mut last = None;
     for _ in 0..2 {
-        let answer = generate(&request).map_err(|e| JudgeError::Transport { detector: judge.name(), message: e.to_string() })?;
+        let answer =
+            generate(request.clone()).await.map_err(|e| JudgeError::Transport { detector: judge.name(), message: e.to_string() })?;
         match judge.parse(conversation, summary, &answer) {
             Ok(findings) => return Ok(findings),
             Err(e) => last = Some(e),
@@ -358,6 +364,7 @@ impl ModelJudge for KeyFactAlignment {
 mod tests {
     use super::*;
     use arf_common::dataset::{Role, Turn};
+    use futures::executor::block_on;
 
     fn conv() -> Conversation {
         Conversation {
@@ -447,19 +454,19 @@ mod tests {
             {"sentence": 2, "verdict": "supported", "category": null, "evidence_turn": 1, "reason": "ok"}]}"#;
         let mut answers = vec!["not json", good].into_iter();
         let mut calls = 0;
-        let out = run_judge(&FactCheck, &conv(), SUMMARY, |_| {
+        let out = block_on(run_judge(&FactCheck, &conv(), SUMMARY, |_| {
             calls += 1;
-            Ok::<_, String>(answers.next().unwrap().to_string())
-        });
+            std::future::ready(Ok::<_, String>(answers.next().unwrap().to_string()))
+        }));
         assert_eq!((out.unwrap().len(), calls), (0, 2));
         let mut calls = 0;
-        let out = run_judge(&FactCheck, &conv(), SUMMARY, |_| {
+        let out = block_on(run_judge(&FactCheck, &conv(), SUMMARY, |_| {
             calls += 1;
-            Ok::<_, String>("{}".to_string())
-        });
+            std::future::ready(Ok::<_, String>("{}".to_string()))
+        }));
         assert!(matches!(out, Err(JudgeError::Malformed(_))));
         assert_eq!(calls, 2);
-        let out = run_judge(&KeyFactAlignment, &conv(), SUMMARY, |_| Err::<String, _>("deadline exceeded"));
+        let out = block_on(run_judge(&KeyFactAlignment, &conv(), SUMMARY, |_| std::future::ready(Err::<String, _>("deadline exceeded"))));
         assert!(matches!(out, Err(JudgeError::Transport { .. })));
     }
 }

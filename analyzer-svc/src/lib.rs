@@ -11,7 +11,7 @@ pub mod eval;
 pub mod judge;
 pub mod profile;
 
-pub use analyzer::{AnalyzeError, AnalyzeOptions, Analysis, Analyzer, Limits, analyze, merge_findings};
+pub use analyzer::{AnalyzeError, AnalyzeOptions, Analysis, Analyzer, Limits, analyze, error_score, merge_findings};
 pub use finding::{Evidence, Finding, TextSpan};
 pub use profile::{CorpusProfile, ProfileBuilder};
 pub use taxonomy::{Category, CategoryId, Severity, TAXONOMY_VERSION, Taxonomy};

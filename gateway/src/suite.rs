@@ -2,9 +2,8 @@
 //! talking to each other over real gRPC exactly as separate deployments would.
 
 use arf_common::config::ServerArgs;
-use arf_common::server::{Health, RunningServer, serve_on};
+use arf_common::server::{RunningServer, serve_loopback};
 use arf_proto::service_names::{ANALYZER, EDITOR, PIPELINE, TRAINER};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
@@ -20,11 +19,12 @@ impl Suite {
     /// Starts every service on 127.0.0.1 with an OS-chosen port.
     pub async fn start(args: &ServerArgs) -> anyhow::Result<Self> {
         let limit = args.max_message_bytes;
-        let analyzer = start_one(args, ANALYZER, true, Routes::new(analyzer_svc::grpc::AnalyzerService.into_server(limit))).await?;
+        let analyzer_service = analyzer_svc::grpc::AnalyzerService::new(Default::default(), None, limit, CancellationToken::new());
+        let analyzer = serve_loopback(args, ANALYZER, true, Routes::new(analyzer_service.into_server(limit))).await?;
         // No model is loaded yet, so the editor honestly reports NOT_SERVING.
-        let editor = start_one(args, EDITOR, false, Routes::new(editor_svc::grpc::EditorService.into_server(limit))).await?;
-        let trainer = start_one(args, TRAINER, true, Routes::new(trainer_svc::grpc::TrainerService.into_server(limit))).await?;
-        let gateway = start_one(args, PIPELINE, true, Routes::new(crate::grpc::PipelineService.into_server(limit))).await?;
+        let editor = serve_loopback(args, EDITOR, false, Routes::new(editor_svc::grpc::EditorService.into_server(limit))).await?;
+        let trainer = serve_loopback(args, TRAINER, true, Routes::new(trainer_svc::grpc::TrainerService.into_server(limit))).await?;
+        let gateway = serve_loopback(args, PIPELINE, true, Routes::new(crate::grpc::PipelineService.into_server(limit))).await?;
         Ok(Self { analyzer, editor, trainer, gateway })
     }
 
@@ -39,11 +39,4 @@ impl Suite {
         self.editor.shutdown().await?;
         self.trainer.shutdown().await
     }
-}
-
-async fn start_one(args: &ServerArgs, service: &'static str, serving: bool, routes: Routes) -> anyhow::Result<RunningServer> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let health = Health::new(&[service]).await;
-    health.set_serving(service, serving).await;
-    serve_on(listener, args, health, routes, CancellationToken::new()).await
 }

@@ -5,6 +5,8 @@
 
 mod jsonl;
 mod record;
+mod wire;
 
 pub use jsonl::{BadRow, JsonlReader, OnBadRow, read_jsonl_file};
 pub use record::{Conversation, Record, Role, Turn};
+pub use wire::{conversation_from_wire, conversation_to_wire, role_from_wire, role_to_wire};

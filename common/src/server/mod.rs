@@ -85,6 +85,14 @@ pub async fn serve_on(
     Ok(RunningServer { addr, health, shutdown, grace: args.shutdown_grace(), task })
 }
 
+/// Serves one service on 127.0.0.1 with an OS-chosen port: the embedded suite and tests.
+pub async fn serve_loopback(args: &ServerArgs, service: &'static str, serving: bool, routes: Routes) -> anyhow::Result<RunningServer> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let health = Health::new(&[service]).await;
+    health.set_serving(service, serving).await;
+    serve_on(listener, args, health, routes, CancellationToken::new()).await
+}
+
 fn with_health_and_reflection(routes: Routes, health: &Health) -> anyhow::Result<Routes> {
     let health_service = tonic_health::pb::health_server::HealthServer::new(
         tonic_health::server::HealthService::from_health_reporter(health.reporter()),
