@@ -1,67 +1,412 @@
 //! The gRPC face of the trainer: the only place that maps between `arf.v1` and the domain.
 
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::pin::Pin;
 
-use arf_common::status::not_built_yet;
+use arf_common::dataset::{Conversation, Role, Turn};
+use arf_common::status::invalid_field;
+use arf_proto::v1 as pb;
 use arf_proto::v1::trainer_server::{Trainer, TrainerServer};
-use arf_proto::v1::{
-    CancelJobRequest, CreateJobRequest, DownloadAdapterRequest, FileChunk, GetJobRequest, Job, JobEvent,
-    ListCheckpointsRequest, ListCheckpointsResponse, ListJobsRequest, ListJobsResponse, WatchJobRequest,
-};
 use futures::Stream;
+use tokio::io::AsyncReadExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-const ISSUE: &str = "the trainer issue";
+use crate::jobs::{EventKind, Job, JobData, JobError, JobEvent, JobManager, JobSpec, JobState};
+use crate::lora::LoraSpec;
+use crate::lora::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
+use crate::train::{Example, TrainConfig};
 
-#[derive(Debug, Default)]
-pub struct TrainerService;
+/// Bytes per `FileChunk` (well under the default 4 MiB message limit).
+const CHUNK: usize = 1 << 20;
+
+pub struct TrainerService {
+    jobs: JobManager,
+    /// Cancelled at shutdown: open WatchJob streams end so the server can drain.
+    shutdown: CancellationToken,
+}
 
 impl TrainerService {
+    pub fn new(jobs: JobManager, shutdown: CancellationToken) -> Self {
+        Self { jobs, shutdown }
+    }
+
     pub fn into_server(self, max_message_bytes: usize) -> TrainerServer<Self> {
-        TrainerServer::new(self)
-            .max_decoding_message_size(max_message_bytes)
-            .max_encoding_message_size(max_message_bytes)
+        TrainerServer::new(self).max_decoding_message_size(max_message_bytes).max_encoding_message_size(max_message_bytes)
     }
 }
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+impl From<JobError> for Status {
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::Invalid { field, message } => invalid_field(&field, message),
+            JobError::NotFound(what) => Status::not_found(format!("no job {what}")),
+            JobError::NotReady { .. } => Status::failed_precondition(e.to_string()),
+            JobError::Storage(m) => Status::internal(m),
+        }
+    }
+}
+
+fn job_id(id: &str) -> Result<&str, Status> {
+    if id.is_empty() {
+        return Err(invalid_field("job_id", "must be set"));
+    }
+    Ok(id)
+}
+
 #[tonic::async_trait]
 impl Trainer for TrainerService {
-    type WatchJobStream = ResponseStream<JobEvent>;
-    type DownloadAdapterStream = ResponseStream<FileChunk>;
+    type WatchJobStream = ResponseStream<pb::JobEvent>;
+    type DownloadAdapterStream = ResponseStream<pb::FileChunk>;
 
-    async fn create_job(&self, _: Request<CreateJobRequest>) -> Result<Response<Job>, Status> {
-        Err(not_built_yet("arf.v1.Trainer/CreateJob", ISSUE))
+    async fn create_job(&self, request: Request<pb::CreateJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let spec = job_spec(request.into_inner())?;
+        let jobs = self.jobs.clone();
+        // Validation reads the model's config and tokenizer: blocking file work.
+        let job = tokio::task::spawn_blocking(move || jobs.create(spec))
+            .await
+            .map_err(|e| Status::internal(format!("create job: {e}")))??;
+        tracing::info!(job_id = %job.id, "job queued");
+        Ok(Response::new(job_to_pb(&job)))
     }
 
-    async fn get_job(&self, _: Request<GetJobRequest>) -> Result<Response<Job>, Status> {
-        Err(not_built_yet("arf.v1.Trainer/GetJob", ISSUE))
+    async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(job_to_pb(&self.jobs.get(job_id(&r.job_id)?)?)))
     }
 
-    async fn list_jobs(&self, _: Request<ListJobsRequest>) -> Result<Response<ListJobsResponse>, Status> {
-        Err(not_built_yet("arf.v1.Trainer/ListJobs", ISSUE))
+    async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let r = request.into_inner();
+        let size = match r.page_size {
+            0 => 50,
+            n => n.min(1000) as usize,
+        };
+        let (jobs, next_page_token) = self.jobs.list(size, &r.page_token);
+        Ok(Response::new(pb::ListJobsResponse { jobs: jobs.iter().map(job_to_pb).collect(), next_page_token }))
     }
 
-    async fn cancel_job(&self, _: Request<CancelJobRequest>) -> Result<Response<Job>, Status> {
-        Err(not_built_yet("arf.v1.Trainer/CancelJob", ISSUE))
+    async fn cancel_job(&self, request: Request<pb::CancelJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(job_to_pb(&self.jobs.cancel(job_id(&r.job_id)?)?)))
     }
 
-    async fn watch_job(&self, _: Request<WatchJobRequest>) -> Result<Response<Self::WatchJobStream>, Status> {
-        Err(not_built_yet("arf.v1.Trainer/WatchJob", ISSUE))
+    async fn watch_job(&self, request: Request<pb::WatchJobRequest>) -> Result<Response<Self::WatchJobStream>, Status> {
+        let r = request.into_inner();
+        let id = job_id(&r.job_id)?.to_string();
+        self.jobs.get(&id)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let (jobs, shutdown) = (self.jobs.clone(), self.shutdown.clone());
+        tokio::spawn(async move {
+            let mut changes = jobs.subscribe();
+            let mut after = r.after_sequence;
+            loop {
+                // Mark the notification seen before reading, so an event landing between the
+                // read and the wait still wakes us.
+                changes.borrow_and_update();
+                let events = match jobs.events_after(&id, after) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                let mut ended = false;
+                for event in events {
+                    after = event.sequence;
+                    ended |= matches!(event.kind, EventKind::Ended { .. });
+                    if tx.send(Ok(event_to_pb(&event))).await.is_err() {
+                        return; // the client went away
+                    }
+                }
+                if ended {
+                    return;
+                }
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    () = shutdown.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable("the trainer is shutting down; reconnect with after_sequence"))).await;
+                        return;
+                    }
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn list_checkpoints(
         &self,
-        _: Request<ListCheckpointsRequest>,
-    ) -> Result<Response<ListCheckpointsResponse>, Status> {
-        Err(not_built_yet("arf.v1.Trainer/ListCheckpoints", ISSUE))
+        request: Request<pb::ListCheckpointsRequest>,
+    ) -> Result<Response<pb::ListCheckpointsResponse>, Status> {
+        let r = request.into_inner();
+        let checkpoints = self
+            .jobs
+            .checkpoints(job_id(&r.job_id)?)?
+            .into_iter()
+            .map(|(step, path, ms)| pb::Checkpoint { step, path: path.display().to_string(), create_time: Some(timestamp(ms)) })
+            .collect();
+        Ok(Response::new(pb::ListCheckpointsResponse { checkpoints }))
     }
 
     async fn download_adapter(
         &self,
-        _: Request<DownloadAdapterRequest>,
+        request: Request<pb::DownloadAdapterRequest>,
     ) -> Result<Response<Self::DownloadAdapterStream>, Status> {
-        Err(not_built_yet("arf.v1.Trainer/DownloadAdapter", ISSUE))
+        let r = request.into_inner();
+        let dir = self.jobs.adapter_dir(job_id(&r.job_id)?, r.checkpoint_step)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            for name in [ADAPTER_CONFIG, ADAPTER_WEIGHTS] {
+                if let Err(status) = send_file(&tx, &dir.join(name), name).await {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+async fn send_file(
+    tx: &tokio::sync::mpsc::Sender<Result<pb::FileChunk, Status>>,
+    path: &std::path::Path,
+    name: &str,
+) -> Result<(), Status> {
+    let mut file = tokio::fs::File::open(path).await.map_err(|e| Status::internal(format!("{name}: {e}")))?;
+    let size = file.metadata().await.map_err(|e| Status::internal(format!("{name}: {e}")))?.len();
+    let mut offset = 0u64;
+    loop {
+        let mut data = vec![0u8; CHUNK];
+        let mut filled = 0;
+        while filled < CHUNK {
+            let n = file.read(&mut data[filled..]).await.map_err(|e| Status::internal(format!("{name}: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        data.truncate(filled);
+        let last = offset + filled as u64 >= size;
+        let chunk = pb::FileChunk { file_name: name.into(), offset, data, last_chunk_of_file: last, file_size: size };
+        if tx.send(Ok(chunk)).await.is_err() {
+            return Ok(());
+        }
+        offset += filled as u64;
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+// ---- proto -> domain ----
+
+fn job_spec(r: pb::CreateJobRequest) -> Result<JobSpec, Status> {
+    if r.base_model_dir.trim().is_empty() {
+        return Err(invalid_field("base_model_dir", "must be set"));
+    }
+    let data = match r.data {
+        None => return Err(invalid_field("data", "set inline examples or jsonl_path")),
+        Some(pb::create_job_request::Data::JsonlPath(p)) if p.trim().is_empty() => {
+            return Err(invalid_field("jsonl_path", "must not be empty"));
+        }
+        Some(pb::create_job_request::Data::JsonlPath(p)) => JobData::Jsonl(PathBuf::from(p)),
+        Some(pb::create_job_request::Data::Inline(i)) => JobData::Inline(
+            i.examples
+                .into_iter()
+                .enumerate()
+                .map(|(n, e)| example(n, e))
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    let mut config = config(&r.base_model_dir, r.hyperparameters.unwrap_or_default())?;
+    config.export_merged = r.export_merged;
+    Ok(JobSpec {
+        display_name: r.display_name,
+        data,
+        config,
+        labels: r.labels.into_iter().collect(),
+        trace_context: current_trace_context(),
+    })
+}
+
+fn example(n: usize, e: pb::TrainingExample) -> Result<Example, Status> {
+    let field = |f: &str| format!("inline.examples[{n}].{f}");
+    let c = e.conversation.ok_or_else(|| invalid_field(&field("conversation"), "must be set"))?;
+    let turns = c
+        .turns
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let role = match pb::Role::try_from(t.role) {
+                Ok(pb::Role::Customer) => Role::Customer,
+                Ok(pb::Role::Agent) => Role::Agent,
+                Ok(pb::Role::Bot) => Role::Bot,
+                Ok(pb::Role::System) => Role::System,
+                Ok(pb::Role::Unspecified) | Err(_) => {
+                    return Err(invalid_field(&field(&format!("conversation.turns[{i}].role")), "must be set"));
+                }
+            };
+            Ok(Turn { role, text: t.text })
+        })
+        .collect::<Result<_, _>>()?;
+    let conversation =
+        Conversation { id: c.id, channel: c.channel, turns, metadata: c.metadata.into_iter().collect::<BTreeMap<_, _>>() };
+    Ok(Example { conversation, summary: e.summary })
+}
+
+/// The request's hyperparameters with the server's defaults for zero values.
+fn config(base: &str, h: pb::Hyperparameters) -> Result<TrainConfig, Status> {
+    let mut c = TrainConfig::with_defaults(base, PathBuf::new());
+    let lora = h.lora.unwrap_or_default();
+    let rank = if lora.rank == 0 { 16 } else { lora.rank as usize };
+    let alpha = if lora.alpha == 0.0 { 2.0 * rank as f64 } else { f64::from(lora.alpha) };
+    let target_modules = LoraSpec::normalize_modules(&lora.target_modules)
+        .map_err(|m| invalid_field("hyperparameters.lora.target_modules", m))?;
+    c.lora = LoraSpec { rank, alpha, dropout: lora.dropout, target_modules };
+    let or = |v: u32, d: usize| if v == 0 { d } else { v as usize };
+    if h.learning_rate != 0.0 {
+        c.learning_rate = h.learning_rate;
+    }
+    if h.epochs != 0 {
+        c.epochs = h.epochs;
+    }
+    c.max_steps = u64::from(h.max_steps);
+    c.batch_size = or(h.batch_size, c.batch_size);
+    c.gradient_accumulation_steps = or(h.gradient_accumulation_steps, c.gradient_accumulation_steps);
+    c.warmup_steps = u64::from(h.warmup_steps);
+    c.weight_decay = h.weight_decay;
+    if h.max_grad_norm != 0.0 {
+        c.max_grad_norm = h.max_grad_norm;
+    }
+    c.max_seq_len = or(h.max_seq_len, c.max_seq_len);
+    if h.seed != 0 {
+        c.seed = h.seed;
+    }
+    c.eval_every_steps = u64::from(h.eval_every_steps);
+    c.checkpoint_every_steps = u64::from(h.checkpoint_every_steps);
+    c.eval_fraction = h.eval_fraction;
+    if !h.base_dtype.is_empty() {
+        c.base_dtype = h.base_dtype;
+    }
+    c.validate().map_err(|(f, m)| invalid_field(&f, m))?;
+    Ok(c)
+}
+
+/// The W3C trace context of the current span (the CreateJob call), for the training span's link.
+fn current_trace_context() -> BTreeMap<String, String> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    let mut carrier: HashMap<String, String> = HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
+    carrier.into_iter().collect()
+}
+
+// ---- domain -> proto ----
+
+fn timestamp(ms: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 }
+}
+
+fn state_to_pb(s: JobState) -> pb::JobState {
+    match s {
+        JobState::Queued => pb::JobState::Queued,
+        JobState::Running => pb::JobState::Running,
+        JobState::Succeeded => pb::JobState::Succeeded,
+        JobState::Failed => pb::JobState::Failed,
+        JobState::Cancelled => pb::JobState::Cancelled,
+    }
+}
+
+fn outputs(adapter: &Option<PathBuf>, merged: &Option<PathBuf>) -> Option<pb::JobOutputs> {
+    adapter.as_ref().map(|a| pb::JobOutputs {
+        adapter_dir: a.display().to_string(),
+        merged_model_dir: merged.as_ref().map(|m| m.display().to_string()).unwrap_or_default(),
+    })
+}
+
+fn hyperparameters_to_pb(c: &TrainConfig) -> pb::Hyperparameters {
+    pb::Hyperparameters {
+        lora: Some(pb::LoraConfig {
+            rank: c.lora.rank as u32,
+            alpha: c.lora.alpha as f32,
+            dropout: c.lora.dropout,
+            target_modules: c.lora.target_modules.clone(),
+        }),
+        learning_rate: c.learning_rate,
+        epochs: c.epochs,
+        max_steps: c.max_steps as u32,
+        batch_size: c.batch_size as u32,
+        gradient_accumulation_steps: c.gradient_accumulation_steps as u32,
+        warmup_steps: c.warmup_steps as u32,
+        weight_decay: c.weight_decay,
+        max_grad_norm: c.max_grad_norm,
+        max_seq_len: c.max_seq_len as u32,
+        seed: c.seed,
+        eval_every_steps: c.eval_every_steps as u32,
+        checkpoint_every_steps: c.checkpoint_every_steps as u32,
+        eval_fraction: c.eval_fraction,
+        base_dtype: c.base_dtype.clone(),
+    }
+}
+
+pub fn job_to_pb(j: &Job) -> pb::Job {
+    pb::Job {
+        id: j.id.clone(),
+        display_name: j.display_name.clone(),
+        state: state_to_pb(j.state) as i32,
+        base_model_dir: j.config.base_model_dir.display().to_string(),
+        hyperparameters: Some(hyperparameters_to_pb(&j.config)),
+        labels: j.labels.clone().into_iter().collect(),
+        step: j.step,
+        total_steps: j.total_steps,
+        last_loss: j.last_loss,
+        last_eval_loss: j.last_eval_loss,
+        create_time: Some(timestamp(j.create_time_ms)),
+        start_time: j.start_time_ms.map(timestamp),
+        end_time: j.end_time_ms.map(timestamp),
+        error: j.error.clone(),
+        outputs: outputs(&j.adapter_dir, &j.merged_dir),
+        last_event_sequence: j.last_event_sequence,
+        truncated_examples: j.truncated_examples,
+    }
+}
+
+fn event_to_pb(e: &JobEvent) -> pb::JobEvent {
+    use pb::job_event::Kind;
+    let kind = match &e.kind {
+        EventKind::Queued => Kind::Queued(pb::JobState::Queued as i32),
+        EventKind::Started { total_steps, resumed, from_step, train_examples, eval_examples } => Kind::Started(pb::JobStarted {
+            total_steps: *total_steps,
+            resumed: *resumed,
+            from_step: *from_step,
+            train_examples: *train_examples,
+            eval_examples: *eval_examples,
+        }),
+        EventKind::Step { step, total_steps, loss, learning_rate, tokens_per_second, grad_norm, epoch } => Kind::Step(pb::StepEvent {
+            step: *step,
+            total_steps: *total_steps,
+            loss: *loss,
+            learning_rate: *learning_rate,
+            tokens_per_second: *tokens_per_second,
+            grad_norm: *grad_norm,
+            epoch: *epoch,
+        }),
+        EventKind::Eval { step, eval_loss } => Kind::Eval(pb::EvalEvent { step: *step, eval_loss: *eval_loss }),
+        EventKind::Checkpoint { step, path } => Kind::Checkpoint(pb::Checkpoint {
+            step: *step,
+            path: path.display().to_string(),
+            create_time: Some(timestamp(e.time_ms)),
+        }),
+        EventKind::Warning(w) => Kind::Warning(w.clone()),
+        EventKind::Ended { state, error, adapter_dir, merged_dir } => Kind::Ended(pb::JobEnded {
+            state: state_to_pb(*state) as i32,
+            error: error.clone(),
+            outputs: outputs(adapter_dir, merged_dir),
+        }),
+    };
+    pb::JobEvent { sequence: e.sequence, job_id: e.job_id.clone(), time: Some(timestamp(e.time_ms)), kind: Some(kind) }
 }

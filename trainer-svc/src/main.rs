@@ -1,24 +1,171 @@
-//! `trainer-svc`: LoRA fine-tuning jobs on candle, as its own server.
+//! `trainer-svc`: LoRA fine-tuning jobs on candle, as a server (`serve`, the default) or one
+//! run from the command line (`train`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 use arf_common::config::ServerArgs;
 use arf_proto::service_names::TRAINER;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tonic::service::Routes;
+use trainer_svc::jobs::JobManager;
+use trainer_svc::lora::LoraSpec;
+use trainer_svc::train::{Event, Outcome, TrainConfig, data::read_examples, train};
 
 /// Fine-tunes a student model with LoRA.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct ServeArgs {
     #[command(flatten)]
     server: ServerArgs,
+    /// Where jobs, their events, checkpoints and outputs are kept (survives restarts).
+    #[arg(long, env = "ARF_TRAINER_STATE_DIR", default_value = "arf-trainer-state")]
+    state_dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the Trainer gRPC API (the default).
+    Serve,
+    /// Train once, without a server, and print the output paths.
+    Train(TrainArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct TrainArgs {
+    /// Hugging Face model directory of the base model.
+    #[arg(long)]
+    base: PathBuf,
+    /// JSONL training rows (`{id, channel, turns, summary}`).
+    #[arg(long)]
+    data: PathBuf,
+    /// Output directory (adapter/, merged/, checkpoints/). A rerun resumes from its checkpoints.
+    #[arg(long)]
+    output: PathBuf,
+    #[arg(long, default_value_t = 16)]
+    rank: usize,
+    /// Default: 2 * rank.
+    #[arg(long)]
+    alpha: Option<f64>,
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f32,
+    /// Comma-separated module names; default q,k,v,o,gate,up,down.
+    #[arg(long, value_delimiter = ',')]
+    target_modules: Vec<String>,
+    #[arg(long, default_value_t = 2e-4)]
+    lr: f64,
+    #[arg(long, default_value_t = 1)]
+    epochs: u32,
+    /// Stop after this many optimizer steps (0: run the epochs).
+    #[arg(long, default_value_t = 0)]
+    steps: u64,
+    #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    #[arg(long, default_value_t = 0)]
+    warmup: u64,
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    #[arg(long, default_value_t = 2048)]
+    max_seq_len: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long, default_value_t = 0)]
+    eval_every: u64,
+    #[arg(long, default_value_t = 0)]
+    checkpoint_every: u64,
+    #[arg(long, default_value_t = 0.0)]
+    eval_fraction: f32,
+    /// f32 or bf16 (frozen base weights).
+    #[arg(long, default_value = "f32")]
+    base_dtype: String,
+    /// Also write a merged model directory.
+    #[arg(long)]
+    merged: bool,
+}
+
+fn run_train(a: TrainArgs) -> anyhow::Result<()> {
+    let target_modules = LoraSpec::normalize_modules(&a.target_modules).map_err(anyhow::Error::msg)?;
+    let mut cfg = TrainConfig::with_defaults(&a.base, &a.output);
+    cfg.lora = LoraSpec { rank: a.rank, alpha: a.alpha.unwrap_or(2.0 * a.rank as f64), dropout: a.dropout, target_modules };
+    cfg.learning_rate = a.lr;
+    cfg.epochs = a.epochs;
+    cfg.max_steps = a.steps;
+    cfg.batch_size = a.batch_size;
+    cfg.gradient_accumulation_steps = a.grad_accum;
+    cfg.warmup_steps = a.warmup;
+    cfg.weight_decay = a.weight_decay;
+    cfg.max_grad_norm = a.max_grad_norm;
+    cfg.max_seq_len = a.max_seq_len;
+    cfg.seed = a.seed;
+    cfg.eval_every_steps = a.eval_every;
+    cfg.checkpoint_every_steps = a.checkpoint_every;
+    cfg.eval_fraction = a.eval_fraction;
+    cfg.base_dtype = a.base_dtype;
+    cfg.export_merged = a.merged;
+    let examples = read_examples(&a.data)?;
+    let mut print = |e: Event| match e {
+        Event::Started { total_steps, resumed, from_step, train_examples, eval_examples } => println!(
+            "started: {total_steps} steps, {train_examples} train / {eval_examples} eval examples{}",
+            if resumed { format!(", resumed at step {from_step}") } else { String::new() }
+        ),
+        Event::Step { step, total_steps, loss, learning_rate, tokens_per_second, grad_norm, .. } => println!(
+            "step {step}/{total_steps} loss {loss:.4} lr {learning_rate:.3e} grad_norm {grad_norm:.3} {tokens_per_second:.0} tok/s"
+        ),
+        Event::Eval { step, eval_loss } => println!("eval at step {step}: loss {eval_loss:.4}"),
+        Event::Checkpoint { step, path } => println!("checkpoint {step}: {}", path.display()),
+        Event::Warning(w) => eprintln!("warning: {w}"),
+    };
+    match train(&cfg, &examples, &mut print, &trainer_svc::device())? {
+        Outcome::Succeeded { adapter_dir, merged_dir, .. } => {
+            println!("adapter: {}", adapter_dir.display());
+            if let Some(m) = merged_dir {
+                println!("merged: {}", m.display());
+            }
+            Ok(())
+        }
+        Outcome::Cancelled { .. } => anyhow::bail!("cancelled"),
+    }
 }
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
     let args = Args::parse();
-    arf_common::server::run_binary("arf-trainer", &[TRAINER], 50053, &args.server, &args, |health, _| async move {
-        health.set_serving(TRAINER, true).await;
-        Ok(Routes::new(trainer_svc::grpc::TrainerService.into_server(args.server.max_message_bytes)))
-    })
-    .await
+    match args.command {
+        Some(Command::Train(a)) => {
+            // Training is synchronous candle work: keep it off the async runtime's workers.
+            match tokio::task::spawn_blocking(move || run_train(a)).await {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some(Command::Serve) | None => {
+            let serve = args.serve.clone();
+            arf_common::server::run_binary("arf-trainer", &[TRAINER], 50053, &serve.server, &args, |health, shutdown| async move {
+                let jobs = JobManager::open(&serve.state_dir, trainer_svc::device())?;
+                let service = trainer_svc::grpc::TrainerService::new(jobs, shutdown);
+                health.set_serving(TRAINER, true).await;
+                Ok(Routes::new(service.into_server(serve.server.max_message_bytes)))
+            })
+            .await
+        }
+    }
 }

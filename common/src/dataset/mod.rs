@@ -4,9 +4,11 @@
 //! `{id, channel, turns: [{role, text}], references?, summary?, labels?, injections?, metadata?}`.
 
 mod jsonl;
+mod prompt;
 mod record;
 mod wire;
 
+pub use prompt::{SUMMARIZE_SYSTEM_PROMPT, summarize_user_prompt};
 pub use jsonl::{BadRow, JsonlReader, OnBadRow, read_jsonl_file};
 pub use record::{Conversation, Record, Role, Turn};
 pub use wire::{conversation_from_wire, conversation_to_wire, role_from_wire, role_to_wire};

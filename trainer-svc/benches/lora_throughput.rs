@@ -1,0 +1,162 @@
+//! LoRA training throughput on CPU: our candle trainer vs PyTorch + PEFT on the same model
+//! directory and the same steps (forward, loss over every position, backward, clip, AdamW).
+//!
+//! `cargo bench --profile dev -p trainer-svc --bench lora_throughput` (the PyTorch side runs
+//! `reference/bench_peft.py` with `$ARF_BENCH_PYTHON`, default /work/pyenv/bin/python; it is
+//! skipped when that interpreter is missing). Each side runs in its own process, so each peak
+//! RSS (VmHWM) is its own.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use trainer_svc::lora::{ForwardCtx, LoraSpec};
+use trainer_svc::model::{Llama, LoadOptions};
+use trainer_svc::train::loss::cross_entropy_sum;
+use trainer_svc::train::optim::{AdamW, AdamWParams, clip_global_norm};
+
+struct Shape {
+    name: &'static str,
+    vocab: usize,
+    hidden: usize,
+    inter: usize,
+    layers: usize,
+    heads: usize,
+    kv: usize,
+    batch: usize,
+    seq: usize,
+}
+
+const SHAPES: [Shape; 2] = [
+    Shape { name: "tiny", vocab: 384, hidden: 32, inter: 64, layers: 2, heads: 4, kv: 2, batch: 4, seq: 64 },
+    Shape { name: "small-19M", vocab: 8192, hidden: 384, inter: 1024, layers: 8, heads: 6, kv: 2, batch: 4, seq: 128 },
+];
+const RANK: usize = 16;
+const WARMUP: usize = 2;
+const STEPS: usize = 5;
+
+fn write_model(s: &Shape, dir: &Path) -> candle_core::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let hd = s.hidden / s.heads;
+    let config = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": s.vocab,
+        "hidden_size": s.hidden, "intermediate_size": s.inter, "num_hidden_layers": s.layers,
+        "num_attention_heads": s.heads, "num_key_value_heads": s.kv, "head_dim": hd, "rms_norm_eps": 1e-5,
+        "max_position_embeddings": 2048, "tie_word_embeddings": false, "hidden_act": "silu",
+        "rope_theta": 500000.0, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 1024}, "torch_dtype": "float32"
+    });
+    std::fs::write(dir.join("config.json"), config.to_string())?;
+    let dev = Device::Cpu;
+    let mut t = HashMap::new();
+    let rnd = |shape: (usize, usize)| Tensor::randn(0f32, 0.02, shape, &dev);
+    t.insert("model.embed_tokens.weight".to_string(), rnd((s.vocab, s.hidden))?);
+    t.insert("lm_head.weight".to_string(), rnd((s.vocab, s.hidden))?);
+    t.insert("model.norm.weight".to_string(), Tensor::ones(s.hidden, DType::F32, &dev)?);
+    for i in 0..s.layers {
+        let p = format!("model.layers.{i}");
+        for (n, shape) in [
+            ("self_attn.q_proj", (s.heads * hd, s.hidden)),
+            ("self_attn.k_proj", (s.kv * hd, s.hidden)),
+            ("self_attn.v_proj", (s.kv * hd, s.hidden)),
+            ("self_attn.o_proj", (s.hidden, s.heads * hd)),
+            ("mlp.gate_proj", (s.inter, s.hidden)),
+            ("mlp.up_proj", (s.inter, s.hidden)),
+            ("mlp.down_proj", (s.hidden, s.inter)),
+        ] {
+            t.insert(format!("{p}.{n}.weight"), rnd(shape)?);
+        }
+        for n in ["input_layernorm", "post_attention_layernorm"] {
+            t.insert(format!("{p}.{n}.weight"), Tensor::ones(s.hidden, DType::F32, &dev)?);
+        }
+    }
+    candle_core::safetensors::save(&t, dir.join("model.safetensors"))
+}
+
+/// Runs our side in this process: tokens/s.
+fn ours(s: &Shape, dir: &Path) -> candle_core::Result<f64> {
+    let dev = Device::Cpu;
+    let spec = LoraSpec { rank: RANK, alpha: 2.0 * RANK as f64, ..Default::default() };
+    let model = Llama::load(dir, &LoadOptions { lora: Some(spec), ..Default::default() }, &dev)
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let vars = model.lora_vars();
+    let mut opt = AdamW::new(vars.clone(), AdamWParams::default())?;
+    let ids: Vec<u32> = (0..s.batch * s.seq).map(|i| ((i * 7919) % s.vocab) as u32).collect();
+    let ids = Tensor::from_vec(ids, (s.batch, s.seq), &dev)?;
+    let inputs = ids.narrow(1, 0, s.seq - 1)?;
+    let targets = ids.narrow(1, 1, s.seq - 1)?.flatten_all()?;
+    let mut step = || -> candle_core::Result<()> {
+        let logits = model.forward(&inputs, &mut ForwardCtx::eval())?;
+        let n = targets.dim(0)?;
+        let loss = (cross_entropy_sum(&logits.reshape((n, s.vocab))?, &targets)? / n as f64)?;
+        let store = loss.backward()?;
+        let mut grads: Vec<Tensor> = vars.iter().map(|(_, v)| store.get(v.as_tensor()).cloned().unwrap_or(v.as_tensor().zeros_like().unwrap())).collect();
+        clip_global_norm(&mut grads, 1.0)?;
+        opt.step(&grads, 1e-4)
+    };
+    for _ in 0..WARMUP {
+        step()?;
+    }
+    let t = Instant::now();
+    for _ in 0..STEPS {
+        step()?;
+    }
+    Ok((s.batch * s.seq * STEPS) as f64 / t.elapsed().as_secs_f64())
+}
+
+fn vm_hwm_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // Child mode: one shape, our side only, so VmHWM is that run's own peak.
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        let (name, dir) = (&args[i + 1], PathBuf::from(&args[i + 2]));
+        let s = SHAPES.iter().find(|s| s.name == name.as_str()).expect("known shape");
+        match ours(s, &dir) {
+            Ok(tps) => println!("{{\"tokens_per_second\": {tps}, \"peak_rss_mib\": {}}}", vm_hwm_mib()),
+            Err(e) => println!("{{\"error\": \"{e}\"}}"),
+        }
+        return;
+    }
+    let python = std::env::var("ARF_BENCH_PYTHON").unwrap_or_else(|_| "/work/pyenv/bin/python".into());
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reference/bench_peft.py");
+    let tmp = std::env::temp_dir().join(format!("arf-lora-bench-{}", std::process::id()));
+    println!("LoRA r={RANK} on q,k,v,o,gate,up,down; {WARMUP} warm-up + {STEPS} timed steps; f32; CPU");
+    println!("{:<10} {:>9} {:>7} {:>14} {:>12} {:>14} {:>12} {:>7}", "shape", "params", "tokens", "candle tok/s", "candle MiB", "torch tok/s", "torch MiB", "ratio");
+    for s in &SHAPES {
+        let dir = tmp.join(s.name);
+        if let Err(e) = write_model(s, &dir) {
+            eprintln!("cannot write the {} model: {e}", s.name);
+            continue;
+        }
+        let run = |cmd: &mut Command| -> Option<serde_json::Value> {
+            let out = cmd.output().ok()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            text.lines().rev().find_map(|l| serde_json::from_str(l).ok())
+        };
+        let exe = std::env::current_exe().expect("bench executable");
+        let ours = run(Command::new(exe).args(["--child", s.name, &dir.display().to_string()]));
+        let torch = if Path::new(&python).exists() {
+            run(Command::new(&python).arg(&script).arg(&dir).args(
+                [s.batch, s.seq, RANK, WARMUP, STEPS].map(|v| v.to_string()),
+            ))
+        } else {
+            None
+        };
+        let get = |v: &Option<serde_json::Value>, k: &str| v.as_ref().and_then(|v| v[k].as_f64()).unwrap_or(f64::NAN);
+        let params = trainer_svc::model::LlamaConfig::from_dir(&dir).map(|c| c.num_parameters()).unwrap_or(0);
+        let (ot, om, tt, tm) = (get(&ours, "tokens_per_second"), get(&ours, "peak_rss_mib"), get(&torch, "tokens_per_second"), get(&torch, "peak_rss_mib"));
+        println!("{:<10} {:>8.1}M {:>7} {:>14.0} {:>12.0} {:>14.0} {:>12.0} {:>6.2}x", s.name, params as f64 / 1e6, s.batch * s.seq, ot, om, tt, tm, ot / tt);
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}

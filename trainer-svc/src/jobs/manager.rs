@@ -1,0 +1,372 @@
+//! The job manager: accepts jobs, persists them, and trains them one at a time on a dedicated
+//! thread (candle work is synchronous and must never block the async runtime).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use candle_core::Device;
+use tokio::sync::watch;
+
+use super::store::Store;
+use super::{EventKind, Job, JobData, JobError, JobEvent, JobSpec, JobState, now_ms, validate_spec};
+use crate::train::checkpoint;
+use crate::train::data::read_examples;
+use crate::train::{Event, Observer, Outcome, train};
+
+struct State {
+    jobs: BTreeMap<String, Job>,
+    events: HashMap<String, Vec<JobEvent>>,
+    queue: VecDeque<String>,
+    /// Set to stop the running job at its next step.
+    cancel: HashMap<String, Arc<AtomicBool>>,
+    shutting_down: bool,
+}
+
+struct Inner {
+    store: Store,
+    state: Mutex<State>,
+    wake: Condvar,
+    /// Bumped on every event of any job: watchers wait on it, then read what is new.
+    notify: watch::Sender<u64>,
+    device: Device,
+    counter: AtomicU64,
+    /// Stops the running job without ending it (a restart): it resumes from its checkpoint.
+    halt: Arc<AtomicBool>,
+}
+
+/// Cheap to clone; all clones share one queue and one worker thread.
+#[derive(Clone)]
+pub struct JobManager {
+    inner: Arc<Inner>,
+}
+
+impl JobManager {
+    /// Opens (or creates) the state directory, re-queues jobs that were queued or running when
+    /// the trainer stopped (running ones resume from their last checkpoint), and starts the worker.
+    pub fn open(state_dir: &Path, device: Device) -> Result<Self, JobError> {
+        let store = Store::open(state_dir)?;
+        let mut state =
+            State { jobs: BTreeMap::new(), events: HashMap::new(), queue: VecDeque::new(), cancel: HashMap::new(), shutting_down: false };
+        for (mut job, events) in store.load_all()? {
+            job.last_event_sequence = events.last().map(|e| e.sequence).unwrap_or(0);
+            if !job.state.is_final() {
+                job.state = JobState::Queued;
+                state.queue.push_back(job.id.clone());
+            }
+            state.events.insert(job.id.clone(), events);
+            state.jobs.insert(job.id.clone(), job);
+        }
+        let inner = Arc::new(Inner {
+            store,
+            state: Mutex::new(state),
+            wake: Condvar::new(),
+            notify: watch::channel(0).0,
+            device,
+            counter: AtomicU64::new(0),
+            halt: Arc::new(AtomicBool::new(false)),
+        });
+        let worker = Arc::clone(&inner);
+        std::thread::Builder::new()
+            .name("arf-trainer-worker".into())
+            .spawn(move || worker_loop(worker))
+            .map_err(|e| JobError::Storage(format!("cannot start the training thread: {e}")))?;
+        Ok(Self { inner })
+    }
+
+    /// Validates, stores and queues a job.
+    pub fn create(&self, mut spec: JobSpec) -> Result<Job, JobError> {
+        validate_spec(&spec)?;
+        let id = format!("job-{:013}-{:04}", now_ms(), self.inner.counter.fetch_add(1, Ordering::Relaxed) % 10_000);
+        spec.config.output_dir = self.inner.store.output_dir(&id);
+        let data_path = match &spec.data {
+            JobData::Inline(examples) => self.inner.store.save_examples(&id, examples)?,
+            JobData::Jsonl(p) => p.clone(),
+        };
+        let job = Job {
+            id: id.clone(),
+            display_name: spec.display_name,
+            state: JobState::Queued,
+            config: spec.config,
+            labels: spec.labels,
+            data_path,
+            step: 0,
+            total_steps: 0,
+            last_loss: 0.0,
+            last_eval_loss: 0.0,
+            create_time_ms: now_ms(),
+            start_time_ms: None,
+            end_time_ms: None,
+            error: String::new(),
+            adapter_dir: None,
+            merged_dir: None,
+            last_event_sequence: 0,
+            truncated_examples: 0,
+            trace_context: spec.trace_context,
+        };
+        let mut st = self.lock();
+        st.jobs.insert(id.clone(), job);
+        self.inner.record(&mut st, &id, EventKind::Queued)?;
+        st.queue.push_back(id.clone());
+        let job = st.jobs[&id].clone();
+        drop(st);
+        self.inner.wake.notify_all();
+        Ok(job)
+    }
+
+    pub fn get(&self, id: &str) -> Result<Job, JobError> {
+        self.lock().jobs.get(id).cloned().ok_or_else(|| JobError::NotFound(id.into()))
+    }
+
+    /// Jobs in creation order, `page_size` at a time from after `page_token` (a job id);
+    /// returns the page and the next token (empty on the last page).
+    pub fn list(&self, page_size: usize, page_token: &str) -> (Vec<Job>, String) {
+        let st = self.lock();
+        let mut page: Vec<Job> = st
+            .jobs
+            .range::<str, _>((std::ops::Bound::Excluded(page_token), std::ops::Bound::Unbounded))
+            .take(page_size + 1)
+            .map(|(_, j)| j.clone())
+            .collect();
+        let next = if page.len() > page_size {
+            page.truncate(page_size);
+            page.last().map(|j| j.id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        (page, next)
+    }
+
+    /// A queued job ends at once; a running one stops before its next step (its checkpoints
+    /// stay). Cancelling a finished job changes nothing.
+    pub fn cancel(&self, id: &str) -> Result<Job, JobError> {
+        let mut st = self.lock();
+        let job = st.jobs.get(id).ok_or_else(|| JobError::NotFound(id.into()))?;
+        match job.state {
+            JobState::Queued => {
+                st.queue.retain(|q| q != id);
+                let end = EventKind::Ended { state: JobState::Cancelled, error: String::new(), adapter_dir: None, merged_dir: None };
+                self.inner.finish(&mut st, id, JobState::Cancelled, String::new(), end)?;
+            }
+            JobState::Running => {
+                if let Some(flag) = st.cancel.get(id) {
+                    flag.store(true, Ordering::SeqCst);
+                }
+            }
+            _ => {}
+        }
+        Ok(st.jobs[id].clone())
+    }
+
+    /// Events of `id` with a sequence above `after`.
+    pub fn events_after(&self, id: &str, after: u64) -> Result<Vec<JobEvent>, JobError> {
+        let st = self.lock();
+        let events = st.events.get(id).ok_or_else(|| JobError::NotFound(id.into()))?;
+        Ok(events.iter().filter(|e| e.sequence > after).cloned().collect())
+    }
+
+    /// Changes whenever any job has a new event.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.notify.subscribe()
+    }
+
+    /// `(step, path, creation time ms)` of the job's checkpoints, oldest first.
+    pub fn checkpoints(&self, id: &str) -> Result<Vec<(u64, PathBuf, u64)>, JobError> {
+        let job = self.get(id)?;
+        Ok(checkpoint::list(&job.config.output_dir)
+            .into_iter()
+            .map(|(step, path)| {
+                let ms = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                (step, path, ms)
+            })
+            .collect())
+    }
+
+    /// The adapter directory of the finished job, or of one of its checkpoints.
+    pub fn adapter_dir(&self, id: &str, checkpoint_step: Option<u64>) -> Result<PathBuf, JobError> {
+        let job = self.get(id)?;
+        match checkpoint_step {
+            None => job.adapter_dir.clone().filter(|d| d.exists()).ok_or_else(|| JobError::NotReady {
+                id: id.into(),
+                message: format!("has no final adapter (state {:?})", job.state),
+            }),
+            Some(step) => checkpoint::list(&job.config.output_dir)
+                .into_iter()
+                .find(|(s, _)| *s == step)
+                .map(|(_, p)| checkpoint::adapter_dir(&p))
+                .ok_or_else(|| JobError::NotFound(format!("{id} checkpoint {step}"))),
+        }
+    }
+
+    /// Stops the worker as a process exit would: the running job stops before its next step
+    /// and stays RUNNING on disk, so the next [`JobManager::open`] resumes it.
+    pub fn shutdown(&self) {
+        self.inner.halt.store(true, Ordering::SeqCst);
+        self.lock().shutting_down = true;
+        self.inner.wake.notify_all();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.lock()
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends an event (memory and disk), updates the job from it, and wakes watchers.
+    fn record(&self, st: &mut State, id: &str, kind: EventKind) -> Result<(), JobError> {
+        let Some(job) = st.jobs.get_mut(id) else { return Err(JobError::NotFound(id.into())) };
+        match &kind {
+            EventKind::Started { total_steps, .. } => job.total_steps = *total_steps,
+            EventKind::Step { step, total_steps, loss, .. } => {
+                job.step = *step;
+                job.total_steps = *total_steps;
+                job.last_loss = *loss;
+            }
+            EventKind::Eval { eval_loss, .. } => job.last_eval_loss = *eval_loss,
+            _ => {}
+        }
+        job.last_event_sequence += 1;
+        let event = JobEvent { sequence: job.last_event_sequence, job_id: id.into(), time_ms: now_ms(), kind };
+        self.store.append_event(&event)?;
+        self.store.save_job(job)?;
+        st.events.entry(id.into()).or_default().push(event);
+        self.notify.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    fn finish(&self, st: &mut State, id: &str, state: JobState, error: String, end: EventKind) -> Result<(), JobError> {
+        if let Some(job) = st.jobs.get_mut(id) {
+            job.state = state;
+            job.error = error;
+            job.end_time_ms = Some(now_ms());
+            if let EventKind::Ended { adapter_dir, merged_dir, .. } = &end {
+                job.adapter_dir = adapter_dir.clone();
+                job.merged_dir = merged_dir.clone();
+            }
+        }
+        self.record(st, id, end)
+    }
+}
+
+/// Feeds a run's events into the job and says when to stop.
+struct JobObserver<'a> {
+    inner: &'a Inner,
+    id: String,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Observer for JobObserver<'_> {
+    fn event(&mut self, event: Event) {
+        let kind = match event {
+            Event::Started { total_steps, resumed, from_step, train_examples, eval_examples } => {
+                EventKind::Started { total_steps, resumed, from_step, train_examples, eval_examples }
+            }
+            Event::Step { step, total_steps, loss, learning_rate, tokens_per_second, grad_norm, epoch } => {
+                EventKind::Step { step, total_steps, loss, learning_rate, tokens_per_second, grad_norm, epoch }
+            }
+            Event::Eval { step, eval_loss } => EventKind::Eval { step, eval_loss },
+            Event::Checkpoint { step, path } => EventKind::Checkpoint { step, path },
+            Event::Warning(w) => {
+                if let Some(n) = w.split_whitespace().next().and_then(|n| n.parse().ok()) {
+                    if let Some(job) = self.inner.lock().jobs.get_mut(&self.id) {
+                        job.truncated_examples = n;
+                    }
+                }
+                EventKind::Warning(w)
+            }
+        };
+        let mut st = self.inner.lock();
+        if let Err(e) = self.inner.record(&mut st, &self.id, kind) {
+            tracing::error!(job_id = %self.id, "cannot record an event: {e}");
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst) || self.inner.halt.load(Ordering::SeqCst)
+    }
+}
+
+fn worker_loop(inner: Arc<Inner>) {
+    loop {
+        let (id, job, cancel) = {
+            let mut st = inner.lock();
+            let id = loop {
+                if st.shutting_down {
+                    return;
+                }
+                if let Some(id) = st.queue.pop_front() {
+                    break id;
+                }
+                st = inner.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+            };
+            let cancel = Arc::new(AtomicBool::new(false));
+            st.cancel.insert(id.clone(), Arc::clone(&cancel));
+            let Some(job) = st.jobs.get_mut(&id) else { continue };
+            job.state = JobState::Running;
+            job.start_time_ms.get_or_insert_with(now_ms);
+            let job = job.clone();
+            if let Err(e) = inner.store.save_job(&job) {
+                tracing::error!(job_id = %id, "cannot save the job: {e}");
+            }
+            (id, job, cancel)
+        };
+        run_job(&inner, &id, &job, cancel);
+    }
+}
+
+/// The span of one job's training, linked to the CreateJob call's trace (that call ended long
+/// ago, so a link rather than a parent), so the gateway's run trace leads to the training.
+pub fn training_span(job: &Job) -> tracing::Span {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let span = tracing::info_span!("arf.trainer.train", otel.name = "arf.trainer.train", job_id = %job.id,
+        gen_ai.request.model = %job.config.base_model_dir.display(), gen_ai.operation.name = "fine_tuning");
+    let carrier: HashMap<String, String> = job.trace_context.clone().into_iter().collect();
+    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+    let linked = cx.span().span_context().clone();
+    if linked.is_valid() {
+        span.add_link(linked);
+    }
+    span
+}
+
+fn run_job(inner: &Inner, id: &str, job: &Job, cancel: Arc<AtomicBool>) {
+    let span = training_span(job);
+    let _entered = span.enter();
+    let mut observer = JobObserver { inner, id: id.to_string(), cancel };
+    // A panic inside candle must fail the job, not kill the only training thread.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let examples = read_examples(&job.data_path)?;
+        train(&job.config, &examples, &mut observer, &inner.device)
+    }));
+    let mut st = inner.lock();
+    st.cancel.remove(id);
+    let (state, error, adapter_dir, merged_dir) = match result {
+        Ok(Ok(Outcome::Succeeded { adapter_dir, merged_dir, .. })) => (JobState::Succeeded, String::new(), Some(adapter_dir), merged_dir),
+        Ok(Ok(Outcome::Cancelled { .. })) if inner.halt.load(Ordering::SeqCst) => {
+            tracing::info!(job_id = %id, "stopped for shutdown; resumes from its last checkpoint on restart");
+            return;
+        }
+        Ok(Ok(Outcome::Cancelled { .. })) => (JobState::Cancelled, String::new(), None, None),
+        Ok(Err(e)) => (JobState::Failed, e.to_string(), None, None),
+        Err(_) => (JobState::Failed, "training panicked".to_string(), None, None),
+    };
+    if state == JobState::Failed {
+        tracing::error!(job_id = %id, error = %error, "training failed");
+    }
+    let end = EventKind::Ended { state, error: error.clone(), adapter_dir, merged_dir };
+    if let Err(e) = inner.finish(&mut st, id, state, error, end) {
+        tracing::error!(job_id = %id, "cannot record the end of the job: {e}");
+    }
+}

@@ -1,0 +1,115 @@
+//! Training jobs: a durable queue (one job trains at a time per device), their events, and
+//! their outputs. Nothing here knows about gRPC.
+
+mod manager;
+mod store;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use manager::JobManager;
+pub use validate::validate_spec;
+
+use crate::train::{Example, TrainConfig};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+    }
+}
+
+/// Where a job's examples come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobData {
+    Inline(Vec<Example>),
+    /// A JSONL file on the trainer's machine.
+    Jsonl(PathBuf),
+}
+
+/// What a client asks for. `config.output_dir` is chosen by the manager.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub display_name: String,
+    pub data: JobData,
+    pub config: TrainConfig,
+    pub labels: BTreeMap<String, String>,
+    /// W3C trace context (`traceparent`, ...) of the call that created the job: the training
+    /// span links to it.
+    pub trace_context: BTreeMap<String, String>,
+}
+
+/// A job as stored and reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub display_name: String,
+    pub state: JobState,
+    pub config: TrainConfig,
+    pub labels: BTreeMap<String, String>,
+    /// Where the examples were read from (the inline ones are saved beside the job).
+    pub data_path: PathBuf,
+    pub step: u64,
+    pub total_steps: u64,
+    pub last_loss: f64,
+    pub last_eval_loss: f64,
+    /// Unix milliseconds.
+    pub create_time_ms: u64,
+    pub start_time_ms: Option<u64>,
+    pub end_time_ms: Option<u64>,
+    pub error: String,
+    pub adapter_dir: Option<PathBuf>,
+    pub merged_dir: Option<PathBuf>,
+    pub last_event_sequence: u64,
+    pub truncated_examples: u32,
+    pub trace_context: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Queued,
+    Started { total_steps: u64, resumed: bool, from_step: u64, train_examples: u32, eval_examples: u32 },
+    Step { step: u64, total_steps: u64, loss: f64, learning_rate: f64, tokens_per_second: f64, grad_norm: f64, epoch: u32 },
+    Eval { step: u64, eval_loss: f64 },
+    Checkpoint { step: u64, path: PathBuf },
+    Warning(String),
+    Ended { state: JobState, error: String, adapter_dir: Option<PathBuf>, merged_dir: Option<PathBuf> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEvent {
+    /// From 1, one more per event of the job.
+    pub sequence: u64,
+    pub job_id: String,
+    pub time_ms: u64,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("no job {0}")]
+    NotFound(String),
+    #[error("job {id}: {message}")]
+    NotReady { id: String, message: String },
+    #[error("{0}")]
+    Storage(String),
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

@@ -1,0 +1,91 @@
+//! Jobs on disk: `<state>/jobs/<id>/job.json` (rewritten atomically on each change),
+//! `events.jsonl` (appended), `examples.jsonl` (inline data), `output/` (checkpoints, adapter).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use arf_common::dataset::Record;
+
+use super::{Job, JobError, JobEvent};
+use crate::train::Example;
+
+pub struct Store {
+    root: PathBuf,
+}
+
+fn err(path: &Path, e: impl std::fmt::Display) -> JobError {
+    JobError::Storage(format!("{}: {e}", path.display()))
+}
+
+impl Store {
+    pub fn open(state_dir: &Path) -> Result<Self, JobError> {
+        let root = state_dir.join("jobs");
+        std::fs::create_dir_all(&root).map_err(|e| err(&root, e))?;
+        Ok(Self { root })
+    }
+
+    pub fn job_dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    pub fn output_dir(&self, id: &str) -> PathBuf {
+        self.job_dir(id).join("output")
+    }
+
+    pub fn save_job(&self, job: &Job) -> Result<(), JobError> {
+        let dir = self.job_dir(&job.id);
+        std::fs::create_dir_all(&dir).map_err(|e| err(&dir, e))?;
+        let tmp = dir.join("job.json.tmp");
+        let text = serde_json::to_string_pretty(job).map_err(|e| err(&tmp, e))?;
+        std::fs::write(&tmp, text).map_err(|e| err(&tmp, e))?;
+        std::fs::rename(&tmp, dir.join("job.json")).map_err(|e| err(&dir, e))
+    }
+
+    pub fn append_event(&self, event: &JobEvent) -> Result<(), JobError> {
+        let path = self.job_dir(&event.job_id).join("events.jsonl");
+        let line = serde_json::to_string(event).map_err(|e| err(&path, e))?;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| err(&path, e))?;
+        writeln!(f, "{line}").map_err(|e| err(&path, e))
+    }
+
+    pub fn save_examples(&self, id: &str, examples: &[Example]) -> Result<PathBuf, JobError> {
+        let dir = self.job_dir(id);
+        std::fs::create_dir_all(&dir).map_err(|e| err(&dir, e))?;
+        let path = dir.join("examples.jsonl");
+        let mut text = String::new();
+        for e in examples {
+            let record = Record {
+                conversation: e.conversation.clone(),
+                summary: Some(e.summary.clone()),
+                references: Vec::new(),
+                labels: Vec::new(),
+                injections: Vec::new(),
+            };
+            text.push_str(&serde_json::to_string(&record).map_err(|e| err(&path, e))?);
+            text.push('\n');
+        }
+        std::fs::write(&path, text).map_err(|e| err(&path, e))?;
+        Ok(path)
+    }
+
+    /// Every stored job with its events, in id (= creation) order. A torn last event line (a
+    /// crash mid-write) is dropped.
+    pub fn load_all(&self) -> Result<Vec<(Job, Vec<JobEvent>)>, JobError> {
+        let mut out = Vec::new();
+        let entries = std::fs::read_dir(&self.root).map_err(|e| err(&self.root, e))?;
+        for entry in entries.flatten() {
+            let path = entry.path().join("job.json");
+            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            let job: Job = serde_json::from_str(&text).map_err(|e| err(&path, e))?;
+            let events_path = entry.path().join("events.jsonl");
+            let events: Vec<JobEvent> = std::fs::read_to_string(&events_path)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            out.push((job, events));
+        }
+        out.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        Ok(out)
+    }
+}

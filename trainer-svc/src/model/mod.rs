@@ -1,0 +1,19 @@
+//! A differentiable Llama 3 on candle: what `transformers` computes, with every position's logits.
+
+pub mod config;
+pub mod frozen;
+pub mod llama;
+pub mod weights;
+
+pub use config::{LlamaConfig, RopeScaling};
+pub use llama::{Llama, LoadOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Weights(String),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
