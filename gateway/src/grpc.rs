@@ -1,65 +1,251 @@
-//! The gRPC face of the gateway (the public Pipeline API): the only place that maps between
-//! `arf.v1` and the domain.
+//! The gRPC face of the gateway (the public Pipeline API): the only place that maps requests,
+//! responses and errors between `arf.v1` and the pipeline.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
-use arf_common::status::not_built_yet;
-use arf_proto::v1::pipeline_server::{Pipeline, PipelineServer};
-use arf_proto::v1::{
-    CancelRunRequest, CreateRunRequest, ExportChunk, ExportDatasetRequest, GetReportRequest, GetRunRequest,
-    ListRunsRequest, ListRunsResponse, Report, Run, RunEvent, WatchRunRequest,
-};
-use futures::Stream;
+use arf_common::status::invalid_field;
+use arf_proto::v1 as pb;
+use arf_proto::v1::pipeline_server::{Pipeline as PipelineRpc, PipelineServer};
+use futures::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-const ISSUE: &str = "the gateway issue";
+use crate::pipeline::{IngestError, Pipeline, RowSource, stages};
+use crate::store::RunRecord;
 
-#[derive(Debug, Default)]
-pub struct PipelineService;
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 1000;
+const BAD_ROWS_IN_RUN: usize = 20;
+const EXPORT_CHUNK_BYTES: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct PipelineService {
+    pipeline: Arc<Pipeline>,
+    shutdown: CancellationToken,
+}
 
 impl PipelineService {
-    pub fn into_server(self, max_message_bytes: usize) -> PipelineServer<Self> {
-        PipelineServer::new(self)
-            .max_decoding_message_size(max_message_bytes)
-            .max_encoding_message_size(max_message_bytes)
+    pub fn new(pipeline: Arc<Pipeline>, shutdown: CancellationToken) -> Self {
+        Self { pipeline, shutdown }
     }
+
+    pub fn into_server(self, max_message_bytes: usize) -> PipelineServer<Self> {
+        PipelineServer::new(self).max_decoding_message_size(max_message_bytes).max_encoding_message_size(max_message_bytes)
+    }
+
+    fn run(&self, run_id: &str) -> Result<RunRecord, Status> {
+        if run_id.is_empty() {
+            return Err(invalid_field("run_id", "must not be empty"));
+        }
+        self.pipeline.store().run(run_id).map_err(internal)?.ok_or_else(|| Status::not_found(format!("no run {run_id:?}")))
+    }
+
+    fn to_wire(&self, run: RunRecord) -> Result<pb::Run, Status> {
+        let store = self.pipeline.store();
+        let counts = store.counts(&run.id).map_err(internal)?;
+        let progress = stages(&run.config)
+            .into_iter()
+            .map(|stage| {
+                let (total, done) = match stage {
+                    pb::Stage::Analyze => (counts.rows, counts.analyzed),
+                    pb::Stage::Revise => (counts.rows - counts.held_out, counts.revisions_accepted + counts.revisions_rejected),
+                    pb::Stage::Evaluate => (counts.held_out, counts.evaluated),
+                    _ => (0, 0),
+                };
+                pb::StageProgress { stage: stage as i32, total, done, failed: 0 }
+            })
+            .collect();
+        let timestamp = |ms: i64| prost_types::Timestamp { seconds: ms / 1000, nanos: ((ms % 1000) * 1_000_000) as i32 };
+        Ok(pb::Run {
+            last_event_sequence: store.last_event_sequence(&run.id).map_err(internal)?,
+            bad_rows: store.bad_rows(&run.id, BAD_ROWS_IN_RUN).map_err(internal)?,
+            id: run.id,
+            display_name: run.display_name,
+            state: run.state as i32,
+            config: Some(run.config),
+            current_stage: run.current_stage as i32,
+            progress,
+            counts: Some(counts),
+            training_job_id: run.training_job_id,
+            create_time: Some(timestamp(run.create_time_ms)),
+            end_time: run.end_time_ms.map(timestamp),
+            error: run.error,
+        })
+    }
+}
+
+fn internal(e: anyhow::Error) -> Status {
+    tracing::error!(error = %format!("{e:#}"), "gateway store error");
+    Status::internal(format!("{e:#}"))
+}
+
+fn is_final(state: pb::RunState) -> bool {
+    matches!(state, pb::RunState::Succeeded | pb::RunState::Failed | pb::RunState::Cancelled)
 }
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl Pipeline for PipelineService {
-    type WatchRunStream = ResponseStream<RunEvent>;
-    type ExportDatasetStream = ResponseStream<ExportChunk>;
+impl PipelineRpc for PipelineService {
+    type WatchRunStream = ResponseStream<pb::RunEvent>;
+    type ExportDatasetStream = ResponseStream<pb::ExportChunk>;
 
-    async fn create_run(&self, _: Request<Streaming<CreateRunRequest>>) -> Result<Response<Run>, Status> {
-        Err(not_built_yet("arf.v1.Pipeline/CreateRun", ISSUE))
+    async fn create_run(&self, request: Request<Streaming<pb::CreateRunRequest>>) -> Result<Response<pb::Run>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound.message().await?.ok_or_else(|| invalid_field("spec", "the first message must be the run spec"))?;
+        let Some(pb::create_run_request::Part::Spec(spec)) = first.part else {
+            return Err(invalid_field("spec", "the first message must be the run spec"));
+        };
+        let rows = if spec.dataset_path.is_empty() {
+            RowSource::Stream(Box::pin(inbound.map(|m| match m?.part {
+                Some(pb::create_run_request::Part::Row(row)) => Ok(row),
+                _ => Err(invalid_field("row", "after the spec, every message must be a row")),
+            })))
+        } else {
+            RowSource::File(spec.dataset_path.clone().into())
+        };
+        let run_id = self.pipeline.create_run(spec, rows).await.map_err(|e| match e {
+            IngestError::InvalidSpec { field, message } => invalid_field(&field, message),
+            IngestError::BadRow { run_id, row } => {
+                invalid_field(&row.field, format!("line {}: {} (run {run_id} failed)", row.line, row.message))
+            }
+            IngestError::Transport(status) => status,
+            IngestError::Internal(e) => internal(e),
+        })?;
+        Ok(Response::new(self.to_wire(self.run(&run_id)?)?))
     }
 
-    async fn get_run(&self, _: Request<GetRunRequest>) -> Result<Response<Run>, Status> {
-        Err(not_built_yet("arf.v1.Pipeline/GetRun", ISSUE))
+    async fn get_run(&self, request: Request<pb::GetRunRequest>) -> Result<Response<pb::Run>, Status> {
+        Ok(Response::new(self.to_wire(self.run(&request.into_inner().run_id)?)?))
     }
 
-    async fn list_runs(&self, _: Request<ListRunsRequest>) -> Result<Response<ListRunsResponse>, Status> {
-        Err(not_built_yet("arf.v1.Pipeline/ListRuns", ISSUE))
+    async fn list_runs(&self, request: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
+        let request = request.into_inner();
+        let size = match request.page_size as usize {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let offset: usize = if request.page_token.is_empty() {
+            0
+        } else {
+            request.page_token.parse().map_err(|_| invalid_field("page_token", "not a token from a previous response"))?
+        };
+        let mut runs = self.pipeline.store().runs(offset, size + 1).map_err(internal)?;
+        let next_page_token = if runs.len() > size {
+            runs.truncate(size);
+            (offset + size).to_string()
+        } else {
+            String::new()
+        };
+        let runs = runs.into_iter().map(|r| self.to_wire(r)).collect::<Result<_, _>>()?;
+        Ok(Response::new(pb::ListRunsResponse { runs, next_page_token }))
     }
 
-    async fn cancel_run(&self, _: Request<CancelRunRequest>) -> Result<Response<Run>, Status> {
-        Err(not_built_yet("arf.v1.Pipeline/CancelRun", ISSUE))
+    async fn cancel_run(&self, request: Request<pb::CancelRunRequest>) -> Result<Response<pb::Run>, Status> {
+        let run = self.run(&request.into_inner().run_id)?;
+        if !is_final(run.state) && !self.pipeline.cancel(&run.id) {
+            // Not driven by this process (it never started): cancel it in the store directly.
+            self.pipeline.store().set_run_state(&run.id, pb::RunState::Cancelled, "cancelled by request").map_err(internal)?;
+        }
+        // The driver records CANCELLED at its next item; give it a moment so the answer says so.
+        for _ in 0..50 {
+            let now = self.run(&run.id)?;
+            if is_final(now.state) {
+                return Ok(Response::new(self.to_wire(now)?));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok(Response::new(self.to_wire(self.run(&run.id)?)?))
     }
 
-    async fn watch_run(&self, _: Request<WatchRunRequest>) -> Result<Response<Self::WatchRunStream>, Status> {
-        Err(not_built_yet("arf.v1.Pipeline/WatchRun", ISSUE))
+    async fn watch_run(&self, request: Request<pb::WatchRunRequest>) -> Result<Response<Self::WatchRunStream>, Status> {
+        let request = request.into_inner();
+        self.run(&request.run_id)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let pipeline = self.pipeline.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut changed = pipeline.subscribe();
+            let mut last = request.after_sequence;
+            loop {
+                changed.mark_unchanged();
+                let events = match pipeline.store().events_after(&request.run_id, last, 256) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = tx.send(Err(internal(e))).await;
+                        return;
+                    }
+                };
+                if events.is_empty() {
+                    let finished = pipeline.store().run(&request.run_id).ok().flatten().is_none_or(|r| is_final(r.state));
+                    // Final state recorded and every event sent: the stream is complete.
+                    if finished && pipeline.store().last_event_sequence(&request.run_id).unwrap_or(0) <= last {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = changed.changed() => {}
+                        () = shutdown.cancelled() => {
+                            let _ = tx.send(Err(Status::unavailable(format!("the gateway is shutting down; resume with after_sequence {last}")))).await;
+                            return;
+                        }
+                        () = tx.closed() => return,
+                    }
+                    continue;
+                }
+                for event in events {
+                    last = event.sequence;
+                    if tx.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
-    async fn export_dataset(
-        &self,
-        _: Request<ExportDatasetRequest>,
-    ) -> Result<Response<Self::ExportDatasetStream>, Status> {
-        Err(not_built_yet("arf.v1.Pipeline/ExportDataset", ISSUE))
+    async fn export_dataset(&self, request: Request<pb::ExportDatasetRequest>) -> Result<Response<Self::ExportDatasetStream>, Status> {
+        let request = request.into_inner();
+        let run = self.run(&request.run_id)?;
+        let format = pb::ExportFormat::try_from(request.format).map_err(|_| invalid_field("format", "unknown export format"))?;
+        let lines = crate::export::lines(self.pipeline.store(), &run, format).map_err(internal)?;
+        let mut chunks = Vec::new();
+        let mut chunk = Vec::new();
+        for line in lines {
+            if !chunk.is_empty() && chunk.len() + line.len() > EXPORT_CHUNK_BYTES {
+                chunks.push(Ok(pb::ExportChunk { data: std::mem::take(&mut chunk) }));
+            }
+            chunk.extend_from_slice(line.as_bytes());
+            chunk.push(b'\n');
+        }
+        if !chunk.is_empty() {
+            chunks.push(Ok(pb::ExportChunk { data: chunk }));
+        }
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 
-    async fn get_report(&self, _: Request<GetReportRequest>) -> Result<Response<Report>, Status> {
-        Err(not_built_yet("arf.v1.Pipeline/GetReport", ISSUE))
+    async fn get_report(&self, request: Request<pb::GetReportRequest>) -> Result<Response<pb::Report>, Status> {
+        let run = self.run(&request.into_inner().run_id)?;
+        let report = crate::report::build(self.pipeline.store(), &run).map_err(internal)?;
+        let dir = self.pipeline.data_dir.join("runs").join(&run.id);
+        let written = std::fs::create_dir_all(&dir).and_then(|()| {
+            std::fs::write(dir.join("report.md"), &report.markdown)?;
+            report.files.iter().try_for_each(|f| std::fs::write(dir.join(&f.name), &f.content))
+        });
+        if let Err(e) = written {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot write the report files");
+        }
+        Ok(Response::new(pb::Report {
+            run_id: run.id,
+            markdown: report.markdown,
+            files: report
+                .files
+                .into_iter()
+                .map(|f| pb::ReportFile { name: f.name, content_type: "image/svg+xml".into(), content: f.content.into_bytes() })
+                .collect(),
+            overall: Vec::new(),
+            per_channel: Vec::new(),
+            path: dir.join("report.md").display().to_string(),
+        }))
     }
 }

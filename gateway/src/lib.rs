@@ -1,4 +1,10 @@
 //! The gateway: the public Pipeline API that sequences Analyze -> Revise -> Finetune -> Evaluate.
 
+pub mod config;
+pub mod editors;
+pub mod export;
 pub mod grpc;
+pub mod pipeline;
+pub mod report;
+pub mod store;
 pub mod suite;

@@ -36,7 +36,12 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn demo() -> anyhow::Result<()> {
-    let suite = Suite::start(&ServerArgs::local()).await?;
+    let suite = Suite::start(gateway::suite::SuiteConfig {
+        server: ServerArgs::local(),
+        data_dir: std::path::PathBuf::from("arf-data"),
+        student_base: None,
+    })
+    .await?;
     println!("ARF suite running in this process:");
     for (service, server) in suite.servers() {
         let channel = connect_lazy(&format!("http://{}", server.local_addr()), &ClientOptions::default())?;

@@ -1,0 +1,65 @@
+//! Stage 1: analyze every teacher summary (held-out ones too: evaluation compares against them).
+//! One unary call per item, several at once, each in the item's own trace.
+
+use arf_common::dataset::conversation_to_wire;
+use arf_proto::v1 as pb;
+use futures::TryStreamExt;
+use pb::run_event::Kind;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{Pipeline, RunError, item_trace};
+use crate::store::ItemRecord;
+
+const BATCH: usize = 128;
+const CONCURRENCY: usize = 16;
+
+pub async fn run(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token: &CancellationToken) -> Result<(), RunError> {
+    loop {
+        p.check(token)?;
+        let batch = p.store().pending_analysis(run_id, BATCH)?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        futures::stream::iter(batch.into_iter().map(Ok))
+            .try_for_each_concurrent(CONCURRENCY, |item| analyze_item(p, run_id, config, token, item))
+            .await?;
+    }
+}
+
+async fn analyze_item(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token: &CancellationToken, item: ItemRecord) -> Result<(), RunError> {
+    p.check(token)?;
+    let id = item.conversation.id.clone();
+    let span = item_trace::start("arf.item.analyze", run_id, &id);
+    let request = pb::AnalyzeRequest {
+        request_id: id.clone(),
+        conversation: Some(conversation_to_wire(&item.conversation)),
+        summary: item.teacher_summary.clone(),
+        options: config.analyzer.clone(),
+    };
+    let answer = p.clients.analyzer.clone().analyze(request).instrument(span.clone()).await;
+    let analysis = match answer {
+        Ok(r) => r.into_inner(),
+        // The analyzer refuses this item (too long, ...): record why; it will not be trained on.
+        Err(s) if s.code() == tonic::Code::InvalidArgument => pb::AnalyzeResponse {
+            request_id: id.clone(),
+            conversation_id: id.clone(),
+            detector_failures: vec![pb::DetectorFailure { detector: "analyzer".into(), message: s.message().to_string() }],
+            ..Default::default()
+        },
+        Err(s) => return Err(s.into()),
+    };
+    p.store().save_analysis(run_id, &id, &analysis, &item_trace::traceparent(&span))?;
+    let outcome = if !analysis.detector_failures.is_empty() {
+        "failed"
+    } else if analysis.findings.is_empty() {
+        "clean"
+    } else {
+        "flagged"
+    };
+    p.emit(
+        run_id,
+        Kind::Item(pb::ItemProgress { conversation_id: id, stage: pb::Stage::Analyze as i32, outcome: outcome.into(), findings: analysis.findings.len() as u32 }),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! Stage 3: LoRA on the student over the refined pairs, as a trainer job. The job id is stored
+//! with the run, so a restarted gateway watches the same job instead of starting another; the
+//! job's events are relayed into the run's own event log.
+
+use arf_common::dataset::conversation_to_wire;
+use arf_proto::v1 as pb;
+use pb::run_event::Kind;
+use tokio_util::sync::CancellationToken;
+
+use super::{Pipeline, RunError};
+use crate::store::items::Unimproved;
+
+pub async fn run(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token: &CancellationToken) -> Result<(), RunError> {
+    let run = p.store().run(run_id)?.ok_or_else(|| anyhow::anyhow!("run {run_id} vanished"))?;
+    let mut trainer = p.clients.trainer.clone();
+    let job_id = if run.training_job_id.is_empty() {
+        let unimproved = if config.on_unimproved == pb::UnimprovedPolicy::KeepOriginal as i32 {
+            Unimproved::KeepOriginal
+        } else {
+            Unimproved::Exclude
+        };
+        let pairs = p.store().training_pairs(run_id, unimproved)?;
+        if pairs.is_empty() {
+            return Err(anyhow::anyhow!("no training examples: every summary was excluded").into());
+        }
+        let base = if config.student_base_model_dir.is_empty() {
+            p.default_student_base.as_ref().map(|d| d.display().to_string()).ok_or_else(|| {
+                anyhow::anyhow!("no student base model: set config.student_base_model_dir or the gateway's --student-base")
+            })?
+        } else {
+            config.student_base_model_dir.clone()
+        };
+        let examples = pairs
+            .iter()
+            .map(|(conversation, summary, _)| pb::TrainingExample { conversation: Some(conversation_to_wire(conversation)), summary: summary.clone() })
+            .collect();
+        let request = pb::CreateJobRequest {
+            base_model_dir: base,
+            data: Some(pb::create_job_request::Data::Inline(pb::InlineExamples { examples })),
+            hyperparameters: config.training.clone(),
+            display_name: format!("{run_id} student"),
+            export_merged: true,
+            labels: [("arf.run_id".to_string(), run_id.to_string())].into(),
+        };
+        let job = trainer.create_job(request).await?.into_inner();
+        p.store().set_training_job(run_id, &job.id)?;
+        job.id
+    } else {
+        run.training_job_id
+    };
+
+    let after = p.store().training_event_seq(run_id)?;
+    let mut events = trainer.watch_job(pb::WatchJobRequest { job_id: job_id.clone(), after_sequence: after }).await?.into_inner();
+    loop {
+        let event = tokio::select! {
+            e = events.message() => e?,
+            () = token.cancelled() => {
+                let _ = trainer.cancel_job(pb::CancelJobRequest { job_id: job_id.clone() }).await;
+                return Err(RunError::Cancelled);
+            }
+        };
+        let Some(event) = event else {
+            return Err(anyhow::anyhow!("the trainer ended job {job_id}'s event stream before the job ended").into());
+        };
+        let seq = event.sequence;
+        let ended = match &event.kind {
+            Some(pb::job_event::Kind::Ended(end)) => Some(end.clone()),
+            _ => None,
+        };
+        p.emit(run_id, Kind::Training(event))?;
+        p.store().set_training_event_seq(run_id, seq)?;
+        if let Some(end) = ended {
+            return match pb::JobState::try_from(end.state) {
+                Ok(pb::JobState::Succeeded) => {
+                    let merged = end.outputs.map(|o| o.merged_model_dir).unwrap_or_default();
+                    p.store().set_student_model_dir(run_id, &merged)?;
+                    Ok(())
+                }
+                Ok(pb::JobState::Cancelled) => Err(RunError::Cancelled),
+                _ => Err(anyhow::anyhow!("training job {job_id} failed: {}", end.error).into()),
+            };
+        }
+    }
+}

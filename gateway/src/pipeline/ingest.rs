@@ -1,0 +1,237 @@
+//! CreateRun: the spec is checked, the run recorded, and the rows (streamed by the client or
+//! read from a JSONL file on this machine) are validated and stored in batches. A bad row is
+//! reported with its line number and field, and skipped or fatal as the spec says.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arf_common::dataset::{OnBadRow, Record, conversation_from_wire, read_jsonl_file};
+use arf_common::status::field_violations;
+use arf_proto::v1 as pb;
+use futures::{Stream, StreamExt};
+use pb::run_event::Kind;
+use rand::Rng;
+
+use super::{Pipeline, stages};
+use crate::store::{NewItem, Split};
+
+const BATCH: usize = 256;
+const DEFAULT_HOLDOUT: f32 = 0.2;
+
+pub enum RowSource {
+    /// Rows sent by the client after the spec.
+    Stream(Pin<Box<dyn Stream<Item = Result<pb::DatasetRow, tonic::Status>> + Send>>),
+    /// A JSONL file on the gateway's machine.
+    File(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The spec itself is wrong (nothing was created).
+    #[error("{field}: {message}")]
+    InvalidSpec { field: String, message: String },
+    /// A bad row under the FAIL policy (the run was recorded as FAILED).
+    #[error("line {}: {}: {}", .row.line, .row.field, .row.message)]
+    BadRow { run_id: String, row: pb::BadRow },
+    /// The client's stream broke.
+    #[error("reading the rows: {0}")]
+    Transport(tonic::Status),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> IngestError {
+    IngestError::InvalidSpec { field: field.into(), message: message.into() }
+}
+
+/// Checks what can be checked before any row is read.
+fn validate(spec: &pb::RunSpec) -> Result<(), IngestError> {
+    let c = spec.config.as_ref();
+    if let Some(c) = c {
+        for (i, s) in c.stages.iter().enumerate() {
+            if !matches!(pb::Stage::try_from(*s), Ok(st) if st != pb::Stage::Unspecified) {
+                return Err(invalid(&format!("spec.config.stages[{i}]"), "unknown stage"));
+            }
+        }
+        if c.revision_rounds > 10 {
+            return Err(invalid("spec.config.revision_rounds", "at most 10"));
+        }
+        if let Some(e) = &c.evaluation
+            && !(0.0..1.0).contains(&e.holdout_fraction)
+        {
+            return Err(invalid("spec.config.evaluation.holdout_fraction", "must be in [0, 1)"));
+        }
+    }
+    if !spec.dataset_path.is_empty() && !std::path::Path::new(&spec.dataset_path).is_file() {
+        return Err(invalid("spec.dataset_path", format!("no file at {} on the gateway", spec.dataset_path)));
+    }
+    Ok(())
+}
+
+/// Held out or not, by a seeded hash of the conversation id: the same for every order of rows
+/// and every restart.
+fn split(seed: u64, id: &str, fraction: f32) -> Split {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for b in id.as_bytes() {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let unit = (h >> 11) as f64 / (1u64 << 53) as f64;
+    if unit < f64::from(fraction) { Split::Holdout } else { Split::Train }
+}
+
+fn new_run_id() -> String {
+    let mut rng = rand::rng();
+    format!("run-{:012x}", rng.random::<u64>() & 0xffff_ffff_ffff)
+}
+
+/// A row from the wire as a record, or what is wrong with it.
+fn from_wire(row: pb::DatasetRow, line: u32) -> Result<Record, pb::BadRow> {
+    let bad = |field: String, message: String| pb::BadRow { line, field, message };
+    let conversation = conversation_from_wire(row.conversation, "conversation").map_err(|s| {
+        let (field, message) = field_violations(&s).into_iter().next().unwrap_or_else(|| ("conversation".into(), s.message().into()));
+        bad(field, message)
+    })?;
+    if row.teacher_summary.trim().is_empty() {
+        return Err(bad("teacher_summary".into(), "must not be empty".into()));
+    }
+    let record = Record { conversation, summary: Some(row.teacher_summary), references: row.references, labels: vec![], injections: vec![] };
+    record.validate().map_err(|(field, message)| bad(field, message))?;
+    Ok(record)
+}
+
+impl Pipeline {
+    /// Records the run, stores its rows, and starts it. Returns the run id.
+    pub async fn create_run(self: &Arc<Self>, spec: pb::RunSpec, rows: RowSource) -> Result<String, IngestError> {
+        validate(&spec)?;
+        let config = spec.config.clone().unwrap_or_default();
+        let evaluation = config.evaluation.clone().unwrap_or_default();
+        let evaluates = stages(&config).contains(&pb::Stage::Evaluate);
+        let fraction = if !evaluates { 0.0 } else if evaluation.holdout_fraction > 0.0 { evaluation.holdout_fraction } else { DEFAULT_HOLDOUT };
+        let fail_fast = spec.on_bad_row == pb::BadRowPolicy::Fail as i32;
+
+        let run_id = new_run_id();
+        let name = if spec.display_name.is_empty() { run_id.clone() } else { spec.display_name.clone() };
+        self.store().create_run(&run_id, &name, &config)?;
+        self.emit(&run_id, Kind::State(pb::RunState::Queued as i32))?;
+
+        let mut records = self.records(rows);
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut good = 0usize;
+        loop {
+            let next = records.next().await;
+            let done = next.is_none();
+            match next {
+                Some(Ok((line, record))) => batch.push(NewItem {
+                    line,
+                    split: split(evaluation.seed, &record.conversation.id, fraction),
+                    teacher_summary: record.summary.unwrap_or_default(),
+                    references: record.references,
+                    conversation: record.conversation,
+                }),
+                Some(Err(RowError::Bad(row))) => {
+                    self.bad_row(&run_id, &row, fail_fast)?;
+                }
+                Some(Err(RowError::Transport(status))) => {
+                    self.set_state(&run_id, pb::RunState::Failed, &format!("the client's row stream broke: {}", status.message()))?;
+                    return Err(IngestError::Transport(status));
+                }
+                None => {}
+            }
+            if batch.len() >= BATCH || (done && !batch.is_empty()) {
+                let inserted = self.store().insert_items(&run_id, &batch)?;
+                for (item, new) in batch.drain(..).zip(inserted) {
+                    if new {
+                        good += 1;
+                    } else {
+                        let row = pb::BadRow { line: item.line, field: "conversation.id".into(), message: format!("duplicate conversation id {:?}", item.conversation.id) };
+                        self.bad_row(&run_id, &row, fail_fast)?;
+                    }
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        if good == 0 {
+            self.set_state(&run_id, pb::RunState::Failed, "the dataset has no valid rows")?;
+            return Err(invalid("rows", "the dataset has no valid rows"));
+        }
+        self.start(&run_id);
+        Ok(run_id)
+    }
+
+    /// Records a bad row; under the FAIL policy also fails the run.
+    fn bad_row(&self, run_id: &str, row: &pb::BadRow, fatal: bool) -> Result<(), IngestError> {
+        self.store().add_bad_row(run_id, row)?;
+        self.emit(run_id, Kind::BadRow(row.clone()))?;
+        if fatal {
+            let message = format!("line {}: {}: {}", row.line, row.field, row.message);
+            self.set_state(run_id, pb::RunState::Failed, &message)?;
+            return Err(IngestError::BadRow { run_id: run_id.to_string(), row: row.clone() });
+        }
+        Ok(())
+    }
+
+    /// Both sources as one stream of (line, record) or bad rows.
+    fn records(&self, rows: RowSource) -> Pin<Box<dyn Stream<Item = Result<(u32, Record), RowError>> + Send>> {
+        match rows {
+            RowSource::Stream(stream) => Box::pin(stream.enumerate().map(|(i, row)| {
+                let row = row.map_err(RowError::Transport)?;
+                let line = if row.line > 0 { row.line } else { i as u32 + 1 };
+                from_wire(row, line).map(|r| (line, r)).map_err(RowError::Bad)
+            })),
+            RowSource::File(path) => {
+                // The file is read on a blocking thread and handed over through a small channel.
+                let (tx, rx) = tokio::sync::mpsc::channel(BATCH);
+                tokio::task::spawn_blocking(move || {
+                    let reader = match read_jsonl_file(&path, OnBadRow::Skip) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(RowError::Bad(pb::BadRow { line: 0, field: String::new(), message: e.to_string() })));
+                            return;
+                        }
+                    };
+                    for item in reader {
+                        let item = match item {
+                            Ok((line, record)) if record.summary.is_none() => Err(RowError::Bad(pb::BadRow {
+                                line: line as u32,
+                                field: "summary".into(),
+                                message: "a teacher summary is required".into(),
+                            })),
+                            Ok((line, record)) => Ok((line as u32, record)),
+                            Err(bad) => Err(RowError::Bad(pb::BadRow { line: bad.line as u32, field: bad.field, message: bad.message })),
+                        };
+                        if tx.blocking_send(item).is_err() {
+                            return;
+                        }
+                    }
+                });
+                Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+            }
+        }
+    }
+}
+
+enum RowError {
+    Bad(pb::BadRow),
+    Transport(tonic::Status),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_split_is_seeded_and_close_to_the_fraction() {
+        let ids: Vec<String> = (0..2000).map(|i| format!("conv-{i}")).collect();
+        let held = |seed| ids.iter().filter(|id| split(seed, id, 0.2) == Split::Holdout).count();
+        assert_eq!(held(7), held(7));
+        assert!((300..500).contains(&held(7)), "{}", held(7));
+        assert_ne!(
+            ids.iter().map(|id| split(1, id, 0.2)).collect::<Vec<_>>(),
+            ids.iter().map(|id| split(2, id, 0.2)).collect::<Vec<_>>()
+        );
+        assert_eq!(ids.iter().filter(|id| split(7, id, 0.0) == Split::Holdout).count(), 0);
+    }
+}

@@ -1,0 +1,193 @@
+//! Runs: a dataset of teacher summaries taken through Analyze -> Revise -> Finetune -> Evaluate.
+//!
+//! Every step reads what is still pending from the store and commits each item's result as
+//! soon as it has it, so a gateway killed at any point resumes where it was: no item lost,
+//! none revised twice. Events are committed before they are announced.
+//!
+//! The gateway's domain *is* the Pipeline API, so configuration and events stay in their
+//! `arf.v1` form here (prost messages, no tonic types); `grpc.rs` maps requests and statuses.
+
+mod analyze;
+mod finetune;
+mod ingest;
+mod item_trace;
+mod revise;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arf_common::client::GrpcChannel;
+use arf_proto::v1 as pb;
+use arf_proto::v1::analyzer_client::AnalyzerClient;
+use arf_proto::v1::trainer_client::TrainerClient;
+use pb::run_event::Kind;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub use ingest::{IngestError, RowSource};
+
+use crate::editors::EditorPool;
+use crate::store::Store;
+
+/// The services a run calls.
+#[derive(Clone)]
+pub struct Clients {
+    pub analyzer: AnalyzerClient<GrpcChannel>,
+    pub editors: EditorPool,
+    pub trainer: TrainerClient<GrpcChannel>,
+}
+
+pub struct Pipeline {
+    store: Arc<Store>,
+    clients: Clients,
+    /// Bumped after every committed event: watchers wake and read the store.
+    events: watch::Sender<u64>,
+    running: Mutex<HashMap<String, CancellationToken>>,
+    shutdown: CancellationToken,
+    /// Where reports and exports are written.
+    pub data_dir: PathBuf,
+    /// Student base model used when a run's configuration names none.
+    pub default_student_base: Option<PathBuf>,
+}
+
+/// Why a run stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cancelled")]
+    Cancelled,
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+impl From<tonic::Status> for RunError {
+    fn from(s: tonic::Status) -> Self {
+        RunError::Failed(anyhow::anyhow!("{}: {}", s.code(), s.message()))
+    }
+}
+
+impl Pipeline {
+    pub fn new(store: Arc<Store>, clients: Clients, data_dir: PathBuf, default_student_base: Option<PathBuf>, shutdown: CancellationToken) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            clients,
+            events: watch::channel(0).0,
+            running: Mutex::new(HashMap::new()),
+            shutdown,
+            data_dir,
+            default_student_base,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// A receiver that changes whenever any run gets a new event.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.events.subscribe()
+    }
+
+    /// Picks up every run a previous process left queued or running.
+    pub fn resume_unfinished(self: &Arc<Self>) -> anyhow::Result<usize> {
+        let ids = self.store.unfinished_runs()?;
+        for id in &ids {
+            tracing::info!(run_id = %id, "resuming run");
+            self.start(id);
+        }
+        Ok(ids.len())
+    }
+
+    pub(crate) fn emit(&self, run_id: &str, kind: Kind) -> anyhow::Result<pb::RunEvent> {
+        let event = self.store.append_event(run_id, kind)?;
+        self.events.send_modify(|n| *n += 1);
+        Ok(event)
+    }
+
+    pub(crate) fn set_state(&self, run_id: &str, state: pb::RunState, error: &str) -> anyhow::Result<()> {
+        self.store.set_run_state(run_id, state, error)?;
+        self.emit(run_id, Kind::State(state as i32))?;
+        Ok(())
+    }
+
+    /// Asks a running run to stop at its next item. Returns false if it is not running here.
+    pub fn cancel(&self, run_id: &str) -> bool {
+        match self.running.lock().unwrap_or_else(|p| p.into_inner()).get(run_id) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drives a run to its end on a task of its own.
+    pub fn start(self: &Arc<Self>, run_id: &str) {
+        let token = self.shutdown.child_token();
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(run_id.to_string(), token.clone());
+        let this = self.clone();
+        let run_id = run_id.to_string();
+        tokio::spawn(async move {
+            let span = tracing::info_span!("arf.run", run_id = %run_id);
+            let outcome = tracing::Instrument::instrument(this.drive(&run_id, &token), span).await;
+            let recorded = match outcome {
+                Ok(()) => this.set_state(&run_id, pb::RunState::Succeeded, ""),
+                Err(RunError::Cancelled) => this.set_state(&run_id, pb::RunState::Cancelled, "cancelled by request"),
+                // Left RUNNING on purpose: the next gateway process resumes it.
+                Err(RunError::ShuttingDown) => Ok(()),
+                Err(RunError::Failed(e)) => {
+                    tracing::error!(run_id = %run_id, error = %format!("{e:#}"), "run failed");
+                    this.set_state(&run_id, pb::RunState::Failed, &format!("{e:#}"))
+                }
+            };
+            if let Err(e) = recorded {
+                tracing::error!(run_id = %run_id, error = %e, "cannot record the end of the run");
+            }
+            this.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&run_id);
+        });
+    }
+
+    async fn drive(&self, run_id: &str, token: &CancellationToken) -> Result<(), RunError> {
+        let run = self.store.run(run_id)?.ok_or_else(|| anyhow::anyhow!("run {run_id} is not in the store"))?;
+        if run.state == pb::RunState::Queued {
+            self.set_state(run_id, pb::RunState::Running, "")?;
+        }
+        for stage in stages(&run.config) {
+            self.check(token)?;
+            self.store.set_stage(run_id, stage)?;
+            self.emit(run_id, Kind::Stage(pb::StageChanged { stage: stage as i32, started: true, progress: None }))?;
+            match stage {
+                pb::Stage::Analyze => analyze::run(self, run_id, &run.config, token).await?,
+                pb::Stage::Revise => revise::run(self, run_id, &run.config, token).await?,
+                pb::Stage::Finetune => finetune::run(self, run_id, &run.config, token).await?,
+                pb::Stage::Evaluate => {
+                    return Err(RunError::Failed(anyhow::anyhow!("the evaluate stage is not built yet (the gateway issue)")));
+                }
+                pb::Stage::Unspecified => {}
+            }
+            self.emit(run_id, Kind::Stage(pb::StageChanged { stage: stage as i32, started: false, progress: None }))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check(&self, token: &CancellationToken) -> Result<(), RunError> {
+        if self.shutdown.is_cancelled() {
+            Err(RunError::ShuttingDown)
+        } else if token.is_cancelled() {
+            Err(RunError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The configured stages in pipeline order (all four when none is named).
+pub fn stages(config: &pb::RunConfig) -> Vec<pb::Stage> {
+    let all = [pb::Stage::Analyze, pb::Stage::Revise, pb::Stage::Finetune, pb::Stage::Evaluate];
+    if config.stages.is_empty() {
+        return all.to_vec();
+    }
+    all.into_iter().filter(|s| config.stages.contains(&(*s as i32))).collect()
+}

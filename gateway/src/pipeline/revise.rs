@@ -1,0 +1,135 @@
+//! Stage 2: the editor rewrites each flagged training summary, told exactly which errors to fix
+//! (the taxonomy's instruction per flagged category); the analyzer re-checks every revision, and
+//! only one with a strictly lower severity-weighted error score is accepted. Otherwise the next
+//! round revises the latest attempt with its own findings, up to the configured rounds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arf_common::dataset::conversation_to_wire;
+use arf_proto::v1 as pb;
+use futures::TryStreamExt;
+use pb::run_event::Kind;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{Pipeline, RunError, item_trace};
+use crate::store::ItemRecord;
+
+const BATCH: usize = 64;
+const DEFAULT_ROUNDS: u32 = 2;
+
+pub async fn run(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token: &CancellationToken) -> Result<(), RunError> {
+    let taxonomy = p.clients.analyzer.clone().get_taxonomy(pb::GetTaxonomyRequest {}).await?.into_inner();
+    let instructions: Arc<HashMap<String, String>> =
+        Arc::new(taxonomy.categories.into_iter().map(|c| (c.id, c.revision_instruction)).collect());
+    // Enough calls in flight to keep every replica busy, and no more (the replicas shed the rest).
+    let concurrency = (p.clients.editors.endpoints().len() * 4).max(2);
+    loop {
+        p.check(token)?;
+        let batch = p.store().pending_revision(run_id, BATCH)?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        futures::stream::iter(batch.into_iter().map(Ok))
+            .try_for_each_concurrent(concurrency, |item| revise_item(p, run_id, config, &instructions, token, item))
+            .await?;
+    }
+}
+
+async fn revise_item(
+    p: &Pipeline,
+    run_id: &str,
+    config: &pb::RunConfig,
+    instructions: &HashMap<String, String>,
+    token: &CancellationToken,
+    item: ItemRecord,
+) -> Result<(), RunError> {
+    p.check(token)?;
+    let id = item.conversation.id.clone();
+    let analysis = item.analysis.clone().unwrap_or_default();
+    let done = |outcome: &str, summary: Option<&str>, rounds: u32, revised: Option<&pb::AnalyzeResponse>| -> Result<(), RunError> {
+        p.store().save_revision(run_id, &id, outcome, summary, rounds, revised)?;
+        let findings = revised.map_or(analysis.findings.len(), |r| r.findings.len()) as u32;
+        p.emit(run_id, Kind::Item(pb::ItemProgress { conversation_id: id.clone(), stage: pb::Stage::Revise as i32, outcome: outcome.into(), findings }))?;
+        Ok(())
+    };
+    if !analysis.detector_failures.is_empty() {
+        return done("failed", None, 0, None);
+    }
+    if analysis.findings.is_empty() {
+        return done("clean", None, 0, None);
+    }
+
+    let span = item_trace::resume("arf.item.revise", run_id, &id, item.trace_parent.as_deref());
+    let conversation = conversation_to_wire(&item.conversation);
+    let rounds = if config.revision_rounds == 0 { DEFAULT_ROUNDS } else { config.revision_rounds };
+    let (mut summary, mut findings) = (item.teacher_summary.clone(), analysis.findings.clone());
+    for round in 1..=rounds {
+        p.check(token)?;
+        let request = pb::ReviseRequest {
+            conversation: Some(conversation.clone()),
+            summary: summary.clone(),
+            instructions: instructions_for(&findings, instructions),
+            findings: findings.clone(),
+            params: None,
+        };
+        let revised = p
+            .clients
+            .editors
+            .call(|mut editor| {
+                let request = request.clone();
+                async move { editor.revise(request).await.map(|r| r.into_inner()) }
+            })
+            .instrument(span.clone())
+            .await;
+        let revised = match revised {
+            Ok(r) => r,
+            // The editor cannot take this item (too long for its context, ...): not retried.
+            Err(s) if matches!(s.code(), tonic::Code::InvalidArgument | tonic::Code::OutOfRange) => {
+                tracing::warn!(parent: &span, conversation_id = %id, error = %s.message(), "editor refused the item");
+                return done("failed", None, round, None);
+            }
+            Err(s) => return Err(s.into()),
+        };
+        let check = pb::AnalyzeRequest {
+            request_id: id.clone(),
+            conversation: Some(conversation.clone()),
+            summary: revised.revised_summary.clone(),
+            options: config.analyzer.clone(),
+        };
+        let recheck = match p.clients.analyzer.clone().analyze(check).instrument(span.clone()).await {
+            Ok(r) => r.into_inner(),
+            // An empty or oversized revision is simply not better.
+            Err(s) if s.code() == tonic::Code::InvalidArgument => {
+                summary = revised.revised_summary;
+                continue;
+            }
+            Err(s) => return Err(s.into()),
+        };
+        if recheck.detector_failures.is_empty() && recheck.error_score < analysis.error_score {
+            return done("accepted", Some(&revised.revised_summary), round, Some(&recheck));
+        }
+        summary = revised.revised_summary;
+        findings = recheck.findings;
+        if findings.is_empty() {
+            break; // nothing left to point the editor at, yet not better: stop
+        }
+    }
+    done("rejected", None, rounds, None)
+}
+
+/// The taxonomy's instruction for each category flagged, once each.
+fn instructions_for(findings: &[pb::Finding], taxonomy: &HashMap<String, String>) -> Vec<pb::RevisionInstruction> {
+    let mut seen: Vec<&str> = Vec::new();
+    findings
+        .iter()
+        .filter_map(|f| {
+            if seen.contains(&f.category_id.as_str()) {
+                return None;
+            }
+            seen.push(&f.category_id);
+            taxonomy.get(&f.category_id).map(|i| pb::RevisionInstruction { category_id: f.category_id.clone(), instruction: i.clone() })
+        })
+        .collect()
+}

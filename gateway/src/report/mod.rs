@@ -1,0 +1,115 @@
+//! The run report: a Markdown page with SVG charts a person would rather look at than read.
+//! Built from the store (items, counts, events), so it can be regenerated at any time.
+
+mod svg;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use arf_proto::v1 as pb;
+
+use crate::store::{ItemRecord, RunRecord, Split, Store};
+
+pub struct ReportFile {
+    pub name: String,
+    pub content: String,
+}
+
+pub struct Report {
+    pub markdown: String,
+    pub files: Vec<ReportFile>,
+}
+
+/// Category -> share of `items` whose findings (picked by `findings`) include it.
+fn category_rates<'a>(items: impl Iterator<Item = &'a ItemRecord>, findings: impl Fn(&ItemRecord) -> Option<&[pb::Finding]>) -> (BTreeMap<String, f64>, usize) {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut n = 0;
+    for item in items {
+        n += 1;
+        let Some(found) = findings(item) else { continue };
+        let mut categories: Vec<&str> = found.iter().map(|f| f.category_id.as_str()).collect();
+        categories.sort_unstable();
+        categories.dedup();
+        for c in categories {
+            *counts.entry(c.to_string()).or_default() += 1;
+        }
+    }
+    (counts.into_iter().map(|(c, k)| (c, if n == 0 { 0.0 } else { k as f64 / n as f64 })).collect(), n)
+}
+
+/// Training steps' loss and evaluation loss from the relayed trainer events.
+fn loss_curves(events: &[pb::RunEvent]) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+    let (mut train, mut eval) = (Vec::new(), Vec::new());
+    for e in events {
+        if let Some(pb::run_event::Kind::Training(job)) = &e.kind {
+            match &job.kind {
+                Some(pb::job_event::Kind::Step(s)) => train.push((s.step as f64, s.loss)),
+                Some(pb::job_event::Kind::Eval(s)) => eval.push((s.step as f64, s.eval_loss)),
+                _ => {}
+            }
+        }
+    }
+    (train, eval)
+}
+
+pub fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
+    let items = store.items(&run.id)?;
+    let counts = store.counts(&run.id)?;
+    let events = store.events_after(&run.id, 0, usize::MAX >> 1)?;
+    let mut md = String::new();
+    let mut files = Vec::new();
+
+    let _ = writeln!(md, "# ARF run `{}`: {}\n", run.id, run.display_name);
+    let _ = writeln!(md, "State: **{}**{}\n", run.state.as_str_name(), if run.error.is_empty() { String::new() } else { format!(" ({})", run.error) });
+    let _ = writeln!(md, "| rows | bad rows | analyzed | flagged | revisions accepted | rejected | held out | evaluated |");
+    let _ = writeln!(md, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(
+        md,
+        "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        counts.rows, counts.bad_rows, counts.analyzed, counts.flagged, counts.revisions_accepted, counts.revisions_rejected, counts.held_out, counts.evaluated
+    );
+
+    // Teacher errors before and after revision, over the training items.
+    let train: Vec<&ItemRecord> = items.iter().filter(|i| i.split == Split::Train && i.analysis.is_some()).collect();
+    let (before, n) = category_rates(train.iter().copied(), |i| i.analysis.as_ref().map(|a| a.findings.as_slice()));
+    let (after, _) = category_rates(train.iter().copied(), |i| match i.revision_outcome.as_deref() {
+        Some("accepted") => i.revised_analysis.as_ref().map(|a| a.findings.as_slice()),
+        _ => i.analysis.as_ref().map(|a| a.findings.as_slice()),
+    });
+    if n > 0 {
+        let labels: Vec<String> = before.keys().chain(after.keys()).cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let rates = |m: &BTreeMap<String, f64>| labels.iter().map(|l| m.get(l).copied().unwrap_or(0.0)).collect::<Vec<_>>();
+        files.push(ReportFile {
+            name: "errors_before_after.svg".into(),
+            content: svg::grouped_bars("Teacher summaries with each error, before and after revision", &labels, &["teacher", "after revision"], &[rates(&before), rates(&after)], true),
+        });
+        let _ = writeln!(md, "## What the teacher gets wrong\n\n![errors before and after revision](errors_before_after.svg)\n");
+        let _ = writeln!(md, "| category | teacher | after revision |\n| --- | ---: | ---: |");
+        for l in &labels {
+            let _ = writeln!(md, "| {l} | {:.1}% | {:.1}% |", before.get(l).unwrap_or(&0.0) * 100.0, after.get(l).unwrap_or(&0.0) * 100.0);
+        }
+        md.push('\n');
+    }
+
+    let mut outcomes: BTreeMap<&str, f64> = BTreeMap::new();
+    for i in &train {
+        if let Some(o) = i.revision_outcome.as_deref() {
+            *outcomes.entry(o).or_default() += 1.0;
+        }
+    }
+    if !outcomes.is_empty() {
+        let labels: Vec<String> = outcomes.keys().map(|k| k.to_string()).collect();
+        files.push(ReportFile {
+            name: "revisions.svg".into(),
+            content: svg::grouped_bars("Revision outcomes (training items)", &labels, &["items"], &[outcomes.values().copied().collect()], false),
+        });
+        let _ = writeln!(md, "## Revisions\n\n![revision outcomes](revisions.svg)\n");
+    }
+
+    let (train_loss, eval_loss) = loss_curves(&events);
+    if !train_loss.is_empty() {
+        files.push(ReportFile { name: "loss.svg".into(), content: svg::lines("Student training", &[("training loss", train_loss), ("evaluation loss", eval_loss)], "step") });
+        let _ = writeln!(md, "## Fine-tuning\n\nTraining job `{}`.\n\n![loss curves](loss.svg)\n", run.training_job_id);
+    }
+    Ok(Report { markdown: md, files })
+}

@@ -1,0 +1,234 @@
+//! Items: one conversation of a run with its teacher summary, and its result per stage.
+//! Every `save_*` only fills a result that is still empty, so a stage that runs twice for the
+//! same item (after a restart) cannot record it twice.
+
+use anyhow::Context as _;
+use arf_common::dataset::Conversation;
+use arf_proto::v1 as pb;
+use prost::Message;
+use rusqlite::params;
+
+use super::Store;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Holdout,
+}
+
+impl Split {
+    fn as_str(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Holdout => "holdout",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewItem {
+    pub line: u32,
+    pub split: Split,
+    pub conversation: Conversation,
+    pub teacher_summary: String,
+    pub references: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ItemRecord {
+    pub line: u32,
+    pub split: Split,
+    pub conversation: Conversation,
+    pub teacher_summary: String,
+    pub references: Vec<String>,
+    pub analysis: Option<pb::AnalyzeResponse>,
+    pub revision_outcome: Option<String>,
+    pub final_summary: Option<String>,
+    pub revision_rounds: Option<u32>,
+    pub revised_analysis: Option<pb::AnalyzeResponse>,
+    pub evaluation: Option<serde_json::Value>,
+    pub trace_parent: Option<String>,
+}
+
+/// What a rejected or failed revision leaves in the training set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unimproved {
+    Exclude,
+    KeepOriginal,
+}
+
+const COLUMNS: &str = "line, split, conversation, teacher_summary, refs, analysis, revision_outcome, final_summary, \
+                       revision_rounds, revised_analysis, evaluation, trace_parent";
+
+fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ItemRecord> {
+    let decode = |i: usize| -> rusqlite::Result<Option<pb::AnalyzeResponse>> {
+        Ok(row.get::<_, Option<Vec<u8>>>(i)?.and_then(|b| pb::AnalyzeResponse::decode(b.as_slice()).ok()))
+    };
+    let json_err = |i: usize, e: serde_json::Error| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e));
+    let conversation: String = row.get(2)?;
+    let refs: String = row.get(4)?;
+    let evaluation: Option<String> = row.get(10)?;
+    Ok(ItemRecord {
+        line: row.get(0)?,
+        split: if row.get::<_, String>(1)? == "holdout" { Split::Holdout } else { Split::Train },
+        conversation: serde_json::from_str(&conversation).map_err(|e| json_err(2, e))?,
+        teacher_summary: row.get(3)?,
+        references: serde_json::from_str(&refs).map_err(|e| json_err(4, e))?,
+        analysis: decode(5)?,
+        revision_outcome: row.get(6)?,
+        final_summary: row.get(7)?,
+        revision_rounds: row.get(8)?,
+        revised_analysis: decode(9)?,
+        evaluation: evaluation.map(|e| serde_json::from_str(&e)).transpose().map_err(|e| json_err(10, e))?,
+        trace_parent: row.get(11)?,
+    })
+}
+
+impl Store {
+    /// Inserts a batch in one transaction. Returns, per item, whether it was new (false: its
+    /// conversation id is already in the run).
+    pub fn insert_items(&self, run_id: &str, items: &[NewItem]) -> anyhow::Result<Vec<bool>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut inserted = Vec::with_capacity(items.len());
+        {
+            let mut stmt = tx.prepare(
+                "INSERT OR IGNORE INTO items (run_id, conversation_id, line, split, conversation, teacher_summary, refs) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for item in items {
+                let n = stmt.execute(params![
+                    run_id,
+                    item.conversation.id,
+                    item.line,
+                    item.split.as_str(),
+                    serde_json::to_string(&item.conversation)?,
+                    item.teacher_summary,
+                    serde_json::to_string(&item.references)?,
+                ])?;
+                inserted.push(n == 1);
+            }
+        }
+        tx.commit().context("storing dataset rows")?;
+        Ok(inserted)
+    }
+
+    pub fn add_bad_row(&self, run_id: &str, row: &pb::BadRow) -> anyhow::Result<()> {
+        self.conn().execute(
+            "INSERT INTO bad_rows (run_id, line, field, message) VALUES (?1, ?2, ?3, ?4)",
+            params![run_id, row.line, row.field, row.message],
+        )?;
+        Ok(())
+    }
+
+    pub fn bad_rows(&self, run_id: &str, limit: usize) -> anyhow::Result<Vec<pb::BadRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT line, field, message FROM bad_rows WHERE run_id = ?1 ORDER BY line LIMIT ?2")?;
+        let rows = stmt
+            .query_map(params![run_id, limit as i64], |r| Ok(pb::BadRow { line: r.get(0)?, field: r.get(1)?, message: r.get(2)? }))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn select_items(&self, run_id: &str, condition: &str, limit: usize) -> anyhow::Result<Vec<ItemRecord>> {
+        let sql = format!("SELECT {COLUMNS} FROM items WHERE run_id = ?1 AND ({condition}) ORDER BY line LIMIT ?2");
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&sql)?;
+        let items = stmt.query_map(params![run_id, limit as i64], from_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(items)
+    }
+
+    pub fn items(&self, run_id: &str) -> anyhow::Result<Vec<ItemRecord>> {
+        self.select_items(run_id, "1", usize::MAX >> 1)
+    }
+
+    pub fn pending_analysis(&self, run_id: &str, limit: usize) -> anyhow::Result<Vec<ItemRecord>> {
+        self.select_items(run_id, "analysis IS NULL", limit)
+    }
+
+    pub fn save_analysis(&self, run_id: &str, conversation_id: &str, analysis: &pb::AnalyzeResponse, trace_parent: &str) -> anyhow::Result<()> {
+        self.conn().execute(
+            "UPDATE items SET analysis = ?3, flagged = ?4, trace_parent = ?5 \
+             WHERE run_id = ?1 AND conversation_id = ?2 AND analysis IS NULL",
+            params![run_id, conversation_id, analysis.encode_to_vec(), !analysis.findings.is_empty(), trace_parent],
+        )?;
+        Ok(())
+    }
+
+    /// Training items whose teacher summary was analyzed and has no revision outcome yet.
+    pub fn pending_revision(&self, run_id: &str, limit: usize) -> anyhow::Result<Vec<ItemRecord>> {
+        self.select_items(run_id, "split = 'train' AND analysis IS NOT NULL AND revision_outcome IS NULL", limit)
+    }
+
+    pub fn save_revision(
+        &self,
+        run_id: &str,
+        conversation_id: &str,
+        outcome: &str,
+        final_summary: Option<&str>,
+        rounds: u32,
+        revised_analysis: Option<&pb::AnalyzeResponse>,
+    ) -> anyhow::Result<()> {
+        self.conn().execute(
+            "UPDATE items SET revision_outcome = ?3, final_summary = ?4, revision_rounds = ?5, revised_analysis = ?6 \
+             WHERE run_id = ?1 AND conversation_id = ?2 AND revision_outcome IS NULL",
+            params![run_id, conversation_id, outcome, final_summary, rounds, revised_analysis.map(|a| a.encode_to_vec())],
+        )?;
+        Ok(())
+    }
+
+    /// The refined training pairs: accepted revisions, clean teacher summaries, and, when the
+    /// policy keeps them, the teacher summaries that never improved.
+    pub fn training_pairs(&self, run_id: &str, unimproved: Unimproved) -> anyhow::Result<Vec<(Conversation, String, &'static str)>> {
+        let keep = if unimproved == Unimproved::KeepOriginal { "'accepted', 'clean', 'rejected', 'failed'" } else { "'accepted', 'clean'" };
+        let items = self.select_items(run_id, &format!("split = 'train' AND revision_outcome IN ({keep})"), usize::MAX >> 1)?;
+        Ok(items
+            .into_iter()
+            .map(|i| match (i.revision_outcome.as_deref(), i.final_summary) {
+                (Some("accepted"), Some(revised)) => (i.conversation, revised, "revised"),
+                _ => (i.conversation, i.teacher_summary, "teacher"),
+            })
+            .collect())
+    }
+
+    pub fn pending_evaluation(&self, run_id: &str, limit: usize) -> anyhow::Result<Vec<ItemRecord>> {
+        self.select_items(run_id, "split = 'holdout' AND evaluation IS NULL", limit)
+    }
+
+    pub fn save_evaluation(&self, run_id: &str, conversation_id: &str, evaluation: &serde_json::Value) -> anyhow::Result<()> {
+        self.conn().execute(
+            "UPDATE items SET evaluation = ?3 WHERE run_id = ?1 AND conversation_id = ?2 AND evaluation IS NULL",
+            params![run_id, conversation_id, evaluation.to_string()],
+        )?;
+        Ok(())
+    }
+
+    pub fn counts(&self, run_id: &str) -> anyhow::Result<pb::RunCounts> {
+        let conn = self.conn();
+        let counts = conn.query_row(
+            "SELECT COUNT(*),
+                    COUNT(analysis),
+                    COALESCE(SUM(flagged), 0),
+                    COALESCE(SUM(revision_outcome = 'accepted'), 0),
+                    COALESCE(SUM(revision_outcome IN ('rejected', 'failed')), 0),
+                    COALESCE(SUM(split = 'holdout'), 0),
+                    COUNT(evaluation)
+             FROM items WHERE run_id = ?1",
+            [run_id],
+            |r| {
+                Ok(pb::RunCounts {
+                    rows: r.get(0)?,
+                    analyzed: r.get(1)?,
+                    flagged: r.get(2)?,
+                    revisions_accepted: r.get(3)?,
+                    revisions_rejected: r.get(4)?,
+                    held_out: r.get(5)?,
+                    evaluated: r.get(6)?,
+                    ..Default::default()
+                })
+            },
+        )?;
+        let bad_rows: u32 = conn.query_row("SELECT COUNT(*) FROM bad_rows WHERE run_id = ?1", [run_id], |r| r.get(0))?;
+        Ok(pb::RunCounts { bad_rows, ..counts })
+    }
+}

@@ -1,0 +1,96 @@
+//! Durable state: an embedded SQLite database (WAL) with runs, their items and each item's
+//! result per stage, and every run's event log. Stage results are keyed by
+//! (run, conversation id), so a restarted gateway picks up exactly the items still pending and
+//! never redoes one whose result was committed.
+//!
+//! Calls are short (one row or one small batch) and run under a mutex on the async threads;
+//! WAL keeps them from waiting on disk flushes of other transactions.
+
+mod events;
+pub mod items;
+mod runs;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use anyhow::Context as _;
+use rusqlite::Connection;
+
+pub use items::{ItemRecord, NewItem, Split};
+pub use runs::RunRecord;
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    config BLOB NOT NULL,            -- arf.v1.RunConfig, protobuf
+    create_time_ms INTEGER NOT NULL,
+    end_time_ms INTEGER,
+    error TEXT NOT NULL DEFAULT '',
+    current_stage INTEGER NOT NULL DEFAULT 0,
+    training_job_id TEXT NOT NULL DEFAULT '',
+    student_model_dir TEXT NOT NULL DEFAULT '',
+    training_event_seq INTEGER NOT NULL DEFAULT 0  -- last training job event relayed
+);
+CREATE TABLE IF NOT EXISTS items (
+    run_id TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    split TEXT NOT NULL,             -- 'train' or 'holdout'
+    conversation TEXT NOT NULL,      -- JSON of the dataset Conversation
+    teacher_summary TEXT NOT NULL,
+    refs TEXT NOT NULL,              -- JSON array of human reference summaries
+    analysis BLOB,                   -- arf.v1.AnalyzeResponse of the teacher summary
+    flagged INTEGER,                 -- 1 when the teacher summary has findings
+    revision_outcome TEXT,           -- 'accepted', 'rejected', 'clean', 'failed'
+    final_summary TEXT,
+    revision_rounds INTEGER,
+    revised_analysis BLOB,
+    evaluation TEXT,                 -- JSON of the item's evaluation
+    trace_parent TEXT,               -- W3C traceparent of the item's trace, kept across stages
+    PRIMARY KEY (run_id, conversation_id)
+);
+CREATE INDEX IF NOT EXISTS items_by_line ON items (run_id, line);
+CREATE TABLE IF NOT EXISTS bad_rows (
+    run_id TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    field TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event BLOB NOT NULL,             -- arf.v1.RunEvent, protobuf
+    PRIMARY KEY (run_id, seq)
+);
+";
+
+impl Store {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let conn = Connection::open(path).with_context(|| format!("cannot open the database {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // NORMAL in WAL mode: a committed transaction survives a process kill (SIGKILL), which is
+        // what resuming runs needs; only an OS crash can lose the last few.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA).context("creating the schema")?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (transactions roll back).
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

@@ -1,0 +1,96 @@
+//! Pipeline runs through the gateway over real gRPC, against the embedded suite.
+
+mod support;
+
+use arf_common::status::field_violations;
+use arf_proto::v1 as pb;
+use support::*;
+use tonic::Code;
+
+#[tokio::test]
+async fn an_analyze_run_over_the_sample_is_watchable_resumable_and_exportable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (suite, mut client) = suite(dir.path()).await;
+    let run = create(&mut client, spec(&[pb::Stage::Analyze]), sample_rows()).await.unwrap();
+    assert_eq!(run.counts.as_ref().unwrap().rows, 16);
+
+    let events = watch(&mut client, &run.id, 0).await;
+    assert_eq!(final_state(&events), Some(pb::RunState::Succeeded), "{events:?}");
+    let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, (1..=events.len() as u64).collect::<Vec<_>>(), "numbered from 1 without gaps");
+    let analyzed: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(pb::run_event::Kind::Item(i)) if i.stage == pb::Stage::Analyze as i32 => Some(i.outcome.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(analyzed.len(), 16);
+    assert!(analyzed.iter().any(|o| o == "flagged") && analyzed.iter().any(|o| o == "clean"), "{analyzed:?}");
+
+    // A client that reconnects with the last sequence it saw gets exactly the rest.
+    let resumed = watch(&mut client, &run.id, 5).await;
+    assert_eq!(resumed, events[5..].to_vec());
+
+    let run = client.get_run(pb::GetRunRequest { run_id: run.id.clone() }).await.unwrap().into_inner();
+    let counts = run.counts.unwrap();
+    assert_eq!((counts.analyzed, counts.held_out), (16, 0));
+    assert!(counts.flagged >= 8, "the sample's teacher summaries carry at least 8 errors: {counts:?}");
+    assert_eq!(run.last_event_sequence, events.len() as u64);
+
+    let report = client.get_report(pb::GetReportRequest { run_id: run.id.clone() }).await.unwrap().into_inner();
+    assert!(report.markdown.contains("| rows |"), "{}", report.markdown);
+    assert!(std::path::Path::new(&report.path).exists());
+    suite.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_rows_are_reported_with_their_line_and_skipped_or_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (suite, mut client) = suite(dir.path()).await;
+    let mut rows = sample_rows();
+    rows[2].conversation.as_mut().unwrap().turns[1].role = 42;
+    rows[4].teacher_summary = " ".into();
+    rows[6].conversation.as_mut().unwrap().id = rows[0].conversation.as_ref().unwrap().id.clone();
+
+    let run = create(&mut client, spec(&[pb::Stage::Analyze]), rows.clone()).await.unwrap();
+    let bad: Vec<(u32, String)> = run.bad_rows.iter().map(|b| (b.line, b.field.clone())).collect();
+    assert_eq!(
+        bad,
+        [(3, "conversation.turns[1].role".to_string()), (5, "teacher_summary".to_string()), (7, "conversation.id".to_string())]
+    );
+    assert_eq!(run.counts.unwrap().rows, 13);
+    assert_eq!(final_state(&watch(&mut client, &run.id, 0).await), Some(pb::RunState::Succeeded));
+
+    let mut fatal = spec(&[pb::Stage::Analyze]);
+    fatal.on_bad_row = pb::BadRowPolicy::Fail as i32;
+    let status = create(&mut client, fatal, rows).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("line 3"), "{status:?}");
+    assert_eq!(field_violations(&status)[0].0, "conversation.turns[1].role");
+    suite.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_server_side_dataset_path_and_pagination() {
+    let dir = tempfile::tempdir().unwrap();
+    let (suite, mut client) = suite(dir.path()).await;
+    for _ in 0..3 {
+        let mut s = spec(&[pb::Stage::Analyze]);
+        s.dataset_path = SAMPLE.into();
+        let run = create(&mut client, s, vec![]).await.unwrap();
+        assert_eq!(run.counts.unwrap().rows, 16);
+    }
+    let mut s = spec(&[pb::Stage::Analyze]);
+    s.dataset_path = "/nonexistent/rows.jsonl".into();
+    assert_eq!(field_violations(&create(&mut client, s, vec![]).await.unwrap_err())[0].0, "spec.dataset_path");
+
+    let first = client.list_runs(pb::ListRunsRequest { page_size: 2, page_token: String::new() }).await.unwrap().into_inner();
+    assert_eq!(first.runs.len(), 2);
+    let second = client.list_runs(pb::ListRunsRequest { page_size: 2, page_token: first.next_page_token }).await.unwrap().into_inner();
+    assert_eq!(second.runs.len(), 1);
+    assert!(second.next_page_token.is_empty());
+    let status = client.list_runs(pb::ListRunsRequest { page_size: 2, page_token: "garbage".into() }).await.unwrap_err();
+    assert_eq!(field_violations(&status)[0].0, "page_token");
+    suite.shutdown().await.unwrap();
+}

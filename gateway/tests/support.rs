@@ -1,0 +1,67 @@
+//! Starting the embedded suite in a temporary folder, and small client helpers.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
+use arf_common::config::ServerArgs;
+use arf_common::dataset::{OnBadRow, conversation_to_wire, read_jsonl_file};
+use arf_proto::v1 as pb;
+use arf_proto::v1::pipeline_client::PipelineClient;
+use gateway::suite::{Suite, SuiteConfig};
+
+pub const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/sample_conversations.jsonl");
+
+pub async fn suite(data_dir: &Path) -> (Suite, PipelineClient<GrpcChannel>) {
+    let suite = Suite::start(SuiteConfig { server: ServerArgs::local(), data_dir: data_dir.to_path_buf(), student_base: None }).await.unwrap();
+    let client = PipelineClient::new(connect_lazy(&suite.gateway_endpoint(), &ClientOptions::default()).unwrap());
+    (suite, client)
+}
+
+/// The bundled sample as wire rows, with their line numbers.
+pub fn sample_rows() -> Vec<pb::DatasetRow> {
+    read_jsonl_file(&PathBuf::from(SAMPLE), OnBadRow::Stop)
+        .unwrap()
+        .map(|r| {
+            let (line, record) = r.unwrap();
+            pb::DatasetRow {
+                line: line as u32,
+                conversation: Some(conversation_to_wire(&record.conversation)),
+                teacher_summary: record.summary.unwrap(),
+                references: record.references,
+            }
+        })
+        .collect()
+}
+
+pub fn spec(stages: &[pb::Stage]) -> pb::RunSpec {
+    pb::RunSpec {
+        display_name: "test".into(),
+        config: Some(pb::RunConfig { stages: stages.iter().map(|s| *s as i32).collect(), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+pub async fn create(client: &mut PipelineClient<GrpcChannel>, spec: pb::RunSpec, rows: Vec<pb::DatasetRow>) -> Result<pb::Run, tonic::Status> {
+    use pb::create_run_request::Part;
+    let messages = std::iter::once(Part::Spec(spec)).chain(rows.into_iter().map(Part::Row)).map(|p| pb::CreateRunRequest { part: Some(p) });
+    client.create_run(futures::stream::iter(messages.collect::<Vec<_>>())).await.map(|r| r.into_inner())
+}
+
+/// Every event of the run from `after` to its end.
+pub async fn watch(client: &mut PipelineClient<GrpcChannel>, run_id: &str, after: u64) -> Vec<pb::RunEvent> {
+    let mut stream = client.watch_run(pb::WatchRunRequest { run_id: run_id.into(), after_sequence: after }).await.unwrap().into_inner();
+    let mut events = Vec::new();
+    while let Some(e) = stream.message().await.unwrap() {
+        events.push(e);
+    }
+    events
+}
+
+pub fn final_state(events: &[pb::RunEvent]) -> Option<pb::RunState> {
+    events.iter().rev().find_map(|e| match e.kind {
+        Some(pb::run_event::Kind::State(s)) => pb::RunState::try_from(s).ok(),
+        _ => None,
+    })
+}
