@@ -1,0 +1,162 @@
+//! Loading the model through mistral.rs, from local files only.
+//!
+//! mistral.rs treats any string it cannot find on disk as a Hugging Face hub id and downloads
+//! it (0.8.1 ignores HF_HUB_OFFLINE), so the path is checked here first: a directory is a
+//! Hugging Face model directory, a `.gguf` file is a GGUF model, anything else is refused.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail, ensure};
+use mistralrs::{GgufModelBuilder, IsqType, Model, ModelDType, TextModelBuilder};
+
+use crate::config::EditorConfig;
+
+/// Where the weights come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// config.json, tokenizer.json, tokenizer_config.json (chat template), *.safetensors.
+    HfDirectory(PathBuf),
+    /// One GGUF file (tokenizer and chat template inside it).
+    Gguf(PathBuf),
+}
+
+impl ModelSource {
+    /// Refuses anything that is not an existing local model, with a message that says why.
+    pub fn resolve(path: &Path) -> anyhow::Result<Self> {
+        if path.is_dir() {
+            ensure!(
+                path.join("config.json").is_file(),
+                "{} is a directory without config.json: not a Hugging Face model directory",
+                path.display()
+            );
+            return Ok(Self::HfDirectory(path.to_path_buf()));
+        }
+        if path.is_file() {
+            ensure!(
+                path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")),
+                "{} is a file but not a .gguf model; give a Hugging Face model directory or a GGUF file",
+                path.display()
+            );
+            return Ok(Self::Gguf(path.to_path_buf()));
+        }
+        bail!(
+            "model {} does not exist locally. The editor loads local files only and never downloads: \
+             a hub id such as meta-llama/Llama-3.1-70B-Instruct is refused. Download the model first and give its directory.",
+            path.display()
+        )
+    }
+}
+
+/// What a loaded model is, for GetModelInfo and telemetry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelDescription {
+    pub model_id: String,
+    pub architecture: String,
+    pub quantization: String,
+    pub dtype: String,
+    pub device: String,
+    pub max_context_tokens: usize,
+    pub max_concurrent_sequences: usize,
+    pub random_weights: bool,
+}
+
+/// The device mistral.rs uses: CUDA when built with the `cuda` feature (the GPU is chosen with
+/// CUDA_VISIBLE_DEVICES: `with_device` is ignored in 0.8.1), the CPU otherwise.
+const USE_CUDA: bool = cfg!(feature = "cuda");
+
+pub async fn load_model(config: &EditorConfig) -> anyhow::Result<(Model, ModelDescription)> {
+    let source = ModelSource::resolve(&config.model_path)?;
+    let started = std::time::Instant::now();
+    let model = match &source {
+        ModelSource::HfDirectory(dir) => {
+            let mut builder = TextModelBuilder::new(dir.display().to_string())
+                .with_dtype(config.dtype)
+                .with_max_num_seqs(config.max_seqs);
+            if !USE_CUDA {
+                builder = builder.with_force_cpu();
+            }
+            if let Some(isq) = config.isq {
+                builder = builder.with_isq(isq);
+            }
+            builder.build().await
+        }
+        ModelSource::Gguf(file) => {
+            ensure!(config.isq.is_none(), "--isq applies to safetensors models; a GGUF file is already quantized");
+            let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let mut builder = GgufModelBuilder::new(dir.display().to_string(), vec![name]).with_max_num_seqs(config.max_seqs);
+            if !USE_CUDA {
+                builder = builder.with_force_cpu();
+            }
+            builder.build().await
+        }
+    }
+    .with_context(|| format!("loading {}", config.model_path.display()))?;
+    let description = describe(config, &source, &model)?;
+    tracing::info!(model = %description.model_id, architecture = %description.architecture,
+        quantization = %description.quantization, device = %description.device,
+        max_context_tokens = description.max_context_tokens, random_weights = description.random_weights,
+        load_seconds = started.elapsed().as_secs_f64(), "model loaded");
+    Ok((model, description))
+}
+
+fn describe(config: &EditorConfig, source: &ModelSource, model: &Model) -> anyhow::Result<ModelDescription> {
+    let (architecture, config_context, random_weights, quantization) = match source {
+        ModelSource::HfDirectory(dir) => {
+            let text = std::fs::read_to_string(dir.join("config.json")).context("reading config.json")?;
+            let json: serde_json::Value = serde_json::from_str(&text).context("parsing config.json")?;
+            let architecture = json["architectures"][0].as_str().or(json["model_type"].as_str()).unwrap_or("unknown").to_string();
+            let context = json["max_position_embeddings"].as_u64().map(|n| n as usize);
+            let quantization = config.isq.map(isq_name).unwrap_or_else(|| "none".to_string());
+            (architecture, context, arf_common::tiny_llama::is_tiny_model(dir), quantization)
+        }
+        ModelSource::Gguf(_) => ("gguf".to_string(), None, false, "gguf".to_string()),
+    };
+    let engine_context = model.max_sequence_length().ok().flatten();
+    let max_context_tokens = engine_context
+        .or(config_context)
+        .context("the model reports no maximum sequence length")?;
+    Ok(ModelDescription {
+        model_id: config.model_path.display().to_string(),
+        architecture,
+        quantization,
+        dtype: dtype_name(config.dtype),
+        device: if USE_CUDA { "cuda:0".to_string() } else { "cpu".to_string() },
+        max_context_tokens,
+        max_concurrent_sequences: config.max_seqs,
+        random_weights,
+    })
+}
+
+fn isq_name(isq: IsqType) -> String {
+    format!("{isq:?}").to_lowercase()
+}
+
+fn dtype_name(dtype: ModelDType) -> String {
+    match dtype {
+        ModelDType::Auto => "auto",
+        ModelDType::BF16 => "bf16",
+        ModelDType::F16 => "f16",
+        ModelDType::F32 => "f32",
+    }
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_ids_and_stray_files_are_refused() {
+        let err = ModelSource::resolve(Path::new("meta-llama/Llama-3.1-8B-Instruct")).unwrap_err().to_string();
+        assert!(err.contains("never downloads"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        assert!(ModelSource::resolve(dir.path()).unwrap_err().to_string().contains("config.json"));
+        let stray = dir.path().join("weights.bin");
+        std::fs::write(&stray, b"x").unwrap();
+        assert!(ModelSource::resolve(&stray).is_err());
+        let gguf = dir.path().join("model.Q4_K_M.gguf");
+        std::fs::write(&gguf, b"x").unwrap();
+        assert_eq!(ModelSource::resolve(&gguf).unwrap(), ModelSource::Gguf(gguf));
+    }
+}

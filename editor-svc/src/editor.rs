@@ -1,0 +1,246 @@
+//! The editor's domain logic over the backend: validation, the in-flight limit, revision and
+//! generation. Knows nothing of gRPC.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use crate::backend::{Backend, EngineLoad, ModelDescription, TokenStream};
+use crate::config::EditorConfig;
+use crate::error::EditorError;
+use crate::generation::{ChatMessage, Generation, GenerationRequest, Sampling, StreamEvent};
+use crate::revise::{RevisionInput, build_messages, parse_revision, revision_schema};
+
+/// How long a refused call is told to wait: about one short generation.
+const RETRY_AFTER: Duration = Duration::from_millis(250);
+/// At most this many stop sequences per request.
+const MAX_STOP_SEQUENCES: usize = 16;
+
+/// Generation parameters as a client gives them (before defaults and validation).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GenerationParams {
+    /// 0: the server's default.
+    pub max_tokens: u32,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub stop: Vec<String>,
+}
+
+/// A finished revision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Revision {
+    pub summary: String,
+    /// `None` when nothing was flagged and the model was not called.
+    pub generation: Option<Generation>,
+}
+
+/// What a revision stream yields: raw model output as it comes, then the parsed revision.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RevisionEvent {
+    Delta(String),
+    Done(Revision),
+}
+
+pub struct Editor {
+    backend: Arc<Backend>,
+    in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
+    default_max_tokens: u32,
+}
+
+impl Editor {
+    /// Loads the model and checks it answers (a short warm-up generation).
+    pub async fn load(config: &EditorConfig) -> anyhow::Result<Self> {
+        let backend = Backend::load(config).await?;
+        backend.warm_up().await?;
+        Ok(Self::new(Arc::new(backend), config))
+    }
+
+    pub fn new(backend: Arc<Backend>, config: &EditorConfig) -> Self {
+        Self {
+            backend,
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            max_in_flight: config.max_in_flight,
+            default_max_tokens: config.default_max_tokens,
+        }
+    }
+
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+
+    pub fn model(&self) -> &ModelDescription {
+        self.backend.description()
+    }
+
+    /// Sequences in the engine, and generations this editor has accepted.
+    pub fn load_snapshot(&self) -> (EngineLoad, usize) {
+        (self.backend.engine_load(), self.max_in_flight - self.in_flight.available_permits())
+    }
+
+    /// Validates a generation and applies the defaults.
+    pub fn generation_request(
+        &self,
+        messages: Vec<ChatMessage>,
+        params: &GenerationParams,
+        json_schema: &str,
+    ) -> Result<GenerationRequest, EditorError> {
+        if messages.is_empty() {
+            return Err(EditorError::invalid("messages", "at least one message is required"));
+        }
+        Ok(GenerationRequest {
+            messages,
+            max_tokens: self.max_tokens(params),
+            sampling: sampling(params)?,
+            stop: stop_sequences(params)?,
+            json_schema: parse_schema(json_schema)?,
+        })
+    }
+
+    /// Starts a generation, holding one in-flight slot until the stream ends or is dropped.
+    pub async fn generate_stream(&self, request: GenerationRequest) -> Result<TokenStream, EditorError> {
+        let permit = self
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| EditorError::Overloaded { limit: self.max_in_flight, retry_after: RETRY_AFTER })?;
+        Ok(self.backend.start(request).await?.hold(permit))
+    }
+
+    pub async fn generate(&self, request: GenerationRequest) -> Result<Generation, EditorError> {
+        self.generate_stream(request).await?.collect().await
+    }
+
+    /// Revises a summary; with no findings, returns it unchanged without calling the model.
+    pub async fn revise(&self, input: RevisionInput, params: &GenerationParams) -> Result<Revision, EditorError> {
+        let mut stream = self.revise_stream(input, params).await?;
+        while let Some(event) = stream.next().await {
+            if let RevisionEvent::Done(revision) = event? {
+                return Ok(revision);
+            }
+        }
+        Err(EditorError::Engine("the revision ended without a result".into()))
+    }
+
+    pub async fn revise_stream(&self, input: RevisionInput, params: &GenerationParams) -> Result<RevisionStream, EditorError> {
+        if input.turns.is_empty() {
+            return Err(EditorError::invalid("conversation.turns", "the conversation has no turns"));
+        }
+        if input.summary.trim().is_empty() {
+            return Err(EditorError::invalid("summary", "the summary is empty"));
+        }
+        if input.findings.is_empty() {
+            return Ok(RevisionStream::Unchanged(Some(input.summary)));
+        }
+        // Room to grow (an omission adds text) without letting a weak model ramble forever.
+        let max_chars = (input.summary.chars().count() * 2).clamp(256, 4096);
+        let request = GenerationRequest {
+            messages: build_messages(&input),
+            max_tokens: self.max_tokens(params),
+            sampling: sampling(params)?,
+            stop: stop_sequences(params)?,
+            json_schema: Some(revision_schema(max_chars)),
+        };
+        Ok(RevisionStream::Generating(Box::new(self.generate_stream(request).await?)))
+    }
+
+    fn max_tokens(&self, params: &GenerationParams) -> usize {
+        let n = if params.max_tokens == 0 { self.default_max_tokens } else { params.max_tokens };
+        n as usize
+    }
+}
+
+/// A revision in progress (or one that needed no model).
+pub enum RevisionStream {
+    Unchanged(Option<String>),
+    Generating(Box<TokenStream>),
+}
+
+impl RevisionStream {
+    pub async fn next(&mut self) -> Option<Result<RevisionEvent, EditorError>> {
+        match self {
+            Self::Unchanged(summary) => summary.take().map(|summary| Ok(RevisionEvent::Done(Revision { summary, generation: None }))),
+            Self::Generating(stream) => match stream.next().await? {
+                Ok(StreamEvent::Delta(text)) => Some(Ok(RevisionEvent::Delta(text))),
+                Ok(StreamEvent::Done(generation)) => Some(
+                    parse_revision(&generation.text, &generation.finish_reason)
+                        .map(|summary| RevisionEvent::Done(Revision { summary, generation: Some(generation) })),
+                ),
+                Err(e) => Some(Err(e)),
+            },
+        }
+    }
+}
+
+fn sampling(params: &GenerationParams) -> Result<Sampling, EditorError> {
+    if let Some(t) = params.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(EditorError::invalid("params.temperature", "must be between 0 and 2"));
+    }
+    if let Some(p) = params.top_p
+        && !(p > 0.0 && p <= 1.0)
+    {
+        return Err(EditorError::invalid("params.top_p", "must be in (0, 1]"));
+    }
+    Ok(Sampling { temperature: params.temperature.map(f64::from), top_p: params.top_p.map(f64::from) })
+}
+
+fn stop_sequences(params: &GenerationParams) -> Result<Vec<String>, EditorError> {
+    if params.stop.len() > MAX_STOP_SEQUENCES {
+        return Err(EditorError::invalid("params.stop", format!("at most {MAX_STOP_SEQUENCES} stop sequences")));
+    }
+    if params.stop.iter().any(String::is_empty) {
+        return Err(EditorError::invalid("params.stop", "a stop sequence is empty"));
+    }
+    Ok(params.stop.clone())
+}
+
+/// The client's JSON schema, with fixed whitespace unless it says otherwise (see `revise::output`).
+fn parse_schema(text: &str) -> Result<Option<Value>, EditorError> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let mut schema: Value =
+        serde_json::from_str(text).map_err(|e| EditorError::invalid("json_schema", format!("not valid JSON: {e}")))?;
+    let Some(object) = schema.as_object_mut() else {
+        return Err(EditorError::invalid("json_schema", "a JSON schema must be an object"));
+    };
+    object.entry("x-guidance").or_insert_with(|| serde_json::json!({"whitespace_flexible": false}));
+    Ok(Some(schema))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_parameters_name_their_field() {
+        fn field<T: std::fmt::Debug>(r: Result<T, EditorError>) -> String {
+            match r {
+                Err(EditorError::InvalidField { field, .. }) => field,
+                other => panic!("expected InvalidField, got {other:?}"),
+            }
+        }
+        let p = |t: Option<f32>, top: Option<f32>| GenerationParams { temperature: t, top_p: top, ..Default::default() };
+        assert_eq!(field(sampling(&p(Some(-1.0), None))), "params.temperature");
+        assert_eq!(field(sampling(&p(Some(f32::NAN), None))), "params.temperature");
+        assert_eq!(field(sampling(&p(None, Some(0.0)))), "params.top_p");
+        assert!(sampling(&p(Some(0.7), Some(0.9))).is_ok());
+        let stops = GenerationParams { stop: vec![String::new()], ..Default::default() };
+        assert_eq!(field(stop_sequences(&stops)), "params.stop");
+        assert_eq!(field(parse_schema("{not json")), "json_schema");
+        assert_eq!(field(parse_schema("[1, 2]")), "json_schema");
+    }
+
+    #[test]
+    fn schemas_get_fixed_whitespace_unless_they_choose() {
+        let s = parse_schema(r#"{"type": "object"}"#).unwrap().unwrap();
+        assert_eq!(s["x-guidance"]["whitespace_flexible"], false);
+        let s = parse_schema(r#"{"type": "object", "x-guidance": {"whitespace_flexible": true}}"#).unwrap().unwrap();
+        assert_eq!(s["x-guidance"]["whitespace_flexible"], true);
+        assert_eq!(parse_schema("  ").unwrap(), None);
+    }
+}
