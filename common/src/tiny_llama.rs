@@ -71,7 +71,7 @@ impl Default for TinyLlamaSpec {
             num_attention_heads: 4,
             num_key_value_heads: 2,
             intermediate_size: 128,
-            max_position_embeddings: 2048,
+            max_position_embeddings: 8192,
             rope_theta: 500_000.0,
             rms_norm_eps: 1e-5,
             init_std: 0.02,

@@ -7,4 +7,5 @@ pub mod grpc;
 pub mod pipeline;
 pub mod report;
 pub mod store;
+pub mod student;
 pub mod suite;

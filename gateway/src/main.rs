@@ -27,7 +27,8 @@ async fn main() -> std::process::ExitCode {
     arf_common::server::run_binary("arf-gateway", &[PIPELINE], 50050, &args.server, args, |health, shutdown| async move {
         let store = Arc::new(Store::open(&args.gateway.data_dir.join("arf.sqlite3"))?);
         let clients = args.gateway.clients(args.server.max_message_bytes)?;
-        let pipeline = Pipeline::new(store, clients, args.gateway.data_dir.clone(), args.gateway.student_base.clone(), shutdown.clone());
+        let student_host = Arc::new(gateway::student::LocalStudentHost::new(args.server.max_message_bytes));
+        let pipeline = Pipeline::new(store, clients, args.gateway.data_dir.clone(), args.gateway.student_base.clone(), Some(student_host), shutdown.clone());
         let resumed = pipeline.resume_unfinished()?;
         if resumed > 0 {
             tracing::info!(resumed, "resumed unfinished runs");

@@ -22,8 +22,23 @@ pub struct SuiteConfig {
     pub server: ServerArgs,
     /// SQLite, trainer state, reports and the tiny models live here.
     pub data_dir: PathBuf,
+    /// The editor's model (HF directory or GGUF file); the tiny random model when none is given.
+    pub editor_model: Option<PathBuf>,
     /// Student base model; the tiny random model when none is given.
     pub student_base: Option<PathBuf>,
+}
+
+/// The tiny random-weight Llama under `data_dir`, written on first use.
+pub fn tiny_model(data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let dir = data_dir.join("tiny-llama");
+    if !arf_common::tiny_llama::is_tiny_model(&dir) {
+        arf_common::tiny_llama::write_tiny_llama(&dir, &arf_common::tiny_llama::TinyLlamaSpec::default())?;
+    }
+    tracing::warn!(
+        model = %dir.display(),
+        "using a tiny RANDOM-WEIGHT model: every code path is real, but its revisions and summaries are meaningless"
+    );
+    Ok(dir)
 }
 
 /// The four servers of a running suite.
@@ -50,8 +65,14 @@ impl Suite {
         let analyzer_service = analyzer_svc::grpc::AnalyzerService::new(Default::default(), None, limit, shutdown.clone());
         let analyzer = serve_loopback(args, ANALYZER, true, Routes::new(analyzer_service.into_server(limit))).await?;
 
-        // No model is loaded yet, so the editor honestly reports NOT_SERVING.
-        let editor = serve_loopback(args, EDITOR, false, Routes::new(editor_svc::grpc::EditorService.into_server(limit))).await?;
+        let needs_tiny = config.editor_model.is_none() || config.student_base.is_none();
+        let tiny = if needs_tiny { Some(tiny_model(&config.data_dir)?) } else { None };
+        let editor_model = config.editor_model.clone().or_else(|| tiny.clone()).unwrap_or_default();
+        let student_base = config.student_base.clone().or(tiny);
+        let (editor_service, loading) = editor_svc::start_editor(editor_svc::EditorConfig::new(editor_model))?;
+        // NOT_SERVING until the model has loaded and answered a warm-up.
+        let editor = serve_loopback(args, EDITOR, false, Routes::new(editor_service.into_server(limit))).await?;
+        loading.then_serving(editor.health()).await?;
 
         let jobs = trainer_svc::jobs::JobManager::open(&config.data_dir.join("trainer"), trainer_svc::device())?;
         let trainer_service = trainer_svc::grpc::TrainerService::new(jobs, shutdown.clone());
@@ -64,7 +85,8 @@ impl Suite {
             trainer: TrainerClient::new(connect_lazy(&endpoint(&trainer), &options)?).max_decoding_message_size(limit),
         };
         let store = Arc::new(Store::open(&config.data_dir.join("arf.sqlite3"))?);
-        let pipeline = Pipeline::new(store, clients, config.data_dir.clone(), config.student_base.clone(), shutdown.clone());
+        let student_host = Arc::new(crate::student::LocalStudentHost::new(limit));
+        let pipeline = Pipeline::new(store, clients, config.data_dir.clone(), student_base, Some(student_host), shutdown.clone());
         pipeline.resume_unfinished()?;
         let gateway_service = PipelineService::new(pipeline.clone(), shutdown.clone());
         let gateway = serve_loopback(args, PIPELINE, true, Routes::new(gateway_service.into_server(limit))).await?;

@@ -14,7 +14,7 @@ use gateway::suite::{Suite, SuiteConfig};
 pub const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/sample_conversations.jsonl");
 
 pub async fn suite(data_dir: &Path) -> (Suite, PipelineClient<GrpcChannel>) {
-    let suite = Suite::start(SuiteConfig { server: ServerArgs::local(), data_dir: data_dir.to_path_buf(), student_base: None }).await.unwrap();
+    let suite = Suite::start(SuiteConfig { server: ServerArgs::local(), data_dir: data_dir.to_path_buf(), editor_model: None, student_base: None }).await.unwrap();
     let client = PipelineClient::new(connect_lazy(&suite.gateway_endpoint(), &ClientOptions::default()).unwrap());
     (suite, client)
 }

@@ -129,7 +129,10 @@ impl Backend {
     /// Refuses a request whose prompt plus `max_tokens` would run past the model's context
     /// (mistral.rs bounds the generated tokens only, and fails with an index error past it).
     async fn check_context(&self, request: &GenerationRequest) -> Result<(), EditorError> {
-        let context = self.description.max_context_tokens;
+        // mistral.rs grows its KV cache in steps of 512 positions and fails when a step would
+        // pass the model's maximum (seen: "requested capacity (2560) above max seq len (2048)"),
+        // so the last step is not usable.
+        let context = self.description.max_context_tokens.saturating_sub(KV_CACHE_GROWTH);
         if request.max_tokens > context {
             return Err(EditorError::invalid(
                 "params.max_tokens",
@@ -159,6 +162,9 @@ impl Backend {
         Ok(())
     }
 }
+
+/// mistral.rs's KV-cache growth step, in positions.
+const KV_CACHE_GROWTH: usize = 512;
 
 fn role(role: ChatRole) -> TextMessageRole {
     match role {

@@ -39,6 +39,7 @@ async fn demo() -> anyhow::Result<()> {
     let suite = Suite::start(gateway::suite::SuiteConfig {
         server: ServerArgs::local(),
         data_dir: std::path::PathBuf::from("arf-data"),
+        editor_model: None,
         student_base: None,
     })
     .await?;

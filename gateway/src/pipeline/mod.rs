@@ -8,6 +8,7 @@
 //! `arf.v1` form here (prost messages, no tonic types); `grpc.rs` maps requests and statuses.
 
 mod analyze;
+mod evaluate;
 mod finetune;
 mod ingest;
 mod item_trace;
@@ -49,6 +50,15 @@ pub struct Pipeline {
     pub data_dir: PathBuf,
     /// Student base model used when a run's configuration names none.
     pub default_student_base: Option<PathBuf>,
+    /// Serves a fine-tuned student for evaluation when a run names no student endpoint.
+    pub student_host: Option<Arc<dyn StudentHost>>,
+}
+
+/// Puts a merged student model directory behind an Editor endpoint.
+#[tonic::async_trait]
+pub trait StudentHost: Send + Sync {
+    /// Returns the endpoint (http://host:port) serving the model.
+    async fn serve(&self, model_dir: &std::path::Path) -> anyhow::Result<String>;
 }
 
 /// Why a run stopped early.
@@ -69,7 +79,14 @@ impl From<tonic::Status> for RunError {
 }
 
 impl Pipeline {
-    pub fn new(store: Arc<Store>, clients: Clients, data_dir: PathBuf, default_student_base: Option<PathBuf>, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        store: Arc<Store>,
+        clients: Clients,
+        data_dir: PathBuf,
+        default_student_base: Option<PathBuf>,
+        student_host: Option<Arc<dyn StudentHost>>,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             clients,
@@ -78,6 +95,7 @@ impl Pipeline {
             shutdown,
             data_dir,
             default_student_base,
+            student_host,
         })
     }
 
@@ -162,9 +180,7 @@ impl Pipeline {
                 pb::Stage::Analyze => analyze::run(self, run_id, &run.config, token).await?,
                 pb::Stage::Revise => revise::run(self, run_id, &run.config, token).await?,
                 pb::Stage::Finetune => finetune::run(self, run_id, &run.config, token).await?,
-                pb::Stage::Evaluate => {
-                    return Err(RunError::Failed(anyhow::anyhow!("the evaluate stage is not built yet (the gateway issue)")));
-                }
+                pb::Stage::Evaluate => evaluate::run(self, run_id, &run.config, token).await?,
                 pb::Stage::Unspecified => {}
             }
             self.emit(run_id, Kind::Stage(pb::StageChanged { stage: stage as i32, started: false, progress: None }))?;

@@ -1,7 +1,9 @@
 //! Stage 2: the editor rewrites each flagged training summary, told exactly which errors to fix
 //! (the taxonomy's instruction per flagged category); the analyzer re-checks every revision, and
 //! only one with a strictly lower severity-weighted error score is accepted. Otherwise the next
-//! round revises the latest attempt with its own findings, up to the configured rounds.
+//! round tries again from the teacher's summary, sampling (the first round is greedy, so a
+//! second greedy round would only repeat it), up to the configured rounds. Always revising the
+//! teacher's summary keeps every prompt as small as the first.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +20,16 @@ use crate::store::ItemRecord;
 
 const BATCH: usize = 64;
 const DEFAULT_ROUNDS: u32 = 2;
+/// Findings shown to the editor per summary: a dozen say what to fix; hundreds would only
+/// fill its context.
+const MAX_FINDINGS: usize = 12;
+const RETRY_TEMPERATURE: f32 = 0.7;
+
+/// Errors that say the editor could not be reached, not that this item is at fault.
+fn is_transport(status: &tonic::Status) -> bool {
+    use tonic::Code::*;
+    matches!(status.code(), Unavailable | ResourceExhausted | Cancelled | Unauthenticated | PermissionDenied | Unimplemented | Unknown)
+}
 
 pub async fn run(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token: &CancellationToken) -> Result<(), RunError> {
     let taxonomy = p.clients.analyzer.clone().get_taxonomy(pb::GetTaxonomyRequest {}).await?.into_inner();
@@ -64,15 +76,16 @@ async fn revise_item(
     let span = item_trace::resume("arf.item.revise", run_id, &id, item.trace_parent.as_deref());
     let conversation = conversation_to_wire(&item.conversation);
     let rounds = if config.revision_rounds == 0 { DEFAULT_ROUNDS } else { config.revision_rounds };
-    let (mut summary, mut findings) = (item.teacher_summary.clone(), analysis.findings.clone());
+    let findings: Vec<pb::Finding> = analysis.findings.iter().take(MAX_FINDINGS).cloned().collect();
     for round in 1..=rounds {
         p.check(token)?;
+        let params = (round > 1).then_some(pb::GenerationParams { temperature: Some(RETRY_TEMPERATURE), top_p: Some(0.95), ..Default::default() });
         let request = pb::ReviseRequest {
             conversation: Some(conversation.clone()),
-            summary: summary.clone(),
+            summary: item.teacher_summary.clone(),
             instructions: instructions_for(&findings, instructions),
             findings: findings.clone(),
-            params: None,
+            params,
         };
         let revised = p
             .clients
@@ -85,9 +98,11 @@ async fn revise_item(
             .await;
         let revised = match revised {
             Ok(r) => r,
-            // The editor cannot take this item (too long for its context, ...): not retried.
-            Err(s) if matches!(s.code(), tonic::Code::InvalidArgument | tonic::Code::OutOfRange) => {
-                tracing::warn!(parent: &span, conversation_id = %id, error = %s.message(), "editor refused the item");
+            // Refused or unusable for this item (too long for the context, output that does not
+            // parse, ...): the item fails, the run goes on. Only an editor that cannot be
+            // reached at all (after retries on every replica) stops the run, to resume later.
+            Err(s) if !is_transport(&s) => {
+                tracing::warn!(parent: &span, conversation_id = %id, code = ?s.code(), error = %s.message(), "revision failed");
                 return done("failed", None, round, None);
             }
             Err(s) => return Err(s.into()),
@@ -101,19 +116,11 @@ async fn revise_item(
         let recheck = match p.clients.analyzer.clone().analyze(check).instrument(span.clone()).await {
             Ok(r) => r.into_inner(),
             // An empty or oversized revision is simply not better.
-            Err(s) if s.code() == tonic::Code::InvalidArgument => {
-                summary = revised.revised_summary;
-                continue;
-            }
+            Err(s) if s.code() == tonic::Code::InvalidArgument => continue,
             Err(s) => return Err(s.into()),
         };
         if recheck.detector_failures.is_empty() && recheck.error_score < analysis.error_score {
             return done("accepted", Some(&revised.revised_summary), round, Some(&recheck));
-        }
-        summary = revised.revised_summary;
-        findings = recheck.findings;
-        if findings.is_empty() {
-            break; // nothing left to point the editor at, yet not better: stop
         }
     }
     done("rejected", None, rounds, None)
