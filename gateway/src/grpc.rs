@@ -243,8 +243,8 @@ impl PipelineRpc for PipelineService {
                 .into_iter()
                 .map(|f| pb::ReportFile { name: f.name, content_type: "image/svg+xml".into(), content: f.content.into_bytes() })
                 .collect(),
-            overall: Vec::new(),
-            per_channel: Vec::new(),
+            overall: report.overall,
+            per_channel: report.per_channel,
             path: dir.join("report.md").display().to_string(),
         }))
     }

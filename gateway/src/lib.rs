@@ -1,5 +1,6 @@
 //! The gateway: the public Pipeline API that sequences Analyze -> Revise -> Finetune -> Evaluate.
 
+pub mod cli;
 pub mod config;
 pub mod editors;
 pub mod export;

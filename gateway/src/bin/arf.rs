@@ -1,30 +1,19 @@
-//! `arf`: the ARF command line.
+//! `arf`: the ARF command line (see `gateway::cli`).
 
-use arf_common::client::{ClientOptions, connect_lazy};
-use arf_common::config::ServerArgs;
-use clap::{Parser, Subcommand};
-use gateway::suite::Suite;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_client::HealthClient;
-
-#[derive(Parser, Debug)]
-#[command(version, about = "ARF: analyze, revise and fine-tune on teacher summaries")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// The embedded default: the whole suite in this process, on loopback.
-    Demo,
-}
+use clap::Parser;
+use gateway::cli::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     let result = match cli.command {
-        Command::Demo => demo().await,
+        Command::Demo(args) => gateway::cli::demo(args).await,
+        Command::Run { gateway, dataset, server_side, watch, stages } => gateway::cli::run(&gateway, &dataset, server_side, watch, &stages).await,
+        Command::Watch { gateway, run_id, after } => gateway::cli::watch(&gateway, &run_id, after).await,
+        Command::Export { gateway, run_id, format, output } => gateway::cli::export(&gateway, &run_id, &format, output.as_deref()).await,
+        Command::Report { gateway, run_id, output } => gateway::cli::report(&gateway, &run_id, &output).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -33,26 +22,4 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-async fn demo() -> anyhow::Result<()> {
-    let suite = Suite::start(gateway::suite::SuiteConfig {
-        server: ServerArgs::local(),
-        data_dir: std::path::PathBuf::from("arf-data"),
-        editor_model: None,
-        student_base: None,
-    })
-    .await?;
-    println!("ARF suite running in this process:");
-    for (service, server) in suite.servers() {
-        let channel = connect_lazy(&format!("http://{}", server.local_addr()), &ClientOptions::default())?;
-        let status = HealthClient::new(channel)
-            .check(HealthCheckRequest { service: service.to_string() })
-            .await?
-            .into_inner()
-            .status();
-        println!("  {service:<18} {:<22} health {}", server.local_addr(), status.as_str_name());
-    }
-    println!("\nThe pipeline stages are not built yet: each service answers UNIMPLEMENTED for now.");
-    suite.shutdown().await
 }

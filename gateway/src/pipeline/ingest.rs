@@ -76,6 +76,11 @@ fn split(seed: u64, id: &str, fraction: f32) -> Split {
     for b in id.as_bytes() {
         h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
     }
+    // FNV's high bits barely move for ids that differ in their last characters: mix them
+    // (the splitmix64 finalizer) before reading a uniform number out of them.
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
     let unit = (h >> 11) as f64 / (1u64 << 53) as f64;
     if unit < f64::from(fraction) { Split::Holdout } else { Split::Train }
 }

@@ -1,7 +1,10 @@
 //! The run report: a Markdown page with SVG charts a person would rather look at than read.
 //! Built from the store (items, counts, events), so it can be regenerated at any time.
 
+mod scores;
 mod svg;
+
+pub use scores::score_cards;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -18,6 +21,9 @@ pub struct ReportFile {
 pub struct Report {
     pub markdown: String,
     pub files: Vec<ReportFile>,
+    /// Teacher and student on the held-out conversations (empty before evaluation).
+    pub overall: Vec<pb::ScoreCard>,
+    pub per_channel: Vec<pb::ChannelScores>,
 }
 
 /// Category -> share of `items` whose findings (picked by `findings`) include it.
@@ -111,5 +117,37 @@ pub fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
         files.push(ReportFile { name: "loss.svg".into(), content: svg::lines("Student training", &[("training loss", train_loss), ("evaluation loss", eval_loss)], "step") });
         let _ = writeln!(md, "## Fine-tuning\n\nTraining job `{}`.\n\n![loss curves](loss.svg)\n", run.training_job_id);
     }
-    Ok(Report { markdown: md, files })
+    let (overall, per_channel) = score_cards(&items);
+    if let [teacher, student] = overall.as_slice() {
+        let labels: Vec<String> =
+            teacher.error_rates.keys().chain(student.error_rates.keys()).cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let rates = |c: &pb::ScoreCard| labels.iter().map(|l| c.error_rates.get(l).copied().unwrap_or(0.0)).collect::<Vec<_>>();
+        files.push(ReportFile {
+            name: "student_vs_teacher.svg".into(),
+            content: svg::grouped_bars("Held-out summaries with each error: teacher vs student", &labels, &["teacher", "student"], &[rates(teacher), rates(student)], true),
+        });
+        let _ = writeln!(md, "## Student against teacher ({} held-out conversations)\n\n![student vs teacher](student_vs_teacher.svg)\n", teacher.summaries);
+        let _ = writeln!(md, "| | worst category (share of summaries) | ROUGE-1 | ROUGE-2 | ROUGE-L | judge (1-5) |\n| --- | ---: | ---: | ---: | ---: | ---: |");
+        let flagged_share = |c: &pb::ScoreCard| c.error_rates.values().copied().fold(0.0_f64, f64::max);
+        for c in [teacher, student] {
+            let _ = writeln!(
+                md,
+                "| {} | {:.0}% | {:.3} | {:.3} | {:.3} | {} |",
+                c.model,
+                flagged_share(c) * 100.0,
+                c.rouge1,
+                c.rouge2,
+                c.rouge_l,
+                if c.judge_mean > 0.0 { format!("{:.2}", c.judge_mean) } else { "n/a".into() }
+            );
+        }
+        let _ = writeln!(md, "\n### Per channel\n\n| channel | model | summaries | ROUGE-L | judge |\n| --- | --- | ---: | ---: | ---: |");
+        for ch in &per_channel {
+            for c in &ch.scores {
+                let _ = writeln!(md, "| {} | {} | {} | {:.3} | {:.2} |", ch.channel, c.model, c.summaries, c.rouge_l, c.judge_mean);
+            }
+        }
+        md.push('\n');
+    }
+    Ok(Report { markdown: md, files, overall, per_channel })
 }

@@ -1,0 +1,94 @@
+//! `arf demo`: the embedded default.
+
+use std::path::PathBuf;
+
+use arf_common::config::ServerArgs;
+use arf_proto::v1 as pb;
+
+use super::progress::RunProgress;
+use super::{SAMPLE, create_run, rows_from_jsonl};
+use crate::pipeline::stages;
+use crate::suite::{Suite, SuiteConfig};
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Folder for the database, trainer state, tiny models and the report.
+    #[arg(long, env = "ARF_DATA_DIR", default_value = "arf-data")]
+    pub data_dir: PathBuf,
+    /// The editor model (HF directory or GGUF file). Without it: a tiny random-weight model.
+    #[arg(long, env = "ARF_EDITOR_MODEL")]
+    pub editor_model: Option<PathBuf>,
+    /// The student's base model (HF directory). Without it: a tiny random-weight model.
+    #[arg(long, env = "ARF_STUDENT_BASE")]
+    pub student_base: Option<PathBuf>,
+    /// A JSONL dataset instead of the bundled sample.
+    #[arg(long)]
+    pub dataset: Option<PathBuf>,
+    /// Training steps (0: one epoch).
+    #[arg(long, default_value_t = 20)]
+    pub train_steps: u32,
+}
+
+pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    if args.editor_model.is_none() || args.student_base.is_none() {
+        eprintln!(
+            "\n  WARNING: no {} configured: using a tiny RANDOM-WEIGHT Llama written under {}.\n  \
+             Every code path is real, but its revisions and summaries are meaningless.\n  \
+             Point --editor-model and --student-base (or ARF_EDITOR_MODEL / ARF_STUDENT_BASE) at real models.\n",
+            if args.editor_model.is_none() { "editor model" } else { "student base" },
+            args.data_dir.display()
+        );
+    }
+    let (text, source) = match &args.dataset {
+        Some(path) => (std::fs::read(path)?, path.display().to_string()),
+        None => (SAMPLE.as_bytes().to_vec(), "the bundled sample".to_string()),
+    };
+    let rows = rows_from_jsonl(&text, &source)?;
+    eprintln!("starting the suite (analyzer, editor, trainer, gateway) on loopback...");
+    let suite = Suite::start(SuiteConfig {
+        server: ServerArgs::local(),
+        data_dir: args.data_dir.clone(),
+        editor_model: args.editor_model.clone(),
+        student_base: args.student_base.clone(),
+    })
+    .await?;
+    let result = drive(&suite, rows, &source, args.train_steps).await;
+    suite.shutdown().await?;
+    result
+}
+
+async fn drive(suite: &Suite, rows: Vec<pb::DatasetRow>, source: &str, train_steps: u32) -> anyhow::Result<()> {
+    let mut client = super::GatewayClientArgs { gateway: suite.gateway_endpoint(), token: None, tls_ca: None }.connect()?;
+    let config = pb::RunConfig {
+        revision_rounds: 2,
+        training: Some(pb::Hyperparameters { max_steps: train_steps, learning_rate: 1e-3, ..Default::default() }),
+        evaluation: Some(pb::EvaluationConfig { holdout_fraction: 0.25, seed: 7, judge: true, ..Default::default() }),
+        ..Default::default()
+    };
+    let spec = pb::RunSpec { display_name: format!("demo over {source}"), config: Some(config.clone()), ..Default::default() };
+    let run = create_run(&mut client, spec, rows).await?;
+    eprintln!("run {} created: {} rows", run.id, run.counts.as_ref().map_or(0, |c| c.rows));
+    let mut progress = RunProgress::new(run.counts.clone().unwrap_or_default(), &stages(&config));
+    let mut events = client.watch_run(pb::WatchRunRequest { run_id: run.id.clone(), after_sequence: 0 }).await?.into_inner();
+    while let Some(event) = events.message().await? {
+        progress.on_event(&event);
+    }
+    let run = client.get_run(pb::GetRunRequest { run_id: run.id.clone() }).await?.into_inner();
+    let c = run.counts.clone().unwrap_or_default();
+    println!(
+        "\nrun {}: {}{}\n  {} rows, {} flagged, {} revisions accepted, {} rejected, {} held out, {} evaluated",
+        run.id,
+        pb::RunState::try_from(run.state).map_or("?", |s| s.as_str_name()),
+        if run.error.is_empty() { String::new() } else { format!(" ({})", run.error) },
+        c.rows,
+        c.flagged,
+        c.revisions_accepted,
+        c.revisions_rejected,
+        c.held_out,
+        c.evaluated,
+    );
+    let report = client.get_report(pb::GetReportRequest { run_id: run.id.clone() }).await?.into_inner();
+    println!("report: {}", report.path);
+    anyhow::ensure!(run.state == pb::RunState::Succeeded as i32, "the run did not succeed");
+    Ok(())
+}
