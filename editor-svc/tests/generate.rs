@@ -80,7 +80,7 @@ async fn bad_requests_name_their_field() {
     assert_eq!(field_of(client.generate(too_long).await.unwrap_err()), "params.max_tokens");
 
     // Fits on its own, not with the prompt: only a tokenizer round-trip can tell.
-    let long_prompt = generate_request(&"refund ".repeat(300), 1900);
+    let long_prompt = generate_request(&"refund ".repeat(300), 7400);
     assert_eq!(field_of(client.generate(long_prompt).await.unwrap_err()), "params.max_tokens");
 
     let hot = GenerateRequest { params: Some(GenerationParams { temperature: Some(7.0), ..Default::default() }), ..generate_request("x", 8) };
@@ -93,7 +93,7 @@ async fn model_info_says_the_tiny_model_has_random_weights() {
     let info = t.client().get_model_info(GetModelInfoRequest {}).await.unwrap().into_inner();
     assert!(info.random_weights);
     assert_eq!(info.architecture, "LlamaForCausalLM");
-    assert_eq!(info.max_context_tokens, 2048);
+    assert_eq!(info.max_context_tokens, 8192);
     assert_eq!(info.device, "cpu");
     assert_eq!(info.quantization, "none");
     assert_eq!(info.max_concurrent_sequences, 8);

@@ -1,6 +1,8 @@
 //! The editor replicas, called by load: power-of-two-choices on the number of calls each
 //! replica has in flight from this gateway, and a retry on another replica (with backoff) when
-//! one answers UNAVAILABLE or RESOURCE_EXHAUSTED.
+//! one answers UNAVAILABLE or RESOURCE_EXHAUSTED, or its connection drops mid-call (CANCELLED
+//! from the transport). Every call the gateway makes to an editor is idempotent, so a retry is
+//! always safe.
 //!
 //! Not tonic's `balance_list` (it sees every replica as idle, so p2c degrades to random), and
 //! not tower's `Balance` either: it cannot be told to avoid the replica that just failed this
@@ -63,9 +65,9 @@ impl EditorPool {
         self.replicas.iter().map(|r| r.in_flight.load(Ordering::Relaxed)).collect()
     }
 
-    /// Runs `call` on the least loaded of two random replicas; on UNAVAILABLE or
-    /// RESOURCE_EXHAUSTED retries on another one after a backoff (the server's RetryInfo if it
-    /// sent one). Other errors are the caller's to handle.
+    /// Runs `call` on the least loaded of two random replicas; on UNAVAILABLE,
+    /// RESOURCE_EXHAUSTED or CANCELLED retries on another one after a backoff (the server's
+    /// RetryInfo if it sent one). Other errors are the caller's to handle.
     pub async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, Status>
     where
         F: FnMut(EditorClient<GrpcChannel>) -> Fut,
@@ -81,7 +83,7 @@ impl EditorPool {
             let result = call(replica.client.clone()).await;
             drop(guard);
             match result {
-                Err(status) if matches!(status.code(), Code::Unavailable | Code::ResourceExhausted) => {
+                Err(status) if matches!(status.code(), Code::Unavailable | Code::ResourceExhausted | Code::Cancelled) => {
                     tracing::warn!(endpoint = %replica.endpoint, code = ?status.code(), attempt, "editor replica refused; retrying on another");
                     let backoff = arf_common::status::retry_after(&status)
                         .unwrap_or_else(|| Duration::from_millis(50 << attempt.min(6)));

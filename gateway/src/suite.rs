@@ -26,6 +26,8 @@ pub struct SuiteConfig {
     pub editor_model: Option<PathBuf>,
     /// Student base model; the tiny random model when none is given.
     pub student_base: Option<PathBuf>,
+    /// Editor replicas to start (each loads the model); revision calls spread over them by load.
+    pub editor_replicas: usize,
 }
 
 /// The tiny random-weight Llama under `data_dir`, written on first use.
@@ -44,7 +46,7 @@ pub fn tiny_model(data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
 /// The four servers of a running suite.
 pub struct Suite {
     pub analyzer: RunningServer,
-    pub editor: RunningServer,
+    pub editors: Vec<RunningServer>,
     pub trainer: RunningServer,
     pub gateway: RunningServer,
     pub pipeline: Arc<Pipeline>,
@@ -69,10 +71,14 @@ impl Suite {
         let tiny = if needs_tiny { Some(tiny_model(&config.data_dir)?) } else { None };
         let editor_model = config.editor_model.clone().or_else(|| tiny.clone()).unwrap_or_default();
         let student_base = config.student_base.clone().or(tiny);
-        let (editor_service, loading) = editor_svc::start_editor(editor_svc::EditorConfig::new(editor_model))?;
-        // NOT_SERVING until the model has loaded and answered a warm-up.
-        let editor = serve_loopback(args, EDITOR, false, Routes::new(editor_service.into_server(limit))).await?;
-        loading.then_serving(editor.health()).await?;
+        let mut editors = Vec::new();
+        for _ in 0..config.editor_replicas.max(1) {
+            let (editor_service, loading) = editor_svc::start_editor(editor_svc::EditorConfig::new(&editor_model))?;
+            // NOT_SERVING until the model has loaded and answered a warm-up.
+            let editor = serve_loopback(args, EDITOR, false, Routes::new(editor_service.into_server(limit))).await?;
+            loading.then_serving(editor.health()).await?;
+            editors.push(editor);
+        }
 
         let jobs = trainer_svc::jobs::JobManager::open(&config.data_dir.join("trainer"), trainer_svc::device())?;
         let trainer_service = trainer_svc::grpc::TrainerService::new(jobs, shutdown.clone());
@@ -81,7 +87,7 @@ impl Suite {
         let options = ClientOptions::default();
         let clients = Clients {
             analyzer: AnalyzerClient::new(connect_lazy(&endpoint(&analyzer), &options)?).max_decoding_message_size(limit),
-            editors: EditorPool::connect(&[endpoint(&editor)], &options, limit)?,
+            editors: EditorPool::connect(&editors.iter().map(endpoint).collect::<Vec<_>>(), &options, limit)?,
             trainer: TrainerClient::new(connect_lazy(&endpoint(&trainer), &options)?).max_decoding_message_size(limit),
         };
         let store = Arc::new(Store::open(&config.data_dir.join("arf.sqlite3"))?);
@@ -90,15 +96,29 @@ impl Suite {
         pipeline.resume_unfinished()?;
         let gateway_service = PipelineService::new(pipeline.clone(), shutdown.clone());
         let gateway = serve_loopback(args, PIPELINE, true, Routes::new(gateway_service.into_server(limit))).await?;
-        Ok(Self { analyzer, editor, trainer, gateway, pipeline, shutdown })
+        Ok(Self { analyzer, editors, trainer, gateway, pipeline, shutdown })
     }
 
-    pub fn servers(&self) -> [(&'static str, &RunningServer); 4] {
-        [(PIPELINE, &self.gateway), (ANALYZER, &self.analyzer), (EDITOR, &self.editor), (TRAINER, &self.trainer)]
+    pub fn servers(&self) -> Vec<(&'static str, &RunningServer)> {
+        let mut all = vec![(PIPELINE, &self.gateway), (ANALYZER, &self.analyzer), (TRAINER, &self.trainer)];
+        all.extend(self.editors.iter().map(|e| (EDITOR, e)));
+        all
     }
 
     pub fn gateway_endpoint(&self) -> String {
         endpoint(&self.gateway)
+    }
+
+    pub fn analyzer_endpoint(&self) -> String {
+        endpoint(&self.analyzer)
+    }
+
+    pub fn trainer_endpoint(&self) -> String {
+        endpoint(&self.trainer)
+    }
+
+    pub fn editor_endpoints(&self) -> Vec<String> {
+        self.editors.iter().map(endpoint).collect()
     }
 
     /// Gateway first, so nothing calls a service that is already gone.
@@ -106,7 +126,9 @@ impl Suite {
         self.shutdown.cancel();
         self.gateway.shutdown().await?;
         self.analyzer.shutdown().await?;
-        self.editor.shutdown().await?;
+        for editor in self.editors {
+            editor.shutdown().await?;
+        }
         self.trainer.shutdown().await
     }
 }

@@ -24,6 +24,9 @@ pub struct DemoArgs {
     /// A JSONL dataset instead of the bundled sample.
     #[arg(long)]
     pub dataset: Option<PathBuf>,
+    /// Editor replicas (each loads the editor model); revisions spread over them by load.
+    #[arg(long, env = "ARF_EDITOR_REPLICAS", default_value_t = 1)]
+    pub editor_replicas: usize,
     /// Training steps (0: one epoch).
     #[arg(long, default_value_t = 20)]
     pub train_steps: u32,
@@ -50,6 +53,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir.clone(),
         editor_model: args.editor_model.clone(),
         student_base: args.student_base.clone(),
+        editor_replicas: args.editor_replicas,
     })
     .await?;
     let result = drive(&suite, rows, &source, args.train_steps).await;

@@ -14,7 +14,12 @@ use gateway::suite::{Suite, SuiteConfig};
 pub const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/sample_conversations.jsonl");
 
 pub async fn suite(data_dir: &Path) -> (Suite, PipelineClient<GrpcChannel>) {
-    let suite = Suite::start(SuiteConfig { server: ServerArgs::local(), data_dir: data_dir.to_path_buf(), editor_model: None, student_base: None }).await.unwrap();
+    suite_with_editors(data_dir, 1).await
+}
+
+pub async fn suite_with_editors(data_dir: &Path, editor_replicas: usize) -> (Suite, PipelineClient<GrpcChannel>) {
+    let config = SuiteConfig { server: ServerArgs::local(), data_dir: data_dir.to_path_buf(), editor_model: None, student_base: None, editor_replicas };
+    let suite = Suite::start(config).await.unwrap();
     let client = PipelineClient::new(connect_lazy(&suite.gateway_endpoint(), &ClientOptions::default()).unwrap());
     (suite, client)
 }
@@ -47,6 +52,35 @@ pub async fn create(client: &mut PipelineClient<GrpcChannel>, spec: pb::RunSpec,
     use pb::create_run_request::Part;
     let messages = std::iter::once(Part::Spec(spec)).chain(rows.into_iter().map(Part::Row)).map(|p| pb::CreateRunRequest { part: Some(p) });
     client.create_run(futures::stream::iter(messages.collect::<Vec<_>>())).await.map(|r| r.into_inner())
+}
+
+/// The sample repeated `times` times under fresh conversation ids (a longer run).
+pub fn many_rows(times: usize) -> Vec<pb::DatasetRow> {
+    let sample = sample_rows();
+    let n = sample.len();
+    (0..times)
+        .flat_map(|k| {
+            sample.clone().into_iter().enumerate().map(move |(i, mut row)| {
+                let c = row.conversation.as_mut().unwrap();
+                c.id = format!("{}-{k}", c.id);
+                row.line = (k * n + i + 1) as u32;
+                row
+            })
+        })
+        .collect()
+}
+
+/// Outcome counts of the revise stage from a run's events.
+pub fn revise_outcomes(events: &[pb::RunEvent]) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in events {
+        if let Some(pb::run_event::Kind::Item(i)) = &e.kind
+            && i.stage == pb::Stage::Revise as i32
+        {
+            *out.entry(i.outcome.clone()).or_default() += 1;
+        }
+    }
+    out
 }
 
 /// Every event of the run from `after` to its end.
