@@ -3,7 +3,6 @@
 
 use arf_common::dataset::conversation_to_wire;
 use arf_proto::v1 as pb;
-use futures::TryStreamExt;
 use pb::run_event::Kind;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -15,16 +14,8 @@ const BATCH: usize = 128;
 const CONCURRENCY: usize = 16;
 
 pub async fn run(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token: &CancellationToken) -> Result<(), RunError> {
-    loop {
-        p.check(token)?;
-        let batch = p.store().pending_analysis(run_id, BATCH)?;
-        if batch.is_empty() {
-            return Ok(());
-        }
-        futures::stream::iter(batch.into_iter().map(Ok))
-            .try_for_each_concurrent(CONCURRENCY, |item| analyze_item(p, run_id, config, token, item))
-            .await?;
-    }
+    p.drain_pending(token, CONCURRENCY, || p.store().pending_analysis(run_id, BATCH), |item| analyze_item(p, run_id, config, token, item))
+        .await
 }
 
 async fn analyze_item(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token: &CancellationToken, item: ItemRecord) -> Result<(), RunError> {

@@ -7,7 +7,6 @@ use arf_common::client::{ClientOptions, connect_lazy};
 use arf_common::dataset::{SUMMARIZE_SYSTEM_PROMPT, conversation_to_wire, summarize_user_prompt};
 use arf_proto::v1 as pb;
 use arf_proto::v1::editor_client::EditorClient;
-use futures::TryStreamExt;
 use pb::run_event::Kind;
 use rougers::{RougeScorer, RougeType};
 use serde_json::{Value, json};
@@ -38,16 +37,10 @@ pub async fn run(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token: &Can
     };
     let student = EditorClient::new(connect_lazy(&endpoint, &ClientOptions::default())?);
     let scorer = RougeScorer::new(["rouge1", "rouge2", "rougeL"], true).map_err(|e| anyhow::anyhow!("{e}"))?;
-    loop {
-        p.check(token)?;
-        let batch = p.store().pending_evaluation(run_id, BATCH)?;
-        if batch.is_empty() {
-            return Ok(());
-        }
-        futures::stream::iter(batch.into_iter().map(Ok))
-            .try_for_each_concurrent(CONCURRENCY, |item| evaluate_item(p, run_id, config, &evaluation, &student, &scorer, token, item))
-            .await?;
-    }
+    p.drain_pending(token, CONCURRENCY, || p.store().pending_evaluation(run_id, BATCH), |item| {
+        evaluate_item(p, run_id, config, &evaluation, &student, &scorer, token, item)
+    })
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]

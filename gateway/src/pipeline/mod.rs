@@ -188,6 +188,31 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Works through the items `fetch` says are pending, a batch at a time, `concurrency` items
+    /// at once, until none is left. Each item's work commits its own result, so the next fetch
+    /// (and a restarted gateway) never sees it again.
+    pub(crate) async fn drain_pending<F, Fut>(
+        &self,
+        token: &CancellationToken,
+        concurrency: usize,
+        fetch: impl Fn() -> anyhow::Result<Vec<crate::store::ItemRecord>>,
+        work: F,
+    ) -> Result<(), RunError>
+    where
+        F: Fn(crate::store::ItemRecord) -> Fut,
+        Fut: std::future::Future<Output = Result<(), RunError>>,
+    {
+        use futures::TryStreamExt;
+        loop {
+            self.check(token)?;
+            let batch = fetch()?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            futures::stream::iter(batch.into_iter().map(Ok)).try_for_each_concurrent(concurrency, &work).await?;
+        }
+    }
+
     pub(crate) fn check(&self, token: &CancellationToken) -> Result<(), RunError> {
         if self.shutdown.is_cancelled() {
             Err(RunError::ShuttingDown)

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use arf_common::dataset::conversation_to_wire;
 use arf_proto::v1 as pb;
-use futures::TryStreamExt;
 use pb::run_event::Kind;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -37,16 +36,10 @@ pub async fn run(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token: &Can
         Arc::new(taxonomy.categories.into_iter().map(|c| (c.id, c.revision_instruction)).collect());
     // Enough calls in flight to keep every replica busy, and no more (the replicas shed the rest).
     let concurrency = (p.clients.editors.endpoints().len() * 4).max(2);
-    loop {
-        p.check(token)?;
-        let batch = p.store().pending_revision(run_id, BATCH)?;
-        if batch.is_empty() {
-            return Ok(());
-        }
-        futures::stream::iter(batch.into_iter().map(Ok))
-            .try_for_each_concurrent(concurrency, |item| revise_item(p, run_id, config, &instructions, token, item))
-            .await?;
-    }
+    p.drain_pending(token, concurrency, || p.store().pending_revision(run_id, BATCH), |item| {
+        revise_item(p, run_id, config, &instructions, token, item)
+    })
+    .await
 }
 
 async fn revise_item(
