@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
+use arf_proto::v1 as pb;
 use arf_proto::v1::editor_client::EditorClient;
 use rand::Rng;
 use tonic::{Code, Status};
@@ -98,6 +99,22 @@ impl EditorPool {
             }
         }
         Err(last.unwrap_or_else(|| Status::unavailable("no editor replica answered")))
+    }
+
+    pub async fn revise(&self, request: &pb::ReviseRequest) -> Result<pb::ReviseResponse, Status> {
+        self.call(|mut editor| {
+            let request = request.clone();
+            async move { editor.revise(request).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn generate(&self, request: &pb::GenerateRequest) -> Result<pb::GenerateResponse, Status> {
+        self.call(|mut editor| {
+            let request = request.clone();
+            async move { editor.generate(request).await.map(|r| r.into_inner()) }
+        })
+        .await
     }
 
     /// Power of two choices among the replicas not yet failed for this call.

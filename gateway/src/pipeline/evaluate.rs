@@ -149,15 +149,7 @@ async fn judge(p: &Pipeline, item: &ItemRecord, summary: &str) -> Option<u8> {
         params: Some(pb::GenerationParams { max_tokens: 16, temperature: Some(0.0), top_p: None, stop: vec![] }),
         json_schema: schema.to_string(),
     };
-    let answer = p
-        .clients
-        .editors
-        .call(|mut editor| {
-            let request = request.clone();
-            async move { editor.generate(request).await.map(|r| r.into_inner()) }
-        })
-        .await
-        .ok()?;
+    let answer = p.clients.editors.generate(&request).await.ok()?;
     let rating = serde_json::from_str::<Value>(answer.text.trim()).ok()?.get("rating")?.as_u64()?;
     (1..=5).contains(&rating).then_some(rating as u8)
 }

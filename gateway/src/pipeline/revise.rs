@@ -80,15 +80,7 @@ async fn revise_item(
             findings: findings.clone(),
             params,
         };
-        let revised = p
-            .clients
-            .editors
-            .call(|mut editor| {
-                let request = request.clone();
-                async move { editor.revise(request).await.map(|r| r.into_inner()) }
-            })
-            .instrument(span.clone())
-            .await;
+        let revised = p.clients.editors.revise(&request).instrument(span.clone()).await;
         let revised = match revised {
             Ok(r) => r,
             // Refused or unusable for this item (too long for the context, output that does not
