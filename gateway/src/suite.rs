@@ -99,12 +99,6 @@ impl Suite {
         Ok(Self { analyzer, editors, trainer, gateway, pipeline, shutdown })
     }
 
-    pub fn servers(&self) -> Vec<(&'static str, &RunningServer)> {
-        let mut all = vec![(PIPELINE, &self.gateway), (ANALYZER, &self.analyzer), (TRAINER, &self.trainer)];
-        all.extend(self.editors.iter().map(|e| (EDITOR, e)));
-        all
-    }
-
     pub fn gateway_endpoint(&self) -> String {
         endpoint(&self.gateway)
     }

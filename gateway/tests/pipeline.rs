@@ -26,13 +26,7 @@ async fn the_whole_pipeline_over_the_sample_on_tiny_models() {
     assert_eq!(c.analyzed, 16, "every summary, held-out ones too, is analyzed");
     assert!(c.held_out > 0 && c.held_out < 16, "{c:?}");
     assert_eq!(c.evaluated, c.held_out, "every held-out conversation is evaluated");
-    let outcomes: Vec<String> = events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            Some(pb::run_event::Kind::Item(i)) if i.stage == pb::Stage::Revise as i32 => Some(i.outcome.clone()),
-            _ => None,
-        })
-        .collect();
+    let outcomes: Vec<String> = items(&events, pb::Stage::Revise).iter().map(|i| i.outcome.clone()).collect();
     assert_eq!(outcomes.len() as u32, c.rows - c.held_out, "one revision outcome per training item");
     let accepted = outcomes.iter().filter(|o| *o == "accepted").count() as u32;
     let rejected = outcomes.iter().filter(|o| *o == "rejected" || *o == "failed").count() as u32;

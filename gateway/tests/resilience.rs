@@ -116,13 +116,9 @@ async fn a_gateway_killed_mid_run_resumes_without_losing_or_redoing_items() {
     let expected = reference.counts.unwrap();
     assert_eq!(counts, expected, "the resumed run ends with the uninterrupted run's counts");
     // No item was revised twice: each has one recorded outcome.
-    let mut per_item: BTreeMap<String, usize> = BTreeMap::new();
-    for e in &events {
-        if let Some(pb::run_event::Kind::Item(i)) = &e.kind
-            && i.stage == pb::Stage::Revise as i32
-        {
-            *per_item.entry(i.conversation_id.clone()).or_default() += 1;
-        }
+    let mut per_item: BTreeMap<&str, usize> = BTreeMap::new();
+    for i in items(&events, pb::Stage::Revise) {
+        *per_item.entry(i.conversation_id.as_str()).or_default() += 1;
     }
     assert!(per_item.values().all(|n| *n == 1), "{per_item:?}");
     assert_eq!(counts.revisions_accepted + counts.revisions_rejected + revise_outcomes(&events).get("clean").copied().unwrap_or(0) as u32, rows.len() as u32);

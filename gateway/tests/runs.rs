@@ -18,13 +18,7 @@ async fn an_analyze_run_over_the_sample_is_watchable_resumable_and_exportable() 
     assert_eq!(final_state(&events), Some(pb::RunState::Succeeded), "{events:?}");
     let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
     assert_eq!(sequences, (1..=events.len() as u64).collect::<Vec<_>>(), "numbered from 1 without gaps");
-    let analyzed: Vec<_> = events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            Some(pb::run_event::Kind::Item(i)) if i.stage == pb::Stage::Analyze as i32 => Some(i.outcome.clone()),
-            _ => None,
-        })
-        .collect();
+    let analyzed: Vec<String> = items(&events, pb::Stage::Analyze).iter().map(|i| i.outcome.clone()).collect();
     assert_eq!(analyzed.len(), 16);
     assert!(analyzed.iter().any(|o| o == "flagged") && analyzed.iter().any(|o| o == "clean"), "{analyzed:?}");
 

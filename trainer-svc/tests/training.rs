@@ -25,19 +25,25 @@ fn examples() -> Vec<trainer_svc::train::Example> {
     read_examples(&fixtures().join("train.jsonl")).unwrap()
 }
 
+/// Trains on [`examples`] on the CPU and returns the outcome with the loss of every step.
+fn train_recording_losses(c: &TrainConfig) -> (Outcome, Vec<f64>) {
+    let mut losses = Vec::new();
+    let outcome = train(c, &examples(), &mut |e: Event| {
+        if let Event::Step { loss, .. } = e {
+            losses.push(loss)
+        }
+    }, &Device::Cpu)
+    .unwrap();
+    (outcome, losses)
+}
+
 #[test]
 fn a_tiny_model_overfits_a_handful_of_examples() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
     c.batch_size = 6;
     c.max_steps = 60;
-    let mut losses = Vec::new();
-    let outcome = train(&c, &examples(), &mut |e: Event| {
-        if let Event::Step { loss, .. } = e {
-            losses.push(loss)
-        }
-    }, &Device::Cpu)
-    .unwrap();
+    let (outcome, losses) = train_recording_losses(&c);
     assert!(matches!(outcome, Outcome::Succeeded { steps: 60, .. }), "{outcome:?}");
     let (first, last) = (losses[0], losses[losses.len() - 1]);
     assert!(last <= 0.1 * first, "loss {first} -> {last}: fell by less than 90%");
@@ -194,13 +200,7 @@ fn trains_on_the_workspace_tiny_llama_and_exports_a_loadable_merged_model() {
     c.batch_size = 2;
     c.learning_rate = 0.01;
     c.export_merged = true;
-    let mut losses = Vec::new();
-    let outcome = train(&c, &examples(), &mut |e: Event| {
-        if let Event::Step { loss, .. } = e {
-            losses.push(loss)
-        }
-    }, &Device::Cpu)
-    .unwrap();
+    let (outcome, losses) = train_recording_losses(&c);
     let Outcome::Succeeded { merged_dir: Some(merged), .. } = outcome else { panic!("{outcome:?}") };
     assert!(losses.len() == 2 && losses.iter().all(|l| l.is_finite() && *l > 0.0), "{losses:?}");
     let model = trainer_svc::model::Llama::load(&merged, &Default::default(), &Device::Cpu).unwrap();

@@ -70,15 +70,22 @@ pub fn many_rows(times: usize) -> Vec<pb::DatasetRow> {
         .collect()
 }
 
+/// The item events of one stage, in order.
+pub fn items(events: &[pb::RunEvent], stage: pb::Stage) -> Vec<&pb::ItemProgress> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(pb::run_event::Kind::Item(i)) if i.stage == stage as i32 => Some(i),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Outcome counts of the revise stage from a run's events.
 pub fn revise_outcomes(events: &[pb::RunEvent]) -> std::collections::BTreeMap<String, usize> {
     let mut out = std::collections::BTreeMap::new();
-    for e in events {
-        if let Some(pb::run_event::Kind::Item(i)) = &e.kind
-            && i.stage == pb::Stage::Revise as i32
-        {
-            *out.entry(i.outcome.clone()).or_default() += 1;
-        }
+    for i in items(events, pb::Stage::Revise) {
+        *out.entry(i.outcome.clone()).or_default() += 1;
     }
     out
 }
