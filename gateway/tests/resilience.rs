@@ -15,8 +15,11 @@ use tonic_health::pb::health_client::HealthClient;
 
 fn analyze_and_revise() -> pb::RunSpec {
     let mut s = spec(&[pb::Stage::Analyze, pb::Stage::Revise]);
+    let config = s.config.as_mut().unwrap();
     // One greedy round: revisions are reproducible, so two runs can be compared.
-    s.config.as_mut().unwrap().revision_rounds = 1;
+    config.revision_rounds = 1;
+    // Short revisions keep the runs quick; some are cut off and fail, which is an outcome too.
+    config.revision_max_tokens = 128;
     s
 }
 

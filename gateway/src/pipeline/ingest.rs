@@ -57,6 +57,9 @@ fn validate(spec: &pb::RunSpec) -> Result<(), IngestError> {
         if c.revision_rounds > 10 {
             return Err(invalid("spec.config.revision_rounds", "at most 10"));
         }
+        if c.revision_max_tokens > 32_768 {
+            return Err(invalid("spec.config.revision_max_tokens", "at most 32768"));
+        }
         if let Some(e) = &c.evaluation
             && !(0.0..1.0).contains(&e.holdout_fraction)
         {

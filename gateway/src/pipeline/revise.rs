@@ -72,13 +72,19 @@ async fn revise_item(
     let findings: Vec<pb::Finding> = analysis.findings.iter().take(MAX_FINDINGS).cloned().collect();
     for round in 1..=rounds {
         p.check(token)?;
-        let params = (round > 1).then_some(pb::GenerationParams { temperature: Some(RETRY_TEMPERATURE), top_p: Some(0.95), ..Default::default() });
+        let sampling = (round > 1).then_some((RETRY_TEMPERATURE, 0.95));
+        let params = pb::GenerationParams {
+            max_tokens: config.revision_max_tokens,
+            temperature: sampling.map(|s| s.0),
+            top_p: sampling.map(|s| s.1),
+            stop: vec![],
+        };
         let request = pb::ReviseRequest {
             conversation: Some(conversation.clone()),
             summary: item.teacher_summary.clone(),
             instructions: instructions_for(&findings, instructions),
             findings: findings.clone(),
-            params,
+            params: Some(params),
         };
         let revised = p.clients.editors.revise(&request).instrument(span.clone()).await;
         let revised = match revised {
