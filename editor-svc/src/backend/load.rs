@@ -110,7 +110,10 @@ fn describe(config: &EditorConfig, source: &ModelSource, model: &Model) -> anyho
             let quantization = config.isq.map(isq_name).unwrap_or_else(|| "none".to_string());
             (architecture, context, arf_common::tiny_llama::is_tiny_model(dir), quantization)
         }
-        ModelSource::Gguf(_) => ("gguf".to_string(), None, false, "gguf".to_string()),
+        ModelSource::Gguf(file) => {
+            let gguf = GgufDescription::read(file)?;
+            (gguf.architecture, gguf.context, gguf.random_weights, gguf.quantization)
+        }
     };
     let engine_context = model.max_sequence_length().ok().flatten();
     let max_context_tokens = engine_context
@@ -126,6 +129,33 @@ fn describe(config: &EditorConfig, source: &ModelSource, model: &Model) -> anyho
         max_concurrent_sequences: config.max_seqs,
         random_weights,
     })
+}
+
+/// What a GGUF file's header says about the model.
+struct GgufDescription {
+    architecture: String,
+    context: Option<usize>,
+    quantization: String,
+    random_weights: bool,
+}
+
+impl GgufDescription {
+    fn read(file: &Path) -> anyhow::Result<Self> {
+        use candle_core::quantized::gguf_file::Content;
+        let mut reader = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        let content = Content::read(&mut reader).with_context(|| format!("reading the GGUF header of {}", file.display()))?;
+        let md = &content.metadata;
+        let architecture = md.get("general.architecture").and_then(|v| v.to_string().ok()).cloned().unwrap_or_else(|| "unknown".into());
+        let context = md.get(&format!("{architecture}.context_length")).and_then(|v| v.to_u64().ok()).map(|n| n as usize);
+        // The attention weights' type is what "a Q4K model" means; norms stay F32 in every file.
+        let quantization = content
+            .tensor_infos
+            .get("blk.0.attn_q.weight")
+            .or_else(|| content.tensor_infos.values().next())
+            .map_or_else(|| "unknown".to_string(), |t| format!("{:?}", t.ggml_dtype).to_lowercase());
+        let random_weights = md.get(arf_common::tiny_llama::RANDOM_WEIGHTS_KEY).and_then(|v| v.to_bool().ok()).unwrap_or(false);
+        Ok(Self { architecture, context, quantization, random_weights })
+    }
 }
 
 fn isq_name(isq: IsqType) -> String {

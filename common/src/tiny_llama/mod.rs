@@ -16,6 +16,9 @@ use std::path::Path;
 use anyhow::{Context as _, ensure};
 use serde_json::{Value, json};
 
+mod gguf;
+pub use gguf::{RANDOM_WEIGHTS_KEY, write_tiny_llama_gguf};
+
 /// Written beside the model files; its presence means "random weights, meaningless output".
 pub const MARKER_FILE: &str = "arf_tiny_model.json";
 
@@ -300,14 +303,14 @@ impl WeightStream {
     }
 
     /// Uniform on [-a, a] with a = std * sqrt(3), which has the requested standard deviation.
-    fn fill(&mut self, n: usize, std: f32) -> Vec<u8> {
+    fn fill(&mut self, n: usize, std: f32) -> Vec<f32> {
         let a = std * 3f32.sqrt();
-        let mut bytes = Vec::with_capacity(n * 4);
-        for _ in 0..n {
-            let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
-            bytes.extend_from_slice(&((unit * 2.0 - 1.0) * a).to_le_bytes());
-        }
-        bytes
+        (0..n)
+            .map(|_| {
+                let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
+                (unit * 2.0 - 1.0) * a
+            })
+            .collect()
     }
 }
 
@@ -335,20 +338,28 @@ fn tensor_shapes(spec: &TinyLlamaSpec, vocab_size: usize) -> Vec<(String, Vec<us
     shapes
 }
 
-fn write_weights(path: &Path, spec: &TinyLlamaSpec, vocab_size: usize) -> anyhow::Result<()> {
+/// The seeded weights, in [`tensor_shapes`] order: `(name, shape, values)`.
+fn random_weights(spec: &TinyLlamaSpec, vocab_size: usize) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut stream = WeightStream(spec.seed);
-    // Generated in a fixed order (the list above), so the bytes depend on the seed only.
-    let data: BTreeMap<String, (Vec<usize>, Vec<u8>)> = tensor_shapes(spec, vocab_size)
+    // Generated in a fixed order, so the values depend on the seed only.
+    tensor_shapes(spec, vocab_size)
         .into_iter()
         .map(|(name, shape)| {
             let n = shape.iter().product();
-            let bytes = if name.ends_with("norm.weight") {
-                1f32.to_le_bytes().repeat(n) // RMSNorm weights start at one, as in training.
+            let values = if name.ends_with("norm.weight") {
+                vec![1f32; n] // RMSNorm weights start at one, as in training.
             } else {
                 stream.fill(n, spec.init_std)
             };
-            (name, (shape, bytes))
+            (name, shape, values)
         })
+        .collect()
+}
+
+fn write_weights(path: &Path, spec: &TinyLlamaSpec, vocab_size: usize) -> anyhow::Result<()> {
+    let data: BTreeMap<String, (Vec<usize>, Vec<u8>)> = random_weights(spec, vocab_size)
+        .into_iter()
+        .map(|(name, shape, values)| (name, (shape, values.iter().flat_map(|v| v.to_le_bytes()).collect())))
         .collect();
     let views = data
         .iter()
