@@ -78,6 +78,12 @@ async fn a_server_side_dataset_path_and_pagination() {
     let mut s = spec(&[pb::Stage::Analyze]);
     s.dataset_path = "/nonexistent/rows.jsonl".into();
     assert_eq!(field_violations(&create(&mut client, s, vec![]).await.unwrap_err())[0].0, "spec.dataset_path");
+    let mut s = spec(&[pb::Stage::Analyze]);
+    s.config.as_mut().unwrap().acceptance = 99;
+    assert_eq!(field_violations(&create(&mut client, s, vec![]).await.unwrap_err())[0].0, "spec.config.acceptance");
+    let mut s = spec(&[pb::Stage::Analyze]);
+    s.config.as_mut().unwrap().revision_max_tokens = 1 << 20;
+    assert_eq!(field_violations(&create(&mut client, s, vec![]).await.unwrap_err())[0].0, "spec.config.revision_max_tokens");
 
     let first = client.list_runs(pb::ListRunsRequest { page_size: 2, page_token: String::new() }).await.unwrap().into_inner();
     assert_eq!(first.runs.len(), 2);

@@ -10,7 +10,7 @@ async fn main() -> std::process::ExitCode {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     let result = match cli.command {
         Command::Demo(args) => gateway::cli::demo(args).await,
-        Command::Run { gateway, dataset, server_side, watch, stages } => gateway::cli::run(&gateway, &dataset, server_side, watch, &stages).await,
+        Command::Run { gateway, dataset, server_side, watch, config } => gateway::cli::run(&gateway, &dataset, server_side, watch, &config).await,
         Command::Watch { gateway, run_id, after } => gateway::cli::watch(&gateway, &run_id, after).await,
         Command::Export { gateway, run_id, format, output } => gateway::cli::export(&gateway, &run_id, &format, output.as_deref()).await,
         Command::Report { gateway, run_id, output } => gateway::cli::report(&gateway, &run_id, &output).await,

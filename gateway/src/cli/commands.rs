@@ -5,11 +5,11 @@ use std::path::Path;
 
 use arf_proto::v1 as pb;
 
-use super::{GatewayClientArgs, create_run, parse_stages, rows_from_jsonl};
+use super::{GatewayClientArgs, RunConfigArgs, create_run, rows_from_jsonl};
 
-pub async fn run(gateway: &GatewayClientArgs, dataset: &Path, server_side: bool, follow: bool, stages: &[String]) -> anyhow::Result<()> {
+pub async fn run(gateway: &GatewayClientArgs, dataset: &Path, server_side: bool, follow: bool, config: &RunConfigArgs) -> anyhow::Result<()> {
     let mut client = gateway.connect()?;
-    let config = pb::RunConfig { stages: parse_stages(stages)?, ..Default::default() };
+    let config = config.to_config()?;
     let mut spec = pb::RunSpec { display_name: dataset.display().to_string(), config: Some(config), ..Default::default() };
     let rows = if server_side {
         spec.dataset_path = dataset.display().to_string();

@@ -3,6 +3,7 @@
 mod commands;
 mod demo;
 mod progress;
+mod run_config;
 
 use std::path::PathBuf;
 
@@ -15,6 +16,7 @@ use clap::{Parser, Subcommand};
 
 pub use commands::{export, report, run, watch};
 pub use demo::{DemoArgs, demo};
+pub use run_config::RunConfigArgs;
 
 /// The conversations bundled with ARF (written for it; see gateway/data/README.md).
 pub const SAMPLE: &str = include_str!("../../data/sample_conversations.jsonl");
@@ -43,9 +45,8 @@ pub enum Command {
         /// Follow the run to its end.
         #[arg(long)]
         watch: bool,
-        /// Only these stages (analyze, revise, finetune, evaluate); all by default.
-        #[arg(long, value_delimiter = ',')]
-        stages: Vec<String>,
+        #[command(flatten)]
+        config: RunConfigArgs,
     },
     /// Print a run's events, from a sequence number on, until it ends.
     Watch {
@@ -108,21 +109,6 @@ pub fn rows_from_jsonl(text: &[u8], source: &str) -> anyhow::Result<Vec<pb::Data
                 teacher_summary: record.summary.unwrap_or_default(),
                 references: record.references,
             })
-        })
-        .collect()
-}
-
-pub fn parse_stages(names: &[String]) -> anyhow::Result<Vec<i32>> {
-    names
-        .iter()
-        .map(|n| {
-            Ok(match n.to_ascii_lowercase().as_str() {
-                "analyze" => pb::Stage::Analyze,
-                "revise" => pb::Stage::Revise,
-                "finetune" => pb::Stage::Finetune,
-                "evaluate" => pb::Stage::Evaluate,
-                other => anyhow::bail!("unknown stage {other:?} (analyze, revise, finetune, evaluate)"),
-            } as i32)
         })
         .collect()
 }

@@ -57,6 +57,9 @@ fn validate(spec: &pb::RunSpec) -> Result<(), IngestError> {
         if c.revision_rounds > 10 {
             return Err(invalid("spec.config.revision_rounds", "at most 10"));
         }
+        if pb::AcceptanceRule::try_from(c.acceptance).is_err() {
+            return Err(invalid("spec.config.acceptance", format!("unknown acceptance rule {}", c.acceptance)));
+        }
         if c.revision_max_tokens > 32_768 {
             return Err(invalid("spec.config.revision_max_tokens", "at most 32768"));
         }

@@ -110,11 +110,24 @@ async fn revise_item(
             Err(s) if s.code() == tonic::Code::InvalidArgument => continue,
             Err(s) => return Err(s.into()),
         };
-        if recheck.detector_failures.is_empty() && recheck.error_score < analysis.error_score {
+        if is_better(config.acceptance(), &analysis, &recheck) {
             return done("accepted", Some(&revised.revised_summary), round, Some(&recheck));
         }
     }
     done("rejected", None, rounds, None)
+}
+
+/// Whether a revision beats the teacher's summary under the run's acceptance rule.
+fn is_better(rule: pb::AcceptanceRule, teacher: &pb::AnalyzeResponse, revised: &pb::AnalyzeResponse) -> bool {
+    use pb::AcceptanceRule::*;
+    if !revised.detector_failures.is_empty() {
+        return false; // not fully checked: no evidence that it is better
+    }
+    match rule {
+        Unspecified | LowerWeightedScore => revised.error_score < teacher.error_score,
+        FewerFindings => revised.findings.len() < teacher.findings.len() && revised.error_score <= teacher.error_score,
+        Clean => revised.findings.is_empty(),
+    }
 }
 
 /// The taxonomy's instruction for each category flagged, once each.
@@ -130,4 +143,32 @@ fn instructions_for(findings: &[pb::Finding], taxonomy: &HashMap<String, String>
             taxonomy.get(&f.category_id).map(|i| pb::RevisionInstruction { category_id: f.category_id.clone(), instruction: i.clone() })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::AcceptanceRule::*;
+
+    fn analysis(findings: usize, score: f64) -> pb::AnalyzeResponse {
+        pb::AnalyzeResponse { findings: vec![pb::Finding::default(); findings], error_score: score, ..Default::default() }
+    }
+
+    #[test]
+    fn each_rule_accepts_only_what_it_promises() {
+        let teacher = analysis(2, 5.0);
+        // One high-severity finding replaces two low ones: fewer findings, a worse score.
+        let fewer_but_worse = analysis(1, 6.0);
+        let lighter = analysis(2, 3.0);
+        let clean = analysis(0, 0.0);
+        assert!(!is_better(Unspecified, &teacher, &fewer_but_worse));
+        assert!(is_better(LowerWeightedScore, &teacher, &lighter));
+        assert!(!is_better(FewerFindings, &teacher, &fewer_but_worse));
+        assert!(!is_better(FewerFindings, &teacher, &lighter));
+        assert!(is_better(FewerFindings, &teacher, &analysis(1, 2.0)));
+        assert!(!is_better(Clean, &teacher, &lighter));
+        assert!(is_better(Clean, &teacher, &clean));
+        let unchecked = pb::AnalyzeResponse { detector_failures: vec![Default::default()], ..clean };
+        assert!(!is_better(Clean, &teacher, &unchecked), "a revision not fully checked is never accepted");
+    }
 }

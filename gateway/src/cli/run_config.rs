@@ -1,0 +1,146 @@
+//! `arf run`'s flags for a run's configuration. Left out, a flag means the gateway's default.
+
+use arf_proto::v1 as pb;
+use clap::{Args, ValueEnum};
+
+#[derive(Args, Debug, Default)]
+pub struct RunConfigArgs {
+    /// Only these stages (analyze, revise, finetune, evaluate); all by default.
+    #[arg(long, value_delimiter = ',')]
+    pub stages: Vec<String>,
+    /// Analyzer detectors to run (from the taxonomy); all rule detectors by default.
+    #[arg(long, value_delimiter = ',')]
+    pub detectors: Vec<String>,
+    /// Also run the model-judged detectors.
+    #[arg(long)]
+    pub model_judged: bool,
+    /// Revision attempts per flagged summary (default 2, at most 10).
+    #[arg(long)]
+    pub revision_rounds: Option<u32>,
+    /// Token budget of one revision (default: the editor's).
+    #[arg(long)]
+    pub revision_max_tokens: Option<u32>,
+    /// When a revision counts as better than the teacher's summary.
+    #[arg(long, value_enum, default_value_t = Acceptance::LowerWeightedScore)]
+    pub acceptance: Acceptance,
+    /// What becomes of a summary no revision improved.
+    #[arg(long, value_enum, default_value_t = Unimproved::Exclude)]
+    pub on_unimproved: Unimproved,
+    /// Student base model directory, on the trainer's machine.
+    #[arg(long)]
+    pub student_base: Option<String>,
+    /// Stop training after this many optimizer steps.
+    #[arg(long)]
+    pub train_steps: Option<u32>,
+    #[arg(long)]
+    pub epochs: Option<u32>,
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    #[arg(long)]
+    pub lora_rank: Option<u32>,
+    /// Fraction of the conversations held out from training and evaluated (default 0.2).
+    #[arg(long)]
+    pub holdout: Option<f32>,
+    /// Seed of the held-out split.
+    #[arg(long, default_value_t = 0)]
+    pub split_seed: u64,
+    /// An Editor endpoint serving the student (default: the gateway serves the merged model itself).
+    #[arg(long)]
+    pub student_endpoint: Option<String>,
+    /// Also rate summaries 1-5 with a judge model.
+    #[arg(long)]
+    pub judge: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub enum Acceptance {
+    #[default]
+    LowerWeightedScore,
+    FewerFindings,
+    Clean,
+}
+
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub enum Unimproved {
+    #[default]
+    Exclude,
+    KeepOriginal,
+}
+
+impl RunConfigArgs {
+    pub fn to_config(&self) -> anyhow::Result<pb::RunConfig> {
+        let lora = self.lora_rank.map(|rank| pb::LoraConfig { rank, ..Default::default() });
+        Ok(pb::RunConfig {
+            stages: parse_stages(&self.stages)?,
+            analyzer: Some(pb::AnalyzeOptions { detectors: self.detectors.clone(), categories: vec![], model_judged: self.model_judged }),
+            revision_rounds: self.revision_rounds.unwrap_or(0),
+            revision_max_tokens: self.revision_max_tokens.unwrap_or(0),
+            acceptance: match self.acceptance {
+                Acceptance::LowerWeightedScore => pb::AcceptanceRule::LowerWeightedScore,
+                Acceptance::FewerFindings => pb::AcceptanceRule::FewerFindings,
+                Acceptance::Clean => pb::AcceptanceRule::Clean,
+            } as i32,
+            on_unimproved: match self.on_unimproved {
+                Unimproved::Exclude => pb::UnimprovedPolicy::Exclude,
+                Unimproved::KeepOriginal => pb::UnimprovedPolicy::KeepOriginal,
+            } as i32,
+            training: Some(pb::Hyperparameters {
+                lora,
+                learning_rate: self.learning_rate.unwrap_or(0.0),
+                epochs: self.epochs.unwrap_or(0),
+                max_steps: self.train_steps.unwrap_or(0),
+                ..Default::default()
+            }),
+            evaluation: Some(pb::EvaluationConfig {
+                holdout_fraction: self.holdout.unwrap_or(0.0),
+                seed: self.split_seed,
+                student_endpoint: self.student_endpoint.clone().unwrap_or_default(),
+                judge: self.judge,
+                max_summary_tokens: 0,
+            }),
+            student_base_model_dir: self.student_base.clone().unwrap_or_default(),
+        })
+    }
+}
+
+/// Stage names as the proto's numbers, in the order given.
+fn parse_stages(names: &[String]) -> anyhow::Result<Vec<i32>> {
+    names
+        .iter()
+        .map(|n| {
+            Ok(match n.to_ascii_lowercase().as_str() {
+                "analyze" => pb::Stage::Analyze,
+                "revise" => pb::Stage::Revise,
+                "finetune" => pb::Stage::Finetune,
+                "evaluate" => pb::Stage::Evaluate,
+                other => anyhow::bail!("unknown stage {other:?} (analyze, revise, finetune, evaluate)"),
+            } as i32)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: RunConfigArgs,
+    }
+
+    #[test]
+    fn flags_become_the_run_config() {
+        let cli = Cli::try_parse_from(["arf", "--stages", "analyze,revise", "--revision-rounds", "3", "--acceptance", "clean",
+            "--on-unimproved", "keep-original", "--lora-rank", "8", "--holdout", "0.3"]).unwrap();
+        let c = cli.config.to_config().unwrap();
+        assert_eq!(c.stages, [pb::Stage::Analyze as i32, pb::Stage::Revise as i32]);
+        assert_eq!(c.revision_rounds, 3);
+        assert_eq!(c.acceptance(), pb::AcceptanceRule::Clean);
+        assert_eq!(c.on_unimproved(), pb::UnimprovedPolicy::KeepOriginal);
+        assert_eq!(c.training.unwrap().lora.unwrap().rank, 8);
+        assert_eq!(c.evaluation.unwrap().holdout_fraction, 0.3);
+        assert!(Cli::try_parse_from(["arf", "--acceptance", "best"]).is_err());
+    }
+}
