@@ -27,7 +27,7 @@ pub struct Report {
 }
 
 /// Category -> share of `items` whose findings (picked by `findings`) include it.
-fn category_rates<'a>(items: impl Iterator<Item = &'a ItemRecord>, findings: impl Fn(&ItemRecord) -> Option<&[pb::Finding]>) -> (BTreeMap<String, f64>, usize) {
+fn category_rates<'a>(items: impl Iterator<Item = &'a ItemRecord>, findings: impl Fn(&ItemRecord) -> Option<Vec<pb::Finding>>) -> (BTreeMap<String, f64>, usize) {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     let mut n = 0;
     for item in items {
@@ -75,24 +75,38 @@ pub fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
         counts.rows, counts.bad_rows, counts.analyzed, counts.flagged, counts.revisions_accepted, counts.revisions_rejected, counts.held_out, counts.evaluated
     );
 
-    // Teacher errors before and after revision, over the training items.
+    // Teacher errors before and after revision, over the training items, and in the summaries
+    // actually trained on (clean and accepted ones, and unimproved ones if the policy keeps them).
     let train: Vec<&ItemRecord> = items.iter().filter(|i| i.split == Split::Train && i.analysis.is_some()).collect();
-    let (before, n) = category_rates(train.iter().copied(), |i| i.analysis.as_ref().map(|a| a.findings.as_slice()));
-    let (after, _) = category_rates(train.iter().copied(), |i| match i.revision_outcome.as_deref() {
-        Some("accepted") => i.revised_analysis.as_ref().map(|a| a.findings.as_slice()),
-        _ => i.analysis.as_ref().map(|a| a.findings.as_slice()),
-    });
+    let final_findings = |i: &ItemRecord| match i.revision_outcome.as_deref() {
+        Some("accepted") => i.revised_analysis.as_ref().map(|a| a.findings.clone()),
+        _ => i.analysis.as_ref().map(|a| a.findings.clone()),
+    };
+    let keeps_unimproved = run.config.on_unimproved == pb::UnimprovedPolicy::KeepOriginal as i32;
+    let trained_on = |i: &ItemRecord| match i.revision_outcome.as_deref() {
+        Some("accepted" | "clean") => true,
+        Some("rejected" | "failed") => keeps_unimproved,
+        _ => false,
+    };
+    let (before, n) = category_rates(train.iter().copied(), |i| i.analysis.as_ref().map(|a| a.findings.clone()));
+    let (after, _) = category_rates(train.iter().copied(), final_findings);
+    let (trained, _) = category_rates(train.iter().copied().filter(|i| trained_on(i)), final_findings);
     if n > 0 {
-        let labels: Vec<String> = before.keys().chain(after.keys()).cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let labels: Vec<String> =
+            before.keys().chain(after.keys()).chain(trained.keys()).cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
         let rates = |m: &BTreeMap<String, f64>| labels.iter().map(|l| m.get(l).copied().unwrap_or(0.0)).collect::<Vec<_>>();
+        let series = ["teacher", "after revision", "training set"];
         files.push(ReportFile {
             name: "errors_before_after.svg".into(),
-            content: svg::grouped_bars("Teacher summaries with each error, before and after revision", &labels, &["teacher", "after revision"], &[rates(&before), rates(&after)], true),
+            content: svg::grouped_bars("Summaries with each error: teacher, after revision, trained on", &labels, &series, &[rates(&before), rates(&after), rates(&trained)], true),
         });
         let _ = writeln!(md, "## What the teacher gets wrong\n\n![errors before and after revision](errors_before_after.svg)\n");
-        let _ = writeln!(md, "| category | teacher | after revision |\n| --- | ---: | ---: |");
+        let _ = writeln!(md, "Share of training summaries with each error: as the teacher wrote them, after revision (accepted \
+            revisions replace them), and in the training set itself (what the student learns from).\n");
+        let _ = writeln!(md, "| category | teacher | after revision | training set |\n| --- | ---: | ---: | ---: |");
+        let pct = |m: &BTreeMap<String, f64>, l: &str| m.get(l).unwrap_or(&0.0) * 100.0;
         for l in &labels {
-            let _ = writeln!(md, "| {l} | {:.1}% | {:.1}% |", before.get(l).unwrap_or(&0.0) * 100.0, after.get(l).unwrap_or(&0.0) * 100.0);
+            let _ = writeln!(md, "| {l} | {:.1}% | {:.1}% | {:.1}% |", pct(&before, l), pct(&after, l), pct(&trained, l));
         }
         md.push('\n');
     }
