@@ -94,3 +94,39 @@ async fn a_server_side_dataset_path_and_pagination() {
     assert_eq!(field_violations(&status)[0].0, "page_token");
     suite.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watching_resumes_mid_run_and_a_cancelled_run_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (suite, mut client) = suite(dir.path()).await;
+    let run = create(&mut client, analyze_and_revise(), sample_rows()).await.unwrap();
+
+    // A client that drops its stream mid-run and reconnects with the last sequence it saw.
+    let mut stream = client.watch_run(pb::WatchRunRequest { run_id: run.id.clone(), after_sequence: 0 }).await.unwrap().into_inner();
+    let mut seen = Vec::new();
+    while seen.len() < 10 {
+        seen.push(stream.message().await.unwrap().expect("a run of 16 rows has more than 10 events"));
+    }
+    drop(stream);
+    assert_eq!(final_state(&seen), Some(pb::RunState::Running), "the first ten events come before the end");
+    let rest = watch(&mut client, &run.id, seen.last().unwrap().sequence).await;
+    let whole = watch(&mut client, &run.id, 0).await;
+    assert_eq!([seen, rest].concat(), whole, "nothing lost, nothing repeated");
+    assert_eq!(final_state(&whole), Some(pb::RunState::Succeeded));
+
+    // Cancelled mid-revise: the run ends CANCELLED and stops revising.
+    let rows = sample_rows();
+    let run = create(&mut client, analyze_and_revise(), rows.clone()).await.unwrap();
+    wait_for_revisions(&mut client, &run.id, 2).await;
+    let cancelled = client.cancel_run(pb::CancelRunRequest { run_id: run.id.clone() }).await.unwrap().into_inner();
+    assert_eq!(cancelled.state(), pb::RunState::Cancelled);
+    let events = watch(&mut client, &run.id, 0).await;
+    assert_eq!(final_state(&events), Some(pb::RunState::Cancelled));
+    let revised = items(&events, pb::Stage::Revise).len();
+    assert!(revised < rows.len(), "revision stopped: {revised} of {} items", rows.len());
+    let again = client.cancel_run(pb::CancelRunRequest { run_id: run.id.clone() }).await.unwrap().into_inner();
+    assert_eq!(again.state(), pb::RunState::Cancelled, "cancelling twice is harmless");
+    let missing = client.cancel_run(pb::CancelRunRequest { run_id: "run-nope".into() }).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    suite.shutdown().await.unwrap();
+}

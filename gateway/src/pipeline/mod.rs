@@ -209,7 +209,13 @@ impl Pipeline {
             if batch.is_empty() {
                 return Ok(());
             }
-            futures::stream::iter(batch.into_iter().map(Ok)).try_for_each_concurrent(concurrency, &work).await?;
+            let items = futures::stream::iter(batch.into_iter().map(Ok)).try_for_each_concurrent(concurrency, &work);
+            // A cancelled run (or a shutdown) drops the calls in flight at once: their items
+            // saved nothing, so a resumed run does them again, and none is done twice.
+            tokio::select! {
+                done = items => done?,
+                _ = token.cancelled() => return self.check(token),
+            }
         }
     }
 

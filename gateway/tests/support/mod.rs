@@ -106,3 +106,29 @@ pub fn final_state(events: &[pb::RunEvent]) -> Option<pb::RunState> {
         _ => None,
     })
 }
+
+/// Analyze and one greedy round of short revisions: a run that takes a while, reproducibly.
+pub fn analyze_and_revise() -> pb::RunSpec {
+    let mut s = spec(&[pb::Stage::Analyze, pb::Stage::Revise]);
+    let config = s.config.as_mut().unwrap();
+    // One greedy round: revisions are reproducible, so two runs can be compared.
+    config.revision_rounds = 1;
+    // Short revisions keep the runs quick; some are cut off and fail, which is an outcome too.
+    config.revision_max_tokens = 128;
+    s
+}
+
+/// Waits on the run's events until `n` revision outcomes have been recorded.
+pub async fn wait_for_revisions(client: &mut PipelineClient<GrpcChannel>, run_id: &str, n: usize) {
+    let mut stream = client.watch_run(pb::WatchRunRequest { run_id: run_id.into(), after_sequence: 0 }).await.unwrap().into_inner();
+    let mut seen = 0;
+    while let Some(e) = stream.message().await.unwrap() {
+        if matches!(&e.kind, Some(pb::run_event::Kind::Item(i)) if i.stage == pb::Stage::Revise as i32) {
+            seen += 1;
+            if seen >= n {
+                return;
+            }
+        }
+    }
+    panic!("the run ended after {seen} revisions");
+}
