@@ -36,7 +36,8 @@ if [ ! -f "$links/libcuda.so" ]; then
     cargo fetch --locked >/dev/null
     grep -oh "fn cu[A-Za-z0-9_]*" "$registry"/cudarc-*/src/driver/sys/mod.rs | sed 's/^fn //' | sort -u \
         | sed 's/.*/void &(void) {}/' > "$links/cuda_stub.c"
-    gcc -shared -fPIC -o "$links/libcuda.so" "$links/cuda_stub.c"
+    # The soname the driver's real library has, so the binaries ask for libcuda.so.1 at run time.
+    gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$links/libcuda.so" "$links/cuda_stub.c"
 fi
 export LIBRARY_PATH="$links:$cuda_home/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
 

@@ -1,6 +1,7 @@
 //! Stage 2: the editor rewrites each flagged training summary, told exactly which errors to fix
 //! (the taxonomy's instruction per flagged category); the analyzer re-checks every revision, and
-//! only one with a strictly lower severity-weighted error score is accepted. Otherwise the next
+//! only one that is better under the run's acceptance rule (by default: a strictly lower
+//! severity-weighted error score) is accepted. Otherwise the next
 //! round tries again from the teacher's summary, sampling (the first round is greedy, so a
 //! second greedy round would only repeat it), up to the configured rounds. Always revising the
 //! teacher's summary keeps every prompt as small as the first.
