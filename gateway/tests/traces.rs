@@ -67,7 +67,8 @@ async fn each_item_is_one_trace_across_the_services_and_training_links_to_the_ru
         assert_eq!(revisions.len(), 1, "{id}: one round, one revision in the analyzer's trace");
         assert!(!analyses.is_empty() && analyses[0].start_time < revisions[0].start_time, "{id}: analyzed before revising");
         if analyses.len() == 2 {
-            assert!(revisions[0].end_time <= analyses[1].start_time, "{id}: the revision is re-analyzed after it");
+            // Start times: a server span may end a moment after its client has its answer.
+            assert!(revisions[0].start_time < analyses[1].start_time, "{id}: the revision is re-analyzed after it");
             rechecked += 1;
         }
         for span in analyses.iter().chain(&revisions) {
