@@ -15,9 +15,8 @@ use arf_proto::v1::AnalyzeRequest;
 use arf_proto::v1::analyzer_client::AnalyzerClient;
 use arf_proto::v1::analyzer_server::AnalyzerServer;
 use arf_proto::v1::editor_client::EditorClient;
-use opentelemetry::trace::{SpanId, TracerProvider as _};
-use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+use arf_common::telemetry::in_memory::InMemoryTelemetry;
+use opentelemetry::trace::SpanId;
 use support::{ChainedAnalyzer, channel, start, start_editor};
 use tokio::sync::Semaphore;
 use tonic::Request;
@@ -25,13 +24,8 @@ use tonic::service::Routes;
 
 #[tokio::test]
 async fn one_trace_crosses_client_server_and_downstream_calls_with_the_deadline() {
-    opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
-    let _guard = tracing::subscriber::set_default(arf_common::telemetry::subscriber(provider.tracer("test"), false));
-    let metrics = InMemoryMetricExporter::default();
-    let meter_provider = SdkMeterProvider::builder().with_reader(PeriodicReader::builder(metrics.clone()).build()).build();
-    opentelemetry::global::set_meter_provider(meter_provider.clone());
+    let telemetry = InMemoryTelemetry::install();
+    let _guard = tracing::subscriber::set_default(telemetry.subscriber());
 
     let args = ServerArgs::local();
     let editor_server = start_editor(&args, Arc::new(Semaphore::new(1))).await;
@@ -48,7 +42,7 @@ async fn one_trace_crosses_client_server_and_downstream_calls_with_the_deadline(
 
     analyzer_server.shutdown().await.unwrap();
     editor_server.shutdown().await.unwrap();
-    let spans = exporter.get_finished_spans().unwrap();
+    let spans = telemetry.finished_spans();
     let named = |name: &str| spans.iter().filter(|s| s.name == name).collect::<Vec<_>>();
     let names: Vec<_> = spans.iter().map(|s| s.name.to_string()).collect();
 
@@ -76,13 +70,7 @@ async fn one_trace_crosses_client_server_and_downstream_calls_with_the_deadline(
         assert!(attributes.contains(&(key.to_string(), value.to_string())), "{key}={value} missing from {attributes:?}");
     }
 
-    meter_provider.force_flush().unwrap();
-    let exported: Vec<String> = metrics
-        .get_finished_metrics()
-        .unwrap()
-        .iter()
-        .flat_map(|rm| rm.scope_metrics().flat_map(|sm| sm.metrics().map(|m| m.name().to_string())).collect::<Vec<_>>())
-        .collect();
+    let exported = telemetry.metric_names();
     for name in ["rpc.server.call.duration", "rpc.server.active_requests"] {
         assert!(exported.iter().any(|n| n == name), "{name} missing from {exported:?}");
     }

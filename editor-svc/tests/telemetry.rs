@@ -6,15 +6,12 @@
 mod support;
 
 use arf_common::telemetry::ContentCapture;
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+use arf_common::telemetry::in_memory::InMemoryTelemetry;
 use support::*;
 
-fn chat_spans(exporter: &InMemorySpanExporter) -> Vec<Vec<(String, String)>> {
-    exporter
-        .get_finished_spans()
-        .unwrap()
+fn chat_spans(telemetry: &InMemoryTelemetry) -> Vec<Vec<(String, String)>> {
+    telemetry
+        .finished_spans()
         .into_iter()
         .filter(|s| s.attributes.iter().any(|kv| kv.key.as_str() == "gen_ai.operation.name"))
         .map(|s| s.attributes.iter().map(|kv| (kv.key.to_string(), kv.value.to_string())).collect())
@@ -27,17 +24,13 @@ fn get<'a>(attributes: &'a [(String, String)], key: &str) -> Option<&'a str> {
 
 #[tokio::test]
 async fn generations_follow_the_gen_ai_conventions_and_keep_content_out_unless_asked() {
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
-    let _guard = tracing::subscriber::set_default(arf_common::telemetry::subscriber(provider.tracer("test"), false));
-    let metrics = InMemoryMetricExporter::default();
-    let meter_provider = SdkMeterProvider::builder().with_reader(PeriodicReader::builder(metrics.clone()).build()).build();
-    opentelemetry::global::set_meter_provider(meter_provider.clone());
+    let telemetry = InMemoryTelemetry::install();
+    let _guard = tracing::subscriber::set_default(telemetry.subscriber());
 
     let secret = "my card number is 4111";
     let t = start(|_| {}).await;
     let answer = t.client().generate(generate_request(secret, 12)).await.unwrap().into_inner();
-    let spans = chat_spans(&exporter);
+    let spans = chat_spans(&telemetry);
     let span = spans.last().expect("a gen_ai span");
     assert_eq!(get(span, "gen_ai.operation.name"), Some("chat"));
     assert_eq!(get(span, "gen_ai.request.model"), Some(t.dir.path().display().to_string().as_str()));
@@ -50,13 +43,7 @@ async fn generations_follow_the_gen_ai_conventions_and_keep_content_out_unless_a
     assert!(span.iter().all(|(_, v)| !v.contains(secret)), "content stays out by default: {span:?}");
     assert!(get(span, "gen_ai.input.messages").is_none());
 
-    meter_provider.force_flush().unwrap();
-    let exported: Vec<String> = metrics
-        .get_finished_metrics()
-        .unwrap()
-        .iter()
-        .flat_map(|rm| rm.scope_metrics().flat_map(|sm| sm.metrics().map(|m| m.name().to_string())).collect::<Vec<_>>())
-        .collect();
+    let exported = telemetry.metric_names();
     for name in [
         "gen_ai.server.request.duration",
         "gen_ai.server.time_to_first_token",
@@ -70,7 +57,7 @@ async fn generations_follow_the_gen_ai_conventions_and_keep_content_out_unless_a
 
     let opted_in = start(|c| c.content = ContentCapture::On).await;
     let answer = opted_in.client().generate(generate_request(secret, 12)).await.unwrap().into_inner();
-    let spans = chat_spans(&exporter);
+    let spans = chat_spans(&telemetry);
     let span = spans.last().expect("a gen_ai span");
     assert!(get(span, "gen_ai.input.messages").is_some_and(|v| v.contains(secret)), "{span:?}");
     let output = get(span, "gen_ai.output.messages").expect("the completion is recorded");

@@ -7,8 +7,9 @@
 mod support;
 
 use arf_proto::v1 as pb;
-use opentelemetry::trace::{SpanKind, TraceId, TracerProvider as _};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use arf_common::telemetry::in_memory::InMemoryTelemetry;
+use opentelemetry::trace::{SpanKind, TraceId};
+use opentelemetry_sdk::trace::SpanData;
 use support::*;
 
 fn attribute(span: &SpanData, key: &str) -> Option<String> {
@@ -17,10 +18,8 @@ fn attribute(span: &SpanData, key: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_item_is_one_trace_across_the_services_and_training_links_to_the_run() {
-    opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
-    tracing::subscriber::set_global_default(arf_common::telemetry::subscriber(provider.tracer("test"), false)).unwrap();
+    let telemetry = InMemoryTelemetry::install();
+    tracing::subscriber::set_global_default(telemetry.subscriber()).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let (suite, mut client) = suite(dir.path()).await;
@@ -33,8 +32,7 @@ async fn each_item_is_one_trace_across_the_services_and_training_links_to_the_ru
     let events = watch(&mut client, &run.id, 0).await;
     assert_eq!(final_state(&events), Some(pb::RunState::Succeeded));
     suite.shutdown().await.unwrap();
-    provider.force_flush().unwrap();
-    let spans = exporter.get_finished_spans().unwrap();
+    let spans = telemetry.finished_spans();
 
     let run_span = spans.iter().find(|s| s.name == "arf.run").expect("the run has a span");
     let run_trace = run_span.span_context.trace_id();

@@ -9,6 +9,8 @@
 //! (see [`ContentCapture`]).
 
 mod client_layer;
+#[cfg(feature = "testing")]
+pub mod in_memory;
 mod metrics;
 mod propagation;
 mod server_layer;
