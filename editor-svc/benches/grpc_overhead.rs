@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use arf_common::client::{ClientOptions, connect_lazy};
 use arf_common::config::ServerArgs;
-use arf_common::server::{Health, serve_on};
+use arf_common::server::serve_loopback;
 use arf_common::tiny_llama::{TinyLlamaSpec, write_tiny_llama};
 use arf_proto::service_names::EDITOR;
 use arf_proto::v1::editor_client::EditorClient;
@@ -18,7 +18,6 @@ use editor_svc::backend::engine_request;
 use editor_svc::generation::{self, ChatRole, GenerationRequest, Sampling};
 use editor_svc::{EditorConfig, load_editor};
 use mistralrs::ModelDType;
-use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 const PROMPT: &str = "Summarize the conversation: the customer's order arrived damaged and the agent issued a refund.";
@@ -48,11 +47,8 @@ async fn main() -> anyhow::Result<()> {
     let editor = service.editor().ok_or_else(|| anyhow::anyhow!("the editor did not load"))?;
 
     let args = ServerArgs::local();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let health = Health::new(&[EDITOR]).await;
-    health.set_serving(EDITOR, true).await;
     let routes = Routes::new(service.into_server(args.max_message_bytes));
-    let server = serve_on(listener, &args, health, routes, CancellationToken::new()).await?;
+    let server = serve_loopback(&args, EDITOR, true, routes).await?;
     let channel = connect_lazy(&format!("http://127.0.0.1:{}", server.local_addr().port()), &ClientOptions::default())?;
     let mut client = EditorClient::new(channel);
 

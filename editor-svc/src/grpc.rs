@@ -235,24 +235,16 @@ fn severity(severity: i32) -> &'static str {
     }
 }
 
+/// A summary with no findings comes back without a model call: zero usage and timing.
 fn revise_response(revision: Revision, model_id: &str) -> ReviseResponse {
-    match revision.generation {
-        None => ReviseResponse {
-            revised_summary: revision.summary,
-            model_called: false,
-            usage: Some(TokenUsage::default()),
-            timing: Some(GenerationTiming::default()),
-            finish_reason: String::new(),
-            model_id: model_id.to_string(),
-        },
-        Some(generation) => ReviseResponse {
-            revised_summary: revision.summary,
-            model_called: true,
-            usage: Some(usage(&generation)),
-            timing: Some(timing(&generation)),
-            finish_reason: generation.finish_reason,
-            model_id: model_id.to_string(),
-        },
+    let generation = revision.generation;
+    ReviseResponse {
+        revised_summary: revision.summary,
+        model_called: generation.is_some(),
+        usage: Some(generation.as_ref().map(usage).unwrap_or_default()),
+        timing: Some(generation.as_ref().map(timing).unwrap_or_default()),
+        finish_reason: generation.map(|g| g.finish_reason).unwrap_or_default(),
+        model_id: model_id.to_string(),
     }
 }
 

@@ -57,13 +57,9 @@ impl EditorPool {
         Ok(Self { replicas: replicas.into(), max_attempts })
     }
 
-    pub fn endpoints(&self) -> Vec<String> {
-        self.replicas.iter().map(|r| r.endpoint.clone()).collect()
-    }
-
-    /// Calls in flight per replica (for tests and logs).
-    pub fn loads(&self) -> Vec<usize> {
-        self.replicas.iter().map(|r| r.in_flight.load(Ordering::Relaxed)).collect()
+    /// How many replicas the pool spreads calls over.
+    pub fn replica_count(&self) -> usize {
+        self.replicas.len()
     }
 
     /// Runs `call` on the least loaded of two random replicas; on UNAVAILABLE,

@@ -10,9 +10,7 @@ use crate::store::items::Unimproved;
 
 /// One JSON line per training pair of the run, in the run's own policy for unimproved summaries.
 pub fn lines(store: &Store, run: &crate::store::RunRecord, format: pb::ExportFormat) -> anyhow::Result<Vec<String>> {
-    let unimproved =
-        if run.config.on_unimproved == pb::UnimprovedPolicy::KeepOriginal as i32 { Unimproved::KeepOriginal } else { Unimproved::Exclude };
-    let pairs = store.training_pairs(&run.id, unimproved)?;
+    let pairs = store.training_pairs(&run.id, Unimproved::of(&run.config))?;
     Ok(pairs
         .into_iter()
         .map(|(conversation, summary, source)| match format {

@@ -56,7 +56,6 @@ impl PipelineService {
                 pb::StageProgress { stage: stage as i32, total, done, failed: 0 }
             })
             .collect();
-        let timestamp = |ms: i64| prost_types::Timestamp { seconds: ms / 1000, nanos: ((ms % 1000) * 1_000_000) as i32 };
         Ok(pb::Run {
             last_event_sequence: store.last_event_sequence(&run.id).map_err(internal)?,
             bad_rows: store.bad_rows(&run.id, BAD_ROWS_IN_RUN).map_err(internal)?,
@@ -68,8 +67,8 @@ impl PipelineService {
             progress,
             counts: Some(counts),
             training_job_id: run.training_job_id,
-            create_time: Some(timestamp(run.create_time_ms)),
-            end_time: run.end_time_ms.map(timestamp),
+            create_time: Some(crate::store::timestamp(run.create_time_ms)),
+            end_time: run.end_time_ms.map(crate::store::timestamp),
             error: run.error,
         })
     }
@@ -146,7 +145,7 @@ impl PipelineRpc for PipelineService {
         let run = self.run(&request.into_inner().run_id)?;
         if !is_final(run.state) && !self.pipeline.cancel(&run.id) {
             // Not driven by this process (it never started): cancel it in the store directly.
-            self.pipeline.store().set_run_state(&run.id, pb::RunState::Cancelled, "cancelled by request").map_err(internal)?;
+            self.pipeline.set_state(&run.id, pb::RunState::Cancelled, "cancelled by request").map_err(internal)?;
         }
         // The driver records CANCELLED at its next item; give it a moment so the answer says so.
         for _ in 0..50 {

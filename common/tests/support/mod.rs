@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_common::config::ServerArgs;
-use arf_common::server::{Health, RunningServer, serve_on};
+use arf_common::server::{RunningServer, serve_loopback};
 use arf_proto::service_names::EDITOR;
 use arf_proto::v1::analyzer_server::Analyzer;
 use arf_proto::v1::editor_client::EditorClient;
@@ -16,7 +16,6 @@ use arf_proto::v1::editor_server::{Editor, EditorServer};
 use arf_proto::v1::*;
 use futures::Stream;
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::{Request, Response, Status, Streaming};
 use tonic_health::pb::HealthCheckRequest;
@@ -75,10 +74,7 @@ impl Analyzer for ChainedAnalyzer {
 }
 
 pub async fn start(args: &ServerArgs, service: &'static str, routes: Routes, serving: bool) -> RunningServer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let health = Health::new(&[service]).await;
-    health.set_serving(service, serving).await;
-    serve_on(listener, args, health, routes, CancellationToken::new()).await.unwrap()
+    serve_loopback(args, service, serving, routes).await.unwrap()
 }
 
 pub async fn start_editor(args: &ServerArgs, gate: Arc<Semaphore>) -> RunningServer {

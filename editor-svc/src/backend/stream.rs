@@ -179,7 +179,8 @@ impl TokenStream {
         let total = self.started.elapsed();
         let (input, output) = usage.unwrap_or((0, self.chunks as usize));
         let generation = Generation {
-            text: self.text.clone(),
+            // The stream ends here: the text is moved out, not copied.
+            text: std::mem::take(&mut self.text),
             usage: Usage { input_tokens: saturate(input), output_tokens: saturate(output) },
             timing: Timing { time_to_first_token: self.first_token.unwrap_or(total), total },
             finish_reason,

@@ -7,14 +7,13 @@ use std::time::Duration;
 
 use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_common::config::ServerArgs;
-use arf_common::server::{Health, RunningServer, serve_on};
+use arf_common::server::{RunningServer, serve_loopback};
 use arf_common::tiny_llama::{TinyLlamaSpec, write_tiny_llama};
 use arf_proto::service_names::EDITOR;
 use arf_proto::v1::editor_client::EditorClient;
 use arf_proto::v1::*;
 use editor_svc::{EditorConfig, EditorService, load_editor};
 use mistralrs::ModelDType;
-use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 pub struct TestEditor {
@@ -62,11 +61,8 @@ pub async fn start_with(spec: &TinyLlamaSpec, tweak: impl FnOnce(&mut EditorConf
 
 pub async fn serve(service: EditorService, serving: bool) -> RunningServer {
     let args = ServerArgs::local();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let health = Health::new(&[EDITOR]).await;
-    health.set_serving(EDITOR, serving).await;
     let routes = Routes::new(service.into_server(args.max_message_bytes));
-    serve_on(listener, &args, health, routes, CancellationToken::new()).await.expect("serve")
+    serve_loopback(&args, EDITOR, serving, routes).await.expect("serve")
 }
 
 pub fn channel(server: &RunningServer) -> GrpcChannel {

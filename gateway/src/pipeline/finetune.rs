@@ -14,12 +14,7 @@ pub async fn run(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token: &Can
     let run = p.store().run(run_id)?.ok_or_else(|| anyhow::anyhow!("run {run_id} vanished"))?;
     let mut trainer = p.clients.trainer.clone();
     let job_id = if run.training_job_id.is_empty() {
-        let unimproved = if config.on_unimproved == pb::UnimprovedPolicy::KeepOriginal as i32 {
-            Unimproved::KeepOriginal
-        } else {
-            Unimproved::Exclude
-        };
-        let pairs = p.store().training_pairs(run_id, unimproved)?;
+        let pairs = p.store().training_pairs(run_id, Unimproved::of(config))?;
         if pairs.is_empty() {
             return Err(anyhow::anyhow!("no training examples: every summary was excluded").into());
         }

@@ -36,7 +36,7 @@ pub async fn run(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token: &Can
     let instructions: Arc<HashMap<String, String>> =
         Arc::new(taxonomy.categories.into_iter().map(|c| (c.id, c.revision_instruction)).collect());
     // Enough calls in flight to keep every replica busy, and no more (the replicas shed the rest).
-    let concurrency = (p.clients.editors.endpoints().len() * 4).max(2);
+    let concurrency = (p.clients.editors.replica_count() * 4).max(2);
     p.drain_pending(token, concurrency, || p.store().pending_revision(run_id, BATCH), |item| {
         revise_item(p, run_id, config, &instructions, token, item)
     })

@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 
 use arf_proto::v1 as pb;
 
+use crate::store::items::Unimproved;
 use crate::store::{ItemRecord, RunRecord, Split, Store};
 
 pub struct ReportFile {
@@ -82,7 +83,7 @@ pub fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
         Some("accepted") => i.revised_analysis.as_ref().map(|a| a.findings.clone()),
         _ => i.analysis.as_ref().map(|a| a.findings.clone()),
     };
-    let keeps_unimproved = run.config.on_unimproved == pb::UnimprovedPolicy::KeepOriginal as i32;
+    let keeps_unimproved = Unimproved::of(&run.config) == Unimproved::KeepOriginal;
     let trained_on = |i: &ItemRecord| match i.revision_outcome.as_deref() {
         Some("accepted" | "clean") => true,
         Some("rejected" | "failed") => keeps_unimproved,

@@ -20,7 +20,7 @@ impl Store {
         let event = pb::RunEvent {
             sequence: last.unwrap_or(0) + 1,
             run_id: run_id.to_string(),
-            time: Some(prost_types::Timestamp { seconds: ms / 1000, nanos: ((ms % 1000) * 1_000_000) as i32 }),
+            time: Some(super::timestamp(ms)),
             kind: Some(kind),
         };
         tx.execute("INSERT INTO events (run_id, seq, event) VALUES (?1, ?2, ?3)", params![run_id, event.sequence, event.encode_to_vec()])?;

@@ -57,6 +57,13 @@ pub enum Unimproved {
     KeepOriginal,
 }
 
+impl Unimproved {
+    /// The run's policy for summaries no revision improved.
+    pub fn of(config: &pb::RunConfig) -> Self {
+        if config.on_unimproved() == pb::UnimprovedPolicy::KeepOriginal { Self::KeepOriginal } else { Self::Exclude }
+    }
+}
+
 const COLUMNS: &str = "line, split, conversation, teacher_summary, refs, analysis, revision_outcome, final_summary, \
                        revision_rounds, revised_analysis, evaluation, trace_parent";
 

@@ -2,11 +2,10 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_common::config::ServerArgs;
-use arf_common::dataset::{OnBadRow, conversation_to_wire, read_jsonl_file};
 use arf_proto::v1 as pb;
 use arf_proto::v1::pipeline_client::PipelineClient;
 use gateway::suite::{Suite, SuiteConfig};
@@ -26,18 +25,7 @@ pub async fn suite_with_editors(data_dir: &Path, editor_replicas: usize) -> (Sui
 
 /// The bundled sample as wire rows, with their line numbers.
 pub fn sample_rows() -> Vec<pb::DatasetRow> {
-    read_jsonl_file(&PathBuf::from(SAMPLE), OnBadRow::Stop)
-        .unwrap()
-        .map(|r| {
-            let (line, record) = r.unwrap();
-            pb::DatasetRow {
-                line: line as u32,
-                conversation: Some(conversation_to_wire(&record.conversation)),
-                teacher_summary: record.summary.unwrap(),
-                references: record.references,
-            }
-        })
-        .collect()
+    gateway::cli::rows_from_jsonl(&std::fs::read(SAMPLE).unwrap(), SAMPLE).unwrap()
 }
 
 pub fn spec(stages: &[pb::Stage]) -> pb::RunSpec {
