@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::pin::Pin;
 
-use arf_common::dataset::{Conversation, Role, Turn};
+use arf_common::dataset::conversation_from_wire;
 use arf_common::status::invalid_field;
 use arf_proto::v1 as pb;
 use arf_proto::v1::trainer_server::{Trainer, TrainerServer};
@@ -234,27 +234,7 @@ fn job_spec(r: pb::CreateJobRequest) -> Result<JobSpec, Status> {
 }
 
 fn example(n: usize, e: pb::TrainingExample) -> Result<Example, Status> {
-    let field = |f: &str| format!("inline.examples[{n}].{f}");
-    let c = e.conversation.ok_or_else(|| invalid_field(&field("conversation"), "must be set"))?;
-    let turns = c
-        .turns
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let role = match pb::Role::try_from(t.role) {
-                Ok(pb::Role::Customer) => Role::Customer,
-                Ok(pb::Role::Agent) => Role::Agent,
-                Ok(pb::Role::Bot) => Role::Bot,
-                Ok(pb::Role::System) => Role::System,
-                Ok(pb::Role::Unspecified) | Err(_) => {
-                    return Err(invalid_field(&field(&format!("conversation.turns[{i}].role")), "must be set"));
-                }
-            };
-            Ok(Turn { role, text: t.text })
-        })
-        .collect::<Result<_, _>>()?;
-    let conversation =
-        Conversation { id: c.id, channel: c.channel, turns, metadata: c.metadata.into_iter().collect::<BTreeMap<_, _>>() };
+    let conversation = conversation_from_wire(e.conversation, &format!("inline.examples[{n}].conversation"))?;
     Ok(Example { conversation, summary: e.summary })
 }
 

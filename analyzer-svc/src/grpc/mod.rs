@@ -61,12 +61,8 @@ impl AnalyzerService {
         } else {
             JUDGE_DETECTORS.iter().copied().filter(|j| options.detectors.iter().any(|d| d == j)).collect()
         };
-        // Only model judges asked for by name: no rule detector runs.
-        let rules_wanted = options.detectors.is_empty() || options.detectors.iter().any(|d| !JUDGE_DETECTORS.contains(&d.as_str()));
+        // Only model judges asked for by name: Analyzer::select picks no rule detector.
         let mut analysis = self.inner.analyzer.analyze(&conversation, &request.summary, &options).map_err(convert::analyze_error)?;
-        if !rules_wanted {
-            analysis.findings.clear();
-        }
         let mut failures = Vec::new();
         if !judges.is_empty() {
             let client = self.inner.judges.as_ref().ok_or_else(|| {
