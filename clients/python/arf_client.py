@@ -38,7 +38,7 @@ def generate_stubs(out_dir):
 
 
 ROLES = {"customer": 1, "agent": 2, "bot": 3, "system": 4}
-STAGES = {"analyze": 1, "revise": 2, "finetune": 3, "evaluate": 4}
+STAGES = {"generate": 5, "analyze": 1, "revise": 2, "finetune": 3, "evaluate": 4}
 
 
 def dataset_rows(pb, path):

@@ -25,11 +25,17 @@ pub struct GatewayArgs {
     #[arg(long = "editor", env = "ARF_EDITOR_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:50052")]
     pub editors: Vec<String>,
 
+    /// Teacher endpoints (any Editor; comma-separated or repeated): the Generate stage asks
+    /// them for the summaries rows lack. Without any, the editor replicas write them.
+    #[arg(long = "teacher", env = "ARF_TEACHER_ENDPOINTS", value_delimiter = ',')]
+    pub teachers: Vec<String>,
+
     /// Trainer endpoint.
     #[arg(long, env = "ARF_TRAINER_ENDPOINT", default_value = "http://127.0.0.1:50053")]
     pub trainer: String,
 
-    /// Student base model directory (on the trainer's machine) for runs that name none.
+    /// Student base model (a directory or a .gguf file, on the trainer's machine) for runs that
+    /// name none.
     #[arg(long, env = "ARF_STUDENT_BASE")]
     pub student_base: Option<PathBuf>,
 
@@ -63,6 +69,11 @@ impl GatewayArgs {
             analyzer: AnalyzerClient::new(connect_lazy(&self.analyzer, &options)?).max_decoding_message_size(max_message_bytes),
             editors: EditorPool::connect(&self.editors, &options, max_message_bytes)?,
             trainer: TrainerClient::new(connect_lazy(&self.trainer, &options)?).max_decoding_message_size(max_message_bytes),
+            teacher: if self.teachers.is_empty() {
+                None
+            } else {
+                Some(EditorPool::connect(&self.teachers, &options, max_message_bytes)?)
+            },
         })
     }
 }

@@ -47,12 +47,7 @@ impl PipelineService {
         let progress = stages(&run.config)
             .into_iter()
             .map(|stage| {
-                let (total, done) = match stage {
-                    pb::Stage::Analyze => (counts.rows, counts.analyzed),
-                    pb::Stage::Revise => (counts.rows - counts.held_out, counts.revisions_accepted + counts.revisions_rejected),
-                    pb::Stage::Evaluate => (counts.held_out, counts.evaluated),
-                    _ => (0, 0),
-                };
+                let (total, done) = crate::pipeline::stage_progress(&counts, stage);
                 pb::StageProgress { stage: stage as i32, total, done, failed: 0 }
             })
             .collect();
@@ -67,6 +62,7 @@ impl PipelineService {
             progress,
             counts: Some(counts),
             training_job_id: run.training_job_id,
+            baseline_job_id: run.baseline_job_id,
             create_time: Some(crate::store::timestamp(run.create_time_ms)),
             end_time: run.end_time_ms.map(crate::store::timestamp),
             error: run.error,

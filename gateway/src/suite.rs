@@ -24,7 +24,7 @@ pub struct SuiteConfig {
     pub data_dir: PathBuf,
     /// The editor's model (HF directory or GGUF file); the tiny random model when none is given.
     pub editor_model: Option<PathBuf>,
-    /// Student base model; the tiny random model when none is given.
+    /// Student base model (directory or GGUF file); the tiny random model when none is given.
     pub student_base: Option<PathBuf>,
     /// Editor replicas to start (each loads the model); revision calls spread over them by load.
     pub editor_replicas: usize,
@@ -64,9 +64,6 @@ impl Suite {
         let limit = args.max_message_bytes;
         let shutdown = CancellationToken::new();
 
-        let analyzer_service = analyzer_svc::grpc::AnalyzerService::new(Default::default(), None, limit, shutdown.clone());
-        let analyzer = serve_loopback(args, ANALYZER, true, Routes::new(analyzer_service.into_server(limit))).await?;
-
         let needs_tiny = config.editor_model.is_none() || config.student_base.is_none();
         let tiny = if needs_tiny { Some(tiny_model(&config.data_dir)?) } else { None };
         let editor_model = config.editor_model.clone().or_else(|| tiny.clone()).unwrap_or_default();
@@ -80,15 +77,21 @@ impl Suite {
             editors.push(editor);
         }
 
+        // The model-judged detectors ask the first editor, as a deployment's --judge-endpoint would.
+        let options = ClientOptions::default();
+        let judge = connect_lazy(&endpoint(&editors[0]), &options)?;
+        let analyzer_service = analyzer_svc::grpc::AnalyzerService::new(Default::default(), Some(judge), limit, shutdown.clone());
+        let analyzer = serve_loopback(args, ANALYZER, true, Routes::new(analyzer_service.into_server(limit))).await?;
+
         let jobs = trainer_svc::jobs::JobManager::open(&config.data_dir.join("trainer"), trainer_svc::device())?;
         let trainer_service = trainer_svc::grpc::TrainerService::new(jobs, shutdown.clone());
         let trainer = serve_loopback(args, TRAINER, true, Routes::new(trainer_service.into_server(limit))).await?;
 
-        let options = ClientOptions::default();
         let clients = Clients {
             analyzer: AnalyzerClient::new(connect_lazy(&endpoint(&analyzer), &options)?).max_decoding_message_size(limit),
             editors: EditorPool::connect(&editors.iter().map(endpoint).collect::<Vec<_>>(), &options, limit)?,
             trainer: TrainerClient::new(connect_lazy(&endpoint(&trainer), &options)?).max_decoding_message_size(limit),
+            teacher: None,
         };
         let store = Arc::new(Store::open(&config.data_dir.join("arf.sqlite3"))?);
         let student_host = Arc::new(crate::student::LocalStudentHost::new(limit));

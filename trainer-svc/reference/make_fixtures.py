@@ -15,7 +15,18 @@ tests/fixtures/README.md): PEFT loads OUR adapter and merges it, and their logit
 tests/fixtures/ours-reference.safetensors, so the Rust tests compare what PEFT computed from a
 file our writer produced.
 
-Usage: /work/pyenv/bin/python trainer-svc/reference/make_fixtures.py base|ours
+Phase `gguf` (after `base`): tests/fixtures/tiny-llama-q8_0.gguf, the same tiny model written with the
+`gguf` package as llama.cpp's converter writes a Llama (q/k rows permuted per head, Q8_0 projections,
+F32 norms, the gpt2 tokenizer and chat template in the metadata), without llama3 rope scaling (a GGUF
+file does not carry its parameters), and tests/fixtures/gguf-reference.safetensors: what transformers
+computes from that file (dequantized): base logits, and the token ids of TOKENIZER_PROBE.
+
+Phase `gguf-ours` (after `trainer-svc train --base tests/fixtures/tiny-llama-q8_0.gguf ... --output
+tests/fixtures/ours-gguf-run`): PEFT loads OUR adapter on transformers' dequantized weights of the GGUF
+file; its logits go to tests/fixtures/ours-gguf-reference.safetensors.
+
+Usage: python trainer-svc/reference/make_fixtures.py base|ours|gguf|gguf-ours
+(transformers 5.23.0, peft 0.21.2, gguf, torch 2.15.0 on CPU: see tests/fixtures/README.md)
 """
 
 import json
@@ -202,5 +213,105 @@ def phase_ours():
     print("PEFT loaded", ours)
 
 
+GGUF = os.path.join(FIX, "tiny-llama-q8_0.gguf")
+# No digits: transformers' GGUF converter splits numbers as GPT-2 does (` ?\p{N}+`), mistral.rs one
+# digit at a time; the trainer follows mistral.rs, which serves the student (see tests/gguf_base.rs).
+TOKENIZER_PROBE = "Customer's order is late!\n  Agent: <|eot_id|> refunded, thanks."
+
+
+def phase_gguf():
+    import gguf
+    import numpy as np
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with open(os.path.join(MODEL, "config.json")) as f:
+        cfg = json.load(f)
+    with open(os.path.join(MODEL, "tokenizer.json")) as f:
+        tok = json.load(f)
+    heads, kv_heads = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    vocab = sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])
+    added = {t["id"]: t["content"] for t in tok["added_tokens"]}
+    tokens = [added.get(i, t) for i, (t, _) in enumerate(vocab)] + [added[i] for i in sorted(added) if i >= len(vocab)]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tok["model"]["merges"]]
+
+    w = gguf.GGUFWriter(GGUF, "llama")
+    w.add_block_count(cfg["num_hidden_layers"])
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_rope_dimension_count(cfg["head_dim"])
+    w.add_rope_freq_base(cfg["rope_parameters"]["rope_theta"])
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    w.add_vocab_size(len(tokens))
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types([gguf.TokenType.CONTROL if t in SPECIALS else gguf.TokenType.NORMAL for t in tokens])
+    w.add_token_merges(merges)
+    w.add_bos_token_id(tokens.index("<|begin_of_text|>"))
+    w.add_eos_token_id(tokens.index("<|eot_id|>"))
+    w.add_pad_token_id(tokens.index("<|end_of_text|>"))
+    w.add_add_bos_token(False)
+    w.add_chat_template(CHAT_TEMPLATE)
+
+    def permute(t, n):  # llama.cpp's convert_hf_to_gguf.py LlamaModel.permute
+        return t.reshape(n, 2, t.shape[0] // n // 2, *t.shape[1:]).swapaxes(1, 2).reshape(t.shape)
+
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+             "lm_head.weight": "output.weight"}
+    parts = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q",
+             "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    for name, t in sorted(load_file(os.path.join(MODEL, "model.safetensors")).items()):
+        data = t.float().numpy()
+        if name in names:
+            out = names[name]
+        else:
+            layer, rest = name[len("model.layers."):].split(".", 1)
+            out = f"blk.{layer}.{parts[rest[: -len('.weight')]]}.weight"
+        if name.endswith("q_proj.weight"):
+            data = permute(data, heads)
+        elif name.endswith("k_proj.weight"):
+            data = permute(data, kv_heads)
+        if data.ndim == 2:
+            q = gguf.quants.quantize(data.astype(np.float32), gguf.GGMLQuantizationType.Q8_0)
+            w.add_tensor(out, q, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            w.add_tensor(out, data.astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+    model = AutoModelForCausalLM.from_pretrained(FIX, gguf_file=os.path.basename(GGUF), attn_implementation="eager").eval()
+    tokenizer = AutoTokenizer.from_pretrained(FIX, gguf_file=os.path.basename(GGUF))
+    ids = fixed_ids(len(tokens))
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    probe = torch.tensor(tokenizer(TOKENIZER_PROBE, add_special_tokens=False)["input_ids"], dtype=torch.int64)
+    save_file({"input_ids": ids.to(torch.int64), "base_logits": logits.contiguous(), "probe_ids": probe},
+              os.path.join(FIX, "gguf-reference.safetensors"))
+    print("wrote", GGUF, "probe", probe.tolist())
+
+
+def phase_gguf_ours():
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ours = os.path.join(FIX, "ours-gguf-run", "adapter")
+    base = AutoModelForCausalLM.from_pretrained(FIX, gguf_file=os.path.basename(GGUF), attn_implementation="eager").eval()
+    ids = fixed_ids(base.config.vocab_size)
+    model = PeftModel.from_pretrained(base, ours).eval()
+    with torch.no_grad():
+        adapter_logits = model(input_ids=ids).logits
+    save_file({"input_ids": ids.to(torch.int64), "adapter_logits": adapter_logits.contiguous()},
+              os.path.join(FIX, "ours-gguf-reference.safetensors"))
+    print("PEFT loaded", ours, "on the dequantized", GGUF)
+
+
 if __name__ == "__main__":
-    {"base": phase_base, "ours": phase_ours}[sys.argv[1] if len(sys.argv) > 1 else "base"]()
+    {"base": phase_base, "ours": phase_ours, "gguf": phase_gguf, "gguf-ours": phase_gguf_ours}[sys.argv[1] if len(sys.argv) > 1 else "base"]()

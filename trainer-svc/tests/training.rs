@@ -136,7 +136,7 @@ fn cancel_stops_before_the_next_step_and_keeps_checkpoints() {
 
 #[test]
 fn long_conversations_are_truncated_from_the_conversation_side_and_counted() {
-    let format = ChatFormat::from_dir(&tiny_llama()).unwrap();
+    let format = ChatFormat::for_base(&tiny_llama()).unwrap();
     let mut ex = examples().remove(0);
     let long = "My parcel is late again and nobody answers. ".repeat(40);
     ex.conversation.turns[0].text = long;

@@ -69,7 +69,10 @@ pub async fn load_model(config: &EditorConfig) -> anyhow::Result<(Model, ModelDe
     let started = std::time::Instant::now();
     let model = match &source {
         ModelSource::HfDirectory(dir) => {
-            let mut builder = TextModelBuilder::new(dir.display().to_string())
+            // mistral.rs reads the files while it builds (the weights are memory-mapped, so the
+            // view's links may go once it has): the view is dropped at the end of this arm.
+            let loadable = super::model_dir::loadable_dir(dir)?;
+            let mut builder = TextModelBuilder::new(loadable.path().display().to_string())
                 .with_dtype(config.dtype)
                 .with_max_num_seqs(config.max_seqs);
             if !USE_CUDA {
@@ -78,7 +81,9 @@ pub async fn load_model(config: &EditorConfig) -> anyhow::Result<(Model, ModelDe
             if let Some(isq) = config.isq {
                 builder = builder.with_isq(isq);
             }
-            builder.build().await
+            let built = builder.build().await;
+            drop(loadable);
+            built
         }
         ModelSource::Gguf(file) => {
             ensure!(config.isq.is_none(), "--isq applies to safetensors models; a GGUF file is already quantized");

@@ -3,6 +3,7 @@
 //! request and hands back its [`TokenStream`].
 
 mod load;
+mod model_dir;
 mod probe;
 mod stream;
 

@@ -15,10 +15,14 @@ pub struct DemoArgs {
     /// Folder for the database, trainer state, tiny models and the report.
     #[arg(long, env = "ARF_DATA_DIR", default_value = "arf-data")]
     pub data_dir: PathBuf,
+    /// One real model as editor, judge and student base: a name fetched with
+    /// `scripts/fetch-model.sh` (smollm2) or a path. Turns on the four-way comparison.
+    #[arg(long, env = "ARF_DEMO_MODEL", conflicts_with_all = ["editor_model", "student_base"])]
+    pub model: Option<String>,
     /// The editor model (HF directory or GGUF file). Without it: a tiny random-weight model.
     #[arg(long, env = "ARF_EDITOR_MODEL")]
     pub editor_model: Option<PathBuf>,
-    /// The student's base model (HF directory). Without it: a tiny random-weight model.
+    /// The student's base model (HF directory or GGUF file). Without it: a tiny random-weight model.
     #[arg(long, env = "ARF_STUDENT_BASE")]
     pub student_base: Option<PathBuf>,
     /// A JSONL dataset instead of the bundled sample.
@@ -32,7 +36,15 @@ pub struct DemoArgs {
     pub train_steps: u32,
 }
 
-pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+pub async fn demo(mut args: DemoArgs) -> anyhow::Result<()> {
+    let real = args.model.is_some();
+    if let Some(model) = &args.model {
+        let path = super::models::resolve(model)?;
+        eprintln!("one real model as editor, judge and student base: {}", path.display());
+        let editor = if path.is_file() { super::models::dequantized_copy(&path, &args.data_dir)? } else { path.clone() };
+        args.editor_model = Some(editor);
+        args.student_base = Some(path);
+    }
     if args.editor_model.is_none() || args.student_base.is_none() {
         eprintln!(
             "\n  WARNING: no {} configured: using a tiny RANDOM-WEIGHT Llama written under {}.\n  \
@@ -56,19 +68,38 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         editor_replicas: args.editor_replicas,
     })
     .await?;
-    let result = drive(&suite, rows, &source, args.train_steps).await;
+    let result = drive(&suite, rows, &source, args.train_steps, real).await;
     suite.shutdown().await?;
     result
 }
 
-async fn drive(suite: &Suite, rows: Vec<pb::DatasetRow>, source: &str, train_steps: u32) -> anyhow::Result<()> {
-    let mut client = super::GatewayClientArgs { gateway: suite.gateway_endpoint(), token: None, tls_ca: None }.connect()?;
-    let config = pb::RunConfig {
+/// The demo's run. On a real model it also trains the unrevised student and evaluates the base
+/// model, so the report shows whether revision helped; budgets are sized for a 2-core CPU.
+fn demo_config(train_steps: u32, real: bool) -> pb::RunConfig {
+    pb::RunConfig {
         revision_rounds: 2,
-        training: Some(pb::Hyperparameters { max_steps: train_steps, learning_rate: 1e-3, ..Default::default() }),
-        evaluation: Some(pb::EvaluationConfig { holdout_fraction: 0.25, seed: 7, judge: true, ..Default::default() }),
+        revision_max_tokens: if real { 160 } else { 0 },
+        training: Some(pb::Hyperparameters {
+            max_steps: train_steps,
+            learning_rate: if real { 2e-4 } else { 1e-3 },
+            max_seq_len: if real { 512 } else { 0 },
+            ..Default::default()
+        }),
+        evaluation: Some(pb::EvaluationConfig {
+            holdout_fraction: 0.25,
+            seed: 7,
+            judge: true,
+            max_summary_tokens: if real { 96 } else { 0 },
+            ..Default::default()
+        }),
+        compare_unrevised: real,
         ..Default::default()
-    };
+    }
+}
+
+async fn drive(suite: &Suite, rows: Vec<pb::DatasetRow>, source: &str, train_steps: u32, real: bool) -> anyhow::Result<()> {
+    let mut client = super::GatewayClientArgs { gateway: suite.gateway_endpoint(), token: None, tls_ca: None }.connect()?;
+    let config = demo_config(train_steps, real);
     let spec = pb::RunSpec { display_name: format!("demo over {source}"), config: Some(config.clone()), ..Default::default() };
     let run = create_run(&mut client, spec, rows).await?;
     eprintln!("run {} created: {} rows", run.id, run.counts.as_ref().map_or(0, |c| c.rows));
@@ -92,7 +123,20 @@ async fn drive(suite: &Suite, rows: Vec<pb::DatasetRow>, source: &str, train_ste
         c.evaluated,
     );
     let report = client.get_report(pb::GetReportRequest { run_id: run.id.clone() }).await?.into_inner();
+    print_scores(&report.overall);
     println!("report: {}", report.path);
     anyhow::ensure!(run.state == pb::RunState::Succeeded as i32, "the run did not succeed");
     Ok(())
+}
+
+/// The models side by side, as the report's first table has them.
+pub fn print_scores(cards: &[pb::ScoreCard]) {
+    if cards.is_empty() {
+        return;
+    }
+    println!("\n  {:<12} {:>9} {:>8} {:>8} {:>8} {:>6}", "model", "summaries", "ROUGE-1", "ROUGE-2", "ROUGE-L", "judge");
+    for c in cards {
+        let judge = if c.judge_mean > 0.0 { format!("{:.2}", c.judge_mean) } else { "n/a".into() };
+        println!("  {:<12} {:>9} {:>8.3} {:>8.3} {:>8.3} {:>6}", c.model, c.summaries, c.rouge1, c.rouge2, c.rouge_l, judge);
+    }
 }

@@ -2,6 +2,7 @@
 
 mod commands;
 mod demo;
+pub mod models;
 mod progress;
 mod run_config;
 
@@ -108,6 +109,7 @@ pub fn rows_from_jsonl(text: &[u8], source: &str) -> anyhow::Result<Vec<pb::Data
                 conversation: Some(conversation_to_wire(&record.conversation)),
                 teacher_summary: record.summary.unwrap_or_default(),
                 references: record.references,
+                split: pb::RowSplit::Unspecified as i32,
             })
         })
         .collect()

@@ -11,8 +11,13 @@ pub struct RunProgress {
     stages: HashMap<i32, ProgressBar>,
 }
 
-const STAGES: [(pb::Stage, &str); 4] =
-    [(pb::Stage::Analyze, "analyze"), (pb::Stage::Revise, "revise"), (pb::Stage::Finetune, "finetune"), (pb::Stage::Evaluate, "evaluate")];
+const STAGES: [(pb::Stage, &str); 5] = [
+    (pb::Stage::Generate, "generate"),
+    (pb::Stage::Analyze, "analyze"),
+    (pb::Stage::Revise, "revise"),
+    (pb::Stage::Finetune, "finetune"),
+    (pb::Stage::Evaluate, "evaluate"),
+];
 
 impl RunProgress {
     pub fn new(totals: pb::RunCounts, stages: &[pb::Stage]) -> Self {
@@ -25,12 +30,11 @@ impl RunProgress {
             if !stages.contains(&stage) {
                 continue;
             }
-            let len = match stage {
-                pb::Stage::Analyze => totals.rows,
-                pb::Stage::Revise => totals.rows - totals.held_out,
-                pb::Stage::Evaluate => totals.held_out,
-                _ => 0,
-            };
+            // Rows that arrived with a summary need no Generate: no bar for nothing to do.
+            if stage == pb::Stage::Generate && totals.without_summary == 0 {
+                continue;
+            }
+            let (len, _) = crate::pipeline::stage_progress(&totals, stage);
             let bar = bars.add(ProgressBar::new(u64::from(len)).with_style(style.clone()).with_prefix(name));
             map.insert(stage as i32, bar);
         }

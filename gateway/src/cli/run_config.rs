@@ -5,7 +5,7 @@ use clap::{Args, ValueEnum};
 
 #[derive(Args, Debug, Default)]
 pub struct RunConfigArgs {
-    /// Only these stages (analyze, revise, finetune, evaluate); all by default.
+    /// Only these stages (generate, analyze, revise, finetune, evaluate); all by default.
     #[arg(long, value_delimiter = ',')]
     pub stages: Vec<String>,
     /// Analyzer detectors to run (from the taxonomy); all rule detectors by default.
@@ -26,7 +26,7 @@ pub struct RunConfigArgs {
     /// What becomes of a summary no revision improved.
     #[arg(long, value_enum, default_value_t = Unimproved::Exclude)]
     pub on_unimproved: Unimproved,
-    /// Student base model directory, on the trainer's machine.
+    /// Student base model (a directory or a .gguf file), on the trainer's machine.
     #[arg(long)]
     pub student_base: Option<String>,
     /// Stop training after this many optimizer steps.
@@ -50,6 +50,13 @@ pub struct RunConfigArgs {
     /// Also rate summaries 1-5 with a judge model.
     #[arg(long)]
     pub judge: bool,
+    /// Token budget of a summary written by the teacher (Generate) or a student (Evaluate).
+    #[arg(long)]
+    pub summary_max_tokens: Option<u32>,
+    /// Also train a student on the unrevised teacher summaries and evaluate the base model
+    /// zero-shot: the report compares base, unrevised student, ARF student and teacher.
+    #[arg(long)]
+    pub compare_unrevised: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
@@ -96,9 +103,10 @@ impl RunConfigArgs {
                 seed: self.split_seed,
                 student_endpoint: self.student_endpoint.clone().unwrap_or_default(),
                 judge: self.judge,
-                max_summary_tokens: 0,
+                max_summary_tokens: self.summary_max_tokens.unwrap_or(0),
             }),
             student_base_model_dir: self.student_base.clone().unwrap_or_default(),
+            compare_unrevised: self.compare_unrevised,
         })
     }
 }
@@ -109,11 +117,12 @@ fn parse_stages(names: &[String]) -> anyhow::Result<Vec<i32>> {
         .iter()
         .map(|n| {
             Ok(match n.to_ascii_lowercase().as_str() {
+                "generate" => pb::Stage::Generate,
                 "analyze" => pb::Stage::Analyze,
                 "revise" => pb::Stage::Revise,
                 "finetune" => pb::Stage::Finetune,
                 "evaluate" => pb::Stage::Evaluate,
-                other => anyhow::bail!("unknown stage {other:?} (analyze, revise, finetune, evaluate)"),
+                other => anyhow::bail!("unknown stage {other:?} (generate, analyze, revise, finetune, evaluate)"),
             } as i32)
         })
         .collect()

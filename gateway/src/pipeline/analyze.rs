@@ -21,7 +21,8 @@ pub async fn run(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token: &Can
 async fn analyze_item(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token: &CancellationToken, item: ItemRecord) -> Result<(), RunError> {
     p.check(token)?;
     let id = item.conversation.id.clone();
-    let span = item_trace::start("arf.item.analyze", run_id, &id);
+    // A summary the Generate stage wrote has begun the item's trace already.
+    let span = item_trace::resume("arf.item.analyze", run_id, &id, item.trace_parent.as_deref());
     let request = pb::AnalyzeRequest {
         request_id: id.clone(),
         conversation: Some(conversation_to_wire(&item.conversation)),

@@ -1,50 +1,75 @@
-//! Stage 3: LoRA on the student over the refined pairs, as a trainer job. The job id is stored
-//! with the run, so a restarted gateway watches the same job instead of starting another; the
-//! job's events are relayed into the run's own event log.
+//! Stage 3: LoRA on the student over the refined pairs, as a trainer job; with
+//! `compare_unrevised`, a second job trains the same base on the teacher's summaries as they
+//! are, so Evaluate can show what revision changed. Each job's id is stored with the run, so a
+//! restarted gateway watches the same job instead of starting another; the jobs' events are
+//! relayed into the run's own event log.
 
-use arf_common::dataset::conversation_to_wire;
+use arf_common::dataset::{Conversation, conversation_to_wire};
 use arf_proto::v1 as pb;
 use pb::run_event::Kind;
 use tokio_util::sync::CancellationToken;
 
 use super::{Pipeline, RunError};
+use crate::store::Student;
 use crate::store::items::Unimproved;
 
 pub async fn run(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token: &CancellationToken) -> Result<(), RunError> {
+    train(p, run_id, config, Student::Refined, token).await?;
+    if config.compare_unrevised {
+        train(p, run_id, config, Student::Unrevised, token).await?;
+    }
+    Ok(())
+}
+
+/// The student's base model: the run's, or the gateway's default.
+pub fn student_base(p: &Pipeline, config: &pb::RunConfig) -> anyhow::Result<String> {
+    if !config.student_base_model_dir.is_empty() {
+        return Ok(config.student_base_model_dir.clone());
+    }
+    p.default_student_base.as_ref().map(|d| d.display().to_string()).ok_or_else(|| {
+        anyhow::anyhow!("no student base model: set config.student_base_model_dir or the gateway's --student-base")
+    })
+}
+
+/// The pairs a student of this kind learns from.
+fn pairs(p: &Pipeline, run_id: &str, config: &pb::RunConfig, student: Student) -> anyhow::Result<Vec<(Conversation, String)>> {
+    Ok(match student {
+        Student::Refined => p.store().training_pairs(run_id, Unimproved::of(config))?.into_iter().map(|(c, s, _)| (c, s)).collect(),
+        Student::Unrevised => p.store().unrevised_pairs(run_id)?,
+    })
+}
+
+async fn train(p: &Pipeline, run_id: &str, config: &pb::RunConfig, student: Student, token: &CancellationToken) -> Result<(), RunError> {
     let run = p.store().run(run_id)?.ok_or_else(|| anyhow::anyhow!("run {run_id} vanished"))?;
+    if !run.model_dir(student).is_empty() {
+        return Ok(()); // trained before a restart
+    }
     let mut trainer = p.clients.trainer.clone();
-    let job_id = if run.training_job_id.is_empty() {
-        let pairs = p.store().training_pairs(run_id, Unimproved::of(config))?;
+    let job_id = if run.job_id(student).is_empty() {
+        let pairs = pairs(p, run_id, config, student)?;
         if pairs.is_empty() {
-            return Err(anyhow::anyhow!("no training examples: every summary was excluded").into());
+            return Err(anyhow::anyhow!("no training examples for the {} student: every summary was excluded", student.card_name()).into());
         }
-        let base = if config.student_base_model_dir.is_empty() {
-            p.default_student_base.as_ref().map(|d| d.display().to_string()).ok_or_else(|| {
-                anyhow::anyhow!("no student base model: set config.student_base_model_dir or the gateway's --student-base")
-            })?
-        } else {
-            config.student_base_model_dir.clone()
-        };
         let examples = pairs
-            .iter()
-            .map(|(conversation, summary, _)| pb::TrainingExample { conversation: Some(conversation_to_wire(conversation)), summary: summary.clone() })
+            .into_iter()
+            .map(|(conversation, summary)| pb::TrainingExample { conversation: Some(conversation_to_wire(&conversation)), summary })
             .collect();
         let request = pb::CreateJobRequest {
-            base_model_dir: base,
+            base_model_dir: student_base(p, config)?,
             data: Some(pb::create_job_request::Data::Inline(pb::InlineExamples { examples })),
             hyperparameters: config.training.clone(),
-            display_name: format!("{run_id} student"),
+            display_name: format!("{run_id} {} student", student.card_name()),
             export_merged: true,
-            labels: [("arf.run_id".to_string(), run_id.to_string())].into(),
+            labels: [("arf.run_id".to_string(), run_id.to_string()), ("arf.student".to_string(), student.card_name().to_string())].into(),
         };
         let job = trainer.create_job(request).await?.into_inner();
-        p.store().set_training_job(run_id, &job.id)?;
+        p.store().set_training_job(run_id, student, &job.id)?;
         job.id
     } else {
-        run.training_job_id
+        run.job_id(student).to_string()
     };
 
-    let after = p.store().training_event_seq(run_id)?;
+    let after = p.store().training_event_seq(run_id, student)?;
     let mut events = trainer.watch_job(pb::WatchJobRequest { job_id: job_id.clone(), after_sequence: after }).await?.into_inner();
     loop {
         let event = tokio::select! {
@@ -63,12 +88,12 @@ pub async fn run(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token: &Can
             _ => None,
         };
         p.emit(run_id, Kind::Training(event))?;
-        p.store().set_training_event_seq(run_id, seq)?;
+        p.store().set_training_event_seq(run_id, student, seq)?;
         if let Some(end) = ended {
             return match pb::JobState::try_from(end.state) {
                 Ok(pb::JobState::Succeeded) => {
                     let merged = end.outputs.map(|o| o.merged_model_dir).unwrap_or_default();
-                    p.store().set_student_model_dir(run_id, &merged)?;
+                    p.store().set_student_model_dir(run_id, student, &merged)?;
                     Ok(())
                 }
                 Ok(pb::JobState::Cancelled) => Err(RunError::Cancelled),

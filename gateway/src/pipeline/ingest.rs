@@ -91,22 +91,27 @@ fn split(seed: u64, id: &str, fraction: f32) -> Split {
     if unit < f64::from(fraction) { Split::Holdout } else { Split::Train }
 }
 
+const SUMMARY_REQUIRED: &str = "a teacher summary is required when the run has no Generate stage";
+
 fn new_run_id() -> String {
     let mut rng = rand::rng();
     format!("run-{:012x}", rng.random::<u64>() & 0xffff_ffff_ffff)
 }
 
-/// A row from the wire as a record, or what is wrong with it.
-fn from_wire(row: pb::DatasetRow, line: u32) -> Result<Record, pb::BadRow> {
+/// A row from the wire as a record, or what is wrong with it. Without a Generate stage, every
+/// row must bring its teacher summary.
+fn from_wire(row: pb::DatasetRow, line: u32, generates: bool) -> Result<Record, pb::BadRow> {
     let bad = |field: String, message: String| pb::BadRow { line, field, message };
     let conversation = conversation_from_wire(row.conversation, "conversation").map_err(|s| {
         let (field, message) = field_violations(&s).into_iter().next().unwrap_or_else(|| ("conversation".into(), s.message().into()));
         bad(field, message)
     })?;
-    if row.teacher_summary.trim().is_empty() {
-        return Err(bad("teacher_summary".into(), "must not be empty".into()));
-    }
-    let record = Record { conversation, summary: Some(row.teacher_summary), references: row.references, labels: vec![], injections: vec![] };
+    let summary = match row.teacher_summary.trim() {
+        "" if generates => None,
+        "" => return Err(bad("teacher_summary".into(), SUMMARY_REQUIRED.into())),
+        _ => Some(row.teacher_summary),
+    };
+    let record = Record { conversation, summary, references: row.references, labels: vec![], injections: vec![] };
     record.validate().map_err(|(field, message)| bad(field, message))?;
     Ok(record)
 }
@@ -126,16 +131,17 @@ impl Pipeline {
         self.store().create_run(&run_id, &name, &config)?;
         self.emit(&run_id, Kind::State(pb::RunState::Queued as i32))?;
 
-        let mut records = self.records(rows);
+        let generates = stages(&config).contains(&pb::Stage::Generate);
+        let mut records = self.records(rows, generates);
         let mut batch = Vec::with_capacity(BATCH);
         let mut good = 0usize;
         loop {
             let next = records.next().await;
             let done = next.is_none();
             match next {
-                Some(Ok((line, record))) => batch.push(NewItem {
+                Some(Ok((line, record, forced))) => batch.push(NewItem {
                     line,
-                    split: split(evaluation.seed, &record.conversation.id, fraction),
+                    split: forced.unwrap_or_else(|| split(evaluation.seed, &record.conversation.id, fraction)),
                     teacher_summary: record.summary.unwrap_or_default(),
                     references: record.references,
                     conversation: record.conversation,
@@ -185,12 +191,18 @@ impl Pipeline {
     }
 
     /// Both sources as one stream of (line, record) or bad rows.
-    fn records(&self, rows: RowSource) -> Pin<Box<dyn Stream<Item = Result<(u32, Record), RowError>> + Send>> {
+    /// Each record comes with the split its row asked for, if any.
+    fn records(&self, rows: RowSource, generates: bool) -> Pin<Box<dyn Stream<Item = Result<(u32, Record, Option<Split>), RowError>> + Send>> {
         match rows {
-            RowSource::Stream(stream) => Box::pin(stream.enumerate().map(|(i, row)| {
+            RowSource::Stream(stream) => Box::pin(stream.enumerate().map(move |(i, row)| {
                 let row = row.map_err(RowError::Transport)?;
                 let line = if row.line > 0 { row.line } else { i as u32 + 1 };
-                from_wire(row, line).map(|r| (line, r)).map_err(RowError::Bad)
+                let forced = match row.split() {
+                    pb::RowSplit::Unspecified => None,
+                    pb::RowSplit::Train => Some(Split::Train),
+                    pb::RowSplit::Holdout => Some(Split::Holdout),
+                };
+                from_wire(row, line, generates).map(|r| (line, r, forced)).map_err(RowError::Bad)
             })),
             RowSource::File(path) => {
                 // The file is read on a blocking thread and handed over through a small channel.
@@ -205,12 +217,12 @@ impl Pipeline {
                     };
                     for item in reader {
                         let item = match item {
-                            Ok((line, record)) if record.summary.is_none() => Err(RowError::Bad(pb::BadRow {
+                            Ok((line, record)) if record.summary.is_none() && !generates => Err(RowError::Bad(pb::BadRow {
                                 line: line as u32,
                                 field: "summary".into(),
-                                message: "a teacher summary is required".into(),
+                                message: SUMMARY_REQUIRED.into(),
                             })),
-                            Ok((line, record)) => Ok((line as u32, record)),
+                            Ok((line, record)) => Ok((line as u32, record, None)),
                             Err(bad) => Err(RowError::Bad(pb::BadRow { line: bad.line as u32, field: bad.field, message: bad.message })),
                         };
                         if tx.blocking_send(item).is_err() {

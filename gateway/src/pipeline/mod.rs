@@ -1,4 +1,5 @@
-//! Runs: a dataset of teacher summaries taken through Analyze -> Revise -> Finetune -> Evaluate.
+//! Runs: a dataset of conversations taken through Generate (the teacher's summaries, where rows
+//! lack them) -> Analyze -> Revise -> Finetune -> Evaluate.
 //!
 //! Every step reads what is still pending from the store and commits each item's result as
 //! soon as it has it, so a gateway killed at any point resumes where it was: no item lost,
@@ -10,6 +11,7 @@
 mod analyze;
 mod evaluate;
 mod finetune;
+mod generate;
 mod ingest;
 mod item_trace;
 mod revise;
@@ -37,6 +39,8 @@ pub struct Clients {
     pub analyzer: AnalyzerClient<GrpcChannel>,
     pub editors: EditorPool,
     pub trainer: TrainerClient<GrpcChannel>,
+    /// Writes the summaries rows lack (Generate); the editor replicas when `None`.
+    pub teacher: Option<EditorPool>,
 }
 
 pub struct Pipeline {
@@ -177,6 +181,7 @@ impl Pipeline {
             self.store.set_stage(run_id, stage)?;
             self.emit(run_id, Kind::Stage(pb::StageChanged { stage: stage as i32, started: true, progress: None }))?;
             match stage {
+                pb::Stage::Generate => generate::run(self, run_id, &run.config, token).await?,
                 pb::Stage::Analyze => analyze::run(self, run_id, &run.config, token).await?,
                 pb::Stage::Revise => revise::run(self, run_id, &run.config, token).await?,
                 pb::Stage::Finetune => finetune::run(self, run_id, &run.config, token).await?,
@@ -230,11 +235,42 @@ impl Pipeline {
     }
 }
 
-/// The configured stages in pipeline order (all four when none is named).
+/// The configured stages in pipeline order (all of them when none is named).
 pub fn stages(config: &pb::RunConfig) -> Vec<pb::Stage> {
-    let all = [pb::Stage::Analyze, pb::Stage::Revise, pb::Stage::Finetune, pb::Stage::Evaluate];
+    let all = [pb::Stage::Generate, pb::Stage::Analyze, pb::Stage::Revise, pb::Stage::Finetune, pb::Stage::Evaluate];
     if config.stages.is_empty() {
         return all.to_vec();
     }
     all.into_iter().filter(|s| config.stages.contains(&(*s as i32))).collect()
 }
+
+/// (total, done) of a stage's items, from the run's counts: for the API and the progress bars.
+/// Finetune counts steps, not items: its progress comes from the training job's events.
+pub fn stage_progress(counts: &pb::RunCounts, stage: pb::Stage) -> (u32, u32) {
+    match stage {
+        pb::Stage::Generate => (counts.without_summary, counts.generated),
+        pb::Stage::Analyze => (counts.rows, counts.analyzed),
+        pb::Stage::Revise => (counts.rows - counts.held_out, counts.revisions_accepted + counts.revisions_rejected),
+        pb::Stage::Evaluate => (counts.held_out, counts.evaluated),
+        pb::Stage::Finetune | pb::Stage::Unspecified => (0, 0),
+    }
+}
+
+/// The one way a model is asked to summarize a conversation: the teacher in Generate, the
+/// students and the base model in Evaluate, exactly as the student was trained (greedy).
+pub(crate) fn summarize_request(conversation: &arf_common::dataset::Conversation, config: &pb::RunConfig) -> pb::GenerateRequest {
+    use arf_common::dataset::{SUMMARIZE_SYSTEM_PROMPT, summarize_user_prompt};
+    let max = config.evaluation.as_ref().map_or(0, |e| e.max_summary_tokens);
+    let max_tokens = if max == 0 { DEFAULT_SUMMARY_TOKENS } else { max };
+    pb::GenerateRequest {
+        messages: vec![
+            pb::ChatMessage { role: "system".into(), content: SUMMARIZE_SYSTEM_PROMPT.into() },
+            pb::ChatMessage { role: "user".into(), content: summarize_user_prompt(conversation) },
+        ],
+        params: Some(pb::GenerationParams { max_tokens, temperature: Some(0.0), top_p: None, stop: vec![] }),
+        json_schema: String::new(),
+    }
+}
+
+/// Tokens of a summary when the run's evaluation config names no budget.
+const DEFAULT_SUMMARY_TOKENS: u32 = 160;

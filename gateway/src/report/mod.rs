@@ -1,9 +1,11 @@
 //! The run report: a Markdown page with SVG charts a person would rather look at than read.
 //! Built from the store (items, counts, events), so it can be regenerated at any time.
 
+mod compare;
 mod scores;
 mod svg;
 
+use compare::{comparison, stage_times, summaries};
 pub use scores::score_cards;
 
 use std::collections::BTreeMap;
@@ -22,7 +24,7 @@ pub struct ReportFile {
 pub struct Report {
     pub markdown: String,
     pub files: Vec<ReportFile>,
-    /// Teacher and student on the held-out conversations (empty before evaluation).
+    /// Every evaluated model on the held-out conversations (empty before evaluation).
     pub overall: Vec<pb::ScoreCard>,
     pub per_channel: Vec<pb::ChannelScores>,
 }
@@ -44,11 +46,14 @@ fn category_rates<'a>(items: impl Iterator<Item = &'a ItemRecord>, findings: imp
     (counts.into_iter().map(|(c, k)| (c, if n == 0 { 0.0 } else { k as f64 / n as f64 })).collect(), n)
 }
 
-/// Training steps' loss and evaluation loss from the relayed trainer events.
-fn loss_curves(events: &[pb::RunEvent]) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+/// Training steps' loss and evaluation loss from one job's relayed trainer events.
+fn loss_curves(events: &[pb::RunEvent], job_id: &str) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
     let (mut train, mut eval) = (Vec::new(), Vec::new());
     for e in events {
         if let Some(pb::run_event::Kind::Training(job)) = &e.kind {
+            if job.job_id != job_id {
+                continue;
+            }
             match &job.kind {
                 Some(pb::job_event::Kind::Step(s)) => train.push((s.step as f64, s.loss)),
                 Some(pb::job_event::Kind::Eval(s)) => eval.push((s.step as f64, s.eval_loss)),
@@ -127,42 +132,25 @@ pub fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
         let _ = writeln!(md, "## Revisions\n\n![revision outcomes](revisions.svg)\n");
     }
 
-    let (train_loss, eval_loss) = loss_curves(&events);
-    if !train_loss.is_empty() {
-        files.push(ReportFile { name: "loss.svg".into(), content: svg::lines("Student training", &[("training loss", train_loss), ("evaluation loss", eval_loss)], "step") });
+    let curves: Vec<(String, Vec<(f64, f64)>)> = [("student", &run.training_job_id), ("unrevised student", &run.baseline_job_id)]
+        .into_iter()
+        .filter(|(_, job)| !job.is_empty())
+        .flat_map(|(name, job)| {
+            let (train, eval) = loss_curves(&events, job);
+            [(format!("{name}: training loss"), train), (format!("{name}: evaluation loss"), eval)]
+        })
+        .filter(|(_, points)| !points.is_empty())
+        .collect();
+    if !curves.is_empty() {
+        let series: Vec<(&str, Vec<(f64, f64)>)> = curves.iter().map(|(n, p)| (n.as_str(), p.clone())).collect();
+        files.push(ReportFile { name: "loss.svg".into(), content: svg::lines("Student training", &series, "step") });
         let _ = writeln!(md, "## Fine-tuning\n\nTraining job `{}`.\n\n![loss curves](loss.svg)\n", run.training_job_id);
     }
     let (overall, per_channel) = score_cards(&items);
-    if let [teacher, student] = overall.as_slice() {
-        let labels: Vec<String> =
-            teacher.error_rates.keys().chain(student.error_rates.keys()).cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-        let rates = |c: &pb::ScoreCard| labels.iter().map(|l| c.error_rates.get(l).copied().unwrap_or(0.0)).collect::<Vec<_>>();
-        files.push(ReportFile {
-            name: "student_vs_teacher.svg".into(),
-            content: svg::grouped_bars("Held-out summaries with each error: teacher vs student", &labels, &["teacher", "student"], &[rates(teacher), rates(student)], true),
-        });
-        let _ = writeln!(md, "## Student against teacher ({} held-out conversations)\n\n![student vs teacher](student_vs_teacher.svg)\n", teacher.summaries);
-        let _ = writeln!(md, "| | worst category (share of summaries) | ROUGE-1 | ROUGE-2 | ROUGE-L | judge (1-5) |\n| --- | ---: | ---: | ---: | ---: | ---: |");
-        let flagged_share = |c: &pb::ScoreCard| c.error_rates.values().copied().fold(0.0_f64, f64::max);
-        for c in [teacher, student] {
-            let _ = writeln!(
-                md,
-                "| {} | {:.0}% | {:.3} | {:.3} | {:.3} | {} |",
-                c.model,
-                flagged_share(c) * 100.0,
-                c.rouge1,
-                c.rouge2,
-                c.rouge_l,
-                if c.judge_mean > 0.0 { format!("{:.2}", c.judge_mean) } else { "n/a".into() }
-            );
-        }
-        let _ = writeln!(md, "\n### Per channel\n\n| channel | model | summaries | ROUGE-L | judge |\n| --- | --- | ---: | ---: | ---: |");
-        for ch in &per_channel {
-            for c in &ch.scores {
-                let _ = writeln!(md, "| {} | {} | {} | {:.3} | {:.2} |", ch.channel, c.model, c.summaries, c.rouge_l, c.judge_mean);
-            }
-        }
-        md.push('\n');
+    if !overall.is_empty() {
+        comparison(&mut md, &mut files, &overall, &per_channel);
+        summaries(&mut md, &items);
     }
+    stage_times(&mut md, store, run, &events)?;
     Ok(Report { markdown: md, files, overall, per_channel })
 }

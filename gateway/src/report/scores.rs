@@ -1,13 +1,14 @@
-//! Student against teacher on the held-out conversations, from the items' stored evaluations:
+//! The models side by side on the held-out conversations, from the items' stored evaluations:
 //! error rate per category, mean ROUGE against human references, mean judge rating; overall
-//! and per channel.
+//! and per channel. Base model, unrevised student, ARF student and teacher, where the run has
+//! each.
 
 use std::collections::BTreeMap;
 
 use arf_proto::v1 as pb;
-use serde_json::Value;
 
 use crate::store::ItemRecord;
+use crate::store::evaluation::{Model, ScoredSummary};
 
 #[derive(Default)]
 struct Acc {
@@ -20,27 +21,27 @@ struct Acc {
 }
 
 impl Acc {
-    fn add(&mut self, side: &Value) {
+    fn add(&mut self, side: &ScoredSummary) {
         self.n += 1;
-        for c in side["categories"].as_array().into_iter().flatten().filter_map(Value::as_str) {
-            *self.categories.entry(c.to_string()).or_default() += 1;
+        for c in &side.categories {
+            *self.categories.entry(c.clone()).or_default() += 1;
         }
-        if let Some(r) = side["rouge"].as_object() {
-            for (i, key) in ["rouge1", "rouge2", "rougeL"].iter().enumerate() {
-                self.rouge[i] += r.get(*key).and_then(Value::as_f64).unwrap_or(0.0);
-            }
+        if let Some(r) = side.rouge {
+            self.rouge[0] += r.rouge1;
+            self.rouge[1] += r.rouge2;
+            self.rouge[2] += r.rouge_l;
             self.rouge_n += 1;
         }
-        if let Some(j) = side["judge"].as_f64() {
-            self.judge += j;
+        if let Some(j) = side.judge {
+            self.judge += f64::from(j);
             self.judge_n += 1;
         }
     }
 
-    fn card(&self, model: &str) -> pb::ScoreCard {
+    fn card(&self, model: Model) -> pb::ScoreCard {
         let mean = |sum: f64, n: u32| if n == 0 { 0.0 } else { sum / f64::from(n) };
         pb::ScoreCard {
-            model: model.to_string(),
+            model: model.card_name().to_string(),
             summaries: self.n,
             error_rates: self.categories.iter().map(|(c, k)| (c.clone(), f64::from(*k) / f64::from(self.n.max(1)))).collect(),
             rouge1: mean(self.rouge[0], self.rouge_n),
@@ -51,24 +52,29 @@ impl Acc {
     }
 }
 
-/// (overall [teacher, student], per channel).
+/// One accumulator per model the evaluations have.
+#[derive(Default)]
+struct Cards(BTreeMap<Model, Acc>);
+
+impl Cards {
+    fn cards(&self) -> Vec<pb::ScoreCard> {
+        self.0.iter().map(|(m, acc)| acc.card(*m)).collect()
+    }
+}
+
+/// (overall, per channel): one card per model, in [`Model::ALL`]'s order.
 pub fn score_cards(items: &[ItemRecord]) -> (Vec<pb::ScoreCard>, Vec<pb::ChannelScores>) {
-    let mut overall = (Acc::default(), Acc::default());
-    let mut channels: BTreeMap<String, (Acc, Acc)> = BTreeMap::new();
+    let mut overall = Cards::default();
+    let mut channels: BTreeMap<String, Cards> = BTreeMap::new();
     for e in items.iter().filter_map(|i| i.evaluation.as_ref()) {
-        let channel = e["channel"].as_str().unwrap_or("unknown").to_string();
-        let per = channels.entry(channel).or_default();
-        overall.0.add(&e["teacher"]);
-        overall.1.add(&e["student"]);
-        per.0.add(&e["teacher"]);
-        per.1.add(&e["student"]);
+        let per = channels.entry(e.channel.clone()).or_default();
+        for model in Model::ALL {
+            if let Some(side) = e.get(model) {
+                overall.0.entry(model).or_default().add(side);
+                per.0.entry(model).or_default().add(side);
+            }
+        }
     }
-    if overall.0.n == 0 {
-        return (Vec::new(), Vec::new());
-    }
-    let per_channel = channels
-        .into_iter()
-        .map(|(channel, (t, s))| pb::ChannelScores { channel, scores: vec![t.card("teacher"), s.card("student")] })
-        .collect();
-    (vec![overall.0.card("teacher"), overall.1.card("student")], per_channel)
+    let per_channel = channels.into_iter().map(|(channel, cards)| pb::ChannelScores { channel, scores: cards.cards() }).collect();
+    (overall.cards(), per_channel)
 }

@@ -9,6 +9,7 @@ use prost::Message;
 use rusqlite::params;
 
 use super::Store;
+use super::evaluation::Evaluation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
@@ -46,8 +47,16 @@ pub struct ItemRecord {
     pub final_summary: Option<String>,
     pub revision_rounds: Option<u32>,
     pub revised_analysis: Option<pb::AnalyzeResponse>,
-    pub evaluation: Option<serde_json::Value>,
+    pub evaluation: Option<Evaluation>,
     pub trace_parent: Option<String>,
+}
+
+/// What writing one teacher summary cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TeacherUsage {
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+    pub millis: u64,
 }
 
 /// What a rejected or failed revision leaves in the training set.
@@ -100,8 +109,8 @@ impl Store {
         let mut inserted = Vec::with_capacity(items.len());
         {
             let mut stmt = tx.prepare(
-                "INSERT OR IGNORE INTO items (run_id, conversation_id, line, split, conversation, teacher_summary, refs) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR IGNORE INTO items (run_id, conversation_id, line, split, conversation, teacher_summary, refs, \
+                 needs_summary) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             for item in items {
                 let n = stmt.execute(params![
@@ -112,6 +121,7 @@ impl Store {
                     serde_json::to_string(&item.conversation)?,
                     item.teacher_summary,
                     serde_json::to_string(&item.references)?,
+                    item.teacher_summary.is_empty(),
                 ])?;
                 inserted.push(n == 1);
             }
@@ -149,8 +159,41 @@ impl Store {
         self.select_items(run_id, "1", usize::MAX >> 1)
     }
 
+    /// Items that arrived without a teacher summary and have none yet.
+    pub fn pending_generation(&self, run_id: &str, limit: usize) -> anyhow::Result<Vec<ItemRecord>> {
+        self.select_items(run_id, "teacher_summary = ''", limit)
+    }
+
+    /// Records the summary the teacher wrote, and what it cost.
+    pub fn save_generated_summary(
+        &self,
+        run_id: &str,
+        conversation_id: &str,
+        summary: &str,
+        usage: &TeacherUsage,
+        trace_parent: &str,
+    ) -> anyhow::Result<()> {
+        self.conn().execute(
+            "UPDATE items SET teacher_summary = ?3, teacher_input_tokens = ?4, teacher_output_tokens = ?5, teacher_ms = ?6, \
+             trace_parent = ?7 WHERE run_id = ?1 AND conversation_id = ?2 AND teacher_summary = ''",
+            params![run_id, conversation_id, summary, usage.input_tokens, usage.output_tokens, usage.millis, trace_parent],
+        )?;
+        Ok(())
+    }
+
+    /// What the Generate stage cost over the whole run: summaries written and their usage.
+    pub fn generation_totals(&self, run_id: &str) -> anyhow::Result<(u32, TeacherUsage)> {
+        Ok(self.conn().query_row(
+            "SELECT COUNT(teacher_ms), COALESCE(SUM(teacher_input_tokens), 0), COALESCE(SUM(teacher_output_tokens), 0), \
+                    COALESCE(SUM(teacher_ms), 0) FROM items WHERE run_id = ?1",
+            [run_id],
+            |r| Ok((r.get(0)?, TeacherUsage { input_tokens: r.get(1)?, output_tokens: r.get(2)?, millis: r.get(3)? })),
+        )?)
+    }
+
+    /// Items with a teacher summary still to analyze.
     pub fn pending_analysis(&self, run_id: &str, limit: usize) -> anyhow::Result<Vec<ItemRecord>> {
-        self.select_items(run_id, "analysis IS NULL", limit)
+        self.select_items(run_id, "analysis IS NULL AND teacher_summary != ''", limit)
     }
 
     pub fn save_analysis(&self, run_id: &str, conversation_id: &str, analysis: &pb::AnalyzeResponse, trace_parent: &str) -> anyhow::Result<()> {
@@ -198,14 +241,21 @@ impl Store {
             .collect())
     }
 
+    /// The teacher's summaries of the training conversations, as they are: what a student
+    /// would learn from without ARF.
+    pub fn unrevised_pairs(&self, run_id: &str) -> anyhow::Result<Vec<(Conversation, String)>> {
+        let items = self.select_items(run_id, "split = 'train' AND teacher_summary != ''", usize::MAX >> 1)?;
+        Ok(items.into_iter().map(|i| (i.conversation, i.teacher_summary)).collect())
+    }
+
     pub fn pending_evaluation(&self, run_id: &str, limit: usize) -> anyhow::Result<Vec<ItemRecord>> {
         self.select_items(run_id, "split = 'holdout' AND evaluation IS NULL", limit)
     }
 
-    pub fn save_evaluation(&self, run_id: &str, conversation_id: &str, evaluation: &serde_json::Value) -> anyhow::Result<()> {
+    pub fn save_evaluation(&self, run_id: &str, conversation_id: &str, evaluation: &Evaluation) -> anyhow::Result<()> {
         self.conn().execute(
             "UPDATE items SET evaluation = ?3 WHERE run_id = ?1 AND conversation_id = ?2 AND evaluation IS NULL",
-            params![run_id, conversation_id, evaluation.to_string()],
+            params![run_id, conversation_id, serde_json::to_string(evaluation)?],
         )?;
         Ok(())
     }
@@ -219,7 +269,9 @@ impl Store {
                     COALESCE(SUM(revision_outcome = 'accepted'), 0),
                     COALESCE(SUM(revision_outcome IN ('rejected', 'failed')), 0),
                     COALESCE(SUM(split = 'holdout'), 0),
-                    COUNT(evaluation)
+                    COUNT(evaluation),
+                    COALESCE(SUM(needs_summary), 0),
+                    COUNT(teacher_ms)
              FROM items WHERE run_id = ?1",
             [run_id],
             |r| {
@@ -231,6 +283,8 @@ impl Store {
                     revisions_rejected: r.get(4)?,
                     held_out: r.get(5)?,
                     evaluated: r.get(6)?,
+                    without_summary: r.get(7)?,
+                    generated: r.get(8)?,
                     ..Default::default()
                 })
             },

@@ -6,6 +6,7 @@
 //! Calls are short (one row or one small batch) and run under a mutex on the async threads;
 //! WAL keeps them from waiting on disk flushes of other transactions.
 
+pub mod evaluation;
 mod events;
 pub mod items;
 mod runs;
@@ -16,8 +17,8 @@ use std::sync::{Mutex, MutexGuard};
 use anyhow::Context as _;
 use rusqlite::Connection;
 
-pub use items::{ItemRecord, NewItem, Split};
-pub use runs::RunRecord;
+pub use items::{ItemRecord, NewItem, Split, TeacherUsage};
+pub use runs::{RunRecord, Student};
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -70,18 +71,32 @@ CREATE TABLE IF NOT EXISTS events (
 );
 ";
 
+/// Changes to the schema above, in order; `PRAGMA user_version` records how many a database has
+/// had, so a database written by an older gateway is brought up to date at start-up.
+const MIGRATIONS: [&str; 1] = [
+    // 1: teacher summaries written by the Generate stage; the unrevised student.
+    "ALTER TABLE items ADD COLUMN needs_summary INTEGER NOT NULL DEFAULT 0;  -- arrived without one
+     ALTER TABLE items ADD COLUMN teacher_input_tokens INTEGER;             -- set by Generate
+     ALTER TABLE items ADD COLUMN teacher_output_tokens INTEGER;
+     ALTER TABLE items ADD COLUMN teacher_ms INTEGER;
+     ALTER TABLE runs ADD COLUMN baseline_job_id TEXT NOT NULL DEFAULT '';
+     ALTER TABLE runs ADD COLUMN baseline_model_dir TEXT NOT NULL DEFAULT '';
+     ALTER TABLE runs ADD COLUMN baseline_event_seq INTEGER NOT NULL DEFAULT 0;",
+];
+
 impl Store {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let conn = Connection::open(path).with_context(|| format!("cannot open the database {}", path.display()))?;
+        let mut conn = Connection::open(path).with_context(|| format!("cannot open the database {}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // NORMAL in WAL mode: a committed transaction survives a process kill (SIGKILL), which is
         // what resuming runs needs; only an OS crash can lose the last few.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA).context("creating the schema")?;
+        migrate(&mut conn)?;
         Ok(Self { conn: Mutex::new(conn) })
     }
 
@@ -89,6 +104,23 @@ impl Store {
         // A panic while holding the lock leaves SQLite consistent (transactions roll back).
         self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Applies the migrations a database has not had yet, each in its own transaction.
+fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    anyhow::ensure!(
+        version <= MIGRATIONS.len(),
+        "the database has schema version {version}, newer than this gateway's {}: upgrade the gateway",
+        MIGRATIONS.len()
+    );
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql).with_context(|| format!("applying schema migration {}", i + 1))?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
 }
 
 /// Milliseconds since the epoch as a protobuf timestamp.

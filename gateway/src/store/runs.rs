@@ -19,10 +19,56 @@ pub struct RunRecord {
     pub current_stage: pb::Stage,
     pub training_job_id: String,
     pub student_model_dir: String,
+    /// The unrevised student's job and model (compare_unrevised only).
+    pub baseline_job_id: String,
+    pub baseline_model_dir: String,
 }
 
-const COLUMNS: &str =
-    "id, display_name, state, config, create_time_ms, end_time_ms, error, current_stage, training_job_id, student_model_dir";
+impl RunRecord {
+    pub fn job_id(&self, student: Student) -> &str {
+        match student {
+            Student::Refined => &self.training_job_id,
+            Student::Unrevised => &self.baseline_job_id,
+        }
+    }
+
+    pub fn model_dir(&self, student: Student) -> &str {
+        match student {
+            Student::Refined => &self.student_model_dir,
+            Student::Unrevised => &self.baseline_model_dir,
+        }
+    }
+}
+
+/// Which student a training job makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Student {
+    /// Trained on the ARF-refined pairs: the run's student.
+    Refined,
+    /// Trained on the teacher's summaries as they are, to compare against (compare_unrevised).
+    Unrevised,
+}
+
+impl Student {
+    /// Its job, model and relayed-event columns in `runs`.
+    fn columns(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Student::Refined => ("training_job_id", "student_model_dir", "training_event_seq"),
+            Student::Unrevised => ("baseline_job_id", "baseline_model_dir", "baseline_event_seq"),
+        }
+    }
+
+    /// The name of its score card in reports.
+    pub fn card_name(self) -> &'static str {
+        match self {
+            Student::Refined => "student",
+            Student::Unrevised => "unrevised",
+        }
+    }
+}
+
+const COLUMNS: &str = "id, display_name, state, config, create_time_ms, end_time_ms, error, current_stage, training_job_id, \
+                       student_model_dir, baseline_job_id, baseline_model_dir";
 
 fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     let config: Vec<u8> = row.get(3)?;
@@ -37,6 +83,8 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         current_stage: pb::Stage::try_from(row.get::<_, i32>(7)?).unwrap_or(pb::Stage::Unspecified),
         training_job_id: row.get(8)?,
         student_model_dir: row.get(9)?,
+        baseline_job_id: row.get(10)?,
+        baseline_model_dir: row.get(11)?,
     })
 }
 
@@ -80,22 +128,27 @@ impl Store {
         Ok(())
     }
 
-    pub fn set_training_job(&self, id: &str, job_id: &str) -> anyhow::Result<()> {
-        self.conn().execute("UPDATE runs SET training_job_id = ?2 WHERE id = ?1", params![id, job_id])?;
+    pub fn set_training_job(&self, id: &str, student: Student, job_id: &str) -> anyhow::Result<()> {
+        let sql = format!("UPDATE runs SET {} = ?2 WHERE id = ?1", student.columns().0);
+        self.conn().execute(&sql, params![id, job_id])?;
         Ok(())
     }
 
-    pub fn training_event_seq(&self, id: &str) -> anyhow::Result<u64> {
-        Ok(self.conn().query_row("SELECT training_event_seq FROM runs WHERE id = ?1", [id], |r| r.get(0))?)
+    /// The last of the training job's events relayed into the run's log.
+    pub fn training_event_seq(&self, id: &str, student: Student) -> anyhow::Result<u64> {
+        let sql = format!("SELECT {} FROM runs WHERE id = ?1", student.columns().2);
+        Ok(self.conn().query_row(&sql, [id], |r| r.get(0))?)
     }
 
-    pub fn set_training_event_seq(&self, id: &str, seq: u64) -> anyhow::Result<()> {
-        self.conn().execute("UPDATE runs SET training_event_seq = ?2 WHERE id = ?1", params![id, seq])?;
+    pub fn set_training_event_seq(&self, id: &str, student: Student, seq: u64) -> anyhow::Result<()> {
+        let sql = format!("UPDATE runs SET {} = ?2 WHERE id = ?1", student.columns().2);
+        self.conn().execute(&sql, params![id, seq])?;
         Ok(())
     }
 
-    pub fn set_student_model_dir(&self, id: &str, dir: &str) -> anyhow::Result<()> {
-        self.conn().execute("UPDATE runs SET student_model_dir = ?2 WHERE id = ?1", params![id, dir])?;
+    pub fn set_student_model_dir(&self, id: &str, student: Student, dir: &str) -> anyhow::Result<()> {
+        let sql = format!("UPDATE runs SET {} = ?2 WHERE id = ?1", student.columns().1);
+        self.conn().execute(&sql, params![id, dir])?;
         Ok(())
     }
 

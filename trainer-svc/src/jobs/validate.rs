@@ -1,8 +1,7 @@
 //! Up-front checks of a job, so a bad request fails at CreateJob rather than minutes later.
 
 use super::{JobData, JobError, JobSpec};
-use crate::model::LlamaConfig;
-use crate::model::weights::weight_files;
+use crate::model::BaseModel;
 
 fn invalid(field: &str, message: impl Into<String>) -> JobError {
     JobError::Invalid { field: field.into(), message: message.into() }
@@ -12,24 +11,15 @@ fn invalid(field: &str, message: impl Into<String>) -> JobError {
 pub fn validate_spec(spec: &JobSpec) -> Result<(), JobError> {
     let cfg = &spec.config;
     cfg.validate().map_err(|(f, m)| invalid(&f, m))?;
-    let dir = &cfg.base_model_dir;
-    if dir.as_os_str().is_empty() {
+    let base = &cfg.base_model_dir;
+    if base.as_os_str().is_empty() {
         return Err(invalid("base_model_dir", "must be set"));
     }
-    if !dir.is_dir() {
-        return Err(invalid("base_model_dir", format!("{} is not a directory", dir.display())));
-    }
-    for f in ["config.json", "tokenizer.json"] {
-        if !dir.join(f).exists() {
-            return Err(invalid("base_model_dir", format!("{} has no {f}", dir.display())));
-        }
-    }
-    let files = weight_files(dir).map_err(|e| invalid("base_model_dir", e.to_string()))?;
-    if let Some(missing) = files.iter().find(|f| !f.exists()) {
-        return Err(invalid("base_model_dir", format!("missing weights file {}", missing.display())));
-    }
-    LlamaConfig::from_dir(dir).map_err(|e| invalid("base_model_dir", e.to_string()))?;
-    crate::train::data::ChatFormat::from_dir(dir).map_err(|e| invalid("base_model_dir", e.to_string()))?;
+    let bad_base = |e: &dyn std::fmt::Display| invalid("base_model_dir", e.to_string());
+    let model = BaseModel::resolve(base).map_err(|e| bad_base(&e))?;
+    model.check_files().map_err(|e| bad_base(&e))?;
+    model.config().map_err(|e| bad_base(&e))?;
+    crate::train::data::ChatFormat::for_base(base).map_err(|e| bad_base(&e))?;
     if cfg.lora.target_modules.is_empty() {
         return Err(invalid("hyperparameters.lora.target_modules", "no module to adapt"));
     }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::LoraSpec;
 use crate::model::ModelError;
 use crate::model::llama::Llama;
+use crate::model::BaseModel;
 use crate::model::weights::weight_files;
 
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
@@ -106,44 +107,66 @@ const COPIED: [&str; 7] = [
 ];
 
 /// Writes `out` = the base model with every adapter folded in (`W + scaling * B A`, in W's own
-/// dtype), shard by shard with the base's file names, so memory holds one shard at a time.
+/// dtype): a Hugging Face directory whatever the base was (a directory or a GGUF file).
 pub fn write_merged(
-    base_dir: &Path,
+    base: &Path,
     adapter: &HashMap<String, Tensor>,
     spec: &LoraSpec,
     out: &Path,
 ) -> Result<PathBuf, ModelError> {
     std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
-    let device = Device::Cpu;
+    match BaseModel::resolve(base)? {
+        BaseModel::HfDir(dir) => write_merged_dir(&dir, adapter, spec, out)?,
+        BaseModel::Gguf(file) => crate::model::gguf::write_merged(&file, adapter, spec, out)?,
+    }
+    Ok(out.to_path_buf())
+}
+
+/// Shard by shard with the base's file names, so memory holds one shard at a time.
+fn write_merged_dir(base_dir: &Path, adapter: &HashMap<String, Tensor>, spec: &LoraSpec, out: &Path) -> Result<(), ModelError> {
     let mut merged_count = 0usize;
     for file in weight_files(base_dir)? {
-        let mut tensors = candle_core::safetensors::load(&file, &device)?;
-        for (name, w) in tensors.iter_mut() {
-            let Some(stem) = name.strip_suffix(".weight") else { continue };
-            let a = adapter.get(&format!("base_model.model.{stem}.lora_A.weight"));
-            let b = adapter.get(&format!("base_model.model.{stem}.lora_B.weight"));
-            if let (Some(a), Some(b)) = (a, b) {
-                let delta = (b.to_device(&device)?.matmul(&a.to_device(&device)?)? * spec.scaling())?;
-                *w = (w.to_dtype(DType::F32)? + delta)?.to_dtype(w.dtype())?;
-                merged_count += 1;
-            }
-        }
+        let mut tensors = candle_core::safetensors::load(&file, &Device::Cpu)?;
+        merged_count += fold_adapter(&mut tensors, adapter, spec)?;
         let name = file.file_name().ok_or_else(|| ModelError::Weights(format!("bad path {}", file.display())))?;
         candle_core::safetensors::save(&tensors, out.join(name))?;
     }
-    if merged_count * 2 != adapter.len() {
-        return Err(ModelError::Weights(format!(
-            "merged {merged_count} layers but the adapter has {} tensors: names do not match the base",
-            adapter.len()
-        )));
-    }
+    check_all_folded(merged_count, adapter)?;
     for f in COPIED {
         let src = base_dir.join(f);
         if src.exists() {
             std::fs::copy(&src, out.join(f)).map_err(|e| io(&src, e))?;
         }
     }
-    Ok(out.to_path_buf())
+    Ok(())
+}
+
+/// Folds every adapter whose base weight is in `tensors` into it; returns how many.
+pub fn fold_adapter(tensors: &mut HashMap<String, Tensor>, adapter: &HashMap<String, Tensor>, spec: &LoraSpec) -> Result<usize, ModelError> {
+    let device = Device::Cpu;
+    let mut merged_count = 0usize;
+    for (name, w) in tensors.iter_mut() {
+        let Some(stem) = name.strip_suffix(".weight") else { continue };
+        let a = adapter.get(&format!("base_model.model.{stem}.lora_A.weight"));
+        let b = adapter.get(&format!("base_model.model.{stem}.lora_B.weight"));
+        if let (Some(a), Some(b)) = (a, b) {
+            let delta = (b.to_device(&device)?.matmul(&a.to_device(&device)?)? * spec.scaling())?;
+            *w = (w.to_device(&device)?.to_dtype(DType::F32)? + delta)?.to_dtype(w.dtype())?;
+            merged_count += 1;
+        }
+    }
+    Ok(merged_count)
+}
+
+/// Every A/B pair must have found its base weight.
+pub fn check_all_folded(merged_count: usize, adapter: &HashMap<String, Tensor>) -> Result<(), ModelError> {
+    if merged_count * 2 != adapter.len() {
+        return Err(ModelError::Weights(format!(
+            "merged {merged_count} layers but the adapter has {} tensors: names do not match the base",
+            adapter.len()
+        )));
+    }
+    Ok(())
 }
 
 pub fn write_json(path: &Path, value: &Value) -> Result<(), ModelError> {
@@ -151,6 +174,6 @@ pub fn write_json(path: &Path, value: &Value) -> Result<(), ModelError> {
     std::fs::write(path, text).map_err(|e| io(path, e))
 }
 
-fn io(path: &Path, e: std::io::Error) -> ModelError {
+pub(crate) fn io(path: &Path, e: std::io::Error) -> ModelError {
     ModelError::Weights(format!("{}: {e}", path.display()))
 }

@@ -8,7 +8,7 @@ use candle_core::{D, DType, Device, Result as CResult, Tensor, Var};
 
 use super::config::{LlamaConfig, RopeScaling};
 use super::frozen::{add_const, frozen_matmul, mul_const};
-use super::{ModelError, weights};
+use super::{BaseModel, ModelError};
 use crate::lora::{ALL_MODULES, ForwardCtx, Linear, LoraPair, LoraSpec};
 use crate::rng::Rng;
 
@@ -53,11 +53,11 @@ pub fn module_parent(module: &str) -> &'static str {
 }
 
 impl Llama {
-    pub fn load(dir: &Path, opts: &LoadOptions, device: &Device) -> Result<Self, ModelError> {
-        let cfg = LlamaConfig::from_dir(dir)?;
-        let mut w = weights::load_all(dir, opts.dtype, device)?;
+    /// Loads a base model: a Hugging Face directory, or a GGUF file (dequantized).
+    pub fn load(path: &Path, opts: &LoadOptions, device: &Device) -> Result<Self, ModelError> {
+        let (cfg, mut w) = BaseModel::resolve(path)?.load(opts.dtype, device)?;
         let mut take = |name: &str| {
-            w.remove(name).ok_or_else(|| ModelError::Weights(format!("{}: no tensor {name}", dir.display())))
+            w.remove(name).ok_or_else(|| ModelError::Weights(format!("{}: no tensor {name}", path.display())))
         };
         let embed = take("model.embed_tokens.weight")?;
         let norm = take("model.norm.weight")?.to_dtype(DType::F32)?;

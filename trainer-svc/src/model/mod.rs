@@ -1,10 +1,14 @@
-//! A differentiable Llama 3 on candle: what `transformers` computes, with every position's logits.
+//! A differentiable Llama 3 on candle: what `transformers` computes, with every position's logits,
+//! from a Hugging Face directory or a GGUF file ([`BaseModel`]).
 
+pub mod base;
 pub mod config;
 pub mod frozen;
+pub mod gguf;
 pub mod llama;
 pub mod weights;
 
+pub use base::BaseModel;
 pub use config::{LlamaConfig, RopeScaling};
 pub use llama::{Llama, LoadOptions};
 

@@ -3,6 +3,7 @@
 //! with the loss on the assistant's tokens and its end-of-turn token only.
 
 use std::path::Path;
+use std::str::FromStr as _;
 
 use arf_common::dataset::{Conversation, SUMMARIZE_SYSTEM_PROMPT, summarize_user_prompt};
 use minijinja::{Environment, context};
@@ -10,6 +11,7 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use super::TrainError;
+use crate::model::BaseModel;
 
 /// One (conversation -> summary) pair to learn.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,9 +70,17 @@ pub struct ChatFormat {
 }
 
 impl ChatFormat {
+    /// The base model's tokenizer and template: a directory's files, or a GGUF file's metadata.
+    pub fn for_base(path: &Path) -> Result<Self, TrainError> {
+        match BaseModel::resolve(path)? {
+            BaseModel::HfDir(dir) => Self::from_dir(&dir),
+            BaseModel::Gguf(file) => Self::from_gguf(&file),
+        }
+    }
+
     /// Reads `tokenizer.json` and the template from `tokenizer_config.json` (`chat_template`,
     /// as Llama 3.1 ships it) or `chat_template.jinja` (as transformers 5 writes it).
-    pub fn from_dir(dir: &Path) -> Result<Self, TrainError> {
+    fn from_dir(dir: &Path) -> Result<Self, TrainError> {
         let tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
             .map_err(|e| TrainError::Data(format!("{}: {e}", dir.join("tokenizer.json").display())))?;
         let cfg_path = dir.join("tokenizer_config.json");
@@ -92,6 +102,23 @@ impl ChatFormat {
                 ))
             })?,
         };
+        Self::new(tokenizer, template, token("bos_token"), token("eos_token"), &token("pad_token"))
+    }
+
+    /// The tokenizer rebuilt from `tokenizer.ggml.*` as mistral.rs builds it, the template from
+    /// `tokenizer.chat_template`.
+    fn from_gguf(file: &Path) -> Result<Self, TrainError> {
+        let gguf = crate::model::gguf::GgufFile::open(file)?;
+        let tok = crate::model::gguf::tokenizer_from_gguf(&gguf)?;
+        let tokenizer = Tokenizer::from_str(&tok.tokenizer_json.to_string())
+            .map_err(|e| TrainError::Data(format!("{}: tokenizer: {e}", file.display())))?;
+        let template = tok
+            .chat_template
+            .ok_or_else(|| TrainError::Data(format!("{} has no tokenizer.chat_template", file.display())))?;
+        Self::new(tokenizer, template, tok.bos_token.unwrap_or_default(), tok.eos_token, &tok.pad_token.unwrap_or_default())
+    }
+
+    fn new(tokenizer: Tokenizer, template: String, bos_token: String, eos_token: String, pad_token: &str) -> Result<Self, TrainError> {
         let mut env = Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -99,8 +126,7 @@ impl ChatFormat {
             Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
         });
         env.add_template_owned("chat", template).map_err(|e| TrainError::Data(format!("chat template: {e}")))?;
-        let (bos_token, eos_token) = (token("bos_token"), token("eos_token"));
-        let pad = [token("pad_token"), eos_token.clone()].into_iter().find_map(|t| tokenizer.token_to_id(&t));
+        let pad = [pad_token, eos_token.as_str()].into_iter().find_map(|t| tokenizer.token_to_id(t));
         Ok(Self { tokenizer, env, bos_token, eos_token, pad_id: pad.unwrap_or(0) })
     }
 

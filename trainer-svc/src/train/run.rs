@@ -117,7 +117,7 @@ pub fn train(cfg: &TrainConfig, examples: &[Example], obs: &mut dyn Observer, de
     if examples.is_empty() {
         return Err(TrainError::Data("no training examples".into()));
     }
-    let format = ChatFormat::from_dir(&cfg.base_model_dir)?;
+    let format = ChatFormat::for_base(&cfg.base_model_dir)?;
     let encoded: Vec<Encoded> = examples.iter().map(|e| format.encode(e, cfg.max_seq_len)).collect::<Result<_, _>>()?;
     let truncated = encoded.iter().filter(|e| e.truncated).count() as u32;
     if truncated > 0 {

@@ -1,0 +1,184 @@
+//! The paper's comparison at small scale, on a real model and a real corpus: TweetSumm
+//! conversations (../shared/data/tweetsumm), SmolLM2-135M-Instruct as editor, judge and student
+//! base, and for each teacher the four-way table: base model zero-shot, student trained on the
+//! teacher's summaries as they are, student trained on the ARF-refined ones, and the teacher.
+//!
+//! Two teachers:
+//! - `injected`: the summaries of teacher_train.jsonl (human references with one or two injected
+//!   errors each: a teacher whose mistakes the analyzer can see), held-out rows from
+//!   analyzer_bench_dev.jsonl (valid conversations, same shape);
+//! - `smollm2`: no summaries at all: the Generate stage has SmolLM2 write them zero-shot, for
+//!   the training rows and for the held-out rows of valid.jsonl.
+//!
+//!   cargo bench --profile dev -p gateway --bench arf_quality -- [--train N] [--eval M] [--steps S]
+//!       [--teachers injected,smollm2] [--judge] [--data-dir DIR]
+//!
+//! Needs `scripts/fetch-model.sh smollm2` first. Prints each table, the stage times and one
+//! JSON line per teacher.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use arf_common::client::{ClientOptions, connect_lazy};
+use arf_common::config::ServerArgs;
+use arf_proto::v1 as pb;
+use arf_proto::v1::pipeline_client::PipelineClient;
+use gateway::suite::{Suite, SuiteConfig};
+
+struct Args {
+    train: usize,
+    eval: usize,
+    steps: u32,
+    teachers: Vec<String>,
+    judge: bool,
+    data_dir: Option<PathBuf>,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args { train: 24, eval: 12, steps: 24, teachers: vec!["injected".into(), "smollm2".into()], judge: false, data_dir: None };
+    let mut it = std::env::args().skip(1).filter(|s| s != "--bench");
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| anyhow::anyhow!("{flag} needs a value"));
+        match flag.as_str() {
+            "--train" => a.train = value()?.parse()?,
+            "--eval" => a.eval = value()?.parse()?,
+            "--steps" => a.steps = value()?.parse()?,
+            "--teachers" => a.teachers = value()?.split(',').map(str::to_string).collect(),
+            "--judge" => a.judge = true,
+            "--data-dir" => a.data_dir = Some(value()?.into()),
+            other => anyhow::bail!("unknown flag {other}"),
+        }
+    }
+    Ok(a)
+}
+
+fn tweetsumm(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/tweetsumm").join(file)
+}
+
+/// The first `n` rows of a TweetSumm file, with or without their teacher summaries.
+fn rows(file: &str, n: usize, split: pb::RowSplit, keep_summary: bool) -> anyhow::Result<Vec<pb::DatasetRow>> {
+    let path = tweetsumm(file);
+    let text = std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e} (the TweetSumm corpus lives beside the checkout)", path.display()))?;
+    let mut rows = gateway::cli::rows_from_jsonl(&text, &path.display().to_string())?;
+    rows.truncate(n);
+    for r in &mut rows {
+        r.split = split as i32;
+        if !keep_summary {
+            r.teacher_summary.clear();
+        }
+    }
+    Ok(rows)
+}
+
+fn dataset(teacher: &str, a: &Args) -> anyhow::Result<Vec<pb::DatasetRow>> {
+    let (train, eval, keep) = match teacher {
+        "injected" => ("teacher_train.jsonl", "analyzer_bench_dev.jsonl", true),
+        "smollm2" => ("train.jsonl", "valid.jsonl", false),
+        other => anyhow::bail!("unknown teacher {other} (injected, smollm2)"),
+    };
+    let mut all = rows(train, a.train, pb::RowSplit::Train, keep)?;
+    all.extend(rows(eval, a.eval, pb::RowSplit::Holdout, keep)?);
+    for (i, r) in all.iter_mut().enumerate() {
+        r.line = i as u32 + 1;
+    }
+    Ok(all)
+}
+
+fn config(a: &Args) -> pb::RunConfig {
+    pb::RunConfig {
+        revision_rounds: 2,
+        revision_max_tokens: 160,
+        compare_unrevised: true,
+        training: Some(pb::Hyperparameters { max_steps: a.steps, learning_rate: 2e-4, max_seq_len: 512, ..Default::default() }),
+        evaluation: Some(pb::EvaluationConfig { judge: a.judge, max_summary_tokens: 96, ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    let gguf = gateway::cli::models::resolve("smollm2")?;
+    let scratch = tempfile::tempdir()?;
+    let data_dir = a.data_dir.clone().unwrap_or_else(|| scratch.path().to_path_buf());
+    let editor = gateway::cli::models::dequantized_copy(&gguf, &data_dir)?;
+    let started = Instant::now();
+    let suite = Suite::start(SuiteConfig {
+        server: ServerArgs::local(),
+        data_dir: data_dir.clone(),
+        editor_model: Some(editor),
+        student_base: Some(gguf.clone()),
+        editor_replicas: 1,
+    })
+    .await?;
+    let mut client = PipelineClient::new(connect_lazy(&suite.gateway_endpoint(), &ClientOptions::default())?);
+    println!(
+        "ARF quality bench: SmolLM2-135M-Instruct ({}), {} training and {} held-out TweetSumm conversations, {} steps per student, judge {}",
+        gguf.display(),
+        a.train,
+        a.eval,
+        a.steps,
+        if a.judge { "on" } else { "off" }
+    );
+    for teacher in &a.teachers {
+        let t0 = Instant::now();
+        let spec = pb::RunSpec { display_name: format!("quality bench, teacher {teacher}"), config: Some(config(&a)), ..Default::default() };
+        let run = gateway::cli::create_run(&mut client, spec, dataset(teacher, &a)?).await?;
+        let mut events = client.watch_run(pb::WatchRunRequest { run_id: run.id.clone(), after_sequence: 0 }).await?.into_inner();
+        while let Some(e) = events.message().await? {
+            if let Some(pb::run_event::Kind::Stage(s)) = &e.kind {
+                let stage = pb::Stage::try_from(s.stage).map_or("?", |s| s.as_str_name());
+                eprintln!("[{:>6.0} s] {teacher}: {stage} {}", t0.elapsed().as_secs_f64(), if s.started { "started" } else { "ended" });
+            }
+        }
+        let run = client.get_run(pb::GetRunRequest { run_id: run.id.clone() }).await?.into_inner();
+        anyhow::ensure!(run.state == pb::RunState::Succeeded as i32, "run {} ended {:?}: {}", run.id, run.state, run.error);
+        let report = client.get_report(pb::GetReportRequest { run_id: run.id.clone() }).await?.into_inner();
+        print_table(teacher, &run, &report, t0.elapsed().as_secs_f64());
+    }
+    println!("\ntotal wall time: {:.1} min", started.elapsed().as_secs_f64() / 60.0);
+    suite.shutdown().await
+}
+
+fn print_table(teacher: &str, run: &pb::Run, report: &pb::Report, secs: f64) {
+    let c = run.counts.clone().unwrap_or_default();
+    println!(
+        "\n## teacher `{teacher}` (run {}, {:.1} min): {} rows, {} generated, {} flagged, {} revisions accepted, {} rejected",
+        run.id,
+        secs / 60.0,
+        c.rows,
+        c.generated,
+        c.flagged,
+        c.revisions_accepted,
+        c.revisions_rejected
+    );
+    println!("\n| model | summaries | ROUGE-1 | ROUGE-2 | ROUGE-L | judge | summaries with an error |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | --- |");
+    for card in &report.overall {
+        let worst: Vec<String> = {
+            let mut rates: Vec<(&String, &f64)> = card.error_rates.iter().collect();
+            rates.sort_by(|x, y| y.1.total_cmp(x.1));
+            rates.iter().take(3).map(|(k, v)| format!("{k} {:.0}%", *v * 100.0)).collect()
+        };
+        let judge = if card.judge_mean > 0.0 { format!("{:.2}", card.judge_mean) } else { "n/a".into() };
+        println!(
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {judge} | {} |",
+            card.model,
+            card.summaries,
+            card.rouge1 * 100.0,
+            card.rouge2 * 100.0,
+            card.rouge_l * 100.0,
+            worst.join(", ")
+        );
+    }
+    if let Some(times) = report.markdown.split("## Time\n\n").nth(1) {
+        println!("\n{}", times.split("\n\n").next().unwrap_or_default());
+    }
+    let cards: Vec<serde_json::Value> = report
+        .overall
+        .iter()
+        .map(|c| serde_json::json!({"model": c.model, "rouge1": c.rouge1, "rouge2": c.rouge2, "rougeL": c.rouge_l, "judge": c.judge_mean, "error_rates": c.error_rates}))
+        .collect();
+    println!("{}", serde_json::json!({"teacher": teacher, "run": run.id, "seconds": secs, "report": report.path, "cards": cards}));
+}

@@ -1,0 +1,46 @@
+//! Stage 0, Generate: the teacher writes the summaries that the dataset's rows lack, so a run
+//! can start from raw conversations as the paper's GPT-3.5 teacher did. The teacher is any
+//! Editor endpoint (the gateway's `--teacher`, or the editor replicas), asked exactly as the
+//! student will be asked (the one summarization prompt), greedily. Each summary is committed
+//! with its token counts and time, so a restarted run asks only for the ones still missing.
+
+use std::time::Instant;
+
+use arf_proto::v1 as pb;
+use pb::run_event::Kind;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{Pipeline, RunError, item_trace, summarize_request};
+use crate::store::{ItemRecord, TeacherUsage};
+
+const BATCH: usize = 32;
+const CONCURRENCY: usize = 4;
+
+pub async fn run(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token: &CancellationToken) -> Result<(), RunError> {
+    p.drain_pending(token, CONCURRENCY, || p.store().pending_generation(run_id, BATCH), |item| generate_item(p, run_id, config, token, item))
+        .await
+}
+
+async fn generate_item(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token: &CancellationToken, item: ItemRecord) -> Result<(), RunError> {
+    p.check(token)?;
+    let id = item.conversation.id.clone();
+    // The item's trace starts here; Analyze and the later stages continue it.
+    let span = item_trace::start("arf.item.generate", run_id, &id);
+    let request = summarize_request(&item.conversation, config);
+    let started = Instant::now();
+    let teacher = p.clients.teacher.as_ref().unwrap_or(&p.clients.editors);
+    let answer = teacher.generate(&request).instrument(span.clone()).await?;
+    let summary = answer.text.trim();
+    if summary.is_empty() {
+        return Err(anyhow::anyhow!("the teacher wrote an empty summary of conversation {id:?}").into());
+    }
+    let usage = TeacherUsage {
+        input_tokens: answer.usage.as_ref().map_or(0, |u| u.input_tokens),
+        output_tokens: answer.usage.as_ref().map_or(0, |u| u.output_tokens),
+        millis: started.elapsed().as_millis() as u64,
+    };
+    p.store().save_generated_summary(run_id, &id, summary, &usage, &item_trace::traceparent(&span))?;
+    p.emit(run_id, Kind::Item(pb::ItemProgress { conversation_id: id, stage: pb::Stage::Generate as i32, outcome: "generated".into(), findings: 0 }))?;
+    Ok(())
+}

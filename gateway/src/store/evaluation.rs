@@ -1,0 +1,107 @@
+//! What Evaluate stores per held-out conversation: each model's summary of it, scored the same
+//! way (the analyzer's error categories, ROUGE against the human references, the judge).
+
+use serde::{Deserialize, Serialize};
+
+/// Every model's summary of one held-out conversation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub channel: String,
+    pub teacher: ScoredSummary,
+    /// The student trained on the ARF-refined data.
+    pub student: ScoredSummary,
+    /// The student trained on the teacher's summaries as they are (compare_unrevised).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unrevised: Option<ScoredSummary>,
+    /// The base model, zero-shot (compare_unrevised).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<ScoredSummary>,
+}
+
+/// The models a report compares, in the order its tables show them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Model {
+    Base,
+    Unrevised,
+    Student,
+    Teacher,
+}
+
+impl Model {
+    pub const ALL: [Model; 4] = [Model::Base, Model::Unrevised, Model::Student, Model::Teacher];
+
+    /// The name of its score card (`ScoreCard.model`).
+    pub fn card_name(self) -> &'static str {
+        match self {
+            Model::Base => "base",
+            Model::Unrevised => "unrevised",
+            Model::Student => "student",
+            Model::Teacher => "teacher",
+        }
+    }
+
+    /// What a reader of the report calls it.
+    pub fn title(self) -> &'static str {
+        match self {
+            Model::Base => "base model, zero-shot",
+            Model::Unrevised => "student on unrevised data",
+            Model::Student => "student on ARF-refined data",
+            Model::Teacher => "teacher",
+        }
+    }
+}
+
+impl Evaluation {
+    pub fn get(&self, model: Model) -> Option<&ScoredSummary> {
+        match model {
+            Model::Base => self.base.as_ref(),
+            Model::Unrevised => self.unrevised.as_ref(),
+            Model::Student => Some(&self.student),
+            Model::Teacher => Some(&self.teacher),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScoredSummary {
+    pub summary: String,
+    /// Error categories the analyzer found in it (sorted, each once).
+    pub categories: Vec<String>,
+    /// The analyzer could not check it (it refused the request).
+    #[serde(default)]
+    pub failed: bool,
+    /// F-measures against the human references; `None` where the data has none.
+    #[serde(default)]
+    pub rouge: Option<Rouge>,
+    /// The judge's 1-5 rating; `None` when no judge ran or it gave no usable answer.
+    #[serde(default)]
+    pub judge: Option<u8>,
+    #[serde(default)]
+    pub output_tokens: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rouge {
+    pub rouge1: f64,
+    pub rouge2: f64,
+    #[serde(rename = "rougeL")]
+    pub rouge_l: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_evaluations_stored_before_the_comparison_existed() {
+        let old = r#"{"channel":"chat","teacher":{"summary":"t","categories":["omission"],"rouge":null,"judge":4},
+            "student":{"summary":"s","categories":[],"failed":false,"rouge":{"rouge1":0.5,"rouge2":0.25,"rougeL":0.4},
+            "judge":null,"output_tokens":12}}"#;
+        let e: Evaluation = serde_json::from_str(old).unwrap();
+        assert_eq!(e.teacher.judge, Some(4));
+        assert_eq!(e.student.rouge.unwrap().rouge_l, 0.4);
+        assert!(e.get(Model::Base).is_none() && e.get(Model::Unrevised).is_none());
+        let again: Evaluation = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert_eq!(again, e);
+    }
+}

@@ -1,0 +1,135 @@
+//! The real model, through the real code paths: SmolLM2-135M-Instruct (Q4_1 GGUF, fetched once
+//! by `scripts/fetch-model.sh smollm2`, which this test runs when the file is missing) as the
+//! editor that revises two flagged summaries of the bundled sample, and as the GGUF base the
+//! trainer fine-tunes for a few steps; the merged student is then served by the editor and
+//! writes a summary. Random weights prove plumbing; this proves the plumbing carries a model.
+
+mod support;
+
+use std::path::PathBuf;
+
+use arf_common::client::{ClientOptions, connect_lazy};
+use arf_common::config::ServerArgs;
+use arf_proto::v1 as pb;
+use arf_proto::v1::editor_client::EditorClient;
+use gateway::suite::{Suite, SuiteConfig};
+use support::*;
+
+/// The cached model, fetched through the users' own command when it is not there yet.
+fn smollm2() -> PathBuf {
+    if let Ok(path) = gateway::cli::models::resolve("smollm2") {
+        return path;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/fetch-model.sh");
+    let out = std::process::Command::new("bash").args([script, "smollm2"]).output().expect("running scripts/fetch-model.sh");
+    assert!(out.status.success(), "fetching SmolLM2 failed: {}", String::from_utf8_lossy(&out.stderr));
+    let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim());
+    assert!(path.is_file(), "{}", path.display());
+    path
+}
+
+/// Two rows of the sample whose teacher summaries break the format rules (the analyzer's
+/// surest category), both for training: no held-out split.
+fn two_flagged_rows() -> Vec<pb::DatasetRow> {
+    let rows: Vec<pb::DatasetRow> = sample_rows().into_iter().filter(|r| r.teacher_summary.starts_with("Sure!")).take(2).collect();
+    assert_eq!(rows.len(), 2, "the sample has summaries with a chatty preamble");
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smollm2_revises_trains_from_its_gguf_and_the_student_summarizes() {
+    let gguf = smollm2();
+    let dir = tempfile::tempdir().unwrap();
+    let config = SuiteConfig {
+        server: ServerArgs::local(),
+        data_dir: dir.path().to_path_buf(),
+        editor_model: Some(gguf.clone()),
+        student_base: Some(gguf.clone()),
+        editor_replicas: 1,
+    };
+    let suite = Suite::start(config).await.unwrap();
+    let mut client = arf_proto::v1::pipeline_client::PipelineClient::new(connect_lazy(&suite.gateway_endpoint(), &ClientOptions::default()).unwrap());
+
+    let rows = two_flagged_rows();
+    let mut spec = spec(&[pb::Stage::Analyze, pb::Stage::Revise, pb::Stage::Finetune]);
+    let c = spec.config.as_mut().unwrap();
+    c.revision_rounds = 1;
+    c.revision_max_tokens = 128;
+    c.on_unimproved = pb::UnimprovedPolicy::KeepOriginal as i32;
+    c.training = Some(pb::Hyperparameters { max_steps: 2, learning_rate: 1e-4, max_seq_len: 384, ..Default::default() });
+    let run = create(&mut client, spec, rows.clone()).await.unwrap();
+    let events = watch(&mut client, &run.id, 0).await;
+    let got = client.get_run(pb::GetRunRequest { run_id: run.id.clone() }).await.unwrap().into_inner();
+    assert_eq!(final_state(&events), Some(pb::RunState::Succeeded), "{}", got.error);
+    let counts = got.counts.unwrap();
+    assert_eq!(counts.flagged, 2, "both summaries are flagged");
+    assert_eq!(revise_outcomes(&events).values().sum::<usize>(), 2, "both were revised");
+
+    // The editor's revisions are real text, not the teacher's summary back.
+    let items = suite.pipeline.store().items(&run.id).unwrap();
+    for item in &items {
+        if item.revision_outcome.as_deref() == Some("accepted") {
+            let revised = item.final_summary.as_deref().unwrap();
+            assert!(revised.split_whitespace().count() >= 5 && revised != item.teacher_summary, "{revised:?}");
+        }
+    }
+
+    // A pretrained model starts training far below a random one's ln(49152) = 10.8.
+    let losses: Vec<f64> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(pb::run_event::Kind::Training(j)) => match &j.kind {
+                Some(pb::job_event::Kind::Step(s)) => Some(s.loss),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(losses.len(), 2);
+    assert!(losses.iter().all(|l| l.is_finite() && *l < 6.0), "the dequantized GGUF is a working model: {losses:?}");
+
+    // The merged student (a Hugging Face directory) serves and summarizes.
+    let record = suite.pipeline.store().run(&run.id).unwrap().unwrap();
+    let merged = PathBuf::from(&record.student_model_dir);
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"] {
+        assert!(merged.join(f).is_file(), "{f} missing from {}", merged.display());
+    }
+    let student = gateway::student::LocalStudentHost::new(ServerArgs::local().max_message_bytes);
+    let endpoint = gateway::pipeline::StudentHost::serve(&student, &merged).await.unwrap();
+    let mut editor = EditorClient::new(connect_lazy(&endpoint, &ClientOptions::default()).unwrap());
+    let conversation = rows[0].conversation.clone().unwrap();
+    let prompt = arf_common::dataset::summarize_user_prompt(&arf_common::dataset::conversation_from_wire(Some(conversation), "c").unwrap());
+    let request = pb::GenerateRequest {
+        messages: vec![
+            pb::ChatMessage { role: "system".into(), content: arf_common::dataset::SUMMARIZE_SYSTEM_PROMPT.into() },
+            pb::ChatMessage { role: "user".into(), content: prompt },
+        ],
+        params: Some(pb::GenerationParams { max_tokens: 48, temperature: Some(0.0), top_p: None, stop: vec![] }),
+        json_schema: String::new(),
+    };
+    let summary = editor.generate(request).await.unwrap().into_inner().text;
+    let words = summary.split_whitespace().filter(|w| w.chars().any(char::is_alphabetic)).count();
+    assert!(words >= 5, "the student writes words: {summary:?}");
+    eprintln!("student summary: {summary}");
+    suite.shutdown().await.unwrap();
+}
+
+/// The trainer rebuilds the GGUF's tokenizer as mistral.rs does: the same text gives the same
+/// ids in both, special tokens and the chat template's markers included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trainer_tokenizes_the_gguf_as_the_editor_does() {
+    let gguf = smollm2();
+    let format = trainer_svc::train::data::ChatFormat::for_base(&gguf).unwrap();
+    let service = editor_svc::load_editor(&editor_svc::EditorConfig::new(&gguf)).await.unwrap();
+    let editor = service.editor().unwrap();
+    let texts = [
+        "Customer: my order #48213 hasn't arrived!\nAgent: I'm sorry, it ships tomorrow.",
+        "<|im_start|>user\nSummarize this, please.<|im_end|>\n<|im_start|>assistant\n",
+        "  Ünïcödé, emoji 🙂 and   spaces\t\ttabs.",
+    ];
+    for text in texts {
+        let ours = format.encode_text(text).unwrap();
+        let theirs = editor.backend().model().tokenize(either::Either::Right(text.to_string()), None, false, false, None).await.unwrap();
+        assert_eq!(ours, theirs, "{text:?}");
+    }
+}
