@@ -28,11 +28,13 @@ fn smollm2() -> PathBuf {
     path
 }
 
-/// Two rows of the sample whose teacher summaries break the format rules (the analyzer's
-/// surest category), both for training: no held-out split.
+/// Two rows of the sample whose teacher summaries the rule detectors flag surely (a chatty
+/// preamble; a refund the agent never gave), both for training.
 fn two_flagged_rows() -> Vec<pb::DatasetRow> {
-    let rows: Vec<pb::DatasetRow> = sample_rows().into_iter().filter(|r| r.teacher_summary.starts_with("Sure!")).take(2).collect();
-    assert_eq!(rows.len(), 2, "the sample has summaries with a chatty preamble");
+    let wanted = ["chat-001", "chat-003"];
+    let rows: Vec<pb::DatasetRow> =
+        sample_rows().into_iter().filter(|r| wanted.contains(&r.conversation.as_ref().unwrap().id.as_str())).collect();
+    assert_eq!(rows.len(), 2);
     rows
 }
 
@@ -62,7 +64,8 @@ async fn smollm2_revises_trains_from_its_gguf_and_the_student_summarizes() {
     let got = client.get_run(pb::GetRunRequest { run_id: run.id.clone() }).await.unwrap().into_inner();
     assert_eq!(final_state(&events), Some(pb::RunState::Succeeded), "{}", got.error);
     let counts = got.counts.unwrap();
-    assert_eq!(counts.flagged, 2, "both summaries are flagged");
+    let analyses: Vec<String> = items(&events, pb::Stage::Analyze).iter().map(|i| format!("{} {} {}", i.conversation_id, i.outcome, i.findings)).collect();
+    assert_eq!(counts.flagged, 2, "both summaries are flagged: {analyses:?}");
     assert_eq!(revise_outcomes(&events).values().sum::<usize>(), 2, "both were revised");
 
     // The editor's revisions are real text, not the teacher's summary back.
