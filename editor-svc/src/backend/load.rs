@@ -64,8 +64,18 @@ pub struct ModelDescription {
 /// CUDA_VISIBLE_DEVICES: `with_device` is ignored in 0.8.1), the CPU otherwise.
 const USE_CUDA: bool = cfg!(feature = "cuda");
 
+/// `auto` means the fast dtype of the device: mistral.rs' own choice on a CPU is BF16 (a 2x2
+/// matmul works, so it is taken), which runs several times slower than f32 there.
+fn effective_dtype(requested: ModelDType) -> ModelDType {
+    match requested {
+        ModelDType::Auto if !USE_CUDA => ModelDType::F32,
+        other => other,
+    }
+}
+
 pub async fn load_model(config: &EditorConfig) -> anyhow::Result<(Model, ModelDescription)> {
     let source = ModelSource::resolve(&config.model_path)?;
+    let dtype = effective_dtype(config.dtype);
     let started = std::time::Instant::now();
     let model = match &source {
         ModelSource::HfDirectory(dir) => {
@@ -73,7 +83,7 @@ pub async fn load_model(config: &EditorConfig) -> anyhow::Result<(Model, ModelDe
             // view's links may go once it has): the view is dropped at the end of this arm.
             let loadable = super::model_dir::loadable_dir(dir)?;
             let mut builder = TextModelBuilder::new(loadable.path().display().to_string())
-                .with_dtype(config.dtype)
+                .with_dtype(dtype)
                 .with_max_num_seqs(config.max_seqs);
             if !USE_CUDA {
                 builder = builder.with_force_cpu();
@@ -97,7 +107,9 @@ pub async fn load_model(config: &EditorConfig) -> anyhow::Result<(Model, ModelDe
         }
     }
     .with_context(|| format!("loading {}", config.model_path.display()))?;
-    let description = describe(config, &source, &model)?;
+    // A GGUF file's activations dtype is mistral.rs' own pick (F16 on a CPU), not ours.
+    let reported = if matches!(source, ModelSource::Gguf(_)) { config.dtype } else { dtype };
+    let description = describe(config, &source, &model, reported)?;
     tracing::info!(model = %description.model_id, architecture = %description.architecture,
         quantization = %description.quantization, device = %description.device,
         max_context_tokens = description.max_context_tokens, random_weights = description.random_weights,
@@ -105,7 +117,7 @@ pub async fn load_model(config: &EditorConfig) -> anyhow::Result<(Model, ModelDe
     Ok((model, description))
 }
 
-fn describe(config: &EditorConfig, source: &ModelSource, model: &Model) -> anyhow::Result<ModelDescription> {
+fn describe(config: &EditorConfig, source: &ModelSource, model: &Model, dtype: ModelDType) -> anyhow::Result<ModelDescription> {
     let (architecture, config_context, random_weights, quantization) = match source {
         ModelSource::HfDirectory(dir) => {
             let text = std::fs::read_to_string(dir.join("config.json")).context("reading config.json")?;
@@ -128,7 +140,7 @@ fn describe(config: &EditorConfig, source: &ModelSource, model: &Model) -> anyho
         model_id: config.model_path.display().to_string(),
         architecture,
         quantization,
-        dtype: dtype_name(config.dtype),
+        dtype: dtype_name(dtype),
         device: if USE_CUDA { "cuda:0".to_string() } else { "cpu".to_string() },
         max_context_tokens,
         max_concurrent_sequences: config.max_seqs,

@@ -78,7 +78,7 @@ pub async fn demo(mut args: DemoArgs) -> anyhow::Result<()> {
 fn demo_config(train_steps: u32, real: bool) -> pb::RunConfig {
     pb::RunConfig {
         revision_rounds: 2,
-        revision_max_tokens: if real { 160 } else { 0 },
+        revision_max_tokens: if real { 256 } else { 0 },
         training: Some(pb::Hyperparameters {
             max_steps: train_steps,
             learning_rate: if real { 2e-4 } else { 1e-3 },

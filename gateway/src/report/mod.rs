@@ -144,7 +144,12 @@ pub fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
     if !curves.is_empty() {
         let series: Vec<(&str, Vec<(f64, f64)>)> = curves.iter().map(|(n, p)| (n.as_str(), p.clone())).collect();
         files.push(ReportFile { name: "loss.svg".into(), content: svg::lines("Student training", &series, "step") });
-        let _ = writeln!(md, "## Fine-tuning\n\nTraining job `{}`.\n\n![loss curves](loss.svg)\n", run.training_job_id);
+        let baseline = if run.baseline_job_id.is_empty() {
+            String::new()
+        } else {
+            format!("; on the teacher's unrevised summaries, job `{}`", run.baseline_job_id)
+        };
+        let _ = writeln!(md, "## Fine-tuning\n\nOn the ARF-refined data, training job `{}`{baseline}.\n\n![loss curves](loss.svg)\n", run.training_job_id);
     }
     let (overall, per_channel) = score_cards(&items);
     if !overall.is_empty() {
