@@ -35,7 +35,7 @@ struct Args {
 }
 
 fn args() -> anyhow::Result<Args> {
-    let mut a = Args { train: 16, eval: 10, steps: 16, teachers: vec!["injected".into(), "smollm2".into()], judge: false, data_dir: None };
+    let mut a = Args { train: 12, eval: 8, steps: 12, teachers: vec!["injected".into(), "smollm2".into()], judge: false, data_dir: None };
     let mut it = std::env::args().skip(1).filter(|s| s != "--bench");
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| anyhow::anyhow!("{flag} needs a value"));
@@ -87,8 +87,8 @@ fn dataset(teacher: &str, a: &Args) -> anyhow::Result<Vec<pb::DatasetRow>> {
 
 fn config(a: &Args) -> pb::RunConfig {
     pb::RunConfig {
-        revision_rounds: 2,
-        revision_max_tokens: 256,
+        revision_rounds: 1,
+        revision_max_tokens: 192,
         compare_unrevised: true,
         training: Some(pb::Hyperparameters { max_steps: a.steps, learning_rate: 2e-4, max_seq_len: 512, ..Default::default() }),
         evaluation: Some(pb::EvaluationConfig { judge: a.judge, max_summary_tokens: 96, ..Default::default() }),
