@@ -131,7 +131,7 @@ async fn drive(suite: &Suite, rows: Vec<pb::DatasetRow>, source: &str, train_ste
 }
 
 /// The models side by side, as the report's first table has them.
-pub fn print_scores(cards: &[pb::ScoreCard]) {
+fn print_scores(cards: &[pb::ScoreCard]) {
     if cards.is_empty() {
         return;
     }

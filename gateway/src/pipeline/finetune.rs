@@ -48,7 +48,7 @@ async fn train(p: &Pipeline, run_id: &str, config: &pb::RunConfig, student: Stud
     let job_id = if run.job_id(student).is_empty() {
         let pairs = pairs(p, run_id, config, student)?;
         if pairs.is_empty() {
-            return Err(anyhow::anyhow!("no training examples for the {} student: every summary was excluded", student.card_name()).into());
+            return Err(anyhow::anyhow!("no training examples for the {} student: every summary was excluded", student.model().card_name()).into());
         }
         let examples = pairs
             .into_iter()
@@ -58,9 +58,9 @@ async fn train(p: &Pipeline, run_id: &str, config: &pb::RunConfig, student: Stud
             base_model_dir: student_base(p, config)?,
             data: Some(pb::create_job_request::Data::Inline(pb::InlineExamples { examples })),
             hyperparameters: config.training.clone(),
-            display_name: format!("{run_id} {} student", student.card_name()),
+            display_name: format!("{run_id} {} student", student.model().card_name()),
             export_merged: true,
-            labels: [("arf.run_id".to_string(), run_id.to_string()), ("arf.student".to_string(), student.card_name().to_string())].into(),
+            labels: [("arf.run_id".to_string(), run_id.to_string()), ("arf.student".to_string(), student.model().card_name().to_string())].into(),
         };
         let job = trainer.create_job(request).await?.into_inner();
         p.store().set_training_job(run_id, student, &job.id)?;

@@ -5,6 +5,7 @@ use arf_proto::v1 as pb;
 use prost::Message;
 use rusqlite::{OptionalExtension, params};
 
+use super::evaluation::Model;
 use super::{Store, now_ms};
 
 #[derive(Debug, Clone)]
@@ -58,11 +59,11 @@ impl Student {
         }
     }
 
-    /// The name of its score card in reports.
-    pub fn card_name(self) -> &'static str {
+    /// The model it is in reports.
+    pub fn model(self) -> Model {
         match self {
-            Student::Refined => "student",
-            Student::Unrevised => "unrevised",
+            Student::Refined => Model::Student,
+            Student::Unrevised => Model::Unrevised,
         }
     }
 }

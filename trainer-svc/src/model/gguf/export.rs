@@ -17,14 +17,7 @@ use crate::model::{LlamaConfig, ModelError};
 /// The weights stay f32: the dequantized values exactly, which the editor may quantize again
 /// at load (`--isq`).
 pub fn write_merged(gguf: &Path, adapter: &HashMap<String, Tensor>, spec: &LoraSpec, out: &Path) -> Result<(), ModelError> {
-    let mut file = GgufFile::open(gguf)?;
-    let cfg = file.config()?;
-    let tok = tokenizer_from_gguf(&file)?;
-    let mut tensors = file.load_all(&cfg, DType::F32, &Device::Cpu)?;
-    let merged = fold_adapter(&mut tensors, adapter, spec)?;
-    check_all_folded(merged, adapter)?;
-    candle_core::safetensors::save(&tensors, out.join("model.safetensors"))?;
-    write_hf_metadata(&cfg, &tok, out)
+    write_hf_dir(gguf, Some((adapter, spec)), out)
 }
 
 /// The GGUF file as a Hugging Face directory, dequantized to f32 and otherwise unchanged: the
@@ -32,10 +25,18 @@ pub fn write_merged(gguf: &Path, adapter: &HashMap<String, Tensor>, spec: &LoraS
 /// f32 safetensors than from Q4_1 on a CPU).
 pub fn write_dequantized(gguf: &Path, out: &Path) -> Result<(), ModelError> {
     std::fs::create_dir_all(out).map_err(|e| crate::lora::peft::io(out, e))?;
+    write_hf_dir(gguf, None, out)
+}
+
+fn write_hf_dir(gguf: &Path, adapter: Option<(&HashMap<String, Tensor>, &LoraSpec)>, out: &Path) -> Result<(), ModelError> {
     let mut file = GgufFile::open(gguf)?;
     let cfg = file.config()?;
     let tok = tokenizer_from_gguf(&file)?;
-    let tensors = file.load_all(&cfg, DType::F32, &Device::Cpu)?;
+    let mut tensors = file.load_all(&cfg, DType::F32, &Device::Cpu)?;
+    if let Some((adapter, spec)) = adapter {
+        let merged = fold_adapter(&mut tensors, adapter, spec)?;
+        check_all_folded(merged, adapter)?;
+    }
     candle_core::safetensors::save(&tensors, out.join("model.safetensors"))?;
     write_hf_metadata(&cfg, &tok, out)
 }
