@@ -12,11 +12,17 @@ use analyzer_svc::{AnalyzeOptions, Analyzer};
 use arf_common::dataset::{OnBadRow, read_jsonl_file};
 
 fn main() {
-    let path = std::env::var_os("ARF_BENCH_FILE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/tweetsumm/teacher_train.jsonl")
-    });
+    let path = std::env::var_os("ARF_BENCH_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/data/tweetsumm/teacher_train.jsonl")
+        });
     if !path.exists() {
-        eprintln!("skipped: {} is not here (set ARF_BENCH_FILE)", path.display());
+        eprintln!(
+            "skipped: {} is not here (set ARF_BENCH_FILE)",
+            path.display()
+        );
         return;
     }
     let rows: Vec<_> = read_jsonl_file(&path, OnBadRow::Stop)
@@ -29,7 +35,13 @@ fn main() {
     let run = || {
         let mut findings = 0;
         for r in &rows {
-            let a = analyzer.analyze(&r.conversation, r.summary.as_deref().unwrap_or_default(), &options).expect("analyzable");
+            let a = analyzer
+                .analyze(
+                    &r.conversation,
+                    r.summary.as_deref().unwrap_or_default(),
+                    &options,
+                )
+                .expect("analyzable");
             findings += black_box(a).findings.len();
         }
         findings
@@ -51,12 +63,26 @@ fn main() {
     );
     // Where the time goes: each detector alone (includes the shared per-summary setup).
     for name in analyzer.detector_names() {
-        let only = AnalyzeOptions { detectors: vec![name.to_string()], ..AnalyzeOptions::default() };
+        let only = AnalyzeOptions {
+            detectors: vec![name.to_string()],
+            ..AnalyzeOptions::default()
+        };
         let start = Instant::now();
         for r in &rows {
-            black_box(analyzer.analyze(&r.conversation, r.summary.as_deref().unwrap_or_default(), &only).expect("analyzable"));
+            black_box(
+                analyzer
+                    .analyze(
+                        &r.conversation,
+                        r.summary.as_deref().unwrap_or_default(),
+                        &only,
+                    )
+                    .expect("analyzable"),
+            );
         }
-        println!("  {name:<12} alone: {:6.1} us per summary", start.elapsed().as_secs_f64() * 1e6 / rows.len() as f64);
+        println!(
+            "  {name:<12} alone: {:6.1} us per summary",
+            start.elapsed().as_secs_f64() * 1e6 / rows.len() as f64
+        );
     }
     if per_second < 5_000.0 {
         println!("rule_throughput: below the 5,000 summaries/s target");

@@ -23,23 +23,35 @@ use tonic::service::Routes;
 const MIN_TIME: Duration = Duration::from_secs(3);
 
 fn main() -> anyhow::Result<()> {
-    let path = std::env::var_os("ARF_BENCH_FILE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/tweetsumm/teacher_train.jsonl")
-    });
+    let path = std::env::var_os("ARF_BENCH_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/data/tweetsumm/teacher_train.jsonl")
+        });
     if !path.exists() {
-        eprintln!("skipped: {} is not here (set ARF_BENCH_FILE)", path.display());
+        eprintln!(
+            "skipped: {} is not here (set ARF_BENCH_FILE)",
+            path.display()
+        );
         return Ok(());
     }
-    let rows: Vec<Record> =
-        read_jsonl_file(&path, OnBadRow::Stop)?.map(|r| r.map(|(_, r)| r)).collect::<Result<_, _>>()?;
+    let rows: Vec<Record> = read_jsonl_file(&path, OnBadRow::Stop)?
+        .map(|r| r.map(|(_, r)| r))
+        .collect::<Result<_, _>>()?;
     let rows: Vec<Record> = rows.into_iter().filter(|r| r.summary.is_some()).collect();
 
     let in_process = in_process_rate(&rows);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let grpc = runtime.block_on(grpc_rate(&rows))?;
     println!("in-process: {in_process:>8.0} summaries/s (one thread)");
     println!("gRPC stream:{grpc:>8.0} summaries/s (client and server on one thread)");
-    println!("gRPC / in-process: {:.0}% (target >= 50%)", 100.0 * grpc / in_process);
+    println!(
+        "gRPC / in-process: {:.0}% (target >= 50%)",
+        100.0 * grpc / in_process
+    );
     Ok(())
 }
 
@@ -48,7 +60,15 @@ fn in_process_rate(rows: &[Record]) -> f64 {
     let options = AnalyzeOptions::default();
     let pass = || {
         for r in rows {
-            std::hint::black_box(analyzer.analyze(&r.conversation, r.summary.as_deref().unwrap_or_default(), &options).ok());
+            std::hint::black_box(
+                analyzer
+                    .analyze(
+                        &r.conversation,
+                        r.summary.as_deref().unwrap_or_default(),
+                        &options,
+                    )
+                    .ok(),
+            );
         }
     };
     pass(); // warm-up: lazily compiled patterns
@@ -62,9 +82,23 @@ fn in_process_rate(rows: &[Record]) -> f64 {
 
 async fn grpc_rate(rows: &[Record]) -> anyhow::Result<f64> {
     let args = ServerArgs::local();
-    let service = AnalyzerService::new(Analyzer::default(), None, args.max_message_bytes, CancellationToken::new());
-    let server = serve_loopback(&args, ANALYZER, true, Routes::new(service.into_server(args.max_message_bytes))).await?;
-    let mut client = AnalyzerClient::new(connect_lazy(&format!("http://{}", server.local_addr()), &ClientOptions::default())?);
+    let service = AnalyzerService::new(
+        Analyzer::default(),
+        None,
+        args.max_message_bytes,
+        CancellationToken::new(),
+    );
+    let server = serve_loopback(
+        &args,
+        ANALYZER,
+        true,
+        Routes::new(service.into_server(args.max_message_bytes)),
+    )
+    .await?;
+    let mut client = AnalyzerClient::new(connect_lazy(
+        &format!("http://{}", server.local_addr()),
+        &ClientOptions::default(),
+    )?);
     let requests: Vec<pb::AnalyzeRequest> = rows
         .iter()
         .map(|r| pb::AnalyzeRequest {
@@ -75,7 +109,10 @@ async fn grpc_rate(rows: &[Record]) -> anyhow::Result<f64> {
         })
         .collect();
     let mut pass = async || -> anyhow::Result<usize> {
-        let mut responses = client.analyze_stream(futures::stream::iter(requests.clone())).await?.into_inner();
+        let mut responses = client
+            .analyze_stream(futures::stream::iter(requests.clone()))
+            .await?
+            .into_inner();
         let mut n = 0;
         while responses.message().await?.is_some() {
             n += 1;

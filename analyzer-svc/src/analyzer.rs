@@ -24,7 +24,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_turns: 1_000, max_turn_bytes: 32 * 1024, max_conversation_bytes: 256 * 1024, max_summary_bytes: 16 * 1024 }
+        Limits {
+            max_turns: 1_000,
+            max_turn_bytes: 32 * 1024,
+            max_conversation_bytes: 256 * 1024,
+            max_summary_bytes: 16 * 1024,
+        }
     }
 }
 
@@ -68,7 +73,10 @@ impl AnalyzeError {
     }
 
     fn invalid(field: impl Into<String>, message: impl Into<String>) -> AnalyzeError {
-        AnalyzeError::InvalidArgument { field: field.into(), message: message.into() }
+        AnalyzeError::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -108,7 +116,10 @@ impl Default for Analyzer {
 impl Analyzer {
     /// An analyzer with every rule detector.
     pub fn new(limits: Limits) -> Analyzer {
-        Analyzer { detectors: detectors::rule_detectors(), limits }
+        Analyzer {
+            detectors: detectors::rule_detectors(),
+            limits,
+        }
     }
 
     pub fn limits(&self) -> Limits {
@@ -117,7 +128,10 @@ impl Analyzer {
 
     /// Every rule detector's name with the categories it can raise, in run order.
     pub fn detector_catalog(&self) -> Vec<(&'static str, &'static [CategoryId])> {
-        self.detectors.iter().map(|d| (d.name(), d.categories())).collect()
+        self.detectors
+            .iter()
+            .map(|d| (d.name(), d.categories()))
+            .collect()
     }
 
     /// Names of the rule detectors, in run order.
@@ -126,7 +140,12 @@ impl Analyzer {
     }
 
     /// Checks options and input, runs the selected rule detectors, merges their findings.
-    pub fn analyze(&self, conversation: &Conversation, summary: &str, options: &AnalyzeOptions) -> Result<Analysis, AnalyzeError> {
+    pub fn analyze(
+        &self,
+        conversation: &Conversation,
+        summary: &str,
+        options: &AnalyzeOptions,
+    ) -> Result<Analysis, AnalyzeError> {
         let selected = self.select(options)?;
         let categories = categories(options)?;
         self.validate(conversation, summary)?;
@@ -137,18 +156,31 @@ impl Analyzer {
             // Last line of defence: detectors are written not to panic, but a bug in one must
             // become an error for this request, never a crashed stream.
             let mut out = Vec::new();
-            catch_unwind(AssertUnwindSafe(|| d.detect(&cx, &mut out)))
-                .map_err(|_| AnalyzeError::DetectorFailed { detector: d.name().to_string() })?;
+            catch_unwind(AssertUnwindSafe(|| d.detect(&cx, &mut out))).map_err(|_| {
+                AnalyzeError::DetectorFailed {
+                    detector: d.name().to_string(),
+                }
+            })?;
             findings.append(&mut out);
             run.push(d.name());
         }
-        findings.retain(|f| f.confidence >= options.min_confidence && (categories.is_empty() || categories.contains(&f.category)));
-        Ok(Analysis { taxonomy_version: TAXONOMY_VERSION, findings: merge_findings(findings), detectors_run: run })
+        findings.retain(|f| {
+            f.confidence >= options.min_confidence
+                && (categories.is_empty() || categories.contains(&f.category))
+        });
+        Ok(Analysis {
+            taxonomy_version: TAXONOMY_VERSION,
+            findings: merge_findings(findings),
+            detectors_run: run,
+        })
     }
 
     fn select(&self, options: &AnalyzeOptions) -> Result<Vec<&dyn Detector>, AnalyzeError> {
         if !(0.0..=1.0).contains(&options.min_confidence) {
-            return Err(AnalyzeError::invalid("options.min_confidence", "must be between 0 and 1"));
+            return Err(AnalyzeError::invalid(
+                "options.min_confidence",
+                "must be between 0 and 1",
+            ));
         }
         if options.detectors.is_empty() {
             return Ok(self.detectors.iter().map(|d| d.as_ref()).collect());
@@ -156,10 +188,17 @@ impl Analyzer {
         let mut selected = Vec::new();
         for (i, name) in options.detectors.iter().enumerate() {
             match self.detectors.iter().find(|d| d.name() == name) {
-                Some(d) if !selected.iter().any(|s: &&dyn Detector| s.name() == name) => selected.push(d.as_ref()),
+                Some(d) if !selected.iter().any(|s: &&dyn Detector| s.name() == name) => {
+                    selected.push(d.as_ref())
+                }
                 Some(_) => {}
                 None if judge::JUDGE_DETECTORS.contains(&name.as_str()) => {}
-                None => return Err(AnalyzeError::UnknownDetector { field: format!("options.detectors[{i}]"), name: name.clone() }),
+                None => {
+                    return Err(AnalyzeError::UnknownDetector {
+                        field: format!("options.detectors[{i}]"),
+                        name: name.clone(),
+                    });
+                }
             }
         }
         Ok(selected)
@@ -171,31 +210,57 @@ impl Analyzer {
             return Err(AnalyzeError::invalid("summary", "must not be empty"));
         }
         if summary.len() > l.max_summary_bytes {
-            return Err(AnalyzeError::invalid("summary", format!("{} bytes is over the limit of {}", summary.len(), l.max_summary_bytes)));
+            return Err(AnalyzeError::invalid(
+                "summary",
+                format!(
+                    "{} bytes is over the limit of {}",
+                    summary.len(),
+                    l.max_summary_bytes
+                ),
+            ));
         }
         let turns = &conversation.turns;
         if turns.is_empty() {
-            return Err(AnalyzeError::invalid("conversation.turns", "a conversation needs at least one turn"));
+            return Err(AnalyzeError::invalid(
+                "conversation.turns",
+                "a conversation needs at least one turn",
+            ));
         }
         if turns.len() > l.max_turns {
-            return Err(AnalyzeError::invalid("conversation.turns", format!("{} turns is over the limit of {}", turns.len(), l.max_turns)));
+            return Err(AnalyzeError::invalid(
+                "conversation.turns",
+                format!("{} turns is over the limit of {}", turns.len(), l.max_turns),
+            ));
         }
         let mut total = 0;
         for (i, t) in turns.iter().enumerate() {
             if t.text.len() > l.max_turn_bytes {
                 return Err(AnalyzeError::invalid(
                     format!("conversation.turns[{i}].text"),
-                    format!("{} bytes is over the limit of {}", t.text.len(), l.max_turn_bytes),
+                    format!(
+                        "{} bytes is over the limit of {}",
+                        t.text.len(),
+                        l.max_turn_bytes
+                    ),
                 ));
             }
             total += t.text.len();
         }
         if total > l.max_conversation_bytes {
-            return Err(AnalyzeError::invalid("conversation.turns", format!("{total} bytes of text is over the limit of {}", l.max_conversation_bytes)));
+            return Err(AnalyzeError::invalid(
+                "conversation.turns",
+                format!(
+                    "{total} bytes of text is over the limit of {}",
+                    l.max_conversation_bytes
+                ),
+            ));
         }
         // Individual empty turns are harmless (a deleted message); a conversation with no text is not.
         if turns.iter().all(|t| t.text.trim().is_empty()) {
-            return Err(AnalyzeError::invalid("conversation.turns", "every turn is empty"));
+            return Err(AnalyzeError::invalid(
+                "conversation.turns",
+                "every turn is empty",
+            ));
         }
         Ok(())
     }
@@ -216,7 +281,11 @@ pub fn error_score(findings: &[Finding]) -> f64 {
 }
 
 /// Analyzes with a process-wide [`Analyzer`] holding every rule detector and the default limits.
-pub fn analyze(conversation: &Conversation, summary: &str, options: &AnalyzeOptions) -> Result<Analysis, AnalyzeError> {
+pub fn analyze(
+    conversation: &Conversation,
+    summary: &str,
+    options: &AnalyzeOptions,
+) -> Result<Analysis, AnalyzeError> {
     static DEFAULT: LazyLock<Analyzer> = LazyLock::new(Analyzer::default);
     DEFAULT.analyze(conversation, summary, options)
 }
@@ -226,7 +295,12 @@ fn categories(options: &AnalyzeOptions) -> Result<Vec<CategoryId>, AnalyzeError>
         .categories
         .iter()
         .enumerate()
-        .map(|(i, id)| id.parse().map_err(|_| AnalyzeError::UnknownCategory { field: format!("options.categories[{i}]"), id: id.clone() }))
+        .map(|(i, id)| {
+            id.parse().map_err(|_| AnalyzeError::UnknownCategory {
+                field: format!("options.categories[{i}]"),
+                id: id.clone(),
+            })
+        })
         .collect()
 }
 
@@ -245,7 +319,10 @@ pub fn merge_findings(mut findings: Vec<Finding>) -> Vec<Finding> {
     let mut stretch_end = 0;
     for f in findings {
         match kept.last_mut() {
-            Some(last) if last.category == f.category && f.summary_span.start < stretch_end.max(last.summary_span.start + 1) => {
+            Some(last)
+                if last.category == f.category
+                    && f.summary_span.start < stretch_end.max(last.summary_span.start + 1) =>
+            {
                 stretch_end = stretch_end.max(f.summary_span.end);
                 if f.confidence > last.confidence {
                     *last = f;
@@ -259,7 +336,12 @@ pub fn merge_findings(mut findings: Vec<Finding>) -> Vec<Finding> {
     }
     let mut covers: Vec<(usize, usize)> = kept
         .iter()
-        .filter(|k| matches!(k.category, CategoryId::PiiExposure | CategoryId::UnsupportedAction))
+        .filter(|k| {
+            matches!(
+                k.category,
+                CategoryId::PiiExposure | CategoryId::UnsupportedAction
+            )
+        })
         .map(|k| (k.summary_span.start, k.summary_span.end))
         .collect();
     covers.sort_unstable();
@@ -272,7 +354,10 @@ pub fn merge_findings(mut findings: Vec<Finding>) -> Vec<Finding> {
         if f.category != CategoryId::HallucinatedFact {
             return true;
         }
-        let (start, end) = (f.summary_span.start, f.summary_span.end.max(f.summary_span.start + 1));
+        let (start, end) = (
+            f.summary_span.start,
+            f.summary_span.end.max(f.summary_span.start + 1),
+        );
         let n = covers.partition_point(|&(s, _)| s < end);
         !(n > 0 && max_end[n - 1] > start)
     });
@@ -289,13 +374,22 @@ mod tests {
         Conversation {
             id: "c1".into(),
             channel: "chat".into(),
-            turns: turns.iter().map(|(r, t)| Turn { role: *r, text: t.to_string() }).collect(),
+            turns: turns
+                .iter()
+                .map(|(r, t)| Turn {
+                    role: *r,
+                    text: t.to_string(),
+                })
+                .collect(),
             metadata: Default::default(),
         }
     }
 
     fn basic() -> Conversation {
-        conv(&[(Role::Customer, "My order 1234 is late, I paid $40"), (Role::Agent, "Sorry, please DM us and we'll check")])
+        conv(&[
+            (Role::Customer, "My order 1234 is late, I paid $40"),
+            (Role::Agent, "Sorry, please DM us and we'll check"),
+        ])
     }
 
     #[test]
@@ -304,10 +398,27 @@ mod tests {
         let s = "Sure! Here is a summary: Customer's order 1234 is late (contact: +1 (415) 555-0134). Agent issued a $25 credit.";
         let out = a.analyze(&basic(), s, &AnalyzeOptions::default()).unwrap();
         let cats: Vec<_> = out.categories().into_iter().collect();
-        assert_eq!(cats, [CategoryId::UnsupportedAction, CategoryId::PiiExposure, CategoryId::FormatViolation]);
+        assert_eq!(
+            cats,
+            [
+                CategoryId::UnsupportedAction,
+                CategoryId::PiiExposure,
+                CategoryId::FormatViolation
+            ]
+        );
         // "$25" is inside the invented credit, the phone digits inside the PII span: no hallucinated_fact.
-        assert!(out.findings.windows(2).all(|w| w[0].summary_span.start <= w[1].summary_span.start));
-        let clean = a.analyze(&basic(), "Customer's order 1234 is late. Agent asks for a DM to check.", &AnalyzeOptions::default()).unwrap();
+        assert!(
+            out.findings
+                .windows(2)
+                .all(|w| w[0].summary_span.start <= w[1].summary_span.start)
+        );
+        let clean = a
+            .analyze(
+                &basic(),
+                "Customer's order 1234 is late. Agent asks for a DM to check.",
+                &AnalyzeOptions::default(),
+            )
+            .unwrap();
         assert!(clean.is_clean(), "{:?}", clean.findings);
     }
 
@@ -318,50 +429,149 @@ mod tests {
         shared::<Analysis>();
         let s = "Customer's order 1234 is late. Agent issued a full refund.";
         let o = AnalyzeOptions::default();
-        assert_eq!(analyze(&basic(), s, &o).unwrap(), Analyzer::default().analyze(&basic(), s, &o).unwrap());
+        assert_eq!(
+            analyze(&basic(), s, &o).unwrap(),
+            Analyzer::default().analyze(&basic(), s, &o).unwrap()
+        );
     }
 
     #[test]
     fn options_select_detectors_and_categories_and_name_unknown_ones() {
         let a = Analyzer::default();
         let s = "Sure! Customer's order 9999 is late. Agent asks for a DM.";
-        let only_pii = AnalyzeOptions { detectors: vec!["pii".into()], ..Default::default() };
+        let only_pii = AnalyzeOptions {
+            detectors: vec!["pii".into()],
+            ..Default::default()
+        };
         let out = a.analyze(&basic(), s, &only_pii).unwrap();
         assert_eq!(out.detectors_run, ["pii"]);
         assert!(out.is_clean());
-        let only_facts = AnalyzeOptions { categories: vec!["hallucinated_fact".into()], ..Default::default() };
-        assert_eq!(a.analyze(&basic(), s, &only_facts).unwrap().categories().into_iter().collect::<Vec<_>>(), [CategoryId::HallucinatedFact]);
-        let bad = AnalyzeOptions { detectors: vec!["pii".into(), "magic".into()], ..Default::default() };
+        let only_facts = AnalyzeOptions {
+            categories: vec!["hallucinated_fact".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            a.analyze(&basic(), s, &only_facts)
+                .unwrap()
+                .categories()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            [CategoryId::HallucinatedFact]
+        );
+        let bad = AnalyzeOptions {
+            detectors: vec!["pii".into(), "magic".into()],
+            ..Default::default()
+        };
         let err = a.analyze(&basic(), s, &bad).unwrap_err();
-        assert_eq!((err.field(), err.to_string().contains("`magic`")), ("options.detectors[1]", true));
-        let bad = AnalyzeOptions { categories: vec!["nope".into()], ..Default::default() };
-        assert_eq!(a.analyze(&basic(), s, &bad).unwrap_err().field(), "options.categories[0]");
-        let judged = AnalyzeOptions { detectors: vec![judge::JUDGE_DETECTORS[0].into()], ..Default::default() };
-        assert!(a.analyze(&basic(), s, &judged).unwrap().detectors_run.is_empty());
+        assert_eq!(
+            (err.field(), err.to_string().contains("`magic`")),
+            ("options.detectors[1]", true)
+        );
+        let bad = AnalyzeOptions {
+            categories: vec!["nope".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            a.analyze(&basic(), s, &bad).unwrap_err().field(),
+            "options.categories[0]"
+        );
+        let judged = AnalyzeOptions {
+            detectors: vec![judge::JUDGE_DETECTORS[0].into()],
+            ..Default::default()
+        };
+        assert!(
+            a.analyze(&basic(), s, &judged)
+                .unwrap()
+                .detectors_run
+                .is_empty()
+        );
     }
 
     #[test]
     fn invalid_input_names_the_field() {
-        let a = Analyzer::new(Limits { max_summary_bytes: 100, max_turn_bytes: 50, ..Limits::default() });
+        let a = Analyzer::new(Limits {
+            max_summary_bytes: 100,
+            max_turn_bytes: 50,
+            ..Limits::default()
+        });
         let o = AnalyzeOptions::default();
-        assert_eq!(a.analyze(&basic(), "  \n", &o).unwrap_err().field(), "summary");
-        assert_eq!(a.analyze(&basic(), &"x".repeat(101), &o).unwrap_err().field(), "summary");
-        assert_eq!(a.analyze(&conv(&[]), "ok summary", &o).unwrap_err().field(), "conversation.turns");
-        assert_eq!(a.analyze(&conv(&[(Role::Agent, " "), (Role::Customer, "")]), "ok", &o).unwrap_err().field(), "conversation.turns");
+        assert_eq!(
+            a.analyze(&basic(), "  \n", &o).unwrap_err().field(),
+            "summary"
+        );
+        assert_eq!(
+            a.analyze(&basic(), &"x".repeat(101), &o)
+                .unwrap_err()
+                .field(),
+            "summary"
+        );
+        assert_eq!(
+            a.analyze(&conv(&[]), "ok summary", &o).unwrap_err().field(),
+            "conversation.turns"
+        );
+        assert_eq!(
+            a.analyze(&conv(&[(Role::Agent, " "), (Role::Customer, "")]), "ok", &o)
+                .unwrap_err()
+                .field(),
+            "conversation.turns"
+        );
         let long = "y".repeat(51);
-        assert_eq!(a.analyze(&conv(&[(Role::Customer, "hi"), (Role::Agent, &long)]), "ok", &o).unwrap_err().field(), "conversation.turns[1].text");
-        let bad_conf = AnalyzeOptions { min_confidence: 1.5, ..Default::default() };
-        assert_eq!(a.analyze(&basic(), "ok", &bad_conf).unwrap_err().field(), "options.min_confidence");
+        assert_eq!(
+            a.analyze(
+                &conv(&[(Role::Customer, "hi"), (Role::Agent, &long)]),
+                "ok",
+                &o
+            )
+            .unwrap_err()
+            .field(),
+            "conversation.turns[1].text"
+        );
+        let bad_conf = AnalyzeOptions {
+            min_confidence: 1.5,
+            ..Default::default()
+        };
+        assert_eq!(
+            a.analyze(&basic(), "ok", &bad_conf).unwrap_err().field(),
+            "options.min_confidence"
+        );
     }
 
     #[test]
     fn never_panics_on_odd_input() {
-        let a = Analyzer::new(Limits { max_summary_bytes: 1 << 20, max_turn_bytes: 1 << 20, max_conversation_bytes: 4 << 20, ..Limits::default() });
+        let a = Analyzer::new(Limits {
+            max_summary_bytes: 1 << 20,
+            max_turn_bytes: 1 << 20,
+            max_conversation_bytes: 4 << 20,
+            ..Limits::default()
+        });
         let o = AnalyzeOptions::default();
         let odd = [
-            "é", "😀😀😀", "\u{0}\u{1}\u{7f}", "İstanbul İİİ $", "a\u{301}\u{301}\u{301}.", "\u{202e}reversed\u{202c}", "\n\n\n- \n- ",
-            "$", "$$$1,,,2...3", "#", "@", "1", "card ending", "+(((", "１２３４５６７８９０", "٣٤٥٦٧٨٩٠١٢", &*"ß".repeat(3000).leak(),
-            "Agent escalated", "at all", "Customer. Agent. .", "a@b.c", "\t", "Sure!", "- ", "…", "(contact: ",
+            "é",
+            "😀😀😀",
+            "\u{0}\u{1}\u{7f}",
+            "İstanbul İİİ $",
+            "a\u{301}\u{301}\u{301}.",
+            "\u{202e}reversed\u{202c}",
+            "\n\n\n- \n- ",
+            "$",
+            "$$$1,,,2...3",
+            "#",
+            "@",
+            "1",
+            "card ending",
+            "+(((",
+            "１２３４５６７８９０",
+            "٣٤٥٦٧٨٩٠١٢",
+            &*"ß".repeat(3000).leak(),
+            "Agent escalated",
+            "at all",
+            "Customer. Agent. .",
+            "a@b.c",
+            "\t",
+            "Sure!",
+            "- ",
+            "…",
+            "(contact: ",
         ];
         let big = "word 123 $4.5 ".repeat(20_000);
         let turns_sets = [
@@ -374,7 +584,10 @@ mod tests {
             for s in odd.iter().copied().chain([big.as_str()]) {
                 if let Ok(out) = a.analyze(c, s, &o) {
                     for f in &out.findings {
-                        assert_eq!(&s[f.summary_span.start..f.summary_span.end], f.summary_span.text);
+                        assert_eq!(
+                            &s[f.summary_span.start..f.summary_span.end],
+                            f.summary_span.text
+                        );
                         assert!((0.0..=1.0).contains(&f.confidence));
                     }
                 }
@@ -388,23 +601,45 @@ mod tests {
         // copied runs and negations, at the largest size the default limits accept.
         let a = Analyzer::default();
         let l = a.limits();
-        let unit = "Agent issued a refund at Terminal 3 on Friday, will not help at all, 07700 900123. ";
+        let unit =
+            "Agent issued a refund at Terminal 3 on Friday, will not help at all, 07700 900123. ";
         let summary: String = unit.repeat(l.max_summary_bytes / unit.len());
-        let turn = "3 3 terminal refund will help at all Agent issued a refund at Terminal 3 on Friday ".repeat(300);
-        let turns: Vec<(Role, &str)> = (0..l.max_conversation_bytes / turn.len()).map(|i| (if i % 2 == 0 { Role::Customer } else { Role::Agent }, turn.as_str())).collect();
+        let turn =
+            "3 3 terminal refund will help at all Agent issued a refund at Terminal 3 on Friday "
+                .repeat(300);
+        let turns: Vec<(Role, &str)> = (0..l.max_conversation_bytes / turn.len())
+            .map(|i| {
+                (
+                    if i % 2 == 0 {
+                        Role::Customer
+                    } else {
+                        Role::Agent
+                    },
+                    turn.as_str(),
+                )
+            })
+            .collect();
         let started = std::time::Instant::now();
-        let out = a.analyze(&conv(&turns), &summary, &AnalyzeOptions::default()).unwrap();
+        let out = a
+            .analyze(&conv(&turns), &summary, &AnalyzeOptions::default())
+            .unwrap();
         assert!(!out.findings.is_empty());
         // Generous bound (unoptimized test builds on a loaded machine): what it guards against is
         // quadratic blow-ups, which take minutes here.
-        assert!(started.elapsed().as_secs() < 20, "took {:?}", started.elapsed());
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "took {:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
     fn merge_keeps_the_most_confident_duplicate() {
         use crate::finding::{Evidence, TextSpan};
         let s = "abcdefghij";
-        let f = |c, a, b, conf| Finding::new(c, "t", TextSpan::of(s, a, b), Evidence::NotFound, conf, "");
+        let f = |c, a, b, conf| {
+            Finding::new(c, "t", TextSpan::of(s, a, b), Evidence::NotFound, conf, "")
+        };
         let merged = merge_findings(vec![
             f(CategoryId::Truncation, 0, 4, 0.5),
             f(CategoryId::Truncation, 2, 6, 0.9),
@@ -413,7 +648,10 @@ mod tests {
             f(CategoryId::HallucinatedFact, 3, 5, 0.99),
             f(CategoryId::PiiExposure, 1, 8, 0.2),
         ]);
-        let got: Vec<_> = merged.iter().map(|f| (f.category, f.summary_span.start, f.confidence)).collect();
+        let got: Vec<_> = merged
+            .iter()
+            .map(|f| (f.category, f.summary_span.start, f.confidence))
+            .collect();
         assert_eq!(
             got,
             [

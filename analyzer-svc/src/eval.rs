@@ -24,7 +24,10 @@ impl CategoryScore {
 
     /// 0 when nothing was predicted (no credit for silence).
     pub fn precision(&self) -> f64 {
-        ratio(self.true_positives, self.true_positives + self.false_positives)
+        ratio(
+            self.true_positives,
+            self.true_positives + self.false_positives,
+        )
     }
 
     pub fn recall(&self) -> f64 {
@@ -33,7 +36,11 @@ impl CategoryScore {
 
     pub fn f1(&self) -> f64 {
         let (p, r) = (self.precision(), self.recall());
-        if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }
+        if p + r == 0.0 {
+            0.0
+        } else {
+            2.0 * p * r / (p + r)
+        }
     }
 }
 
@@ -79,8 +86,10 @@ impl Evaluation {
 
     /// Categories in taxonomy order, then any label the taxonomy does not know.
     fn ordered(&self) -> Vec<(&str, &CategoryScore)> {
-        let mut out: Vec<(&str, &CategoryScore)> =
-            CategoryId::ALL.iter().filter_map(|c| self.categories.get(c.as_str()).map(|s| (c.as_str(), s))).collect();
+        let mut out: Vec<(&str, &CategoryScore)> = CategoryId::ALL
+            .iter()
+            .filter_map(|c| self.categories.get(c.as_str()).map(|s| (c.as_str(), s)))
+            .collect();
         for (k, s) in &self.categories {
             if k.parse::<CategoryId>().is_err() {
                 out.push((k, s));
@@ -92,7 +101,11 @@ impl Evaluation {
     /// A readable table.
     pub fn table(&self) -> String {
         let mut t = String::new();
-        let _ = writeln!(t, "{:<22} {:>9} {:>7} {:>6} {:>8} {:>5} {:>5} {:>5}", "category", "precision", "recall", "f1", "support", "tp", "fp", "fn");
+        let _ = writeln!(
+            t,
+            "{:<22} {:>9} {:>7} {:>6} {:>8} {:>5} {:>5} {:>5}",
+            "category", "precision", "recall", "f1", "support", "tp", "fp", "fn"
+        );
         let _ = writeln!(t, "{}", "-".repeat(76));
         for (c, s) in self.ordered() {
             let _ = writeln!(
@@ -142,7 +155,8 @@ mod tests {
 
     #[test]
     fn rule_detectors_meet_the_targets_on_the_dev_benchmark() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/tweetsumm/analyzer_bench_dev.jsonl");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/data/tweetsumm/analyzer_bench_dev.jsonl");
         if !path.exists() {
             eprintln!("skipped: {} is not here", path.display());
             return;
@@ -151,7 +165,13 @@ mod tests {
         let mut e = Evaluation::default();
         for row in read_jsonl_file(&path, OnBadRow::Stop).unwrap() {
             let (_, r) = row.unwrap();
-            let a = analyzer.analyze(&r.conversation, r.summary.as_deref().unwrap(), &AnalyzeOptions::default()).unwrap();
+            let a = analyzer
+                .analyze(
+                    &r.conversation,
+                    r.summary.as_deref().unwrap(),
+                    &AnalyzeOptions::default(),
+                )
+                .unwrap();
             e.add(&r.labels, &a.categories());
         }
         for (c, target) in [
@@ -162,7 +182,12 @@ mod tests {
             ("unsupported_action", 0.75),
             ("omission", 0.75),
         ] {
-            assert!(e.categories[c].f1() >= target, "{c}: {}\n{}", e.categories[c].f1(), e.table());
+            assert!(
+                e.categories[c].f1() >= target,
+                "{c}: {}\n{}",
+                e.categories[c].f1(),
+                e.table()
+            );
         }
         assert!(e.clean_false_positive_rate() <= 0.10, "{}", e.table());
     }
@@ -172,11 +197,22 @@ mod tests {
         let mut e = Evaluation::default();
         let p = |cs: &[CategoryId]| cs.iter().copied().collect::<BTreeSet<_>>();
         e.add(&["truncation".into()], &p(&[CategoryId::Truncation]));
-        e.add(&["truncation".into(), "omission".into()], &p(&[CategoryId::Repetition]));
+        e.add(
+            &["truncation".into(), "omission".into()],
+            &p(&[CategoryId::Repetition]),
+        );
         e.add(&[], &p(&[CategoryId::Truncation]));
         e.add(&[], &p(&[]));
         let t = e.categories["truncation"];
-        assert_eq!((t.true_positives, t.false_positives, t.false_negatives, t.support()), (1, 1, 1, 2));
+        assert_eq!(
+            (
+                t.true_positives,
+                t.false_positives,
+                t.false_negatives,
+                t.support()
+            ),
+            (1, 1, 1, 2)
+        );
         assert_eq!((t.precision(), t.recall(), t.f1()), (0.5, 0.5, 0.5));
         assert_eq!(e.categories["omission"].precision(), 0.0);
         assert_eq!(e.clean_false_positive_rate(), 0.5);

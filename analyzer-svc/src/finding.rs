@@ -19,7 +19,11 @@ impl TextSpan {
     /// so a detector's off-by-one can never panic or produce invalid UTF-8.
     pub fn of(source: &str, start: usize, end: usize) -> TextSpan {
         let (start, end) = crate::text::snap(source, start, end);
-        TextSpan { start, end, text: source[start..end].to_string() }
+        TextSpan {
+            start,
+            end,
+            text: source[start..end].to_string(),
+        }
     }
 
     pub fn overlaps(&self, other: &TextSpan) -> bool {
@@ -47,9 +51,17 @@ pub enum Evidence {
 }
 
 impl Evidence {
-    pub fn turn(turns: &[arf_common::dataset::Turn], turn: usize, start: usize, end: usize) -> Evidence {
+    pub fn turn(
+        turns: &[arf_common::dataset::Turn],
+        turn: usize,
+        start: usize,
+        end: usize,
+    ) -> Evidence {
         match turns.get(turn) {
-            Some(t) => Evidence::Turn { turn, span: TextSpan::of(&t.text, start, end) },
+            Some(t) => Evidence::Turn {
+                turn,
+                span: TextSpan::of(&t.text, start, end),
+            },
             None => Evidence::NotFound,
         }
     }
@@ -81,7 +93,11 @@ impl Finding {
         confidence: f32,
         explanation: impl Into<String>,
     ) -> Finding {
-        let confidence = if confidence.is_nan() { 0.0 } else { confidence.clamp(0.0, 1.0) };
+        let confidence = if confidence.is_nan() {
+            0.0
+        } else {
+            confidence.clamp(0.0, 1.0)
+        };
         Finding {
             category,
             severity: category.category().default_severity,
@@ -132,9 +148,23 @@ mod tests {
     #[test]
     fn confidence_is_clamped_and_nan_is_zero() {
         let span = TextSpan::of("x", 0, 1);
-        let f = Finding::new(CategoryId::Truncation, "t", span.clone(), Evidence::NotApplicable, 1.7, "");
+        let f = Finding::new(
+            CategoryId::Truncation,
+            "t",
+            span.clone(),
+            Evidence::NotApplicable,
+            1.7,
+            "",
+        );
         assert_eq!(f.confidence, 1.0);
-        let f = Finding::new(CategoryId::Truncation, "t", span, Evidence::NotApplicable, f32::NAN, "");
+        let f = Finding::new(
+            CategoryId::Truncation,
+            "t",
+            span,
+            Evidence::NotApplicable,
+            f32::NAN,
+            "",
+        );
         assert_eq!(f.confidence, 0.0);
         assert_eq!(f.severity, Severity::Medium);
     }

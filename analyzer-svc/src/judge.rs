@@ -54,7 +54,10 @@ pub enum JudgeError {
     Malformed(MalformedAnswer),
     /// The transport failed (unreachable endpoint, deadline): not retried here.
     #[error("{detector}: generation failed: {message}")]
-    Transport { detector: &'static str, message: String },
+    Transport {
+        detector: &'static str,
+        message: String,
+    },
 }
 
 /// A model-judged detector.
@@ -62,7 +65,12 @@ pub trait ModelJudge: Send + Sync {
     fn name(&self) -> &'static str;
     fn categories(&self) -> &'static [CategoryId];
     fn request(&self, conversation: &Conversation, summary: &str) -> JudgeRequest;
-    fn parse(&self, conversation: &Conversation, summary: &str, answer: &str) -> Result<Vec<Finding>, MalformedAnswer>;
+    fn parse(
+        &self,
+        conversation: &Conversation,
+        summary: &str,
+        answer: &str,
+    ) -> Result<Vec<Finding>, MalformedAnswer>;
 }
 
 /// Both judges.
@@ -86,8 +94,12 @@ where
     let request = judge.request(conversation, summary);
     let mut last = None;
     for _ in 0..2 {
-        let answer =
-            generate(request.clone()).await.map_err(|e| JudgeError::Transport { detector: judge.name(), message: e.to_string() })?;
+        let answer = generate(request.clone())
+            .await
+            .map_err(|e| JudgeError::Transport {
+                detector: judge.name(),
+                message: e.to_string(),
+            })?;
         match judge.parse(conversation, summary, &answer) {
             Ok(findings) => return Ok(findings),
             Err(e) => last = Some(e),
@@ -99,7 +111,12 @@ where
 fn transcript(conversation: &Conversation) -> String {
     let mut out = String::new();
     for (i, t) in conversation.turns.iter().enumerate() {
-        let _ = writeln!(out, "[{i}] {}: {}", t.role.as_str(), t.text.replace('\n', " "));
+        let _ = writeln!(
+            out,
+            "[{i}] {}: {}",
+            t.role.as_str(),
+            t.text.replace('\n', " ")
+        );
     }
     out
 }
@@ -114,17 +131,31 @@ fn numbered_sentences(summary: &str) -> (Vec<(usize, usize)>, String) {
 }
 
 /// Strict JSON: the whole answer is one JSON value (whitespace around it allowed, nothing else).
-fn strict<'a, T: Deserialize<'a>>(detector: &'static str, answer: &'a str) -> Result<T, MalformedAnswer> {
-    serde_json::from_str(answer.trim()).map_err(|e| MalformedAnswer { detector, reason: e.to_string() })
+fn strict<'a, T: Deserialize<'a>>(
+    detector: &'static str,
+    answer: &'a str,
+) -> Result<T, MalformedAnswer> {
+    serde_json::from_str(answer.trim()).map_err(|e| MalformedAnswer {
+        detector,
+        reason: e.to_string(),
+    })
 }
 
 fn malformed(detector: &'static str, reason: impl Into<String>) -> MalformedAnswer {
-    MalformedAnswer { detector, reason: reason.into() }
+    MalformedAnswer {
+        detector,
+        reason: reason.into(),
+    }
 }
 
 fn evidence(conversation: &Conversation, turn: Option<usize>) -> Evidence {
     match turn {
-        Some(t) => Evidence::turn(&conversation.turns, t, 0, conversation.turns.get(t).map_or(0, |x| x.text.len())),
+        Some(t) => Evidence::turn(
+            &conversation.turns,
+            t,
+            0,
+            conversation.turns.get(t).map_or(0, |x| x.text.len()),
+        ),
         None => Evidence::NotFound,
     }
 }
@@ -135,8 +166,12 @@ fn evidence(conversation: &Conversation, turn: Option<usize>) -> Evidence {
 /// For every summary sentence: supported by the conversation, or which error it makes.
 pub struct FactCheck;
 
-const FACT_CHECK_CATEGORIES: [CategoryId; 4] =
-    [CategoryId::HallucinatedFact, CategoryId::UnsupportedAction, CategoryId::SpeakerAttribution, CategoryId::Polarity];
+const FACT_CHECK_CATEGORIES: [CategoryId; 4] = [
+    CategoryId::HallucinatedFact,
+    CategoryId::UnsupportedAction,
+    CategoryId::SpeakerAttribution,
+    CategoryId::Polarity,
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -214,23 +249,46 @@ impl ModelJudge for FactCheck {
         }
     }
 
-    fn parse(&self, conversation: &Conversation, summary: &str, answer: &str) -> Result<Vec<Finding>, MalformedAnswer> {
+    fn parse(
+        &self,
+        conversation: &Conversation,
+        summary: &str,
+        answer: &str,
+    ) -> Result<Vec<Finding>, MalformedAnswer> {
         let parsed: FactCheckAnswer = strict(FACT_CHECK, answer)?;
         let sentences = text::sentences(summary);
         if parsed.sentences.len() != sentences.len() {
-            return Err(malformed(FACT_CHECK, format!("{} verdicts for {} sentences", parsed.sentences.len(), sentences.len())));
+            return Err(malformed(
+                FACT_CHECK,
+                format!(
+                    "{} verdicts for {} sentences",
+                    parsed.sentences.len(),
+                    sentences.len()
+                ),
+            ));
         }
         let mut seen = BTreeSet::new();
         let mut findings = Vec::new();
         for v in parsed.sentences {
             let Some(&(a, b)) = v.sentence.checked_sub(1).and_then(|i| sentences.get(i)) else {
-                return Err(malformed(FACT_CHECK, format!("sentence {} does not exist", v.sentence)));
+                return Err(malformed(
+                    FACT_CHECK,
+                    format!("sentence {} does not exist", v.sentence),
+                ));
             };
             if !seen.insert(v.sentence) {
-                return Err(malformed(FACT_CHECK, format!("sentence {} judged twice", v.sentence)));
+                return Err(malformed(
+                    FACT_CHECK,
+                    format!("sentence {} judged twice", v.sentence),
+                ));
             }
-            if v.evidence_turn.is_some_and(|t| t >= conversation.turns.len()) {
-                return Err(malformed(FACT_CHECK, format!("evidence_turn {:?} does not exist", v.evidence_turn)));
+            if v.evidence_turn
+                .is_some_and(|t| t >= conversation.turns.len())
+            {
+                return Err(malformed(
+                    FACT_CHECK,
+                    format!("evidence_turn {:?} does not exist", v.evidence_turn),
+                ));
             }
             match (v.verdict.as_str(), v.category.as_deref()) {
                 ("supported", None) => {}
@@ -238,12 +296,27 @@ impl ModelJudge for FactCheck {
                     let category = FACT_CHECK_CATEGORIES
                         .into_iter()
                         .find(|x| x.as_str() == c)
-                        .ok_or_else(|| malformed(FACT_CHECK, format!("category `{c}` is not one a fact check can give")))?;
+                        .ok_or_else(|| {
+                            malformed(
+                                FACT_CHECK,
+                                format!("category `{c}` is not one a fact check can give"),
+                            )
+                        })?;
                     let span = TextSpan::of(summary, a, b);
-                    findings.push(Finding::new(category, FACT_CHECK, span, evidence(conversation, v.evidence_turn), JUDGE_CONFIDENCE, v.reason));
+                    findings.push(Finding::new(
+                        category,
+                        FACT_CHECK,
+                        span,
+                        evidence(conversation, v.evidence_turn),
+                        JUDGE_CONFIDENCE,
+                        v.reason,
+                    ));
                 }
                 (verdict, category) => {
-                    return Err(malformed(FACT_CHECK, format!("verdict `{verdict}` with category {category:?}")));
+                    return Err(malformed(
+                        FACT_CHECK,
+                        format!("verdict `{verdict}` with category {category:?}"),
+                    ));
                 }
             }
         }
@@ -326,34 +399,71 @@ impl ModelJudge for KeyFactAlignment {
         }
     }
 
-    fn parse(&self, conversation: &Conversation, summary: &str, answer: &str) -> Result<Vec<Finding>, MalformedAnswer> {
+    fn parse(
+        &self,
+        conversation: &Conversation,
+        summary: &str,
+        answer: &str,
+    ) -> Result<Vec<Finding>, MalformedAnswer> {
         let parsed: KeyFactAnswer = strict(KEY_FACTS, answer)?;
         let n_sentences = text::sentences(summary).len();
         if parsed.key_facts.is_empty() || parsed.key_facts.len() > MAX_KEY_FACTS {
-            return Err(malformed(KEY_FACTS, format!("{} key facts (expected 1 to {MAX_KEY_FACTS})", parsed.key_facts.len())));
+            return Err(malformed(
+                KEY_FACTS,
+                format!(
+                    "{} key facts (expected 1 to {MAX_KEY_FACTS})",
+                    parsed.key_facts.len()
+                ),
+            ));
         }
         let mut findings = Vec::new();
         for (i, k) in parsed.key_facts.into_iter().enumerate() {
             if k.fact.trim().is_empty() {
-                return Err(malformed(KEY_FACTS, format!("key_facts[{i}].fact is empty")));
+                return Err(malformed(
+                    KEY_FACTS,
+                    format!("key_facts[{i}].fact is empty"),
+                ));
             }
             if k.turn >= conversation.turns.len() {
-                return Err(malformed(KEY_FACTS, format!("key_facts[{i}].turn {} does not exist", k.turn)));
+                return Err(malformed(
+                    KEY_FACTS,
+                    format!("key_facts[{i}].turn {} does not exist", k.turn),
+                ));
             }
             if !matches!(k.kind.as_str(), "issue" | "response" | "outcome" | "detail") {
-                return Err(malformed(KEY_FACTS, format!("key_facts[{i}].kind `{}` is unknown", k.kind)));
+                return Err(malformed(
+                    KEY_FACTS,
+                    format!("key_facts[{i}].kind `{}` is unknown", k.kind),
+                ));
             }
             if let Some(s) = k.sentences.iter().find(|&&s| s == 0 || s > n_sentences) {
-                return Err(malformed(KEY_FACTS, format!("key_facts[{i}] cites sentence {s}, which does not exist")));
+                return Err(malformed(
+                    KEY_FACTS,
+                    format!("key_facts[{i}] cites sentence {s}, which does not exist"),
+                ));
             }
             if k.in_summary == k.sentences.is_empty() {
-                return Err(malformed(KEY_FACTS, format!("key_facts[{i}]: in_summary is {} but {} sentences are cited", k.in_summary, k.sentences.len())));
+                return Err(malformed(
+                    KEY_FACTS,
+                    format!(
+                        "key_facts[{i}]: in_summary is {} but {} sentences are cited",
+                        k.in_summary,
+                        k.sentences.len()
+                    ),
+                ));
             }
             // Missing details are a judgment call; a missing issue, response or outcome is an omission.
             if !k.in_summary && k.kind != "detail" {
                 let span = TextSpan::of(summary, 0, summary.len());
                 let why = format!("the summary leaves out the {}: {}", k.kind, k.fact.trim());
-                findings.push(Finding::new(CategoryId::Omission, KEY_FACTS, span, evidence(conversation, Some(k.turn)), JUDGE_CONFIDENCE, why));
+                findings.push(Finding::new(
+                    CategoryId::Omission,
+                    KEY_FACTS,
+                    span,
+                    evidence(conversation, Some(k.turn)),
+                    JUDGE_CONFIDENCE,
+                    why,
+                ));
             }
         }
         Ok(findings)
@@ -371,8 +481,14 @@ mod tests {
             id: "c".into(),
             channel: "chat".into(),
             turns: vec![
-                Turn { role: Role::Customer, text: "My router keeps dropping wifi".into() },
-                Turn { role: Role::Agent, text: "Please restart it; if that fails we'll send an engineer".into() },
+                Turn {
+                    role: Role::Customer,
+                    text: "My router keeps dropping wifi".into(),
+                },
+                Turn {
+                    role: Role::Agent,
+                    text: "Please restart it; if that fails we'll send an engineer".into(),
+                },
             ],
             metadata: Default::default(),
         }
@@ -383,7 +499,11 @@ mod tests {
     #[test]
     fn fact_check_request_numbers_sentences_and_turns_and_constrains_the_count() {
         let r = FactCheck.request(&conv(), SUMMARY);
-        assert!(r.prompt.contains("[1] agent: Please restart"), "{}", r.prompt);
+        assert!(
+            r.prompt.contains("[1] agent: Please restart"),
+            "{}",
+            r.prompt
+        );
         assert!(r.prompt.contains("(2) Customer sent an engineer."));
         assert_eq!(r.json_schema["properties"]["sentences"]["minItems"], 2);
         assert_eq!(r.temperature, 0.0);
@@ -412,14 +532,40 @@ mod tests {
             format!("```json\n{{\"sentences\": [{ok1}, {ok1}]}}\n```"),
             format!("{{\"sentences\": [{ok1}]}}"),
             format!("{{\"sentences\": [{ok1}, {ok1}]}}"),
-            format!("{{\"sentences\": [{ok1}, {}]}}", ok1.replace("\"sentence\": 1", "\"sentence\": 3")),
-            format!("{{\"sentences\": [{ok1}, {}]}}", ok1.replace("\"sentence\": 1", "\"sentence\": 2").replace("null, \"evidence", "\"omission\", \"evidence").replace("supported", "error")),
-            format!("{{\"sentences\": [{ok1}, {}]}}", ok1.replace("\"sentence\": 1", "\"sentence\": 2").replace("supported", "error")),
-            format!("{{\"sentences\": [{ok1}, {}]}}", ok1.replace("\"sentence\": 1", "\"sentence\": 2").replace("\"evidence_turn\": null", "\"evidence_turn\": 7")),
-            format!("{{\"sentences\": [{ok1}, {}], \"extra\": 1}}", ok1.replace("\"sentence\": 1", "\"sentence\": 2")),
-            format!("{{\"sentences\": [{ok1}, {}]}}", ok1.replace("\"sentence\": 1", "\"sentence\": 2").replace("\"reason\": \"x\"", "\"reason\": \"x\", \"score\": 3")),
+            format!(
+                "{{\"sentences\": [{ok1}, {}]}}",
+                ok1.replace("\"sentence\": 1", "\"sentence\": 3")
+            ),
+            format!(
+                "{{\"sentences\": [{ok1}, {}]}}",
+                ok1.replace("\"sentence\": 1", "\"sentence\": 2")
+                    .replace("null, \"evidence", "\"omission\", \"evidence")
+                    .replace("supported", "error")
+            ),
+            format!(
+                "{{\"sentences\": [{ok1}, {}]}}",
+                ok1.replace("\"sentence\": 1", "\"sentence\": 2")
+                    .replace("supported", "error")
+            ),
+            format!(
+                "{{\"sentences\": [{ok1}, {}]}}",
+                ok1.replace("\"sentence\": 1", "\"sentence\": 2")
+                    .replace("\"evidence_turn\": null", "\"evidence_turn\": 7")
+            ),
+            format!(
+                "{{\"sentences\": [{ok1}, {}], \"extra\": 1}}",
+                ok1.replace("\"sentence\": 1", "\"sentence\": 2")
+            ),
+            format!(
+                "{{\"sentences\": [{ok1}, {}]}}",
+                ok1.replace("\"sentence\": 1", "\"sentence\": 2")
+                    .replace("\"reason\": \"x\"", "\"reason\": \"x\", \"score\": 3")
+            ),
         ] {
-            assert!(FactCheck.parse(&conv(), SUMMARY, &bad).is_err(), "accepted: {bad}");
+            assert!(
+                FactCheck.parse(&conv(), SUMMARY, &bad).is_err(),
+                "accepted: {bad}"
+            );
         }
     }
 
@@ -443,7 +589,10 @@ mod tests {
             r#"{"key_facts": [{"fact": " ", "turn": 0, "kind": "issue", "in_summary": false, "sentences": []}]}"#,
             r#"{"key_facts": [{"fact": "x", "turn": 0, "kind": "issue", "in_summary": false}]}"#,
         ] {
-            assert!(KeyFactAlignment.parse(&conv(), SUMMARY, bad).is_err(), "accepted: {bad}");
+            assert!(
+                KeyFactAlignment.parse(&conv(), SUMMARY, bad).is_err(),
+                "accepted: {bad}"
+            );
         }
     }
 
@@ -466,7 +615,9 @@ mod tests {
         }));
         assert!(matches!(out, Err(JudgeError::Malformed(_))));
         assert_eq!(calls, 2);
-        let out = block_on(run_judge(&KeyFactAlignment, &conv(), SUMMARY, |_| std::future::ready(Err::<String, _>("deadline exceeded"))));
+        let out = block_on(run_judge(&KeyFactAlignment, &conv(), SUMMARY, |_| {
+            std::future::ready(Err::<String, _>("deadline exceeded"))
+        }));
         assert!(matches!(out, Err(JudgeError::Transport { .. })));
     }
 }

@@ -41,19 +41,40 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = &Args::parse();
-    arf_common::server::run_binary("arf-analyzer", &[ANALYZER], 50051, &args.server, args, |health, shutdown| async move {
-        let judge = match &args.judge_endpoint {
-            Some(endpoint) => {
-                let options =
-                    ClientOptions { auth_token: args.judge_token.clone(), tls_ca: args.judge_tls_ca.clone(), ..Default::default() };
-                Some(connect_lazy(endpoint, &options)?)
-            }
-            None => None,
-        };
-        let limits = Limits { max_summary_bytes: args.max_summary_bytes, max_conversation_bytes: args.max_conversation_bytes, ..Limits::default() };
-        let service = AnalyzerService::new(Analyzer::new(limits), judge, args.server.max_message_bytes, shutdown);
-        health.set_serving(ANALYZER, true).await;
-        Ok(Routes::new(service.into_server(args.server.max_message_bytes)))
-    })
+    arf_common::server::run_binary(
+        "arf-analyzer",
+        &[ANALYZER],
+        50051,
+        &args.server,
+        args,
+        |health, shutdown| async move {
+            let judge = match &args.judge_endpoint {
+                Some(endpoint) => {
+                    let options = ClientOptions {
+                        auth_token: args.judge_token.clone(),
+                        tls_ca: args.judge_tls_ca.clone(),
+                        ..Default::default()
+                    };
+                    Some(connect_lazy(endpoint, &options)?)
+                }
+                None => None,
+            };
+            let limits = Limits {
+                max_summary_bytes: args.max_summary_bytes,
+                max_conversation_bytes: args.max_conversation_bytes,
+                ..Limits::default()
+            };
+            let service = AnalyzerService::new(
+                Analyzer::new(limits),
+                judge,
+                args.server.max_message_bytes,
+                shutdown,
+            );
+            health.set_serving(ANALYZER, true).await;
+            Ok(Routes::new(
+                service.into_server(args.server.max_message_bytes),
+            ))
+        },
+    )
     .await
 }

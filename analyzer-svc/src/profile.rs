@@ -146,11 +146,24 @@ impl ProfileBuilder {
             .map(|&c| RevisionInstruction {
                 category: c,
                 instruction: c.category().revision_instruction,
-                spans: findings.iter().filter(|f| f.category == c).map(|f| f.summary_span.text.clone()).collect(),
+                spans: findings
+                    .iter()
+                    .filter(|f| f.category == c)
+                    .map(|f| f.summary_span.text.clone())
+                    .collect(),
             })
             .collect();
-        let severity = findings.iter().map(|f| f.severity).max().unwrap_or(Severity::Low);
-        self.plan.push(RevisionItem { summary_id: summary_id.to_string(), channel: channel.to_string(), severity, instructions });
+        let severity = findings
+            .iter()
+            .map(|f| f.severity)
+            .max()
+            .unwrap_or(Severity::Low);
+        self.plan.push(RevisionItem {
+            summary_id: summary_id.to_string(),
+            channel: channel.to_string(),
+            severity,
+            instructions,
+        });
     }
 
     pub fn finish(self) -> CorpusProfile {
@@ -158,26 +171,49 @@ impl ProfileBuilder {
         let mut categories: Vec<CategoryStats> = self
             .categories
             .into_iter()
-            .map(|(category, (summaries, findings, exemplars))| CategoryStats {
-                category,
-                summaries,
-                rate: rate(summaries, self.summaries),
-                findings,
-                exemplars,
-            })
+            .map(
+                |(category, (summaries, findings, exemplars))| CategoryStats {
+                    category,
+                    summaries,
+                    rate: rate(summaries, self.summaries),
+                    findings,
+                    exemplars,
+                },
+            )
             .collect();
-        categories.sort_by(|a, b| b.summaries.cmp(&a.summaries).then(a.category.cmp(&b.category)));
+        categories.sort_by(|a, b| {
+            b.summaries
+                .cmp(&a.summaries)
+                .then(a.category.cmp(&b.category))
+        });
         let channels = self
             .channels
             .into_iter()
-            .map(|(channel, (summaries, flagged, categories))| ChannelStats { channel, summaries, flagged, rate: rate(flagged, summaries), categories })
+            .map(|(channel, (summaries, flagged, categories))| ChannelStats {
+                channel,
+                summaries,
+                flagged,
+                rate: rate(flagged, summaries),
+                categories,
+            })
             .collect();
-        let mut co_occurrence: Vec<CoOccurrence> = self.pairs.into_iter().map(|((a, b), summaries)| CoOccurrence { a, b, summaries }).collect();
-        co_occurrence.sort_by(|x, y| y.summaries.cmp(&x.summaries).then((x.a, x.b).cmp(&(y.a, y.b))));
+        let mut co_occurrence: Vec<CoOccurrence> = self
+            .pairs
+            .into_iter()
+            .map(|((a, b), summaries)| CoOccurrence { a, b, summaries })
+            .collect();
+        co_occurrence.sort_by(|x, y| {
+            y.summaries
+                .cmp(&x.summaries)
+                .then((x.a, x.b).cmp(&(y.a, y.b)))
+        });
         let mut revision_plan = self.plan;
         // Worst first; among equals, more categories first; then by id for a stable order.
         revision_plan.sort_by(|x, y| {
-            y.severity.cmp(&x.severity).then(y.instructions.len().cmp(&x.instructions.len())).then(x.summary_id.cmp(&y.summary_id))
+            y.severity
+                .cmp(&x.severity)
+                .then(y.instructions.len().cmp(&x.instructions.len()))
+                .then(x.summary_id.cmp(&y.summary_id))
         });
         CorpusProfile {
             taxonomy_version: TAXONOMY_VERSION,
@@ -203,14 +239,21 @@ impl CorpusProfile {
             "{} summaries analyzed, **{} flagged ({})**, taxonomy {}.\n",
             self.summaries,
             self.flagged,
-            pct(if self.summaries == 0 { 0.0 } else { self.flagged as f64 / self.summaries as f64 }),
+            pct(if self.summaries == 0 {
+                0.0
+            } else {
+                self.flagged as f64 / self.summaries as f64
+            }),
             self.taxonomy_version
         );
         let _ = writeln!(md, "## Errors by category\n");
         if self.categories.is_empty() {
             let _ = writeln!(md, "No errors found.\n");
         } else {
-            let _ = writeln!(md, "| category | summaries | rate | findings | severity | examples |\n|---|---:|---:|---:|---|---|");
+            let _ = writeln!(
+                md,
+                "| category | summaries | rate | findings | severity | examples |\n|---|---:|---:|---:|---|---|"
+            );
             for c in &self.categories {
                 let _ = writeln!(
                     md,
@@ -221,18 +264,37 @@ impl CorpusProfile {
                     pct(c.rate),
                     c.findings,
                     c.category.category().default_severity,
-                    c.exemplars.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
+                    c.exemplars
+                        .iter()
+                        .map(|e| format!("`{e}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
             md.push('\n');
         }
         let _ = writeln!(md, "## By channel\n");
-        let _ = writeln!(md, "| channel | summaries | flagged | rate | top categories |\n|---|---:|---:|---:|---|");
+        let _ = writeln!(
+            md,
+            "| channel | summaries | flagged | rate | top categories |\n|---|---:|---:|---:|---|"
+        );
         for ch in &self.channels {
             let mut top: Vec<(&CategoryId, &usize)> = ch.categories.iter().collect();
             top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-            let top: Vec<String> = top.iter().take(3).map(|(c, n)| format!("{c} ({n})")).collect();
-            let _ = writeln!(md, "| {} | {} | {} | {} | {} |", escape(&ch.channel), ch.summaries, ch.flagged, pct(ch.rate), top.join(", "));
+            let top: Vec<String> = top
+                .iter()
+                .take(3)
+                .map(|(c, n)| format!("{c} ({n})"))
+                .collect();
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} |",
+                escape(&ch.channel),
+                ch.summaries,
+                ch.flagged,
+                pct(ch.rate),
+                top.join(", ")
+            );
         }
         md.push('\n');
         if !self.co_occurrence.is_empty() {
@@ -244,16 +306,41 @@ impl CorpusProfile {
             md.push('\n');
         }
         let _ = writeln!(md, "## Revision plan\n");
-        let _ = writeln!(md, "{} summaries to revise, worst first.\n", self.revision_plan.len());
+        let _ = writeln!(
+            md,
+            "{} summaries to revise, worst first.\n",
+            self.revision_plan.len()
+        );
         for item in self.revision_plan.iter().take(max_plan_rows) {
-            let _ = writeln!(md, "- **`{}`** ({}, {}):", item.summary_id, escape(&item.channel), item.severity);
+            let _ = writeln!(
+                md,
+                "- **`{}`** ({}, {}):",
+                item.summary_id,
+                escape(&item.channel),
+                item.severity
+            );
             for i in &item.instructions {
-                let spans: Vec<String> = i.spans.iter().take(2).map(|s| format!("\"{}\"", short(s, 80))).collect();
-                let _ = writeln!(md, "  - `{}` at {}: {}", i.category, spans.join(", "), i.instruction);
+                let spans: Vec<String> = i
+                    .spans
+                    .iter()
+                    .take(2)
+                    .map(|s| format!("\"{}\"", short(s, 80)))
+                    .collect();
+                let _ = writeln!(
+                    md,
+                    "  - `{}` at {}: {}",
+                    i.category,
+                    spans.join(", "),
+                    i.instruction
+                );
             }
         }
         if self.revision_plan.len() > max_plan_rows {
-            let _ = writeln!(md, "- ... and {} more.", self.revision_plan.len() - max_plan_rows);
+            let _ = writeln!(
+                md,
+                "- ... and {} more.",
+                self.revision_plan.len() - max_plan_rows
+            );
         }
         md
     }
@@ -279,16 +366,48 @@ mod tests {
     use crate::finding::{Evidence, TextSpan};
 
     fn f(c: CategoryId, text: &str) -> Finding {
-        Finding::new(c, "t", TextSpan::of(text, 0, text.len()), Evidence::NotFound, 0.9, "")
+        Finding::new(
+            c,
+            "t",
+            TextSpan::of(text, 0, text.len()),
+            Evidence::NotFound,
+            0.9,
+            "",
+        )
     }
 
     fn profile() -> CorpusProfile {
         let mut b = ProfileBuilder::new(2);
-        b.add("s1", "chat", &[f(CategoryId::Truncation, "cut"), f(CategoryId::PiiExposure, "a@b.co")]);
-        b.add("s2", "chat", &[f(CategoryId::Truncation, "cut"), f(CategoryId::Truncation, "again")]);
+        b.add(
+            "s1",
+            "chat",
+            &[
+                f(CategoryId::Truncation, "cut"),
+                f(CategoryId::PiiExposure, "a@b.co"),
+            ],
+        );
+        b.add(
+            "s2",
+            "chat",
+            &[
+                f(CategoryId::Truncation, "cut"),
+                f(CategoryId::Truncation, "again"),
+            ],
+        );
         b.add("s3", "email", &[]);
-        b.add("s4", "email", &[f(CategoryId::Truncation, "x"), f(CategoryId::PiiExposure, "0770")]);
-        b.add("s5", "email", &[f(CategoryId::FormatViolation, "Sure!\nHere")]);
+        b.add(
+            "s4",
+            "email",
+            &[
+                f(CategoryId::Truncation, "x"),
+                f(CategoryId::PiiExposure, "0770"),
+            ],
+        );
+        b.add(
+            "s5",
+            "email",
+            &[f(CategoryId::FormatViolation, "Sure!\nHere")],
+        );
         b.finish()
     }
 
@@ -297,37 +416,73 @@ mod tests {
         let p = profile();
         assert_eq!((p.summaries, p.flagged), (5, 4));
         let t = &p.categories[0];
-        assert_eq!((t.category, t.summaries, t.findings), (CategoryId::Truncation, 3, 4));
+        assert_eq!(
+            (t.category, t.summaries, t.findings),
+            (CategoryId::Truncation, 3, 4)
+        );
         assert_eq!(t.rate, 0.6);
         assert_eq!(t.exemplars, ["s1", "s2"], "capped at 2");
         assert_eq!(p.co_occurrence.len(), 1);
-        assert_eq!((p.co_occurrence[0].a, p.co_occurrence[0].b, p.co_occurrence[0].summaries), (CategoryId::PiiExposure, CategoryId::Truncation, 2));
+        assert_eq!(
+            (
+                p.co_occurrence[0].a,
+                p.co_occurrence[0].b,
+                p.co_occurrence[0].summaries
+            ),
+            (CategoryId::PiiExposure, CategoryId::Truncation, 2)
+        );
         let email = p.channels.iter().find(|c| c.channel == "email").unwrap();
-        assert_eq!((email.summaries, email.flagged, email.categories[&CategoryId::PiiExposure]), (3, 2, 1));
+        assert_eq!(
+            (
+                email.summaries,
+                email.flagged,
+                email.categories[&CategoryId::PiiExposure]
+            ),
+            (3, 2, 1)
+        );
     }
 
     #[test]
     fn revision_plan_is_worst_first_with_the_taxonomy_instructions() {
         let p = profile();
-        let ids: Vec<_> = p.revision_plan.iter().map(|r| r.summary_id.as_str()).collect();
+        let ids: Vec<_> = p
+            .revision_plan
+            .iter()
+            .map(|r| r.summary_id.as_str())
+            .collect();
         // PII is critical: s1 and s4 first (two categories each, then by id), then the medium ones.
         assert_eq!(ids, ["s1", "s4", "s2", "s5"]);
         let s2 = &p.revision_plan[2];
         assert_eq!(s2.instructions.len(), 1);
         assert_eq!(s2.instructions[0].spans, ["cut", "again"]);
-        assert_eq!(s2.instructions[0].instruction, CategoryId::Truncation.category().revision_instruction);
+        assert_eq!(
+            s2.instructions[0].instruction,
+            CategoryId::Truncation.category().revision_instruction
+        );
     }
 
     #[test]
     fn markdown_has_every_section_and_stays_one_line_per_row() {
         let md = profile().to_markdown(3);
-        for heading in ["# Teacher summary error profile", "## Errors by category", "## By channel", "## Errors that come together", "## Revision plan"] {
+        for heading in [
+            "# Teacher summary error profile",
+            "## Errors by category",
+            "## By channel",
+            "## Errors that come together",
+            "## Revision plan",
+        ] {
             assert!(md.contains(heading), "{heading}\n{md}");
         }
-        assert!(md.contains("| Truncation (`truncation`) | 3 | 60.0% | 4 | medium | `s1`, `s2` |"), "{md}");
+        assert!(
+            md.contains("| Truncation (`truncation`) | 3 | 60.0% | 4 | medium | `s1`, `s2` |"),
+            "{md}"
+        );
         assert!(md.contains("... and 1 more."));
         let full = profile().to_markdown(10);
-        assert!(full.contains("\"Sure! Here\""), "newlines in spans are flattened:\n{full}");
+        assert!(
+            full.contains("\"Sure! Here\""),
+            "newlines in spans are flattened:\n{full}"
+        );
         let empty = ProfileBuilder::default().finish().to_markdown(10);
         assert!(empty.contains("No errors found."));
     }

@@ -119,7 +119,10 @@ impl fmt::Display for CategoryId {
 impl FromStr for CategoryId {
     type Err = UnknownCategory;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        CategoryId::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| UnknownCategory(s.to_string()))
+        CategoryId::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| UnknownCategory(s.to_string()))
     }
 }
 
@@ -150,7 +153,10 @@ pub struct Taxonomy {
 impl Taxonomy {
     /// The taxonomy this build of the analyzer uses.
     pub fn current() -> Taxonomy {
-        Taxonomy { version: TAXONOMY_VERSION, categories: &CATEGORIES }
+        Taxonomy {
+            version: TAXONOMY_VERSION,
+            categories: &CATEGORIES,
+        }
     }
 
     /// Looks a category up by its string id; an unknown id is an error naming it.
@@ -248,19 +254,32 @@ mod tests {
         let tax = Taxonomy::current();
         for c in tax.categories {
             assert_eq!(tax.get(c.id.as_str()).unwrap().id, c.id);
-            assert_eq!(serde_json::to_string(&c.id).unwrap(), format!("\"{}\"", c.id.as_str()));
+            assert_eq!(
+                serde_json::to_string(&c.id).unwrap(),
+                format!("\"{}\"", c.id.as_str())
+            );
         }
         let err = tax.get("hallucination").unwrap_err();
         assert!(err.to_string().contains("`hallucination`"), "{err}");
-        assert!("Omission".parse::<CategoryId>().is_err(), "ids are case-sensitive");
+        assert!(
+            "Omission".parse::<CategoryId>().is_err(),
+            "ids are case-sensitive"
+        );
     }
 
     #[test]
     fn every_category_has_text_an_editor_can_act_on() {
         for c in Taxonomy::current().categories {
-            assert!(c.definition.len() > 30 && c.revision_instruction.len() > 30, "{}", c.id);
+            assert!(
+                c.definition.len() > 30 && c.revision_instruction.len() > 30,
+                "{}",
+                c.id
+            );
         }
-        assert_eq!(CategoryId::PiiExposure.category().default_severity, Severity::Critical);
+        assert_eq!(
+            CategoryId::PiiExposure.category().default_severity,
+            Severity::Critical
+        );
     }
 
     #[test]

@@ -58,7 +58,11 @@ pub fn words(s: &str) -> Vec<Word<'_>> {
                 break;
             }
         }
-        out.push(Word { start, end, text: &s[start..end] });
+        out.push(Word {
+            start,
+            end,
+            text: &s[start..end],
+        });
     }
     out
 }
@@ -77,9 +81,10 @@ pub fn stem(word: &str) -> &str {
     // A trailing "e" goes too, so "escalate" and "escalated" meet at "escalat".
     for suffix in ["ing", "ed", "es", "s", "e"] {
         if let Some(base) = word.strip_suffix(suffix)
-            && base.len() >= 3 {
-                return base;
-            }
+            && base.len() >= 3
+        {
+            return base;
+        }
     }
     word
 }
@@ -100,12 +105,18 @@ pub fn sentences(s: &str) -> Vec<(usize, usize)> {
                 let next = bytes.get(i + 1).copied();
                 let mut j = i + 1;
                 // Absorb runs like "?!" or "..." and closing quotes/brackets.
-                while j < bytes.len() && matches!(bytes[j], b'.' | b'!' | b'?' | b'"' | b'\'' | b')') {
+                while j < bytes.len()
+                    && matches!(bytes[j], b'.' | b'!' | b'?' | b'"' | b'\'' | b')')
+                {
                     j += 1;
                 }
                 let at_break = j >= bytes.len() || bytes[j].is_ascii_whitespace();
                 let abbreviation = b == b'.' && next.is_some_and(|n| n.is_ascii_alphanumeric());
-                if at_break && !abbreviation && !(b == b'.' && is_abbreviation(&s[start..i])) { Some(j) } else { None }
+                if at_break && !abbreviation && !(b == b'.' && is_abbreviation(&s[start..i])) {
+                    Some(j)
+                } else {
+                    None
+                }
             }
             _ => None,
         };
@@ -122,9 +133,15 @@ pub fn sentences(s: &str) -> Vec<(usize, usize)> {
 }
 
 fn is_abbreviation(before: &str) -> bool {
-    let last = before.rsplit(|c: char| !c.is_alphanumeric() && c != '.').next().unwrap_or("");
+    let last = before
+        .rsplit(|c: char| !c.is_alphanumeric() && c != '.')
+        .next()
+        .unwrap_or("");
     // Not "etc." or "no.": those end sentences as often as not.
-    matches!(last.to_ascii_lowercase().as_str(), "i.e" | "e.g" | "mr" | "mrs" | "ms" | "dr" | "vs")
+    matches!(
+        last.to_ascii_lowercase().as_str(),
+        "i.e" | "e.g" | "mr" | "mrs" | "ms" | "dr" | "vs"
+    )
 }
 
 fn push_trimmed(s: &str, start: usize, end: usize, out: &mut Vec<(usize, usize)>) {
@@ -211,7 +228,15 @@ mod tests {
     fn sentences_split_on_terminators_and_lines_but_not_decimals() {
         let s = "Customer paid $9.99 for iOS 11.0.3. Agent said no! Then?\n- bullet i.e. this";
         let parts: Vec<_> = sentences(s).into_iter().map(|(a, b)| &s[a..b]).collect();
-        assert_eq!(parts, ["Customer paid $9.99 for iOS 11.0.3.", "Agent said no!", "Then?", "- bullet i.e. this"]);
+        assert_eq!(
+            parts,
+            [
+                "Customer paid $9.99 for iOS 11.0.3.",
+                "Agent said no!",
+                "Then?",
+                "- bullet i.e. this"
+            ]
+        );
         assert!(sentences("   ").is_empty());
         assert_eq!(sentences("no end").len(), 1);
         assert_eq!(sentences("Mr. Smith said no. Then left etc. Done").len(), 3);

@@ -21,14 +21,45 @@ async fn judges_go_through_editor_generate_and_failures_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     write_tiny_llama(dir.path(), &TinyLlamaSpec::default()).unwrap();
     let args = ServerArgs::local();
-    let editor = editor_svc::load_editor(&EditorConfig::new(dir.path())).await.unwrap();
+    let editor = editor_svc::load_editor(&EditorConfig::new(dir.path()))
+        .await
+        .unwrap();
     let model = editor.editor().expect("loaded");
     let sampled_before = model.load_snapshot().0.sampled_tokens;
-    let editor = serve_loopback(&args, EDITOR, true, Routes::new(editor.into_server(args.max_message_bytes))).await.unwrap();
-    let judge = connect_lazy(&format!("http://{}", editor.local_addr()), &ClientOptions::default()).unwrap();
-    let service = AnalyzerService::new(Analyzer::default(), Some(judge), args.max_message_bytes, CancellationToken::new());
-    let analyzer = serve_loopback(&args, ANALYZER, true, Routes::new(service.into_server(args.max_message_bytes))).await.unwrap();
-    let mut client = AnalyzerClient::new(connect_lazy(&format!("http://{}", analyzer.local_addr()), &ClientOptions::default()).unwrap());
+    let editor = serve_loopback(
+        &args,
+        EDITOR,
+        true,
+        Routes::new(editor.into_server(args.max_message_bytes)),
+    )
+    .await
+    .unwrap();
+    let judge = connect_lazy(
+        &format!("http://{}", editor.local_addr()),
+        &ClientOptions::default(),
+    )
+    .unwrap();
+    let service = AnalyzerService::new(
+        Analyzer::default(),
+        Some(judge),
+        args.max_message_bytes,
+        CancellationToken::new(),
+    );
+    let analyzer = serve_loopback(
+        &args,
+        ANALYZER,
+        true,
+        Routes::new(service.into_server(args.max_message_bytes)),
+    )
+    .await
+    .unwrap();
+    let mut client = AnalyzerClient::new(
+        connect_lazy(
+            &format!("http://{}", analyzer.local_addr()),
+            &ClientOptions::default(),
+        )
+        .unwrap(),
+    );
 
     let request = pb::AnalyzeRequest {
         request_id: "j1".into(),
@@ -36,23 +67,46 @@ async fn judges_go_through_editor_generate_and_failures_are_reported() {
             id: "j1".into(),
             channel: "chat".into(),
             turns: vec![
-                pb::Turn { role: pb::Role::Customer as i32, text: "My parcel is late.".into() },
-                pb::Turn { role: pb::Role::Agent as i32, text: "It ships tomorrow.".into() },
+                pb::Turn {
+                    role: pb::Role::Customer as i32,
+                    text: "My parcel is late.".into(),
+                },
+                pb::Turn {
+                    role: pb::Role::Agent as i32,
+                    text: "It ships tomorrow.".into(),
+                },
             ],
             metadata: Default::default(),
         }),
         summary: "Customer's parcel is late. Agent says it ships tomorrow.".into(),
-        options: Some(pb::AnalyzeOptions { detectors: vec!["judge.fact_check".into(), "judge.key_facts".into()], ..Default::default() }),
+        options: Some(pb::AnalyzeOptions {
+            detectors: vec!["judge.fact_check".into(), "judge.key_facts".into()],
+            ..Default::default()
+        }),
     };
     let answer = client.analyze(request).await.unwrap().into_inner();
-    assert!(model.load_snapshot().0.sampled_tokens > sampled_before, "the judges asked the model");
+    assert!(
+        model.load_snapshot().0.sampled_tokens > sampled_before,
+        "the judges asked the model"
+    );
     // A malformed answer is retried once, then reported as that judge's failure.
     for failure in &answer.detector_failures {
         assert!(failure.detector.starts_with("judge."), "{failure:?}");
-        assert!(failure.message.contains("after one retry") || failure.message.contains("generation failed"), "{failure:?}");
+        assert!(
+            failure.message.contains("after one retry")
+                || failure.message.contains("generation failed"),
+            "{failure:?}"
+        );
     }
     // Rule detectors were not asked for: every finding comes from a judge.
-    assert!(answer.findings.iter().all(|f| f.detector.starts_with("judge.")), "{:?}", answer.findings);
+    assert!(
+        answer
+            .findings
+            .iter()
+            .all(|f| f.detector.starts_with("judge.")),
+        "{:?}",
+        answer.findings
+    );
     analyzer.shutdown().await.unwrap();
     editor.shutdown().await.unwrap();
 }

@@ -31,21 +31,28 @@ pub struct ClientOptions {
 /// A lazily connected channel: nothing is dialled until the first call, so services can start
 /// in any order.
 pub fn connect_lazy(endpoint: &str, options: &ClientOptions) -> anyhow::Result<GrpcChannel> {
-    let mut ep = Endpoint::from_shared(endpoint.to_string()).with_context(|| format!("invalid endpoint {endpoint:?}"))?;
+    let mut ep = Endpoint::from_shared(endpoint.to_string())
+        .with_context(|| format!("invalid endpoint {endpoint:?}"))?;
     ep = ep
         .connect_timeout(options.connect_timeout.unwrap_or(Duration::from_secs(5)))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true);
-    if options.tls_ca.is_some() || options.tls_identity.is_some() || endpoint.starts_with("https://") {
-        ep = ep.tls_config(tls_config(options)?).context("configuring client TLS")?;
+    if options.tls_ca.is_some()
+        || options.tls_identity.is_some()
+        || endpoint.starts_with("https://")
+    {
+        ep = ep
+            .tls_config(tls_config(options)?)
+            .context("configuring client TLS")?;
     }
     let layer = ClientTelemetryLayer::new(options.auth_token.as_ref(), options.default_timeout)?;
     Ok(layer.layer(ep.connect_lazy()))
 }
 
 fn tls_config(options: &ClientOptions) -> anyhow::Result<ClientTlsConfig> {
-    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    let read =
+        |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
     let mut tls = ClientTlsConfig::new();
     if let Some(ca) = &options.tls_ca {
         tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));

@@ -104,7 +104,8 @@ impl ServerArgs {
     }
 
     pub fn listen_or(&self, default_port: u16) -> SocketAddr {
-        self.listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], default_port)))
+        self.listen
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], default_port)))
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -130,7 +131,10 @@ mod tests {
     #[test]
     fn the_token_never_shows_in_debug_output() {
         let cli = Cli::try_parse_from(["x", "--auth-token", "hunter2-secret"]).unwrap();
-        assert_eq!(cli.server.auth_token.as_ref().unwrap().expose(), "hunter2-secret");
+        assert_eq!(
+            cli.server.auth_token.as_ref().unwrap().expose(),
+            "hunter2-secret"
+        );
         let logged = format!("{cli:?}");
         assert!(!logged.contains("hunter2"), "{logged}");
         assert!(logged.contains("redacted"));

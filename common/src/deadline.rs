@@ -65,9 +65,16 @@ mod tests {
 
     #[test]
     fn grpc_timeout_round_trips() {
-        for d in [Duration::from_millis(1500), Duration::from_secs(3 * 3600), Duration::from_micros(7)] {
+        for d in [
+            Duration::from_millis(1500),
+            Duration::from_secs(3 * 3600),
+            Duration::from_micros(7),
+        ] {
             let parsed = parse_grpc_timeout(&format_grpc_timeout(d)).unwrap();
-            assert!(parsed <= d && d - parsed < Duration::from_millis(1), "{d:?} -> {parsed:?}");
+            assert!(
+                parsed <= d && d - parsed < Duration::from_millis(1),
+                "{d:?} -> {parsed:?}"
+            );
         }
         assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
         assert_eq!(parse_grpc_timeout("123456789S"), None, "more than 8 digits");

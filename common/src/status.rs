@@ -10,12 +10,20 @@ pub fn invalid_field(field: &str, description: impl Into<String>) -> Status {
     let description = description.into();
     let mut details = ErrorDetails::new();
     details.add_bad_request_violation(field, description.clone());
-    Status::with_error_details(Code::InvalidArgument, format!("{field}: {description}"), details)
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("{field}: {description}"),
+        details,
+    )
 }
 
 /// RESOURCE_EXHAUSTED telling the client when to retry (a `RetryInfo`).
 pub fn overloaded(message: impl Into<String>, retry_after: Duration) -> Status {
-    Status::with_error_details(Code::ResourceExhausted, message, ErrorDetails::with_retry_info(Some(retry_after)))
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        message,
+        ErrorDetails::with_retry_info(Some(retry_after)),
+    )
 }
 
 /// UNIMPLEMENTED for an RPC that a later issue builds: says so instead of pretending.
@@ -27,7 +35,12 @@ pub fn not_built_yet(method: &str, issue: &str) -> Status {
 pub fn field_violations(status: &Status) -> Vec<(String, String)> {
     status
         .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| (v.field, v.description)).collect())
+        .map(|b| {
+            b.field_violations
+                .into_iter()
+                .map(|v| (v.field, v.description))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -44,7 +57,13 @@ mod tests {
     fn details_survive_the_round_trip() {
         let s = invalid_field("conversation.turns", "must not be empty");
         assert_eq!(s.code(), Code::InvalidArgument);
-        assert_eq!(field_violations(&s), [("conversation.turns".to_string(), "must not be empty".to_string())]);
+        assert_eq!(
+            field_violations(&s),
+            [(
+                "conversation.turns".to_string(),
+                "must not be empty".to_string()
+            )]
+        );
         let s = overloaded("busy", Duration::from_millis(250));
         assert_eq!(retry_after(&s), Some(Duration::from_millis(250)));
     }

@@ -21,28 +21,52 @@ async fn health_follows_the_service_and_shutdown() {
     let args = ServerArgs::local();
     let server = start_editor(&args, Arc::new(Semaphore::new(1))).await;
     let ch = channel(&server, &ClientOptions::default());
-    assert_eq!(health_of(ch.clone(), EDITOR).await.unwrap(), ServingStatus::Serving as i32);
-    assert_eq!(health_of(ch.clone(), "").await.unwrap(), ServingStatus::Serving as i32);
+    assert_eq!(
+        health_of(ch.clone(), EDITOR).await.unwrap(),
+        ServingStatus::Serving as i32
+    );
+    assert_eq!(
+        health_of(ch.clone(), "").await.unwrap(),
+        ServingStatus::Serving as i32
+    );
 
     server.health().set_serving(EDITOR, false).await;
-    assert_eq!(health_of(ch.clone(), EDITOR).await.unwrap(), ServingStatus::NotServing as i32);
-    assert_eq!(health_of(ch.clone(), "").await.unwrap(), ServingStatus::NotServing as i32);
+    assert_eq!(
+        health_of(ch.clone(), EDITOR).await.unwrap(),
+        ServingStatus::NotServing as i32
+    );
+    assert_eq!(
+        health_of(ch.clone(), "").await.unwrap(),
+        ServingStatus::NotServing as i32
+    );
     server.shutdown().await.unwrap();
-    assert!(health_of(ch, EDITOR).await.is_err(), "the server is gone after shutdown");
+    assert!(
+        health_of(ch, EDITOR).await.is_err(),
+        "the server is gone after shutdown"
+    );
 }
 
 #[tokio::test]
 async fn reflection_lists_the_service_and_health_only() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
 
     let server = start_editor(&ServerArgs::local(), Arc::new(Semaphore::new(1))).await;
     let mut client = ServerReflectionClient::new(channel(&server, &ClientOptions::default()));
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
-    let mut responses = client.server_reflection_info(futures::stream::iter([request])).await.unwrap().into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) = responses.message().await.unwrap().unwrap().message_response else {
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
         panic!("expected a list of services");
     };
     let mut names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
@@ -57,16 +81,34 @@ async fn bearer_token_is_required_except_for_health() {
     let server = start_editor(&args, Arc::new(Semaphore::new(1))).await;
 
     let anonymous = channel(&server, &ClientOptions::default());
-    let status = EditorClient::new(anonymous.clone()).get_model_info(GetModelInfoRequest {}).await.unwrap_err();
+    let status = EditorClient::new(anonymous.clone())
+        .get_model_info(GetModelInfoRequest {})
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    assert_eq!(health_of(anonymous, EDITOR).await.unwrap(), ServingStatus::Serving as i32);
+    assert_eq!(
+        health_of(anonymous, EDITOR).await.unwrap(),
+        ServingStatus::Serving as i32
+    );
 
-    let wrong = ClientOptions { auth_token: Some(Secret::new("guess")), ..Default::default() };
-    let status = EditorClient::new(channel(&server, &wrong)).get_model_info(GetModelInfoRequest {}).await.unwrap_err();
+    let wrong = ClientOptions {
+        auth_token: Some(Secret::new("guess")),
+        ..Default::default()
+    };
+    let status = EditorClient::new(channel(&server, &wrong))
+        .get_model_info(GetModelInfoRequest {})
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
 
-    let right = ClientOptions { auth_token: Some(Secret::new("s3cret")), ..Default::default() };
-    let info = EditorClient::new(channel(&server, &right)).get_model_info(GetModelInfoRequest {}).await.unwrap();
+    let right = ClientOptions {
+        auth_token: Some(Secret::new("s3cret")),
+        ..Default::default()
+    };
+    let info = EditorClient::new(channel(&server, &right))
+        .get_model_info(GetModelInfoRequest {})
+        .await
+        .unwrap();
     assert_eq!(info.into_inner().model_id, "test");
 }
 
@@ -79,18 +121,30 @@ async fn over_the_limit_calls_are_refused_with_retry_info_and_health_still_answe
     let ch = channel(&server, &ClientOptions::default());
 
     let mut first_client = EditorClient::new(ch.clone());
-    let first = tokio::spawn(async move { first_client.generate(GenerateRequest::default()).await });
+    let first =
+        tokio::spawn(async move { first_client.generate(GenerateRequest::default()).await });
     // Wait until the first call holds the only slot.
     for _ in 0..200 {
-        let refused = EditorClient::new(ch.clone()).get_model_info(GetModelInfoRequest {}).await;
+        let refused = EditorClient::new(ch.clone())
+            .get_model_info(GetModelInfoRequest {})
+            .await;
         if let Err(status) = refused {
             assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-            assert!(arf_common::status::retry_after(&status).is_some(), "RetryInfo is attached");
-            assert_eq!(health_of(ch.clone(), EDITOR).await.unwrap(), ServingStatus::Serving as i32);
+            assert!(
+                arf_common::status::retry_after(&status).is_some(),
+                "RetryInfo is attached"
+            );
+            assert_eq!(
+                health_of(ch.clone(), EDITOR).await.unwrap(),
+                ServingStatus::Serving as i32
+            );
             gate.add_permits(1);
             first.await.unwrap().expect("the call in flight completes");
             // The slot is free again.
-            EditorClient::new(ch).get_model_info(GetModelInfoRequest {}).await.unwrap();
+            EditorClient::new(ch)
+                .get_model_info(GetModelInfoRequest {})
+                .await
+                .unwrap();
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -113,7 +167,10 @@ async fn mutual_tls_handshake_with_a_test_ca() {
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
     let leaf = |name: &str| {
         let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec![name.to_string()]).unwrap().signed_by(&key, &ca).unwrap();
+        let cert = CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
         (cert.pem(), key.serialize_pem())
     };
     let (server_cert, server_key) = leaf("localhost");
@@ -127,11 +184,25 @@ async fn mutual_tls_handshake_with_a_test_ca() {
 
     let trusted = ClientOptions {
         tls_ca: Some(dir.path().join("ca.pem")),
-        tls_identity: Some((write("client.pem", client_cert), write("client.key", client_key))),
+        tls_identity: Some((
+            write("client.pem", client_cert),
+            write("client.key", client_key),
+        )),
         ..Default::default()
     };
-    assert_eq!(health_of(channel(&server, &trusted), EDITOR).await.unwrap(), ServingStatus::Serving as i32);
+    assert_eq!(
+        health_of(channel(&server, &trusted), EDITOR).await.unwrap(),
+        ServingStatus::Serving as i32
+    );
 
-    let no_client_cert = ClientOptions { tls_ca: Some(dir.path().join("ca.pem")), ..Default::default() };
-    assert!(health_of(channel(&server, &no_client_cert), EDITOR).await.is_err(), "mTLS refuses a client without a certificate");
+    let no_client_cert = ClientOptions {
+        tls_ca: Some(dir.path().join("ca.pem")),
+        ..Default::default()
+    };
+    assert!(
+        health_of(channel(&server, &no_client_cert), EDITOR)
+            .await
+            .is_err(),
+        "mTLS refuses a client without a certificate"
+    );
 }

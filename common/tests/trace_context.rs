@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use arf_common::client::ClientOptions;
 use arf_common::config::ServerArgs;
+use arf_common::telemetry::in_memory::InMemoryTelemetry;
 use arf_proto::service_names::ANALYZER;
 use arf_proto::v1::AnalyzeRequest;
 use arf_proto::v1::analyzer_client::AnalyzerClient;
 use arf_proto::v1::analyzer_server::AnalyzerServer;
 use arf_proto::v1::editor_client::EditorClient;
-use arf_common::telemetry::in_memory::InMemoryTelemetry;
 use opentelemetry::trace::SpanId;
 use support::{ChainedAnalyzer, channel, start, start_editor};
 use tokio::sync::Semaphore;
@@ -37,8 +37,14 @@ async fn one_trace_crosses_client_server_and_downstream_calls_with_the_deadline(
     let mut request = Request::new(AnalyzeRequest::default());
     request.set_timeout(Duration::from_secs(20));
     let answer = analyzer.analyze(request).await.unwrap().into_inner();
-    let downstream_ms: u64 = answer.request_id.parse().expect("the editor saw a deadline");
-    assert!(downstream_ms > 0 && downstream_ms <= 20_000, "downstream deadline {downstream_ms} ms");
+    let downstream_ms: u64 = answer
+        .request_id
+        .parse()
+        .expect("the editor saw a deadline");
+    assert!(
+        downstream_ms > 0 && downstream_ms <= 20_000,
+        "downstream deadline {downstream_ms} ms"
+    );
 
     analyzer_server.shutdown().await.unwrap();
     editor_server.shutdown().await.unwrap();
@@ -47,31 +53,68 @@ async fn one_trace_crosses_client_server_and_downstream_calls_with_the_deadline(
     let names: Vec<_> = spans.iter().map(|s| s.name.to_string()).collect();
 
     let analyze = named("arf.v1.Analyzer/Analyze");
-    assert_eq!(analyze.len(), 2, "a client and a server span for Analyze in {names:?}");
-    let (client, server) =
-        if analyze[0].parent_span_id == SpanId::INVALID { (analyze[0], analyze[1]) } else { (analyze[1], analyze[0]) };
+    assert_eq!(
+        analyze.len(),
+        2,
+        "a client and a server span for Analyze in {names:?}"
+    );
+    let (client, server) = if analyze[0].parent_span_id == SpanId::INVALID {
+        (analyze[0], analyze[1])
+    } else {
+        (analyze[1], analyze[0])
+    };
     let trace_id = client.span_context.trace_id();
     assert_eq!(server.span_context.trace_id(), trace_id);
-    assert_eq!(server.parent_span_id, client.span_context.span_id(), "the server span's parent is the client span");
+    assert_eq!(
+        server.parent_span_id,
+        client.span_context.span_id(),
+        "the server span's parent is the client span"
+    );
 
     let generate = named("arf.v1.Editor/Generate");
-    assert_eq!(generate.len(), 2, "the downstream call has a client and a server span in {names:?}");
-    assert!(generate.iter().all(|s| s.span_context.trace_id() == trace_id), "one trace end to end");
+    assert_eq!(
+        generate.len(),
+        2,
+        "the downstream call has a client and a server span in {names:?}"
+    );
+    assert!(
+        generate
+            .iter()
+            .all(|s| s.span_context.trace_id() == trace_id),
+        "one trace end to end"
+    );
     let downstream_client = generate
         .iter()
         .find(|s| s.parent_span_id == server.span_context.span_id())
         .expect("the downstream client span is a child of the analyzer's server span");
-    assert!(generate.iter().any(|s| s.parent_span_id == downstream_client.span_context.span_id()));
+    assert!(
+        generate
+            .iter()
+            .any(|s| s.parent_span_id == downstream_client.span_context.span_id())
+    );
 
-    let attributes: Vec<_> = server.attributes.iter().map(|kv| (kv.key.to_string(), kv.value.to_string())).collect();
-    for (key, value) in
-        [("rpc.system", "grpc"), ("rpc.service", "arf.v1.Analyzer"), ("rpc.method", "Analyze"), ("rpc.grpc.status_code", "0")]
-    {
-        assert!(attributes.contains(&(key.to_string(), value.to_string())), "{key}={value} missing from {attributes:?}");
+    let attributes: Vec<_> = server
+        .attributes
+        .iter()
+        .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+        .collect();
+    for (key, value) in [
+        ("rpc.system", "grpc"),
+        ("rpc.service", "arf.v1.Analyzer"),
+        ("rpc.method", "Analyze"),
+        ("rpc.grpc.status_code", "0"),
+    ] {
+        assert!(
+            attributes.contains(&(key.to_string(), value.to_string())),
+            "{key}={value} missing from {attributes:?}"
+        );
     }
 
     let exported = telemetry.metric_names();
     for name in ["rpc.server.call.duration", "rpc.server.active_requests"] {
-        assert!(exported.iter().any(|n| n == name), "{name} missing from {exported:?}");
+        assert!(
+            exported.iter().any(|n| n == name),
+            "{name} missing from {exported:?}"
+        );
     }
 }

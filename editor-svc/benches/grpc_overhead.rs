@@ -23,7 +23,10 @@ use tonic::service::Routes;
 const PROMPT: &str = "Summarize the conversation: the customer's order arrived damaged and the agent issued a refund.";
 
 fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[tokio::main]
@@ -42,14 +45,22 @@ async fn main() -> anyhow::Result<()> {
     };
     let dir = tempfile::tempdir()?;
     write_tiny_llama(dir.path(), &spec)?;
-    let config = EditorConfig { dtype: ModelDType::F32, ..EditorConfig::new(dir.path()) };
+    let config = EditorConfig {
+        dtype: ModelDType::F32,
+        ..EditorConfig::new(dir.path())
+    };
     let service = load_editor(&config).await?;
-    let editor = service.editor().ok_or_else(|| anyhow::anyhow!("the editor did not load"))?;
+    let editor = service
+        .editor()
+        .ok_or_else(|| anyhow::anyhow!("the editor did not load"))?;
 
     let args = ServerArgs::local();
     let routes = Routes::new(service.into_server(args.max_message_bytes));
     let server = serve_loopback(&args, EDITOR, true, routes).await?;
-    let channel = connect_lazy(&format!("http://127.0.0.1:{}", server.local_addr().port()), &ClientOptions::default())?;
+    let channel = connect_lazy(
+        &format!("http://127.0.0.1:{}", server.local_addr().port()),
+        &ClientOptions::default(),
+    )?;
     let mut client = EditorClient::new(channel);
 
     let direct_request = || GenerationRequest {
@@ -60,14 +71,22 @@ async fn main() -> anyhow::Result<()> {
         json_schema: None,
     };
     let grpc_request = || GenerateRequest {
-        messages: vec![ChatMessage { role: "user".into(), content: PROMPT.into() }],
-        params: Some(GenerationParams { max_tokens: tokens as u32, ..Default::default() }),
+        messages: vec![ChatMessage {
+            role: "user".into(),
+            content: PROMPT.into(),
+        }],
+        params: Some(GenerationParams {
+            max_tokens: tokens as u32,
+            ..Default::default()
+        }),
         json_schema: String::new(),
     };
     let model = editor.backend().model();
 
     // One of each first: caches warm, allocations made.
-    model.send_chat_request(engine_request(direct_request())).await?;
+    model
+        .send_chat_request(engine_request(direct_request()))
+        .await?;
     client.generate(grpc_request()).await?;
 
     let (mut direct, mut grpc) = (Measure::default(), Measure::default());
@@ -76,7 +95,9 @@ async fn main() -> anyhow::Result<()> {
         for first in [run % 2 == 0, run % 2 != 0] {
             if first {
                 let started = Instant::now();
-                let response = model.send_chat_request(engine_request(direct_request())).await?;
+                let response = model
+                    .send_chat_request(engine_request(direct_request()))
+                    .await?;
                 direct.add(response.usage.completion_tokens, started.elapsed());
             } else {
                 let started = Instant::now();
@@ -87,10 +108,22 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let (d, g) = (direct.tokens_per_second(), grpc.tokens_per_second());
-    println!("model: hidden {} x {} layers, f32, cpu; {runs} runs of up to {tokens} tokens each, greedy", spec.hidden_size, spec.num_hidden_layers);
-    println!("direct mistral.rs : {d:8.1} output tokens/s  ({} tokens in {:.2?})", direct.tokens, direct.time);
-    println!("through gRPC      : {g:8.1} output tokens/s  ({} tokens in {:.2?})", grpc.tokens, grpc.time);
-    println!("overhead          : {:+.2}%  (target: at most 5%)", (d - g) / d * 100.0);
+    println!(
+        "model: hidden {} x {} layers, f32, cpu; {runs} runs of up to {tokens} tokens each, greedy",
+        spec.hidden_size, spec.num_hidden_layers
+    );
+    println!(
+        "direct mistral.rs : {d:8.1} output tokens/s  ({} tokens in {:.2?})",
+        direct.tokens, direct.time
+    );
+    println!(
+        "through gRPC      : {g:8.1} output tokens/s  ({} tokens in {:.2?})",
+        grpc.tokens, grpc.time
+    );
+    println!(
+        "overhead          : {:+.2}%  (target: at most 5%)",
+        (d - g) / d * 100.0
+    );
     server.shutdown().await
 }
 

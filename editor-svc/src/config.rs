@@ -12,7 +12,12 @@ use mistralrs::{IsqType, ModelDType};
 pub struct EditorArgs {
     /// The model: a local Hugging Face directory (config.json, tokenizer.json, safetensors) or a
     /// local GGUF file. Hub ids are refused: the editor never downloads.
-    #[arg(long, env = "ARF_EDITOR_MODEL", required_unless_present = "tiny_model_dir", conflicts_with = "tiny_model_dir")]
+    #[arg(
+        long,
+        env = "ARF_EDITOR_MODEL",
+        required_unless_present = "tiny_model_dir",
+        conflicts_with = "tiny_model_dir"
+    )]
     pub model: Option<PathBuf>,
 
     /// Write a tiny random-weight Llama into this directory and serve it. Every code path is
@@ -105,7 +110,10 @@ impl EditorArgs {
         };
         anyhow::ensure!(self.max_seqs > 0, "--max-seqs must be at least 1");
         anyhow::ensure!(self.max_in_flight > 0, "--max-in-flight must be at least 1");
-        anyhow::ensure!(self.default_max_tokens > 0, "--default-max-tokens must be at least 1");
+        anyhow::ensure!(
+            self.default_max_tokens > 0,
+            "--default-max-tokens must be at least 1"
+        );
         Ok(EditorConfig {
             model_path,
             isq: self.isq.0,
@@ -113,7 +121,11 @@ impl EditorArgs {
             max_seqs: self.max_seqs,
             max_in_flight: self.max_in_flight,
             default_max_tokens: self.default_max_tokens,
-            content: if self.log_content { ContentCapture::On } else { ContentCapture::Off },
+            content: if self.log_content {
+                ContentCapture::On
+            } else {
+                ContentCapture::Off
+            },
         })
     }
 }
@@ -133,9 +145,27 @@ mod tests {
     fn a_model_or_a_tiny_model_dir_is_required() {
         assert!(Cli::try_parse_from(["x"]).is_err());
         assert!(Cli::try_parse_from(["x", "--model", "m", "--tiny-model-dir", "t"]).is_err());
-        let cli = Cli::try_parse_from(["x", "--model", "/models/llama", "--isq", "q8_0", "--dtype", "f32"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "x",
+            "--model",
+            "/models/llama",
+            "--isq",
+            "q8_0",
+            "--dtype",
+            "f32",
+        ])
+        .unwrap();
         assert_eq!(cli.editor.isq, Isq(Some(IsqType::Q8_0)));
-        assert!(Cli::try_parse_from(["x", "--model", "m", "--isq", "q9"]).is_err(), "unknown ISQ type");
-        assert_eq!(Cli::try_parse_from(["x", "--model", "m"]).unwrap().editor.isq, Isq(None));
+        assert!(
+            Cli::try_parse_from(["x", "--model", "m", "--isq", "q9"]).is_err(),
+            "unknown ISQ type"
+        );
+        assert_eq!(
+            Cli::try_parse_from(["x", "--model", "m"])
+                .unwrap()
+                .editor
+                .isq,
+            Isq(None)
+        );
     }
 }

@@ -77,7 +77,10 @@ impl Editor {
 
     /// Sequences in the engine, and generations this editor has accepted.
     pub fn load_snapshot(&self) -> (EngineLoad, usize) {
-        (self.backend.engine_load(), self.max_in_flight - self.in_flight.available_permits())
+        (
+            self.backend.engine_load(),
+            self.max_in_flight - self.in_flight.available_permits(),
+        )
     }
 
     /// Validates a generation and applies the defaults.
@@ -88,7 +91,10 @@ impl Editor {
         json_schema: &str,
     ) -> Result<GenerationRequest, EditorError> {
         if messages.is_empty() {
-            return Err(EditorError::invalid("messages", "at least one message is required"));
+            return Err(EditorError::invalid(
+                "messages",
+                "at least one message is required",
+            ));
         }
         Ok(GenerationRequest {
             messages,
@@ -100,12 +106,18 @@ impl Editor {
     }
 
     /// Starts a generation, holding one in-flight slot until the stream ends or is dropped.
-    pub async fn generate_stream(&self, request: GenerationRequest) -> Result<TokenStream, EditorError> {
-        let permit = self
-            .in_flight
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| EditorError::Overloaded { limit: self.max_in_flight, retry_after: RETRY_AFTER })?;
+    pub async fn generate_stream(
+        &self,
+        request: GenerationRequest,
+    ) -> Result<TokenStream, EditorError> {
+        let permit =
+            self.in_flight
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| EditorError::Overloaded {
+                    limit: self.max_in_flight,
+                    retry_after: RETRY_AFTER,
+                })?;
         Ok(self.backend.start(request).await?.hold(permit))
     }
 
@@ -114,19 +126,32 @@ impl Editor {
     }
 
     /// Revises a summary; with no findings, returns it unchanged without calling the model.
-    pub async fn revise(&self, input: RevisionInput, params: &GenerationParams) -> Result<Revision, EditorError> {
+    pub async fn revise(
+        &self,
+        input: RevisionInput,
+        params: &GenerationParams,
+    ) -> Result<Revision, EditorError> {
         let mut stream = self.revise_stream(input, params).await?;
         while let Some(event) = stream.next().await {
             if let RevisionEvent::Done(revision) = event? {
                 return Ok(revision);
             }
         }
-        Err(EditorError::Engine("the revision ended without a result".into()))
+        Err(EditorError::Engine(
+            "the revision ended without a result".into(),
+        ))
     }
 
-    pub async fn revise_stream(&self, input: RevisionInput, params: &GenerationParams) -> Result<RevisionStream, EditorError> {
+    pub async fn revise_stream(
+        &self,
+        input: RevisionInput,
+        params: &GenerationParams,
+    ) -> Result<RevisionStream, EditorError> {
         if input.turns.is_empty() {
-            return Err(EditorError::invalid("conversation.turns", "the conversation has no turns"));
+            return Err(EditorError::invalid(
+                "conversation.turns",
+                "the conversation has no turns",
+            ));
         }
         if input.summary.trim().is_empty() {
             return Err(EditorError::invalid("summary", "the summary is empty"));
@@ -143,11 +168,17 @@ impl Editor {
             stop: stop_sequences(params)?,
             json_schema: Some(revision_schema(max_chars)),
         };
-        Ok(RevisionStream::Generating(Box::new(self.generate_stream(request).await?)))
+        Ok(RevisionStream::Generating(Box::new(
+            self.generate_stream(request).await?,
+        )))
     }
 
     fn max_tokens(&self, params: &GenerationParams) -> usize {
-        let n = if params.max_tokens == 0 { self.default_max_tokens } else { params.max_tokens };
+        let n = if params.max_tokens == 0 {
+            self.default_max_tokens
+        } else {
+            params.max_tokens
+        };
         n as usize
     }
 }
@@ -161,12 +192,21 @@ pub enum RevisionStream {
 impl RevisionStream {
     pub async fn next(&mut self) -> Option<Result<RevisionEvent, EditorError>> {
         match self {
-            Self::Unchanged(summary) => summary.take().map(|summary| Ok(RevisionEvent::Done(Revision { summary, generation: None }))),
+            Self::Unchanged(summary) => summary.take().map(|summary| {
+                Ok(RevisionEvent::Done(Revision {
+                    summary,
+                    generation: None,
+                }))
+            }),
             Self::Generating(stream) => match stream.next().await? {
                 Ok(StreamEvent::Delta(text)) => Some(Ok(RevisionEvent::Delta(text))),
                 Ok(StreamEvent::Done(generation)) => Some(
-                    parse_revision(&generation.text, &generation.finish_reason)
-                        .map(|summary| RevisionEvent::Done(Revision { summary, generation: Some(generation) })),
+                    parse_revision(&generation.text, &generation.finish_reason).map(|summary| {
+                        RevisionEvent::Done(Revision {
+                            summary,
+                            generation: Some(generation),
+                        })
+                    }),
                 ),
                 Err(e) => Some(Err(e)),
             },
@@ -178,22 +218,34 @@ fn sampling(params: &GenerationParams) -> Result<Sampling, EditorError> {
     if let Some(t) = params.temperature
         && !(0.0..=2.0).contains(&t)
     {
-        return Err(EditorError::invalid("params.temperature", "must be between 0 and 2"));
+        return Err(EditorError::invalid(
+            "params.temperature",
+            "must be between 0 and 2",
+        ));
     }
     if let Some(p) = params.top_p
         && !(p > 0.0 && p <= 1.0)
     {
         return Err(EditorError::invalid("params.top_p", "must be in (0, 1]"));
     }
-    Ok(Sampling { temperature: params.temperature.map(f64::from), top_p: params.top_p.map(f64::from) })
+    Ok(Sampling {
+        temperature: params.temperature.map(f64::from),
+        top_p: params.top_p.map(f64::from),
+    })
 }
 
 fn stop_sequences(params: &GenerationParams) -> Result<Vec<String>, EditorError> {
     if params.stop.len() > MAX_STOP_SEQUENCES {
-        return Err(EditorError::invalid("params.stop", format!("at most {MAX_STOP_SEQUENCES} stop sequences")));
+        return Err(EditorError::invalid(
+            "params.stop",
+            format!("at most {MAX_STOP_SEQUENCES} stop sequences"),
+        ));
     }
     if params.stop.iter().any(String::is_empty) {
-        return Err(EditorError::invalid("params.stop", "a stop sequence is empty"));
+        return Err(EditorError::invalid(
+            "params.stop",
+            "a stop sequence is empty",
+        ));
     }
     Ok(params.stop.clone())
 }
@@ -203,12 +255,17 @@ fn parse_schema(text: &str) -> Result<Option<Value>, EditorError> {
     if text.trim().is_empty() {
         return Ok(None);
     }
-    let mut schema: Value =
-        serde_json::from_str(text).map_err(|e| EditorError::invalid("json_schema", format!("not valid JSON: {e}")))?;
+    let mut schema: Value = serde_json::from_str(text)
+        .map_err(|e| EditorError::invalid("json_schema", format!("not valid JSON: {e}")))?;
     let Some(object) = schema.as_object_mut() else {
-        return Err(EditorError::invalid("json_schema", "a JSON schema must be an object"));
+        return Err(EditorError::invalid(
+            "json_schema",
+            "a JSON schema must be an object",
+        ));
     };
-    object.entry("x-guidance").or_insert_with(|| serde_json::json!({"whitespace_flexible": false}));
+    object
+        .entry("x-guidance")
+        .or_insert_with(|| serde_json::json!({"whitespace_flexible": false}));
     Ok(Some(schema))
 }
 
@@ -224,12 +281,22 @@ mod tests {
                 other => panic!("expected InvalidField, got {other:?}"),
             }
         }
-        let p = |t: Option<f32>, top: Option<f32>| GenerationParams { temperature: t, top_p: top, ..Default::default() };
+        let p = |t: Option<f32>, top: Option<f32>| GenerationParams {
+            temperature: t,
+            top_p: top,
+            ..Default::default()
+        };
         assert_eq!(field(sampling(&p(Some(-1.0), None))), "params.temperature");
-        assert_eq!(field(sampling(&p(Some(f32::NAN), None))), "params.temperature");
+        assert_eq!(
+            field(sampling(&p(Some(f32::NAN), None))),
+            "params.temperature"
+        );
         assert_eq!(field(sampling(&p(None, Some(0.0)))), "params.top_p");
         assert!(sampling(&p(Some(0.7), Some(0.9))).is_ok());
-        let stops = GenerationParams { stop: vec![String::new()], ..Default::default() };
+        let stops = GenerationParams {
+            stop: vec![String::new()],
+            ..Default::default()
+        };
         assert_eq!(field(stop_sequences(&stops)), "params.stop");
         assert_eq!(field(parse_schema("{not json")), "json_schema");
         assert_eq!(field(parse_schema("[1, 2]")), "json_schema");
@@ -239,7 +306,9 @@ mod tests {
     fn schemas_get_fixed_whitespace_unless_they_choose() {
         let s = parse_schema(r#"{"type": "object"}"#).unwrap().unwrap();
         assert_eq!(s["x-guidance"]["whitespace_flexible"], false);
-        let s = parse_schema(r#"{"type": "object", "x-guidance": {"whitespace_flexible": true}}"#).unwrap().unwrap();
+        let s = parse_schema(r#"{"type": "object", "x-guidance": {"whitespace_flexible": true}}"#)
+            .unwrap()
+            .unwrap();
         assert_eq!(s["x-guidance"]["whitespace_flexible"], true);
         assert_eq!(parse_schema("  ").unwrap(), None);
     }

@@ -7,8 +7,8 @@ use std::sync::{Arc, OnceLock};
 use arf_common::status::{invalid_field, overloaded};
 use arf_proto::v1::editor_server::{Editor as EditorRpc, EditorServer};
 use arf_proto::v1::{
-    self as pb, GenerateRequest, GenerateResponse, GenerationTiming, GetModelInfoRequest, ModelInfo, ReviseEvent, ReviseRequest,
-    ReviseResponse, TokenUsage, revise_event,
+    self as pb, GenerateRequest, GenerateResponse, GenerationTiming, GetModelInfoRequest,
+    ModelInfo, ReviseEvent, ReviseRequest, ReviseResponse, TokenUsage, revise_event,
 };
 use futures::Stream;
 use tonic::{Request, Response, Status};
@@ -54,7 +54,8 @@ impl EditorService {
     }
 
     fn loaded(&self) -> Result<Arc<Editor>, Status> {
-        self.editor().ok_or_else(|| to_status(EditorError::NotReady))
+        self.editor()
+            .ok_or_else(|| to_status(EditorError::NotReady))
     }
 }
 
@@ -64,17 +65,29 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 impl EditorRpc for EditorService {
     type ReviseStreamStream = ResponseStream<ReviseEvent>;
 
-    async fn revise(&self, request: Request<ReviseRequest>) -> Result<Response<ReviseResponse>, Status> {
+    async fn revise(
+        &self,
+        request: Request<ReviseRequest>,
+    ) -> Result<Response<ReviseResponse>, Status> {
         let editor = self.loaded()?;
         let (input, params) = revision_input(request.into_inner())?;
         let revision = editor.revise(input, &params).await.map_err(to_status)?;
-        Ok(Response::new(revise_response(revision, &editor.model().model_id)))
+        Ok(Response::new(revise_response(
+            revision,
+            &editor.model().model_id,
+        )))
     }
 
-    async fn revise_stream(&self, request: Request<ReviseRequest>) -> Result<Response<Self::ReviseStreamStream>, Status> {
+    async fn revise_stream(
+        &self,
+        request: Request<ReviseRequest>,
+    ) -> Result<Response<Self::ReviseStreamStream>, Status> {
         let editor = self.loaded()?;
         let (input, params) = revision_input(request.into_inner())?;
-        let stream = editor.revise_stream(input, &params).await.map_err(to_status)?;
+        let stream = editor
+            .revise_stream(input, &params)
+            .await
+            .map_err(to_status)?;
         let model_id = editor.model().model_id.clone();
         // Dropping this stream (the client cancelled) drops the token stream inside it, and with
         // it the engine's sequence.
@@ -83,10 +96,20 @@ impl EditorRpc for EditorService {
             async move {
                 let mut stream: RevisionStream = state?;
                 match stream.next().await? {
-                    Ok(RevisionEvent::Delta(text)) => Some((Ok(ReviseEvent { event: Some(revise_event::Event::Delta(text)) }), Some(stream))),
+                    Ok(RevisionEvent::Delta(text)) => Some((
+                        Ok(ReviseEvent {
+                            event: Some(revise_event::Event::Delta(text)),
+                        }),
+                        Some(stream),
+                    )),
                     Ok(RevisionEvent::Done(revision)) => {
                         let done = revise_response(revision, &model_id);
-                        Some((Ok(ReviseEvent { event: Some(revise_event::Event::Done(done)) }), None))
+                        Some((
+                            Ok(ReviseEvent {
+                                event: Some(revise_event::Event::Done(done)),
+                            }),
+                            None,
+                        ))
                     }
                     Err(e) => Some((Err(to_status(e)), None)),
                 }
@@ -95,13 +118,21 @@ impl EditorRpc for EditorService {
         Ok(Response::new(Box::pin(events)))
     }
 
-    async fn generate(&self, request: Request<GenerateRequest>) -> Result<Response<GenerateResponse>, Status> {
+    async fn generate(
+        &self,
+        request: Request<GenerateRequest>,
+    ) -> Result<Response<GenerateResponse>, Status> {
         let editor = self.loaded()?;
         let request = request.into_inner();
         let messages = chat_messages(request.messages)?;
         let params = generation_params(request.params);
-        let generation_request = editor.generation_request(messages, &params, &request.json_schema).map_err(to_status)?;
-        let generation = editor.generate(generation_request).await.map_err(to_status)?;
+        let generation_request = editor
+            .generation_request(messages, &params, &request.json_schema)
+            .map_err(to_status)?;
+        let generation = editor
+            .generate(generation_request)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(GenerateResponse {
             usage: Some(usage(&generation)),
             timing: Some(timing(&generation)),
@@ -111,7 +142,10 @@ impl EditorRpc for EditorService {
         }))
     }
 
-    async fn get_model_info(&self, _: Request<GetModelInfoRequest>) -> Result<Response<ModelInfo>, Status> {
+    async fn get_model_info(
+        &self,
+        _: Request<GetModelInfoRequest>,
+    ) -> Result<Response<ModelInfo>, Status> {
         let editor = self.loaded()?;
         let m = editor.model();
         Ok(Response::new(ModelInfo {
@@ -131,18 +165,30 @@ impl EditorRpc for EditorService {
 fn to_status(error: EditorError) -> Status {
     match error {
         EditorError::InvalidField { field, message } => invalid_field(&field, message),
-        EditorError::Overloaded { limit, retry_after } => {
-            overloaded(format!("the editor is at its limit of {limit} generations in flight; retry later or on another replica"), retry_after)
+        EditorError::Overloaded { limit, retry_after } => overloaded(
+            format!(
+                "the editor is at its limit of {limit} generations in flight; retry later or on another replica"
+            ),
+            retry_after,
+        ),
+        EditorError::NotReady => Status::unavailable(
+            "the editor's model is still loading; health says SERVING once it is ready",
+        ),
+        EditorError::BadOutput(message) => {
+            Status::internal(format!("unusable model output: {message}"))
         }
-        EditorError::NotReady => Status::unavailable("the editor's model is still loading; health says SERVING once it is ready"),
-        EditorError::BadOutput(message) => Status::internal(format!("unusable model output: {message}")),
         EditorError::Engine(message) => Status::internal(format!("generation failed: {message}")),
     }
 }
 
 fn generation_params(params: Option<pb::GenerationParams>) -> GenerationParams {
     let p = params.unwrap_or_default();
-    GenerationParams { max_tokens: p.max_tokens, temperature: p.temperature, top_p: p.top_p, stop: p.stop }
+    GenerationParams {
+        max_tokens: p.max_tokens,
+        temperature: p.temperature,
+        top_p: p.top_p,
+        stop: p.stop,
+    }
 }
 
 fn chat_messages(messages: Vec<pb::ChatMessage>) -> Result<Vec<ChatMessage>, Status> {
@@ -151,9 +197,15 @@ fn chat_messages(messages: Vec<pb::ChatMessage>) -> Result<Vec<ChatMessage>, Sta
         .enumerate()
         .map(|(i, m)| {
             let role = ChatRole::parse(&m.role).ok_or_else(|| {
-                invalid_field(&format!("messages[{i}].role"), format!("unknown role {:?}: use system, user or assistant", m.role))
+                invalid_field(
+                    &format!("messages[{i}].role"),
+                    format!("unknown role {:?}: use system, user or assistant", m.role),
+                )
             })?;
-            Ok(ChatMessage { role, content: m.content })
+            Ok(ChatMessage {
+                role,
+                content: m.content,
+            })
         })
         .collect()
 }
@@ -162,32 +214,64 @@ fn revision_input(request: ReviseRequest) -> Result<(RevisionInput, GenerationPa
     let conversation = request.conversation.unwrap_or_default();
     if conversation.turns.is_empty() {
         // Checked before the findings, whose spans point into the turns and the summary.
-        return Err(invalid_field("conversation.turns", "the conversation has no turns"));
+        return Err(invalid_field(
+            "conversation.turns",
+            "the conversation has no turns",
+        ));
     }
     if request.summary.trim().is_empty() {
         return Err(invalid_field("summary", "the summary is empty"));
     }
-    let turns: Vec<Turn> = conversation.turns.into_iter().map(|t| Turn { speaker: speaker(t.role), text: t.text }).collect();
+    let turns: Vec<Turn> = conversation
+        .turns
+        .into_iter()
+        .map(|t| Turn {
+            speaker: speaker(t.role),
+            text: t.text,
+        })
+        .collect();
     let findings = request
         .findings
         .into_iter()
         .enumerate()
         .map(|(i, f)| revision_finding(i, f, &request.summary, &turns))
         .collect::<Result<Vec<_>, Status>>()?;
-    let instructions: BTreeMap<String, String> =
-        request.instructions.into_iter().map(|r| (r.category_id, r.instruction)).collect();
-    let input = RevisionInput { channel: conversation.channel, turns, summary: request.summary, findings, instructions };
+    let instructions: BTreeMap<String, String> = request
+        .instructions
+        .into_iter()
+        .map(|r| (r.category_id, r.instruction))
+        .collect();
+    let input = RevisionInput {
+        channel: conversation.channel,
+        turns,
+        summary: request.summary,
+        findings,
+        instructions,
+    };
     Ok((input, generation_params(request.params)))
 }
 
-fn revision_finding(i: usize, f: pb::Finding, summary: &str, turns: &[Turn]) -> Result<RevisionFinding, Status> {
+fn revision_finding(
+    i: usize,
+    f: pb::Finding,
+    summary: &str,
+    turns: &[Turn],
+) -> Result<RevisionFinding, Status> {
     if f.category_id.trim().is_empty() {
-        return Err(invalid_field(&format!("findings[{i}].category_id"), "must not be empty"));
+        return Err(invalid_field(
+            &format!("findings[{i}].category_id"),
+            "must not be empty",
+        ));
     }
     let summary_excerpt = match f.summary_span {
-        Some(span) if span.start != span.end || !span.text.is_empty() => Some(
-            excerpt(&span, summary).ok_or_else(|| invalid_field(&format!("findings[{i}].summary_span"), "outside the summary"))?,
-        ),
+        Some(span) if span.start != span.end || !span.text.is_empty() => {
+            Some(excerpt(&span, summary).ok_or_else(|| {
+                invalid_field(
+                    &format!("findings[{i}].summary_span"),
+                    "outside the summary",
+                )
+            })?)
+        }
         _ => None,
     };
     let evidence = match f.evidence {
@@ -198,13 +282,25 @@ fn revision_finding(i: usize, f: pb::Finding, summary: &str, turns: &[Turn]) -> 
             Some(index) => {
                 let index = index as usize;
                 let turn = turns.get(index).ok_or_else(|| {
-                    invalid_field(&format!("findings[{i}].evidence.turn_index"), format!("the conversation has {} turns", turns.len()))
+                    invalid_field(
+                        &format!("findings[{i}].evidence.turn_index"),
+                        format!("the conversation has {} turns", turns.len()),
+                    )
                 })?;
-                Evidence::Turn { index, quote: e.span.and_then(|s| excerpt(&s, &turn.text)) }
+                Evidence::Turn {
+                    index,
+                    quote: e.span.and_then(|s| excerpt(&s, &turn.text)),
+                }
             }
         },
     };
-    Ok(RevisionFinding { category_id: f.category_id, severity: severity(f.severity), summary_excerpt, evidence, explanation: f.explanation })
+    Ok(RevisionFinding {
+        category_id: f.category_id,
+        severity: severity(f.severity),
+        summary_excerpt,
+        evidence,
+        explanation: f.explanation,
+    })
 }
 
 /// The text a span names: its own text if given, else the byte range of `within` (when valid).
@@ -212,7 +308,10 @@ fn excerpt(span: &pb::TextSpan, within: &str) -> Option<String> {
     if !span.text.is_empty() {
         return Some(span.text.clone());
     }
-    within.get(span.start as usize..span.end as usize).filter(|s| !s.is_empty()).map(str::to_string)
+    within
+        .get(span.start as usize..span.end as usize)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 fn speaker(role: i32) -> Speaker {
@@ -249,7 +348,10 @@ fn revise_response(revision: Revision, model_id: &str) -> ReviseResponse {
 }
 
 fn usage(generation: &Generation) -> TokenUsage {
-    TokenUsage { input_tokens: generation.usage.input_tokens, output_tokens: generation.usage.output_tokens }
+    TokenUsage {
+        input_tokens: generation.usage.input_tokens,
+        output_tokens: generation.usage.output_tokens,
+    }
 }
 
 fn timing(generation: &Generation) -> GenerationTiming {

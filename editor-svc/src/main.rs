@@ -25,20 +25,31 @@ async fn main() -> std::process::ExitCode {
     let load_failed = Arc::new(AtomicBool::new(false));
     let failed = load_failed.clone();
     let (editor_args, max_message_bytes) = (args.editor.clone(), args.server.max_message_bytes);
-    let code = arf_common::server::run_binary("arf-editor", &[EDITOR], 50052, &args.server, &args, |health, shutdown| async move {
-        let config = editor_args.into_config()?;
-        let (service, loading) = start_editor(config)?;
-        // Load in the background so health answers (NOT_SERVING) meanwhile. A model that cannot
-        // load ends the process: a replica that can never serve should not linger.
-        tokio::spawn(async move {
-            if let Err(e) = loading.then_serving(&health).await {
-                tracing::error!("the model failed to load: {e:#}");
-                failed.store(true, Ordering::SeqCst);
-                shutdown.cancel();
-            }
-        });
-        Ok(Routes::new(service.into_server(max_message_bytes)))
-    })
+    let code = arf_common::server::run_binary(
+        "arf-editor",
+        &[EDITOR],
+        50052,
+        &args.server,
+        &args,
+        |health, shutdown| async move {
+            let config = editor_args.into_config()?;
+            let (service, loading) = start_editor(config)?;
+            // Load in the background so health answers (NOT_SERVING) meanwhile. A model that cannot
+            // load ends the process: a replica that can never serve should not linger.
+            tokio::spawn(async move {
+                if let Err(e) = loading.then_serving(&health).await {
+                    tracing::error!("the model failed to load: {e:#}");
+                    failed.store(true, Ordering::SeqCst);
+                    shutdown.cancel();
+                }
+            });
+            Ok(Routes::new(service.into_server(max_message_bytes)))
+        },
+    )
     .await;
-    if load_failed.load(Ordering::SeqCst) { std::process::ExitCode::FAILURE } else { code }
+    if load_failed.load(Ordering::SeqCst) {
+        std::process::ExitCode::FAILURE
+    } else {
+        code
+    }
 }

@@ -48,7 +48,9 @@ pub struct GenAiMetrics {
 impl GenAiMetrics {
     pub fn new() -> Self {
         let meter = opentelemetry::global::meter("arf");
-        let seconds = vec![0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92];
+        let seconds = vec![
+            0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+        ];
         Self {
             request_duration: meter
                 .f64_histogram("gen_ai.server.request.duration")
@@ -59,20 +61,30 @@ impl GenAiMetrics {
             time_to_first_token: meter
                 .f64_histogram("gen_ai.server.time_to_first_token")
                 .with_unit("s")
-                .with_description("Time to the first generated token, queueing and prefill included")
-                .with_boundaries(vec![0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0])
+                .with_description(
+                    "Time to the first generated token, queueing and prefill included",
+                )
+                .with_boundaries(vec![
+                    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
+                    5.0, 7.5, 10.0,
+                ])
                 .build(),
             time_per_output_token: meter
                 .f64_histogram("gen_ai.server.time_per_output_token")
                 .with_unit("s")
                 .with_description("Decode time per output token after the first")
-                .with_boundaries(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5])
+                .with_boundaries(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
+                    0.4, 0.5, 0.75, 1.0, 2.5,
+                ])
                 .build(),
             token_usage: meter
                 .u64_histogram("gen_ai.server.token.usage")
                 .with_unit("{token}")
                 .with_description("Input and output tokens per generation")
-                .with_boundaries(vec![1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0])
+                .with_boundaries(vec![
+                    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0,
+                ])
                 .build(),
             sequences_queued: meter
                 .i64_up_down_counter("arf.editor.sequences.queued")
@@ -90,13 +102,24 @@ impl GenAiMetrics {
     /// Records a finished generation.
     pub fn record(&self, model: &str, generation: &Generation) {
         let attrs = base_attributes(model);
-        self.request_duration.record(generation.timing.total.as_secs_f64(), &attrs);
-        self.time_to_first_token.record(generation.timing.time_to_first_token.as_secs_f64(), &attrs);
+        self.request_duration
+            .record(generation.timing.total.as_secs_f64(), &attrs);
+        self.time_to_first_token
+            .record(generation.timing.time_to_first_token.as_secs_f64(), &attrs);
         if generation.usage.output_tokens > 1 {
-            let decode = generation.timing.total.saturating_sub(generation.timing.time_to_first_token);
-            self.time_per_output_token.record(decode.as_secs_f64() / f64::from(generation.usage.output_tokens - 1), &attrs);
+            let decode = generation
+                .timing
+                .total
+                .saturating_sub(generation.timing.time_to_first_token);
+            self.time_per_output_token.record(
+                decode.as_secs_f64() / f64::from(generation.usage.output_tokens - 1),
+                &attrs,
+            );
         }
-        for (kind, n) in [("input", generation.usage.input_tokens), ("output", generation.usage.output_tokens)] {
+        for (kind, n) in [
+            ("input", generation.usage.input_tokens),
+            ("output", generation.usage.output_tokens),
+        ] {
             let mut with_type = attrs.clone();
             with_type.push(KeyValue::new(GEN_AI_TOKEN_TYPE, kind));
             self.token_usage.record(u64::from(n), &with_type);
@@ -104,7 +127,12 @@ impl GenAiMetrics {
     }
 
     /// Records a generation that failed, with its error type.
-    pub fn record_failure(&self, model: &str, elapsed: std::time::Duration, error_type: &'static str) {
+    pub fn record_failure(
+        &self,
+        model: &str,
+        elapsed: std::time::Duration,
+        error_type: &'static str,
+    ) {
         let mut attrs = base_attributes(model);
         attrs.push(KeyValue::new(ERROR_TYPE, error_type));
         self.request_duration.record(elapsed.as_secs_f64(), &attrs);
@@ -126,17 +154,35 @@ fn base_attributes(model: &str) -> Vec<KeyValue> {
 }
 
 /// The span of one generation ("chat {model}"), with the request attributes set.
-pub fn generation_span(model: &str, request: &GenerationRequest, capture_content: bool) -> tracing::Span {
-    let span = tracing::info_span!("gen_ai", otel.name = format!("{OPERATION_CHAT} {model}"), otel.kind = "internal");
+pub fn generation_span(
+    model: &str,
+    request: &GenerationRequest,
+    capture_content: bool,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        "gen_ai",
+        otel.name = format!("{OPERATION_CHAT} {model}"),
+        otel.kind = "internal"
+    );
     span.set_attribute(GEN_AI_OPERATION_NAME, OPERATION_CHAT);
     span.set_attribute(GEN_AI_PROVIDER_NAME, PROVIDER);
     span.set_attribute(GEN_AI_REQUEST_MODEL, model.to_string());
     span.set_attribute(GEN_AI_REQUEST_MAX_TOKENS, request.max_tokens as i64);
-    span.set_attribute(GEN_AI_REQUEST_TEMPERATURE, request.sampling.temperature.unwrap_or(0.0));
+    span.set_attribute(
+        GEN_AI_REQUEST_TEMPERATURE,
+        request.sampling.temperature.unwrap_or(0.0),
+    );
     if let Some(top_p) = request.sampling.top_p {
         span.set_attribute(GEN_AI_REQUEST_TOP_P, top_p);
     }
-    span.set_attribute(GEN_AI_OUTPUT_TYPE, if request.json_schema.is_some() { "json" } else { "text" });
+    span.set_attribute(
+        GEN_AI_OUTPUT_TYPE,
+        if request.json_schema.is_some() {
+            "json"
+        } else {
+            "text"
+        },
+    );
     if capture_content {
         span.set_attribute(GEN_AI_INPUT_MESSAGES, messages_json(&request.messages));
     }
@@ -144,15 +190,34 @@ pub fn generation_span(model: &str, request: &GenerationRequest, capture_content
 }
 
 /// Sets the response attributes of a finished generation on its span.
-pub fn record_response(span: &tracing::Span, model: &str, generation: &Generation, capture_content: bool) {
+pub fn record_response(
+    span: &tracing::Span,
+    model: &str,
+    generation: &Generation,
+    capture_content: bool,
+) {
     span.set_attribute(GEN_AI_RESPONSE_MODEL, model.to_string());
-    span.set_attribute(GEN_AI_USAGE_INPUT_TOKENS, i64::from(generation.usage.input_tokens));
-    span.set_attribute(GEN_AI_USAGE_OUTPUT_TOKENS, i64::from(generation.usage.output_tokens));
+    span.set_attribute(
+        GEN_AI_USAGE_INPUT_TOKENS,
+        i64::from(generation.usage.input_tokens),
+    );
+    span.set_attribute(
+        GEN_AI_USAGE_OUTPUT_TOKENS,
+        i64::from(generation.usage.output_tokens),
+    );
     span.set_attribute(
         GEN_AI_RESPONSE_FINISH_REASONS,
-        opentelemetry::Value::Array(vec![opentelemetry::StringValue::from(generation.finish_reason.clone())].into()),
+        opentelemetry::Value::Array(
+            vec![opentelemetry::StringValue::from(
+                generation.finish_reason.clone(),
+            )]
+            .into(),
+        ),
     );
-    span.set_attribute(ARF_TIME_TO_FIRST_TOKEN, generation.timing.time_to_first_token.as_secs_f64());
+    span.set_attribute(
+        ARF_TIME_TO_FIRST_TOKEN,
+        generation.timing.time_to_first_token.as_secs_f64(),
+    );
     if capture_content {
         let out = serde_json::json!([{"role": "assistant", "parts": [{"type": "text", "content": generation.text}],
                                       "finish_reason": generation.finish_reason}]);

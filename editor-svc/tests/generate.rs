@@ -10,16 +10,35 @@ use tonic::Code;
 async fn greedy_generation_is_reproducible_and_reports_usage() {
     let t = start(|_| {}).await;
     let mut client = t.client();
-    let first = client.generate(generate_request("Summarize: the parcel was late.", 24)).await.unwrap().into_inner();
-    let second = client.generate(generate_request("Summarize: the parcel was late.", 24)).await.unwrap().into_inner();
+    let first = client
+        .generate(generate_request("Summarize: the parcel was late.", 24))
+        .await
+        .unwrap()
+        .into_inner();
+    let second = client
+        .generate(generate_request("Summarize: the parcel was late.", 24))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!first.text.is_empty());
     assert_eq!(first.text, second.text, "greedy decoding is reproducible");
     let usage = first.usage.unwrap();
     assert!(usage.input_tokens > 5, "{usage:?}");
-    assert!(usage.output_tokens > 0 && usage.output_tokens <= 24, "{usage:?}");
+    assert!(
+        usage.output_tokens > 0 && usage.output_tokens <= 24,
+        "{usage:?}"
+    );
     let timing = first.timing.unwrap();
-    assert!(timing.time_to_first_token_seconds > 0.0 && timing.time_to_first_token_seconds <= timing.total_seconds, "{timing:?}");
-    assert!(["stop", "length"].contains(&first.finish_reason.as_str()), "{}", first.finish_reason);
+    assert!(
+        timing.time_to_first_token_seconds > 0.0
+            && timing.time_to_first_token_seconds <= timing.total_seconds,
+        "{timing:?}"
+    );
+    assert!(
+        ["stop", "length"].contains(&first.finish_reason.as_str()),
+        "{}",
+        first.finish_reason
+    );
     assert_eq!(first.model_id, t.dir.path().display().to_string());
 }
 
@@ -28,10 +47,17 @@ async fn a_json_schema_constrains_the_output() {
     let t = start(|_| {}).await;
     let schema = r#"{"type": "object", "properties": {"label": {"type": "string", "enum": ["refund", "replacement", "other"]},
         "score": {"type": "integer", "minimum": 1, "maximum": 5}}, "required": ["label", "score"], "additionalProperties": false}"#;
-    let request = GenerateRequest { json_schema: schema.into(), ..generate_request("Rate this summary.", 64) };
+    let request = GenerateRequest {
+        json_schema: schema.into(),
+        ..generate_request("Rate this summary.", 64)
+    };
     let answer = t.client().generate(request).await.unwrap().into_inner();
-    let value: serde_json::Value = serde_json::from_str(&answer.text).unwrap_or_else(|e| panic!("{e}: {:?}", answer.text));
-    assert!(["refund", "replacement", "other"].contains(&value["label"].as_str().unwrap()), "{value}");
+    let value: serde_json::Value =
+        serde_json::from_str(&answer.text).unwrap_or_else(|e| panic!("{e}: {:?}", answer.text));
+    assert!(
+        ["refund", "replacement", "other"].contains(&value["label"].as_str().unwrap()),
+        "{value}"
+    );
     let score = value["score"].as_i64().unwrap();
     assert!((1..=5).contains(&score), "{value}");
     assert_eq!(value.as_object().unwrap().len(), 2, "{value}");
@@ -42,7 +68,11 @@ async fn concurrent_calls_all_succeed() {
     let t = start(|_| {}).await;
     let calls = (0..6).map(|i| {
         let mut client = t.client();
-        async move { client.generate(generate_request(&format!("Request number {i}"), 16)).await }
+        async move {
+            client
+                .generate(generate_request(&format!("Request number {i}"), 16))
+                .await
+        }
     });
     let answers = futures::future::join_all(calls).await;
     for answer in answers {
@@ -55,7 +85,11 @@ async fn concurrent_calls_all_succeed() {
         (engine.queued, engine.running, in_flight) == (0, 0, 0)
     })
     .await;
-    assert!(drained, "every sequence left the engine: {:?}", editor.load_snapshot());
+    assert!(
+        drained,
+        "every sequence left the engine: {:?}",
+        editor.load_snapshot()
+    );
 }
 
 #[tokio::test]
@@ -64,33 +98,72 @@ async fn bad_requests_name_their_field() {
     let mut client = t.client();
     let field_of = |status: tonic::Status| {
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-        arf_common::status::field_violations(&status).into_iter().next().map(|(f, _)| f).unwrap_or_default()
+        arf_common::status::field_violations(&status)
+            .into_iter()
+            .next()
+            .map(|(f, _)| f)
+            .unwrap_or_default()
     };
-    let empty = GenerateRequest { messages: vec![], ..generate_request("x", 8) };
-    assert_eq!(field_of(client.generate(empty).await.unwrap_err()), "messages");
+    let empty = GenerateRequest {
+        messages: vec![],
+        ..generate_request("x", 8)
+    };
+    assert_eq!(
+        field_of(client.generate(empty).await.unwrap_err()),
+        "messages"
+    );
 
     let mut unknown_role = generate_request("x", 8);
     unknown_role.messages[0].role = "narrator".into();
-    assert_eq!(field_of(client.generate(unknown_role).await.unwrap_err()), "messages[0].role");
+    assert_eq!(
+        field_of(client.generate(unknown_role).await.unwrap_err()),
+        "messages[0].role"
+    );
 
-    let malformed = GenerateRequest { json_schema: "{\"type\": ".into(), ..generate_request("x", 8) };
-    assert_eq!(field_of(client.generate(malformed).await.unwrap_err()), "json_schema");
+    let malformed = GenerateRequest {
+        json_schema: "{\"type\": ".into(),
+        ..generate_request("x", 8)
+    };
+    assert_eq!(
+        field_of(client.generate(malformed).await.unwrap_err()),
+        "json_schema"
+    );
 
     let too_long = generate_request("x", 100_000);
-    assert_eq!(field_of(client.generate(too_long).await.unwrap_err()), "params.max_tokens");
+    assert_eq!(
+        field_of(client.generate(too_long).await.unwrap_err()),
+        "params.max_tokens"
+    );
 
     // Fits on its own, not with the prompt: only a tokenizer round-trip can tell.
     let long_prompt = generate_request(&"refund ".repeat(300), 7400);
-    assert_eq!(field_of(client.generate(long_prompt).await.unwrap_err()), "params.max_tokens");
+    assert_eq!(
+        field_of(client.generate(long_prompt).await.unwrap_err()),
+        "params.max_tokens"
+    );
 
-    let hot = GenerateRequest { params: Some(GenerationParams { temperature: Some(7.0), ..Default::default() }), ..generate_request("x", 8) };
-    assert_eq!(field_of(client.generate(hot).await.unwrap_err()), "params.temperature");
+    let hot = GenerateRequest {
+        params: Some(GenerationParams {
+            temperature: Some(7.0),
+            ..Default::default()
+        }),
+        ..generate_request("x", 8)
+    };
+    assert_eq!(
+        field_of(client.generate(hot).await.unwrap_err()),
+        "params.temperature"
+    );
 }
 
 #[tokio::test]
 async fn model_info_says_the_tiny_model_has_random_weights() {
     let t = start(|_| {}).await;
-    let info = t.client().get_model_info(GetModelInfoRequest {}).await.unwrap().into_inner();
+    let info = t
+        .client()
+        .get_model_info(GetModelInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert!(info.random_weights);
     assert_eq!(info.architecture, "LlamaForCausalLM");
     assert_eq!(info.max_context_tokens, 8192);
@@ -103,7 +176,11 @@ async fn model_info_says_the_tiny_model_has_random_weights() {
 async fn a_stop_sequence_ends_the_generation_early() {
     let t = start(|_| {}).await;
     let mut client = t.client();
-    let full = client.generate(generate_request("Describe the refund.", 48)).await.unwrap().into_inner();
+    let full = client
+        .generate(generate_request("Describe the refund.", 48))
+        .await
+        .unwrap()
+        .into_inner();
     // Greedy decoding repeats itself: a piece of the full text, taken from its middle, is a stop
     // sequence that the same generation is bound to produce.
     let chars: Vec<char> = full.text.chars().collect();
@@ -115,5 +192,10 @@ async fn a_stop_sequence_ends_the_generation_early() {
     request.params.as_mut().unwrap().stop = vec![stop.clone()];
     let stopped = client.generate(request).await.unwrap().into_inner();
     assert_eq!(stopped.finish_reason, "stop", "{stop:?}");
-    assert!(stopped.usage.unwrap().output_tokens < full.usage.unwrap().output_tokens, "{stop:?}: {:?} vs {:?}", stopped.text, full.text);
+    assert!(
+        stopped.usage.unwrap().output_tokens < full.usage.unwrap().output_tokens,
+        "{stop:?}: {:?} vs {:?}",
+        stopped.text,
+        full.text
+    );
 }

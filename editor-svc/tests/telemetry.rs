@@ -13,13 +13,25 @@ fn chat_spans(telemetry: &InMemoryTelemetry) -> Vec<Vec<(String, String)>> {
     telemetry
         .finished_spans()
         .into_iter()
-        .filter(|s| s.attributes.iter().any(|kv| kv.key.as_str() == "gen_ai.operation.name"))
-        .map(|s| s.attributes.iter().map(|kv| (kv.key.to_string(), kv.value.to_string())).collect())
+        .filter(|s| {
+            s.attributes
+                .iter()
+                .any(|kv| kv.key.as_str() == "gen_ai.operation.name")
+        })
+        .map(|s| {
+            s.attributes
+                .iter()
+                .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+                .collect()
+        })
         .collect()
 }
 
 fn get<'a>(attributes: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    attributes
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 #[tokio::test]
@@ -29,18 +41,39 @@ async fn generations_follow_the_gen_ai_conventions_and_keep_content_out_unless_a
 
     let secret = "my card number is 4111";
     let t = start(|_| {}).await;
-    let answer = t.client().generate(generate_request(secret, 12)).await.unwrap().into_inner();
+    let answer = t
+        .client()
+        .generate(generate_request(secret, 12))
+        .await
+        .unwrap()
+        .into_inner();
     let spans = chat_spans(&telemetry);
     let span = spans.last().expect("a gen_ai span");
     assert_eq!(get(span, "gen_ai.operation.name"), Some("chat"));
-    assert_eq!(get(span, "gen_ai.request.model"), Some(t.dir.path().display().to_string().as_str()));
+    assert_eq!(
+        get(span, "gen_ai.request.model"),
+        Some(t.dir.path().display().to_string().as_str())
+    );
     assert_eq!(get(span, "gen_ai.request.max_tokens"), Some("12"));
     assert_eq!(get(span, "gen_ai.request.temperature"), Some("0"));
     let usage = answer.usage.unwrap();
-    assert_eq!(get(span, "gen_ai.usage.input_tokens"), Some(usage.input_tokens.to_string().as_str()));
-    assert_eq!(get(span, "gen_ai.usage.output_tokens"), Some(usage.output_tokens.to_string().as_str()));
-    assert!(get(span, "gen_ai.response.finish_reasons").is_some_and(|v| v.contains(&answer.finish_reason)), "{span:?}");
-    assert!(span.iter().all(|(_, v)| !v.contains(secret)), "content stays out by default: {span:?}");
+    assert_eq!(
+        get(span, "gen_ai.usage.input_tokens"),
+        Some(usage.input_tokens.to_string().as_str())
+    );
+    assert_eq!(
+        get(span, "gen_ai.usage.output_tokens"),
+        Some(usage.output_tokens.to_string().as_str())
+    );
+    assert!(
+        get(span, "gen_ai.response.finish_reasons")
+            .is_some_and(|v| v.contains(&answer.finish_reason)),
+        "{span:?}"
+    );
+    assert!(
+        span.iter().all(|(_, v)| !v.contains(secret)),
+        "content stays out by default: {span:?}"
+    );
     assert!(get(span, "gen_ai.input.messages").is_none());
 
     let exported = telemetry.metric_names();
@@ -52,14 +85,25 @@ async fn generations_follow_the_gen_ai_conventions_and_keep_content_out_unless_a
         "arf.editor.sequences.queued",
         "arf.editor.sequences.running",
     ] {
-        assert!(exported.iter().any(|n| n == name), "{name} missing from {exported:?}");
+        assert!(
+            exported.iter().any(|n| n == name),
+            "{name} missing from {exported:?}"
+        );
     }
 
     let opted_in = start(|c| c.content = ContentCapture::On).await;
-    let answer = opted_in.client().generate(generate_request(secret, 12)).await.unwrap().into_inner();
+    let answer = opted_in
+        .client()
+        .generate(generate_request(secret, 12))
+        .await
+        .unwrap()
+        .into_inner();
     let spans = chat_spans(&telemetry);
     let span = spans.last().expect("a gen_ai span");
-    assert!(get(span, "gen_ai.input.messages").is_some_and(|v| v.contains(secret)), "{span:?}");
+    assert!(
+        get(span, "gen_ai.input.messages").is_some_and(|v| v.contains(secret)),
+        "{span:?}"
+    );
     let output = get(span, "gen_ai.output.messages").expect("the completion is recorded");
     let output: serde_json::Value = serde_json::from_str(output).unwrap();
     assert_eq!(output[0]["parts"][0]["content"], answer.text.as_str());

@@ -35,10 +35,20 @@ struct Args {
 }
 
 fn args() -> anyhow::Result<Args> {
-    let mut a = Args { train: 12, eval: 8, steps: 12, teachers: vec!["injected".into(), "smollm2".into()], judge: false, data_dir: None };
+    let mut a = Args {
+        train: 12,
+        eval: 8,
+        steps: 12,
+        teachers: vec!["injected".into(), "smollm2".into()],
+        judge: false,
+        data_dir: None,
+    };
     let mut it = std::env::args().skip(1).filter(|s| s != "--bench");
     while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| anyhow::anyhow!("{flag} needs a value"));
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))
+        };
         match flag.as_str() {
             "--train" => a.train = value()?.parse()?,
             "--eval" => a.eval = value()?.parse()?,
@@ -53,13 +63,25 @@ fn args() -> anyhow::Result<Args> {
 }
 
 fn tweetsumm(file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/tweetsumm").join(file)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data/tweetsumm")
+        .join(file)
 }
 
 /// The first `n` rows of a TweetSumm file, with or without their teacher summaries.
-fn rows(file: &str, n: usize, split: pb::RowSplit, keep_summary: bool) -> anyhow::Result<Vec<pb::DatasetRow>> {
+fn rows(
+    file: &str,
+    n: usize,
+    split: pb::RowSplit,
+    keep_summary: bool,
+) -> anyhow::Result<Vec<pb::DatasetRow>> {
     let path = tweetsumm(file);
-    let text = std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e} (the TweetSumm corpus lives beside the checkout)", path.display()))?;
+    let text = std::fs::read(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e} (the TweetSumm corpus lives beside the checkout)",
+            path.display()
+        )
+    })?;
     let mut rows = gateway::cli::rows_from_jsonl(&text, &path.display().to_string())?;
     rows.truncate(n);
     for r in &mut rows {
@@ -90,8 +112,17 @@ fn config(a: &Args) -> pb::RunConfig {
         revision_rounds: 1,
         revision_max_tokens: 192,
         compare_unrevised: true,
-        training: Some(pb::Hyperparameters { max_steps: a.steps, learning_rate: 2e-4, max_seq_len: 512, ..Default::default() }),
-        evaluation: Some(pb::EvaluationConfig { judge: a.judge, max_summary_tokens: 96, ..Default::default() }),
+        training: Some(pb::Hyperparameters {
+            max_steps: a.steps,
+            learning_rate: 2e-4,
+            max_seq_len: 512,
+            ..Default::default()
+        }),
+        evaluation: Some(pb::EvaluationConfig {
+            judge: a.judge,
+            max_summary_tokens: 96,
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -101,7 +132,10 @@ async fn main() -> anyhow::Result<()> {
     let a = args()?;
     let gguf = gateway::cli::models::resolve("smollm2")?;
     let scratch = tempfile::tempdir()?;
-    let data_dir = a.data_dir.clone().unwrap_or_else(|| scratch.path().to_path_buf());
+    let data_dir = a
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| scratch.path().to_path_buf());
     let editor = gateway::cli::models::dequantized_copy(&gguf, &data_dir)?;
     let started = Instant::now();
     let suite = Suite::start(SuiteConfig {
@@ -112,7 +146,10 @@ async fn main() -> anyhow::Result<()> {
         editor_replicas: 1,
     })
     .await?;
-    let mut client = PipelineClient::new(connect_lazy(&suite.gateway_endpoint(), &ClientOptions::default())?);
+    let mut client = PipelineClient::new(connect_lazy(
+        &suite.gateway_endpoint(),
+        &ClientOptions::default(),
+    )?);
     println!(
         "ARF quality bench: SmolLM2-135M-Instruct ({}), {} training and {} held-out TweetSumm conversations, {} steps per student, judge {}",
         gguf.display(),
@@ -123,21 +160,54 @@ async fn main() -> anyhow::Result<()> {
     );
     for teacher in &a.teachers {
         let t0 = Instant::now();
-        let spec = pb::RunSpec { display_name: format!("quality bench, teacher {teacher}"), config: Some(config(&a)), ..Default::default() };
+        let spec = pb::RunSpec {
+            display_name: format!("quality bench, teacher {teacher}"),
+            config: Some(config(&a)),
+            ..Default::default()
+        };
         let run = gateway::cli::create_run(&mut client, spec, dataset(teacher, &a)?).await?;
-        let mut events = client.watch_run(pb::WatchRunRequest { run_id: run.id.clone(), after_sequence: 0 }).await?.into_inner();
+        let mut events = client
+            .watch_run(pb::WatchRunRequest {
+                run_id: run.id.clone(),
+                after_sequence: 0,
+            })
+            .await?
+            .into_inner();
         while let Some(e) = events.message().await? {
             if let Some(pb::run_event::Kind::Stage(s)) = &e.kind {
                 let stage = pb::Stage::try_from(s.stage).map_or("?", |s| s.as_str_name());
-                eprintln!("[{:>6.0} s] {teacher}: {stage} {}", t0.elapsed().as_secs_f64(), if s.started { "started" } else { "ended" });
+                eprintln!(
+                    "[{:>6.0} s] {teacher}: {stage} {}",
+                    t0.elapsed().as_secs_f64(),
+                    if s.started { "started" } else { "ended" }
+                );
             }
         }
-        let run = client.get_run(pb::GetRunRequest { run_id: run.id.clone() }).await?.into_inner();
-        anyhow::ensure!(run.state == pb::RunState::Succeeded as i32, "run {} ended {:?}: {}", run.id, run.state, run.error);
-        let report = client.get_report(pb::GetReportRequest { run_id: run.id.clone() }).await?.into_inner();
+        let run = client
+            .get_run(pb::GetRunRequest {
+                run_id: run.id.clone(),
+            })
+            .await?
+            .into_inner();
+        anyhow::ensure!(
+            run.state == pb::RunState::Succeeded as i32,
+            "run {} ended {:?}: {}",
+            run.id,
+            run.state,
+            run.error
+        );
+        let report = client
+            .get_report(pb::GetReportRequest {
+                run_id: run.id.clone(),
+            })
+            .await?
+            .into_inner();
         print_table(teacher, &run, &report, t0.elapsed().as_secs_f64());
     }
-    println!("\ntotal wall time: {:.1} min", started.elapsed().as_secs_f64() / 60.0);
+    println!(
+        "\ntotal wall time: {:.1} min",
+        started.elapsed().as_secs_f64() / 60.0
+    );
     suite.shutdown().await
 }
 
@@ -153,15 +223,25 @@ fn print_table(teacher: &str, run: &pb::Run, report: &pb::Report, secs: f64) {
         c.revisions_accepted,
         c.revisions_rejected
     );
-    println!("\n| model | summaries | ROUGE-1 | ROUGE-2 | ROUGE-L | judge | summaries with an error |");
+    println!(
+        "\n| model | summaries | ROUGE-1 | ROUGE-2 | ROUGE-L | judge | summaries with an error |"
+    );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | --- |");
     for card in &report.overall {
         let worst: Vec<String> = {
             let mut rates: Vec<(&String, &f64)> = card.error_rates.iter().collect();
             rates.sort_by(|x, y| y.1.total_cmp(x.1));
-            rates.iter().take(3).map(|(k, v)| format!("{k} {:.0}%", *v * 100.0)).collect()
+            rates
+                .iter()
+                .take(3)
+                .map(|(k, v)| format!("{k} {:.0}%", *v * 100.0))
+                .collect()
         };
-        let judge = if card.judge_mean > 0.0 { format!("{:.2}", card.judge_mean) } else { "n/a".into() };
+        let judge = if card.judge_mean > 0.0 {
+            format!("{:.2}", card.judge_mean)
+        } else {
+            "n/a".into()
+        };
         println!(
             "| {} | {} | {:.2} | {:.2} | {:.2} | {judge} | {} |",
             card.model,
@@ -180,5 +260,8 @@ fn print_table(teacher: &str, run: &pb::Run, report: &pb::Report, secs: f64) {
         .iter()
         .map(|c| serde_json::json!({"model": c.model, "rouge1": c.rouge1, "rouge2": c.rouge2, "rougeL": c.rouge_l, "judge": c.judge_mean, "error_rates": c.error_rates}))
         .collect();
-    println!("{}", serde_json::json!({"teacher": teacher, "run": run.id, "seconds": secs, "report": report.path, "cards": cards}));
+    println!(
+        "{}",
+        serde_json::json!({"teacher": teacher, "run": run.id, "seconds": secs, "report": report.path, "cards": cards})
+    );
 }

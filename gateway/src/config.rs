@@ -18,11 +18,20 @@ pub struct GatewayArgs {
     pub data_dir: PathBuf,
 
     /// Analyzer endpoint.
-    #[arg(long, env = "ARF_ANALYZER_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "ARF_ANALYZER_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub analyzer: String,
 
     /// Editor replicas (comma-separated or repeated): revision calls are spread over them by load.
-    #[arg(long = "editor", env = "ARF_EDITOR_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:50052")]
+    #[arg(
+        long = "editor",
+        env = "ARF_EDITOR_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:50052"
+    )]
     pub editors: Vec<String>,
 
     /// Teacher endpoints (any Editor; comma-separated or repeated): the Generate stage asks
@@ -31,7 +40,11 @@ pub struct GatewayArgs {
     pub teachers: Vec<String>,
 
     /// Trainer endpoint.
-    #[arg(long, env = "ARF_TRAINER_ENDPOINT", default_value = "http://127.0.0.1:50053")]
+    #[arg(
+        long,
+        env = "ARF_TRAINER_ENDPOINT",
+        default_value = "http://127.0.0.1:50053"
+    )]
     pub trainer: String,
 
     /// Student base model (a directory or a .gguf file, on the trainer's machine) for runs that
@@ -66,13 +79,19 @@ impl GatewayArgs {
     pub fn clients(&self, max_message_bytes: usize) -> anyhow::Result<Clients> {
         let options = self.client_options();
         Ok(Clients {
-            analyzer: AnalyzerClient::new(connect_lazy(&self.analyzer, &options)?).max_decoding_message_size(max_message_bytes),
+            analyzer: AnalyzerClient::new(connect_lazy(&self.analyzer, &options)?)
+                .max_decoding_message_size(max_message_bytes),
             editors: EditorPool::connect(&self.editors, &options, max_message_bytes)?,
-            trainer: TrainerClient::new(connect_lazy(&self.trainer, &options)?).max_decoding_message_size(max_message_bytes),
+            trainer: TrainerClient::new(connect_lazy(&self.trainer, &options)?)
+                .max_decoding_message_size(max_message_bytes),
             teacher: if self.teachers.is_empty() {
                 None
             } else {
-                Some(EditorPool::connect(&self.teachers, &options, max_message_bytes)?)
+                Some(EditorPool::connect(
+                    &self.teachers,
+                    &options,
+                    max_message_bytes,
+                )?)
             },
         })
     }

@@ -41,20 +41,34 @@ pub struct EditorPool {
 }
 
 impl EditorPool {
-    pub fn connect(endpoints: &[String], options: &ClientOptions, max_message_bytes: usize) -> anyhow::Result<Self> {
-        anyhow::ensure!(!endpoints.is_empty(), "at least one editor endpoint is needed");
+    pub fn connect(
+        endpoints: &[String],
+        options: &ClientOptions,
+        max_message_bytes: usize,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !endpoints.is_empty(),
+            "at least one editor endpoint is needed"
+        );
         let replicas = endpoints
             .iter()
             .map(|e| {
                 let client = EditorClient::new(connect_lazy(e, options)?)
                     .max_decoding_message_size(max_message_bytes)
                     .max_encoding_message_size(max_message_bytes);
-                Ok(Replica { endpoint: e.clone(), client, in_flight: AtomicUsize::new(0) })
+                Ok(Replica {
+                    endpoint: e.clone(),
+                    client,
+                    in_flight: AtomicUsize::new(0),
+                })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         // Every replica gets a chance, and a lone replica a few.
         let max_attempts = (replicas.len() * 2).max(3);
-        Ok(Self { replicas: replicas.into(), max_attempts })
+        Ok(Self {
+            replicas: replicas.into(),
+            max_attempts,
+        })
     }
 
     /// How many replicas the pool spreads calls over.
@@ -80,7 +94,12 @@ impl EditorPool {
             let result = call(replica.client.clone()).await;
             drop(guard);
             match result {
-                Err(status) if matches!(status.code(), Code::Unavailable | Code::ResourceExhausted | Code::Cancelled) => {
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        Code::Unavailable | Code::ResourceExhausted | Code::Cancelled
+                    ) =>
+                {
                     tracing::warn!(endpoint = %replica.endpoint, code = ?status.code(), attempt, "editor replica refused; retrying on another");
                     let backoff = arf_common::status::retry_after(&status)
                         .unwrap_or_else(|| Duration::from_millis(50 << attempt.min(6)));
@@ -105,7 +124,10 @@ impl EditorPool {
         .await
     }
 
-    pub async fn generate(&self, request: &pb::GenerateRequest) -> Result<pb::GenerateResponse, Status> {
+    pub async fn generate(
+        &self,
+        request: &pb::GenerateRequest,
+    ) -> Result<pb::GenerateResponse, Status> {
         self.call(|mut editor| {
             let request = request.clone();
             async move { editor.generate(request).await.map(|r| r.into_inner()) }
@@ -115,7 +137,9 @@ impl EditorPool {
 
     /// Power of two choices among the replicas not yet failed for this call.
     fn pick(&self, failed: &[usize]) -> usize {
-        let candidates: Vec<usize> = (0..self.replicas.len()).filter(|i| !failed.contains(i)).collect();
+        let candidates: Vec<usize> = (0..self.replicas.len())
+            .filter(|i| !failed.contains(i))
+            .collect();
         let mut rng = rand::rng();
         let a = candidates[rng.random_range(0..candidates.len())];
         let b = candidates[rng.random_range(0..candidates.len())];

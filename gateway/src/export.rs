@@ -9,7 +9,11 @@ use crate::store::Store;
 use crate::store::items::Unimproved;
 
 /// One JSON line per training pair of the run, in the run's own policy for unimproved summaries.
-pub fn lines(store: &Store, run: &crate::store::RunRecord, format: pb::ExportFormat) -> anyhow::Result<Vec<String>> {
+pub fn lines(
+    store: &Store,
+    run: &crate::store::RunRecord,
+    format: pb::ExportFormat,
+) -> anyhow::Result<Vec<String>> {
     let pairs = store.training_pairs(&run.id, Unimproved::of(&run.config))?;
     Ok(pairs
         .into_iter()

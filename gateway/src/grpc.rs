@@ -31,14 +31,20 @@ impl PipelineService {
     }
 
     pub fn into_server(self, max_message_bytes: usize) -> PipelineServer<Self> {
-        PipelineServer::new(self).max_decoding_message_size(max_message_bytes).max_encoding_message_size(max_message_bytes)
+        PipelineServer::new(self)
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes)
     }
 
     fn run(&self, run_id: &str) -> Result<RunRecord, Status> {
         if run_id.is_empty() {
             return Err(invalid_field("run_id", "must not be empty"));
         }
-        self.pipeline.store().run(run_id).map_err(internal)?.ok_or_else(|| Status::not_found(format!("no run {run_id:?}")))
+        self.pipeline
+            .store()
+            .run(run_id)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no run {run_id:?}")))
     }
 
     fn to_wire(&self, run: RunRecord) -> Result<pb::Run, Status> {
@@ -48,7 +54,12 @@ impl PipelineService {
             .into_iter()
             .map(|stage| {
                 let (total, done) = crate::pipeline::stage_progress(&counts, stage);
-                pb::StageProgress { stage: stage as i32, total, done, failed: 0 }
+                pb::StageProgress {
+                    stage: stage as i32,
+                    total,
+                    done,
+                    failed: 0,
+                }
             })
             .collect();
         Ok(pb::Run {
@@ -76,7 +87,10 @@ fn internal(e: anyhow::Error) -> Status {
 }
 
 fn is_final(state: pb::RunState) -> bool {
-    matches!(state, pb::RunState::Succeeded | pb::RunState::Failed | pb::RunState::Cancelled)
+    matches!(
+        state,
+        pb::RunState::Succeeded | pb::RunState::Failed | pb::RunState::Cancelled
+    )
 }
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -86,36 +100,61 @@ impl PipelineRpc for PipelineService {
     type WatchRunStream = ResponseStream<pb::RunEvent>;
     type ExportDatasetStream = ResponseStream<pb::ExportChunk>;
 
-    async fn create_run(&self, request: Request<Streaming<pb::CreateRunRequest>>) -> Result<Response<pb::Run>, Status> {
+    async fn create_run(
+        &self,
+        request: Request<Streaming<pb::CreateRunRequest>>,
+    ) -> Result<Response<pb::Run>, Status> {
         let mut inbound = request.into_inner();
-        let first = inbound.message().await?.ok_or_else(|| invalid_field("spec", "the first message must be the run spec"))?;
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| invalid_field("spec", "the first message must be the run spec"))?;
         let Some(pb::create_run_request::Part::Spec(spec)) = first.part else {
-            return Err(invalid_field("spec", "the first message must be the run spec"));
+            return Err(invalid_field(
+                "spec",
+                "the first message must be the run spec",
+            ));
         };
         let rows = if spec.dataset_path.is_empty() {
             RowSource::Stream(Box::pin(inbound.map(|m| match m?.part {
                 Some(pb::create_run_request::Part::Row(row)) => Ok(row),
-                _ => Err(invalid_field("row", "after the spec, every message must be a row")),
+                _ => Err(invalid_field(
+                    "row",
+                    "after the spec, every message must be a row",
+                )),
             })))
         } else {
             RowSource::File(spec.dataset_path.clone().into())
         };
-        let run_id = self.pipeline.create_run(spec, rows).await.map_err(|e| match e {
-            IngestError::InvalidSpec { field, message } => invalid_field(&field, message),
-            IngestError::BadRow { run_id, row } => {
-                invalid_field(&row.field, format!("line {}: {} (run {run_id} failed)", row.line, row.message))
-            }
-            IngestError::Transport(status) => status,
-            IngestError::Internal(e) => internal(e),
-        })?;
+        let run_id = self
+            .pipeline
+            .create_run(spec, rows)
+            .await
+            .map_err(|e| match e {
+                IngestError::InvalidSpec { field, message } => invalid_field(&field, message),
+                IngestError::BadRow { run_id, row } => invalid_field(
+                    &row.field,
+                    format!("line {}: {} (run {run_id} failed)", row.line, row.message),
+                ),
+                IngestError::Transport(status) => status,
+                IngestError::Internal(e) => internal(e),
+            })?;
         Ok(Response::new(self.to_wire(self.run(&run_id)?)?))
     }
 
-    async fn get_run(&self, request: Request<pb::GetRunRequest>) -> Result<Response<pb::Run>, Status> {
-        Ok(Response::new(self.to_wire(self.run(&request.into_inner().run_id)?)?))
+    async fn get_run(
+        &self,
+        request: Request<pb::GetRunRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        Ok(Response::new(
+            self.to_wire(self.run(&request.into_inner().run_id)?)?,
+        ))
     }
 
-    async fn list_runs(&self, request: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
+    async fn list_runs(
+        &self,
+        request: Request<pb::ListRunsRequest>,
+    ) -> Result<Response<pb::ListRunsResponse>, Status> {
         let request = request.into_inner();
         let size = match request.page_size as usize {
             0 => DEFAULT_PAGE,
@@ -124,24 +163,42 @@ impl PipelineRpc for PipelineService {
         let offset: usize = if request.page_token.is_empty() {
             0
         } else {
-            request.page_token.parse().map_err(|_| invalid_field("page_token", "not a token from a previous response"))?
+            request
+                .page_token
+                .parse()
+                .map_err(|_| invalid_field("page_token", "not a token from a previous response"))?
         };
-        let mut runs = self.pipeline.store().runs(offset, size + 1).map_err(internal)?;
+        let mut runs = self
+            .pipeline
+            .store()
+            .runs(offset, size + 1)
+            .map_err(internal)?;
         let next_page_token = if runs.len() > size {
             runs.truncate(size);
             (offset + size).to_string()
         } else {
             String::new()
         };
-        let runs = runs.into_iter().map(|r| self.to_wire(r)).collect::<Result<_, _>>()?;
-        Ok(Response::new(pb::ListRunsResponse { runs, next_page_token }))
+        let runs = runs
+            .into_iter()
+            .map(|r| self.to_wire(r))
+            .collect::<Result<_, _>>()?;
+        Ok(Response::new(pb::ListRunsResponse {
+            runs,
+            next_page_token,
+        }))
     }
 
-    async fn cancel_run(&self, request: Request<pb::CancelRunRequest>) -> Result<Response<pb::Run>, Status> {
+    async fn cancel_run(
+        &self,
+        request: Request<pb::CancelRunRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
         let run = self.run(&request.into_inner().run_id)?;
         if !is_final(run.state) && !self.pipeline.cancel(&run.id) {
             // Not driven by this process (it never started): cancel it in the store directly.
-            self.pipeline.set_state(&run.id, pb::RunState::Cancelled, "cancelled by request").map_err(internal)?;
+            self.pipeline
+                .set_state(&run.id, pb::RunState::Cancelled, "cancelled by request")
+                .map_err(internal)?;
         }
         // The driver records CANCELLED at its next item; give it a moment so the answer says so.
         for _ in 0..50 {
@@ -154,7 +211,10 @@ impl PipelineRpc for PipelineService {
         Ok(Response::new(self.to_wire(self.run(&run.id)?)?))
     }
 
-    async fn watch_run(&self, request: Request<pb::WatchRunRequest>) -> Result<Response<Self::WatchRunStream>, Status> {
+    async fn watch_run(
+        &self,
+        request: Request<pb::WatchRunRequest>,
+    ) -> Result<Response<Self::WatchRunStream>, Status> {
         let request = request.into_inner();
         self.run(&request.run_id)?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -173,9 +233,20 @@ impl PipelineRpc for PipelineService {
                     }
                 };
                 if events.is_empty() {
-                    let finished = pipeline.store().run(&request.run_id).ok().flatten().is_none_or(|r| is_final(r.state));
+                    let finished = pipeline
+                        .store()
+                        .run(&request.run_id)
+                        .ok()
+                        .flatten()
+                        .is_none_or(|r| is_final(r.state));
                     // Final state recorded and every event sent: the stream is complete.
-                    if finished && pipeline.store().last_event_sequence(&request.run_id).unwrap_or(0) <= last {
+                    if finished
+                        && pipeline
+                            .store()
+                            .last_event_sequence(&request.run_id)
+                            .unwrap_or(0)
+                            <= last
+                    {
                         return;
                     }
                     tokio::select! {
@@ -196,19 +267,27 @@ impl PipelineRpc for PipelineService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
-    async fn export_dataset(&self, request: Request<pb::ExportDatasetRequest>) -> Result<Response<Self::ExportDatasetStream>, Status> {
+    async fn export_dataset(
+        &self,
+        request: Request<pb::ExportDatasetRequest>,
+    ) -> Result<Response<Self::ExportDatasetStream>, Status> {
         let request = request.into_inner();
         let run = self.run(&request.run_id)?;
-        let format = pb::ExportFormat::try_from(request.format).map_err(|_| invalid_field("format", "unknown export format"))?;
+        let format = pb::ExportFormat::try_from(request.format)
+            .map_err(|_| invalid_field("format", "unknown export format"))?;
         let lines = crate::export::lines(self.pipeline.store(), &run, format).map_err(internal)?;
         let mut chunks = Vec::new();
         let mut chunk = Vec::new();
         for line in lines {
             if !chunk.is_empty() && chunk.len() + line.len() > EXPORT_CHUNK_BYTES {
-                chunks.push(Ok(pb::ExportChunk { data: std::mem::take(&mut chunk) }));
+                chunks.push(Ok(pb::ExportChunk {
+                    data: std::mem::take(&mut chunk),
+                }));
             }
             chunk.extend_from_slice(line.as_bytes());
             chunk.push(b'\n');
@@ -219,13 +298,19 @@ impl PipelineRpc for PipelineService {
         Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 
-    async fn get_report(&self, request: Request<pb::GetReportRequest>) -> Result<Response<pb::Report>, Status> {
+    async fn get_report(
+        &self,
+        request: Request<pb::GetReportRequest>,
+    ) -> Result<Response<pb::Report>, Status> {
         let run = self.run(&request.into_inner().run_id)?;
         let report = crate::report::build(self.pipeline.store(), &run).map_err(internal)?;
         let dir = self.pipeline.data_dir.join("runs").join(&run.id);
         let written = std::fs::create_dir_all(&dir).and_then(|()| {
             std::fs::write(dir.join("report.md"), &report.markdown)?;
-            report.files.iter().try_for_each(|f| std::fs::write(dir.join(&f.name), &f.content))
+            report
+                .files
+                .iter()
+                .try_for_each(|f| std::fs::write(dir.join(&f.name), &f.content))
         });
         if let Err(e) = written {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot write the report files");
@@ -236,7 +321,11 @@ impl PipelineRpc for PipelineService {
             files: report
                 .files
                 .into_iter()
-                .map(|f| pb::ReportFile { name: f.name, content_type: "image/svg+xml".into(), content: f.content.into_bytes() })
+                .map(|f| pb::ReportFile {
+                    name: f.name,
+                    content_type: "image/svg+xml".into(),
+                    content: f.content.into_bytes(),
+                })
                 .collect(),
             overall: report.overall,
             per_channel: report.per_channel,

@@ -20,21 +20,42 @@ pub struct LocalStudentHost {
 
 impl LocalStudentHost {
     pub fn new(max_message_bytes: usize) -> Self {
-        Self { args: ServerArgs { max_message_bytes, ..ServerArgs::local() }, servers: Mutex::new(Vec::new()) }
+        Self {
+            args: ServerArgs {
+                max_message_bytes,
+                ..ServerArgs::local()
+            },
+            servers: Mutex::new(Vec::new()),
+        }
     }
 }
 
 #[tonic::async_trait]
 impl StudentHost for LocalStudentHost {
     async fn serve(&self, model_dir: &Path) -> anyhow::Result<String> {
-        if let Some((_, s)) = self.servers.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|(d, _)| d == model_dir) {
+        if let Some((_, s)) = self
+            .servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(d, _)| d == model_dir)
+        {
             return Ok(format!("http://{}", s.local_addr()));
         }
         tracing::info!(model = %model_dir.display(), "loading the student for evaluation");
         let service = editor_svc::load_editor(&EditorConfig::new(model_dir)).await?;
-        let server = serve_loopback(&self.args, EDITOR, true, Routes::new(service.into_server(self.args.max_message_bytes))).await?;
+        let server = serve_loopback(
+            &self.args,
+            EDITOR,
+            true,
+            Routes::new(service.into_server(self.args.max_message_bytes)),
+        )
+        .await?;
         let endpoint = format!("http://{}", server.local_addr());
-        self.servers.lock().unwrap_or_else(|p| p.into_inner()).push((model_dir.to_path_buf(), server));
+        self.servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((model_dir.to_path_buf(), server));
         Ok(endpoint)
     }
 }

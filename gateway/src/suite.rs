@@ -34,7 +34,10 @@ pub struct SuiteConfig {
 pub fn tiny_model(data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
     let dir = data_dir.join("tiny-llama");
     if !arf_common::tiny_llama::is_tiny_model(&dir) {
-        arf_common::tiny_llama::write_tiny_llama(&dir, &arf_common::tiny_llama::TinyLlamaSpec::default())?;
+        arf_common::tiny_llama::write_tiny_llama(
+            &dir,
+            &arf_common::tiny_llama::TinyLlamaSpec::default(),
+        )?;
     }
     tracing::warn!(
         model = %dir.display(),
@@ -65,14 +68,29 @@ impl Suite {
         let shutdown = CancellationToken::new();
 
         let needs_tiny = config.editor_model.is_none() || config.student_base.is_none();
-        let tiny = if needs_tiny { Some(tiny_model(&config.data_dir)?) } else { None };
-        let editor_model = config.editor_model.clone().or_else(|| tiny.clone()).unwrap_or_default();
+        let tiny = if needs_tiny {
+            Some(tiny_model(&config.data_dir)?)
+        } else {
+            None
+        };
+        let editor_model = config
+            .editor_model
+            .clone()
+            .or_else(|| tiny.clone())
+            .unwrap_or_default();
         let student_base = config.student_base.clone().or(tiny);
         let mut editors = Vec::new();
         for _ in 0..config.editor_replicas.max(1) {
-            let (editor_service, loading) = editor_svc::start_editor(editor_svc::EditorConfig::new(&editor_model))?;
+            let (editor_service, loading) =
+                editor_svc::start_editor(editor_svc::EditorConfig::new(&editor_model))?;
             // NOT_SERVING until the model has loaded and answered a warm-up.
-            let editor = serve_loopback(args, EDITOR, false, Routes::new(editor_service.into_server(limit))).await?;
+            let editor = serve_loopback(
+                args,
+                EDITOR,
+                false,
+                Routes::new(editor_service.into_server(limit)),
+            )
+            .await?;
             loading.then_serving(editor.health()).await?;
             editors.push(editor);
         }
@@ -80,26 +98,72 @@ impl Suite {
         // The model-judged detectors ask the first editor, as a deployment's --judge-endpoint would.
         let options = ClientOptions::default();
         let judge = connect_lazy(&endpoint(&editors[0]), &options)?;
-        let analyzer_service = analyzer_svc::grpc::AnalyzerService::new(Default::default(), Some(judge), limit, shutdown.clone());
-        let analyzer = serve_loopback(args, ANALYZER, true, Routes::new(analyzer_service.into_server(limit))).await?;
+        let analyzer_service = analyzer_svc::grpc::AnalyzerService::new(
+            Default::default(),
+            Some(judge),
+            limit,
+            shutdown.clone(),
+        );
+        let analyzer = serve_loopback(
+            args,
+            ANALYZER,
+            true,
+            Routes::new(analyzer_service.into_server(limit)),
+        )
+        .await?;
 
-        let jobs = trainer_svc::jobs::JobManager::open(&config.data_dir.join("trainer"), trainer_svc::device())?;
+        let jobs = trainer_svc::jobs::JobManager::open(
+            &config.data_dir.join("trainer"),
+            trainer_svc::device(),
+        )?;
         let trainer_service = trainer_svc::grpc::TrainerService::new(jobs, shutdown.clone());
-        let trainer = serve_loopback(args, TRAINER, true, Routes::new(trainer_service.into_server(limit))).await?;
+        let trainer = serve_loopback(
+            args,
+            TRAINER,
+            true,
+            Routes::new(trainer_service.into_server(limit)),
+        )
+        .await?;
 
         let clients = Clients {
-            analyzer: AnalyzerClient::new(connect_lazy(&endpoint(&analyzer), &options)?).max_decoding_message_size(limit),
-            editors: EditorPool::connect(&editors.iter().map(endpoint).collect::<Vec<_>>(), &options, limit)?,
-            trainer: TrainerClient::new(connect_lazy(&endpoint(&trainer), &options)?).max_decoding_message_size(limit),
+            analyzer: AnalyzerClient::new(connect_lazy(&endpoint(&analyzer), &options)?)
+                .max_decoding_message_size(limit),
+            editors: EditorPool::connect(
+                &editors.iter().map(endpoint).collect::<Vec<_>>(),
+                &options,
+                limit,
+            )?,
+            trainer: TrainerClient::new(connect_lazy(&endpoint(&trainer), &options)?)
+                .max_decoding_message_size(limit),
             teacher: None,
         };
         let store = Arc::new(Store::open(&config.data_dir.join("arf.sqlite3"))?);
         let student_host = Arc::new(crate::student::LocalStudentHost::new(limit));
-        let pipeline = Pipeline::new(store, clients, config.data_dir.clone(), student_base, Some(student_host), shutdown.clone());
+        let pipeline = Pipeline::new(
+            store,
+            clients,
+            config.data_dir.clone(),
+            student_base,
+            Some(student_host),
+            shutdown.clone(),
+        );
         pipeline.resume_unfinished()?;
         let gateway_service = PipelineService::new(pipeline.clone(), shutdown.clone());
-        let gateway = serve_loopback(args, PIPELINE, true, Routes::new(gateway_service.into_server(limit))).await?;
-        Ok(Self { analyzer, editors, trainer, gateway, pipeline, shutdown })
+        let gateway = serve_loopback(
+            args,
+            PIPELINE,
+            true,
+            Routes::new(gateway_service.into_server(limit)),
+        )
+        .await?;
+        Ok(Self {
+            analyzer,
+            editors,
+            trainer,
+            gateway,
+            pipeline,
+            shutdown,
+        })
     }
 
     pub fn gateway_endpoint(&self) -> String {

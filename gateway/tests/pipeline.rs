@@ -13,31 +13,83 @@ async fn the_whole_pipeline_over_the_sample_on_tiny_models() {
     let mut spec = spec(&[]);
     let config = spec.config.as_mut().unwrap();
     config.revision_rounds = 2;
-    config.training = Some(pb::Hyperparameters { max_steps: 3, learning_rate: 1e-3, max_seq_len: 512, ..Default::default() });
-    config.evaluation = Some(pb::EvaluationConfig { holdout_fraction: 0.25, seed: 3, judge: true, max_summary_tokens: 24, ..Default::default() });
+    config.training = Some(pb::Hyperparameters {
+        max_steps: 3,
+        learning_rate: 1e-3,
+        max_seq_len: 512,
+        ..Default::default()
+    });
+    config.evaluation = Some(pb::EvaluationConfig {
+        holdout_fraction: 0.25,
+        seed: 3,
+        judge: true,
+        max_summary_tokens: 24,
+        ..Default::default()
+    });
 
     let run = create(&mut client, spec, sample_rows()).await.unwrap();
     let events = watch(&mut client, &run.id, 0).await;
-    let run = client.get_run(pb::GetRunRequest { run_id: run.id.clone() }).await.unwrap().into_inner();
-    assert_eq!(final_state(&events), Some(pb::RunState::Succeeded), "stage {:?}: {}", run.current_stage, run.error);
+    let run = client
+        .get_run(pb::GetRunRequest {
+            run_id: run.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        final_state(&events),
+        Some(pb::RunState::Succeeded),
+        "stage {:?}: {}",
+        run.current_stage,
+        run.error
+    );
 
     let c = run.counts.unwrap();
     assert_eq!(c.rows, 16);
-    assert_eq!(c.analyzed, 16, "every summary, held-out ones too, is analyzed");
+    assert_eq!(
+        c.analyzed, 16,
+        "every summary, held-out ones too, is analyzed"
+    );
     assert!(c.held_out > 0 && c.held_out < 16, "{c:?}");
-    assert_eq!(c.evaluated, c.held_out, "every held-out conversation is evaluated");
-    let outcomes: Vec<String> = items(&events, pb::Stage::Revise).iter().map(|i| i.outcome.clone()).collect();
-    assert_eq!(outcomes.len() as u32, c.rows - c.held_out, "one revision outcome per training item");
+    assert_eq!(
+        c.evaluated, c.held_out,
+        "every held-out conversation is evaluated"
+    );
+    let outcomes: Vec<String> = items(&events, pb::Stage::Revise)
+        .iter()
+        .map(|i| i.outcome.clone())
+        .collect();
+    assert_eq!(
+        outcomes.len() as u32,
+        c.rows - c.held_out,
+        "one revision outcome per training item"
+    );
     let accepted = outcomes.iter().filter(|o| *o == "accepted").count() as u32;
-    let rejected = outcomes.iter().filter(|o| *o == "rejected" || *o == "failed").count() as u32;
-    assert_eq!((accepted, rejected), (c.revisions_accepted, c.revisions_rejected));
+    let rejected = outcomes
+        .iter()
+        .filter(|o| *o == "rejected" || *o == "failed")
+        .count() as u32;
+    assert_eq!(
+        (accepted, rejected),
+        (c.revisions_accepted, c.revisions_rejected)
+    );
 
     assert!(!run.training_job_id.is_empty());
     let steps = events.iter().filter(|e| matches!(&e.kind, Some(pb::run_event::Kind::Training(j)) if matches!(j.kind, Some(pb::job_event::Kind::Step(_))))).count();
-    assert_eq!(steps, 3, "the training job's steps are relayed into the run");
+    assert_eq!(
+        steps, 3,
+        "the training job's steps are relayed into the run"
+    );
 
     // The export holds exactly the pairs trained on: clean and accepted training items.
-    let mut export = client.export_dataset(pb::ExportDatasetRequest { run_id: run.id.clone(), format: pb::ExportFormat::OpenaiChat as i32 }).await.unwrap().into_inner();
+    let mut export = client
+        .export_dataset(pb::ExportDatasetRequest {
+            run_id: run.id.clone(),
+            format: pb::ExportFormat::OpenaiChat as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let mut lines = 0;
     while let Some(chunk) = export.message().await.unwrap() {
         for line in String::from_utf8(chunk.data).unwrap().lines() {
@@ -49,12 +101,30 @@ async fn the_whole_pipeline_over_the_sample_on_tiny_models() {
     let clean = outcomes.iter().filter(|o| *o == "clean").count();
     assert_eq!(lines, clean + accepted as usize);
 
-    let report = client.get_report(pb::GetReportRequest { run_id: run.id.clone() }).await.unwrap().into_inner();
+    let report = client
+        .get_report(pb::GetReportRequest {
+            run_id: run.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let names: Vec<&str> = report.files.iter().map(|f| f.name.as_str()).collect();
-    assert!(names.contains(&"loss.svg") && names.contains(&"errors_before_after.svg") && names.contains(&"student_vs_teacher.svg"), "{names:?}");
-    let models: Vec<(&str, u32)> = report.overall.iter().map(|c| (c.model.as_str(), c.summaries)).collect();
+    assert!(
+        names.contains(&"loss.svg")
+            && names.contains(&"errors_before_after.svg")
+            && names.contains(&"student_vs_teacher.svg"),
+        "{names:?}"
+    );
+    let models: Vec<(&str, u32)> = report
+        .overall
+        .iter()
+        .map(|c| (c.model.as_str(), c.summaries))
+        .collect();
     assert_eq!(models, [("student", c.held_out), ("teacher", c.held_out)]);
-    assert!(report.overall[1].rouge_l > 0.0, "the teacher's summaries overlap the human references");
+    assert!(
+        report.overall[1].rouge_l > 0.0,
+        "the teacher's summaries overlap the human references"
+    );
     assert!(!report.per_channel.is_empty());
     suite.shutdown().await.unwrap();
 }

@@ -15,20 +15,35 @@ use support::*;
 const CLIENT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../clients/python");
 
 fn has_grpc_tools(python: &Path) -> bool {
-    Command::new(python).args(["-c", "import grpc_tools.protoc, grpc"]).output().is_ok_and(|o| o.status.success())
+    Command::new(python)
+        .args(["-c", "import grpc_tools.protoc, grpc"])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 fn python_with_grpc_tools() -> PathBuf {
     if let Some(python) = std::env::var_os("ARF_PYTHON") {
         let python = PathBuf::from(python);
-        assert!(has_grpc_tools(&python), "ARF_PYTHON={} cannot import grpc_tools", python.display());
+        assert!(
+            has_grpc_tools(&python),
+            "ARF_PYTHON={} cannot import grpc_tools",
+            python.display()
+        );
         return python;
     }
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-client-venv");
     let python = venv.join("bin/python");
     if !has_grpc_tools(&python) {
-        let status = Command::new("bash").arg(Path::new(CLIENT_DIR).join("setup-venv.sh")).arg(&venv).status().unwrap();
-        assert!(status.success(), "clients/python/setup-venv.sh {} failed", venv.display());
+        let status = Command::new("bash")
+            .arg(Path::new(CLIENT_DIR).join("setup-venv.sh"))
+            .arg(&venv)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "clients/python/setup-venv.sh {} failed",
+            venv.display()
+        );
     }
     python
 }
@@ -38,25 +53,59 @@ async fn the_generated_python_client_creates_a_run_and_watches_it_to_the_end() {
     let python = python_with_grpc_tools();
     let dir = tempfile::tempdir().unwrap();
     let (suite, mut client) = suite(dir.path()).await;
-    let gateway = suite.gateway_endpoint().trim_start_matches("http://").to_string();
+    let gateway = suite
+        .gateway_endpoint()
+        .trim_start_matches("http://")
+        .to_string();
 
     let mut command = Command::new(python);
-    command.arg(Path::new(CLIENT_DIR).join("arf_client.py")).args(["--gateway", &gateway, "--dataset", SAMPLE]);
-    command.args(["--revision-max-tokens", "128", "--train-steps", "2", "--generated"]).arg(dir.path().join("stubs"));
-    let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().unwrap();
+    command
+        .arg(Path::new(CLIENT_DIR).join("arf_client.py"))
+        .args(["--gateway", &gateway, "--dataset", SAMPLE]);
+    command
+        .args([
+            "--revision-max-tokens",
+            "128",
+            "--train-steps",
+            "2",
+            "--generated",
+        ])
+        .arg(dir.path().join("stubs"));
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     println!("{stdout}");
-    assert!(output.status.success(), "the Python client failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the Python client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     // What the client printed is what the gateway holds.
-    let runs = client.list_runs(pb::ListRunsRequest::default()).await.unwrap().into_inner().runs;
+    let runs = client
+        .list_runs(pb::ListRunsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
     assert_eq!(runs.len(), 1);
     let run = &runs[0];
     assert_eq!(run.state(), pb::RunState::Succeeded);
     let c = run.counts.clone().unwrap();
     assert_eq!(c.rows, 16);
-    assert!(stdout.contains(&format!("run {} ended RUN_STATE_SUCCEEDED", run.id)), "{stdout}");
-    assert!(stdout.contains(&format!("rows=16 analyzed=16 flagged={}", c.flagged)), "{stdout}");
-    assert!(stdout.contains("STAGE_EVALUATE ended"), "the client saw every stage through: {stdout}");
+    assert!(
+        stdout.contains(&format!("run {} ended RUN_STATE_SUCCEEDED", run.id)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("rows=16 analyzed=16 flagged={}", c.flagged)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("STAGE_EVALUATE ended"),
+        "the client saw every stage through: {stdout}"
+    );
     suite.shutdown().await.unwrap();
 }

@@ -21,9 +21,23 @@ fn smollm2() -> PathBuf {
         return path;
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/fetch-model.sh");
-    let out = std::process::Command::new("bash").args([script, "smollm2"]).output().expect("running scripts/fetch-model.sh");
-    assert!(out.status.success(), "fetching SmolLM2 failed: {}", String::from_utf8_lossy(&out.stderr));
-    let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim());
+    let out = std::process::Command::new("bash")
+        .args([script, "smollm2"])
+        .output()
+        .expect("running scripts/fetch-model.sh");
+    assert!(
+        out.status.success(),
+        "fetching SmolLM2 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = PathBuf::from(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .trim(),
+    );
     assert!(path.is_file(), "{}", path.display());
     path
 }
@@ -32,8 +46,10 @@ fn smollm2() -> PathBuf {
 /// preamble; a refund the agent never gave), both for training.
 fn two_flagged_rows() -> Vec<pb::DatasetRow> {
     let wanted = ["chat-001", "chat-003"];
-    let rows: Vec<pb::DatasetRow> =
-        sample_rows().into_iter().filter(|r| wanted.contains(&r.conversation.as_ref().unwrap().id.as_str())).collect();
+    let rows: Vec<pb::DatasetRow> = sample_rows()
+        .into_iter()
+        .filter(|r| wanted.contains(&r.conversation.as_ref().unwrap().id.as_str()))
+        .collect();
     assert_eq!(rows.len(), 2);
     rows
 }
@@ -50,7 +66,9 @@ async fn smollm2_revises_trains_from_its_gguf_and_the_student_summarizes() {
         editor_replicas: 1,
     };
     let suite = Suite::start(config).await.unwrap();
-    let mut client = arf_proto::v1::pipeline_client::PipelineClient::new(connect_lazy(&suite.gateway_endpoint(), &ClientOptions::default()).unwrap());
+    let mut client = arf_proto::v1::pipeline_client::PipelineClient::new(
+        connect_lazy(&suite.gateway_endpoint(), &ClientOptions::default()).unwrap(),
+    );
 
     let rows = two_flagged_rows();
     let mut spec = spec(&[pb::Stage::Analyze, pb::Stage::Revise, pb::Stage::Finetune]);
@@ -58,22 +76,51 @@ async fn smollm2_revises_trains_from_its_gguf_and_the_student_summarizes() {
     c.revision_rounds = 1;
     c.revision_max_tokens = 128;
     c.on_unimproved = pb::UnimprovedPolicy::KeepOriginal as i32;
-    c.training = Some(pb::Hyperparameters { max_steps: 2, learning_rate: 1e-4, max_seq_len: 384, ..Default::default() });
+    c.training = Some(pb::Hyperparameters {
+        max_steps: 2,
+        learning_rate: 1e-4,
+        max_seq_len: 384,
+        ..Default::default()
+    });
     let run = create(&mut client, spec, rows.clone()).await.unwrap();
     let events = watch(&mut client, &run.id, 0).await;
-    let got = client.get_run(pb::GetRunRequest { run_id: run.id.clone() }).await.unwrap().into_inner();
-    assert_eq!(final_state(&events), Some(pb::RunState::Succeeded), "{}", got.error);
+    let got = client
+        .get_run(pb::GetRunRequest {
+            run_id: run.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        final_state(&events),
+        Some(pb::RunState::Succeeded),
+        "{}",
+        got.error
+    );
     let counts = got.counts.unwrap();
-    let analyses: Vec<String> = items(&events, pb::Stage::Analyze).iter().map(|i| format!("{} {} {}", i.conversation_id, i.outcome, i.findings)).collect();
-    assert_eq!(counts.flagged, 2, "both summaries are flagged: {analyses:?}");
-    assert_eq!(revise_outcomes(&events).values().sum::<usize>(), 2, "both were revised");
+    let analyses: Vec<String> = items(&events, pb::Stage::Analyze)
+        .iter()
+        .map(|i| format!("{} {} {}", i.conversation_id, i.outcome, i.findings))
+        .collect();
+    assert_eq!(
+        counts.flagged, 2,
+        "both summaries are flagged: {analyses:?}"
+    );
+    assert_eq!(
+        revise_outcomes(&events).values().sum::<usize>(),
+        2,
+        "both were revised"
+    );
 
     // The editor's revisions are real text, not the teacher's summary back.
     let items = suite.pipeline.store().items(&run.id).unwrap();
     for item in &items {
         if item.revision_outcome.as_deref() == Some("accepted") {
             let revised = item.final_summary.as_deref().unwrap();
-            assert!(revised.split_whitespace().count() >= 5 && revised != item.teacher_summary, "{revised:?}");
+            assert!(
+                revised.split_whitespace().count() >= 5 && revised != item.teacher_summary,
+                "{revised:?}"
+            );
         }
     }
 
@@ -89,29 +136,59 @@ async fn smollm2_revises_trains_from_its_gguf_and_the_student_summarizes() {
         })
         .collect();
     assert_eq!(losses.len(), 2);
-    assert!(losses.iter().all(|l| l.is_finite() && *l < 6.0), "the dequantized GGUF is a working model: {losses:?}");
+    assert!(
+        losses.iter().all(|l| l.is_finite() && *l < 6.0),
+        "the dequantized GGUF is a working model: {losses:?}"
+    );
 
     // The merged student (a Hugging Face directory) serves and summarizes.
     let record = suite.pipeline.store().run(&run.id).unwrap().unwrap();
     let merged = PathBuf::from(&record.student_model_dir);
-    for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"] {
-        assert!(merged.join(f).is_file(), "{f} missing from {}", merged.display());
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "model.safetensors",
+    ] {
+        assert!(
+            merged.join(f).is_file(),
+            "{f} missing from {}",
+            merged.display()
+        );
     }
     let student = gateway::student::LocalStudentHost::new(ServerArgs::local().max_message_bytes);
-    let endpoint = gateway::pipeline::StudentHost::serve(&student, &merged).await.unwrap();
+    let endpoint = gateway::pipeline::StudentHost::serve(&student, &merged)
+        .await
+        .unwrap();
     let mut editor = EditorClient::new(connect_lazy(&endpoint, &ClientOptions::default()).unwrap());
     let conversation = rows[0].conversation.clone().unwrap();
-    let prompt = arf_common::dataset::summarize_user_prompt(&arf_common::dataset::conversation_from_wire(Some(conversation), "c").unwrap());
+    let prompt = arf_common::dataset::summarize_user_prompt(
+        &arf_common::dataset::conversation_from_wire(Some(conversation), "c").unwrap(),
+    );
     let request = pb::GenerateRequest {
         messages: vec![
-            pb::ChatMessage { role: "system".into(), content: arf_common::dataset::SUMMARIZE_SYSTEM_PROMPT.into() },
-            pb::ChatMessage { role: "user".into(), content: prompt },
+            pb::ChatMessage {
+                role: "system".into(),
+                content: arf_common::dataset::SUMMARIZE_SYSTEM_PROMPT.into(),
+            },
+            pb::ChatMessage {
+                role: "user".into(),
+                content: prompt,
+            },
         ],
-        params: Some(pb::GenerationParams { max_tokens: 48, temperature: Some(0.0), top_p: None, stop: vec![] }),
+        params: Some(pb::GenerationParams {
+            max_tokens: 48,
+            temperature: Some(0.0),
+            top_p: None,
+            stop: vec![],
+        }),
         json_schema: String::new(),
     };
     let summary = editor.generate(request).await.unwrap().into_inner().text;
-    let words = summary.split_whitespace().filter(|w| w.chars().any(char::is_alphabetic)).count();
+    let words = summary
+        .split_whitespace()
+        .filter(|w| w.chars().any(char::is_alphabetic))
+        .count();
     assert!(words >= 5, "the student writes words: {summary:?}");
     eprintln!("student summary: {summary}");
     suite.shutdown().await.unwrap();
@@ -123,7 +200,9 @@ async fn smollm2_revises_trains_from_its_gguf_and_the_student_summarizes() {
 async fn the_trainer_tokenizes_the_gguf_as_the_editor_does() {
     let gguf = smollm2();
     let format = trainer_svc::train::data::ChatFormat::for_base(&gguf).unwrap();
-    let service = editor_svc::load_editor(&editor_svc::EditorConfig::new(&gguf)).await.unwrap();
+    let service = editor_svc::load_editor(&editor_svc::EditorConfig::new(&gguf))
+        .await
+        .unwrap();
     let editor = service.editor().unwrap();
     let texts = [
         "Customer: my order #48213 hasn't arrived!\nAgent: I'm sorry, it ships tomorrow.",
@@ -132,7 +211,18 @@ async fn the_trainer_tokenizes_the_gguf_as_the_editor_does() {
     ];
     for text in texts {
         let ours = format.encode_text(text).unwrap();
-        let theirs = editor.backend().model().tokenize(either::Either::Right(text.to_string()), None, false, false, None).await.unwrap();
+        let theirs = editor
+            .backend()
+            .model()
+            .tokenize(
+                either::Either::Right(text.to_string()),
+                None,
+                false,
+                false,
+                None,
+            )
+            .await
+            .unwrap();
         assert_eq!(ours, theirs, "{text:?}");
     }
 }

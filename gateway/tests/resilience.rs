@@ -18,15 +18,32 @@ async fn a_run_completes_when_an_editor_replica_dies_mid_run() {
     let dir = tempfile::tempdir().unwrap();
     let (mut suite, mut client) = suite_with_editors(dir.path(), 2).await;
     let rows = many_rows(2);
-    let run = create(&mut client, analyze_and_revise(), rows.clone()).await.unwrap();
+    let run = create(&mut client, analyze_and_revise(), rows.clone())
+        .await
+        .unwrap();
     wait_for_revisions(&mut client, &run.id, 3).await;
     suite.editors.remove(0).shutdown().await.unwrap();
 
     let events = watch(&mut client, &run.id, 0).await;
-    let error = client.get_run(pb::GetRunRequest { run_id: run.id.clone() }).await.unwrap().into_inner().error;
-    assert_eq!(final_state(&events), Some(pb::RunState::Succeeded), "{error}");
+    let error = client
+        .get_run(pb::GetRunRequest {
+            run_id: run.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .error;
+    assert_eq!(
+        final_state(&events),
+        Some(pb::RunState::Succeeded),
+        "{error}"
+    );
     let outcomes = revise_outcomes(&events);
-    assert_eq!(outcomes.values().sum::<usize>(), rows.len(), "every item has its revision outcome: {outcomes:?}");
+    assert_eq!(
+        outcomes.values().sum::<usize>(),
+        rows.len(),
+        "every item has its revision outcome: {outcomes:?}"
+    );
     suite.shutdown().await.unwrap();
 }
 
@@ -39,11 +56,20 @@ impl Drop for GatewayProcess {
     }
 }
 
-async fn spawn_gateway(port: u16, data_dir: &std::path::Path, suite: &gateway::suite::Suite) -> (GatewayProcess, PipelineClient<GrpcChannel>) {
+async fn spawn_gateway(
+    port: u16,
+    data_dir: &std::path::Path,
+    suite: &gateway::suite::Suite,
+) -> (GatewayProcess, PipelineClient<GrpcChannel>) {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(data_dir)
-        .args(["--analyzer", &suite.analyzer_endpoint(), "--trainer", &suite.trainer_endpoint()])
+        .args([
+            "--analyzer",
+            &suite.analyzer_endpoint(),
+            "--trainer",
+            &suite.trainer_endpoint(),
+        ])
         .args(["--editor", &suite.editor_endpoints().join(",")])
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
@@ -52,7 +78,11 @@ async fn spawn_gateway(port: u16, data_dir: &std::path::Path, suite: &gateway::s
     let endpoint = format!("http://127.0.0.1:{port}");
     let channel = connect_lazy(&endpoint, &ClientOptions::default()).unwrap();
     for _ in 0..300 {
-        let health = HealthClient::new(channel.clone()).check(HealthCheckRequest { service: String::new() }).await;
+        let health = HealthClient::new(channel.clone())
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await;
         if health.is_ok_and(|h| h.into_inner().status == 1) {
             return (GatewayProcess(child), PipelineClient::new(channel));
         }
@@ -62,7 +92,11 @@ async fn spawn_gateway(port: u16, data_dir: &std::path::Path, suite: &gateway::s
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,33 +106,58 @@ async fn a_gateway_killed_mid_run_resumes_without_losing_or_redoing_items() {
     let rows = many_rows(2);
 
     // The uninterrupted run, on the suite's own gateway.
-    let reference = create(&mut reference_client, analyze_and_revise(), rows.clone()).await.unwrap();
+    let reference = create(&mut reference_client, analyze_and_revise(), rows.clone())
+        .await
+        .unwrap();
     let reference_events = watch(&mut reference_client, &reference.id, 0).await;
-    assert_eq!(final_state(&reference_events), Some(pb::RunState::Succeeded));
-    let reference = reference_client.get_run(pb::GetRunRequest { run_id: reference.id }).await.unwrap().into_inner();
+    assert_eq!(
+        final_state(&reference_events),
+        Some(pb::RunState::Succeeded)
+    );
+    let reference = reference_client
+        .get_run(pb::GetRunRequest {
+            run_id: reference.id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
 
     // The same run on a gateway process that is killed with SIGKILL halfway through.
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
     let (process, mut client) = spawn_gateway(port, data.path(), &suite).await;
-    let run = create(&mut client, analyze_and_revise(), rows.clone()).await.unwrap();
+    let run = create(&mut client, analyze_and_revise(), rows.clone())
+        .await
+        .unwrap();
     wait_for_revisions(&mut client, &run.id, 4).await;
     drop(process); // SIGKILL
 
     let (_process, mut client) = spawn_gateway(port, data.path(), &suite).await;
     let events = watch(&mut client, &run.id, 0).await;
     assert_eq!(final_state(&events), Some(pb::RunState::Succeeded));
-    let resumed = client.get_run(pb::GetRunRequest { run_id: run.id }).await.unwrap().into_inner();
+    let resumed = client
+        .get_run(pb::GetRunRequest { run_id: run.id })
+        .await
+        .unwrap()
+        .into_inner();
 
     let counts = resumed.counts.unwrap();
     let expected = reference.counts.unwrap();
-    assert_eq!(counts, expected, "the resumed run ends with the uninterrupted run's counts");
+    assert_eq!(
+        counts, expected,
+        "the resumed run ends with the uninterrupted run's counts"
+    );
     // No item was revised twice: each has one recorded outcome.
     let mut per_item: BTreeMap<&str, usize> = BTreeMap::new();
     for i in items(&events, pb::Stage::Revise) {
         *per_item.entry(i.conversation_id.as_str()).or_default() += 1;
     }
     assert!(per_item.values().all(|n| *n == 1), "{per_item:?}");
-    assert_eq!(counts.revisions_accepted + counts.revisions_rejected + revise_outcomes(&events).get("clean").copied().unwrap_or(0) as u32, rows.len() as u32);
+    assert_eq!(
+        counts.revisions_accepted
+            + counts.revisions_rejected
+            + revise_outcomes(&events).get("clean").copied().unwrap_or(0) as u32,
+        rows.len() as u32
+    );
     suite.shutdown().await.unwrap();
 }

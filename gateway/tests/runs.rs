@@ -11,28 +11,59 @@ use tonic::Code;
 async fn an_analyze_run_over_the_sample_is_watchable_resumable_and_exportable() {
     let dir = tempfile::tempdir().unwrap();
     let (suite, mut client) = suite(dir.path()).await;
-    let run = create(&mut client, spec(&[pb::Stage::Analyze]), sample_rows()).await.unwrap();
+    let run = create(&mut client, spec(&[pb::Stage::Analyze]), sample_rows())
+        .await
+        .unwrap();
     assert_eq!(run.counts.as_ref().unwrap().rows, 16);
 
     let events = watch(&mut client, &run.id, 0).await;
-    assert_eq!(final_state(&events), Some(pb::RunState::Succeeded), "{events:?}");
+    assert_eq!(
+        final_state(&events),
+        Some(pb::RunState::Succeeded),
+        "{events:?}"
+    );
     let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
-    assert_eq!(sequences, (1..=events.len() as u64).collect::<Vec<_>>(), "numbered from 1 without gaps");
-    let analyzed: Vec<String> = items(&events, pb::Stage::Analyze).iter().map(|i| i.outcome.clone()).collect();
+    assert_eq!(
+        sequences,
+        (1..=events.len() as u64).collect::<Vec<_>>(),
+        "numbered from 1 without gaps"
+    );
+    let analyzed: Vec<String> = items(&events, pb::Stage::Analyze)
+        .iter()
+        .map(|i| i.outcome.clone())
+        .collect();
     assert_eq!(analyzed.len(), 16);
-    assert!(analyzed.iter().any(|o| o == "flagged") && analyzed.iter().any(|o| o == "clean"), "{analyzed:?}");
+    assert!(
+        analyzed.iter().any(|o| o == "flagged") && analyzed.iter().any(|o| o == "clean"),
+        "{analyzed:?}"
+    );
 
     // A client that reconnects with the last sequence it saw gets exactly the rest.
     let resumed = watch(&mut client, &run.id, 5).await;
     assert_eq!(resumed, events[5..].to_vec());
 
-    let run = client.get_run(pb::GetRunRequest { run_id: run.id.clone() }).await.unwrap().into_inner();
+    let run = client
+        .get_run(pb::GetRunRequest {
+            run_id: run.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let counts = run.counts.unwrap();
     assert_eq!((counts.analyzed, counts.held_out), (16, 0));
-    assert!(counts.flagged >= 8, "the sample's teacher summaries carry at least 8 errors: {counts:?}");
+    assert!(
+        counts.flagged >= 8,
+        "the sample's teacher summaries carry at least 8 errors: {counts:?}"
+    );
     assert_eq!(run.last_event_sequence, events.len() as u64);
 
-    let report = client.get_report(pb::GetReportRequest { run_id: run.id.clone() }).await.unwrap().into_inner();
+    let report = client
+        .get_report(pb::GetReportRequest {
+            run_id: run.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(report.markdown.contains("| rows |"), "{}", report.markdown);
     assert!(std::path::Path::new(&report.path).exists());
     suite.shutdown().await.unwrap();
@@ -47,14 +78,27 @@ async fn bad_rows_are_reported_with_their_line_and_skipped_or_fatal() {
     rows[4].teacher_summary = " ".into();
     rows[6].conversation.as_mut().unwrap().id = rows[0].conversation.as_ref().unwrap().id.clone();
 
-    let run = create(&mut client, spec(&[pb::Stage::Analyze]), rows.clone()).await.unwrap();
-    let bad: Vec<(u32, String)> = run.bad_rows.iter().map(|b| (b.line, b.field.clone())).collect();
+    let run = create(&mut client, spec(&[pb::Stage::Analyze]), rows.clone())
+        .await
+        .unwrap();
+    let bad: Vec<(u32, String)> = run
+        .bad_rows
+        .iter()
+        .map(|b| (b.line, b.field.clone()))
+        .collect();
     assert_eq!(
         bad,
-        [(3, "conversation.turns[1].role".to_string()), (5, "teacher_summary".to_string()), (7, "conversation.id".to_string())]
+        [
+            (3, "conversation.turns[1].role".to_string()),
+            (5, "teacher_summary".to_string()),
+            (7, "conversation.id".to_string())
+        ]
     );
     assert_eq!(run.counts.unwrap().rows, 13);
-    assert_eq!(final_state(&watch(&mut client, &run.id, 0).await), Some(pb::RunState::Succeeded));
+    assert_eq!(
+        final_state(&watch(&mut client, &run.id, 0).await),
+        Some(pb::RunState::Succeeded)
+    );
 
     let mut fatal = spec(&[pb::Stage::Analyze]);
     fatal.on_bad_row = pb::BadRowPolicy::Fail as i32;
@@ -77,20 +121,49 @@ async fn a_server_side_dataset_path_and_pagination() {
     }
     let mut s = spec(&[pb::Stage::Analyze]);
     s.dataset_path = "/nonexistent/rows.jsonl".into();
-    assert_eq!(field_violations(&create(&mut client, s, vec![]).await.unwrap_err())[0].0, "spec.dataset_path");
+    assert_eq!(
+        field_violations(&create(&mut client, s, vec![]).await.unwrap_err())[0].0,
+        "spec.dataset_path"
+    );
     let mut s = spec(&[pb::Stage::Analyze]);
     s.config.as_mut().unwrap().acceptance = 99;
-    assert_eq!(field_violations(&create(&mut client, s, vec![]).await.unwrap_err())[0].0, "spec.config.acceptance");
+    assert_eq!(
+        field_violations(&create(&mut client, s, vec![]).await.unwrap_err())[0].0,
+        "spec.config.acceptance"
+    );
     let mut s = spec(&[pb::Stage::Analyze]);
     s.config.as_mut().unwrap().revision_max_tokens = 1 << 20;
-    assert_eq!(field_violations(&create(&mut client, s, vec![]).await.unwrap_err())[0].0, "spec.config.revision_max_tokens");
+    assert_eq!(
+        field_violations(&create(&mut client, s, vec![]).await.unwrap_err())[0].0,
+        "spec.config.revision_max_tokens"
+    );
 
-    let first = client.list_runs(pb::ListRunsRequest { page_size: 2, page_token: String::new() }).await.unwrap().into_inner();
+    let first = client
+        .list_runs(pb::ListRunsRequest {
+            page_size: 2,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(first.runs.len(), 2);
-    let second = client.list_runs(pb::ListRunsRequest { page_size: 2, page_token: first.next_page_token }).await.unwrap().into_inner();
+    let second = client
+        .list_runs(pb::ListRunsRequest {
+            page_size: 2,
+            page_token: first.next_page_token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(second.runs.len(), 1);
     assert!(second.next_page_token.is_empty());
-    let status = client.list_runs(pb::ListRunsRequest { page_size: 2, page_token: "garbage".into() }).await.unwrap_err();
+    let status = client
+        .list_runs(pb::ListRunsRequest {
+            page_size: 2,
+            page_token: "garbage".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(field_violations(&status)[0].0, "page_token");
     suite.shutdown().await.unwrap();
 }
@@ -99,34 +172,84 @@ async fn a_server_side_dataset_path_and_pagination() {
 async fn watching_resumes_mid_run_and_a_cancelled_run_stops() {
     let dir = tempfile::tempdir().unwrap();
     let (suite, mut client) = suite(dir.path()).await;
-    let run = create(&mut client, analyze_and_revise(), sample_rows()).await.unwrap();
+    let run = create(&mut client, analyze_and_revise(), sample_rows())
+        .await
+        .unwrap();
 
     // A client that drops its stream mid-run and reconnects with the last sequence it saw.
-    let mut stream = client.watch_run(pb::WatchRunRequest { run_id: run.id.clone(), after_sequence: 0 }).await.unwrap().into_inner();
+    let mut stream = client
+        .watch_run(pb::WatchRunRequest {
+            run_id: run.id.clone(),
+            after_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let mut seen = Vec::new();
     while seen.len() < 10 {
-        seen.push(stream.message().await.unwrap().expect("a run of 16 rows has more than 10 events"));
+        seen.push(
+            stream
+                .message()
+                .await
+                .unwrap()
+                .expect("a run of 16 rows has more than 10 events"),
+        );
     }
     drop(stream);
-    assert_eq!(final_state(&seen), Some(pb::RunState::Running), "the first ten events come before the end");
+    assert_eq!(
+        final_state(&seen),
+        Some(pb::RunState::Running),
+        "the first ten events come before the end"
+    );
     let rest = watch(&mut client, &run.id, seen.last().unwrap().sequence).await;
     let whole = watch(&mut client, &run.id, 0).await;
-    assert_eq!([seen, rest].concat(), whole, "nothing lost, nothing repeated");
+    assert_eq!(
+        [seen, rest].concat(),
+        whole,
+        "nothing lost, nothing repeated"
+    );
     assert_eq!(final_state(&whole), Some(pb::RunState::Succeeded));
 
     // Cancelled mid-revise: the run ends CANCELLED and stops revising.
     let rows = sample_rows();
-    let run = create(&mut client, analyze_and_revise(), rows.clone()).await.unwrap();
+    let run = create(&mut client, analyze_and_revise(), rows.clone())
+        .await
+        .unwrap();
     wait_for_revisions(&mut client, &run.id, 2).await;
-    let cancelled = client.cancel_run(pb::CancelRunRequest { run_id: run.id.clone() }).await.unwrap().into_inner();
+    let cancelled = client
+        .cancel_run(pb::CancelRunRequest {
+            run_id: run.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(cancelled.state(), pb::RunState::Cancelled);
     let events = watch(&mut client, &run.id, 0).await;
     assert_eq!(final_state(&events), Some(pb::RunState::Cancelled));
     let revised = items(&events, pb::Stage::Revise).len();
-    assert!(revised < rows.len(), "revision stopped: {revised} of {} items", rows.len());
-    let again = client.cancel_run(pb::CancelRunRequest { run_id: run.id.clone() }).await.unwrap().into_inner();
-    assert_eq!(again.state(), pb::RunState::Cancelled, "cancelling twice is harmless");
-    let missing = client.cancel_run(pb::CancelRunRequest { run_id: "run-nope".into() }).await.unwrap_err();
+    assert!(
+        revised < rows.len(),
+        "revision stopped: {revised} of {} items",
+        rows.len()
+    );
+    let again = client
+        .cancel_run(pb::CancelRunRequest {
+            run_id: run.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        again.state(),
+        pb::RunState::Cancelled,
+        "cancelling twice is harmless"
+    );
+    let missing = client
+        .cancel_run(pb::CancelRunRequest {
+            run_id: "run-nope".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
     suite.shutdown().await.unwrap();
 }

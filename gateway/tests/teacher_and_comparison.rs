@@ -26,48 +26,128 @@ async fn raw_conversations_get_teacher_summaries_and_the_report_compares_four_mo
     let dir = tempfile::tempdir().unwrap();
     let (suite, mut client) = suite(dir.path()).await;
     let rows = half_raw_rows();
-    let raw: Vec<String> = rows.iter().filter(|r| r.teacher_summary.is_empty()).map(|r| r.conversation.as_ref().unwrap().id.clone()).collect();
+    let raw: Vec<String> = rows
+        .iter()
+        .filter(|r| r.teacher_summary.is_empty())
+        .map(|r| r.conversation.as_ref().unwrap().id.clone())
+        .collect();
     let mut spec = spec(&[]);
     let config = spec.config.as_mut().unwrap();
     config.revision_rounds = 1;
     config.revision_max_tokens = 96;
     config.compare_unrevised = true;
-    config.training = Some(pb::Hyperparameters { max_steps: 2, learning_rate: 1e-3, max_seq_len: 384, ..Default::default() });
-    config.evaluation = Some(pb::EvaluationConfig { holdout_fraction: 0.25, seed: 3, max_summary_tokens: 16, ..Default::default() });
+    config.training = Some(pb::Hyperparameters {
+        max_steps: 2,
+        learning_rate: 1e-3,
+        max_seq_len: 384,
+        ..Default::default()
+    });
+    config.evaluation = Some(pb::EvaluationConfig {
+        holdout_fraction: 0.25,
+        seed: 3,
+        max_summary_tokens: 16,
+        ..Default::default()
+    });
 
     let run = create(&mut client, spec, rows).await.unwrap();
     let events = watch(&mut client, &run.id, 0).await;
-    let run = client.get_run(pb::GetRunRequest { run_id: run.id.clone() }).await.unwrap().into_inner();
-    assert_eq!(final_state(&events), Some(pb::RunState::Succeeded), "stage {:?}: {}", run.current_stage, run.error);
+    let run = client
+        .get_run(pb::GetRunRequest {
+            run_id: run.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        final_state(&events),
+        Some(pb::RunState::Succeeded),
+        "stage {:?}: {}",
+        run.current_stage,
+        run.error
+    );
 
     let c = run.counts.clone().unwrap();
     assert_eq!((c.without_summary, c.generated), (8, 8), "{c:?}");
-    let generated: Vec<&str> = items(&events, pb::Stage::Generate).iter().map(|i| i.conversation_id.as_str()).collect();
+    let generated: Vec<&str> = items(&events, pb::Stage::Generate)
+        .iter()
+        .map(|i| i.conversation_id.as_str())
+        .collect();
     let mut sorted = generated.clone();
     sorted.sort_unstable();
     let mut want: Vec<&str> = raw.iter().map(String::as_str).collect();
     want.sort_unstable();
-    assert_eq!(sorted, want, "exactly the rows without a summary, once each");
-    assert_eq!(c.analyzed, 16, "generated summaries are analyzed like the others");
-    let progress = run.progress.iter().find(|p| p.stage == pb::Stage::Generate as i32).unwrap();
+    assert_eq!(
+        sorted, want,
+        "exactly the rows without a summary, once each"
+    );
+    assert_eq!(
+        c.analyzed, 16,
+        "generated summaries are analyzed like the others"
+    );
+    let progress = run
+        .progress
+        .iter()
+        .find(|p| p.stage == pb::Stage::Generate as i32)
+        .unwrap();
     assert_eq!((progress.total, progress.done), (8, 8));
 
     // Two students, from two jobs; the report sets four models side by side.
     assert!(!run.training_job_id.is_empty() && !run.baseline_job_id.is_empty());
     assert_ne!(run.training_job_id, run.baseline_job_id);
-    let report = client.get_report(pb::GetReportRequest { run_id: run.id.clone() }).await.unwrap().into_inner();
-    let models: Vec<(&str, u32)> = report.overall.iter().map(|c| (c.model.as_str(), c.summaries)).collect();
-    assert_eq!(models, [("base", c.held_out), ("unrevised", c.held_out), ("student", c.held_out), ("teacher", c.held_out)]);
+    let report = client
+        .get_report(pb::GetReportRequest {
+            run_id: run.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let models: Vec<(&str, u32)> = report
+        .overall
+        .iter()
+        .map(|c| (c.model.as_str(), c.summaries))
+        .collect();
+    assert_eq!(
+        models,
+        [
+            ("base", c.held_out),
+            ("unrevised", c.held_out),
+            ("student", c.held_out),
+            ("teacher", c.held_out)
+        ]
+    );
     for ch in &report.per_channel {
-        assert!(ch.scores.iter().any(|s| s.model == "base") && ch.scores.iter().any(|s| s.model == "unrevised"), "{ch:?}");
+        assert!(
+            ch.scores.iter().any(|s| s.model == "base")
+                && ch.scores.iter().any(|s| s.model == "unrevised"),
+            "{ch:?}"
+        );
     }
-    assert!(report.markdown.contains("student on unrevised data") && report.markdown.contains("base model, zero-shot"));
-    assert!(report.markdown.contains("## Read them yourself"), "held-out summaries a person can read");
-    assert!(report.markdown.contains("The teacher wrote 8 summaries"), "Generate's cost is reported");
-    assert!(report.markdown.contains("| generate |"), "each stage's wall time");
+    assert!(
+        report.markdown.contains("student on unrevised data")
+            && report.markdown.contains("base model, zero-shot")
+    );
+    assert!(
+        report.markdown.contains("## Read them yourself"),
+        "held-out summaries a person can read"
+    );
+    assert!(
+        report.markdown.contains("The teacher wrote 8 summaries"),
+        "Generate's cost is reported"
+    );
+    assert!(
+        report.markdown.contains("| generate |"),
+        "each stage's wall time"
+    );
 
     // What the student is trained on includes the generated summaries.
-    let mut export = client.export_dataset(pb::ExportDatasetRequest { run_id: run.id.clone(), format: pb::ExportFormat::Plain as i32 }).await.unwrap().into_inner();
+    let mut export = client
+        .export_dataset(pb::ExportDatasetRequest {
+            run_id: run.id.clone(),
+            format: pb::ExportFormat::Plain as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let mut exported = Vec::new();
     while let Some(chunk) = export.message().await.unwrap() {
         for line in String::from_utf8(chunk.data).unwrap().lines() {
@@ -76,7 +156,10 @@ async fn raw_conversations_get_teacher_summaries_and_the_report_compares_four_mo
             exported.push(v["id"].as_str().unwrap().to_string());
         }
     }
-    assert!(exported.iter().any(|id| raw.contains(id)), "a generated summary reached the training set: {exported:?}");
+    assert!(
+        exported.iter().any(|id| raw.contains(id)),
+        "a generated summary reached the training set: {exported:?}"
+    );
     suite.shutdown().await.unwrap();
 }
 
@@ -84,19 +167,33 @@ async fn raw_conversations_get_teacher_summaries_and_the_report_compares_four_mo
 async fn generate_resumes_after_a_restart_without_asking_twice() {
     let dir = tempfile::tempdir().unwrap();
     let (suite, mut client) = suite(dir.path()).await;
-    let rows: Vec<pb::DatasetRow> = many_rows(2).into_iter().map(|mut r| {
-        r.teacher_summary.clear();
-        r
-    }).collect();
+    let rows: Vec<pb::DatasetRow> = many_rows(2)
+        .into_iter()
+        .map(|mut r| {
+            r.teacher_summary.clear();
+            r
+        })
+        .collect();
     let total = rows.len();
     let mut spec = spec(&[pb::Stage::Generate, pb::Stage::Analyze]);
-    spec.config.as_mut().unwrap().evaluation = Some(pb::EvaluationConfig { max_summary_tokens: 48, ..Default::default() });
+    spec.config.as_mut().unwrap().evaluation = Some(pb::EvaluationConfig {
+        max_summary_tokens: 48,
+        ..Default::default()
+    });
     let run = create(&mut client, spec, rows).await.unwrap();
     // Stop the whole suite once a few summaries are in: the run stays RUNNING.
-    let mut stream = client.watch_run(pb::WatchRunRequest { run_id: run.id.clone(), after_sequence: 0 }).await.unwrap().into_inner();
+    let mut stream = client
+        .watch_run(pb::WatchRunRequest {
+            run_id: run.id.clone(),
+            after_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let mut seen = 0;
     while let Some(e) = stream.message().await.unwrap() {
-        if matches!(&e.kind, Some(pb::run_event::Kind::Item(i)) if i.stage == pb::Stage::Generate as i32) {
+        if matches!(&e.kind, Some(pb::run_event::Kind::Item(i)) if i.stage == pb::Stage::Generate as i32)
+        {
             seen += 1;
             if seen == 3 {
                 break;
@@ -110,11 +207,26 @@ async fn generate_resumes_after_a_restart_without_asking_twice() {
     let events = watch(&mut client, &run.id, 0).await;
     assert_eq!(final_state(&events), Some(pb::RunState::Succeeded));
     let generated = items(&events, pb::Stage::Generate);
-    let mut ids: Vec<&str> = generated.iter().map(|i| i.conversation_id.as_str()).collect();
+    let mut ids: Vec<&str> = generated
+        .iter()
+        .map(|i| i.conversation_id.as_str())
+        .collect();
     ids.sort_unstable();
     ids.dedup();
-    assert_eq!((generated.len(), ids.len()), (total, total), "every summary written once, none twice");
-    let c = client.get_run(pb::GetRunRequest { run_id: run.id.clone() }).await.unwrap().into_inner().counts.unwrap();
+    assert_eq!(
+        (generated.len(), ids.len()),
+        (total, total),
+        "every summary written once, none twice"
+    );
+    let c = client
+        .get_run(pb::GetRunRequest {
+            run_id: run.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .counts
+        .unwrap();
     assert_eq!((c.generated, c.analyzed), (total as u32, total as u32));
     suite.shutdown().await.unwrap();
 }
@@ -123,14 +235,23 @@ async fn generate_resumes_after_a_restart_without_asking_twice() {
 async fn without_a_generate_stage_a_row_needs_its_summary() {
     let dir = tempfile::tempdir().unwrap();
     let (suite, mut client) = suite(dir.path()).await;
-    let run = create(&mut client, spec(&[pb::Stage::Analyze]), half_raw_rows()).await.unwrap();
+    let run = create(&mut client, spec(&[pb::Stage::Analyze]), half_raw_rows())
+        .await
+        .unwrap();
     let events = watch(&mut client, &run.id, 0).await;
-    let bad: Vec<&pb::BadRow> = events.iter().filter_map(|e| match &e.kind {
-        Some(pb::run_event::Kind::BadRow(b)) => Some(b),
-        _ => None,
-    }).collect();
+    let bad: Vec<&pb::BadRow> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(pb::run_event::Kind::BadRow(b)) => Some(b),
+            _ => None,
+        })
+        .collect();
     assert_eq!(bad.len(), 8);
-    assert!(bad.iter().all(|b| b.field == "teacher_summary" && b.message.contains("Generate")), "{bad:?}");
+    assert!(
+        bad.iter()
+            .all(|b| b.field == "teacher_summary" && b.message.contains("Generate")),
+        "{bad:?}"
+    );
     assert_eq!(bad[0].line, 1, "the offending row's line");
     suite.shutdown().await.unwrap();
 }

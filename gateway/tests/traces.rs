@@ -6,14 +6,17 @@
 
 mod support;
 
-use arf_proto::v1 as pb;
 use arf_common::telemetry::in_memory::InMemoryTelemetry;
+use arf_proto::v1 as pb;
 use opentelemetry::trace::{SpanKind, TraceId};
 use opentelemetry_sdk::trace::SpanData;
 use support::*;
 
 fn attribute(span: &SpanData, key: &str) -> Option<String> {
-    span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.to_string())
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,62 +30,122 @@ async fn each_item_is_one_trace_across_the_services_and_training_links_to_the_ru
     let config = spec.config.as_mut().unwrap();
     config.revision_rounds = 1;
     config.revision_max_tokens = 128;
-    config.training = Some(pb::Hyperparameters { max_steps: 2, learning_rate: 1e-3, max_seq_len: 256, ..Default::default() });
+    config.training = Some(pb::Hyperparameters {
+        max_steps: 2,
+        learning_rate: 1e-3,
+        max_seq_len: 256,
+        ..Default::default()
+    });
     let run = create(&mut client, spec, sample_rows()).await.unwrap();
     let events = watch(&mut client, &run.id, 0).await;
     assert_eq!(final_state(&events), Some(pb::RunState::Succeeded));
     suite.shutdown().await.unwrap();
     let spans = telemetry.finished_spans();
 
-    let run_span = spans.iter().find(|s| s.name == "arf.run").expect("the run has a span");
+    let run_span = spans
+        .iter()
+        .find(|s| s.name == "arf.run")
+        .expect("the run has a span");
     let run_trace = run_span.span_context.trace_id();
     let in_trace = |trace: TraceId, name: &str, kind: SpanKind| -> Vec<&SpanData> {
-        let mut found: Vec<&SpanData> =
-            spans.iter().filter(|s| s.span_context.trace_id() == trace && s.name == name && s.span_kind == kind).collect();
+        let mut found: Vec<&SpanData> = spans
+            .iter()
+            .filter(|s| s.span_context.trace_id() == trace && s.name == name && s.span_kind == kind)
+            .collect();
         found.sort_by_key(|s| s.start_time);
         found
     };
 
     // Every item's first span starts its own trace, linked to the run's.
-    let analyzed: Vec<&SpanData> = spans.iter().filter(|s| s.name == "arf.item.analyze").collect();
+    let analyzed: Vec<&SpanData> = spans
+        .iter()
+        .filter(|s| s.name == "arf.item.analyze")
+        .collect();
     assert_eq!(analyzed.len(), 16, "one analyze span per row");
     for item in &analyzed {
-        assert_ne!(item.span_context.trace_id(), run_trace, "an item is its own trace, not a span in the run's");
-        assert!(item.links.iter().any(|l| l.span_context.trace_id() == run_trace), "the item's trace links to the run");
+        assert_ne!(
+            item.span_context.trace_id(),
+            run_trace,
+            "an item is its own trace, not a span in the run's"
+        );
+        assert!(
+            item.links
+                .iter()
+                .any(|l| l.span_context.trace_id() == run_trace),
+            "the item's trace links to the run"
+        );
     }
 
     // A revised item's trace: analyzed, revised by the editor, re-analyzed, all in one trace.
-    let revised: Vec<&SpanData> = spans.iter().filter(|s| s.name == "arf.item.revise").collect();
+    let revised: Vec<&SpanData> = spans
+        .iter()
+        .filter(|s| s.name == "arf.item.revise")
+        .collect();
     assert!(!revised.is_empty(), "the sample has flagged summaries");
     let mut rechecked = 0;
     for item in &revised {
         let trace = item.span_context.trace_id();
         let id = attribute(item, "arf.conversation_id").unwrap();
-        let first = analyzed.iter().find(|a| attribute(a, "arf.conversation_id").as_deref() == Some(&id)).unwrap();
-        assert_eq!(first.span_context.trace_id(), trace, "{id}: the revise stage continues the item's trace");
+        let first = analyzed
+            .iter()
+            .find(|a| attribute(a, "arf.conversation_id").as_deref() == Some(&id))
+            .unwrap();
+        assert_eq!(
+            first.span_context.trace_id(),
+            trace,
+            "{id}: the revise stage continues the item's trace"
+        );
         let analyses = in_trace(trace, "arf.v1.Analyzer/Analyze", SpanKind::Server);
         let revisions = in_trace(trace, "arf.v1.Editor/Revise", SpanKind::Server);
-        assert_eq!(revisions.len(), 1, "{id}: one round, one revision in the analyzer's trace");
-        assert!(!analyses.is_empty() && analyses[0].start_time < revisions[0].start_time, "{id}: analyzed before revising");
+        assert_eq!(
+            revisions.len(),
+            1,
+            "{id}: one round, one revision in the analyzer's trace"
+        );
+        assert!(
+            !analyses.is_empty() && analyses[0].start_time < revisions[0].start_time,
+            "{id}: analyzed before revising"
+        );
         if analyses.len() == 2 {
             // Start times: a server span may end a moment after its client has its answer.
-            assert!(revisions[0].start_time < analyses[1].start_time, "{id}: the revision is re-analyzed after it");
+            assert!(
+                revisions[0].start_time < analyses[1].start_time,
+                "{id}: the revision is re-analyzed after it"
+            );
             rechecked += 1;
         }
         for span in analyses.iter().chain(&revisions) {
-            assert_ne!(span.parent_span_id, opentelemetry::trace::SpanId::INVALID, "{id}: the server span has a client parent");
+            assert_ne!(
+                span.parent_span_id,
+                opentelemetry::trace::SpanId::INVALID,
+                "{id}: the server span has a client parent"
+            );
         }
     }
     let outcomes = revise_outcomes(&events);
-    let parsed = outcomes.get("accepted").copied().unwrap_or(0) + outcomes.get("rejected").copied().unwrap_or(0);
-    assert_eq!(rechecked, parsed, "every revision that parsed was re-analyzed in its item's trace: {outcomes:?}");
+    let parsed = outcomes.get("accepted").copied().unwrap_or(0)
+        + outcomes.get("rejected").copied().unwrap_or(0);
+    assert_eq!(
+        rechecked, parsed,
+        "every revision that parsed was re-analyzed in its item's trace: {outcomes:?}"
+    );
 
     // The training job runs on the trainer's own thread: its span links back to the run.
     let create = in_trace(run_trace, "arf.v1.Trainer/CreateJob", SpanKind::Server);
-    assert_eq!(create.len(), 1, "CreateJob is called within the run's trace");
-    let train = spans.iter().find(|s| s.name == "arf.trainer.train").expect("the training job has a span");
+    assert_eq!(
+        create.len(),
+        1,
+        "CreateJob is called within the run's trace"
+    );
+    let train = spans
+        .iter()
+        .find(|s| s.name == "arf.trainer.train")
+        .expect("the training job has a span");
     assert!(
-        train.links.iter().any(|l| l.span_context.trace_id() == run_trace),
+        train
+            .links
+            .iter()
+            .any(|l| l.span_context.trace_id() == run_trace),
         "the training span links to the run's trace: {:?}",
         train.links.links
     );

@@ -8,7 +8,8 @@ pub mod v1 {
     tonic::include_proto!("arf.v1");
 
     /// Encoded `FileDescriptorSet` of every `arf.v1` file, for gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/arf_v1_descriptor.bin"));
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/arf_v1_descriptor.bin"));
 }
 
 pub use v1::FILE_DESCRIPTOR_SET;

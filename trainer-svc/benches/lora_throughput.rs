@@ -30,8 +30,28 @@ struct Shape {
 }
 
 const SHAPES: [Shape; 2] = [
-    Shape { name: "tiny", vocab: 384, hidden: 32, inter: 64, layers: 2, heads: 4, kv: 2, batch: 4, seq: 64 },
-    Shape { name: "small-19M", vocab: 8192, hidden: 384, inter: 1024, layers: 8, heads: 6, kv: 2, batch: 4, seq: 128 },
+    Shape {
+        name: "tiny",
+        vocab: 384,
+        hidden: 32,
+        inter: 64,
+        layers: 2,
+        heads: 4,
+        kv: 2,
+        batch: 4,
+        seq: 64,
+    },
+    Shape {
+        name: "small-19M",
+        vocab: 8192,
+        hidden: 384,
+        inter: 1024,
+        layers: 8,
+        heads: 6,
+        kv: 2,
+        batch: 4,
+        seq: 128,
+    },
 ];
 const RANK: usize = 16;
 const WARMUP: usize = 2;
@@ -52,9 +72,15 @@ fn write_model(s: &Shape, dir: &Path) -> candle_core::Result<()> {
     let dev = Device::Cpu;
     let mut t = HashMap::new();
     let rnd = |shape: (usize, usize)| Tensor::randn(0f32, 0.02, shape, &dev);
-    t.insert("model.embed_tokens.weight".to_string(), rnd((s.vocab, s.hidden))?);
+    t.insert(
+        "model.embed_tokens.weight".to_string(),
+        rnd((s.vocab, s.hidden))?,
+    );
     t.insert("lm_head.weight".to_string(), rnd((s.vocab, s.hidden))?);
-    t.insert("model.norm.weight".to_string(), Tensor::ones(s.hidden, DType::F32, &dev)?);
+    t.insert(
+        "model.norm.weight".to_string(),
+        Tensor::ones(s.hidden, DType::F32, &dev)?,
+    );
     for i in 0..s.layers {
         let p = format!("model.layers.{i}");
         for (n, shape) in [
@@ -69,7 +95,10 @@ fn write_model(s: &Shape, dir: &Path) -> candle_core::Result<()> {
             t.insert(format!("{p}.{n}.weight"), rnd(shape)?);
         }
         for n in ["input_layernorm", "post_attention_layernorm"] {
-            t.insert(format!("{p}.{n}.weight"), Tensor::ones(s.hidden, DType::F32, &dev)?);
+            t.insert(
+                format!("{p}.{n}.weight"),
+                Tensor::ones(s.hidden, DType::F32, &dev)?,
+            );
         }
     }
     candle_core::safetensors::save(&t, dir.join("model.safetensors"))
@@ -78,12 +107,25 @@ fn write_model(s: &Shape, dir: &Path) -> candle_core::Result<()> {
 /// Runs our side in this process: tokens/s.
 fn ours(s: &Shape, dir: &Path) -> candle_core::Result<f64> {
     let dev = Device::Cpu;
-    let spec = LoraSpec { rank: RANK, alpha: 2.0 * RANK as f64, ..Default::default() };
-    let model = Llama::load(dir, &LoadOptions { lora: Some(spec), ..Default::default() }, &dev)
-        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let spec = LoraSpec {
+        rank: RANK,
+        alpha: 2.0 * RANK as f64,
+        ..Default::default()
+    };
+    let model = Llama::load(
+        dir,
+        &LoadOptions {
+            lora: Some(spec),
+            ..Default::default()
+        },
+        &dev,
+    )
+    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     let vars = model.lora_vars();
     let mut opt = AdamW::new(vars.clone(), AdamWParams::default())?;
-    let ids: Vec<u32> = (0..s.batch * s.seq).map(|i| ((i * 7919) % s.vocab) as u32).collect();
+    let ids: Vec<u32> = (0..s.batch * s.seq)
+        .map(|i| ((i * 7919) % s.vocab) as u32)
+        .collect();
     let ids = Tensor::from_vec(ids, (s.batch, s.seq), &dev)?;
     let inputs = ids.narrow(1, 0, s.seq - 1)?;
     let targets = ids.narrow(1, 1, s.seq - 1)?.flatten_all()?;
@@ -92,7 +134,15 @@ fn ours(s: &Shape, dir: &Path) -> candle_core::Result<f64> {
         let n = targets.dim(0)?;
         let loss = (cross_entropy_sum(&logits.reshape((n, s.vocab))?, &targets)? / n as f64)?;
         let store = loss.backward()?;
-        let mut grads: Vec<Tensor> = vars.iter().map(|(_, v)| store.get(v.as_tensor()).cloned().unwrap_or(v.as_tensor().zeros_like().unwrap())).collect();
+        let mut grads: Vec<Tensor> = vars
+            .iter()
+            .map(|(_, v)| {
+                store
+                    .get(v.as_tensor())
+                    .cloned()
+                    .unwrap_or(v.as_tensor().zeros_like().unwrap())
+            })
+            .collect();
         clip_global_norm(&mut grads, 1.0)?;
         opt.step(&grads, 1e-4)
     };
@@ -121,18 +171,37 @@ fn main() {
     // Child mode: one shape, our side only, so VmHWM is that run's own peak.
     if let Some(i) = args.iter().position(|a| a == "--child") {
         let (name, dir) = (&args[i + 1], PathBuf::from(&args[i + 2]));
-        let s = SHAPES.iter().find(|s| s.name == name.as_str()).expect("known shape");
+        let s = SHAPES
+            .iter()
+            .find(|s| s.name == name.as_str())
+            .expect("known shape");
         match ours(s, &dir) {
-            Ok(tps) => println!("{{\"tokens_per_second\": {tps}, \"peak_rss_mib\": {}}}", vm_hwm_mib()),
+            Ok(tps) => println!(
+                "{{\"tokens_per_second\": {tps}, \"peak_rss_mib\": {}}}",
+                vm_hwm_mib()
+            ),
             Err(e) => println!("{{\"error\": \"{e}\"}}"),
         }
         return;
     }
-    let python = std::env::var("ARF_BENCH_PYTHON").unwrap_or_else(|_| "/work/pyenv/bin/python".into());
+    let python =
+        std::env::var("ARF_BENCH_PYTHON").unwrap_or_else(|_| "/work/pyenv/bin/python".into());
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reference/bench_peft.py");
     let tmp = std::env::temp_dir().join(format!("arf-lora-bench-{}", std::process::id()));
-    println!("LoRA r={RANK} on q,k,v,o,gate,up,down; {WARMUP} warm-up + {STEPS} timed steps; f32; CPU");
-    println!("{:<10} {:>9} {:>7} {:>14} {:>12} {:>14} {:>12} {:>7}", "shape", "params", "tokens", "candle tok/s", "candle MiB", "torch tok/s", "torch MiB", "ratio");
+    println!(
+        "LoRA r={RANK} on q,k,v,o,gate,up,down; {WARMUP} warm-up + {STEPS} timed steps; f32; CPU"
+    );
+    println!(
+        "{:<10} {:>9} {:>7} {:>14} {:>12} {:>14} {:>12} {:>7}",
+        "shape",
+        "params",
+        "tokens",
+        "candle tok/s",
+        "candle MiB",
+        "torch tok/s",
+        "torch MiB",
+        "ratio"
+    );
     for s in &SHAPES {
         let dir = tmp.join(s.name);
         if let Err(e) = write_model(s, &dir) {
@@ -142,21 +211,43 @@ fn main() {
         let run = |cmd: &mut Command| -> Option<serde_json::Value> {
             let out = cmd.output().ok()?;
             let text = String::from_utf8_lossy(&out.stdout);
-            text.lines().rev().find_map(|l| serde_json::from_str(l).ok())
+            text.lines()
+                .rev()
+                .find_map(|l| serde_json::from_str(l).ok())
         };
         let exe = std::env::current_exe().expect("bench executable");
         let ours = run(Command::new(exe).args(["--child", s.name, &dir.display().to_string()]));
         let torch = if Path::new(&python).exists() {
-            run(Command::new(&python).arg(&script).arg(&dir).args(
-                [s.batch, s.seq, RANK, WARMUP, STEPS].map(|v| v.to_string()),
-            ))
+            run(Command::new(&python)
+                .arg(&script)
+                .arg(&dir)
+                .args([s.batch, s.seq, RANK, WARMUP, STEPS].map(|v| v.to_string())))
         } else {
             None
         };
-        let get = |v: &Option<serde_json::Value>, k: &str| v.as_ref().and_then(|v| v[k].as_f64()).unwrap_or(f64::NAN);
-        let params = trainer_svc::model::LlamaConfig::from_dir(&dir).map(|c| c.num_parameters()).unwrap_or(0);
-        let (ot, om, tt, tm) = (get(&ours, "tokens_per_second"), get(&ours, "peak_rss_mib"), get(&torch, "tokens_per_second"), get(&torch, "peak_rss_mib"));
-        println!("{:<10} {:>8.1}M {:>7} {:>14.0} {:>12.0} {:>14.0} {:>12.0} {:>6.2}x", s.name, params as f64 / 1e6, s.batch * s.seq, ot, om, tt, tm, ot / tt);
+        let get = |v: &Option<serde_json::Value>, k: &str| {
+            v.as_ref().and_then(|v| v[k].as_f64()).unwrap_or(f64::NAN)
+        };
+        let params = trainer_svc::model::LlamaConfig::from_dir(&dir)
+            .map(|c| c.num_parameters())
+            .unwrap_or(0);
+        let (ot, om, tt, tm) = (
+            get(&ours, "tokens_per_second"),
+            get(&ours, "peak_rss_mib"),
+            get(&torch, "tokens_per_second"),
+            get(&torch, "peak_rss_mib"),
+        );
+        println!(
+            "{:<10} {:>8.1}M {:>7} {:>14.0} {:>12.0} {:>14.0} {:>12.0} {:>6.2}x",
+            s.name,
+            params as f64 / 1e6,
+            s.batch * s.seq,
+            ot,
+            om,
+            tt,
+            tm,
+            ot / tt
+        );
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }

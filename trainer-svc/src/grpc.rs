@@ -34,7 +34,9 @@ impl TrainerService {
     }
 
     pub fn into_server(self, max_message_bytes: usize) -> TrainerServer<Self> {
-        TrainerServer::new(self).max_decoding_message_size(max_message_bytes).max_encoding_message_size(max_message_bytes)
+        TrainerServer::new(self)
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes)
     }
 }
 
@@ -63,7 +65,10 @@ impl Trainer for TrainerService {
     type WatchJobStream = ResponseStream<pb::JobEvent>;
     type DownloadAdapterStream = ResponseStream<pb::FileChunk>;
 
-    async fn create_job(&self, request: Request<pb::CreateJobRequest>) -> Result<Response<pb::Job>, Status> {
+    async fn create_job(
+        &self,
+        request: Request<pb::CreateJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
         let spec = job_spec(request.into_inner())?;
         let jobs = self.jobs.clone();
         // Validation reads the model's config and tokenizer: blocking file work.
@@ -74,27 +79,46 @@ impl Trainer for TrainerService {
         Ok(Response::new(job_to_pb(&job)))
     }
 
-    async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
         let r = request.into_inner();
-        Ok(Response::new(job_to_pb(&self.jobs.get(job_id(&r.job_id)?)?)))
+        Ok(Response::new(job_to_pb(
+            &self.jobs.get(job_id(&r.job_id)?)?,
+        )))
     }
 
-    async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let r = request.into_inner();
         let size = match r.page_size {
             0 => 50,
             n => n.min(1000) as usize,
         };
         let (jobs, next_page_token) = self.jobs.list(size, &r.page_token);
-        Ok(Response::new(pb::ListJobsResponse { jobs: jobs.iter().map(job_to_pb).collect(), next_page_token }))
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: jobs.iter().map(job_to_pb).collect(),
+            next_page_token,
+        }))
     }
 
-    async fn cancel_job(&self, request: Request<pb::CancelJobRequest>) -> Result<Response<pb::Job>, Status> {
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
         let r = request.into_inner();
-        Ok(Response::new(job_to_pb(&self.jobs.cancel(job_id(&r.job_id)?)?)))
+        Ok(Response::new(job_to_pb(
+            &self.jobs.cancel(job_id(&r.job_id)?)?,
+        )))
     }
 
-    async fn watch_job(&self, request: Request<pb::WatchJobRequest>) -> Result<Response<Self::WatchJobStream>, Status> {
+    async fn watch_job(
+        &self,
+        request: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
         let r = request.into_inner();
         let id = job_id(&r.job_id)?.to_string();
         self.jobs.get(&id)?;
@@ -147,7 +171,11 @@ impl Trainer for TrainerService {
             .jobs
             .checkpoints(job_id(&r.job_id)?)?
             .into_iter()
-            .map(|(step, path, ms)| pb::Checkpoint { step, path: path.display().to_string(), create_time: Some(timestamp(ms)) })
+            .map(|(step, path, ms)| pb::Checkpoint {
+                step,
+                path: path.display().to_string(),
+                create_time: Some(timestamp(ms)),
+            })
             .collect();
         Ok(Response::new(pb::ListCheckpointsResponse { checkpoints }))
     }
@@ -157,7 +185,9 @@ impl Trainer for TrainerService {
         request: Request<pb::DownloadAdapterRequest>,
     ) -> Result<Response<Self::DownloadAdapterStream>, Status> {
         let r = request.into_inner();
-        let dir = self.jobs.adapter_dir(job_id(&r.job_id)?, r.checkpoint_step)?;
+        let dir = self
+            .jobs
+            .adapter_dir(job_id(&r.job_id)?, r.checkpoint_step)?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             for name in [ADAPTER_CONFIG, ADAPTER_WEIGHTS] {
@@ -176,14 +206,23 @@ async fn send_file(
     path: &std::path::Path,
     name: &str,
 ) -> Result<(), Status> {
-    let mut file = tokio::fs::File::open(path).await.map_err(|e| Status::internal(format!("{name}: {e}")))?;
-    let size = file.metadata().await.map_err(|e| Status::internal(format!("{name}: {e}")))?.len();
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| Status::internal(format!("{name}: {e}")))?;
+    let size = file
+        .metadata()
+        .await
+        .map_err(|e| Status::internal(format!("{name}: {e}")))?
+        .len();
     let mut offset = 0u64;
     loop {
         let mut data = vec![0u8; CHUNK];
         let mut filled = 0;
         while filled < CHUNK {
-            let n = file.read(&mut data[filled..]).await.map_err(|e| Status::internal(format!("{name}: {e}")))?;
+            let n = file
+                .read(&mut data[filled..])
+                .await
+                .map_err(|e| Status::internal(format!("{name}: {e}")))?;
             if n == 0 {
                 break;
             }
@@ -191,7 +230,13 @@ async fn send_file(
         }
         data.truncate(filled);
         let last = offset + filled as u64 >= size;
-        let chunk = pb::FileChunk { file_name: name.into(), offset, data, last_chunk_of_file: last, file_size: size };
+        let chunk = pb::FileChunk {
+            file_name: name.into(),
+            offset,
+            data,
+            last_chunk_of_file: last,
+            file_size: size,
+        };
         if tx.send(Ok(chunk)).await.is_err() {
             return Ok(());
         }
@@ -234,19 +279,38 @@ fn job_spec(r: pb::CreateJobRequest) -> Result<JobSpec, Status> {
 }
 
 fn example(n: usize, e: pb::TrainingExample) -> Result<Example, Status> {
-    let conversation = conversation_from_wire(e.conversation, &format!("inline.examples[{n}].conversation"))?;
-    Ok(Example { conversation, summary: e.summary })
+    let conversation = conversation_from_wire(
+        e.conversation,
+        &format!("inline.examples[{n}].conversation"),
+    )?;
+    Ok(Example {
+        conversation,
+        summary: e.summary,
+    })
 }
 
 /// The request's hyperparameters with the server's defaults for zero values.
 fn config(base: &str, h: pb::Hyperparameters) -> Result<TrainConfig, Status> {
     let mut c = TrainConfig::with_defaults(base, PathBuf::new());
     let lora = h.lora.unwrap_or_default();
-    let rank = if lora.rank == 0 { 16 } else { lora.rank as usize };
-    let alpha = if lora.alpha == 0.0 { 2.0 * rank as f64 } else { f64::from(lora.alpha) };
+    let rank = if lora.rank == 0 {
+        16
+    } else {
+        lora.rank as usize
+    };
+    let alpha = if lora.alpha == 0.0 {
+        2.0 * rank as f64
+    } else {
+        f64::from(lora.alpha)
+    };
     let target_modules = LoraSpec::normalize_modules(&lora.target_modules)
         .map_err(|m| invalid_field("hyperparameters.lora.target_modules", m))?;
-    c.lora = LoraSpec { rank, alpha, dropout: lora.dropout, target_modules };
+    c.lora = LoraSpec {
+        rank,
+        alpha,
+        dropout: lora.dropout,
+        target_modules,
+    };
     let or = |v: u32, d: usize| if v == 0 { d } else { v as usize };
     if h.learning_rate != 0.0 {
         c.learning_rate = h.learning_rate;
@@ -256,7 +320,8 @@ fn config(base: &str, h: pb::Hyperparameters) -> Result<TrainConfig, Status> {
     }
     c.max_steps = u64::from(h.max_steps);
     c.batch_size = or(h.batch_size, c.batch_size);
-    c.gradient_accumulation_steps = or(h.gradient_accumulation_steps, c.gradient_accumulation_steps);
+    c.gradient_accumulation_steps =
+        or(h.gradient_accumulation_steps, c.gradient_accumulation_steps);
     c.warmup_steps = u64::from(h.warmup_steps);
     c.weight_decay = h.weight_decay;
     if h.max_grad_norm != 0.0 {
@@ -288,7 +353,10 @@ fn current_trace_context() -> BTreeMap<String, String> {
 // ---- domain -> proto ----
 
 fn timestamp(ms: u64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 }
+    prost_types::Timestamp {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
 }
 
 fn state_to_pb(s: JobState) -> pb::JobState {
@@ -304,7 +372,10 @@ fn state_to_pb(s: JobState) -> pb::JobState {
 fn outputs(adapter: &Option<PathBuf>, merged: &Option<PathBuf>) -> Option<pb::JobOutputs> {
     adapter.as_ref().map(|a| pb::JobOutputs {
         adapter_dir: a.display().to_string(),
-        merged_model_dir: merged.as_ref().map(|m| m.display().to_string()).unwrap_or_default(),
+        merged_model_dir: merged
+            .as_ref()
+            .map(|m| m.display().to_string())
+            .unwrap_or_default(),
     })
 }
 
@@ -359,14 +430,28 @@ fn event_to_pb(e: &JobEvent) -> pb::JobEvent {
     use pb::job_event::Kind;
     let kind = match &e.kind {
         EventKind::Queued => Kind::Queued(pb::JobState::Queued as i32),
-        EventKind::Started { total_steps, resumed, from_step, train_examples, eval_examples } => Kind::Started(pb::JobStarted {
+        EventKind::Started {
+            total_steps,
+            resumed,
+            from_step,
+            train_examples,
+            eval_examples,
+        } => Kind::Started(pb::JobStarted {
             total_steps: *total_steps,
             resumed: *resumed,
             from_step: *from_step,
             train_examples: *train_examples,
             eval_examples: *eval_examples,
         }),
-        EventKind::Step { step, total_steps, loss, learning_rate, tokens_per_second, grad_norm, epoch } => Kind::Step(pb::StepEvent {
+        EventKind::Step {
+            step,
+            total_steps,
+            loss,
+            learning_rate,
+            tokens_per_second,
+            grad_norm,
+            epoch,
+        } => Kind::Step(pb::StepEvent {
             step: *step,
             total_steps: *total_steps,
             loss: *loss,
@@ -375,18 +460,31 @@ fn event_to_pb(e: &JobEvent) -> pb::JobEvent {
             grad_norm: *grad_norm,
             epoch: *epoch,
         }),
-        EventKind::Eval { step, eval_loss } => Kind::Eval(pb::EvalEvent { step: *step, eval_loss: *eval_loss }),
+        EventKind::Eval { step, eval_loss } => Kind::Eval(pb::EvalEvent {
+            step: *step,
+            eval_loss: *eval_loss,
+        }),
         EventKind::Checkpoint { step, path } => Kind::Checkpoint(pb::Checkpoint {
             step: *step,
             path: path.display().to_string(),
             create_time: Some(timestamp(e.time_ms)),
         }),
         EventKind::Warning(w) => Kind::Warning(w.clone()),
-        EventKind::Ended { state, error, adapter_dir, merged_dir } => Kind::Ended(pb::JobEnded {
+        EventKind::Ended {
+            state,
+            error,
+            adapter_dir,
+            merged_dir,
+        } => Kind::Ended(pb::JobEnded {
             state: state_to_pb(*state) as i32,
             error: error.clone(),
             outputs: outputs(adapter_dir, merged_dir),
         }),
     };
-    pb::JobEvent { sequence: e.sequence, job_id: e.job_id.clone(), time: Some(timestamp(e.time_ms)), kind: Some(kind) }
+    pb::JobEvent {
+        sequence: e.sequence,
+        job_id: e.job_id.clone(),
+        time: Some(timestamp(e.time_ms)),
+        kind: Some(kind),
+    }
 }

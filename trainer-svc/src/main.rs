@@ -27,7 +27,11 @@ struct ServeArgs {
     #[command(flatten)]
     server: ServerArgs,
     /// Where jobs, their events, checkpoints and outputs are kept (survives restarts).
-    #[arg(long, env = "ARF_TRAINER_STATE_DIR", default_value = "arf-trainer-state")]
+    #[arg(
+        long,
+        env = "ARF_TRAINER_STATE_DIR",
+        default_value = "arf-trainer-state"
+    )]
     state_dir: PathBuf,
 }
 
@@ -96,9 +100,15 @@ struct TrainArgs {
 }
 
 fn run_train(a: TrainArgs) -> anyhow::Result<()> {
-    let target_modules = LoraSpec::normalize_modules(&a.target_modules).map_err(anyhow::Error::msg)?;
+    let target_modules =
+        LoraSpec::normalize_modules(&a.target_modules).map_err(anyhow::Error::msg)?;
     let mut cfg = TrainConfig::with_defaults(&a.base, &a.output);
-    cfg.lora = LoraSpec { rank: a.rank, alpha: a.alpha.unwrap_or(2.0 * a.rank as f64), dropout: a.dropout, target_modules };
+    cfg.lora = LoraSpec {
+        rank: a.rank,
+        alpha: a.alpha.unwrap_or(2.0 * a.rank as f64),
+        dropout: a.dropout,
+        target_modules,
+    };
     cfg.learning_rate = a.lr;
     cfg.epochs = a.epochs;
     cfg.max_steps = a.steps;
@@ -116,11 +126,29 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     cfg.export_merged = a.merged;
     let examples = read_examples(&a.data)?;
     let mut print = |e: Event| match e {
-        Event::Started { total_steps, resumed, from_step, train_examples, eval_examples } => println!(
+        Event::Started {
+            total_steps,
+            resumed,
+            from_step,
+            train_examples,
+            eval_examples,
+        } => println!(
             "started: {total_steps} steps, {train_examples} train / {eval_examples} eval examples{}",
-            if resumed { format!(", resumed at step {from_step}") } else { String::new() }
+            if resumed {
+                format!(", resumed at step {from_step}")
+            } else {
+                String::new()
+            }
         ),
-        Event::Step { step, total_steps, loss, learning_rate, tokens_per_second, grad_norm, .. } => println!(
+        Event::Step {
+            step,
+            total_steps,
+            loss,
+            learning_rate,
+            tokens_per_second,
+            grad_norm,
+            ..
+        } => println!(
             "step {step}/{total_steps} loss {loss:.4} lr {learning_rate:.3e} grad_norm {grad_norm:.3} {tokens_per_second:.0} tok/s"
         ),
         Event::Eval { step, eval_loss } => println!("eval at step {step}: loss {eval_loss:.4}"),
@@ -128,7 +156,11 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         Event::Warning(w) => eprintln!("warning: {w}"),
     };
     match train(&cfg, &examples, &mut print, &trainer_svc::device())? {
-        Outcome::Succeeded { adapter_dir, merged_dir, .. } => {
+        Outcome::Succeeded {
+            adapter_dir,
+            merged_dir,
+            ..
+        } => {
             println!("adapter: {}", adapter_dir.display());
             if let Some(m) = merged_dir {
                 println!("merged: {}", m.display());
@@ -159,12 +191,21 @@ async fn main() -> ExitCode {
         }
         Some(Command::Serve) | None => {
             let serve = args.serve.clone();
-            arf_common::server::run_binary("arf-trainer", &[TRAINER], 50053, &serve.server, &args, |health, shutdown| async move {
-                let jobs = JobManager::open(&serve.state_dir, trainer_svc::device())?;
-                let service = trainer_svc::grpc::TrainerService::new(jobs, shutdown);
-                health.set_serving(TRAINER, true).await;
-                Ok(Routes::new(service.into_server(serve.server.max_message_bytes)))
-            })
+            arf_common::server::run_binary(
+                "arf-trainer",
+                &[TRAINER],
+                50053,
+                &serve.server,
+                &args,
+                |health, shutdown| async move {
+                    let jobs = JobManager::open(&serve.state_dir, trainer_svc::device())?;
+                    let service = trainer_svc::grpc::TrainerService::new(jobs, shutdown);
+                    health.set_serving(TRAINER, true).await;
+                    Ok(Routes::new(
+                        service.into_server(serve.server.max_message_bytes),
+                    ))
+                },
+            )
             .await
         }
     }

@@ -50,11 +50,23 @@ mod tests {
 
     #[test]
     fn streams_are_reproducible_and_distinct() {
-        let a: Vec<u64> = (0..4).map(|_| Rng::derive(7, "shuffle", 1).next_u64()).collect();
+        let a: Vec<u64> = (0..4)
+            .map(|_| Rng::derive(7, "shuffle", 1).next_u64())
+            .collect();
         assert!(a.windows(2).all(|w| w[0] == w[1]));
-        assert_ne!(Rng::derive(7, "shuffle", 1).next_u64(), Rng::derive(7, "shuffle", 2).next_u64());
-        assert_ne!(Rng::derive(7, "shuffle", 1).next_u64(), Rng::derive(7, "dropout", 1).next_u64());
+        assert_ne!(
+            Rng::derive(7, "shuffle", 1).next_u64(),
+            Rng::derive(7, "shuffle", 2).next_u64()
+        );
+        assert_ne!(
+            Rng::derive(7, "shuffle", 1).next_u64(),
+            Rng::derive(7, "dropout", 1).next_u64()
+        );
         let mut r = Rng::new(3);
-        assert!((0..1000).map(|_| r.next_f32()).all(|x| (0.0..1.0).contains(&x)));
+        assert!(
+            (0..1000)
+                .map(|_| r.next_f32())
+                .all(|x| (0.0..1.0).contains(&x))
+        );
     }
 }

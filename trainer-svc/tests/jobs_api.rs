@@ -26,8 +26,12 @@ async fn start(jobs: JobManager) -> (RunningServer, TrainerClient<Channel>) {
     health.set_serving(TRAINER, true).await;
     let shutdown = CancellationToken::new();
     let routes = Routes::new(TrainerService::new(jobs, shutdown.clone()).into_server(16 << 20));
-    let server = serve_on(listener, &ServerArgs::local(), health, routes, shutdown).await.unwrap();
-    let client = TrainerClient::connect(format!("http://{}", server.local_addr())).await.unwrap();
+    let server = serve_on(listener, &ServerArgs::local(), health, routes, shutdown)
+        .await
+        .unwrap();
+    let client = TrainerClient::connect(format!("http://{}", server.local_addr()))
+        .await
+        .unwrap();
     (server, client)
 }
 
@@ -63,9 +67,14 @@ fn examples() -> Vec<TrainingExample> {
 fn request(steps: u32, checkpoint_every: u32) -> CreateJobRequest {
     CreateJobRequest {
         base_model_dir: tiny_llama().display().to_string(),
-        data: Some(create_job_request::Data::Inline(InlineExamples { examples: examples() })),
+        data: Some(create_job_request::Data::Inline(InlineExamples {
+            examples: examples(),
+        })),
         hyperparameters: Some(Hyperparameters {
-            lora: Some(LoraConfig { rank: 4, ..Default::default() }),
+            lora: Some(LoraConfig {
+                rank: 4,
+                ..Default::default()
+            }),
             learning_rate: 0.01,
             epochs: 50,
             max_steps: steps,
@@ -82,9 +91,17 @@ fn request(steps: u32, checkpoint_every: u32) -> CreateJobRequest {
 }
 
 async fn watch(client: &mut TrainerClient<Channel>, id: &str, after: u64) -> Vec<JobEvent> {
-    let req = WatchJobRequest { job_id: id.into(), after_sequence: after };
+    let req = WatchJobRequest {
+        job_id: id.into(),
+        after_sequence: after,
+    };
     let stream = client.watch_job(req).await.unwrap().into_inner();
-    tokio::time::timeout(Duration::from_secs(60), stream.map(|e| e.unwrap()).collect::<Vec<_>>()).await.unwrap()
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        stream.map(|e| e.unwrap()).collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,13 +109,49 @@ async fn bad_requests_name_their_field() {
     let state = tempfile::tempdir().unwrap();
     let (_server, mut client) = start(JobManager::open(state.path(), Device::Cpu).unwrap()).await;
     let cases: Vec<(Box<dyn Fn(&mut CreateJobRequest)>, &str)> = vec![
-        (Box::new(|r| r.base_model_dir = "/no/such/model".into()), "base_model_dir"),
-        (Box::new(|r| r.hyperparameters.as_mut().unwrap().lora.as_mut().unwrap().target_modules = vec!["w_pack".into()]), "hyperparameters.lora.target_modules"),
-        (Box::new(|r| r.hyperparameters.as_mut().unwrap().learning_rate = -1.0), "hyperparameters.learning_rate"),
-        (Box::new(|r| r.hyperparameters.as_mut().unwrap().lora.as_mut().unwrap().alpha = -2.0), "hyperparameters.lora.alpha"),
-        (Box::new(|r| r.data = Some(create_job_request::Data::JsonlPath("/no/such.jsonl".into()))), "jsonl_path"),
+        (
+            Box::new(|r| r.base_model_dir = "/no/such/model".into()),
+            "base_model_dir",
+        ),
+        (
+            Box::new(|r| {
+                r.hyperparameters
+                    .as_mut()
+                    .unwrap()
+                    .lora
+                    .as_mut()
+                    .unwrap()
+                    .target_modules = vec!["w_pack".into()]
+            }),
+            "hyperparameters.lora.target_modules",
+        ),
+        (
+            Box::new(|r| r.hyperparameters.as_mut().unwrap().learning_rate = -1.0),
+            "hyperparameters.learning_rate",
+        ),
+        (
+            Box::new(|r| {
+                r.hyperparameters
+                    .as_mut()
+                    .unwrap()
+                    .lora
+                    .as_mut()
+                    .unwrap()
+                    .alpha = -2.0
+            }),
+            "hyperparameters.lora.alpha",
+        ),
+        (
+            Box::new(|r| {
+                r.data = Some(create_job_request::Data::JsonlPath("/no/such.jsonl".into()))
+            }),
+            "jsonl_path",
+        ),
         (Box::new(|r| r.data = None), "data"),
-        (Box::new(|r| r.hyperparameters.as_mut().unwrap().base_dtype = "f8".into()), "hyperparameters.base_dtype"),
+        (
+            Box::new(|r| r.hyperparameters.as_mut().unwrap().base_dtype = "f8".into()),
+            "hyperparameters.base_dtype",
+        ),
     ];
     for (edit, field) in cases {
         let mut r = request(2, 0);
@@ -107,7 +160,12 @@ async fn bad_requests_name_their_field() {
         assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
         assert_eq!(field_violations(&status)[0].0, field, "{status:?}");
     }
-    let status = client.get_job(GetJobRequest { job_id: "job-nope".into() }).await.unwrap_err();
+    let status = client
+        .get_job(GetJobRequest {
+            job_id: "job-nope".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
 }
 
@@ -122,12 +180,32 @@ async fn a_job_trains_streams_resumable_events_and_serves_its_adapter() {
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
     use job_event::Kind;
     assert!(matches!(events[0].kind, Some(Kind::Queued(_))));
-    assert!(matches!(events[1].kind, Some(Kind::Started(JobStarted { total_steps: 4, resumed: false, .. }))));
-    let steps = events.iter().filter(|e| matches!(e.kind, Some(Kind::Step(_)))).count();
+    assert!(matches!(
+        events[1].kind,
+        Some(Kind::Started(JobStarted {
+            total_steps: 4,
+            resumed: false,
+            ..
+        }))
+    ));
+    let steps = events
+        .iter()
+        .filter(|e| matches!(e.kind, Some(Kind::Step(_))))
+        .count();
     assert_eq!(steps, 4);
-    assert!(events.iter().any(|e| matches!(&e.kind, Some(Kind::Eval(ev)) if ev.eval_loss > 0.0)));
-    assert!(events.iter().any(|e| matches!(&e.kind, Some(Kind::Checkpoint(c)) if c.step == 2)));
-    let Some(Kind::Ended(end)) = &events.last().unwrap().kind else { panic!("last event is not Ended") };
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(&e.kind, Some(Kind::Eval(ev)) if ev.eval_loss > 0.0))
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(&e.kind, Some(Kind::Checkpoint(c)) if c.step == 2))
+    );
+    let Some(Kind::Ended(end)) = &events.last().unwrap().kind else {
+        panic!("last event is not Ended")
+    };
     assert_eq!(end.state, JobState::Succeeded as i32, "{}", end.error);
     assert!(!end.outputs.as_ref().unwrap().merged_model_dir.is_empty());
 
@@ -135,36 +213,89 @@ async fn a_job_trains_streams_resumable_events_and_serves_its_adapter() {
     let rest = watch(&mut client, &job.id, 3).await;
     assert_eq!(rest, events[3..].to_vec());
 
-    let got = client.get_job(GetJobRequest { job_id: job.id.clone() }).await.unwrap().into_inner();
-    assert_eq!((got.state, got.step, got.last_event_sequence), (JobState::Succeeded as i32, 4, events.len() as u64));
-    let cps = client.list_checkpoints(ListCheckpointsRequest { job_id: job.id.clone() }).await.unwrap().into_inner();
-    assert_eq!(cps.checkpoints.iter().map(|c| c.step).collect::<Vec<_>>(), [2]);
+    let got = client
+        .get_job(GetJobRequest {
+            job_id: job.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (got.state, got.step, got.last_event_sequence),
+        (JobState::Succeeded as i32, 4, events.len() as u64)
+    );
+    let cps = client
+        .list_checkpoints(ListCheckpointsRequest {
+            job_id: job.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        cps.checkpoints.iter().map(|c| c.step).collect::<Vec<_>>(),
+        [2]
+    );
 
     // The downloaded adapter is byte for byte the file on disk.
     let chunks: Vec<FileChunk> = client
-        .download_adapter(DownloadAdapterRequest { job_id: job.id.clone(), checkpoint_step: None })
+        .download_adapter(DownloadAdapterRequest {
+            job_id: job.id.clone(),
+            checkpoint_step: None,
+        })
         .await
         .unwrap()
         .into_inner()
         .map(|c| c.unwrap())
         .collect()
         .await;
-    let weights: Vec<u8> = chunks.iter().filter(|c| c.file_name == "adapter_model.safetensors").flat_map(|c| c.data.clone()).collect();
+    let weights: Vec<u8> = chunks
+        .iter()
+        .filter(|c| c.file_name == "adapter_model.safetensors")
+        .flat_map(|c| c.data.clone())
+        .collect();
     let adapter_dir = std::path::PathBuf::from(&got.outputs.unwrap().adapter_dir);
-    assert_eq!(weights, std::fs::read(adapter_dir.join("adapter_model.safetensors")).unwrap());
-    assert!(chunks.iter().any(|c| c.file_name == "adapter_config.json" && c.last_chunk_of_file));
+    assert_eq!(
+        weights,
+        std::fs::read(adapter_dir.join("adapter_model.safetensors")).unwrap()
+    );
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c.file_name == "adapter_config.json" && c.last_chunk_of_file)
+    );
 
     // Pagination.
     let second = client.create_job(request(1, 0)).await.unwrap().into_inner();
-    let page = client.list_jobs(ListJobsRequest { page_size: 1, page_token: String::new() }).await.unwrap().into_inner();
+    let page = client
+        .list_jobs(ListJobsRequest {
+            page_size: 1,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(page.jobs[0].id, job.id);
-    let page2 = client.list_jobs(ListJobsRequest { page_size: 1, page_token: page.next_page_token }).await.unwrap().into_inner();
+    let page2 = client
+        .list_jobs(ListJobsRequest {
+            page_size: 1,
+            page_token: page.next_page_token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(page2.jobs[0].id, second.id);
     assert!(page2.next_page_token.is_empty());
     // A queued or running job can be cancelled; a finished one stays as it was.
-    let _ = client.cancel_job(CancelJobRequest { job_id: second.id.clone() }).await.unwrap();
+    let _ = client
+        .cancel_job(CancelJobRequest {
+            job_id: second.id.clone(),
+        })
+        .await
+        .unwrap();
     let end = watch(&mut client, &second.id, 0).await;
-    assert!(matches!(&end.last().unwrap().kind, Some(Kind::Ended(e)) if e.state == JobState::Cancelled as i32 || e.state == JobState::Succeeded as i32));
+    assert!(
+        matches!(&end.last().unwrap().kind, Some(Kind::Ended(e)) if e.state == JobState::Cancelled as i32 || e.state == JobState::Succeeded as i32)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +308,14 @@ async fn a_running_job_resumes_after_a_trainer_restart_and_matches_an_uninterrup
     let (server, mut client) = start(jobs.clone()).await;
     let job = client.create_job(req).await.unwrap().into_inner();
     // Wait for the first checkpoint, then "restart": the worker stops, the job stays RUNNING.
-    let mut stream = client.watch_job(WatchJobRequest { job_id: job.id.clone(), after_sequence: 0 }).await.unwrap().into_inner();
+    let mut stream = client
+        .watch_job(WatchJobRequest {
+            job_id: job.id.clone(),
+            after_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     while let Some(e) = stream.next().await {
         if matches!(e.unwrap().kind, Some(job_event::Kind::Checkpoint(_))) {
             break;
@@ -190,11 +328,25 @@ async fn a_running_job_resumes_after_a_trainer_restart_and_matches_an_uninterrup
 
     let (_server, mut client) = start(JobManager::open(state.path(), Device::Cpu).unwrap()).await;
     let events = watch(&mut client, &job.id, 0).await;
-    let started: Vec<&JobStarted> =
-        events.iter().filter_map(|e| if let Some(job_event::Kind::Started(s)) = &e.kind { Some(s) } else { None }).collect();
+    let started: Vec<&JobStarted> = events
+        .iter()
+        .filter_map(|e| {
+            if let Some(job_event::Kind::Started(s)) = &e.kind {
+                Some(s)
+            } else {
+                None
+            }
+        })
+        .collect();
     assert_eq!(started.len(), 2);
-    assert!(started[1].resumed && started[1].from_step >= 2, "{:?}", started[1]);
-    let Some(job_event::Kind::Ended(end)) = &events.last().unwrap().kind else { panic!() };
+    assert!(
+        started[1].resumed && started[1].from_step >= 2,
+        "{:?}",
+        started[1]
+    );
+    let Some(job_event::Kind::Ended(end)) = &events.last().unwrap().kind else {
+        panic!()
+    };
     assert_eq!(end.state, JobState::Succeeded as i32, "{}", end.error);
 
     // Same job, uninterrupted, in a fresh state directory.
@@ -202,9 +354,21 @@ async fn a_running_job_resumes_after_a_trainer_restart_and_matches_an_uninterrup
     let (_s2, mut c2) = start(JobManager::open(other.path(), Device::Cpu).unwrap()).await;
     let straight = c2.create_job(spec_req).await.unwrap().into_inner();
     let events2 = watch(&mut c2, &straight.id, 0).await;
-    let Some(job_event::Kind::Ended(end2)) = &events2.last().unwrap().kind else { panic!() };
-    let a = trainer_svc::lora::peft::load_adapter(std::path::Path::new(&end.outputs.as_ref().unwrap().adapter_dir), &Device::Cpu).unwrap().1;
-    let b = trainer_svc::lora::peft::load_adapter(std::path::Path::new(&end2.outputs.as_ref().unwrap().adapter_dir), &Device::Cpu).unwrap().1;
+    let Some(job_event::Kind::Ended(end2)) = &events2.last().unwrap().kind else {
+        panic!()
+    };
+    let a = trainer_svc::lora::peft::load_adapter(
+        std::path::Path::new(&end.outputs.as_ref().unwrap().adapter_dir),
+        &Device::Cpu,
+    )
+    .unwrap()
+    .1;
+    let b = trainer_svc::lora::peft::load_adapter(
+        std::path::Path::new(&end2.outputs.as_ref().unwrap().adapter_dir),
+        &Device::Cpu,
+    )
+    .unwrap()
+    .1;
     for (name, t) in &a {
         assert!(max_abs_diff(t, &b[name]) <= 1e-6, "{name}");
     }

@@ -4,8 +4,8 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::*;
-use trainer_svc::lora::peft::load_adapter;
 use trainer_svc::lora::ForwardCtx;
+use trainer_svc::lora::peft::load_adapter;
 use trainer_svc::model::{Llama, LoadOptions};
 use trainer_svc::train::loss::cross_entropy_sum;
 
@@ -19,11 +19,19 @@ fn ids(reference: &std::collections::HashMap<String, Tensor>) -> Tensor {
 fn base_logits_match_transformers() {
     let reference = load("reference.safetensors");
     let model = Llama::load(&tiny_llama(), &LoadOptions::default(), &Device::Cpu).unwrap();
-    let logits = model.forward(&ids(&reference), &mut ForwardCtx::eval()).unwrap();
+    let logits = model
+        .forward(&ids(&reference), &mut ForwardCtx::eval())
+        .unwrap();
     let diff = max_abs_diff(&logits, &reference["base_logits"]);
     assert!(diff <= TOL, "max abs diff {diff}");
     // The logits are not trivially small: a wrong formula would show.
-    let scale = reference["base_logits"].abs().unwrap().max_keepdim(2).unwrap().mean_all().unwrap();
+    let scale = reference["base_logits"]
+        .abs()
+        .unwrap()
+        .max_keepdim(2)
+        .unwrap()
+        .mean_all()
+        .unwrap();
     assert!(scale.to_scalar::<f32>().unwrap() > 0.5);
 }
 
@@ -32,8 +40,14 @@ fn lora_logits_and_gradients_match_peft() {
     let reference = load("reference.safetensors");
     let (config, adapter) = load_adapter(&fixtures().join("peft-adapter"), &Device::Cpu).unwrap();
     let spec = config.spec().unwrap();
-    assert_eq!((spec.rank, spec.alpha, spec.target_modules.len()), (4, 12.0, 7));
-    let opts = LoadOptions { lora: Some(spec), ..Default::default() };
+    assert_eq!(
+        (spec.rank, spec.alpha, spec.target_modules.len()),
+        (4, 12.0, 7)
+    );
+    let opts = LoadOptions {
+        lora: Some(spec),
+        ..Default::default()
+    };
     let model = Llama::load(&tiny_llama(), &opts, &Device::Cpu).unwrap();
     model.set_lora(&adapter).unwrap();
 
@@ -45,14 +59,31 @@ fn lora_logits_and_gradients_match_peft() {
 
     // The fixture's loss: positions 5..=9 of each row predict tokens 6..=10 (mean over them).
     let (b, s) = ids.dims2().unwrap();
-    let rows: Vec<u32> = (0..b).flat_map(|i| (5..s - 1).map(move |p| (i * s + p) as u32)).collect();
-    let targets: Vec<u32> = (0..b).flat_map(|i| (6..s).map(move |p| (i, p))).map(|(i, p)| {
-        ids.get(i).unwrap().get(p).unwrap().to_scalar::<u32>().unwrap()
-    }).collect();
+    let rows: Vec<u32> = (0..b)
+        .flat_map(|i| (5..s - 1).map(move |p| (i * s + p) as u32))
+        .collect();
+    let targets: Vec<u32> = (0..b)
+        .flat_map(|i| (6..s).map(move |p| (i, p)))
+        .map(|(i, p)| {
+            ids.get(i)
+                .unwrap()
+                .get(p)
+                .unwrap()
+                .to_scalar::<u32>()
+                .unwrap()
+        })
+        .collect();
     let n = rows.len();
-    let picked = hidden.reshape((b * s, ())).unwrap().index_select(&Tensor::new(rows, &Device::Cpu).unwrap(), 0).unwrap();
-    let loss = (cross_entropy_sum(&model.logits(&picked).unwrap(), &Tensor::new(targets, &Device::Cpu).unwrap())
+    let picked = hidden
+        .reshape((b * s, ()))
         .unwrap()
+        .index_select(&Tensor::new(rows, &Device::Cpu).unwrap(), 0)
+        .unwrap();
+    let loss = (cross_entropy_sum(
+        &model.logits(&picked).unwrap(),
+        &Tensor::new(targets, &Device::Cpu).unwrap(),
+    )
+    .unwrap()
         / n as f64)
         .unwrap();
     let want = reference["loss"].to_vec1::<f32>().unwrap()[0];
@@ -63,11 +94,22 @@ fn lora_logits_and_gradients_match_peft() {
     assert_eq!(vars.len(), 2 * 7 * 2);
     for (name, var) in vars {
         let want = &reference[&format!("grad.{name}")];
-        let got = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
+        let got = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
         let diff = max_abs_diff(got, want);
         assert!(diff <= TOL, "{name}: max abs diff {diff}");
-        let norm = want.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(norm > 1e-6, "{name}: the reference gradient is trivially zero");
+        let norm = want
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            norm > 1e-6,
+            "{name}: the reference gradient is trivially zero"
+        );
     }
 }
 
@@ -81,8 +123,14 @@ fn peft_loads_our_adapter_and_our_merge_matches_peft_merge() {
     let adapter_dir = fixtures().join("ours-run/adapter");
     let (config, adapter) = load_adapter(&adapter_dir, &Device::Cpu).unwrap();
     let spec = config.spec().unwrap();
-    assert_eq!(spec.target_modules, ["q_proj", "v_proj", "o_proj", "gate_proj", "down_proj"]);
-    let opts = LoadOptions { lora: Some(spec.clone()), ..Default::default() };
+    assert_eq!(
+        spec.target_modules,
+        ["q_proj", "v_proj", "o_proj", "gate_proj", "down_proj"]
+    );
+    let opts = LoadOptions {
+        lora: Some(spec.clone()),
+        ..Default::default()
+    };
     let model = Llama::load(&tiny_llama(), &opts, &Device::Cpu).unwrap();
     model.set_lora(&adapter).unwrap();
     let logits = model.forward(&ids, &mut ForwardCtx::eval()).unwrap();
@@ -95,8 +143,13 @@ fn peft_loads_our_adapter_and_our_merge_matches_peft_merge() {
 
     // Our writer reproduces the committed adapter exactly.
     let tmp = tempfile::tempdir().unwrap();
-    trainer_svc::lora::peft::save_adapter(&model, &spec, std::path::Path::new("tests/fixtures/tiny-llama"), tmp.path())
-        .unwrap();
+    trainer_svc::lora::peft::save_adapter(
+        &model,
+        &spec,
+        std::path::Path::new("tests/fixtures/tiny-llama"),
+        tmp.path(),
+    )
+    .unwrap();
     let (config2, adapter2) = load_adapter(tmp.path(), &Device::Cpu).unwrap();
     assert_eq!(config2.spec().unwrap(), spec);
     assert_eq!(adapter2.len(), adapter.len());
@@ -113,5 +166,8 @@ fn peft_loads_our_adapter_and_our_merge_matches_peft_merge() {
     let merged_model = Llama::load(&merged, &LoadOptions::default(), &Device::Cpu).unwrap();
     let merged_logits = merged_model.forward(&ids, &mut ForwardCtx::eval()).unwrap();
     let diff = max_abs_diff(&merged_logits, &reference["merged_logits"]);
-    assert!(diff <= TOL, "merged logits vs PEFT merge_and_unload: {diff}");
+    assert!(
+        diff <= TOL,
+        "merged logits vs PEFT merge_and_unload: {diff}"
+    );
 }

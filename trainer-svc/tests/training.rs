@@ -7,14 +7,19 @@ use std::path::Path;
 
 use candle_core::Device;
 use common::*;
-use trainer_svc::lora::peft::load_adapter;
 use trainer_svc::lora::LoraSpec;
+use trainer_svc::lora::peft::load_adapter;
 use trainer_svc::train::data::{ChatFormat, read_examples};
 use trainer_svc::train::{Event, Observer, Outcome, TrainConfig, train};
 
 fn config(output: &Path) -> TrainConfig {
     let mut c = TrainConfig::with_defaults(tiny_llama(), output);
-    c.lora = LoraSpec { rank: 8, alpha: 16.0, dropout: 0.0, ..Default::default() };
+    c.lora = LoraSpec {
+        rank: 8,
+        alpha: 16.0,
+        dropout: 0.0,
+        ..Default::default()
+    };
     c.learning_rate = 0.03;
     c.batch_size = 2;
     c.epochs = 100;
@@ -28,11 +33,16 @@ fn examples() -> Vec<trainer_svc::train::Example> {
 /// Trains on [`examples`] on the CPU and returns the outcome with the loss of every step.
 fn train_recording_losses(c: &TrainConfig) -> (Outcome, Vec<f64>) {
     let mut losses = Vec::new();
-    let outcome = train(c, &examples(), &mut |e: Event| {
-        if let Event::Step { loss, .. } = e {
-            losses.push(loss)
-        }
-    }, &Device::Cpu)
+    let outcome = train(
+        c,
+        &examples(),
+        &mut |e: Event| {
+            if let Event::Step { loss, .. } = e {
+                losses.push(loss)
+            }
+        },
+        &Device::Cpu,
+    )
     .unwrap();
     (outcome, losses)
 }
@@ -44,9 +54,15 @@ fn a_tiny_model_overfits_a_handful_of_examples() {
     c.batch_size = 6;
     c.max_steps = 60;
     let (outcome, losses) = train_recording_losses(&c);
-    assert!(matches!(outcome, Outcome::Succeeded { steps: 60, .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, Outcome::Succeeded { steps: 60, .. }),
+        "{outcome:?}"
+    );
     let (first, last) = (losses[0], losses[losses.len() - 1]);
-    assert!(last <= 0.1 * first, "loss {first} -> {last}: fell by less than 90%");
+    assert!(
+        last <= 0.1 * first,
+        "loss {first} -> {last}: fell by less than 90%"
+    );
 }
 
 fn adapter_tensors(dir: &Path) -> std::collections::HashMap<String, candle_core::Tensor> {
@@ -90,21 +106,64 @@ fn a_resumed_run_ends_with_the_same_adapter_as_an_uninterrupted_one() {
         c.eval_every_steps = 4;
         c
     };
-    let done = train(&setup(straight.path()), &examples, &mut |_: Event| {}, &Device::Cpu).unwrap();
+    let done = train(
+        &setup(straight.path()),
+        &examples,
+        &mut |_: Event| {},
+        &Device::Cpu,
+    )
+    .unwrap();
     assert!(matches!(done, Outcome::Succeeded { steps: 9, .. }));
 
     // Interrupted after step 5: the last checkpoint is step 3; the resume redoes 4 and 5.
-    let mut stop = StopAt { at: 5, seen: Cell::new(0), events: Vec::new() };
+    let mut stop = StopAt {
+        at: 5,
+        seen: Cell::new(0),
+        events: Vec::new(),
+    };
     let first = train(&setup(resumed.path()), &examples, &mut stop, &Device::Cpu).unwrap();
-    let Outcome::Cancelled { step: 5, last_checkpoint: Some(cp) } = first else { panic!("{first:?}") };
+    let Outcome::Cancelled {
+        step: 5,
+        last_checkpoint: Some(cp),
+    } = first
+    else {
+        panic!("{first:?}")
+    };
     assert!(cp.ends_with("step-00000003"), "{}", cp.display());
-    assert!(stop.events.iter().any(|e| matches!(e, Event::Checkpoint { step: 3, .. })));
+    assert!(
+        stop.events
+            .iter()
+            .any(|e| matches!(e, Event::Checkpoint { step: 3, .. }))
+    );
 
     let mut events = Vec::new();
-    let second = train(&setup(resumed.path()), &examples, &mut |e: Event| events.push(e), &Device::Cpu).unwrap();
+    let second = train(
+        &setup(resumed.path()),
+        &examples,
+        &mut |e: Event| events.push(e),
+        &Device::Cpu,
+    )
+    .unwrap();
     assert!(matches!(second, Outcome::Succeeded { steps: 9, .. }));
-    assert!(matches!(events[0], Event::Started { resumed: true, from_step: 3, .. }), "{:?}", events[0]);
-    let first_step = events.iter().find_map(|e| if let Event::Step { step, .. } = e { Some(*step) } else { None });
+    assert!(
+        matches!(
+            events[0],
+            Event::Started {
+                resumed: true,
+                from_step: 3,
+                ..
+            }
+        ),
+        "{:?}",
+        events[0]
+    );
+    let first_step = events.iter().find_map(|e| {
+        if let Event::Step { step, .. } = e {
+            Some(*step)
+        } else {
+            None
+        }
+    });
     assert_eq!(first_step, Some(4));
 
     let a = adapter_tensors(&straight.path().join("adapter"));
@@ -115,7 +174,18 @@ fn a_resumed_run_ends_with_the_same_adapter_as_an_uninterrupted_one() {
         assert!(d <= 1e-6, "{name}: resumed differs by {d}");
     }
     // And training did move the adapter.
-    let b_norm: f32 = a.iter().filter(|(n, _)| n.contains("lora_B")).map(|(_, t)| t.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()).sum();
+    let b_norm: f32 = a
+        .iter()
+        .filter(|(n, _)| n.contains("lora_B"))
+        .map(|(_, t)| {
+            t.abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        })
+        .sum();
     assert!(b_norm > 0.0);
 }
 
@@ -125,10 +195,18 @@ fn cancel_stops_before_the_next_step_and_keeps_checkpoints() {
     let mut c = config(dir.path());
     c.max_steps = 20;
     c.checkpoint_every_steps = 2;
-    let mut stop = StopAt { at: 3, seen: Cell::new(0), events: Vec::new() };
+    let mut stop = StopAt {
+        at: 3,
+        seen: Cell::new(0),
+        events: Vec::new(),
+    };
     let out = train(&c, &examples(), &mut stop, &Device::Cpu).unwrap();
     assert!(matches!(out, Outcome::Cancelled { step: 3, .. }), "{out:?}");
-    let steps = stop.events.iter().filter(|e| matches!(e, Event::Step { .. })).count();
+    let steps = stop
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Step { .. }))
+        .count();
     assert_eq!(steps, 3);
     assert_eq!(trainer_svc::train::checkpoint::list(dir.path()).len(), 1);
     assert!(!dir.path().join("adapter").exists());
@@ -146,7 +224,11 @@ fn long_conversations_are_truncated_from_the_conversation_side_and_counted() {
     let cap = format.encode(&examples()[1], 100_000).unwrap().ids.len();
     assert!(cap < full.ids.len());
     let cut = format.encode(&ex, cap).unwrap();
-    assert!(cut.truncated && cut.ids.len() <= cap, "{} tokens", cut.ids.len());
+    assert!(
+        cut.truncated && cut.ids.len() <= cap,
+        "{} tokens",
+        cut.ids.len()
+    );
     // The summary (the targets) is intact: the same completion tokens end both.
     assert_eq!(cut.num_targets(), full.num_targets());
     assert_eq!(cut.ids[cut.target_start..], full.ids[full.target_start..]);
@@ -158,15 +240,33 @@ fn long_conversations_are_truncated_from_the_conversation_side_and_counted() {
     c.max_seq_len = cap;
     c.max_steps = 1;
     let mut warnings = Vec::new();
-    let out = train(&c, &[ex.clone(), examples()[1].clone()], &mut |e: Event| {
-        if let Event::Warning(w) = e {
-            warnings.push(w)
-        }
-    }, &Device::Cpu)
+    let out = train(
+        &c,
+        &[ex.clone(), examples()[1].clone()],
+        &mut |e: Event| {
+            if let Event::Warning(w) = e {
+                warnings.push(w)
+            }
+        },
+        &Device::Cpu,
+    )
     .unwrap();
-    assert!(matches!(out, Outcome::Succeeded { truncated_examples: 1, .. }), "{out:?}");
+    assert!(
+        matches!(
+            out,
+            Outcome::Succeeded {
+                truncated_examples: 1,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
     assert_eq!(warnings.len(), 1);
-    assert!(warnings[0].starts_with("1 of 2 examples"), "{}", warnings[0]);
+    assert!(
+        warnings[0].starts_with("1 of 2 examples"),
+        "{}",
+        warnings[0]
+    );
 }
 
 #[test]
@@ -176,15 +276,24 @@ fn bf16_base_trains_and_stays_close_to_f32() {
     c.max_steps = 3;
     c.base_dtype = "bf16".into();
     let mut losses = Vec::new();
-    train(&c, &examples(), &mut |e: Event| {
-        if let Event::Step { loss, .. } = e {
-            losses.push(loss)
-        }
-    }, &Device::Cpu)
+    train(
+        &c,
+        &examples(),
+        &mut |e: Event| {
+            if let Event::Step { loss, .. } = e {
+                losses.push(loss)
+            }
+        },
+        &Device::Cpu,
+    )
     .unwrap();
     assert_eq!(losses.len(), 3);
     assert!(losses.iter().all(|l| l.is_finite()));
-    assert!((losses[0] - 7.0).abs() < 1.5, "first bf16 loss {}", losses[0]);
+    assert!(
+        (losses[0] - 7.0).abs() < 1.5,
+        "first bf16 loss {}",
+        losses[0]
+    );
 }
 
 /// The workspace's own tiny model writer (what `arf demo` uses): the trainer trains on it and
@@ -201,9 +310,19 @@ fn trains_on_the_workspace_tiny_llama_and_exports_a_loadable_merged_model() {
     c.learning_rate = 0.01;
     c.export_merged = true;
     let (outcome, losses) = train_recording_losses(&c);
-    let Outcome::Succeeded { merged_dir: Some(merged), .. } = outcome else { panic!("{outcome:?}") };
-    assert!(losses.len() == 2 && losses.iter().all(|l| l.is_finite() && *l > 0.0), "{losses:?}");
-    let model = trainer_svc::model::Llama::load(&merged, &Default::default(), &Device::Cpu).unwrap();
+    let Outcome::Succeeded {
+        merged_dir: Some(merged),
+        ..
+    } = outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    assert!(
+        losses.len() == 2 && losses.iter().all(|l| l.is_finite() && *l > 0.0),
+        "{losses:?}"
+    );
+    let model =
+        trainer_svc::model::Llama::load(&merged, &Default::default(), &Device::Cpu).unwrap();
     assert_eq!(model.cfg.hidden_size, TinyLlamaSpec::default().hidden_size);
     assert!(merged.join("tokenizer.json").exists());
 }

@@ -29,7 +29,9 @@ fn main() -> anyhow::Result<()> {
             _ => bail!("unexpected argument `{a}`"),
         }
     }
-    let Some(path) = path else { bail!("usage: analyzer-eval <benchmark.jsonl> [--show <category>]") };
+    let Some(path) = path else {
+        bail!("usage: analyzer-eval <benchmark.jsonl> [--show <category>]")
+    };
     if let Some(c) = &show {
         c.parse::<CategoryId>()?;
     }
@@ -40,28 +42,50 @@ fn main() -> anyhow::Result<()> {
     let mut elapsed = std::time::Duration::ZERO;
     for row in read_jsonl_file(&path, OnBadRow::Stop)? {
         let (line, record) = row?;
-        let Some(summary) = record.summary.as_deref() else { bail!("{}:{line}: row has no summary", path.display()) };
+        let Some(summary) = record.summary.as_deref() else {
+            bail!("{}:{line}: row has no summary", path.display())
+        };
         let start = Instant::now();
-        let analysis = analyzer.analyze(&record.conversation, summary, &options).with_context(|| format!("{}:{line}", path.display()))?;
+        let analysis = analyzer
+            .analyze(&record.conversation, summary, &options)
+            .with_context(|| format!("{}:{line}", path.display()))?;
         elapsed += start.elapsed();
         let predicted: BTreeSet<CategoryId> = analysis.categories();
         if let Some(c) = &show {
             let gold = record.labels.iter().any(|l| l == c);
             let pred = predicted.iter().any(|p| p.as_str() == c);
             if gold != pred {
-                eprintln!("--- {} {} labels={:?} id={}", if gold { "MISS" } else { "FALSE ALARM" }, c, record.labels, record.conversation.id);
+                eprintln!(
+                    "--- {} {} labels={:?} id={}",
+                    if gold { "MISS" } else { "FALSE ALARM" },
+                    c,
+                    record.labels,
+                    record.conversation.id
+                );
                 eprintln!("    summary: {summary}");
-                for f in analysis.findings.iter().filter(|f| f.category.as_str() == c) {
+                for f in analysis
+                    .findings
+                    .iter()
+                    .filter(|f| f.category.as_str() == c)
+                {
                     eprintln!("    finding: `{}` ({})", f.summary_span.text, f.explanation);
                 }
             }
         }
         eval.add(&record.labels, &predicted);
     }
-    println!("rule detectors on {} ({} summaries)\n", path.display(), eval.rows);
+    println!(
+        "rule detectors on {} ({} summaries)\n",
+        path.display(),
+        eval.rows
+    );
     print!("{}", eval.table());
     let rate = eval.rows as f64 / elapsed.as_secs_f64().max(1e-9);
-    println!("analysis time: {:.1} ms in all, {:.0} summaries/s on one thread", elapsed.as_secs_f64() * 1e3, rate);
+    println!(
+        "analysis time: {:.1} ms in all, {:.0} summaries/s on one thread",
+        elapsed.as_secs_f64() * 1e3,
+        rate
+    );
     println!("{}", eval.json());
     Ok(())
 }

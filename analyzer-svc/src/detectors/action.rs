@@ -30,7 +30,11 @@ struct Frame {
 }
 
 fn frame(what: &'static str, pattern: &str, support: &'static [&'static str]) -> Frame {
-    Frame { what, pattern: Regex::new(&format!("(?i){pattern}")).unwrap(), support }
+    Frame {
+        what,
+        pattern: Regex::new(&format!("(?i){pattern}")).unwrap(),
+        support,
+    }
 }
 
 static FRAMES: LazyLock<Vec<Frame>> = LazyLock::new(|| {
@@ -48,15 +52,38 @@ static FRAMES: LazyLock<Vec<Frame>> = LazyLock::new(|| {
         frame(
             "a credit or compensation",
             r"\b(?:offered|gave|issued|applied|added|credited|provided|granted)\b[^.;]{0,30}?\b(?:credit|voucher|discount|compensation|gift ?card|coupon|goodwill|refund)\b",
-            &["credit", "voucher", "discount", "compensat", "gift", "coupon", "goodwill"],
+            &[
+                "credit",
+                "voucher",
+                "discount",
+                "compensat",
+                "gift",
+                "coupon",
+                "goodwill",
+            ],
         ),
-        frame("an escalation", r"\bescalated\b", &["escalat", "supervisor", "manager", "senior"]),
+        frame(
+            "an escalation",
+            r"\bescalated\b",
+            &["escalat", "supervisor", "manager", "senior"],
+        ),
         frame(
             "a visit or appointment",
             r"\b(?:booked|scheduled|arranged|set up|organi[sz]ed)\b[^.;]{0,30}?\b(?:technician|engineer|visit|appointment|call ?back)\b",
-            &["technician", "engineer", "visit", "appointment", "call back", "callback"],
+            &[
+                "technician",
+                "engineer",
+                "visit",
+                "appointment",
+                "call back",
+                "callback",
+            ],
         ),
-        frame("a waived fee", r"\bwaived\b", &["waiv", "no charge", "free of charge"]),
+        frame(
+            "a waived fee",
+            r"\bwaived\b",
+            &["waiv", "no charge", "free of charge"],
+        ),
         frame(
             "an upgrade",
             r"\bupgraded\b[^.;]{0,40}?\b(?:free|premium|complimentary|no (?:extra )?charge|business|first)\b",
@@ -82,9 +109,30 @@ static NOT_A_CLAIM: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Qualifiers that pin a claim to specifics the conversation must share.
 const QUALIFIERS: &[&str] = &[
-    "yesterday", "today", "tomorrow", "same", "express", "overnight", "full", "premium", "morning", "afternoon",
-    "evening", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "supervisor",
-    "manager", "technician", "engineer", "late", "next",
+    "yesterday",
+    "today",
+    "tomorrow",
+    "same",
+    "express",
+    "overnight",
+    "full",
+    "premium",
+    "morning",
+    "afternoon",
+    "evening",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+    "supervisor",
+    "manager",
+    "technician",
+    "engineer",
+    "late",
+    "next",
 ];
 
 impl Detector for UnsupportedAction {
@@ -111,7 +159,9 @@ pub fn unsupported_claims(cx: &Context<'_>, out: &mut Vec<Finding>) {
         for &(start, end) in &cx.sentences {
             let sentence = &s[start..end];
             for f in FRAMES.iter() {
-                let Some(m) = f.pattern.find(sentence) else { continue };
+                let Some(m) = f.pattern.find(sentence) else {
+                    continue;
+                };
                 // The clause before the claim: from the last comma, semicolon or "and"/"but".
                 let before = &sentence[..m.start()];
                 let clause_start = before.rfind([',', ';']).map_or(0, |i| i + 1);
@@ -120,19 +170,36 @@ pub fn unsupported_claims(cx: &Context<'_>, out: &mut Vec<Finding>) {
                 }
                 let claim_end = clause_end(sentence, m.end());
                 let (a, b) = (start + m.start(), start + claim_end);
-                if out.iter().any(|x| x.detector == NAME && x.summary_span.start < b && a < x.summary_span.end) {
+                if out.iter().any(|x| {
+                    x.detector == NAME && x.summary_span.start < b && a < x.summary_span.end
+                }) {
                     continue;
                 }
                 let claim = text::slice(s, a, b);
                 let agents = agent_text.get_or_init(|| {
-                    cx.turns.iter().enumerate().filter(|(_, t)| is_agent_role(t.role)).map(|(i, t)| (i, t.text.to_ascii_lowercase())).collect()
+                    cx.turns
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, t)| is_agent_role(t.role))
+                        .map(|(i, t)| (i, t.text.to_ascii_lowercase()))
+                        .collect()
                 });
                 match support(cx, agents, f, claim) {
                     Ok(_) => {}
                     Err(why) => {
                         let span = TextSpan::of(s, a, b);
-                        let explanation = format!("the summary reports {} that the conversation does not support: {why}", f.what);
-                        out.push(Finding::new(CategoryId::UnsupportedAction, NAME, span, Evidence::NotFound, 0.85, explanation));
+                        let explanation = format!(
+                            "the summary reports {} that the conversation does not support: {why}",
+                            f.what
+                        );
+                        out.push(Finding::new(
+                            CategoryId::UnsupportedAction,
+                            NAME,
+                            span,
+                            Evidence::NotFound,
+                            0.85,
+                            explanation,
+                        ));
                     }
                 }
             }
@@ -151,8 +218,16 @@ fn clause_end(sentence: &str, from: usize) -> usize {
 }
 
 /// Ok with the supporting agent turn, or Err saying what is missing.
-fn support(cx: &Context<'_>, agents: &[(usize, String)], f: &Frame, claim: &str) -> Result<usize, String> {
-    let Some(&(turn, _)) = agents.iter().find(|(_, lower)| f.support.iter().any(|st| lower.contains(st))) else {
+fn support(
+    cx: &Context<'_>,
+    agents: &[(usize, String)],
+    f: &Frame,
+    claim: &str,
+) -> Result<usize, String> {
+    let Some(&(turn, _)) = agents
+        .iter()
+        .find(|(_, lower)| f.support.iter().any(|st| lower.contains(st)))
+    else {
         return Err(format!("no agent turn mentions {}", f.support.join(" / ")));
     };
     let conv = cx.conversation();
@@ -178,24 +253,60 @@ mod tests {
         out.into_iter().map(|f| f.summary_span.text).collect()
     }
 
-    const ASK: &[(&str, &str)] = &[("c", "I want a refund for this broken kettle"), ("a", "Sorry! Please DM us your order number")];
+    const ASK: &[(&str, &str)] = &[
+        ("c", "I want a refund for this broken kettle"),
+        ("a", "Sorry! Please DM us your order number"),
+    ];
 
     #[test]
     fn invented_actions_are_flagged() {
-        assert_eq!(run(ASK, "Customer wants a refund. Agent issued a full refund to the customer."), ["issued a full refund to the customer"]);
-        assert_eq!(run(ASK, "Agent sent a replacement device by express shipping."), ["sent a replacement device by express shipping"]);
-        assert_eq!(run(ASK, "Agent escalated the case to a supervisor, who resolved it the same day."), ["escalated the case to a supervisor, who resolved it the same day"]);
-        assert_eq!(run(ASK, "Agent booked a technician visit for Friday morning."), ["booked a technician visit for Friday morning"]);
-        assert_eq!(run(ASK, "Agent waived the late fee."), ["waived the late fee"]);
+        assert_eq!(
+            run(
+                ASK,
+                "Customer wants a refund. Agent issued a full refund to the customer."
+            ),
+            ["issued a full refund to the customer"]
+        );
+        assert_eq!(
+            run(ASK, "Agent sent a replacement device by express shipping."),
+            ["sent a replacement device by express shipping"]
+        );
+        assert_eq!(
+            run(
+                ASK,
+                "Agent escalated the case to a supervisor, who resolved it the same day."
+            ),
+            ["escalated the case to a supervisor, who resolved it the same day"]
+        );
+        assert_eq!(
+            run(ASK, "Agent booked a technician visit for Friday morning."),
+            ["booked a technician visit for Friday morning"]
+        );
+        assert_eq!(
+            run(ASK, "Agent waived the late fee."),
+            ["waived the late fee"]
+        );
     }
 
     #[test]
     fn requests_promises_and_supported_actions_pass() {
-        assert!(run(ASK, "Customer wants a refund for a broken kettle. Agent asks for the order number.").is_empty());
+        assert!(
+            run(
+                ASK,
+                "Customer wants a refund for a broken kettle. Agent asks for the order number."
+            )
+            .is_empty()
+        );
         assert!(run(ASK, "Customer asked whether the agent issued a refund.").is_empty());
-        let done = [("c", "Where is my money?"), ("a", "I've processed your refund today, it takes 3 days")];
+        let done = [
+            ("c", "Where is my money?"),
+            ("a", "I've processed your refund today, it takes 3 days"),
+        ];
         assert!(run(&done, "Agent processed a refund today.").is_empty());
         // Supported action, unsupported qualifier.
-        assert_eq!(run(&done, "Agent issued a refund yesterday."), ["issued a refund yesterday"]);
+        assert_eq!(
+            run(&done, "Agent issued a refund yesterday."),
+            ["issued a refund yesterday"]
+        );
     }
 }

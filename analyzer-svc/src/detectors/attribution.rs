@@ -44,8 +44,9 @@ static CUSTOMER_AS_AGENT: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// A party as a noun phrase.
-static PARTY: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(&format!(r"(?i)\b(?:the\s+|a\s+)?(?:{AGENT}|{CUSTOMER})\b")).unwrap());
+static PARTY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(&format!(r"(?i)\b(?:the\s+|a\s+)?(?:{AGENT}|{CUSTOMER})\b")).unwrap()
+});
 
 /// The first party a summary names.
 static FIRST_PARTY: LazyLock<Regex> =
@@ -64,8 +65,14 @@ impl Detector for Attribution {
         let s = cx.summary;
         opening(cx, out);
         for (re, why) in [
-            (&*AGENT_AS_CUSTOMER, "the agent is described doing what the customer did"),
-            (&*CUSTOMER_AS_AGENT, "the customer is described doing what the agent did"),
+            (
+                &*AGENT_AS_CUSTOMER,
+                "the agent is described doing what the customer did",
+            ),
+            (
+                &*CUSTOMER_AS_AGENT,
+                "the customer is described doing what the agent did",
+            ),
         ] {
             for m in re.find_iter(s) {
                 // The span starts at the party ("the customer ..."), not at the clause-start
@@ -76,7 +83,14 @@ impl Detector for Attribution {
                     continue;
                 }
                 let explanation = format!("{why}: `{}`", span.text);
-                out.push(Finding::new(CategoryId::SpeakerAttribution, NAME, span, Evidence::NotFound, 0.7, explanation));
+                out.push(Finding::new(
+                    CategoryId::SpeakerAttribution,
+                    NAME,
+                    span,
+                    Evidence::NotFound,
+                    0.7,
+                    explanation,
+                ));
             }
         }
     }
@@ -86,13 +100,22 @@ impl Detector for Attribution {
 /// a summary whose first actor is the agent, of a conversation the customer opened, has almost
 /// always swapped the parties.
 fn opening(cx: &Context<'_>, out: &mut Vec<Finding>) {
-    let Some(first_turn) = cx.turns.iter().position(|t| !t.text.trim().is_empty()) else { return };
+    let Some(first_turn) = cx.turns.iter().position(|t| !t.text.trim().is_empty()) else {
+        return;
+    };
     if cx.turns[first_turn].role != Role::Customer {
         return;
     }
-    let Some(m) = FIRST_PARTY.find(cx.summary) else { return };
+    let Some(m) = FIRST_PARTY.find(cx.summary) else {
+        return;
+    };
     let party = m.as_str().to_ascii_lowercase();
-    if !(party.starts_with("agent") || party.starts_with("rep") || party.starts_with("advis") || party.starts_with("exec") || party.starts_with("support")) {
+    if !(party.starts_with("agent")
+        || party.starts_with("rep")
+        || party.starts_with("advis")
+        || party.starts_with("exec")
+        || party.starts_with("support"))
+    {
         return;
     }
     let span = TextSpan::of(cx.summary, m.start(), m.end());
@@ -126,14 +149,26 @@ mod tests {
 
     #[test]
     fn swapped_roles_are_flagged() {
-        assert_eq!(run("Customer is upset. Agent is complaining that the phone won't charge."), ["Agent is complaining"]);
-        assert_eq!(run("Customer's phone won't charge. Customer apologizes and suggests to restart it."), ["Customer apologizes"]);
-        assert_eq!(run("Phone won't charge, so the customer asks the agent to DM the details."), ["the customer asks the agent to DM"]);
+        assert_eq!(
+            run("Customer is upset. Agent is complaining that the phone won't charge."),
+            ["Agent is complaining"]
+        );
+        assert_eq!(
+            run("Customer's phone won't charge. Customer apologizes and suggests to restart it."),
+            ["Customer apologizes"]
+        );
+        assert_eq!(
+            run("Phone won't charge, so the customer asks the agent to DM the details."),
+            ["the customer asks the agent to DM"]
+        );
     }
 
     #[test]
     fn an_agent_opening_a_customer_conversation_is_flagged_at_the_first_party() {
-        assert_eq!(run("The agent is stating that the phone won't charge. Customer asks for a DM."), ["agent"]);
+        assert_eq!(
+            run("The agent is stating that the phone won't charge. Customer asks for a DM."),
+            ["agent"]
+        );
         assert!(run("Phone won't charge. Customer is sad. Agent asks for a DM.").is_empty());
     }
 

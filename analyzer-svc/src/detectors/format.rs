@@ -44,9 +44,11 @@ static PREAMBLE: LazyLock<Regex> = LazyLock::new(|| {
 static SIGN_OFF: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)(?:let me know if|i hope this helps|hope this helps|feel free to ask|is there anything else)[^\n]*$").unwrap()
 });
-static AI_SELF: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\bas an ai(?: language model)?\b").unwrap());
+static AI_SELF: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)\bas an ai(?: language model)?\b").unwrap());
 /// A line that starts with a bullet, a numbered item or a markdown heading.
-static BULLET: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?m)^[ \t]*(?:[-*•▪◦‣]|\d{1,2}[.)]|#{1,6})[ \t]+\S").unwrap());
+static BULLET: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?m)^[ \t]*(?:[-*•▪◦‣]|\d{1,2}[.)]|#{1,6})[ \t]+\S").unwrap());
 /// The writer speaking: "I" as the subject of a writing verb, not a customer's quoted "I".
 static FIRST_PERSON: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\b(?:I|I'm|I've|I'll|we've|we'll)\s+(?:have\s+|will\s+|would\s+|can\s+|am\s+)?(?:summari[sz]\w*|provid\w*|hope|think|believe|notice\w*|read|reviewed|analy[sz]\w*)\b").unwrap()
@@ -65,23 +67,60 @@ impl Detector for Format {
         let s = cx.summary;
         let mut push = |start: usize, end: usize, confidence: f32, why: String| {
             let span = TextSpan::of(s, start, end);
-            out.push(Finding::new(CategoryId::FormatViolation, NAME, span, Evidence::NotApplicable, confidence, why));
+            out.push(Finding::new(
+                CategoryId::FormatViolation,
+                NAME,
+                span,
+                Evidence::NotApplicable,
+                confidence,
+                why,
+            ));
         };
         if let Some(m) = PREAMBLE.find(s) {
-            push(m.start(), m.end(), 0.95, format!("model preamble `{}`", m.as_str().trim()));
+            push(
+                m.start(),
+                m.end(),
+                0.95,
+                format!("model preamble `{}`", m.as_str().trim()),
+            );
         } else if let Some(m) = AI_SELF.find(s) {
-            push(m.start(), m.end(), 0.9, "the model talks about itself".into());
+            push(
+                m.start(),
+                m.end(),
+                0.9,
+                "the model talks about itself".into(),
+            );
         }
         if let Some(m) = SIGN_OFF.find(s) {
-            push(m.start(), m.end(), 0.9, "chatty sign-off addressed to the reader".into());
+            push(
+                m.start(),
+                m.end(),
+                0.9,
+                "chatty sign-off addressed to the reader".into(),
+            );
         }
         let bullets: Vec<_> = BULLET.find_iter(s).collect();
         if let (Some(first), Some(last)) = (bullets.first(), bullets.last()) {
-            let end = s[last.start()..].find('\n').map_or(s.len(), |i| last.start() + i);
-            push(first.start(), end, 0.95, format!("{} bullet or heading line(s) where prose is expected", bullets.len()));
+            let end = s[last.start()..]
+                .find('\n')
+                .map_or(s.len(), |i| last.start() + i);
+            push(
+                first.start(),
+                end,
+                0.95,
+                format!(
+                    "{} bullet or heading line(s) where prose is expected",
+                    bullets.len()
+                ),
+            );
         }
         if let Some(m) = FIRST_PERSON.find(s) {
-            push(m.start(), m.end(), 0.8, "the summary is written in the first person".into());
+            push(
+                m.start(),
+                m.end(),
+                0.8,
+                "the summary is written in the first person".into(),
+            );
         }
         length(cx, &mut push);
     }
@@ -91,12 +130,26 @@ fn length(cx: &Context<'_>, push: &mut impl FnMut(usize, usize, f32, String)) {
     let s = cx.summary;
     let n_words = cx.summary_words.len();
     if n_words < MIN_WORDS {
-        push(0, s.len(), 0.8, format!("only {n_words} word(s): too short to summarize anything"));
+        push(
+            0,
+            s.len(),
+            0.8,
+            format!("only {n_words} word(s): too short to summarize anything"),
+        );
         return;
     }
     let conv_bytes: usize = cx.turns.iter().map(|t| t.text.len()).sum();
     if s.len() > MAX_BYTES || (s.len() > 200 && s.len() > conv_bytes) {
-        push(0, s.len(), 0.9, format!("{} bytes: far longer than a summary should be ({} bytes of conversation)", s.len(), conv_bytes));
+        push(
+            0,
+            s.len(),
+            0.9,
+            format!(
+                "{} bytes: far longer than a summary should be ({} bytes of conversation)",
+                s.len(),
+                conv_bytes
+            ),
+        );
         return;
     }
     // Pasted transcript: a verbatim run from the conversation that runs across the end of one
@@ -120,23 +173,37 @@ fn pasted(cx: &Context<'_>) -> Option<(usize, usize, String)> {
     }
     let cw = &cx.conversation().words;
     for (j, w) in cw.iter().enumerate() {
-        let Some(starts) = at.get(w.key.as_ref()) else { continue };
+        let Some(starts) = at.get(w.key.as_ref()) else {
+            continue;
+        };
         for &i in starts {
             // Only from the start of a maximal run: the words before must differ.
             if i > 0 && j > 0 && cw[j - 1].key == sw[i - 1] {
                 continue;
             }
-            let run = (0..sw.len() - i).take_while(|&k| cw.get(j + k).is_some_and(|c| c.key == sw[i + k])).count();
+            let run = (0..sw.len() - i)
+                .take_while(|&k| cw.get(j + k).is_some_and(|c| c.key == sw[i + k]))
+                .count();
             if run < CROSS_TURN_RUN_WORDS {
                 continue;
             }
             let (first_turn, last_turn) = (cw[j].turn, cw[j + run - 1].turn);
             let (start, end) = (cx.summary_words[i].start, cx.summary_words[i + run - 1].end);
             if first_turn != last_turn {
-                return Some((start, end, format!("{run} words copied verbatim across turns {first_turn} to {last_turn}: a pasted transcript")));
+                return Some((
+                    start,
+                    end,
+                    format!(
+                        "{run} words copied verbatim across turns {first_turn} to {last_turn}: a pasted transcript"
+                    ),
+                ));
             }
             if run >= LONG_COPY_RUN_WORDS {
-                return Some((start, end, format!("{run} words copied verbatim from turn {first_turn}")));
+                return Some((
+                    start,
+                    end,
+                    format!("{run} words copied verbatim from turn {first_turn}"),
+                ));
             }
         }
     }
@@ -157,8 +224,14 @@ mod tests {
     }
 
     const CONV: &[(&str, &str)] = &[
-        ("c", "My parcel never arrived and the tracking page has said out for delivery since Monday morning at nine"),
-        ("a", "Sorry about that, please DM us your order number and we will chase the courier for you today"),
+        (
+            "c",
+            "My parcel never arrived and the tracking page has said out for delivery since Monday morning at nine",
+        ),
+        (
+            "a",
+            "Sorry about that, please DM us your order number and we will chase the courier for you today",
+        ),
     ];
 
     #[test]
@@ -190,10 +263,25 @@ mod tests {
         assert!(run(&short_conv, &"Customer's parcel is late and the customer wants it delivered quickly. Agent apologizes, asks for a DM. ".repeat(2))[0].contains("far longer"));
         assert!(run(CONV, &long)[0].contains("far longer"));
         let pasted = "Customer's parcel is late. My parcel never arrived and the tracking page has said out for delivery since Monday morning at nine\nSorry about that, please DM us your order number and we will chase the courier";
-        let long_conv = [CONV[0], CONV[1], ("c", "ok thanks, I will send it over in a minute once I find the confirmation email from the shop")];
-        assert!(run(&long_conv, pasted)[0].contains("across turns 0 to 1"), "{:?}", run(&long_conv, pasted));
+        let long_conv = [
+            CONV[0],
+            CONV[1],
+            (
+                "c",
+                "ok thanks, I will send it over in a minute once I find the confirmation email from the shop",
+            ),
+        ];
+        assert!(
+            run(&long_conv, pasted)[0].contains("across turns 0 to 1"),
+            "{:?}",
+            run(&long_conv, pasted)
+        );
         // One copied clause in an otherwise written summary is fine.
         let quoted = "Customer says the tracking page has said out for delivery since Monday morning at nine and is upset about it. Agent asks for the order number by DM so they can chase the courier.";
-        assert!(run(&long_conv, quoted).is_empty(), "{:?}", run(&long_conv, quoted));
+        assert!(
+            run(&long_conv, quoted).is_empty(),
+            "{:?}",
+            run(&long_conv, quoted)
+        );
     }
 }

@@ -25,11 +25,13 @@ pub struct Grounding;
 const NAME: &str = "grounding";
 
 /// Tokens with at least one digit: numbers, amounts, ids ("A4417-923"), versions, times, dates.
-static NUMERIC: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"[A-Za-z0-9]*[0-9][A-Za-z0-9]*(?:[.,:/\-][A-Za-z0-9]+)*").unwrap());
+static NUMERIC: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"[A-Za-z0-9]*[0-9][A-Za-z0-9]*(?:[.,:/\-][A-Za-z0-9]+)*").unwrap()
+});
 static PLAIN_NUMBER: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?$").unwrap());
-static NUMBER_SUFFIX: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^(\d+(?:\.\d+)?)([a-z]+)$").unwrap());
+static NUMBER_SUFFIX: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^(\d+(?:\.\d+)?)([a-z]+)$").unwrap());
 
 /// One numeric mention in a text.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,13 +56,21 @@ fn canonical_number(s: &str) -> String {
     };
     let int = int.trim_start_matches('0');
     let int = if int.is_empty() { "0" } else { int };
-    if frac.is_empty() { int.to_string() } else { format!("{int}.{frac}") }
+    if frac.is_empty() {
+        int.to_string()
+    } else {
+        format!("{int}.{frac}")
+    }
 }
 
 fn digits_only(s: &str) -> String {
     let d: String = s.chars().filter(|c| c.is_ascii_digit()).collect();
     let t = d.trim_start_matches('0');
-    if t.is_empty() && !d.is_empty() { "0".into() } else { t.to_string() }
+    if t.is_empty() && !d.is_empty() {
+        "0".into()
+    } else {
+        t.to_string()
+    }
 }
 
 fn mentions(text: &str) -> Vec<Mention> {
@@ -76,12 +86,27 @@ fn mentions(text: &str) -> Vec<Mention> {
         let tok = tok.trim_end_matches(['.', ',', ':', '/', '-']);
         // A range of small numbers ("24-28", "87-99") is two numbers, not an id.
         if let Some((a, b)) = tok.split_once('-')
-            && [a, b].iter().all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_digit())) {
-                let second = m.start() + a.len() + 1;
-                out.push(Mention { start: m.start(), end: m.start() + a.len(), values: vec![canonical_number(a)], plain: true, unit: None });
-                out.push(Mention { start: second, end: second + b.len(), values: vec![canonical_number(b)], plain: true, unit: None });
-                continue;
-            }
+            && [a, b]
+                .iter()
+                .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_digit()))
+        {
+            let second = m.start() + a.len() + 1;
+            out.push(Mention {
+                start: m.start(),
+                end: m.start() + a.len(),
+                values: vec![canonical_number(a)],
+                plain: true,
+                unit: None,
+            });
+            out.push(Mention {
+                start: second,
+                end: second + b.len(),
+                values: vec![canonical_number(b)],
+                plain: true,
+                unit: None,
+            });
+            continue;
+        }
         let (values, plain, unit) = if PLAIN_NUMBER.is_match(tok) {
             (vec![canonical_number(tok)], true, None)
         } else if let Some(c) = NUMBER_SUFFIX.captures(tok) {
@@ -89,28 +114,53 @@ fn mentions(text: &str) -> Vec<Mention> {
             match &c[2] {
                 "st" | "nd" | "rd" | "th" => (vec![num], true, None),
                 "k" => {
-                    let v = num.parse::<f64>().map(|v| canonical_number(&format!("{}", v * 1000.0))).unwrap_or(num);
+                    let v = num
+                        .parse::<f64>()
+                        .map(|v| canonical_number(&format!("{}", v * 1000.0)))
+                        .unwrap_or(num);
                     (vec![v], true, None)
                 }
                 suffix => match unit_of(suffix) {
                     // Digits only as well, so "4.30pm" grounds "4:30".
                     Some(u) => (vec![num, digits_only(&c[1])], true, Some(u)),
-                    None => (vec![tok.replace(|c: char| !c.is_ascii_alphanumeric(), ""), digits_only(tok)], false, None),
+                    None => (
+                        vec![
+                            tok.replace(|c: char| !c.is_ascii_alphanumeric(), ""),
+                            digits_only(tok),
+                        ],
+                        false,
+                        None,
+                    ),
                 },
             }
         } else {
-            let mut values = vec![tok.replace(|c: char| !c.is_ascii_alphanumeric(), ""), digits_only(tok)];
+            let mut values = vec![
+                tok.replace(|c: char| !c.is_ascii_alphanumeric(), ""),
+                digits_only(tok),
+            ];
             // Each digit group too, so "4:30pm" in the conversation grounds "4:30" and "30", and
             // each separated part, so "1-D3NB5VD" grounds "D3NB5VD".
-            for g in tok.split(|c: char| !c.is_ascii_digit()).filter(|g| !g.is_empty()) {
+            for g in tok
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|g| !g.is_empty())
+            {
                 values.push(canonical_number(g));
             }
-            for part in tok.split(['-', '/', ':', '.', ',']).filter(|p| p.len() >= 2) {
+            for part in tok
+                .split(['-', '/', ':', '.', ','])
+                .filter(|p| p.len() >= 2)
+            {
                 values.push(part.to_string());
             }
             (values, false, None)
         };
-        out.push(Mention { start: m.start(), end: m.end(), values, plain, unit });
+        out.push(Mention {
+            start: m.start(),
+            end: m.end(),
+            values,
+            plain,
+            unit,
+        });
     }
     out
 }
@@ -167,19 +217,47 @@ fn weekday_of(word: &str) -> Option<u8> {
 
 /// Nouns that name what a number identifies: "Terminal 3", "order 123", "season 7".
 const ID_NOUNS: &[&str] = &[
-    "terminal", "gate", "platform", "order", "ticket", "account", "case", "model", "version", "ios", "season",
-    "episode", "room", "seat", "iphone", "galaxy", "pixel", "note", "flight", "bus", "route", "series", "xbox",
-    "ps", "reference", "ref", "invoice", "booking",
+    "terminal",
+    "gate",
+    "platform",
+    "order",
+    "ticket",
+    "account",
+    "case",
+    "model",
+    "version",
+    "ios",
+    "season",
+    "episode",
+    "room",
+    "seat",
+    "iphone",
+    "galaxy",
+    "pixel",
+    "note",
+    "flight",
+    "bus",
+    "route",
+    "series",
+    "xbox",
+    "ps",
+    "reference",
+    "ref",
+    "invoice",
+    "booking",
 ];
 
 /// Words that can follow an id without being counted by it ("Terminal 3 at", "iPhone 12 and").
 const NOT_COUNTED: &[&str] = &[
-    "at", "on", "in", "for", "and", "or", "to", "is", "was", "the", "which", "that", "from", "with", "by", "but",
-    "as", "so", "has", "had", "will", "after", "before", "since", "until", "not", "pro", "plus", "max", "mini",
+    "at", "on", "in", "for", "and", "or", "to", "is", "was", "the", "which", "that", "from",
+    "with", "by", "but", "as", "so", "has", "had", "will", "after", "before", "since", "until",
+    "not", "pro", "plus", "max", "mini",
 ];
 
 /// Words that sit between a number and its unit without changing it ("10 business days").
-const UNIT_FILLERS: &[&str] = &["business", "working", "calendar", "full", "more", "extra", "whole"];
+const UNIT_FILLERS: &[&str] = &[
+    "business", "working", "calendar", "full", "more", "extra", "whole",
+];
 
 /// Normalized anchor for a word near a number in the conversation.
 fn anchor_key(word: &str) -> Option<String> {
@@ -205,9 +283,10 @@ fn summary_anchors(cx: &Context<'_>, m: &Mention) -> (Vec<String>, usize, usize)
     // The currency symbol is part of the span but not an anchor: writers swap "$" and "£"
     // loosely, and the amount is the fact that matters.
     if let Some(c) = s[..m.start].trim_end().chars().next_back()
-        && currency_of(c).is_some() {
-            start = s[..m.start].trim_end().len() - c.len_utf8();
-        }
+        && currency_of(c).is_some()
+    {
+        start = s[..m.start].trim_end().len() - c.len_utf8();
+    }
     let idx = cx.summary_words.partition_point(|w| w.start < m.end);
     // After: skip fillers, take a unit. A plain lowercase word after the number means the number
     // counts that word ("flight 200 customers"), so a name before it is not its anchor.
@@ -241,12 +320,18 @@ fn summary_anchors(cx: &Context<'_>, m: &Mention) -> (Vec<String>, usize, usize)
         let gap = &s[w.end..m.start];
         if gap.chars().all(|c| c == ' ' || c == '#' || c == '-') && gap.len() <= 3 {
             let k = text::key(w.text);
-            let sentence_start = s[..w.start].trim_end().chars().next_back().is_none_or(|c| matches!(c, '.' | '!' | '?' | ':'));
+            let sentence_start = s[..w.start]
+                .trim_end()
+                .chars()
+                .next_back()
+                .is_none_or(|c| matches!(c, '.' | '!' | '?' | ':'));
             let capitalized = w.text.chars().any(|c| c.is_ascii_uppercase()) && !sentence_start;
             if let Some(mo) = month_of(&k).filter(|_| k != "may" || capitalized) {
                 anchors.push(format!("month:{mo}"));
                 start = w.start;
-            } else if ID_NOUNS.contains(&k.as_str()) || (capitalized && !matches!(k.as_str(), "customer" | "agent" | "dm" | "i")) {
+            } else if ID_NOUNS.contains(&k.as_str())
+                || (capitalized && !matches!(k.as_str(), "customer" | "agent" | "dm" | "i"))
+            {
                 anchors.push(k);
                 start = w.start;
             }
@@ -287,7 +372,17 @@ impl<'a> ConvNumbers<'a> {
                 let v = v.to_string();
                 values.insert(v.clone());
                 let text = cx.turns[w.turn].text.as_str();
-                turns.push((w.turn, text, Mention { start: w.word.start, end: w.word.end, values: vec![v], plain: true, unit: None }));
+                turns.push((
+                    w.turn,
+                    text,
+                    Mention {
+                        start: w.word.start,
+                        end: w.word.end,
+                        values: vec![v],
+                        plain: true,
+                        unit: None,
+                    },
+                ));
             }
         }
         ConvNumbers { turns, values }
@@ -297,29 +392,48 @@ impl<'a> ConvNumbers<'a> {
     /// the first MAX_OCCURRENCES occurrences only, so a hostile input (one number repeated ten
     /// thousand times) costs bounded time.
     fn anchored(&self, value: &str, anchors: &[String]) -> bool {
-        self.turns.iter().filter(|(_, _, m)| m.values.iter().any(|v| v == value)).take(MAX_OCCURRENCES).any(|(_, text, m)| {
-            let (a, b) = text::snap(text, m.start.saturating_sub(40), m.end + 40);
-            let window = &text[a..b];
-            let mut near: HashSet<String> = HashSet::new();
-            for w in text::words(window) {
-                near.extend(anchor_key(w.text));
-                // "xbox360" anchors "xbox 360", "48hrs" anchors "48 hours".
-                let alpha: String = w.text.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
-                let tail: String = w.text.chars().skip_while(|c| !c.is_ascii_alphabetic() ).skip_while(|c| c.is_ascii_digit()).collect();
-                for part in [alpha, tail.trim_start_matches(|c: char| c.is_ascii_digit()).to_string()] {
-                    if part.len() >= 2 && part.len() < w.text.len() {
-                        near.extend(anchor_key(&part));
+        self.turns
+            .iter()
+            .filter(|(_, _, m)| m.values.iter().any(|v| v == value))
+            .take(MAX_OCCURRENCES)
+            .any(|(_, text, m)| {
+                let (a, b) = text::snap(text, m.start.saturating_sub(40), m.end + 40);
+                let window = &text[a..b];
+                let mut near: HashSet<String> = HashSet::new();
+                for w in text::words(window) {
+                    near.extend(anchor_key(w.text));
+                    // "xbox360" anchors "xbox 360", "48hrs" anchors "48 hours".
+                    let alpha: String = w
+                        .text
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphabetic())
+                        .collect();
+                    let tail: String = w
+                        .text
+                        .chars()
+                        .skip_while(|c| !c.is_ascii_alphabetic())
+                        .skip_while(|c| c.is_ascii_digit())
+                        .collect();
+                    for part in [
+                        alpha,
+                        tail.trim_start_matches(|c: char| c.is_ascii_digit())
+                            .to_string(),
+                    ] {
+                        if part.len() >= 2 && part.len() < w.text.len() {
+                            near.extend(anchor_key(&part));
+                        }
                     }
                 }
-            }
-            if let Some(u) = m.unit {
-                near.insert(u.to_string());
-            }
-            if window.contains('%') {
-                near.insert("percent".into());
-            }
-            anchors.iter().all(|a| near.contains(a) || near.iter().any(|n| text::stem(n) == text::stem(a)))
-        })
+                if let Some(u) = m.unit {
+                    near.insert(u.to_string());
+                }
+                if window.contains('%') {
+                    near.insert("percent".into());
+                }
+                anchors.iter().all(|a| {
+                    near.contains(a) || near.iter().any(|n| text::stem(n) == text::stem(a))
+                })
+            })
     }
 }
 
@@ -355,15 +469,28 @@ impl Detector for Grounding {
             if !found {
                 let (_, start, end) = summary_anchors(cx, m);
                 let span = TextSpan::of(cx.summary, start, end);
-                let explanation = format!("`{}` does not appear anywhere in the conversation", span.text);
-                out.push(Finding::new(CategoryId::HallucinatedFact, NAME, span, Evidence::NotFound, 0.9, explanation));
+                let explanation = format!(
+                    "`{}` does not appear anywhere in the conversation",
+                    span.text
+                );
+                out.push(Finding::new(
+                    CategoryId::HallucinatedFact,
+                    NAME,
+                    span,
+                    Evidence::NotFound,
+                    0.9,
+                    explanation,
+                ));
                 continue;
             }
             if !m.plain {
                 continue;
             }
             let (anchors, start, end) = summary_anchors(cx, m);
-            if anchors.is_empty() || !checked.insert((value.clone(), anchors.clone())) || numbers.anchored(value, &anchors) {
+            if anchors.is_empty()
+                || !checked.insert((value.clone(), anchors.clone()))
+                || numbers.anchored(value, &anchors)
+            {
                 continue;
             }
             let span = TextSpan::of(cx.summary, start, end);
@@ -371,7 +498,14 @@ impl Detector for Grounding {
                 "the conversation mentions {value}, but never as `{}`",
                 span.text
             );
-            out.push(Finding::new(CategoryId::HallucinatedFact, NAME, span, Evidence::NotFound, 0.7, explanation));
+            out.push(Finding::new(
+                CategoryId::HallucinatedFact,
+                NAME,
+                span,
+                Evidence::NotFound,
+                0.7,
+                explanation,
+            ));
         }
         dates(cx, out);
     }
@@ -387,27 +521,40 @@ fn is_date_word(word: &str) -> bool {
         return false;
     }
     let k = text::key(word);
-    (month_of(&k).is_some() && k.len() > 3 && k != "may") || (weekday_of(&k).is_some() && k.len() > 3)
+    (month_of(&k).is_some() && k.len() > 3 && k != "may")
+        || (weekday_of(&k).is_some() && k.len() > 3)
 }
 
 /// Months and weekdays the conversation never mentions.
 fn dates(cx: &Context<'_>, out: &mut Vec<Finding>) {
     for w in cx.summary_words.iter().filter(|w| is_date_word(w.text)) {
         // Already reported as part of a date with a number ("April 14").
-        if out.iter().any(|f| f.detector == NAME && f.summary_span.start <= w.start && w.end <= f.summary_span.end) {
+        if out.iter().any(|f| {
+            f.detector == NAME && f.summary_span.start <= w.start && w.end <= f.summary_span.end
+        }) {
             continue;
         }
         let k = text::key(w.text);
         let conv = cx.conversation();
-        let grounded = conv.words.iter().any(|c| match (month_of(&k), weekday_of(&k)) {
-            (Some(m), _) => month_of(&c.key) == Some(m),
-            (_, Some(d)) => weekday_of(&c.key) == Some(d),
-            _ => true,
-        });
+        let grounded = conv
+            .words
+            .iter()
+            .any(|c| match (month_of(&k), weekday_of(&k)) {
+                (Some(m), _) => month_of(&c.key) == Some(m),
+                (_, Some(d)) => weekday_of(&c.key) == Some(d),
+                _ => true,
+            });
         if !grounded {
             let span = TextSpan::of(cx.summary, w.start, w.end);
             let explanation = format!("the conversation never mentions `{}`", span.text);
-            out.push(Finding::new(CategoryId::HallucinatedFact, NAME, span, Evidence::NotFound, 0.8, explanation));
+            out.push(Finding::new(
+                CategoryId::HallucinatedFact,
+                NAME,
+                span,
+                Evidence::NotFound,
+                0.8,
+                explanation,
+            ));
         }
     }
 }
@@ -427,28 +574,67 @@ mod tests {
 
     #[test]
     fn normalizes_amounts_durations_and_number_words() {
-        let conv = [("c", "I was charged 25 dollars and waited two days for 1,200 points"), ("a", "Sorry! It takes 48hrs")];
-        assert!(run(&conv, "Customer was charged $25 after 2 days for 1200 points. Agent said 48 hours.").is_empty());
+        let conv = [
+            (
+                "c",
+                "I was charged 25 dollars and waited two days for 1,200 points",
+            ),
+            ("a", "Sorry! It takes 48hrs"),
+        ];
+        assert!(
+            run(
+                &conv,
+                "Customer was charged $25 after 2 days for 1200 points. Agent said 48 hours."
+            )
+            .is_empty()
+        );
         assert_eq!(run(&conv, "Customer was charged $35."), ["$35"]);
         assert_eq!(run(&conv, "Agent said 2 hours."), ["2 hours"]);
     }
 
     #[test]
     fn ids_and_names_tied_to_numbers_need_their_anchor() {
-        let conv = [("c", "My flight leaves from gate 3 at 4:30pm, order A4417-923"), ("a", "See you at 4:30")];
-        assert!(run(&conv, "Customer's order #A4417-923 leaves from gate 3 at 4:30.").is_empty());
+        let conv = [
+            (
+                "c",
+                "My flight leaves from gate 3 at 4:30pm, order A4417-923",
+            ),
+            ("a", "See you at 4:30"),
+        ];
+        assert!(
+            run(
+                &conv,
+                "Customer's order #A4417-923 leaves from gate 3 at 4:30."
+            )
+            .is_empty()
+        );
         assert_eq!(run(&conv, "Customer is at Terminal 3."), ["Terminal 3"]);
-        assert_eq!(run(&conv, "Regarding order #B5521-0093."), ["order #B5521-0093"]);
+        assert_eq!(
+            run(&conv, "Regarding order #B5521-0093."),
+            ["order #B5521-0093"]
+        );
         assert_eq!(run(&conv, "Customer's flight is at gate 17."), ["gate 17"]);
         // A number that counts the next word is not tied to the name before it.
         assert!(run(&conv, "The order 3 items were late.").is_empty());
-        let conv = [("c", "my xbox360 fails, issue 1-D3NB5VD, waited 20 mns, 87-99%")];
-        assert!(run(&conv, "Customer's xbox 360 fails (D3NB5VD) after 20 minutes at 99 percent.").is_empty());
+        let conv = [(
+            "c",
+            "my xbox360 fails, issue 1-D3NB5VD, waited 20 mns, 87-99%",
+        )];
+        assert!(
+            run(
+                &conv,
+                "Customer's xbox 360 fails (D3NB5VD) after 20 minutes at 99 percent."
+            )
+            .is_empty()
+        );
     }
 
     #[test]
     fn dates_must_be_mentioned() {
-        let conv = [("c", "It arrived on the 14th of March"), ("a", "We'll call you Friday")];
+        let conv = [
+            ("c", "It arrived on the 14th of March"),
+            ("a", "We'll call you Friday"),
+        ];
         assert!(run(&conv, "Order arrived March 14. Agent will call on Friday.").is_empty());
         assert_eq!(run(&conv, "Agent will call on Monday."), ["Monday"]);
         assert_eq!(run(&conv, "It arrived April 14."), ["April 14"]);

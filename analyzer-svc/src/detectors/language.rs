@@ -11,9 +11,10 @@ pub struct Language;
 const NAME: &str = "language";
 
 const ENGLISH_FUNCTION_WORDS: &[&str] = &[
-    "the", "a", "an", "is", "are", "was", "to", "and", "of", "in", "for", "that", "with", "on", "it", "be", "has",
-    "have", "not", "they", "he", "she", "their", "his", "her", "as", "by", "this", "will", "can", "from", "at", "about",
-    "i", "you", "my", "me", "we", "your", "our", "but", "or", "so", "do", "did", "no",
+    "the", "a", "an", "is", "are", "was", "to", "and", "of", "in", "for", "that", "with", "on",
+    "it", "be", "has", "have", "not", "they", "he", "she", "their", "his", "her", "as", "by",
+    "this", "will", "can", "from", "at", "about", "i", "you", "my", "me", "we", "your", "our",
+    "but", "or", "so", "do", "did", "no",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,12 +83,25 @@ impl Detector for Language {
     }
 
     fn detect(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
-        let Some(summary_script) = dominant_script([cx.summary]) else { return };
-        let Some(conv_script) = dominant_script(cx.turns.iter().map(|t| t.text.as_str())) else { return };
+        let Some(summary_script) = dominant_script([cx.summary]) else {
+            return;
+        };
+        let Some(conv_script) = dominant_script(cx.turns.iter().map(|t| t.text.as_str())) else {
+            return;
+        };
         let span = TextSpan::of(cx.summary, 0, cx.summary.len());
         if summary_script != conv_script {
-            let why = format!("the summary is in {summary_script:?} script, the conversation in {conv_script:?}");
-            out.push(Finding::new(CategoryId::WrongLanguage, NAME, span, Evidence::NotApplicable, 0.9, why));
+            let why = format!(
+                "the summary is in {summary_script:?} script, the conversation in {conv_script:?}"
+            );
+            out.push(Finding::new(
+                CategoryId::WrongLanguage,
+                NAME,
+                span,
+                Evidence::NotApplicable,
+                0.9,
+                why,
+            ));
             return;
         }
         if conv_script != Script::Latin {
@@ -98,11 +112,20 @@ impl Detector for Language {
         if sum_n < 8 || sum_hits * 25 >= sum_n {
             return;
         }
-        let (conv_hits, conv_n) = english_ratio(cx.conversation().words.iter().map(|w| w.key.as_ref()));
+        let (conv_hits, conv_n) =
+            english_ratio(cx.conversation().words.iter().map(|w| w.key.as_ref()));
         let conv_english = conv_n >= 20 && conv_hits * 5 >= conv_n; // >= 20% function words
         if conv_english {
-            let why = "the conversation is in English but the summary has almost no English words".to_string();
-            out.push(Finding::new(CategoryId::WrongLanguage, NAME, span, Evidence::NotApplicable, 0.75, why));
+            let why = "the conversation is in English but the summary has almost no English words"
+                .to_string();
+            out.push(Finding::new(
+                CategoryId::WrongLanguage,
+                NAME,
+                span,
+                Evidence::NotApplicable,
+                0.75,
+                why,
+            ));
         }
     }
 }
@@ -114,8 +137,14 @@ mod tests {
 
     fn run(summary: &str) -> usize {
         let turns = turns(&[
-            ("c", "My order has not arrived and it is the third time this has happened to me this month"),
-            ("a", "We are sorry to hear that, can you send us the order number so we can look into it for you"),
+            (
+                "c",
+                "My order has not arrived and it is the third time this has happened to me this month",
+            ),
+            (
+                "a",
+                "We are sorry to hear that, can you send us the order number so we can look into it for you",
+            ),
         ]);
         let cx = Context::new(&turns, summary);
         let mut out = Vec::new();
@@ -125,13 +154,27 @@ mod tests {
 
     #[test]
     fn english_summary_of_english_conversation_passes() {
-        assert_eq!(run("Customer's order has not arrived again. Agent asks for the order number."), 0);
+        assert_eq!(
+            run("Customer's order has not arrived again. Agent asks for the order number."),
+            0
+        );
     }
 
     #[test]
     fn other_script_or_other_latin_language_is_flagged() {
-        assert_eq!(run("Клиент жалуется, что заказ не пришёл. Агент просит номер заказа."), 1);
-        assert_eq!(run("Der Kunde beklagt sich, dass seine Bestellung wieder nicht angekommen ist. Agent bittet um Bestellnummer."), 1);
-        assert_eq!(run("顾客抱怨订单没有到达。客服要求提供订单号码以便查询。"), 1);
+        assert_eq!(
+            run("Клиент жалуется, что заказ не пришёл. Агент просит номер заказа."),
+            1
+        );
+        assert_eq!(
+            run(
+                "Der Kunde beklagt sich, dass seine Bestellung wieder nicht angekommen ist. Agent bittet um Bestellnummer."
+            ),
+            1
+        );
+        assert_eq!(
+            run("顾客抱怨订单没有到达。客服要求提供订单号码以便查询。"),
+            1
+        );
     }
 }

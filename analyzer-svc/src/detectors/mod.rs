@@ -75,12 +75,18 @@ impl<'a> Context<'a> {
     }
 
     pub fn conversation(&self) -> &ConversationIndex<'a> {
-        self.conversation.get_or_init(|| ConversationIndex::new(self.turns))
+        self.conversation
+            .get_or_init(|| ConversationIndex::new(self.turns))
     }
 
     /// The lowercase keys of the summary words (same indexes as `summary_words`).
     pub fn summary_keys(&self) -> &[String] {
-        self.summary_keys.get_or_init(|| self.summary_words.iter().map(|w| text::key(w.text)).collect())
+        self.summary_keys.get_or_init(|| {
+            self.summary_words
+                .iter()
+                .map(|w| text::key(w.text))
+                .collect()
+        })
     }
 
     /// The summary words inside `start..end`.
@@ -114,15 +120,25 @@ impl<'a> ConversationIndex<'a> {
         let mut words = Vec::with_capacity(turns.iter().map(|t| t.text.len() / 5).sum());
         for (i, t) in turns.iter().enumerate() {
             for w in text::words(&t.text) {
-                let key = if w.text.bytes().any(|b| b.is_ascii_uppercase()) || w.text.contains('\u{2019}') {
+                let key = if w.text.bytes().any(|b| b.is_ascii_uppercase())
+                    || w.text.contains('\u{2019}')
+                {
                     Cow::Owned(text::key(w.text))
                 } else {
                     Cow::Borrowed(w.text)
                 };
-                words.push(ConvWord { turn: i, word: w, key });
+                words.push(ConvWord {
+                    turn: i,
+                    word: w,
+                    key,
+                });
             }
         }
-        ConversationIndex { words, turns, vocab: OnceCell::new() }
+        ConversationIndex {
+            words,
+            turns,
+            vocab: OnceCell::new(),
+        }
     }
 
     fn vocab(&self) -> &(HashSet<String>, HashSet<String>) {
@@ -131,7 +147,11 @@ impl<'a> ConversationIndex<'a> {
             let mut agent = HashSet::new();
             for w in &self.words {
                 let st = text::stem(&w.key);
-                if self.turns.get(w.turn).is_some_and(|t| is_agent_role(t.role)) {
+                if self
+                    .turns
+                    .get(w.turn)
+                    .is_some_and(|t| is_agent_role(t.role))
+                {
                     agent.insert(w.key.to_string());
                     agent.insert(st.to_string());
                 }
@@ -157,9 +177,14 @@ impl<'a> ConversationIndex<'a> {
     /// The first conversation word starting with `prefix` (for stems like "replac", "escalat"),
     /// optionally in agent turns only.
     pub fn has_prefix(&self, prefix: &str, agent_only: bool) -> Option<&ConvWord<'a>> {
-        self.words
-            .iter()
-            .find(|w| w.key.starts_with(prefix) && (!agent_only || self.turns.get(w.turn).is_some_and(|t| is_agent_role(t.role))))
+        self.words.iter().find(|w| {
+            w.key.starts_with(prefix)
+                && (!agent_only
+                    || self
+                        .turns
+                        .get(w.turn)
+                        .is_some_and(|t| is_agent_role(t.role)))
+        })
     }
 }
 
@@ -176,7 +201,14 @@ pub(crate) mod testing {
     pub fn turns(pairs: &[(&str, &str)]) -> Vec<Turn> {
         pairs
             .iter()
-            .map(|(r, t)| Turn { role: if *r == "c" { Role::Customer } else { Role::Agent }, text: t.to_string() })
+            .map(|(r, t)| Turn {
+                role: if *r == "c" {
+                    Role::Customer
+                } else {
+                    Role::Agent
+                },
+                text: t.to_string(),
+            })
             .collect()
     }
 }
@@ -187,7 +219,10 @@ mod tests {
 
     #[test]
     fn index_finds_words_stems_and_agent_words() {
-        let turns = testing::turns(&[("c", "I want a Refund now"), ("a", "We've escalated it to our team")]);
+        let turns = testing::turns(&[
+            ("c", "I want a Refund now"),
+            ("a", "We've escalated it to our team"),
+        ]);
         let cx = Context::new(&turns, "x");
         let ix = cx.conversation();
         assert!(ix.has("refunds") && ix.has("refund"));

@@ -54,11 +54,16 @@ impl Detector for Omission {
         let mut invented = Vec::new();
         action::unsupported_claims(cx, &mut invented);
         let responds = cx.sentences.iter().enumerate().any(|(i, &(a, b))| {
-            if invented.iter().any(|f| a <= f.summary_span.start && f.summary_span.start < b) {
+            if invented
+                .iter()
+                .any(|f| a <= f.summary_span.start && f.summary_span.start < b)
+            {
                 return false;
             }
             let sentence = &cx.summary[a..b];
-            AGENT_SUBJECT.is_match(sentence) || (i > 0 && (!CUSTOMER_START.is_match(sentence) || RESPONSE_VERB.is_match(sentence)))
+            AGENT_SUBJECT.is_match(sentence)
+                || (i > 0
+                    && (!CUSTOMER_START.is_match(sentence) || RESPONSE_VERB.is_match(sentence)))
         });
         if responds {
             return;
@@ -68,10 +73,21 @@ impl Detector for Omission {
             .turns
             .iter()
             .position(|t| is_agent_role(t.role))
-            .map_or(Evidence::NotFound, |i| Evidence::turn(cx.turns, i, 0, cx.turns[i].text.len()));
+            .map_or(Evidence::NotFound, |i| {
+                Evidence::turn(cx.turns, i, 0, cx.turns[i].text.len())
+            });
         let span = TextSpan::of(cx.summary, 0, cx.summary.len());
-        let explanation = "the summary gives the customer's side only: what the agent said or did is missing".to_string();
-        out.push(Finding::new(CategoryId::Omission, NAME, span, evidence, 0.8, explanation));
+        let explanation =
+            "the summary gives the customer's side only: what the agent said or did is missing"
+                .to_string();
+        out.push(Finding::new(
+            CategoryId::Omission,
+            NAME,
+            span,
+            evidence,
+            0.8,
+            explanation,
+        ));
     }
 }
 
@@ -81,7 +97,10 @@ mod tests {
     use crate::detectors::testing::turns;
 
     fn run(summary: &str) -> bool {
-        let turns = turns(&[("c", "My wifi keeps dropping"), ("a", "Please restart the router and DM us")]);
+        let turns = turns(&[
+            ("c", "My wifi keeps dropping"),
+            ("a", "Please restart the router and DM us"),
+        ]);
         let cx = Context::new(&turns, summary);
         let mut out = Vec::new();
         Omission.detect(&cx, &mut out);
@@ -94,15 +113,23 @@ mod tests {
         assert!(run("Customer is enquiring the agent regarding the wifi."));
         assert!(run("The customer's wifi keeps dropping. He is annoyed."));
         // The only agent sentence is an invented action.
-        assert!(run("Customer's wifi keeps dropping. Agent issued a full refund to the customer."));
+        assert!(run(
+            "Customer's wifi keeps dropping. Agent issued a full refund to the customer."
+        ));
     }
 
     #[test]
     fn summaries_with_a_response_pass() {
-        assert!(!run("Customer's wifi keeps dropping. Agent suggests restarting the router."));
-        assert!(!run("Customer's wifi keeps dropping, and the rep asks for a DM."));
+        assert!(!run(
+            "Customer's wifi keeps dropping. Agent suggests restarting the router."
+        ));
+        assert!(!run(
+            "Customer's wifi keeps dropping, and the rep asks for a DM."
+        ));
         assert!(!run("Wifi keeps dropping. Told to restart the router."));
         // The response is there, attributed to the wrong party: not an omission.
-        assert!(!run("Customer's wifi keeps dropping. Customer requests to restart the router."));
+        assert!(!run(
+            "Customer's wifi keeps dropping. Customer requests to restart the router."
+        ));
     }
 }

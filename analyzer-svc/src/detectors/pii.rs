@@ -17,19 +17,25 @@ pub struct Pii;
 
 const NAME: &str = "pii";
 
-static EMAIL: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}").unwrap());
+static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}").unwrap()
+});
 static PHONE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{1,5}\)[\s.\-]?)?\d{2,5}(?:[\s.\-]\d{2,6}){1,4}\b|\+?\b\d{10,13}\b").unwrap()
 });
 static CARD_ENDING: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\b(?:card|visa|mastercard|amex|debit|credit)\b[\w ]{0,20}?\b(?:ending|ends|last (?:4|four)(?: digits)?)(?: (?:in|with))?[ :]*\d{4}\b").unwrap()
 });
-static CARD_NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b\d(?:[ \-]?\d){12,18}\b").unwrap());
+static CARD_NUMBER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\b\d(?:[ \-]?\d){12,18}\b").unwrap());
 static ACCOUNT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b(?:account|acct|a/c)\s*(?:number|no\.?|num|#)?\s*[:#]?\s*[A-Z]{0,4}\d[\d \-]{7,}\d").unwrap()
+    Regex::new(
+        r"(?i)\b(?:account|acct|a/c)\s*(?:number|no\.?|num|#)?\s*[:#]?\s*[A-Z]{0,4}\d[\d \-]{7,}\d",
+    )
+    .unwrap()
 });
-static IBAN: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){3,7}\b").unwrap());
+static IBAN: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){3,7}\b").unwrap());
 static SSN: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b\d{3}-\d{2}-\d{4}\b").unwrap());
 static STREET: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\b\d{1,5}[A-Za-z]? (?:[A-Z][a-z]+ ){1,3}(?:Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Boulevard|Blvd|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Close|Crescent|Square|Sq)\b").unwrap()
@@ -74,7 +80,13 @@ fn luhn(number: &str) -> bool {
         .iter()
         .rev()
         .enumerate()
-        .map(|(i, &x)| if i % 2 == 1 { if x * 2 > 9 { x * 2 - 9 } else { x * 2 } } else { x })
+        .map(|(i, &x)| {
+            if i % 2 == 1 {
+                if x * 2 > 9 { x * 2 - 9 } else { x * 2 }
+            } else {
+                x
+            }
+        })
         .sum();
     d.len() >= 13 && sum.is_multiple_of(10)
 }
@@ -103,7 +115,9 @@ fn candidates(summary: &str) -> Vec<(usize, usize, Kind)> {
     push(&IBAN, Kind::Account, &|_| true);
     push(&SSN, Kind::Ssn, &|_| true);
     push(&STREET, Kind::Address, &|_| true);
-    push(&POSTCODE, Kind::Address, &|m| m.chars().any(|c| c.is_ascii_digit()));
+    push(&POSTCODE, Kind::Address, &|m| {
+        m.chars().any(|c| c.is_ascii_digit())
+    });
     push(&PHONE, Kind::Phone, &|m| is_phone(m));
     // Keep the first (most specific) match for each stretch of text: a card number is not
     // also reported as a phone number.
@@ -133,12 +147,19 @@ impl Detector for Pii {
         }
         for (start, end, kind) in candidates(cx.summary) {
             let found = &cx.summary[start..end];
-            let key = if kind == Kind::Email { found.to_ascii_lowercase() } else { digits(found) };
+            let key = if kind == Kind::Email {
+                found.to_ascii_lowercase()
+            } else {
+                digits(found)
+            };
             let mut evidence = Evidence::NotFound;
             let mut company_contact = false;
             for (i, t) in cx.turns.iter().enumerate() {
                 let hit = if kind == Kind::Email {
-                    t.text.to_ascii_lowercase().find(&key).map(|p| (p, p + key.len()))
+                    t.text
+                        .to_ascii_lowercase()
+                        .find(&key)
+                        .map(|p| (p, p + key.len()))
                 } else {
                     find_digits(&t.text, &key)
                 };
@@ -157,7 +178,14 @@ impl Detector for Pii {
             }
             let span = TextSpan::of(cx.summary, start, end);
             let explanation = format!("the summary exposes {}: `{}`", kind.label(), span.text);
-            out.push(Finding::new(CategoryId::PiiExposure, NAME, span, evidence, 0.95, explanation));
+            out.push(Finding::new(
+                CategoryId::PiiExposure,
+                NAME,
+                span,
+                evidence,
+                0.95,
+                explanation,
+            ));
         }
     }
 }
@@ -167,7 +195,10 @@ fn find_digits(text: &str, digits: &str) -> Option<(usize, usize)> {
     if digits.is_empty() {
         return None;
     }
-    let positions: Vec<(usize, char)> = text.char_indices().filter(|(_, c)| c.is_ascii_digit()).collect();
+    let positions: Vec<(usize, char)> = text
+        .char_indices()
+        .filter(|(_, c)| c.is_ascii_digit())
+        .collect();
     let flat: String = positions.iter().map(|(_, c)| *c).collect();
     let at = flat.find(digits)?;
     let (a, _) = positions[at];
@@ -185,7 +216,9 @@ mod tests {
         let cx = Context::new(&turns, summary);
         let mut out = Vec::new();
         Pii.detect(&cx, &mut out);
-        out.into_iter().map(|f| (f.summary_span.text, f.evidence)).collect()
+        out.into_iter()
+            .map(|f| (f.summary_span.text, f.evidence))
+            .collect()
     }
 
     fn texts(conv: &[(&str, &str)], summary: &str) -> Vec<String> {
@@ -195,13 +228,31 @@ mod tests {
     #[test]
     fn finds_each_kind() {
         let conv = [("c", "help"), ("a", "sure")];
-        assert_eq!(texts(&conv, "Customer (contact: jane.doe1987@gmail.com) asked."), ["jane.doe1987@gmail.com"]);
-        assert_eq!(texts(&conv, "Call +1 (415) 555-0134 now."), ["+1 (415) 555-0134"]);
+        assert_eq!(
+            texts(&conv, "Customer (contact: jane.doe1987@gmail.com) asked."),
+            ["jane.doe1987@gmail.com"]
+        );
+        assert_eq!(
+            texts(&conv, "Call +1 (415) 555-0134 now."),
+            ["+1 (415) 555-0134"]
+        );
         assert_eq!(texts(&conv, "Call 07700 900123 now."), ["07700 900123"]);
-        assert_eq!(texts(&conv, "Paid with card ending 4821."), ["card ending 4821"]);
-        assert_eq!(texts(&conv, "Card 4111 1111 1111 1111 was used."), ["4111 1111 1111 1111"]);
-        assert_eq!(texts(&conv, "Lives at 221 Baker Street, NW1 6XE."), ["221 Baker Street", "NW1 6XE"]);
-        assert_eq!(texts(&conv, "Account number 123456789 is locked."), ["Account number 123456789"]);
+        assert_eq!(
+            texts(&conv, "Paid with card ending 4821."),
+            ["card ending 4821"]
+        );
+        assert_eq!(
+            texts(&conv, "Card 4111 1111 1111 1111 was used."),
+            ["4111 1111 1111 1111"]
+        );
+        assert_eq!(
+            texts(&conv, "Lives at 221 Baker Street, NW1 6XE."),
+            ["221 Baker Street", "NW1 6XE"]
+        );
+        assert_eq!(
+            texts(&conv, "Account number 123456789 is locked."),
+            ["Account number 123456789"]
+        );
     }
 
     #[test]
@@ -219,12 +270,23 @@ mod tests {
 
     #[test]
     fn company_contacts_are_not_flagged_but_customer_data_points_at_its_turn() {
-        let conv = [("c", "my number is 0770-090-0123"), ("a", "Call us on 0800 123 4567 or help@brand.com")];
-        assert!(texts(&conv, "Agent said to call 0800 123 4567 or email help@brand.com.").is_empty());
+        let conv = [
+            ("c", "my number is 0770-090-0123"),
+            ("a", "Call us on 0800 123 4567 or help@brand.com"),
+        ];
+        assert!(
+            texts(
+                &conv,
+                "Agent said to call 0800 123 4567 or email help@brand.com."
+            )
+            .is_empty()
+        );
         let found = run(&conv, "Customer gave 07700900123.");
         assert_eq!(found.len(), 1);
         match &found[0].1 {
-            Evidence::Turn { turn, span } => assert_eq!((*turn, span.text.as_str()), (0, "0770-090-0123")),
+            Evidence::Turn { turn, span } => {
+                assert_eq!((*turn, span.text.as_str()), (0, "0770-090-0123"))
+            }
             e => panic!("{e:?}"),
         }
     }

@@ -22,13 +22,20 @@ pub struct Polarity;
 
 const NAME: &str = "polarity";
 
-static WILL_NOT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\bwill\s+not\b(?:\s+\w+){0,2}").unwrap());
-static CONV_REFUSAL: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?i)\b(?:will\s+not|won'?t|wont|will\s+never|not\s+going\s+to|can'?t|cannot|unable)\b").unwrap());
-static BARE_ABLE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?i)\b(?:with|about|of|for|its|it's|is|are|was|were)\s+able\s+to\b").unwrap());
+static WILL_NOT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)\bwill\s+not\b(?:\s+\w+){0,2}").unwrap());
+static CONV_REFUSAL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)\b(?:will\s+not|won'?t|wont|will\s+never|not\s+going\s+to|can'?t|cannot|unable)\b",
+    )
+    .unwrap()
+});
+static BARE_ABLE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b(?:with|about|of|for|its|it's|is|are|was|were)\s+able\s+to\b").unwrap()
+});
 static CONV_ABLE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\bable\s+to\b").unwrap());
-static NPI: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\b(?:at all|any longer|anymore)\b").unwrap());
+static NPI: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)\b(?:at all|any longer|anymore)\b").unwrap());
 static NEGATION: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\b(?:not|no|never|nothing|none|nobody|cannot|without|unable|neither|nor|hardly|barely|\w+n't|\w+nt|cant|wont|dont|doesnt|didnt|isnt|wasnt)\b|[?]")
         .unwrap()
@@ -45,17 +52,43 @@ impl Detector for Polarity {
 
     fn detect(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         let s = cx.summary;
-        let conv_says = |re: &Regex| cx.turns.iter().any(|t| re.is_match(&t.text.replace('\u{2019}', "'")));
+        let conv_says = |re: &Regex| {
+            cx.turns
+                .iter()
+                .any(|t| re.is_match(&t.text.replace('\u{2019}', "'")))
+        };
         if let Some(m) = WILL_NOT.find(s)
-            && !conv_says(&CONV_REFUSAL) {
-                let why = format!("the summary says `{}`, but no one in the conversation refuses or says will not", m.as_str());
-                out.push(Finding::new(CategoryId::Polarity, NAME, TextSpan::of(s, m.start(), m.end()), Evidence::NotFound, 0.7, why));
-            }
+            && !conv_says(&CONV_REFUSAL)
+        {
+            let why = format!(
+                "the summary says `{}`, but no one in the conversation refuses or says will not",
+                m.as_str()
+            );
+            out.push(Finding::new(
+                CategoryId::Polarity,
+                NAME,
+                TextSpan::of(s, m.start(), m.end()),
+                Evidence::NotFound,
+                0.7,
+                why,
+            ));
+        }
         if let Some(m) = BARE_ABLE.find(s)
-            && !conv_says(&CONV_ABLE) {
-                let why = format!("`{}` reads as a dropped negation (unable to), and the conversation never says `able to`", m.as_str());
-                out.push(Finding::new(CategoryId::Polarity, NAME, TextSpan::of(s, m.start(), m.end()), Evidence::NotFound, 0.6, why));
-            }
+            && !conv_says(&CONV_ABLE)
+        {
+            let why = format!(
+                "`{}` reads as a dropped negation (unable to), and the conversation never says `able to`",
+                m.as_str()
+            );
+            out.push(Finding::new(
+                CategoryId::Polarity,
+                NAME,
+                TextSpan::of(s, m.start(), m.end()),
+                Evidence::NotFound,
+                0.6,
+                why,
+            ));
+        }
         for &(a, b) in &cx.sentences {
             let sentence = &s[a..b];
             for m in NPI.find_iter(sentence) {
@@ -63,8 +96,18 @@ impl Detector for Polarity {
                 let clause = &before[before.rfind([',', ';']).map_or(0, |i| i + 1)..];
                 if !NEGATION.is_match(clause) && !NEGATION.is_match(&sentence[m.end()..]) {
                     let span = TextSpan::of(s, a, b);
-                    let why = format!("`{}` needs a negation that the sentence does not have: a negation was likely dropped", m.as_str());
-                    out.push(Finding::new(CategoryId::Polarity, NAME, span, Evidence::NotFound, 0.7, why));
+                    let why = format!(
+                        "`{}` needs a negation that the sentence does not have: a negation was likely dropped",
+                        m.as_str()
+                    );
+                    out.push(Finding::new(
+                        CategoryId::Polarity,
+                        NAME,
+                        span,
+                        Evidence::NotFound,
+                        0.7,
+                        why,
+                    ));
                 }
             }
         }
@@ -84,26 +127,47 @@ mod tests {
         out.into_iter().map(|f| f.summary_span.text).collect()
     }
 
-    const CONV: &[(&str, &str)] = &[("c", "My iphone is not charging at all, I'm unable to use it"), ("a", "Sorry! We'll pass this on to our team.")];
+    const CONV: &[(&str, &str)] = &[
+        (
+            "c",
+            "My iphone is not charging at all, I'm unable to use it",
+        ),
+        ("a", "Sorry! We'll pass this on to our team."),
+    ];
 
     #[test]
     fn dropped_negation_before_a_negative_polarity_item() {
-        assert_eq!(run(CONV, "The customer's iphone was at all charging."), ["The customer's iphone was at all charging."]);
+        assert_eq!(
+            run(CONV, "The customer's iphone was at all charging."),
+            ["The customer's iphone was at all charging."]
+        );
         assert!(run(CONV, "The customer's iphone was not charging at all.").is_empty());
     }
 
     #[test]
     fn a_refusal_nobody_voiced_is_a_flip() {
-        let promised = [("c", "My iphone is not charging"), ("a", "Sorry! We'll pass this on to our team.")];
-        assert_eq!(run(&promised, "Agent says they will not pass this on."), ["will not pass this"]);
-        let refused = [("c", "Can I get a refund?"), ("a", "We won't refund opened items.")];
+        let promised = [
+            ("c", "My iphone is not charging"),
+            ("a", "Sorry! We'll pass this on to our team."),
+        ];
+        assert_eq!(
+            run(&promised, "Agent says they will not pass this on."),
+            ["will not pass this"]
+        );
+        let refused = [
+            ("c", "Can I get a refund?"),
+            ("a", "We won't refund opened items."),
+        ];
         assert!(run(&refused, "Agent says they will not refund opened items.").is_empty());
     }
 
     #[test]
     fn a_dropped_un_in_able_to() {
         let conv = [("c", "I cannot log in"), ("a", "Try resetting it")];
-        assert_eq!(run(&conv, "Customer has an issue with able to log in."), ["with able to"]);
+        assert_eq!(
+            run(&conv, "Customer has an issue with able to log in."),
+            ["with able to"]
+        );
         assert!(run(&conv, "Customer is unable to log in.").is_empty());
     }
 }

@@ -40,9 +40,23 @@ impl Detector for Repetition {
                     while i + n < keys.len() && first + n < i && keys[first + n] == keys[i + n] {
                         n += 1;
                     }
-                    let span = TextSpan::of(cx.summary, cx.summary_words[i].start, cx.summary_words[i + n - 1].end);
-                    let explanation = format!("repeats, word for word, what the summary already said at byte {}", cx.summary_words[first].start);
-                    out.push(Finding::new(CategoryId::Repetition, NAME, span, Evidence::NotApplicable, 0.9, explanation));
+                    let span = TextSpan::of(
+                        cx.summary,
+                        cx.summary_words[i].start,
+                        cx.summary_words[i + n - 1].end,
+                    );
+                    let explanation = format!(
+                        "repeats, word for word, what the summary already said at byte {}",
+                        cx.summary_words[first].start
+                    );
+                    out.push(Finding::new(
+                        CategoryId::Repetition,
+                        NAME,
+                        span,
+                        Evidence::NotApplicable,
+                        0.9,
+                        explanation,
+                    ));
                     i += n;
                 }
                 Some(_) => i += 1,
@@ -71,7 +85,10 @@ mod tests {
     #[test]
     fn flags_a_repeated_sentence_once() {
         let s = "Customer cannot log in to the app since the update. Agent asks for a DM. Customer cannot log in to the app since the update.";
-        assert_eq!(run(s), ["Customer cannot log in to the app since the update"]);
+        assert_eq!(
+            run(s),
+            ["Customer cannot log in to the app since the update"]
+        );
     }
 
     #[test]

@@ -14,9 +14,10 @@ const NAME: &str = "truncation";
 
 /// Words a finished English sentence does not end on (without punctuation after them, a sure cut).
 const DANGLING: &[&str] = &[
-    "a", "an", "the", "to", "and", "or", "but", "of", "for", "with", "that", "which", "who", "is", "are", "was",
-    "were", "has", "have", "had", "will", "would", "can", "could", "should", "their", "his", "her", "its", "my",
-    "our", "your", "in", "on", "at", "by", "from", "as", "if", "so", "because", "than", "then", "about",
+    "a", "an", "the", "to", "and", "or", "but", "of", "for", "with", "that", "which", "who", "is",
+    "are", "was", "were", "has", "have", "had", "will", "would", "can", "could", "should", "their",
+    "his", "her", "its", "my", "our", "your", "in", "on", "at", "by", "from", "as", "if", "so",
+    "because", "than", "then", "about",
 ];
 
 fn ends_finished(last: char) -> bool {
@@ -36,9 +37,17 @@ impl Detector for Truncation {
         let s = cx.summary.trim_end();
         // Closing quotes and brackets do not end a sentence by themselves: look inside them.
         let inner = s.trim_end_matches(['"', '\'', ')', ']', '”', '’', '*']);
-        let Some(last) = inner.chars().next_back() else { return };
-        let Some(&(sent_start, _)) = cx.sentences.last() else { return };
-        let last_word = cx.summary_words.last().map(|w| text::key(w.text)).unwrap_or_default();
+        let Some(last) = inner.chars().next_back() else {
+            return;
+        };
+        let Some(&(sent_start, _)) = cx.sentences.last() else {
+            return;
+        };
+        let last_word = cx
+            .summary_words
+            .last()
+            .map(|w| text::key(w.text))
+            .unwrap_or_default();
         // Finished. (A full stop after a dangling word, "... with that.", is ordinary prose.)
         if ends_finished(last) || is_emoji(last) {
             return;
@@ -46,12 +55,25 @@ impl Detector for Truncation {
         let (confidence, why) = if last == ':' || last == ',' || last == ';' || last == '-' {
             (0.95, format!("the summary ends on `{last}`, mid-sentence"))
         } else if DANGLING.contains(&last_word.as_str()) {
-            (0.95, format!("the summary stops after `{last_word}`, mid-sentence"))
+            (
+                0.95,
+                format!("the summary stops after `{last_word}`, mid-sentence"),
+            )
         } else {
-            (0.9, "the last sentence has no ending: the summary stops mid-sentence".to_string())
+            (
+                0.9,
+                "the last sentence has no ending: the summary stops mid-sentence".to_string(),
+            )
         };
         let span = TextSpan::of(cx.summary, sent_start, s.len());
-        out.push(Finding::new(CategoryId::Truncation, NAME, span, Evidence::NotApplicable, confidence, why));
+        out.push(Finding::new(
+            CategoryId::Truncation,
+            NAME,
+            span,
+            Evidence::NotApplicable,
+            confidence,
+            why,
+        ));
     }
 }
 
@@ -74,16 +96,31 @@ mod tests {
 
     #[test]
     fn finished_sentences_pass() {
-        for s in ["Customer is upset. Agent apologizes.", "Agent says \"we will help.\"", "Agent helps (see DM).", "Great service! 👍", "Is it fixed?  \n"] {
+        for s in [
+            "Customer is upset. Agent apologizes.",
+            "Agent says \"we will help.\"",
+            "Agent helps (see DM).",
+            "Great service! 👍",
+            "Is it fixed?  \n",
+        ] {
             assert_eq!(run(s), None, "{s}");
         }
     }
 
     #[test]
     fn cut_sentences_are_flagged_with_the_last_sentence_as_span() {
-        assert_eq!(run("Customer is upset. Agent tries to handle the situation").as_deref(), Some("Agent tries to handle the situation"));
-        assert_eq!(run("Customer wants a photo of the").as_deref(), Some("Customer wants a photo of the"));
-        assert_eq!(run("Here's a brief summary of the chat:").as_deref(), Some("Here's a brief summary of the chat:"));
+        assert_eq!(
+            run("Customer is upset. Agent tries to handle the situation").as_deref(),
+            Some("Agent tries to handle the situation")
+        );
+        assert_eq!(
+            run("Customer wants a photo of the").as_deref(),
+            Some("Customer wants a photo of the")
+        );
+        assert_eq!(
+            run("Here's a brief summary of the chat:").as_deref(),
+            Some("Here's a brief summary of the chat:")
+        );
         assert_eq!(run("Customer is upset. Agent").as_deref(), Some("Agent"));
     }
 

@@ -12,14 +12,21 @@ use crate::{AnalyzeError, AnalyzeOptions};
 
 pub fn options(o: Option<pb::AnalyzeOptions>) -> (AnalyzeOptions, bool) {
     let o = o.unwrap_or_default();
-    (AnalyzeOptions { detectors: o.detectors, categories: o.categories, min_confidence: 0.0 }, o.model_judged)
+    (
+        AnalyzeOptions {
+            detectors: o.detectors,
+            categories: o.categories,
+            min_confidence: 0.0,
+        },
+        o.model_judged,
+    )
 }
 
 pub fn analyze_error(e: AnalyzeError) -> Status {
     match e {
-        AnalyzeError::InvalidArgument { .. } | AnalyzeError::UnknownDetector { .. } | AnalyzeError::UnknownCategory { .. } => {
-            invalid_field(e.field(), e.to_string())
-        }
+        AnalyzeError::InvalidArgument { .. }
+        | AnalyzeError::UnknownDetector { .. }
+        | AnalyzeError::UnknownCategory { .. } => invalid_field(e.field(), e.to_string()),
         // A bug in a detector: the request was fine, the analyzer was not.
         AnalyzeError::DetectorFailed { .. } => Status::internal(e.to_string()),
     }
@@ -35,13 +42,25 @@ fn severity(s: Severity) -> pb::Severity {
 }
 
 fn span(s: TextSpan) -> pb::TextSpan {
-    pb::TextSpan { start: s.start as u32, end: s.end as u32, text: s.text }
+    pb::TextSpan {
+        start: s.start as u32,
+        end: s.end as u32,
+        text: s.text,
+    }
 }
 
 pub fn finding(f: Finding) -> pb::Finding {
     let evidence = match f.evidence {
-        Evidence::Turn { turn, span: s } => pb::Evidence { none_found: false, turn_index: Some(turn as u32), span: Some(span(s)) },
-        Evidence::NotFound => pb::Evidence { none_found: true, turn_index: None, span: None },
+        Evidence::Turn { turn, span: s } => pb::Evidence {
+            none_found: false,
+            turn_index: Some(turn as u32),
+            span: Some(span(s)),
+        },
+        Evidence::NotFound => pb::Evidence {
+            none_found: true,
+            turn_index: None,
+            span: None,
+        },
         Evidence::NotApplicable => pb::Evidence::default(),
     };
     pb::Finding {
@@ -57,9 +76,12 @@ pub fn finding(f: Finding) -> pb::Finding {
 
 /// A finding sent back to us (in a Profile request). `field` is its path in the request.
 pub fn finding_from_wire(f: pb::Finding, field: &str) -> Result<Finding, Status> {
-    let category: CategoryId = f.category_id.parse().map_err(|e: crate::taxonomy::UnknownCategory| {
-        invalid_field(&format!("{field}.category_id"), e.to_string())
-    })?;
+    let category: CategoryId =
+        f.category_id
+            .parse()
+            .map_err(|e: crate::taxonomy::UnknownCategory| {
+                invalid_field(&format!("{field}.category_id"), e.to_string())
+            })?;
     let severity = match pb::Severity::try_from(f.severity) {
         Ok(pb::Severity::Low) => Severity::Low,
         Ok(pb::Severity::Medium) => Severity::Medium,
@@ -69,18 +91,43 @@ pub fn finding_from_wire(f: pb::Finding, field: &str) -> Result<Finding, Status>
         Ok(pb::Severity::Unspecified) | Err(_) => category.category().default_severity,
     };
     let s = f.summary_span.unwrap_or_default();
-    let summary_span = TextSpan { start: s.start as usize, end: s.end as usize, text: s.text };
+    let summary_span = TextSpan {
+        start: s.start as usize,
+        end: s.end as usize,
+        text: s.text,
+    };
     let evidence = match f.evidence {
         Some(e) if e.none_found => Evidence::NotFound,
-        Some(pb::Evidence { turn_index: Some(turn), span: Some(s), .. }) => {
-            Evidence::Turn { turn: turn as usize, span: TextSpan { start: s.start as usize, end: s.end as usize, text: s.text } }
-        }
+        Some(pb::Evidence {
+            turn_index: Some(turn),
+            span: Some(s),
+            ..
+        }) => Evidence::Turn {
+            turn: turn as usize,
+            span: TextSpan {
+                start: s.start as usize,
+                end: s.end as usize,
+                text: s.text,
+            },
+        },
         _ => Evidence::NotApplicable,
     };
-    Ok(Finding { category, severity, summary_span, evidence, detector: f.detector, confidence: f.confidence, explanation: f.explanation })
+    Ok(Finding {
+        category,
+        severity,
+        summary_span,
+        evidence,
+        detector: f.detector,
+        confidence: f.confidence,
+        explanation: f.explanation,
+    })
 }
 
-pub fn taxonomy(t: Taxonomy, rule_detectors: &[(&'static str, &'static [CategoryId])], judges: &[(&'static str, &'static [CategoryId])]) -> pb::Taxonomy {
+pub fn taxonomy(
+    t: Taxonomy,
+    rule_detectors: &[(&'static str, &'static [CategoryId])],
+    judges: &[(&'static str, &'static [CategoryId])],
+) -> pb::Taxonomy {
     let all: Vec<_> = rule_detectors.iter().chain(judges).collect();
     pb::Taxonomy {
         version: t.version.to_string(),
@@ -93,7 +140,11 @@ pub fn taxonomy(t: Taxonomy, rule_detectors: &[(&'static str, &'static [Category
                 definition: c.definition.to_string(),
                 default_severity: severity(c.default_severity) as i32,
                 revision_instruction: c.revision_instruction.to_string(),
-                detectors: all.iter().filter(|(_, cats)| cats.contains(&c.id)).map(|(n, _)| n.to_string()).collect(),
+                detectors: all
+                    .iter()
+                    .filter(|(_, cats)| cats.contains(&c.id))
+                    .map(|(n, _)| n.to_string())
+                    .collect(),
             })
             .collect(),
         detectors: all.iter().map(|(n, _)| n.to_string()).collect(),
@@ -105,12 +156,20 @@ pub fn profile(p: CorpusProfile) -> pb::ProfileResponse {
     let rate = |category: CategoryId, summaries: usize, of: usize| pb::CategoryRate {
         category_id: category.as_str().to_string(),
         summaries: summaries as u32,
-        rate: if of == 0 { 0.0 } else { summaries as f64 / of as f64 },
+        rate: if of == 0 {
+            0.0
+        } else {
+            summaries as f64 / of as f64
+        },
     };
     pb::ProfileResponse {
         summaries: p.summaries as u32,
         flagged: p.flagged as u32,
-        categories: p.categories.iter().map(|c| rate(c.category, c.summaries, p.summaries)).collect(),
+        categories: p
+            .categories
+            .iter()
+            .map(|c| rate(c.category, c.summaries, p.summaries))
+            .collect(),
         channels: p
             .channels
             .iter()
@@ -118,7 +177,11 @@ pub fn profile(p: CorpusProfile) -> pb::ProfileResponse {
                 channel: ch.channel.clone(),
                 summaries: ch.summaries as u32,
                 flagged: ch.flagged as u32,
-                categories: ch.categories.iter().map(|(c, n)| rate(*c, *n, ch.summaries)).collect(),
+                categories: ch
+                    .categories
+                    .iter()
+                    .map(|(c, n)| rate(*c, *n, ch.summaries))
+                    .collect(),
             })
             .collect(),
         co_occurrences: p
@@ -133,18 +196,28 @@ pub fn profile(p: CorpusProfile) -> pb::ProfileResponse {
         exemplars: p
             .categories
             .iter()
-            .map(|c| pb::Exemplars { category_id: c.category.as_str().to_string(), conversation_ids: c.exemplars.clone() })
+            .map(|c| pb::Exemplars {
+                category_id: c.category.as_str().to_string(),
+                conversation_ids: c.exemplars.clone(),
+            })
             .collect(),
         revision_plan: p
             .revision_plan
             .into_iter()
             .map(|item| pb::RevisionTarget {
                 conversation_id: item.summary_id,
-                category_ids: item.instructions.iter().map(|i| i.category.as_str().to_string()).collect(),
+                category_ids: item
+                    .instructions
+                    .iter()
+                    .map(|i| i.category.as_str().to_string())
+                    .collect(),
                 instructions: item
                     .instructions
                     .into_iter()
-                    .map(|i| pb::RevisionInstruction { category_id: i.category.as_str().to_string(), instruction: i.instruction.to_string() })
+                    .map(|i| pb::RevisionInstruction {
+                        category_id: i.category.as_str().to_string(),
+                        instruction: i.instruction.to_string(),
+                    })
                     .collect(),
             })
             .collect(),

@@ -17,7 +17,9 @@ pub struct JudgeClient {
 
 impl JudgeClient {
     pub fn new(channel: GrpcChannel, max_message_bytes: usize) -> Self {
-        Self { editor: EditorClient::new(channel).max_decoding_message_size(max_message_bytes) }
+        Self {
+            editor: EditorClient::new(channel).max_decoding_message_size(max_message_bytes),
+        }
     }
 
     /// Runs the named judges concurrently; returns their findings and the judges that failed.
@@ -27,9 +29,15 @@ impl JudgeClient {
         conversation: &Conversation,
         summary: &str,
     ) -> (Vec<Finding>, Vec<pb::DetectorFailure>) {
-        let judges: Vec<Box<dyn ModelJudge>> = judge::judges().into_iter().filter(|j| names.contains(&j.name())).collect();
+        let judges: Vec<Box<dyn ModelJudge>> = judge::judges()
+            .into_iter()
+            .filter(|j| names.contains(&j.name()))
+            .collect();
         let runs = judges.iter().map(|j| async move {
-            let outcome = judge::run_judge(j.as_ref(), conversation, summary, |request| self.generate(request)).await;
+            let outcome = judge::run_judge(j.as_ref(), conversation, summary, |request| {
+                self.generate(request)
+            })
+            .await;
             (j.name(), outcome)
         });
         let mut findings = Vec::new();
@@ -39,7 +47,10 @@ impl JudgeClient {
                 Ok(mut f) => findings.append(&mut f),
                 Err(e) => {
                     tracing::warn!(detector = name, error = %e, "model-judged detector failed");
-                    failures.push(pb::DetectorFailure { detector: name.to_string(), message: e.to_string() });
+                    failures.push(pb::DetectorFailure {
+                        detector: name.to_string(),
+                        message: e.to_string(),
+                    });
                 }
             }
         }
@@ -47,9 +58,15 @@ impl JudgeClient {
     }
 
     async fn generate(&self, request: JudgeRequest) -> Result<String, tonic::Status> {
-        let message = |role: &str, content: String| pb::ChatMessage { role: role.into(), content };
+        let message = |role: &str, content: String| pb::ChatMessage {
+            role: role.into(),
+            content,
+        };
         let call = pb::GenerateRequest {
-            messages: vec![message("system", request.system), message("user", request.prompt)],
+            messages: vec![
+                message("system", request.system),
+                message("user", request.prompt),
+            ],
             params: Some(pb::GenerationParams {
                 max_tokens: request.max_tokens,
                 temperature: Some(request.temperature),

@@ -44,25 +44,49 @@ struct Inner {
 impl AnalyzerService {
     /// `judge_channel`: an Editor endpoint for the model-judged detectors (none: they are refused).
     /// `shutdown`: open streams end when it is cancelled, so the server can drain.
-    pub fn new(analyzer: Analyzer, judge_channel: Option<GrpcChannel>, max_message_bytes: usize, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        analyzer: Analyzer,
+        judge_channel: Option<GrpcChannel>,
+        max_message_bytes: usize,
+        shutdown: CancellationToken,
+    ) -> Self {
         let judges = judge_channel.map(|c| JudgeClient::new(c, max_message_bytes));
-        Self { inner: Arc::new(Inner { analyzer, judges, shutdown }) }
+        Self {
+            inner: Arc::new(Inner {
+                analyzer,
+                judges,
+                shutdown,
+            }),
+        }
     }
 
     pub fn into_server(self, max_message_bytes: usize) -> AnalyzerServer<Self> {
-        AnalyzerServer::new(self).max_decoding_message_size(max_message_bytes).max_encoding_message_size(max_message_bytes)
+        AnalyzerServer::new(self)
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes)
     }
 
-    async fn analyze_one(&self, request: pb::AnalyzeRequest) -> Result<pb::AnalyzeResponse, Status> {
+    async fn analyze_one(
+        &self,
+        request: pb::AnalyzeRequest,
+    ) -> Result<pb::AnalyzeResponse, Status> {
         let conversation = conversation_from_wire(request.conversation, "conversation")?;
         let (options, model_judged) = convert::options(request.options);
         let judges: Vec<&'static str> = if model_judged {
             JUDGE_DETECTORS.to_vec()
         } else {
-            JUDGE_DETECTORS.iter().copied().filter(|j| options.detectors.iter().any(|d| d == j)).collect()
+            JUDGE_DETECTORS
+                .iter()
+                .copied()
+                .filter(|j| options.detectors.iter().any(|d| d == j))
+                .collect()
         };
         // Only model judges asked for by name: Analyzer::select picks no rule detector.
-        let mut analysis = self.inner.analyzer.analyze(&conversation, &request.summary, &options).map_err(convert::analyze_error)?;
+        let mut analysis = self
+            .inner
+            .analyzer
+            .analyze(&conversation, &request.summary, &options)
+            .map_err(convert::analyze_error)?;
         let mut failures = Vec::new();
         if !judges.is_empty() {
             let client = self.inner.judges.as_ref().ok_or_else(|| {
@@ -80,7 +104,11 @@ impl AnalyzerService {
             request_id: request.request_id,
             conversation_id: conversation.id,
             error_score: error_score(&analysis.findings),
-            findings: analysis.findings.into_iter().map(convert::finding).collect(),
+            findings: analysis
+                .findings
+                .into_iter()
+                .map(convert::finding)
+                .collect(),
             detector_failures: failures,
             taxonomy_version: analysis.taxonomy_version.to_string(),
         })
@@ -93,7 +121,10 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 impl AnalyzerRpc for AnalyzerService {
     type AnalyzeStreamStream = ResponseStream<pb::AnalyzeResponse>;
 
-    async fn analyze(&self, request: Request<pb::AnalyzeRequest>) -> Result<Response<pb::AnalyzeResponse>, Status> {
+    async fn analyze(
+        &self,
+        request: Request<pb::AnalyzeRequest>,
+    ) -> Result<Response<pb::AnalyzeResponse>, Status> {
         Ok(Response::new(self.analyze_one(request.into_inner()).await?))
     }
 
@@ -113,7 +144,10 @@ impl AnalyzerRpc for AnalyzerService {
                     async move {
                         let request = item?;
                         let id = request.request_id.clone();
-                        service.analyze_one(request).await.map_err(|s| with_request_id(s, &id))
+                        service
+                            .analyze_one(request)
+                            .await
+                            .map_err(|s| with_request_id(s, &id))
                     }
                 })
                 .buffered(STREAM_CONCURRENCY);
@@ -133,35 +167,62 @@ impl AnalyzerRpc for AnalyzerService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn profile(&self, request: Request<Streaming<pb::ProfileRequest>>) -> Result<Response<pb::ProfileResponse>, Status> {
+    async fn profile(
+        &self,
+        request: Request<Streaming<pb::ProfileRequest>>,
+    ) -> Result<Response<pb::ProfileResponse>, Status> {
         let mut inbound = request.into_inner();
         let mut builder: Option<ProfileBuilder> = None;
         let mut n = 0usize;
         while let Some(message) = inbound.message().await? {
             let builder = builder.get_or_insert_with(|| {
-                let exemplars = message.options.as_ref().map_or(0, |o| o.max_exemplars as usize);
-                ProfileBuilder::new(if exemplars == 0 { crate::profile::DEFAULT_EXEMPLARS } else { exemplars })
+                let exemplars = message
+                    .options
+                    .as_ref()
+                    .map_or(0, |o| o.max_exemplars as usize);
+                ProfileBuilder::new(if exemplars == 0 {
+                    crate::profile::DEFAULT_EXEMPLARS
+                } else {
+                    exemplars
+                })
             });
             for item in message.items {
                 if item.conversation_id.is_empty() {
-                    return Err(invalid_field(&format!("items[{n}].conversation_id"), "must not be empty"));
+                    return Err(invalid_field(
+                        &format!("items[{n}].conversation_id"),
+                        "must not be empty",
+                    ));
                 }
                 let findings = item
                     .findings
                     .into_iter()
                     .enumerate()
-                    .map(|(j, f)| convert::finding_from_wire(f, &format!("items[{n}].findings[{j}]")))
+                    .map(|(j, f)| {
+                        convert::finding_from_wire(f, &format!("items[{n}].findings[{j}]"))
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 builder.add(&item.conversation_id, &item.channel, &findings);
                 n += 1;
             }
         }
-        Ok(Response::new(convert::profile(builder.unwrap_or_default().finish())))
+        Ok(Response::new(convert::profile(
+            builder.unwrap_or_default().finish(),
+        )))
     }
 
-    async fn get_taxonomy(&self, _: Request<pb::GetTaxonomyRequest>) -> Result<Response<pb::Taxonomy>, Status> {
-        let judges: Vec<_> = judge::judges().iter().map(|j| (j.name(), j.categories())).collect();
-        Ok(Response::new(convert::taxonomy(Taxonomy::current(), &self.inner.analyzer.detector_catalog(), &judges)))
+    async fn get_taxonomy(
+        &self,
+        _: Request<pb::GetTaxonomyRequest>,
+    ) -> Result<Response<pb::Taxonomy>, Status> {
+        let judges: Vec<_> = judge::judges()
+            .iter()
+            .map(|j| (j.name(), j.categories()))
+            .collect();
+        Ok(Response::new(convert::taxonomy(
+            Taxonomy::current(),
+            &self.inner.analyzer.detector_catalog(),
+            &judges,
+        )))
     }
 }
 

@@ -31,7 +31,11 @@ impl fmt::Display for BadRow {
         if self.field.is_empty() {
             write!(f, "{}:{}: {}", self.source, self.line, self.message)
         } else {
-            write!(f, "{}:{}: field `{}`: {}", self.source, self.line, self.field, self.message)
+            write!(
+                f,
+                "{}:{}: field `{}`: {}",
+                self.source, self.line, self.field, self.message
+            )
         }
     }
 }
@@ -50,11 +54,22 @@ pub struct JsonlReader<R> {
 
 impl<R: BufRead> JsonlReader<R> {
     pub fn new(reader: R, source: impl Into<String>, policy: OnBadRow) -> Self {
-        Self { lines: reader.lines(), source: source.into(), line: 0, policy, stopped: false }
+        Self {
+            lines: reader.lines(),
+            source: source.into(),
+            line: 0,
+            policy,
+            stopped: false,
+        }
     }
 
     fn bad(&self, field: String, message: String) -> BadRow {
-        BadRow { source: self.source.clone(), line: self.line, field, message }
+        BadRow {
+            source: self.source.clone(),
+            line: self.line,
+            field,
+            message,
+        }
     }
 
     fn parse(&self, text: &str) -> Result<Record, BadRow> {
@@ -64,10 +79,16 @@ impl<R: BufRead> JsonlReader<R> {
             let field = if path == "." { String::new() } else { path };
             let inner = e.into_inner();
             // serde names a missing field only in its message; lift it into `field`.
-            let field = if field.is_empty() { missing_field(&inner.to_string()).unwrap_or_default() } else { field };
+            let field = if field.is_empty() {
+                missing_field(&inner.to_string()).unwrap_or_default()
+            } else {
+                field
+            };
             self.bad(field, strip_position(&inner.to_string()))
         })?;
-        record.validate().map_err(|(field, message)| self.bad(field, message))?;
+        record
+            .validate()
+            .map_err(|(field, message)| self.bad(field, message))?;
         Ok(record)
     }
 }
@@ -85,7 +106,9 @@ impl<R: BufRead> Iterator for JsonlReader<R> {
                 Err(e) => {
                     self.line += 1;
                     self.stopped = true;
-                    return Some(Err(self.bad(String::new(), format!("cannot read line: {e}"))));
+                    return Some(Err(
+                        self.bad(String::new(), format!("cannot read line: {e}"))
+                    ));
                 }
             };
             self.line += 1;
@@ -102,10 +125,18 @@ impl<R: BufRead> Iterator for JsonlReader<R> {
 }
 
 /// Opens a JSONL file for streaming; the error names the file when it cannot be opened.
-pub fn read_jsonl_file(path: &Path, policy: OnBadRow) -> std::io::Result<JsonlReader<BufReader<File>>> {
-    let file = File::open(path)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))?;
-    Ok(JsonlReader::new(BufReader::new(file), path.display().to_string(), policy))
+pub fn read_jsonl_file(
+    path: &Path,
+    policy: OnBadRow,
+) -> std::io::Result<JsonlReader<BufReader<File>>> {
+    let file = File::open(path).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
+    })?;
+    Ok(JsonlReader::new(
+        BufReader::new(file),
+        path.display().to_string(),
+        policy,
+    ))
 }
 
 fn missing_field(message: &str) -> Option<String> {
@@ -129,7 +160,8 @@ fn strip_position(message: &str) -> String {
 mod tests {
     use super::*;
 
-    const GOOD: &str = r#"{"id":"a","channel":"chat","turns":[{"role":"customer","text":"hi"}],"summary":"s"}"#;
+    const GOOD: &str =
+        r#"{"id":"a","channel":"chat","turns":[{"role":"customer","text":"hi"}],"summary":"s"}"#;
 
     fn read(text: &str, policy: OnBadRow) -> Vec<Result<(usize, Record), BadRow>> {
         JsonlReader::new(text.as_bytes(), "rows.jsonl", policy).collect()
@@ -143,7 +175,11 @@ mod tests {
         assert_eq!(rows[0].as_ref().unwrap().0, 1);
         let err = rows[1].as_ref().unwrap_err();
         assert_eq!((err.line, err.field.as_str()), (3, "turns[1].role"));
-        assert!(err.to_string().starts_with("rows.jsonl:3: field `turns[1].role`"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("rows.jsonl:3: field `turns[1].role`"),
+            "{err}"
+        );
         assert_eq!(rows[2].as_ref().unwrap().0, 4);
     }
 
@@ -161,20 +197,33 @@ mod tests {
             "{\"id\":\"a\",\"turns\":[]}\n{\"id\":\"a\",\"channel\":\"c\",\"turns\":[]}\n{\"id\":\"a\",\"channel\":\"c\",\"turns\":[{\"role\":\"agent\",\"text\":\" \"}]}",
             OnBadRow::Skip,
         );
-        let fields: Vec<_> = rows.iter().map(|r| r.as_ref().unwrap_err().field.clone()).collect();
+        let fields: Vec<_> = rows
+            .iter()
+            .map(|r| r.as_ref().unwrap_err().field.clone())
+            .collect();
         assert_eq!(fields, ["channel", "turns", "turns[0].text"]);
     }
 
     #[test]
     fn reads_the_tweetsumm_files() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/tweetsumm/analyzer_bench_dev.jsonl");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/data/tweetsumm/analyzer_bench_dev.jsonl");
         if !path.exists() {
             eprintln!("skipped: {} is not here", path.display());
             return;
         }
-        let rows: Vec<_> = read_jsonl_file(&path, OnBadRow::Stop).unwrap().collect::<Result<_, _>>().unwrap();
+        let rows: Vec<_> = read_jsonl_file(&path, OnBadRow::Stop)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
         assert_eq!(rows.len(), 110);
-        assert!(rows.iter().all(|(_, r)| r.summary.is_some() && !r.references.is_empty()));
-        assert!(rows.iter().any(|(_, r)| r.labels.contains(&"pii_exposure".to_string())));
+        assert!(
+            rows.iter()
+                .all(|(_, r)| r.summary.is_some() && !r.references.is_empty())
+        );
+        assert!(
+            rows.iter()
+                .any(|(_, r)| r.labels.contains(&"pii_exposure".to_string()))
+        );
     }
 }

@@ -30,10 +30,22 @@ mod tests {
         let c = Conversation {
             id: "1".into(),
             channel: "email".into(),
-            turns: vec![Turn { role: Role::Customer, text: " my bill is wrong ".into() }, Turn { role: Role::Agent, text: "fixed".into() }],
+            turns: vec![
+                Turn {
+                    role: Role::Customer,
+                    text: " my bill is wrong ".into(),
+                },
+                Turn {
+                    role: Role::Agent,
+                    text: "fixed".into(),
+                },
+            ],
             metadata: Default::default(),
         };
         let p = summarize_user_prompt(&c);
-        assert!(p.starts_with("Channel: email\n\ncustomer: my bill is wrong\nagent: fixed\n"), "{p}");
+        assert!(
+            p.starts_with("Channel: email\n\ncustomer: my bill is wrong\nagent: fixed\n"),
+            "{p}"
+        );
     }
 }

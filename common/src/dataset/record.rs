@@ -82,7 +82,12 @@ struct FlatRecord {
 impl From<FlatRecord> for Record {
     fn from(r: FlatRecord) -> Self {
         Record {
-            conversation: Conversation { id: r.id, channel: r.channel, turns: r.turns, metadata: r.metadata },
+            conversation: Conversation {
+                id: r.id,
+                channel: r.channel,
+                turns: r.turns,
+                metadata: r.metadata,
+            },
             summary: r.summary,
             references: r.references,
             labels: r.labels,
@@ -99,7 +104,10 @@ impl Record {
             return Err(("id".into(), "must not be empty".into()));
         }
         if c.turns.is_empty() {
-            return Err(("turns".into(), "a conversation needs at least one turn".into()));
+            return Err((
+                "turns".into(),
+                "a conversation needs at least one turn".into(),
+            ));
         }
         if let Some(i) = c.turns.iter().position(|t| t.text.trim().is_empty()) {
             return Err((format!("turns[{i}].text"), "must not be empty".into()));

@@ -19,7 +19,9 @@ pub struct BearerAuthLayer {
 impl BearerAuthLayer {
     /// `None`: auth is off and every call passes.
     pub fn new(token: Option<&Secret>) -> Self {
-        Self { expected: token.map(|t| Arc::from(format!("Bearer {}", t.expose()).into_bytes())) }
+        Self {
+            expected: token.map(|t| Arc::from(format!("Bearer {}", t.expose()).into_bytes())),
+        }
     }
 }
 
@@ -27,7 +29,10 @@ impl<S> Layer<S> for BearerAuthLayer {
     type Service = BearerAuth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BearerAuth { inner, expected: self.expected.clone() }
+        BearerAuth {
+            inner,
+            expected: self.expected.clone(),
+        }
     }
 }
 
@@ -61,9 +66,14 @@ where
         if let Some(expected) = &self.expected
             && !request.uri().path().starts_with(HEALTH_PREFIX)
         {
-            let given = request.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
+            let given = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes());
             let status = match given {
-                None => Some(tonic::Status::unauthenticated("missing `authorization: Bearer <token>` metadata")),
+                None => Some(tonic::Status::unauthenticated(
+                    "missing `authorization: Bearer <token>` metadata",
+                )),
                 Some(given) if !constant_time_eq(given, expected) => {
                     Some(tonic::Status::unauthenticated("invalid bearer token"))
                 }
@@ -74,7 +84,9 @@ where
             }
         }
         let clone = self.inner.clone();
-        std::mem::replace(&mut self.inner, clone).call(request).boxed()
+        std::mem::replace(&mut self.inner, clone)
+            .call(request)
+            .boxed()
     }
 }
 

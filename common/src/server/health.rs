@@ -20,7 +20,11 @@ impl Health {
     /// Every named service starts NOT_SERVING.
     pub async fn new(services: &[&'static str]) -> Self {
         let reporter = HealthReporter::new();
-        let health = Self { reporter, names: services.into(), serving: Arc::new(Mutex::new(services.iter().map(|s| (*s, false)).collect())) };
+        let health = Self {
+            reporter,
+            names: services.into(),
+            serving: Arc::new(Mutex::new(services.iter().map(|s| (*s, false)).collect())),
+        };
         health.publish().await;
         health
     }
@@ -36,7 +40,11 @@ impl Health {
 
     /// Every service NOT_SERVING: the first thing a shutdown does, so load balancers move away.
     pub async fn set_all_not_serving(&self) {
-        self.serving.lock().await.values_mut().for_each(|s| *s = false);
+        self.serving
+            .lock()
+            .await
+            .values_mut()
+            .for_each(|s| *s = false);
         self.publish().await;
     }
 
@@ -46,10 +54,20 @@ impl Health {
 
     async fn publish(&self) {
         let serving = self.serving.lock().await.clone();
-        let status = |up: bool| if up { ServingStatus::Serving } else { ServingStatus::NotServing };
+        let status = |up: bool| {
+            if up {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            }
+        };
         for (service, up) in &serving {
-            self.reporter.set_service_status(*service, status(*up)).await;
+            self.reporter
+                .set_service_status(*service, status(*up))
+                .await;
         }
-        self.reporter.set_service_status("", status(serving.values().all(|s| *s))).await;
+        self.reporter
+            .set_service_status("", status(serving.values().all(|s| *s)))
+            .await;
     }
 }

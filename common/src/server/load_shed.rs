@@ -26,7 +26,10 @@ pub struct LoadShedLayer {
 
 impl LoadShedLayer {
     pub fn new(max_in_flight: usize, retry_after: Duration) -> Self {
-        Self { permits: Arc::new(Semaphore::new(max_in_flight.max(1))), retry_after }
+        Self {
+            permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            retry_after,
+        }
     }
 }
 
@@ -34,7 +37,10 @@ impl<S> Layer<S> for LoadShedLayer {
     type Service = LoadShed<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        LoadShed { inner, layer: self.clone() }
+        LoadShed {
+            inner,
+            layer: self.clone(),
+        }
     }
 }
 
@@ -60,7 +66,9 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let exempt = EXEMPT_PREFIXES.iter().any(|p| request.uri().path().starts_with(p));
+        let exempt = EXEMPT_PREFIXES
+            .iter()
+            .any(|p| request.uri().path().starts_with(p));
         let permit = if exempt {
             None
         } else {

@@ -48,7 +48,9 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningServer> {
     let addr = args.listen_or(default_port);
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     serve_on(listener, args, health, routes, shutdown).await
 }
 
@@ -69,7 +71,10 @@ pub async fn serve_on(
     let layers = ServiceBuilder::new()
         .layer(ServerTelemetryLayer::new())
         .layer(BearerAuthLayer::new(args.auth_token.as_ref()))
-        .layer(LoadShedLayer::new(args.max_concurrent_requests, RETRY_AFTER_OVERLOAD))
+        .layer(LoadShedLayer::new(
+            args.max_concurrent_requests,
+            RETRY_AFTER_OVERLOAD,
+        ))
         .into_inner();
 
     let stop = shutdown.clone();
@@ -82,11 +87,22 @@ pub async fn serve_on(
     );
     tracing::info!(%addr, services = ?health.services(), tls = args.tls_cert.is_some(),
         mutual_tls = args.tls_client_ca.is_some(), auth = args.auth_token.is_some(), "listening");
-    Ok(RunningServer { addr, health, shutdown, grace: args.shutdown_grace(), task })
+    Ok(RunningServer {
+        addr,
+        health,
+        shutdown,
+        grace: args.shutdown_grace(),
+        task,
+    })
 }
 
 /// Serves one service on 127.0.0.1 with an OS-chosen port: the embedded suite and tests.
-pub async fn serve_loopback(args: &ServerArgs, service: &'static str, serving: bool, routes: Routes) -> anyhow::Result<RunningServer> {
+pub async fn serve_loopback(
+    args: &ServerArgs,
+    service: &'static str,
+    serving: bool,
+    routes: Routes,
+) -> anyhow::Result<RunningServer> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let health = Health::new(&[service]).await;
     health.set_serving(service, serving).await;
@@ -111,15 +127,23 @@ fn with_health_and_reflection(routes: Routes, health: &Health) -> anyhow::Result
     Ok(routes
         .add_service(health_service)
         .add_service(reflection().build_v1().context("building reflection v1")?)
-        .add_service(reflection().build_v1alpha().context("building reflection v1alpha")?))
+        .add_service(
+            reflection()
+                .build_v1alpha()
+                .context("building reflection v1alpha")?,
+        ))
 }
 
 fn tls_config(args: &ServerArgs) -> anyhow::Result<Option<ServerTlsConfig>> {
-    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else { return Ok(None) };
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
     // Two rustls crypto backends are linked (ring here, aws-lc-rs through mistral.rs's HTTP
     // client), so rustls cannot pick one itself; tonic's server config asks for the default.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let read = |p: &std::path::Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+    };
     let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
     if let Some(ca) = &args.tls_client_ca {
         tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
@@ -156,9 +180,14 @@ impl RunningServer {
         self.health.set_all_not_serving().await;
         self.shutdown.cancel();
         match tokio::time::timeout(self.grace, &mut self.task).await {
-            Ok(joined) => joined.context("server task panicked")?.context("server failed"),
+            Ok(joined) => joined
+                .context("server task panicked")?
+                .context("server failed"),
             Err(_) => {
-                tracing::warn!(grace_secs = self.grace.as_secs(), "calls still in flight after the grace period; dropping them");
+                tracing::warn!(
+                    grace_secs = self.grace.as_secs(),
+                    "calls still in flight after the grace period; dropping them"
+                );
                 self.task.abort();
                 Ok(())
             }
@@ -192,14 +221,21 @@ where
         let health = Health::new(services).await;
         let shutdown = CancellationToken::new();
         let routes = build(health.clone(), shutdown.clone()).await?;
-        serve(args, default_port, health, routes, shutdown).await?.run_until_signal().await
+        serve(args, default_port, health, routes, shutdown)
+            .await?
+            .run_until_signal()
+            .await
     }
     .await;
     if let Err(e) = &result {
         tracing::error!("{e:#}");
     }
     telemetry.shutdown();
-    if result.is_ok() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE }
+    if result.is_ok() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM, naming which.

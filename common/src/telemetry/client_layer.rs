@@ -24,16 +24,24 @@ pub struct ClientTelemetryLayer {
 }
 
 impl ClientTelemetryLayer {
-    pub fn new(auth_token: Option<&Secret>, default_timeout: Option<Duration>) -> anyhow::Result<Self> {
+    pub fn new(
+        auth_token: Option<&Secret>,
+        default_timeout: Option<Duration>,
+    ) -> anyhow::Result<Self> {
         let authorization = auth_token
             .map(|t| {
-                let mut v = HeaderValue::try_from(format!("Bearer {}", t.expose()))
-                    .map_err(|_| anyhow::anyhow!("the auth token has characters not allowed in a header"))?;
+                let mut v =
+                    HeaderValue::try_from(format!("Bearer {}", t.expose())).map_err(|_| {
+                        anyhow::anyhow!("the auth token has characters not allowed in a header")
+                    })?;
                 v.set_sensitive(true);
                 Ok::<_, anyhow::Error>(v)
             })
             .transpose()?;
-        Ok(Self { authorization, default_timeout })
+        Ok(Self {
+            authorization,
+            default_timeout,
+        })
     }
 }
 
@@ -41,7 +49,10 @@ impl<S> Layer<S> for ClientTelemetryLayer {
     type Service = ClientTelemetry<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ClientTelemetry { inner, layer: self.clone() }
+        ClientTelemetry {
+            inner,
+            layer: self.clone(),
+        }
     }
 }
 
@@ -80,13 +91,24 @@ where
         let headers = request.headers_mut();
         inject_context(&span.context(), headers);
         if let Some(auth) = &self.layer.authorization {
-            headers.entry(http::header::AUTHORIZATION).or_insert_with(|| auth.clone());
+            headers
+                .entry(http::header::AUTHORIZATION)
+                .or_insert_with(|| auth.clone());
         }
-        let own = headers.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(deadline::parse_grpc_timeout);
-        let timeout = [own.or(self.layer.default_timeout), deadline::remaining()].into_iter().flatten().min();
+        let own = headers
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(deadline::parse_grpc_timeout);
+        let timeout = [own.or(self.layer.default_timeout), deadline::remaining()]
+            .into_iter()
+            .flatten()
+            .min();
         if let Some(timeout) = timeout {
             let value = deadline::format_grpc_timeout(timeout);
-            headers.insert("grpc-timeout", HeaderValue::try_from(value).expect("digits and a unit letter"));
+            headers.insert(
+                "grpc-timeout",
+                HeaderValue::try_from(value).expect("digits and a unit letter"),
+            );
         }
 
         let clone = self.inner.clone();

@@ -19,11 +19,20 @@ impl InMemoryTelemetry {
     pub fn install() -> Self {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         let spans = InMemorySpanExporter::default();
-        let tracer_provider = SdkTracerProvider::builder().with_simple_exporter(spans.clone()).build();
+        let tracer_provider = SdkTracerProvider::builder()
+            .with_simple_exporter(spans.clone())
+            .build();
         let metrics = InMemoryMetricExporter::default();
-        let meter_provider = SdkMeterProvider::builder().with_reader(PeriodicReader::builder(metrics.clone()).build()).build();
+        let meter_provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(metrics.clone()).build())
+            .build();
         opentelemetry::global::set_meter_provider(meter_provider.clone());
-        Self { spans, tracer_provider, metrics, meter_provider }
+        Self {
+            spans,
+            tracer_provider,
+            metrics,
+            meter_provider,
+        }
     }
 
     /// The binaries' subscriber (no log lines) around the in-memory tracer.
@@ -40,10 +49,17 @@ impl InMemoryTelemetry {
     /// The names of the metrics recorded so far.
     pub fn metric_names(&self) -> Vec<String> {
         self.meter_provider.force_flush().expect("flushing metrics");
-        let exported = self.metrics.get_finished_metrics().expect("reading metrics");
+        let exported = self
+            .metrics
+            .get_finished_metrics()
+            .expect("reading metrics");
         exported
             .iter()
-            .flat_map(|rm| rm.scope_metrics().flat_map(|sm| sm.metrics().map(|m| m.name().to_string())).collect::<Vec<_>>())
+            .flat_map(|rm| {
+                rm.scope_metrics()
+                    .flat_map(|sm| sm.metrics().map(|m| m.name().to_string()))
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 }

@@ -21,7 +21,8 @@ impl RpcMetrics {
                 .with_unit("s")
                 .with_description("Duration of gRPC calls handled, until the last response message")
                 .with_boundaries(vec![
-                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    60.0, 300.0,
                 ])
                 .build(),
             active: meter

@@ -76,11 +76,16 @@ impl Telemetry {
         opentelemetry::global::set_meter_provider(meter_provider.clone());
 
         let tracer = tracer_provider.tracer("arf");
-        subscriber(tracer, true).try_init().context("installing the tracing subscriber")?;
+        subscriber(tracer, true)
+            .try_init()
+            .context("installing the tracing subscriber")?;
         if otlp {
             tracing::info!("exporting traces and metrics over OTLP");
         }
-        Ok(Self { tracer_provider, meter_provider })
+        Ok(Self {
+            tracer_provider,
+            meter_provider,
+        })
     }
 
     /// Flushes and stops the exporters (bounded: a missing collector must not hang shutdown).
@@ -99,7 +104,11 @@ impl Telemetry {
 /// on stderr, and the OpenTelemetry layer. Tests build it around an in-memory tracer.
 pub fn subscriber(tracer: SdkTracer, log_lines: bool) -> impl tracing::Subscriber + Send + Sync {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = log_lines.then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false));
+    let fmt = log_lines.then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+    });
     Registry::default()
         .with(filter)
         .with(fmt)
@@ -112,6 +121,8 @@ fn resource(default_service_name: &str) -> Resource {
     if std::env::var_os("OTEL_SERVICE_NAME").is_some() {
         builder.build()
     } else {
-        builder.with_service_name(default_service_name.to_string()).build()
+        builder
+            .with_service_name(default_service_name.to_string())
+            .build()
     }
 }

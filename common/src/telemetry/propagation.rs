@@ -20,7 +20,10 @@ struct HeaderInjector<'a>(&'a mut HeaderMap);
 
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (http::HeaderName::try_from(key), http::HeaderValue::try_from(value)) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::try_from(key),
+            http::HeaderValue::try_from(value),
+        ) {
             self.0.insert(name, value);
         }
     }
@@ -33,5 +36,7 @@ pub fn extract_context(headers: &HeaderMap) -> Context {
 
 /// Writes `cx` as `traceparent`/`tracestate` into outgoing headers.
 pub fn inject_context(cx: &Context, headers: &mut HeaderMap) {
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(cx, &mut HeaderInjector(headers)));
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(cx, &mut HeaderInjector(headers))
+    });
 }

@@ -24,7 +24,9 @@ pub struct ServerTelemetryLayer {
 
 impl ServerTelemetryLayer {
     pub fn new() -> Self {
-        Self { metrics: RpcMetrics::new() }
+        Self {
+            metrics: RpcMetrics::new(),
+        }
     }
 }
 
@@ -32,7 +34,10 @@ impl<S> Layer<S> for ServerTelemetryLayer {
     type Service = ServerTelemetry<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ServerTelemetry { inner, metrics: self.metrics.clone() }
+        ServerTelemetry {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -57,9 +62,16 @@ pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<i32> {
 /// Status codes that mean the server failed (OpenTelemetry RPC conventions for server spans).
 fn is_server_error(code: i32) -> bool {
     use tonic::Code;
-    [Code::Unknown, Code::DeadlineExceeded, Code::Unimplemented, Code::Internal, Code::Unavailable, Code::DataLoss]
-        .iter()
-        .any(|c| *c as i32 == code)
+    [
+        Code::Unknown,
+        Code::DeadlineExceeded,
+        Code::Unimplemented,
+        Code::Internal,
+        Code::Unavailable,
+        Code::DataLoss,
+    ]
+    .iter()
+    .any(|c| *c as i32 == code)
 }
 
 /// Finishes the call's telemetry when the response body ends or is dropped.
@@ -90,7 +102,9 @@ impl Drop for CallRecord {
         self.metrics.active.add(-1, &self.attributes);
         let mut attributes = std::mem::take(&mut self.attributes);
         attributes.push(KeyValue::new("rpc.grpc.status_code", code as i64));
-        self.metrics.duration.record(self.started.elapsed().as_secs_f64(), &attributes);
+        self.metrics
+            .duration
+            .record(self.started.elapsed().as_secs_f64(), &attributes);
     }
 }
 
@@ -133,7 +147,13 @@ where
 
         let attributes = RpcMetrics::method_attributes(&service, &method);
         self.metrics.active.add(1, &attributes);
-        let mut record = CallRecord { span: span.clone(), started: Instant::now(), attributes, metrics: self.metrics.clone(), code: None };
+        let mut record = CallRecord {
+            span: span.clone(),
+            started: Instant::now(),
+            attributes,
+            metrics: self.metrics.clone(),
+            code: None,
+        };
 
         // Take the service that was polled ready; leave a fresh clone in its place.
         let clone = self.inner.clone();
@@ -154,7 +174,10 @@ mod tests {
 
     #[test]
     fn splits_grpc_paths() {
-        assert_eq!(rpc_names("/arf.v1.Analyzer/Analyze"), ("arf.v1.Analyzer".into(), "Analyze".into()));
+        assert_eq!(
+            rpc_names("/arf.v1.Analyzer/Analyze"),
+            ("arf.v1.Analyzer".into(), "Analyze".into())
+        );
         assert_eq!(rpc_names("/"), (String::new(), String::new()));
     }
 }

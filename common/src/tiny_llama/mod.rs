@@ -42,9 +42,10 @@ pub const CHAT_TEMPLATE: &str = "{{- bos_token }}\
 /// English words (and their leading-space forms) whose merges the BPE learns, so ordinary text
 /// takes fewer tokens than bytes. Any text still round-trips through the 256 byte symbols.
 const COMMON_WORDS: &[&str] = &[
-    "the", "and", "to", "of", "a", "in", "is", "for", "you", "that", "it", "on", "with", "was", "my",
-    "order", "refund", "customer", "agent", "summary", "account", "please", "thanks", "help", "can",
-    "not", "be", "have", "this", "we", "your", "will", "are", "ing", "ed", "er", "re", "on", "at",
+    "the", "and", "to", "of", "a", "in", "is", "for", "you", "that", "it", "on", "with", "was",
+    "my", "order", "refund", "customer", "agent", "summary", "account", "please", "thanks", "help",
+    "can", "not", "be", "have", "this", "we", "your", "will", "are", "ing", "ed", "er", "re", "on",
+    "at",
 ];
 
 /// Shape and seed of a tiny Llama. `Default` is the test model: Llama 3.1's layout
@@ -89,21 +90,34 @@ impl TinyLlamaSpec {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        ensure!(self.hidden_size > 0 && self.num_hidden_layers > 0, "hidden_size and num_hidden_layers must be positive");
         ensure!(
-            self.num_attention_heads > 0 && self.hidden_size.is_multiple_of(self.num_attention_heads),
+            self.hidden_size > 0 && self.num_hidden_layers > 0,
+            "hidden_size and num_hidden_layers must be positive"
+        );
+        ensure!(
+            self.num_attention_heads > 0
+                && self.hidden_size.is_multiple_of(self.num_attention_heads),
             "hidden_size {} is not a multiple of num_attention_heads {}",
             self.hidden_size,
             self.num_attention_heads
         );
-        ensure!(self.head_dim().is_multiple_of(2), "head_dim must be even for rotary embeddings");
         ensure!(
-            self.num_key_value_heads > 0 && self.num_attention_heads.is_multiple_of(self.num_key_value_heads),
+            self.head_dim().is_multiple_of(2),
+            "head_dim must be even for rotary embeddings"
+        );
+        ensure!(
+            self.num_key_value_heads > 0
+                && self
+                    .num_attention_heads
+                    .is_multiple_of(self.num_key_value_heads),
             "num_attention_heads {} is not a multiple of num_key_value_heads {}",
             self.num_attention_heads,
             self.num_key_value_heads
         );
-        ensure!(self.intermediate_size > 0 && self.max_position_embeddings > 0, "sizes must be positive");
+        ensure!(
+            self.intermediate_size > 0 && self.max_position_embeddings > 0,
+            "sizes must be positive"
+        );
         Ok(())
     }
 }
@@ -122,7 +136,8 @@ impl Vocabulary {
         let mut merges = Vec::new();
         for word in COMMON_WORDS {
             for form in [word.to_string(), format!(" {word}")] {
-                let symbols: Vec<String> = form.bytes().map(|b| byte_symbol(b).to_string()).collect();
+                let symbols: Vec<String> =
+                    form.bytes().map(|b| byte_symbol(b).to_string()).collect();
                 // Merge left to right: every prefix becomes a token before the longer one.
                 let mut prefix = symbols[0].clone();
                 for next in &symbols[1..] {
@@ -165,7 +180,8 @@ pub fn write_tiny_llama(dir: &Path, spec: &TinyLlamaSpec) -> anyhow::Result<()> 
     let vocab = Vocabulary::build();
     let write_json = |name: &str, value: &Value| -> anyhow::Result<()> {
         let text = serde_json::to_string_pretty(value)?;
-        std::fs::write(dir.join(name), text).with_context(|| format!("cannot write {name} in {}", dir.display()))
+        std::fs::write(dir.join(name), text)
+            .with_context(|| format!("cannot write {name} in {}", dir.display()))
     };
     write_json("config.json", &config_json(spec, &vocab))?;
     write_json("generation_config.json", &generation_config_json(&vocab))?;
@@ -235,8 +251,12 @@ fn generation_config_json(vocab: &Vocabulary) -> Value {
 }
 
 fn tokenizer_json(vocab: &Vocabulary) -> Value {
-    let model_vocab: serde_json::Map<String, Value> =
-        vocab.tokens.iter().enumerate().map(|(id, t)| (t.clone(), json!(id))).collect();
+    let model_vocab: serde_json::Map<String, Value> = vocab
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(id, t)| (t.clone(), json!(id)))
+        .collect();
     let added: Vec<Value> = SPECIALS
         .iter()
         .map(|s| {
@@ -244,7 +264,11 @@ fn tokenizer_json(vocab: &Vocabulary) -> Value {
                    "rstrip": false, "normalized": false, "special": true})
         })
         .collect();
-    let merges: Vec<String> = vocab.merges.iter().map(|(a, b)| format!("{a} {b}")).collect();
+    let merges: Vec<String> = vocab
+        .merges
+        .iter()
+        .map(|(a, b)| format!("{a} {b}"))
+        .collect();
     json!({
         "version": "1.0",
         "truncation": null,
@@ -322,10 +346,22 @@ fn tensor_shapes(spec: &TinyLlamaSpec, vocab_size: usize) -> Vec<(String, Vec<us
     for l in 0..spec.num_hidden_layers {
         let p = format!("model.layers.{l}");
         shapes.extend([
-            (format!("{p}.self_attn.q_proj.weight"), vec![spec.num_attention_heads * hd, h]),
-            (format!("{p}.self_attn.k_proj.weight"), vec![spec.num_key_value_heads * hd, h]),
-            (format!("{p}.self_attn.v_proj.weight"), vec![spec.num_key_value_heads * hd, h]),
-            (format!("{p}.self_attn.o_proj.weight"), vec![h, spec.num_attention_heads * hd]),
+            (
+                format!("{p}.self_attn.q_proj.weight"),
+                vec![spec.num_attention_heads * hd, h],
+            ),
+            (
+                format!("{p}.self_attn.k_proj.weight"),
+                vec![spec.num_key_value_heads * hd, h],
+            ),
+            (
+                format!("{p}.self_attn.v_proj.weight"),
+                vec![spec.num_key_value_heads * hd, h],
+            ),
+            (
+                format!("{p}.self_attn.o_proj.weight"),
+                vec![h, spec.num_attention_heads * hd],
+            ),
             (format!("{p}.mlp.gate_proj.weight"), vec![i, h]),
             (format!("{p}.mlp.up_proj.weight"), vec![i, h]),
             (format!("{p}.mlp.down_proj.weight"), vec![h, i]),
@@ -359,12 +395,18 @@ fn random_weights(spec: &TinyLlamaSpec, vocab_size: usize) -> Vec<(String, Vec<u
 fn write_weights(path: &Path, spec: &TinyLlamaSpec, vocab_size: usize) -> anyhow::Result<()> {
     let data: BTreeMap<String, (Vec<usize>, Vec<u8>)> = random_weights(spec, vocab_size)
         .into_iter()
-        .map(|(name, shape, values)| (name, (shape, values.iter().flat_map(|v| v.to_le_bytes()).collect())))
+        .map(|(name, shape, values)| {
+            (
+                name,
+                (shape, values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            )
+        })
         .collect();
     let views = data
         .iter()
         .map(|(name, (shape, bytes))| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v))
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
@@ -385,19 +427,35 @@ mod tests {
     #[test]
     fn writes_the_hugging_face_layout_with_llama_3_1_config() {
         let dir = written(&TinyLlamaSpec::default());
-        for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json", "model.safetensors", MARKER_FILE] {
+        for f in [
+            "config.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "generation_config.json",
+            "model.safetensors",
+            MARKER_FILE,
+        ] {
             assert!(dir.path().join(f).is_file(), "{f} missing");
         }
         assert!(is_tiny_model(dir.path()));
-        let config: Value = serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+        let config: Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap())
+                .unwrap();
         assert_eq!(config["architectures"][0], "LlamaForCausalLM");
         assert_eq!(config["num_key_value_heads"], 2);
         assert_eq!(config["rope_scaling"]["rope_type"], "llama3");
         assert_eq!(config["tie_word_embeddings"], false);
         let vocab = config["vocab_size"].as_u64().unwrap();
         assert!((300..=600).contains(&vocab), "vocab size {vocab}");
-        let generation: Value = serde_json::from_slice(&std::fs::read(dir.path().join("generation_config.json")).unwrap()).unwrap();
-        assert_eq!(generation["eos_token_id"][1].as_u64(), Some(vocab - 1), "<|eot_id|> is an EOS id");
+        let generation: Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("generation_config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            generation["eos_token_id"][1].as_u64(),
+            Some(vocab - 1),
+            "<|eot_id|> is an EOS id"
+        );
     }
 
     #[test]
@@ -407,11 +465,30 @@ mod tests {
         let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         assert_eq!(st.len(), 2 + 9 * spec.num_hidden_layers + 1);
-        assert_eq!(st.tensor("model.layers.1.self_attn.q_proj.weight").unwrap().shape(), [64, 64]);
-        assert_eq!(st.tensor("model.layers.1.self_attn.k_proj.weight").unwrap().shape(), [32, 64]);
-        assert_eq!(st.tensor("model.layers.0.mlp.down_proj.weight").unwrap().shape(), [64, 128]);
+        assert_eq!(
+            st.tensor("model.layers.1.self_attn.q_proj.weight")
+                .unwrap()
+                .shape(),
+            [64, 64]
+        );
+        assert_eq!(
+            st.tensor("model.layers.1.self_attn.k_proj.weight")
+                .unwrap()
+                .shape(),
+            [32, 64]
+        );
+        assert_eq!(
+            st.tensor("model.layers.0.mlp.down_proj.weight")
+                .unwrap()
+                .shape(),
+            [64, 128]
+        );
         let q = st.tensor("model.layers.0.self_attn.q_proj.weight").unwrap();
-        let values: Vec<f32> = q.data().chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let values: Vec<f32> = q
+            .data()
+            .chunks(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         let std = (values.iter().map(|v| v * v).sum::<f32>() / values.len() as f32).sqrt();
         assert!((0.015..0.025).contains(&std), "std {std}");
     }
@@ -420,11 +497,21 @@ mod tests {
     fn same_seed_same_bytes_other_seed_other_weights() {
         let a = written(&TinyLlamaSpec::default());
         let b = written(&TinyLlamaSpec::default());
-        let c = written(&TinyLlamaSpec { seed: 7, ..Default::default() });
+        let c = written(&TinyLlamaSpec {
+            seed: 7,
+            ..Default::default()
+        });
         for f in ["model.safetensors", "tokenizer.json", "config.json"] {
-            assert_eq!(std::fs::read(a.path().join(f)).unwrap(), std::fs::read(b.path().join(f)).unwrap(), "{f}");
+            assert_eq!(
+                std::fs::read(a.path().join(f)).unwrap(),
+                std::fs::read(b.path().join(f)).unwrap(),
+                "{f}"
+            );
         }
-        assert_ne!(std::fs::read(a.path().join("model.safetensors")).unwrap(), std::fs::read(c.path().join("model.safetensors")).unwrap());
+        assert_ne!(
+            std::fs::read(a.path().join("model.safetensors")).unwrap(),
+            std::fs::read(c.path().join("model.safetensors")).unwrap()
+        );
     }
 
     #[test]
@@ -433,7 +520,10 @@ mod tests {
         let tok = tokenizers::Tokenizer::from_file(dir.path().join("tokenizer.json")).unwrap();
         let text = "The customer wants a refund for order #1234. Café ✓";
         let enc = tok.encode(text, false).unwrap();
-        assert!(enc.get_ids().len() < text.len(), "merges shorten English text");
+        assert!(
+            enc.get_ids().len() < text.len(),
+            "merges shorten English text"
+        );
         assert_eq!(tok.decode(enc.get_ids(), false).unwrap(), text);
         let eot = tok.token_to_id(EOT).unwrap();
         let with_special = tok.encode(format!("hi{EOT}"), false).unwrap();
@@ -443,7 +533,10 @@ mod tests {
     #[test]
     fn a_bad_spec_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = TinyLlamaSpec { num_key_value_heads: 3, ..Default::default() };
+        let spec = TinyLlamaSpec {
+            num_key_value_heads: 3,
+            ..Default::default()
+        };
         assert!(write_tiny_llama(dir.path(), &spec).is_err());
     }
 }

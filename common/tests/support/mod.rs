@@ -36,16 +36,37 @@ impl Editor for WaitingEditor {
     async fn revise(&self, _: Request<ReviseRequest>) -> Result<Response<ReviseResponse>, Status> {
         Err(Status::unimplemented("test"))
     }
-    async fn revise_stream(&self, _: Request<ReviseRequest>) -> Result<Response<Self::ReviseStreamStream>, Status> {
+    async fn revise_stream(
+        &self,
+        _: Request<ReviseRequest>,
+    ) -> Result<Response<Self::ReviseStreamStream>, Status> {
         Err(Status::unimplemented("test"))
     }
-    async fn generate(&self, _: Request<GenerateRequest>) -> Result<Response<GenerateResponse>, Status> {
-        let _permit = self.gate.acquire().await.map_err(|_| Status::internal("closed"))?;
-        let seen = arf_common::deadline::remaining().map(|d| d.as_millis().to_string()).unwrap_or_default();
-        Ok(Response::new(GenerateResponse { text: seen, ..Default::default() }))
+    async fn generate(
+        &self,
+        _: Request<GenerateRequest>,
+    ) -> Result<Response<GenerateResponse>, Status> {
+        let _permit = self
+            .gate
+            .acquire()
+            .await
+            .map_err(|_| Status::internal("closed"))?;
+        let seen = arf_common::deadline::remaining()
+            .map(|d| d.as_millis().to_string())
+            .unwrap_or_default();
+        Ok(Response::new(GenerateResponse {
+            text: seen,
+            ..Default::default()
+        }))
     }
-    async fn get_model_info(&self, _: Request<GetModelInfoRequest>) -> Result<Response<ModelInfo>, Status> {
-        Ok(Response::new(ModelInfo { model_id: "test".into(), ..Default::default() }))
+    async fn get_model_info(
+        &self,
+        _: Request<GetModelInfoRequest>,
+    ) -> Result<Response<ModelInfo>, Status> {
+        Ok(Response::new(ModelInfo {
+            model_id: "test".into(),
+            ..Default::default()
+        }))
     }
 }
 
@@ -58,35 +79,82 @@ pub struct ChainedAnalyzer {
 impl Analyzer for ChainedAnalyzer {
     type AnalyzeStreamStream = BoxStream<AnalyzeResponse>;
 
-    async fn analyze(&self, _: Request<AnalyzeRequest>) -> Result<Response<AnalyzeResponse>, Status> {
-        let answer = self.editor.clone().generate(GenerateRequest::default()).await?.into_inner();
-        Ok(Response::new(AnalyzeResponse { request_id: answer.text, ..Default::default() }))
+    async fn analyze(
+        &self,
+        _: Request<AnalyzeRequest>,
+    ) -> Result<Response<AnalyzeResponse>, Status> {
+        let answer = self
+            .editor
+            .clone()
+            .generate(GenerateRequest::default())
+            .await?
+            .into_inner();
+        Ok(Response::new(AnalyzeResponse {
+            request_id: answer.text,
+            ..Default::default()
+        }))
     }
-    async fn analyze_stream(&self, _: Request<Streaming<AnalyzeRequest>>) -> Result<Response<Self::AnalyzeStreamStream>, Status> {
+    async fn analyze_stream(
+        &self,
+        _: Request<Streaming<AnalyzeRequest>>,
+    ) -> Result<Response<Self::AnalyzeStreamStream>, Status> {
         Err(Status::unimplemented("test"))
     }
-    async fn profile(&self, _: Request<Streaming<ProfileRequest>>) -> Result<Response<ProfileResponse>, Status> {
+    async fn profile(
+        &self,
+        _: Request<Streaming<ProfileRequest>>,
+    ) -> Result<Response<ProfileResponse>, Status> {
         Err(Status::unimplemented("test"))
     }
-    async fn get_taxonomy(&self, _: Request<GetTaxonomyRequest>) -> Result<Response<Taxonomy>, Status> {
+    async fn get_taxonomy(
+        &self,
+        _: Request<GetTaxonomyRequest>,
+    ) -> Result<Response<Taxonomy>, Status> {
         Err(Status::unimplemented("test"))
     }
 }
 
-pub async fn start(args: &ServerArgs, service: &'static str, routes: Routes, serving: bool) -> RunningServer {
-    serve_loopback(args, service, serving, routes).await.unwrap()
+pub async fn start(
+    args: &ServerArgs,
+    service: &'static str,
+    routes: Routes,
+    serving: bool,
+) -> RunningServer {
+    serve_loopback(args, service, serving, routes)
+        .await
+        .unwrap()
 }
 
 pub async fn start_editor(args: &ServerArgs, gate: Arc<Semaphore>) -> RunningServer {
-    start(args, EDITOR, Routes::new(EditorServer::new(WaitingEditor { gate })), true).await
+    start(
+        args,
+        EDITOR,
+        Routes::new(EditorServer::new(WaitingEditor { gate })),
+        true,
+    )
+    .await
 }
 
 pub fn channel(server: &RunningServer, options: &ClientOptions) -> GrpcChannel {
-    let scheme = if options.tls_ca.is_some() { "https" } else { "http" };
-    connect_lazy(&format!("{scheme}://localhost:{}", server.local_addr().port()), options).unwrap()
+    let scheme = if options.tls_ca.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    connect_lazy(
+        &format!("{scheme}://localhost:{}", server.local_addr().port()),
+        options,
+    )
+    .unwrap()
 }
 
 pub async fn health_of(channel: GrpcChannel, service: &str) -> Result<i32, Status> {
-    let request = HealthCheckRequest { service: service.into() };
-    Ok(HealthClient::new(channel).check(request).await?.into_inner().status)
+    let request = HealthCheckRequest {
+        service: service.into(),
+    };
+    Ok(HealthClient::new(channel)
+        .check(request)
+        .await?
+        .into_inner()
+        .status)
 }

@@ -33,7 +33,8 @@ impl ModelSource {
         }
         if path.is_file() {
             ensure!(
-                path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")),
+                path.extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("gguf")),
                 "{} is a file but not a .gguf model; give a Hugging Face model directory or a GGUF file",
                 path.display()
             );
@@ -96,10 +97,20 @@ pub async fn load_model(config: &EditorConfig) -> anyhow::Result<(Model, ModelDe
             built
         }
         ModelSource::Gguf(file) => {
-            ensure!(config.isq.is_none(), "--isq applies to safetensors models; a GGUF file is already quantized");
-            let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let mut builder = GgufModelBuilder::new(dir.display().to_string(), vec![name]).with_max_num_seqs(config.max_seqs);
+            ensure!(
+                config.isq.is_none(),
+                "--isq applies to safetensors models; a GGUF file is already quantized"
+            );
+            let dir = file
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut builder = GgufModelBuilder::new(dir.display().to_string(), vec![name])
+                .with_max_num_seqs(config.max_seqs);
             if !USE_CUDA {
                 builder = builder.with_force_cpu();
             }
@@ -108,7 +119,11 @@ pub async fn load_model(config: &EditorConfig) -> anyhow::Result<(Model, ModelDe
     }
     .with_context(|| format!("loading {}", config.model_path.display()))?;
     // A GGUF file's activations dtype is mistral.rs' own pick (F16 on a CPU), not ours.
-    let reported = if matches!(source, ModelSource::Gguf(_)) { config.dtype } else { dtype };
+    let reported = if matches!(source, ModelSource::Gguf(_)) {
+        config.dtype
+    } else {
+        dtype
+    };
     let description = describe(config, &source, &model, reported)?;
     tracing::info!(model = %description.model_id, architecture = %description.architecture,
         quantization = %description.quantization, device = %description.device,
@@ -117,19 +132,43 @@ pub async fn load_model(config: &EditorConfig) -> anyhow::Result<(Model, ModelDe
     Ok((model, description))
 }
 
-fn describe(config: &EditorConfig, source: &ModelSource, model: &Model, dtype: ModelDType) -> anyhow::Result<ModelDescription> {
+fn describe(
+    config: &EditorConfig,
+    source: &ModelSource,
+    model: &Model,
+    dtype: ModelDType,
+) -> anyhow::Result<ModelDescription> {
     let (architecture, config_context, random_weights, quantization) = match source {
         ModelSource::HfDirectory(dir) => {
-            let text = std::fs::read_to_string(dir.join("config.json")).context("reading config.json")?;
-            let json: serde_json::Value = serde_json::from_str(&text).context("parsing config.json")?;
-            let architecture = json["architectures"][0].as_str().or(json["model_type"].as_str()).unwrap_or("unknown").to_string();
+            let text =
+                std::fs::read_to_string(dir.join("config.json")).context("reading config.json")?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).context("parsing config.json")?;
+            let architecture = json["architectures"][0]
+                .as_str()
+                .or(json["model_type"].as_str())
+                .unwrap_or("unknown")
+                .to_string();
             let context = json["max_position_embeddings"].as_u64().map(|n| n as usize);
-            let quantization = config.isq.map(isq_name).unwrap_or_else(|| "none".to_string());
-            (architecture, context, arf_common::tiny_llama::is_tiny_model(dir), quantization)
+            let quantization = config
+                .isq
+                .map(isq_name)
+                .unwrap_or_else(|| "none".to_string());
+            (
+                architecture,
+                context,
+                arf_common::tiny_llama::is_tiny_model(dir),
+                quantization,
+            )
         }
         ModelSource::Gguf(file) => {
             let gguf = GgufDescription::read(file)?;
-            (gguf.architecture, gguf.context, gguf.random_weights, gguf.quantization)
+            (
+                gguf.architecture,
+                gguf.context,
+                gguf.random_weights,
+                gguf.quantization,
+            )
         }
     };
     let engine_context = model.max_sequence_length().ok().flatten();
@@ -141,7 +180,11 @@ fn describe(config: &EditorConfig, source: &ModelSource, model: &Model, dtype: M
         architecture,
         quantization,
         dtype: dtype_name(dtype),
-        device: if USE_CUDA { "cuda:0".to_string() } else { "cpu".to_string() },
+        device: if USE_CUDA {
+            "cuda:0".to_string()
+        } else {
+            "cpu".to_string()
+        },
         max_context_tokens,
         max_concurrent_sequences: config.max_seqs,
         random_weights,
@@ -159,19 +202,39 @@ struct GgufDescription {
 impl GgufDescription {
     fn read(file: &Path) -> anyhow::Result<Self> {
         use candle_core::quantized::gguf_file::Content;
-        let mut reader = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-        let content = Content::read(&mut reader).with_context(|| format!("reading the GGUF header of {}", file.display()))?;
+        let mut reader =
+            std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        let content = Content::read(&mut reader)
+            .with_context(|| format!("reading the GGUF header of {}", file.display()))?;
         let md = &content.metadata;
-        let architecture = md.get("general.architecture").and_then(|v| v.to_string().ok()).cloned().unwrap_or_else(|| "unknown".into());
-        let context = md.get(&format!("{architecture}.context_length")).and_then(|v| v.to_u64().ok()).map(|n| n as usize);
+        let architecture = md
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_else(|| "unknown".into());
+        let context = md
+            .get(&format!("{architecture}.context_length"))
+            .and_then(|v| v.to_u64().ok())
+            .map(|n| n as usize);
         // The attention weights' type is what "a Q4K model" means; norms stay F32 in every file.
         let quantization = content
             .tensor_infos
             .get("blk.0.attn_q.weight")
             .or_else(|| content.tensor_infos.values().next())
-            .map_or_else(|| "unknown".to_string(), |t| format!("{:?}", t.ggml_dtype).to_lowercase());
-        let random_weights = md.get(arf_common::tiny_llama::RANDOM_WEIGHTS_KEY).and_then(|v| v.to_bool().ok()).unwrap_or(false);
-        Ok(Self { architecture, context, quantization, random_weights })
+            .map_or_else(
+                || "unknown".to_string(),
+                |t| format!("{:?}", t.ggml_dtype).to_lowercase(),
+            );
+        let random_weights = md
+            .get(arf_common::tiny_llama::RANDOM_WEIGHTS_KEY)
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(false);
+        Ok(Self {
+            architecture,
+            context,
+            quantization,
+            random_weights,
+        })
     }
 }
 
@@ -195,15 +258,25 @@ mod tests {
 
     #[test]
     fn hub_ids_and_stray_files_are_refused() {
-        let err = ModelSource::resolve(Path::new("meta-llama/Llama-3.1-8B-Instruct")).unwrap_err().to_string();
+        let err = ModelSource::resolve(Path::new("meta-llama/Llama-3.1-8B-Instruct"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("never downloads"), "{err}");
         let dir = tempfile::tempdir().unwrap();
-        assert!(ModelSource::resolve(dir.path()).unwrap_err().to_string().contains("config.json"));
+        assert!(
+            ModelSource::resolve(dir.path())
+                .unwrap_err()
+                .to_string()
+                .contains("config.json")
+        );
         let stray = dir.path().join("weights.bin");
         std::fs::write(&stray, b"x").unwrap();
         assert!(ModelSource::resolve(&stray).is_err());
         let gguf = dir.path().join("model.Q4_K_M.gguf");
         std::fs::write(&gguf, b"x").unwrap();
-        assert_eq!(ModelSource::resolve(&gguf).unwrap(), ModelSource::Gguf(gguf));
+        assert_eq!(
+            ModelSource::resolve(&gguf).unwrap(),
+            ModelSource::Gguf(gguf)
+        );
     }
 }

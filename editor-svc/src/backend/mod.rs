@@ -11,12 +11,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use either::Either;
-use mistralrs::{Constraint, Model, NormalRequest, Request, RequestBuilder, RequestLike as _, StopTokens, TextMessageRole, TextMessages};
+use mistralrs::{
+    Constraint, Model, NormalRequest, Request, RequestBuilder, RequestLike as _, StopTokens,
+    TextMessageRole, TextMessages,
+};
 
 pub use load::{ModelDescription, ModelSource, load_model};
 pub use probe::{EngineLoad, SequenceGauges, SequenceStats};
-pub use stream::TokenStream;
 use stream::Expected;
+pub use stream::TokenStream;
 
 use crate::config::EditorConfig;
 use crate::error::EditorError;
@@ -44,7 +47,11 @@ impl Backend {
     /// Loads the model (see [`load_model`]); no warm-up yet.
     pub async fn load(config: &EditorConfig) -> anyhow::Result<Self> {
         let (model, description) = load_model(config).await?;
-        Ok(Self::from_model(model, description, config.content == arf_common::telemetry::ContentCapture::On))
+        Ok(Self::from_model(
+            model,
+            description,
+            config.content == arf_common::telemetry::ContentCapture::On,
+        ))
     }
 
     pub fn from_model(model: Model, description: ModelDescription, capture_content: bool) -> Self {
@@ -82,7 +89,10 @@ impl Backend {
             json_schema: None,
         };
         let generation = self.start(request).await?.collect().await?;
-        anyhow::ensure!(generation.usage.output_tokens > 0, "the warm-up generated no token");
+        anyhow::ensure!(
+            generation.usage.output_tokens > 0,
+            "the warm-up generated no token"
+        );
         Ok(())
     }
 
@@ -96,7 +106,11 @@ impl Backend {
         let max_tokens = request.max_tokens;
         let mut builder = engine_request(request);
         let stats = Arc::new(SequenceStats::default());
-        builder = builder.add_logits_processor(Arc::new(EngineProbe::new(self.gauges.clone(), stats.clone(), self.metrics.clone())));
+        builder = builder.add_logits_processor(Arc::new(EngineProbe::new(
+            self.gauges.clone(),
+            stats.clone(),
+            self.metrics.clone(),
+        )));
 
         // Room for every chunk the sequence can send: the engine awaits each send, so a slow
         // reader with a small buffer would stall every sequence in the batch, not just its own.
@@ -118,13 +132,31 @@ impl Backend {
             model_id: None,
             truncate_sequence: false,
         };
-        let sender = self.model.inner().get_sender(None).map_err(|e| EditorError::Engine(e.to_string()))?;
+        let sender = self
+            .model
+            .inner()
+            .get_sender(None)
+            .map_err(|e| EditorError::Engine(e.to_string()))?;
         sender
             .send(Request::Normal(Box::new(normal)))
             .await
             .map_err(|_| EditorError::Engine("the engine has stopped".into()))?;
-        let telemetry = StreamTelemetry { span, model: self.model_id.clone(), metrics: self.metrics.clone(), capture_content: self.capture_content };
-        Ok(TokenStream::new(rx, started, Expected { has_schema, max_tokens, stats }, telemetry))
+        let telemetry = StreamTelemetry {
+            span,
+            model: self.model_id.clone(),
+            metrics: self.metrics.clone(),
+            capture_content: self.capture_content,
+        };
+        Ok(TokenStream::new(
+            rx,
+            started,
+            Expected {
+                has_schema,
+                max_tokens,
+                stats,
+            },
+            telemetry,
+        ))
     }
 
     /// Refuses a request whose prompt plus `max_tokens` would run past the model's context
@@ -133,18 +165,30 @@ impl Backend {
         // mistral.rs grows its KV cache in steps of 512 positions and fails when a step would
         // pass the model's maximum (seen: "requested capacity (2560) above max seq len (2048)"),
         // so the last step is not usable.
-        let context = self.description.max_context_tokens.saturating_sub(KV_CACHE_GROWTH);
+        let context = self
+            .description
+            .max_context_tokens
+            .saturating_sub(KV_CACHE_GROWTH);
         if request.max_tokens > context {
             return Err(EditorError::invalid(
                 "params.max_tokens",
-                format!("{} is more than the model's context of {context} tokens", request.max_tokens),
+                format!(
+                    "{} is more than the model's context of {context} tokens",
+                    request.max_tokens
+                ),
             ));
         }
-        let bytes: usize = request.messages.iter().map(|m| m.content.len() + PER_MESSAGE_SLACK_BYTES).sum();
+        let bytes: usize = request
+            .messages
+            .iter()
+            .map(|m| m.content.len() + PER_MESSAGE_SLACK_BYTES)
+            .sum();
         if bytes + TEMPLATE_SLACK_BYTES + request.max_tokens <= context {
             return Ok(());
         }
-        let messages = request.messages.iter().fold(TextMessages::new(), |m, msg| m.add_message(role(msg.role), &msg.content));
+        let messages = request.messages.iter().fold(TextMessages::new(), |m, msg| {
+            m.add_message(role(msg.role), &msg.content)
+        });
         let prompt = self
             .model
             .tokenize(Either::Left(messages), None, true, true, None)
@@ -182,7 +226,9 @@ pub fn engine_request(request: GenerationRequest) -> RequestBuilder {
         builder = builder.add_message(role(message.role), &message.content);
     }
     // Resets every sampling parameter, max length included: must come before the others.
-    builder = builder.set_deterministic_sampler().set_sampler_max_len(request.max_tokens);
+    builder = builder
+        .set_deterministic_sampler()
+        .set_sampler_max_len(request.max_tokens);
     if !request.sampling.is_greedy() {
         if let Some(t) = request.sampling.temperature {
             builder = builder.set_sampler_temperature(t);

@@ -24,7 +24,9 @@ pub struct LoadableDir {
 
 impl LoadableDir {
     pub fn path(&self) -> &Path {
-        self.view.as_ref().map_or(self.original.as_path(), |v| v.path())
+        self.view
+            .as_ref()
+            .map_or(self.original.as_path(), |v| v.path())
     }
 
     /// Whether the directory needed rewriting.
@@ -46,10 +48,16 @@ pub fn loadable_dir(dir: &Path) -> anyhow::Result<LoadableDir> {
     let tokenizer_config = read_json(&tokenizer_config_path)?;
     let new_tokenizer_config = inlined_template(dir, tokenizer_config.as_ref())?;
     if new_config.is_none() && new_tokenizer_config.is_none() {
-        return Ok(LoadableDir { view: None, original: dir.to_path_buf() });
+        return Ok(LoadableDir {
+            view: None,
+            original: dir.to_path_buf(),
+        });
     }
 
-    let view = tempfile::Builder::new().prefix("arf-model-view-").tempdir().context("creating the model view")?;
+    let view = tempfile::Builder::new()
+        .prefix("arf-model-view-")
+        .tempdir()
+        .context("creating the model view")?;
     let rewritten = ["config.json", "tokenizer_config.json"];
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let entry = entry?;
@@ -62,13 +70,19 @@ pub fn loadable_dir(dir: &Path) -> anyhow::Result<LoadableDir> {
         std::os::unix::fs::symlink(&target, view.path().join(&name))
             .with_context(|| format!("linking {} into the model view", target.display()))?;
     }
-    write_json(&view.path().join("config.json"), &Value::Object(new_config.unwrap_or(config)))?;
+    write_json(
+        &view.path().join("config.json"),
+        &Value::Object(new_config.unwrap_or(config)),
+    )?;
     if let Some(tc) = new_tokenizer_config.or(tokenizer_config) {
         write_json(&view.path().join("tokenizer_config.json"), &tc)?;
     }
     tracing::info!(model = %dir.display(), view = %view.path().display(),
         "model directory in the transformers 5 layout: serving it through a normalized view");
-    Ok(LoadableDir { view: Some(view), original: dir.to_path_buf() })
+    Ok(LoadableDir {
+        view: Some(view),
+        original: dir.to_path_buf(),
+    })
 }
 
 /// `config.json` with `rope_theta` (and `rope_scaling`) at the top level, or `None` when it
@@ -79,10 +93,17 @@ fn normalized_config(config: &Map<String, Value>) -> Option<Map<String, Value>> 
     }
     let mut out = config.clone();
     let params = config.get("rope_parameters").and_then(Value::as_object);
-    let theta = params.and_then(|p| p.get("rope_theta")).and_then(Value::as_f64).unwrap_or(DEFAULT_ROPE_THETA);
+    let theta = params
+        .and_then(|p| p.get("rope_theta"))
+        .and_then(Value::as_f64)
+        .unwrap_or(DEFAULT_ROPE_THETA);
     out.insert("rope_theta".into(), theta.into());
     if let Some(p) = params {
-        let kind = p.get("rope_type").or_else(|| p.get("type")).and_then(Value::as_str).unwrap_or("default");
+        let kind = p
+            .get("rope_type")
+            .or_else(|| p.get("type"))
+            .and_then(Value::as_str)
+            .unwrap_or("default");
         if kind != "default" {
             let mut scaling = p.clone();
             scaling.remove("rope_theta");
@@ -96,14 +117,22 @@ fn normalized_config(config: &Map<String, Value>) -> Option<Map<String, Value>> 
 /// `tokenizer_config.json` with the template of `chat_template.jinja` inlined, or `None` when
 /// the template is already inside (or there is no separate file).
 fn inlined_template(dir: &Path, tokenizer_config: Option<&Value>) -> anyhow::Result<Option<Value>> {
-    if tokenizer_config.and_then(|c| c.get("chat_template")).is_some_and(|t| !t.is_null()) {
+    if tokenizer_config
+        .and_then(|c| c.get("chat_template"))
+        .is_some_and(|t| !t.is_null())
+    {
         return Ok(None);
     }
     let jinja = dir.join("chat_template.jinja");
-    let Ok(template) = std::fs::read_to_string(&jinja) else { return Ok(None) };
+    let Ok(template) = std::fs::read_to_string(&jinja) else {
+        return Ok(None);
+    };
     let mut out = match tokenizer_config {
         Some(Value::Object(map)) => map.clone(),
-        Some(_) => anyhow::bail!("{}: tokenizer_config.json is not a JSON object", dir.display()),
+        Some(_) => anyhow::bail!(
+            "{}: tokenizer_config.json is not a JSON object",
+            dir.display()
+        ),
         None => Map::new(),
     };
     out.insert("chat_template".into(), Value::String(template));
@@ -112,14 +141,17 @@ fn inlined_template(dir: &Path, tokenizer_config: Option<&Value>) -> anyhow::Res
 
 fn read_json(path: &Path) -> anyhow::Result<Option<Value>> {
     match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?)),
+        Ok(text) => Ok(Some(
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?,
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 
 fn write_json(path: &Path, value: &Value) -> anyhow::Result<()> {
-    std::fs::write(path, serde_json::to_string_pretty(value)?).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(path, serde_json::to_string_pretty(value)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]
@@ -133,28 +165,48 @@ mod tests {
 
     #[test]
     fn rope_parameters_become_the_released_keys() {
-        let t5 = obj(json!({"hidden_size": 8, "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0,
-            "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}));
+        let t5 = obj(
+            json!({"hidden_size": 8, "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0,
+            "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}),
+        );
         let out = normalized_config(&t5).unwrap();
         assert_eq!(out["rope_theta"], json!(500000.0));
-        assert_eq!(out["rope_scaling"], json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0, "original_max_position_embeddings": 64}));
+        assert_eq!(
+            out["rope_scaling"],
+            json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 64})
+        );
         assert!(!out.contains_key("rope_parameters"));
 
-        let plain = obj(json!({"rope_parameters": {"rope_type": "default", "rope_theta": 100000.0}}));
+        let plain =
+            obj(json!({"rope_parameters": {"rope_type": "default", "rope_theta": 100000.0}}));
         let out = normalized_config(&plain).unwrap();
         assert_eq!(out["rope_theta"], json!(100000.0));
         assert!(!out.contains_key("rope_scaling"));
 
-        assert!(normalized_config(&obj(json!({"rope_theta": 1.0}))).is_none(), "released layout: unchanged");
-        assert_eq!(normalized_config(&obj(json!({}))).unwrap()["rope_theta"], json!(DEFAULT_ROPE_THETA));
+        assert!(
+            normalized_config(&obj(json!({"rope_theta": 1.0}))).is_none(),
+            "released layout: unchanged"
+        );
+        assert_eq!(
+            normalized_config(&obj(json!({}))).unwrap()["rope_theta"],
+            json!(DEFAULT_ROPE_THETA)
+        );
     }
 
     #[test]
     fn a_view_links_the_weights_and_inlines_the_template() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("config.json"), r#"{"rope_parameters":{"rope_theta":5.0}}"#).unwrap();
-        std::fs::write(dir.path().join("tokenizer_config.json"), r#"{"bos_token":"<s>"}"#).unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"rope_parameters":{"rope_theta":5.0}}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("tokenizer_config.json"),
+            r#"{"bos_token":"<s>"}"#,
+        )
+        .unwrap();
         std::fs::write(dir.path().join("chat_template.jinja"), "{{ messages }}").unwrap();
         std::fs::write(dir.path().join("model.safetensors"), b"weights").unwrap();
         let view = loadable_dir(dir.path()).unwrap();
@@ -162,14 +214,25 @@ mod tests {
         let read = |f: &str| std::fs::read_to_string(view.path().join(f)).unwrap();
         assert_eq!(read("model.safetensors"), "weights");
         let tc: Value = serde_json::from_str(&read("tokenizer_config.json")).unwrap();
-        assert_eq!(tc, json!({"bos_token": "<s>", "chat_template": "{{ messages }}"}));
+        assert_eq!(
+            tc,
+            json!({"bos_token": "<s>", "chat_template": "{{ messages }}"})
+        );
         let cfg: Value = serde_json::from_str(&read("config.json")).unwrap();
         assert_eq!(cfg["rope_theta"], json!(5.0));
         // The originals are untouched.
-        assert!(std::fs::read_to_string(dir.path().join("config.json")).unwrap().contains("rope_parameters"));
+        assert!(
+            std::fs::read_to_string(dir.path().join("config.json"))
+                .unwrap()
+                .contains("rope_parameters")
+        );
 
         std::fs::write(dir.path().join("config.json"), r#"{"rope_theta":5.0}"#).unwrap();
-        std::fs::write(dir.path().join("tokenizer_config.json"), r#"{"chat_template":"t"}"#).unwrap();
+        std::fs::write(
+            dir.path().join("tokenizer_config.json"),
+            r#"{"chat_template":"t"}"#,
+        )
+        .unwrap();
         let same = loadable_dir(dir.path()).unwrap();
         assert!(!same.is_view());
         assert_eq!(same.path(), dir.path());

@@ -69,10 +69,19 @@ pub struct EngineProbe {
 }
 
 impl EngineProbe {
-    pub fn new(gauges: Arc<SequenceGauges>, stats: Arc<SequenceStats>, metrics: GenAiMetrics) -> Self {
+    pub fn new(
+        gauges: Arc<SequenceGauges>,
+        stats: Arc<SequenceStats>,
+        metrics: GenAiMetrics,
+    ) -> Self {
         gauges.queued.fetch_add(1, Ordering::Relaxed);
         metrics.sequences_queued.add(1, &[]);
-        Self { gauges, stats, metrics, started: AtomicBool::new(false) }
+        Self {
+            gauges,
+            stats,
+            metrics,
+            started: AtomicBool::new(false),
+        }
     }
 }
 
@@ -80,7 +89,9 @@ impl CustomLogitsProcessor for EngineProbe {
     fn apply(&self, logits: &Tensor, context: &[u32]) -> mistralrs::Result<Tensor> {
         if !self.started.swap(true, Ordering::Relaxed) {
             // Before the first token, the context is the prompt.
-            self.stats.prompt_tokens.store(context.len(), Ordering::Relaxed);
+            self.stats
+                .prompt_tokens
+                .store(context.len(), Ordering::Relaxed);
             self.gauges.queued.fetch_sub(1, Ordering::Relaxed);
             self.gauges.running.fetch_add(1, Ordering::Relaxed);
             self.metrics.sequences_queued.add(-1, &[]);

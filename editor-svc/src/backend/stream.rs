@@ -54,7 +54,12 @@ enum State {
 }
 
 impl TokenStream {
-    pub(crate) fn new(rx: Receiver<Response>, started: Instant, expected: Expected, telemetry: StreamTelemetry) -> Self {
+    pub(crate) fn new(
+        rx: Receiver<Response>,
+        started: Instant,
+        expected: Expected,
+        telemetry: StreamTelemetry,
+    ) -> Self {
         Self {
             rx,
             started,
@@ -103,7 +108,9 @@ impl TokenStream {
                 return Ok(generation);
             }
         }
-        Err(EditorError::Engine("the stream ended without a result".into()))
+        Err(EditorError::Engine(
+            "the stream ended without a result".into(),
+        ))
     }
 
     fn absorb(&mut self, response: Response) -> Result<(), EditorError> {
@@ -115,9 +122,14 @@ impl TokenStream {
             Response::Done(done) => {
                 // Not sent to streaming requests; handled in case a version does.
                 let choice = done.choices.into_iter().next();
-                let (text, reason) = choice.map(|c| (c.message.content.unwrap_or_default(), c.finish_reason)).unwrap_or_default();
+                let (text, reason) = choice
+                    .map(|c| (c.message.content.unwrap_or_default(), c.finish_reason))
+                    .unwrap_or_default();
                 self.on_text(text);
-                self.finish(reason, Some((done.usage.prompt_tokens, done.usage.completion_tokens)));
+                self.finish(
+                    reason,
+                    Some((done.usage.prompt_tokens, done.usage.completion_tokens)),
+                );
                 Ok(())
             }
             Response::ValidationError(e) => {
@@ -129,9 +141,16 @@ impl TokenStream {
                 };
                 Err(self.fail(error, "validation"))
             }
-            Response::InternalError(e) => Err(self.fail(EditorError::Engine(e.to_string()), "engine")),
-            Response::ModelError(message, _) => Err(self.fail(EditorError::Engine(message), "model")),
-            _ => Err(self.fail(EditorError::Engine("unexpected response kind from the engine".into()), "engine")),
+            Response::InternalError(e) => {
+                Err(self.fail(EditorError::Engine(e.to_string()), "engine"))
+            }
+            Response::ModelError(message, _) => {
+                Err(self.fail(EditorError::Engine(message), "model"))
+            }
+            _ => Err(self.fail(
+                EditorError::Engine("unexpected response kind from the engine".into()),
+                "engine",
+            )),
         }
     }
 
@@ -144,10 +163,17 @@ impl TokenStream {
         let stats = &self.expected.stats;
         let (prompt, sampled) = (stats.prompt_tokens(), stats.sampled_tokens());
         if sampled == 0 {
-            return Err(self.fail(EditorError::Engine("the engine closed the stream without generating".into()), "engine"));
+            return Err(self.fail(
+                EditorError::Engine("the engine closed the stream without generating".into()),
+                "engine",
+            ));
         }
         tracing::debug!(sampled, "the engine ended the stream without a final chunk");
-        let reason = if sampled >= self.expected.max_tokens { "length" } else { "stop" };
+        let reason = if sampled >= self.expected.max_tokens {
+            "length"
+        } else {
+            "stop"
+        };
         self.finish(reason.to_string(), Some((prompt, sampled)));
         Ok(())
     }
@@ -181,8 +207,14 @@ impl TokenStream {
         let generation = Generation {
             // The stream ends here: the text is moved out, not copied.
             text: std::mem::take(&mut self.text),
-            usage: Usage { input_tokens: saturate(input), output_tokens: saturate(output) },
-            timing: Timing { time_to_first_token: self.first_token.unwrap_or(total), total },
+            usage: Usage {
+                input_tokens: saturate(input),
+                output_tokens: saturate(output),
+            },
+            timing: Timing {
+                time_to_first_token: self.first_token.unwrap_or(total),
+                total,
+            },
             finish_reason,
         };
         let t = &self.telemetry;
@@ -197,7 +229,8 @@ impl TokenStream {
         self.state = State::Failed;
         self.permit = None;
         let t = &self.telemetry;
-        t.metrics.record_failure(&t.model, self.started.elapsed(), error_type);
+        t.metrics
+            .record_failure(&t.model, self.started.elapsed(), error_type);
         telemetry::record_error(&t.span, error_type);
         tracing::warn!(parent: &t.span, error = %error, "generation failed");
         error
@@ -210,7 +243,8 @@ impl Drop for TokenStream {
             // The caller went away (cancelled, deadline passed): the engine drops the sequence
             // at its next token, when it finds the receiver gone.
             let t = &self.telemetry;
-            t.metrics.record_failure(&t.model, self.started.elapsed(), "cancelled");
+            t.metrics
+                .record_failure(&t.model, self.started.elapsed(), "cancelled");
             telemetry::record_error(&t.span, "cancelled");
         }
     }

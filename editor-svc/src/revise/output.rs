@@ -32,7 +32,9 @@ pub fn parse_revision(output: &str, finish_reason: &str) -> Result<String, Edito
     })?;
     let summary = revision.summary.trim();
     if summary.is_empty() {
-        return Err(EditorError::BadOutput("the revised summary is empty".into()));
+        return Err(EditorError::BadOutput(
+            "the revised summary is empty".into(),
+        ));
     }
     Ok(summary.to_string())
 }
@@ -43,8 +45,13 @@ mod tests {
 
     #[test]
     fn parses_the_summary_and_reports_anything_else() {
-        assert_eq!(parse_revision(r#"{"summary":" Fixed text. "}"#, "stop").unwrap(), "Fixed text.");
-        let truncated = parse_revision(r#"{"summary":"Fixed te"#, "length").unwrap_err().to_string();
+        assert_eq!(
+            parse_revision(r#"{"summary":" Fixed text. "}"#, "stop").unwrap(),
+            "Fixed text."
+        );
+        let truncated = parse_revision(r#"{"summary":"Fixed te"#, "length")
+            .unwrap_err()
+            .to_string();
         assert!(truncated.contains("\"length\""), "{truncated}");
         assert!(parse_revision(r#"{"summary":"   "}"#, "stop").is_err());
         assert!(parse_revision("not json", "stop").is_err());

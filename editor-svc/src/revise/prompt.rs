@@ -16,11 +16,16 @@ Keep everything that is not flagged, keep the summary's style and length, and st
 Answer with JSON only: {\"summary\": \"<the revised summary>\"}.";
 
 /// Used when the request carries no instruction for a flagged category.
-const GENERIC_INSTRUCTION: &str = "Correct the flagged part so that it agrees with the conversation.";
+const GENERIC_INSTRUCTION: &str =
+    "Correct the flagged part so that it agrees with the conversation.";
 
 pub fn build_messages(input: &RevisionInput) -> Vec<ChatMessage> {
     let mut user = String::new();
-    let channel = if input.channel.is_empty() { "unknown" } else { input.channel.as_str() };
+    let channel = if input.channel.is_empty() {
+        "unknown"
+    } else {
+        input.channel.as_str()
+    };
     let _ = writeln!(user, "Conversation (channel: {channel}):");
     for (i, turn) in input.turns.iter().enumerate() {
         let _ = writeln!(user, "[{i}] {}: {}", turn.speaker.label(), turn.text.trim());
@@ -28,7 +33,13 @@ pub fn build_messages(input: &RevisionInput) -> Vec<ChatMessage> {
     let _ = writeln!(user, "\nCurrent summary:\n{}\n", input.summary.trim());
     let _ = writeln!(user, "Problems to fix:");
     for (n, finding) in input.findings.iter().enumerate() {
-        let _ = write!(user, "{}. {} ({} severity)", n + 1, finding.category_id, finding.severity);
+        let _ = write!(
+            user,
+            "{}. {} ({} severity)",
+            n + 1,
+            finding.category_id,
+            finding.severity
+        );
         match &finding.summary_excerpt {
             Some(excerpt) => {
                 let _ = write!(user, " in \"{excerpt}\"");
@@ -39,8 +50,13 @@ pub fn build_messages(input: &RevisionInput) -> Vec<ChatMessage> {
             let _ = write!(user, ": {}", finding.explanation.trim());
         }
         match &finding.evidence {
-            Evidence::NoneFound => user.push_str(" Evidence: nothing in the conversation supports it."),
-            Evidence::Turn { index, quote: Some(quote) } => {
+            Evidence::NoneFound => {
+                user.push_str(" Evidence: nothing in the conversation supports it.")
+            }
+            Evidence::Turn {
+                index,
+                quote: Some(quote),
+            } => {
                 let _ = write!(user, " Evidence: turn [{index}] says \"{quote}\".");
             }
             Evidence::Turn { index, quote: None } => {
@@ -48,11 +64,18 @@ pub fn build_messages(input: &RevisionInput) -> Vec<ChatMessage> {
             }
             Evidence::Unspecified => {}
         }
-        let instruction = input.instructions.get(&finding.category_id).map(String::as_str).unwrap_or(GENERIC_INSTRUCTION);
+        let instruction = input
+            .instructions
+            .get(&finding.category_id)
+            .map(String::as_str)
+            .unwrap_or(GENERIC_INSTRUCTION);
         let _ = writeln!(user, " How to fix: {}", instruction.trim());
     }
     user.push_str("\nWrite the revised summary as JSON.");
-    vec![ChatMessage::new(ChatRole::System, SYSTEM_PROMPT), ChatMessage::new(ChatRole::User, user)]
+    vec![
+        ChatMessage::new(ChatRole::System, SYSTEM_PROMPT),
+        ChatMessage::new(ChatRole::User, user),
+    ]
 }
 
 #[cfg(test)]
@@ -67,8 +90,14 @@ mod tests {
         let input = RevisionInput {
             channel: "chat".into(),
             turns: vec![
-                Turn { speaker: Speaker::Customer, text: "My order 123 never arrived.".into() },
-                Turn { speaker: Speaker::Agent, text: "I have issued a refund.".into() },
+                Turn {
+                    speaker: Speaker::Customer,
+                    text: "My order 123 never arrived.".into(),
+                },
+                Turn {
+                    speaker: Speaker::Agent,
+                    text: "I have issued a refund.".into(),
+                },
             ],
             summary: "Customer got a replacement for order 456.".into(),
             findings: vec![
@@ -83,20 +112,41 @@ mod tests {
                     category_id: "contradiction".into(),
                     severity: "medium",
                     summary_excerpt: Some("got a replacement".into()),
-                    evidence: Evidence::Turn { index: 1, quote: Some("issued a refund".into()) },
+                    evidence: Evidence::Turn {
+                        index: 1,
+                        quote: Some("issued a refund".into()),
+                    },
                     explanation: String::new(),
                 },
             ],
-            instructions: BTreeMap::from([("hallucinated_fact".to_string(), "Remove facts the conversation does not state.".to_string())]),
+            instructions: BTreeMap::from([(
+                "hallucinated_fact".to_string(),
+                "Remove facts the conversation does not state.".to_string(),
+            )]),
         };
         let messages = build_messages(&input);
         assert_eq!(messages[0].role, ChatRole::System);
         let user = &messages[1].content;
-        assert!(user.contains("[0] Customer: My order 123 never arrived."), "{user}");
-        assert!(user.contains("1. hallucinated_fact (high severity) in \"order 456\""), "{user}");
-        assert!(user.contains("nothing in the conversation supports it"), "{user}");
-        assert!(user.contains("Remove facts the conversation does not state."), "{user}");
+        assert!(
+            user.contains("[0] Customer: My order 123 never arrived."),
+            "{user}"
+        );
+        assert!(
+            user.contains("1. hallucinated_fact (high severity) in \"order 456\""),
+            "{user}"
+        );
+        assert!(
+            user.contains("nothing in the conversation supports it"),
+            "{user}"
+        );
+        assert!(
+            user.contains("Remove facts the conversation does not state."),
+            "{user}"
+        );
         assert!(user.contains("turn [1] says \"issued a refund\""), "{user}");
-        assert!(user.contains(GENERIC_INSTRUCTION), "a category without an instruction gets the generic one");
+        assert!(
+            user.contains(GENERIC_INSTRUCTION),
+            "a category without an instruction gets the generic one"
+        );
     }
 }

@@ -35,7 +35,13 @@ impl TestEditor {
 
 /// The test model's config: f32 on the CPU.
 pub fn config(dir: &std::path::Path) -> EditorConfig {
-    EditorConfig { dtype: ModelDType::F32, max_seqs: 8, max_in_flight: 8, default_max_tokens: 64, ..EditorConfig::new(dir) }
+    EditorConfig {
+        dtype: ModelDType::F32,
+        max_seqs: 8,
+        max_in_flight: 8,
+        default_max_tokens: 64,
+        ..EditorConfig::new(dir)
+    }
 }
 
 pub fn tiny_model(spec: &TinyLlamaSpec) -> tempfile::TempDir {
@@ -56,50 +62,86 @@ pub async fn start_with(spec: &TinyLlamaSpec, tweak: impl FnOnce(&mut EditorConf
     let service = load_editor(&config).await.expect("loading the tiny model");
     let server = serve(service.clone(), true).await;
     let channel = channel(&server);
-    TestEditor { dir, service, server, channel }
+    TestEditor {
+        dir,
+        service,
+        server,
+        channel,
+    }
 }
 
 pub async fn serve(service: EditorService, serving: bool) -> RunningServer {
     let args = ServerArgs::local();
     let routes = Routes::new(service.into_server(args.max_message_bytes));
-    serve_loopback(&args, EDITOR, serving, routes).await.expect("serve")
+    serve_loopback(&args, EDITOR, serving, routes)
+        .await
+        .expect("serve")
 }
 
 pub fn channel(server: &RunningServer) -> GrpcChannel {
-    connect_lazy(&format!("http://127.0.0.1:{}", server.local_addr().port()), &ClientOptions::default()).expect("channel")
+    connect_lazy(
+        &format!("http://127.0.0.1:{}", server.local_addr().port()),
+        &ClientOptions::default(),
+    )
+    .expect("channel")
 }
 
 pub fn user(text: &str) -> ChatMessage {
-    ChatMessage { role: "user".into(), content: text.into() }
+    ChatMessage {
+        role: "user".into(),
+        content: text.into(),
+    }
 }
 
 pub fn generate_request(text: &str, max_tokens: u32) -> GenerateRequest {
-    GenerateRequest { messages: vec![user(text)], params: Some(GenerationParams { max_tokens, ..Default::default() }), json_schema: String::new() }
+    GenerateRequest {
+        messages: vec![user(text)],
+        params: Some(GenerationParams {
+            max_tokens,
+            ..Default::default()
+        }),
+        json_schema: String::new(),
+    }
 }
 
 pub fn conversation() -> Conversation {
-    let turn = |role: Role, text: &str| Turn { role: role as i32, text: text.into() };
+    let turn = |role: Role, text: &str| Turn {
+        role: role as i32,
+        text: text.into(),
+    };
     Conversation {
         id: "c1".into(),
         channel: "chat".into(),
         turns: vec![
             turn(Role::Customer, "Hi, my order 1234 arrived damaged."),
-            turn(Role::Agent, "Sorry about that. I have issued a full refund for order 1234."),
+            turn(
+                Role::Agent,
+                "Sorry about that. I have issued a full refund for order 1234.",
+            ),
             turn(Role::Customer, "Thanks!"),
         ],
         metadata: Default::default(),
     }
 }
 
-pub const SUMMARY: &str = "The customer's order 5678 arrived late and the agent sent a replacement.";
+pub const SUMMARY: &str =
+    "The customer's order 5678 arrived late and the agent sent a replacement.";
 
 pub fn findings() -> Vec<Finding> {
     vec![
         Finding {
             category_id: "hallucinated_fact".into(),
             severity: Severity::High as i32,
-            summary_span: Some(TextSpan { start: 15, end: 25, text: String::new() }),
-            evidence: Some(Evidence { none_found: true, turn_index: None, span: None }),
+            summary_span: Some(TextSpan {
+                start: 15,
+                end: 25,
+                text: String::new(),
+            }),
+            evidence: Some(Evidence {
+                none_found: true,
+                turn_index: None,
+                span: None,
+            }),
             detector: "rules.grounding".into(),
             confidence: 0.9,
             explanation: "The order number is not in the conversation.".into(),
@@ -107,8 +149,20 @@ pub fn findings() -> Vec<Finding> {
         Finding {
             category_id: "contradiction".into(),
             severity: Severity::Medium as i32,
-            summary_span: Some(TextSpan { start: 53, end: 71, text: String::new() }),
-            evidence: Some(Evidence { none_found: false, turn_index: Some(1), span: Some(TextSpan { start: 25, end: 45, text: String::new() }) }),
+            summary_span: Some(TextSpan {
+                start: 53,
+                end: 71,
+                text: String::new(),
+            }),
+            evidence: Some(Evidence {
+                none_found: false,
+                turn_index: Some(1),
+                span: Some(TextSpan {
+                    start: 25,
+                    end: 45,
+                    text: String::new(),
+                }),
+            }),
             detector: "judge.fact_check".into(),
             confidence: 0.8,
             explanation: "The agent refunded, not replaced.".into(),
@@ -125,7 +179,10 @@ pub fn revise_request(findings: Vec<Finding>, max_tokens: u32) -> ReviseRequest 
             category_id: "hallucinated_fact".into(),
             instruction: "Remove or correct facts that the conversation does not state.".into(),
         }],
-        params: Some(GenerationParams { max_tokens, ..Default::default() }),
+        params: Some(GenerationParams {
+            max_tokens,
+            ..Default::default()
+        }),
     }
 }
 

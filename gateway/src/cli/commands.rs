@@ -7,10 +7,20 @@ use arf_proto::v1 as pb;
 
 use super::{GatewayClientArgs, RunConfigArgs, create_run, rows_from_jsonl};
 
-pub async fn run(gateway: &GatewayClientArgs, dataset: &Path, server_side: bool, follow: bool, config: &RunConfigArgs) -> anyhow::Result<()> {
+pub async fn run(
+    gateway: &GatewayClientArgs,
+    dataset: &Path,
+    server_side: bool,
+    follow: bool,
+    config: &RunConfigArgs,
+) -> anyhow::Result<()> {
     let mut client = gateway.connect()?;
     let config = config.to_config()?;
-    let mut spec = pb::RunSpec { display_name: dataset.display().to_string(), config: Some(config), ..Default::default() };
+    let mut spec = pb::RunSpec {
+        display_name: dataset.display().to_string(),
+        config: Some(config),
+        ..Default::default()
+    };
     let rows = if server_side {
         spec.dataset_path = dataset.display().to_string();
         Vec::new()
@@ -20,7 +30,10 @@ pub async fn run(gateway: &GatewayClientArgs, dataset: &Path, server_side: bool,
     let run = create_run(&mut client, spec, rows).await?;
     println!("{}", run.id);
     for bad in &run.bad_rows {
-        eprintln!("bad row at line {}: {}: {}", bad.line, bad.field, bad.message);
+        eprintln!(
+            "bad row at line {}: {}: {}",
+            bad.line, bad.field, bad.message
+        );
     }
     if follow {
         watch(gateway, &run.id, 0).await?;
@@ -30,15 +43,36 @@ pub async fn run(gateway: &GatewayClientArgs, dataset: &Path, server_side: bool,
 
 pub async fn watch(gateway: &GatewayClientArgs, run_id: &str, after: u64) -> anyhow::Result<()> {
     let mut client = gateway.connect()?;
-    let mut events = client.watch_run(pb::WatchRunRequest { run_id: run_id.into(), after_sequence: after }).await?.into_inner();
+    let mut events = client
+        .watch_run(pb::WatchRunRequest {
+            run_id: run_id.into(),
+            after_sequence: after,
+        })
+        .await?
+        .into_inner();
     while let Some(e) = events.message().await? {
         let what = match &e.kind {
-            Some(pb::run_event::Kind::State(s)) => format!("state {}", pb::RunState::try_from(*s).map_or("?", |s| s.as_str_name())),
+            Some(pb::run_event::Kind::State(s)) => format!(
+                "state {}",
+                pb::RunState::try_from(*s).map_or("?", |s| s.as_str_name())
+            ),
             Some(pb::run_event::Kind::Stage(s)) => {
-                format!("{} {}", pb::Stage::try_from(s.stage).map_or("?", |s| s.as_str_name()), if s.started { "started" } else { "finished" })
+                format!(
+                    "{} {}",
+                    pb::Stage::try_from(s.stage).map_or("?", |s| s.as_str_name()),
+                    if s.started { "started" } else { "finished" }
+                )
             }
-            Some(pb::run_event::Kind::Item(i)) => format!("{} {} {} ({} findings)", pb::Stage::try_from(i.stage).map_or("?", |s| s.as_str_name()), i.conversation_id, i.outcome, i.findings),
-            Some(pb::run_event::Kind::BadRow(b)) => format!("bad row at line {}: {}: {}", b.line, b.field, b.message),
+            Some(pb::run_event::Kind::Item(i)) => format!(
+                "{} {} {} ({} findings)",
+                pb::Stage::try_from(i.stage).map_or("?", |s| s.as_str_name()),
+                i.conversation_id,
+                i.outcome,
+                i.findings
+            ),
+            Some(pb::run_event::Kind::BadRow(b)) => {
+                format!("bad row at line {}: {}: {}", b.line, b.field, b.message)
+            }
             Some(pb::run_event::Kind::Training(j)) => format!("training {:?}", j.kind),
             Some(pb::run_event::Kind::Warning(w)) => format!("warning {w}"),
             None => "?".into(),
@@ -48,14 +82,25 @@ pub async fn watch(gateway: &GatewayClientArgs, run_id: &str, after: u64) -> any
     Ok(())
 }
 
-pub async fn export(gateway: &GatewayClientArgs, run_id: &str, format: &str, output: Option<&Path>) -> anyhow::Result<()> {
+pub async fn export(
+    gateway: &GatewayClientArgs,
+    run_id: &str,
+    format: &str,
+    output: Option<&Path>,
+) -> anyhow::Result<()> {
     let format = match format {
         "openai" => pb::ExportFormat::OpenaiChat,
         "plain" => pb::ExportFormat::Plain,
         other => anyhow::bail!("unknown format {other:?} (openai or plain)"),
     };
     let mut client = gateway.connect()?;
-    let mut chunks = client.export_dataset(pb::ExportDatasetRequest { run_id: run_id.into(), format: format as i32 }).await?.into_inner();
+    let mut chunks = client
+        .export_dataset(pb::ExportDatasetRequest {
+            run_id: run_id.into(),
+            format: format as i32,
+        })
+        .await?
+        .into_inner();
     let mut out: Box<dyn std::io::Write> = match output {
         Some(path) => Box::new(std::fs::File::create(path)?),
         None => Box::new(std::io::stdout().lock()),
@@ -67,9 +112,18 @@ pub async fn export(gateway: &GatewayClientArgs, run_id: &str, format: &str, out
     Ok(())
 }
 
-pub async fn report(gateway: &GatewayClientArgs, run_id: &str, output: &Path) -> anyhow::Result<()> {
+pub async fn report(
+    gateway: &GatewayClientArgs,
+    run_id: &str,
+    output: &Path,
+) -> anyhow::Result<()> {
     let mut client = gateway.connect()?;
-    let report = client.get_report(pb::GetReportRequest { run_id: run_id.into() }).await?.into_inner();
+    let report = client
+        .get_report(pb::GetReportRequest {
+            run_id: run_id.into(),
+        })
+        .await?
+        .into_inner();
     let dir = output.join(format!("arf-report-{run_id}"));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("report.md"), &report.markdown)?;

@@ -40,8 +40,15 @@ pub async fn demo(mut args: DemoArgs) -> anyhow::Result<()> {
     let real = args.model.is_some();
     if let Some(model) = &args.model {
         let path = super::models::resolve(model)?;
-        eprintln!("one real model as editor, judge and student base: {}", path.display());
-        let editor = if path.is_file() { super::models::dequantized_copy(&path, &args.data_dir)? } else { path.clone() };
+        eprintln!(
+            "one real model as editor, judge and student base: {}",
+            path.display()
+        );
+        let editor = if path.is_file() {
+            super::models::dequantized_copy(&path, &args.data_dir)?
+        } else {
+            path.clone()
+        };
         args.editor_model = Some(editor);
         args.student_base = Some(path);
     }
@@ -50,7 +57,11 @@ pub async fn demo(mut args: DemoArgs) -> anyhow::Result<()> {
             "\n  WARNING: no {} configured: using a tiny RANDOM-WEIGHT Llama written under {}.\n  \
              Every code path is real, but its revisions and summaries are meaningless.\n  \
              Point --editor-model and --student-base (or ARF_EDITOR_MODEL / ARF_STUDENT_BASE) at real models.\n",
-            if args.editor_model.is_none() { "editor model" } else { "student base" },
+            if args.editor_model.is_none() {
+                "editor model"
+            } else {
+                "student base"
+            },
             args.data_dir.display()
         );
     }
@@ -98,24 +109,58 @@ fn demo_config(train_steps: u32, real: bool) -> pb::RunConfig {
     }
 }
 
-async fn drive(suite: &Suite, rows: Vec<pb::DatasetRow>, source: &str, train_steps: u32, real: bool) -> anyhow::Result<()> {
-    let mut client = super::GatewayClientArgs { gateway: suite.gateway_endpoint(), token: None, tls_ca: None }.connect()?;
+async fn drive(
+    suite: &Suite,
+    rows: Vec<pb::DatasetRow>,
+    source: &str,
+    train_steps: u32,
+    real: bool,
+) -> anyhow::Result<()> {
+    let mut client = super::GatewayClientArgs {
+        gateway: suite.gateway_endpoint(),
+        token: None,
+        tls_ca: None,
+    }
+    .connect()?;
     let config = demo_config(train_steps, real);
-    let spec = pb::RunSpec { display_name: format!("demo over {source}"), config: Some(config.clone()), ..Default::default() };
+    let spec = pb::RunSpec {
+        display_name: format!("demo over {source}"),
+        config: Some(config.clone()),
+        ..Default::default()
+    };
     let run = create_run(&mut client, spec, rows).await?;
-    eprintln!("run {} created: {} rows", run.id, run.counts.as_ref().map_or(0, |c| c.rows));
+    eprintln!(
+        "run {} created: {} rows",
+        run.id,
+        run.counts.as_ref().map_or(0, |c| c.rows)
+    );
     let mut progress = RunProgress::new(run.counts.clone().unwrap_or_default(), &stages(&config));
-    let mut events = client.watch_run(pb::WatchRunRequest { run_id: run.id.clone(), after_sequence: 0 }).await?.into_inner();
+    let mut events = client
+        .watch_run(pb::WatchRunRequest {
+            run_id: run.id.clone(),
+            after_sequence: 0,
+        })
+        .await?
+        .into_inner();
     while let Some(event) = events.message().await? {
         progress.on_event(&event);
     }
-    let run = client.get_run(pb::GetRunRequest { run_id: run.id.clone() }).await?.into_inner();
+    let run = client
+        .get_run(pb::GetRunRequest {
+            run_id: run.id.clone(),
+        })
+        .await?
+        .into_inner();
     let c = run.counts.clone().unwrap_or_default();
     println!(
         "\nrun {}: {}{}\n  {} rows, {} flagged, {} revisions accepted, {} rejected, {} held out, {} evaluated",
         run.id,
         pb::RunState::try_from(run.state).map_or("?", |s| s.as_str_name()),
-        if run.error.is_empty() { String::new() } else { format!(" ({})", run.error) },
+        if run.error.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", run.error)
+        },
         c.rows,
         c.flagged,
         c.revisions_accepted,
@@ -123,10 +168,18 @@ async fn drive(suite: &Suite, rows: Vec<pb::DatasetRow>, source: &str, train_ste
         c.held_out,
         c.evaluated,
     );
-    let report = client.get_report(pb::GetReportRequest { run_id: run.id.clone() }).await?.into_inner();
+    let report = client
+        .get_report(pb::GetReportRequest {
+            run_id: run.id.clone(),
+        })
+        .await?
+        .into_inner();
     print_scores(&report.overall);
     println!("report: {}", report.path);
-    anyhow::ensure!(run.state == pb::RunState::Succeeded as i32, "the run did not succeed");
+    anyhow::ensure!(
+        run.state == pb::RunState::Succeeded as i32,
+        "the run did not succeed"
+    );
     Ok(())
 }
 
@@ -135,9 +188,19 @@ fn print_scores(cards: &[pb::ScoreCard]) {
     if cards.is_empty() {
         return;
     }
-    println!("\n  {:<12} {:>9} {:>8} {:>8} {:>8} {:>6}", "model", "summaries", "ROUGE-1", "ROUGE-2", "ROUGE-L", "judge");
+    println!(
+        "\n  {:<12} {:>9} {:>8} {:>8} {:>8} {:>6}",
+        "model", "summaries", "ROUGE-1", "ROUGE-2", "ROUGE-L", "judge"
+    );
     for c in cards {
-        let judge = if c.judge_mean > 0.0 { format!("{:.2}", c.judge_mean) } else { "n/a".into() };
-        println!("  {:<12} {:>9} {:>8.3} {:>8.3} {:>8.3} {:>6}", c.model, c.summaries, c.rouge1, c.rouge2, c.rouge_l, judge);
+        let judge = if c.judge_mean > 0.0 {
+            format!("{:.2}", c.judge_mean)
+        } else {
+            "n/a".into()
+        };
+        println!(
+            "  {:<12} {:>9} {:>8.3} {:>8.3} {:>8.3} {:>6}",
+            c.model, c.summaries, c.rouge1, c.rouge2, c.rouge_l, judge
+        );
     }
 }

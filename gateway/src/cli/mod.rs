@@ -23,7 +23,11 @@ pub use run_config::RunConfigArgs;
 pub const SAMPLE: &str = include_str!("../../data/sample_conversations.jsonl");
 
 #[derive(Parser, Debug)]
-#[command(name = "arf", version, about = "ARF: analyze, revise and fine-tune on teacher summaries")]
+#[command(
+    name = "arf",
+    version,
+    about = "ARF: analyze, revise and fine-tune on teacher summaries"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -94,8 +98,13 @@ pub struct GatewayClientArgs {
 
 impl GatewayClientArgs {
     pub fn connect(&self) -> anyhow::Result<PipelineClient<GrpcChannel>> {
-        let options = ClientOptions { auth_token: self.token.clone(), tls_ca: self.tls_ca.clone(), ..Default::default() };
-        Ok(PipelineClient::new(connect_lazy(&self.gateway, &options)?).max_decoding_message_size(64 * 1024 * 1024))
+        let options = ClientOptions {
+            auth_token: self.token.clone(),
+            tls_ca: self.tls_ca.clone(),
+            ..Default::default()
+        };
+        Ok(PipelineClient::new(connect_lazy(&self.gateway, &options)?)
+            .max_decoding_message_size(64 * 1024 * 1024))
     }
 }
 
@@ -116,9 +125,19 @@ pub fn rows_from_jsonl(text: &[u8], source: &str) -> anyhow::Result<Vec<pb::Data
 }
 
 /// Streams the spec, then the rows, as CreateRun wants them.
-pub async fn create_run(client: &mut PipelineClient<GrpcChannel>, spec: pb::RunSpec, rows: Vec<pb::DatasetRow>) -> anyhow::Result<pb::Run> {
+pub async fn create_run(
+    client: &mut PipelineClient<GrpcChannel>,
+    spec: pb::RunSpec,
+    rows: Vec<pb::DatasetRow>,
+) -> anyhow::Result<pb::Run> {
     use pb::create_run_request::Part;
-    let messages: Vec<pb::CreateRunRequest> =
-        std::iter::once(Part::Spec(spec)).chain(rows.into_iter().map(Part::Row)).map(|p| pb::CreateRunRequest { part: Some(p) }).collect();
-    Ok(client.create_run(futures::stream::iter(messages)).await.map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?.into_inner())
+    let messages: Vec<pb::CreateRunRequest> = std::iter::once(Part::Spec(spec))
+        .chain(rows.into_iter().map(Part::Row))
+        .map(|p| pb::CreateRunRequest { part: Some(p) })
+        .collect();
+    Ok(client
+        .create_run(futures::stream::iter(messages))
+        .await
+        .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
+        .into_inner())
 }

@@ -4,14 +4,19 @@
 use std::path::{Path, PathBuf};
 
 /// (name, file under `<cache>/<name>/`, what it is).
-const KNOWN: [(&str, &str, &str); 1] =
-    [("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct (Llama architecture), Q4_1 GGUF")];
+const KNOWN: [(&str, &str, &str); 1] = [(
+    "smollm2",
+    "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "SmolLM2-135M-Instruct (Llama architecture), Q4_1 GGUF",
+)];
 
 /// `$ARF_MODEL_CACHE`, or `~/.cache/arf/models` (the fetch script's default).
 pub fn cache_dir() -> PathBuf {
     match std::env::var_os("ARF_MODEL_CACHE") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/arf/models"),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/arf/models")
+        }
     }
 }
 
@@ -40,10 +45,17 @@ pub fn resolve(name_or_path: &str) -> anyhow::Result<PathBuf> {
 /// use: the same weights, which mistral.rs serves several times faster on a CPU (its Q4_1
 /// kernels take a prompt one row at a time). The trainer still trains from the GGUF file.
 pub fn dequantized_copy(gguf: &Path, data_dir: &Path) -> anyhow::Result<PathBuf> {
-    let stem = gguf.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let stem = gguf
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
     let dir = data_dir.join(format!("{stem}.f32"));
     if !dir.join("config.json").is_file() {
-        eprintln!("writing a dequantized f32 copy of {} to {} (once)", gguf.display(), dir.display());
+        eprintln!(
+            "writing a dequantized f32 copy of {} to {} (once)",
+            gguf.display(),
+            dir.display()
+        );
         let tmp = data_dir.join(format!("{stem}.f32.partial"));
         let _ = std::fs::remove_dir_all(&tmp);
         trainer_svc::model::gguf::write_dequantized(gguf, &tmp)?;
@@ -62,7 +74,12 @@ mod tests {
         unsafe { std::env::set_var("ARF_MODEL_CACHE", "/nonexistent/arf-models") };
         let err = resolve("smollm2").unwrap_err().to_string();
         assert!(err.contains("scripts/fetch-model.sh smollm2"), "{err}");
-        assert!(resolve("no-such-model").unwrap_err().to_string().contains("neither a known model"));
+        assert!(
+            resolve("no-such-model")
+                .unwrap_err()
+                .to_string()
+                .contains("neither a known model")
+        );
         let here = env!("CARGO_MANIFEST_DIR");
         assert_eq!(resolve(here).unwrap(), PathBuf::from(here));
     }

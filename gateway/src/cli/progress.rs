@@ -22,9 +22,10 @@ const STAGES: [(pb::Stage, &str); 5] = [
 impl RunProgress {
     pub fn new(totals: pb::RunCounts, stages: &[pb::Stage]) -> Self {
         let bars = MultiProgress::new();
-        let style = ProgressStyle::with_template("{prefix:>9} [{bar:40.cyan/blue}] {pos:>4}/{len:4} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+        let style =
+            ProgressStyle::with_template("{prefix:>9} [{bar:40.cyan/blue}] {pos:>4}/{len:4} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
         let mut map = HashMap::new();
         for (stage, name) in STAGES {
             if !stages.contains(&stage) {
@@ -35,7 +36,11 @@ impl RunProgress {
                 continue;
             }
             let (len, _) = crate::pipeline::stage_progress(&totals, stage);
-            let bar = bars.add(ProgressBar::new(u64::from(len)).with_style(style.clone()).with_prefix(name));
+            let bar = bars.add(
+                ProgressBar::new(u64::from(len))
+                    .with_style(style.clone())
+                    .with_prefix(name),
+            );
             map.insert(stage as i32, bar);
         }
         Self { bars, stages: map }
@@ -54,7 +59,9 @@ impl RunProgress {
                 }
             }
             Some(Kind::Training(job)) => {
-                let Some(bar) = self.stages.get(&(pb::Stage::Finetune as i32)) else { return };
+                let Some(bar) = self.stages.get(&(pb::Stage::Finetune as i32)) else {
+                    return;
+                };
                 match &job.kind {
                     Some(pb::job_event::Kind::Started(s)) => bar.set_length(s.total_steps),
                     Some(pb::job_event::Kind::Step(s)) => {
@@ -70,7 +77,10 @@ impl RunProgress {
                     bar.finish();
                 }
             }
-            Some(Kind::BadRow(row)) => self.println(&format!("bad row at line {}: {}: {}", row.line, row.field, row.message)),
+            Some(Kind::BadRow(row)) => self.println(&format!(
+                "bad row at line {}: {}: {}",
+                row.line, row.field, row.message
+            )),
             Some(Kind::Warning(w)) => self.println(&format!("warning: {w}")),
             _ => {}
         }

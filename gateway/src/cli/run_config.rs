@@ -76,10 +76,17 @@ pub enum Unimproved {
 
 impl RunConfigArgs {
     pub fn to_config(&self) -> anyhow::Result<pb::RunConfig> {
-        let lora = self.lora_rank.map(|rank| pb::LoraConfig { rank, ..Default::default() });
+        let lora = self.lora_rank.map(|rank| pb::LoraConfig {
+            rank,
+            ..Default::default()
+        });
         Ok(pb::RunConfig {
             stages: parse_stages(&self.stages)?,
-            analyzer: Some(pb::AnalyzeOptions { detectors: self.detectors.clone(), categories: vec![], model_judged: self.model_judged }),
+            analyzer: Some(pb::AnalyzeOptions {
+                detectors: self.detectors.clone(),
+                categories: vec![],
+                model_judged: self.model_judged,
+            }),
             revision_rounds: self.revision_rounds.unwrap_or(0),
             revision_max_tokens: self.revision_max_tokens.unwrap_or(0),
             acceptance: match self.acceptance {
@@ -122,7 +129,9 @@ fn parse_stages(names: &[String]) -> anyhow::Result<Vec<i32>> {
                 "revise" => pb::Stage::Revise,
                 "finetune" => pb::Stage::Finetune,
                 "evaluate" => pb::Stage::Evaluate,
-                other => anyhow::bail!("unknown stage {other:?} (generate, analyze, revise, finetune, evaluate)"),
+                other => anyhow::bail!(
+                    "unknown stage {other:?} (generate, analyze, revise, finetune, evaluate)"
+                ),
             } as i32)
         })
         .collect()
@@ -141,10 +150,27 @@ mod tests {
 
     #[test]
     fn flags_become_the_run_config() {
-        let cli = Cli::try_parse_from(["arf", "--stages", "analyze,revise", "--revision-rounds", "3", "--acceptance", "clean",
-            "--on-unimproved", "keep-original", "--lora-rank", "8", "--holdout", "0.3"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "arf",
+            "--stages",
+            "analyze,revise",
+            "--revision-rounds",
+            "3",
+            "--acceptance",
+            "clean",
+            "--on-unimproved",
+            "keep-original",
+            "--lora-rank",
+            "8",
+            "--holdout",
+            "0.3",
+        ])
+        .unwrap();
         let c = cli.config.to_config().unwrap();
-        assert_eq!(c.stages, [pb::Stage::Analyze as i32, pb::Stage::Revise as i32]);
+        assert_eq!(
+            c.stages,
+            [pb::Stage::Analyze as i32, pb::Stage::Revise as i32]
+        );
         assert_eq!(c.revision_rounds, 3);
         assert_eq!(c.acceptance(), pb::AcceptanceRule::Clean);
         assert_eq!(c.on_unimproved(), pb::UnimprovedPolicy::KeepOriginal);

@@ -13,35 +13,66 @@ use crate::store::ItemRecord;
 const BATCH: usize = 128;
 const CONCURRENCY: usize = 16;
 
-pub async fn run(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token: &CancellationToken) -> Result<(), RunError> {
-    p.drain_pending(token, CONCURRENCY, || p.store().pending_analysis(run_id, BATCH), |item| analyze_item(p, run_id, config, token, item))
-        .await
+pub async fn run(
+    p: &Pipeline,
+    run_id: &str,
+    config: &pb::RunConfig,
+    token: &CancellationToken,
+) -> Result<(), RunError> {
+    p.drain_pending(
+        token,
+        CONCURRENCY,
+        || p.store().pending_analysis(run_id, BATCH),
+        |item| analyze_item(p, run_id, config, token, item),
+    )
+    .await
 }
 
-async fn analyze_item(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token: &CancellationToken, item: ItemRecord) -> Result<(), RunError> {
+async fn analyze_item(
+    p: &Pipeline,
+    run_id: &str,
+    config: &pb::RunConfig,
+    token: &CancellationToken,
+    item: ItemRecord,
+) -> Result<(), RunError> {
     p.check(token)?;
     let id = item.conversation.id.clone();
     // A summary the Generate stage wrote has begun the item's trace already.
-    let span = item_trace::resume("arf.item.analyze", run_id, &id, item.trace_parent.as_deref());
+    let span = item_trace::resume(
+        "arf.item.analyze",
+        run_id,
+        &id,
+        item.trace_parent.as_deref(),
+    );
     let request = pb::AnalyzeRequest {
         request_id: id.clone(),
         conversation: Some(conversation_to_wire(&item.conversation)),
         summary: item.teacher_summary.clone(),
         options: config.analyzer.clone(),
     };
-    let answer = p.clients.analyzer.clone().analyze(request).instrument(span.clone()).await;
+    let answer = p
+        .clients
+        .analyzer
+        .clone()
+        .analyze(request)
+        .instrument(span.clone())
+        .await;
     let analysis = match answer {
         Ok(r) => r.into_inner(),
         // The analyzer refuses this item (too long, ...): record why; it will not be trained on.
         Err(s) if s.code() == tonic::Code::InvalidArgument => pb::AnalyzeResponse {
             request_id: id.clone(),
             conversation_id: id.clone(),
-            detector_failures: vec![pb::DetectorFailure { detector: "analyzer".into(), message: s.message().to_string() }],
+            detector_failures: vec![pb::DetectorFailure {
+                detector: "analyzer".into(),
+                message: s.message().to_string(),
+            }],
             ..Default::default()
         },
         Err(s) => return Err(s.into()),
     };
-    p.store().save_analysis(run_id, &id, &analysis, &item_trace::traceparent(&span))?;
+    p.store()
+        .save_analysis(run_id, &id, &analysis, &item_trace::traceparent(&span))?;
     let outcome = if !analysis.detector_failures.is_empty() {
         "failed"
     } else if analysis.findings.is_empty() {
@@ -51,7 +82,12 @@ async fn analyze_item(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token:
     };
     p.emit(
         run_id,
-        Kind::Item(pb::ItemProgress { conversation_id: id, stage: pb::Stage::Analyze as i32, outcome: outcome.into(), findings: analysis.findings.len() as u32 }),
+        Kind::Item(pb::ItemProgress {
+            conversation_id: id,
+            stage: pb::Stage::Analyze as i32,
+            outcome: outcome.into(),
+            findings: analysis.findings.len() as u32,
+        }),
     )?;
     Ok(())
 }

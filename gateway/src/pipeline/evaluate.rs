@@ -30,43 +30,86 @@ struct Summarizers {
     base: Option<EditorClient<GrpcChannel>>,
 }
 
-pub async fn run(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token: &CancellationToken) -> Result<(), RunError> {
+pub async fn run(
+    p: &Pipeline,
+    run_id: &str,
+    config: &pb::RunConfig,
+    token: &CancellationToken,
+) -> Result<(), RunError> {
     let evaluation = config.evaluation.clone().unwrap_or_default();
     if p.store().pending_evaluation(run_id, 1)?.is_empty() {
         return Ok(()); // nothing held out, or all done
     }
-    let run = p.store().run(run_id)?.ok_or_else(|| anyhow::anyhow!("run {run_id} vanished"))?;
+    let run = p
+        .store()
+        .run(run_id)?
+        .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished"))?;
     let student = if !evaluation.student_endpoint.is_empty() {
         evaluation.student_endpoint.clone()
     } else {
-        serve(p, run.model_dir(Student::Refined), "the fine-tuning stage left no merged student model to evaluate").await?
+        serve(
+            p,
+            run.model_dir(Student::Refined),
+            "the fine-tuning stage left no merged student model to evaluate",
+        )
+        .await?
     };
     let (unrevised, base) = if config.compare_unrevised {
-        let unrevised = serve(p, run.model_dir(Student::Unrevised), "no merged unrevised student to compare against").await?;
-        let base = serve(p, &finetune::student_base(p, config)?, "no student base model").await?;
+        let unrevised = serve(
+            p,
+            run.model_dir(Student::Unrevised),
+            "no merged unrevised student to compare against",
+        )
+        .await?;
+        let base = serve(
+            p,
+            &finetune::student_base(p, config)?,
+            "no student base model",
+        )
+        .await?;
         (Some(unrevised), Some(base))
     } else {
         (None, None)
     };
     let client = |endpoint: &str| -> anyhow::Result<EditorClient<GrpcChannel>> {
-        Ok(EditorClient::new(connect_lazy(endpoint, &ClientOptions::default())?))
+        Ok(EditorClient::new(connect_lazy(
+            endpoint,
+            &ClientOptions::default(),
+        )?))
     };
     let summarizers = Summarizers {
         student: client(&student)?,
         unrevised: unrevised.as_deref().map(client).transpose()?,
         base: base.as_deref().map(client).transpose()?,
     };
-    let scorer = RougeScorer::new(["rouge1", "rouge2", "rougeL"], true).map_err(|e| anyhow::anyhow!("{e}"))?;
-    p.drain_pending(token, CONCURRENCY, || p.store().pending_evaluation(run_id, BATCH), |item| {
-        evaluate_item(p, run_id, config, &evaluation, &summarizers, &scorer, token, item)
-    })
+    let scorer = RougeScorer::new(["rouge1", "rouge2", "rougeL"], true)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    p.drain_pending(
+        token,
+        CONCURRENCY,
+        || p.store().pending_evaluation(run_id, BATCH),
+        |item| {
+            evaluate_item(
+                p,
+                run_id,
+                config,
+                &evaluation,
+                &summarizers,
+                &scorer,
+                token,
+                item,
+            )
+        },
+    )
     .await
 }
 
 /// An Editor endpoint serving the model at `path` (a merged student directory or a base
 /// model), through the gateway's student host.
 async fn serve(p: &Pipeline, path: &str, missing: &str) -> Result<String, RunError> {
-    let host = p.student_host.as_ref().ok_or_else(|| anyhow::anyhow!("no student endpoint configured and no way to serve one here"))?;
+    let host = p.student_host.as_ref().ok_or_else(|| {
+        anyhow::anyhow!("no student endpoint configured and no way to serve one here")
+    })?;
     if path.is_empty() {
         return Err(anyhow::anyhow!("{missing}").into());
     }
@@ -86,8 +129,20 @@ async fn evaluate_item(
 ) -> Result<(), RunError> {
     p.check(token)?;
     let id = item.conversation.id.clone();
-    let span = item_trace::resume("arf.item.evaluate", run_id, &id, item.trace_parent.as_deref());
-    let scoring = Scoring { p, config, judge: evaluation.judge, scorer, item: &item, span: &span };
+    let span = item_trace::resume(
+        "arf.item.evaluate",
+        run_id,
+        &id,
+        item.trace_parent.as_deref(),
+    );
+    let scoring = Scoring {
+        p,
+        config,
+        judge: evaluation.judge,
+        scorer,
+        item: &item,
+        span: &span,
+    };
     let ask = |model: &EditorClient<GrpcChannel>| summarize(model.clone(), &scoring);
 
     let student = ask(&summarizers.student).await?;
@@ -108,9 +163,23 @@ async fn evaluate_item(
         ..Default::default()
     };
     let findings = student.categories.len() as u32;
-    let result = Evaluation { channel: item.conversation.channel.clone(), teacher, student, unrevised, base };
+    let result = Evaluation {
+        channel: item.conversation.channel.clone(),
+        teacher,
+        student,
+        unrevised,
+        base,
+    };
     p.store().save_evaluation(run_id, &id, &result)?;
-    p.emit(run_id, Kind::Item(pb::ItemProgress { conversation_id: id, stage: pb::Stage::Evaluate as i32, outcome: "evaluated".into(), findings }))?;
+    p.emit(
+        run_id,
+        Kind::Item(pb::ItemProgress {
+            conversation_id: id,
+            stage: pb::Stage::Evaluate as i32,
+            outcome: "evaluated".into(),
+            findings,
+        }),
+    )?;
     Ok(())
 }
 
@@ -125,9 +194,16 @@ struct Scoring<'a> {
 }
 
 /// One model's summary of the item, scored.
-async fn summarize(mut model: EditorClient<GrpcChannel>, s: &Scoring<'_>) -> Result<ScoredSummary, RunError> {
+async fn summarize(
+    mut model: EditorClient<GrpcChannel>,
+    s: &Scoring<'_>,
+) -> Result<ScoredSummary, RunError> {
     let request = summarize_request(&s.item.conversation, s.config);
-    let generated = model.generate(request).instrument(s.span.clone()).await?.into_inner();
+    let generated = model
+        .generate(request)
+        .instrument(s.span.clone())
+        .await?
+        .into_inner();
     let summary = generated.text.trim().to_string();
     let analysis = s.analyze(&summary).await?;
     Ok(ScoredSummary {
@@ -152,7 +228,15 @@ impl Scoring<'_> {
             summary: summary.to_string(),
             options: self.config.analyzer.clone(),
         };
-        match self.p.clients.analyzer.clone().analyze(check).instrument(self.span.clone()).await {
+        match self
+            .p
+            .clients
+            .analyzer
+            .clone()
+            .analyze(check)
+            .instrument(self.span.clone())
+            .await
+        {
             Ok(r) => Ok(Some(r.into_inner())),
             Err(s) if s.code() == tonic::Code::InvalidArgument => Ok(None),
             Err(s) => Err(s.into()),
@@ -165,16 +249,28 @@ impl Scoring<'_> {
         }
         let scores = self.scorer.score_multi(&self.item.references, summary)?;
         let f = |t: RougeType| scores.get(t).map_or(0.0, |s| s.fmeasure);
-        Some(Rouge { rouge1: f(RougeType::N(1)), rouge2: f(RougeType::N(2)), rouge_l: f(RougeType::L) })
+        Some(Rouge {
+            rouge1: f(RougeType::N(1)),
+            rouge2: f(RougeType::N(2)),
+            rouge_l: f(RougeType::L),
+        })
     }
 
     async fn judge(&self, summary: &str) -> Option<u8> {
-        if self.judge { judge(self.p, self.item, summary).instrument(self.span.clone()).await } else { None }
+        if self.judge {
+            judge(self.p, self.item, summary)
+                .instrument(self.span.clone())
+                .await
+        } else {
+            None
+        }
     }
 }
 
 fn categories(analysis: Option<&pb::AnalyzeResponse>) -> Vec<String> {
-    let mut c: Vec<String> = analysis.map(|a| a.findings.iter().map(|f| f.category_id.clone()).collect()).unwrap_or_default();
+    let mut c: Vec<String> = analysis
+        .map(|a| a.findings.iter().map(|f| f.category_id.clone()).collect())
+        .unwrap_or_default();
     c.sort();
     c.dedup();
     c
@@ -200,13 +296,27 @@ async fn judge(p: &Pipeline, item: &ItemRecord, summary: &str) -> Option<u8> {
     );
     let request = pb::GenerateRequest {
         messages: vec![
-            pb::ChatMessage { role: "system".into(), content: "You are a strict judge of customer-service summaries.".into() },
-            pb::ChatMessage { role: "user".into(), content: prompt },
+            pb::ChatMessage {
+                role: "system".into(),
+                content: "You are a strict judge of customer-service summaries.".into(),
+            },
+            pb::ChatMessage {
+                role: "user".into(),
+                content: prompt,
+            },
         ],
-        params: Some(pb::GenerationParams { max_tokens: 16, temperature: Some(0.0), top_p: None, stop: vec![] }),
+        params: Some(pb::GenerationParams {
+            max_tokens: 16,
+            temperature: Some(0.0),
+            top_p: None,
+            stop: vec![],
+        }),
         json_schema: schema.to_string(),
     };
     let answer = p.clients.editors.generate(&request).await.ok()?;
-    let rating = serde_json::from_str::<Value>(answer.text.trim()).ok()?.get("rating")?.as_u64()?;
+    let rating = serde_json::from_str::<Value>(answer.text.trim())
+        .ok()?
+        .get("rating")?
+        .as_u64()?;
     (1..=5).contains(&rating).then_some(rating as u8)
 }

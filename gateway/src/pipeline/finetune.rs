@@ -13,7 +13,12 @@ use super::{Pipeline, RunError};
 use crate::store::Student;
 use crate::store::items::Unimproved;
 
-pub async fn run(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token: &CancellationToken) -> Result<(), RunError> {
+pub async fn run(
+    p: &Pipeline,
+    run_id: &str,
+    config: &pb::RunConfig,
+    token: &CancellationToken,
+) -> Result<(), RunError> {
     train(p, run_id, config, Student::Refined, token).await?;
     if config.compare_unrevised {
         train(p, run_id, config, Student::Unrevised, token).await?;
@@ -32,15 +37,34 @@ pub fn student_base(p: &Pipeline, config: &pb::RunConfig) -> anyhow::Result<Stri
 }
 
 /// The pairs a student of this kind learns from.
-fn pairs(p: &Pipeline, run_id: &str, config: &pb::RunConfig, student: Student) -> anyhow::Result<Vec<(Conversation, String)>> {
+fn pairs(
+    p: &Pipeline,
+    run_id: &str,
+    config: &pb::RunConfig,
+    student: Student,
+) -> anyhow::Result<Vec<(Conversation, String)>> {
     Ok(match student {
-        Student::Refined => p.store().training_pairs(run_id, Unimproved::of(config))?.into_iter().map(|(c, s, _)| (c, s)).collect(),
+        Student::Refined => p
+            .store()
+            .training_pairs(run_id, Unimproved::of(config))?
+            .into_iter()
+            .map(|(c, s, _)| (c, s))
+            .collect(),
         Student::Unrevised => p.store().unrevised_pairs(run_id)?,
     })
 }
 
-async fn train(p: &Pipeline, run_id: &str, config: &pb::RunConfig, student: Student, token: &CancellationToken) -> Result<(), RunError> {
-    let run = p.store().run(run_id)?.ok_or_else(|| anyhow::anyhow!("run {run_id} vanished"))?;
+async fn train(
+    p: &Pipeline,
+    run_id: &str,
+    config: &pb::RunConfig,
+    student: Student,
+    token: &CancellationToken,
+) -> Result<(), RunError> {
+    let run = p
+        .store()
+        .run(run_id)?
+        .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished"))?;
     if !run.model_dir(student).is_empty() {
         return Ok(()); // trained before a restart
     }
@@ -48,19 +72,35 @@ async fn train(p: &Pipeline, run_id: &str, config: &pb::RunConfig, student: Stud
     let job_id = if run.job_id(student).is_empty() {
         let pairs = pairs(p, run_id, config, student)?;
         if pairs.is_empty() {
-            return Err(anyhow::anyhow!("no training examples for the {} student: every summary was excluded", student.model().card_name()).into());
+            return Err(anyhow::anyhow!(
+                "no training examples for the {} student: every summary was excluded",
+                student.model().card_name()
+            )
+            .into());
         }
         let examples = pairs
             .into_iter()
-            .map(|(conversation, summary)| pb::TrainingExample { conversation: Some(conversation_to_wire(&conversation)), summary })
+            .map(|(conversation, summary)| pb::TrainingExample {
+                conversation: Some(conversation_to_wire(&conversation)),
+                summary,
+            })
             .collect();
         let request = pb::CreateJobRequest {
             base_model_dir: student_base(p, config)?,
-            data: Some(pb::create_job_request::Data::Inline(pb::InlineExamples { examples })),
+            data: Some(pb::create_job_request::Data::Inline(pb::InlineExamples {
+                examples,
+            })),
             hyperparameters: config.training.clone(),
             display_name: format!("{run_id} {} student", student.model().card_name()),
             export_merged: true,
-            labels: [("arf.run_id".to_string(), run_id.to_string()), ("arf.student".to_string(), student.model().card_name().to_string())].into(),
+            labels: [
+                ("arf.run_id".to_string(), run_id.to_string()),
+                (
+                    "arf.student".to_string(),
+                    student.model().card_name().to_string(),
+                ),
+            ]
+            .into(),
         };
         let job = trainer.create_job(request).await?.into_inner();
         p.store().set_training_job(run_id, student, &job.id)?;
@@ -70,7 +110,13 @@ async fn train(p: &Pipeline, run_id: &str, config: &pb::RunConfig, student: Stud
     };
 
     let after = p.store().training_event_seq(run_id, student)?;
-    let mut events = trainer.watch_job(pb::WatchJobRequest { job_id: job_id.clone(), after_sequence: after }).await?.into_inner();
+    let mut events = trainer
+        .watch_job(pb::WatchJobRequest {
+            job_id: job_id.clone(),
+            after_sequence: after,
+        })
+        .await?
+        .into_inner();
     loop {
         let event = tokio::select! {
             e = events.message() => e?,
@@ -80,7 +126,10 @@ async fn train(p: &Pipeline, run_id: &str, config: &pb::RunConfig, student: Stud
             }
         };
         let Some(event) = event else {
-            return Err(anyhow::anyhow!("the trainer ended job {job_id}'s event stream before the job ended").into());
+            return Err(anyhow::anyhow!(
+                "the trainer ended job {job_id}'s event stream before the job ended"
+            )
+            .into());
         };
         let seq = event.sequence;
         let ended = match &event.kind {

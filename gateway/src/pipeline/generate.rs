@@ -17,12 +17,28 @@ use crate::store::{ItemRecord, TeacherUsage};
 const BATCH: usize = 32;
 const CONCURRENCY: usize = 4;
 
-pub async fn run(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token: &CancellationToken) -> Result<(), RunError> {
-    p.drain_pending(token, CONCURRENCY, || p.store().pending_generation(run_id, BATCH), |item| generate_item(p, run_id, config, token, item))
-        .await
+pub async fn run(
+    p: &Pipeline,
+    run_id: &str,
+    config: &pb::RunConfig,
+    token: &CancellationToken,
+) -> Result<(), RunError> {
+    p.drain_pending(
+        token,
+        CONCURRENCY,
+        || p.store().pending_generation(run_id, BATCH),
+        |item| generate_item(p, run_id, config, token, item),
+    )
+    .await
 }
 
-async fn generate_item(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token: &CancellationToken, item: ItemRecord) -> Result<(), RunError> {
+async fn generate_item(
+    p: &Pipeline,
+    run_id: &str,
+    config: &pb::RunConfig,
+    token: &CancellationToken,
+    item: ItemRecord,
+) -> Result<(), RunError> {
     p.check(token)?;
     let id = item.conversation.id.clone();
     // The item's trace starts here; Analyze and the later stages continue it.
@@ -33,14 +49,30 @@ async fn generate_item(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token
     let answer = teacher.generate(&request).instrument(span.clone()).await?;
     let summary = answer.text.trim();
     if summary.is_empty() {
-        return Err(anyhow::anyhow!("the teacher wrote an empty summary of conversation {id:?}").into());
+        return Err(
+            anyhow::anyhow!("the teacher wrote an empty summary of conversation {id:?}").into(),
+        );
     }
     let usage = TeacherUsage {
         input_tokens: answer.usage.as_ref().map_or(0, |u| u.input_tokens),
         output_tokens: answer.usage.as_ref().map_or(0, |u| u.output_tokens),
         millis: started.elapsed().as_millis() as u64,
     };
-    p.store().save_generated_summary(run_id, &id, summary, &usage, &item_trace::traceparent(&span))?;
-    p.emit(run_id, Kind::Item(pb::ItemProgress { conversation_id: id, stage: pb::Stage::Generate as i32, outcome: "generated".into(), findings: 0 }))?;
+    p.store().save_generated_summary(
+        run_id,
+        &id,
+        summary,
+        &usage,
+        &item_trace::traceparent(&span),
+    )?;
+    p.emit(
+        run_id,
+        Kind::Item(pb::ItemProgress {
+            conversation_id: id,
+            stage: pb::Stage::Generate as i32,
+            outcome: "generated".into(),
+            findings: 0,
+        }),
+    )?;
     Ok(())
 }

@@ -42,7 +42,10 @@ pub enum IngestError {
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> IngestError {
-    IngestError::InvalidSpec { field: field.into(), message: message.into() }
+    IngestError::InvalidSpec {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 /// Checks what can be checked before any row is read.
@@ -51,14 +54,20 @@ fn validate(spec: &pb::RunSpec) -> Result<(), IngestError> {
     if let Some(c) = c {
         for (i, s) in c.stages.iter().enumerate() {
             if !matches!(pb::Stage::try_from(*s), Ok(st) if st != pb::Stage::Unspecified) {
-                return Err(invalid(&format!("spec.config.stages[{i}]"), "unknown stage"));
+                return Err(invalid(
+                    &format!("spec.config.stages[{i}]"),
+                    "unknown stage",
+                ));
             }
         }
         if c.revision_rounds > 10 {
             return Err(invalid("spec.config.revision_rounds", "at most 10"));
         }
         if pb::AcceptanceRule::try_from(c.acceptance).is_err() {
-            return Err(invalid("spec.config.acceptance", format!("unknown acceptance rule {}", c.acceptance)));
+            return Err(invalid(
+                "spec.config.acceptance",
+                format!("unknown acceptance rule {}", c.acceptance),
+            ));
         }
         if c.revision_max_tokens > 32_768 {
             return Err(invalid("spec.config.revision_max_tokens", "at most 32768"));
@@ -66,11 +75,17 @@ fn validate(spec: &pb::RunSpec) -> Result<(), IngestError> {
         if let Some(e) = &c.evaluation
             && !(0.0..1.0).contains(&e.holdout_fraction)
         {
-            return Err(invalid("spec.config.evaluation.holdout_fraction", "must be in [0, 1)"));
+            return Err(invalid(
+                "spec.config.evaluation.holdout_fraction",
+                "must be in [0, 1)",
+            ));
         }
     }
     if !spec.dataset_path.is_empty() && !std::path::Path::new(&spec.dataset_path).is_file() {
-        return Err(invalid("spec.dataset_path", format!("no file at {} on the gateway", spec.dataset_path)));
+        return Err(invalid(
+            "spec.dataset_path",
+            format!("no file at {} on the gateway", spec.dataset_path),
+        ));
     }
     Ok(())
 }
@@ -88,7 +103,11 @@ fn split(seed: u64, id: &str, fraction: f32) -> Split {
     h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^= h >> 31;
     let unit = (h >> 11) as f64 / (1u64 << 53) as f64;
-    if unit < f64::from(fraction) { Split::Holdout } else { Split::Train }
+    if unit < f64::from(fraction) {
+        Split::Holdout
+    } else {
+        Split::Train
+    }
 }
 
 const SUMMARY_REQUIRED: &str = "a teacher summary is required when the run has no Generate stage";
@@ -101,9 +120,16 @@ fn new_run_id() -> String {
 /// A row from the wire as a record, or what is wrong with it. Without a Generate stage, every
 /// row must bring its teacher summary.
 fn from_wire(row: pb::DatasetRow, line: u32, generates: bool) -> Result<Record, pb::BadRow> {
-    let bad = |field: String, message: String| pb::BadRow { line, field, message };
+    let bad = |field: String, message: String| pb::BadRow {
+        line,
+        field,
+        message,
+    };
     let conversation = conversation_from_wire(row.conversation, "conversation").map_err(|s| {
-        let (field, message) = field_violations(&s).into_iter().next().unwrap_or_else(|| ("conversation".into(), s.message().into()));
+        let (field, message) = field_violations(&s)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| ("conversation".into(), s.message().into()));
         bad(field, message)
     })?;
     let summary = match row.teacher_summary.trim() {
@@ -111,23 +137,45 @@ fn from_wire(row: pb::DatasetRow, line: u32, generates: bool) -> Result<Record, 
         "" => return Err(bad("teacher_summary".into(), SUMMARY_REQUIRED.into())),
         _ => Some(row.teacher_summary),
     };
-    let record = Record { conversation, summary, references: row.references, labels: vec![], injections: vec![] };
-    record.validate().map_err(|(field, message)| bad(field, message))?;
+    let record = Record {
+        conversation,
+        summary,
+        references: row.references,
+        labels: vec![],
+        injections: vec![],
+    };
+    record
+        .validate()
+        .map_err(|(field, message)| bad(field, message))?;
     Ok(record)
 }
 
 impl Pipeline {
     /// Records the run, stores its rows, and starts it. Returns the run id.
-    pub async fn create_run(self: &Arc<Self>, spec: pb::RunSpec, rows: RowSource) -> Result<String, IngestError> {
+    pub async fn create_run(
+        self: &Arc<Self>,
+        spec: pb::RunSpec,
+        rows: RowSource,
+    ) -> Result<String, IngestError> {
         validate(&spec)?;
         let config = spec.config.clone().unwrap_or_default();
         let evaluation = config.evaluation.clone().unwrap_or_default();
         let evaluates = stages(&config).contains(&pb::Stage::Evaluate);
-        let fraction = if !evaluates { 0.0 } else if evaluation.holdout_fraction > 0.0 { evaluation.holdout_fraction } else { DEFAULT_HOLDOUT };
+        let fraction = if !evaluates {
+            0.0
+        } else if evaluation.holdout_fraction > 0.0 {
+            evaluation.holdout_fraction
+        } else {
+            DEFAULT_HOLDOUT
+        };
         let fail_fast = spec.on_bad_row == pb::BadRowPolicy::Fail as i32;
 
         let run_id = new_run_id();
-        let name = if spec.display_name.is_empty() { run_id.clone() } else { spec.display_name.clone() };
+        let name = if spec.display_name.is_empty() {
+            run_id.clone()
+        } else {
+            spec.display_name.clone()
+        };
         self.store().create_run(&run_id, &name, &config)?;
         self.emit(&run_id, Kind::State(pb::RunState::Queued as i32))?;
 
@@ -141,7 +189,9 @@ impl Pipeline {
             match next {
                 Some(Ok((line, record, forced))) => batch.push(NewItem {
                     line,
-                    split: forced.unwrap_or_else(|| split(evaluation.seed, &record.conversation.id, fraction)),
+                    split: forced.unwrap_or_else(|| {
+                        split(evaluation.seed, &record.conversation.id, fraction)
+                    }),
                     teacher_summary: record.summary.unwrap_or_default(),
                     references: record.references,
                     conversation: record.conversation,
@@ -150,7 +200,11 @@ impl Pipeline {
                     self.bad_row(&run_id, &row, fail_fast)?;
                 }
                 Some(Err(RowError::Transport(status))) => {
-                    self.set_state(&run_id, pb::RunState::Failed, &format!("the client's row stream broke: {}", status.message()))?;
+                    self.set_state(
+                        &run_id,
+                        pb::RunState::Failed,
+                        &format!("the client's row stream broke: {}", status.message()),
+                    )?;
                     return Err(IngestError::Transport(status));
                 }
                 None => {}
@@ -161,7 +215,14 @@ impl Pipeline {
                     if new {
                         good += 1;
                     } else {
-                        let row = pb::BadRow { line: item.line, field: "conversation.id".into(), message: format!("duplicate conversation id {:?}", item.conversation.id) };
+                        let row = pb::BadRow {
+                            line: item.line,
+                            field: "conversation.id".into(),
+                            message: format!(
+                                "duplicate conversation id {:?}",
+                                item.conversation.id
+                            ),
+                        };
                         self.bad_row(&run_id, &row, fail_fast)?;
                     }
                 }
@@ -171,7 +232,11 @@ impl Pipeline {
             }
         }
         if good == 0 {
-            self.set_state(&run_id, pb::RunState::Failed, "the dataset has no valid rows")?;
+            self.set_state(
+                &run_id,
+                pb::RunState::Failed,
+                "the dataset has no valid rows",
+            )?;
             return Err(invalid("rows", "the dataset has no valid rows"));
         }
         self.start(&run_id);
@@ -185,14 +250,21 @@ impl Pipeline {
         if fatal {
             let message = format!("line {}: {}: {}", row.line, row.field, row.message);
             self.set_state(run_id, pb::RunState::Failed, &message)?;
-            return Err(IngestError::BadRow { run_id: run_id.to_string(), row: row.clone() });
+            return Err(IngestError::BadRow {
+                run_id: run_id.to_string(),
+                row: row.clone(),
+            });
         }
         Ok(())
     }
 
     /// Both sources as one stream of (line, record) or bad rows.
     /// Each record comes with the split its row asked for, if any.
-    fn records(&self, rows: RowSource, generates: bool) -> Pin<Box<dyn Stream<Item = Result<(u32, Record, Option<Split>), RowError>> + Send>> {
+    fn records(
+        &self,
+        rows: RowSource,
+        generates: bool,
+    ) -> Pin<Box<dyn Stream<Item = Result<(u32, Record, Option<Split>), RowError>> + Send>> {
         match rows {
             RowSource::Stream(stream) => Box::pin(stream.enumerate().map(move |(i, row)| {
                 let row = row.map_err(RowError::Transport)?;
@@ -202,7 +274,9 @@ impl Pipeline {
                     pb::RowSplit::Train => Some(Split::Train),
                     pb::RowSplit::Holdout => Some(Split::Holdout),
                 };
-                from_wire(row, line, generates).map(|r| (line, r, forced)).map_err(RowError::Bad)
+                from_wire(row, line, generates)
+                    .map(|r| (line, r, forced))
+                    .map_err(RowError::Bad)
             })),
             RowSource::File(path) => {
                 // The file is read on a blocking thread and handed over through a small channel.
@@ -211,19 +285,29 @@ impl Pipeline {
                     let reader = match read_jsonl_file(&path, OnBadRow::Skip) {
                         Ok(r) => r,
                         Err(e) => {
-                            let _ = tx.blocking_send(Err(RowError::Bad(pb::BadRow { line: 0, field: String::new(), message: e.to_string() })));
+                            let _ = tx.blocking_send(Err(RowError::Bad(pb::BadRow {
+                                line: 0,
+                                field: String::new(),
+                                message: e.to_string(),
+                            })));
                             return;
                         }
                     };
                     for item in reader {
                         let item = match item {
-                            Ok((line, record)) if record.summary.is_none() && !generates => Err(RowError::Bad(pb::BadRow {
-                                line: line as u32,
-                                field: "summary".into(),
-                                message: SUMMARY_REQUIRED.into(),
-                            })),
+                            Ok((line, record)) if record.summary.is_none() && !generates => {
+                                Err(RowError::Bad(pb::BadRow {
+                                    line: line as u32,
+                                    field: "summary".into(),
+                                    message: SUMMARY_REQUIRED.into(),
+                                }))
+                            }
                             Ok((line, record)) => Ok((line as u32, record, None)),
-                            Err(bad) => Err(RowError::Bad(pb::BadRow { line: bad.line as u32, field: bad.field, message: bad.message })),
+                            Err(bad) => Err(RowError::Bad(pb::BadRow {
+                                line: bad.line as u32,
+                                field: bad.field,
+                                message: bad.message,
+                            })),
                         };
                         if tx.blocking_send(item).is_err() {
                             return;
@@ -248,13 +332,22 @@ mod tests {
     #[test]
     fn the_split_is_seeded_and_close_to_the_fraction() {
         let ids: Vec<String> = (0..2000).map(|i| format!("conv-{i}")).collect();
-        let held = |seed| ids.iter().filter(|id| split(seed, id, 0.2) == Split::Holdout).count();
+        let held = |seed| {
+            ids.iter()
+                .filter(|id| split(seed, id, 0.2) == Split::Holdout)
+                .count()
+        };
         assert_eq!(held(7), held(7));
         assert!((300..500).contains(&held(7)), "{}", held(7));
         assert_ne!(
             ids.iter().map(|id| split(1, id, 0.2)).collect::<Vec<_>>(),
             ids.iter().map(|id| split(2, id, 0.2)).collect::<Vec<_>>()
         );
-        assert_eq!(ids.iter().filter(|id| split(7, id, 0.0) == Split::Holdout).count(), 0);
+        assert_eq!(
+            ids.iter()
+                .filter(|id| split(7, id, 0.0) == Split::Holdout)
+                .count(),
+            0
+        );
     }
 }

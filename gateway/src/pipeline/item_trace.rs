@@ -16,7 +16,12 @@ pub fn start(name: &'static str, run_id: &str, conversation_id: &str) -> Span {
 }
 
 /// A span continuing the item's stored trace (a new trace if none was stored).
-pub fn resume(name: &'static str, run_id: &str, conversation_id: &str, trace_parent: Option<&str>) -> Span {
+pub fn resume(
+    name: &'static str,
+    run_id: &str,
+    conversation_id: &str,
+    trace_parent: Option<&str>,
+) -> Span {
     let span = start(name, run_id, conversation_id);
     if let Some(tp) = trace_parent {
         let carrier: HashMap<String, String> = [("traceparent".to_string(), tp.to_string())].into();
@@ -29,6 +34,8 @@ pub fn resume(name: &'static str, run_id: &str, conversation_id: &str, trace_par
 /// The span's traceparent, to store with the item.
 pub fn traceparent(span: &Span) -> String {
     let mut carrier: HashMap<String, String> = HashMap::new();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&span.context(), &mut carrier));
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&span.context(), &mut carrier)
+    });
     carrier.remove("traceparent").unwrap_or_default()
 }

@@ -128,15 +128,25 @@ impl Pipeline {
         Ok(event)
     }
 
-    pub(crate) fn set_state(&self, run_id: &str, state: pb::RunState, error: &str) -> anyhow::Result<()> {
+    pub(crate) fn set_state(
+        &self,
+        run_id: &str,
+        state: pb::RunState,
+        error: &str,
+    ) -> anyhow::Result<()> {
         self.store.set_run_state(run_id, state, error)?;
-        self.emit(run_id, Kind::State(state as i32))?;
+        self.events.send_modify(|n| *n += 1);
         Ok(())
     }
 
     /// Asks a running run to stop at its next item. Returns false if it is not running here.
     pub fn cancel(&self, run_id: &str) -> bool {
-        match self.running.lock().unwrap_or_else(|p| p.into_inner()).get(run_id) {
+        match self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(run_id)
+        {
             Some(token) => {
                 token.cancel();
                 true
@@ -148,7 +158,10 @@ impl Pipeline {
     /// Drives a run to its end on a task of its own.
     pub fn start(self: &Arc<Self>, run_id: &str) {
         let token = self.shutdown.child_token();
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(run_id.to_string(), token.clone());
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(run_id.to_string(), token.clone());
         let this = self.clone();
         let run_id = run_id.to_string();
         tokio::spawn(async move {
@@ -156,7 +169,9 @@ impl Pipeline {
             let outcome = tracing::Instrument::instrument(this.drive(&run_id, &token), span).await;
             let recorded = match outcome {
                 Ok(()) => this.set_state(&run_id, pb::RunState::Succeeded, ""),
-                Err(RunError::Cancelled) => this.set_state(&run_id, pb::RunState::Cancelled, "cancelled by request"),
+                Err(RunError::Cancelled) => {
+                    this.set_state(&run_id, pb::RunState::Cancelled, "cancelled by request")
+                }
                 // Left RUNNING on purpose: the next gateway process resumes it.
                 Err(RunError::ShuttingDown) => Ok(()),
                 Err(RunError::Failed(e)) => {
@@ -167,19 +182,32 @@ impl Pipeline {
             if let Err(e) = recorded {
                 tracing::error!(run_id = %run_id, error = %e, "cannot record the end of the run");
             }
-            this.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&run_id);
+            this.running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&run_id);
         });
     }
 
     async fn drive(&self, run_id: &str, token: &CancellationToken) -> Result<(), RunError> {
-        let run = self.store.run(run_id)?.ok_or_else(|| anyhow::anyhow!("run {run_id} is not in the store"))?;
+        let run = self
+            .store
+            .run(run_id)?
+            .ok_or_else(|| anyhow::anyhow!("run {run_id} is not in the store"))?;
         if run.state == pb::RunState::Queued {
             self.set_state(run_id, pb::RunState::Running, "")?;
         }
         for stage in stages(&run.config) {
             self.check(token)?;
             self.store.set_stage(run_id, stage)?;
-            self.emit(run_id, Kind::Stage(pb::StageChanged { stage: stage as i32, started: true, progress: None }))?;
+            self.emit(
+                run_id,
+                Kind::Stage(pb::StageChanged {
+                    stage: stage as i32,
+                    started: true,
+                    progress: None,
+                }),
+            )?;
             match stage {
                 pb::Stage::Generate => generate::run(self, run_id, &run.config, token).await?,
                 pb::Stage::Analyze => analyze::run(self, run_id, &run.config, token).await?,
@@ -188,7 +216,14 @@ impl Pipeline {
                 pb::Stage::Evaluate => evaluate::run(self, run_id, &run.config, token).await?,
                 pb::Stage::Unspecified => {}
             }
-            self.emit(run_id, Kind::Stage(pb::StageChanged { stage: stage as i32, started: false, progress: None }))?;
+            self.emit(
+                run_id,
+                Kind::Stage(pb::StageChanged {
+                    stage: stage as i32,
+                    started: false,
+                    progress: None,
+                }),
+            )?;
         }
         Ok(())
     }
@@ -214,7 +249,8 @@ impl Pipeline {
             if batch.is_empty() {
                 return Ok(());
             }
-            let items = futures::stream::iter(batch.into_iter().map(Ok)).try_for_each_concurrent(concurrency, &work);
+            let items = futures::stream::iter(batch.into_iter().map(Ok))
+                .try_for_each_concurrent(concurrency, &work);
             // A cancelled run (or a shutdown) drops the calls in flight at once: their items
             // saved nothing, so a resumed run does them again, and none is done twice.
             tokio::select! {
@@ -237,11 +273,19 @@ impl Pipeline {
 
 /// The configured stages in pipeline order (all of them when none is named).
 pub fn stages(config: &pb::RunConfig) -> Vec<pb::Stage> {
-    let all = [pb::Stage::Generate, pb::Stage::Analyze, pb::Stage::Revise, pb::Stage::Finetune, pb::Stage::Evaluate];
+    let all = [
+        pb::Stage::Generate,
+        pb::Stage::Analyze,
+        pb::Stage::Revise,
+        pb::Stage::Finetune,
+        pb::Stage::Evaluate,
+    ];
     if config.stages.is_empty() {
         return all.to_vec();
     }
-    all.into_iter().filter(|s| config.stages.contains(&(*s as i32))).collect()
+    all.into_iter()
+        .filter(|s| config.stages.contains(&(*s as i32)))
+        .collect()
 }
 
 /// (total, done) of a stage's items, from the run's counts: for the API and the progress bars.
@@ -250,7 +294,10 @@ pub fn stage_progress(counts: &pb::RunCounts, stage: pb::Stage) -> (u32, u32) {
     match stage {
         pb::Stage::Generate => (counts.without_summary, counts.generated),
         pb::Stage::Analyze => (counts.rows, counts.analyzed),
-        pb::Stage::Revise => (counts.rows - counts.held_out, counts.revisions_accepted + counts.revisions_rejected),
+        pb::Stage::Revise => (
+            counts.rows - counts.held_out,
+            counts.revisions_accepted + counts.revisions_rejected,
+        ),
         pb::Stage::Evaluate => (counts.held_out, counts.evaluated),
         pb::Stage::Finetune | pb::Stage::Unspecified => (0, 0),
     }
@@ -258,16 +305,37 @@ pub fn stage_progress(counts: &pb::RunCounts, stage: pb::Stage) -> (u32, u32) {
 
 /// The one way a model is asked to summarize a conversation: the teacher in Generate, the
 /// students and the base model in Evaluate, exactly as the student was trained (greedy).
-pub(crate) fn summarize_request(conversation: &arf_common::dataset::Conversation, config: &pb::RunConfig) -> pb::GenerateRequest {
+pub(crate) fn summarize_request(
+    conversation: &arf_common::dataset::Conversation,
+    config: &pb::RunConfig,
+) -> pb::GenerateRequest {
     use arf_common::dataset::{SUMMARIZE_SYSTEM_PROMPT, summarize_user_prompt};
-    let max = config.evaluation.as_ref().map_or(0, |e| e.max_summary_tokens);
-    let max_tokens = if max == 0 { DEFAULT_SUMMARY_TOKENS } else { max };
+    let max = config
+        .evaluation
+        .as_ref()
+        .map_or(0, |e| e.max_summary_tokens);
+    let max_tokens = if max == 0 {
+        DEFAULT_SUMMARY_TOKENS
+    } else {
+        max
+    };
     pb::GenerateRequest {
         messages: vec![
-            pb::ChatMessage { role: "system".into(), content: SUMMARIZE_SYSTEM_PROMPT.into() },
-            pb::ChatMessage { role: "user".into(), content: summarize_user_prompt(conversation) },
+            pb::ChatMessage {
+                role: "system".into(),
+                content: SUMMARIZE_SYSTEM_PROMPT.into(),
+            },
+            pb::ChatMessage {
+                role: "user".into(),
+                content: summarize_user_prompt(conversation),
+            },
         ],
-        params: Some(pb::GenerationParams { max_tokens, temperature: Some(0.0), top_p: None, stop: vec![] }),
+        params: Some(pb::GenerationParams {
+            max_tokens,
+            temperature: Some(0.0),
+            top_p: None,
+            stop: vec![],
+        }),
         json_schema: String::new(),
     }
 }

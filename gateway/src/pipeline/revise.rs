@@ -28,18 +28,46 @@ const RETRY_TEMPERATURE: f32 = 0.7;
 /// Errors that say the editor could not be reached, not that this item is at fault.
 fn is_transport(status: &tonic::Status) -> bool {
     use tonic::Code::*;
-    matches!(status.code(), Unavailable | ResourceExhausted | Cancelled | Unauthenticated | PermissionDenied | Unimplemented | Unknown)
+    matches!(
+        status.code(),
+        Unavailable
+            | ResourceExhausted
+            | Cancelled
+            | Unauthenticated
+            | PermissionDenied
+            | Unimplemented
+            | Unknown
+    )
 }
 
-pub async fn run(p: &Pipeline, run_id: &str, config: &pb::RunConfig, token: &CancellationToken) -> Result<(), RunError> {
-    let taxonomy = p.clients.analyzer.clone().get_taxonomy(pb::GetTaxonomyRequest {}).await?.into_inner();
-    let instructions: Arc<HashMap<String, String>> =
-        Arc::new(taxonomy.categories.into_iter().map(|c| (c.id, c.revision_instruction)).collect());
+pub async fn run(
+    p: &Pipeline,
+    run_id: &str,
+    config: &pb::RunConfig,
+    token: &CancellationToken,
+) -> Result<(), RunError> {
+    let taxonomy = p
+        .clients
+        .analyzer
+        .clone()
+        .get_taxonomy(pb::GetTaxonomyRequest {})
+        .await?
+        .into_inner();
+    let instructions: Arc<HashMap<String, String>> = Arc::new(
+        taxonomy
+            .categories
+            .into_iter()
+            .map(|c| (c.id, c.revision_instruction))
+            .collect(),
+    );
     // Enough calls in flight to keep every replica busy, and no more (the replicas shed the rest).
     let concurrency = (p.clients.editors.replica_count() * 4).max(2);
-    p.drain_pending(token, concurrency, || p.store().pending_revision(run_id, BATCH), |item| {
-        revise_item(p, run_id, config, &instructions, token, item)
-    })
+    p.drain_pending(
+        token,
+        concurrency,
+        || p.store().pending_revision(run_id, BATCH),
+        |item| revise_item(p, run_id, config, &instructions, token, item),
+    )
     .await
 }
 
@@ -54,10 +82,23 @@ async fn revise_item(
     p.check(token)?;
     let id = item.conversation.id.clone();
     let analysis = item.analysis.clone().unwrap_or_default();
-    let done = |outcome: &str, summary: Option<&str>, rounds: u32, revised: Option<&pb::AnalyzeResponse>| -> Result<(), RunError> {
-        p.store().save_revision(run_id, &id, outcome, summary, rounds, revised)?;
+    let done = |outcome: &str,
+                summary: Option<&str>,
+                rounds: u32,
+                revised: Option<&pb::AnalyzeResponse>|
+     -> Result<(), RunError> {
+        p.store()
+            .save_revision(run_id, &id, outcome, summary, rounds, revised)?;
         let findings = revised.map_or(analysis.findings.len(), |r| r.findings.len()) as u32;
-        p.emit(run_id, Kind::Item(pb::ItemProgress { conversation_id: id.clone(), stage: pb::Stage::Revise as i32, outcome: outcome.into(), findings }))?;
+        p.emit(
+            run_id,
+            Kind::Item(pb::ItemProgress {
+                conversation_id: id.clone(),
+                stage: pb::Stage::Revise as i32,
+                outcome: outcome.into(),
+                findings,
+            }),
+        )?;
         Ok(())
     };
     if !analysis.detector_failures.is_empty() {
@@ -69,8 +110,17 @@ async fn revise_item(
 
     let span = item_trace::resume("arf.item.revise", run_id, &id, item.trace_parent.as_deref());
     let conversation = conversation_to_wire(&item.conversation);
-    let rounds = if config.revision_rounds == 0 { DEFAULT_ROUNDS } else { config.revision_rounds };
-    let findings: Vec<pb::Finding> = analysis.findings.iter().take(MAX_FINDINGS).cloned().collect();
+    let rounds = if config.revision_rounds == 0 {
+        DEFAULT_ROUNDS
+    } else {
+        config.revision_rounds
+    };
+    let findings: Vec<pb::Finding> = analysis
+        .findings
+        .iter()
+        .take(MAX_FINDINGS)
+        .cloned()
+        .collect();
     for round in 1..=rounds {
         p.check(token)?;
         let sampling = (round > 1).then_some((RETRY_TEMPERATURE, 0.95));
@@ -87,7 +137,12 @@ async fn revise_item(
             findings: findings.clone(),
             params: Some(params),
         };
-        let revised = p.clients.editors.revise(&request).instrument(span.clone()).await;
+        let revised = p
+            .clients
+            .editors
+            .revise(&request)
+            .instrument(span.clone())
+            .await;
         let revised = match revised {
             Ok(r) => r,
             // Refused or unusable for this item (too long for the context, output that does not
@@ -105,34 +160,56 @@ async fn revise_item(
             summary: revised.revised_summary.clone(),
             options: config.analyzer.clone(),
         };
-        let recheck = match p.clients.analyzer.clone().analyze(check).instrument(span.clone()).await {
+        let recheck = match p
+            .clients
+            .analyzer
+            .clone()
+            .analyze(check)
+            .instrument(span.clone())
+            .await
+        {
             Ok(r) => r.into_inner(),
             // An empty or oversized revision is simply not better.
             Err(s) if s.code() == tonic::Code::InvalidArgument => continue,
             Err(s) => return Err(s.into()),
         };
         if is_better(config.acceptance(), &analysis, &recheck) {
-            return done("accepted", Some(&revised.revised_summary), round, Some(&recheck));
+            return done(
+                "accepted",
+                Some(&revised.revised_summary),
+                round,
+                Some(&recheck),
+            );
         }
     }
     done("rejected", None, rounds, None)
 }
 
 /// Whether a revision beats the teacher's summary under the run's acceptance rule.
-fn is_better(rule: pb::AcceptanceRule, teacher: &pb::AnalyzeResponse, revised: &pb::AnalyzeResponse) -> bool {
+fn is_better(
+    rule: pb::AcceptanceRule,
+    teacher: &pb::AnalyzeResponse,
+    revised: &pb::AnalyzeResponse,
+) -> bool {
     use pb::AcceptanceRule::*;
     if !revised.detector_failures.is_empty() {
         return false; // not fully checked: no evidence that it is better
     }
     match rule {
         Unspecified | LowerWeightedScore => revised.error_score < teacher.error_score,
-        FewerFindings => revised.findings.len() < teacher.findings.len() && revised.error_score <= teacher.error_score,
+        FewerFindings => {
+            revised.findings.len() < teacher.findings.len()
+                && revised.error_score <= teacher.error_score
+        }
         Clean => revised.findings.is_empty(),
     }
 }
 
 /// The taxonomy's instruction for each category flagged, once each.
-fn instructions_for(findings: &[pb::Finding], taxonomy: &HashMap<String, String>) -> Vec<pb::RevisionInstruction> {
+fn instructions_for(
+    findings: &[pb::Finding],
+    taxonomy: &HashMap<String, String>,
+) -> Vec<pb::RevisionInstruction> {
     let mut seen: Vec<&str> = Vec::new();
     findings
         .iter()
@@ -141,7 +218,12 @@ fn instructions_for(findings: &[pb::Finding], taxonomy: &HashMap<String, String>
                 return None;
             }
             seen.push(&f.category_id);
-            taxonomy.get(&f.category_id).map(|i| pb::RevisionInstruction { category_id: f.category_id.clone(), instruction: i.clone() })
+            taxonomy
+                .get(&f.category_id)
+                .map(|i| pb::RevisionInstruction {
+                    category_id: f.category_id.clone(),
+                    instruction: i.clone(),
+                })
         })
         .collect()
 }
@@ -152,7 +234,11 @@ mod tests {
     use pb::AcceptanceRule::*;
 
     fn analysis(findings: usize, score: f64) -> pb::AnalyzeResponse {
-        pb::AnalyzeResponse { findings: vec![pb::Finding::default(); findings], error_score: score, ..Default::default() }
+        pb::AnalyzeResponse {
+            findings: vec![pb::Finding::default(); findings],
+            error_score: score,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -169,7 +255,13 @@ mod tests {
         assert!(is_better(FewerFindings, &teacher, &analysis(1, 2.0)));
         assert!(!is_better(Clean, &teacher, &lighter));
         assert!(is_better(Clean, &teacher, &clean));
-        let unchecked = pb::AnalyzeResponse { detector_failures: vec![Default::default()], ..clean };
-        assert!(!is_better(Clean, &teacher, &unchecked), "a revision not fully checked is never accepted");
+        let unchecked = pb::AnalyzeResponse {
+            detector_failures: vec![Default::default()],
+            ..clean
+        };
+        assert!(
+            !is_better(Clean, &teacher, &unchecked),
+            "a revision not fully checked is never accepted"
+        );
     }
 }

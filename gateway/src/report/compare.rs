@@ -15,30 +15,77 @@ use crate::store::{ItemRecord, RunRecord, Split, Store};
 const SAMPLES: usize = 8;
 
 fn title_of(card: &pb::ScoreCard) -> &'static str {
-    Model::ALL.into_iter().find(|m| m.card_name() == card.model).map_or("?", Model::title)
+    Model::ALL
+        .into_iter()
+        .find(|m| m.card_name() == card.model)
+        .map_or("?", Model::title)
 }
 
 fn judge_cell(c: &pb::ScoreCard) -> String {
-    if c.judge_mean > 0.0 { format!("{:.2}", c.judge_mean) } else { "n/a".into() }
+    if c.judge_mean > 0.0 {
+        format!("{:.2}", c.judge_mean)
+    } else {
+        "n/a".into()
+    }
 }
 
-pub fn comparison(md: &mut String, files: &mut Vec<ReportFile>, overall: &[pb::ScoreCard], per_channel: &[pb::ChannelScores]) {
-    let labels: Vec<String> =
-        overall.iter().flat_map(|c| c.error_rates.keys().cloned()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+pub fn comparison(
+    md: &mut String,
+    files: &mut Vec<ReportFile>,
+    overall: &[pb::ScoreCard],
+    per_channel: &[pb::ChannelScores],
+) {
+    let labels: Vec<String> = overall
+        .iter()
+        .flat_map(|c| c.error_rates.keys().cloned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let series: Vec<&str> = overall.iter().map(title_of).collect();
-    let values: Vec<Vec<f64>> =
-        overall.iter().map(|c| labels.iter().map(|l| c.error_rates.get(l).copied().unwrap_or(0.0)).collect()).collect();
+    let values: Vec<Vec<f64>> = overall
+        .iter()
+        .map(|c| {
+            labels
+                .iter()
+                .map(|l| c.error_rates.get(l).copied().unwrap_or(0.0))
+                .collect()
+        })
+        .collect();
     files.push(ReportFile {
         name: "student_vs_teacher.svg".into(),
-        content: svg::grouped_bars("Held-out summaries with each error, per model", &labels, &series, &values, true),
+        content: svg::grouped_bars(
+            "Held-out summaries with each error, per model",
+            &labels,
+            &series,
+            &values,
+            true,
+        ),
     });
     let n = overall.first().map_or(0, |c| c.summaries);
-    let _ = writeln!(md, "## The models on {n} held-out conversations\n\n![errors per model](student_vs_teacher.svg)\n");
-    let _ = writeln!(md, "ROUGE F-measures against the human references; error rates are shares of summaries the analyzer flags.\n");
-    let _ = writeln!(md, "| model | ROUGE-1 | ROUGE-2 | ROUGE-L | worst error category | judge (1-5) |\n| --- | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(
+        md,
+        "## The models on {n} held-out conversations\n\n![errors per model](student_vs_teacher.svg)\n"
+    );
+    let _ = writeln!(
+        md,
+        "ROUGE F-measures against the human references; error rates are shares of summaries the analyzer flags.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| model | ROUGE-1 | ROUGE-2 | ROUGE-L | worst error category | judge (1-5) |\n| --- | ---: | ---: | ---: | ---: | ---: |"
+    );
     for c in overall {
         let worst = c.error_rates.values().copied().fold(0.0_f64, f64::max);
-        let _ = writeln!(md, "| {} | {:.3} | {:.3} | {:.3} | {:.0}% | {} |", title_of(c), c.rouge1, c.rouge2, c.rouge_l, worst * 100.0, judge_cell(c));
+        let _ = writeln!(
+            md,
+            "| {} | {:.3} | {:.3} | {:.3} | {:.0}% | {} |",
+            title_of(c),
+            c.rouge1,
+            c.rouge2,
+            c.rouge_l,
+            worst * 100.0,
+            judge_cell(c)
+        );
     }
     if !labels.is_empty() {
         let _ = write!(md, "\n| error category |");
@@ -49,12 +96,19 @@ pub fn comparison(md: &mut String, files: &mut Vec<ReportFile>, overall: &[pb::S
         for l in &labels {
             let _ = write!(md, "| {l} |");
             for c in overall {
-                let _ = write!(md, " {:.1}% |", c.error_rates.get(l).copied().unwrap_or(0.0) * 100.0);
+                let _ = write!(
+                    md,
+                    " {:.1}% |",
+                    c.error_rates.get(l).copied().unwrap_or(0.0) * 100.0
+                );
             }
             md.push('\n');
         }
     }
-    let _ = writeln!(md, "\n### Per channel\n\n| channel | model | summaries | ROUGE-1 | ROUGE-2 | ROUGE-L | judge |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(
+        md,
+        "\n### Per channel\n\n| channel | model | summaries | ROUGE-1 | ROUGE-2 | ROUGE-L | judge |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |"
+    );
     for ch in per_channel {
         for c in &ch.scores {
             let _ = writeln!(
@@ -76,16 +130,33 @@ pub fn comparison(md: &mut String, files: &mut Vec<ReportFile>, overall: &[pb::S
 /// A few held-out conversations in full, each model's summary under it, so a person can judge
 /// what the numbers mean.
 pub fn summaries(md: &mut String, items: &[ItemRecord]) {
-    let evaluated: Vec<&ItemRecord> = items.iter().filter(|i| i.split == Split::Holdout && i.evaluation.is_some()).take(SAMPLES).collect();
+    let evaluated: Vec<&ItemRecord> = items
+        .iter()
+        .filter(|i| i.split == Split::Holdout && i.evaluation.is_some())
+        .take(SAMPLES)
+        .collect();
     if evaluated.is_empty() {
         return;
     }
-    let _ = writeln!(md, "## Read them yourself\n\nThe first {} held-out conversations, with every model's summary.\n", evaluated.len());
+    let _ = writeln!(
+        md,
+        "## Read them yourself\n\nThe first {} held-out conversations, with every model's summary.\n",
+        evaluated.len()
+    );
     for item in evaluated {
         let Some(e) = &item.evaluation else { continue };
-        let _ = writeln!(md, "### `{}` ({})\n", item.conversation.id, item.conversation.channel);
+        let _ = writeln!(
+            md,
+            "### `{}` ({})\n",
+            item.conversation.id, item.conversation.channel
+        );
         for turn in &item.conversation.turns {
-            let _ = writeln!(md, "> **{}**: {}  ", turn.role.as_str(), one_line(&turn.text));
+            let _ = writeln!(
+                md,
+                "> **{}**: {}  ",
+                turn.role.as_str(),
+                one_line(&turn.text)
+            );
         }
         md.push('\n');
         if let Some(reference) = item.references.first() {
@@ -93,10 +164,21 @@ pub fn summaries(md: &mut String, items: &[ItemRecord]) {
         }
         for model in Model::ALL {
             let Some(side) = e.get(model) else { continue };
-            let errors = if side.categories.is_empty() { "no error found".to_string() } else { side.categories.join(", ") };
-            let rouge = side.rouge.map_or(String::new(), |r| format!(", ROUGE-L {:.2}", r.rouge_l));
+            let errors = if side.categories.is_empty() {
+                "no error found".to_string()
+            } else {
+                side.categories.join(", ")
+            };
+            let rouge = side
+                .rouge
+                .map_or(String::new(), |r| format!(", ROUGE-L {:.2}", r.rouge_l));
             let judge = side.judge.map_or(String::new(), |j| format!(", judge {j}"));
-            let _ = writeln!(md, "- *{}* ({errors}{rouge}{judge}): {}", model.title(), one_line(&side.summary));
+            let _ = writeln!(
+                md,
+                "- *{}* ({errors}{rouge}{judge}): {}",
+                model.title(),
+                one_line(&side.summary)
+            );
         }
         md.push('\n');
     }
@@ -104,15 +186,26 @@ pub fn summaries(md: &mut String, items: &[ItemRecord]) {
 
 fn one_line(text: &str) -> String {
     let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.is_empty() { "(empty)".into() } else { flat }
+    if flat.is_empty() {
+        "(empty)".into()
+    } else {
+        flat
+    }
 }
 
 /// Wall time of each stage (from its first start to its last end in the event log), and the
 /// teacher's tokens where Generate wrote summaries.
-pub fn stage_times(md: &mut String, store: &Store, run: &RunRecord, events: &[pb::RunEvent]) -> anyhow::Result<()> {
+pub fn stage_times(
+    md: &mut String,
+    store: &Store,
+    run: &RunRecord,
+    events: &[pb::RunEvent],
+) -> anyhow::Result<()> {
     let mut spans: BTreeMap<i32, (Option<i64>, Option<i64>)> = BTreeMap::new();
     for e in events {
-        let (Some(pb::run_event::Kind::Stage(s)), Some(t)) = (&e.kind, &e.time) else { continue };
+        let (Some(pb::run_event::Kind::Stage(s)), Some(t)) = (&e.kind, &e.time) else {
+            continue;
+        };
         let ms = t.seconds * 1000 + i64::from(t.nanos) / 1_000_000;
         let entry = spans.entry(s.stage).or_default();
         if s.started {
@@ -134,7 +227,14 @@ pub fn stage_times(md: &mut String, store: &Store, run: &RunRecord, events: &[pb
     }
     let _ = writeln!(md, "## Time\n\n| stage | wall time (s) |\n| --- | ---: |");
     for (stage, secs) in &rows {
-        let _ = writeln!(md, "| {} | {secs:.1} |", stage.as_str_name().trim_start_matches("STAGE_").to_lowercase());
+        let _ = writeln!(
+            md,
+            "| {} | {secs:.1} |",
+            stage
+                .as_str_name()
+                .trim_start_matches("STAGE_")
+                .to_lowercase()
+        );
     }
     let (generated, usage) = store.generation_totals(&run.id)?;
     if generated > 0 {

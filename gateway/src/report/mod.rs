@@ -30,12 +30,17 @@ pub struct Report {
 }
 
 /// Category -> share of `items` whose findings (picked by `findings`) include it.
-fn category_rates<'a>(items: impl Iterator<Item = &'a ItemRecord>, findings: impl Fn(&ItemRecord) -> Option<Vec<pb::Finding>>) -> (BTreeMap<String, f64>, usize) {
+fn category_rates<'a>(
+    items: impl Iterator<Item = &'a ItemRecord>,
+    findings: impl Fn(&ItemRecord) -> Option<Vec<pb::Finding>>,
+) -> (BTreeMap<String, f64>, usize) {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     let mut n = 0;
     for item in items {
         n += 1;
-        let Some(found) = findings(item) else { continue };
+        let Some(found) = findings(item) else {
+            continue;
+        };
         let mut categories: Vec<&str> = found.iter().map(|f| f.category_id.as_str()).collect();
         categories.sort_unstable();
         categories.dedup();
@@ -43,7 +48,13 @@ fn category_rates<'a>(items: impl Iterator<Item = &'a ItemRecord>, findings: imp
             *counts.entry(c.to_string()).or_default() += 1;
         }
     }
-    (counts.into_iter().map(|(c, k)| (c, if n == 0 { 0.0 } else { k as f64 / n as f64 })).collect(), n)
+    (
+        counts
+            .into_iter()
+            .map(|(c, k)| (c, if n == 0 { 0.0 } else { k as f64 / n as f64 }))
+            .collect(),
+        n,
+    )
 }
 
 /// Training steps' loss and evaluation loss from one job's relayed trainer events.
@@ -72,18 +83,43 @@ pub fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
     let mut files = Vec::new();
 
     let _ = writeln!(md, "# ARF run `{}`: {}\n", run.id, run.display_name);
-    let _ = writeln!(md, "State: **{}**{}\n", run.state.as_str_name(), if run.error.is_empty() { String::new() } else { format!(" ({})", run.error) });
-    let _ = writeln!(md, "| rows | bad rows | analyzed | flagged | revisions accepted | rejected | held out | evaluated |");
-    let _ = writeln!(md, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(
+        md,
+        "State: **{}**{}\n",
+        run.state.as_str_name(),
+        if run.error.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", run.error)
+        }
+    );
+    let _ = writeln!(
+        md,
+        "| rows | bad rows | analyzed | flagged | revisions accepted | rejected | held out | evaluated |"
+    );
+    let _ = writeln!(
+        md,
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     let _ = writeln!(
         md,
         "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
-        counts.rows, counts.bad_rows, counts.analyzed, counts.flagged, counts.revisions_accepted, counts.revisions_rejected, counts.held_out, counts.evaluated
+        counts.rows,
+        counts.bad_rows,
+        counts.analyzed,
+        counts.flagged,
+        counts.revisions_accepted,
+        counts.revisions_rejected,
+        counts.held_out,
+        counts.evaluated
     );
 
     // Teacher errors before and after revision, over the training items, and in the summaries
     // actually trained on (clean and accepted ones, and unimproved ones if the policy keeps them).
-    let train: Vec<&ItemRecord> = items.iter().filter(|i| i.split == Split::Train && i.analysis.is_some()).collect();
+    let train: Vec<&ItemRecord> = items
+        .iter()
+        .filter(|i| i.split == Split::Train && i.analysis.is_some())
+        .collect();
     let final_findings = |i: &ItemRecord| match i.revision_outcome.as_deref() {
         Some("accepted") => i.revised_analysis.as_ref().map(|a| a.findings.clone()),
         _ => i.analysis.as_ref().map(|a| a.findings.clone()),
@@ -94,25 +130,62 @@ pub fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
         Some("rejected" | "failed") => keeps_unimproved,
         _ => false,
     };
-    let (before, n) = category_rates(train.iter().copied(), |i| i.analysis.as_ref().map(|a| a.findings.clone()));
+    let (before, n) = category_rates(train.iter().copied(), |i| {
+        i.analysis.as_ref().map(|a| a.findings.clone())
+    });
     let (after, _) = category_rates(train.iter().copied(), final_findings);
-    let (trained, _) = category_rates(train.iter().copied().filter(|i| trained_on(i)), final_findings);
+    let (trained, _) = category_rates(
+        train.iter().copied().filter(|i| trained_on(i)),
+        final_findings,
+    );
     if n > 0 {
-        let labels: Vec<String> =
-            before.keys().chain(after.keys()).chain(trained.keys()).cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-        let rates = |m: &BTreeMap<String, f64>| labels.iter().map(|l| m.get(l).copied().unwrap_or(0.0)).collect::<Vec<_>>();
+        let labels: Vec<String> = before
+            .keys()
+            .chain(after.keys())
+            .chain(trained.keys())
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let rates = |m: &BTreeMap<String, f64>| {
+            labels
+                .iter()
+                .map(|l| m.get(l).copied().unwrap_or(0.0))
+                .collect::<Vec<_>>()
+        };
         let series = ["teacher", "after revision", "training set"];
         files.push(ReportFile {
             name: "errors_before_after.svg".into(),
-            content: svg::grouped_bars("Summaries with each error: teacher, after revision, trained on", &labels, &series, &[rates(&before), rates(&after), rates(&trained)], true),
+            content: svg::grouped_bars(
+                "Summaries with each error: teacher, after revision, trained on",
+                &labels,
+                &series,
+                &[rates(&before), rates(&after), rates(&trained)],
+                true,
+            ),
         });
-        let _ = writeln!(md, "## What the teacher gets wrong\n\n![errors before and after revision](errors_before_after.svg)\n");
-        let _ = writeln!(md, "Share of training summaries with each error: as the teacher wrote them, after revision (accepted \
-            revisions replace them), and in the training set itself (what the student learns from).\n");
-        let _ = writeln!(md, "| category | teacher | after revision | training set |\n| --- | ---: | ---: | ---: |");
+        let _ = writeln!(
+            md,
+            "## What the teacher gets wrong\n\n![errors before and after revision](errors_before_after.svg)\n"
+        );
+        let _ = writeln!(
+            md,
+            "Share of training summaries with each error: as the teacher wrote them, after revision (accepted \
+            revisions replace them), and in the training set itself (what the student learns from).\n"
+        );
+        let _ = writeln!(
+            md,
+            "| category | teacher | after revision | training set |\n| --- | ---: | ---: | ---: |"
+        );
         let pct = |m: &BTreeMap<String, f64>, l: &str| m.get(l).unwrap_or(&0.0) * 100.0;
         for l in &labels {
-            let _ = writeln!(md, "| {l} | {:.1}% | {:.1}% | {:.1}% |", pct(&before, l), pct(&after, l), pct(&trained, l));
+            let _ = writeln!(
+                md,
+                "| {l} | {:.1}% | {:.1}% | {:.1}% |",
+                pct(&before, l),
+                pct(&after, l),
+                pct(&trained, l)
+            );
         }
         md.push('\n');
     }
@@ -127,29 +200,54 @@ pub fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
         let labels: Vec<String> = outcomes.keys().map(|k| k.to_string()).collect();
         files.push(ReportFile {
             name: "revisions.svg".into(),
-            content: svg::grouped_bars("Revision outcomes (training items)", &labels, &["items"], &[outcomes.values().copied().collect()], false),
+            content: svg::grouped_bars(
+                "Revision outcomes (training items)",
+                &labels,
+                &["items"],
+                &[outcomes.values().copied().collect()],
+                false,
+            ),
         });
         let _ = writeln!(md, "## Revisions\n\n![revision outcomes](revisions.svg)\n");
     }
 
-    let curves: Vec<(String, Vec<(f64, f64)>)> = [("student", &run.training_job_id), ("unrevised student", &run.baseline_job_id)]
-        .into_iter()
-        .filter(|(_, job)| !job.is_empty())
-        .flat_map(|(name, job)| {
-            let (train, eval) = loss_curves(&events, job);
-            [(format!("{name}: training loss"), train), (format!("{name}: evaluation loss"), eval)]
-        })
-        .filter(|(_, points)| !points.is_empty())
-        .collect();
+    let curves: Vec<(String, Vec<(f64, f64)>)> = [
+        ("student", &run.training_job_id),
+        ("unrevised student", &run.baseline_job_id),
+    ]
+    .into_iter()
+    .filter(|(_, job)| !job.is_empty())
+    .flat_map(|(name, job)| {
+        let (train, eval) = loss_curves(&events, job);
+        [
+            (format!("{name}: training loss"), train),
+            (format!("{name}: evaluation loss"), eval),
+        ]
+    })
+    .filter(|(_, points)| !points.is_empty())
+    .collect();
     if !curves.is_empty() {
-        let series: Vec<(&str, Vec<(f64, f64)>)> = curves.iter().map(|(n, p)| (n.as_str(), p.clone())).collect();
-        files.push(ReportFile { name: "loss.svg".into(), content: svg::lines("Student training", &series, "step") });
+        let series: Vec<(&str, Vec<(f64, f64)>)> = curves
+            .iter()
+            .map(|(n, p)| (n.as_str(), p.clone()))
+            .collect();
+        files.push(ReportFile {
+            name: "loss.svg".into(),
+            content: svg::lines("Student training", &series, "step"),
+        });
         let baseline = if run.baseline_job_id.is_empty() {
             String::new()
         } else {
-            format!("; on the teacher's unrevised summaries, job `{}`", run.baseline_job_id)
+            format!(
+                "; on the teacher's unrevised summaries, job `{}`",
+                run.baseline_job_id
+            )
         };
-        let _ = writeln!(md, "## Fine-tuning\n\nOn the ARF-refined data, training job `{}`{baseline}.\n\n![loss curves](loss.svg)\n", run.training_job_id);
+        let _ = writeln!(
+            md,
+            "## Fine-tuning\n\nOn the ARF-refined data, training job `{}`{baseline}.\n\n![loss curves](loss.svg)\n",
+            run.training_job_id
+        );
     }
     let (overall, per_channel) = score_cards(&items);
     if !overall.is_empty() {
@@ -157,5 +255,10 @@ pub fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
         summaries(&mut md, &items);
     }
     stage_times(&mut md, store, run, &events)?;
-    Ok(Report { markdown: md, files, overall, per_channel })
+    Ok(Report {
+        markdown: md,
+        files,
+        overall,
+        per_channel,
+    })
 }

@@ -43,7 +43,11 @@ impl Acc {
         pb::ScoreCard {
             model: model.card_name().to_string(),
             summaries: self.n,
-            error_rates: self.categories.iter().map(|(c, k)| (c.clone(), f64::from(*k) / f64::from(self.n.max(1)))).collect(),
+            error_rates: self
+                .categories
+                .iter()
+                .map(|(c, k)| (c.clone(), f64::from(*k) / f64::from(self.n.max(1))))
+                .collect(),
             rouge1: mean(self.rouge[0], self.rouge_n),
             rouge2: mean(self.rouge[1], self.rouge_n),
             rouge_l: mean(self.rouge[2], self.rouge_n),
@@ -75,6 +79,12 @@ pub fn score_cards(items: &[ItemRecord]) -> (Vec<pb::ScoreCard>, Vec<pb::Channel
             }
         }
     }
-    let per_channel = channels.into_iter().map(|(channel, cards)| pb::ChannelScores { channel, scores: cards.cards() }).collect();
+    let per_channel = channels
+        .into_iter()
+        .map(|(channel, cards)| pb::ChannelScores {
+            channel,
+            scores: cards.cards(),
+        })
+        .collect();
     (overall.cards(), per_channel)
 }

@@ -28,7 +28,12 @@ pub enum Model {
 }
 
 impl Model {
-    pub const ALL: [Model; 4] = [Model::Base, Model::Unrevised, Model::Student, Model::Teacher];
+    pub const ALL: [Model; 4] = [
+        Model::Base,
+        Model::Unrevised,
+        Model::Student,
+        Model::Teacher,
+    ];
 
     /// The name of its score card (`ScoreCard.model`).
     pub fn card_name(self) -> &'static str {

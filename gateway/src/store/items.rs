@@ -69,7 +69,11 @@ pub enum Unimproved {
 impl Unimproved {
     /// The run's policy for summaries no revision improved.
     pub fn of(config: &pb::RunConfig) -> Self {
-        if config.on_unimproved() == pb::UnimprovedPolicy::KeepOriginal { Self::KeepOriginal } else { Self::Exclude }
+        if config.on_unimproved() == pb::UnimprovedPolicy::KeepOriginal {
+            Self::KeepOriginal
+        } else {
+            Self::Exclude
+        }
     }
 }
 
@@ -78,15 +82,23 @@ const COLUMNS: &str = "line, split, conversation, teacher_summary, refs, analysi
 
 fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ItemRecord> {
     let decode = |i: usize| -> rusqlite::Result<Option<pb::AnalyzeResponse>> {
-        Ok(row.get::<_, Option<Vec<u8>>>(i)?.and_then(|b| pb::AnalyzeResponse::decode(b.as_slice()).ok()))
+        Ok(row
+            .get::<_, Option<Vec<u8>>>(i)?
+            .and_then(|b| pb::AnalyzeResponse::decode(b.as_slice()).ok()))
     };
-    let json_err = |i: usize, e: serde_json::Error| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e));
+    let json_err = |i: usize, e: serde_json::Error| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    };
     let conversation: String = row.get(2)?;
     let refs: String = row.get(4)?;
     let evaluation: Option<String> = row.get(10)?;
     Ok(ItemRecord {
         line: row.get(0)?,
-        split: if row.get::<_, String>(1)? == "holdout" { Split::Holdout } else { Split::Train },
+        split: if row.get::<_, String>(1)? == "holdout" {
+            Split::Holdout
+        } else {
+            Split::Train
+        },
         conversation: serde_json::from_str(&conversation).map_err(|e| json_err(2, e))?,
         teacher_summary: row.get(3)?,
         references: serde_json::from_str(&refs).map_err(|e| json_err(4, e))?,
@@ -95,7 +107,10 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ItemRecord> {
         final_summary: row.get(7)?,
         revision_rounds: row.get(8)?,
         revised_analysis: decode(9)?,
-        evaluation: evaluation.map(|e| serde_json::from_str(&e)).transpose().map_err(|e| json_err(10, e))?,
+        evaluation: evaluation
+            .map(|e| serde_json::from_str(&e))
+            .transpose()
+            .map_err(|e| json_err(10, e))?,
         trace_parent: row.get(11)?,
     })
 }
@@ -140,18 +155,35 @@ impl Store {
 
     pub fn bad_rows(&self, run_id: &str, limit: usize) -> anyhow::Result<Vec<pb::BadRow>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT line, field, message FROM bad_rows WHERE run_id = ?1 ORDER BY line LIMIT ?2")?;
+        let mut stmt = conn.prepare(
+            "SELECT line, field, message FROM bad_rows WHERE run_id = ?1 ORDER BY line LIMIT ?2",
+        )?;
         let rows = stmt
-            .query_map(params![run_id, limit as i64], |r| Ok(pb::BadRow { line: r.get(0)?, field: r.get(1)?, message: r.get(2)? }))?
+            .query_map(params![run_id, limit as i64], |r| {
+                Ok(pb::BadRow {
+                    line: r.get(0)?,
+                    field: r.get(1)?,
+                    message: r.get(2)?,
+                })
+            })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
-    fn select_items(&self, run_id: &str, condition: &str, limit: usize) -> anyhow::Result<Vec<ItemRecord>> {
-        let sql = format!("SELECT {COLUMNS} FROM items WHERE run_id = ?1 AND ({condition}) ORDER BY line LIMIT ?2");
+    fn select_items(
+        &self,
+        run_id: &str,
+        condition: &str,
+        limit: usize,
+    ) -> anyhow::Result<Vec<ItemRecord>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM items WHERE run_id = ?1 AND ({condition}) ORDER BY line LIMIT ?2"
+        );
         let conn = self.conn();
         let mut stmt = conn.prepare(&sql)?;
-        let items = stmt.query_map(params![run_id, limit as i64], from_row)?.collect::<Result<Vec<_>, _>>()?;
+        let items = stmt
+            .query_map(params![run_id, limit as i64], from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(items)
     }
 
@@ -160,7 +192,11 @@ impl Store {
     }
 
     /// Items that arrived without a teacher summary and have none yet.
-    pub fn pending_generation(&self, run_id: &str, limit: usize) -> anyhow::Result<Vec<ItemRecord>> {
+    pub fn pending_generation(
+        &self,
+        run_id: &str,
+        limit: usize,
+    ) -> anyhow::Result<Vec<ItemRecord>> {
         self.select_items(run_id, "teacher_summary = ''", limit)
     }
 
@@ -196,18 +232,34 @@ impl Store {
         self.select_items(run_id, "analysis IS NULL AND teacher_summary != ''", limit)
     }
 
-    pub fn save_analysis(&self, run_id: &str, conversation_id: &str, analysis: &pb::AnalyzeResponse, trace_parent: &str) -> anyhow::Result<()> {
+    pub fn save_analysis(
+        &self,
+        run_id: &str,
+        conversation_id: &str,
+        analysis: &pb::AnalyzeResponse,
+        trace_parent: &str,
+    ) -> anyhow::Result<()> {
         self.conn().execute(
             "UPDATE items SET analysis = ?3, flagged = ?4, trace_parent = ?5 \
              WHERE run_id = ?1 AND conversation_id = ?2 AND analysis IS NULL",
-            params![run_id, conversation_id, analysis.encode_to_vec(), !analysis.findings.is_empty(), trace_parent],
+            params![
+                run_id,
+                conversation_id,
+                analysis.encode_to_vec(),
+                !analysis.findings.is_empty(),
+                trace_parent
+            ],
         )?;
         Ok(())
     }
 
     /// Training items whose teacher summary was analyzed and has no revision outcome yet.
     pub fn pending_revision(&self, run_id: &str, limit: usize) -> anyhow::Result<Vec<ItemRecord>> {
-        self.select_items(run_id, "split = 'train' AND analysis IS NOT NULL AND revision_outcome IS NULL", limit)
+        self.select_items(
+            run_id,
+            "split = 'train' AND analysis IS NOT NULL AND revision_outcome IS NULL",
+            limit,
+        )
     }
 
     pub fn save_revision(
@@ -229,9 +281,21 @@ impl Store {
 
     /// The refined training pairs: accepted revisions, clean teacher summaries, and, when the
     /// policy keeps them, the teacher summaries that never improved.
-    pub fn training_pairs(&self, run_id: &str, unimproved: Unimproved) -> anyhow::Result<Vec<(Conversation, String, &'static str)>> {
-        let keep = if unimproved == Unimproved::KeepOriginal { "'accepted', 'clean', 'rejected', 'failed'" } else { "'accepted', 'clean'" };
-        let items = self.select_items(run_id, &format!("split = 'train' AND revision_outcome IN ({keep})"), usize::MAX >> 1)?;
+    pub fn training_pairs(
+        &self,
+        run_id: &str,
+        unimproved: Unimproved,
+    ) -> anyhow::Result<Vec<(Conversation, String, &'static str)>> {
+        let keep = if unimproved == Unimproved::KeepOriginal {
+            "'accepted', 'clean', 'rejected', 'failed'"
+        } else {
+            "'accepted', 'clean'"
+        };
+        let items = self.select_items(
+            run_id,
+            &format!("split = 'train' AND revision_outcome IN ({keep})"),
+            usize::MAX >> 1,
+        )?;
         Ok(items
             .into_iter()
             .map(|i| match (i.revision_outcome.as_deref(), i.final_summary) {
@@ -244,15 +308,31 @@ impl Store {
     /// The teacher's summaries of the training conversations, as they are: what a student
     /// would learn from without ARF.
     pub fn unrevised_pairs(&self, run_id: &str) -> anyhow::Result<Vec<(Conversation, String)>> {
-        let items = self.select_items(run_id, "split = 'train' AND teacher_summary != ''", usize::MAX >> 1)?;
-        Ok(items.into_iter().map(|i| (i.conversation, i.teacher_summary)).collect())
+        let items = self.select_items(
+            run_id,
+            "split = 'train' AND teacher_summary != ''",
+            usize::MAX >> 1,
+        )?;
+        Ok(items
+            .into_iter()
+            .map(|i| (i.conversation, i.teacher_summary))
+            .collect())
     }
 
-    pub fn pending_evaluation(&self, run_id: &str, limit: usize) -> anyhow::Result<Vec<ItemRecord>> {
+    pub fn pending_evaluation(
+        &self,
+        run_id: &str,
+        limit: usize,
+    ) -> anyhow::Result<Vec<ItemRecord>> {
         self.select_items(run_id, "split = 'holdout' AND evaluation IS NULL", limit)
     }
 
-    pub fn save_evaluation(&self, run_id: &str, conversation_id: &str, evaluation: &Evaluation) -> anyhow::Result<()> {
+    pub fn save_evaluation(
+        &self,
+        run_id: &str,
+        conversation_id: &str,
+        evaluation: &Evaluation,
+    ) -> anyhow::Result<()> {
         self.conn().execute(
             "UPDATE items SET evaluation = ?3 WHERE run_id = ?1 AND conversation_id = ?2 AND evaluation IS NULL",
             params![run_id, conversation_id, serde_json::to_string(evaluation)?],
@@ -289,7 +369,11 @@ impl Store {
                 })
             },
         )?;
-        let bad_rows: u32 = conn.query_row("SELECT COUNT(*) FROM bad_rows WHERE run_id = ?1", [run_id], |r| r.get(0))?;
+        let bad_rows: u32 = conn.query_row(
+            "SELECT COUNT(*) FROM bad_rows WHERE run_id = ?1",
+            [run_id],
+            |r| r.get(0),
+        )?;
         Ok(pb::RunCounts { bad_rows, ..counts })
     }
 }

@@ -55,7 +55,11 @@ impl Student {
     fn columns(self) -> (&'static str, &'static str, &'static str) {
         match self {
             Student::Refined => ("training_job_id", "student_model_dir", "training_event_seq"),
-            Student::Unrevised => ("baseline_job_id", "baseline_model_dir", "baseline_event_seq"),
+            Student::Unrevised => (
+                "baseline_job_id",
+                "baseline_model_dir",
+                "baseline_event_seq",
+            ),
         }
     }
 
@@ -90,7 +94,12 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
 }
 
 impl Store {
-    pub fn create_run(&self, id: &str, display_name: &str, config: &pb::RunConfig) -> anyhow::Result<()> {
+    pub fn create_run(
+        &self,
+        id: &str,
+        display_name: &str,
+        config: &pb::RunConfig,
+    ) -> anyhow::Result<()> {
         self.conn()
             .execute(
                 "INSERT INTO runs (id, display_name, state, config, create_time_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -107,25 +116,36 @@ impl Store {
 
     /// Newest first; `offset` is the page token.
     pub fn runs(&self, offset: usize, limit: usize) -> anyhow::Result<Vec<RunRecord>> {
-        let sql = format!("SELECT {COLUMNS} FROM runs ORDER BY create_time_ms DESC, id LIMIT ?1 OFFSET ?2");
+        let sql = format!(
+            "SELECT {COLUMNS} FROM runs ORDER BY create_time_ms DESC, id LIMIT ?1 OFFSET ?2"
+        );
         let conn = self.conn();
         let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map(params![limit as i64, offset as i64], from_row)?.collect::<Result<Vec<_>, _>>()?;
+        let rows = stmt
+            .query_map(params![limit as i64, offset as i64], from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
     /// Runs a restarted gateway must pick up again.
     pub fn unfinished_runs(&self) -> anyhow::Result<Vec<String>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT id FROM runs WHERE state IN (?1, ?2) ORDER BY create_time_ms")?;
+        let mut stmt =
+            conn.prepare("SELECT id FROM runs WHERE state IN (?1, ?2) ORDER BY create_time_ms")?;
         let ids = stmt
-            .query_map(params![pb::RunState::Queued as i32, pb::RunState::Running as i32], |r| r.get(0))?
+            .query_map(
+                params![pb::RunState::Queued as i32, pb::RunState::Running as i32],
+                |r| r.get(0),
+            )?
             .collect::<Result<Vec<String>, _>>()?;
         Ok(ids)
     }
 
     pub fn set_stage(&self, id: &str, stage: pb::Stage) -> anyhow::Result<()> {
-        self.conn().execute("UPDATE runs SET current_stage = ?2 WHERE id = ?1", params![id, stage as i32])?;
+        self.conn().execute(
+            "UPDATE runs SET current_stage = ?2 WHERE id = ?1",
+            params![id, stage as i32],
+        )?;
         Ok(())
     }
 
@@ -141,26 +161,94 @@ impl Store {
         Ok(self.conn().query_row(&sql, [id], |r| r.get(0))?)
     }
 
-    pub fn set_training_event_seq(&self, id: &str, student: Student, seq: u64) -> anyhow::Result<()> {
+    pub fn set_training_event_seq(
+        &self,
+        id: &str,
+        student: Student,
+        seq: u64,
+    ) -> anyhow::Result<()> {
         let sql = format!("UPDATE runs SET {} = ?2 WHERE id = ?1", student.columns().2);
         self.conn().execute(&sql, params![id, seq])?;
         Ok(())
     }
 
-    pub fn set_student_model_dir(&self, id: &str, student: Student, dir: &str) -> anyhow::Result<()> {
+    pub fn set_student_model_dir(
+        &self,
+        id: &str,
+        student: Student,
+        dir: &str,
+    ) -> anyhow::Result<()> {
         let sql = format!("UPDATE runs SET {} = ?2 WHERE id = ?1", student.columns().1);
         self.conn().execute(&sql, params![id, dir])?;
         Ok(())
     }
 
-    /// Records the state; a final state also records the end time and the error (if any).
-    pub fn set_run_state(&self, id: &str, state: pb::RunState, error: &str) -> anyhow::Result<()> {
-        let finished = matches!(state, pb::RunState::Succeeded | pb::RunState::Failed | pb::RunState::Cancelled);
+    /// Records the state and appends the event announcing it, in one transaction: a watcher that
+    /// finds the run final has also been able to read its final event. A final state also
+    /// records the end time and the error (if any).
+    pub fn set_run_state(
+        &self,
+        id: &str,
+        state: pb::RunState,
+        error: &str,
+    ) -> anyhow::Result<pb::RunEvent> {
+        let finished = matches!(
+            state,
+            pb::RunState::Succeeded | pb::RunState::Failed | pb::RunState::Cancelled
+        );
         let end = finished.then(now_ms);
-        self.conn().execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
             "UPDATE runs SET state = ?2, error = ?3, end_time_ms = COALESCE(?4, end_time_ms) WHERE id = ?1",
             params![id, state as i32, error, end],
         )?;
-        Ok(())
+        let event = super::events::append_in(&tx, id, pb::run_event::Kind::State(state as i32))?;
+        tx.commit()?;
+        Ok(event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A watcher that finds the run final must find its final event too: the stream ends there.
+    #[test]
+    fn a_final_state_and_its_event_are_seen_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(Store::open(&dir.path().join("arf.db")).unwrap());
+        let ids: Vec<String> = (0..200).map(|i| format!("run-{i}")).collect();
+        for id in &ids {
+            store.create_run(id, id, &pb::RunConfig::default()).unwrap();
+        }
+        // The two threads meet before each run, so the reader polls while the writer finishes it.
+        let meet = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let writer = {
+            let (store, ids, meet) = (store.clone(), ids.clone(), meet.clone());
+            std::thread::spawn(move || {
+                for id in &ids {
+                    meet.wait();
+                    store
+                        .set_run_state(id, pb::RunState::Succeeded, "")
+                        .unwrap();
+                }
+            })
+        };
+        for id in &ids {
+            meet.wait();
+            loop {
+                let final_ = store.run(id).unwrap().unwrap().state == pb::RunState::Succeeded;
+                let last = store.events_after(id, 0, 10).unwrap().pop();
+                if final_ {
+                    assert!(
+                        matches!(last.and_then(|e| e.kind), Some(pb::run_event::Kind::State(s)) if s == pb::RunState::Succeeded as i32),
+                        "{id}"
+                    );
+                    break;
+                }
+            }
+        }
+        writer.join().unwrap();
     }
 }

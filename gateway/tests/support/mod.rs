@@ -10,16 +10,30 @@ use arf_proto::v1 as pb;
 use arf_proto::v1::pipeline_client::PipelineClient;
 use gateway::suite::{Suite, SuiteConfig};
 
-pub const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/sample_conversations.jsonl");
+pub const SAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/data/sample_conversations.jsonl"
+);
 
 pub async fn suite(data_dir: &Path) -> (Suite, PipelineClient<GrpcChannel>) {
     suite_with_editors(data_dir, 1).await
 }
 
-pub async fn suite_with_editors(data_dir: &Path, editor_replicas: usize) -> (Suite, PipelineClient<GrpcChannel>) {
-    let config = SuiteConfig { server: ServerArgs::local(), data_dir: data_dir.to_path_buf(), editor_model: None, student_base: None, editor_replicas };
+pub async fn suite_with_editors(
+    data_dir: &Path,
+    editor_replicas: usize,
+) -> (Suite, PipelineClient<GrpcChannel>) {
+    let config = SuiteConfig {
+        server: ServerArgs::local(),
+        data_dir: data_dir.to_path_buf(),
+        editor_model: None,
+        student_base: None,
+        editor_replicas,
+    };
     let suite = Suite::start(config).await.unwrap();
-    let client = PipelineClient::new(connect_lazy(&suite.gateway_endpoint(), &ClientOptions::default()).unwrap());
+    let client = PipelineClient::new(
+        connect_lazy(&suite.gateway_endpoint(), &ClientOptions::default()).unwrap(),
+    );
     (suite, client)
 }
 
@@ -31,15 +45,27 @@ pub fn sample_rows() -> Vec<pb::DatasetRow> {
 pub fn spec(stages: &[pb::Stage]) -> pb::RunSpec {
     pb::RunSpec {
         display_name: "test".into(),
-        config: Some(pb::RunConfig { stages: stages.iter().map(|s| *s as i32).collect(), ..Default::default() }),
+        config: Some(pb::RunConfig {
+            stages: stages.iter().map(|s| *s as i32).collect(),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
 
-pub async fn create(client: &mut PipelineClient<GrpcChannel>, spec: pb::RunSpec, rows: Vec<pb::DatasetRow>) -> Result<pb::Run, tonic::Status> {
+pub async fn create(
+    client: &mut PipelineClient<GrpcChannel>,
+    spec: pb::RunSpec,
+    rows: Vec<pb::DatasetRow>,
+) -> Result<pb::Run, tonic::Status> {
     use pb::create_run_request::Part;
-    let messages = std::iter::once(Part::Spec(spec)).chain(rows.into_iter().map(Part::Row)).map(|p| pb::CreateRunRequest { part: Some(p) });
-    client.create_run(futures::stream::iter(messages.collect::<Vec<_>>())).await.map(|r| r.into_inner())
+    let messages = std::iter::once(Part::Spec(spec))
+        .chain(rows.into_iter().map(Part::Row))
+        .map(|p| pb::CreateRunRequest { part: Some(p) });
+    client
+        .create_run(futures::stream::iter(messages.collect::<Vec<_>>()))
+        .await
+        .map(|r| r.into_inner())
 }
 
 /// The sample repeated `times` times under fresh conversation ids (a longer run).
@@ -48,12 +74,16 @@ pub fn many_rows(times: usize) -> Vec<pb::DatasetRow> {
     let n = sample.len();
     (0..times)
         .flat_map(|k| {
-            sample.clone().into_iter().enumerate().map(move |(i, mut row)| {
-                let c = row.conversation.as_mut().unwrap();
-                c.id = format!("{}-{k}", c.id);
-                row.line = (k * n + i + 1) as u32;
-                row
-            })
+            sample
+                .clone()
+                .into_iter()
+                .enumerate()
+                .map(move |(i, mut row)| {
+                    let c = row.conversation.as_mut().unwrap();
+                    c.id = format!("{}-{k}", c.id);
+                    row.line = (k * n + i + 1) as u32;
+                    row
+                })
         })
         .collect()
 }
@@ -79,8 +109,19 @@ pub fn revise_outcomes(events: &[pb::RunEvent]) -> std::collections::BTreeMap<St
 }
 
 /// Every event of the run from `after` to its end.
-pub async fn watch(client: &mut PipelineClient<GrpcChannel>, run_id: &str, after: u64) -> Vec<pb::RunEvent> {
-    let mut stream = client.watch_run(pb::WatchRunRequest { run_id: run_id.into(), after_sequence: after }).await.unwrap().into_inner();
+pub async fn watch(
+    client: &mut PipelineClient<GrpcChannel>,
+    run_id: &str,
+    after: u64,
+) -> Vec<pb::RunEvent> {
+    let mut stream = client
+        .watch_run(pb::WatchRunRequest {
+            run_id: run_id.into(),
+            after_sequence: after,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let mut events = Vec::new();
     while let Some(e) = stream.message().await.unwrap() {
         events.push(e);
@@ -108,10 +149,18 @@ pub fn analyze_and_revise() -> pb::RunSpec {
 
 /// Waits on the run's events until `n` revision outcomes have been recorded.
 pub async fn wait_for_revisions(client: &mut PipelineClient<GrpcChannel>, run_id: &str, n: usize) {
-    let mut stream = client.watch_run(pb::WatchRunRequest { run_id: run_id.into(), after_sequence: 0 }).await.unwrap().into_inner();
+    let mut stream = client
+        .watch_run(pb::WatchRunRequest {
+            run_id: run_id.into(),
+            after_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let mut seen = 0;
     while let Some(e) = stream.message().await.unwrap() {
-        if matches!(&e.kind, Some(pb::run_event::Kind::Item(i)) if i.stage == pb::Stage::Revise as i32) {
+        if matches!(&e.kind, Some(pb::run_event::Kind::Item(i)) if i.stage == pb::Stage::Revise as i32)
+        {
             seen += 1;
             if seen >= n {
                 return;

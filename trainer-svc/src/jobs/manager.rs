@@ -10,7 +10,9 @@ use candle_core::Device;
 use tokio::sync::watch;
 
 use super::store::Store;
-use super::{EventKind, Job, JobData, JobError, JobEvent, JobSpec, JobState, now_ms, validate_spec};
+use super::{
+    EventKind, Job, JobData, JobError, JobEvent, JobSpec, JobState, now_ms, validate_spec,
+};
 use crate::train::checkpoint;
 use crate::train::data::read_examples;
 use crate::train::{Event, Observer, Outcome, train};
@@ -47,8 +49,13 @@ impl JobManager {
     /// the trainer stopped (running ones resume from their last checkpoint), and starts the worker.
     pub fn open(state_dir: &Path, device: Device) -> Result<Self, JobError> {
         let store = Store::open(state_dir)?;
-        let mut state =
-            State { jobs: BTreeMap::new(), events: HashMap::new(), queue: VecDeque::new(), cancel: HashMap::new(), shutting_down: false };
+        let mut state = State {
+            jobs: BTreeMap::new(),
+            events: HashMap::new(),
+            queue: VecDeque::new(),
+            cancel: HashMap::new(),
+            shutting_down: false,
+        };
         for (mut job, events) in store.load_all()? {
             job.last_event_sequence = events.last().map(|e| e.sequence).unwrap_or(0);
             if !job.state.is_final() {
@@ -78,7 +85,11 @@ impl JobManager {
     /// Validates, stores and queues a job.
     pub fn create(&self, mut spec: JobSpec) -> Result<Job, JobError> {
         validate_spec(&spec)?;
-        let id = format!("job-{:013}-{:04}", now_ms(), self.inner.counter.fetch_add(1, Ordering::Relaxed) % 10_000);
+        let id = format!(
+            "job-{:013}-{:04}",
+            now_ms(),
+            self.inner.counter.fetch_add(1, Ordering::Relaxed) % 10_000
+        );
         spec.config.output_dir = self.inner.store.output_dir(&id);
         let data_path = match &spec.data {
             JobData::Inline(examples) => self.inner.store.save_examples(&id, examples)?,
@@ -116,7 +127,11 @@ impl JobManager {
     }
 
     pub fn get(&self, id: &str) -> Result<Job, JobError> {
-        self.lock().jobs.get(id).cloned().ok_or_else(|| JobError::NotFound(id.into()))
+        self.lock()
+            .jobs
+            .get(id)
+            .cloned()
+            .ok_or_else(|| JobError::NotFound(id.into()))
     }
 
     /// Jobs in creation order, `page_size` at a time from after `page_token` (a job id);
@@ -125,7 +140,10 @@ impl JobManager {
         let st = self.lock();
         let mut page: Vec<Job> = st
             .jobs
-            .range::<str, _>((std::ops::Bound::Excluded(page_token), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                std::ops::Bound::Excluded(page_token),
+                std::ops::Bound::Unbounded,
+            ))
             .take(page_size + 1)
             .map(|(_, j)| j.clone())
             .collect();
@@ -142,12 +160,21 @@ impl JobManager {
     /// stay). Cancelling a finished job changes nothing.
     pub fn cancel(&self, id: &str) -> Result<Job, JobError> {
         let mut st = self.lock();
-        let job = st.jobs.get(id).ok_or_else(|| JobError::NotFound(id.into()))?;
+        let job = st
+            .jobs
+            .get(id)
+            .ok_or_else(|| JobError::NotFound(id.into()))?;
         match job.state {
             JobState::Queued => {
                 st.queue.retain(|q| q != id);
-                let end = EventKind::Ended { state: JobState::Cancelled, error: String::new(), adapter_dir: None, merged_dir: None };
-                self.inner.finish(&mut st, id, JobState::Cancelled, String::new(), end)?;
+                let end = EventKind::Ended {
+                    state: JobState::Cancelled,
+                    error: String::new(),
+                    adapter_dir: None,
+                    merged_dir: None,
+                };
+                self.inner
+                    .finish(&mut st, id, JobState::Cancelled, String::new(), end)?;
             }
             JobState::Running => {
                 if let Some(flag) = st.cancel.get(id) {
@@ -162,8 +189,15 @@ impl JobManager {
     /// Events of `id` with a sequence above `after`.
     pub fn events_after(&self, id: &str, after: u64) -> Result<Vec<JobEvent>, JobError> {
         let st = self.lock();
-        let events = st.events.get(id).ok_or_else(|| JobError::NotFound(id.into()))?;
-        Ok(events.iter().filter(|e| e.sequence > after).cloned().collect())
+        let events = st
+            .events
+            .get(id)
+            .ok_or_else(|| JobError::NotFound(id.into()))?;
+        Ok(events
+            .iter()
+            .filter(|e| e.sequence > after)
+            .cloned()
+            .collect())
     }
 
     /// Changes whenever any job has a new event.
@@ -192,10 +226,14 @@ impl JobManager {
     pub fn adapter_dir(&self, id: &str, checkpoint_step: Option<u64>) -> Result<PathBuf, JobError> {
         let job = self.get(id)?;
         match checkpoint_step {
-            None => job.adapter_dir.clone().filter(|d| d.exists()).ok_or_else(|| JobError::NotReady {
-                id: id.into(),
-                message: format!("has no final adapter (state {:?})", job.state),
-            }),
+            None => job
+                .adapter_dir
+                .clone()
+                .filter(|d| d.exists())
+                .ok_or_else(|| JobError::NotReady {
+                    id: id.into(),
+                    message: format!("has no final adapter (state {:?})", job.state),
+                }),
             Some(step) => checkpoint::list(&job.config.output_dir)
                 .into_iter()
                 .find(|(s, _)| *s == step)
@@ -225,10 +263,17 @@ impl Inner {
 
     /// Appends an event (memory and disk), updates the job from it, and wakes watchers.
     fn record(&self, st: &mut State, id: &str, kind: EventKind) -> Result<(), JobError> {
-        let Some(job) = st.jobs.get_mut(id) else { return Err(JobError::NotFound(id.into())) };
+        let Some(job) = st.jobs.get_mut(id) else {
+            return Err(JobError::NotFound(id.into()));
+        };
         match &kind {
             EventKind::Started { total_steps, .. } => job.total_steps = *total_steps,
-            EventKind::Step { step, total_steps, loss, .. } => {
+            EventKind::Step {
+                step,
+                total_steps,
+                loss,
+                ..
+            } => {
                 job.step = *step;
                 job.total_steps = *total_steps;
                 job.last_loss = *loss;
@@ -237,7 +282,12 @@ impl Inner {
             _ => {}
         }
         job.last_event_sequence += 1;
-        let event = JobEvent { sequence: job.last_event_sequence, job_id: id.into(), time_ms: now_ms(), kind };
+        let event = JobEvent {
+            sequence: job.last_event_sequence,
+            job_id: id.into(),
+            time_ms: now_ms(),
+            kind,
+        };
         self.store.append_event(&event)?;
         self.store.save_job(job)?;
         st.events.entry(id.into()).or_default().push(event);
@@ -245,12 +295,24 @@ impl Inner {
         Ok(())
     }
 
-    fn finish(&self, st: &mut State, id: &str, state: JobState, error: String, end: EventKind) -> Result<(), JobError> {
+    fn finish(
+        &self,
+        st: &mut State,
+        id: &str,
+        state: JobState,
+        error: String,
+        end: EventKind,
+    ) -> Result<(), JobError> {
         if let Some(job) = st.jobs.get_mut(id) {
             job.state = state;
             job.error = error;
             job.end_time_ms = Some(now_ms());
-            if let EventKind::Ended { adapter_dir, merged_dir, .. } = &end {
+            if let EventKind::Ended {
+                adapter_dir,
+                merged_dir,
+                ..
+            } = &end
+            {
                 job.adapter_dir = adapter_dir.clone();
                 job.merged_dir = merged_dir.clone();
             }
@@ -269,12 +331,36 @@ struct JobObserver<'a> {
 impl Observer for JobObserver<'_> {
     fn event(&mut self, event: Event) {
         let kind = match event {
-            Event::Started { total_steps, resumed, from_step, train_examples, eval_examples } => {
-                EventKind::Started { total_steps, resumed, from_step, train_examples, eval_examples }
-            }
-            Event::Step { step, total_steps, loss, learning_rate, tokens_per_second, grad_norm, epoch } => {
-                EventKind::Step { step, total_steps, loss, learning_rate, tokens_per_second, grad_norm, epoch }
-            }
+            Event::Started {
+                total_steps,
+                resumed,
+                from_step,
+                train_examples,
+                eval_examples,
+            } => EventKind::Started {
+                total_steps,
+                resumed,
+                from_step,
+                train_examples,
+                eval_examples,
+            },
+            Event::Step {
+                step,
+                total_steps,
+                loss,
+                learning_rate,
+                tokens_per_second,
+                grad_norm,
+                epoch,
+            } => EventKind::Step {
+                step,
+                total_steps,
+                loss,
+                learning_rate,
+                tokens_per_second,
+                grad_norm,
+                epoch,
+            },
             Event::Eval { step, eval_loss } => EventKind::Eval { step, eval_loss },
             Event::Checkpoint { step, path } => EventKind::Checkpoint { step, path },
             Event::Warning(w) => {
@@ -312,7 +398,9 @@ fn worker_loop(inner: Arc<Inner>) {
             };
             let cancel = Arc::new(AtomicBool::new(false));
             st.cancel.insert(id.clone(), Arc::clone(&cancel));
-            let Some(job) = st.jobs.get_mut(&id) else { continue };
+            let Some(job) = st.jobs.get_mut(&id) else {
+                continue;
+            };
             job.state = JobState::Running;
             job.start_time_ms.get_or_insert_with(now_ms);
             let job = job.clone();
@@ -344,7 +432,11 @@ pub fn training_span(job: &Job) -> tracing::Span {
 fn run_job(inner: &Inner, id: &str, job: &Job, cancel: Arc<AtomicBool>) {
     let span = training_span(job);
     let _entered = span.enter();
-    let mut observer = JobObserver { inner, id: id.to_string(), cancel };
+    let mut observer = JobObserver {
+        inner,
+        id: id.to_string(),
+        cancel,
+    };
     // A panic inside candle must fail the job, not kill the only training thread.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let examples = read_examples(&job.data_path)?;
@@ -353,19 +445,38 @@ fn run_job(inner: &Inner, id: &str, job: &Job, cancel: Arc<AtomicBool>) {
     let mut st = inner.lock();
     st.cancel.remove(id);
     let (state, error, adapter_dir, merged_dir) = match result {
-        Ok(Ok(Outcome::Succeeded { adapter_dir, merged_dir, .. })) => (JobState::Succeeded, String::new(), Some(adapter_dir), merged_dir),
+        Ok(Ok(Outcome::Succeeded {
+            adapter_dir,
+            merged_dir,
+            ..
+        })) => (
+            JobState::Succeeded,
+            String::new(),
+            Some(adapter_dir),
+            merged_dir,
+        ),
         Ok(Ok(Outcome::Cancelled { .. })) if inner.halt.load(Ordering::SeqCst) => {
             tracing::info!(job_id = %id, "stopped for shutdown; resumes from its last checkpoint on restart");
             return;
         }
         Ok(Ok(Outcome::Cancelled { .. })) => (JobState::Cancelled, String::new(), None, None),
         Ok(Err(e)) => (JobState::Failed, e.to_string(), None, None),
-        Err(_) => (JobState::Failed, "training panicked".to_string(), None, None),
+        Err(_) => (
+            JobState::Failed,
+            "training panicked".to_string(),
+            None,
+            None,
+        ),
     };
     if state == JobState::Failed {
         tracing::error!(job_id = %id, error = %error, "training failed");
     }
-    let end = EventKind::Ended { state, error: error.clone(), adapter_dir, merged_dir };
+    let end = EventKind::Ended {
+        state,
+        error: error.clone(),
+        adapter_dir,
+        merged_dir,
+    };
     if let Err(e) = inner.finish(&mut st, id, state, error, end) {
         tracing::error!(job_id = %id, "cannot record the end of the job: {e}");
     }

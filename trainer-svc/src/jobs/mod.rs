@@ -27,7 +27,10 @@ pub enum JobState {
 
 impl JobState {
     pub fn is_final(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
     }
 }
 
@@ -81,12 +84,37 @@ pub struct Job {
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Queued,
-    Started { total_steps: u64, resumed: bool, from_step: u64, train_examples: u32, eval_examples: u32 },
-    Step { step: u64, total_steps: u64, loss: f64, learning_rate: f64, tokens_per_second: f64, grad_norm: f64, epoch: u32 },
-    Eval { step: u64, eval_loss: f64 },
-    Checkpoint { step: u64, path: PathBuf },
+    Started {
+        total_steps: u64,
+        resumed: bool,
+        from_step: u64,
+        train_examples: u32,
+        eval_examples: u32,
+    },
+    Step {
+        step: u64,
+        total_steps: u64,
+        loss: f64,
+        learning_rate: f64,
+        tokens_per_second: f64,
+        grad_norm: f64,
+        epoch: u32,
+    },
+    Eval {
+        step: u64,
+        eval_loss: f64,
+    },
+    Checkpoint {
+        step: u64,
+        path: PathBuf,
+    },
     Warning(String),
-    Ended { state: JobState, error: String, adapter_dir: Option<PathBuf>, merged_dir: Option<PathBuf> },
+    Ended {
+        state: JobState,
+        error: String,
+        adapter_dir: Option<PathBuf>,
+        merged_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,5 +139,8 @@ pub enum JobError {
 }
 
 pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -44,7 +44,11 @@ impl Store {
     pub fn append_event(&self, event: &JobEvent) -> Result<(), JobError> {
         let path = self.job_dir(&event.job_id).join("events.jsonl");
         let line = serde_json::to_string(event).map_err(|e| err(&path, e))?;
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| err(&path, e))?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| err(&path, e))?;
         writeln!(f, "{line}").map_err(|e| err(&path, e))
     }
 
@@ -75,7 +79,9 @@ impl Store {
         let entries = std::fs::read_dir(&self.root).map_err(|e| err(&self.root, e))?;
         for entry in entries.flatten() {
             let path = entry.path().join("job.json");
-            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
             let job: Job = serde_json::from_str(&text).map_err(|e| err(&path, e))?;
             let events_path = entry.path().join("events.jsonl");
             let events: Vec<JobEvent> = std::fs::read_to_string(&events_path)

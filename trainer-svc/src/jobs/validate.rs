@@ -4,7 +4,10 @@ use super::{JobData, JobError, JobSpec};
 use crate::model::BaseModel;
 
 fn invalid(field: &str, message: impl Into<String>) -> JobError {
-    JobError::Invalid { field: field.into(), message: message.into() }
+    JobError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 /// Checks files, the model, the data and the hyperparameters; the error names the field.
@@ -21,7 +24,10 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), JobError> {
     model.config().map_err(|e| bad_base(&e))?;
     crate::train::data::ChatFormat::for_base(base).map_err(|e| bad_base(&e))?;
     if cfg.lora.target_modules.is_empty() {
-        return Err(invalid("hyperparameters.lora.target_modules", "no module to adapt"));
+        return Err(invalid(
+            "hyperparameters.lora.target_modules",
+            "no module to adapt",
+        ));
     }
     match &spec.data {
         JobData::Inline(examples) => {
@@ -30,16 +36,25 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), JobError> {
             }
             for (i, e) in examples.iter().enumerate() {
                 if e.summary.trim().is_empty() {
-                    return Err(invalid(&format!("inline.examples[{i}].summary"), "must not be empty"));
+                    return Err(invalid(
+                        &format!("inline.examples[{i}].summary"),
+                        "must not be empty",
+                    ));
                 }
                 if e.conversation.turns.is_empty() {
-                    return Err(invalid(&format!("inline.examples[{i}].conversation.turns"), "must not be empty"));
+                    return Err(invalid(
+                        &format!("inline.examples[{i}].conversation.turns"),
+                        "must not be empty",
+                    ));
                 }
             }
         }
         JobData::Jsonl(path) => {
             if !path.is_file() {
-                return Err(invalid("jsonl_path", format!("{} is not a file", path.display())));
+                return Err(invalid(
+                    "jsonl_path",
+                    format!("{} is not a file", path.display()),
+                ));
             }
         }
     }

@@ -10,7 +10,15 @@ use crate::model::frozen::{frozen_matmul, mul_const};
 use crate::rng::Rng;
 
 /// The projections of a Llama block, by their checkpoint names.
-pub const ALL_MODULES: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+pub const ALL_MODULES: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
 
 /// Which layers get adapters, and how big they are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,7 +32,12 @@ pub struct LoraSpec {
 
 impl Default for LoraSpec {
     fn default() -> Self {
-        Self { rank: 16, alpha: 32.0, dropout: 0.0, target_modules: ALL_MODULES.iter().map(|s| s.to_string()).collect() }
+        Self {
+            rank: 16,
+            alpha: 32.0,
+            dropout: 0.0,
+            target_modules: ALL_MODULES.iter().map(|s| s.to_string()).collect(),
+        }
     }
 }
 
@@ -41,13 +54,24 @@ impl LoraSpec {
         }
         let mut wanted = Vec::new();
         for name in names {
-            let canonical = if name.ends_with("_proj") { name.clone() } else { format!("{name}_proj") };
+            let canonical = if name.ends_with("_proj") {
+                name.clone()
+            } else {
+                format!("{name}_proj")
+            };
             if !ALL_MODULES.contains(&canonical.as_str()) {
-                return Err(format!("the model has no module {name:?} (it has {})", ALL_MODULES.join(", ")));
+                return Err(format!(
+                    "the model has no module {name:?} (it has {})",
+                    ALL_MODULES.join(", ")
+                ));
             }
             wanted.push(canonical);
         }
-        Ok(ALL_MODULES.iter().filter(|m| wanted.iter().any(|w| w == *m)).map(|s| s.to_string()).collect())
+        Ok(ALL_MODULES
+            .iter()
+            .filter(|m| wanted.iter().any(|w| w == *m))
+            .map(|s| s.to_string())
+            .collect())
     }
 }
 
@@ -61,12 +85,25 @@ pub struct LoraPair {
 
 impl LoraPair {
     /// PEFT's init: `kaiming_uniform_(A, a=sqrt(5))`, i.e. U(-1/sqrt(in), 1/sqrt(in)); B = 0.
-    pub fn init(in_dim: usize, out_dim: usize, spec: &LoraSpec, rng: &mut Rng, device: &Device) -> Result<Self> {
+    pub fn init(
+        in_dim: usize,
+        out_dim: usize,
+        spec: &LoraSpec,
+        rng: &mut Rng,
+        device: &Device,
+    ) -> Result<Self> {
         let bound = 1.0 / (in_dim as f32).sqrt();
-        let a: Vec<f32> = (0..spec.rank * in_dim).map(|_| (rng.next_f32() * 2.0 - 1.0) * bound).collect();
+        let a: Vec<f32> = (0..spec.rank * in_dim)
+            .map(|_| (rng.next_f32() * 2.0 - 1.0) * bound)
+            .collect();
         let a = Var::from_tensor(&Tensor::from_vec(a, (spec.rank, in_dim), device)?)?;
         let b = Var::zeros((out_dim, spec.rank), DType::F32, device)?;
-        Ok(Self { a, b, scaling: spec.scaling(), dropout: spec.dropout })
+        Ok(Self {
+            a,
+            b,
+            scaling: spec.scaling(),
+            dropout: spec.dropout,
+        })
     }
 
     /// `W + scaling * B A`, in W's dtype (the merged export).
@@ -101,8 +138,9 @@ impl Linear {
         let x = match (&mut ctx.dropout_rng, l.dropout) {
             (Some(rng), p) if p > 0.0 => {
                 let keep = 1.0 / (1.0 - p);
-                let mask: Vec<f32> =
-                    (0..x.elem_count()).map(|_| if rng.next_f32() < p { 0.0 } else { keep }).collect();
+                let mask: Vec<f32> = (0..x.elem_count())
+                    .map(|_| if rng.next_f32() < p { 0.0 } else { keep })
+                    .collect();
                 mul_const(x, &Tensor::from_vec(mask, x.shape(), x.device())?)?
             }
             _ => x.clone(),
@@ -111,7 +149,10 @@ impl Linear {
         let (in_dim, lead) = (dims[dims.len() - 1], &dims[..dims.len() - 1]);
         let n: usize = lead.iter().product();
         let x2 = x.reshape((n, in_dim))?;
-        let delta = (x2.matmul(&l.a.as_tensor().t()?)?.matmul(&l.b.as_tensor().t()?)? * l.scaling)?;
+        let delta = (x2
+            .matmul(&l.a.as_tensor().t()?)?
+            .matmul(&l.b.as_tensor().t()?)?
+            * l.scaling)?;
         let mut out = lead.to_vec();
         out.push(delta.dim(1)?);
         y + delta.reshape(out)?

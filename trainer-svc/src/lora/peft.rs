@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::LoraSpec;
+use crate::model::BaseModel;
 use crate::model::ModelError;
 use crate::model::llama::Llama;
-use crate::model::BaseModel;
 use crate::model::weights::weight_files;
 
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
@@ -40,22 +40,40 @@ pub struct AdapterConfig {
 
 impl AdapterConfig {
     pub fn spec(&self) -> Result<LoraSpec, ModelError> {
-        if self.peft_type != "LORA" || self.use_dora || self.use_rslora || self.bias.as_deref().is_some_and(|b| b != "none") {
+        if self.peft_type != "LORA"
+            || self.use_dora
+            || self.use_rslora
+            || self.bias.as_deref().is_some_and(|b| b != "none")
+        {
             return Err(ModelError::Weights(format!(
                 "only plain LoRA adapters are supported (peft_type {}, use_dora {}, use_rslora {}, bias {:?})",
                 self.peft_type, self.use_dora, self.use_rslora, self.bias
             )));
         }
-        let target_modules = LoraSpec::normalize_modules(&self.target_modules).map_err(ModelError::Weights)?;
-        Ok(LoraSpec { rank: self.r, alpha: self.lora_alpha, dropout: self.lora_dropout, target_modules })
+        let target_modules =
+            LoraSpec::normalize_modules(&self.target_modules).map_err(ModelError::Weights)?;
+        Ok(LoraSpec {
+            rank: self.r,
+            alpha: self.lora_alpha,
+            dropout: self.lora_dropout,
+            target_modules,
+        })
     }
 }
 
 /// Writes `adapter_config.json` and `adapter_model.safetensors` into `dir`.
-pub fn save_adapter(model: &Llama, spec: &LoraSpec, base_model: &Path, dir: &Path) -> Result<(), ModelError> {
+pub fn save_adapter(
+    model: &Llama,
+    spec: &LoraSpec,
+    base_model: &Path,
+    dir: &Path,
+) -> Result<(), ModelError> {
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    let tensors: HashMap<String, Tensor> =
-        model.lora_vars().into_iter().map(|(name, var)| (name, var.as_tensor().clone())).collect();
+    let tensors: HashMap<String, Tensor> = model
+        .lora_vars()
+        .into_iter()
+        .map(|(name, var)| (name, var.as_tensor().clone()))
+        .collect();
     candle_core::safetensors::save(&tensors, dir.join(ADAPTER_WEIGHTS))?;
     // Every field PEFT needs to rebuild the model; the rest take PEFT's defaults.
     let config = json!({
@@ -83,11 +101,14 @@ pub fn save_adapter(model: &Llama, spec: &LoraSpec, base_model: &Path, dir: &Pat
 }
 
 /// Reads a PEFT adapter directory: its config and its tensors (f32, on `device`).
-pub fn load_adapter(dir: &Path, device: &Device) -> Result<(AdapterConfig, HashMap<String, Tensor>), ModelError> {
+pub fn load_adapter(
+    dir: &Path,
+    device: &Device,
+) -> Result<(AdapterConfig, HashMap<String, Tensor>), ModelError> {
     let path = dir.join(ADAPTER_CONFIG);
     let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
-    let config: AdapterConfig =
-        serde_json::from_str(&text).map_err(|e| ModelError::Weights(format!("{}: {e}", path.display())))?;
+    let config: AdapterConfig = serde_json::from_str(&text)
+        .map_err(|e| ModelError::Weights(format!("{}: {e}", path.display())))?;
     let tensors = candle_core::safetensors::load(dir.join(ADAPTER_WEIGHTS), device)?
         .into_iter()
         .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
@@ -123,12 +144,19 @@ pub fn write_merged(
 }
 
 /// Shard by shard with the base's file names, so memory holds one shard at a time.
-fn write_merged_dir(base_dir: &Path, adapter: &HashMap<String, Tensor>, spec: &LoraSpec, out: &Path) -> Result<(), ModelError> {
+fn write_merged_dir(
+    base_dir: &Path,
+    adapter: &HashMap<String, Tensor>,
+    spec: &LoraSpec,
+    out: &Path,
+) -> Result<(), ModelError> {
     let mut merged_count = 0usize;
     for file in weight_files(base_dir)? {
         let mut tensors = candle_core::safetensors::load(&file, &Device::Cpu)?;
         merged_count += fold_adapter(&mut tensors, adapter, spec)?;
-        let name = file.file_name().ok_or_else(|| ModelError::Weights(format!("bad path {}", file.display())))?;
+        let name = file
+            .file_name()
+            .ok_or_else(|| ModelError::Weights(format!("bad path {}", file.display())))?;
         candle_core::safetensors::save(&tensors, out.join(name))?;
     }
     check_all_folded(merged_count, adapter)?;
@@ -142,11 +170,17 @@ fn write_merged_dir(base_dir: &Path, adapter: &HashMap<String, Tensor>, spec: &L
 }
 
 /// Folds every adapter whose base weight is in `tensors` into it; returns how many.
-pub fn fold_adapter(tensors: &mut HashMap<String, Tensor>, adapter: &HashMap<String, Tensor>, spec: &LoraSpec) -> Result<usize, ModelError> {
+pub fn fold_adapter(
+    tensors: &mut HashMap<String, Tensor>,
+    adapter: &HashMap<String, Tensor>,
+    spec: &LoraSpec,
+) -> Result<usize, ModelError> {
     let device = Device::Cpu;
     let mut merged_count = 0usize;
     for (name, w) in tensors.iter_mut() {
-        let Some(stem) = name.strip_suffix(".weight") else { continue };
+        let Some(stem) = name.strip_suffix(".weight") else {
+            continue;
+        };
         let a = adapter.get(&format!("base_model.model.{stem}.lora_A.weight"));
         let b = adapter.get(&format!("base_model.model.{stem}.lora_B.weight"));
         if let (Some(a), Some(b)) = (a, b) {
@@ -159,7 +193,10 @@ pub fn fold_adapter(tensors: &mut HashMap<String, Tensor>, adapter: &HashMap<Str
 }
 
 /// Every A/B pair must have found its base weight.
-pub fn check_all_folded(merged_count: usize, adapter: &HashMap<String, Tensor>) -> Result<(), ModelError> {
+pub fn check_all_folded(
+    merged_count: usize,
+    adapter: &HashMap<String, Tensor>,
+) -> Result<(), ModelError> {
     if merged_count * 2 != adapter.len() {
         return Err(ModelError::Weights(format!(
             "merged {merged_count} layers but the adapter has {} tensors: names do not match the base",
@@ -170,7 +207,8 @@ pub fn check_all_folded(merged_count: usize, adapter: &HashMap<String, Tensor>) 
 }
 
 pub fn write_json(path: &Path, value: &Value) -> Result<(), ModelError> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| ModelError::Weights(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(value).map_err(|e| ModelError::Weights(e.to_string()))?;
     std::fs::write(path, text).map_err(|e| io(path, e))
 }
 

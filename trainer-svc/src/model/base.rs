@@ -22,7 +22,11 @@ impl BaseModel {
         if path.is_dir() {
             return Ok(Self::HfDir(path.to_path_buf()));
         }
-        if path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        if path.is_file()
+            && path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        {
             return Ok(Self::Gguf(path.to_path_buf()));
         }
         Err(ModelError::Config(format!(
@@ -39,9 +43,16 @@ impl BaseModel {
     }
 
     /// The configuration and every weight under its Hugging Face name, in `dtype`.
-    pub fn load(&self, dtype: DType, device: &Device) -> Result<(LlamaConfig, HashMap<String, Tensor>), ModelError> {
+    pub fn load(
+        &self,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(LlamaConfig, HashMap<String, Tensor>), ModelError> {
         match self {
-            Self::HfDir(dir) => Ok((LlamaConfig::from_dir(dir)?, weights::load_all(dir, dtype, device)?)),
+            Self::HfDir(dir) => Ok((
+                LlamaConfig::from_dir(dir)?,
+                weights::load_all(dir, dtype, device)?,
+            )),
             Self::Gguf(file) => {
                 let mut gguf = GgufFile::open(file)?;
                 let cfg = gguf.config()?;
@@ -62,7 +73,10 @@ impl BaseModel {
                 }
                 let files = weights::weight_files(dir)?;
                 match files.iter().find(|f| !f.exists()) {
-                    Some(missing) => Err(ModelError::Weights(format!("missing weights file {}", missing.display()))),
+                    Some(missing) => Err(ModelError::Weights(format!(
+                        "missing weights file {}",
+                        missing.display()
+                    ))),
                     None => Ok(()),
                 }
             }

@@ -15,7 +15,12 @@ pub enum RopeScaling {
     /// Plain RoPE (`rope_type: default`, or no scaling at all).
     Default,
     /// Llama 3.1's frequency-dependent scaling.
-    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position_embeddings: f64 },
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: f64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -86,8 +91,8 @@ impl LlamaConfig {
     }
 
     pub fn from_json(text: &str) -> Result<Self, ModelError> {
-        let raw: RawConfig =
-            serde_json::from_str(text).map_err(|e| ModelError::Config(format!("config.json: {e}")))?;
+        let raw: RawConfig = serde_json::from_str(text)
+            .map_err(|e| ModelError::Config(format!("config.json: {e}")))?;
         let is_llama = raw.architectures.iter().any(|a| a == "LlamaForCausalLM")
             || (raw.architectures.is_empty() && raw.model_type.as_deref() == Some("llama"));
         if !is_llama {
@@ -97,27 +102,48 @@ impl LlamaConfig {
             )));
         }
         if raw.attention_bias || raw.mlp_bias {
-            return Err(ModelError::Config("attention_bias / mlp_bias are not supported (Llama 3 has none)".into()));
+            return Err(ModelError::Config(
+                "attention_bias / mlp_bias are not supported (Llama 3 has none)".into(),
+            ));
         }
         if let Some(act) = raw.hidden_act.as_deref().filter(|a| *a != "silu") {
-            return Err(ModelError::Config(format!("hidden_act {act:?} is not supported (only silu)")));
+            return Err(ModelError::Config(format!(
+                "hidden_act {act:?} is not supported (only silu)"
+            )));
         }
-        if raw.num_attention_heads == 0 || raw.hidden_size % raw.num_attention_heads != 0 && raw.head_dim.is_none() {
-            return Err(ModelError::Config("hidden_size is not a multiple of num_attention_heads".into()));
+        if raw.num_attention_heads == 0
+            || raw.hidden_size % raw.num_attention_heads != 0 && raw.head_dim.is_none()
+        {
+            return Err(ModelError::Config(
+                "hidden_size is not a multiple of num_attention_heads".into(),
+            ));
         }
         let num_key_value_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
         if num_key_value_heads == 0 || raw.num_attention_heads % num_key_value_heads != 0 {
-            return Err(ModelError::Config("num_attention_heads is not a multiple of num_key_value_heads".into()));
+            return Err(ModelError::Config(
+                "num_attention_heads is not a multiple of num_key_value_heads".into(),
+            ));
         }
-        let head_dim = raw.head_dim.unwrap_or(raw.hidden_size / raw.num_attention_heads);
+        let head_dim = raw
+            .head_dim
+            .unwrap_or(raw.hidden_size / raw.num_attention_heads);
         if head_dim % 2 != 0 {
             return Err(ModelError::Config("head_dim must be even for RoPE".into()));
         }
         // transformers 5 folds rope_theta into rope_parameters; Llama 3.1 keeps both outside.
-        let params = raw.rope_parameters.as_ref().or(raw.rope_scaling.as_ref()).filter(|v| !v.is_null());
+        let params = raw
+            .rope_parameters
+            .as_ref()
+            .or(raw.rope_scaling.as_ref())
+            .filter(|v| !v.is_null());
         let rope_theta = raw
             .rope_theta
-            .or_else(|| raw.rope_parameters.as_ref().and_then(|p| p.get("rope_theta")).and_then(Value::as_f64))
+            .or_else(|| {
+                raw.rope_parameters
+                    .as_ref()
+                    .and_then(|p| p.get("rope_theta"))
+                    .and_then(Value::as_f64)
+            })
             .unwrap_or(10_000.0);
         let rope_scaling = match params {
             None => RopeScaling::Default,
@@ -152,11 +178,15 @@ impl LlamaConfig {
 
 fn parse_rope(p: &Value) -> Result<RopeScaling, ModelError> {
     // Older files say `type`, newer ones `rope_type`.
-    let kind = p.get("rope_type").or_else(|| p.get("type")).and_then(Value::as_str).unwrap_or("default");
+    let kind = p
+        .get("rope_type")
+        .or_else(|| p.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
     let num = |key: &str| {
-        p.get(key)
-            .and_then(Value::as_f64)
-            .ok_or_else(|| ModelError::Config(format!("rope scaling `llama3` needs a numeric `{key}`")))
+        p.get(key).and_then(Value::as_f64).ok_or_else(|| {
+            ModelError::Config(format!("rope scaling `llama3` needs a numeric `{key}`"))
+        })
     };
     match kind {
         "default" => Ok(RopeScaling::Default),
@@ -203,7 +233,9 @@ mod tests {
         let err = LlamaConfig::from_json(&yarn).unwrap_err().to_string();
         assert!(err.contains("yarn"), "{err}");
         let mistral = BASE.replace("LlamaForCausalLM", "MistralForCausalLM");
-        let err = LlamaConfig::from_json(&format!("{{{mistral}}}")).unwrap_err().to_string();
+        let err = LlamaConfig::from_json(&format!("{{{mistral}}}"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("MistralForCausalLM"), "{err}");
     }
 }

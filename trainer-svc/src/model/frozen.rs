@@ -8,7 +8,9 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::op::{Add, Mul};
-use candle_core::{CpuStorage, CudaStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{
+    CpuStorage, CudaStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor,
+};
 
 /// `x @ W^T` for a frozen `W` of shape `[out, in]`; `x` is `[n, in]`.
 struct FrozenMatmul {
@@ -16,14 +18,23 @@ struct FrozenMatmul {
 }
 
 impl FrozenMatmul {
-    fn fwd<S: BackendStorage>(&self, x: &S, x_l: &Layout, w: &S, w_l: &Layout) -> Result<(S, Shape)> {
+    fn fwd<S: BackendStorage>(
+        &self,
+        x: &S,
+        x_l: &Layout,
+        w: &S,
+        w_l: &Layout,
+    ) -> Result<(S, Shape)> {
         let (n, k) = x_l.shape().dims2()?;
         let (out, k_w) = w_l.shape().dims2()?;
         if k != k_w {
             candle_core::bail!("frozen matmul: input has {k} features, weight expects {k_w}");
         }
         let wt = w_l.transpose(0, 1)?;
-        Ok((x.matmul(w, (1, n, out, k), x_l, &wt)?, Shape::from((n, out))))
+        Ok((
+            x.matmul(w, (1, n, out, k), x_l, &wt)?,
+            Shape::from((n, out)),
+        ))
     }
 }
 
@@ -58,14 +69,22 @@ impl CustomOp1 for FrozenMatmul {
 /// `x` is converted to `W`'s dtype (a bf16 base) and the result back to `x`'s.
 pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let dims = x.dims().to_vec();
-    let Some((&k, lead)) = dims.split_last() else { candle_core::bail!("frozen matmul of a scalar") };
+    let Some((&k, lead)) = dims.split_last() else {
+        candle_core::bail!("frozen matmul of a scalar")
+    };
     let n: usize = lead.iter().product();
     let in_dtype = x.dtype();
     // candle's CPU matmul has no bf16 kernel: a bf16 base is kept in bf16 (half the memory)
     // and widened one layer at a time. On CUDA the matmul runs in bf16.
-    let w = if w.device().is_cpu() && w.dtype() != DType::F32 { &w.to_dtype(DType::F32)? } else { w };
+    let w = if w.device().is_cpu() && w.dtype() != DType::F32 {
+        &w.to_dtype(DType::F32)?
+    } else {
+        w
+    };
     let x2 = x.to_dtype(w.dtype())?.reshape((n, k))?.contiguous()?;
-    let y = x2.apply_op1(FrozenMatmul { w: w.clone() })?.to_dtype(in_dtype)?;
+    let y = x2
+        .apply_op1(FrozenMatmul { w: w.clone() })?
+        .to_dtype(in_dtype)?;
     let mut out_dims = lead.to_vec();
     out_dims.push(w.dim(0)?);
     y.reshape(out_dims)
@@ -84,7 +103,13 @@ struct ConstBinary {
 }
 
 impl ConstBinary {
-    fn fwd<S: BackendStorage>(&self, x: &S, x_l: &Layout, c: &S, c_l: &Layout) -> Result<(S, Shape)> {
+    fn fwd<S: BackendStorage>(
+        &self,
+        x: &S,
+        x_l: &Layout,
+        c: &S,
+        c_l: &Layout,
+    ) -> Result<(S, Shape)> {
         let c_l = c_l.broadcast_as(x_l.shape().clone())?;
         let out = match self.kind {
             ConstKind::Mul => x.binary_impl::<Mul>(c, x_l, &c_l)?,
@@ -137,13 +162,19 @@ fn check_broadcast(x: &Tensor, c: &Tensor) -> Result<()> {
 /// `x * c` with `c` frozen (norm weights, rope tables).
 pub fn mul_const(x: &Tensor, c: &Tensor) -> Result<Tensor> {
     check_broadcast(x, c)?;
-    x.apply_op1(ConstBinary { c: c.clone(), kind: ConstKind::Mul })
+    x.apply_op1(ConstBinary {
+        c: c.clone(),
+        kind: ConstKind::Mul,
+    })
 }
 
 /// `x + c` with `c` frozen (the causal mask).
 pub fn add_const(x: &Tensor, c: &Tensor) -> Result<Tensor> {
     check_broadcast(x, c)?;
-    x.apply_op1(ConstBinary { c: c.clone(), kind: ConstKind::Add })
+    x.apply_op1(ConstBinary {
+        c: c.clone(),
+        kind: ConstKind::Add,
+    })
 }
 
 #[cfg(test)]
@@ -152,7 +183,16 @@ mod tests {
     use candle_core::{Device, Var};
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     }
 
     #[test]

@@ -26,7 +26,11 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { dtype: DType::F32, lora: None, seed: 0 }
+        Self {
+            dtype: DType::F32,
+            lora: None,
+            seed: 0,
+        }
     }
 }
 
@@ -49,7 +53,11 @@ pub struct Llama {
 
 /// `self_attn` or `mlp`: where a module sits in the checkpoint's names.
 pub fn module_parent(module: &str) -> &'static str {
-    if matches!(module, "q_proj" | "k_proj" | "v_proj" | "o_proj") { "self_attn" } else { "mlp" }
+    if matches!(module, "q_proj" | "k_proj" | "v_proj" | "o_proj") {
+        "self_attn"
+    } else {
+        "mlp"
+    }
 }
 
 impl Llama {
@@ -57,11 +65,16 @@ impl Llama {
     pub fn load(path: &Path, opts: &LoadOptions, device: &Device) -> Result<Self, ModelError> {
         let (cfg, mut w) = BaseModel::resolve(path)?.load(opts.dtype, device)?;
         let mut take = |name: &str| {
-            w.remove(name).ok_or_else(|| ModelError::Weights(format!("{}: no tensor {name}", path.display())))
+            w.remove(name)
+                .ok_or_else(|| ModelError::Weights(format!("{}: no tensor {name}", path.display())))
         };
         let embed = take("model.embed_tokens.weight")?;
         let norm = take("model.norm.weight")?.to_dtype(DType::F32)?;
-        let lm_head = if cfg.tie_word_embeddings { embed.clone() } else { take("lm_head.weight")? };
+        let lm_head = if cfg.tie_word_embeddings {
+            embed.clone()
+        } else {
+            take("lm_head.weight")?
+        };
         let mut rng = Rng::derive(opts.seed, "lora-init", 0);
         let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
@@ -80,12 +93,21 @@ impl Llama {
             }
             blocks.push(Block {
                 input_norm: take(&format!("{p}.input_layernorm.weight"))?.to_dtype(DType::F32)?,
-                post_norm: take(&format!("{p}.post_attention_layernorm.weight"))?.to_dtype(DType::F32)?,
+                post_norm: take(&format!("{p}.post_attention_layernorm.weight"))?
+                    .to_dtype(DType::F32)?,
                 proj,
             });
         }
         let inv_freq = inv_freq(&cfg);
-        Ok(Self { cfg, embed, blocks, norm, lm_head, inv_freq, device: device.clone() })
+        Ok(Self {
+            cfg,
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            inv_freq,
+            device: device.clone(),
+        })
     }
 
     pub fn device(&self) -> &Device {
@@ -98,7 +120,8 @@ impl Llama {
         for (i, block) in self.blocks.iter().enumerate() {
             for (m, lin) in ALL_MODULES.iter().zip(&block.proj) {
                 if let Some(l) = &lin.lora {
-                    let base = format!("base_model.model.model.layers.{i}.{}.{m}", module_parent(m));
+                    let base =
+                        format!("base_model.model.model.layers.{i}.{}.{m}", module_parent(m));
                     out.push((format!("{base}.lora_A.weight"), l.a.clone()));
                     out.push((format!("{base}.lora_B.weight"), l.b.clone()));
                 }
@@ -111,9 +134,15 @@ impl Llama {
     /// must be present with its exact shape.
     pub fn set_lora(&self, tensors: &HashMap<String, Tensor>) -> Result<(), ModelError> {
         for (name, var) in self.lora_vars() {
-            let t = tensors.get(&name).ok_or_else(|| ModelError::Weights(format!("adapter lacks {name}")))?;
+            let t = tensors
+                .get(&name)
+                .ok_or_else(|| ModelError::Weights(format!("adapter lacks {name}")))?;
             if t.dims() != var.dims() {
-                return Err(ModelError::Weights(format!("{name}: shape {:?}, expected {:?}", t.dims(), var.dims())));
+                return Err(ModelError::Weights(format!(
+                    "{name}: shape {:?}, expected {:?}",
+                    t.dims(),
+                    var.dims()
+                )));
             }
             var.set(&t.to_dtype(DType::F32)?.to_device(&self.device)?)?;
         }
@@ -125,7 +154,10 @@ impl Llama {
         let (b, s) = ids.dims2()?;
         let (cos, sin) = self.rope_tables(s)?;
         let mask = causal_mask(s, &self.device)?;
-        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.to_dtype(DType::F32)?;
+        let mut x = self
+            .embed
+            .index_select(&ids.flatten_all()?, 0)?
+            .to_dtype(DType::F32)?;
         x = x.reshape((b, s, self.cfg.hidden_size))?;
         for block in &self.blocks {
             let h = rms_norm(&x, &block.input_norm, self.cfg.rms_norm_eps)?;
@@ -167,7 +199,11 @@ impl Llama {
         let v = repeat_kv(&v, nh / nkv)?;
         let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
         let probs = softmax_last(&add_const(&scores, mask)?)?;
-        let out = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, s, nh * hd))?;
+        let out = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, s, nh * hd))?;
         block.proj[3].forward(&out, ctx)
     }
 
@@ -186,7 +222,10 @@ impl Llama {
             }
         }
         let shape = (s, half * 2);
-        Ok((Tensor::from_vec(cos, shape, &self.device)?, Tensor::from_vec(sin, shape, &self.device)?))
+        Ok((
+            Tensor::from_vec(cos, shape, &self.device)?,
+            Tensor::from_vec(sin, shape, &self.device)?,
+        ))
     }
 }
 
@@ -225,25 +264,38 @@ fn repeat_kv(x: &Tensor, rep: usize) -> CResult<Tensor> {
         return Ok(x.clone());
     }
     let (b, n, s, d) = x.dims4()?;
-    x.unsqueeze(2)?.broadcast_as((b, n, rep, s, d))?.reshape((b, n * rep, s, d))
+    x.unsqueeze(2)?
+        .broadcast_as((b, n, rep, s, d))?
+        .reshape((b, n * rep, s, d))
 }
 
 fn causal_mask(s: usize, device: &Device) -> CResult<Tensor> {
-    let m: Vec<f32> =
-        (0..s).flat_map(|i| (0..s).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+    let m: Vec<f32> = (0..s)
+        .flat_map(|i| (0..s).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
     Tensor::from_vec(m, (s, s), device)
 }
 
 /// The rotary frequencies as transformers computes them (f32), with Llama 3.1's scaling.
 pub fn inv_freq(cfg: &LlamaConfig) -> Vec<f32> {
     let dim = cfg.head_dim;
-    let base: Vec<f32> =
-        (0..dim / 2).map(|i| 1.0 / (cfg.rope_theta as f32).powf((2 * i) as f32 / dim as f32)).collect();
+    let base: Vec<f32> = (0..dim / 2)
+        .map(|i| 1.0 / (cfg.rope_theta as f32).powf((2 * i) as f32 / dim as f32))
+        .collect();
     match cfg.rope_scaling {
         RopeScaling::Default => base,
-        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
-            let (factor, low, high, old) =
-                (factor as f32, low_freq_factor as f32, high_freq_factor as f32, original_max_position_embeddings as f32);
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } => {
+            let (factor, low, high, old) = (
+                factor as f32,
+                low_freq_factor as f32,
+                high_freq_factor as f32,
+                original_max_position_embeddings as f32,
+            );
             let low_freq_wavelen = old / low;
             let high_freq_wavelen = old / high;
             base.into_iter()

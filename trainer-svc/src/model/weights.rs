@@ -34,17 +34,28 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
 }
 
 /// Every tensor of the model, each converted to `dtype` (norm weights are the caller's business).
-pub fn load_all(dir: &Path, dtype: DType, device: &Device) -> Result<HashMap<String, Tensor>, ModelError> {
+pub fn load_all(
+    dir: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>, ModelError> {
     let mut all = HashMap::new();
     for file in weight_files(dir)? {
         if !file.exists() {
-            return Err(ModelError::Weights(format!("missing shard {}", file.display())));
+            return Err(ModelError::Weights(format!(
+                "missing shard {}",
+                file.display()
+            )));
         }
         // One file at a time, so a sharded 8B model never holds two copies of everything.
         let tensors = candle_core::safetensors::load(&file, device)
             .map_err(|e| ModelError::Weights(format!("{}: {e}", file.display())))?;
         for (name, t) in tensors {
-            let t = if t.dtype() == dtype { t } else { t.to_dtype(dtype)? };
+            let t = if t.dtype() == dtype {
+                t
+            } else {
+                t.to_dtype(dtype)?
+            };
             all.insert(name, t);
         }
     }

@@ -46,7 +46,9 @@ pub fn adapter_dir(checkpoint: &Path) -> PathBuf {
 
 /// Checkpoints present under `output`, oldest first, as `(step, path)`.
 pub fn list(output: &Path) -> Vec<(u64, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(checkpoints_dir(output)) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(checkpoints_dir(output)) else {
+        return Vec::new();
+    };
     let mut out: Vec<(u64, PathBuf)> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
@@ -69,16 +71,24 @@ pub fn commit(tmp: &Path, output: &Path, step: u64) -> Result<PathBuf, TrainErro
     Ok(dest)
 }
 
-pub fn write_state(dir: &Path, state: &CheckpointState, optimizer: &HashMap<String, Tensor>) -> Result<(), TrainError> {
+pub fn write_state(
+    dir: &Path,
+    state: &CheckpointState,
+    optimizer: &HashMap<String, Tensor>,
+) -> Result<(), TrainError> {
     candle_core::safetensors::save(optimizer, dir.join(OPTIMIZER_FILE))?;
     let text = serde_json::to_string_pretty(state).map_err(|e| TrainError::Data(e.to_string()))?;
     std::fs::write(dir.join(STATE_FILE), text).map_err(|e| TrainError::io(dir, e))
 }
 
-pub fn read_state(dir: &Path, device: &Device) -> Result<(CheckpointState, HashMap<String, Tensor>), TrainError> {
+pub fn read_state(
+    dir: &Path,
+    device: &Device,
+) -> Result<(CheckpointState, HashMap<String, Tensor>), TrainError> {
     let path = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
-    let state = serde_json::from_str(&text).map_err(|e| TrainError::Data(format!("{}: {e}", path.display())))?;
+    let state = serde_json::from_str(&text)
+        .map_err(|e| TrainError::Data(format!("{}: {e}", path.display())))?;
     let optimizer = candle_core::safetensors::load(dir.join(OPTIMIZER_FILE), device)?;
     Ok((state, optimizer))
 }

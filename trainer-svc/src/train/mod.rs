@@ -46,7 +46,10 @@ pub struct TrainConfig {
 
 impl TrainConfig {
     /// The server's defaults for a base model and an output directory.
-    pub fn with_defaults(base_model_dir: impl Into<PathBuf>, output_dir: impl Into<PathBuf>) -> Self {
+    pub fn with_defaults(
+        base_model_dir: impl Into<PathBuf>,
+        output_dir: impl Into<PathBuf>,
+    ) -> Self {
         Self {
             base_model_dir: base_model_dir.into(),
             output_dir: output_dir.into(),
@@ -81,7 +84,8 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.lora.dropout) {
             return bad("hyperparameters.lora.dropout", "must be in [0, 1)");
         }
-        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0 && self.learning_rate < 1.0) {
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0 && self.learning_rate < 1.0)
+        {
             return bad("hyperparameters.learning_rate", "must be in (0, 1)");
         }
         if self.epochs == 0 {
@@ -91,7 +95,10 @@ impl TrainConfig {
             return bad("hyperparameters.batch_size", "must be in 1..=4096");
         }
         if self.gradient_accumulation_steps == 0 || self.gradient_accumulation_steps > 4096 {
-            return bad("hyperparameters.gradient_accumulation_steps", "must be in 1..=4096");
+            return bad(
+                "hyperparameters.gradient_accumulation_steps",
+                "must be in 1..=4096",
+            );
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return bad("hyperparameters.weight_decay", "must be >= 0");
@@ -119,7 +126,9 @@ impl TrainConfig {
         c.export_merged = false;
         let text = serde_json::to_string(&c).unwrap_or_default();
         // FNV-1a: stable across builds and platforms, unlike the std hasher.
-        let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
         format!("{hash:016x}")
     }
 }
@@ -127,10 +136,30 @@ impl TrainConfig {
 /// What a run reports as it goes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Started { total_steps: u64, resumed: bool, from_step: u64, train_examples: u32, eval_examples: u32 },
-    Step { step: u64, total_steps: u64, loss: f64, learning_rate: f64, tokens_per_second: f64, grad_norm: f64, epoch: u32 },
-    Eval { step: u64, eval_loss: f64 },
-    Checkpoint { step: u64, path: PathBuf },
+    Started {
+        total_steps: u64,
+        resumed: bool,
+        from_step: u64,
+        train_examples: u32,
+        eval_examples: u32,
+    },
+    Step {
+        step: u64,
+        total_steps: u64,
+        loss: f64,
+        learning_rate: f64,
+        tokens_per_second: f64,
+        grad_norm: f64,
+        epoch: u32,
+    },
+    Eval {
+        step: u64,
+        eval_loss: f64,
+    },
+    Checkpoint {
+        step: u64,
+        path: PathBuf,
+    },
     Warning(String),
 }
 

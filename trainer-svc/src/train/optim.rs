@@ -16,7 +16,12 @@ pub struct AdamWParams {
 
 impl Default for AdamWParams {
     fn default() -> Self {
-        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
     }
 }
 
@@ -37,7 +42,11 @@ impl AdamW {
                 Ok((n, v, z.clone(), z))
             })
             .collect::<Result<_>>()?;
-        Ok(Self { params, slots, t: 0 })
+        Ok(Self {
+            params,
+            slots,
+            t: 0,
+        })
     }
 
     /// One update with `grads[i]` the gradient of the i-th var (same order as given to `new`).
@@ -69,7 +78,10 @@ impl AdamW {
     pub fn restore(&mut self, state: &HashMap<String, Tensor>, t: u64) -> Result<()> {
         for (name, _, m, v) in self.slots.iter_mut() {
             let get = |k: String| {
-                state.get(&k).cloned().ok_or_else(|| candle_core::Error::Msg(format!("optimizer state lacks {k}")))
+                state
+                    .get(&k)
+                    .cloned()
+                    .ok_or_else(|| candle_core::Error::Msg(format!("optimizer state lacks {k}")))
             };
             *m = get(format!("m.{name}"))?;
             *v = get(format!("v.{name}"))?;
@@ -121,7 +133,10 @@ mod tests {
 
     #[test]
     fn clipping_bounds_the_global_norm() -> Result<()> {
-        let mut g = vec![Tensor::new(&[3f32], &Device::Cpu)?, Tensor::new(&[4f32], &Device::Cpu)?];
+        let mut g = vec![
+            Tensor::new(&[3f32], &Device::Cpu)?,
+            Tensor::new(&[4f32], &Device::Cpu)?,
+        ];
         let norm = clip_global_norm(&mut g, 1.0)?;
         assert!((norm - 5.0).abs() < 1e-6);
         let after = clip_global_norm(&mut g.clone(), 100.0)?;
@@ -135,7 +150,10 @@ mod tests {
         let mut opt = AdamW::new(vec![("w".into(), var.clone())], AdamWParams::default())?;
         opt.step(&[Tensor::new(&[0.5f32, -2.], &Device::Cpu)?], 0.1)?;
         let w = var.as_tensor().to_vec1::<f32>()?;
-        assert!((w[0] - 0.9).abs() < 1e-5 && (w[1] + 0.9).abs() < 1e-5, "{w:?}");
+        assert!(
+            (w[0] - 0.9).abs() < 1e-5 && (w[1] + 0.9).abs() < 1e-5,
+            "{w:?}"
+        );
         Ok(())
     }
 }

@@ -27,7 +27,10 @@ pub enum Outcome {
         truncated_examples: u32,
     },
     /// Stopped before a step at the caller's request; the checkpoints written so far stay.
-    Cancelled { step: u64, last_checkpoint: Option<PathBuf> },
+    Cancelled {
+        step: u64,
+        last_checkpoint: Option<PathBuf>,
+    },
 }
 
 /// Which micro-batches make up each optimizer step, from the seed alone.
@@ -52,7 +55,9 @@ impl Plan {
         let first = (step % self.steps_per_epoch) as usize * self.accum;
         let last = (first + self.accum).min(self.batches_per_epoch());
         let micro = (first..last)
-            .map(|b| order[b * self.batch_size..((b + 1) * self.batch_size).min(order.len())].to_vec())
+            .map(|b| {
+                order[b * self.batch_size..((b + 1) * self.batch_size).min(order.len())].to_vec()
+            })
             .collect();
         (epoch, first as u64, micro)
     }
@@ -99,12 +104,20 @@ fn batch_loss(model: &Llama, batch: &Batch, ctx: &mut ForwardCtx) -> candle_core
     cross_entropy_sum(&model.logits(&picked)?, &batch.targets)
 }
 
-fn eval_loss(model: &Llama, eval: &[Encoded], cfg: &TrainConfig, pad: u32, device: &Device) -> Result<f64, TrainError> {
+fn eval_loss(
+    model: &Llama,
+    eval: &[Encoded],
+    cfg: &TrainConfig,
+    pad: u32,
+    device: &Device,
+) -> Result<f64, TrainError> {
     let (mut sum, mut n) = (0f64, 0usize);
     for chunk in eval.chunks(cfg.batch_size) {
         let items: Vec<&Encoded> = chunk.iter().collect();
         let batch = make_batch(&items, pad, device)?;
-        sum += batch_loss(model, &batch, &mut ForwardCtx::eval())?.detach().to_scalar::<f32>()? as f64;
+        sum += batch_loss(model, &batch, &mut ForwardCtx::eval())?
+            .detach()
+            .to_scalar::<f32>()? as f64;
         n += batch.num_targets;
     }
     Ok(sum / n.max(1) as f64)
@@ -112,13 +125,22 @@ fn eval_loss(model: &Llama, eval: &[Encoded], cfg: &TrainConfig, pad: u32, devic
 
 /// Trains a LoRA adapter on `examples`, resuming from the last checkpoint under
 /// `cfg.output_dir` if one of the same run is there.
-pub fn train(cfg: &TrainConfig, examples: &[Example], obs: &mut dyn Observer, device: &Device) -> Result<Outcome, TrainError> {
-    cfg.validate().map_err(|(f, m)| TrainError::Data(format!("{f}: {m}")))?;
+pub fn train(
+    cfg: &TrainConfig,
+    examples: &[Example],
+    obs: &mut dyn Observer,
+    device: &Device,
+) -> Result<Outcome, TrainError> {
+    cfg.validate()
+        .map_err(|(f, m)| TrainError::Data(format!("{f}: {m}")))?;
     if examples.is_empty() {
         return Err(TrainError::Data("no training examples".into()));
     }
     let format = ChatFormat::for_base(&cfg.base_model_dir)?;
-    let encoded: Vec<Encoded> = examples.iter().map(|e| format.encode(e, cfg.max_seq_len)).collect::<Result<_, _>>()?;
+    let encoded: Vec<Encoded> = examples
+        .iter()
+        .map(|e| format.encode(e, cfg.max_seq_len))
+        .collect::<Result<_, _>>()?;
     let truncated = encoded.iter().filter(|e| e.truncated).count() as u32;
     if truncated > 0 {
         obs.event(Event::Warning(format!(
@@ -136,7 +158,10 @@ pub fn train(cfg: &TrainConfig, examples: &[Example], obs: &mut dyn Observer, de
     } else {
         0
     };
-    let eval: Vec<Encoded> = order[..n_eval].iter().map(|&i| encoded[i].clone()).collect();
+    let eval: Vec<Encoded> = order[..n_eval]
+        .iter()
+        .map(|&i| encoded[i].clone())
+        .collect();
     let mut train_idx = order[n_eval..].to_vec();
     train_idx.sort_unstable();
 
@@ -154,11 +179,22 @@ pub fn train(cfg: &TrainConfig, examples: &[Example], obs: &mut dyn Observer, de
         seed: cfg.seed,
     };
 
-    let dtype = if cfg.base_dtype == "bf16" { DType::BF16 } else { DType::F32 };
-    let opts = LoadOptions { dtype, lora: Some(cfg.lora.clone()), seed: cfg.seed };
+    let dtype = if cfg.base_dtype == "bf16" {
+        DType::BF16
+    } else {
+        DType::F32
+    };
+    let opts = LoadOptions {
+        dtype,
+        lora: Some(cfg.lora.clone()),
+        seed: cfg.seed,
+    };
     let model = Llama::load(&cfg.base_model_dir, &opts, device)?;
     let vars = model.lora_vars();
-    let params = AdamWParams { weight_decay: cfg.weight_decay, ..Default::default() };
+    let params = AdamWParams {
+        weight_decay: cfg.weight_decay,
+        ..Default::default()
+    };
     let mut opt = AdamW::new(vars.clone(), params)?;
 
     // Resume from the newest checkpoint of this same run.
@@ -174,7 +210,8 @@ pub fn train(cfg: &TrainConfig, examples: &[Example], obs: &mut dyn Observer, de
                 cfg.output_dir.display()
             )));
         }
-        let (_, adapter) = crate::lora::peft::load_adapter(&checkpoint::adapter_dir(&path), device)?;
+        let (_, adapter) =
+            crate::lora::peft::load_adapter(&checkpoint::adapter_dir(&path), device)?;
         model.set_lora(&adapter)?;
         opt.restore(&moments, state.optimizer_t)?;
         start = step;
@@ -193,22 +230,36 @@ pub fn train(cfg: &TrainConfig, examples: &[Example], obs: &mut dyn Observer, de
     let mut evaluated_at = None;
     for step in start..total_steps {
         if obs.cancelled() {
-            return Ok(Outcome::Cancelled { step, last_checkpoint });
+            return Ok(Outcome::Cancelled {
+                step,
+                last_checkpoint,
+            });
         }
         let started = Instant::now();
         let lr = lr_at(step, cfg.learning_rate, cfg.warmup_steps, total_steps);
         let (epoch, first_batch, micro) = plan.step(step);
         let batches: Vec<Batch> = micro
             .iter()
-            .map(|idx| make_batch(&idx.iter().map(|&i| &encoded[i]).collect::<Vec<_>>(), format.pad_id, device))
+            .map(|idx| {
+                make_batch(
+                    &idx.iter().map(|&i| &encoded[i]).collect::<Vec<_>>(),
+                    format.pad_id,
+                    device,
+                )
+            })
             .collect::<candle_core::Result<_>>()?;
         // The step's loss is the mean over all its target tokens, whatever the micro-batching.
         let step_targets: usize = batches.iter().map(|b| b.num_targets).sum();
-        let mut grads: Vec<Tensor> = vars.iter().map(|(_, v)| v.as_tensor().zeros_like()).collect::<candle_core::Result<_>>()?;
+        let mut grads: Vec<Tensor> = vars
+            .iter()
+            .map(|(_, v)| v.as_tensor().zeros_like())
+            .collect::<candle_core::Result<_>>()?;
         let (mut loss_sum, mut tokens) = (0f64, 0usize);
         for (j, batch) in batches.iter().enumerate() {
             let stream = step * cfg.gradient_accumulation_steps as u64 + j as u64;
-            let mut ctx = ForwardCtx { dropout_rng: Some(Rng::derive(cfg.seed, "dropout", stream)) };
+            let mut ctx = ForwardCtx {
+                dropout_rng: Some(Rng::derive(cfg.seed, "dropout", stream)),
+            };
             let loss = batch_loss(&model, batch, &mut ctx)?;
             loss_sum += loss.to_scalar::<f32>()? as f64;
             tokens += batch.num_tokens;
@@ -234,37 +285,61 @@ pub fn train(cfg: &TrainConfig, examples: &[Example], obs: &mut dyn Observer, de
         });
         if !eval.is_empty() && cfg.eval_every_steps > 0 && done % cfg.eval_every_steps == 0 {
             let l = eval_loss(&model, &eval, cfg, format.pad_id, device)?;
-            obs.event(Event::Eval { step: done, eval_loss: l });
+            obs.event(Event::Eval {
+                step: done,
+                eval_loss: l,
+            });
             last_eval = Some(l);
             evaluated_at = Some(done);
         }
-        if cfg.checkpoint_every_steps > 0 && done % cfg.checkpoint_every_steps == 0 && done < total_steps {
+        if cfg.checkpoint_every_steps > 0
+            && done % cfg.checkpoint_every_steps == 0
+            && done < total_steps
+        {
             let state = CheckpointState {
                 step: done,
                 total_steps,
                 epoch: done / steps_per_epoch,
-                next_batch_in_epoch: if done % steps_per_epoch == 0 { 0 } else { first_batch + micro.len() as u64 },
+                next_batch_in_epoch: if done % steps_per_epoch == 0 {
+                    0
+                } else {
+                    first_batch + micro.len() as u64
+                },
                 seed: cfg.seed,
                 optimizer_t: opt.t,
                 last_loss,
                 config_fingerprint: fingerprint.clone(),
             };
             let path = write_checkpoint(cfg, &model, &opt, &state)?;
-            obs.event(Event::Checkpoint { step: done, path: path.clone() });
+            obs.event(Event::Checkpoint {
+                step: done,
+                path: path.clone(),
+            });
             last_checkpoint = Some(path);
         }
     }
     if !eval.is_empty() && evaluated_at != Some(total_steps) {
         let l = eval_loss(&model, &eval, cfg, format.pad_id, device)?;
-        obs.event(Event::Eval { step: total_steps, eval_loss: l });
+        obs.event(Event::Eval {
+            step: total_steps,
+            eval_loss: l,
+        });
         last_eval = Some(l);
     }
 
     let adapter_dir = cfg.output_dir.join("adapter");
     save_adapter(&model, &cfg.lora, &cfg.base_model_dir, &adapter_dir)?;
     let merged_dir = if cfg.export_merged {
-        let tensors = vars.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
-        Some(write_merged(&cfg.base_model_dir, &tensors, &cfg.lora, &cfg.output_dir.join("merged"))?)
+        let tensors = vars
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
+        Some(write_merged(
+            &cfg.base_model_dir,
+            &tensors,
+            &cfg.lora,
+            &cfg.output_dir.join("merged"),
+        )?)
     } else {
         None
     };
@@ -278,14 +353,24 @@ pub fn train(cfg: &TrainConfig, examples: &[Example], obs: &mut dyn Observer, de
     })
 }
 
-fn write_checkpoint(cfg: &TrainConfig, model: &Llama, opt: &AdamW, state: &CheckpointState) -> Result<PathBuf, TrainError> {
+fn write_checkpoint(
+    cfg: &TrainConfig,
+    model: &Llama,
+    opt: &AdamW,
+    state: &CheckpointState,
+) -> Result<PathBuf, TrainError> {
     let root = checkpoint::checkpoints_dir(&cfg.output_dir);
     let tmp = root.join(format!(".tmp-step-{:08}", state.step));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-    save_adapter(model, &cfg.lora, &cfg.base_model_dir, &checkpoint::adapter_dir(&tmp))?;
+    save_adapter(
+        model,
+        &cfg.lora,
+        &cfg.base_model_dir,
+        &checkpoint::adapter_dir(&tmp),
+    )?;
     checkpoint::write_state(&tmp, state, &opt.state())?;
     checkpoint::commit(&tmp, &cfg.output_dir, state.step)
 }

@@ -16,7 +16,12 @@ use crate::model::{LlamaConfig, ModelError};
 
 /// The weights stay f32: the dequantized values exactly, which the editor may quantize again
 /// at load (`--isq`).
-pub fn write_merged(gguf: &Path, adapter: &HashMap<String, Tensor>, spec: &LoraSpec, out: &Path) -> Result<(), ModelError> {
+pub fn write_merged(
+    gguf: &Path,
+    adapter: &HashMap<String, Tensor>,
+    spec: &LoraSpec,
+    out: &Path,
+) -> Result<(), ModelError> {
     write_hf_dir(gguf, Some((adapter, spec)), out)
 }
 
@@ -28,7 +33,11 @@ pub fn write_dequantized(gguf: &Path, out: &Path) -> Result<(), ModelError> {
     write_hf_dir(gguf, None, out)
 }
 
-fn write_hf_dir(gguf: &Path, adapter: Option<(&HashMap<String, Tensor>, &LoraSpec)>, out: &Path) -> Result<(), ModelError> {
+fn write_hf_dir(
+    gguf: &Path,
+    adapter: Option<(&HashMap<String, Tensor>, &LoraSpec)>,
+    out: &Path,
+) -> Result<(), ModelError> {
     let mut file = GgufFile::open(gguf)?;
     let cfg = file.config()?;
     let tok = tokenizer_from_gguf(&file)?;
@@ -42,9 +51,16 @@ fn write_hf_dir(gguf: &Path, adapter: Option<(&HashMap<String, Tensor>, &LoraSpe
 }
 
 /// `config.json`, `generation_config.json`, `tokenizer.json`, `tokenizer_config.json`.
-pub fn write_hf_metadata(cfg: &LlamaConfig, tok: &GgufTokenizer, out: &Path) -> Result<(), ModelError> {
+pub fn write_hf_metadata(
+    cfg: &LlamaConfig,
+    tok: &GgufTokenizer,
+    out: &Path,
+) -> Result<(), ModelError> {
     write_json(&out.join("config.json"), &config_json(cfg, tok))?;
-    write_json(&out.join("generation_config.json"), &json!({"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id}))?;
+    write_json(
+        &out.join("generation_config.json"),
+        &json!({"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id}),
+    )?;
     write_json(&out.join("tokenizer.json"), &tok.tokenizer_json)?;
     let mut tc = json!({
         "tokenizer_class": "PreTrainedTokenizerFast",

@@ -28,9 +28,11 @@ pub struct GgufFile {
 
 impl GgufFile {
     pub fn open(path: &Path) -> Result<Self, ModelError> {
-        let mut file = File::open(path).map_err(|e| ModelError::Weights(format!("{}: {e}", path.display())))?;
-        let content = Content::read(&mut file)
-            .map_err(|e| ModelError::Weights(format!("{}: not a readable GGUF file: {e}", path.display())))?;
+        let mut file = File::open(path)
+            .map_err(|e| ModelError::Weights(format!("{}: {e}", path.display())))?;
+        let content = Content::read(&mut file).map_err(|e| {
+            ModelError::Weights(format!("{}: not a readable GGUF file: {e}", path.display()))
+        })?;
         Ok(Self { content, file })
     }
 
@@ -41,25 +43,32 @@ impl GgufFile {
     fn usize_key(&self, key: &str) -> Result<Option<usize>, ModelError> {
         match self.content.metadata.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .to_u64()
-                .map(|n| Some(n as usize))
-                .map_err(|_| ModelError::Config(format!("GGUF metadata {key} is not an unsigned integer"))),
+            Some(v) => v.to_u64().map(|n| Some(n as usize)).map_err(|_| {
+                ModelError::Config(format!("GGUF metadata {key} is not an unsigned integer"))
+            }),
         }
     }
 
     fn required(&self, key: &str) -> Result<usize, ModelError> {
-        self.usize_key(key)?.ok_or_else(|| ModelError::Config(format!("GGUF metadata lacks {key}")))
+        self.usize_key(key)?
+            .ok_or_else(|| ModelError::Config(format!("GGUF metadata lacks {key}")))
     }
 
     fn f64_key(&self, key: &str) -> Option<f64> {
-        self.content.metadata.get(key).and_then(|v| v.to_f32().map(f64::from).or_else(|_| v.to_f64()).ok())
+        self.content
+            .metadata
+            .get(key)
+            .and_then(|v| v.to_f32().map(f64::from).or_else(|_| v.to_f64()).ok())
     }
 
     /// The model's configuration, from `llama.*` keys; anything this trainer would compute
     /// differently from the file's authors is refused.
     pub fn config(&self) -> Result<LlamaConfig, ModelError> {
-        let arch = self.metadata().get("general.architecture").and_then(|v| v.to_string().ok()).map(String::as_str);
+        let arch = self
+            .metadata()
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .map(String::as_str);
         if arch != Some("llama") {
             return Err(ModelError::Config(format!(
                 "GGUF general.architecture is {arch:?}: only llama can be trained"
@@ -68,30 +77,51 @@ impl GgufFile {
         let hidden_size = self.required("llama.embedding_length")?;
         let num_attention_heads = self.required("llama.attention.head_count")?;
         if num_attention_heads == 0 {
-            return Err(ModelError::Config("GGUF llama.attention.head_count is 0".into()));
+            return Err(ModelError::Config(
+                "GGUF llama.attention.head_count is 0".into(),
+            ));
         }
-        let num_key_value_heads = self.usize_key("llama.attention.head_count_kv")?.unwrap_or(num_attention_heads);
+        let num_key_value_heads = self
+            .usize_key("llama.attention.head_count_kv")?
+            .unwrap_or(num_attention_heads);
         if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
-            return Err(ModelError::Config("GGUF head_count is not a multiple of head_count_kv".into()));
+            return Err(ModelError::Config(
+                "GGUF head_count is not a multiple of head_count_kv".into(),
+            ));
         }
-        let head_dim = self.usize_key("llama.attention.key_length")?.unwrap_or(hidden_size / num_attention_heads);
-        if let Some(rotary) = self.usize_key("llama.rope.dimension_count")?.filter(|d| *d != head_dim) {
+        let head_dim = self
+            .usize_key("llama.attention.key_length")?
+            .unwrap_or(hidden_size / num_attention_heads);
+        if let Some(rotary) = self
+            .usize_key("llama.rope.dimension_count")?
+            .filter(|d| *d != head_dim)
+        {
             return Err(ModelError::Config(format!(
                 "GGUF rotates {rotary} of {head_dim} dimensions per head: partial rotary embeddings are not supported"
             )));
         }
-        let scaling = self.metadata().get("llama.rope.scaling.type").and_then(|v| v.to_string().ok());
-        if scaling.is_some_and(|s| s != "none") || self.content.tensor_infos.contains_key("rope_freqs.weight") {
+        let scaling = self
+            .metadata()
+            .get("llama.rope.scaling.type")
+            .and_then(|v| v.to_string().ok());
+        if scaling.is_some_and(|s| s != "none")
+            || self.content.tensor_infos.contains_key("rope_freqs.weight")
+        {
             return Err(ModelError::Config(
                 "GGUF with rope scaling (llama.rope.scaling.type or rope_freqs, as Llama 3.1 files carry): its \
                  parameters are not recoverable from the file; train from the Hugging Face directory instead"
                     .into(),
             ));
         }
-        let token_rows = self.content.tensor_infos.get("token_embd.weight").map(|t| t.shape.dims()[0]);
+        let token_rows = self
+            .content
+            .tensor_infos
+            .get("token_embd.weight")
+            .map(|t| t.shape.dims()[0]);
         let vocab_size = match self.usize_key("llama.vocab_size")? {
             Some(n) => n,
-            None => token_rows.ok_or_else(|| ModelError::Weights("GGUF has no token_embd.weight".into()))?,
+            None => token_rows
+                .ok_or_else(|| ModelError::Weights("GGUF has no token_embd.weight".into()))?,
         };
         Ok(LlamaConfig {
             vocab_size,
@@ -101,7 +131,9 @@ impl GgufFile {
             num_attention_heads,
             num_key_value_heads,
             head_dim,
-            rms_norm_eps: self.f64_key("llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
+            rms_norm_eps: self
+                .f64_key("llama.attention.layer_norm_rms_epsilon")
+                .unwrap_or(1e-5),
             rope_theta: self.f64_key("llama.rope.freq_base").unwrap_or(10_000.0),
             rope_scaling: RopeScaling::Default,
             // No output.weight: the embedding matrix is the head too (SmolLM2, Llama 3.2).
@@ -111,16 +143,25 @@ impl GgufFile {
     }
 
     /// Every tensor dequantized (to f32, then `dtype`) under its Hugging Face name.
-    pub fn load_all(&mut self, cfg: &LlamaConfig, dtype: DType, device: &Device) -> Result<HashMap<String, Tensor>, ModelError> {
+    pub fn load_all(
+        &mut self,
+        cfg: &LlamaConfig,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<HashMap<String, Tensor>, ModelError> {
         let names: Vec<String> = self.content.tensor_infos.keys().cloned().collect();
         let mut out = HashMap::with_capacity(names.len());
         for gguf_name in names {
             let Some(name) = hf_name(&gguf_name) else {
-                return Err(ModelError::Weights(format!("GGUF tensor {gguf_name} has no Llama counterpart")));
+                return Err(ModelError::Weights(format!(
+                    "GGUF tensor {gguf_name} has no Llama counterpart"
+                )));
             };
             // Dequantized on the CPU one tensor at a time, so the f32 copy never exists whole
             // on the GPU (bf16 there).
-            let q = self.content.tensor(&mut self.file, &gguf_name, &Device::Cpu)?;
+            let q = self
+                .content
+                .tensor(&mut self.file, &gguf_name, &Device::Cpu)?;
             let mut t = q.dequantize(&Device::Cpu)?;
             if name.ends_with("self_attn.q_proj.weight") {
                 t = halve_rotary_pairs(&t, cfg.num_attention_heads)?;
@@ -166,7 +207,10 @@ fn hf_name(gguf: &str) -> Option<String> {
 /// halves [a0 a1 b0 b1].
 fn halve_rotary_pairs(w: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
     let (rows, cols) = w.dims2()?;
-    w.reshape((heads, rows / heads / 2, 2, cols))?.transpose(1, 2)?.contiguous()?.reshape((rows, cols))
+    w.reshape((heads, rows / heads / 2, 2, cols))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((rows, cols))
 }
 
 #[cfg(test)]
@@ -175,9 +219,18 @@ mod tests {
 
     #[test]
     fn llama_cpp_names_map_back() {
-        assert_eq!(hf_name("token_embd.weight").unwrap(), "model.embed_tokens.weight");
-        assert_eq!(hf_name("blk.11.attn_output.weight").unwrap(), "model.layers.11.self_attn.o_proj.weight");
-        assert_eq!(hf_name("blk.0.ffn_norm.weight").unwrap(), "model.layers.0.post_attention_layernorm.weight");
+        assert_eq!(
+            hf_name("token_embd.weight").unwrap(),
+            "model.embed_tokens.weight"
+        );
+        assert_eq!(
+            hf_name("blk.11.attn_output.weight").unwrap(),
+            "model.layers.11.self_attn.o_proj.weight"
+        );
+        assert_eq!(
+            hf_name("blk.0.ffn_norm.weight").unwrap(),
+            "model.layers.0.post_attention_layernorm.weight"
+        );
         assert!(hf_name("blk.x.attn_q.weight").is_none());
         assert!(hf_name("rope_freqs.weight").is_none());
     }
@@ -187,6 +240,9 @@ mod tests {
         // One head, head_dim 4: GGUF rows [a0 b0 a1 b1] -> Hugging Face [a0 a1 b0 b1].
         let gguf = Tensor::new(&[[0f32], [2.], [1.], [3.]], &Device::Cpu).unwrap();
         let hf = halve_rotary_pairs(&gguf, 1).unwrap();
-        assert_eq!(hf.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![0., 1., 2., 3.]);
+        assert_eq!(
+            hf.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vec![0., 1., 2., 3.]
+        );
     }
 }

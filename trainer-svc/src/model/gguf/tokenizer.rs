@@ -34,38 +34,70 @@ pub struct GgufTokenizer {
 pub fn tokenizer_from_gguf(gguf: &GgufFile) -> Result<GgufTokenizer, ModelError> {
     let md = gguf.metadata();
     let err = |m: String| ModelError::Config(format!("GGUF tokenizer: {m}"));
-    let model = md.get("tokenizer.ggml.model").and_then(|v| v.to_string().ok()).map(String::as_str);
+    let model = md
+        .get("tokenizer.ggml.model")
+        .and_then(|v| v.to_string().ok())
+        .map(String::as_str);
     if model != Some("gpt2") {
         return Err(err(format!(
             "tokenizer.ggml.model is {model:?}; only byte-level BPE (gpt2, as Llama 3 and SmolLM2 use) is supported"
         )));
     }
     let strings = |key: &str| -> Result<Vec<String>, ModelError> {
-        let values = md.get(key).ok_or_else(|| err(format!("{key} is missing")))?;
-        let list = values.to_vec().map_err(|_| err(format!("{key} is not an array")))?;
-        list.iter().map(|v| v.to_string().cloned().map_err(|_| err(format!("{key} holds a non-string")))).collect()
+        let values = md
+            .get(key)
+            .ok_or_else(|| err(format!("{key} is missing")))?;
+        let list = values
+            .to_vec()
+            .map_err(|_| err(format!("{key} is not an array")))?;
+        list.iter()
+            .map(|v| {
+                v.to_string()
+                    .cloned()
+                    .map_err(|_| err(format!("{key} holds a non-string")))
+            })
+            .collect()
     };
     let tokens = strings("tokenizer.ggml.tokens")?;
     let merges = strings("tokenizer.ggml.merges")?;
     let types: Vec<i32> = match md.get("tokenizer.ggml.token_type").map(Value::to_vec) {
-        Some(Ok(list)) => list.iter().map(|v| v.to_i32().unwrap_or(NORMAL_TOKEN)).collect(),
+        Some(Ok(list)) => list
+            .iter()
+            .map(|v| v.to_i32().unwrap_or(NORMAL_TOKEN))
+            .collect(),
         _ => Vec::new(),
     };
     let id = |key: &str| md.get(key).and_then(|v| v.to_u32().ok());
-    let token_of = |i: u32| tokens.get(i as usize).cloned().ok_or_else(|| err(format!("token id {i} is out of range")));
-    let eos_id = id("tokenizer.ggml.eos_token_id").ok_or_else(|| err("tokenizer.ggml.eos_token_id is missing".into()))?;
+    let token_of = |i: u32| {
+        tokens
+            .get(i as usize)
+            .cloned()
+            .ok_or_else(|| err(format!("token id {i} is out of range")))
+    };
+    let eos_id = id("tokenizer.ggml.eos_token_id")
+        .ok_or_else(|| err("tokenizer.ggml.eos_token_id is missing".into()))?;
     let bos_id = id("tokenizer.ggml.bos_token_id");
     let unk_id = id("tokenizer.ggml.unknown_token_id");
     let pad_id = id("tokenizer.ggml.padding_token_id");
 
-    let vocab: serde_json::Map<String, Json> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
+    let vocab: serde_json::Map<String, Json> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), json!(i)))
+        .collect();
     let merges: Vec<Json> = merges
         .iter()
-        .map(|m| m.split_once(' ').map(|(a, b)| json!([a, b])).ok_or_else(|| err(format!("merge {m:?} is not a pair"))))
+        .map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| json!([a, b]))
+                .ok_or_else(|| err(format!("merge {m:?} is not a pair")))
+        })
         .collect::<Result<_, _>>()?;
     // Special tokens: every non-normal type (when the types are given), and bos, eos, unk.
     let mut special: Vec<u32> = if types.len() == tokens.len() {
-        (0..tokens.len() as u32).filter(|&i| types[i as usize] != NORMAL_TOKEN).collect()
+        (0..tokens.len() as u32)
+            .filter(|&i| types[i as usize] != NORMAL_TOKEN)
+            .collect()
     } else {
         Vec::new()
     };
@@ -100,7 +132,10 @@ pub fn tokenizer_from_gguf(gguf: &GgufFile) -> Result<GgufTokenizer, ModelError>
     });
     Ok(GgufTokenizer {
         tokenizer_json,
-        chat_template: md.get("tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned(),
+        chat_template: md
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok())
+            .cloned(),
         bos_token: bos_id.map(token_of).transpose()?,
         eos_token: token_of(eos_id)?,
         pad_token: pad_id.map(token_of).transpose()?,
