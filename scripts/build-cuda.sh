@@ -42,4 +42,4 @@ fi
 export LIBRARY_PATH="$links:$cuda_home/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
 
 if [ $# -eq 0 ]; then set -- --release; fi
-cargo build --locked --features cuda -p editor-svc -p trainer-svc -p gateway "$@"
+cargo build --locked --features cuda -p editor-svc -p trainer-svc -p arf "$@"

@@ -95,10 +95,8 @@ async fn grpc_rate(rows: &[Record]) -> anyhow::Result<f64> {
         Routes::new(service.into_server(args.max_message_bytes)),
     )
     .await?;
-    let mut client = AnalyzerClient::new(connect_lazy(
-        &format!("http://{}", server.local_addr()),
-        &ClientOptions::default(),
-    )?);
+    let mut client =
+        AnalyzerClient::new(connect_lazy(&server.endpoint(), &ClientOptions::default())?);
     let requests: Vec<pb::AnalyzeRequest> = rows
         .iter()
         .map(|r| pb::AnalyzeRequest {

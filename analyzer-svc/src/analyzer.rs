@@ -42,8 +42,6 @@ pub struct AnalyzeOptions {
     pub detectors: Vec<String>,
     /// Category ids to report. Empty: all.
     pub categories: Vec<String>,
-    /// Findings below this confidence are dropped. 0 keeps everything.
-    pub min_confidence: f32,
 }
 
 /// Why a request was refused. Every variant names the offending field, for INVALID_ARGUMENT.
@@ -86,8 +84,6 @@ pub struct Analysis {
     pub taxonomy_version: &'static str,
     /// Merged and de-duplicated, ordered by position in the summary.
     pub findings: Vec<Finding>,
-    /// The rule detectors that ran.
-    pub detectors_run: Vec<&'static str>,
 }
 
 impl Analysis {
@@ -122,10 +118,6 @@ impl Analyzer {
         }
     }
 
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
     /// Every rule detector's name with the categories it can raise, in run order.
     pub fn detector_catalog(&self) -> Vec<(&'static str, &'static [CategoryId])> {
         self.detectors
@@ -151,7 +143,6 @@ impl Analyzer {
         self.validate(conversation, summary)?;
         let cx = Context::new(&conversation.turns, summary);
         let mut findings = Vec::new();
-        let mut run = Vec::with_capacity(selected.len());
         for d in selected {
             // Last line of defence: detectors are written not to panic, but a bug in one must
             // become an error for this request, never a crashed stream.
@@ -162,26 +153,15 @@ impl Analyzer {
                 }
             })?;
             findings.append(&mut out);
-            run.push(d.name());
         }
-        findings.retain(|f| {
-            f.confidence >= options.min_confidence
-                && (categories.is_empty() || categories.contains(&f.category))
-        });
+        findings.retain(|f| categories.is_empty() || categories.contains(&f.category));
         Ok(Analysis {
             taxonomy_version: TAXONOMY_VERSION,
             findings: merge_findings(findings),
-            detectors_run: run,
         })
     }
 
     fn select(&self, options: &AnalyzeOptions) -> Result<Vec<&dyn Detector>, AnalyzeError> {
-        if !(0.0..=1.0).contains(&options.min_confidence) {
-            return Err(AnalyzeError::invalid(
-                "options.min_confidence",
-                "must be between 0 and 1",
-            ));
-        }
         if options.detectors.is_empty() {
             return Ok(self.detectors.iter().map(|d| d.as_ref()).collect());
         }
@@ -423,16 +403,26 @@ mod tests {
     }
 
     #[test]
-    fn the_analyzer_can_be_shared_across_tasks_and_the_free_function_agrees() {
-        fn shared<T: Send + Sync + 'static>() {}
-        shared::<Analyzer>();
-        shared::<Analysis>();
+    fn one_analyzer_serves_many_threads_with_the_same_findings() {
+        // An invented refund: the conversation never mentions one.
         let s = "Customer's order 1234 is late. Agent issued a full refund.";
         let o = AnalyzeOptions::default();
-        assert_eq!(
-            analyze(&basic(), s, &o).unwrap(),
-            Analyzer::default().analyze(&basic(), s, &o).unwrap()
+        let alone = analyze(&basic(), s, &o).unwrap();
+        assert!(
+            alone.categories().contains(&CategoryId::HallucinatedFact),
+            "{:?}",
+            alone.findings
         );
+        let shared = std::sync::Arc::new(Analyzer::default());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (a, o) = (shared.clone(), o.clone());
+                std::thread::spawn(move || a.analyze(&basic(), s, &o).unwrap())
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), alone);
+        }
     }
 
     #[test]
@@ -443,9 +433,14 @@ mod tests {
             detectors: vec!["pii".into()],
             ..Default::default()
         };
+        // The preamble ("Sure!") and the unsupported order number are other detectors' findings.
+        assert!(
+            !a.analyze(&basic(), s, &AnalyzeOptions::default())
+                .unwrap()
+                .is_clean()
+        );
         let out = a.analyze(&basic(), s, &only_pii).unwrap();
-        assert_eq!(out.detectors_run, ["pii"]);
-        assert!(out.is_clean());
+        assert!(out.is_clean(), "{:?}", out.findings);
         let only_facts = AnalyzeOptions {
             categories: vec!["hallucinated_fact".into()],
             ..Default::default()
@@ -479,12 +474,8 @@ mod tests {
             detectors: vec![judge::JUDGE_DETECTORS[0].into()],
             ..Default::default()
         };
-        assert!(
-            a.analyze(&basic(), s, &judged)
-                .unwrap()
-                .detectors_run
-                .is_empty()
-        );
+        // A model judge named alone runs no rule detector here (the service runs the judge).
+        assert!(a.analyze(&basic(), s, &judged).unwrap().is_clean());
     }
 
     #[test]
@@ -525,14 +516,6 @@ mod tests {
             .unwrap_err()
             .field(),
             "conversation.turns[1].text"
-        );
-        let bad_conf = AnalyzeOptions {
-            min_confidence: 1.5,
-            ..Default::default()
-        };
-        assert_eq!(
-            a.analyze(&basic(), "ok", &bad_conf).unwrap_err().field(),
-            "options.min_confidence"
         );
     }
 
@@ -599,8 +582,8 @@ mod tests {
     fn hostile_inputs_at_the_default_limits_finish() {
         // Inputs shaped to hit every per-match loop: repeated anchored numbers, action claims,
         // copied runs and negations, at the largest size the default limits accept.
-        let a = Analyzer::default();
-        let l = a.limits();
+        let l = Limits::default();
+        let a = Analyzer::new(l);
         let unit =
             "Agent issued a refund at Terminal 3 on Friday, will not help at all, 07700 900123. ";
         let summary: String = unit.repeat(l.max_summary_bytes / unit.len());

@@ -84,7 +84,7 @@ pub async fn run_judge<E, F, Fut>(
     judge: &dyn ModelJudge,
     conversation: &Conversation,
     summary: &str,
-    mut generate: F,
+    generate: F,
 ) -> Result<Vec<Finding>, JudgeError>
 where
     E: fmt::Display,
@@ -92,16 +92,38 @@ where
     Fut: std::future::Future<Output = Result<String, E>>,
 {
     let request = judge.request(conversation, summary);
+    ask_strictly(
+        judge.name(),
+        &request,
+        |answer| judge.parse(conversation, summary, answer),
+        generate,
+    )
+    .await
+}
+
+/// Sends `request` through `generate` and parses the answer with `parse`; one retry on a
+/// malformed answer, then [`JudgeError::Malformed`]. Every model-judged answer goes through it.
+pub async fn ask_strictly<T, E, F, Fut>(
+    name: &'static str,
+    request: &JudgeRequest,
+    parse: impl Fn(&str) -> Result<T, MalformedAnswer>,
+    mut generate: F,
+) -> Result<T, JudgeError>
+where
+    E: fmt::Display,
+    F: FnMut(JudgeRequest) -> Fut,
+    Fut: std::future::Future<Output = Result<String, E>>,
+{
     let mut last = None;
     for _ in 0..2 {
         let answer = generate(request.clone())
             .await
             .map_err(|e| JudgeError::Transport {
-                detector: judge.name(),
+                detector: name,
                 message: e.to_string(),
             })?;
-        match judge.parse(conversation, summary, &answer) {
-            Ok(findings) => return Ok(findings),
+        match parse(&answer) {
+            Ok(value) => return Ok(value),
             Err(e) => last = Some(e),
         }
     }
@@ -131,7 +153,7 @@ fn numbered_sentences(summary: &str) -> (Vec<(usize, usize)>, String) {
 }
 
 /// Strict JSON: the whole answer is one JSON value (whitespace around it allowed, nothing else).
-fn strict<'a, T: Deserialize<'a>>(
+pub(crate) fn strict<'a, T: Deserialize<'a>>(
     detector: &'static str,
     answer: &'a str,
 ) -> Result<T, MalformedAnswer> {
@@ -141,7 +163,7 @@ fn strict<'a, T: Deserialize<'a>>(
     })
 }
 
-fn malformed(detector: &'static str, reason: impl Into<String>) -> MalformedAnswer {
+pub(crate) fn malformed(detector: &'static str, reason: impl Into<String>) -> MalformedAnswer {
     MalformedAnswer {
         detector,
         reason: reason.into(),

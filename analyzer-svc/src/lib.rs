@@ -8,6 +8,7 @@ pub mod eval;
 pub mod finding;
 pub mod judge;
 pub mod profile;
+pub mod rating;
 pub mod taxonomy;
 pub mod text;
 

@@ -29,11 +29,7 @@ async fn start() -> (RunningServer, AnalyzerClient<GrpcChannel>) {
     )
     .await
     .unwrap();
-    let channel = connect_lazy(
-        &format!("http://{}", server.local_addr()),
-        &ClientOptions::default(),
-    )
-    .unwrap();
+    let channel = connect_lazy(&server.endpoint(), &ClientOptions::default()).unwrap();
     (server, AnalyzerClient::new(channel))
 }
 
@@ -177,6 +173,26 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
     });
     cases.push((r, "options.detectors[0]"));
     cases.push((request("a", &"word ".repeat(10_000)), "summary"));
+    // Rating needs a judge endpoint, which this analyzer lacks; a missing conversation is still
+    // named as the bad field.
+    let rated = client
+        .rate(pb::RateRequest {
+            request_id: "r".into(),
+            conversation: Some(conversation("r")),
+            summary: CLEAN.into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(rated.code(), Code::FailedPrecondition, "{rated:?}");
+    assert!(rated.message().contains("--judge-endpoint"), "{rated:?}");
+    let no_conversation = client
+        .rate(pb::RateRequest {
+            summary: CLEAN.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(field_violations(&no_conversation)[0].0, "conversation");
     for (request, field) in cases {
         let status = client.analyze(request).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");

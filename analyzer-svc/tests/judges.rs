@@ -8,10 +8,10 @@ use analyzer_svc::grpc::AnalyzerService;
 use arf_common::client::{ClientOptions, connect_lazy};
 use arf_common::config::ServerArgs;
 use arf_common::server::serve_loopback;
-use arf_common::tiny_llama::{TinyLlamaSpec, write_tiny_llama};
 use arf_proto::service_names::{ANALYZER, EDITOR};
 use arf_proto::v1 as pb;
 use arf_proto::v1::analyzer_client::AnalyzerClient;
+use arf_tiny_llama::{TinyLlamaSpec, write_tiny_llama};
 use editor_svc::EditorConfig;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -34,11 +34,7 @@ async fn judges_go_through_editor_generate_and_failures_are_reported() {
     )
     .await
     .unwrap();
-    let judge = connect_lazy(
-        &format!("http://{}", editor.local_addr()),
-        &ClientOptions::default(),
-    )
-    .unwrap();
+    let judge = connect_lazy(&editor.endpoint(), &ClientOptions::default()).unwrap();
     let service = AnalyzerService::new(
         Analyzer::default(),
         Some(judge),
@@ -53,13 +49,8 @@ async fn judges_go_through_editor_generate_and_failures_are_reported() {
     )
     .await
     .unwrap();
-    let mut client = AnalyzerClient::new(
-        connect_lazy(
-            &format!("http://{}", analyzer.local_addr()),
-            &ClientOptions::default(),
-        )
-        .unwrap(),
-    );
+    let mut client =
+        AnalyzerClient::new(connect_lazy(&analyzer.endpoint(), &ClientOptions::default()).unwrap());
 
     let request = pb::AnalyzeRequest {
         request_id: "j1".into(),
@@ -84,6 +75,7 @@ async fn judges_go_through_editor_generate_and_failures_are_reported() {
             ..Default::default()
         }),
     };
+    let conversation = request.conversation.clone();
     let answer = client.analyze(request).await.unwrap().into_inner();
     assert!(
         model.load_snapshot().0.sampled_tokens > sampled_before,
@@ -106,6 +98,30 @@ async fn judges_go_through_editor_generate_and_failures_are_reported() {
             .all(|f| f.detector.starts_with("judge.")),
         "{:?}",
         answer.findings
+    );
+
+    // The rating judge: constrained to {"rating": n}, so even random weights give a number in
+    // range, or a reported failure; an empty summary is rated 1 without asking.
+    let rate = |summary: &str| pb::RateRequest {
+        request_id: "r1".into(),
+        conversation: conversation.clone(),
+        summary: summary.into(),
+    };
+    let rated = client
+        .rate(rate("Customer's parcel is late."))
+        .await
+        .unwrap()
+        .into_inner();
+    match &rated.failure {
+        None => assert!((1..=5).contains(&rated.rating), "{rated:?}"),
+        Some(f) => assert!(
+            rated.rating == 0 && f.detector == "judge.rating",
+            "{rated:?}"
+        ),
+    }
+    assert_eq!(
+        client.rate(rate("  ")).await.unwrap().into_inner().rating,
+        1
     );
     analyzer.shutdown().await.unwrap();
     editor.shutdown().await.unwrap();

@@ -5,7 +5,7 @@ Creates a pipeline run from a JSONL file of conversations with their teacher sum
 (streamed to the gateway row by row), watches its events to the end, reconnecting with the
 last sequence number it saw when the stream breaks, and exits 0 only if the run succeeded.
 
-    python clients/python/arf_client.py --gateway localhost:50050 --dataset gateway/data/sample_conversations.jsonl
+    python clients/python/arf_client.py --gateway localhost:50050 --dataset arf/data/sample_conversations.jsonl
 
 The stubs are generated into --generated (a temporary folder by default) at start, so they
 always match the protos next to this script.

@@ -6,7 +6,7 @@ pub mod client;
 pub mod config;
 pub mod dataset;
 pub mod deadline;
+pub mod paging;
 pub mod server;
 pub mod status;
 pub mod telemetry;
-pub mod tiny_llama;

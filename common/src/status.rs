@@ -26,11 +26,6 @@ pub fn overloaded(message: impl Into<String>, retry_after: Duration) -> Status {
     )
 }
 
-/// UNIMPLEMENTED for an RPC that a later issue builds: says so instead of pretending.
-pub fn not_built_yet(method: &str, issue: &str) -> Status {
-    Status::unimplemented(format!("{method} is not implemented yet ({issue})"))
-}
-
 /// The field violations of a status, as (field, description) pairs: for clients and tests.
 pub fn field_violations(status: &Status) -> Vec<(String, String)> {
     status

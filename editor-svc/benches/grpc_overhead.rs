@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use arf_common::client::{ClientOptions, connect_lazy};
 use arf_common::config::ServerArgs;
 use arf_common::server::serve_loopback;
-use arf_common::tiny_llama::{TinyLlamaSpec, write_tiny_llama};
 use arf_proto::service_names::EDITOR;
 use arf_proto::v1::editor_client::EditorClient;
 use arf_proto::v1::{ChatMessage, GenerateRequest, GenerationParams};
+use arf_tiny_llama::{TinyLlamaSpec, write_tiny_llama};
 use editor_svc::backend::engine_request;
 use editor_svc::generation::{self, ChatRole, GenerationRequest, Sampling};
 use editor_svc::{EditorConfig, load_editor};
@@ -57,10 +57,7 @@ async fn main() -> anyhow::Result<()> {
     let args = ServerArgs::local();
     let routes = Routes::new(service.into_server(args.max_message_bytes));
     let server = serve_loopback(&args, EDITOR, true, routes).await?;
-    let channel = connect_lazy(
-        &format!("http://127.0.0.1:{}", server.local_addr().port()),
-        &ClientOptions::default(),
-    )?;
+    let channel = connect_lazy(&server.endpoint(), &ClientOptions::default())?;
     let mut client = EditorClient::new(channel);
 
     let direct_request = || GenerationRequest {

@@ -3,9 +3,16 @@
 
 use std::path::PathBuf;
 
+use crate::telemetry::ContentCapture;
 use anyhow::Context as _;
-use arf_common::telemetry::ContentCapture;
 use mistralrs::{IsqType, ModelDType};
+
+/// Sequences the engine decodes together, unless configured.
+pub const DEFAULT_MAX_SEQS: usize = 32;
+/// Generations accepted at once, unless configured.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+/// Tokens generated when a request says 0, unless configured.
+pub const DEFAULT_MAX_TOKENS: u32 = 512;
 
 /// Editor flags. Every one can come from an `ARF_*` environment variable.
 #[derive(clap::Args, Debug, Clone)]
@@ -35,15 +42,15 @@ pub struct EditorArgs {
     pub dtype: ModelDType,
 
     /// Sequences the engine decodes together (mistral.rs's batch).
-    #[arg(long, env = "ARF_EDITOR_MAX_SEQS", default_value_t = 32)]
+    #[arg(long, env = "ARF_EDITOR_MAX_SEQS", default_value_t = DEFAULT_MAX_SEQS)]
     pub max_seqs: usize,
 
     /// Generations accepted at once; beyond it calls get RESOURCE_EXHAUSTED with RetryInfo.
-    #[arg(long, env = "ARF_EDITOR_MAX_IN_FLIGHT", default_value_t = 64)]
+    #[arg(long, env = "ARF_EDITOR_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
 
     /// Tokens generated when a request says 0.
-    #[arg(long, env = "ARF_EDITOR_DEFAULT_MAX_TOKENS", default_value_t = 512)]
+    #[arg(long, env = "ARF_EDITOR_DEFAULT_MAX_TOKENS", default_value_t = DEFAULT_MAX_TOKENS)]
     pub default_max_tokens: u32,
 
     /// Record prompts and completions in spans (they hold customer conversations: off by default).
@@ -80,15 +87,15 @@ pub struct EditorConfig {
 }
 
 impl EditorConfig {
-    /// Defaults for a model path: no quantization, automatic dtype, 32 sequences, 64 in flight.
+    /// The flags' defaults for a model path: no quantization, automatic dtype.
     pub fn new(model_path: impl Into<PathBuf>) -> Self {
         Self {
             model_path: model_path.into(),
             isq: None,
             dtype: ModelDType::Auto,
-            max_seqs: 32,
-            max_in_flight: 64,
-            default_max_tokens: 512,
+            max_seqs: DEFAULT_MAX_SEQS,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            default_max_tokens: DEFAULT_MAX_TOKENS,
             content: ContentCapture::Off,
         }
     }
@@ -100,7 +107,7 @@ impl EditorArgs {
         let model_path = match (self.model, self.tiny_model_dir) {
             (Some(model), _) => model,
             (None, Some(dir)) => {
-                arf_common::tiny_llama::write_tiny_llama(&dir, &Default::default())
+                arf_tiny_llama::write_tiny_llama(&dir, &Default::default())
                     .with_context(|| format!("writing the tiny model into {}", dir.display()))?;
                 tracing::warn!(dir = %dir.display(),
                     "SERVING A TINY RANDOM-WEIGHT MODEL: every code path is real, but its revisions and generations are MEANINGLESS");

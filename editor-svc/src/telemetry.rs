@@ -8,6 +8,15 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::generation::{ChatMessage, Generation, GenerationRequest};
 
+/// Whether prompt, conversation and summary text may be recorded in spans and logs.
+/// Off by default: conversations are the company's customers' data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ContentCapture {
+    #[default]
+    Off,
+    On,
+}
+
 pub const GEN_AI_OPERATION_NAME: &str = "gen_ai.operation.name";
 pub const GEN_AI_PROVIDER_NAME: &str = "gen_ai.provider.name";
 pub const GEN_AI_REQUEST_MODEL: &str = "gen_ai.request.model";

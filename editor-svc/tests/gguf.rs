@@ -4,8 +4,8 @@
 
 mod support;
 
-use arf_common::tiny_llama::{TinyLlamaSpec, write_tiny_llama_gguf};
 use arf_proto::v1::GetModelInfoRequest;
+use arf_tiny_llama::{TinyLlamaSpec, write_tiny_llama_gguf};
 use candle_core::quantized::GgmlDType;
 use editor_svc::{EditorConfig, load_editor};
 use support::*;

@@ -4,7 +4,7 @@
 
 mod support;
 
-use arf_common::tiny_llama::TinyLlamaSpec;
+use arf_tiny_llama::TinyLlamaSpec;
 use editor_svc::load_editor;
 use serde_json::Value;
 use support::*;

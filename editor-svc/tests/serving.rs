@@ -6,10 +6,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use arf_common::server::Health;
-use arf_common::tiny_llama::TinyLlamaSpec;
 use arf_proto::service_names::EDITOR;
 use arf_proto::v1::GetModelInfoRequest;
 use arf_proto::v1::editor_client::EditorClient;
+use arf_tiny_llama::TinyLlamaSpec;
 use support::*;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;

@@ -5,8 +5,8 @@
 
 mod support;
 
-use arf_common::telemetry::ContentCapture;
 use arf_common::telemetry::in_memory::InMemoryTelemetry;
+use editor_svc::telemetry::ContentCapture;
 use support::*;
 
 fn chat_spans(telemetry: &InMemoryTelemetry) -> Vec<Vec<(String, String)>> {

@@ -3,13 +3,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use arf_common::client::{ClientOptions, connect_lazy};
+use arf_common::client::ClientOptions;
 use arf_common::config::Secret;
-use arf_proto::v1::analyzer_client::AnalyzerClient;
-use arf_proto::v1::trainer_client::TrainerClient;
 
-use crate::editors::EditorPool;
-use crate::pipeline::Clients;
+use crate::clients::{Clients, Endpoints};
+
+/// A revision by a 70B model is slow: ten minutes per call before the gateway gives up.
+pub const DEFAULT_DOWNSTREAM_TIMEOUT_SECS: u64 = 600;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct GatewayArgs {
@@ -61,11 +61,31 @@ pub struct GatewayArgs {
     pub downstream_tls_ca: Option<PathBuf>,
 
     /// Deadline of one call to another service, in seconds (a revision by a 70B model is slow).
-    #[arg(long, env = "ARF_DOWNSTREAM_TIMEOUT_SECS", default_value_t = 600)]
+    #[arg(long, env = "ARF_DOWNSTREAM_TIMEOUT_SECS", default_value_t = DEFAULT_DOWNSTREAM_TIMEOUT_SECS)]
     pub downstream_timeout_secs: u64,
 }
 
 impl GatewayArgs {
+    /// A gateway over services on the given endpoints, without TLS or tokens (the embedded suite).
+    pub fn local(
+        data_dir: PathBuf,
+        analyzer: String,
+        editors: Vec<String>,
+        trainer: String,
+    ) -> Self {
+        Self {
+            data_dir,
+            analyzer,
+            editors,
+            teachers: Vec::new(),
+            trainer,
+            student_base: None,
+            downstream_token: None,
+            downstream_tls_ca: None,
+            downstream_timeout_secs: DEFAULT_DOWNSTREAM_TIMEOUT_SECS,
+        }
+    }
+
     pub fn client_options(&self) -> ClientOptions {
         ClientOptions {
             tls_ca: self.downstream_tls_ca.clone(),
@@ -77,22 +97,12 @@ impl GatewayArgs {
 
     /// Lazily connected clients: the other services may start after the gateway.
     pub fn clients(&self, max_message_bytes: usize) -> anyhow::Result<Clients> {
-        let options = self.client_options();
-        Ok(Clients {
-            analyzer: AnalyzerClient::new(connect_lazy(&self.analyzer, &options)?)
-                .max_decoding_message_size(max_message_bytes),
-            editors: EditorPool::connect(&self.editors, &options, max_message_bytes)?,
-            trainer: TrainerClient::new(connect_lazy(&self.trainer, &options)?)
-                .max_decoding_message_size(max_message_bytes),
-            teacher: if self.teachers.is_empty() {
-                None
-            } else {
-                Some(EditorPool::connect(
-                    &self.teachers,
-                    &options,
-                    max_message_bytes,
-                )?)
-            },
-        })
+        let endpoints = Endpoints {
+            analyzer: self.analyzer.clone(),
+            editors: self.editors.clone(),
+            teachers: self.teachers.clone(),
+            trainer: self.trainer.clone(),
+        };
+        Clients::connect(&endpoints, self.client_options(), max_message_bytes)
     }
 }

@@ -5,32 +5,46 @@ use arf_common::dataset::{SUMMARIZE_SYSTEM_PROMPT, summarize_user_prompt};
 use arf_proto::v1 as pb;
 use serde_json::json;
 
-use crate::store::Store;
-use crate::store::items::Unimproved;
+use crate::store::{RunRecord, Store, TrainingPair, Unimproved};
 
-/// One JSON line per training pair of the run, in the run's own policy for unimproved summaries.
-pub fn lines(
+/// Items read from the store at a time: an export of any size holds one page in memory.
+const PAGE: usize = 256;
+
+/// The JSON lines of the run's training pairs, in the run's own policy for unimproved summaries,
+/// page by page after dataset line `after_line`; with the last line read (`None`: the end).
+pub fn page(
     store: &Store,
-    run: &crate::store::RunRecord,
+    run: &RunRecord,
     format: pb::ExportFormat,
-) -> anyhow::Result<Vec<String>> {
-    let pairs = store.training_pairs(&run.id, Unimproved::of(&run.config))?;
-    Ok(pairs
-        .into_iter()
-        .map(|(conversation, summary, source)| match format {
-            pb::ExportFormat::Plain => json!({
-                "id": conversation.id,
-                "channel": conversation.channel,
-                "turns": conversation.turns,
-                "summary": summary,
-                "source": source,
-            }),
-            _ => json!({"messages": [
-                {"role": "system", "content": SUMMARIZE_SYSTEM_PROMPT},
-                {"role": "user", "content": summarize_user_prompt(&conversation)},
-                {"role": "assistant", "content": summary},
-            ]}),
-        })
-        .map(|v| v.to_string())
-        .collect())
+    after_line: u32,
+) -> anyhow::Result<(Vec<String>, Option<u32>)> {
+    let (pairs, last) =
+        store.training_pairs_page(&run.id, Unimproved::of(&run.config), after_line, PAGE)?;
+    Ok((
+        pairs.into_iter().map(|pair| line(pair, format)).collect(),
+        last,
+    ))
+}
+
+fn line(pair: TrainingPair, format: pb::ExportFormat) -> String {
+    let TrainingPair {
+        conversation,
+        summary,
+        source,
+    } = pair;
+    match format {
+        pb::ExportFormat::Plain => json!({
+            "id": conversation.id,
+            "channel": conversation.channel,
+            "turns": conversation.turns,
+            "summary": summary,
+            "source": source,
+        }),
+        _ => json!({"messages": [
+            {"role": "system", "content": SUMMARIZE_SYSTEM_PROMPT},
+            {"role": "user", "content": summarize_user_prompt(&conversation)},
+            {"role": "assistant", "content": summary},
+        ]}),
+    }
+    .to_string()
 }

@@ -4,6 +4,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use arf_common::server::watch::{EventLog, EventStream, watch_log};
 use arf_common::status::invalid_field;
 use arf_proto::v1 as pb;
 use arf_proto::v1::pipeline_server::{Pipeline as PipelineRpc, PipelineServer};
@@ -12,10 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::pipeline::{IngestError, Pipeline, RowSource, stages};
-use crate::store::RunRecord;
+use crate::store::{RunRecord, Unimproved};
 
-const DEFAULT_PAGE: usize = 50;
-const MAX_PAGE: usize = 1000;
 const BAD_ROWS_IN_RUN: usize = 20;
 const EXPORT_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -49,18 +48,12 @@ impl PipelineService {
 
     fn to_wire(&self, run: RunRecord) -> Result<pb::Run, Status> {
         let store = self.pipeline.store();
-        let counts = store.counts(&run.id).map_err(internal)?;
+        let counts = store
+            .counts(&run.id, Unimproved::of(&run.config))
+            .map_err(internal)?;
         let progress = stages(&run.config)
             .into_iter()
-            .map(|stage| {
-                let (total, done) = crate::pipeline::stage_progress(&counts, stage);
-                pb::StageProgress {
-                    stage: stage as i32,
-                    total,
-                    done,
-                    failed: 0,
-                }
-            })
+            .map(|stage| crate::pipeline::stage_progress(&counts, stage))
             .collect();
         Ok(pb::Run {
             last_event_sequence: store.last_event_sequence(&run.id).map_err(internal)?,
@@ -86,6 +79,44 @@ fn internal(e: anyhow::Error) -> Status {
     Status::internal(format!("{e:#}"))
 }
 
+/// A run's event log, for WatchRun: it ends at the run's final state (stored together with its
+/// event, so the log's last event is the final state).
+struct RunLog {
+    pipeline: Arc<Pipeline>,
+    run_id: String,
+}
+
+impl EventLog for RunLog {
+    type Event = pb::RunEvent;
+
+    fn after(&self, after: u64) -> Result<Vec<pb::RunEvent>, Status> {
+        self.pipeline
+            .store()
+            .events_after(&self.run_id, after, 256)
+            .map_err(internal)
+    }
+
+    fn terminal(&self) -> Result<Option<u64>, Status> {
+        let last = self
+            .pipeline
+            .store()
+            .last_event(&self.run_id)
+            .map_err(internal)?;
+        Ok(last.and_then(|e| match e.kind {
+            Some(pb::run_event::Kind::State(s))
+                if pb::RunState::try_from(s).is_ok_and(is_final) =>
+            {
+                Some(e.sequence)
+            }
+            _ => None,
+        }))
+    }
+
+    fn sequence(event: &pb::RunEvent) -> u64 {
+        event.sequence
+    }
+}
+
 fn is_final(state: pb::RunState) -> bool {
     matches!(
         state,
@@ -97,7 +128,7 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl PipelineRpc for PipelineService {
-    type WatchRunStream = ResponseStream<pb::RunEvent>;
+    type WatchRunStream = EventStream<pb::RunEvent>;
     type ExportDatasetStream = ResponseStream<pb::ExportChunk>;
 
     async fn create_run(
@@ -156,10 +187,7 @@ impl PipelineRpc for PipelineService {
         request: Request<pb::ListRunsRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
         let request = request.into_inner();
-        let size = match request.page_size as usize {
-            0 => DEFAULT_PAGE,
-            n => n.min(MAX_PAGE),
-        };
+        let size = arf_common::paging::page_size(request.page_size);
         let offset: usize = if request.page_token.is_empty() {
             0
         } else {
@@ -217,58 +245,16 @@ impl PipelineRpc for PipelineService {
     ) -> Result<Response<Self::WatchRunStream>, Status> {
         let request = request.into_inner();
         self.run(&request.run_id)?;
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let pipeline = self.pipeline.clone();
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            let mut changed = pipeline.subscribe();
-            let mut last = request.after_sequence;
-            loop {
-                changed.mark_unchanged();
-                let events = match pipeline.store().events_after(&request.run_id, last, 256) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        let _ = tx.send(Err(internal(e))).await;
-                        return;
-                    }
-                };
-                if events.is_empty() {
-                    let finished = pipeline
-                        .store()
-                        .run(&request.run_id)
-                        .ok()
-                        .flatten()
-                        .is_none_or(|r| is_final(r.state));
-                    // Final state recorded and every event sent: the stream is complete.
-                    if finished
-                        && pipeline
-                            .store()
-                            .last_event_sequence(&request.run_id)
-                            .unwrap_or(0)
-                            <= last
-                    {
-                        return;
-                    }
-                    tokio::select! {
-                        _ = changed.changed() => {}
-                        () = shutdown.cancelled() => {
-                            let _ = tx.send(Err(Status::unavailable(format!("the gateway is shutting down; resume with after_sequence {last}")))).await;
-                            return;
-                        }
-                        () = tx.closed() => return,
-                    }
-                    continue;
-                }
-                for event in events {
-                    last = event.sequence;
-                    if tx.send(Ok(event)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
+        let log = RunLog {
+            pipeline: self.pipeline.clone(),
+            run_id: request.run_id,
+        };
+        let changes = self.pipeline.subscribe();
+        Ok(Response::new(watch_log(
+            log,
+            changes,
+            self.shutdown.clone(),
+            request.after_sequence,
         )))
     }
 
@@ -280,22 +266,44 @@ impl PipelineRpc for PipelineService {
         let run = self.run(&request.run_id)?;
         let format = pb::ExportFormat::try_from(request.format)
             .map_err(|_| invalid_field("format", "unknown export format"))?;
-        let lines = crate::export::lines(self.pipeline.store(), &run, format).map_err(internal)?;
-        let mut chunks = Vec::new();
-        let mut chunk = Vec::new();
-        for line in lines {
-            if !chunk.is_empty() && chunk.len() + line.len() > EXPORT_CHUNK_BYTES {
-                chunks.push(Ok(pb::ExportChunk {
-                    data: std::mem::take(&mut chunk),
-                }));
+        // Chunks are sent as they fill, page by page: the export is never whole in memory, and
+        // a client that reads slowly holds back the reading (a bounded channel).
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let pipeline = self.pipeline.clone();
+        tokio::spawn(async move {
+            let mut chunk = Vec::new();
+            let mut after = 0;
+            loop {
+                let (lines, last) = match crate::export::page(pipeline.store(), &run, format, after)
+                {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let _ = tx.send(Err(internal(e))).await;
+                        return;
+                    }
+                };
+                for line in lines {
+                    if !chunk.is_empty() && chunk.len() + line.len() > EXPORT_CHUNK_BYTES {
+                        let data = std::mem::take(&mut chunk);
+                        if tx.send(Ok(pb::ExportChunk { data })).await.is_err() {
+                            return; // the client went away
+                        }
+                    }
+                    chunk.extend_from_slice(line.as_bytes());
+                    chunk.push(b'\n');
+                }
+                match last {
+                    Some(line) => after = line,
+                    None => break,
+                }
             }
-            chunk.extend_from_slice(line.as_bytes());
-            chunk.push(b'\n');
-        }
-        if !chunk.is_empty() {
-            chunks.push(Ok(pb::ExportChunk { data: chunk }));
-        }
-        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+            if !chunk.is_empty() {
+                let _ = tx.send(Ok(pb::ExportChunk { data: chunk })).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn get_report(

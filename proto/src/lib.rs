@@ -21,3 +21,11 @@ pub mod service_names {
     pub const TRAINER: &str = "arf.v1.Trainer";
     pub const PIPELINE: &str = "arf.v1.Pipeline";
 }
+
+/// Milliseconds since the Unix epoch as a protobuf timestamp (how every ARF store keeps time).
+pub fn timestamp_from_millis(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}

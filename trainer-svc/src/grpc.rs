@@ -1,10 +1,11 @@
 //! The gRPC face of the trainer: the only place that maps between `arf.v1` and the domain.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::pin::Pin;
 
 use arf_common::dataset::conversation_from_wire;
+use arf_common::server::watch::{EventLog, EventStream, watch_log};
 use arf_common::status::invalid_field;
 use arf_proto::v1 as pb;
 use arf_proto::v1::trainer_server::{Trainer, TrainerServer};
@@ -62,7 +63,7 @@ fn job_id(id: &str) -> Result<&str, Status> {
 
 #[tonic::async_trait]
 impl Trainer for TrainerService {
-    type WatchJobStream = ResponseStream<pb::JobEvent>;
+    type WatchJobStream = EventStream<pb::JobEvent>;
     type DownloadAdapterStream = ResponseStream<pb::FileChunk>;
 
     async fn create_job(
@@ -94,10 +95,7 @@ impl Trainer for TrainerService {
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let r = request.into_inner();
-        let size = match r.page_size {
-            0 => 50,
-            n => n.min(1000) as usize,
-        };
+        let size = arf_common::paging::page_size(r.page_size);
         let (jobs, next_page_token) = self.jobs.list(size, &r.page_token);
         Ok(Response::new(pb::ListJobsResponse {
             jobs: jobs.iter().map(job_to_pb).collect(),
@@ -122,44 +120,17 @@ impl Trainer for TrainerService {
         let r = request.into_inner();
         let id = job_id(&r.job_id)?.to_string();
         self.jobs.get(&id)?;
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let (jobs, shutdown) = (self.jobs.clone(), self.shutdown.clone());
-        tokio::spawn(async move {
-            let mut changes = jobs.subscribe();
-            let mut after = r.after_sequence;
-            loop {
-                // Mark the notification seen before reading, so an event landing between the
-                // read and the wait still wakes us.
-                changes.borrow_and_update();
-                let events = match jobs.events_after(&id, after) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
-                    }
-                };
-                let mut ended = false;
-                for event in events {
-                    after = event.sequence;
-                    ended |= matches!(event.kind, EventKind::Ended { .. });
-                    if tx.send(Ok(event_to_pb(&event))).await.is_err() {
-                        return; // the client went away
-                    }
-                }
-                if ended {
-                    return;
-                }
-                tokio::select! {
-                    changed = changes.changed() => if changed.is_err() { return },
-                    () = shutdown.cancelled() => {
-                        let _ = tx.send(Err(Status::unavailable("the trainer is shutting down; reconnect with after_sequence"))).await;
-                        return;
-                    }
-                    () = tx.closed() => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let changes = self.jobs.subscribe();
+        let log = JobLog {
+            jobs: self.jobs.clone(),
+            id,
+        };
+        Ok(Response::new(watch_log(
+            log,
+            changes,
+            self.shutdown.clone(),
+            r.after_sequence,
+        )))
     }
 
     async fn list_checkpoints(
@@ -294,12 +265,12 @@ fn config(base: &str, h: pb::Hyperparameters) -> Result<TrainConfig, Status> {
     let mut c = TrainConfig::with_defaults(base, PathBuf::new());
     let lora = h.lora.unwrap_or_default();
     let rank = if lora.rank == 0 {
-        16
+        crate::lora::DEFAULT_RANK
     } else {
         lora.rank as usize
     };
     let alpha = if lora.alpha == 0.0 {
-        2.0 * rank as f64
+        LoraSpec::default_alpha(rank)
     } else {
         f64::from(lora.alpha)
     };
@@ -344,19 +315,43 @@ fn config(base: &str, h: pb::Hyperparameters) -> Result<TrainConfig, Status> {
 /// The W3C trace context of the current span (the CreateJob call), for the training span's link.
 fn current_trace_context() -> BTreeMap<String, String> {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let cx = tracing::Span::current().context();
-    let mut carrier: HashMap<String, String> = HashMap::new();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
-    carrier.into_iter().collect()
+    arf_common::telemetry::context_to_map(&tracing::Span::current().context())
+}
+
+/// A job's event log, for WatchJob: it ends at the job's `Ended` event.
+struct JobLog {
+    jobs: JobManager,
+    id: String,
+}
+
+impl EventLog for JobLog {
+    type Event = pb::JobEvent;
+
+    fn after(&self, after: u64) -> Result<Vec<pb::JobEvent>, Status> {
+        Ok(self
+            .jobs
+            .events_after(&self.id, after)?
+            .iter()
+            .map(event_to_pb)
+            .collect())
+    }
+
+    fn terminal(&self) -> Result<Option<u64>, Status> {
+        let last = self.jobs.last_event(&self.id)?;
+        Ok(last
+            .filter(|e| matches!(e.kind, EventKind::Ended { .. }))
+            .map(|e| e.sequence))
+    }
+
+    fn sequence(event: &pb::JobEvent) -> u64 {
+        event.sequence
+    }
 }
 
 // ---- domain -> proto ----
 
 fn timestamp(ms: u64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: (ms / 1000) as i64,
-        nanos: ((ms % 1000) * 1_000_000) as i32,
-    }
+    arf_proto::timestamp_from_millis(ms as i64)
 }
 
 fn state_to_pb(s: JobState) -> pb::JobState {

@@ -54,7 +54,7 @@ struct TrainArgs {
     /// Output directory (adapter/, merged/, checkpoints/). A rerun resumes from its checkpoints.
     #[arg(long)]
     output: PathBuf,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = trainer_svc::lora::DEFAULT_RANK)]
     rank: usize,
     /// Default: 2 * rank.
     #[arg(long)]
@@ -105,7 +105,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     let mut cfg = TrainConfig::with_defaults(&a.base, &a.output);
     cfg.lora = LoraSpec {
         rank: a.rank,
-        alpha: a.alpha.unwrap_or(2.0 * a.rank as f64),
+        alpha: a.alpha.unwrap_or(LoraSpec::default_alpha(a.rank)),
         dropout: a.dropout,
         target_modules,
     };

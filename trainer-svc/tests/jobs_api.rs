@@ -29,9 +29,7 @@ async fn start(jobs: JobManager) -> (RunningServer, TrainerClient<Channel>) {
     let server = serve_on(listener, &ServerArgs::local(), health, routes, shutdown)
         .await
         .unwrap();
-    let client = TrainerClient::connect(format!("http://{}", server.local_addr()))
-        .await
-        .unwrap();
+    let client = TrainerClient::connect(server.endpoint()).await.unwrap();
     (server, client)
 }
 

@@ -300,7 +300,7 @@ fn bf16_base_trains_and_stays_close_to_f32() {
 /// its merged export loads again as a plain model.
 #[test]
 fn trains_on_the_workspace_tiny_llama_and_exports_a_loadable_merged_model() {
-    use arf_common::tiny_llama::{TinyLlamaSpec, write_tiny_llama};
+    use arf_tiny_llama::{TinyLlamaSpec, write_tiny_llama};
     let base = tempfile::tempdir().unwrap();
     write_tiny_llama(base.path(), &TinyLlamaSpec::default()).unwrap();
     let out = tempfile::tempdir().unwrap();

@@ -16,7 +16,6 @@ pub fn options(o: Option<pb::AnalyzeOptions>) -> (AnalyzeOptions, bool) {
         AnalyzeOptions {
             detectors: o.detectors,
             categories: o.categories,
-            min_confidence: 0.0,
         },
         o.model_judged,
     )

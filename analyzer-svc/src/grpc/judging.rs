@@ -9,6 +9,7 @@ use arf_proto::v1::editor_client::EditorClient;
 
 use crate::finding::Finding;
 use crate::judge::{self, JudgeRequest, ModelJudge};
+use crate::rating;
 
 #[derive(Clone)]
 pub struct JudgeClient {
@@ -55,6 +56,30 @@ impl JudgeClient {
             }
         }
         (findings, failures)
+    }
+
+    /// The rating judge: `Ok(rating)` or the failure to report (after one retry on a malformed
+    /// answer).
+    pub async fn rate(
+        &self,
+        conversation: &Conversation,
+        summary: &str,
+    ) -> Result<u8, pb::DetectorFailure> {
+        if summary.trim().is_empty() {
+            return Ok(rating::EMPTY_SUMMARY_RATING);
+        }
+        let request = rating::request(conversation, summary);
+        judge::ask_strictly(rating::RATING, &request, rating::parse, |r| {
+            self.generate(r)
+        })
+        .await
+        .map_err(|e| {
+            tracing::warn!(detector = rating::RATING, error = %e, "rating failed");
+            pb::DetectorFailure {
+                detector: rating::RATING.to_string(),
+                message: e.to_string(),
+            }
+        })
     }
 
     async fn generate(&self, request: JudgeRequest) -> Result<String, tonic::Status> {

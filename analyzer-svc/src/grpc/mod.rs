@@ -210,6 +210,28 @@ impl AnalyzerRpc for AnalyzerService {
         )))
     }
 
+    async fn rate(
+        &self,
+        request: Request<pb::RateRequest>,
+    ) -> Result<Response<pb::RateResponse>, Status> {
+        let request = request.into_inner();
+        let conversation = conversation_from_wire(request.conversation, "conversation")?;
+        let client = self.inner.judges.as_ref().ok_or_else(|| {
+            Status::failed_precondition(
+                "rating needs an inference endpoint: start the analyzer with --judge-endpoint",
+            )
+        })?;
+        let (rating, failure) = match client.rate(&conversation, &request.summary).await {
+            Ok(r) => (u32::from(r), None),
+            Err(f) => (0, Some(f)),
+        };
+        Ok(Response::new(pb::RateResponse {
+            request_id: request.request_id,
+            rating,
+            failure,
+        }))
+    }
+
     async fn get_taxonomy(
         &self,
         _: Request<pb::GetTaxonomyRequest>,

@@ -4,6 +4,7 @@
 mod auth;
 mod health;
 mod load_shed;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -154,6 +155,11 @@ fn tls_config(args: &ServerArgs) -> anyhow::Result<Option<ServerTlsConfig>> {
 impl RunningServer {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address as a client's endpoint (plain HTTP/2: loopback servers have no TLS).
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     pub fn health(&self) -> &Health {

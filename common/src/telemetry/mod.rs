@@ -5,8 +5,8 @@
 //! `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` are honoured. Without an endpoint, spans
 //! still get real ids, so W3C trace context still propagates between services.
 //!
-//! Conversation text never goes into spans or logs unless the operator opts in
-//! (see [`ContentCapture`]).
+//! Conversation text never goes into spans or logs: the one opt-in is the editor's
+//! (`editor_svc::telemetry::ContentCapture`).
 
 mod client_layer;
 #[cfg(feature = "testing")]
@@ -29,17 +29,8 @@ use tracing_subscriber::{EnvFilter, Registry};
 
 pub use client_layer::{ClientTelemetry, ClientTelemetryLayer};
 pub use metrics::RpcMetrics;
-pub use propagation::{extract_context, inject_context};
+pub use propagation::{context_from_map, context_to_map, extract_context, inject_context};
 pub use server_layer::{ServerTelemetry, ServerTelemetryLayer};
-
-/// Whether prompt, conversation and summary text may be recorded in spans and logs.
-/// Off by default: conversations are the company's customers' data.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum ContentCapture {
-    #[default]
-    Off,
-    On,
-}
 
 /// Owns the tracer and meter providers; [`Telemetry::shutdown`] flushes them. Call it after
 /// the server has drained, so the spans of the last calls are exported too.

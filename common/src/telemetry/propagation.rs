@@ -1,4 +1,7 @@
-//! W3C trace context in and out of HTTP/2 headers (gRPC metadata), through the global propagator.
+//! W3C trace context in and out of HTTP/2 headers (gRPC metadata), and in and out of a plain
+//! map (stored with a run item or a training job), through the global propagator.
+
+use std::collections::{BTreeMap, HashMap};
 
 use http::HeaderMap;
 use opentelemetry::Context;
@@ -39,4 +42,18 @@ pub fn inject_context(cx: &Context, headers: &mut HeaderMap) {
     opentelemetry::global::get_text_map_propagator(|p| {
         p.inject_context(cx, &mut HeaderInjector(headers))
     });
+}
+
+/// A context as its W3C fields (`traceparent`, `tracestate`), to store beside the work it
+/// belongs to and pick up again later, in another process if need be.
+pub fn context_to_map(cx: &Context) -> BTreeMap<String, String> {
+    let mut carrier: HashMap<String, String> = HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(cx, &mut carrier));
+    carrier.into_iter().collect()
+}
+
+/// The context stored by [`context_to_map`] (an empty context when the map holds none).
+pub fn context_from_map(map: &BTreeMap<String, String>) -> Context {
+    let carrier: HashMap<String, String> = map.clone().into_iter().collect();
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier))
 }

@@ -112,6 +112,12 @@ impl Analyzer for ChainedAnalyzer {
     ) -> Result<Response<Taxonomy>, Status> {
         Err(Status::unimplemented("test"))
     }
+    async fn rate(
+        &self,
+        _: Request<arf_proto::v1::RateRequest>,
+    ) -> Result<Response<arf_proto::v1::RateResponse>, Status> {
+        Err(Status::unimplemented("test"))
+    }
 }
 
 pub async fn start(

@@ -157,7 +157,7 @@ fn describe(
             (
                 architecture,
                 context,
-                arf_common::tiny_llama::is_tiny_model(dir),
+                arf_tiny_llama::is_tiny_model(dir),
                 quantization,
             )
         }
@@ -226,7 +226,7 @@ impl GgufDescription {
                 |t| format!("{:?}", t.ggml_dtype).to_lowercase(),
             );
         let random_weights = md
-            .get(arf_common::tiny_llama::RANDOM_WEIGHTS_KEY)
+            .get(arf_tiny_llama::RANDOM_WEIGHTS_KEY)
             .and_then(|v| v.to_bool().ok())
             .unwrap_or(false);
         Ok(Self {

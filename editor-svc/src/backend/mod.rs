@@ -50,7 +50,7 @@ impl Backend {
         Ok(Self::from_model(
             model,
             description,
-            config.content == arf_common::telemetry::ContentCapture::On,
+            config.content == crate::telemetry::ContentCapture::On,
         ))
     }
 

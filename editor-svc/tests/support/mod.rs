@@ -8,10 +8,10 @@ use std::time::Duration;
 use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_common::config::ServerArgs;
 use arf_common::server::{RunningServer, serve_loopback};
-use arf_common::tiny_llama::{TinyLlamaSpec, write_tiny_llama};
 use arf_proto::service_names::EDITOR;
 use arf_proto::v1::editor_client::EditorClient;
 use arf_proto::v1::*;
+use arf_tiny_llama::{TinyLlamaSpec, write_tiny_llama};
 use editor_svc::{EditorConfig, EditorService, load_editor};
 use mistralrs::ModelDType;
 use tonic::service::Routes;
@@ -79,11 +79,7 @@ pub async fn serve(service: EditorService, serving: bool) -> RunningServer {
 }
 
 pub fn channel(server: &RunningServer) -> GrpcChannel {
-    connect_lazy(
-        &format!("http://127.0.0.1:{}", server.local_addr().port()),
-        &ClientOptions::default(),
-    )
-    .expect("channel")
+    connect_lazy(&server.endpoint(), &ClientOptions::default()).expect("channel")
 }
 
 pub fn user(text: &str) -> ChatMessage {

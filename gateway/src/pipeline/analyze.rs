@@ -1,14 +1,14 @@
 //! Stage 1: analyze every teacher summary (held-out ones too: evaluation compares against them).
 //! One unary call per item, several at once, each in the item's own trace.
 
-use arf_common::dataset::conversation_to_wire;
 use arf_proto::v1 as pb;
 use pb::run_event::Kind;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{Pipeline, RunError, item_trace};
-use crate::store::ItemRecord;
+use crate::clients::Analyzed;
+use crate::store::{AnalysisOutcome, ItemRecord};
 
 const BATCH: usize = 128;
 const CONCURRENCY: usize = 16;
@@ -44,42 +44,38 @@ async fn analyze_item(
         &id,
         item.trace_parent.as_deref(),
     );
-    let request = pb::AnalyzeRequest {
-        request_id: id.clone(),
-        conversation: Some(conversation_to_wire(&item.conversation)),
-        summary: item.teacher_summary.clone(),
-        options: config.analyzer.clone(),
-    };
     let answer = p
         .clients
         .analyzer
-        .clone()
-        .analyze(request)
+        .analyze(
+            &item.conversation,
+            &item.teacher_summary,
+            config.analyzer.clone(),
+        )
         .instrument(span.clone())
-        .await;
+        .await?;
     let analysis = match answer {
-        Ok(r) => r.into_inner(),
+        Analyzed::Checked(a) => a,
         // The analyzer refuses this item (too long, ...): record why; it will not be trained on.
-        Err(s) if s.code() == tonic::Code::InvalidArgument => pb::AnalyzeResponse {
-            request_id: id.clone(),
-            conversation_id: id.clone(),
-            detector_failures: vec![pb::DetectorFailure {
-                detector: "analyzer".into(),
-                message: s.message().to_string(),
-            }],
-            ..Default::default()
-        },
-        Err(s) => return Err(s.into()),
+        Analyzed::Refused(why) => {
+            p.warn(
+                run_id,
+                format!("the analyzer refused {id}'s summary: {why}"),
+            )?;
+            pb::AnalyzeResponse {
+                request_id: id.clone(),
+                conversation_id: id.clone(),
+                detector_failures: vec![pb::DetectorFailure {
+                    detector: "analyzer".into(),
+                    message: why,
+                }],
+                ..Default::default()
+            }
+        }
     };
     p.store()
         .save_analysis(run_id, &id, &analysis, &item_trace::traceparent(&span))?;
-    let outcome = if !analysis.detector_failures.is_empty() {
-        "failed"
-    } else if analysis.findings.is_empty() {
-        "clean"
-    } else {
-        "flagged"
-    };
+    let outcome = AnalysisOutcome::of(&analysis).as_str();
     p.emit(
         run_id,
         Kind::Item(pb::ItemProgress {

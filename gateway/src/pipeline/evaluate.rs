@@ -1,22 +1,21 @@
 //! Stage 4: the student summarizes the held-out conversations (asked exactly as it was trained)
 //! and is scored beside the teacher: the analyzer's error categories, ROUGE-1/2/L against human
 //! references where the data has them (rougers matches Google's rouge-score bit for bit), and
-//! optionally a judge's 1-5 rating through Generate. With `compare_unrevised`, the student
+//! optionally a judge's 1-5 rating (the analyzer's Rate, beside its model-judged detectors). With `compare_unrevised`, the student
 //! trained on unrevised data and the base model (zero-shot) are asked and scored the same way.
 
 use std::path::Path;
 
-use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
-use arf_common::dataset::{conversation_to_wire, summarize_user_prompt};
+use arf_common::client::GrpcChannel;
 use arf_proto::v1 as pb;
 use arf_proto::v1::editor_client::EditorClient;
 use pb::run_event::Kind;
 use rougers::{RougeScorer, RougeType};
-use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{Pipeline, RunError, finetune, item_trace, summarize_request};
+use crate::clients::Analyzed;
 use crate::store::evaluation::{Evaluation, Rouge, ScoredSummary};
 use crate::store::{ItemRecord, Student};
 
@@ -45,7 +44,7 @@ pub async fn run(
         .run(run_id)?
         .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished"))?;
     let student = if !evaluation.student_endpoint.is_empty() {
-        evaluation.student_endpoint.clone()
+        p.clients.student(&evaluation.student_endpoint)?
     } else {
         serve(
             p,
@@ -71,16 +70,10 @@ pub async fn run(
     } else {
         (None, None)
     };
-    let client = |endpoint: &str| -> anyhow::Result<EditorClient<GrpcChannel>> {
-        Ok(EditorClient::new(connect_lazy(
-            endpoint,
-            &ClientOptions::default(),
-        )?))
-    };
     let summarizers = Summarizers {
-        student: client(&student)?,
-        unrevised: unrevised.as_deref().map(client).transpose()?,
-        base: base.as_deref().map(client).transpose()?,
+        student,
+        unrevised,
+        base,
     };
     let scorer = RougeScorer::new(["rouge1", "rouge2", "rougeL"], true)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -104,16 +97,20 @@ pub async fn run(
     .await
 }
 
-/// An Editor endpoint serving the model at `path` (a merged student directory or a base
-/// model), through the gateway's student host.
-async fn serve(p: &Pipeline, path: &str, missing: &str) -> Result<String, RunError> {
+/// The model at `path` (a merged student directory or a base model) behind an Editor, served by
+/// the gateway's student host.
+async fn serve(
+    p: &Pipeline,
+    path: &str,
+    missing: &str,
+) -> Result<EditorClient<GrpcChannel>, RunError> {
     let host = p.student_host.as_ref().ok_or_else(|| {
-        anyhow::anyhow!("no student endpoint configured and no way to serve one here")
+        anyhow::anyhow!("no student endpoint configured and this gateway hosts no students")
     })?;
     if path.is_empty() {
         return Err(anyhow::anyhow!("{missing}").into());
     }
-    Ok(host.serve(Path::new(path)).await?)
+    Ok(p.clients.student_over(host.serve(Path::new(path)).await?))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -222,24 +219,20 @@ impl Scoring<'_> {
         if summary.is_empty() {
             return Ok(None);
         }
-        let check = pb::AnalyzeRequest {
-            request_id: self.item.conversation.id.clone(),
-            conversation: Some(conversation_to_wire(&self.item.conversation)),
-            summary: summary.to_string(),
-            options: self.config.analyzer.clone(),
-        };
         match self
             .p
             .clients
             .analyzer
-            .clone()
-            .analyze(check)
+            .analyze(
+                &self.item.conversation,
+                summary,
+                self.config.analyzer.clone(),
+            )
             .instrument(self.span.clone())
-            .await
+            .await?
         {
-            Ok(r) => Ok(Some(r.into_inner())),
-            Err(s) if s.code() == tonic::Code::InvalidArgument => Ok(None),
-            Err(s) => Err(s.into()),
+            Analyzed::Checked(a) => Ok(Some(a)),
+            Analyzed::Refused(_) => Ok(None),
         }
     }
 
@@ -256,14 +249,23 @@ impl Scoring<'_> {
         })
     }
 
+    /// The judge's rating, when the run asks for one; a judge that cannot rate leaves it
+    /// missing (reported as such) rather than failing the item.
     async fn judge(&self, summary: &str) -> Option<u8> {
-        if self.judge {
-            judge(self.p, self.item, summary)
-                .instrument(self.span.clone())
-                .await
-        } else {
-            None
+        if !self.judge {
+            return None;
         }
+        let rating = self
+            .p
+            .clients
+            .analyzer
+            .rate(&self.item.conversation, summary)
+            .instrument(self.span.clone())
+            .await;
+        rating.unwrap_or_else(|s| {
+            tracing::warn!(parent: self.span, code = ?s.code(), error = %s.message(), "no rating");
+            None
+        })
     }
 }
 
@@ -274,49 +276,4 @@ fn categories(analysis: Option<&pb::AnalyzeResponse>) -> Vec<String> {
     c.sort();
     c.dedup();
     c
-}
-
-/// A 1-5 rating of a summary by the editor model, constrained to `{"rating": n}`; `None` when
-/// the judge could not answer (it is reported as missing, never guessed).
-async fn judge(p: &Pipeline, item: &ItemRecord, summary: &str) -> Option<u8> {
-    if summary.is_empty() {
-        return Some(1);
-    }
-    let schema = json!({
-        "x-guidance": {"whitespace_flexible": false},
-        "type": "object",
-        "properties": {"rating": {"type": "integer", "minimum": 1, "maximum": 5}},
-        "required": ["rating"],
-        "additionalProperties": false,
-    });
-    let prompt = format!(
-        "{}\nSummary to rate:\n{summary}\n\nRate the summary from 1 (useless or wrong) to 5 (complete, faithful, concise). \
-         Answer with JSON: {{\"rating\": n}}.",
-        summarize_user_prompt(&item.conversation)
-    );
-    let request = pb::GenerateRequest {
-        messages: vec![
-            pb::ChatMessage {
-                role: "system".into(),
-                content: "You are a strict judge of customer-service summaries.".into(),
-            },
-            pb::ChatMessage {
-                role: "user".into(),
-                content: prompt,
-            },
-        ],
-        params: Some(pb::GenerationParams {
-            max_tokens: 16,
-            temperature: Some(0.0),
-            top_p: None,
-            stop: vec![],
-        }),
-        json_schema: schema.to_string(),
-    };
-    let answer = p.clients.editors.generate(&request).await.ok()?;
-    let rating = serde_json::from_str::<Value>(answer.text.trim())
-        .ok()?
-        .get("rating")?
-        .as_u64()?;
-    (1..=5).contains(&rating).then_some(rating as u8)
 }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Pipeline, RunError};
 use crate::store::Student;
-use crate::store::items::Unimproved;
+use crate::store::Unimproved;
 
 pub async fn run(
     p: &Pipeline,
@@ -48,7 +48,7 @@ fn pairs(
             .store()
             .training_pairs(run_id, Unimproved::of(config))?
             .into_iter()
-            .map(|(c, s, _)| (c, s))
+            .map(|pair| (pair.conversation, pair.summary))
             .collect(),
         Student::Unrevised => p.store().unrevised_pairs(run_id)?,
     })
@@ -73,8 +73,9 @@ async fn train(
         let pairs = pairs(p, run_id, config, student)?;
         if pairs.is_empty() {
             return Err(anyhow::anyhow!(
-                "no training examples for the {} student: every summary was excluded",
-                student.model().card_name()
+                "no training examples for the {}: every summary was excluded (no revision was \
+                 accepted; on_unimproved KEEP_ORIGINAL trains on the teacher's summaries instead)",
+                student.model().title()
             )
             .into());
         }

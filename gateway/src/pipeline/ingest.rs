@@ -90,6 +90,32 @@ fn validate(spec: &pb::RunSpec) -> Result<(), IngestError> {
     Ok(())
 }
 
+/// On a gateway that hosts no students (the `gateway` binary links no inference engine), an
+/// evaluating run must say where its student is served, and cannot ask for the comparison that
+/// serves two more models.
+fn students_served_elsewhere(config: &pb::RunConfig) -> Result<(), IngestError> {
+    const HOSTED: &str = "or run the gateway as `arf gateway`, which serves students in-process";
+    if config.compare_unrevised {
+        return Err(invalid(
+            "spec.config.compare_unrevised",
+            format!("this gateway hosts no models to compare; drop the comparison, {HOSTED}"),
+        ));
+    }
+    let endpoint = config
+        .evaluation
+        .as_ref()
+        .map_or("", |e| e.student_endpoint.as_str());
+    if endpoint.is_empty() {
+        return Err(invalid(
+            "spec.config.evaluation.student_endpoint",
+            format!(
+                "this gateway hosts no students: name an editor that serves the student, {HOSTED}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Held out or not, by a seeded hash of the conversation id: the same for every order of rows
 /// and every restart.
 fn split(seed: u64, id: &str, fraction: f32) -> Split {
@@ -161,6 +187,9 @@ impl Pipeline {
         let config = spec.config.clone().unwrap_or_default();
         let evaluation = config.evaluation.clone().unwrap_or_default();
         let evaluates = stages(&config).contains(&pb::Stage::Evaluate);
+        if evaluates && self.student_host.is_none() {
+            students_served_elsewhere(&config)?;
+        }
         let fraction = if !evaluates {
             0.0
         } else if evaluation.holdout_fraction > 0.0 {
@@ -337,8 +366,12 @@ mod tests {
                 .filter(|id| split(seed, id, 0.2) == Split::Holdout)
                 .count()
         };
-        assert_eq!(held(7), held(7));
-        assert!((300..500).contains(&held(7)), "{}", held(7));
+        // Pinned: a gateway upgraded or restarted mid-run must put every item where it was.
+        assert_eq!(held(7), 386);
+        let first: Vec<usize> = (0..12)
+            .filter(|i| split(7, &format!("conv-{i}"), 0.2) == Split::Holdout)
+            .collect();
+        assert_eq!(first, [3]);
         assert_ne!(
             ids.iter().map(|id| split(1, id, 0.2)).collect::<Vec<_>>(),
             ids.iter().map(|id| split(2, id, 0.2)).collect::<Vec<_>>()

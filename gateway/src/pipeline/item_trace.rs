@@ -2,10 +2,11 @@
 //! trace (following from the run's span), its W3C traceparent is stored with the item, and
 //! later stages open their spans under it.
 
-use std::collections::HashMap;
-
+use arf_common::telemetry::{context_from_map, context_to_map};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+const TRACEPARENT: &str = "traceparent";
 
 /// A root span for an item: a new trace, linked to the run's span.
 pub fn start(name: &'static str, run_id: &str, conversation_id: &str) -> Span {
@@ -24,18 +25,16 @@ pub fn resume(
 ) -> Span {
     let span = start(name, run_id, conversation_id);
     if let Some(tp) = trace_parent {
-        let carrier: HashMap<String, String> = [("traceparent".to_string(), tp.to_string())].into();
-        let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
-        let _ = span.set_parent(parent);
+        let _ = span.set_parent(context_from_map(
+            &[(TRACEPARENT.to_string(), tp.to_string())].into(),
+        ));
     }
     span
 }
 
 /// The span's traceparent, to store with the item.
 pub fn traceparent(span: &Span) -> String {
-    let mut carrier: HashMap<String, String> = HashMap::new();
-    opentelemetry::global::get_text_map_propagator(|p| {
-        p.inject_context(&span.context(), &mut carrier)
-    });
-    carrier.remove("traceparent").unwrap_or_default()
+    context_to_map(&span.context())
+        .remove(TRACEPARENT)
+        .unwrap_or_default()
 }

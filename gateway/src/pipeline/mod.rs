@@ -1,12 +1,23 @@
 //! Runs: a dataset of conversations taken through Generate (the teacher's summaries, where rows
 //! lack them) -> Analyze -> Revise -> Finetune -> Evaluate.
 //!
+//! | file | reads | writes | one item fails (the run goes on) | the run stops |
+//! | --- | --- | --- | --- | --- |
+//! | `ingest.rs` | the spec and rows (stream or file) | run, items, bad rows | a bad row (skipped, or fatal by policy) | a bad spec |
+//! | `generate.rs` | items without a summary | the teacher's summary, its cost | - | the teacher fails |
+//! | `analyze.rs` | every summary | its analysis | the analyzer refuses it (a warning) | the analyzer fails |
+//! | `revise.rs` | flagged training items | a `RevisionOutcome`, the revision | the editor refuses it (a warning) | no editor answers |
+//! | `finetune.rs` | the refined pairs | trainer job ids, merged students | - | the job fails |
+//! | `evaluate.rs` | held-out items | an `Evaluation` per item | a summary the analyzer refuses is scored as failed | a student cannot be served or called |
+//!
 //! Every step reads what is still pending from the store and commits each item's result as
 //! soon as it has it, so a gateway killed at any point resumes where it was: no item lost,
 //! none revised twice. Events are committed before they are announced.
 //!
 //! The gateway's domain *is* the Pipeline API, so configuration and events stay in their
-//! `arf.v1` form here (prost messages, no tonic types); `grpc.rs` maps requests and statuses.
+//! `arf.v1` form here (prost messages). The stages call the other services through
+//! `crate::clients`, so downstream statuses reach them; `grpc.rs` alone maps this API's own
+//! requests and statuses.
 
 mod analyze;
 mod evaluate;
@@ -22,26 +33,14 @@ use std::sync::{Arc, Mutex};
 
 use arf_common::client::GrpcChannel;
 use arf_proto::v1 as pb;
-use arf_proto::v1::analyzer_client::AnalyzerClient;
-use arf_proto::v1::trainer_client::TrainerClient;
 use pb::run_event::Kind;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use ingest::{IngestError, RowSource};
 
-use crate::editors::EditorPool;
+pub use crate::clients::Clients;
 use crate::store::Store;
-
-/// The services a run calls.
-#[derive(Clone)]
-pub struct Clients {
-    pub analyzer: AnalyzerClient<GrpcChannel>,
-    pub editors: EditorPool,
-    pub trainer: TrainerClient<GrpcChannel>,
-    /// Writes the summaries rows lack (Generate); the editor replicas when `None`.
-    pub teacher: Option<EditorPool>,
-}
 
 pub struct Pipeline {
     store: Arc<Store>,
@@ -58,11 +57,12 @@ pub struct Pipeline {
     pub student_host: Option<Arc<dyn StudentHost>>,
 }
 
-/// Puts a merged student model directory behind an Editor endpoint.
+/// Puts a model (a merged student directory, or a base model) behind an Editor, for Evaluate.
+/// The `gateway` binary has none (it links no inference engine); `arf` hosts them in-process.
 #[tonic::async_trait]
 pub trait StudentHost: Send + Sync {
-    /// Returns the endpoint (http://host:port) serving the model.
-    async fn serve(&self, model_dir: &std::path::Path) -> anyhow::Result<String>;
+    /// A channel to an Editor serving the model; the host knows how to reach what it serves.
+    async fn serve(&self, model: &std::path::Path) -> anyhow::Result<GrpcChannel>;
 }
 
 /// Why a run stopped early.
@@ -200,14 +200,7 @@ impl Pipeline {
         for stage in stages(&run.config) {
             self.check(token)?;
             self.store.set_stage(run_id, stage)?;
-            self.emit(
-                run_id,
-                Kind::Stage(pb::StageChanged {
-                    stage: stage as i32,
-                    started: true,
-                    progress: None,
-                }),
-            )?;
+            self.emit_stage(run_id, &run.config, stage, true)?;
             match stage {
                 pb::Stage::Generate => generate::run(self, run_id, &run.config, token).await?,
                 pb::Stage::Analyze => analyze::run(self, run_id, &run.config, token).await?,
@@ -216,15 +209,38 @@ impl Pipeline {
                 pb::Stage::Evaluate => evaluate::run(self, run_id, &run.config, token).await?,
                 pb::Stage::Unspecified => {}
             }
-            self.emit(
-                run_id,
-                Kind::Stage(pb::StageChanged {
-                    stage: stage as i32,
-                    started: false,
-                    progress: None,
-                }),
-            )?;
+            self.emit_stage(run_id, &run.config, stage, false)?;
         }
+        Ok(())
+    }
+
+    fn emit_stage(
+        &self,
+        run_id: &str,
+        config: &pb::RunConfig,
+        stage: pb::Stage,
+        started: bool,
+    ) -> anyhow::Result<()> {
+        let counts = self
+            .store
+            .counts(run_id, crate::store::Unimproved::of(config))?;
+        let progress = Some(stage_progress(&counts, stage));
+        self.emit(
+            run_id,
+            Kind::Stage(pb::StageChanged {
+                stage: stage as i32,
+                started,
+                progress,
+            }),
+        )?;
+        Ok(())
+    }
+
+    /// Records a warning in the run's events (and the log): something an operator should know
+    /// that did not stop the run.
+    pub(crate) fn warn(&self, run_id: &str, warning: String) -> anyhow::Result<()> {
+        tracing::warn!(run_id, "{warning}");
+        self.emit(run_id, Kind::Warning(warning))?;
         Ok(())
     }
 
@@ -288,18 +304,25 @@ pub fn stages(config: &pb::RunConfig) -> Vec<pb::Stage> {
         .collect()
 }
 
-/// (total, done) of a stage's items, from the run's counts: for the API and the progress bars.
-/// Finetune counts steps, not items: its progress comes from the training job's events.
-pub fn stage_progress(counts: &pb::RunCounts, stage: pb::Stage) -> (u32, u32) {
-    match stage {
-        pb::Stage::Generate => (counts.without_summary, counts.generated),
-        pb::Stage::Analyze => (counts.rows, counts.analyzed),
+/// A stage's items, from the run's counts: for the API, the stage events and the progress
+/// bars. Finetune counts steps, not items: its progress comes from the training job's events.
+pub fn stage_progress(counts: &pb::RunCounts, stage: pb::Stage) -> pb::StageProgress {
+    let (total, done, failed) = match stage {
+        pb::Stage::Generate => (counts.without_summary, counts.generated, 0),
+        pb::Stage::Analyze => (counts.rows, counts.analyzed, counts.analysis_failed),
         pb::Stage::Revise => (
             counts.rows - counts.held_out,
-            counts.revisions_accepted + counts.revisions_rejected,
+            counts.revise_done,
+            counts.revisions_failed,
         ),
-        pb::Stage::Evaluate => (counts.held_out, counts.evaluated),
-        pb::Stage::Finetune | pb::Stage::Unspecified => (0, 0),
+        pb::Stage::Evaluate => (counts.held_out, counts.evaluated, 0),
+        pb::Stage::Finetune | pb::Stage::Unspecified => (0, 0, 0),
+    };
+    pb::StageProgress {
+        stage: stage as i32,
+        total,
+        done,
+        failed,
     }
 }
 

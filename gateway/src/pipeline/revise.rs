@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{Pipeline, RunError, item_trace};
-use crate::store::ItemRecord;
+use crate::clients::Analyzed;
+use crate::store::{ItemRecord, RevisionOutcome};
 
 const BATCH: usize = 64;
 const DEFAULT_ROUNDS: u32 = 2;
@@ -46,20 +47,7 @@ pub async fn run(
     config: &pb::RunConfig,
     token: &CancellationToken,
 ) -> Result<(), RunError> {
-    let taxonomy = p
-        .clients
-        .analyzer
-        .clone()
-        .get_taxonomy(pb::GetTaxonomyRequest {})
-        .await?
-        .into_inner();
-    let instructions: Arc<HashMap<String, String>> = Arc::new(
-        taxonomy
-            .categories
-            .into_iter()
-            .map(|c| (c.id, c.revision_instruction))
-            .collect(),
-    );
+    let instructions = Arc::new(p.clients.analyzer.revision_instructions().await?);
     // Enough calls in flight to keep every replica busy, and no more (the replicas shed the rest).
     let concurrency = (p.clients.editors.replica_count() * 4).max(2);
     p.drain_pending(
@@ -82,7 +70,7 @@ async fn revise_item(
     p.check(token)?;
     let id = item.conversation.id.clone();
     let analysis = item.analysis.clone().unwrap_or_default();
-    let done = |outcome: &str,
+    let done = |outcome: RevisionOutcome,
                 summary: Option<&str>,
                 rounds: u32,
                 revised: Option<&pb::AnalyzeResponse>|
@@ -95,17 +83,17 @@ async fn revise_item(
             Kind::Item(pb::ItemProgress {
                 conversation_id: id.clone(),
                 stage: pb::Stage::Revise as i32,
-                outcome: outcome.into(),
+                outcome: outcome.as_str().into(),
                 findings,
             }),
         )?;
         Ok(())
     };
     if !analysis.detector_failures.is_empty() {
-        return done("failed", None, 0, None);
+        return done(RevisionOutcome::Failed, None, 0, None);
     }
     if analysis.findings.is_empty() {
-        return done("clean", None, 0, None);
+        return done(RevisionOutcome::Clean, None, 0, None);
     }
 
     let span = item_trace::resume("arf.item.revise", run_id, &id, item.trace_parent.as_deref());
@@ -149,40 +137,43 @@ async fn revise_item(
             // parse, ...): the item fails, the run goes on. Only an editor that cannot be
             // reached at all (after retries on every replica) stops the run, to resume later.
             Err(s) if !is_transport(&s) => {
-                tracing::warn!(parent: &span, conversation_id = %id, code = ?s.code(), error = %s.message(), "revision failed");
-                return done("failed", None, round, None);
+                p.warn(
+                    run_id,
+                    format!(
+                        "the editor could not revise {id}: {}: {}",
+                        s.code(),
+                        s.message()
+                    ),
+                )?;
+                return done(RevisionOutcome::Failed, None, round, None);
             }
             Err(s) => return Err(s.into()),
-        };
-        let check = pb::AnalyzeRequest {
-            request_id: id.clone(),
-            conversation: Some(conversation.clone()),
-            summary: revised.revised_summary.clone(),
-            options: config.analyzer.clone(),
         };
         let recheck = match p
             .clients
             .analyzer
-            .clone()
-            .analyze(check)
+            .analyze(
+                &item.conversation,
+                &revised.revised_summary,
+                config.analyzer.clone(),
+            )
             .instrument(span.clone())
-            .await
+            .await?
         {
-            Ok(r) => r.into_inner(),
+            Analyzed::Checked(r) => r,
             // An empty or oversized revision is simply not better.
-            Err(s) if s.code() == tonic::Code::InvalidArgument => continue,
-            Err(s) => return Err(s.into()),
+            Analyzed::Refused(_) => continue,
         };
         if is_better(config.acceptance(), &analysis, &recheck) {
             return done(
-                "accepted",
+                RevisionOutcome::Accepted,
                 Some(&revised.revised_summary),
                 round,
                 Some(&recheck),
             );
         }
     }
-    done("rejected", None, rounds, None)
+    done(RevisionOutcome::Rejected, None, rounds, None)
 }
 
 /// Whether a revision beats the teacher's summary under the run's acceptance rule.

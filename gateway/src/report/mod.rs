@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 
 use arf_proto::v1 as pb;
 
-use crate::store::items::Unimproved;
+use crate::store::Unimproved;
 use crate::store::{ItemRecord, RunRecord, Split, Store};
 
 pub struct ReportFile {
@@ -77,7 +77,7 @@ fn loss_curves(events: &[pb::RunEvent], job_id: &str) -> (Vec<(f64, f64)>, Vec<(
 
 pub fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
     let items = store.items(&run.id)?;
-    let counts = store.counts(&run.id)?;
+    let counts = store.counts(&run.id, Unimproved::of(&run.config))?;
     let events = store.events_after(&run.id, 0, usize::MAX >> 1)?;
     let mut md = String::new();
     let mut files = Vec::new();
@@ -120,16 +120,12 @@ pub fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
         .iter()
         .filter(|i| i.split == Split::Train && i.analysis.is_some())
         .collect();
-    let final_findings = |i: &ItemRecord| match i.revision_outcome.as_deref() {
-        Some("accepted") => i.revised_analysis.as_ref().map(|a| a.findings.clone()),
+    let final_findings = |i: &ItemRecord| match i.revision_outcome {
+        Some(o) if o.is_revised() => i.revised_analysis.as_ref().map(|a| a.findings.clone()),
         _ => i.analysis.as_ref().map(|a| a.findings.clone()),
     };
-    let keeps_unimproved = Unimproved::of(&run.config) == Unimproved::KeepOriginal;
-    let trained_on = |i: &ItemRecord| match i.revision_outcome.as_deref() {
-        Some("accepted" | "clean") => true,
-        Some("rejected" | "failed") => keeps_unimproved,
-        _ => false,
-    };
+    let policy = Unimproved::of(&run.config);
+    let trained_on = |i: &ItemRecord| i.revision_outcome.is_some_and(|o| o.trained_on(policy));
     let (before, n) = category_rates(train.iter().copied(), |i| {
         i.analysis.as_ref().map(|a| a.findings.clone())
     });
@@ -192,8 +188,8 @@ pub fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
 
     let mut outcomes: BTreeMap<&str, f64> = BTreeMap::new();
     for i in &train {
-        if let Some(o) = i.revision_outcome.as_deref() {
-            *outcomes.entry(o).or_default() += 1.0;
+        if let Some(o) = i.revision_outcome {
+            *outcomes.entry(o.as_str()).or_default() += 1.0;
         }
     }
     if !outcomes.is_empty() {

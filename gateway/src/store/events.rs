@@ -40,6 +40,21 @@ impl Store {
         Ok(events)
     }
 
+    /// The run's newest event.
+    pub fn last_event(&self, run_id: &str) -> anyhow::Result<Option<pb::RunEvent>> {
+        let bytes: Option<Vec<u8>> = self
+            .conn()
+            .query_row(
+                "SELECT event FROM events WHERE run_id = ?1 ORDER BY seq DESC LIMIT 1",
+                [run_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        bytes
+            .map(|b| pb::RunEvent::decode(b.as_slice()).map_err(Into::into))
+            .transpose()
+    }
+
     pub fn last_event_sequence(&self, run_id: &str) -> anyhow::Result<u64> {
         let seq: Option<u64> = self.conn().query_row(
             "SELECT MAX(seq) FROM events WHERE run_id = ?1",

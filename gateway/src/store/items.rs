@@ -10,6 +10,7 @@ use rusqlite::params;
 
 use super::Store;
 use super::evaluation::Evaluation;
+use super::outcome::{RevisionOutcome, Unimproved};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
@@ -43,12 +44,21 @@ pub struct ItemRecord {
     pub teacher_summary: String,
     pub references: Vec<String>,
     pub analysis: Option<pb::AnalyzeResponse>,
-    pub revision_outcome: Option<String>,
+    pub revision_outcome: Option<RevisionOutcome>,
     pub final_summary: Option<String>,
     pub revision_rounds: Option<u32>,
     pub revised_analysis: Option<pb::AnalyzeResponse>,
     pub evaluation: Option<Evaluation>,
     pub trace_parent: Option<String>,
+}
+
+/// One (conversation -> summary) pair of the refined training set.
+#[derive(Debug, Clone)]
+pub struct TrainingPair {
+    pub conversation: Conversation,
+    pub summary: String,
+    /// "revised" (an accepted revision) or "teacher" (the teacher's own summary).
+    pub source: &'static str,
 }
 
 /// What writing one teacher summary cost.
@@ -57,24 +67,6 @@ pub struct TeacherUsage {
     pub input_tokens: u32,
     pub output_tokens: u32,
     pub millis: u64,
-}
-
-/// What a rejected or failed revision leaves in the training set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unimproved {
-    Exclude,
-    KeepOriginal,
-}
-
-impl Unimproved {
-    /// The run's policy for summaries no revision improved.
-    pub fn of(config: &pb::RunConfig) -> Self {
-        if config.on_unimproved() == pb::UnimprovedPolicy::KeepOriginal {
-            Self::KeepOriginal
-        } else {
-            Self::Exclude
-        }
-    }
 }
 
 const COLUMNS: &str = "line, split, conversation, teacher_summary, refs, analysis, revision_outcome, final_summary, \
@@ -103,7 +95,16 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ItemRecord> {
         teacher_summary: row.get(3)?,
         references: serde_json::from_str(&refs).map_err(|e| json_err(4, e))?,
         analysis: decode(5)?,
-        revision_outcome: row.get(6)?,
+        revision_outcome: match row.get::<_, Option<String>>(6)? {
+            None => None,
+            Some(s) => Some(RevisionOutcome::parse(&s).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    6,
+                    rusqlite::types::Type::Text,
+                    format!("unknown revision outcome {s:?}").into(),
+                )
+            })?),
+        },
         final_summary: row.get(7)?,
         revision_rounds: row.get(8)?,
         revised_analysis: decode(9)?,
@@ -240,14 +241,15 @@ impl Store {
         trace_parent: &str,
     ) -> anyhow::Result<()> {
         self.conn().execute(
-            "UPDATE items SET analysis = ?3, flagged = ?4, trace_parent = ?5 \
+            "UPDATE items SET analysis = ?3, flagged = ?4, trace_parent = ?5, analysis_failed = ?6 \
              WHERE run_id = ?1 AND conversation_id = ?2 AND analysis IS NULL",
             params![
                 run_id,
                 conversation_id,
                 analysis.encode_to_vec(),
                 !analysis.findings.is_empty(),
-                trace_parent
+                trace_parent,
+                !analysis.detector_failures.is_empty()
             ],
         )?;
         Ok(())
@@ -266,7 +268,7 @@ impl Store {
         &self,
         run_id: &str,
         conversation_id: &str,
-        outcome: &str,
+        outcome: RevisionOutcome,
         final_summary: Option<&str>,
         rounds: u32,
         revised_analysis: Option<&pb::AnalyzeResponse>,
@@ -274,7 +276,7 @@ impl Store {
         self.conn().execute(
             "UPDATE items SET revision_outcome = ?3, final_summary = ?4, revision_rounds = ?5, revised_analysis = ?6 \
              WHERE run_id = ?1 AND conversation_id = ?2 AND revision_outcome IS NULL",
-            params![run_id, conversation_id, outcome, final_summary, rounds, revised_analysis.map(|a| a.encode_to_vec())],
+            params![run_id, conversation_id, outcome.as_str(), final_summary, rounds, revised_analysis.map(|a| a.encode_to_vec())],
         )?;
         Ok(())
     }
@@ -285,24 +287,44 @@ impl Store {
         &self,
         run_id: &str,
         unimproved: Unimproved,
-    ) -> anyhow::Result<Vec<(Conversation, String, &'static str)>> {
-        let keep = if unimproved == Unimproved::KeepOriginal {
-            "'accepted', 'clean', 'rejected', 'failed'"
-        } else {
-            "'accepted', 'clean'"
-        };
-        let items = self.select_items(
-            run_id,
-            &format!("split = 'train' AND revision_outcome IN ({keep})"),
-            usize::MAX >> 1,
-        )?;
-        Ok(items
+    ) -> anyhow::Result<Vec<TrainingPair>> {
+        Ok(self
+            .training_pairs_page(run_id, unimproved, 0, usize::MAX >> 1)?
+            .0)
+    }
+
+    /// The training pairs among the next `limit` revised items after dataset line `after_line`,
+    /// and the last line read (the next page starts after it; `None`: no more items).
+    pub fn training_pairs_page(
+        &self,
+        run_id: &str,
+        unimproved: Unimproved,
+        after_line: u32,
+        limit: usize,
+    ) -> anyhow::Result<(Vec<TrainingPair>, Option<u32>)> {
+        let condition =
+            format!("split = 'train' AND revision_outcome IS NOT NULL AND line > {after_line}");
+        let items = self.select_items(run_id, &condition, limit)?;
+        let last = items.last().map(|i| i.line);
+        let pairs = items
             .into_iter()
-            .map(|i| match (i.revision_outcome.as_deref(), i.final_summary) {
-                (Some("accepted"), Some(revised)) => (i.conversation, revised, "revised"),
-                _ => (i.conversation, i.teacher_summary, "teacher"),
+            .filter_map(|i| {
+                let outcome = i.revision_outcome.filter(|o| o.trained_on(unimproved))?;
+                Some(match (outcome.is_revised(), i.final_summary) {
+                    (true, Some(revised)) => TrainingPair {
+                        conversation: i.conversation,
+                        summary: revised,
+                        source: "revised",
+                    },
+                    _ => TrainingPair {
+                        conversation: i.conversation,
+                        summary: i.teacher_summary,
+                        source: "teacher",
+                    },
+                })
             })
-            .collect())
+            .collect();
+        Ok((pairs, last))
     }
 
     /// The teacher's summaries of the training conversations, as they are: what a student
@@ -340,35 +362,59 @@ impl Store {
         Ok(())
     }
 
-    pub fn counts(&self, run_id: &str) -> anyhow::Result<pb::RunCounts> {
+    /// The run's counts; `unimproved` (the run's policy) decides which items are training examples.
+    pub fn counts(&self, run_id: &str, unimproved: Unimproved) -> anyhow::Result<pb::RunCounts> {
         let conn = self.conn();
-        let counts = conn.query_row(
+        let list = |keep: &dyn Fn(RevisionOutcome) -> bool| {
+            let quoted: Vec<String> = RevisionOutcome::ALL
+                .into_iter()
+                .filter(|o| keep(*o))
+                .map(|o| format!("'{}'", o.as_str()))
+                .collect();
+            if quoted.is_empty() {
+                "NULL".to_string()
+            } else {
+                quoted.join(", ")
+            }
+        };
+        let accepted = list(&|o| o.is_revised());
+        let unimproved_outcomes = list(&|o| o.is_unimproved());
+        let trained = list(&|o| o.trained_on(unimproved));
+        let failed = list(&|o| o == RevisionOutcome::Failed);
+        let sql = format!(
             "SELECT COUNT(*),
                     COUNT(analysis),
                     COALESCE(SUM(flagged), 0),
-                    COALESCE(SUM(revision_outcome = 'accepted'), 0),
-                    COALESCE(SUM(revision_outcome IN ('rejected', 'failed')), 0),
+                    COALESCE(SUM(revision_outcome IN ({accepted})), 0),
+                    COALESCE(SUM(revision_outcome IN ({unimproved_outcomes})), 0),
                     COALESCE(SUM(split = 'holdout'), 0),
                     COUNT(evaluation),
                     COALESCE(SUM(needs_summary), 0),
-                    COUNT(teacher_ms)
-             FROM items WHERE run_id = ?1",
-            [run_id],
-            |r| {
-                Ok(pb::RunCounts {
-                    rows: r.get(0)?,
-                    analyzed: r.get(1)?,
-                    flagged: r.get(2)?,
-                    revisions_accepted: r.get(3)?,
-                    revisions_rejected: r.get(4)?,
-                    held_out: r.get(5)?,
-                    evaluated: r.get(6)?,
-                    without_summary: r.get(7)?,
-                    generated: r.get(8)?,
-                    ..Default::default()
-                })
-            },
-        )?;
+                    COUNT(teacher_ms),
+                    COALESCE(SUM(split = 'train' AND revision_outcome IN ({trained})), 0),
+                    COUNT(revision_outcome),
+                    COALESCE(SUM(analysis_failed), 0),
+                    COALESCE(SUM(revision_outcome IN ({failed})), 0)
+             FROM items WHERE run_id = ?1"
+        );
+        let counts = conn.query_row(&sql, [run_id], |r| {
+            Ok(pb::RunCounts {
+                rows: r.get(0)?,
+                analyzed: r.get(1)?,
+                flagged: r.get(2)?,
+                revisions_accepted: r.get(3)?,
+                revisions_rejected: r.get(4)?,
+                held_out: r.get(5)?,
+                evaluated: r.get(6)?,
+                without_summary: r.get(7)?,
+                generated: r.get(8)?,
+                training_examples: r.get(9)?,
+                revise_done: r.get(10)?,
+                analysis_failed: r.get(11)?,
+                revisions_failed: r.get(12)?,
+                bad_rows: 0,
+            })
+        })?;
         let bad_rows: u32 = conn.query_row(
             "SELECT COUNT(*) FROM bad_rows WHERE run_id = ?1",
             [run_id],

@@ -9,6 +9,7 @@
 pub mod evaluation;
 mod events;
 pub mod items;
+pub mod outcome;
 mod runs;
 
 use std::path::Path;
@@ -17,7 +18,8 @@ use std::sync::{Mutex, MutexGuard};
 use anyhow::Context as _;
 use rusqlite::Connection;
 
-pub use items::{ItemRecord, NewItem, Split, TeacherUsage};
+pub use items::{ItemRecord, NewItem, Split, TeacherUsage, TrainingPair};
+pub use outcome::{AnalysisOutcome, RevisionOutcome, Unimproved};
 pub use runs::{RunRecord, Student};
 
 pub struct Store {
@@ -73,7 +75,7 @@ CREATE TABLE IF NOT EXISTS events (
 
 /// Changes to the schema above, in order; `PRAGMA user_version` records how many a database has
 /// had, so a database written by an older gateway is brought up to date at start-up.
-const MIGRATIONS: [&str; 1] = [
+const MIGRATIONS: [&str; 2] = [
     // 1: teacher summaries written by the Generate stage; the unrevised student.
     "ALTER TABLE items ADD COLUMN needs_summary INTEGER NOT NULL DEFAULT 0;  -- arrived without one
      ALTER TABLE items ADD COLUMN teacher_input_tokens INTEGER;             -- set by Generate
@@ -82,6 +84,8 @@ const MIGRATIONS: [&str; 1] = [
      ALTER TABLE runs ADD COLUMN baseline_job_id TEXT NOT NULL DEFAULT '';
      ALTER TABLE runs ADD COLUMN baseline_model_dir TEXT NOT NULL DEFAULT '';
      ALTER TABLE runs ADD COLUMN baseline_event_seq INTEGER NOT NULL DEFAULT 0;",
+    // 2: failed analyses counted per stage (items analyzed before it count as not failed).
+    "ALTER TABLE items ADD COLUMN analysis_failed INTEGER NOT NULL DEFAULT 0;",
 ];
 
 impl Store {
@@ -130,13 +134,7 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Milliseconds since the epoch as a protobuf timestamp.
-pub fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ms / 1000,
-        nanos: ((ms % 1000) * 1_000_000) as i32,
-    }
-}
+pub use arf_proto::timestamp_from_millis as timestamp;
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

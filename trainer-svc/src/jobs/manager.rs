@@ -187,6 +187,16 @@ impl JobManager {
     }
 
     /// Events of `id` with a sequence above `after`.
+    /// The job's newest event.
+    pub fn last_event(&self, id: &str) -> Result<Option<JobEvent>, JobError> {
+        let st = self.lock();
+        let events = st
+            .events
+            .get(id)
+            .ok_or_else(|| JobError::NotFound(id.into()))?;
+        Ok(events.last().cloned())
+    }
+
     pub fn events_after(&self, id: &str, after: u64) -> Result<Vec<JobEvent>, JobError> {
         let st = self.lock();
         let events = st
@@ -420,8 +430,7 @@ pub fn training_span(job: &Job) -> tracing::Span {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let span = tracing::info_span!("arf.trainer.train", otel.name = "arf.trainer.train", job_id = %job.id,
         gen_ai.request.model = %job.config.base_model_dir.display(), gen_ai.operation.name = "fine_tuning");
-    let carrier: HashMap<String, String> = job.trace_context.clone().into_iter().collect();
-    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+    let cx = arf_common::telemetry::context_from_map(&job.trace_context);
     let linked = cx.span().span_context().clone();
     if linked.is_valid() {
         span.add_link(linked);

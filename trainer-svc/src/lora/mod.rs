@@ -30,11 +30,14 @@ pub struct LoraSpec {
     pub target_modules: Vec<String>,
 }
 
+/// LoRA's rank when a job names none.
+pub const DEFAULT_RANK: usize = 16;
+
 impl Default for LoraSpec {
     fn default() -> Self {
         Self {
-            rank: 16,
-            alpha: 32.0,
+            rank: DEFAULT_RANK,
+            alpha: Self::default_alpha(DEFAULT_RANK),
             dropout: 0.0,
             target_modules: ALL_MODULES.iter().map(|s| s.to_string()).collect(),
         }
@@ -42,6 +45,11 @@ impl Default for LoraSpec {
 }
 
 impl LoraSpec {
+    /// Alpha when a job names none: twice the rank (scaling 2, as the LoRA paper's setups).
+    pub fn default_alpha(rank: usize) -> f64 {
+        2.0 * rank as f64
+    }
+
     pub fn scaling(&self) -> f64 {
         self.alpha / self.rank as f64
     }

@@ -8,16 +8,16 @@ mod support;
 
 use std::path::PathBuf;
 
+use arf::suite::{Suite, SuiteConfig};
 use arf_common::client::{ClientOptions, connect_lazy};
 use arf_common::config::ServerArgs;
 use arf_proto::v1 as pb;
 use arf_proto::v1::editor_client::EditorClient;
-use gateway::suite::{Suite, SuiteConfig};
 use support::*;
 
 /// The cached model, fetched through the users' own command when it is not there yet.
 fn smollm2() -> PathBuf {
-    if let Ok(path) = gateway::cli::models::resolve("smollm2") {
+    if let Ok(path) = arf::cli::models::resolve("smollm2") {
         return path;
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/fetch-model.sh");
@@ -115,7 +115,7 @@ async fn smollm2_revises_trains_from_its_gguf_and_the_student_summarizes() {
     // The editor's revisions are real text, not the teacher's summary back.
     let items = suite.pipeline.store().items(&run.id).unwrap();
     for item in &items {
-        if item.revision_outcome.as_deref() == Some("accepted") {
+        if item.revision_outcome == Some(gateway::store::RevisionOutcome::Accepted) {
             let revised = item.final_summary.as_deref().unwrap();
             assert!(
                 revised.split_whitespace().count() >= 5 && revised != item.teacher_summary,
@@ -156,11 +156,12 @@ async fn smollm2_revises_trains_from_its_gguf_and_the_student_summarizes() {
             merged.display()
         );
     }
-    let student = gateway::student::LocalStudentHost::new(ServerArgs::local().max_message_bytes);
-    let endpoint = gateway::pipeline::StudentHost::serve(&student, &merged)
+    let student =
+        arf::student_host::LocalStudentHost::new(ServerArgs::local().max_message_bytes, dir.path());
+    let channel = gateway::pipeline::StudentHost::serve(&student, &merged)
         .await
         .unwrap();
-    let mut editor = EditorClient::new(connect_lazy(&endpoint, &ClientOptions::default()).unwrap());
+    let mut editor = EditorClient::new(channel);
     let conversation = rows[0].conversation.clone().unwrap();
     let prompt = arf_common::dataset::summarize_user_prompt(
         &arf_common::dataset::conversation_from_wire(Some(conversation), "c").unwrap(),

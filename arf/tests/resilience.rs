@@ -59,9 +59,11 @@ impl Drop for GatewayProcess {
 async fn spawn_gateway(
     port: u16,
     data_dir: &std::path::Path,
-    suite: &gateway::suite::Suite,
+    suite: &arf::suite::Suite,
 ) -> (GatewayProcess, PipelineClient<GrpcChannel>) {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+    // `arf gateway`: the gateway server as its own process, as deployed beside the services.
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_arf"))
+        .arg("gateway")
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(data_dir)
         .args([

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use arf_proto::v1 as pb;
 
-use super::{GatewayClientArgs, RunConfigArgs, create_run, rows_from_jsonl};
+use super::{GatewayClientArgs, RunConfigArgs, create_run, rows_in_memory, stream_jsonl};
 
 pub async fn run(
     gateway: &GatewayClientArgs,
@@ -23,9 +23,9 @@ pub async fn run(
     };
     let rows = if server_side {
         spec.dataset_path = dataset.display().to_string();
-        Vec::new()
+        rows_in_memory(Vec::new())
     } else {
-        rows_from_jsonl(&std::fs::read(dataset)?, &dataset.display().to_string())?
+        stream_jsonl(dataset)?
     };
     let run = create_run(&mut client, spec, rows).await?;
     println!("{}", run.id);

@@ -6,9 +6,9 @@ use arf_common::config::ServerArgs;
 use arf_proto::v1 as pb;
 
 use super::progress::RunProgress;
-use super::{SAMPLE, create_run, rows_from_jsonl};
-use crate::pipeline::stages;
+use super::{SAMPLE, create_run, rows_from_jsonl, rows_in_memory};
 use crate::suite::{Suite, SuiteConfig};
+use gateway::pipeline::stages;
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
@@ -128,7 +128,7 @@ async fn drive(
         config: Some(config.clone()),
         ..Default::default()
     };
-    let run = create_run(&mut client, spec, rows).await?;
+    let run = create_run(&mut client, spec, rows_in_memory(rows)).await?;
     eprintln!(
         "run {} created: {} rows",
         run.id,

@@ -41,6 +41,27 @@ async fn an_analyze_run_over_the_sample_is_watchable_resumable_and_exportable() 
     // A client that reconnects with the last sequence it saw gets exactly the rest.
     let resumed = watch(&mut client, &run.id, 5).await;
     assert_eq!(resumed, events[5..].to_vec());
+    // One that reconnects after the end gets a finished, empty stream (not a hang).
+    let late = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        watch(&mut client, &run.id, events.len() as u64),
+    );
+    assert!(
+        late.await
+            .expect("a watch past the end ends at once")
+            .is_empty()
+    );
+    // Each stage event carries the stage's items: none done at the start, all at the end.
+    let stage_progress: Vec<(bool, u32, u32)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(pb::run_event::Kind::Stage(s)) => {
+                s.progress.as_ref().map(|p| (s.started, p.total, p.done))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stage_progress, [(true, 16, 0), (false, 16, 16)]);
 
     let run = client
         .get_run(pb::GetRunRequest {
@@ -251,5 +272,66 @@ async fn watching_resumes_mid_run_and_a_cancelled_run_stops() {
         .await
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
+    suite.shutdown().await.unwrap();
+}
+
+/// `arf run` streams the file as it reads it; a bad row partway aborts the upload, so the
+/// gateway never takes the rows before it for the whole dataset.
+#[tokio::test]
+async fn a_dataset_file_is_streamed_and_a_bad_row_partway_aborts_the_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (suite, mut client) = suite(dir.path()).await;
+    let sample = std::fs::read_to_string(SAMPLE).unwrap();
+    let good = dir.path().join("good.jsonl");
+    std::fs::write(&good, &sample).unwrap();
+    let rows = arf::cli::stream_jsonl(&good).unwrap();
+    let run = arf::cli::create_run(&mut client, spec(&[pb::Stage::Analyze]), rows)
+        .await
+        .unwrap();
+    assert_eq!(run.counts.unwrap().rows, 16);
+
+    let mut lines: Vec<&str> = sample.lines().collect();
+    lines.insert(3, "{\"id\": \"broken\", \"turns\": ");
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, lines.join("\n")).unwrap();
+    let err = arf::cli::create_run(
+        &mut client,
+        spec(&[pb::Stage::Analyze]),
+        arf::cli::stream_jsonl(&bad).unwrap(),
+    )
+    .await
+    .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("line 4") && text.contains("no run was started"),
+        "{text}"
+    );
+    // The aborted upload's run (if the gateway had begun one) is failed, not run: once the
+    // gateway has seen the reset, only the good run is not FAILED.
+    let mut runs = Vec::new();
+    for _ in 0..100 {
+        runs = client
+            .list_runs(pb::ListRunsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .runs;
+        if runs
+            .iter()
+            .filter(|r| r.state != pb::RunState::Failed as i32)
+            .count()
+            == 1
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        runs.iter()
+            .filter(|r| r.state != pb::RunState::Failed as i32)
+            .count(),
+        1,
+        "{runs:?}"
+    );
     suite.shutdown().await.unwrap();
 }

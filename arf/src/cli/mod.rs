@@ -8,6 +8,8 @@ mod run_config;
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
+
 use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_common::config::Secret;
 use arf_common::dataset::{JsonlReader, OnBadRow, conversation_to_wire};
@@ -19,7 +21,7 @@ pub use commands::{export, report, run, watch};
 pub use demo::{DemoArgs, demo};
 pub use run_config::RunConfigArgs;
 
-/// The conversations bundled with ARF (written for it; see gateway/data/README.md).
+/// The conversations bundled with ARF (written for it; see arf/data/README.md).
 pub const SAMPLE: &str = include_str!("../../data/sample_conversations.jsonl");
 
 #[derive(Parser, Debug)]
@@ -38,6 +40,14 @@ pub enum Command {
     /// The embedded default: the whole suite in this process on loopback, the whole pipeline over
     /// the bundled sample (or --dataset), with progress bars; ends by printing the report's path.
     Demo(DemoArgs),
+    /// Serve the Pipeline API like the `gateway` binary, and also host fine-tuned students
+    /// in-process for evaluation (this binary links the inference engine; `gateway` does not).
+    Gateway {
+        #[command(flatten)]
+        server: arf_common::config::ServerArgs,
+        #[command(flatten)]
+        gateway: gateway::config::GatewayArgs,
+    },
     /// Create a run on a gateway from a JSONL dataset, and optionally follow it.
     Run {
         #[command(flatten)]
@@ -108,36 +118,87 @@ impl GatewayClientArgs {
     }
 }
 
+/// A JSONL record as a wire row.
+fn wire_row(line: usize, record: arf_common::dataset::Record) -> pb::DatasetRow {
+    pb::DatasetRow {
+        line: line as u32,
+        conversation: Some(conversation_to_wire(&record.conversation)),
+        teacher_summary: record.summary.unwrap_or_default(),
+        references: record.references,
+        split: pb::RowSplit::Unspecified as i32,
+    }
+}
+
 /// JSONL text as wire rows; a bad row stops with its line number and field.
 pub fn rows_from_jsonl(text: &[u8], source: &str) -> anyhow::Result<Vec<pb::DatasetRow>> {
     JsonlReader::new(text, source, OnBadRow::Stop)
         .map(|r| {
             let (line, record) = r?;
-            Ok(pb::DatasetRow {
-                line: line as u32,
-                conversation: Some(conversation_to_wire(&record.conversation)),
-                teacher_summary: record.summary.unwrap_or_default(),
-                references: record.references,
-                split: pb::RowSplit::Unspecified as i32,
-            })
+            Ok(wire_row(line, record))
         })
         .collect()
 }
 
-/// Streams the spec, then the rows, as CreateRun wants them.
+/// A JSONL file's rows, read as they are sent (never the whole file in memory). A bad row ends
+/// the stream with its error, line number and field.
+pub fn stream_jsonl(path: &std::path::Path) -> anyhow::Result<RowStream> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let source = path.display().to_string();
+    let (tx, rx) = tokio::sync::mpsc::channel(ROWS_IN_FLIGHT);
+    tokio::task::spawn_blocking(move || {
+        for row in JsonlReader::new(std::io::BufReader::new(file), source, OnBadRow::Stop) {
+            let row = row
+                .map(|(line, record)| wire_row(line, record))
+                .map_err(anyhow::Error::from);
+            if tx.blocking_send(row).is_err() {
+                return; // the upload ended
+            }
+        }
+    });
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+/// Rows read ahead of the upload: enough to keep the stream busy, few enough to stay small.
+const ROWS_IN_FLIGHT: usize = 64;
+
+/// Rows already in memory (the bundled sample, a bench's selection) as a row stream.
+pub fn rows_in_memory(rows: Vec<pb::DatasetRow>) -> RowStream {
+    Box::pin(futures::stream::iter(rows.into_iter().map(Ok)))
+}
+
+pub type RowStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = anyhow::Result<pb::DatasetRow>> + Send>>;
+
+/// Streams the spec, then the rows, as CreateRun wants them. A row that fails to read aborts
+/// the call instead of ending the stream: a clean end would tell the gateway that a truncated
+/// dataset was the whole of it.
 pub async fn create_run(
     client: &mut PipelineClient<GrpcChannel>,
     spec: pb::RunSpec,
-    rows: Vec<pb::DatasetRow>,
+    rows: RowStream,
 ) -> anyhow::Result<pb::Run> {
+    use futures::StreamExt as _;
     use pb::create_run_request::Part;
-    let messages: Vec<pb::CreateRunRequest> = std::iter::once(Part::Spec(spec))
-        .chain(rows.into_iter().map(Part::Row))
-        .map(|p| pb::CreateRunRequest { part: Some(p) })
-        .collect();
-    Ok(client
-        .create_run(futures::stream::iter(messages))
-        .await
-        .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
-        .into_inner())
+    let (failed, mut read_error) = tokio::sync::oneshot::channel::<anyhow::Error>();
+    let rows = futures::stream::unfold((rows, Some(failed)), |(mut rows, mut failed)| async move {
+        match rows.next().await? {
+            Ok(row) => Some((Part::Row(row), (rows, failed))),
+            Err(e) => {
+                if let Some(f) = failed.take() {
+                    let _ = f.send(e);
+                }
+                std::future::pending().await // never a clean end; the call is dropped below
+            }
+        }
+    });
+    let messages = futures::stream::once(std::future::ready(Part::Spec(spec)))
+        .chain(rows)
+        .map(|p| pb::CreateRunRequest { part: Some(p) });
+    tokio::select! {
+        created = client.create_run(messages) => Ok(created
+            .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
+            .into_inner()),
+        Ok(e) = &mut read_error => Err(e.context("the upload was cancelled: no run was started")),
+    }
 }

@@ -35,7 +35,7 @@ impl RunProgress {
             if stage == pb::Stage::Generate && totals.without_summary == 0 {
                 continue;
             }
-            let (len, _) = crate::pipeline::stage_progress(&totals, stage);
+            let len = gateway::pipeline::stage_progress(&totals, stage).total;
             let bar = bars.add(
                 ProgressBar::new(u64::from(len))
                     .with_style(style.clone())
@@ -70,6 +70,13 @@ impl RunProgress {
                         bar.set_message(format!("loss {:.3}", s.loss));
                     }
                     _ => {}
+                }
+            }
+            // A stage (re)started: a resumed run has done part of it already.
+            Some(Kind::Stage(s)) if s.started => {
+                if let (Some(bar), Some(p)) = (self.stages.get(&s.stage), &s.progress) {
+                    bar.set_length(u64::from(p.total));
+                    bar.set_position(u64::from(p.done));
                 }
             }
             Some(Kind::Stage(s)) if !s.started => {

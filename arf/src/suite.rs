@@ -8,15 +8,13 @@ use arf_common::client::{ClientOptions, connect_lazy};
 use arf_common::config::ServerArgs;
 use arf_common::server::{RunningServer, serve_loopback};
 use arf_proto::service_names::{ANALYZER, EDITOR, PIPELINE, TRAINER};
-use arf_proto::v1::analyzer_client::AnalyzerClient;
-use arf_proto::v1::trainer_client::TrainerClient;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
-use crate::editors::EditorPool;
-use crate::grpc::PipelineService;
-use crate::pipeline::{Clients, Pipeline};
-use crate::store::Store;
+use gateway::config::GatewayArgs;
+use gateway::pipeline::Pipeline;
+
+use crate::student_host::LocalStudentHost;
 
 pub struct SuiteConfig {
     pub server: ServerArgs,
@@ -33,11 +31,8 @@ pub struct SuiteConfig {
 /// The tiny random-weight Llama under `data_dir`, written on first use.
 pub fn tiny_model(data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
     let dir = data_dir.join("tiny-llama");
-    if !arf_common::tiny_llama::is_tiny_model(&dir) {
-        arf_common::tiny_llama::write_tiny_llama(
-            &dir,
-            &arf_common::tiny_llama::TinyLlamaSpec::default(),
-        )?;
+    if !arf_tiny_llama::is_tiny_model(&dir) {
+        arf_tiny_llama::write_tiny_llama(&dir, &arf_tiny_llama::TinyLlamaSpec::default())?;
     }
     tracing::warn!(
         model = %dir.display(),
@@ -54,10 +49,6 @@ pub struct Suite {
     pub gateway: RunningServer,
     pub pipeline: Arc<Pipeline>,
     shutdown: CancellationToken,
-}
-
-fn endpoint(server: &RunningServer) -> String {
-    format!("http://{}", server.local_addr())
 }
 
 impl Suite {
@@ -97,7 +88,7 @@ impl Suite {
 
         // The model-judged detectors ask the first editor, as a deployment's --judge-endpoint would.
         let options = ClientOptions::default();
-        let judge = connect_lazy(&endpoint(&editors[0]), &options)?;
+        let judge = connect_lazy(&editors[0].endpoint(), &options)?;
         let analyzer_service = analyzer_svc::grpc::AnalyzerService::new(
             Default::default(),
             Some(judge),
@@ -125,37 +116,19 @@ impl Suite {
         )
         .await?;
 
-        let clients = Clients {
-            analyzer: AnalyzerClient::new(connect_lazy(&endpoint(&analyzer), &options)?)
-                .max_decoding_message_size(limit),
-            editors: EditorPool::connect(
-                &editors.iter().map(endpoint).collect::<Vec<_>>(),
-                &options,
-                limit,
-            )?,
-            trainer: TrainerClient::new(connect_lazy(&endpoint(&trainer), &options)?)
-                .max_decoding_message_size(limit),
-            teacher: None,
-        };
-        let store = Arc::new(Store::open(&config.data_dir.join("arf.sqlite3"))?);
-        let student_host = Arc::new(crate::student::LocalStudentHost::new(limit));
-        let pipeline = Pipeline::new(
-            store,
-            clients,
-            config.data_dir.clone(),
+        let gateway_args = GatewayArgs {
             student_base,
-            Some(student_host),
-            shutdown.clone(),
-        );
-        pipeline.resume_unfinished()?;
-        let gateway_service = PipelineService::new(pipeline.clone(), shutdown.clone());
-        let gateway = serve_loopback(
-            args,
-            PIPELINE,
-            true,
-            Routes::new(gateway_service.into_server(limit)),
-        )
-        .await?;
+            ..GatewayArgs::local(
+                config.data_dir.clone(),
+                analyzer.endpoint(),
+                editors.iter().map(RunningServer::endpoint).collect(),
+                trainer.endpoint(),
+            )
+        };
+        let student_host = Arc::new(LocalStudentHost::new(limit, &config.data_dir));
+        let (pipeline, routes) =
+            gateway::server::build(&gateway_args, limit, Some(student_host), shutdown.clone())?;
+        let gateway = serve_loopback(args, PIPELINE, true, routes).await?;
         Ok(Self {
             analyzer,
             editors,
@@ -167,19 +140,19 @@ impl Suite {
     }
 
     pub fn gateway_endpoint(&self) -> String {
-        endpoint(&self.gateway)
+        self.gateway.endpoint()
     }
 
     pub fn analyzer_endpoint(&self) -> String {
-        endpoint(&self.analyzer)
+        self.analyzer.endpoint()
     }
 
     pub fn trainer_endpoint(&self) -> String {
-        endpoint(&self.trainer)
+        self.trainer.endpoint()
     }
 
     pub fn editor_endpoints(&self) -> Vec<String> {
-        self.editors.iter().map(endpoint).collect()
+        self.editors.iter().map(RunningServer::endpoint).collect()
     }
 
     /// Gateway first, so nothing calls a service that is already gone.

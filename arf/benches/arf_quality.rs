@@ -10,7 +10,7 @@
 //! - `smollm2`: no summaries at all: the Generate stage has SmolLM2 write them zero-shot, for
 //!   the training rows and for the held-out rows of valid.jsonl.
 //!
-//!   cargo bench --profile dev -p gateway --bench arf_quality -- [--train N] [--eval M] [--steps S]
+//!   cargo bench --profile dev -p arf --bench arf_quality -- [--train N] [--eval M] [--steps S]
 //!       [--teachers injected,smollm2] [--judge] [--data-dir DIR]
 //!
 //! Needs `scripts/fetch-model.sh smollm2` first. Prints each table, the stage times and one
@@ -19,11 +19,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use arf::suite::{Suite, SuiteConfig};
 use arf_common::client::{ClientOptions, connect_lazy};
 use arf_common::config::ServerArgs;
 use arf_proto::v1 as pb;
 use arf_proto::v1::pipeline_client::PipelineClient;
-use gateway::suite::{Suite, SuiteConfig};
 
 struct Args {
     train: usize,
@@ -82,7 +82,7 @@ fn rows(
             path.display()
         )
     })?;
-    let mut rows = gateway::cli::rows_from_jsonl(&text, &path.display().to_string())?;
+    let mut rows = arf::cli::rows_from_jsonl(&text, &path.display().to_string())?;
     rows.truncate(n);
     for r in &mut rows {
         r.split = split as i32;
@@ -107,8 +107,18 @@ fn dataset(teacher: &str, a: &Args) -> anyhow::Result<Vec<pb::DatasetRow>> {
     Ok(all)
 }
 
-fn config(a: &Args) -> pb::RunConfig {
+/// The run's configuration. For the generated teacher, unimproved summaries stay in the ARF
+/// set (KEEP_ORIGINAL): the analyzer flags nearly every zero-shot summary of a 135M model, so
+/// excluding them would leave the ARF student nothing to learn from; kept, the two students
+/// differ exactly by the revisions that were accepted.
+fn config(a: &Args, teacher: &str) -> pb::RunConfig {
+    let on_unimproved = if teacher == "smollm2" {
+        pb::UnimprovedPolicy::KeepOriginal
+    } else {
+        pb::UnimprovedPolicy::Exclude
+    };
     pb::RunConfig {
+        on_unimproved: on_unimproved as i32,
         revision_rounds: 1,
         revision_max_tokens: 192,
         compare_unrevised: true,
@@ -130,13 +140,13 @@ fn config(a: &Args) -> pb::RunConfig {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let a = args()?;
-    let gguf = gateway::cli::models::resolve("smollm2")?;
+    let gguf = arf::cli::models::resolve("smollm2")?;
     let scratch = tempfile::tempdir()?;
     let data_dir = a
         .data_dir
         .clone()
         .unwrap_or_else(|| scratch.path().to_path_buf());
-    let editor = gateway::cli::models::dequantized_copy(&gguf, &data_dir)?;
+    let editor = arf::cli::models::dequantized_copy(&gguf, &data_dir)?;
     let started = Instant::now();
     let suite = Suite::start(SuiteConfig {
         server: ServerArgs::local(),
@@ -162,10 +172,15 @@ async fn main() -> anyhow::Result<()> {
         let t0 = Instant::now();
         let spec = pb::RunSpec {
             display_name: format!("quality bench, teacher {teacher}"),
-            config: Some(config(&a)),
+            config: Some(config(&a, teacher)),
             ..Default::default()
         };
-        let run = gateway::cli::create_run(&mut client, spec, dataset(teacher, &a)?).await?;
+        let run = arf::cli::create_run(
+            &mut client,
+            spec,
+            arf::cli::rows_in_memory(dataset(teacher, &a)?),
+        )
+        .await?;
         let mut events = client
             .watch_run(pb::WatchRunRequest {
                 run_id: run.id.clone(),
@@ -214,14 +229,16 @@ async fn main() -> anyhow::Result<()> {
 fn print_table(teacher: &str, run: &pb::Run, report: &pb::Report, secs: f64) {
     let c = run.counts.clone().unwrap_or_default();
     println!(
-        "\n## teacher `{teacher}` (run {}, {:.1} min): {} rows, {} generated, {} flagged, {} revisions accepted, {} rejected",
+        "\n## teacher `{teacher}` (run {}, {:.1} min): {} rows, {} generated, {} flagged, {} revisions accepted, {} rejected; ARF set {} pairs (unimproved summaries {})",
         run.id,
         secs / 60.0,
         c.rows,
         c.generated,
         c.flagged,
         c.revisions_accepted,
-        c.revisions_rejected
+        c.revisions_rejected,
+        c.training_examples,
+        if run.config.as_ref().is_some_and(|k| k.on_unimproved() == pb::UnimprovedPolicy::KeepOriginal) { "kept" } else { "excluded" }
     );
     println!(
         "\n| model | summaries | ROUGE-1 | ROUGE-2 | ROUGE-L | judge | summaries with an error |"

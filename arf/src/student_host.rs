@@ -4,23 +4,27 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_common::config::ServerArgs;
 use arf_common::server::{RunningServer, serve_loopback};
 use arf_proto::service_names::EDITOR;
 use editor_svc::EditorConfig;
 use tonic::service::Routes;
 
-use crate::pipeline::StudentHost;
+use gateway::pipeline::StudentHost;
 
 pub struct LocalStudentHost {
     args: ServerArgs,
+    /// Where a GGUF base model's dequantized copy is written (once) before it is served.
+    data_dir: std::path::PathBuf,
     /// Kept alive for the gateway's lifetime; one per model directory.
     servers: Mutex<Vec<(std::path::PathBuf, RunningServer)>>,
 }
 
 impl LocalStudentHost {
-    pub fn new(max_message_bytes: usize) -> Self {
+    pub fn new(max_message_bytes: usize, data_dir: &Path) -> Self {
         Self {
+            data_dir: data_dir.to_path_buf(),
             args: ServerArgs {
                 max_message_bytes,
                 ..ServerArgs::local()
@@ -32,7 +36,16 @@ impl LocalStudentHost {
 
 #[tonic::async_trait]
 impl StudentHost for LocalStudentHost {
-    async fn serve(&self, model_dir: &Path) -> anyhow::Result<String> {
+    async fn serve(&self, model_dir: &Path) -> anyhow::Result<GrpcChannel> {
+        let endpoint = self.endpoint(model_dir).await?;
+        // Loopback, in this process: no TLS, no token.
+        connect_lazy(&endpoint, &ClientOptions::default())
+    }
+}
+
+impl LocalStudentHost {
+    /// The loopback endpoint serving the model, loaded on first use.
+    pub async fn endpoint(&self, model_dir: &Path) -> anyhow::Result<String> {
         if let Some((_, s)) = self
             .servers
             .lock()
@@ -40,10 +53,21 @@ impl StudentHost for LocalStudentHost {
             .iter()
             .find(|(d, _)| d == model_dir)
         {
-            return Ok(format!("http://{}", s.local_addr()));
+            return Ok(s.endpoint());
         }
         tracing::info!(model = %model_dir.display(), "loading the student for evaluation");
-        let service = editor_svc::load_editor(&EditorConfig::new(model_dir)).await?;
+        // A GGUF base (the zero-shot comparison) is served from its f32 copy: the same numbers
+        // the students were merged in, and several times faster on a CPU than Q4 kernels.
+        let served = if model_dir.is_file() && model_dir.extension().is_some_and(|e| e == "gguf") {
+            let (gguf, data_dir) = (model_dir.to_path_buf(), self.data_dir.clone());
+            tokio::task::spawn_blocking(move || {
+                crate::cli::models::dequantized_copy(&gguf, &data_dir)
+            })
+            .await??
+        } else {
+            model_dir.to_path_buf()
+        };
+        let service = editor_svc::load_editor(&EditorConfig::new(&served)).await?;
         let server = serve_loopback(
             &self.args,
             EDITOR,
@@ -51,7 +75,7 @@ impl StudentHost for LocalStudentHost {
             Routes::new(service.into_server(self.args.max_message_bytes)),
         )
         .await?;
-        let endpoint = format!("http://{}", server.local_addr());
+        let endpoint = server.endpoint();
         self.servers
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -4,11 +4,11 @@
 
 use std::path::Path;
 
+use arf::suite::{Suite, SuiteConfig};
 use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_common::config::ServerArgs;
 use arf_proto::v1 as pb;
 use arf_proto::v1::pipeline_client::PipelineClient;
-use gateway::suite::{Suite, SuiteConfig};
 
 pub const SAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -39,7 +39,7 @@ pub async fn suite_with_editors(
 
 /// The bundled sample as wire rows, with their line numbers.
 pub fn sample_rows() -> Vec<pb::DatasetRow> {
-    gateway::cli::rows_from_jsonl(&std::fs::read(SAMPLE).unwrap(), SAMPLE).unwrap()
+    arf::cli::rows_from_jsonl(&std::fs::read(SAMPLE).unwrap(), SAMPLE).unwrap()
 }
 
 pub fn spec(stages: &[pb::Stage]) -> pb::RunSpec {

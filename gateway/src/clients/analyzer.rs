@@ -1,0 +1,84 @@
+//! The analyzer, as the stages call it: one conversation and one summary at a time, in the
+//! run's analyzer options, with a refusal (INVALID_ARGUMENT: too long, empty, ...) told apart
+//! from a failure, because a refusal is about this item and a failure about the analyzer.
+
+use std::collections::HashMap;
+
+use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
+use arf_common::dataset::{Conversation, conversation_to_wire};
+use arf_proto::v1 as pb;
+use arf_proto::v1::analyzer_client::AnalyzerClient;
+use tonic::{Code, Status};
+
+#[derive(Clone)]
+pub struct Analyzer {
+    client: AnalyzerClient<GrpcChannel>,
+}
+
+/// The analyzer's answer about one summary.
+#[derive(Debug)]
+pub enum Analyzed {
+    Checked(pb::AnalyzeResponse),
+    /// The analyzer refused this summary; the message says why.
+    Refused(String),
+}
+
+impl Analyzer {
+    pub fn connect(
+        endpoint: &str,
+        options: &ClientOptions,
+        max_message_bytes: usize,
+    ) -> anyhow::Result<Self> {
+        let client = AnalyzerClient::new(connect_lazy(endpoint, options)?)
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes);
+        Ok(Self { client })
+    }
+
+    /// Checks `summary` of `conversation`. The request id is the conversation's id, so the
+    /// analyzer's logs and the run's items line up.
+    pub async fn analyze(
+        &self,
+        conversation: &Conversation,
+        summary: &str,
+        options: Option<pb::AnalyzeOptions>,
+    ) -> Result<Analyzed, Status> {
+        let request = pb::AnalyzeRequest {
+            request_id: conversation.id.clone(),
+            conversation: Some(conversation_to_wire(conversation)),
+            summary: summary.to_string(),
+            options,
+        };
+        match self.client.clone().analyze(request).await {
+            Ok(r) => Ok(Analyzed::Checked(r.into_inner())),
+            Err(s) if s.code() == Code::InvalidArgument => {
+                Ok(Analyzed::Refused(s.message().to_string()))
+            }
+            Err(s) => Err(s),
+        }
+    }
+
+    /// What the editor is told to do about each error category (from the analyzer's taxonomy).
+    pub async fn revision_instructions(&self) -> Result<HashMap<String, String>, Status> {
+        let taxonomy = self.client.clone().get_taxonomy(pb::GetTaxonomyRequest {}).await?.into_inner();
+        Ok(taxonomy.categories.into_iter().map(|c| (c.id, c.revision_instruction)).collect())
+    }
+
+    /// The judge's 1-5 rating of `summary`; `None` when the judge could not give one (it is
+    /// reported as missing, never guessed).
+    pub async fn rate(
+        &self,
+        conversation: &Conversation,
+        summary: &str,
+    ) -> Result<Option<u8>, Status> {
+        let request = pb::RateRequest {
+            request_id: conversation.id.clone(),
+            conversation: Some(conversation_to_wire(conversation)),
+            summary: summary.to_string(),
+        };
+        let answer = self.client.clone().rate(request).await?.into_inner();
+        Ok(u8::try_from(answer.rating)
+            .ok()
+            .filter(|r| (1..=5).contains(r)))
+    }
+}

@@ -1,0 +1,67 @@
+//! Wiring one gateway: its store, its clients of the other services, the pipeline (resuming what
+//! a previous process left unfinished) and the Pipeline API. The `gateway` binary, `arf gateway`
+//! and the embedded suite all start a gateway through [`build`].
+
+use std::sync::Arc;
+
+use arf_proto::service_names::PIPELINE;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+use crate::config::GatewayArgs;
+use crate::grpc::PipelineService;
+use crate::pipeline::{Pipeline, StudentHost};
+use crate::store::Store;
+
+/// The SQLite file under the data folder.
+pub const STORE_FILE: &str = "arf.sqlite3";
+
+/// The Pipeline API's routes and the pipeline behind them. `student_host` serves fine-tuned
+/// students for evaluation; without one, a run must name `evaluation.student_endpoint`.
+pub fn build(
+    args: &GatewayArgs,
+    max_message_bytes: usize,
+    student_host: Option<Arc<dyn StudentHost>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(Arc<Pipeline>, Routes)> {
+    let store = Arc::new(Store::open(&args.data_dir.join(STORE_FILE))?);
+    let clients = args.clients(max_message_bytes)?;
+    let pipeline = Pipeline::new(
+        store,
+        clients,
+        args.data_dir.clone(),
+        args.student_base.clone(),
+        student_host,
+        shutdown.clone(),
+    );
+    let resumed = pipeline.resume_unfinished()?;
+    if resumed > 0 {
+        tracing::info!(resumed, "resumed unfinished runs");
+    }
+    let service = PipelineService::new(pipeline.clone(), shutdown);
+    Ok((
+        pipeline,
+        Routes::new(service.into_server(max_message_bytes)),
+    ))
+}
+
+/// Runs a gateway as a binary until SIGTERM or Ctrl-C: telemetry, health, drain.
+pub async fn run(
+    server: &arf_common::config::ServerArgs,
+    gateway: &GatewayArgs,
+    student_host: Option<Arc<dyn StudentHost>>,
+) -> std::process::ExitCode {
+    arf_common::server::run_binary(
+        "arf-gateway",
+        &[PIPELINE],
+        50050,
+        server,
+        gateway,
+        |health, shutdown| async move {
+            let (_, routes) = build(gateway, server.max_message_bytes, student_host, shutdown)?;
+            health.set_serving(PIPELINE, true).await;
+            Ok(routes)
+        },
+    )
+    .await
+}
