@@ -404,12 +404,12 @@ mod tests {
 
     #[test]
     fn one_analyzer_serves_many_threads_with_the_same_findings() {
-        // An invented refund: the conversation never mentions one.
+        // An invented refund: no agent turn mentions one.
         let s = "Customer's order 1234 is late. Agent issued a full refund.";
         let o = AnalyzeOptions::default();
         let alone = analyze(&basic(), s, &o).unwrap();
         assert!(
-            alone.categories().contains(&CategoryId::HallucinatedFact),
+            alone.categories().contains(&CategoryId::UnsupportedAction),
             "{:?}",
             alone.findings
         );

@@ -238,7 +238,15 @@ fn print_table(teacher: &str, run: &pb::Run, report: &pb::Report, secs: f64) {
         c.revisions_accepted,
         c.revisions_rejected,
         c.training_examples,
-        if run.config.as_ref().is_some_and(|k| k.on_unimproved() == pb::UnimprovedPolicy::KeepOriginal) { "kept" } else { "excluded" }
+        if run
+            .config
+            .as_ref()
+            .is_some_and(|k| k.on_unimproved() == pb::UnimprovedPolicy::KeepOriginal)
+        {
+            "kept"
+        } else {
+            "excluded"
+        }
     );
     println!(
         "\n| model | summaries | ROUGE-1 | ROUGE-2 | ROUGE-L | judge | summaries with an error |"

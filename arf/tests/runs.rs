@@ -303,7 +303,7 @@ async fn a_dataset_file_is_streamed_and_a_bad_row_partway_aborts_the_upload() {
     .unwrap_err();
     let text = format!("{err:#}");
     assert!(
-        text.contains("line 4") && text.contains("no run was started"),
+        text.contains("bad.jsonl:4:") && text.contains("no run was started"),
         "{text}"
     );
     // The aborted upload's run (if the gateway had begun one) is failed, not run: once the

@@ -73,8 +73,12 @@ def create_run(pb, stub, args, metadata):
 
     def requests():
         yield pb.pipeline.CreateRunRequest(spec=spec)
+        sent = 0
         for row in dataset_rows(pb, args.dataset):
             yield pb.pipeline.CreateRunRequest(row=row)
+            sent += 1
+        # Closes the dataset: without it the gateway treats the upload as broken and runs nothing.
+        yield pb.pipeline.CreateRunRequest(end=pb.pipeline.DatasetEnd(rows=sent))
 
     return stub.CreateRun(requests(), metadata=metadata, timeout=60)
 

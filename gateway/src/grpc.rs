@@ -126,6 +126,40 @@ fn is_final(state: pb::RunState) -> bool {
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// The rows after the spec, up to the `DatasetEnd` that closes them. A stream that ends
+/// without it, or whose end announces another count, yields an error: the upload broke.
+fn rows_until_end(inbound: Streaming<pb::CreateRunRequest>) -> crate::pipeline::RowStream {
+    use pb::create_run_request::Part;
+    Box::pin(futures::stream::unfold(
+        (Some(inbound), 0u32),
+        |(inbound, sent)| async move {
+            let mut inbound = inbound?; // None: the end was reached (or an error already sent)
+            let message = match inbound.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => {
+                    let broken = Status::aborted(format!(
+                        "the row stream stopped after {sent} rows without its DatasetEnd: the upload broke, nothing was run"
+                    ));
+                    return Some((Err(broken), (None, sent)));
+                }
+                Err(s) => return Some((Err(s), (None, sent))),
+            };
+            match message.part {
+                Some(Part::Row(row)) => Some((Ok(row), (Some(inbound), sent + 1))),
+                Some(Part::End(end)) if end.rows == sent => None,
+                Some(Part::End(end)) => {
+                    let message = format!("{} rows announced, {sent} received", end.rows);
+                    Some((Err(invalid_field("end.rows", message)), (None, sent)))
+                }
+                _ => {
+                    let message = "after the spec, every message is a row, then one end";
+                    Some((Err(invalid_field("row", message)), (None, sent)))
+                }
+            }
+        },
+    ))
+}
+
 #[tonic::async_trait]
 impl PipelineRpc for PipelineService {
     type WatchRunStream = EventStream<pb::RunEvent>;
@@ -147,13 +181,7 @@ impl PipelineRpc for PipelineService {
             ));
         };
         let rows = if spec.dataset_path.is_empty() {
-            RowSource::Stream(Box::pin(inbound.map(|m| match m?.part {
-                Some(pb::create_run_request::Part::Row(row)) => Ok(row),
-                _ => Err(invalid_field(
-                    "row",
-                    "after the spec, every message must be a row",
-                )),
-            })))
+            RowSource::Stream(rows_until_end(inbound))
         } else {
             RowSource::File(spec.dataset_path.clone().into())
         };

@@ -61,7 +61,13 @@ async fn a_gateway_that_hosts_no_students_asks_where_they_are_served() {
     let row = pb::CreateRunRequest {
         part: Some(pb::create_run_request::Part::Row(row())),
     };
-    let create = |config: pb::RunConfig| futures::stream::iter([spec(config), row.clone()]);
+    let end = pb::CreateRunRequest {
+        part: Some(pb::create_run_request::Part::End(pb::DatasetEnd {
+            rows: 1,
+        })),
+    };
+    let create =
+        |config: pb::RunConfig| futures::stream::iter([spec(config), row.clone(), end.clone()]);
 
     let everything = client
         .create_run(create(pb::RunConfig::default()))
@@ -103,5 +109,51 @@ async fn a_gateway_that_hosts_no_students_asks_where_they_are_served() {
         .unwrap()
         .into_inner();
     assert_eq!(run.counts.unwrap().rows, 1);
+
+    // An upload that stops before its end is broken, not a smaller dataset: the run fails and
+    // nothing runs. An end that counts other rows than arrived is refused too.
+    let stages = || pb::RunConfig {
+        stages: vec![pb::Stage::Analyze as i32],
+        ..Default::default()
+    };
+    let cut = client
+        .create_run(futures::stream::iter([spec(stages()), row.clone()]))
+        .await
+        .unwrap_err();
+    assert_eq!(cut.code(), tonic::Code::Aborted, "{cut:?}");
+    assert!(cut.message().contains("without its DatasetEnd"), "{cut:?}");
+    let miscounted = pb::CreateRunRequest {
+        part: Some(pb::create_run_request::Part::End(pb::DatasetEnd {
+            rows: 2,
+        })),
+    };
+    let wrong = client
+        .create_run(futures::stream::iter([
+            spec(stages()),
+            row.clone(),
+            miscounted,
+        ]))
+        .await
+        .unwrap_err();
+    assert_eq!(field_violations(&wrong)[0].0, "end.rows");
+    let runs = client
+        .list_runs(pb::ListRunsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    let broken: Vec<&pb::Run> = runs
+        .iter()
+        .filter(|r| r.error.contains("the client's row stream broke"))
+        .collect();
+    assert_eq!(broken.len(), 2, "{runs:?}");
+    for run in broken {
+        assert_eq!(run.state, pb::RunState::Failed as i32, "{run:?}");
+        assert_eq!(
+            run.counts.as_ref().unwrap().analyzed,
+            0,
+            "nothing ran: {run:?}"
+        );
+    }
     server.shutdown().await.unwrap();
 }

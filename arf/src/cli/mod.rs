@@ -170,9 +170,8 @@ pub fn rows_in_memory(rows: Vec<pb::DatasetRow>) -> RowStream {
 pub type RowStream =
     std::pin::Pin<Box<dyn futures::Stream<Item = anyhow::Result<pb::DatasetRow>> + Send>>;
 
-/// Streams the spec, then the rows, as CreateRun wants them. A row that fails to read aborts
-/// the call instead of ending the stream: a clean end would tell the gateway that a truncated
-/// dataset was the whole of it.
+/// Streams the spec, the rows, then the end that closes them, as CreateRun wants them. A row
+/// that fails to read aborts the call: the gateway, missing the end, runs nothing.
 pub async fn create_run(
     client: &mut PipelineClient<GrpcChannel>,
     spec: pb::RunSpec,
@@ -181,17 +180,25 @@ pub async fn create_run(
     use futures::StreamExt as _;
     use pb::create_run_request::Part;
     let (failed, mut read_error) = tokio::sync::oneshot::channel::<anyhow::Error>();
-    let rows = futures::stream::unfold((rows, Some(failed)), |(mut rows, mut failed)| async move {
-        match rows.next().await? {
-            Ok(row) => Some((Part::Row(row), (rows, failed))),
-            Err(e) => {
-                if let Some(f) = failed.take() {
-                    let _ = f.send(e);
+    let rows = futures::stream::unfold(
+        (Some(rows), Some(failed), 0u32),
+        |(rows, mut failed, sent)| async move {
+            let mut rows = rows?;
+            match rows.next().await {
+                Some(Ok(row)) => Some((Part::Row(row), (Some(rows), failed, sent + 1))),
+                None => Some((
+                    Part::End(pb::DatasetEnd { rows: sent }),
+                    (None, failed, sent),
+                )),
+                Some(Err(e)) => {
+                    if let Some(f) = failed.take() {
+                        let _ = f.send(e);
+                    }
+                    std::future::pending().await // no end; the call is dropped below
                 }
-                std::future::pending().await // never a clean end; the call is dropped below
             }
-        }
-    });
+        },
+    );
     let messages = futures::stream::once(std::future::ready(Part::Spec(spec)))
         .chain(rows)
         .map(|p| pb::CreateRunRequest { part: Some(p) });

@@ -59,8 +59,12 @@ pub async fn create(
     rows: Vec<pb::DatasetRow>,
 ) -> Result<pb::Run, tonic::Status> {
     use pb::create_run_request::Part;
+    let end = Part::End(pb::DatasetEnd {
+        rows: rows.len() as u32,
+    });
     let messages = std::iter::once(Part::Spec(spec))
         .chain(rows.into_iter().map(Part::Row))
+        .chain(std::iter::once(end))
         .map(|p| pb::CreateRunRequest { part: Some(p) });
     client
         .create_run(futures::stream::iter(messages.collect::<Vec<_>>()))

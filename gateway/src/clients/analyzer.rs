@@ -60,8 +60,17 @@ impl Analyzer {
 
     /// What the editor is told to do about each error category (from the analyzer's taxonomy).
     pub async fn revision_instructions(&self) -> Result<HashMap<String, String>, Status> {
-        let taxonomy = self.client.clone().get_taxonomy(pb::GetTaxonomyRequest {}).await?.into_inner();
-        Ok(taxonomy.categories.into_iter().map(|c| (c.id, c.revision_instruction)).collect())
+        let taxonomy = self
+            .client
+            .clone()
+            .get_taxonomy(pb::GetTaxonomyRequest {})
+            .await?
+            .into_inner();
+        Ok(taxonomy
+            .categories
+            .into_iter()
+            .map(|c| (c.id, c.revision_instruction))
+            .collect())
     }
 
     /// The judge's 1-5 rating of `summary`; `None` when the judge could not give one (it is

@@ -19,9 +19,12 @@ use crate::store::{NewItem, Split};
 const BATCH: usize = 256;
 const DEFAULT_HOLDOUT: f32 = 0.2;
 
+/// The rows a client streams after the spec: each row, or what broke the stream.
+pub type RowStream = Pin<Box<dyn Stream<Item = Result<pb::DatasetRow, tonic::Status>> + Send>>;
+
 pub enum RowSource {
     /// Rows sent by the client after the spec.
-    Stream(Pin<Box<dyn Stream<Item = Result<pb::DatasetRow, tonic::Status>> + Send>>),
+    Stream(RowStream),
     /// A JSONL file on the gateway's machine.
     File(PathBuf),
 }

@@ -37,7 +37,7 @@ use pb::run_event::Kind;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use ingest::{IngestError, RowSource};
+pub use ingest::{IngestError, RowSource, RowStream};
 
 pub use crate::clients::Clients;
 use crate::store::Store;
