@@ -210,6 +210,10 @@ async fn a_job_trains_streams_resumable_events_and_serves_its_adapter() {
     // A reconnecting client with the last sequence it saw gets exactly the rest.
     let rest = watch(&mut client, &job.id, 3).await;
     assert_eq!(rest, events[3..].to_vec());
+    // One that reconnects after the Ended event gets a finished, empty stream at once (the
+    // `watch` helper times out after 60 s: a stream that waits forever fails here).
+    let last = events.last().unwrap().sequence;
+    assert!(watch(&mut client, &job.id, last).await.is_empty());
 
     let got = client
         .get_job(GetJobRequest {
