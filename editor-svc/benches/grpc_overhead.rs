@@ -3,7 +3,9 @@
 //!
 //! Run: `cargo bench --profile dev -p editor-svc --bench grpc_overhead`
 //! (dev profile: dependencies at opt-level 2; a release build of mistral.rs takes 20+ minutes).
-//! `ARF_BENCH_RUNS` and `ARF_BENCH_TOKENS` change the number of runs and tokens per run.
+//! `ARF_BENCH_RUNS` and `ARF_BENCH_TOKENS` change the number of runs and tokens per run;
+//! `ARF_BENCH_MODEL` (a model directory or GGUF file, e.g. the SmolLM2 GGUF that
+//! `scripts/fetch-model.sh smollm2` caches) measures that model instead of a random one.
 
 use std::time::{Duration, Instant};
 
@@ -44,10 +46,23 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     let dir = tempfile::tempdir()?;
-    write_tiny_llama(dir.path(), &spec)?;
+    let model_path = match std::env::var_os("ARF_BENCH_MODEL") {
+        Some(path) => std::path::PathBuf::from(path),
+        None => {
+            write_tiny_llama(dir.path(), &spec)?;
+            dir.path().to_path_buf()
+        }
+    };
+    let described = match std::env::var_os("ARF_BENCH_MODEL") {
+        Some(_) => model_path.display().to_string(),
+        None => format!(
+            "random, hidden {} x {} layers",
+            spec.hidden_size, spec.num_hidden_layers
+        ),
+    };
     let config = EditorConfig {
         dtype: ModelDType::F32,
-        ..EditorConfig::new(dir.path())
+        ..EditorConfig::new(&model_path)
     };
     let service = load_editor(&config).await?;
     let editor = service
@@ -106,8 +121,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let (d, g) = (direct.tokens_per_second(), grpc.tokens_per_second());
     println!(
-        "model: hidden {} x {} layers, f32, cpu; {runs} runs of up to {tokens} tokens each, greedy",
-        spec.hidden_size, spec.num_hidden_layers
+        "model: {described}, f32 activations, cpu; {runs} runs of up to {tokens} tokens each, greedy"
     );
     println!(
         "direct mistral.rs : {d:8.1} output tokens/s  ({} tokens in {:.2?})",

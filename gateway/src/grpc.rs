@@ -8,7 +8,7 @@ use arf_common::server::watch::{EventLog, EventStream, watch_log};
 use arf_common::status::invalid_field;
 use arf_proto::v1 as pb;
 use arf_proto::v1::pipeline_server::{Pipeline as PipelineRpc, PipelineServer};
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 

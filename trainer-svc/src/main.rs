@@ -45,7 +45,7 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct TrainArgs {
-    /// Hugging Face model directory of the base model.
+    /// The base model: a Hugging Face directory or a GGUF file (dequantized at load).
     #[arg(long)]
     base: PathBuf,
     /// JSONL training rows (`{id, channel, turns, summary}`).

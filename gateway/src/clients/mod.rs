@@ -4,13 +4,14 @@
 
 mod analyzer;
 mod editors;
+mod trainer;
 
 use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_proto::v1::editor_client::EditorClient;
-use arf_proto::v1::trainer_client::TrainerClient;
 
 pub use analyzer::{Analyzed, Analyzer};
 pub use editors::EditorPool;
+pub use trainer::Trainer;
 
 /// Where the other services are.
 #[derive(Debug, Clone)]
@@ -30,7 +31,7 @@ pub struct Clients {
     max_message_bytes: usize,
     pub analyzer: Analyzer,
     pub editors: EditorPool,
-    pub trainer: TrainerClient<GrpcChannel>,
+    pub trainer: Trainer,
     pub teacher: Option<EditorPool>,
 }
 
@@ -53,9 +54,7 @@ impl Clients {
         Ok(Self {
             analyzer: Analyzer::connect(&endpoints.analyzer, &options, max_message_bytes)?,
             editors: EditorPool::connect(&endpoints.editors, &options, max_message_bytes)?,
-            trainer: TrainerClient::new(connect_lazy(&endpoints.trainer, &options)?)
-                .max_decoding_message_size(max_message_bytes)
-                .max_encoding_message_size(max_message_bytes),
+            trainer: Trainer::connect(&endpoints.trainer, &options, max_message_bytes)?,
             teacher,
             options,
             max_message_bytes,

@@ -68,7 +68,7 @@ async fn train(
     if !run.model_dir(student).is_empty() {
         return Ok(()); // trained before a restart
     }
-    let mut trainer = p.clients.trainer.clone();
+    let trainer = &p.clients.trainer;
     let job_id = if run.job_id(student).is_empty() {
         let pairs = pairs(p, run_id, config, student)?;
         if pairs.is_empty() {
@@ -103,26 +103,20 @@ async fn train(
             ]
             .into(),
         };
-        let job = trainer.create_job(request).await?.into_inner();
-        p.store().set_training_job(run_id, student, &job.id)?;
-        job.id
+        let job_id = trainer.create_job(request).await?;
+        p.store().set_training_job(run_id, student, &job_id)?;
+        job_id
     } else {
         run.job_id(student).to_string()
     };
 
     let after = p.store().training_event_seq(run_id, student)?;
-    let mut events = trainer
-        .watch_job(pb::WatchJobRequest {
-            job_id: job_id.clone(),
-            after_sequence: after,
-        })
-        .await?
-        .into_inner();
+    let mut events = trainer.watch(&job_id, after).await?;
     loop {
         let event = tokio::select! {
             e = events.message() => e?,
             () = token.cancelled() => {
-                let _ = trainer.cancel_job(pb::CancelJobRequest { job_id: job_id.clone() }).await;
+                let _ = trainer.cancel(&job_id).await;
                 return Err(RunError::Cancelled);
             }
         };
