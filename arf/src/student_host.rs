@@ -12,6 +12,7 @@ use editor_svc::EditorConfig;
 use tonic::service::Routes;
 
 use gateway::pipeline::StudentHost;
+use trainer_svc::model::BaseModel;
 
 pub struct LocalStudentHost {
     args: ServerArgs,
@@ -58,7 +59,8 @@ impl LocalStudentHost {
         tracing::info!(model = %model_dir.display(), "loading the student for evaluation");
         // A GGUF base (the zero-shot comparison) is served from its f32 copy: the same numbers
         // the students were merged in, and several times faster on a CPU than Q4 kernels.
-        let served = if model_dir.is_file() && model_dir.extension().is_some_and(|e| e == "gguf") {
+        let is_gguf = matches!(BaseModel::resolve(model_dir), Ok(BaseModel::Gguf(_)));
+        let served = if is_gguf {
             let (gguf, data_dir) = (model_dir.to_path_buf(), self.data_dir.clone());
             tokio::task::spawn_blocking(move || {
                 crate::cli::models::dequantized_copy(&gguf, &data_dir)

@@ -1,16 +1,15 @@
 //! The gRPC face of the editor: the only place that maps between `arf.v1` and the domain.
 
 use std::collections::BTreeMap;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
+use arf_common::server::ResponseStream;
 use arf_common::status::{invalid_field, overloaded};
 use arf_proto::v1::editor_server::{Editor as EditorRpc, EditorServer};
 use arf_proto::v1::{
     self as pb, GenerateRequest, GenerateResponse, GenerationTiming, GetModelInfoRequest,
     ModelInfo, ReviseEvent, ReviseRequest, ReviseResponse, TokenUsage, revise_event,
 };
-use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::editor::{Editor, GenerationParams, Revision, RevisionEvent, RevisionStream};
@@ -58,8 +57,6 @@ impl EditorService {
             .ok_or_else(|| to_status(EditorError::NotReady))
     }
 }
-
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl EditorRpc for EditorService {

@@ -1,14 +1,13 @@
 //! The gRPC face of the gateway (the public Pipeline API): the only place that maps requests,
 //! responses and errors between `arf.v1` and the pipeline.
 
-use std::pin::Pin;
 use std::sync::Arc;
 
-use arf_common::server::watch::{EventLog, EventStream, watch_log};
+use arf_common::server::ResponseStream;
+use arf_common::server::watch::{EventLog, watch_log};
 use arf_common::status::invalid_field;
 use arf_proto::v1 as pb;
 use arf_proto::v1::pipeline_server::{Pipeline as PipelineRpc, PipelineServer};
-use futures::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -124,8 +123,6 @@ fn is_final(state: pb::RunState) -> bool {
     )
 }
 
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
 /// The rows after the spec, up to the `DatasetEnd` that closes them. A stream that ends
 /// without it, or whose end announces another count, yields an error: the upload broke.
 fn rows_until_end(inbound: Streaming<pb::CreateRunRequest>) -> crate::pipeline::RowStream {
@@ -162,7 +159,7 @@ fn rows_until_end(inbound: Streaming<pb::CreateRunRequest>) -> crate::pipeline::
 
 #[tonic::async_trait]
 impl PipelineRpc for PipelineService {
-    type WatchRunStream = EventStream<pb::RunEvent>;
+    type WatchRunStream = ResponseStream<pb::RunEvent>;
     type ExportDatasetStream = ResponseStream<pb::ExportChunk>;
 
     async fn create_run(

@@ -2,14 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::pin::Pin;
 
 use arf_common::dataset::conversation_from_wire;
-use arf_common::server::watch::{EventLog, EventStream, watch_log};
+use arf_common::server::ResponseStream;
+use arf_common::server::watch::{EventLog, watch_log};
 use arf_common::status::invalid_field;
 use arf_proto::v1 as pb;
 use arf_proto::v1::trainer_server::{Trainer, TrainerServer};
-use futures::Stream;
 use tokio::io::AsyncReadExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -41,8 +40,6 @@ impl TrainerService {
     }
 }
 
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
 impl From<JobError> for Status {
     fn from(e: JobError) -> Self {
         match e {
@@ -63,7 +60,7 @@ fn job_id(id: &str) -> Result<&str, Status> {
 
 #[tonic::async_trait]
 impl Trainer for TrainerService {
-    type WatchJobStream = EventStream<pb::JobEvent>;
+    type WatchJobStream = ResponseStream<pb::JobEvent>;
     type DownloadAdapterStream = ResponseStream<pb::FileChunk>;
 
     async fn create_job(

@@ -4,15 +4,15 @@
 mod convert;
 mod judging;
 
-use std::pin::Pin;
 use std::sync::Arc;
 
 use arf_common::client::GrpcChannel;
 use arf_common::dataset::conversation_from_wire;
+use arf_common::server::ResponseStream;
 use arf_common::status::invalid_field;
 use arf_proto::v1 as pb;
 use arf_proto::v1::analyzer_server::{Analyzer as AnalyzerRpc, AnalyzerServer};
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -114,8 +114,6 @@ impl AnalyzerService {
         })
     }
 }
-
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AnalyzerRpc for AnalyzerService {

@@ -8,11 +8,9 @@ mod run_config;
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
-
 use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_common::config::Secret;
-use arf_common::dataset::{JsonlReader, OnBadRow, conversation_to_wire};
+use arf_common::dataset::{JsonlReader, OnBadRow, conversation_to_wire, stream_jsonl_file};
 use arf_proto::v1 as pb;
 use arf_proto::v1::pipeline_client::PipelineClient;
 use clap::{Parser, Subcommand};
@@ -142,21 +140,12 @@ pub fn rows_from_jsonl(text: &[u8], source: &str) -> anyhow::Result<Vec<pb::Data
 /// A JSONL file's rows, read as they are sent (never the whole file in memory). A bad row ends
 /// the stream with its error, line number and field.
 pub fn stream_jsonl(path: &std::path::Path) -> anyhow::Result<RowStream> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let source = path.display().to_string();
-    let (tx, rx) = tokio::sync::mpsc::channel(ROWS_IN_FLIGHT);
-    tokio::task::spawn_blocking(move || {
-        for row in JsonlReader::new(std::io::BufReader::new(file), source, OnBadRow::Stop) {
-            let row = row
-                .map(|(line, record)| wire_row(line, record))
-                .map_err(anyhow::Error::from);
-            if tx.blocking_send(row).is_err() {
-                return; // the upload ended
-            }
-        }
-    });
-    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    use futures::StreamExt as _;
+    let rows = stream_jsonl_file(path, OnBadRow::Stop, ROWS_IN_FLIGHT)?;
+    Ok(Box::pin(rows.map(|row| {
+        row.map(|(line, record)| wire_row(line, record))
+            .map_err(anyhow::Error::from)
+    })))
 }
 
 /// Rows read ahead of the upload: enough to keep the stream busy, few enough to stay small.

@@ -139,6 +139,26 @@ pub fn read_jsonl_file(
     ))
 }
 
+/// A JSONL file's rows read on a blocking thread, as an async stream that holds at most
+/// `read_ahead` rows (the reader waits while the consumer is behind). The consumer dropping the
+/// stream stops the reading.
+pub fn stream_jsonl_file(
+    path: &Path,
+    policy: OnBadRow,
+    read_ahead: usize,
+) -> std::io::Result<tokio_stream::wrappers::ReceiverStream<Result<(usize, Record), BadRow>>> {
+    let reader = read_jsonl_file(path, policy)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(read_ahead.max(1));
+    tokio::task::spawn_blocking(move || {
+        for row in reader {
+            if tx.blocking_send(row).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
 fn missing_field(message: &str) -> Option<String> {
     let rest = message.strip_prefix("missing field `")?;
     Some(rest[..rest.find('`')?].to_string())

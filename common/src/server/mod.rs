@@ -18,6 +18,10 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tower::ServiceBuilder;
 
+/// The stream a server-streaming RPC answers with.
+pub type ResponseStream<T> =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send>>;
+
 pub use auth::BearerAuthLayer;
 pub use health::Health;
 pub use load_shed::LoadShedLayer;

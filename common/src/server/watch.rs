@@ -3,13 +3,12 @@
 //! client has the log's terminal event. A client that reconnects with the last number it saw
 //! misses nothing; one that reconnects after the end gets an empty, finished stream at once.
 
-use std::pin::Pin;
-
-use futures::Stream;
 use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
+
+use super::ResponseStream;
 
 /// An append-only log of numbered events (numbers rise from 1).
 pub trait EventLog: Send + 'static {
@@ -21,8 +20,6 @@ pub trait EventLog: Send + 'static {
     fn sequence(event: &Self::Event) -> u64;
 }
 
-pub type EventStream<E> = Pin<Box<dyn Stream<Item = Result<E, Status>> + Send>>;
-
 /// Streams `log` from after `after`. `changes` moves whenever any event is appended; on
 /// `shutdown` the stream ends with UNAVAILABLE telling the client where to resume.
 pub fn watch_log<L: EventLog>(
@@ -30,7 +27,7 @@ pub fn watch_log<L: EventLog>(
     mut changes: watch::Receiver<u64>,
     shutdown: CancellationToken,
     mut after: u64,
-) -> EventStream<L::Event> {
+) -> ResponseStream<L::Event> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         loop {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use arf_common::dataset::{OnBadRow, Record, conversation_from_wire, read_jsonl_file};
+use arf_common::dataset::{OnBadRow, Record, conversation_from_wire, stream_jsonl_file};
 use arf_common::status::field_violations;
 use arf_proto::v1 as pb;
 use futures::{Stream, StreamExt};
@@ -311,42 +311,34 @@ impl Pipeline {
                     .map_err(RowError::Bad)
             })),
             RowSource::File(path) => {
-                // The file is read on a blocking thread and handed over through a small channel.
-                let (tx, rx) = tokio::sync::mpsc::channel(BATCH);
-                tokio::task::spawn_blocking(move || {
-                    let reader = match read_jsonl_file(&path, OnBadRow::Skip) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            let _ = tx.blocking_send(Err(RowError::Bad(pb::BadRow {
-                                line: 0,
-                                field: String::new(),
-                                message: e.to_string(),
-                            })));
-                            return;
-                        }
-                    };
-                    for item in reader {
-                        let item = match item {
-                            Ok((line, record)) if record.summary.is_none() && !generates => {
-                                Err(RowError::Bad(pb::BadRow {
-                                    line: line as u32,
-                                    field: "summary".into(),
-                                    message: SUMMARY_REQUIRED.into(),
-                                }))
-                            }
-                            Ok((line, record)) => Ok((line as u32, record, None)),
-                            Err(bad) => Err(RowError::Bad(pb::BadRow {
-                                line: bad.line as u32,
-                                field: bad.field,
-                                message: bad.message,
-                            })),
+                let rows = match stream_jsonl_file(&path, OnBadRow::Skip, BATCH) {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        let unreadable = pb::BadRow {
+                            line: 0,
+                            field: String::new(),
+                            message: e.to_string(),
                         };
-                        if tx.blocking_send(item).is_err() {
-                            return;
-                        }
+                        return Box::pin(futures::stream::once(std::future::ready(Err(
+                            RowError::Bad(unreadable),
+                        ))));
                     }
-                });
-                Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+                };
+                Box::pin(rows.map(move |item| match item {
+                    Ok((line, record)) if record.summary.is_none() && !generates => {
+                        Err(RowError::Bad(pb::BadRow {
+                            line: line as u32,
+                            field: "summary".into(),
+                            message: SUMMARY_REQUIRED.into(),
+                        }))
+                    }
+                    Ok((line, record)) => Ok((line as u32, record, None)),
+                    Err(bad) => Err(RowError::Bad(pb::BadRow {
+                        line: bad.line as u32,
+                        field: bad.field,
+                        message: bad.message,
+                    })),
+                }))
             }
         }
     }

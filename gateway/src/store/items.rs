@@ -365,22 +365,10 @@ impl Store {
     /// The run's counts; `unimproved` (the run's policy) decides which items are training examples.
     pub fn counts(&self, run_id: &str, unimproved: Unimproved) -> anyhow::Result<pb::RunCounts> {
         let conn = self.conn();
-        let list = |keep: &dyn Fn(RevisionOutcome) -> bool| {
-            let quoted: Vec<String> = RevisionOutcome::ALL
-                .into_iter()
-                .filter(|o| keep(*o))
-                .map(|o| format!("'{}'", o.as_str()))
-                .collect();
-            if quoted.is_empty() {
-                "NULL".to_string()
-            } else {
-                quoted.join(", ")
-            }
-        };
-        let accepted = list(&|o| o.is_revised());
-        let unimproved_outcomes = list(&|o| o.is_unimproved());
-        let trained = list(&|o| o.trained_on(unimproved));
-        let failed = list(&|o| o == RevisionOutcome::Failed);
+        let accepted = RevisionOutcome::sql_list(RevisionOutcome::is_revised);
+        let unimproved_outcomes = RevisionOutcome::sql_list(RevisionOutcome::is_unimproved);
+        let trained = RevisionOutcome::sql_list(|o| o.trained_on(unimproved));
+        let failed = RevisionOutcome::sql_list(|o| o == RevisionOutcome::Failed);
         let sql = format!(
             "SELECT COUNT(*),
                     COUNT(analysis),

@@ -81,6 +81,20 @@ impl RevisionOutcome {
         Self::ALL.into_iter().find(|o| o.as_str() == s)
     }
 
+    /// The outcomes `keep` selects, as the quoted list of an SQL `IN (...)` (`NULL` when none).
+    pub fn sql_list(keep: impl Fn(Self) -> bool) -> String {
+        let quoted: Vec<String> = Self::ALL
+            .into_iter()
+            .filter(|o| keep(*o))
+            .map(|o| format!("'{}'", o.as_str()))
+            .collect();
+        if quoted.is_empty() {
+            "NULL".to_string()
+        } else {
+            quoted.join(", ")
+        }
+    }
+
     /// Whether the item's pair is in the refined training set, under the run's policy.
     pub fn trained_on(self, unimproved: Unimproved) -> bool {
         match self {
