@@ -112,6 +112,25 @@ async fn smollm2_revises_trains_from_its_gguf_and_the_student_summarizes() {
         "both were revised"
     );
 
+    // The analyzer's rating judge on the real model (the suite's judge endpoint is the SmolLM2
+    // editor): constrained to {"rating": n}, it answers with a rating in range.
+    let mut analyzer = arf_proto::v1::analyzer_client::AnalyzerClient::new(
+        connect_lazy(&suite.analyzer_endpoint(), &ClientOptions::default()).unwrap(),
+    );
+    let rated = analyzer
+        .rate(pb::RateRequest {
+            request_id: "rate".into(),
+            conversation: rows[0].conversation.clone(),
+            summary: rows[0].teacher_summary.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        rated.failure.is_none() && (1..=5).contains(&rated.rating),
+        "{rated:?}"
+    );
+
     // The editor's revisions are real text, not the teacher's summary back.
     let items = suite.pipeline.store().items(&run.id).unwrap();
     for item in &items {
