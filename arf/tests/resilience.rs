@@ -163,3 +163,95 @@ async fn a_gateway_killed_mid_run_resumes_without_losing_or_redoing_items() {
     );
     suite.shutdown().await.unwrap();
 }
+
+/// SIGTERM (a deploy, a node drain) during Finetune is not a cancel: the training job goes on,
+/// and the restarted gateway follows it to the end of the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_stopped_during_finetune_leaves_the_job_training() {
+    let services = tempfile::tempdir().unwrap();
+    let (suite, _) = suite(services.path()).await;
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (process, mut client) = spawn_gateway(port, data.path(), &suite).await;
+
+    let mut spec = spec(&[pb::Stage::Analyze, pb::Stage::Revise, pb::Stage::Finetune]);
+    let config = spec.config.as_mut().unwrap();
+    config.revision_rounds = 1;
+    config.revision_max_tokens = 64;
+    config.on_unimproved = pb::UnimprovedPolicy::KeepOriginal as i32;
+    // Long enough that the SIGTERM lands while the job trains.
+    config.training = Some(pb::Hyperparameters {
+        max_steps: 400,
+        batch_size: 1,
+        ..Default::default()
+    });
+    let run = create(&mut client, spec, sample_rows()).await.unwrap();
+
+    // Wait for the job to report its first step, then stop the gateway as a deploy would.
+    let mut stream = client
+        .watch_run(pb::WatchRunRequest {
+            run_id: run.id.clone(),
+            after_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(e) = stream.message().await.unwrap() {
+        if let Some(pb::run_event::Kind::Training(t)) = &e.kind
+            && matches!(t.kind, Some(pb::job_event::Kind::Step(_)))
+        {
+            break;
+        }
+    }
+    let mut process = process;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &process.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(process.0.wait().unwrap().success(), "a clean drain exits 0");
+
+    let job_id = stored_training_job(data.path(), &run.id);
+    let mut trainer = arf_proto::v1::trainer_client::TrainerClient::new(
+        connect_lazy(&suite.trainer_endpoint(), &ClientOptions::default()).unwrap(),
+    );
+    let job = trainer
+        .get_job(pb::GetJobRequest {
+            job_id: job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(
+        job.state,
+        pb::JobState::Cancelled as i32,
+        "the shutdown cancelled the job: {job:?}"
+    );
+
+    let (_process, mut client) = spawn_gateway(port, data.path(), &suite).await;
+    let events = watch(&mut client, &run.id, 0).await;
+    let run = client
+        .get_run(pb::GetRunRequest { run_id: run.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        final_state(&events),
+        Some(pb::RunState::Succeeded),
+        "{}",
+        run.error
+    );
+    assert_eq!(
+        run.training_job_id, job_id,
+        "the same job, not a second one"
+    );
+    suite.shutdown().await.unwrap();
+}
+
+/// The run's training job id, read from the stored state of a gateway that has exited.
+fn stored_training_job(data: &std::path::Path, run_id: &str) -> String {
+    let store = gateway::store::Store::open(&data.join(gateway::server::STORE_FILE)).unwrap();
+    let job = store.run(run_id).unwrap().unwrap().training_job_id;
+    assert!(!job.is_empty(), "the job id was stored before the shutdown");
+    job
+}

@@ -85,6 +85,11 @@ pub struct ServerArgs {
     /// Require `authorization: Bearer <token>` on every call but health checks.
     #[arg(long, env = "ARF_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<Secret>,
+
+    /// Serve beyond loopback without --auth-token or client certificates (--tls-client-ca):
+    /// refused unless this says the operator means it (then a loud warning at start-up).
+    #[arg(long, env = "ARF_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
 }
 
 impl ServerArgs {
@@ -100,7 +105,27 @@ impl ServerArgs {
             tls_key: None,
             tls_client_ca: None,
             auth_token: None,
+            allow_unauthenticated: false,
         }
+    }
+
+    /// Refuses to serve an address beyond loopback that anyone on the network could call:
+    /// no bearer token and no client certificates, unless --allow-unauthenticated.
+    pub fn check_exposure(&self, default_port: u16) -> anyhow::Result<()> {
+        let addr = self.listen_or(default_port);
+        let authenticated = self.auth_token.is_some() || self.tls_client_ca.is_some();
+        if addr.ip().is_loopback() || authenticated {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            self.allow_unauthenticated,
+            "refusing to listen on {addr} without authentication: anyone who can reach it could call \
+             every RPC. Set --auth-token (or ARF_AUTH_TOKEN), or --tls-client-ca for client certificates, \
+             or --listen 127.0.0.1:{}; --allow-unauthenticated if you mean it",
+            addr.port()
+        );
+        tracing::warn!(%addr, "SERVING WITHOUT AUTHENTICATION beyond loopback (--allow-unauthenticated): anyone who can reach this address can call every RPC");
+        Ok(())
     }
 
     pub fn listen_or(&self, default_port: u16) -> SocketAddr {
@@ -126,6 +151,34 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         server: ServerArgs,
+    }
+
+    #[test]
+    fn serving_beyond_loopback_needs_authentication_or_an_explicit_flag() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
+                .unwrap()
+                .server
+        };
+        let open = parse(&["--listen", "0.0.0.0:50051"]);
+        let err = open.check_exposure(50051).unwrap_err().to_string();
+        assert!(err.contains("--auth-token"), "{err}");
+        assert!(
+            parse(&[]).check_exposure(50051).is_err(),
+            "the default listens on every interface"
+        );
+        parse(&["--listen", "127.0.0.1:50051"])
+            .check_exposure(0)
+            .unwrap();
+        parse(&["--listen", "[::1]:50051"])
+            .check_exposure(0)
+            .unwrap();
+        parse(&["--listen", "0.0.0.0:1", "--auth-token", "t"])
+            .check_exposure(0)
+            .unwrap();
+        parse(&["--listen", "0.0.0.0:1", "--allow-unauthenticated"])
+            .check_exposure(0)
+            .unwrap();
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! clients, telemetry, configuration, deadlines, error details, and the dataset model.
 
 pub mod body_guard;
+pub mod bounds;
 pub mod client;
 pub mod config;
 pub mod dataset;
 pub mod deadline;
 pub mod paging;
+pub mod paths;
 pub mod server;
 pub mod status;
 pub mod telemetry;

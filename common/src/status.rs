@@ -17,6 +17,39 @@ pub fn invalid_field(field: &str, description: impl Into<String>) -> Status {
     )
 }
 
+/// INTERNAL for a failure the client cannot act on: logged here in full with a fresh request
+/// id, answered with only that id (a `RequestInfo`), so no SQL text, file path or stack of
+/// the server reaches the caller. An operator finds the details by the id.
+pub fn internal_error(what: &str, error: &dyn std::fmt::Display) -> Status {
+    let request_id = format!("req-{:016x}", rand_u64());
+    tracing::error!(request_id = %request_id, error = %error, "{what}");
+    Status::with_error_details(
+        Code::Internal,
+        format!(
+            "internal error in {what} (request id {request_id}: the server's log has the details)"
+        ),
+        ErrorDetails::with_request_info(request_id, what),
+    )
+}
+
+/// Unique enough for request ids, without a random-number dependency: the clock, a counter
+/// and the process id, mixed.
+fn rand_u64() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut h = nanos
+        ^ (u64::from(std::process::id()) << 32)
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
 /// RESOURCE_EXHAUSTED telling the client when to retry (a `RetryInfo`).
 pub fn overloaded(message: impl Into<String>, retry_after: Duration) -> Status {
     Status::with_error_details(
@@ -47,6 +80,33 @@ pub fn retry_after(status: &Status) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn internal_errors_name_a_request_id_and_nothing_else() {
+        let s = internal_error(
+            "the run store",
+            &"no such table: runs (SELECT * FROM runs WHERE id = 'x') in /var/lib/arf/arf.sqlite3",
+        );
+        assert_eq!(s.code(), Code::Internal);
+        assert!(
+            !s.message().contains("SELECT") && !s.message().contains("/var/lib"),
+            "{}",
+            s.message()
+        );
+        let id = s.get_details_request_info().unwrap().request_id;
+        assert!(
+            id.starts_with("req-") && s.message().contains(&id),
+            "{}",
+            s.message()
+        );
+        assert_ne!(
+            id,
+            internal_error("x", &"y")
+                .get_details_request_info()
+                .unwrap()
+                .request_id
+        );
+    }
 
     #[test]
     fn details_survive_the_round_trip() {

@@ -42,6 +42,35 @@ async fn greedy_generation_is_reproducible_and_reports_usage() {
     assert_eq!(first.model_id, t.dir.path().display().to_string());
 }
 
+/// Sequences decoded together (a revision stage sends many at once) get the tokens each gets
+/// alone. mistral.rs 0.8.1's CPU attention for batched decoding gave every sequence another
+/// one's attention (patches/README.md): this failed on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequences_decoded_together_get_what_each_gets_alone() {
+    let t = start(|_| {}).await;
+    // Prompts of one length (no padding), different content.
+    let prompts: Vec<String> = (1..=4)
+        .map(|i| format!("Summarize ticket {i}: the parcel number {i} was late."))
+        .collect();
+    let mut alone = Vec::new();
+    for p in &prompts {
+        let answer = t.client().generate(generate_request(p, 24)).await.unwrap();
+        alone.push(answer.into_inner().text);
+    }
+    let together = futures::future::join_all(prompts.iter().map(|p| {
+        let mut client = t.client();
+        async move { client.generate(generate_request(p, 24)).await }
+    }))
+    .await;
+    for (i, (one, batched)) in alone.iter().zip(together).enumerate() {
+        assert_eq!(&batched.unwrap().into_inner().text, one, "prompt {i}");
+    }
+    assert!(
+        alone.iter().any(|a| a != &alone[0]),
+        "the prompts must lead to different texts for the check to mean anything: {alone:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_json_schema_constrains_the_output() {
     let t = start(|_| {}).await;

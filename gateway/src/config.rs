@@ -63,10 +63,45 @@ pub struct GatewayArgs {
     /// Deadline of one call to another service, in seconds (a revision by a 70B model is slow).
     #[arg(long, env = "ARF_DOWNSTREAM_TIMEOUT_SECS", default_value_t = DEFAULT_DOWNSTREAM_TIMEOUT_SECS)]
     pub downstream_timeout_secs: u64,
+
+    /// Folders under which a run's `dataset_path` may name a file on this machine (repeat or
+    /// comma-separate). None: runs must stream their rows. Outside: PERMISSION_DENIED.
+    #[arg(
+        long = "dataset-root",
+        env = "ARF_DATASET_ROOTS",
+        value_delimiter = ','
+    )]
+    pub dataset_roots: Vec<PathBuf>,
+
+    /// Folders under which a run's `student_base_model_dir` may be (the trainer checks its own
+    /// `--model-root` too). None: runs use the gateway's --student-base.
+    #[arg(long = "model-root", env = "ARF_MODEL_ROOTS", value_delimiter = ',')]
+    pub model_roots: Vec<PathBuf>,
+
+    /// Any path a client names is read (not a flag: the embedded suite and tests).
+    #[arg(skip)]
+    pub any_client_path: bool,
 }
 
 impl GatewayArgs {
-    /// A gateway over services on the given endpoints, without TLS or tokens (the embedded suite).
+    /// The folders clients may name files in: the flags', or anywhere for a local suite.
+    pub fn client_paths(&self) -> crate::pipeline::ClientPaths {
+        use arf_common::paths::PathRoots;
+        let roots = |dirs: &[PathBuf], flag| {
+            if self.any_client_path {
+                PathRoots::any(flag)
+            } else {
+                PathRoots::only(dirs, flag)
+            }
+        };
+        crate::pipeline::ClientPaths {
+            datasets: roots(&self.dataset_roots, "--dataset-root"),
+            models: roots(&self.model_roots, "--model-root"),
+        }
+    }
+
+    /// A gateway over services on the given endpoints, without TLS or tokens, reading any file
+    /// a client names (the embedded suite, whose client is its operator).
     pub fn local(
         data_dir: PathBuf,
         analyzer: String,
@@ -83,6 +118,9 @@ impl GatewayArgs {
             downstream_token: None,
             downstream_tls_ca: None,
             downstream_timeout_secs: DEFAULT_DOWNSTREAM_TIMEOUT_SECS,
+            dataset_roots: Vec::new(),
+            model_roots: Vec::new(),
+            any_client_path: true,
         }
     }
 

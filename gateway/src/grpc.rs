@@ -74,8 +74,7 @@ impl PipelineService {
 }
 
 fn internal(e: anyhow::Error) -> Status {
-    tracing::error!(error = %format!("{e:#}"), "gateway store error");
-    Status::internal(format!("{e:#}"))
+    arf_common::status::internal_error("the gateway", &format!("{e:#}"))
 }
 
 /// A run's event log, for WatchRun: it ends at the run's final state (stored together with its
@@ -180,8 +179,23 @@ impl PipelineRpc for PipelineService {
         let rows = if spec.dataset_path.is_empty() {
             RowSource::Stream(rows_until_end(inbound))
         } else {
-            RowSource::File(spec.dataset_path.clone().into())
+            let paths = &self.pipeline.client_paths;
+            RowSource::File(
+                paths
+                    .datasets
+                    .confine("spec.dataset_path", &spec.dataset_path)?,
+            )
         };
+        let student_base = spec
+            .config
+            .as_ref()
+            .map_or("", |c| &c.student_base_model_dir);
+        if !student_base.is_empty() {
+            let paths = &self.pipeline.client_paths;
+            paths
+                .models
+                .confine("spec.config.student_base_model_dir", student_base)?;
+        }
         let run_id = self
             .pipeline
             .create_run(spec, rows)

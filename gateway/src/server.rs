@@ -32,6 +32,7 @@ pub fn build(
         args.data_dir.clone(),
         args.student_base.clone(),
         student_host,
+        args.client_paths(),
         shutdown.clone(),
     );
     let resumed = pipeline.resume_unfinished()?;

@@ -5,6 +5,11 @@
 //! `reference/bench_peft.py` with `$ARF_BENCH_PYTHON`, default /work/pyenv/bin/python; it is
 //! skipped when that interpreter is missing). Each side runs in its own process, so each peak
 //! RSS (VmHWM) is its own.
+//!
+//! Two random-weight shapes, then the real model: SmolLM2-135M-Instruct from its GGUF
+//! (`ARF_BENCH_MODEL`, default the copy `scripts/fetch-model.sh smollm2` caches; the row is
+//! skipped when it is missing), dequantized once to an f32 Hugging Face directory that both sides
+//! load, at the settings of the real-model runs: LoRA r=8, batch 1, 384 tokens.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +32,15 @@ struct Shape {
     kv: usize,
     batch: usize,
     seq: usize,
+}
+
+/// One row of the table: a model directory both sides train, and the settings.
+struct Case {
+    name: String,
+    dir: PathBuf,
+    batch: usize,
+    seq: usize,
+    rank: usize,
 }
 
 const SHAPES: [Shape; 2] = [
@@ -53,7 +67,10 @@ const SHAPES: [Shape; 2] = [
         seq: 128,
     },
 ];
+/// Rank on the random shapes; the real model uses the real runs' rank.
 const RANK: usize = 16;
+const REAL_RANK: usize = 8;
+const REAL_SEQ: usize = 384;
 const WARMUP: usize = 2;
 const STEPS: usize = 5;
 
@@ -105,11 +122,11 @@ fn write_model(s: &Shape, dir: &Path) -> candle_core::Result<()> {
 }
 
 /// Runs our side in this process: tokens/s.
-fn ours(s: &Shape, dir: &Path) -> candle_core::Result<f64> {
+fn ours(dir: &Path, batch: usize, seq: usize, rank: usize) -> candle_core::Result<f64> {
     let dev = Device::Cpu;
     let spec = LoraSpec {
-        rank: RANK,
-        alpha: 2.0 * RANK as f64,
+        rank,
+        alpha: 2.0 * rank as f64,
         ..Default::default()
     };
     let model = Llama::load(
@@ -123,16 +140,17 @@ fn ours(s: &Shape, dir: &Path) -> candle_core::Result<f64> {
     .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     let vars = model.lora_vars();
     let mut opt = AdamW::new(vars.clone(), AdamWParams::default())?;
-    let ids: Vec<u32> = (0..s.batch * s.seq)
-        .map(|i| ((i * 7919) % s.vocab) as u32)
+    let vocab = model.cfg.vocab_size;
+    let ids: Vec<u32> = (0..batch * seq)
+        .map(|i| ((i * 7919) % vocab) as u32)
         .collect();
-    let ids = Tensor::from_vec(ids, (s.batch, s.seq), &dev)?;
-    let inputs = ids.narrow(1, 0, s.seq - 1)?;
-    let targets = ids.narrow(1, 1, s.seq - 1)?.flatten_all()?;
+    let ids = Tensor::from_vec(ids, (batch, seq), &dev)?;
+    let inputs = ids.narrow(1, 0, seq - 1)?;
+    let targets = ids.narrow(1, 1, seq - 1)?.flatten_all()?;
     let mut step = || -> candle_core::Result<()> {
         let logits = model.forward(&inputs, &mut ForwardCtx::eval())?;
         let n = targets.dim(0)?;
-        let loss = (cross_entropy_sum(&logits.reshape((n, s.vocab))?, &targets)? / n as f64)?;
+        let loss = (cross_entropy_sum(&logits.reshape((n, vocab))?, &targets)? / n as f64)?;
         let store = loss.backward()?;
         let mut grads: Vec<Tensor> = vars
             .iter()
@@ -153,7 +171,19 @@ fn ours(s: &Shape, dir: &Path) -> candle_core::Result<f64> {
     for _ in 0..STEPS {
         step()?;
     }
-    Ok((s.batch * s.seq * STEPS) as f64 / t.elapsed().as_secs_f64())
+    Ok((batch * seq * STEPS) as f64 / t.elapsed().as_secs_f64())
+}
+
+/// The SmolLM2 GGUF, when it is here: `ARF_BENCH_MODEL`, or the fetch script's cache.
+fn real_model() -> Option<PathBuf> {
+    let path = match std::env::var_os("ARF_BENCH_MODEL") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::var_os("ARF_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/arf")))?
+            .join("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    };
+    path.is_file().then_some(path)
 }
 
 fn vm_hwm_mib() -> f64 {
@@ -168,14 +198,11 @@ fn vm_hwm_mib() -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    // Child mode: one shape, our side only, so VmHWM is that run's own peak.
+    // Child mode: one case, our side only, so VmHWM is that run's own peak.
     if let Some(i) = args.iter().position(|a| a == "--child") {
-        let (name, dir) = (&args[i + 1], PathBuf::from(&args[i + 2]));
-        let s = SHAPES
-            .iter()
-            .find(|s| s.name == name.as_str())
-            .expect("known shape");
-        match ours(s, &dir) {
+        let dir = PathBuf::from(&args[i + 1]);
+        let [batch, seq, rank] = [2, 3, 4].map(|k| args[i + k].parse::<usize>().expect("a number"));
+        match ours(&dir, batch, seq, rank) {
             Ok(tps) => println!(
                 "{{\"tokens_per_second\": {tps}, \"peak_rss_mib\": {}}}",
                 vm_hwm_mib()
@@ -188,13 +215,12 @@ fn main() {
         std::env::var("ARF_BENCH_PYTHON").unwrap_or_else(|_| "/work/pyenv/bin/python".into());
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reference/bench_peft.py");
     let tmp = std::env::temp_dir().join(format!("arf-lora-bench-{}", std::process::id()));
+    println!("LoRA on q,k,v,o,gate,up,down; {WARMUP} warm-up + {STEPS} timed steps; f32; CPU");
     println!(
-        "LoRA r={RANK} on q,k,v,o,gate,up,down; {WARMUP} warm-up + {STEPS} timed steps; f32; CPU"
-    );
-    println!(
-        "{:<10} {:>9} {:>7} {:>14} {:>12} {:>14} {:>12} {:>7}",
-        "shape",
+        "{:<10} {:>9} {:>5} {:>7} {:>14} {:>12} {:>14} {:>12} {:>7}",
+        "model",
         "params",
+        "rank",
         "tokens",
         "candle tok/s",
         "candle MiB",
@@ -202,12 +228,40 @@ fn main() {
         "torch MiB",
         "ratio"
     );
+    let mut cases = Vec::new();
     for s in &SHAPES {
         let dir = tmp.join(s.name);
-        if let Err(e) = write_model(s, &dir) {
-            eprintln!("cannot write the {} model: {e}", s.name);
-            continue;
+        match write_model(s, &dir) {
+            Ok(()) => cases.push(Case {
+                name: s.name.into(),
+                dir,
+                batch: s.batch,
+                seq: s.seq,
+                rank: RANK,
+            }),
+            Err(e) => eprintln!("cannot write the {} model: {e}", s.name),
         }
+    }
+    match real_model() {
+        Some(gguf) => {
+            let dir = tmp.join("smollm2");
+            match trainer_svc::model::gguf::write_dequantized(&gguf, &dir) {
+                Ok(()) => cases.push(Case {
+                    name: "smollm2".into(),
+                    dir,
+                    batch: 1,
+                    seq: REAL_SEQ,
+                    rank: REAL_RANK,
+                }),
+                Err(e) => eprintln!("cannot dequantize {}: {e}", gguf.display()),
+            }
+        }
+        None => eprintln!(
+            "no SmolLM2 GGUF (run `bash scripts/fetch-model.sh smollm2`, or set ARF_BENCH_MODEL): its row is skipped"
+        ),
+    }
+    for case in &cases {
+        let dir = &case.dir;
         let run = |cmd: &mut Command| -> Option<serde_json::Value> {
             let out = cmd.output().ok()?;
             let text = String::from_utf8_lossy(&out.stdout);
@@ -216,19 +270,21 @@ fn main() {
                 .find_map(|l| serde_json::from_str(l).ok())
         };
         let exe = std::env::current_exe().expect("bench executable");
-        let ours = run(Command::new(exe).args(["--child", s.name, &dir.display().to_string()]));
+        let ours = run(Command::new(exe)
+            .args(["--child", &dir.display().to_string()])
+            .args([case.batch, case.seq, case.rank].map(|v| v.to_string())));
         let torch = if Path::new(&python).exists() {
             run(Command::new(&python)
                 .arg(&script)
                 .arg(&dir)
-                .args([s.batch, s.seq, RANK, WARMUP, STEPS].map(|v| v.to_string())))
+                .args([case.batch, case.seq, case.rank, WARMUP, STEPS].map(|v| v.to_string())))
         } else {
             None
         };
         let get = |v: &Option<serde_json::Value>, k: &str| {
             v.as_ref().and_then(|v| v[k].as_f64()).unwrap_or(f64::NAN)
         };
-        let params = trainer_svc::model::LlamaConfig::from_dir(&dir)
+        let params = trainer_svc::model::LlamaConfig::from_dir(dir)
             .map(|c| c.num_parameters())
             .unwrap_or(0);
         let (ot, om, tt, tm) = (
@@ -238,10 +294,11 @@ fn main() {
             get(&torch, "peak_rss_mib"),
         );
         println!(
-            "{:<10} {:>8.1}M {:>7} {:>14.0} {:>12.0} {:>14.0} {:>12.0} {:>6.2}x",
-            s.name,
+            "{:<10} {:>8.1}M {:>5} {:>7} {:>14.0} {:>12.0} {:>14.0} {:>12.0} {:>6.2}x",
+            case.name,
             params as f64 / 1e6,
-            s.batch * s.seq,
+            case.rank,
+            case.batch * case.seq,
             ot,
             om,
             tt,

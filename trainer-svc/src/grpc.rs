@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use arf_common::dataset::conversation_from_wire;
+use arf_common::paths::PathRoots;
 use arf_common::server::ResponseStream;
 use arf_common::server::watch::{EventLog, watch_log};
 use arf_common::status::invalid_field;
@@ -26,11 +27,31 @@ pub struct TrainerService {
     jobs: JobManager,
     /// Cancelled at shutdown: open WatchJob streams end so the server can drain.
     shutdown: CancellationToken,
+    /// Where a job's `base_model_dir` may be.
+    models: PathRoots,
+    /// Where a job's `jsonl_path` may be.
+    datasets: PathRoots,
 }
 
 impl TrainerService {
+    /// A trainer that reads any path a client names (the embedded suite and tests); a served
+    /// trainer confines them with [`Self::confined_to`].
     pub fn new(jobs: JobManager, shutdown: CancellationToken) -> Self {
-        Self { jobs, shutdown }
+        Self {
+            jobs,
+            shutdown,
+            models: PathRoots::any("--model-root"),
+            datasets: PathRoots::any("--dataset-root"),
+        }
+    }
+
+    /// Client-named models and datasets only under these folders.
+    pub fn confined_to(self, models: &[PathBuf], datasets: &[PathBuf]) -> Self {
+        Self {
+            models: PathRoots::only(models, "--model-root"),
+            datasets: PathRoots::only(datasets, "--dataset-root"),
+            ..self
+        }
     }
 
     pub fn into_server(self, max_message_bytes: usize) -> TrainerServer<Self> {
@@ -46,7 +67,9 @@ impl From<JobError> for Status {
             JobError::Invalid { field, message } => invalid_field(&field, message),
             JobError::NotFound(what) => Status::not_found(format!("no job {what}")),
             JobError::NotReady { .. } => Status::failed_precondition(e.to_string()),
-            JobError::Storage(m) => Status::internal(m),
+            JobError::Storage(m) => {
+                arf_common::status::internal_error("the trainer's job store", &m)
+            }
         }
     }
 }
@@ -67,7 +90,7 @@ impl Trainer for TrainerService {
         &self,
         request: Request<pb::CreateJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        let spec = job_spec(request.into_inner())?;
+        let spec = self.job_spec(request.into_inner())?;
         let jobs = self.jobs.clone();
         // Validation reads the model's config and tokenizer: blocking file work.
         let job = tokio::task::spawn_blocking(move || jobs.create(spec))
@@ -217,33 +240,39 @@ async fn send_file(
 
 // ---- proto -> domain ----
 
-fn job_spec(r: pb::CreateJobRequest) -> Result<JobSpec, Status> {
-    if r.base_model_dir.trim().is_empty() {
-        return Err(invalid_field("base_model_dir", "must be set"));
-    }
-    let data = match r.data {
-        None => return Err(invalid_field("data", "set inline examples or jsonl_path")),
-        Some(pb::create_job_request::Data::JsonlPath(p)) if p.trim().is_empty() => {
-            return Err(invalid_field("jsonl_path", "must not be empty"));
+impl TrainerService {
+    fn job_spec(&self, r: pb::CreateJobRequest) -> Result<JobSpec, Status> {
+        if r.base_model_dir.trim().is_empty() {
+            return Err(invalid_field("base_model_dir", "must be set"));
         }
-        Some(pb::create_job_request::Data::JsonlPath(p)) => JobData::Jsonl(PathBuf::from(p)),
-        Some(pb::create_job_request::Data::Inline(i)) => JobData::Inline(
-            i.examples
-                .into_iter()
-                .enumerate()
-                .map(|(n, e)| example(n, e))
-                .collect::<Result<_, _>>()?,
-        ),
-    };
-    let mut config = config(&r.base_model_dir, r.hyperparameters.unwrap_or_default())?;
-    config.export_merged = r.export_merged;
-    Ok(JobSpec {
-        display_name: r.display_name,
-        data,
-        config,
-        labels: r.labels.into_iter().collect(),
-        trace_context: current_trace_context(),
-    })
+        let base = self.models.confine("base_model_dir", &r.base_model_dir)?;
+        let data = match r.data {
+            None => return Err(invalid_field("data", "set inline examples or jsonl_path")),
+            Some(pb::create_job_request::Data::JsonlPath(p)) if p.trim().is_empty() => {
+                return Err(invalid_field("jsonl_path", "must not be empty"));
+            }
+            Some(pb::create_job_request::Data::JsonlPath(p)) => {
+                JobData::Jsonl(self.datasets.confine("jsonl_path", &p)?)
+            }
+            Some(pb::create_job_request::Data::Inline(i)) => JobData::Inline(
+                i.examples
+                    .into_iter()
+                    .enumerate()
+                    .map(|(n, e)| example(n, e))
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        let mut config = config(&base, r.hyperparameters.unwrap_or_default())?;
+        config.export_merged = r.export_merged;
+        Ok(JobSpec {
+            display_name: r.display_name,
+            data,
+            config,
+            labels: r.labels.into_iter().collect(),
+            request_id: r.request_id,
+            trace_context: current_trace_context(),
+        })
+    }
 }
 
 fn example(n: usize, e: pb::TrainingExample) -> Result<Example, Status> {
@@ -258,7 +287,9 @@ fn example(n: usize, e: pb::TrainingExample) -> Result<Example, Status> {
 }
 
 /// The request's hyperparameters with the server's defaults for zero values.
-fn config(base: &str, h: pb::Hyperparameters) -> Result<TrainConfig, Status> {
+fn config(base: &std::path::Path, h: pb::Hyperparameters) -> Result<TrainConfig, Status> {
+    arf_common::bounds::check_hyperparameters(&h)
+        .map_err(|(f, m)| invalid_field(&format!("hyperparameters.{f}"), m))?;
     let mut c = TrainConfig::with_defaults(base, PathBuf::new());
     let lora = h.lora.unwrap_or_default();
     let rank = if lora.rank == 0 {

@@ -33,6 +33,17 @@ struct ServeArgs {
         default_value = "arf-trainer-state"
     )]
     state_dir: PathBuf,
+    /// Folders under which a job's `base_model_dir` may be (repeat or comma-separate); outside
+    /// them CreateJob answers PERMISSION_DENIED. None: no job can name a model.
+    #[arg(long = "model-root", env = "ARF_MODEL_ROOTS", value_delimiter = ',')]
+    model_roots: Vec<PathBuf>,
+    /// Folders under which a job's `jsonl_path` may be. None: jobs send their examples inline.
+    #[arg(
+        long = "dataset-root",
+        env = "ARF_DATASET_ROOTS",
+        value_delimiter = ','
+    )]
+    dataset_roots: Vec<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -199,7 +210,8 @@ async fn main() -> ExitCode {
                 &args,
                 |health, shutdown| async move {
                     let jobs = JobManager::open(&serve.state_dir, trainer_svc::device())?;
-                    let service = trainer_svc::grpc::TrainerService::new(jobs, shutdown);
+                    let service = trainer_svc::grpc::TrainerService::new(jobs, shutdown)
+                        .confined_to(&serve.model_roots, &serve.dataset_roots);
                     health.set_serving(TRAINER, true).await;
                     Ok(Routes::new(
                         service.into_server(serve.server.max_message_bytes),

@@ -85,6 +85,7 @@ fn request(steps: u32, checkpoint_every: u32) -> CreateJobRequest {
         display_name: "test".into(),
         export_merged: true,
         labels: [("arf.run_id".to_string(), "r1".to_string())].into(),
+        request_id: String::new(),
     }
 }
 
@@ -150,6 +151,35 @@ async fn bad_requests_name_their_field() {
             Box::new(|r| r.hyperparameters.as_mut().unwrap().base_dtype = "f8".into()),
             "hyperparameters.base_dtype",
         ),
+        // A rank of 2^32-1 was an allocation of terabytes that aborted the process.
+        (
+            Box::new(|r| {
+                r.hyperparameters
+                    .as_mut()
+                    .unwrap()
+                    .lora
+                    .as_mut()
+                    .unwrap()
+                    .rank = u32::MAX
+            }),
+            "hyperparameters.lora.rank",
+        ),
+        (
+            Box::new(|r| r.hyperparameters.as_mut().unwrap().learning_rate = f64::NAN),
+            "hyperparameters.learning_rate",
+        ),
+        (
+            Box::new(|r| r.hyperparameters.as_mut().unwrap().epochs = u32::MAX),
+            "hyperparameters.epochs",
+        ),
+        (
+            Box::new(|r| r.hyperparameters.as_mut().unwrap().max_seq_len = u32::MAX),
+            "hyperparameters.max_seq_len",
+        ),
+        (
+            Box::new(|r| r.hyperparameters.as_mut().unwrap().checkpoint_every_steps = u32::MAX),
+            "hyperparameters.checkpoint_every_steps",
+        ),
     ];
     for (edit, field) in cases {
         let mut r = request(2, 0);
@@ -165,6 +195,37 @@ async fn bad_requests_name_their_field() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
+}
+
+/// A client that died before storing a job's id asks again with the same key: one job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_job_with_a_key_is_idempotent() {
+    let state = tempfile::tempdir().unwrap();
+    let (_server, mut client) = start(JobManager::open(state.path(), Device::Cpu).unwrap()).await;
+    let keyed = || CreateJobRequest {
+        request_id: "run-1/arf".into(),
+        ..request(2, 0)
+    };
+    let first = client.create_job(keyed()).await.unwrap().into_inner();
+    let again = client.create_job(keyed()).await.unwrap().into_inner();
+    assert_eq!(first.id, again.id);
+    let other = client.create_job(request(2, 0)).await.unwrap().into_inner();
+    assert_ne!(other.id, first.id, "no key: a new job");
+    let listed = client
+        .list_jobs(ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    // The key survives a restart of the trainer (once both jobs are done: one worker per dir).
+    for id in [&first.id, &other.id] {
+        watch(&mut client, id, 0).await;
+    }
+    drop((_server, client));
+    let (_server, mut client) = start(JobManager::open(state.path(), Device::Cpu).unwrap()).await;
+    let after_restart = client.create_job(keyed()).await.unwrap().into_inner();
+    assert_eq!(after_restart.id, first.id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,4 +435,104 @@ async fn a_running_job_resumes_after_a_trainer_restart_and_matches_an_uninterrup
     for (name, t) in &a {
         assert!(max_abs_diff(t, &b[name]) <= 1e-6, "{name}");
     }
+}
+
+/// A trainer killed after logging a job's `Ended` but before rewriting job.json: on restart the
+/// job is finished (from its log), not trained a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_end_was_logged_but_not_saved_is_not_retrained() {
+    let state = tempfile::tempdir().unwrap();
+    let (server, mut client) = start(JobManager::open(state.path(), Device::Cpu).unwrap()).await;
+    let job = client.create_job(request(2, 0)).await.unwrap().into_inner();
+    let events = watch(&mut client, &job.id, 0).await;
+    drop((server, client));
+
+    let path = state.path().join("jobs").join(&job.id).join("job.json");
+    let mut stored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    stored["state"] = "running".into();
+    stored["end_time_ms"] = serde_json::Value::Null;
+    std::fs::write(&path, stored.to_string()).unwrap();
+
+    let (_server, mut client) = start(JobManager::open(state.path(), Device::Cpu).unwrap()).await;
+    let reopened = client
+        .get_job(GetJobRequest {
+            job_id: job.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reopened.state, JobState::Succeeded as i32, "{reopened:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = watch(&mut client, &job.id, 0).await;
+    assert_eq!(
+        after.len(),
+        events.len(),
+        "no event was added: not retrained"
+    );
+}
+
+/// A job over a JSONL file on the trainer's machine is created and trains (it failed with
+/// INTERNAL and left a QUEUED job behind: its folder did not exist yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_over_a_server_side_jsonl_file_trains() {
+    let state = tempfile::tempdir().unwrap();
+    let (_server, mut client) = start(JobManager::open(state.path(), Device::Cpu).unwrap()).await;
+    let mut r = request(2, 0);
+    r.data = Some(create_job_request::Data::JsonlPath(
+        fixtures().join("train.jsonl").display().to_string(),
+    ));
+    let job = client.create_job(r).await.unwrap().into_inner();
+    let events = watch(&mut client, &job.id, 0).await;
+    let done = client
+        .get_job(GetJobRequest { job_id: job.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.state, JobState::Succeeded as i32, "{events:?}");
+}
+
+/// A job whose worker died every time it ran (OOM, abort) is failed after a few starts instead
+/// of being re-queued on every start of the trainer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_keeps_killing_the_trainer_is_failed() {
+    let state = tempfile::tempdir().unwrap();
+    let (server, mut client) = start(JobManager::open(state.path(), Device::Cpu).unwrap()).await;
+    let job = client.create_job(request(2, 0)).await.unwrap().into_inner();
+    watch(&mut client, &job.id, 0).await;
+    drop((server, client));
+
+    // As a worker that died mid-training leaves it: running, its attempts used up, no end.
+    let dir = state.path().join("jobs").join(&job.id);
+    let mut stored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("job.json")).unwrap()).unwrap();
+    stored["state"] = "running".into();
+    stored["attempts"] = trainer_svc::jobs::MAX_ATTEMPTS.into();
+    std::fs::write(dir.join("job.json"), stored.to_string()).unwrap();
+    let log = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    let kept: Vec<&str> = log.lines().filter(|l| !l.contains("\"ended\"")).collect();
+    assert!(
+        kept.len() < log.lines().count(),
+        "the log had an end to drop"
+    );
+    std::fs::write(dir.join("events.jsonl"), kept.join("\n") + "\n").unwrap();
+
+    let (_server, mut client) = start(JobManager::open(state.path(), Device::Cpu).unwrap()).await;
+    let failed = client
+        .get_job(GetJobRequest {
+            job_id: job.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(failed.state, JobState::Failed as i32, "{failed:?}");
+    assert!(failed.error.contains("stopped 3 times"), "{}", failed.error);
+    let events = watch(&mut client, &job.id, 0).await;
+    assert!(
+        matches!(
+            events.last().and_then(|e| e.kind.as_ref()),
+            Some(job_event::Kind::Ended(_))
+        ),
+        "watchers see the end: {events:?}"
+    );
 }

@@ -128,8 +128,34 @@ pub async fn report(
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("report.md"), &report.markdown)?;
     for file in &report.files {
-        std::fs::write(dir.join(&file.name), &file.content)?;
+        std::fs::write(dir.join(plain_file_name(&file.name)?), &file.content)?;
     }
     println!("{}", dir.join("report.md").display());
     Ok(())
+}
+
+/// A file name from the server, refused unless it stays in the report's folder: no path
+/// separators, no `..`, nothing empty (a hostile or broken server must not write elsewhere).
+fn plain_file_name(name: &str) -> anyhow::Result<&str> {
+    let plain =
+        !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0']);
+    anyhow::ensure!(
+        plain,
+        "the report names a file {name:?}: not a plain file name; nothing written for it"
+    );
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn report_files_stay_in_the_report_folder() {
+        assert_eq!(
+            super::plain_file_name("summaries.jsonl").unwrap(),
+            "summaries.jsonl"
+        );
+        for bad in ["", ".", "..", "../x", "/etc/passwd", "a/b", "a\\b", "a\0b"] {
+            assert!(super::plain_file_name(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -45,7 +45,8 @@ impl std::error::Error for BadRow {}
 /// Streams records from JSONL, one line at a time (files can be larger than memory).
 /// Blank lines are skipped. Yields `(line_number, record)` or a [`BadRow`].
 pub struct JsonlReader<R> {
-    lines: std::io::Lines<R>,
+    // Bytes, not `lines()`: a line that is not UTF-8 is one bad row, not the end of the file.
+    lines: std::io::Split<R>,
     source: String,
     line: usize,
     policy: OnBadRow,
@@ -55,7 +56,7 @@ pub struct JsonlReader<R> {
 impl<R: BufRead> JsonlReader<R> {
     pub fn new(reader: R, source: impl Into<String>, policy: OnBadRow) -> Self {
         Self {
-            lines: reader.lines(),
+            lines: reader.split(b'\n'),
             source: source.into(),
             line: 0,
             policy,
@@ -101,8 +102,8 @@ impl<R: BufRead> Iterator for JsonlReader<R> {
             return None;
         }
         loop {
-            let text = match self.lines.next()? {
-                Ok(text) => text,
+            let bytes = match self.lines.next()? {
+                Ok(bytes) => bytes,
                 Err(e) => {
                     self.line += 1;
                     self.stopped = true;
@@ -112,10 +113,17 @@ impl<R: BufRead> Iterator for JsonlReader<R> {
                 }
             };
             self.line += 1;
-            if text.trim().is_empty() {
-                continue;
-            }
-            let item = self.parse(&text).map(|r| (self.line, r));
+            let item = match std::str::from_utf8(&bytes) {
+                Ok(text) if text.trim().is_empty() => continue,
+                Ok(text) => self.parse(text).map(|r| (self.line, r)),
+                Err(e) => Err(self.bad(
+                    String::new(),
+                    format!(
+                        "the line is not UTF-8 text (invalid byte at column {})",
+                        e.valid_up_to() + 1
+                    ),
+                )),
+            };
             if item.is_err() && self.policy == OnBadRow::Stop {
                 self.stopped = true;
             }
@@ -185,6 +193,19 @@ mod tests {
 
     fn read(text: &str, policy: OnBadRow) -> Vec<Result<(usize, Record), BadRow>> {
         JsonlReader::new(text.as_bytes(), "rows.jsonl", policy).collect()
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_one_bad_row() {
+        let mut bytes = format!("{GOOD}\n").into_bytes();
+        bytes.extend_from_slice(b"{\"id\":\"\xff\xfe\"}\r\n");
+        bytes.extend_from_slice(format!("{GOOD}\r\n").as_bytes());
+        let rows: Vec<_> = JsonlReader::new(&bytes[..], "rows.jsonl", OnBadRow::Skip).collect();
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        let err = rows[1].as_ref().unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(err.message.contains("not UTF-8"), "{err}");
+        assert_eq!(rows[2].as_ref().unwrap().0, 3, "the file goes on");
     }
 
     #[test]

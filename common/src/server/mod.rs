@@ -228,6 +228,7 @@ where
     };
     tracing::info!(config = ?config, "starting {telemetry_name}");
     let result = async {
+        args.check_exposure(default_port)?;
         let health = Health::new(services).await;
         let shutdown = CancellationToken::new();
         let routes = build(health.clone(), shutdown.clone()).await?;

@@ -1,5 +1,5 @@
 //! The trainer, as Finetune calls it: create a job, follow its events from a sequence number
-//! (resumable across gateway restarts), cancel it.
+//! (resumable across gateway restarts), read its state, cancel it.
 
 use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_proto::v1 as pb;
@@ -45,6 +45,13 @@ impl Trainer {
             after_sequence,
         };
         Ok(self.client.clone().watch_job(request).await?.into_inner())
+    }
+
+    pub async fn get_job(&self, job_id: &str) -> Result<pb::Job, Status> {
+        let request = pb::GetJobRequest {
+            job_id: job_id.to_string(),
+        };
+        Ok(self.client.clone().get_job(request).await?.into_inner())
     }
 
     pub async fn cancel(&self, job_id: &str) -> Result<(), Status> {

@@ -102,6 +102,9 @@ async fn train(
                 ),
             ]
             .into(),
+            // A gateway killed after the trainer created the job but before the id below was
+            // stored asks again on resume, with the same key, and gets the same job.
+            request_id: format!("{run_id}/{}", student.model().card_name()),
         };
         let job_id = trainer.create_job(request).await?;
         p.store().set_training_job(run_id, student, &job_id)?;
@@ -116,15 +119,34 @@ async fn train(
         let event = tokio::select! {
             e = events.message() => e?,
             () = token.cancelled() => {
+                // A shutdown (deploy, node drain) is not the user's cancel: the job trains on,
+                // and the restarted gateway follows it from the stored sequence.
+                p.check(token)?;
                 let _ = trainer.cancel(&job_id).await;
                 return Err(RunError::Cancelled);
             }
         };
         let Some(event) = event else {
-            return Err(anyhow::anyhow!(
-                "the trainer ended job {job_id}'s event stream before the job ended"
-            )
-            .into());
+            // The stream ends at once when the stored sequence is already past the job's
+            // `Ended` (a gateway stopped after relaying it, before recording the student).
+            let job = trainer.get_job(&job_id).await?;
+            return match pb::JobState::try_from(job.state) {
+                Ok(pb::JobState::Succeeded | pb::JobState::Failed | pb::JobState::Cancelled) => {
+                    settle(
+                        p,
+                        run_id,
+                        student,
+                        &job_id,
+                        job.state,
+                        job.outputs,
+                        &job.error,
+                    )
+                }
+                _ => Err(anyhow::anyhow!(
+                    "the trainer ended job {job_id}'s event stream before the job ended"
+                )
+                .into()),
+            };
         };
         let seq = event.sequence;
         let ended = match &event.kind {
@@ -134,15 +156,36 @@ async fn train(
         p.emit(run_id, Kind::Training(event))?;
         p.store().set_training_event_seq(run_id, student, seq)?;
         if let Some(end) = ended {
-            return match pb::JobState::try_from(end.state) {
-                Ok(pb::JobState::Succeeded) => {
-                    let merged = end.outputs.map(|o| o.merged_model_dir).unwrap_or_default();
-                    p.store().set_student_model_dir(run_id, student, &merged)?;
-                    Ok(())
-                }
-                Ok(pb::JobState::Cancelled) => Err(RunError::Cancelled),
-                _ => Err(anyhow::anyhow!("training job {job_id} failed: {}", end.error).into()),
-            };
+            return settle(
+                p,
+                run_id,
+                student,
+                &job_id,
+                end.state,
+                end.outputs,
+                &end.error,
+            );
         }
+    }
+}
+
+/// What a finished job means for the run: its student recorded, or the run's end.
+fn settle(
+    p: &Pipeline,
+    run_id: &str,
+    student: Student,
+    job_id: &str,
+    state: i32,
+    outputs: Option<pb::JobOutputs>,
+    error: &str,
+) -> Result<(), RunError> {
+    match pb::JobState::try_from(state) {
+        Ok(pb::JobState::Succeeded) => {
+            let merged = outputs.map(|o| o.merged_model_dir).unwrap_or_default();
+            p.store().set_student_model_dir(run_id, student, &merged)?;
+            Ok(())
+        }
+        Ok(pb::JobState::Cancelled) => Err(RunError::Cancelled),
+        _ => Err(anyhow::anyhow!("training job {job_id} failed: {error}").into()),
     }
 }

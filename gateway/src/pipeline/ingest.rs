@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use arf_common::bounds;
 use arf_common::dataset::{OnBadRow, Record, conversation_from_wire, stream_jsonl_file};
 use arf_common::status::field_violations;
 use arf_proto::v1 as pb;
@@ -53,8 +54,18 @@ fn invalid(field: &str, message: impl Into<String>) -> IngestError {
 
 /// Checks what can be checked before any row is read.
 fn validate(spec: &pb::RunSpec) -> Result<(), IngestError> {
+    if spec.display_name.chars().count() > bounds::MAX_DISPLAY_NAME {
+        return Err(invalid(
+            "spec.display_name",
+            format!("at most {} characters", bounds::MAX_DISPLAY_NAME),
+        ));
+    }
     let c = spec.config.as_ref();
     if let Some(c) = c {
+        if let Some(training) = &c.training {
+            bounds::check_hyperparameters(training)
+                .map_err(|(f, m)| invalid(&format!("spec.config.training.{f}"), m))?;
+        }
         for (i, s) in c.stages.iter().enumerate() {
             if !matches!(pb::Stage::try_from(*s), Ok(st) if st != pb::Stage::Unspecified) {
                 return Err(invalid(
@@ -83,12 +94,6 @@ fn validate(spec: &pb::RunSpec) -> Result<(), IngestError> {
                 "must be in [0, 1)",
             ));
         }
-    }
-    if !spec.dataset_path.is_empty() && !std::path::Path::new(&spec.dataset_path).is_file() {
-        return Err(invalid(
-            "spec.dataset_path",
-            format!("no file at {} on the gateway", spec.dataset_path),
-        ));
     }
     Ok(())
 }
@@ -187,6 +192,14 @@ impl Pipeline {
         rows: RowSource,
     ) -> Result<String, IngestError> {
         validate(&spec)?;
+        if let RowSource::File(path) = &rows
+            && !path.is_file()
+        {
+            return Err(invalid(
+                "spec.dataset_path",
+                format!("no file at {} on the gateway", spec.dataset_path),
+            ));
+        }
         let config = spec.config.clone().unwrap_or_default();
         let evaluation = config.evaluation.clone().unwrap_or_default();
         let evaluates = stages(&config).contains(&pb::Stage::Evaluate);
@@ -208,8 +221,9 @@ impl Pipeline {
         } else {
             spec.display_name.clone()
         };
+        // INGESTING until the last row is stored: a run that stops partway never runs.
         self.store().create_run(&run_id, &name, &config)?;
-        self.emit(&run_id, Kind::State(pb::RunState::Queued as i32))?;
+        self.emit(&run_id, Kind::State(pb::RunState::Ingesting as i32))?;
 
         let generates = stages(&config).contains(&pb::Stage::Generate);
         let mut records = self.records(rows, generates);
@@ -258,6 +272,9 @@ impl Pipeline {
                         self.bad_row(&run_id, &row, fail_fast)?;
                     }
                 }
+                if self.cancelled_while_ingesting(&run_id)? {
+                    return Ok(run_id);
+                }
             }
             if done {
                 break;
@@ -271,8 +288,20 @@ impl Pipeline {
             )?;
             return Err(invalid("rows", "the dataset has no valid rows"));
         }
-        self.start(&run_id);
+        // QUEUED only now, and only if no CancelRun came meanwhile.
+        if self.store().finish_ingest(&run_id)? {
+            self.events.send_modify(|n| *n += 1);
+            self.start(&run_id);
+        }
         Ok(run_id)
+    }
+
+    /// CancelRun during the upload marks the run CANCELLED in the store: stop reading rows.
+    fn cancelled_while_ingesting(&self, run_id: &str) -> anyhow::Result<bool> {
+        Ok(self
+            .store()
+            .run(run_id)?
+            .is_some_and(|r| r.state == pb::RunState::Cancelled))
     }
 
     /// Records a bad row; under the FAIL policy also fails the run.

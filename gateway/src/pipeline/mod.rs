@@ -55,6 +55,17 @@ pub struct Pipeline {
     pub default_student_base: Option<PathBuf>,
     /// Serves a fine-tuned student for evaluation when a run names no student endpoint.
     pub student_host: Option<Arc<dyn StudentHost>>,
+    /// Where the files a client names may be.
+    pub client_paths: ClientPaths,
+}
+
+/// The folders under which a client may name files on the gateway's machine.
+#[derive(Debug, Clone)]
+pub struct ClientPaths {
+    /// `spec.dataset_path`.
+    pub datasets: arf_common::paths::PathRoots,
+    /// `config.student_base_model_dir` (read by the trainer, which confines it again).
+    pub models: arf_common::paths::PathRoots,
 }
 
 /// Puts a model (a merged student directory, or a base model) behind an Editor, for Evaluate.
@@ -82,6 +93,9 @@ impl From<tonic::Status> for RunError {
     }
 }
 
+/// Why a run left INGESTING by a previous process is failed at start-up.
+pub const INTERRUPTED_INGEST: &str = "the gateway stopped before the dataset's last row was stored, so the run never started: create it again";
+
 impl Pipeline {
     pub fn new(
         store: Arc<Store>,
@@ -89,6 +103,7 @@ impl Pipeline {
         data_dir: PathBuf,
         default_student_base: Option<PathBuf>,
         student_host: Option<Arc<dyn StudentHost>>,
+        client_paths: ClientPaths,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -100,6 +115,7 @@ impl Pipeline {
             data_dir,
             default_student_base,
             student_host,
+            client_paths,
         })
     }
 
@@ -112,8 +128,13 @@ impl Pipeline {
         self.events.subscribe()
     }
 
-    /// Picks up every run a previous process left queued or running.
+    /// Picks up every run a previous process left queued or running, and fails the ones it
+    /// left half-uploaded: their stored rows are not the client's dataset.
     pub fn resume_unfinished(self: &Arc<Self>) -> anyhow::Result<usize> {
+        for id in self.store.ingesting_runs()? {
+            tracing::warn!(run_id = %id, "failing a run whose upload never finished");
+            self.set_state(&id, pb::RunState::Failed, INTERRUPTED_INGEST)?;
+        }
         let ids = self.store.unfinished_runs()?;
         for id in &ids {
             tracing::info!(run_id = %id, "resuming run");

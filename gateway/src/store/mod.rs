@@ -24,6 +24,8 @@ pub use runs::{RunRecord, Student};
 
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Held for the store's life: see [`exclusive_lock`].
+    _lock: std::fs::File,
 }
 
 const SCHEMA: &str = "
@@ -94,6 +96,7 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
+        let lock = exclusive_lock(path)?;
         let mut conn = Connection::open(path)
             .with_context(|| format!("cannot open the database {}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -105,6 +108,7 @@ impl Store {
         migrate(&mut conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            _lock: lock,
         })
     }
 
@@ -113,6 +117,30 @@ impl Store {
         self.conn
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// One process per database: a second gateway on the same file would resume the same runs and
+/// do their items twice. The lock is the kernel's (flock), so a killed gateway releases it.
+fn exclusive_lock(path: &Path) -> anyhow::Result<std::fs::File> {
+    let lock_path = path.with_extension("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another gateway is using {} (it holds {}): two gateways on one SQLite file would both \
+             resume the same runs. Give each its own --data-dir",
+            path.display(),
+            lock_path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", lock_path.display()))
+        }
     }
 }
 
@@ -141,4 +169,23 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_gateway_on_the_same_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("arf.sqlite3");
+        let first = Store::open(&path).unwrap();
+        let err = Store::open(&path)
+            .err()
+            .expect("the second open is refused")
+            .to_string();
+        assert!(err.contains("another gateway is using"), "{err}");
+        drop(first);
+        Store::open(&path).expect("free again once the first is gone");
+    }
 }

@@ -103,7 +103,7 @@ impl Store {
         self.conn()
             .execute(
                 "INSERT INTO runs (id, display_name, state, config, create_time_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, display_name, pb::RunState::Queued as i32, config.encode_to_vec(), now_ms()],
+                params![id, display_name, pb::RunState::Ingesting as i32, config.encode_to_vec(), now_ms()],
             )
             .context("creating the run")?;
         Ok(())
@@ -139,6 +139,42 @@ impl Store {
             )?
             .collect::<Result<Vec<String>, _>>()?;
         Ok(ids)
+    }
+
+    /// Runs whose upload a previous process never finished (their rows are a truncated dataset).
+    pub fn ingesting_runs(&self) -> anyhow::Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT id FROM runs WHERE state = ?1 ORDER BY create_time_ms")?;
+        let ids = stmt
+            .query_map(params![pb::RunState::Ingesting as i32], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(ids)
+    }
+
+    /// INGESTING to QUEUED with its event, in one transaction, once the last row is stored.
+    /// False (and nothing written) when the run is no longer ingesting: it was cancelled meanwhile.
+    pub fn finish_ingest(&self, id: &str) -> anyhow::Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE runs SET state = ?2 WHERE id = ?1 AND state = ?3",
+            params![
+                id,
+                pb::RunState::Queued as i32,
+                pb::RunState::Ingesting as i32
+            ],
+        )?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        super::events::append_in(
+            &tx,
+            id,
+            pb::run_event::Kind::State(pb::RunState::Queued as i32),
+        )?;
+        tx.commit()?;
+        Ok(true)
     }
 
     pub fn set_stage(&self, id: &str, stage: pb::Stage) -> anyhow::Result<()> {

@@ -17,6 +17,9 @@ use crate::train::checkpoint;
 use crate::train::data::read_examples;
 use crate::train::{Event, Observer, Outcome, train};
 
+/// Starts of a job that may end without the job ending (the worker died) before it is failed.
+pub const MAX_ATTEMPTS: u32 = 3;
+
 struct State {
     jobs: BTreeMap<String, Job>,
     events: HashMap<String, Vec<JobEvent>>,
@@ -24,6 +27,17 @@ struct State {
     /// Set to stop the running job at its next step.
     cancel: HashMap<String, Arc<AtomicBool>>,
     shutting_down: bool,
+}
+
+/// The job created with this idempotency key, if any (an empty key matches nothing).
+fn find_by_key(st: &State, request_id: &str) -> Option<Job> {
+    if request_id.is_empty() {
+        return None;
+    }
+    st.jobs
+        .values()
+        .find(|j| j.request_id == request_id)
+        .cloned()
 }
 
 struct Inner {
@@ -49,6 +63,7 @@ impl JobManager {
     /// the trainer stopped (running ones resume from their last checkpoint), and starts the worker.
     pub fn open(state_dir: &Path, device: Device) -> Result<Self, JobError> {
         let store = Store::open(state_dir)?;
+        let mut crash_looped = Vec::new();
         let mut state = State {
             jobs: BTreeMap::new(),
             events: HashMap::new(),
@@ -58,12 +73,39 @@ impl JobManager {
         };
         for (mut job, events) in store.load_all()? {
             job.last_event_sequence = events.last().map(|e| e.sequence).unwrap_or(0);
-            if !job.state.is_final() {
+            // The `Ended` event is appended before job.json is rewritten: a trainer killed
+            // between the two left a finished job that looks unfinished. Its log has the end.
+            if !job.state.is_final()
+                && let Some(JobEvent {
+                    kind:
+                        EventKind::Ended {
+                            state: end,
+                            error,
+                            adapter_dir,
+                            merged_dir,
+                        },
+                    time_ms,
+                    ..
+                }) = events.last()
+            {
+                job.state = *end;
+                job.error = error.clone();
+                job.adapter_dir = adapter_dir.clone();
+                job.merged_dir = merged_dir.clone();
+                job.end_time_ms = Some(*time_ms);
+                store.save_job(&job)?;
+            }
+            let crash_looping = !job.state.is_final() && job.attempts >= MAX_ATTEMPTS;
+            if !job.state.is_final() && !crash_looping {
                 job.state = JobState::Queued;
                 state.queue.push_back(job.id.clone());
             }
-            state.events.insert(job.id.clone(), events);
-            state.jobs.insert(job.id.clone(), job);
+            let id = job.id.clone();
+            state.events.insert(id.clone(), events);
+            state.jobs.insert(id.clone(), job);
+            if crash_looping {
+                crash_looped.push(id);
+            }
         }
         let inner = Arc::new(Inner {
             store,
@@ -74,6 +116,21 @@ impl JobManager {
             counter: AtomicU64::new(0),
             halt: Arc::new(AtomicBool::new(false)),
         });
+        for id in crash_looped {
+            let error = format!(
+                "the trainer stopped {MAX_ATTEMPTS} times while training this job (out of memory? \
+                 see the trainer's log); failed rather than retried again"
+            );
+            tracing::error!(job_id = %id, "{error}");
+            let end = EventKind::Ended {
+                state: JobState::Failed,
+                error: error.clone(),
+                adapter_dir: None,
+                merged_dir: None,
+            };
+            let mut st = inner.lock();
+            inner.finish(&mut st, &id, JobState::Failed, error, end)?;
+        }
         let worker = Arc::clone(&inner);
         std::thread::Builder::new()
             .name("arf-trainer-worker".into())
@@ -82,8 +139,12 @@ impl JobManager {
         Ok(Self { inner })
     }
 
-    /// Validates, stores and queues a job.
+    /// Validates, stores and queues a job; or returns the job created earlier with the same
+    /// idempotency key.
     pub fn create(&self, mut spec: JobSpec) -> Result<Job, JobError> {
+        if let Some(job) = self.created_with(&spec.request_id) {
+            return Ok(job);
+        }
         validate_spec(&spec)?;
         let id = format!(
             "job-{:013}-{:04}",
@@ -91,6 +152,9 @@ impl JobManager {
             self.inner.counter.fetch_add(1, Ordering::Relaxed) % 10_000
         );
         spec.config.output_dir = self.inner.store.output_dir(&id);
+        // Every job has its folder before its first event, whatever its data: a job over a
+        // server-side JSONL file had none, so its first event failed with INTERNAL.
+        self.inner.store.create_job_dir(&id)?;
         let data_path = match &spec.data {
             JobData::Inline(examples) => self.inner.store.save_examples(&id, examples)?,
             JobData::Jsonl(p) => p.clone(),
@@ -101,6 +165,8 @@ impl JobManager {
             state: JobState::Queued,
             config: spec.config,
             labels: spec.labels,
+            request_id: spec.request_id,
+            attempts: 0,
             data_path,
             step: 0,
             total_steps: 0,
@@ -117,13 +183,29 @@ impl JobManager {
             trace_context: spec.trace_context,
         };
         let mut st = self.lock();
+        // Two calls with one key can pass the first look together: only one job is kept.
+        if let Some(first) = find_by_key(&st, &job.request_id) {
+            drop(st);
+            self.inner.store.remove_job_files(&id);
+            return Ok(first);
+        }
         st.jobs.insert(id.clone(), job);
-        self.inner.record(&mut st, &id, EventKind::Queued)?;
+        if let Err(e) = self.inner.record(&mut st, &id, EventKind::Queued) {
+            // Not stored, so not a job: nothing is left queued that would never run.
+            st.jobs.remove(&id);
+            drop(st);
+            self.inner.store.remove_job_files(&id);
+            return Err(e);
+        }
         st.queue.push_back(id.clone());
         let job = st.jobs[&id].clone();
         drop(st);
         self.inner.wake.notify_all();
         Ok(job)
+    }
+
+    fn created_with(&self, request_id: &str) -> Option<Job> {
+        find_by_key(&self.lock(), request_id)
     }
 
     pub fn get(&self, id: &str) -> Result<Job, JobError> {
@@ -413,6 +495,8 @@ fn worker_loop(inner: Arc<Inner>) {
             };
             job.state = JobState::Running;
             job.start_time_ms.get_or_insert_with(now_ms);
+            // Saved before training starts: a worker that dies (OOM, abort) has used it up.
+            job.attempts += 1;
             let job = job.clone();
             if let Err(e) = inner.store.save_job(&job) {
                 tracing::error!(job_id = %id, "cannot save the job: {e}");
@@ -466,6 +550,13 @@ fn run_job(inner: &Inner, id: &str, job: &Job, cancel: Arc<AtomicBool>) {
         ),
         Ok(Ok(Outcome::Cancelled { .. })) if inner.halt.load(Ordering::SeqCst) => {
             tracing::info!(job_id = %id, "stopped for shutdown; resumes from its last checkpoint on restart");
+            // A clean stop is not a crash: it does not count against the job's attempts.
+            if let Some(job) = st.jobs.get_mut(id) {
+                job.attempts = job.attempts.saturating_sub(1);
+                if let Err(e) = inner.store.save_job(job) {
+                    tracing::error!(job_id = %id, "cannot save the job: {e}");
+                }
+            }
             return;
         }
         Ok(Ok(Outcome::Cancelled { .. })) => (JobState::Cancelled, String::new(), None, None),

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use manager::JobManager;
+pub use manager::{JobManager, MAX_ATTEMPTS};
 pub use validate::validate_spec;
 
 use crate::train::{Example, TrainConfig};
@@ -49,6 +49,8 @@ pub struct JobSpec {
     pub data: JobData,
     pub config: TrainConfig,
     pub labels: BTreeMap<String, String>,
+    /// The client's idempotency key (empty: none).
+    pub request_id: String,
     /// W3C trace context (`traceparent`, ...) of the call that created the job: the training
     /// span links to it.
     pub trace_context: BTreeMap<String, String>,
@@ -62,6 +64,13 @@ pub struct Job {
     pub state: JobState,
     pub config: TrainConfig,
     pub labels: BTreeMap<String, String>,
+    /// The idempotency key it was created with (jobs stored before keys existed have none).
+    #[serde(default)]
+    pub request_id: String,
+    /// Times a worker started training it; a job that keeps killing the trainer is failed
+    /// after [`MAX_ATTEMPTS`](manager::MAX_ATTEMPTS).
+    #[serde(default)]
+    pub attempts: u32,
     /// Where the examples were read from (the inline ones are saved beside the job).
     pub data_path: PathBuf,
     pub step: u64,

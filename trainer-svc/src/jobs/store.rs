@@ -13,6 +13,13 @@ pub struct Store {
     root: PathBuf,
 }
 
+/// Makes a rename in `dir` durable (the directory entry is data too).
+fn sync_dir(dir: &Path) -> Result<(), JobError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| err(dir, e))
+}
+
 fn err(path: &Path, e: impl std::fmt::Display) -> JobError {
     JobError::Storage(format!("{}: {e}", path.display()))
 }
@@ -28,6 +35,11 @@ impl Store {
         self.root.join(id)
     }
 
+    pub fn create_job_dir(&self, id: &str) -> Result<(), JobError> {
+        let dir = self.job_dir(id);
+        std::fs::create_dir_all(&dir).map_err(|e| err(&dir, e))
+    }
+
     pub fn output_dir(&self, id: &str) -> PathBuf {
         self.job_dir(id).join("output")
     }
@@ -37,8 +49,18 @@ impl Store {
         std::fs::create_dir_all(&dir).map_err(|e| err(&dir, e))?;
         let tmp = dir.join("job.json.tmp");
         let text = serde_json::to_string_pretty(job).map_err(|e| err(&tmp, e))?;
-        std::fs::write(&tmp, text).map_err(|e| err(&tmp, e))?;
-        std::fs::rename(&tmp, dir.join("job.json")).map_err(|e| err(&dir, e))
+        // Written, flushed to disk, then renamed, and the rename itself flushed: after a power
+        // cut job.json is the old state or the new one, never an empty file.
+        let mut file = std::fs::File::create(&tmp).map_err(|e| err(&tmp, e))?;
+        file.write_all(text.as_bytes()).map_err(|e| err(&tmp, e))?;
+        file.sync_all().map_err(|e| err(&tmp, e))?;
+        std::fs::rename(&tmp, dir.join("job.json")).map_err(|e| err(&dir, e))?;
+        sync_dir(&dir)
+    }
+
+    /// Deletes what was written for a job that is not kept (a duplicate of an idempotent create).
+    pub fn remove_job_files(&self, id: &str) {
+        let _ = std::fs::remove_dir_all(self.job_dir(id));
     }
 
     pub fn append_event(&self, event: &JobEvent) -> Result<(), JobError> {

@@ -9,16 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::model::frozen::{frozen_matmul, mul_const};
 use crate::rng::Rng;
 
-/// The projections of a Llama block, by their checkpoint names.
-pub const ALL_MODULES: [&str; 7] = [
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
+/// The projections of a Llama block, by their checkpoint names (one list, shared with the
+/// gateway's up-front checks).
+pub use arf_common::bounds::LLAMA_PROJECTIONS as ALL_MODULES;
 
 /// Which layers get adapters, and how big they are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -75,8 +75,11 @@ impl TrainConfig {
     /// Checks the hyperparameters; the error names the offending field.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let bad = |f: &str, m: &str| Err((f.to_string(), m.to_string()));
-        if self.lora.rank == 0 {
-            return bad("hyperparameters.lora.rank", "must be > 0");
+        if self.lora.rank == 0 || self.lora.rank > arf_common::bounds::MAX_LORA_RANK as usize {
+            return bad(
+                "hyperparameters.lora.rank",
+                &format!("must be in 1..={}", arf_common::bounds::MAX_LORA_RANK),
+            );
         }
         if !(self.lora.alpha.is_finite() && self.lora.alpha > 0.0) {
             return bad("hyperparameters.lora.alpha", "must be > 0");

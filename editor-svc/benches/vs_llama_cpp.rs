@@ -1,0 +1,454 @@
+//! The editor against llama.cpp, side by side in one run, on the same GGUF and thread count:
+//! prompts of about 200 and 1,000 tokens, 64 generated tokens, one request and 8 at once,
+//! through the gRPC service and directly through mistral.rs. llama.cpp runs as `llama-bench`
+//! (prompt and decode speed) and `llama-batched-bench` (8 sequences at once), built from the
+//! llama-cpp-python sdist by `scripts/build-llama-bench.sh` when missing.
+//!
+//! Run nothing else meanwhile (2 cores; both sides use every core):
+//!   bash scripts/fetch-model.sh smollm2
+//!   cargo bench --profile dev -p editor-svc --bench vs_llama_cpp
+//! `ARF_BENCH_MODEL` (a GGUF file; default the cached SmolLM2), `ARF_BENCH_RUNS` (rounds per
+//! case, default 2), `ARF_BENCH_PROMPTS` (default "200,1000"), `ARF_BENCH_CONCURRENCY`
+//! (default "1,8"; 1 must come first), `ARF_LLAMA_CPP_BIN` (a folder holding llama-bench and
+//! llama-batched-bench, instead of building them).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use arf_common::client::GrpcChannel;
+use arf_common::client::{ClientOptions, connect_lazy};
+use arf_common::config::ServerArgs;
+use arf_common::server::serve_loopback;
+use arf_proto::service_names::EDITOR;
+use arf_proto::v1::editor_client::EditorClient;
+use arf_proto::v1::{ChatMessage, GenerateRequest, GenerationParams};
+use editor_svc::backend::engine_request;
+use editor_svc::generation::{self, ChatRole, GenerationRequest, Sampling};
+use editor_svc::{EditorConfig, load_editor};
+use futures::future::try_join_all;
+use mistralrs::{Model, ModelDType, TextMessageRole, TextMessages};
+use tonic::service::Routes;
+
+const GENERATED: usize = 64;
+const THREADS: usize = 2;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn model_path() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("ARF_BENCH_MODEL") {
+        return Ok(path.into());
+    }
+    let cache = std::env::var_os("ARF_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/arf")))
+        .context("no HOME: set ARF_BENCH_MODEL")?;
+    let gguf = cache.join("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !gguf.is_file() {
+        bail!(
+            "{} is missing: run `bash scripts/fetch-model.sh smollm2` first (the bench downloads nothing)",
+            gguf.display()
+        );
+    }
+    Ok(gguf)
+}
+
+/// The folder with llama.cpp's two bench binaries; the script builds them once, into a cache.
+fn llama_cpp_bin() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("ARF_LLAMA_CPP_BIN") {
+        return Ok(dir.into());
+    }
+    let script = workspace().join("scripts/build-llama-bench.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .output()
+        .context("running scripts/build-llama-bench.sh")?;
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        bail!("{} failed", script.display());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(PathBuf::from(
+        text.lines().last().unwrap_or_default().trim(),
+    ))
+}
+
+/// Conversations from the TweetSumm corpus, one turn per line.
+fn conversations() -> anyhow::Result<Vec<Vec<String>>> {
+    let path = workspace().join("../shared/data/tweetsumm/train.jsonl");
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    text.lines()
+        .map(|line| {
+            let row: serde_json::Value = serde_json::from_str(line)?;
+            Ok(row["turns"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| {
+                    format!(
+                        "{}: {}",
+                        t["role"].as_str().unwrap_or(""),
+                        t["text"].as_str().unwrap_or("")
+                    )
+                })
+                .collect())
+        })
+        .collect()
+}
+
+const INSTRUCTION: &str =
+    "Retell the customer-service conversations below in detail, turn by turn.";
+
+/// `count` different prompts of at least `target` tokens once templated. Each starts with its
+/// own ticket number, so no prompt shares a prefix with another (mistral.rs caches prefixes).
+async fn prompts(
+    model: &Model,
+    corpus: &[Vec<String>],
+    target: usize,
+    count: usize,
+    first_ticket: usize,
+) -> anyhow::Result<Vec<String>> {
+    let turns: Vec<&String> = corpus.iter().flatten().collect();
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        let ticket = first_ticket + i;
+        let mut text = format!("Ticket {ticket}. {INSTRUCTION}\n");
+        // Start each prompt at a different place in the corpus.
+        for turn in turns.iter().cycle().skip(ticket * 37) {
+            text.push_str(turn);
+            text.push('\n');
+            let messages = TextMessages::new().add_message(TextMessageRole::User, &text);
+            let tokens = model
+                .tokenize(either::Either::Left(messages), None, true, true, None)
+                .await?;
+            if tokens.len() >= target {
+                break;
+            }
+        }
+        out.push(text);
+    }
+    Ok(out)
+}
+
+/// What one case measured on ARF's side, summed over its requests.
+#[derive(Default, Clone, Copy)]
+struct Measured {
+    requests: usize,
+    prompt_tokens: usize,
+    generated: usize,
+    prompt_time: Duration,
+    decode_time: Duration,
+    wall: Duration,
+}
+
+impl Measured {
+    fn prompt_rate(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prompt_time.as_secs_f64()
+    }
+    fn decode_rate(&self) -> f64 {
+        self.generated as f64 / self.decode_time.as_secs_f64()
+    }
+    /// Generated tokens per second of wall time, prompts included: what a revision stage gets.
+    fn throughput(&self) -> f64 {
+        self.generated as f64 / self.wall.as_secs_f64()
+    }
+    fn add(&mut self, other: Measured) {
+        self.requests += other.requests;
+        self.prompt_tokens += other.prompt_tokens;
+        self.generated += other.generated;
+        self.prompt_time += other.prompt_time;
+        self.decode_time += other.decode_time;
+        self.wall += other.wall;
+    }
+}
+
+fn direct_request(prompt: &str) -> GenerationRequest {
+    GenerationRequest {
+        messages: vec![generation::ChatMessage::new(ChatRole::User, prompt)],
+        max_tokens: GENERATED,
+        sampling: Sampling::default(),
+        stop: Vec::new(),
+        json_schema: None,
+    }
+}
+
+fn grpc_request(prompt: &str) -> GenerateRequest {
+    GenerateRequest {
+        messages: vec![ChatMessage {
+            role: "user".into(),
+            content: prompt.into(),
+        }],
+        params: Some(GenerationParams {
+            max_tokens: GENERATED as u32,
+            ..Default::default()
+        }),
+        json_schema: String::new(),
+    }
+}
+
+/// All of `prompts` at once, straight into mistral.rs.
+async fn direct(model: &Model, prompts: &[String]) -> anyhow::Result<Measured> {
+    let started = Instant::now();
+    let responses = try_join_all(
+        prompts
+            .iter()
+            .map(|p| model.send_chat_request(engine_request(direct_request(p)))),
+    )
+    .await?;
+    let mut m = Measured {
+        wall: started.elapsed(),
+        ..Default::default()
+    };
+    for r in responses {
+        m.requests += 1;
+        m.prompt_tokens += r.usage.prompt_tokens;
+        m.generated += r.usage.completion_tokens;
+        m.prompt_time += Duration::from_secs_f32(r.usage.total_prompt_time_sec);
+        m.decode_time += Duration::from_secs_f32(r.usage.total_completion_time_sec);
+    }
+    Ok(m)
+}
+
+/// All of `prompts` at once, through the editor's gRPC API.
+async fn grpc(client: &EditorClient<GrpcChannel>, prompts: &[String]) -> anyhow::Result<Measured> {
+    let started = Instant::now();
+    let responses = try_join_all(prompts.iter().map(|p| {
+        let mut client = client.clone();
+        async move { client.generate(grpc_request(p)).await }
+    }))
+    .await?;
+    let mut m = Measured {
+        wall: started.elapsed(),
+        ..Default::default()
+    };
+    for r in responses {
+        let r = r.into_inner();
+        let (usage, timing) = (r.usage.unwrap_or_default(), r.timing.unwrap_or_default());
+        m.requests += 1;
+        m.prompt_tokens += usage.input_tokens as usize;
+        // The first token comes with the prompt; the rest are the decode.
+        m.generated += usage.output_tokens.saturating_sub(1) as usize;
+        m.prompt_time += Duration::from_secs_f64(timing.time_to_first_token_seconds);
+        m.decode_time +=
+            Duration::from_secs_f64(timing.total_seconds - timing.time_to_first_token_seconds);
+    }
+    Ok(m)
+}
+
+/// Runs one llama.cpp bench under `/usr/bin/time`: its JSON lines and its peak RSS in MiB.
+fn llama(bin: &Path, tool: &str, args: &[String]) -> anyhow::Result<(Vec<serde_json::Value>, f64)> {
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "ARF_PEAK_KIB %M"])
+        .arg(bin.join(tool))
+        .args(args)
+        .output()
+        .with_context(|| format!("running {tool} (needs /usr/bin/time)"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("{tool} failed: {stderr}");
+    }
+    let peak = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("ARF_PEAK_KIB "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0);
+    let rows = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    Ok((rows, peak))
+}
+
+fn field(rows: &[serde_json::Value], key: &str) -> f64 {
+    rows.first()
+        .and_then(|r| r[key].as_f64())
+        .unwrap_or(f64::NAN)
+}
+
+fn vm_hwm_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn row(work: &str, direct: f64, grpc: f64, anchor: f64) {
+    println!(
+        "| {work} | {direct:.1} | {grpc:.1} | {anchor:.1} | {:.2}x |",
+        grpc / anchor
+    );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let runs = env_usize("ARF_BENCH_RUNS", 2).max(1);
+    let list = |name: &str, default: &str| -> Vec<usize> {
+        std::env::var(name)
+            .unwrap_or_else(|_| default.into())
+            .split(',')
+            .filter_map(|v| v.trim().parse().ok())
+            .collect()
+    };
+    let targets = list("ARF_BENCH_PROMPTS", "200,1000");
+    let concurrency_levels = list("ARF_BENCH_CONCURRENCY", "1,8");
+    anyhow::ensure!(
+        concurrency_levels.first() == Some(&1),
+        "ARF_BENCH_CONCURRENCY must start with 1 (the prompt and decode rows)"
+    );
+    let gguf = model_path()?;
+    let bin = llama_cpp_bin()?;
+    let corpus = conversations()?;
+
+    let config = EditorConfig {
+        dtype: ModelDType::F32,
+        ..EditorConfig::new(&gguf)
+    };
+    let service = load_editor(&config).await?;
+    let editor = service.editor().context("the editor did not load")?;
+    let model = editor.backend().model();
+    let args = ServerArgs::local();
+    let routes = Routes::new(service.into_server(args.max_message_bytes));
+    let server = serve_loopback(&args, EDITOR, true, routes).await?;
+    let client = EditorClient::new(connect_lazy(&server.endpoint(), &ClientOptions::default())?);
+
+    // Warm-up: caches, allocations, the first-request paths of both sides.
+    let warm = prompts(model, &corpus, 64, 1, 0).await?;
+    direct(model, &warm).await?;
+    grpc(&client, &warm).await?;
+
+    println!(
+        "model: {}; {GENERATED} generated tokens, greedy; {THREADS} threads; {runs} rounds",
+        gguf.display()
+    );
+    println!("| work | ARF direct | ARF gRPC | llama.cpp | ratio (gRPC / llama.cpp) |");
+    println!("| --- | --- | --- | --- | --- |");
+    let mut ticket = 1;
+    let mut llama_peaks = Vec::new();
+    for &target in &targets {
+        let mut results = Vec::new();
+        for &concurrency in &concurrency_levels {
+            let (mut d, mut g) = (Measured::default(), Measured::default());
+            for round in 0..runs {
+                // Fresh prompts for each side and round: nothing is served from the prefix cache.
+                let a = prompts(model, &corpus, target, concurrency, ticket).await?;
+                let b = prompts(model, &corpus, target, concurrency, ticket + concurrency).await?;
+                ticket += 2 * concurrency;
+                // Alternate which side goes first, so drift hits both alike.
+                if round % 2 == 0 {
+                    d.add(direct(model, &a).await?);
+                    g.add(grpc(&client, &b).await?);
+                } else {
+                    g.add(grpc(&client, &b).await?);
+                    d.add(direct(model, &a).await?);
+                }
+            }
+            eprintln!(
+                "ARF, ~{target}-token prompts, {concurrency} at once: direct {:.1} s, gRPC {:.1} s",
+                d.wall.as_secs_f64(),
+                g.wall.as_secs_f64()
+            );
+            results.push((concurrency, d, g));
+        }
+        let (_, d1, g1) = results[0];
+        let prompt_len = g1.prompt_tokens / g1.requests.max(1);
+
+        let common = |extra: &[&str]| -> Vec<String> {
+            let mut a: Vec<String> = [
+                "-m",
+                &gguf.display().to_string(),
+                "-t",
+                &THREADS.to_string(),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            a.extend(extra.iter().map(|s| s.to_string()));
+            a
+        };
+        let r = runs.to_string();
+        let p = prompt_len.to_string();
+        let n = GENERATED.to_string();
+        let (pp, pp_peak) = llama(
+            &bin,
+            "llama-bench",
+            &common(&["-r", &r, "-p", &p, "-n", "0", "-o", "jsonl"]),
+        )?;
+        let (tg, tg_peak) = llama(
+            &bin,
+            "llama-bench",
+            &common(&["-r", &r, "-p", "0", "-n", &n, "-d", &p, "-o", "jsonl"]),
+        )?;
+        llama_peaks.extend([pp_peak, tg_peak]);
+
+        row(
+            &format!("prompt of {prompt_len} tokens, 1 request: prompt tok/s"),
+            d1.prompt_rate(),
+            g1.prompt_rate(),
+            field(&pp, "avg_ts"),
+        );
+        row(
+            &format!("decode after {prompt_len} tokens, 1 request: tok/s"),
+            d1.decode_rate(),
+            g1.decode_rate(),
+            field(&tg, "avg_ts"),
+        );
+        for &(concurrency, d, g) in &results[1..] {
+            let ctx = ((prompt_len + GENERATED) * concurrency + 256).to_string();
+            let npl = concurrency.to_string();
+            let (batched, b_peak) = llama(
+                &bin,
+                "llama-batched-bench",
+                &common(&[
+                    "-c",
+                    &ctx,
+                    "-npp",
+                    &p,
+                    "-ntg",
+                    &n,
+                    "-npl",
+                    &npl,
+                    "--output-format",
+                    "jsonl",
+                ]),
+            )?;
+            llama_peaks.push(b_peak);
+            // llama-batched-bench: `pl` sequences of `tg` tokens each in `t` seconds, prompts
+            // included: the same measure as ARF's generated tokens over wall time.
+            let batched_throughput = batched
+                .iter()
+                .find(|r| r["pl"].as_u64() == Some(concurrency as u64))
+                .map(|r| {
+                    r["pl"].as_f64().unwrap_or(f64::NAN) * r["tg"].as_f64().unwrap_or(f64::NAN)
+                        / r["t"].as_f64().unwrap_or(f64::NAN)
+                })
+                .unwrap_or(f64::NAN);
+            row(
+                &format!(
+                    "{concurrency} requests of {prompt_len} + {GENERATED} at once: generated tok/s of wall time"
+                ),
+                d.throughput(),
+                g.throughput(),
+                batched_throughput,
+            );
+        }
+    }
+    let llama_peak = llama_peaks.iter().cloned().fold(f64::NAN, f64::max);
+    println!(
+        "| peak RSS, MiB (ARF: the whole bench process; llama.cpp: its largest run) | {:.0} | | {llama_peak:.0} | {:.2}x |",
+        vm_hwm_mib(),
+        vm_hwm_mib() / llama_peak
+    );
+    server.shutdown().await
+}
