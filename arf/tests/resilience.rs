@@ -60,6 +60,7 @@ async fn spawn_gateway(
     port: u16,
     data_dir: &std::path::Path,
     suite: &arf::suite::Suite,
+    extra_args: &[&str],
 ) -> (GatewayProcess, PipelineClient<GrpcChannel>) {
     // `arf gateway`: the gateway server as its own process, as deployed beside the services.
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_arf"))
@@ -73,6 +74,7 @@ async fn spawn_gateway(
             &suite.trainer_endpoint(),
         ])
         .args(["--editor", &suite.editor_endpoints().join(",")])
+        .args(extra_args)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -127,14 +129,14 @@ async fn a_gateway_killed_mid_run_resumes_without_losing_or_redoing_items() {
     // The same run on a gateway process that is killed with SIGKILL halfway through.
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
-    let (process, mut client) = spawn_gateway(port, data.path(), &suite).await;
+    let (process, mut client) = spawn_gateway(port, data.path(), &suite, &[]).await;
     let run = create(&mut client, analyze_and_revise(), rows.clone())
         .await
         .unwrap();
     wait_for_revisions(&mut client, &run.id, 4).await;
     drop(process); // SIGKILL
 
-    let (_process, mut client) = spawn_gateway(port, data.path(), &suite).await;
+    let (_process, mut client) = spawn_gateway(port, data.path(), &suite, &[]).await;
     let events = watch(&mut client, &run.id, 0).await;
     assert_eq!(final_state(&events), Some(pb::RunState::Succeeded));
     let resumed = client
@@ -172,7 +174,11 @@ async fn a_gateway_stopped_during_finetune_leaves_the_job_training() {
     let (suite, _) = suite(services.path()).await;
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
-    let (process, mut client) = spawn_gateway(port, data.path(), &suite).await;
+    // The suite's tiny model as the student base, given by the operator (a flag).
+    let base = arf::suite::tiny_model(services.path()).unwrap();
+    let base = base.display().to_string();
+    let flags = ["--student-base", base.as_str()];
+    let (process, mut client) = spawn_gateway(port, data.path(), &suite, &flags).await;
 
     let mut spec = spec(&[pb::Stage::Analyze, pb::Stage::Revise, pb::Stage::Finetune]);
     let config = spec.config.as_mut().unwrap();
@@ -196,12 +202,24 @@ async fn a_gateway_stopped_during_finetune_leaves_the_job_training() {
         .await
         .unwrap()
         .into_inner();
+    let mut stepped = false;
     while let Some(e) = stream.message().await.unwrap() {
         if let Some(pb::run_event::Kind::Training(t)) = &e.kind
             && matches!(t.kind, Some(pb::job_event::Kind::Step(_)))
         {
+            stepped = true;
             break;
         }
+    }
+    if !stepped {
+        let run = client
+            .get_run(pb::GetRunRequest {
+                run_id: run.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        panic!("the run ended before its job trained: {run:?}");
     }
     let mut process = process;
     let status = std::process::Command::new("kill")
@@ -228,7 +246,7 @@ async fn a_gateway_stopped_during_finetune_leaves_the_job_training() {
         "the shutdown cancelled the job: {job:?}"
     );
 
-    let (_process, mut client) = spawn_gateway(port, data.path(), &suite).await;
+    let (_process, mut client) = spawn_gateway(port, data.path(), &suite, &flags).await;
     let events = watch(&mut client, &run.id, 0).await;
     let run = client
         .get_run(pb::GetRunRequest { run_id: run.id })
