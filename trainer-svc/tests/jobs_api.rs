@@ -122,7 +122,7 @@ async fn bad_requests_name_their_field() {
                     .unwrap()
                     .target_modules = vec!["w_pack".into()]
             }),
-            "hyperparameters.lora.target_modules",
+            "hyperparameters.lora.target_modules[0]",
         ),
         (
             Box::new(|r| r.hyperparameters.as_mut().unwrap().learning_rate = -1.0),
