@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use editor_svc::generation::{ChatMessage, ChatRole, GenerationRequest, Sampling};
 use editor_svc::{EditorConfig, load_editor};
 use mistralrs::ModelDType;
@@ -25,18 +25,10 @@ struct Summary {
 }
 
 fn model_path() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("ARF_BENCH_MODEL") {
-        return Ok(path.into());
+    match std::env::var_os("ARF_BENCH_MODEL") {
+        Some(path) => Ok(path.into()),
+        None => arf_common::models::resolve("smollm2"),
     }
-    let home = std::env::var_os("HOME").context("no HOME: set ARF_BENCH_MODEL")?;
-    let gguf = Path::new(&home).join(".cache/arf/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !gguf.is_file() {
-        bail!(
-            "{} is missing: run `bash scripts/fetch-model.sh smollm2`",
-            gguf.display()
-        );
-    }
-    Ok(gguf)
 }
 
 fn mean_f(scorer: &RougeScorer, pairs: &[(Vec<String>, &str)], kind: RougeType) -> f64 {

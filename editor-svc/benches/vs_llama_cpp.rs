@@ -45,22 +45,13 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// `ARF_BENCH_MODEL`, or the SmolLM2 GGUF in the model cache (an error says how to fetch it:
+/// the bench downloads nothing).
 fn model_path() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("ARF_BENCH_MODEL") {
-        return Ok(path.into());
+    match std::env::var_os("ARF_BENCH_MODEL") {
+        Some(path) => Ok(path.into()),
+        None => arf_common::models::resolve("smollm2"),
     }
-    let cache = std::env::var_os("ARF_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/arf")))
-        .context("no HOME: set ARF_BENCH_MODEL")?;
-    let gguf = cache.join("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !gguf.is_file() {
-        bail!(
-            "{} is missing: run `bash scripts/fetch-model.sh smollm2` first (the bench downloads nothing)",
-            gguf.display()
-        );
-    }
-    Ok(gguf)
 }
 
 /// The folder with llama.cpp's two bench binaries; the script builds them once, into a cache.
@@ -275,15 +266,6 @@ fn field(rows: &[serde_json::Value], key: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn vm_hwm_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
-
 fn row(work: &str, direct: f64, grpc: f64, anchor: f64) {
     println!(
         "| {work} | {direct:.1} | {grpc:.1} | {anchor:.1} | {:.2}x |",
@@ -447,8 +429,8 @@ async fn main() -> anyhow::Result<()> {
     let llama_peak = llama_peaks.iter().cloned().fold(f64::NAN, f64::max);
     println!(
         "| peak RSS, MiB (ARF: the whole bench process; llama.cpp: its largest run) | {:.0} | | {llama_peak:.0} | {:.2}x |",
-        vm_hwm_mib(),
-        vm_hwm_mib() / llama_peak
+        arf_common::process::peak_rss_mib(),
+        arf_common::process::peak_rss_mib() / llama_peak
     );
     server.shutdown().await
 }

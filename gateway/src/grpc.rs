@@ -176,10 +176,10 @@ impl PipelineRpc for PipelineService {
                 "the first message must be the run spec",
             ));
         };
+        let paths = &self.pipeline.client_paths;
         let rows = if spec.dataset_path.is_empty() {
             RowSource::Stream(rows_until_end(inbound))
         } else {
-            let paths = &self.pipeline.client_paths;
             RowSource::File(
                 paths
                     .datasets
@@ -191,7 +191,6 @@ impl PipelineRpc for PipelineService {
             .as_ref()
             .map_or("", |c| &c.student_base_model_dir);
         if !student_base.is_empty() {
-            let paths = &self.pipeline.client_paths;
             paths
                 .models
                 .confine("spec.config.student_base_model_dir", student_base)?;

@@ -174,26 +174,12 @@ fn ours(dir: &Path, batch: usize, seq: usize, rank: usize) -> candle_core::Resul
     Ok((batch * seq * STEPS) as f64 / t.elapsed().as_secs_f64())
 }
 
-/// The SmolLM2 GGUF, when it is here: `ARF_BENCH_MODEL`, or the fetch script's cache.
+/// The SmolLM2 GGUF, when it is here: `ARF_BENCH_MODEL`, or the model cache.
 fn real_model() -> Option<PathBuf> {
-    let path = match std::env::var_os("ARF_BENCH_MODEL") {
-        Some(p) => PathBuf::from(p),
-        None => std::env::var_os("ARF_CACHE")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/arf")))?
-            .join("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-    };
-    path.is_file().then_some(path)
-}
-
-fn vm_hwm_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
+    match std::env::var_os("ARF_BENCH_MODEL") {
+        Some(p) => Some(PathBuf::from(p)).filter(|p| p.is_file()),
+        None => arf_common::models::resolve("smollm2").ok(),
+    }
 }
 
 fn main() {
@@ -205,7 +191,7 @@ fn main() {
         match ours(&dir, batch, seq, rank) {
             Ok(tps) => println!(
                 "{{\"tokens_per_second\": {tps}, \"peak_rss_mib\": {}}}",
-                vm_hwm_mib()
+                arf_common::process::peak_rss_mib()
             ),
             Err(e) => println!("{{\"error\": \"{e}\"}}"),
         }

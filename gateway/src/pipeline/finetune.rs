@@ -132,15 +132,12 @@ async fn train(
             let job = trainer.get_job(&job_id).await?;
             return match pb::JobState::try_from(job.state) {
                 Ok(pb::JobState::Succeeded | pb::JobState::Failed | pb::JobState::Cancelled) => {
-                    settle(
-                        p,
-                        run_id,
-                        student,
-                        &job_id,
-                        job.state,
-                        job.outputs,
-                        &job.error,
-                    )
+                    let end = pb::JobEnded {
+                        state: job.state,
+                        error: job.error,
+                        outputs: job.outputs,
+                    };
+                    settle(p, run_id, student, &job_id, end)
                 }
                 _ => Err(anyhow::anyhow!(
                     "the trainer ended job {job_id}'s event stream before the job ended"
@@ -156,15 +153,7 @@ async fn train(
         p.emit(run_id, Kind::Training(event))?;
         p.store().set_training_event_seq(run_id, student, seq)?;
         if let Some(end) = ended {
-            return settle(
-                p,
-                run_id,
-                student,
-                &job_id,
-                end.state,
-                end.outputs,
-                &end.error,
-            );
+            return settle(p, run_id, student, &job_id, end);
         }
     }
 }
@@ -175,17 +164,15 @@ fn settle(
     run_id: &str,
     student: Student,
     job_id: &str,
-    state: i32,
-    outputs: Option<pb::JobOutputs>,
-    error: &str,
+    end: pb::JobEnded,
 ) -> Result<(), RunError> {
-    match pb::JobState::try_from(state) {
+    match pb::JobState::try_from(end.state) {
         Ok(pb::JobState::Succeeded) => {
-            let merged = outputs.map(|o| o.merged_model_dir).unwrap_or_default();
+            let merged = end.outputs.map(|o| o.merged_model_dir).unwrap_or_default();
             p.store().set_student_model_dir(run_id, student, &merged)?;
             Ok(())
         }
         Ok(pb::JobState::Cancelled) => Err(RunError::Cancelled),
-        _ => Err(anyhow::anyhow!("training job {job_id} failed: {error}").into()),
+        _ => Err(anyhow::anyhow!("training job {job_id} failed: {}", end.error).into()),
     }
 }

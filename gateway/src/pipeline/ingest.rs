@@ -290,7 +290,7 @@ impl Pipeline {
         }
         // QUEUED only now, and only if no CancelRun came meanwhile.
         if self.store().finish_ingest(&run_id)? {
-            self.events.send_modify(|n| *n += 1);
+            self.notify();
             self.start(&run_id);
         }
         Ok(run_id)

@@ -143,9 +143,14 @@ impl Pipeline {
         Ok(ids.len())
     }
 
+    /// Wakes the watchers after a commit that appended an event.
+    fn notify(&self) {
+        self.events.send_modify(|n| *n += 1);
+    }
+
     pub(crate) fn emit(&self, run_id: &str, kind: Kind) -> anyhow::Result<pb::RunEvent> {
         let event = self.store.append_event(run_id, kind)?;
-        self.events.send_modify(|n| *n += 1);
+        self.notify();
         Ok(event)
     }
 
@@ -156,7 +161,7 @@ impl Pipeline {
         error: &str,
     ) -> anyhow::Result<()> {
         self.store.set_run_state(run_id, state, error)?;
-        self.events.send_modify(|n| *n += 1);
+        self.notify();
         Ok(())
     }
 

@@ -29,6 +29,23 @@ struct State {
     shutting_down: bool,
 }
 
+/// A job as its `Ended` event leaves it: its final state, error, outputs and end time.
+fn apply_end(job: &mut Job, end: &EventKind, time_ms: u64) {
+    if let EventKind::Ended {
+        state,
+        error,
+        adapter_dir,
+        merged_dir,
+    } = end
+    {
+        job.state = *state;
+        job.error = error.clone();
+        job.adapter_dir = adapter_dir.clone();
+        job.merged_dir = merged_dir.clone();
+        job.end_time_ms = Some(time_ms);
+    }
+}
+
 /// The job created with this idempotency key, if any (an empty key matches nothing).
 fn find_by_key(st: &State, request_id: &str) -> Option<Job> {
     if request_id.is_empty() {
@@ -76,23 +93,10 @@ impl JobManager {
             // The `Ended` event is appended before job.json is rewritten: a trainer killed
             // between the two left a finished job that looks unfinished. Its log has the end.
             if !job.state.is_final()
-                && let Some(JobEvent {
-                    kind:
-                        EventKind::Ended {
-                            state: end,
-                            error,
-                            adapter_dir,
-                            merged_dir,
-                        },
-                    time_ms,
-                    ..
-                }) = events.last()
+                && let Some(last) = events.last()
+                && matches!(last.kind, EventKind::Ended { .. })
             {
-                job.state = *end;
-                job.error = error.clone();
-                job.adapter_dir = adapter_dir.clone();
-                job.merged_dir = merged_dir.clone();
-                job.end_time_ms = Some(*time_ms);
+                apply_end(&mut job, &last.kind, last.time_ms);
                 store.save_job(&job)?;
             }
             let crash_looping = !job.state.is_final() && job.attempts >= MAX_ATTEMPTS;
@@ -124,12 +128,12 @@ impl JobManager {
             tracing::error!(job_id = %id, "{error}");
             let end = EventKind::Ended {
                 state: JobState::Failed,
-                error: error.clone(),
+                error,
                 adapter_dir: None,
                 merged_dir: None,
             };
             let mut st = inner.lock();
-            inner.finish(&mut st, &id, JobState::Failed, error, end)?;
+            inner.finish(&mut st, &id, end)?;
         }
         let worker = Arc::clone(&inner);
         std::thread::Builder::new()
@@ -255,8 +259,7 @@ impl JobManager {
                     adapter_dir: None,
                     merged_dir: None,
                 };
-                self.inner
-                    .finish(&mut st, id, JobState::Cancelled, String::new(), end)?;
+                self.inner.finish(&mut st, id, end)?;
             }
             JobState::Running => {
                 if let Some(flag) = st.cancel.get(id) {
@@ -387,27 +390,10 @@ impl Inner {
         Ok(())
     }
 
-    fn finish(
-        &self,
-        st: &mut State,
-        id: &str,
-        state: JobState,
-        error: String,
-        end: EventKind,
-    ) -> Result<(), JobError> {
+    /// Ends a job: `end` (an `Ended` event) sets its final state and is recorded.
+    fn finish(&self, st: &mut State, id: &str, end: EventKind) -> Result<(), JobError> {
         if let Some(job) = st.jobs.get_mut(id) {
-            job.state = state;
-            job.error = error;
-            job.end_time_ms = Some(now_ms());
-            if let EventKind::Ended {
-                adapter_dir,
-                merged_dir,
-                ..
-            } = &end
-            {
-                job.adapter_dir = adapter_dir.clone();
-                job.merged_dir = merged_dir.clone();
-            }
+            apply_end(job, &end, now_ms());
         }
         self.record(st, id, end)
     }
@@ -573,11 +559,11 @@ fn run_job(inner: &Inner, id: &str, job: &Job, cancel: Arc<AtomicBool>) {
     }
     let end = EventKind::Ended {
         state,
-        error: error.clone(),
+        error,
         adapter_dir,
         merged_dir,
     };
-    if let Err(e) = inner.finish(&mut st, id, state, error, end) {
+    if let Err(e) = inner.finish(&mut st, id, end) {
         tracing::error!(job_id = %id, "cannot record the end of the job: {e}");
     }
 }
