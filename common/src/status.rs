@@ -50,6 +50,34 @@ fn rand_u64() -> u64 {
     h ^ (h >> 31)
 }
 
+/// The `ErrorInfo` reason of an INTERNAL that is about one item's output, not the server: the
+/// model answered, but not with what the request needs (revision JSON cut off at max_tokens,
+/// ...). A caller fails that item and goes on; any other INTERNAL is a fault of the server.
+pub const UNUSABLE_OUTPUT: &str = "UNUSABLE_OUTPUT";
+const DOMAIN: &str = "arf.v1";
+
+/// INTERNAL with the [`UNUSABLE_OUTPUT`] reason.
+pub fn unusable_output(message: impl Into<String>) -> Status {
+    let message = message.into();
+    Status::with_error_details(
+        Code::Internal,
+        format!("unusable model output: {message}"),
+        ErrorDetails::with_error_info(
+            UNUSABLE_OUTPUT,
+            DOMAIN,
+            std::collections::HashMap::<String, String>::new(),
+        ),
+    )
+}
+
+/// The `ErrorInfo` reason of a status from an ARF service, if it has one.
+pub fn reason(status: &Status) -> Option<String> {
+    status
+        .get_details_error_info()
+        .filter(|i| i.domain == DOMAIN)
+        .map(|i| i.reason)
+}
+
 /// RESOURCE_EXHAUSTED telling the client when to retry (a `RetryInfo`).
 pub fn overloaded(message: impl Into<String>, retry_after: Duration) -> Status {
     Status::with_error_details(
@@ -119,6 +147,9 @@ mod tests {
                 "must not be empty".to_string()
             )]
         );
+        let s = unusable_output("cut off");
+        assert_eq!(reason(&s).as_deref(), Some(UNUSABLE_OUTPUT));
+        assert_eq!(reason(&Status::internal("a bug")), None);
         let s = overloaded("busy", Duration::from_millis(250));
         assert_eq!(retry_after(&s), Some(Duration::from_millis(250)));
     }

@@ -171,9 +171,7 @@ fn to_status(error: EditorError) -> Status {
         EditorError::NotReady => Status::unavailable(
             "the editor's model is still loading; health says SERVING once it is ready",
         ),
-        EditorError::BadOutput(message) => {
-            Status::internal(format!("unusable model output: {message}"))
-        }
+        EditorError::BadOutput(message) => arf_common::status::unusable_output(message),
         EditorError::Engine(message) => Status::internal(format!("generation failed: {message}")),
     }
 }

@@ -78,6 +78,16 @@ pub struct GatewayArgs {
     #[arg(long = "model-root", env = "ARF_MODEL_ROOTS", value_delimiter = ',')]
     pub model_roots: Vec<PathBuf>,
 
+    /// Editor endpoints that a run may name as its `evaluation.student_endpoint` (repeat or
+    /// comma-separate): the gateway calls them with its TLS settings and token. Any other is
+    /// PERMISSION_DENIED.
+    #[arg(
+        long = "student-endpoint",
+        env = "ARF_STUDENT_ENDPOINTS",
+        value_delimiter = ','
+    )]
+    pub student_endpoints: Vec<String>,
+
     /// Any path a client names is read (not a flag: the embedded suite and tests).
     #[arg(skip)]
     pub any_client_path: bool,
@@ -97,6 +107,7 @@ impl GatewayArgs {
         crate::pipeline::ClientPaths {
             datasets: roots(&self.dataset_roots, "--dataset-root"),
             models: roots(&self.model_roots, "--model-root"),
+            student_endpoints: (!self.any_client_path).then(|| self.student_endpoints.clone()),
         }
     }
 
@@ -120,6 +131,7 @@ impl GatewayArgs {
             downstream_timeout_secs: DEFAULT_DOWNSTREAM_TIMEOUT_SECS,
             dataset_roots: Vec::new(),
             model_roots: Vec::new(),
+            student_endpoints: Vec::new(),
             any_client_path: true,
         }
     }

@@ -195,6 +195,17 @@ impl PipelineRpc for PipelineService {
                 .models
                 .confine("spec.config.student_base_model_dir", student_base)?;
         }
+        let student_endpoint = spec
+            .config
+            .as_ref()
+            .and_then(|c| c.evaluation.as_ref())
+            .map_or("", |e| &e.student_endpoint);
+        if !student_endpoint.is_empty() {
+            paths.allow_student_endpoint(
+                "spec.config.evaluation.student_endpoint",
+                student_endpoint,
+            )?;
+        }
         let run_id = self
             .pipeline
             .create_run(spec, rows)

@@ -15,7 +15,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::jobs::{EventKind, Job, JobData, JobError, JobEvent, JobManager, JobSpec, JobState};
+use crate::jobs::{
+    EventKind, Job, JobData, JobError, JobEvent, JobManager, JobSpec, JobState, UploadWriter,
+    check_example,
+};
 use crate::lora::LoraSpec;
 use crate::lora::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use crate::train::{Example, TrainConfig};
@@ -98,6 +101,51 @@ impl Trainer for TrainerService {
             .map_err(|e| Status::internal(format!("create job: {e}")))??;
         tracing::info!(job_id = %job.id, "job queued");
         Ok(Response::new(job_to_pb(&job)))
+    }
+
+    async fn upload_examples(
+        &self,
+        request: Request<tonic::Streaming<pb::UploadExamplesRequest>>,
+    ) -> Result<Response<pb::UploadExamplesResponse>, Status> {
+        let mut chunks = request.into_inner();
+        let mut upload = self.jobs.begin_upload()?;
+        // A broken stream or a bad example leaves nothing nameable behind.
+        loop {
+            let chunk = match chunks.message().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(status) => {
+                    upload.abandon();
+                    return Err(status);
+                }
+            };
+            // Chunks are at most one message: writing one is short blocking work.
+            let written = tokio::task::spawn_blocking(move || {
+                match write_chunk(&mut upload, chunk.examples) {
+                    Ok(()) => Ok(upload),
+                    Err(e) => {
+                        upload.abandon();
+                        Err(e)
+                    }
+                }
+            })
+            .await
+            .map_err(|e| Status::internal(format!("upload: {e}")))?;
+            upload = written?;
+        }
+        if upload.examples() == 0 {
+            upload.abandon();
+            return Err(invalid_field("examples", "at least one example is needed"));
+        }
+        let examples = upload.examples();
+        let upload_id = tokio::task::spawn_blocking(move || upload.finish())
+            .await
+            .map_err(|e| Status::internal(format!("upload: {e}")))??;
+        tracing::info!(%upload_id, examples, "examples uploaded");
+        Ok(Response::new(pb::UploadExamplesResponse {
+            upload_id,
+            examples,
+        }))
     }
 
     async fn get_job(
@@ -247,7 +295,15 @@ impl TrainerService {
         }
         let base = self.models.confine("base_model_dir", &r.base_model_dir)?;
         let data = match r.data {
-            None => return Err(invalid_field("data", "set inline examples or jsonl_path")),
+            None => {
+                return Err(invalid_field(
+                    "data",
+                    "set inline examples, jsonl_path or upload_id",
+                ));
+            }
+            Some(pb::create_job_request::Data::UploadId(id)) => {
+                JobData::Uploaded(self.jobs.finished_upload(&id)?)
+            }
             Some(pb::create_job_request::Data::JsonlPath(p)) if p.trim().is_empty() => {
                 return Err(invalid_field("jsonl_path", "must not be empty"));
             }
@@ -258,7 +314,7 @@ impl TrainerService {
                 i.examples
                     .into_iter()
                     .enumerate()
-                    .map(|(n, e)| example(n, e))
+                    .map(|(n, e)| example(&format!("inline.examples[{n}]"), e))
                     .collect::<Result<_, _>>()?,
             ),
         };
@@ -275,11 +331,24 @@ impl TrainerService {
     }
 }
 
-fn example(n: usize, e: pb::TrainingExample) -> Result<Example, Status> {
-    let conversation = conversation_from_wire(
-        e.conversation,
-        &format!("inline.examples[{n}].conversation"),
-    )?;
+/// Checks and stores one chunk of an upload; errors name the example by its place in the
+/// whole upload (`examples[1234].summary`).
+fn write_chunk(
+    upload: &mut UploadWriter,
+    examples: Vec<pb::TrainingExample>,
+) -> Result<(), Status> {
+    for e in examples {
+        let field = format!("examples[{}]", upload.examples());
+        let example = example(&field, e)?;
+        check_example(&field, &example)?;
+        upload.write(&example)?;
+    }
+    Ok(())
+}
+
+/// `field`: the example's path in the request, for the errors.
+fn example(field: &str, e: pb::TrainingExample) -> Result<Example, Status> {
+    let conversation = conversation_from_wire(e.conversation, &format!("{field}.conversation"))?;
     Ok(Example {
         conversation,
         summary: e.summary,

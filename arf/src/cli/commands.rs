@@ -75,6 +75,7 @@ pub async fn watch(gateway: &GatewayClientArgs, run_id: &str, after: u64) -> any
             }
             Some(pb::run_event::Kind::Training(j)) => format!("training {:?}", j.kind),
             Some(pb::run_event::Kind::Warning(w)) => format!("warning {w}"),
+            Some(pb::run_event::Kind::Waiting(w)) => super::progress::waiting_line(w),
             None => "?".into(),
         };
         println!("{:>6} {what}", e.sequence);

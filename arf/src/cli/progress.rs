@@ -89,7 +89,24 @@ impl RunProgress {
                 row.line, row.field, row.message
             )),
             Some(Kind::Warning(w)) => self.println(&format!("warning: {w}")),
+            Some(Kind::Waiting(w)) => self.println(&waiting_line(w)),
             _ => {}
         }
     }
+}
+
+/// "waiting for the editor: UNAVAILABLE (connection refused), retry 3 in 4 s", or that it
+/// answers again.
+pub fn waiting_line(w: &pb::Waiting) -> String {
+    if w.recovered {
+        return format!("{} answers again after {} retries", w.service, w.attempt);
+    }
+    format!(
+        "waiting for {}: {} ({}), retry {} in {:.0} s",
+        w.service,
+        w.code,
+        w.message,
+        w.attempt,
+        (w.retry_in_ms as f64 / 1000.0).ceil()
+    )
 }

@@ -1,6 +1,6 @@
 //! The analyzer, as the stages call it: one conversation and one summary at a time, in the
-//! run's analyzer options, with a refusal (INVALID_ARGUMENT: too long, empty, ...) told apart
-//! from a failure, because a refusal is about this item and a failure about the analyzer.
+//! run's analyzer options. What its statuses mean for a run (a refusal of this item, an
+//! analyzer to wait for, ...) is `faults`' decision.
 
 use std::collections::HashMap;
 
@@ -8,19 +8,11 @@ use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_common::dataset::{Conversation, conversation_to_wire};
 use arf_proto::v1 as pb;
 use arf_proto::v1::analyzer_client::AnalyzerClient;
-use tonic::{Code, Status};
+use tonic::Status;
 
 #[derive(Clone)]
 pub struct Analyzer {
     client: AnalyzerClient<GrpcChannel>,
-}
-
-/// The analyzer's answer about one summary.
-#[derive(Debug)]
-pub enum Analyzed {
-    Checked(pb::AnalyzeResponse),
-    /// The analyzer refused this summary; the message says why.
-    Refused(String),
 }
 
 impl Analyzer {
@@ -42,20 +34,14 @@ impl Analyzer {
         conversation: &Conversation,
         summary: &str,
         options: Option<pb::AnalyzeOptions>,
-    ) -> Result<Analyzed, Status> {
+    ) -> Result<pb::AnalyzeResponse, Status> {
         let request = pb::AnalyzeRequest {
             request_id: conversation.id.clone(),
             conversation: Some(conversation_to_wire(conversation)),
             summary: summary.to_string(),
             options,
         };
-        match self.client.clone().analyze(request).await {
-            Ok(r) => Ok(Analyzed::Checked(r.into_inner())),
-            Err(s) if s.code() == Code::InvalidArgument => {
-                Ok(Analyzed::Refused(s.message().to_string()))
-            }
-            Err(s) => Err(s),
-        }
+        Ok(self.client.clone().analyze(request).await?.into_inner())
     }
 
     /// What the editor is told to do about each error category (from the analyzer's taxonomy).

@@ -1,8 +1,9 @@
 //! The editor replicas, called by load: power-of-two-choices on the number of calls each
-//! replica has in flight from this gateway, and a retry on another replica (with backoff) when
-//! one answers UNAVAILABLE or RESOURCE_EXHAUSTED, or its connection drops mid-call (CANCELLED
-//! from the transport). Every call the gateway makes to an editor is idempotent, so a retry is
-//! always safe.
+//! replica has in flight from this gateway, and a retry on another replica (with a short
+//! backoff) when one fails in a way `faults` calls transient (UNAVAILABLE, RESOURCE_EXHAUSTED,
+//! a connection dropped mid-call, ...). Every call the gateway makes to an editor is
+//! idempotent, so a retry is always safe. When every replica has failed, the status goes back
+//! to the stage, which waits (`Pipeline::call`) with a longer backoff.
 //!
 //! Not tonic's `balance_list` (it sees every replica as idle, so p2c degrades to random), and
 //! not tower's `Balance` either: it cannot be told to avoid the replica that just failed this
@@ -17,7 +18,9 @@ use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_proto::v1 as pb;
 use arf_proto::v1::editor_client::EditorClient;
 use rand::Rng;
-use tonic::{Code, Status};
+use tonic::Status;
+
+use super::faults::{Fault, classify};
 
 struct Replica {
     endpoint: String,
@@ -76,9 +79,9 @@ impl EditorPool {
         self.replicas.len()
     }
 
-    /// Runs `call` on the least loaded of two random replicas; on UNAVAILABLE,
-    /// RESOURCE_EXHAUSTED or CANCELLED retries on another one after a backoff (the server's
-    /// RetryInfo if it sent one). Other errors are the caller's to handle.
+    /// Runs `call` on the least loaded of two random replicas; on a transient fault retries on
+    /// another one after a backoff (the server's RetryInfo if it sent one). Other errors are
+    /// the caller's to handle.
     pub async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, Status>
     where
         F: FnMut(EditorClient<GrpcChannel>) -> Fut,
@@ -94,12 +97,7 @@ impl EditorPool {
             let result = call(replica.client.clone()).await;
             drop(guard);
             match result {
-                Err(status)
-                    if matches!(
-                        status.code(),
-                        Code::Unavailable | Code::ResourceExhausted | Code::Cancelled
-                    ) =>
-                {
+                Err(status) if classify(&status) == Fault::Transient => {
                     tracing::warn!(endpoint = %replica.endpoint, code = ?status.code(), attempt, "editor replica refused; retrying on another");
                     let backoff = arf_common::status::retry_after(&status)
                         .unwrap_or_else(|| Duration::from_millis(50 << attempt.min(6)));

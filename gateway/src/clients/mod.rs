@@ -4,12 +4,13 @@
 
 mod analyzer;
 mod editors;
+pub mod faults;
 mod trainer;
 
 use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_proto::v1::editor_client::EditorClient;
 
-pub use analyzer::{Analyzed, Analyzer};
+pub use analyzer::Analyzer;
 pub use editors::EditorPool;
 pub use trainer::Trainer;
 

@@ -4,7 +4,32 @@
 use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_proto::v1 as pb;
 use arf_proto::v1::trainer_client::TrainerClient;
+use prost::Message;
 use tonic::{Status, Streaming};
+
+/// The most bytes of examples one upload message carries: far under any message limit.
+pub const UPLOAD_CHUNK_BYTES: usize = 1 << 20;
+
+/// Examples grouped into messages of at most [`UPLOAD_CHUNK_BYTES`] (one larger example goes
+/// alone; the trainer's own limit decides it).
+fn chunk_examples(examples: &[pb::TrainingExample]) -> Vec<pb::UploadExamplesRequest> {
+    let mut chunks = Vec::new();
+    let mut chunk = pb::UploadExamplesRequest::default();
+    let mut bytes = 0;
+    for e in examples {
+        let size = e.encoded_len();
+        if bytes + size > UPLOAD_CHUNK_BYTES && !chunk.examples.is_empty() {
+            chunks.push(std::mem::take(&mut chunk));
+            bytes = 0;
+        }
+        bytes += size;
+        chunk.examples.push(e.clone());
+    }
+    if !chunk.examples.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
+}
 
 #[derive(Clone)]
 pub struct Trainer {
@@ -21,6 +46,23 @@ impl Trainer {
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
         Ok(Self { client })
+    }
+
+    /// Streams `examples` in chunks of at most [`UPLOAD_CHUNK_BYTES`], however many there
+    /// are (one message could carry only as many as its size limit allows); returns the
+    /// upload's id, for `CreateJobRequest.upload_id`.
+    pub async fn upload_examples(
+        &self,
+        examples: &[pb::TrainingExample],
+    ) -> Result<String, Status> {
+        let chunks = chunk_examples(examples);
+        Ok(self
+            .client
+            .clone()
+            .upload_examples(futures::stream::iter(chunks))
+            .await?
+            .into_inner()
+            .upload_id)
     }
 
     /// Returns the new job's id.
@@ -62,5 +104,26 @@ impl Trainer {
             })
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn examples_are_chunked_under_the_limit_and_in_order() {
+        let example = |i: usize| pb::TrainingExample {
+            conversation: None,
+            summary: format!("{i:06}{}", "x".repeat(100_000)),
+        };
+        let examples: Vec<_> = (0..25).map(example).collect();
+        let chunks = chunk_examples(&examples);
+        assert!(chunks.len() >= 3, "{}", chunks.len());
+        for c in &chunks {
+            assert!(c.encoded_len() <= UPLOAD_CHUNK_BYTES + 64);
+        }
+        let flat: Vec<_> = chunks.into_iter().flat_map(|c| c.examples).collect();
+        assert_eq!(flat, examples);
     }
 }

@@ -6,8 +6,8 @@ use pb::run_event::Kind;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::waiting::ANALYZER;
 use super::{Pipeline, RunError, item_trace};
-use crate::clients::Analyzed;
 use crate::store::{AnalysisOutcome, ItemRecord};
 
 const BATCH: usize = 128;
@@ -45,19 +45,22 @@ async fn analyze_item(
         item.trace_parent.as_deref(),
     );
     let answer = p
-        .clients
-        .analyzer
-        .analyze(
-            &item.conversation,
-            &item.teacher_summary,
-            config.analyzer.clone(),
-        )
-        .instrument(span.clone())
+        .call(run_id, token, ANALYZER, || {
+            p.clients
+                .analyzer
+                .analyze(
+                    &item.conversation,
+                    &item.teacher_summary,
+                    config.analyzer.clone(),
+                )
+                .instrument(span.clone())
+        })
         .await?;
     let analysis = match answer {
-        Analyzed::Checked(a) => a,
+        Ok(a) => a,
         // The analyzer refuses this item (too long, ...): record why; it will not be trained on.
-        Analyzed::Refused(why) => {
+        Err(refusal) => {
+            let why = format!("{}: {}", refusal.code(), refusal.message());
             p.warn(
                 run_id,
                 format!("the analyzer refused {id}'s summary: {why}"),
@@ -73,17 +76,19 @@ async fn analyze_item(
             }
         }
     };
-    p.store()
-        .save_analysis(run_id, &id, &analysis, &item_trace::traceparent(&span))?;
     let outcome = AnalysisOutcome::of(&analysis).as_str();
-    p.emit(
+    let event = Kind::Item(pb::ItemProgress {
+        conversation_id: id.clone(),
+        stage: pb::Stage::Analyze as i32,
+        outcome: outcome.into(),
+        findings: analysis.findings.len() as u32,
+    });
+    p.saved(p.store().save_analysis(
         run_id,
-        Kind::Item(pb::ItemProgress {
-            conversation_id: id,
-            stage: pb::Stage::Analyze as i32,
-            outcome: outcome.into(),
-            findings: analysis.findings.len() as u32,
-        }),
-    )?;
+        &id,
+        &analysis,
+        &item_trace::traceparent(&span),
+        event,
+    )?);
     Ok(())
 }

@@ -14,8 +14,8 @@ use rougers::{RougeScorer, RougeType};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::waiting::{ANALYZER, STUDENT};
 use super::{Pipeline, RunError, finetune, item_trace, summarize_request};
-use crate::clients::Analyzed;
 use crate::store::evaluation::{Evaluation, Rouge, ScoredSummary};
 use crate::store::{ItemRecord, Student};
 
@@ -134,6 +134,8 @@ async fn evaluate_item(
     );
     let scoring = Scoring {
         p,
+        run_id,
+        token,
         config,
         judge: evaluation.judge,
         scorer,
@@ -155,7 +157,7 @@ async fn evaluate_item(
     let teacher = ScoredSummary {
         categories: categories(item.analysis.as_ref()),
         rouge: scoring.rouge(&teacher_summary),
-        judge: scoring.judge(&teacher_summary).await,
+        judge: scoring.judge(&teacher_summary).await?,
         summary: teacher_summary,
         ..Default::default()
     };
@@ -167,22 +169,21 @@ async fn evaluate_item(
         unrevised,
         base,
     };
-    p.store().save_evaluation(run_id, &id, &result)?;
-    p.emit(
-        run_id,
-        Kind::Item(pb::ItemProgress {
-            conversation_id: id,
-            stage: pb::Stage::Evaluate as i32,
-            outcome: "evaluated".into(),
-            findings,
-        }),
-    )?;
+    let event = Kind::Item(pb::ItemProgress {
+        conversation_id: id.clone(),
+        stage: pb::Stage::Evaluate as i32,
+        outcome: "evaluated".into(),
+        findings,
+    });
+    p.saved(p.store().save_evaluation(run_id, &id, &result, event)?);
     Ok(())
 }
 
 /// What scoring one item's summaries needs.
 struct Scoring<'a> {
     p: &'a Pipeline,
+    run_id: &'a str,
+    token: &'a CancellationToken,
     config: &'a pb::RunConfig,
     judge: bool,
     scorer: &'a RougeScorer,
@@ -190,24 +191,37 @@ struct Scoring<'a> {
     span: &'a tracing::Span,
 }
 
-/// One model's summary of the item, scored.
+/// One model's summary of the item, scored. A model that refuses the conversation (longer than
+/// its context, ...) scores as failed: the item is evaluated, the run goes on.
 async fn summarize(
-    mut model: EditorClient<GrpcChannel>,
+    model: EditorClient<GrpcChannel>,
     s: &Scoring<'_>,
 ) -> Result<ScoredSummary, RunError> {
     let request = summarize_request(&s.item.conversation, s.config);
-    let generated = model
-        .generate(request)
-        .instrument(s.span.clone())
-        .await?
-        .into_inner();
+    let generated =
+        s.p.call(s.run_id, s.token, STUDENT, || {
+            let (mut model, request) = (model.clone(), request.clone());
+            async move { model.generate(request).await.map(|r| r.into_inner()) }
+                .instrument(s.span.clone())
+        })
+        .await?;
+    let generated = match generated {
+        Ok(g) => g,
+        Err(refusal) => {
+            tracing::warn!(parent: s.span, code = ?refusal.code(), error = %refusal.message(), "the model refused to summarize");
+            return Ok(ScoredSummary {
+                failed: true,
+                ..Default::default()
+            });
+        }
+    };
     let summary = generated.text.trim().to_string();
     let analysis = s.analyze(&summary).await?;
     Ok(ScoredSummary {
         categories: categories(analysis.as_ref()),
         failed: analysis.is_none(),
         rouge: s.rouge(&summary),
-        judge: s.judge(&summary).await,
+        judge: s.judge(&summary).await?,
         output_tokens: generated.usage.map_or(0, |u| u.output_tokens),
         summary,
     })
@@ -219,21 +233,21 @@ impl Scoring<'_> {
         if summary.is_empty() {
             return Ok(None);
         }
-        match self
+        let answer = self
             .p
-            .clients
-            .analyzer
-            .analyze(
-                &self.item.conversation,
-                summary,
-                self.config.analyzer.clone(),
-            )
-            .instrument(self.span.clone())
-            .await?
-        {
-            Analyzed::Checked(a) => Ok(Some(a)),
-            Analyzed::Refused(_) => Ok(None),
-        }
+            .call(self.run_id, self.token, ANALYZER, || {
+                self.p
+                    .clients
+                    .analyzer
+                    .analyze(
+                        &self.item.conversation,
+                        summary,
+                        self.config.analyzer.clone(),
+                    )
+                    .instrument(self.span.clone())
+            })
+            .await?;
+        Ok(answer.ok())
     }
 
     fn rouge(&self, summary: &str) -> Option<Rouge> {
@@ -249,23 +263,26 @@ impl Scoring<'_> {
         })
     }
 
-    /// The judge's rating, when the run asks for one; a judge that cannot rate leaves it
+    /// The judge's rating, when the run asks for one; a judge that refuses to rate leaves it
     /// missing (reported as such) rather than failing the item.
-    async fn judge(&self, summary: &str) -> Option<u8> {
-        if !self.judge {
-            return None;
+    async fn judge(&self, summary: &str) -> Result<Option<u8>, RunError> {
+        if !self.judge || summary.is_empty() {
+            return Ok(None);
         }
         let rating = self
             .p
-            .clients
-            .analyzer
-            .rate(&self.item.conversation, summary)
-            .instrument(self.span.clone())
-            .await;
-        rating.unwrap_or_else(|s| {
+            .call(self.run_id, self.token, ANALYZER, || {
+                self.p
+                    .clients
+                    .analyzer
+                    .rate(&self.item.conversation, summary)
+                    .instrument(self.span.clone())
+            })
+            .await?;
+        Ok(rating.unwrap_or_else(|s| {
             tracing::warn!(parent: self.span, code = ?s.code(), error = %s.message(), "no rating");
             None
-        })
+        }))
     }
 }
 

@@ -6,10 +6,11 @@
 
 use arf_common::dataset::{Conversation, conversation_to_wire};
 use arf_proto::v1 as pb;
-use pb::run_event::Kind;
 use tokio_util::sync::CancellationToken;
 
+use super::waiting::TRAINER;
 use super::{Pipeline, RunError};
+use crate::clients::faults::{Fault, classify};
 use crate::store::Student;
 use crate::store::Unimproved;
 
@@ -79,7 +80,7 @@ async fn train(
             )
             .into());
         }
-        let examples = pairs
+        let examples: Vec<pb::TrainingExample> = pairs
             .into_iter()
             .map(|(conversation, summary)| pb::TrainingExample {
                 conversation: Some(conversation_to_wire(&conversation)),
@@ -88,9 +89,7 @@ async fn train(
             .collect();
         let request = pb::CreateJobRequest {
             base_model_dir: student_base(p, config)?,
-            data: Some(pb::create_job_request::Data::Inline(pb::InlineExamples {
-                examples,
-            })),
+            data: None, // the upload, below
             hyperparameters: config.training.clone(),
             display_name: format!("{run_id} {} student", student.model().card_name()),
             export_merged: true,
@@ -106,55 +105,114 @@ async fn train(
             // stored asks again on resume, with the same key, and gets the same job.
             request_id: format!("{run_id}/{}", student.model().card_name()),
         };
-        let job_id = trainer.create_job(request).await?;
+        // The examples are streamed (a refined dataset can outgrow one message), then named by
+        // the job; a retry uploads again, since an upload serves one job.
+        let created = p
+            .call(run_id, token, TRAINER, || {
+                let mut request = request.clone();
+                let examples = &examples;
+                async move {
+                    let upload = trainer.upload_examples(examples).await?;
+                    request.data = Some(pb::create_job_request::Data::UploadId(upload));
+                    trainer.create_job(request).await
+                }
+            })
+            .await?;
+        let job_id = created.map_err(|s| {
+            anyhow::anyhow!(
+                "the trainer refused the training job: {}: {}",
+                s.code(),
+                s.message()
+            )
+        })?;
         p.store().set_training_job(run_id, student, &job_id)?;
         job_id
     } else {
         run.job_id(student).to_string()
     };
+    follow(p, run_id, student, &job_id, token).await
+}
 
-    let after = p.store().training_event_seq(run_id, student)?;
-    let mut events = trainer.watch(&job_id, after).await?;
+/// Relays the job's events into the run's log until the job ends, through trainer restarts:
+/// a broken or ended stream is watched again from the last event relayed.
+async fn follow(
+    p: &Pipeline,
+    run_id: &str,
+    student: Student,
+    job_id: &str,
+    token: &CancellationToken,
+) -> Result<(), RunError> {
+    let trainer = &p.clients.trainer;
+    let refused = |what: &str, s: tonic::Status| -> RunError {
+        anyhow::anyhow!("{what} job {job_id}: {}: {}", s.code(), s.message()).into()
+    };
     loop {
-        let event = tokio::select! {
-            e = events.message() => e?,
-            () = token.cancelled() => {
-                // A shutdown (deploy, node drain) is not the user's cancel: the job trains on,
-                // and the restarted gateway follows it from the stored sequence.
-                p.check(token)?;
-                let _ = trainer.cancel(&job_id).await;
-                return Err(RunError::Cancelled);
-            }
-        };
-        let Some(event) = event else {
-            // The stream ends at once when the stored sequence is already past the job's
-            // `Ended` (a gateway stopped after relaying it, before recording the student).
-            let job = trainer.get_job(&job_id).await?;
-            return match pb::JobState::try_from(job.state) {
-                Ok(pb::JobState::Succeeded | pb::JobState::Failed | pb::JobState::Cancelled) => {
-                    let end = pb::JobEnded {
-                        state: job.state,
-                        error: job.error,
-                        outputs: job.outputs,
-                    };
-                    settle(p, run_id, student, &job_id, end)
+        let after = p.store().training_event_seq(run_id, student)?;
+        let mut events = p
+            .call(run_id, token, TRAINER, || trainer.watch(job_id, after))
+            .await?
+            .map_err(|s| refused("the trainer cannot watch", s))?;
+        loop {
+            let event = tokio::select! {
+                e = events.message() => e,
+                () = token.cancelled() => {
+                    // A shutdown (deploy, node drain) is not the user's cancel: the job trains
+                    // on, and the restarted gateway follows it from the stored sequence.
+                    p.check(token)?;
+                    let _ = trainer.cancel(job_id).await;
+                    return Err(RunError::Cancelled);
                 }
-                _ => Err(anyhow::anyhow!(
-                    "the trainer ended job {job_id}'s event stream before the job ended"
-                )
-                .into()),
             };
-        };
-        let seq = event.sequence;
-        let ended = match &event.kind {
-            Some(pb::job_event::Kind::Ended(end)) => Some(end.clone()),
-            _ => None,
-        };
-        p.emit(run_id, Kind::Training(event))?;
-        p.store().set_training_event_seq(run_id, student, seq)?;
-        if let Some(end) = ended {
-            return settle(p, run_id, student, &job_id, end);
+            match event {
+                Ok(Some(event)) => {
+                    let ended = match &event.kind {
+                        Some(pb::job_event::Kind::Ended(end)) => Some(end.clone()),
+                        _ => None,
+                    };
+                    p.saved(p.store().relay_training_event(run_id, student, event)?);
+                    if let Some(end) = ended {
+                        return settle(p, run_id, student, job_id, end);
+                    }
+                }
+                // The stream ends at once when the stored sequence is already past the job's
+                // `Ended` (a gateway stopped after relaying it, before recording the student),
+                // and early when the trainer shuts down.
+                Ok(None) => {
+                    let job = p
+                        .call(run_id, token, TRAINER, || trainer.get_job(job_id))
+                        .await?
+                        .map_err(|s| refused("the trainer cannot read", s))?;
+                    if let Some(end) = ended(&job) {
+                        return settle(p, run_id, student, job_id, end);
+                    }
+                    break;
+                }
+                Err(s) if classify(&s) == Fault::Transient => {
+                    tracing::warn!(run_id, job_id, code = ?s.code(), error = %s.message(), "the training job's event stream broke; watching again");
+                    break;
+                }
+                Err(s) => return Err(refused("the trainer's event stream failed for", s)),
+            }
         }
+        // Not in a tight loop if the trainer keeps closing streams while it stops.
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            () = token.cancelled() => p.check(token)?,
+        }
+    }
+}
+
+/// The job's end, if it has ended.
+fn ended(job: &pb::Job) -> Option<pb::JobEnded> {
+    match pb::JobState::try_from(job.state) {
+        Ok(pb::JobState::Succeeded | pb::JobState::Failed | pb::JobState::Cancelled) => {
+            Some(pb::JobEnded {
+                state: job.state,
+                error: job.error.clone(),
+                outputs: job.outputs.clone(),
+            })
+        }
+        _ => None,
     }
 }
 

@@ -3,6 +3,8 @@
 //! Editor endpoint (the gateway's `--teacher`, or the editor replicas), asked exactly as the
 //! student will be asked (the one summarization prompt), greedily. Each summary is committed
 //! with its token counts and time, so a restarted run asks only for the ones still missing.
+//! A row the teacher refuses (too long for its context, ...) or summarizes as nothing is
+//! recorded as failed, with why, and the later stages skip it.
 
 use std::time::Instant;
 
@@ -11,6 +13,7 @@ use pb::run_event::Kind;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::waiting::TEACHER;
 use super::{Pipeline, RunError, item_trace, summarize_request};
 use crate::store::{ItemRecord, TeacherUsage};
 
@@ -46,33 +49,51 @@ async fn generate_item(
     let request = summarize_request(&item.conversation, config);
     let started = Instant::now();
     let teacher = p.clients.teacher.as_ref().unwrap_or(&p.clients.editors);
-    let answer = teacher.generate(&request).instrument(span.clone()).await?;
+    let answer = p
+        .call(run_id, token, TEACHER, || {
+            teacher.generate(&request).instrument(span.clone())
+        })
+        .await?;
+    let failed = |why: String| -> Result<(), RunError> {
+        p.warn(
+            run_id,
+            format!("the teacher could not summarize {id}: {why}"),
+        )?;
+        let event = Kind::Item(pb::ItemProgress {
+            conversation_id: id.clone(),
+            stage: pb::Stage::Generate as i32,
+            outcome: "failed".into(),
+            findings: 0,
+        });
+        p.saved(p.store().fail_generation(run_id, &id, &why, event)?);
+        Ok(())
+    };
+    let answer = match answer {
+        Ok(a) => a,
+        Err(refusal) => return failed(format!("{}: {}", refusal.code(), refusal.message())),
+    };
     let summary = answer.text.trim();
     if summary.is_empty() {
-        return Err(
-            anyhow::anyhow!("the teacher wrote an empty summary of conversation {id:?}").into(),
-        );
+        return failed("it wrote an empty summary".into());
     }
     let usage = TeacherUsage {
         input_tokens: answer.usage.as_ref().map_or(0, |u| u.input_tokens),
         output_tokens: answer.usage.as_ref().map_or(0, |u| u.output_tokens),
         millis: started.elapsed().as_millis() as u64,
     };
-    p.store().save_generated_summary(
+    let event = Kind::Item(pb::ItemProgress {
+        conversation_id: id.clone(),
+        stage: pb::Stage::Generate as i32,
+        outcome: "generated".into(),
+        findings: 0,
+    });
+    p.saved(p.store().save_generated_summary(
         run_id,
         &id,
         summary,
         &usage,
         &item_trace::traceparent(&span),
-    )?;
-    p.emit(
-        run_id,
-        Kind::Item(pb::ItemProgress {
-            conversation_id: id,
-            stage: pb::Stage::Generate as i32,
-            outcome: "generated".into(),
-            findings: 0,
-        }),
-    )?;
+        event,
+    )?);
     Ok(())
 }

@@ -4,15 +4,21 @@
 //! | file | reads | writes | one item fails (the run goes on) | the run stops |
 //! | --- | --- | --- | --- | --- |
 //! | `ingest.rs` | the spec and rows (stream or file) | run, items, bad rows | a bad row (skipped, or fatal by policy) | a bad spec |
-//! | `generate.rs` | items without a summary | the teacher's summary, its cost | - | the teacher fails |
+//! | `generate.rs` | items without a summary | the teacher's summary, its cost | the teacher refuses it, or writes nothing | the teacher fails |
 //! | `analyze.rs` | every summary | its analysis | the analyzer refuses it (a warning) | the analyzer fails |
-//! | `revise.rs` | flagged training items | a `RevisionOutcome`, the revision | the editor refuses it (a warning) | no editor answers |
+//! | `revise.rs` | flagged training items | a `RevisionOutcome`, the revision | the editor refuses it (a warning) | the editor fails |
 //! | `finetune.rs` | the refined pairs | trainer job ids, merged students | - | the job fails |
-//! | `evaluate.rs` | held-out items | an `Evaluation` per item | a summary the analyzer refuses is scored as failed | a student cannot be served or called |
+//! | `evaluate.rs` | held-out items | an `Evaluation` per item | a model or the analyzer refuses it (scored as failed) | a student cannot be served |
+//!
+//! "Refuses" and "fails" are decided by one policy (`clients::faults`): a refusal is
+//! INVALID_ARGUMENT (or a call that keeps missing its deadline); a failure is a status no retry
+//! can mend (a wrong token, a bug there). A service that is down or overloaded neither fails the
+//! item nor the run: `waiting.rs` calls it again with backoff, and the run's events say so.
 //!
 //! Every step reads what is still pending from the store and commits each item's result as
 //! soon as it has it, so a gateway killed at any point resumes where it was: no item lost,
-//! none revised twice. Events are committed before they are announced.
+//! none revised twice. An item's result and its event are one commit, made before the event
+//! is announced.
 //!
 //! The gateway's domain *is* the Pipeline API, so configuration and events stay in their
 //! `arf.v1` form here (prost messages). The stages call the other services through
@@ -26,6 +32,7 @@ mod generate;
 mod ingest;
 mod item_trace;
 mod revise;
+mod waiting;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -48,6 +55,8 @@ pub struct Pipeline {
     /// Bumped after every committed event: watchers wake and read the store.
     events: watch::Sender<u64>,
     running: Mutex<HashMap<String, CancellationToken>>,
+    /// Services each run is waiting for, so the events announce each retry level once.
+    waits: waiting::Waits,
     shutdown: CancellationToken,
     /// Where reports and exports are written.
     pub data_dir: PathBuf,
@@ -59,13 +68,34 @@ pub struct Pipeline {
     pub client_paths: ClientPaths,
 }
 
-/// The folders under which a client may name files on the gateway's machine.
+/// What a client may name: files on the gateway's machine under these folders, and only these
+/// student endpoints.
 #[derive(Debug, Clone)]
 pub struct ClientPaths {
     /// `spec.dataset_path`.
     pub datasets: arf_common::paths::PathRoots,
     /// `config.student_base_model_dir` (read by the trainer, which confines it again).
     pub models: arf_common::paths::PathRoots,
+    /// `config.evaluation.student_endpoint`: the gateway calls it with its own token, so a
+    /// client must not point it anywhere. `None`: any (the embedded suite).
+    pub student_endpoints: Option<Vec<String>>,
+}
+
+impl ClientPaths {
+    /// PERMISSION_DENIED unless the operator listed `endpoint` (`--student-endpoint`).
+    pub fn allow_student_endpoint(&self, field: &str, endpoint: &str) -> Result<(), tonic::Status> {
+        let Some(allowed) = &self.student_endpoints else {
+            return Ok(());
+        };
+        let norm = |e: &str| e.trim().trim_end_matches('/').to_ascii_lowercase();
+        if allowed.iter().any(|a| norm(a) == norm(endpoint)) {
+            return Ok(());
+        }
+        Err(tonic::Status::permission_denied(format!(
+            "{field}: this gateway calls only the student endpoints its operator lists \
+             (--student-endpoint); {endpoint:?} is not one of them"
+        )))
+    }
 }
 
 /// Puts a model (a merged student directory, or a base model) behind an Editor, for Evaluate.
@@ -87,12 +117,6 @@ pub enum RunError {
     Failed(#[from] anyhow::Error),
 }
 
-impl From<tonic::Status> for RunError {
-    fn from(s: tonic::Status) -> Self {
-        RunError::Failed(anyhow::anyhow!("{}: {}", s.code(), s.message()))
-    }
-}
-
 /// Why a run left INGESTING by a previous process is failed at start-up.
 pub const INTERRUPTED_INGEST: &str = "the gateway stopped before the dataset's last row was stored, so the run never started: create it again";
 
@@ -111,6 +135,7 @@ impl Pipeline {
             clients,
             events: watch::channel(0).0,
             running: Mutex::new(HashMap::new()),
+            waits: waiting::Waits::default(),
             shutdown,
             data_dir,
             default_student_base,
@@ -146,6 +171,13 @@ impl Pipeline {
     /// Wakes the watchers after a commit that appended an event.
     fn notify(&self) {
         self.events.send_modify(|n| *n += 1);
+    }
+
+    /// Wakes the watchers when a store call committed an event with its change.
+    pub(crate) fn saved(&self, event: Option<pb::RunEvent>) {
+        if event.is_some() {
+            self.notify();
+        }
     }
 
     pub(crate) fn emit(&self, run_id: &str, kind: Kind) -> anyhow::Result<pb::RunEvent> {
@@ -208,6 +240,7 @@ impl Pipeline {
             if let Err(e) = recorded {
                 tracing::error!(run_id = %run_id, error = %e, "cannot record the end of the run");
             }
+            this.waits.forget_run(&run_id);
             this.running
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -334,7 +367,11 @@ pub fn stages(config: &pb::RunConfig) -> Vec<pb::Stage> {
 /// bars. Finetune counts steps, not items: its progress comes from the training job's events.
 pub fn stage_progress(counts: &pb::RunCounts, stage: pb::Stage) -> pb::StageProgress {
     let (total, done, failed) = match stage {
-        pb::Stage::Generate => (counts.without_summary, counts.generated, 0),
+        pb::Stage::Generate => (
+            counts.without_summary,
+            counts.generated,
+            counts.generation_failed,
+        ),
         pb::Stage::Analyze => (counts.rows, counts.analyzed, counts.analysis_failed),
         pb::Stage::Revise => (
             counts.rows - counts.held_out,

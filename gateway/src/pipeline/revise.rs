@@ -15,8 +15,8 @@ use pb::run_event::Kind;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::waiting::{ANALYZER, EDITOR};
 use super::{Pipeline, RunError, item_trace};
-use crate::clients::Analyzed;
 use crate::store::{ItemRecord, RevisionOutcome};
 
 const BATCH: usize = 64;
@@ -26,28 +26,25 @@ const DEFAULT_ROUNDS: u32 = 2;
 const MAX_FINDINGS: usize = 12;
 const RETRY_TEMPERATURE: f32 = 0.7;
 
-/// Errors that say the editor could not be reached, not that this item is at fault.
-fn is_transport(status: &tonic::Status) -> bool {
-    use tonic::Code::*;
-    matches!(
-        status.code(),
-        Unavailable
-            | ResourceExhausted
-            | Cancelled
-            | Unauthenticated
-            | PermissionDenied
-            | Unimplemented
-            | Unknown
-    )
-}
-
 pub async fn run(
     p: &Pipeline,
     run_id: &str,
     config: &pb::RunConfig,
     token: &CancellationToken,
 ) -> Result<(), RunError> {
-    let instructions = Arc::new(p.clients.analyzer.revision_instructions().await?);
+    let instructions = p
+        .call(run_id, token, ANALYZER, || {
+            p.clients.analyzer.revision_instructions()
+        })
+        .await?
+        .map_err(|s| {
+            anyhow::anyhow!(
+                "the analyzer gave no taxonomy: {}: {}",
+                s.code(),
+                s.message()
+            )
+        })?;
+    let instructions = Arc::new(instructions);
     // Enough calls in flight to keep every replica busy, and no more (the replicas shed the rest).
     let concurrency = (p.clients.editors.replica_count() * 4).max(2);
     p.drain_pending(
@@ -75,18 +72,17 @@ async fn revise_item(
                 rounds: u32,
                 revised: Option<&pb::AnalyzeResponse>|
      -> Result<(), RunError> {
-        p.store()
-            .save_revision(run_id, &id, outcome, summary, rounds, revised)?;
         let findings = revised.map_or(analysis.findings.len(), |r| r.findings.len()) as u32;
-        p.emit(
-            run_id,
-            Kind::Item(pb::ItemProgress {
-                conversation_id: id.clone(),
-                stage: pb::Stage::Revise as i32,
-                outcome: outcome.as_str().into(),
-                findings,
-            }),
-        )?;
+        let event = Kind::Item(pb::ItemProgress {
+            conversation_id: id.clone(),
+            stage: pb::Stage::Revise as i32,
+            outcome: outcome.as_str().into(),
+            findings,
+        });
+        p.saved(
+            p.store()
+                .save_revision(run_id, &id, outcome, summary, rounds, revised, event)?,
+        );
         Ok(())
     };
     if !analysis.detector_failures.is_empty() {
@@ -126,17 +122,15 @@ async fn revise_item(
             params: Some(params),
         };
         let revised = p
-            .clients
-            .editors
-            .revise(&request)
-            .instrument(span.clone())
-            .await;
+            .call(run_id, token, EDITOR, || {
+                p.clients.editors.revise(&request).instrument(span.clone())
+            })
+            .await?;
         let revised = match revised {
             Ok(r) => r,
             // Refused or unusable for this item (too long for the context, output that does not
-            // parse, ...): the item fails, the run goes on. Only an editor that cannot be
-            // reached at all (after retries on every replica) stops the run, to resume later.
-            Err(s) if !is_transport(&s) => {
+            // parse, ...): the item fails, the run goes on.
+            Err(s) => {
                 p.warn(
                     run_id,
                     format!(
@@ -147,22 +141,23 @@ async fn revise_item(
                 )?;
                 return done(RevisionOutcome::Failed, None, round, None);
             }
-            Err(s) => return Err(s.into()),
         };
-        let recheck = match p
-            .clients
-            .analyzer
-            .analyze(
-                &item.conversation,
-                &revised.revised_summary,
-                config.analyzer.clone(),
-            )
-            .instrument(span.clone())
-            .await?
-        {
-            Analyzed::Checked(r) => r,
+        let recheck = p
+            .call(run_id, token, ANALYZER, || {
+                p.clients
+                    .analyzer
+                    .analyze(
+                        &item.conversation,
+                        &revised.revised_summary,
+                        config.analyzer.clone(),
+                    )
+                    .instrument(span.clone())
+            })
+            .await?;
+        let recheck = match recheck {
+            Ok(r) => r,
             // An empty or oversized revision is simply not better.
-            Analyzed::Refused(_) => continue,
+            Err(_) => continue,
         };
         if is_better(config.acceptance(), &analysis, &recheck) {
             return done(

@@ -1,15 +1,19 @@
 //! Items: one conversation of a run with its teacher summary, and its result per stage.
 //! Every `save_*` only fills a result that is still empty, so a stage that runs twice for the
-//! same item (after a restart) cannot record it twice.
+//! same item (after a restart) cannot record it twice; and it appends the item's event in the
+//! same transaction, so a watcher never sees a result without its event (or the reverse), and
+//! a result saved once has one event.
 
 use anyhow::Context as _;
 use arf_common::dataset::Conversation;
 use arf_proto::v1 as pb;
+use pb::run_event::Kind;
 use prost::Message;
 use rusqlite::params;
 
 use super::Store;
 use super::evaluation::Evaluation;
+use super::events::append_in;
 use super::outcome::{RevisionOutcome, Unimproved};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,7 +202,28 @@ impl Store {
         run_id: &str,
         limit: usize,
     ) -> anyhow::Result<Vec<ItemRecord>> {
-        self.select_items(run_id, "teacher_summary = ''", limit)
+        self.select_items(
+            run_id,
+            "teacher_summary = '' AND generation_error IS NULL",
+            limit,
+        )
+    }
+
+    /// Records that the teacher could not summarize the item: the later stages skip it.
+    pub fn fail_generation(
+        &self,
+        run_id: &str,
+        conversation_id: &str,
+        error: &str,
+        event: Kind,
+    ) -> anyhow::Result<Option<pb::RunEvent>> {
+        self.update_with_event(
+            run_id,
+            "UPDATE items SET generation_error = ?3 \
+             WHERE run_id = ?1 AND conversation_id = ?2 AND teacher_summary = '' AND generation_error IS NULL",
+            params![run_id, conversation_id, error],
+            event,
+        )
     }
 
     /// Records the summary the teacher wrote, and what it cost.
@@ -209,13 +234,34 @@ impl Store {
         summary: &str,
         usage: &TeacherUsage,
         trace_parent: &str,
-    ) -> anyhow::Result<()> {
-        self.conn().execute(
+        event: Kind,
+    ) -> anyhow::Result<Option<pb::RunEvent>> {
+        self.update_with_event(
+            run_id,
             "UPDATE items SET teacher_summary = ?3, teacher_input_tokens = ?4, teacher_output_tokens = ?5, teacher_ms = ?6, \
              trace_parent = ?7 WHERE run_id = ?1 AND conversation_id = ?2 AND teacher_summary = ''",
             params![run_id, conversation_id, summary, usage.input_tokens, usage.output_tokens, usage.millis, trace_parent],
-        )?;
-        Ok(())
+            event,
+        )
+    }
+
+    /// Runs one UPDATE of an item's result and, when it changed the item (its result was still
+    /// empty), appends `event`, in one transaction.
+    fn update_with_event(
+        &self,
+        run_id: &str,
+        sql: &str,
+        params: impl rusqlite::Params,
+        event: Kind,
+    ) -> anyhow::Result<Option<pb::RunEvent>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let event = match tx.execute(sql, params)? {
+            0 => None,
+            _ => Some(append_in(&tx, run_id, event)?),
+        };
+        tx.commit()?;
+        Ok(event)
     }
 
     /// What the Generate stage cost over the whole run: summaries written and their usage.
@@ -239,8 +285,10 @@ impl Store {
         conversation_id: &str,
         analysis: &pb::AnalyzeResponse,
         trace_parent: &str,
-    ) -> anyhow::Result<()> {
-        self.conn().execute(
+        event: Kind,
+    ) -> anyhow::Result<Option<pb::RunEvent>> {
+        self.update_with_event(
+            run_id,
             "UPDATE items SET analysis = ?3, flagged = ?4, trace_parent = ?5, analysis_failed = ?6 \
              WHERE run_id = ?1 AND conversation_id = ?2 AND analysis IS NULL",
             params![
@@ -251,8 +299,8 @@ impl Store {
                 trace_parent,
                 !analysis.detector_failures.is_empty()
             ],
-        )?;
-        Ok(())
+            event,
+        )
     }
 
     /// Training items whose teacher summary was analyzed and has no revision outcome yet.
@@ -272,13 +320,15 @@ impl Store {
         final_summary: Option<&str>,
         rounds: u32,
         revised_analysis: Option<&pb::AnalyzeResponse>,
-    ) -> anyhow::Result<()> {
-        self.conn().execute(
+        event: Kind,
+    ) -> anyhow::Result<Option<pb::RunEvent>> {
+        self.update_with_event(
+            run_id,
             "UPDATE items SET revision_outcome = ?3, final_summary = ?4, revision_rounds = ?5, revised_analysis = ?6 \
              WHERE run_id = ?1 AND conversation_id = ?2 AND revision_outcome IS NULL",
             params![run_id, conversation_id, outcome.as_str(), final_summary, rounds, revised_analysis.map(|a| a.encode_to_vec())],
-        )?;
-        Ok(())
+            event,
+        )
     }
 
     /// The refined training pairs: accepted revisions, clean teacher summaries, and, when the
@@ -346,7 +396,11 @@ impl Store {
         run_id: &str,
         limit: usize,
     ) -> anyhow::Result<Vec<ItemRecord>> {
-        self.select_items(run_id, "split = 'holdout' AND evaluation IS NULL", limit)
+        self.select_items(
+            run_id,
+            "split = 'holdout' AND evaluation IS NULL AND teacher_summary != ''",
+            limit,
+        )
     }
 
     pub fn save_evaluation(
@@ -354,12 +408,14 @@ impl Store {
         run_id: &str,
         conversation_id: &str,
         evaluation: &Evaluation,
-    ) -> anyhow::Result<()> {
-        self.conn().execute(
+        event: Kind,
+    ) -> anyhow::Result<Option<pb::RunEvent>> {
+        self.update_with_event(
+            run_id,
             "UPDATE items SET evaluation = ?3 WHERE run_id = ?1 AND conversation_id = ?2 AND evaluation IS NULL",
             params![run_id, conversation_id, serde_json::to_string(evaluation)?],
-        )?;
-        Ok(())
+            event,
+        )
     }
 
     /// The run's counts; `unimproved` (the run's policy) decides which items are training examples.
@@ -382,7 +438,8 @@ impl Store {
                     COALESCE(SUM(split = 'train' AND revision_outcome IN ({trained})), 0),
                     COUNT(revision_outcome),
                     COALESCE(SUM(analysis_failed), 0),
-                    COALESCE(SUM(revision_outcome IN ({failed})), 0)
+                    COALESCE(SUM(revision_outcome IN ({failed})), 0),
+                    COUNT(generation_error)
              FROM items WHERE run_id = ?1"
         );
         let counts = conn.query_row(&sql, [run_id], |r| {
@@ -400,6 +457,7 @@ impl Store {
                 revise_done: r.get(10)?,
                 analysis_failed: r.get(11)?,
                 revisions_failed: r.get(12)?,
+                generation_failed: r.get(13)?,
                 bad_rows: 0,
             })
         })?;

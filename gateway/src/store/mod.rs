@@ -77,7 +77,7 @@ CREATE TABLE IF NOT EXISTS events (
 
 /// Changes to the schema above, in order; `PRAGMA user_version` records how many a database has
 /// had, so a database written by an older gateway is brought up to date at start-up.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     // 1: teacher summaries written by the Generate stage; the unrevised student.
     "ALTER TABLE items ADD COLUMN needs_summary INTEGER NOT NULL DEFAULT 0;  -- arrived without one
      ALTER TABLE items ADD COLUMN teacher_input_tokens INTEGER;             -- set by Generate
@@ -88,6 +88,8 @@ const MIGRATIONS: [&str; 2] = [
      ALTER TABLE runs ADD COLUMN baseline_event_seq INTEGER NOT NULL DEFAULT 0;",
     // 2: failed analyses counted per stage (items analyzed before it count as not failed).
     "ALTER TABLE items ADD COLUMN analysis_failed INTEGER NOT NULL DEFAULT 0;",
+    // 3: rows the teacher could not summarize (why), which the later stages skip.
+    "ALTER TABLE items ADD COLUMN generation_error TEXT;",
 ];
 
 impl Store {

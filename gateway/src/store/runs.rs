@@ -197,15 +197,29 @@ impl Store {
         Ok(self.conn().query_row(&sql, [id], |r| r.get(0))?)
     }
 
-    pub fn set_training_event_seq(
+    /// Relays one of the training job's events into the run's log and records its sequence,
+    /// in one transaction: an event is relayed once, however the gateway stops. `None`: it
+    /// was relayed before.
+    pub fn relay_training_event(
         &self,
         id: &str,
         student: Student,
-        seq: u64,
-    ) -> anyhow::Result<()> {
-        let sql = format!("UPDATE runs SET {} = ?2 WHERE id = ?1", student.columns().2);
-        self.conn().execute(&sql, params![id, seq])?;
-        Ok(())
+        event: pb::JobEvent,
+    ) -> anyhow::Result<Option<pb::RunEvent>> {
+        let column = student.columns().2;
+        let sql = format!("UPDATE runs SET {column} = ?2 WHERE id = ?1 AND {column} < ?2");
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let relayed = match tx.execute(&sql, params![id, event.sequence])? {
+            0 => None,
+            _ => Some(super::events::append_in(
+                &tx,
+                id,
+                pb::run_event::Kind::Training(event),
+            )?),
+        };
+        tx.commit()?;
+        Ok(relayed)
     }
 
     pub fn set_student_model_dir(

@@ -10,6 +10,7 @@ use candle_core::Device;
 use tokio::sync::watch;
 
 use super::store::Store;
+use super::uploads::{UploadWriter, Uploads};
 use super::{
     EventKind, Job, JobData, JobError, JobEvent, JobSpec, JobState, now_ms, validate_spec,
 };
@@ -59,6 +60,7 @@ fn find_by_key(st: &State, request_id: &str) -> Option<Job> {
 
 struct Inner {
     store: Store,
+    uploads: Uploads,
     state: Mutex<State>,
     wake: Condvar,
     /// Bumped on every event of any job: watchers wait on it, then read what is new.
@@ -112,6 +114,7 @@ impl JobManager {
             }
         }
         let inner = Arc::new(Inner {
+            uploads: Uploads::open(state_dir)?,
             store,
             state: Mutex::new(state),
             wake: Condvar::new(),
@@ -147,6 +150,10 @@ impl JobManager {
     /// idempotency key.
     pub fn create(&self, mut spec: JobSpec) -> Result<Job, JobError> {
         if let Some(job) = self.created_with(&spec.request_id) {
+            // The client asked again with a fresh upload: the job has its examples already.
+            if let JobData::Uploaded(upload) = &spec.data {
+                let _ = std::fs::remove_file(upload);
+            }
             return Ok(job);
         }
         validate_spec(&spec)?;
@@ -162,6 +169,7 @@ impl JobManager {
         let data_path = match &spec.data {
             JobData::Inline(examples) => self.inner.store.save_examples(&id, examples)?,
             JobData::Jsonl(p) => p.clone(),
+            JobData::Uploaded(upload) => self.inner.store.claim_upload(&id, upload)?,
         };
         let job = Job {
             id: id.clone(),
@@ -206,6 +214,16 @@ impl JobManager {
         drop(st);
         self.inner.wake.notify_all();
         Ok(job)
+    }
+
+    /// Starts receiving an upload of examples.
+    pub fn begin_upload(&self) -> Result<UploadWriter, JobError> {
+        self.inner.uploads.begin()
+    }
+
+    /// The file of the finished upload `id`, for a CreateJob that names it.
+    pub fn finished_upload(&self, id: &str) -> Result<PathBuf, JobError> {
+        self.inner.uploads.finished(id)
     }
 
     fn created_with(&self, request_id: &str) -> Option<Job> {

@@ -3,6 +3,7 @@
 
 mod manager;
 mod store;
+mod uploads;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -11,7 +12,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use manager::{JobManager, MAX_ATTEMPTS};
-pub use validate::validate_spec;
+pub use uploads::UploadWriter;
+pub use validate::{check_example, validate_spec};
 
 use crate::train::{Example, TrainConfig};
 
@@ -40,6 +42,8 @@ pub enum JobData {
     Inline(Vec<Example>),
     /// A JSONL file on the trainer's machine.
     Jsonl(PathBuf),
+    /// A finished upload (its file): the job takes it over.
+    Uploaded(PathBuf),
 }
 
 /// What a client asks for. `config.output_dir` is chosen by the manager.

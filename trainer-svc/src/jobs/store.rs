@@ -14,7 +14,7 @@ pub struct Store {
 }
 
 /// Makes a rename in `dir` durable (the directory entry is data too).
-fn sync_dir(dir: &Path) -> Result<(), JobError> {
+pub(super) fn sync_dir(dir: &Path) -> Result<(), JobError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| err(dir, e))
@@ -22,6 +22,17 @@ fn sync_dir(dir: &Path) -> Result<(), JobError> {
 
 fn err(path: &Path, e: impl std::fmt::Display) -> JobError {
     JobError::Storage(format!("{}: {e}", path.display()))
+}
+
+/// One example as a line of a job's examples file (the dataset's JSONL row format).
+pub(super) fn example_line(e: &Example) -> serde_json::Result<String> {
+    serde_json::to_string(&Record {
+        conversation: e.conversation.clone(),
+        summary: Some(e.summary.clone()),
+        references: Vec::new(),
+        labels: Vec::new(),
+        injections: Vec::new(),
+    })
 }
 
 impl Store {
@@ -77,20 +88,26 @@ impl Store {
     pub fn save_examples(&self, id: &str, examples: &[Example]) -> Result<PathBuf, JobError> {
         let dir = self.job_dir(id);
         std::fs::create_dir_all(&dir).map_err(|e| err(&dir, e))?;
-        let path = dir.join("examples.jsonl");
+        let path = self.examples_path(id);
         let mut text = String::new();
         for e in examples {
-            let record = Record {
-                conversation: e.conversation.clone(),
-                summary: Some(e.summary.clone()),
-                references: Vec::new(),
-                labels: Vec::new(),
-                injections: Vec::new(),
-            };
-            text.push_str(&serde_json::to_string(&record).map_err(|e| err(&path, e))?);
+            text.push_str(&example_line(e).map_err(|e| err(&path, e))?);
             text.push('\n');
         }
         std::fs::write(&path, text).map_err(|e| err(&path, e))?;
+        Ok(path)
+    }
+
+    /// Where a job's own copy of its examples is (inline or uploaded ones).
+    pub fn examples_path(&self, id: &str) -> PathBuf {
+        self.job_dir(id).join("examples.jsonl")
+    }
+
+    /// Moves a finished upload into the job's folder: the job owns it from now on.
+    pub fn claim_upload(&self, id: &str, upload: &Path) -> Result<PathBuf, JobError> {
+        let path = self.examples_path(id);
+        std::fs::rename(upload, &path).map_err(|e| err(&path, e))?;
+        sync_dir(&self.job_dir(id))?;
         Ok(path)
     }
 

@@ -10,6 +10,20 @@ fn invalid(field: &str, message: impl Into<String>) -> JobError {
     }
 }
 
+/// What every example must have, wherever it comes from; `field` is its path in the request.
+pub fn check_example(field: &str, e: &crate::train::Example) -> Result<(), JobError> {
+    if e.summary.trim().is_empty() {
+        return Err(invalid(&format!("{field}.summary"), "must not be empty"));
+    }
+    if e.conversation.turns.is_empty() {
+        return Err(invalid(
+            &format!("{field}.conversation.turns"),
+            "must not be empty",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks files, the model, the data and the hyperparameters; the error names the field.
 pub fn validate_spec(spec: &JobSpec) -> Result<(), JobError> {
     let cfg = &spec.config;
@@ -35,20 +49,11 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), JobError> {
                 return Err(invalid("inline.examples", "at least one example is needed"));
             }
             for (i, e) in examples.iter().enumerate() {
-                if e.summary.trim().is_empty() {
-                    return Err(invalid(
-                        &format!("inline.examples[{i}].summary"),
-                        "must not be empty",
-                    ));
-                }
-                if e.conversation.turns.is_empty() {
-                    return Err(invalid(
-                        &format!("inline.examples[{i}].conversation.turns"),
-                        "must not be empty",
-                    ));
-                }
+                check_example(&format!("inline.examples[{i}]"), e)?;
             }
         }
+        // Checked example by example as it arrived; the file is the trainer's own.
+        JobData::Uploaded(_) => {}
         JobData::Jsonl(path) => {
             if !path.is_file() {
                 return Err(invalid(

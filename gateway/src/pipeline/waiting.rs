@@ -1,0 +1,210 @@
+//! Every call a stage makes to another service goes through [`Pipeline::call`]: the status is
+//! judged by the one policy in `clients::faults`, a service that is down is waited for with
+//! backoff while the run stays RUNNING, and the run's events say so ("waiting for the editor:
+//! UNAVAILABLE, retry 3 in 4 s"), once per retry level however many items are waiting, and once
+//! more when the service answers again.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use arf_proto::v1 as pb;
+use pb::run_event::Kind;
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use super::{Pipeline, RunError};
+use crate::clients::faults::{Fault, SLOW_ATTEMPTS, classify};
+
+/// The services, as the events name them.
+pub(crate) const ANALYZER: &str = "the analyzer";
+pub(crate) const EDITOR: &str = "the editor";
+pub(crate) const TEACHER: &str = "the teacher";
+pub(crate) const TRAINER: &str = "the trainer";
+pub(crate) const STUDENT: &str = "the student";
+
+/// The longest pause between two tries.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Per run and service: the highest retry already announced in the run's events (0: none, the
+/// service is answering).
+#[derive(Default)]
+pub(crate) struct Waits(Mutex<HashMap<(String, &'static str), u32>>);
+
+impl Waits {
+    /// Whether retry `attempt` is the first of its level for this run and service.
+    fn announce(&self, run_id: &str, service: &'static str, attempt: u32) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let announced = map.entry((run_id.to_string(), service)).or_default();
+        let first = attempt > *announced;
+        *announced = (*announced).max(attempt);
+        first
+    }
+
+    /// The retries announced before the service answered again (0: it was not waited for).
+    fn recovered(&self, run_id: &str, service: &'static str) -> u32 {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&(run_id.to_string(), service)).unwrap_or(0)
+    }
+
+    pub(crate) fn forget_run(&self, run_id: &str) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|(run, _), _| run != run_id);
+    }
+}
+
+/// The pause before retry `attempt` (from 1): doubling from half a second to
+/// [`MAX_BACKOFF`], with a fifth of jitter so that waiting items do not call back in lockstep.
+fn backoff(attempt: u32) -> Duration {
+    let base = FIRST_BACKOFF
+        .saturating_mul(1 << attempt.saturating_sub(1).min(10))
+        .min(MAX_BACKOFF);
+    base.mul_f64(rand::rng().random_range(0.8..1.2))
+}
+
+impl Pipeline {
+    /// Calls `service` (named for the events: "the editor", ...) until it answers, or until the
+    /// fault policy says to stop. `Ok(Ok(answer))`; `Ok(Err(status))`: the service refused this
+    /// item, or kept timing out on it, and the caller fails the item; `Err`: the run stops.
+    pub(crate) async fn call<T, F, Fut>(
+        &self,
+        run_id: &str,
+        token: &CancellationToken,
+        service: &'static str,
+        mut call: F,
+    ) -> Result<Result<T, Status>, RunError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let mut attempt = 0u32;
+        let mut timeouts = 0u32;
+        loop {
+            self.check(token)?;
+            let status = match call().await {
+                Ok(answer) => {
+                    self.answered(run_id, service)?;
+                    return Ok(Ok(answer));
+                }
+                Err(status) => status,
+            };
+            match classify(&status) {
+                Fault::ItemRejected => return Ok(Err(status)),
+                Fault::Fatal => {
+                    return Err(anyhow::anyhow!(
+                        "{service} failed: {}: {}",
+                        status.code(),
+                        status.message()
+                    )
+                    .into());
+                }
+                Fault::Slow if timeouts + 1 >= SLOW_ATTEMPTS => return Ok(Err(status)),
+                Fault::Slow | Fault::Transient => {
+                    timeouts += u32::from(status.code() == tonic::Code::DeadlineExceeded);
+                    attempt += 1;
+                    let delay = arf_common::status::retry_after(&status)
+                        .unwrap_or_else(|| backoff(attempt));
+                    self.waiting(run_id, service, &status, attempt, delay)?;
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = token.cancelled() => return Err(self.stopped(token)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Why the run stops now that its token fired.
+    fn stopped(&self, token: &CancellationToken) -> RunError {
+        self.check(token).err().unwrap_or(RunError::Cancelled)
+    }
+
+    fn waiting(
+        &self,
+        run_id: &str,
+        service: &'static str,
+        status: &Status,
+        attempt: u32,
+        delay: Duration,
+    ) -> anyhow::Result<()> {
+        tracing::warn!(run_id, service, code = ?status.code(), error = %status.message(), attempt, delay_ms = delay.as_millis() as u64, "waiting for a service");
+        if self.waits.announce(run_id, service, attempt) {
+            self.emit(
+                run_id,
+                Kind::Waiting(pb::Waiting {
+                    service: service.into(),
+                    code: code_name(status.code()).into(),
+                    message: status.message().into(),
+                    attempt,
+                    retry_in_ms: delay.as_millis() as u64,
+                    recovered: false,
+                }),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn answered(&self, run_id: &str, service: &'static str) -> anyhow::Result<()> {
+        let retries = self.waits.recovered(run_id, service);
+        if retries > 0 {
+            tracing::info!(run_id, service, retries, "the service answers again");
+            self.emit(
+                run_id,
+                Kind::Waiting(pb::Waiting {
+                    service: service.into(),
+                    attempt: retries,
+                    recovered: true,
+                    ..Default::default()
+                }),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The code as gRPC spells it ("UNAVAILABLE"), for events that scripts read.
+fn code_name(code: tonic::Code) -> String {
+    let spaced = format!("{code:?}");
+    let mut name = String::new();
+    for (i, c) in spaced.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        assert!(backoff(1) <= Duration::from_millis(600));
+        assert!(backoff(3) >= Duration::from_millis(1600));
+        assert!(backoff(40) <= MAX_BACKOFF.mul_f64(1.2));
+        assert_eq!(
+            code_name(tonic::Code::DeadlineExceeded),
+            "DEADLINE_EXCEEDED"
+        );
+        assert_eq!(code_name(tonic::Code::Unavailable), "UNAVAILABLE");
+    }
+
+    #[test]
+    fn each_retry_level_is_announced_once_per_run_and_service() {
+        let waits = Waits::default();
+        assert!(waits.announce("r", "the editor", 1));
+        assert!(
+            !waits.announce("r", "the editor", 1),
+            "a second waiting item"
+        );
+        assert!(waits.announce("r", "the analyzer", 1));
+        assert!(waits.announce("r", "the editor", 2));
+        assert_eq!(waits.recovered("r", "the editor"), 2);
+        assert_eq!(waits.recovered("r", "the editor"), 0);
+    }
+}
