@@ -335,3 +335,65 @@ async fn a_dataset_file_is_streamed_and_a_bad_row_partway_aborts_the_upload() {
     );
     suite.shutdown().await.unwrap();
 }
+
+/// Detector and category names are checked against the analyzer's taxonomy at CreateRun: an
+/// unknown one is INVALID_ARGUMENT with its path, before any row is read (it used to fail
+/// every item, hours later). Known ones pass.
+#[tokio::test]
+async fn unknown_detector_or_category_names_are_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let (suite, mut client) = suite(dir.path()).await;
+    let taxonomy = arf_proto::v1::analyzer_client::AnalyzerClient::new(
+        arf_common::client::connect_lazy(
+            &suite.analyzer_endpoint(),
+            &arf_common::client::ClientOptions::default(),
+        )
+        .unwrap(),
+    )
+    .get_taxonomy(pb::GetTaxonomyRequest {})
+    .await
+    .unwrap()
+    .into_inner();
+    let with = |options: pb::AnalyzeOptions| {
+        let mut s = spec(&[pb::Stage::Analyze]);
+        s.config.as_mut().unwrap().analyzer = Some(options);
+        s
+    };
+    let known = pb::AnalyzeOptions {
+        detectors: vec![taxonomy.detectors[0].clone()],
+        categories: vec![taxonomy.categories[0].id.clone()],
+        ..Default::default()
+    };
+    for (options, field) in [
+        (
+            pb::AnalyzeOptions {
+                detectors: vec![taxonomy.detectors[0].clone(), "no_such_detector".into()],
+                ..Default::default()
+            },
+            "spec.config.analyzer.detectors[1]",
+        ),
+        (
+            pb::AnalyzeOptions {
+                categories: vec!["no_such_category".into()],
+                ..known.clone()
+            },
+            "spec.config.analyzer.categories[0]",
+        ),
+    ] {
+        let refused = create(&mut client, with(options), sample_rows())
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+        assert_eq!(
+            arf_common::status::field_violations(&refused)[0].0,
+            field,
+            "{refused:?}"
+        );
+    }
+    let run = create(&mut client, with(known), sample_rows())
+        .await
+        .unwrap();
+    let events = watch(&mut client, &run.id, 0).await;
+    assert_eq!(final_state(&events), Some(pb::RunState::Succeeded));
+    suite.shutdown().await.unwrap();
+}

@@ -60,6 +60,15 @@ pub struct GatewayArgs {
     #[arg(long, env = "ARF_DOWNSTREAM_TLS_CA")]
     pub downstream_tls_ca: Option<PathBuf>,
 
+    /// PEM client certificate the gateway presents to the other services, for mutual TLS
+    /// (with --downstream-tls-key).
+    #[arg(long, env = "ARF_DOWNSTREAM_TLS_CERT", requires = "downstream_tls_key")]
+    pub downstream_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --downstream-tls-cert.
+    #[arg(long, env = "ARF_DOWNSTREAM_TLS_KEY", requires = "downstream_tls_cert")]
+    pub downstream_tls_key: Option<PathBuf>,
+
     /// Deadline of one call to another service, in seconds (a revision by a 70B model is slow).
     #[arg(long, env = "ARF_DOWNSTREAM_TIMEOUT_SECS", default_value_t = DEFAULT_DOWNSTREAM_TIMEOUT_SECS)]
     pub downstream_timeout_secs: u64,
@@ -128,6 +137,8 @@ impl GatewayArgs {
             student_base: None,
             downstream_token: None,
             downstream_tls_ca: None,
+            downstream_tls_cert: None,
+            downstream_tls_key: None,
             downstream_timeout_secs: DEFAULT_DOWNSTREAM_TIMEOUT_SECS,
             dataset_roots: Vec::new(),
             model_roots: Vec::new(),
@@ -139,6 +150,10 @@ impl GatewayArgs {
     pub fn client_options(&self) -> ClientOptions {
         ClientOptions {
             tls_ca: self.downstream_tls_ca.clone(),
+            tls_identity: self
+                .downstream_tls_cert
+                .clone()
+                .zip(self.downstream_tls_key.clone()),
             auth_token: self.downstream_token.clone(),
             default_timeout: Some(Duration::from_secs(self.downstream_timeout_secs)),
             ..Default::default()
@@ -154,5 +169,36 @@ impl GatewayArgs {
             trainer: self.trainer.clone(),
         };
         Clients::connect(&endpoints, self.client_options(), max_message_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    }
+
+    /// The client certificate for mutual TLS reaches the options every downstream client (the
+    /// students a run names included) is built from; half of the pair is refused.
+    #[test]
+    fn a_downstream_client_certificate_comes_with_its_key() {
+        let cli = Cli::try_parse_from([
+            "gateway",
+            "--downstream-tls-cert",
+            "client.pem",
+            "--downstream-tls-key",
+            "client.key",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.gateway.client_options().tls_identity,
+            Some((PathBuf::from("client.pem"), PathBuf::from("client.key")))
+        );
+        assert!(Cli::try_parse_from(["gateway", "--downstream-tls-cert", "client.pem"]).is_err());
     }
 }

@@ -206,6 +206,9 @@ impl PipelineRpc for PipelineService {
                 student_endpoint,
             )?;
         }
+        self.pipeline
+            .check_analyzer_names(spec.config.as_ref().and_then(|c| c.analyzer.as_ref()))
+            .await?;
         let run_id = self
             .pipeline
             .create_run(spec, rows)

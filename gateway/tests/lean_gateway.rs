@@ -375,3 +375,69 @@ async fn a_dataset_path_outside_the_roots_is_denied() {
     assert_eq!(run.counts.unwrap().rows, 1);
     server.shutdown().await.unwrap();
 }
+
+/// A run may name as its student only an endpoint the operator listed (`--student-endpoint`):
+/// the gateway calls it with its own token and TLS settings. Any other is PERMISSION_DENIED,
+/// before a row is read.
+#[tokio::test]
+async fn a_student_endpoint_off_the_allow_list_is_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    let unreachable = "http://127.0.0.1:9".to_string();
+    let args = GatewayArgs {
+        student_endpoints: vec!["http://students.arf.svc:50052".into()],
+        any_client_path: false,
+        ..GatewayArgs::local(
+            dir.path().to_path_buf(),
+            unreachable.clone(),
+            vec![unreachable.clone()],
+            unreachable,
+        )
+    };
+    let (_, routes) =
+        gateway::server::build(&args, 4 << 20, None, CancellationToken::new()).unwrap();
+    let server = serve_loopback(&ServerArgs::local(), PIPELINE, true, routes)
+        .await
+        .unwrap();
+    let mut client =
+        PipelineClient::new(connect_lazy(&server.endpoint(), &ClientOptions::default()).unwrap());
+    let naming = |endpoint: &str| {
+        let config = pb::RunConfig {
+            stages: vec![pb::Stage::Evaluate as i32],
+            evaluation: Some(pb::EvaluationConfig {
+                student_endpoint: endpoint.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let row = pb::CreateRunRequest {
+            part: Some(pb::create_run_request::Part::Row(row())),
+        };
+        let end = pb::CreateRunRequest {
+            part: Some(pb::create_run_request::Part::End(pb::DatasetEnd {
+                rows: 1,
+            })),
+        };
+        futures::stream::iter([spec(config), row, end])
+    };
+    for endpoint in [
+        "http://169.254.169.254:80",
+        "http://students.arf.svc:50052.evil",
+    ] {
+        let denied = client.create_run(naming(endpoint)).await.unwrap_err();
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+        assert!(
+            denied
+                .message()
+                .contains("spec.config.evaluation.student_endpoint"),
+            "{}",
+            denied.message()
+        );
+    }
+    let allowed = client
+        .create_run(naming("http://students.arf.svc:50052/"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(allowed.counts.unwrap().rows, 1);
+    server.shutdown().await.unwrap();
+}

@@ -536,3 +536,141 @@ async fn a_job_that_keeps_killing_the_trainer_is_failed() {
         "watchers see the end: {events:?}"
     );
 }
+
+/// One damaged job folder (a torn or hand-edited job.json) no longer keeps the trainer from
+/// starting: that job is listed as failed, saying why, its folder is left as it was, and the
+/// other jobs are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_job_is_quarantined_and_the_trainer_serves_the_rest() {
+    let state = tempfile::tempdir().unwrap();
+    let (server, mut client) = start(JobManager::open(state.path(), Device::Cpu).unwrap()).await;
+    let good = client.create_job(request(2, 0)).await.unwrap().into_inner();
+    watch(&mut client, &good.id, 0).await;
+    drop((server, client));
+
+    let damaged = state.path().join("jobs").join("job-0000000000001-0001");
+    std::fs::create_dir_all(&damaged).unwrap();
+    std::fs::write(damaged.join("job.json"), "{\"id\": \"job-00").unwrap();
+
+    let jobs = JobManager::open(state.path(), Device::Cpu).expect("the trainer starts");
+    let (_server, mut client) = start(jobs).await;
+    let listed = client
+        .list_jobs(ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let quarantined = listed
+        .iter()
+        .find(|j| j.id == "job-0000000000001-0001")
+        .unwrap();
+    assert_eq!(quarantined.state, JobState::Failed as i32);
+    assert!(
+        quarantined
+            .error
+            .contains("cannot read this job's job.json"),
+        "{}",
+        quarantined.error
+    );
+    let events = watch(&mut client, &quarantined.id, 0).await;
+    assert!(
+        matches!(
+            events.last().and_then(|e| e.kind.as_ref()),
+            Some(job_event::Kind::Ended(_))
+        ),
+        "a watch of it ends: {events:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(damaged.join("job.json")).unwrap(),
+        "{\"id\": \"job-00",
+        "left as it was"
+    );
+    let served = client
+        .get_job(GetJobRequest { job_id: good.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(served.state, JobState::Succeeded as i32);
+}
+
+/// More examples than one 16 MiB message can carry reach a job through UploadExamples, in
+/// chunks; the job trains on every one of them. A bad example is refused with its place in
+/// the whole upload, and an upload serves one job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn examples_larger_than_a_message_are_uploaded_in_chunks() {
+    let state = tempfile::tempdir().unwrap();
+    let (_server, mut client) = start(JobManager::open(state.path(), Device::Cpu).unwrap()).await;
+    let base = examples();
+    // ~20 MiB: each example padded with a long agent turn.
+    let padding = "Thank you for your patience while I check the order. ".repeat(400);
+    let many: Vec<TrainingExample> = (0..1000)
+        .map(|i| {
+            let mut e = base[i % base.len()].clone();
+            let c = e.conversation.as_mut().unwrap();
+            c.id = format!("{}-{i}", c.id);
+            c.turns[0].text = format!("{}{padding}", c.turns[0].text);
+            e
+        })
+        .collect();
+    let total: usize = many.iter().map(prost::Message::encoded_len).sum();
+    assert!(total > 16 << 20, "{total} bytes");
+    let chunks: Vec<UploadExamplesRequest> = many
+        .chunks(50)
+        .map(|c| UploadExamplesRequest {
+            examples: c.to_vec(),
+        })
+        .collect();
+    let upload = client
+        .upload_examples(futures::stream::iter(chunks))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(upload.examples, 1000);
+
+    let mut r = request(1, 0);
+    r.hyperparameters.as_mut().unwrap().max_seq_len = 64;
+    r.hyperparameters.as_mut().unwrap().eval_fraction = 0.0;
+    r.data = Some(create_job_request::Data::UploadId(upload.upload_id.clone()));
+    let job = client.create_job(r.clone()).await.unwrap().into_inner();
+    let events = watch(&mut client, &job.id, 0).await;
+    let started = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            Some(job_event::Kind::Started(s)) => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(started.train_examples, 1000, "{started:?}");
+
+    let again = client.create_job(r).await.unwrap_err();
+    assert_eq!(again.code(), Code::InvalidArgument);
+    assert_eq!(field_violations(&again)[0].0, "upload_id", "{again:?}");
+
+    let mut bad = base.clone();
+    bad.push(TrainingExample {
+        summary: " ".into(),
+        ..base[0].clone()
+    });
+    let refused = client
+        .upload_examples(futures::stream::iter([UploadExamplesRequest {
+            examples: bad,
+        }]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        field_violations(&refused)[0].0,
+        format!("examples[{}].summary", base.len()),
+        "{refused:?}"
+    );
+    let path = client
+        .create_job(CreateJobRequest {
+            data: Some(create_job_request::Data::UploadId(
+                "../../etc/passwd".into(),
+            )),
+            ..request(1, 0)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(field_violations(&path)[0].0, "upload_id", "{path:?}");
+}

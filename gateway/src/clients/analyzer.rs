@@ -44,14 +44,18 @@ impl Analyzer {
         Ok(self.client.clone().analyze(request).await?.into_inner())
     }
 
-    /// What the editor is told to do about each error category (from the analyzer's taxonomy).
-    pub async fn revision_instructions(&self) -> Result<HashMap<String, String>, Status> {
-        let taxonomy = self
+    pub async fn taxonomy(&self) -> Result<pb::Taxonomy, Status> {
+        Ok(self
             .client
             .clone()
             .get_taxonomy(pb::GetTaxonomyRequest {})
             .await?
-            .into_inner();
+            .into_inner())
+    }
+
+    /// What the editor is told to do about each error category (from the analyzer's taxonomy).
+    pub async fn revision_instructions(&self) -> Result<HashMap<String, String>, Status> {
+        let taxonomy = self.taxonomy().await?;
         Ok(taxonomy
             .categories
             .into_iter()
@@ -76,4 +80,34 @@ impl Analyzer {
             .ok()
             .filter(|r| (1..=5).contains(r)))
     }
+}
+
+/// The first detector or category a run's analyzer options name that the analyzer does not
+/// know, as (field path under the options, why). A run that named one would see every item
+/// refused, hours later: it is refused up front instead.
+pub fn unknown_name(
+    options: &pb::AnalyzeOptions,
+    taxonomy: &pb::Taxonomy,
+) -> Option<(String, String)> {
+    for (i, d) in options.detectors.iter().enumerate() {
+        if !taxonomy.detectors.contains(d) {
+            return Some((
+                format!("detectors[{i}]"),
+                format!(
+                    "unknown detector {d:?}; the analyzer has {:?}",
+                    taxonomy.detectors
+                ),
+            ));
+        }
+    }
+    for (i, c) in options.categories.iter().enumerate() {
+        if !taxonomy.categories.iter().any(|k| &k.id == c) {
+            let known: Vec<&str> = taxonomy.categories.iter().map(|k| k.id.as_str()).collect();
+            return Some((
+                format!("categories[{i}]"),
+                format!("unknown category {c:?}; the analyzer has {known:?}"),
+            ));
+        }
+    }
+    None
 }

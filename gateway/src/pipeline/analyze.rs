@@ -19,6 +19,16 @@ pub async fn run(
     config: &pb::RunConfig,
     token: &CancellationToken,
 ) -> Result<(), RunError> {
+    // Checked at CreateRun too; the analyzer may have been redeployed since.
+    if let Some(options) = config.analyzer.as_ref().filter(|o| names_any(o)) {
+        let taxonomy = p
+            .call(run_id, token, ANALYZER, || p.clients.analyzer.taxonomy())
+            .await?
+            .map_err(|s| anyhow::anyhow!("the analyzer gave no taxonomy: {s}"))?;
+        if let Some((field, why)) = crate::clients::unknown_name(options, &taxonomy) {
+            return Err(anyhow::anyhow!("config.analyzer.{field}: {why}").into());
+        }
+    }
     p.drain_pending(
         token,
         CONCURRENCY,
@@ -26,6 +36,11 @@ pub async fn run(
         |item| analyze_item(p, run_id, config, token, item),
     )
     .await
+}
+
+/// Whether the options name detectors or categories (which the analyzer must know).
+pub(crate) fn names_any(options: &pb::AnalyzeOptions) -> bool {
+    !options.detectors.is_empty() || !options.categories.is_empty()
 }
 
 async fn analyze_item(

@@ -197,6 +197,46 @@ impl Pipeline {
         Ok(())
     }
 
+    /// For CreateRun: the detectors and categories a run's analyzer options name must be ones
+    /// the analyzer knows, or every item would be refused hours later.
+    pub async fn check_analyzer_names(
+        &self,
+        options: Option<&pb::AnalyzeOptions>,
+    ) -> Result<(), tonic::Status> {
+        let Some(options) = options.filter(|o| analyze::names_any(o)) else {
+            return Ok(());
+        };
+        let asked = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            self.clients.analyzer.taxonomy(),
+        )
+        .await;
+        let taxonomy = match asked {
+            Ok(Ok(t)) => t,
+            Ok(Err(s)) => {
+                return Err(tonic::Status::unavailable(format!(
+                    "spec.config.analyzer: the analyzer could not be asked which detectors and \
+                     categories it knows ({}: {}); retry when it is up",
+                    s.code(),
+                    s.message()
+                )));
+            }
+            Err(_) => {
+                return Err(tonic::Status::unavailable(
+                    "spec.config.analyzer: the analyzer did not say in 10 s which detectors and \
+                     categories it knows; retry when it is up",
+                ));
+            }
+        };
+        match crate::clients::unknown_name(options, &taxonomy) {
+            Some((field, why)) => Err(arf_common::status::invalid_field(
+                &format!("spec.config.analyzer.{field}"),
+                why,
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Asks a running run to stop at its next item. Returns false if it is not running here.
     pub fn cancel(&self, run_id: &str) -> bool {
         match self

@@ -469,3 +469,62 @@ impl Store {
         Ok(pb::RunCounts { bad_rows, ..counts })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn item_event(id: &str) -> Kind {
+        Kind::Item(pb::ItemProgress {
+            conversation_id: id.into(),
+            stage: pb::Stage::Analyze as i32,
+            outcome: "clean".into(),
+            findings: 0,
+        })
+    }
+
+    /// An item's result and its event are one commit: the event is there exactly when the
+    /// result is, and a result saved a second time (a stage redone after a restart) adds none.
+    #[test]
+    fn an_item_result_is_saved_once_with_its_one_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("arf.db")).unwrap();
+        store
+            .create_run("r", "r", &pb::RunConfig::default())
+            .unwrap();
+        let conversation: Conversation = serde_json::from_str(
+            r#"{"id":"c1","channel":"chat","turns":[{"role":"customer","text":"Late order."}]}"#,
+        )
+        .unwrap();
+        store
+            .insert_items(
+                "r",
+                &[NewItem {
+                    line: 1,
+                    split: Split::Train,
+                    conversation,
+                    teacher_summary: "The order is late.".into(),
+                    references: vec![],
+                }],
+            )
+            .unwrap();
+        let analysis = pb::AnalyzeResponse::default();
+        let first = store
+            .save_analysis("r", "c1", &analysis, "", item_event("c1"))
+            .unwrap();
+        assert!(first.is_some());
+        let again = store
+            .save_analysis("r", "c1", &analysis, "", item_event("c1"))
+            .unwrap();
+        assert!(again.is_none(), "{again:?}");
+        let items: Vec<_> = store
+            .events_after("r", 0, 100)
+            .unwrap()
+            .into_iter()
+            .filter(|e| matches!(e.kind, Some(Kind::Item(_))))
+            .collect();
+        assert_eq!(items.len(), 1, "{items:?}");
+        assert!(store.items("r").unwrap()[0].analysis.is_some());
+    }
+}

@@ -47,6 +47,52 @@ fn apply_end(job: &mut Job, end: &EventKind, time_ms: u64) {
     }
 }
 
+/// A job whose `job.json` cannot be read, as it is listed: failed, with why, and an `Ended`
+/// event so that a watch ends. Held in memory only: its folder stays as it was, for an operator.
+fn quarantined(u: &super::store::Unreadable, output_dir: PathBuf) -> (Job, Vec<JobEvent>) {
+    let error = format!(
+        "the trainer cannot read this job's job.json ({}); it is quarantined: not run, its \
+         folder left as it was for an operator to inspect",
+        u.error
+    );
+    let now = now_ms();
+    let job = Job {
+        id: u.id.clone(),
+        display_name: String::new(),
+        state: JobState::Failed,
+        config: crate::train::TrainConfig::with_defaults(Path::new(""), output_dir),
+        labels: BTreeMap::new(),
+        request_id: String::new(),
+        attempts: 0,
+        data_path: PathBuf::new(),
+        step: 0,
+        total_steps: 0,
+        last_loss: 0.0,
+        last_eval_loss: 0.0,
+        create_time_ms: now,
+        start_time_ms: None,
+        end_time_ms: Some(now),
+        error: error.clone(),
+        adapter_dir: None,
+        merged_dir: None,
+        last_event_sequence: 1,
+        truncated_examples: 0,
+        trace_context: BTreeMap::new(),
+    };
+    let ended = JobEvent {
+        sequence: 1,
+        job_id: u.id.clone(),
+        time_ms: now,
+        kind: EventKind::Ended {
+            state: JobState::Failed,
+            error,
+            adapter_dir: None,
+            merged_dir: None,
+        },
+    };
+    (job, vec![ended])
+}
+
 /// The job created with this idempotency key, if any (an empty key matches nothing).
 fn find_by_key(st: &State, request_id: &str) -> Option<Job> {
     if request_id.is_empty() {
@@ -90,7 +136,15 @@ impl JobManager {
             cancel: HashMap::new(),
             shutting_down: false,
         };
-        for (mut job, events) in store.load_all()? {
+        let (stored, unreadable) = store.load_all()?;
+        for u in &unreadable {
+            tracing::error!(job_id = %u.id, path = %u.path.display(), error = %u.error,
+                "quarantined a job whose job.json cannot be read: it is listed as failed and its folder left as it is");
+            let (job, events) = quarantined(u, store.output_dir(&u.id));
+            state.events.insert(job.id.clone(), events);
+            state.jobs.insert(job.id.clone(), job);
+        }
+        for (mut job, events) in stored {
             job.last_event_sequence = events.last().map(|e| e.sequence).unwrap_or(0);
             // The `Ended` event is appended before job.json is rewritten: a trainer killed
             // between the two left a finished job that looks unfinished. Its log has the end.

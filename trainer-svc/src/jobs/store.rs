@@ -111,26 +111,54 @@ impl Store {
         Ok(path)
     }
 
-    /// Every stored job with its events, in id (= creation) order. A torn last event line (a
-    /// crash mid-write) is dropped.
-    pub fn load_all(&self) -> Result<Vec<(Job, Vec<JobEvent>)>, JobError> {
-        let mut out = Vec::new();
+    /// Every stored job with its events, in id (= creation) order, and the job folders whose
+    /// `job.json` cannot be read (listed apart, so that one damaged folder does not keep the
+    /// trainer from starting). A torn last event line (a crash mid-write) is dropped.
+    pub fn load_all(&self) -> Result<(Vec<(Job, Vec<JobEvent>)>, Vec<Unreadable>), JobError> {
+        let mut jobs = Vec::new();
+        let mut unreadable = Vec::new();
         let entries = std::fs::read_dir(&self.root).map_err(|e| err(&self.root, e))?;
         for entry in entries.flatten() {
-            let path = entry.path().join("job.json");
-            let Ok(text) = std::fs::read_to_string(&path) else {
+            let dir = entry.path();
+            let Some(id) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
                 continue;
             };
-            let job: Job = serde_json::from_str(&text).map_err(|e| err(&path, e))?;
-            let events_path = entry.path().join("events.jsonl");
-            let events: Vec<JobEvent> = std::fs::read_to_string(&events_path)
+            let path = dir.join("job.json");
+            let job = match std::fs::read_to_string(&path) {
+                // Created, but stopped before its first save: never acknowledged to a client.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => Err(e.to_string()),
+                Ok(text) => serde_json::from_str::<Job>(&text).map_err(|e| e.to_string()),
+            };
+            let job = match job {
+                Ok(job) if job.id == id => job,
+                Ok(job) => {
+                    let error = format!("it names job {:?}, not its folder's", job.id);
+                    unreadable.push(Unreadable { id, path, error });
+                    continue;
+                }
+                Err(error) => {
+                    unreadable.push(Unreadable { id, path, error });
+                    continue;
+                }
+            };
+            let events: Vec<JobEvent> = std::fs::read_to_string(dir.join("events.jsonl"))
                 .unwrap_or_default()
                 .lines()
                 .filter_map(|l| serde_json::from_str(l).ok())
                 .collect();
-            out.push((job, events));
+            jobs.push((job, events));
         }
-        out.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-        Ok(out)
+        jobs.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        unreadable.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok((jobs, unreadable))
     }
+}
+
+/// A job folder whose `job.json` could not be read or parsed.
+#[derive(Debug)]
+pub struct Unreadable {
+    pub id: String,
+    pub path: PathBuf,
+    pub error: String,
 }

@@ -67,8 +67,33 @@ pub fn commit(tmp: &Path, output: &Path, step: u64) -> Result<PathBuf, TrainErro
     if dest.exists() {
         std::fs::remove_dir_all(&dest).map_err(|e| TrainError::io(&dest, e))?;
     }
+    // Every file and folder on disk before the rename, and the rename itself after it: after a
+    // power cut the checkpoint is whole or absent, never a folder of empty files.
+    sync_tree(tmp)?;
     std::fs::rename(tmp, &dest).map_err(|e| TrainError::io(&dest, e))?;
+    if let Some(parent) = dest.parent() {
+        sync_path(parent)?;
+    }
     Ok(dest)
+}
+
+fn sync_path(path: &Path) -> Result<(), TrainError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| TrainError::io(path, e))
+}
+
+/// Flushes a folder's files, its subfolders' and the folders themselves to disk.
+fn sync_tree(dir: &Path) -> Result<(), TrainError> {
+    for entry in std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))? {
+        let path = entry.map_err(|e| TrainError::io(dir, e))?.path();
+        if path.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            sync_path(&path)?;
+        }
+    }
+    sync_path(dir)
 }
 
 pub fn write_state(
