@@ -25,6 +25,11 @@ pub const MAX_BATCH: u32 = 4096;
 pub const MAX_SEQ_LEN: u32 = 131_072;
 /// Characters of a run's display name.
 pub const MAX_DISPLAY_NAME: usize = 256;
+/// Rows of one run's dataset (good and bad together).
+pub const MAX_ROWS: usize = 10_000_000;
+/// Bad rows one run records before it stops reading: past this many, the file is more likely
+/// the wrong one than a dataset with a few bad lines.
+pub const MAX_BAD_ROWS: usize = 10_000;
 
 /// A bound broken: the field's path (relative to the message checked) and what is allowed.
 pub type Violation = (String, String);

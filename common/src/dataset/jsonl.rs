@@ -46,7 +46,7 @@ impl std::error::Error for BadRow {}
 /// Blank lines are skipped. Yields `(line_number, record)` or a [`BadRow`].
 pub struct JsonlReader<R> {
     // Bytes, not `lines()`: a line that is not UTF-8 is one bad row, not the end of the file.
-    lines: std::io::Split<R>,
+    reader: R,
     source: String,
     line: usize,
     policy: OnBadRow,
@@ -56,7 +56,7 @@ pub struct JsonlReader<R> {
 impl<R: BufRead> JsonlReader<R> {
     pub fn new(reader: R, source: impl Into<String>, policy: OnBadRow) -> Self {
         Self {
-            lines: reader.split(b'\n'),
+            reader,
             source: source.into(),
             line: 0,
             policy,
@@ -102,8 +102,22 @@ impl<R: BufRead> Iterator for JsonlReader<R> {
             return None;
         }
         loop {
-            let bytes = match self.lines.next()? {
-                Ok(bytes) => bytes,
+            let bytes = match read_line(&mut self.reader, MAX_LINE_BYTES)? {
+                Ok(Line::Text(bytes)) => bytes,
+                Ok(Line::TooLong(len)) => {
+                    self.line += 1;
+                    let item = Err(self.bad(
+                        String::new(),
+                        format!(
+                            "the line is {len} bytes, more than a row may be ({} MiB): skipped unread",
+                            MAX_LINE_BYTES >> 20
+                        ),
+                    ));
+                    if self.policy == OnBadRow::Stop {
+                        self.stopped = true;
+                    }
+                    return Some(item);
+                }
                 Err(e) => {
                     self.line += 1;
                     self.stopped = true;
@@ -113,7 +127,12 @@ impl<R: BufRead> Iterator for JsonlReader<R> {
                 }
             };
             self.line += 1;
-            let item = match std::str::from_utf8(&bytes) {
+            // A file saved by some Windows editors starts with a byte-order mark.
+            let bytes = match bytes.strip_prefix(b"\xef\xbb\xbf") {
+                Some(rest) if self.line == 1 => rest,
+                _ => &bytes[..],
+            };
+            let item = match std::str::from_utf8(bytes) {
                 Ok(text) if text.trim().is_empty() => continue,
                 Ok(text) => self.parse(text).map(|r| (self.line, r)),
                 Err(e) => Err(self.bad(
@@ -130,6 +149,58 @@ impl<R: BufRead> Iterator for JsonlReader<R> {
             return Some(item);
         }
     }
+}
+
+/// The longest line read as a row: one conversation is far smaller; a longer line (a file
+/// without newlines, a binary file) is one bad row, skipped without being held in memory.
+pub const MAX_LINE_BYTES: usize = 8 << 20;
+
+enum Line {
+    Text(Vec<u8>),
+    /// A line over the limit, skipped; its length in bytes.
+    TooLong(usize),
+}
+
+/// The next line without its `\n`, or `None` at the end. A line over `max` bytes is read
+/// through to its end but not kept.
+fn read_line(reader: &mut impl BufRead, max: usize) -> Option<std::io::Result<Line>> {
+    let mut line = Vec::new();
+    let mut len = 0usize;
+    let mut any = false;
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Some(Err(e)),
+        };
+        if buf.is_empty() {
+            break; // end of input
+        }
+        any = true;
+        let (chunk, found) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], true),
+            None => (buf, false),
+        };
+        len += chunk.len();
+        if len <= max {
+            line.extend_from_slice(chunk);
+        } else {
+            line = Vec::new();
+        }
+        let used = chunk.len() + usize::from(found);
+        reader.consume(used);
+        if found {
+            break;
+        }
+    }
+    if !any {
+        return None;
+    }
+    Some(Ok(if len > max {
+        Line::TooLong(len)
+    } else {
+        Line::Text(line)
+    }))
 }
 
 /// Opens a JSONL file for streaming; the error names the file when it cannot be opened.
@@ -190,6 +261,27 @@ mod tests {
 
     const GOOD: &str =
         r#"{"id":"a","channel":"chat","turns":[{"role":"customer","text":"hi"}],"summary":"s"}"#;
+
+    /// A line longer than a row may be (a file with no newlines) is one bad row, read through
+    /// without being kept, and the rows after it are read.
+    #[test]
+    fn an_overlong_line_is_one_bad_row_and_the_next_rows_are_read() {
+        let long = "x".repeat(MAX_LINE_BYTES + 10);
+        let text = format!("{GOOD}\n{long}\n{GOOD}");
+        // A small buffer, so the long line arrives in many pieces.
+        let reader = std::io::BufReader::with_capacity(4096, text.as_bytes());
+        let rows: Vec<_> = JsonlReader::new(reader, "t", OnBadRow::Skip).collect();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].as_ref().unwrap().0, 1);
+        let bad = rows[1].as_ref().unwrap_err();
+        assert_eq!(bad.line, 2);
+        assert!(bad.message.contains("more than a row may be"), "{bad}");
+        assert_eq!(
+            rows[2].as_ref().unwrap().0,
+            3,
+            "the last line has no newline"
+        );
+    }
 
     fn read(text: &str, policy: OnBadRow) -> Vec<Result<(usize, Record), BadRow>> {
         JsonlReader::new(text.as_bytes(), "rows.jsonl", policy).collect()

@@ -8,7 +8,9 @@ mod prompt;
 mod record;
 mod wire;
 
-pub use jsonl::{BadRow, JsonlReader, OnBadRow, read_jsonl_file, stream_jsonl_file};
+pub use jsonl::{
+    BadRow, JsonlReader, MAX_LINE_BYTES, OnBadRow, read_jsonl_file, stream_jsonl_file,
+};
 pub use prompt::{SUMMARIZE_SYSTEM_PROMPT, summarize_user_prompt};
 pub use record::{Conversation, Record, Role, Turn};
 pub use wire::{conversation_from_wire, conversation_to_wire, role_from_wire, role_to_wire};

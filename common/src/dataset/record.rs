@@ -2,6 +2,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// Characters of a conversation id.
+pub const MAX_ID_CHARS: usize = 256;
+
 /// Who spoke a turn. `bot` is an automated agent, `system` a note from the platform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -97,11 +100,19 @@ impl From<FlatRecord> for Record {
 }
 
 impl Record {
-    /// Checks what serde cannot: required text is present. Returns the offending field's path.
+    /// Checks what serde cannot: required text is present, ids are short and printable.
+    /// Returns the offending field's path.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let c = &self.conversation;
         if c.id.trim().is_empty() {
             return Err(("id".into(), "must not be empty".into()));
+        }
+        // Ids name items in events, logs and exports: short, and printable.
+        if c.id.chars().count() > MAX_ID_CHARS {
+            return Err(("id".into(), format!("at most {MAX_ID_CHARS} characters")));
+        }
+        if c.id.chars().any(char::is_control) {
+            return Err(("id".into(), "must not contain control characters".into()));
         }
         if c.turns.is_empty() {
             return Err((

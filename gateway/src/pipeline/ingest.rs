@@ -229,9 +229,30 @@ impl Pipeline {
         let mut records = self.records(rows, generates);
         let mut batch = Vec::with_capacity(BATCH);
         let mut good = 0usize;
+        let (mut seen, mut bad) = (0usize, 0usize);
         loop {
             let next = records.next().await;
             let done = next.is_none();
+            if let Some(Ok(_) | Err(RowError::Bad(_))) = &next {
+                seen += 1;
+            }
+            if let Some(Err(RowError::Bad(_))) = &next {
+                bad += 1;
+            }
+            let too_many = if seen > bounds::MAX_ROWS {
+                Some(format!("at most {} rows per run", bounds::MAX_ROWS))
+            } else if bad > bounds::MAX_BAD_ROWS {
+                Some(format!(
+                    "more than {} bad rows: is this the right file? (the first ones are in the run's events)",
+                    bounds::MAX_BAD_ROWS
+                ))
+            } else {
+                None
+            };
+            if let Some(message) = too_many {
+                self.set_state(&run_id, pb::RunState::Failed, &format!("rows: {message}"))?;
+                return Err(invalid("rows", message));
+            }
             match next {
                 Some(Ok((line, record, forced))) => batch.push(NewItem {
                     line,
