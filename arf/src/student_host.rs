@@ -1,5 +1,7 @@
 //! Serving a fine-tuned student for evaluation: the trainer's merged model directory, loaded
-//! through the editor's own code path (mistral.rs), on a loopback port of this process.
+//! through the editor's own code path (mistral.rs), on a loopback port of this process. A model
+//! is loaded once however many runs evaluate with it at a time, and unloaded when the last of
+//! them releases it: a gateway that evaluates run after run does not keep every student.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -18,8 +20,14 @@ pub struct LocalStudentHost {
     args: ServerArgs,
     /// Where a GGUF base model's dequantized copy is written (once) before it is served.
     data_dir: std::path::PathBuf,
-    /// Kept alive for the gateway's lifetime; one per model directory.
-    servers: Mutex<Vec<(std::path::PathBuf, RunningServer)>>,
+    /// One per model directory, with how many callers use it.
+    servers: Mutex<Vec<Served>>,
+}
+
+struct Served {
+    model: std::path::PathBuf,
+    server: RunningServer,
+    users: usize,
 }
 
 impl LocalStudentHost {
@@ -42,19 +50,45 @@ impl StudentHost for LocalStudentHost {
         // Loopback, in this process: no TLS, no token.
         connect_lazy(&endpoint, &ClientOptions::default())
     }
+
+    async fn release(&self, model_dir: &Path) {
+        let unused = {
+            let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(i) = servers.iter().position(|s| s.model == model_dir) else {
+                return;
+            };
+            servers[i].users = servers[i].users.saturating_sub(1);
+            (servers[i].users == 0).then(|| servers.remove(i))
+        };
+        if let Some(served) = unused {
+            tracing::info!(model = %model_dir.display(), "unloading the student");
+            if let Err(e) = served.server.shutdown().await {
+                tracing::warn!(model = %model_dir.display(), error = %e, "stopping the student's server");
+            }
+        }
+    }
 }
 
 impl LocalStudentHost {
-    /// The loopback endpoint serving the model, loaded on first use.
+    /// How many models are loaded now.
+    pub fn loaded(&self) -> usize {
+        self.servers.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl LocalStudentHost {
+    /// The loopback endpoint serving the model, loaded on first use; one more user of it,
+    /// until [`StudentHost::release`].
     pub async fn endpoint(&self, model_dir: &Path) -> anyhow::Result<String> {
-        if let Some((_, s)) = self
+        if let Some(s) = self
             .servers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .find(|(d, _)| d == model_dir)
+            .iter_mut()
+            .find(|s| s.model == model_dir)
         {
-            return Ok(s.endpoint());
+            s.users += 1;
+            return Ok(s.server.endpoint());
         }
         tracing::info!(model = %model_dir.display(), "loading the student for evaluation");
         // A GGUF base (the zero-shot comparison) is served from its f32 copy: the same numbers
@@ -78,10 +112,25 @@ impl LocalStudentHost {
         )
         .await?;
         let endpoint = server.endpoint();
-        self.servers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((model_dir.to_path_buf(), server));
-        Ok(endpoint)
+        // Two callers may have loaded it at once: keep the first, stop this one.
+        let first = {
+            let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+            match servers.iter_mut().find(|s| s.model == model_dir) {
+                Some(s) => {
+                    s.users += 1;
+                    s.server.endpoint()
+                }
+                None => {
+                    servers.push(Served {
+                        model: model_dir.to_path_buf(),
+                        server,
+                        users: 1,
+                    });
+                    return Ok(endpoint);
+                }
+            }
+        };
+        let _ = server.shutdown().await;
+        Ok(first)
     }
 }

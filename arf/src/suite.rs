@@ -72,6 +72,8 @@ pub struct Suite {
     pub trainer: RunningServer,
     pub gateway: RunningServer,
     pub pipeline: Arc<Pipeline>,
+    /// Serves the students that runs evaluate.
+    pub student_host: Arc<LocalStudentHost>,
     shutdown: CancellationToken,
 }
 
@@ -142,8 +144,12 @@ impl Suite {
             )
         };
         let student_host = Arc::new(LocalStudentHost::new(limit, &config.data_dir));
-        let (pipeline, routes) =
-            gateway::server::build(&gateway_args, limit, Some(student_host), shutdown.clone())?;
+        let (pipeline, routes) = gateway::server::build(
+            &gateway_args,
+            limit,
+            Some(student_host.clone()),
+            shutdown.clone(),
+        )?;
         let gateway = serve_loopback(args, PIPELINE, true, routes).await?;
         Ok(Self {
             analyzer,
@@ -151,6 +157,7 @@ impl Suite {
             trainer,
             gateway,
             pipeline,
+            student_host,
             shutdown,
         })
     }

@@ -65,6 +65,11 @@ async fn raw_conversations_get_teacher_summaries_and_the_report_compares_four_mo
         run.current_stage,
         run.error
     );
+    assert_eq!(
+        suite.student_host.loaded(),
+        0,
+        "the three models evaluated are unloaded after the run"
+    );
 
     let c = run.counts.clone().unwrap();
     assert_eq!((c.without_summary, c.generated), (8, 8), "{c:?}");

@@ -297,11 +297,12 @@ impl PipelineRpc for PipelineService {
     ) -> Result<Response<Self::WatchRunStream>, Status> {
         let request = request.into_inner();
         self.run(&request.run_id)?;
+        // Subscribed before the log is first read, so no event falls between the two.
+        let changes = self.pipeline.subscribe(&request.run_id);
         let log = RunLog {
             pipeline: self.pipeline.clone(),
             run_id: request.run_id,
         };
-        let changes = self.pipeline.subscribe();
         Ok(Response::new(watch_log(
             log,
             changes,

@@ -14,7 +14,10 @@ pub enum Fault {
     /// The service refuses this item (too long for the model's context, empty, ...): the item
     /// fails, the run goes on.
     ItemRejected,
-    /// Retrying cannot help (a misconfiguration, a bug, a lost job): the run fails, saying why.
+    /// The service failed on this call (INTERNAL, UNKNOWN): maybe this item, maybe the
+    /// service. The item fails; [`SERVER_ERRORS_IN_A_ROW`] of them in a row fail the run.
+    ServerError,
+    /// Retrying cannot help (a misconfiguration, a lost job): the run fails, saying why.
     Fatal,
 }
 
@@ -33,15 +36,21 @@ fn by_code(code: Code) -> Fault {
         Unavailable | ResourceExhausted | Aborted | Cancelled => Fault::Transient,
         DeadlineExceeded => Fault::Slow,
         InvalidArgument | OutOfRange => Fault::ItemRejected,
-        // A wrong token or certificate, a service without the method, a bug there, a job or
-        // model that is not where the run says: an operator has to act.
-        Unauthenticated | PermissionDenied | Unimplemented | Internal | Unknown | DataLoss
-        | NotFound | AlreadyExists | FailedPrecondition | Ok => Fault::Fatal,
+        // An engine that failed on one long prompt, or one that fails on every prompt: which it
+        // is shows only over several items.
+        Internal | Unknown | DataLoss => Fault::ServerError,
+        // A wrong token or certificate, a service without the method, a job or model that is
+        // not where the run says: an operator has to act.
+        Unauthenticated | PermissionDenied | Unimplemented | NotFound | AlreadyExists
+        | FailedPrecondition | Ok => Fault::Fatal,
     }
 }
 
 /// Tries of one call that ends in DEADLINE_EXCEEDED before its item fails.
 pub const SLOW_ATTEMPTS: u32 = 3;
+
+/// Items in a row that one service fails with a server error before the run fails too.
+pub const SERVER_ERRORS_IN_A_ROW: u32 = 5;
 
 #[cfg(test)]
 mod tests {
@@ -55,7 +64,8 @@ mod tests {
         assert_eq!(of(Code::DeadlineExceeded), Fault::Slow);
         assert_eq!(of(Code::InvalidArgument), Fault::ItemRejected);
         assert_eq!(of(Code::PermissionDenied), Fault::Fatal);
-        assert_eq!(of(Code::Internal), Fault::Fatal);
+        assert_eq!(of(Code::Internal), Fault::ServerError);
+        assert_eq!(of(Code::Unimplemented), Fault::Fatal);
         let cut_off = arf_common::status::unusable_output("revision JSON cut off");
         assert_eq!(classify(&cut_off), Fault::ItemRejected);
     }

@@ -43,11 +43,32 @@ pub async fn run(
         .store()
         .run(run_id)?
         .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished"))?;
+    // The models this gateway serves for the run, unloaded when the stage ends however it ends.
+    let mut hosted = Vec::new();
+    let evaluated = evaluate_all(p, run_id, config, &evaluation, &run, token, &mut hosted).await;
+    if let Some(host) = &p.student_host {
+        for model in &hosted {
+            host.release(model).await;
+        }
+    }
+    evaluated
+}
+
+async fn evaluate_all(
+    p: &Pipeline,
+    run_id: &str,
+    config: &pb::RunConfig,
+    evaluation: &pb::EvaluationConfig,
+    run: &crate::store::RunRecord,
+    token: &CancellationToken,
+    hosted: &mut Vec<std::path::PathBuf>,
+) -> Result<(), RunError> {
     let student = if !evaluation.student_endpoint.is_empty() {
         p.clients.student(&evaluation.student_endpoint)?
     } else {
         serve(
             p,
+            hosted,
             run.model_dir(Student::Refined),
             "the fine-tuning stage left no merged student model to evaluate",
         )
@@ -56,12 +77,14 @@ pub async fn run(
     let (unrevised, base) = if config.compare_unrevised {
         let unrevised = serve(
             p,
+            hosted,
             run.model_dir(Student::Unrevised),
             "no merged unrevised student to compare against",
         )
         .await?;
         let base = serve(
             p,
+            hosted,
             &finetune::student_base(p, config)?,
             "no student base model",
         )
@@ -86,7 +109,7 @@ pub async fn run(
                 p,
                 run_id,
                 config,
-                &evaluation,
+                evaluation,
                 &summarizers,
                 &scorer,
                 token,
@@ -98,9 +121,10 @@ pub async fn run(
 }
 
 /// The model at `path` (a merged student directory or a base model) behind an Editor, served by
-/// the gateway's student host.
+/// the gateway's student host; recorded in `hosted`, to be released.
 async fn serve(
     p: &Pipeline,
+    hosted: &mut Vec<std::path::PathBuf>,
     path: &str,
     missing: &str,
 ) -> Result<EditorClient<GrpcChannel>, RunError> {
@@ -110,7 +134,9 @@ async fn serve(
     if path.is_empty() {
         return Err(anyhow::anyhow!("{missing}").into());
     }
-    Ok(p.clients.student_over(host.serve(Path::new(path)).await?))
+    let channel = host.serve(Path::new(path)).await?;
+    hosted.push(Path::new(path).to_path_buf());
+    Ok(p.clients.student_over(channel))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -311,7 +311,7 @@ impl Pipeline {
         }
         // QUEUED only now, and only if no CancelRun came meanwhile.
         if self.store().finish_ingest(&run_id)? {
-            self.notify();
+            self.notify(&run_id);
             self.start(&run_id);
         }
         Ok(run_id)

@@ -52,8 +52,9 @@ use crate::store::Store;
 pub struct Pipeline {
     store: Arc<Store>,
     clients: Clients,
-    /// Bumped after every committed event: watchers wake and read the store.
-    events: watch::Sender<u64>,
+    /// Per run with watchers, bumped after each of its committed events: its watchers wake and
+    /// read the store (a busy run does not wake the watchers of every other run).
+    events: Mutex<HashMap<String, watch::Sender<u64>>>,
     running: Mutex<HashMap<String, CancellationToken>>,
     /// Services each run is waiting for, so the events announce each retry level once.
     waits: waiting::Waits,
@@ -103,7 +104,11 @@ impl ClientPaths {
 #[tonic::async_trait]
 pub trait StudentHost: Send + Sync {
     /// A channel to an Editor serving the model; the host knows how to reach what it serves.
+    /// Each `serve` is matched by one [`StudentHost::release`] when the caller is done.
     async fn serve(&self, model: &std::path::Path) -> anyhow::Result<GrpcChannel>;
+
+    /// The caller no longer needs the model: once nobody does, the host unloads it.
+    async fn release(&self, model: &std::path::Path);
 }
 
 /// Why a run stopped early.
@@ -133,7 +138,7 @@ impl Pipeline {
         Arc::new(Self {
             store,
             clients,
-            events: watch::channel(0).0,
+            events: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
             waits: waiting::Waits::default(),
             shutdown,
@@ -148,9 +153,15 @@ impl Pipeline {
         &self.store
     }
 
-    /// A receiver that changes whenever any run gets a new event.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.events.subscribe()
+    /// A receiver that changes whenever the run gets a new event.
+    pub fn subscribe(&self, run_id: &str) -> watch::Receiver<u64> {
+        let mut senders = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        // Runs nobody watches any more hold no sender.
+        senders.retain(|_, s| s.receiver_count() > 0);
+        senders
+            .entry(run_id.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 
     /// Picks up every run a previous process left queued or running, and fails the ones it
@@ -168,21 +179,24 @@ impl Pipeline {
         Ok(ids.len())
     }
 
-    /// Wakes the watchers after a commit that appended an event.
-    fn notify(&self) {
-        self.events.send_modify(|n| *n += 1);
+    /// Wakes the run's watchers after a commit that appended one of its events.
+    fn notify(&self, run_id: &str) {
+        let senders = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sender) = senders.get(run_id) {
+            sender.send_modify(|n| *n += 1);
+        }
     }
 
     /// Wakes the watchers when a store call committed an event with its change.
     pub(crate) fn saved(&self, event: Option<pb::RunEvent>) {
-        if event.is_some() {
-            self.notify();
+        if let Some(event) = event {
+            self.notify(&event.run_id);
         }
     }
 
     pub(crate) fn emit(&self, run_id: &str, kind: Kind) -> anyhow::Result<pb::RunEvent> {
         let event = self.store.append_event(run_id, kind)?;
-        self.notify();
+        self.notify(run_id);
         Ok(event)
     }
 
@@ -193,7 +207,7 @@ impl Pipeline {
         error: &str,
     ) -> anyhow::Result<()> {
         self.store.set_run_state(run_id, state, error)?;
-        self.notify();
+        self.notify(run_id);
         Ok(())
     }
 
@@ -468,3 +482,47 @@ pub(crate) fn summarize_request(
 
 /// Tokens of a summary when the run's evaluation config names no budget.
 const DEFAULT_SUMMARY_TOKENS: u32 = 160;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A busy run wakes only its own watchers.
+    #[tokio::test]
+    async fn a_watcher_wakes_only_for_its_own_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let nowhere = "http://127.0.0.1:9".to_string();
+        let args = crate::config::GatewayArgs::local(
+            dir.path().to_path_buf(),
+            nowhere.clone(),
+            vec![nowhere.clone()],
+            nowhere,
+        );
+        let store = Arc::new(Store::open(&dir.path().join("arf.db")).unwrap());
+        for id in ["a", "b"] {
+            store.create_run(id, id, &pb::RunConfig::default()).unwrap();
+        }
+        let p = Pipeline::new(
+            store,
+            args.clients(4 << 20).unwrap(),
+            dir.path().to_path_buf(),
+            None,
+            None,
+            args.client_paths(),
+            CancellationToken::new(),
+        );
+        let mut a = p.subscribe("a");
+        p.emit("b", Kind::Warning("b's".into())).unwrap();
+        assert!(!a.has_changed().unwrap(), "woken by another run's event");
+        p.emit("a", Kind::Warning("a's".into())).unwrap();
+        assert!(a.has_changed().unwrap());
+        a.mark_unchanged();
+        drop(a);
+        let _b = p.subscribe("b");
+        assert_eq!(
+            p.events.lock().unwrap().len(),
+            1,
+            "a run nobody watches holds no sender"
+        );
+    }
+}

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use super::{Pipeline, RunError};
-use crate::clients::faults::{Fault, SLOW_ATTEMPTS, classify};
+use crate::clients::faults::{Fault, SERVER_ERRORS_IN_A_ROW, SLOW_ATTEMPTS, classify};
 
 /// The services, as the events name them.
 pub(crate) const ANALYZER: &str = "the analyzer";
@@ -30,14 +30,17 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Per run and service: the highest retry already announced in the run's events (0: none, the
-/// service is answering).
+/// service is answering), and the server errors in a row.
 #[derive(Default)]
-pub(crate) struct Waits(Mutex<HashMap<(String, &'static str), u32>>);
+pub(crate) struct Waits {
+    announced: Mutex<HashMap<(String, &'static str), u32>>,
+    server_errors: Mutex<HashMap<(String, &'static str), u32>>,
+}
 
 impl Waits {
     /// Whether retry `attempt` is the first of its level for this run and service.
     fn announce(&self, run_id: &str, service: &'static str, attempt: u32) -> bool {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.announced.lock().unwrap_or_else(|p| p.into_inner());
         let announced = map.entry((run_id.to_string(), service)).or_default();
         let first = attempt > *announced;
         *announced = (*announced).max(attempt);
@@ -46,13 +49,28 @@ impl Waits {
 
     /// The retries announced before the service answered again (0: it was not waited for).
     fn recovered(&self, run_id: &str, service: &'static str) -> u32 {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(&(run_id.to_string(), service)).unwrap_or(0)
+        let key = (run_id.to_string(), service);
+        self.server_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        let mut map = self.announced.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&key).unwrap_or(0)
+    }
+
+    /// Counts one more server error in a row; returns how many.
+    fn server_error(&self, run_id: &str, service: &'static str) -> u32 {
+        let mut map = self.server_errors.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry((run_id.to_string(), service)).or_default();
+        *n += 1;
+        *n
     }
 
     pub(crate) fn forget_run(&self, run_id: &str) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|(run, _), _| run != run_id);
+        for map in [&self.announced, &self.server_errors] {
+            let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+            map.retain(|(run, _), _| run != run_id);
+        }
     }
 }
 
@@ -93,6 +111,20 @@ impl Pipeline {
             };
             match classify(&status) {
                 Fault::ItemRejected => return Ok(Err(status)),
+                Fault::ServerError
+                    if self.waits.server_error(run_id, service) < SERVER_ERRORS_IN_A_ROW =>
+                {
+                    return Ok(Err(status));
+                }
+                Fault::ServerError => {
+                    return Err(anyhow::anyhow!(
+                        "{service} failed {SERVER_ERRORS_IN_A_ROW} items in a row, the last with \
+                         {}: {}",
+                        status.code(),
+                        status.message()
+                    )
+                    .into());
+                }
                 Fault::Fatal => {
                     return Err(anyhow::anyhow!(
                         "{service} failed: {}: {}",
@@ -204,7 +236,14 @@ mod tests {
         );
         assert!(waits.announce("r", "the analyzer", 1));
         assert!(waits.announce("r", "the editor", 2));
+        assert_eq!(waits.server_error("r", "the editor"), 1);
+        assert_eq!(waits.server_error("r", "the editor"), 2);
         assert_eq!(waits.recovered("r", "the editor"), 2);
+        assert_eq!(
+            waits.server_error("r", "the editor"),
+            1,
+            "an answer resets the count"
+        );
         assert_eq!(waits.recovered("r", "the editor"), 0);
     }
 }
