@@ -20,3 +20,4 @@ pub use profile::{CorpusProfile, ProfileBuilder};
 pub use taxonomy::{Category, CategoryId, Severity, TAXONOMY_VERSION, Taxonomy};
 
 pub mod grpc;
+pub mod serve;

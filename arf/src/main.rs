@@ -17,6 +17,10 @@ async fn main() -> std::process::ExitCode {
             ));
             return gateway::server::run(&server, &gateway, Some(host)).await;
         }
+        // One binary runs any of the services (the fault-injection tests kill and restart them).
+        Command::Analyzer(args) => return analyzer_svc::serve::run(&args).await,
+        Command::Editor(args) => return editor_svc::serve::run(args).await,
+        Command::Trainer(args) => return trainer_svc::serve::run(&args).await,
         other => other,
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -26,7 +30,11 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .try_init();
     let result = match command {
-        Command::Gateway { .. } => Ok(()), // served above
+        // Served above.
+        Command::Gateway { .. }
+        | Command::Analyzer(_)
+        | Command::Editor(_)
+        | Command::Trainer(_) => Ok(()),
         Command::Demo(args) => arf::cli::demo(args).await,
         Command::Run {
             gateway,

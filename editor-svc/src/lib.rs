@@ -11,6 +11,7 @@ pub mod error;
 pub mod generation;
 pub mod grpc;
 pub mod revise;
+pub mod serve;
 pub mod telemetry;
 
 use std::sync::Arc;

@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod lora;
 pub mod model;
 pub mod rng;
+pub mod serve;
 pub mod train;
 
 /// The device training runs on: the first CUDA GPU when built with `cuda` and one is present.

@@ -4,11 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use arf_common::config::ServerArgs;
-use arf_proto::service_names::TRAINER;
 use clap::{Parser, Subcommand};
-use tonic::service::Routes;
-use trainer_svc::jobs::JobManager;
 use trainer_svc::lora::LoraSpec;
 use trainer_svc::train::{Event, Outcome, TrainConfig, data::read_examples, train};
 
@@ -19,31 +15,7 @@ struct Args {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
-    serve: ServeArgs,
-}
-
-#[derive(clap::Args, Debug, Clone)]
-struct ServeArgs {
-    #[command(flatten)]
-    server: ServerArgs,
-    /// Where jobs, their events, checkpoints and outputs are kept (survives restarts).
-    #[arg(
-        long,
-        env = "ARF_TRAINER_STATE_DIR",
-        default_value = "arf-trainer-state"
-    )]
-    state_dir: PathBuf,
-    /// Folders under which a job's `base_model_dir` may be (repeat or comma-separate); outside
-    /// them CreateJob answers PERMISSION_DENIED. None: no job can name a model.
-    #[arg(long = "model-root", env = "ARF_MODEL_ROOTS", value_delimiter = ',')]
-    model_roots: Vec<PathBuf>,
-    /// Folders under which a job's `jsonl_path` may be. None: jobs send their examples inline.
-    #[arg(
-        long = "dataset-root",
-        env = "ARF_DATASET_ROOTS",
-        value_delimiter = ','
-    )]
-    dataset_roots: Vec<PathBuf>,
+    serve: trainer_svc::serve::ServeArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -200,25 +172,6 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Some(Command::Serve) | None => {
-            let serve = args.serve.clone();
-            arf_common::server::run_binary(
-                "arf-trainer",
-                &[TRAINER],
-                50053,
-                &serve.server,
-                &args,
-                |health, shutdown| async move {
-                    let jobs = JobManager::open(&serve.state_dir, trainer_svc::device())?;
-                    let service = trainer_svc::grpc::TrainerService::new(jobs, shutdown)
-                        .confined_to(&serve.model_roots, &serve.dataset_roots);
-                    health.set_serving(TRAINER, true).await;
-                    Ok(Routes::new(
-                        service.into_server(serve.server.max_message_bytes),
-                    ))
-                },
-            )
-            .await
-        }
+        Some(Command::Serve) | None => trainer_svc::serve::run(&args.serve).await,
     }
 }

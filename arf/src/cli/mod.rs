@@ -46,6 +46,12 @@ pub enum Command {
         #[command(flatten)]
         gateway: gateway::config::GatewayArgs,
     },
+    /// Serve the Analyzer, as the `analyzer-svc` binary does.
+    Analyzer(analyzer_svc::serve::ServeArgs),
+    /// Serve an Editor replica, as the `editor-svc` binary does.
+    Editor(editor_svc::serve::ServeArgs),
+    /// Serve the Trainer, as the `trainer-svc` binary does.
+    Trainer(trainer_svc::serve::ServeArgs),
     /// Create a run on a gateway from a JSONL dataset, and optionally follow it.
     Run {
         #[command(flatten)]

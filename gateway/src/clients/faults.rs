@@ -26,6 +26,13 @@ pub fn classify(status: &Status) -> Fault {
     if arf_common::status::reason(status).as_deref() == Some(arf_common::status::UNUSABLE_OUTPUT) {
         return Fault::ItemRejected;
     }
+    // A status made here from a transport error (the connection dropped mid-call: the server
+    // was killed) carries that error as its source; one the server sent has none. UNKNOWN and
+    // INTERNAL of the first kind are a server going away, not a server failing.
+    let local = std::error::Error::source(status).is_some();
+    if local && matches!(status.code(), Code::Unknown | Code::Internal) {
+        return Fault::Transient;
+    }
     by_code(status.code())
 }
 
