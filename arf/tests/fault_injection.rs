@@ -4,9 +4,9 @@
 //! every stage, then restarted. Each run must end SUCCEEDED with the same items, outcomes,
 //! export and report as an uninterrupted run, no item lost and none done twice.
 //!
-//! `ARF_FAULT_SEED` picks the points (default 1); the test prints a table of what it did. A
-//! longer soak is the same test with more seeds: `for s in $(seq 1 20); do ARF_FAULT_SEED=$s
-//! cargo test -p arf --test fault_injection -- --nocapture; done`.
+//! `ARF_FAULT_SEED` picks the points (default 1); the test prints a table of what it did. The
+//! longer soak runs more seeds in one go and prints one table: `ARF_FAULT_SEEDS=20 cargo test
+//! -p arf --test fault_injection -- --nocapture` (seeds 1 to 20, about 25 s each here).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -408,10 +408,11 @@ fn lost_and_duplicated(baseline: &RunResult, got: &RunResult) -> (usize, usize) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_survive_kills_and_restarts_of_every_service_at_every_stage() {
-    let seed: u64 = std::env::var("ARF_FAULT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
+    let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+    let seeds: Vec<u64> = match (env("ARF_FAULT_SEEDS"), env("ARF_FAULT_SEED")) {
+        (Some(n), _) => (1..=n).collect(),
+        (None, seed) => vec![seed.unwrap_or(1)],
+    };
     let models = tempfile::tempdir().unwrap();
     let tiny = arf::suite::tiny_model(models.path()).unwrap();
     let rows = support::sample_rows();
@@ -431,7 +432,7 @@ async fn runs_survive_kills_and_restarts_of_every_service_at_every_stage() {
     );
 
     let mut table = Vec::new();
-    for fault in plan(seed) {
+    for fault in seeds.iter().flat_map(|&seed| plan(seed)) {
         let dir = tempfile::tempdir().unwrap();
         let mut deployment = Deployment::start(dir.path(), &tiny).await;
         let mut client = deployment.client();
@@ -465,7 +466,7 @@ async fn runs_survive_kills_and_restarts_of_every_service_at_every_stage() {
         table.push((fault, injected, lost, duplicated));
     }
 
-    println!("\nfault injection, seed {seed}");
+    println!("\nfault injection, seeds {seeds:?}");
     println!(
         "| stage | process | signal | after (items or steps) | injected | run succeeded | items lost | items duplicated | outcomes, export, report |"
     );

@@ -108,6 +108,12 @@ pub struct GatewayClientArgs {
     /// PEM CA bundle to verify the gateway's certificate.
     #[arg(long, env = "ARF_GATEWAY_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate for a gateway that asks for mutual TLS (with --tls-key).
+    #[arg(long, env = "ARF_GATEWAY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "ARF_GATEWAY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl GatewayClientArgs {
@@ -115,6 +121,7 @@ impl GatewayClientArgs {
         let options = ClientOptions {
             auth_token: self.token.clone(),
             tls_ca: self.tls_ca.clone(),
+            tls_identity: self.tls_cert.clone().zip(self.tls_key.clone()),
             ..Default::default()
         };
         Ok(PipelineClient::new(connect_lazy(&self.gateway, &options)?)

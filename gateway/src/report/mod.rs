@@ -76,9 +76,15 @@ fn loss_curves(events: &[pb::RunEvent], job_id: &str) -> (Vec<(f64, f64)>, Vec<(
 }
 
 pub fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
-    let items = store.items(&run.id)?;
+    // Page by page: a large run's report does not hold the store's lock while it reads.
+    let items = store.items_in_pages(&run.id)?;
     let counts = store.counts(&run.id, Unimproved::of(&run.config))?;
-    let events = store.events_after(&run.id, 0, usize::MAX >> 1)?;
+    let events = store.events_where(&run.id, |e| {
+        matches!(
+            e.kind,
+            Some(pb::run_event::Kind::Stage(_) | pb::run_event::Kind::Training(_))
+        )
+    })?;
     let mut md = String::new();
     let mut files = Vec::new();
 

@@ -40,6 +40,25 @@ impl Store {
         Ok(events)
     }
 
+    /// The run's events that `keep` selects, read a page at a time (the lock is held for one
+    /// page): the report's stage and training events, without every item's.
+    pub fn events_where(
+        &self,
+        run_id: &str,
+        keep: impl Fn(&pb::RunEvent) -> bool,
+    ) -> anyhow::Result<Vec<pb::RunEvent>> {
+        let mut kept = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.events_after(run_id, after, 1024)?;
+            let Some(last) = page.last() else {
+                return Ok(kept);
+            };
+            after = last.sequence;
+            kept.extend(page.into_iter().filter(&keep));
+        }
+    }
+
     /// The run's newest event.
     pub fn last_event(&self, run_id: &str) -> anyhow::Result<Option<pb::RunEvent>> {
         let bytes: Option<Vec<u8>> = self

@@ -73,6 +73,9 @@ pub struct TeacherUsage {
     pub millis: u64,
 }
 
+/// Items read at a time by [`Store::items_in_pages`].
+const PAGE: usize = 512;
+
 const COLUMNS: &str = "line, split, conversation, teacher_summary, refs, analysis, revision_outcome, final_summary, \
                        revision_rounds, revised_analysis, evaluation, trace_parent";
 
@@ -194,6 +197,34 @@ impl Store {
 
     pub fn items(&self, run_id: &str) -> anyhow::Result<Vec<ItemRecord>> {
         self.select_items(run_id, "1", usize::MAX >> 1)
+    }
+
+    /// Every item of the run, read a page at a time: the store's one lock is held for a page,
+    /// not for the whole run, so the other runs' stages commit in between (GetReport).
+    pub fn items_in_pages(&self, run_id: &str) -> anyhow::Result<Vec<ItemRecord>> {
+        // By rowid, unique per item (clients may send two rows with one line number), then
+        // in line order as `items` gives them.
+        let sql = format!(
+            "SELECT {COLUMNS}, rowid FROM items WHERE run_id = ?1 AND rowid > ?2 ORDER BY rowid LIMIT ?3"
+        );
+        let mut items = Vec::new();
+        let mut after = 0i64;
+        loop {
+            let page = {
+                let conn = self.conn();
+                let mut stmt = conn.prepare(&sql)?;
+                stmt.query_map(params![run_id, after, PAGE as i64], |r| {
+                    Ok((from_row(r)?, r.get::<_, i64>(12)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?
+            };
+            let Some(&(_, last)) = page.last() else {
+                items.sort_by_key(|i: &ItemRecord| i.line);
+                return Ok(items);
+            };
+            after = last;
+            items.extend(page.into_iter().map(|(item, _)| item));
+        }
     }
 
     /// Items that arrived without a teacher summary and have none yet.
@@ -482,6 +513,37 @@ mod tests {
             outcome: "clean".into(),
             findings: 0,
         })
+    }
+
+    /// GetReport reads a large run page by page (by rowid: two rows may share a line number),
+    /// and gets every item once, in line order.
+    #[test]
+    fn items_read_in_pages_are_all_there_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("arf.db")).unwrap();
+        store
+            .create_run("r", "r", &pb::RunConfig::default())
+            .unwrap();
+        let item = |i: u32| NewItem {
+            // Every line twice: pages cannot be cut by line.
+            line: i / 2,
+            split: Split::Train,
+            conversation: serde_json::from_str(&format!(
+                r#"{{"id":"c{i}","channel":"chat","turns":[{{"role":"customer","text":"t"}}]}}"#
+            ))
+            .unwrap(),
+            teacher_summary: "s".into(),
+            references: vec![],
+        };
+        let items: Vec<NewItem> = (0..1201).rev().map(item).collect();
+        store.insert_items("r", &items).unwrap();
+        let read = store.items_in_pages("r").unwrap();
+        assert_eq!(read.len(), 1201);
+        let mut ids: Vec<&str> = read.iter().map(|i| i.conversation.id.as_str()).collect();
+        assert!(read.windows(2).all(|w| w[0].line <= w[1].line));
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 1201);
     }
 
     /// An item's result and its event are one commit: the event is there exactly when the
