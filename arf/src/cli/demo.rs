@@ -120,6 +120,8 @@ async fn drive(
         gateway: suite.gateway_endpoint(),
         token: None,
         tls_ca: None,
+        tls_cert: None,
+        tls_key: None,
     }
     .connect()?;
     let config = demo_config(train_steps, real);
