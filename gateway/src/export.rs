@@ -11,15 +11,16 @@ use crate::store::{RunRecord, Store, TrainingPair, Unimproved};
 const PAGE: usize = 256;
 
 /// The JSON lines of the run's training pairs, in the run's own policy for unimproved summaries,
-/// page by page after dataset line `after_line`; with the last line read (`None`: the end).
+/// page by page after the position `after` (0 first); with the position to go on from (`None`:
+/// the end).
 pub fn page(
     store: &Store,
     run: &RunRecord,
     format: pb::ExportFormat,
-    after_line: u32,
-) -> anyhow::Result<(Vec<String>, Option<u32>)> {
+    after: i64,
+) -> anyhow::Result<(Vec<String>, Option<i64>)> {
     let (pairs, last) =
-        store.training_pairs_page(&run.id, Unimproved::of(&run.config), after_line, PAGE)?;
+        store.training_pairs_page(&run.id, Unimproved::of(&run.config), after, PAGE)?;
     Ok((
         pairs.into_iter().map(|pair| line(pair, format)).collect(),
         last,

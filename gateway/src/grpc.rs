@@ -346,7 +346,7 @@ impl PipelineRpc for PipelineService {
                     chunk.push(b'\n');
                 }
                 match last {
-                    Some(line) => after = line,
+                    Some(position) => after = position,
                     None => break,
                 }
             }

@@ -202,22 +202,10 @@ impl Store {
     /// Every item of the run, read a page at a time: the store's one lock is held for a page,
     /// not for the whole run, so the other runs' stages commit in between (GetReport).
     pub fn items_in_pages(&self, run_id: &str) -> anyhow::Result<Vec<ItemRecord>> {
-        // By rowid, unique per item (clients may send two rows with one line number), then
-        // in line order as `items` gives them.
-        let sql = format!(
-            "SELECT {COLUMNS}, rowid FROM items WHERE run_id = ?1 AND rowid > ?2 ORDER BY rowid LIMIT ?3"
-        );
         let mut items = Vec::new();
         let mut after = 0i64;
         loop {
-            let page = {
-                let conn = self.conn();
-                let mut stmt = conn.prepare(&sql)?;
-                stmt.query_map(params![run_id, after, PAGE as i64], |r| {
-                    Ok((from_row(r)?, r.get::<_, i64>(12)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()?
-            };
+            let page = self.page_by_rowid(run_id, "1", after, PAGE)?;
             let Some(&(_, last)) = page.last() else {
                 items.sort_by_key(|i: &ItemRecord| i.line);
                 return Ok(items);
@@ -225,6 +213,30 @@ impl Store {
             after = last;
             items.extend(page.into_iter().map(|(item, _)| item));
         }
+    }
+
+    /// Up to `limit` items matching `condition` after `after_rowid`, in insertion (dataset)
+    /// order, with their rowids. By rowid, unique per item: clients may send two rows with one
+    /// line number, and a page cut by line could lose one.
+    fn page_by_rowid(
+        &self,
+        run_id: &str,
+        condition: &str,
+        after_rowid: i64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(ItemRecord, i64)>> {
+        let sql = format!(
+            "SELECT {COLUMNS}, rowid FROM items WHERE run_id = ?1 AND rowid > ?2 AND ({condition}) \
+             ORDER BY rowid LIMIT ?3"
+        );
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&sql)?;
+        let page = stmt
+            .query_map(params![run_id, after_rowid, limit as i64], |r| {
+                Ok((from_row(r)?, r.get::<_, i64>(12)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page)
     }
 
     /// Items that arrived without a teacher summary and have none yet.
@@ -374,22 +386,22 @@ impl Store {
             .0)
     }
 
-    /// The training pairs among the next `limit` revised items after dataset line `after_line`,
-    /// and the last line read (the next page starts after it; `None`: no more items).
+    /// The training pairs among the next `limit` revised items after the item `after` (a
+    /// position from the previous page; 0 at the start), in dataset order, and the position of
+    /// the last item read (the next page starts after it; `None`: no more items).
     pub fn training_pairs_page(
         &self,
         run_id: &str,
         unimproved: Unimproved,
-        after_line: u32,
+        after: i64,
         limit: usize,
-    ) -> anyhow::Result<(Vec<TrainingPair>, Option<u32>)> {
-        let condition =
-            format!("split = 'train' AND revision_outcome IS NOT NULL AND line > {after_line}");
-        let items = self.select_items(run_id, &condition, limit)?;
-        let last = items.last().map(|i| i.line);
+    ) -> anyhow::Result<(Vec<TrainingPair>, Option<i64>)> {
+        let condition = "split = 'train' AND revision_outcome IS NOT NULL";
+        let items = self.page_by_rowid(run_id, condition, after, limit)?;
+        let last = items.last().map(|(_, rowid)| *rowid);
         let pairs = items
             .into_iter()
-            .filter_map(|i| {
+            .filter_map(|(i, _)| {
                 let outcome = i.revision_outcome.filter(|o| o.trained_on(unimproved))?;
                 Some(match (outcome.is_revised(), i.final_summary) {
                     (true, Some(revised)) => TrainingPair {
@@ -544,6 +556,27 @@ mod tests {
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), 1201);
+
+        // The export pages the same way: every training pair once.
+        for i in 0..1201 {
+            let id = format!("c{i}");
+            let event = item_event(&id);
+            store
+                .save_revision("r", &id, RevisionOutcome::Clean, None, 0, None, event)
+                .unwrap();
+        }
+        let (mut exported, mut after) = (0, 0);
+        loop {
+            let (pairs, last) = store
+                .training_pairs_page("r", Unimproved::Exclude, after, 256)
+                .unwrap();
+            exported += pairs.len();
+            match last {
+                Some(position) => after = position,
+                None => break,
+            }
+        }
+        assert_eq!(exported, 1201);
     }
 
     /// An item's result and its event are one commit: the event is there exactly when the
