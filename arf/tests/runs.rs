@@ -397,3 +397,76 @@ async fn unknown_detector_or_category_names_are_refused_up_front() {
     assert_eq!(final_state(&events), Some(pb::RunState::Succeeded));
     suite.shutdown().await.unwrap();
 }
+
+/// A run that asks for the judge (ratings in Evaluate, or model-judged detectors) of an analyzer
+/// that has none is refused at CreateRun with the field, instead of failing at Evaluate.
+#[tokio::test]
+async fn a_judge_the_analyzer_lacks_is_refused_up_front() {
+    use arf_common::server::serve_loopback;
+    use tonic::service::Routes;
+    let dir = tempfile::tempdir().unwrap();
+    let analyzer = analyzer_svc::grpc::AnalyzerService::new(
+        Default::default(),
+        None,
+        4 << 20,
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let analyzer = serve_loopback(
+        &arf_common::config::ServerArgs::local(),
+        arf_proto::service_names::ANALYZER,
+        true,
+        Routes::new(analyzer.into_server(4 << 20)),
+    )
+    .await
+    .unwrap();
+    let nowhere = "http://127.0.0.1:9".to_string();
+    let args = gateway::config::GatewayArgs::local(
+        dir.path().to_path_buf(),
+        analyzer.endpoint(),
+        vec![nowhere.clone()],
+        nowhere,
+    );
+    let (_, routes) = gateway::server::build(
+        &args,
+        4 << 20,
+        None,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .unwrap();
+    let server = serve_loopback(
+        &arf_common::config::ServerArgs::local(),
+        arf_proto::service_names::PIPELINE,
+        true,
+        routes,
+    )
+    .await
+    .unwrap();
+    let mut client = arf_proto::v1::pipeline_client::PipelineClient::new(
+        arf_common::client::connect_lazy(
+            &server.endpoint(),
+            &arf_common::client::ClientOptions::default(),
+        )
+        .unwrap(),
+    );
+    let mut rating = spec(&[pb::Stage::Analyze, pb::Stage::Evaluate]);
+    rating.config.as_mut().unwrap().evaluation = Some(pb::EvaluationConfig {
+        judge: true,
+        student_endpoint: "http://127.0.0.1:9".into(),
+        ..Default::default()
+    });
+    let mut judged = spec(&[pb::Stage::Analyze]);
+    judged.config.as_mut().unwrap().analyzer = Some(pb::AnalyzeOptions {
+        model_judged: true,
+        ..Default::default()
+    });
+    for (spec, field) in [
+        (rating, "spec.config.evaluation.judge"),
+        (judged, "spec.config.analyzer.model_judged"),
+    ] {
+        let refused = create(&mut client, spec, sample_rows()).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert_eq!(field_violations(&refused)[0].0, field, "{refused:?}");
+    }
+    server.shutdown().await.unwrap();
+    analyzer.shutdown().await.unwrap();
+}

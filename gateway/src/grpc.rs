@@ -207,7 +207,7 @@ impl PipelineRpc for PipelineService {
             )?;
         }
         self.pipeline
-            .check_analyzer_names(spec.config.as_ref().and_then(|c| c.analyzer.as_ref()))
+            .check_analyzer_can(spec.config.as_ref())
             .await?;
         let run_id = self
             .pipeline

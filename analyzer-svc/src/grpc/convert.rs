@@ -147,6 +147,8 @@ pub fn taxonomy(
             })
             .collect(),
         detectors: all.iter().map(|(n, _)| n.to_string()).collect(),
+        // The server knows; see `get_taxonomy`.
+        judge_available: false,
     }
 }
 

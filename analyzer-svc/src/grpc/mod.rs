@@ -238,11 +238,13 @@ impl AnalyzerRpc for AnalyzerService {
             .iter()
             .map(|j| (j.name(), j.categories()))
             .collect();
-        Ok(Response::new(convert::taxonomy(
+        let mut taxonomy = convert::taxonomy(
             Taxonomy::current(),
             &self.inner.analyzer.detector_catalog(),
             &judges,
-        )))
+        );
+        taxonomy.judge_available = self.inner.judges.is_some();
+        Ok(Response::new(taxonomy))
     }
 }
 

@@ -82,13 +82,20 @@ impl Analyzer {
     }
 }
 
-/// The first detector or category a run's analyzer options name that the analyzer does not
-/// know, as (field path under the options, why). A run that named one would see every item
-/// refused, hours later: it is refused up front instead.
-pub fn unknown_name(
+/// The first thing a run's analyzer options ask that the analyzer cannot do: a detector or
+/// category it does not know, or model-judged detectors without a judge; as (field path under
+/// the options, why). A run that asked would see every item refused, hours later: it is refused
+/// up front instead.
+pub fn first_unsupported(
     options: &pb::AnalyzeOptions,
     taxonomy: &pb::Taxonomy,
 ) -> Option<(String, String)> {
+    if options.model_judged && !taxonomy.judge_available {
+        return Some((
+            "model_judged".into(),
+            "the analyzer has no judge endpoint (its --judge-endpoint)".into(),
+        ));
+    }
     for (i, d) in options.detectors.iter().enumerate() {
         if !taxonomy.detectors.contains(d) {
             return Some((

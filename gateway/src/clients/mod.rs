@@ -10,7 +10,7 @@ mod trainer;
 use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_proto::v1::editor_client::EditorClient;
 
-pub use analyzer::{Analyzer, unknown_name};
+pub use analyzer::{Analyzer, first_unsupported};
 pub use editors::EditorPool;
 pub use trainer::Trainer;
 

@@ -20,12 +20,12 @@ pub async fn run(
     token: &CancellationToken,
 ) -> Result<(), RunError> {
     // Checked at CreateRun too; the analyzer may have been redeployed since.
-    if let Some(options) = config.analyzer.as_ref().filter(|o| names_any(o)) {
+    if let Some(options) = config.analyzer.as_ref().filter(|o| needs_taxonomy(o)) {
         let taxonomy = p
             .call(run_id, token, ANALYZER, || p.clients.analyzer.taxonomy())
             .await?
             .map_err(|s| anyhow::anyhow!("the analyzer gave no taxonomy: {s}"))?;
-        if let Some((field, why)) = crate::clients::unknown_name(options, &taxonomy) {
+        if let Some((field, why)) = crate::clients::first_unsupported(options, &taxonomy) {
             return Err(anyhow::anyhow!("config.analyzer.{field}: {why}").into());
         }
     }
@@ -38,9 +38,10 @@ pub async fn run(
     .await
 }
 
-/// Whether the options name detectors or categories (which the analyzer must know).
-pub(crate) fn names_any(options: &pb::AnalyzeOptions) -> bool {
-    !options.detectors.is_empty() || !options.categories.is_empty()
+/// Whether the options ask for something the analyzer may lack: named detectors or
+/// categories, or its judge.
+pub(crate) fn needs_taxonomy(options: &pb::AnalyzeOptions) -> bool {
+    !options.detectors.is_empty() || !options.categories.is_empty() || options.model_judged
 }
 
 async fn analyze_item(

@@ -211,15 +211,22 @@ impl Pipeline {
         Ok(())
     }
 
-    /// For CreateRun: the detectors and categories a run's analyzer options name must be ones
-    /// the analyzer knows, or every item would be refused hours later.
-    pub async fn check_analyzer_names(
+    /// For CreateRun: what a run asks of the analyzer (detectors and categories by name, its
+    /// judge for model-judged detectors or for Evaluate's ratings) must be what it has, or
+    /// every item would be refused hours later.
+    pub async fn check_analyzer_can(
         &self,
-        options: Option<&pb::AnalyzeOptions>,
+        config: Option<&pb::RunConfig>,
     ) -> Result<(), tonic::Status> {
-        let Some(options) = options.filter(|o| analyze::names_any(o)) else {
+        let Some(config) = config else {
             return Ok(());
         };
+        let options = config.analyzer.clone().unwrap_or_default();
+        let rates = stages(config).contains(&pb::Stage::Evaluate)
+            && config.evaluation.as_ref().is_some_and(|e| e.judge);
+        if !analyze::needs_taxonomy(&options) && !rates {
+            return Ok(());
+        }
         let asked = tokio::time::timeout(
             std::time::Duration::from_secs(10),
             self.clients.analyzer.taxonomy(),
@@ -229,26 +236,32 @@ impl Pipeline {
             Ok(Ok(t)) => t,
             Ok(Err(s)) => {
                 return Err(tonic::Status::unavailable(format!(
-                    "spec.config.analyzer: the analyzer could not be asked which detectors and \
-                     categories it knows ({}: {}); retry when it is up",
+                    "spec.config: the analyzer could not be asked what it can check ({}: {}); \
+                     retry when it is up",
                     s.code(),
                     s.message()
                 )));
             }
             Err(_) => {
                 return Err(tonic::Status::unavailable(
-                    "spec.config.analyzer: the analyzer did not say in 10 s which detectors and \
-                     categories it knows; retry when it is up",
+                    "spec.config: the analyzer did not say in 10 s what it can check; retry \
+                     when it is up",
                 ));
             }
         };
-        match crate::clients::unknown_name(options, &taxonomy) {
-            Some((field, why)) => Err(arf_common::status::invalid_field(
+        if let Some((field, why)) = crate::clients::first_unsupported(&options, &taxonomy) {
+            return Err(arf_common::status::invalid_field(
                 &format!("spec.config.analyzer.{field}"),
                 why,
-            )),
-            None => Ok(()),
+            ));
         }
+        if rates && !taxonomy.judge_available {
+            return Err(arf_common::status::invalid_field(
+                "spec.config.evaluation.judge",
+                "the analyzer has no judge endpoint (its --judge-endpoint) to rate summaries",
+            ));
+        }
+        Ok(())
     }
 
     /// Asks a running run to stop at its next item. Returns false if it is not running here.
