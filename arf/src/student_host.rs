@@ -103,18 +103,7 @@ impl LocalStudentHost {
         } else {
             model_dir.to_path_buf()
         };
-        let mut config = EditorConfig::new(&served);
-        // The students are served like the editor replicas: the same knob bounds their batches
-        // (the fault-injection suite sets 1, so that a student's answers do not depend on what
-        // they were batched with).
-        if let Some(n) = std::env::var("ARF_EDITOR_MAX_SEQS")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&n| n > 0)
-        {
-            config.max_seqs = n;
-        }
-        let service = editor_svc::load_editor(&config).await?;
+        let service = editor_svc::load_editor(&EditorConfig::new(&served)).await?;
         let server = serve_loopback(
             &self.args,
             EDITOR,

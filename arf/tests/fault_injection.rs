@@ -127,11 +127,6 @@ impl Process {
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(&self.args)
             .env("RUST_LOG", "error")
-            // One sequence at a time, in the editor and the students the gateway hosts: batched
-            // CPU decoding is not batch-invariant (a request's greedy tokens can change with
-            // what it is batched with, and random weights sit on near-ties), and this suite
-            // compares runs token for token.
-            .env("ARF_EDITOR_MAX_SEQS", "1")
             .stdout(Stdio::null())
             .spawn()
             .unwrap();

@@ -53,6 +53,14 @@ pub struct EditorArgs {
     #[arg(long, env = "ARF_EDITOR_DEFAULT_MAX_TOKENS", default_value_t = DEFAULT_MAX_TOKENS)]
     pub default_max_tokens: u32,
 
+    /// Sequences whose KV caches mistral.rs keeps to reuse for prompts that share their prefix;
+    /// 0 (the default) turns its prefix cache off. In mistral.rs 0.8.1 on a CPU it changes what a
+    /// request generates (the same revision came out `failed` in one run and `rejected` in the
+    /// next; arf/tests/fault_injection.rs compares runs token for token): set it only where
+    /// speed matters more than reproducible runs.
+    #[arg(long, env = "ARF_EDITOR_PREFIX_CACHE_SEQS", default_value_t = 0)]
+    pub prefix_cache_seqs: usize,
+
     /// Record prompts and completions in spans (they hold customer conversations: off by default).
     #[arg(long, env = "ARF_LOG_CONTENT")]
     pub log_content: bool,
@@ -83,6 +91,8 @@ pub struct EditorConfig {
     pub max_seqs: usize,
     pub max_in_flight: usize,
     pub default_max_tokens: u32,
+    /// 0: no prefix cache (see `EditorArgs::prefix_cache_seqs`).
+    pub prefix_cache_seqs: usize,
     pub content: ContentCapture,
 }
 
@@ -96,6 +106,7 @@ impl EditorConfig {
             max_seqs: DEFAULT_MAX_SEQS,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             default_max_tokens: DEFAULT_MAX_TOKENS,
+            prefix_cache_seqs: 0,
             content: ContentCapture::Off,
         }
     }
@@ -128,6 +139,7 @@ impl EditorArgs {
             max_seqs: self.max_seqs,
             max_in_flight: self.max_in_flight,
             default_max_tokens: self.default_max_tokens,
+            prefix_cache_seqs: self.prefix_cache_seqs,
             content: if self.log_content {
                 ContentCapture::On
             } else {

@@ -61,6 +61,11 @@ pub struct ModelDescription {
     pub random_weights: bool,
 }
 
+/// mistral.rs's prefix cache size, `None` when off (the default: see the flag's help).
+fn prefix_cache(config: &EditorConfig) -> Option<usize> {
+    (config.prefix_cache_seqs > 0).then_some(config.prefix_cache_seqs)
+}
+
 /// The device mistral.rs uses: CUDA when built with the `cuda` feature (the GPU is chosen with
 /// CUDA_VISIBLE_DEVICES: `with_device` is ignored in 0.8.1), the CPU otherwise.
 const USE_CUDA: bool = cfg!(feature = "cuda");
@@ -85,7 +90,8 @@ pub async fn load_model(config: &EditorConfig) -> anyhow::Result<(Model, ModelDe
             let loadable = super::model_dir::loadable_dir(dir)?;
             let mut builder = TextModelBuilder::new(loadable.path().display().to_string())
                 .with_dtype(dtype)
-                .with_max_num_seqs(config.max_seqs);
+                .with_max_num_seqs(config.max_seqs)
+                .with_prefix_cache_n(prefix_cache(config));
             if !USE_CUDA {
                 builder = builder.with_force_cpu();
             }
@@ -110,7 +116,8 @@ pub async fn load_model(config: &EditorConfig) -> anyhow::Result<(Model, ModelDe
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let mut builder = GgufModelBuilder::new(dir.display().to_string(), vec![name])
-                .with_max_num_seqs(config.max_seqs);
+                .with_max_num_seqs(config.max_seqs)
+                .with_prefix_cache_n(prefix_cache(config));
             if !USE_CUDA {
                 builder = builder.with_force_cpu();
             }
