@@ -3,14 +3,10 @@
 //! number, the good ones are stored, nothing panics, hangs or holds an 8 MiB line in memory;
 //! and a dataset of nothing but bad rows is stopped after `MAX_BAD_ROWS`.
 
-use arf_common::client::{ClientOptions, connect_lazy};
-use arf_common::config::ServerArgs;
-use arf_common::server::serve_loopback;
-use arf_proto::service_names::PIPELINE;
 use arf_proto::v1 as pb;
 use arf_proto::v1::pipeline_client::PipelineClient;
-use gateway::config::GatewayArgs;
-use tokio_util::sync::CancellationToken;
+
+mod support;
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hostile.jsonl");
 
@@ -24,22 +20,8 @@ async fn gateway(
     arf_common::server::RunningServer,
     PipelineClient<arf_common::client::GrpcChannel>,
 ) {
-    // Nothing listens downstream: a run that gets past ingest waits for its analyzer.
-    let unreachable = "http://127.0.0.1:9".to_string();
-    let args = GatewayArgs::local(
-        dir.to_path_buf(),
-        unreachable.clone(),
-        vec![unreachable.clone()],
-        unreachable,
-    );
-    let (_, routes) =
-        gateway::server::build(&args, 4 << 20, None, CancellationToken::new()).unwrap();
-    let server = serve_loopback(&ServerArgs::local(), PIPELINE, true, routes)
-        .await
-        .unwrap();
-    let client =
-        PipelineClient::new(connect_lazy(&server.endpoint(), &ClientOptions::default()).unwrap());
-    (server, client)
+    // A run that gets past ingest waits for its (absent) analyzer.
+    support::serve(&support::local_args(dir)).await
 }
 
 fn spec(dataset_path: &str) -> pb::CreateRunRequest {

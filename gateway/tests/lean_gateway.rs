@@ -1,15 +1,12 @@
 //! The `gateway` binary's server on its own: no other service, no inference engine, no student
 //! host. What it can check without them, it checks at CreateRun.
 
-use arf_common::client::{ClientOptions, connect_lazy};
-use arf_common::config::ServerArgs;
-use arf_common::server::serve_loopback;
 use arf_common::status::field_violations;
-use arf_proto::service_names::PIPELINE;
 use arf_proto::v1 as pb;
 use arf_proto::v1::pipeline_client::PipelineClient;
 use gateway::config::GatewayArgs;
-use tokio_util::sync::CancellationToken;
+
+mod support;
 
 fn row() -> pb::DatasetRow {
     pb::DatasetRow {
@@ -39,29 +36,14 @@ fn spec(config: pb::RunConfig) -> pb::CreateRunRequest {
     }
 }
 
-/// The gateway server on `dir`, with no other service: nothing listens on the downstream
-/// addresses (the clients connect lazily; a run that calls them waits or fails).
+/// The gateway server on `dir`, with no other service.
 async fn lean_gateway(
     dir: &std::path::Path,
 ) -> (
     arf_common::server::RunningServer,
     PipelineClient<arf_common::client::GrpcChannel>,
 ) {
-    let unreachable = "http://127.0.0.1:9".to_string();
-    let args = GatewayArgs::local(
-        dir.to_path_buf(),
-        unreachable.clone(),
-        vec![unreachable.clone()],
-        unreachable,
-    );
-    let (_, routes) =
-        gateway::server::build(&args, 4 << 20, None, CancellationToken::new()).unwrap();
-    let server = serve_loopback(&ServerArgs::local(), PIPELINE, true, routes)
-        .await
-        .unwrap();
-    let client =
-        PipelineClient::new(connect_lazy(&server.endpoint(), &ClientOptions::default()).unwrap());
-    (server, client)
+    support::serve(&support::local_args(dir)).await
 }
 
 fn analyze_only() -> pb::RunConfig {
@@ -326,24 +308,12 @@ async fn a_dataset_path_outside_the_roots_is_denied() {
         r#"{"id":"c1","channel":"chat","turns":[{"role":"customer","text":"My order is late."}],"summary":"The order is late."}"#,
     )
     .unwrap();
-    let unreachable = "http://127.0.0.1:9".to_string();
     let args = GatewayArgs {
         dataset_roots: vec![datasets.path().to_path_buf()],
         any_client_path: false,
-        ..GatewayArgs::local(
-            dir.path().to_path_buf(),
-            unreachable.clone(),
-            vec![unreachable.clone()],
-            unreachable,
-        )
+        ..support::local_args(dir.path())
     };
-    let (_, routes) =
-        gateway::server::build(&args, 4 << 20, None, CancellationToken::new()).unwrap();
-    let server = serve_loopback(&ServerArgs::local(), PIPELINE, true, routes)
-        .await
-        .unwrap();
-    let mut client =
-        PipelineClient::new(connect_lazy(&server.endpoint(), &ClientOptions::default()).unwrap());
+    let (server, mut client) = support::serve(&args).await;
     let from_file = |path: &str| {
         let spec = pb::RunSpec {
             dataset_path: path.into(),
@@ -382,24 +352,12 @@ async fn a_dataset_path_outside_the_roots_is_denied() {
 #[tokio::test]
 async fn a_student_endpoint_off_the_allow_list_is_denied() {
     let dir = tempfile::tempdir().unwrap();
-    let unreachable = "http://127.0.0.1:9".to_string();
     let args = GatewayArgs {
         student_endpoints: vec!["http://students.arf.svc:50052".into()],
         any_client_path: false,
-        ..GatewayArgs::local(
-            dir.path().to_path_buf(),
-            unreachable.clone(),
-            vec![unreachable.clone()],
-            unreachable,
-        )
+        ..support::local_args(dir.path())
     };
-    let (_, routes) =
-        gateway::server::build(&args, 4 << 20, None, CancellationToken::new()).unwrap();
-    let server = serve_loopback(&ServerArgs::local(), PIPELINE, true, routes)
-        .await
-        .unwrap();
-    let mut client =
-        PipelineClient::new(connect_lazy(&server.endpoint(), &ClientOptions::default()).unwrap());
+    let (server, mut client) = support::serve(&args).await;
     let naming = |endpoint: &str| {
         let config = pb::RunConfig {
             stages: vec![pb::Stage::Evaluate as i32],

@@ -233,11 +233,10 @@ impl Pipeline {
         loop {
             let next = records.next().await;
             let done = next.is_none();
-            if let Some(Ok(_) | Err(RowError::Bad(_))) = &next {
-                seen += 1;
-            }
-            if let Some(Err(RowError::Bad(_))) = &next {
-                bad += 1;
+            match &next {
+                Some(Ok(_)) => seen += 1,
+                Some(Err(RowError::Bad(_))) => (seen, bad) = (seen + 1, bad + 1),
+                Some(Err(RowError::Transport(_))) | None => {}
             }
             let too_many = if seen > bounds::MAX_ROWS {
                 Some(format!("at most {} rows per run", bounds::MAX_ROWS))

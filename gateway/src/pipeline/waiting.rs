@@ -29,48 +29,55 @@ pub(crate) const STUDENT: &str = "the student";
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
-/// Per run and service: the highest retry already announced in the run's events (0: none, the
-/// service is answering), and the server errors in a row.
+/// Per run and service that has failed lately: the highest retry already announced in the
+/// run's events, and the server errors in a row. No entry: the service is answering.
 #[derive(Default)]
-pub(crate) struct Waits {
-    announced: Mutex<HashMap<(String, &'static str), u32>>,
-    server_errors: Mutex<HashMap<(String, &'static str), u32>>,
+pub(crate) struct Waits(Mutex<HashMap<(String, &'static str), Wait>>);
+
+#[derive(Default)]
+struct Wait {
+    announced: u32,
+    server_errors: u32,
 }
 
 impl Waits {
-    /// Whether retry `attempt` is the first of its level for this run and service.
-    fn announce(&self, run_id: &str, service: &'static str, attempt: u32) -> bool {
-        let mut map = self.announced.lock().unwrap_or_else(|p| p.into_inner());
-        let announced = map.entry((run_id.to_string(), service)).or_default();
-        let first = attempt > *announced;
-        *announced = (*announced).max(attempt);
-        first
+    fn with<R>(&self, run_id: &str, service: &'static str, f: impl FnOnce(&mut Wait) -> R) -> R {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(map.entry((run_id.to_string(), service)).or_default())
     }
 
-    /// The retries announced before the service answered again (0: it was not waited for).
-    fn recovered(&self, run_id: &str, service: &'static str) -> u32 {
-        let key = (run_id.to_string(), service);
-        self.server_errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
-        let mut map = self.announced.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(&key).unwrap_or(0)
+    /// Whether retry `attempt` is the first of its level for this run and service.
+    fn announce(&self, run_id: &str, service: &'static str, attempt: u32) -> bool {
+        self.with(run_id, service, |w| {
+            let first = attempt > w.announced;
+            w.announced = w.announced.max(attempt);
+            first
+        })
     }
 
     /// Counts one more server error in a row; returns how many.
     fn server_error(&self, run_id: &str, service: &'static str) -> u32 {
-        let mut map = self.server_errors.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry((run_id.to_string(), service)).or_default();
-        *n += 1;
-        *n
+        self.with(run_id, service, |w| {
+            w.server_errors += 1;
+            w.server_errors
+        })
+    }
+
+    /// The service answered: forgets its failures; returns the retries that had been announced
+    /// (0: it was not waited for). Called after every answer, so the common case (nothing
+    /// failed) takes no allocation.
+    fn recovered(&self, run_id: &str, service: &'static str) -> u32 {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.is_empty() {
+            return 0;
+        }
+        map.remove(&(run_id.to_string(), service))
+            .map_or(0, |w| w.announced)
     }
 
     pub(crate) fn forget_run(&self, run_id: &str) {
-        for map in [&self.announced, &self.server_errors] {
-            let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-            map.retain(|(run, _), _| run != run_id);
-        }
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|(run, _), _| run != run_id);
     }
 }
 
@@ -109,7 +116,8 @@ impl Pipeline {
                 }
                 Err(status) => status,
             };
-            match classify(&status) {
+            let fault = classify(&status);
+            match fault {
                 Fault::ItemRejected => return Ok(Err(status)),
                 Fault::ServerError
                     if self.waits.server_error(run_id, service) < SERVER_ERRORS_IN_A_ROW =>
@@ -135,7 +143,7 @@ impl Pipeline {
                 }
                 Fault::Slow if timeouts + 1 >= SLOW_ATTEMPTS => return Ok(Err(status)),
                 Fault::Slow | Fault::Transient => {
-                    timeouts += u32::from(status.code() == tonic::Code::DeadlineExceeded);
+                    timeouts += u32::from(fault == Fault::Slow);
                     attempt += 1;
                     let delay = arf_common::status::retry_after(&status)
                         .unwrap_or_else(|| backoff(attempt));

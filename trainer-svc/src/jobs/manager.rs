@@ -55,40 +55,22 @@ fn quarantined(u: &super::store::Unreadable, output_dir: PathBuf) -> (Job, Vec<J
          folder left as it was for an operator to inspect",
         u.error
     );
-    let now = now_ms();
-    let job = Job {
-        id: u.id.clone(),
-        display_name: String::new(),
+    let end = EventKind::Ended {
         state: JobState::Failed,
-        config: crate::train::TrainConfig::with_defaults(Path::new(""), output_dir),
-        labels: BTreeMap::new(),
-        request_id: String::new(),
-        attempts: 0,
-        data_path: PathBuf::new(),
-        step: 0,
-        total_steps: 0,
-        last_loss: 0.0,
-        last_eval_loss: 0.0,
-        create_time_ms: now,
-        start_time_ms: None,
-        end_time_ms: Some(now),
-        error: error.clone(),
+        error,
         adapter_dir: None,
         merged_dir: None,
-        last_event_sequence: 1,
-        truncated_examples: 0,
-        trace_context: BTreeMap::new(),
     };
+    let config = crate::train::TrainConfig::with_defaults(Path::new(""), output_dir);
+    let mut job = Job::queued(u.id.clone(), String::new(), config, PathBuf::new());
+    let now = job.create_time_ms;
+    apply_end(&mut job, &end, now);
+    job.last_event_sequence = 1;
     let ended = JobEvent {
         sequence: 1,
         job_id: u.id.clone(),
         time_ms: now,
-        kind: EventKind::Ended {
-            state: JobState::Failed,
-            error,
-            adapter_dir: None,
-            merged_dir: None,
-        },
+        kind: end,
     };
     (job, vec![ended])
 }
@@ -226,27 +208,10 @@ impl JobManager {
             JobData::Uploaded(upload) => self.inner.store.claim_upload(&id, upload)?,
         };
         let job = Job {
-            id: id.clone(),
-            display_name: spec.display_name,
-            state: JobState::Queued,
-            config: spec.config,
             labels: spec.labels,
             request_id: spec.request_id,
-            attempts: 0,
-            data_path,
-            step: 0,
-            total_steps: 0,
-            last_loss: 0.0,
-            last_eval_loss: 0.0,
-            create_time_ms: now_ms(),
-            start_time_ms: None,
-            end_time_ms: None,
-            error: String::new(),
-            adapter_dir: None,
-            merged_dir: None,
-            last_event_sequence: 0,
-            truncated_examples: 0,
             trace_context: spec.trace_context,
+            ..Job::queued(id.clone(), spec.display_name, spec.config, data_path)
         };
         let mut st = self.lock();
         // Two calls with one key can pass the first look together: only one job is kept.

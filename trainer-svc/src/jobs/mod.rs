@@ -93,6 +93,40 @@ pub struct Job {
     pub trace_context: BTreeMap<String, String>,
 }
 
+impl Job {
+    /// A job just made: QUEUED, nothing trained, no labels or key.
+    pub fn queued(
+        id: String,
+        display_name: String,
+        config: TrainConfig,
+        data_path: PathBuf,
+    ) -> Self {
+        Self {
+            id,
+            display_name,
+            state: JobState::Queued,
+            config,
+            labels: BTreeMap::new(),
+            request_id: String::new(),
+            attempts: 0,
+            data_path,
+            step: 0,
+            total_steps: 0,
+            last_loss: 0.0,
+            last_eval_loss: 0.0,
+            create_time_ms: now_ms(),
+            start_time_ms: None,
+            end_time_ms: None,
+            error: String::new(),
+            adapter_dir: None,
+            merged_dir: None,
+            last_event_sequence: 0,
+            truncated_examples: 0,
+            trace_context: BTreeMap::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
