@@ -149,7 +149,8 @@ impl Suite {
             limit,
             Some(student_host.clone()),
             shutdown.clone(),
-        )?;
+        )
+        .await?;
         let gateway = serve_loopback(args, PIPELINE, true, routes).await?;
         Ok(Self {
             analyzer,

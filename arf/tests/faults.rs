@@ -186,6 +186,7 @@ async fn a_conversation_too_long_for_the_student_fails_only_its_item() {
         .pipeline
         .store()
         .items(&run.id)
+        .await
         .unwrap()
         .into_iter()
         .filter_map(|i| Some((i.conversation.id.clone(), i.evaluation?)))

@@ -132,7 +132,7 @@ async fn smollm2_revises_trains_from_its_gguf_and_the_student_summarizes() {
     );
 
     // The editor's revisions are real text, not the teacher's summary back.
-    let items = suite.pipeline.store().items(&run.id).unwrap();
+    let items = suite.pipeline.store().items(&run.id).await.unwrap();
     for item in &items {
         if item.revision_outcome == Some(gateway::store::RevisionOutcome::Accepted) {
             let revised = item.final_summary.as_deref().unwrap();
@@ -161,7 +161,7 @@ async fn smollm2_revises_trains_from_its_gguf_and_the_student_summarizes() {
     );
 
     // The merged student (a Hugging Face directory) serves and summarizes.
-    let record = suite.pipeline.store().run(&run.id).unwrap().unwrap();
+    let record = suite.pipeline.store().run(&run.id).await.unwrap().unwrap();
     let merged = PathBuf::from(&record.student_model_dir);
     for f in [
         "config.json",

@@ -229,7 +229,7 @@ async fn a_gateway_stopped_during_finetune_leaves_the_job_training() {
     assert!(status.success());
     assert!(process.0.wait().unwrap().success(), "a clean drain exits 0");
 
-    let job_id = stored_training_job(data.path(), &run.id);
+    let job_id = stored_training_job(data.path(), &run.id).await;
     let mut trainer = arf_proto::v1::trainer_client::TrainerClient::new(
         connect_lazy(&suite.trainer_endpoint(), &ClientOptions::default()).unwrap(),
     );
@@ -267,9 +267,11 @@ async fn a_gateway_stopped_during_finetune_leaves_the_job_training() {
 }
 
 /// The run's training job id, read from the stored state of a gateway that has exited.
-fn stored_training_job(data: &std::path::Path, run_id: &str) -> String {
-    let store = gateway::store::Store::open(&data.join(gateway::server::STORE_FILE)).unwrap();
-    let job = store.run(run_id).unwrap().unwrap().training_job_id;
+async fn stored_training_job(data: &std::path::Path, run_id: &str) -> String {
+    let store = gateway::store::Store::open(&data.join(gateway::server::STORE_FILE))
+        .await
+        .unwrap();
+    let job = store.run(run_id).await.unwrap().unwrap().training_job_id;
     assert!(!job.is_empty(), "the job id was stored before the shutdown");
     job
 }

@@ -432,6 +432,7 @@ async fn a_judge_the_analyzer_lacks_is_refused_up_front() {
         None,
         tokio_util::sync::CancellationToken::new(),
     )
+    .await
     .unwrap();
     let server = serve_loopback(
         &arf_common::config::ServerArgs::local(),

@@ -17,6 +17,27 @@ pub struct GatewayArgs {
     #[arg(long, env = "ARF_DATA_DIR", default_value = "arf-data")]
     pub data_dir: PathBuf,
 
+    /// Where runs are kept: `sqlite` (the file under --data-dir, one gateway), another file
+    /// (`sqlite:///path`), or a PostgreSQL database that several gateways share
+    /// (`postgres://user:password@host:5432/arf`; `?sslmode=require` for TLS).
+    #[arg(
+        long,
+        env = "ARF_STORE",
+        default_value = "sqlite",
+        hide_env_values = true
+    )]
+    pub store: String,
+
+    /// This gateway's name in the runs' leases; unique among the gateways on one database (the
+    /// pod's name). Default: host name, process id and a random suffix.
+    #[arg(long, env = "ARF_GATEWAY_ID")]
+    pub gateway_id: Option<String>,
+
+    /// How long a gateway's lease of a run lasts without a heartbeat (one every third of it):
+    /// when a gateway dies, another takes its runs over after this.
+    #[arg(long, env = "ARF_LEASE_SECS", default_value_t = 15.0)]
+    pub lease_secs: f64,
+
     /// Analyzer endpoint.
     #[arg(
         long,
@@ -103,6 +124,41 @@ pub struct GatewayArgs {
 }
 
 impl GatewayArgs {
+    /// The store's location, from --store.
+    pub fn store_location(&self) -> anyhow::Result<crate::store::StoreLocation> {
+        crate::store::StoreLocation::parse(
+            &self.store,
+            &self.data_dir.join(crate::server::STORE_FILE),
+        )
+    }
+
+    /// The lease length, from --lease-secs (at least a second, at most an hour).
+    pub fn lease(&self) -> anyhow::Result<Duration> {
+        anyhow::ensure!(
+            self.lease_secs.is_finite() && (1.0..=3600.0).contains(&self.lease_secs),
+            "--lease-secs {} must be between 1 and 3600",
+            self.lease_secs
+        );
+        Ok(Duration::from_secs_f64(self.lease_secs))
+    }
+
+    /// --gateway-id, or a name no other process has.
+    pub fn gateway_id(&self) -> String {
+        if let Some(id) = self.gateway_id.as_ref().filter(|id| !id.trim().is_empty()) {
+            return id.trim().to_string();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "gateway".into());
+        format!(
+            "{host}-{}-{:04x}",
+            std::process::id(),
+            rand::random::<u16>()
+        )
+    }
+
     /// The folders clients may name files in: the flags', or anywhere for a local suite.
     pub fn client_paths(&self) -> crate::pipeline::ClientPaths {
         use arf_common::paths::PathRoots;
@@ -130,6 +186,9 @@ impl GatewayArgs {
     ) -> Self {
         Self {
             data_dir,
+            store: "sqlite".into(),
+            gateway_id: None,
+            lease_secs: 15.0,
             analyzer,
             editors,
             teachers: Vec::new(),

@@ -13,14 +13,15 @@ const PAGE: usize = 256;
 /// The JSON lines of the run's training pairs, in the run's own policy for unimproved summaries,
 /// page by page after the position `after` (0 first); with the position to go on from (`None`:
 /// the end).
-pub fn page(
+pub async fn page(
     store: &Store,
     run: &RunRecord,
     format: pb::ExportFormat,
     after: i64,
 ) -> anyhow::Result<(Vec<String>, Option<i64>)> {
-    let (pairs, last) =
-        store.training_pairs_page(&run.id, Unimproved::of(&run.config), after, PAGE)?;
+    let (pairs, last) = store
+        .training_pairs_page(&run.id, Unimproved::of(&run.config), after, PAGE)
+        .await?;
     Ok((
         pairs.into_iter().map(|pair| line(pair, format)).collect(),
         last,

@@ -16,6 +16,8 @@ use crate::store::{RunRecord, Unimproved};
 
 const BAD_ROWS_IN_RUN: usize = 20;
 const EXPORT_CHUNK_BYTES: usize = 64 * 1024;
+/// How long a watcher on a gateway that does not drive the run may lag its events.
+const SHARED_STORE_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[derive(Clone)]
 pub struct PipelineService {
@@ -34,29 +36,34 @@ impl PipelineService {
             .max_encoding_message_size(max_message_bytes)
     }
 
-    fn run(&self, run_id: &str) -> Result<RunRecord, Status> {
+    async fn run(&self, run_id: &str) -> Result<RunRecord, Status> {
         if run_id.is_empty() {
             return Err(invalid_field("run_id", "must not be empty"));
         }
         self.pipeline
             .store()
             .run(run_id)
+            .await
             .map_err(internal)?
             .ok_or_else(|| Status::not_found(format!("no run {run_id:?}")))
     }
 
-    fn to_wire(&self, run: RunRecord) -> Result<pb::Run, Status> {
+    async fn to_wire(&self, run: RunRecord) -> Result<pb::Run, Status> {
         let store = self.pipeline.store();
         let counts = store
             .counts(&run.id, Unimproved::of(&run.config))
+            .await
             .map_err(internal)?;
         let progress = stages(&run.config)
             .into_iter()
             .map(|stage| crate::pipeline::stage_progress(&counts, stage))
             .collect();
         Ok(pb::Run {
-            last_event_sequence: store.last_event_sequence(&run.id).map_err(internal)?,
-            bad_rows: store.bad_rows(&run.id, BAD_ROWS_IN_RUN).map_err(internal)?,
+            last_event_sequence: store.last_event_sequence(&run.id).await.map_err(internal)?,
+            bad_rows: store
+                .bad_rows(&run.id, BAD_ROWS_IN_RUN)
+                .await
+                .map_err(internal)?,
             id: run.id,
             display_name: run.display_name,
             state: run.state as i32,
@@ -87,18 +94,20 @@ struct RunLog {
 impl EventLog for RunLog {
     type Event = pb::RunEvent;
 
-    fn after(&self, after: u64) -> Result<Vec<pb::RunEvent>, Status> {
+    async fn after(&self, after: u64) -> Result<Vec<pb::RunEvent>, Status> {
         self.pipeline
             .store()
             .events_after(&self.run_id, after, 256)
+            .await
             .map_err(internal)
     }
 
-    fn terminal(&self) -> Result<Option<u64>, Status> {
+    async fn terminal(&self) -> Result<Option<u64>, Status> {
         let last = self
             .pipeline
             .store()
             .last_event(&self.run_id)
+            .await
             .map_err(internal)?;
         Ok(last.and_then(|e| match e.kind {
             Some(pb::run_event::Kind::State(s))
@@ -108,6 +117,14 @@ impl EventLog for RunLog {
             }
             _ => None,
         }))
+    }
+
+    /// Other gateways on a shared store append to runs they drive: read again every so often.
+    fn poll_every(&self) -> Option<std::time::Duration> {
+        self.pipeline
+            .store()
+            .is_shared()
+            .then_some(SHARED_STORE_POLL)
     }
 
     fn sequence(event: &pb::RunEvent) -> u64 {
@@ -222,7 +239,7 @@ impl PipelineRpc for PipelineService {
                 IngestError::Transport(status) => status,
                 IngestError::Internal(e) => internal(e),
             })?;
-        Ok(Response::new(self.to_wire(self.run(&run_id)?)?))
+        Ok(Response::new(self.to_wire(self.run(&run_id).await?).await?))
     }
 
     async fn get_run(
@@ -230,7 +247,8 @@ impl PipelineRpc for PipelineService {
         request: Request<pb::GetRunRequest>,
     ) -> Result<Response<pb::Run>, Status> {
         Ok(Response::new(
-            self.to_wire(self.run(&request.into_inner().run_id)?)?,
+            self.to_wire(self.run(&request.into_inner().run_id).await?)
+                .await?,
         ))
     }
 
@@ -252,6 +270,7 @@ impl PipelineRpc for PipelineService {
             .pipeline
             .store()
             .runs(offset, size + 1)
+            .await
             .map_err(internal)?;
         let next_page_token = if runs.len() > size {
             runs.truncate(size);
@@ -259,10 +278,11 @@ impl PipelineRpc for PipelineService {
         } else {
             String::new()
         };
-        let runs = runs
-            .into_iter()
-            .map(|r| self.to_wire(r))
-            .collect::<Result<_, _>>()?;
+        let mut wire = Vec::with_capacity(runs.len());
+        for run in runs {
+            wire.push(self.to_wire(run).await?);
+        }
+        let runs = wire;
         Ok(Response::new(pb::ListRunsResponse {
             runs,
             next_page_token,
@@ -273,22 +293,24 @@ impl PipelineRpc for PipelineService {
         &self,
         request: Request<pb::CancelRunRequest>,
     ) -> Result<Response<pb::Run>, Status> {
-        let run = self.run(&request.into_inner().run_id)?;
+        let run = self.run(&request.into_inner().run_id).await?;
         if !is_final(run.state) && !self.pipeline.cancel(&run.id) {
-            // Not driven by this process (it never started): cancel it in the store directly.
+            // Not driven by this process: cancelled in the store when nobody drives it, or
+            // asked of the gateway that does (it stops at its next heartbeat).
             self.pipeline
-                .set_state(&run.id, pb::RunState::Cancelled, "cancelled by request")
+                .cancel_elsewhere(&run.id)
+                .await
                 .map_err(internal)?;
         }
         // The driver records CANCELLED at its next item; give it a moment so the answer says so.
         for _ in 0..50 {
-            let now = self.run(&run.id)?;
+            let now = self.run(&run.id).await?;
             if is_final(now.state) {
-                return Ok(Response::new(self.to_wire(now)?));
+                return Ok(Response::new(self.to_wire(now).await?));
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        Ok(Response::new(self.to_wire(self.run(&run.id)?)?))
+        Ok(Response::new(self.to_wire(self.run(&run.id).await?).await?))
     }
 
     async fn watch_run(
@@ -296,7 +318,7 @@ impl PipelineRpc for PipelineService {
         request: Request<pb::WatchRunRequest>,
     ) -> Result<Response<Self::WatchRunStream>, Status> {
         let request = request.into_inner();
-        self.run(&request.run_id)?;
+        self.run(&request.run_id).await?;
         // Subscribed before the log is first read, so no event falls between the two.
         let changes = self.pipeline.subscribe(&request.run_id);
         let log = RunLog {
@@ -316,7 +338,7 @@ impl PipelineRpc for PipelineService {
         request: Request<pb::ExportDatasetRequest>,
     ) -> Result<Response<Self::ExportDatasetStream>, Status> {
         let request = request.into_inner();
-        let run = self.run(&request.run_id)?;
+        let run = self.run(&request.run_id).await?;
         let format = pb::ExportFormat::try_from(request.format)
             .map_err(|_| invalid_field("format", "unknown export format"))?;
         // Chunks are sent as they fill, page by page: the export is never whole in memory, and
@@ -327,14 +349,14 @@ impl PipelineRpc for PipelineService {
             let mut chunk = Vec::new();
             let mut after = 0;
             loop {
-                let (lines, last) = match crate::export::page(pipeline.store(), &run, format, after)
-                {
-                    Ok(page) => page,
-                    Err(e) => {
-                        let _ = tx.send(Err(internal(e))).await;
-                        return;
-                    }
-                };
+                let (lines, last) =
+                    match crate::export::page(pipeline.store(), &run, format, after).await {
+                        Ok(page) => page,
+                        Err(e) => {
+                            let _ = tx.send(Err(internal(e))).await;
+                            return;
+                        }
+                    };
                 for line in lines {
                     if !chunk.is_empty() && chunk.len() + line.len() > EXPORT_CHUNK_BYTES {
                         let data = std::mem::take(&mut chunk);
@@ -363,8 +385,10 @@ impl PipelineRpc for PipelineService {
         &self,
         request: Request<pb::GetReportRequest>,
     ) -> Result<Response<pb::Report>, Status> {
-        let run = self.run(&request.into_inner().run_id)?;
-        let report = crate::report::build(self.pipeline.store(), &run).map_err(internal)?;
+        let run = self.run(&request.into_inner().run_id).await?;
+        let report = crate::report::build(self.pipeline.store(), &run)
+            .await
+            .map_err(internal)?;
         let dir = self.pipeline.data_dir.join("runs").join(&run.id);
         let written = std::fs::create_dir_all(&dir).and_then(|()| {
             std::fs::write(dir.join("report.md"), &report.markdown)?;

@@ -13,18 +13,21 @@ use crate::grpc::PipelineService;
 use crate::pipeline::{Pipeline, StudentHost};
 use crate::store::Store;
 
-/// The SQLite file under the data folder.
+/// The SQLite file under the data folder (the default store).
 pub const STORE_FILE: &str = "arf.sqlite3";
 
 /// The Pipeline API's routes and the pipeline behind them. `student_host` serves fine-tuned
 /// students for evaluation; without one, a run must name `evaluation.student_endpoint`.
-pub fn build(
+pub async fn build(
     args: &GatewayArgs,
     max_message_bytes: usize,
     student_host: Option<Arc<dyn StudentHost>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(Arc<Pipeline>, Routes)> {
-    let store = Arc::new(Store::open(&args.data_dir.join(STORE_FILE))?);
+    let location = args.store_location()?;
+    let gateway_id = args.gateway_id();
+    let store = Arc::new(Store::connect(&location, &gateway_id, args.lease()?).await?);
+    tracing::info!(store = %location.redacted(), gateway_id, "store open");
     let clients = args.clients(max_message_bytes)?;
     let pipeline = Pipeline::new(
         store,
@@ -35,10 +38,13 @@ pub fn build(
         args.client_paths(),
         shutdown.clone(),
     );
-    let resumed = pipeline.resume_unfinished()?;
+    // What a previous process left (and, on a shared store, what dead gateways left) is
+    // taken over now; the heartbeat goes on claiming what other gateways leave later.
+    let resumed = pipeline.claim_unfinished(true).await?;
     if resumed > 0 {
         tracing::info!(resumed, "resumed unfinished runs");
     }
+    pipeline.spawn_lease_keeper();
     let service = PipelineService::new(pipeline.clone(), shutdown);
     Ok((
         pipeline,
@@ -59,7 +65,8 @@ pub async fn run(
         server,
         gateway,
         |health, shutdown| async move {
-            let (_, routes) = build(gateway, server.max_message_bytes, student_host, shutdown)?;
+            let (_, routes) =
+                build(gateway, server.max_message_bytes, student_host, shutdown).await?;
             health.set_serving(PIPELINE, true).await;
             Ok(routes)
         },

@@ -59,9 +59,13 @@ fn analyze_only() -> pb::RunConfig {
 async fn a_run_left_half_uploaded_fails_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store =
-            gateway::store::Store::open(&dir.path().join(gateway::server::STORE_FILE)).unwrap();
-        store.create_run("run-cut", "cut", &analyze_only()).unwrap();
+        let store = gateway::store::Store::open(&dir.path().join(gateway::server::STORE_FILE))
+            .await
+            .unwrap();
+        store
+            .create_run("run-cut", "cut", &analyze_only())
+            .await
+            .unwrap();
     }
     let (server, mut client) = lean_gateway(dir.path()).await;
     let run = client

@@ -424,7 +424,7 @@ struct JobLog {
 impl EventLog for JobLog {
     type Event = pb::JobEvent;
 
-    fn after(&self, after: u64) -> Result<Vec<pb::JobEvent>, Status> {
+    async fn after(&self, after: u64) -> Result<Vec<pb::JobEvent>, Status> {
         Ok(self
             .jobs
             .events_after(&self.id, after)?
@@ -433,7 +433,7 @@ impl EventLog for JobLog {
             .collect())
     }
 
-    fn terminal(&self) -> Result<Option<u64>, Status> {
+    async fn terminal(&self) -> Result<Option<u64>, Status> {
         let last = self.jobs.last_event(&self.id)?;
         Ok(last
             .filter(|e| matches!(e.kind, EventKind::Ended { .. }))

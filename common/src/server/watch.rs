@@ -11,13 +11,18 @@ use tonic::Status;
 use super::ResponseStream;
 
 /// An append-only log of numbered events (numbers rise from 1).
-pub trait EventLog: Send + 'static {
+pub trait EventLog: Send + Sync + 'static {
     type Event: Send + 'static;
     /// Events after sequence `after`, oldest first: all of them, or a first page.
-    fn after(&self, after: u64) -> Result<Vec<Self::Event>, Status>;
+    fn after(&self, after: u64) -> impl Future<Output = Result<Vec<Self::Event>, Status>> + Send;
     /// The number of the log's terminal event (the work has ended), once it has one.
-    fn terminal(&self) -> Result<Option<u64>, Status>;
+    fn terminal(&self) -> impl Future<Output = Result<Option<u64>, Status>> + Send;
     fn sequence(event: &Self::Event) -> u64;
+    /// How often to read the log again without being woken: for a log that other processes
+    /// append to (runs in a database several gateways share). `None`: wake-ups suffice.
+    fn poll_every(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Streams `log` from after `after`. `changes` moves whenever any event is appended; on
@@ -34,7 +39,10 @@ pub fn watch_log<L: EventLog>(
             // Marked seen before reading, so an event landing between the read and the wait
             // still wakes us.
             changes.mark_unchanged();
-            let read = log.terminal().and_then(|end| Ok((end, log.after(after)?)));
+            let read = match log.terminal().await {
+                Ok(end) => log.after(after).await.map(|events| (end, events)),
+                Err(s) => Err(s),
+            };
             let (end, events) = match read {
                 Ok(r) => r,
                 Err(s) => {
@@ -46,8 +54,16 @@ pub fn watch_log<L: EventLog>(
                 return; // the client has everything, the terminal event included
             }
             if events.is_empty() {
+                let poll = log.poll_every();
+                let next_poll = async {
+                    match poll {
+                        Some(every) => tokio::time::sleep(every).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     changed = changes.changed() => if changed.is_err() { return },
+                    () = next_poll => {}
                     () = shutdown.cancelled() => {
                         let message = format!("the server is shutting down; resume with after_sequence {after}");
                         let _ = tx.send(Err(Status::unavailable(message))).await;
@@ -81,7 +97,7 @@ mod tests {
 
     impl EventLog for Log {
         type Event = u64;
-        fn after(&self, after: u64) -> Result<Vec<u64>, Status> {
+        async fn after(&self, after: u64) -> Result<Vec<u64>, Status> {
             Ok(self
                 .0
                 .lock()
@@ -92,7 +108,7 @@ mod tests {
                 .filter(|&e| e > after)
                 .collect())
         }
-        fn terminal(&self) -> Result<Option<u64>, Status> {
+        async fn terminal(&self) -> Result<Option<u64>, Status> {
             Ok(self.0.lock().unwrap().1)
         }
         fn sequence(event: &u64) -> u64 {

@@ -80,7 +80,8 @@ async fn analyze_item(
             p.warn(
                 run_id,
                 format!("the analyzer refused {id}'s summary: {why}"),
-            )?;
+            )
+            .await?;
             pb::AnalyzeResponse {
                 request_id: id.clone(),
                 conversation_id: id.clone(),
@@ -99,12 +100,16 @@ async fn analyze_item(
         outcome: outcome.into(),
         findings: analysis.findings.len() as u32,
     });
-    p.saved(p.store().save_analysis(
-        run_id,
-        &id,
-        &analysis,
-        &item_trace::traceparent(&span),
-        event,
-    )?);
+    p.saved(
+        p.store()
+            .save_analysis(
+                run_id,
+                &id,
+                &analysis,
+                &item_trace::traceparent(&span),
+                event,
+            )
+            .await?,
+    );
     Ok(())
 }

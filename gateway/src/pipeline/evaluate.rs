@@ -36,12 +36,13 @@ pub async fn run(
     token: &CancellationToken,
 ) -> Result<(), RunError> {
     let evaluation = config.evaluation.clone().unwrap_or_default();
-    if p.store().pending_evaluation(run_id, 1)?.is_empty() {
+    if p.store().pending_evaluation(run_id, 1).await?.is_empty() {
         return Ok(()); // nothing held out, or all done
     }
     let run = p
         .store()
-        .run(run_id)?
+        .run(run_id)
+        .await?
         .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished"))?;
     // The models this gateway serves for the run, unloaded when the stage ends however it ends.
     let mut hosted = Vec::new();
@@ -201,7 +202,11 @@ async fn evaluate_item(
         outcome: "evaluated".into(),
         findings,
     });
-    p.saved(p.store().save_evaluation(run_id, &id, &result, event)?);
+    p.saved(
+        p.store()
+            .save_evaluation(run_id, &id, &result, event)
+            .await?,
+    );
     Ok(())
 }
 

@@ -38,7 +38,7 @@ pub fn student_base(p: &Pipeline, config: &pb::RunConfig) -> anyhow::Result<Stri
 }
 
 /// The pairs a student of this kind learns from.
-fn pairs(
+async fn pairs(
     p: &Pipeline,
     run_id: &str,
     config: &pb::RunConfig,
@@ -47,11 +47,12 @@ fn pairs(
     Ok(match student {
         Student::Refined => p
             .store()
-            .training_pairs(run_id, Unimproved::of(config))?
+            .training_pairs(run_id, Unimproved::of(config))
+            .await?
             .into_iter()
             .map(|pair| (pair.conversation, pair.summary))
             .collect(),
-        Student::Unrevised => p.store().unrevised_pairs(run_id)?,
+        Student::Unrevised => p.store().unrevised_pairs(run_id).await?,
     })
 }
 
@@ -64,14 +65,15 @@ async fn train(
 ) -> Result<(), RunError> {
     let run = p
         .store()
-        .run(run_id)?
+        .run(run_id)
+        .await?
         .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished"))?;
     if !run.model_dir(student).is_empty() {
         return Ok(()); // trained before a restart
     }
     let trainer = &p.clients.trainer;
     let job_id = if run.job_id(student).is_empty() {
-        let pairs = pairs(p, run_id, config, student)?;
+        let pairs = pairs(p, run_id, config, student).await?;
         if pairs.is_empty() {
             return Err(anyhow::anyhow!(
                 "no training examples for the {}: every summary was excluded (no revision was \
@@ -125,7 +127,7 @@ async fn train(
                 s.message()
             )
         })?;
-        p.store().set_training_job(run_id, student, &job_id)?;
+        p.store().set_training_job(run_id, student, &job_id).await?;
         job_id
     } else {
         run.job_id(student).to_string()
@@ -147,7 +149,7 @@ async fn follow(
         anyhow::anyhow!("{what} job {job_id}: {}: {}", s.code(), s.message()).into()
     };
     loop {
-        let after = p.store().training_event_seq(run_id, student)?;
+        let after = p.store().training_event_seq(run_id, student).await?;
         let mut events = p
             .call(run_id, token, TRAINER, || trainer.watch(job_id, after))
             .await?
@@ -169,9 +171,13 @@ async fn follow(
                         Some(pb::job_event::Kind::Ended(end)) => Some(end.clone()),
                         _ => None,
                     };
-                    p.saved(p.store().relay_training_event(run_id, student, event)?);
+                    p.saved(
+                        p.store()
+                            .relay_training_event(run_id, student, event)
+                            .await?,
+                    );
                     if let Some(end) = ended {
-                        return settle(p, run_id, student, job_id, end);
+                        return settle(p, run_id, student, job_id, end).await;
                     }
                 }
                 // The stream ends at once when the stored sequence is already past the job's
@@ -183,7 +189,7 @@ async fn follow(
                         .await?
                         .map_err(|s| refused("the trainer cannot read", s))?;
                     if let Some(end) = ended(&job) {
-                        return settle(p, run_id, student, job_id, end);
+                        return settle(p, run_id, student, job_id, end).await;
                     }
                     break;
                 }
@@ -217,7 +223,7 @@ fn ended(job: &pb::Job) -> Option<pb::JobEnded> {
 }
 
 /// What a finished job means for the run: its student recorded, or the run's end.
-fn settle(
+async fn settle(
     p: &Pipeline,
     run_id: &str,
     student: Student,
@@ -227,7 +233,9 @@ fn settle(
     match pb::JobState::try_from(end.state) {
         Ok(pb::JobState::Succeeded) => {
             let merged = end.outputs.map(|o| o.merged_model_dir).unwrap_or_default();
-            p.store().set_student_model_dir(run_id, student, &merged)?;
+            p.store()
+                .set_student_model_dir(run_id, student, &merged)
+                .await?;
             Ok(())
         }
         Ok(pb::JobState::Cancelled) => Err(RunError::Cancelled),

@@ -54,27 +54,28 @@ async fn generate_item(
             teacher.generate(&request).instrument(span.clone())
         })
         .await?;
-    let failed = |why: String| -> Result<(), RunError> {
+    let failed = async |why: String| -> Result<(), RunError> {
         p.warn(
             run_id,
             format!("the teacher could not summarize {id}: {why}"),
-        )?;
+        )
+        .await?;
         let event = Kind::Item(pb::ItemProgress {
             conversation_id: id.clone(),
             stage: pb::Stage::Generate as i32,
             outcome: "failed".into(),
             findings: 0,
         });
-        p.saved(p.store().fail_generation(run_id, &id, &why, event)?);
+        p.saved(p.store().fail_generation(run_id, &id, &why, event).await?);
         Ok(())
     };
     let answer = match answer {
         Ok(a) => a,
-        Err(refusal) => return failed(format!("{}: {}", refusal.code(), refusal.message())),
+        Err(refusal) => return failed(format!("{}: {}", refusal.code(), refusal.message())).await,
     };
     let summary = answer.text.trim();
     if summary.is_empty() {
-        return failed("it wrote an empty summary".into());
+        return failed("it wrote an empty summary".into()).await;
     }
     let usage = TeacherUsage {
         input_tokens: answer.usage.as_ref().map_or(0, |u| u.input_tokens),
@@ -87,13 +88,17 @@ async fn generate_item(
         outcome: "generated".into(),
         findings: 0,
     });
-    p.saved(p.store().save_generated_summary(
-        run_id,
-        &id,
-        summary,
-        &usage,
-        &item_trace::traceparent(&span),
-        event,
-    )?);
+    p.saved(
+        p.store()
+            .save_generated_summary(
+                run_id,
+                &id,
+                summary,
+                &usage,
+                &item_trace::traceparent(&span),
+                event,
+            )
+            .await?,
+    );
     Ok(())
 }

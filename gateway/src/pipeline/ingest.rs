@@ -222,8 +222,11 @@ impl Pipeline {
             spec.display_name.clone()
         };
         // INGESTING until the last row is stored: a run that stops partway never runs.
-        self.store().create_run(&run_id, &name, &config)?;
-        self.emit(&run_id, Kind::State(pb::RunState::Ingesting as i32))?;
+        self.store().create_run(&run_id, &name, &config).await?;
+        // Its lease is renewed while the rows come (a large upload outlasts a lease).
+        let _ingesting = self.ingesting(&run_id);
+        self.emit(&run_id, Kind::State(pb::RunState::Ingesting as i32))
+            .await?;
 
         let generates = stages(&config).contains(&pb::Stage::Generate);
         let mut records = self.records(rows, generates);
@@ -249,7 +252,8 @@ impl Pipeline {
                 None
             };
             if let Some(message) = too_many {
-                self.set_state(&run_id, pb::RunState::Failed, &format!("rows: {message}"))?;
+                self.set_state(&run_id, pb::RunState::Failed, &format!("rows: {message}"))
+                    .await?;
                 return Err(invalid("rows", message));
             }
             match next {
@@ -263,20 +267,21 @@ impl Pipeline {
                     conversation: record.conversation,
                 }),
                 Some(Err(RowError::Bad(row))) => {
-                    self.bad_row(&run_id, &row, fail_fast)?;
+                    self.bad_row(&run_id, &row, fail_fast).await?;
                 }
                 Some(Err(RowError::Transport(status))) => {
                     self.set_state(
                         &run_id,
                         pb::RunState::Failed,
                         &format!("the client's row stream broke: {}", status.message()),
-                    )?;
+                    )
+                    .await?;
                     return Err(IngestError::Transport(status));
                 }
                 None => {}
             }
             if batch.len() >= BATCH || (done && !batch.is_empty()) {
-                let inserted = self.store().insert_items(&run_id, &batch)?;
+                let inserted = self.store().insert_items(&run_id, &batch).await?;
                 for (item, new) in batch.drain(..).zip(inserted) {
                     if new {
                         good += 1;
@@ -289,10 +294,10 @@ impl Pipeline {
                                 item.conversation.id
                             ),
                         };
-                        self.bad_row(&run_id, &row, fail_fast)?;
+                        self.bad_row(&run_id, &row, fail_fast).await?;
                     }
                 }
-                if self.cancelled_while_ingesting(&run_id)? {
+                if self.cancelled_while_ingesting(&run_id).await? {
                     return Ok(run_id);
                 }
             }
@@ -305,32 +310,46 @@ impl Pipeline {
                 &run_id,
                 pb::RunState::Failed,
                 "the dataset has no valid rows",
-            )?;
+            )
+            .await?;
             return Err(invalid("rows", "the dataset has no valid rows"));
         }
         // QUEUED only now, and only if no CancelRun came meanwhile.
-        if self.store().finish_ingest(&run_id)? {
+        if self.store().finish_ingest(&run_id).await? {
             self.notify(&run_id);
             self.start(&run_id);
         }
         Ok(run_id)
     }
 
-    /// CancelRun during the upload marks the run CANCELLED in the store: stop reading rows.
-    fn cancelled_while_ingesting(&self, run_id: &str) -> anyhow::Result<bool> {
+    /// CancelRun during the upload marks the run CANCELLED in the store (or, when another
+    /// gateway got it, asks this one to): stop reading rows.
+    async fn cancelled_while_ingesting(&self, run_id: &str) -> anyhow::Result<bool> {
+        if self.store().cancel_requested(run_id).await? {
+            self.set_state(run_id, pb::RunState::Cancelled, "cancelled by request")
+                .await?;
+            return Ok(true);
+        }
         Ok(self
             .store()
-            .run(run_id)?
+            .run(run_id)
+            .await?
             .is_some_and(|r| r.state == pb::RunState::Cancelled))
     }
 
     /// Records a bad row; under the FAIL policy also fails the run.
-    fn bad_row(&self, run_id: &str, row: &pb::BadRow, fatal: bool) -> Result<(), IngestError> {
-        self.store().add_bad_row(run_id, row)?;
-        self.emit(run_id, Kind::BadRow(row.clone()))?;
+    async fn bad_row(
+        &self,
+        run_id: &str,
+        row: &pb::BadRow,
+        fatal: bool,
+    ) -> Result<(), IngestError> {
+        self.store().add_bad_row(run_id, row).await?;
+        self.emit(run_id, Kind::BadRow(row.clone())).await?;
         if fatal {
             let message = format!("line {}: {}: {}", row.line, row.field, row.message);
-            self.set_state(run_id, pb::RunState::Failed, &message)?;
+            self.set_state(run_id, pb::RunState::Failed, &message)
+                .await?;
             return Err(IngestError::BadRow {
                 run_id: run_id.to_string(),
                 row: row.clone(),

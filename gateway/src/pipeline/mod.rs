@@ -31,10 +31,11 @@ mod finetune;
 mod generate;
 mod ingest;
 mod item_trace;
+mod leases;
 mod revise;
 mod waiting;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -56,6 +57,10 @@ pub struct Pipeline {
     /// read the store (a busy run does not wake the watchers of every other run).
     events: Mutex<HashMap<String, watch::Sender<u64>>>,
     running: Mutex<HashMap<String, CancellationToken>>,
+    /// Runs whose rows this process is storing (CreateRun): their leases are renewed too.
+    ingesting: Mutex<HashSet<String>>,
+    /// Runs this process stopped driving because another gateway took their lease.
+    dropped: Mutex<HashSet<String>>,
     /// Services each run is waiting for, so the events announce each retry level once.
     waits: waiting::Waits,
     shutdown: CancellationToken,
@@ -140,6 +145,8 @@ impl Pipeline {
             clients,
             events: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
+            ingesting: Mutex::new(HashSet::new()),
+            dropped: Mutex::new(HashSet::new()),
             waits: waiting::Waits::default(),
             shutdown,
             data_dir,
@@ -155,7 +162,7 @@ impl Pipeline {
 
     /// A receiver that changes whenever the run gets a new event.
     pub fn subscribe(&self, run_id: &str) -> watch::Receiver<u64> {
-        let mut senders = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let mut senders = lock(&self.events);
         // Runs nobody watches any more hold no sender.
         senders.retain(|_, s| s.receiver_count() > 0);
         senders
@@ -164,24 +171,38 @@ impl Pipeline {
             .subscribe()
     }
 
-    /// Picks up every run a previous process left queued or running, and fails the ones it
-    /// left half-uploaded: their stored rows are not the client's dataset.
-    pub fn resume_unfinished(self: &Arc<Self>) -> anyhow::Result<usize> {
-        for id in self.store.ingesting_runs()? {
-            tracing::warn!(run_id = %id, "failing a run whose upload never finished");
-            self.set_state(&id, pb::RunState::Failed, INTERRUPTED_INGEST)?;
+    /// Runs this process drives or ingests: the ones whose leases its heartbeat renews.
+    fn active_runs(&self) -> Vec<String> {
+        let mut ids: Vec<String> = lock(&self.running).keys().cloned().collect();
+        ids.extend(lock(&self.ingesting).iter().cloned());
+        ids
+    }
+
+    fn is_active_here(&self, run_id: &str) -> bool {
+        lock(&self.running).contains_key(run_id) || lock(&self.ingesting).contains(run_id)
+    }
+
+    /// Stops driving a run whose lease another gateway took, recording nothing: the other
+    /// gateway writes its state and events now.
+    fn drop_run(&self, run_id: &str) {
+        lock(&self.dropped).insert(run_id.to_string());
+        if let Some(token) = lock(&self.running).get(run_id) {
+            token.cancel();
         }
-        let ids = self.store.unfinished_runs()?;
-        for id in &ids {
-            tracing::info!(run_id = %id, "resuming run");
-            self.start(id);
+    }
+
+    /// Marks a run as being ingested here until the guard drops.
+    fn ingesting(self: &Arc<Self>, run_id: &str) -> IngestingGuard {
+        lock(&self.ingesting).insert(run_id.to_string());
+        IngestingGuard {
+            pipeline: self.clone(),
+            run_id: run_id.to_string(),
         }
-        Ok(ids.len())
     }
 
     /// Wakes the run's watchers after a commit that appended one of its events.
     fn notify(&self, run_id: &str) {
-        let senders = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let senders = lock(&self.events);
         if let Some(sender) = senders.get(run_id) {
             sender.send_modify(|n| *n += 1);
         }
@@ -194,19 +215,19 @@ impl Pipeline {
         }
     }
 
-    pub(crate) fn emit(&self, run_id: &str, kind: Kind) -> anyhow::Result<pb::RunEvent> {
-        let event = self.store.append_event(run_id, kind)?;
+    pub(crate) async fn emit(&self, run_id: &str, kind: Kind) -> anyhow::Result<pb::RunEvent> {
+        let event = self.store.append_event(run_id, kind).await?;
         self.notify(run_id);
         Ok(event)
     }
 
-    pub(crate) fn set_state(
+    pub(crate) async fn set_state(
         &self,
         run_id: &str,
         state: pb::RunState,
         error: &str,
     ) -> anyhow::Result<()> {
-        self.store.set_run_state(run_id, state, error)?;
+        self.store.set_run_state(run_id, state, error).await?;
         self.notify(run_id);
         Ok(())
     }
@@ -266,12 +287,7 @@ impl Pipeline {
 
     /// Asks a running run to stop at its next item. Returns false if it is not running here.
     pub fn cancel(&self, run_id: &str) -> bool {
-        match self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(run_id)
-        {
+        match lock(&self.running).get(run_id) {
             Some(token) => {
                 token.cancel();
                 true
@@ -280,53 +296,82 @@ impl Pipeline {
         }
     }
 
-    /// Drives a run to its end on a task of its own.
+    /// CancelRun for a run another gateway drives, or nobody does.
+    pub async fn cancel_elsewhere(&self, run_id: &str) -> anyhow::Result<()> {
+        use crate::store::CancelOutcome;
+        match self.store.cancel_or_request(run_id).await? {
+            CancelOutcome::Cancelled(event) => self.saved(Some(event)),
+            CancelOutcome::Requested => {
+                tracing::info!(run_id, "asked the gateway driving the run to cancel it");
+            }
+            CancelOutcome::AlreadyFinal => {}
+        }
+        Ok(())
+    }
+
+    /// Drives a run to its end on a task of its own (once: a run driven here already is left).
     pub fn start(self: &Arc<Self>, run_id: &str) {
         let token = self.shutdown.child_token();
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(run_id.to_string(), token.clone());
+        {
+            let mut running = lock(&self.running);
+            if running.contains_key(run_id) {
+                return;
+            }
+            running.insert(run_id.to_string(), token.clone());
+        }
+        lock(&self.dropped).remove(run_id);
         let this = self.clone();
         let run_id = run_id.to_string();
         tokio::spawn(async move {
             let span = tracing::info_span!("arf.run", run_id = %run_id);
             let outcome = tracing::Instrument::instrument(this.drive(&run_id, &token), span).await;
-            let recorded = match outcome {
-                Ok(()) => this.set_state(&run_id, pb::RunState::Succeeded, ""),
-                Err(RunError::Cancelled) => {
-                    this.set_state(&run_id, pb::RunState::Cancelled, "cancelled by request")
-                }
-                // Left RUNNING on purpose: the next gateway process resumes it.
-                Err(RunError::ShuttingDown) => Ok(()),
-                Err(RunError::Failed(e)) => {
-                    tracing::error!(run_id = %run_id, error = %format!("{e:#}"), "run failed");
-                    this.set_state(&run_id, pb::RunState::Failed, &format!("{e:#}"))
-                }
-            };
-            if let Err(e) = recorded {
-                tracing::error!(run_id = %run_id, error = %e, "cannot record the end of the run");
-            }
+            this.finish(&run_id, outcome).await;
             this.waits.forget_run(&run_id);
-            this.running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&run_id);
+            lock(&this.running).remove(&run_id);
         });
+    }
+
+    /// Records how a run driven here ended.
+    async fn finish(&self, run_id: &str, outcome: Result<(), RunError>) {
+        let lost = lock(&self.dropped).remove(run_id)
+            || matches!(&outcome, Err(RunError::Failed(e)) if e.downcast_ref::<crate::store::LeaseLost>().is_some());
+        if lost {
+            tracing::warn!(run_id = %run_id, "stopped driving the run: another gateway holds its lease");
+            return;
+        }
+        let recorded = match outcome {
+            Ok(()) => self.set_state(run_id, pb::RunState::Succeeded, "").await,
+            Err(RunError::Cancelled) => {
+                self.set_state(run_id, pb::RunState::Cancelled, "cancelled by request")
+                    .await
+            }
+            // Left RUNNING on purpose, its lease freed: another gateway, or this one's next
+            // process, takes it over at once.
+            Err(RunError::ShuttingDown) => self.store.release_lease(run_id).await,
+            Err(RunError::Failed(e)) => {
+                tracing::error!(run_id = %run_id, error = %format!("{e:#}"), "run failed");
+                self.set_state(run_id, pb::RunState::Failed, &format!("{e:#}"))
+                    .await
+            }
+        };
+        if let Err(e) = recorded {
+            tracing::error!(run_id = %run_id, error = %e, "cannot record the end of the run");
+        }
     }
 
     async fn drive(&self, run_id: &str, token: &CancellationToken) -> Result<(), RunError> {
         let run = self
             .store
-            .run(run_id)?
+            .run(run_id)
+            .await?
             .ok_or_else(|| anyhow::anyhow!("run {run_id} is not in the store"))?;
         if run.state == pb::RunState::Queued {
-            self.set_state(run_id, pb::RunState::Running, "")?;
+            self.set_state(run_id, pb::RunState::Running, "").await?;
         }
         for stage in stages(&run.config) {
             self.check(token)?;
-            self.store.set_stage(run_id, stage)?;
-            self.emit_stage(run_id, &run.config, stage, true)?;
+            self.store.set_stage(run_id, stage).await?;
+            self.emit_stage(run_id, &run.config, stage, true).await?;
             match stage {
                 pb::Stage::Generate => generate::run(self, run_id, &run.config, token).await?,
                 pb::Stage::Analyze => analyze::run(self, run_id, &run.config, token).await?,
@@ -335,12 +380,12 @@ impl Pipeline {
                 pb::Stage::Evaluate => evaluate::run(self, run_id, &run.config, token).await?,
                 pb::Stage::Unspecified => {}
             }
-            self.emit_stage(run_id, &run.config, stage, false)?;
+            self.emit_stage(run_id, &run.config, stage, false).await?;
         }
         Ok(())
     }
 
-    fn emit_stage(
+    async fn emit_stage(
         &self,
         run_id: &str,
         config: &pb::RunConfig,
@@ -349,7 +394,8 @@ impl Pipeline {
     ) -> anyhow::Result<()> {
         let counts = self
             .store
-            .counts(run_id, crate::store::Unimproved::of(config))?;
+            .counts(run_id, crate::store::Unimproved::of(config))
+            .await?;
         let progress = Some(stage_progress(&counts, stage));
         self.emit(
             run_id,
@@ -358,36 +404,38 @@ impl Pipeline {
                 started,
                 progress,
             }),
-        )?;
+        )
+        .await?;
         Ok(())
     }
 
     /// Records a warning in the run's events (and the log): something an operator should know
     /// that did not stop the run.
-    pub(crate) fn warn(&self, run_id: &str, warning: String) -> anyhow::Result<()> {
+    pub(crate) async fn warn(&self, run_id: &str, warning: String) -> anyhow::Result<()> {
         tracing::warn!(run_id, "{warning}");
-        self.emit(run_id, Kind::Warning(warning))?;
+        self.emit(run_id, Kind::Warning(warning)).await?;
         Ok(())
     }
 
     /// Works through the items `fetch` says are pending, a batch at a time, `concurrency` items
     /// at once, until none is left. Each item's work commits its own result, so the next fetch
     /// (and a restarted gateway) never sees it again.
-    pub(crate) async fn drain_pending<F, Fut>(
+    pub(crate) async fn drain_pending<F, Fut, Fetched>(
         &self,
         token: &CancellationToken,
         concurrency: usize,
-        fetch: impl Fn() -> anyhow::Result<Vec<crate::store::ItemRecord>>,
+        fetch: impl Fn() -> Fetched,
         work: F,
     ) -> Result<(), RunError>
     where
+        Fetched: std::future::Future<Output = anyhow::Result<Vec<crate::store::ItemRecord>>>,
         F: Fn(crate::store::ItemRecord) -> Fut,
         Fut: std::future::Future<Output = Result<(), RunError>>,
     {
         use futures::TryStreamExt;
         loop {
             self.check(token)?;
-            let batch = fetch()?;
+            let batch = fetch().await?;
             if batch.is_empty() {
                 return Ok(());
             }
@@ -410,6 +458,23 @@ impl Pipeline {
         } else {
             Ok(())
         }
+    }
+}
+
+/// Takes a pipeline's lock; a panic while holding one leaves a plain map, still usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A run whose rows this process is storing, until it drops.
+pub(crate) struct IngestingGuard {
+    pipeline: Arc<Pipeline>,
+    run_id: String,
+}
+
+impl Drop for IngestingGuard {
+    fn drop(&mut self) {
+        lock(&self.pipeline.ingesting).remove(&self.run_id);
     }
 }
 
@@ -511,9 +576,12 @@ mod tests {
             vec![nowhere.clone()],
             nowhere,
         );
-        let store = Arc::new(Store::open(&dir.path().join("arf.db")).unwrap());
+        let store = Arc::new(Store::open(&dir.path().join("arf.db")).await.unwrap());
         for id in ["a", "b"] {
-            store.create_run(id, id, &pb::RunConfig::default()).unwrap();
+            store
+                .create_run(id, id, &pb::RunConfig::default())
+                .await
+                .unwrap();
         }
         let p = Pipeline::new(
             store,
@@ -525,9 +593,9 @@ mod tests {
             CancellationToken::new(),
         );
         let mut a = p.subscribe("a");
-        p.emit("b", Kind::Warning("b's".into())).unwrap();
+        p.emit("b", Kind::Warning("b's".into())).await.unwrap();
         assert!(!a.has_changed().unwrap(), "woken by another run's event");
-        p.emit("a", Kind::Warning("a's".into())).unwrap();
+        p.emit("a", Kind::Warning("a's".into())).await.unwrap();
         assert!(a.has_changed().unwrap());
         a.mark_unchanged();
         drop(a);

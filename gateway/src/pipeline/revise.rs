@@ -67,11 +67,11 @@ async fn revise_item(
     p.check(token)?;
     let id = item.conversation.id.clone();
     let analysis = item.analysis.clone().unwrap_or_default();
-    let done = |outcome: RevisionOutcome,
-                summary: Option<&str>,
-                rounds: u32,
-                revised: Option<&pb::AnalyzeResponse>|
-     -> Result<(), RunError> {
+    let done = async |outcome: RevisionOutcome,
+                      summary: Option<&str>,
+                      rounds: u32,
+                      revised: Option<&pb::AnalyzeResponse>|
+           -> Result<(), RunError> {
         let findings = revised.map_or(analysis.findings.len(), |r| r.findings.len()) as u32;
         let event = Kind::Item(pb::ItemProgress {
             conversation_id: id.clone(),
@@ -81,15 +81,16 @@ async fn revise_item(
         });
         p.saved(
             p.store()
-                .save_revision(run_id, &id, outcome, summary, rounds, revised, event)?,
+                .save_revision(run_id, &id, outcome, summary, rounds, revised, event)
+                .await?,
         );
         Ok(())
     };
     if !analysis.detector_failures.is_empty() {
-        return done(RevisionOutcome::Failed, None, 0, None);
+        return done(RevisionOutcome::Failed, None, 0, None).await;
     }
     if analysis.findings.is_empty() {
-        return done(RevisionOutcome::Clean, None, 0, None);
+        return done(RevisionOutcome::Clean, None, 0, None).await;
     }
 
     let span = item_trace::resume("arf.item.revise", run_id, &id, item.trace_parent.as_deref());
@@ -138,8 +139,9 @@ async fn revise_item(
                         s.code(),
                         s.message()
                     ),
-                )?;
-                return done(RevisionOutcome::Failed, None, round, None);
+                )
+                .await?;
+                return done(RevisionOutcome::Failed, None, round, None).await;
             }
         };
         let recheck = p
@@ -165,10 +167,11 @@ async fn revise_item(
                 Some(&revised.revised_summary),
                 round,
                 Some(&recheck),
-            );
+            )
+            .await;
         }
     }
-    done(RevisionOutcome::Rejected, None, rounds, None)
+    done(RevisionOutcome::Rejected, None, rounds, None).await
 }
 
 /// Whether a revision beats the teacher's summary under the run's acceptance rule.

@@ -111,7 +111,7 @@ impl Pipeline {
             self.check(token)?;
             let status = match call().await {
                 Ok(answer) => {
-                    self.answered(run_id, service)?;
+                    self.answered(run_id, service).await?;
                     return Ok(Ok(answer));
                 }
                 Err(status) => status,
@@ -147,7 +147,8 @@ impl Pipeline {
                     attempt += 1;
                     let delay = arf_common::status::retry_after(&status)
                         .unwrap_or_else(|| backoff(attempt));
-                    self.waiting(run_id, service, &status, attempt, delay)?;
+                    self.waiting(run_id, service, &status, attempt, delay)
+                        .await?;
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = token.cancelled() => return Err(self.stopped(token)),
@@ -162,7 +163,7 @@ impl Pipeline {
         self.check(token).err().unwrap_or(RunError::Cancelled)
     }
 
-    fn waiting(
+    async fn waiting(
         &self,
         run_id: &str,
         service: &'static str,
@@ -182,12 +183,13 @@ impl Pipeline {
                     retry_in_ms: delay.as_millis() as u64,
                     recovered: false,
                 }),
-            )?;
+            )
+            .await?;
         }
         Ok(())
     }
 
-    fn answered(&self, run_id: &str, service: &'static str) -> anyhow::Result<()> {
+    async fn answered(&self, run_id: &str, service: &'static str) -> anyhow::Result<()> {
         let retries = self.waits.recovered(run_id, service);
         if retries > 0 {
             tracing::info!(run_id, service, retries, "the service answers again");
@@ -199,7 +201,8 @@ impl Pipeline {
                     recovered: true,
                     ..Default::default()
                 }),
-            )?;
+            )
+            .await?;
         }
         Ok(())
     }

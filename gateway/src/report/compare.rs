@@ -195,7 +195,7 @@ fn one_line(text: &str) -> String {
 
 /// Wall time of each stage (from its first start to its last end in the event log), and the
 /// teacher's tokens where Generate wrote summaries.
-pub fn stage_times(
+pub async fn stage_times(
     md: &mut String,
     store: &Store,
     run: &RunRecord,
@@ -236,7 +236,7 @@ pub fn stage_times(
                 .to_lowercase()
         );
     }
-    let (generated, usage) = store.generation_totals(&run.id)?;
+    let (generated, usage) = store.generation_totals(&run.id).await?;
     if generated > 0 {
         let _ = writeln!(
             md,

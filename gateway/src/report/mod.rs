@@ -75,16 +75,18 @@ fn loss_curves(events: &[pb::RunEvent], job_id: &str) -> (Vec<(f64, f64)>, Vec<(
     (train, eval)
 }
 
-pub fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
-    // Page by page: a large run's report does not hold the store's lock while it reads.
-    let items = store.items_in_pages(&run.id)?;
-    let counts = store.counts(&run.id, Unimproved::of(&run.config))?;
-    let events = store.events_where(&run.id, |e| {
-        matches!(
-            e.kind,
-            Some(pb::run_event::Kind::Stage(_) | pb::run_event::Kind::Training(_))
-        )
-    })?;
+pub async fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
+    // Page by page: a large run's report is many short reads, not one long one.
+    let items = store.items_in_pages(&run.id).await?;
+    let counts = store.counts(&run.id, Unimproved::of(&run.config)).await?;
+    let events = store
+        .events_where(&run.id, |e| {
+            matches!(
+                e.kind,
+                Some(pb::run_event::Kind::Stage(_) | pb::run_event::Kind::Training(_))
+            )
+        })
+        .await?;
     let mut md = String::new();
     let mut files = Vec::new();
 
@@ -256,7 +258,7 @@ pub fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
         comparison(&mut md, &mut files, &overall, &per_channel);
         summaries(&mut md, &items);
     }
-    stage_times(&mut md, store, run, &events)?;
+    stage_times(&mut md, store, run, &events).await?;
     Ok(Report {
         markdown: md,
         files,

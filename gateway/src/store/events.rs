@@ -1,48 +1,53 @@
 //! The event log of each run: sequence numbers from 1, stored before they are announced, so a
-//! client that reconnects with the last number it saw misses nothing.
+//! client that reconnects with the last number it saw misses nothing. Appends are fenced by the
+//! run's lease and, on PostgreSQL, serialized by a lock on the run's row: the log stays one
+//! gap-free sequence whichever gateway writes it.
 
 use arf_proto::v1 as pb;
 use prost::Message;
-use rusqlite::{OptionalExtension, params};
+use sqlx::{Any, Row as _, Transaction};
 
 use super::{Store, now_ms};
 
 impl Store {
     /// Appends an event and returns it with its sequence number and time.
-    pub fn append_event(
+    pub async fn append_event(
         &self,
         run_id: &str,
         kind: pb::run_event::Kind,
     ) -> anyhow::Result<pb::RunEvent> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let event = append_in(&tx, run_id, kind)?;
-        tx.commit()?;
+        let mut tx = self.pool.begin().await?;
+        let event = self.append_in(&mut tx, run_id, kind).await?;
+        tx.commit().await?;
         Ok(event)
     }
 
-    pub fn events_after(
+    pub async fn events_after(
         &self,
         run_id: &str,
         after: u64,
         limit: usize,
     ) -> anyhow::Result<Vec<pb::RunEvent>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT event FROM events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-        )?;
-        let events = stmt
-            .query_map(params![run_id, after, limit as i64], |r| {
-                r.get::<_, Vec<u8>>(0)
-            })?
-            .filter_map(|b| b.ok().and_then(|b| pb::RunEvent::decode(b.as_slice()).ok()))
-            .collect();
-        Ok(events)
+        let rows = sqlx::query(
+            "SELECT event FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(run_id)
+        .bind(after as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let bytes: Vec<u8> = r.try_get(0).ok()?;
+                pb::RunEvent::decode(bytes.as_slice()).ok()
+            })
+            .collect())
     }
 
-    /// The run's events that `keep` selects, read a page at a time (the lock is held for one
-    /// page): the report's stage and training events, without every item's.
-    pub fn events_where(
+    /// The run's events that `keep` selects, read a page at a time: the report's stage and
+    /// training events, without every item's.
+    pub async fn events_where(
         &self,
         run_id: &str,
         keep: impl Fn(&pb::RunEvent) -> bool,
@@ -50,7 +55,7 @@ impl Store {
         let mut kept = Vec::new();
         let mut after = 0;
         loop {
-            let page = self.events_after(run_id, after, 1024)?;
+            let page = self.events_after(run_id, after, 1024).await?;
             let Some(last) = page.last() else {
                 return Ok(kept);
             };
@@ -60,54 +65,52 @@ impl Store {
     }
 
     /// The run's newest event.
-    pub fn last_event(&self, run_id: &str) -> anyhow::Result<Option<pb::RunEvent>> {
-        let bytes: Option<Vec<u8>> = self
-            .conn()
-            .query_row(
-                "SELECT event FROM events WHERE run_id = ?1 ORDER BY seq DESC LIMIT 1",
-                [run_id],
-                |r| r.get(0),
-            )
-            .optional()?;
+    pub async fn last_event(&self, run_id: &str) -> anyhow::Result<Option<pb::RunEvent>> {
+        let bytes: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT event FROM events WHERE run_id = $1 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(run_id)
+        .fetch_optional(&self.pool)
+        .await?;
         bytes
             .map(|b| pb::RunEvent::decode(b.as_slice()).map_err(Into::into))
             .transpose()
     }
 
-    pub fn last_event_sequence(&self, run_id: &str) -> anyhow::Result<u64> {
-        let seq: Option<u64> = self.conn().query_row(
-            "SELECT MAX(seq) FROM events WHERE run_id = ?1",
-            [run_id],
-            |r| r.get(0),
-        )?;
-        Ok(seq.unwrap_or(0))
+    pub async fn last_event_sequence(&self, run_id: &str) -> anyhow::Result<u64> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq.unwrap_or(0).max(0) as u64)
     }
-}
 
-/// Appends an event inside the caller's transaction, so that a change and the event announcing it
-/// are committed together (a watcher never sees one without the other).
-pub(super) fn append_in(
-    tx: &rusqlite::Transaction<'_>,
-    run_id: &str,
-    kind: pb::run_event::Kind,
-) -> anyhow::Result<pb::RunEvent> {
-    let last: Option<u64> = tx
-        .query_row(
-            "SELECT MAX(seq) FROM events WHERE run_id = ?1",
-            [run_id],
-            |r| r.get::<_, Option<u64>>(0),
-        )
-        .optional()?
-        .flatten();
-    let event = pb::RunEvent {
-        sequence: last.unwrap_or(0) + 1,
-        run_id: run_id.to_string(),
-        time: Some(super::timestamp(now_ms())),
-        kind: Some(kind),
-    };
-    tx.execute(
-        "INSERT INTO events (run_id, seq, event) VALUES (?1, ?2, ?3)",
-        params![run_id, event.sequence, event.encode_to_vec()],
-    )?;
-    Ok(event)
+    /// Appends an event inside the caller's transaction, so that a change and the event
+    /// announcing it are committed together (a watcher never sees one without the other).
+    /// Refused with [`super::LeaseLost`] when another gateway holds the run.
+    pub(super) async fn append_in(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        run_id: &str,
+        kind: pb::run_event::Kind,
+    ) -> anyhow::Result<pb::RunEvent> {
+        self.fence(tx, run_id).await?;
+        let last: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_one(&mut **tx)
+            .await?;
+        let event = pb::RunEvent {
+            sequence: last.unwrap_or(0).max(0) as u64 + 1,
+            run_id: run_id.to_string(),
+            time: Some(super::timestamp(now_ms())),
+            kind: Some(kind),
+        };
+        sqlx::query("INSERT INTO events (run_id, seq, event) VALUES ($1, $2, $3)")
+            .bind(run_id)
+            .bind(event.sequence as i64)
+            .bind(event.encode_to_vec())
+            .execute(&mut **tx)
+            .await?;
+        Ok(event)
+    }
 }

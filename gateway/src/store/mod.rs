@@ -1,129 +1,182 @@
-//! Durable state: an embedded SQLite database (WAL) with runs, their items and each item's
-//! result per stage, and every run's event log. Stage results are keyed by
-//! (run, conversation id), so a restarted gateway picks up exactly the items still pending and
-//! never redoes one whose result was committed.
+//! Durable state: runs, their items and each item's result per stage, and every run's event
+//! log. Stage results are keyed by (run, conversation id), so a gateway that resumes a run
+//! picks up exactly the items still pending and never redoes one whose result was committed.
 //!
-//! Calls are short (one row or one small batch) and run under a mutex on the async threads;
-//! WAL keeps them from waiting on disk flushes of other transactions.
+//! Two backends behind one set of queries (sqlx's Any driver; `schema.rs` writes the few
+//! types that differ):
+//! - embedded SQLite (WAL), the default: one gateway per file, which the file lock enforces;
+//! - PostgreSQL (`--store postgres://...`): several gateways share it, and each run is leased
+//!   by one of them at a time (`leases.rs`).
+//!
+//! Every write that belongs to a run's driver is fenced by its lease: a gateway that lost the
+//! lease (it stalled past the expiry, and another took the run over) has its write refused
+//! with [`LeaseLost`], so an item's result and the run's events are written by one gateway only.
 
 pub mod evaluation;
 mod events;
 pub mod items;
+mod leases;
+pub mod location;
 pub mod outcome;
 mod runs;
+mod schema;
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 
 use anyhow::Context as _;
-use rusqlite::Connection;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor as _};
 
 pub use items::{ItemRecord, NewItem, Split, TeacherUsage, TrainingPair};
+pub use leases::{CancelOutcome, Claimed, LeaseLost, LeaseState};
+pub use location::StoreLocation;
 pub use outcome::{AnalysisOutcome, RevisionOutcome, Unimproved};
-pub use runs::{RunRecord, Student};
+pub use runs::{RunRecord, Student, is_final};
+
+/// Which database is behind the store: the few statements that differ ask it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
 
 pub struct Store {
-    conn: Mutex<Connection>,
-    /// Held for the store's life: see [`exclusive_lock`].
-    _lock: std::fs::File,
+    pool: AnyPool,
+    backend: Backend,
+    /// This gateway, as the lease holder of the runs it drives.
+    owner: String,
+    /// How long a lease lasts without a heartbeat, in milliseconds.
+    lease_ms: i64,
+    /// SQLite only, held for the store's life: see [`exclusive_lock`].
+    _lock: Option<std::fs::File>,
 }
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    display_name TEXT NOT NULL,
-    state INTEGER NOT NULL,
-    config BLOB NOT NULL,            -- arf.v1.RunConfig, protobuf
-    create_time_ms INTEGER NOT NULL,
-    end_time_ms INTEGER,
-    error TEXT NOT NULL DEFAULT '',
-    current_stage INTEGER NOT NULL DEFAULT 0,
-    training_job_id TEXT NOT NULL DEFAULT '',
-    student_model_dir TEXT NOT NULL DEFAULT '',
-    training_event_seq INTEGER NOT NULL DEFAULT 0  -- last training job event relayed
-);
-CREATE TABLE IF NOT EXISTS items (
-    run_id TEXT NOT NULL,
-    conversation_id TEXT NOT NULL,
-    line INTEGER NOT NULL,
-    split TEXT NOT NULL,             -- 'train' or 'holdout'
-    conversation TEXT NOT NULL,      -- JSON of the dataset Conversation
-    teacher_summary TEXT NOT NULL,
-    refs TEXT NOT NULL,              -- JSON array of human reference summaries
-    analysis BLOB,                   -- arf.v1.AnalyzeResponse of the teacher summary
-    flagged INTEGER,                 -- 1 when the teacher summary has findings
-    revision_outcome TEXT,           -- 'accepted', 'rejected', 'clean', 'failed'
-    final_summary TEXT,
-    revision_rounds INTEGER,
-    revised_analysis BLOB,
-    evaluation TEXT,                 -- JSON of the item's evaluation
-    trace_parent TEXT,               -- W3C traceparent of the item's trace, kept across stages
-    PRIMARY KEY (run_id, conversation_id)
-);
-CREATE INDEX IF NOT EXISTS items_by_line ON items (run_id, line);
-CREATE TABLE IF NOT EXISTS bad_rows (
-    run_id TEXT NOT NULL,
-    line INTEGER NOT NULL,
-    field TEXT NOT NULL,
-    message TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    run_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    event BLOB NOT NULL,             -- arf.v1.RunEvent, protobuf
-    PRIMARY KEY (run_id, seq)
-);
-";
-
-/// Changes to the schema above, in order; `PRAGMA user_version` records how many a database has
-/// had, so a database written by an older gateway is brought up to date at start-up.
-const MIGRATIONS: [&str; 3] = [
-    // 1: teacher summaries written by the Generate stage; the unrevised student.
-    "ALTER TABLE items ADD COLUMN needs_summary INTEGER NOT NULL DEFAULT 0;  -- arrived without one
-     ALTER TABLE items ADD COLUMN teacher_input_tokens INTEGER;             -- set by Generate
-     ALTER TABLE items ADD COLUMN teacher_output_tokens INTEGER;
-     ALTER TABLE items ADD COLUMN teacher_ms INTEGER;
-     ALTER TABLE runs ADD COLUMN baseline_job_id TEXT NOT NULL DEFAULT '';
-     ALTER TABLE runs ADD COLUMN baseline_model_dir TEXT NOT NULL DEFAULT '';
-     ALTER TABLE runs ADD COLUMN baseline_event_seq INTEGER NOT NULL DEFAULT 0;",
-    // 2: failed analyses counted per stage (items analyzed before it count as not failed).
-    "ALTER TABLE items ADD COLUMN analysis_failed INTEGER NOT NULL DEFAULT 0;",
-    // 3: rows the teacher could not summarize (why), which the later stages skip.
-    "ALTER TABLE items ADD COLUMN generation_error TEXT;",
-];
 
 impl Store {
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        let lock = exclusive_lock(path)?;
-        let mut conn = Connection::open(path)
-            .with_context(|| format!("cannot open the database {}", path.display()))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // NORMAL in WAL mode: a committed transaction survives a process kill (SIGKILL), which is
-        // what resuming runs needs; only an OS crash can lose the last few.
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch(SCHEMA).context("creating the schema")?;
-        migrate(&mut conn)?;
-        Ok(Self {
-            conn: Mutex::new(conn),
-            _lock: lock,
-        })
+    /// The embedded SQLite database at `path`, for this process alone.
+    pub async fn open(path: &Path) -> anyhow::Result<Self> {
+        Self::connect(
+            &StoreLocation::Sqlite(path.to_path_buf()),
+            "local",
+            DEFAULT_LEASE,
+        )
+        .await
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock leaves SQLite consistent (transactions roll back).
-        self.conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The store at `location`; `owner` names this gateway in the runs' leases (unique among
+    /// the gateways sharing a PostgreSQL database), which last `lease` without a heartbeat.
+    pub async fn connect(
+        location: &StoreLocation,
+        owner: &str,
+        lease: std::time::Duration,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(!owner.is_empty(), "the gateway needs a name for its leases");
+        let lease_ms = lease.as_millis().clamp(100, 3_600_000) as i64;
+        install_default_drivers();
+        let store = match location {
+            StoreLocation::Sqlite(path) => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                }
+                let lock = exclusive_lock(path)?;
+                // One connection, as the single gateway's writes are serialized anyway: two
+                // would meet SQLite's lock upgrade (SQLITE_BUSY) in read-then-write transactions.
+                let pool = AnyPoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // NORMAL in WAL mode: a committed transaction survives a process kill
+                            // (SIGKILL), which is what resuming runs needs; only an OS crash can
+                            // lose the last few.
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA busy_timeout = 10000",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&location.url())
+                    .await
+                    .with_context(|| format!("cannot open the database {}", path.display()))?;
+                Self {
+                    pool,
+                    backend: Backend::Sqlite,
+                    owner: owner.to_string(),
+                    lease_ms,
+                    _lock: Some(lock),
+                }
+            }
+            StoreLocation::Postgres(url) => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(std::time::Duration::from_secs(30))
+                    .connect(url)
+                    .await
+                    .with_context(|| {
+                        format!("cannot connect to PostgreSQL at {}", location.redacted())
+                    })?;
+                Self {
+                    pool,
+                    backend: Backend::Postgres,
+                    owner: owner.to_string(),
+                    lease_ms,
+                    _lock: None,
+                }
+            }
+        };
+        schema::migrate(&store.pool, store.backend).await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Other gateways write to this store too: a watcher cannot count on being woken by this
+    /// process, and reads the log again from time to time.
+    pub fn is_shared(&self) -> bool {
+        self.backend == Backend::Postgres
+    }
+
+    /// This gateway's name in the leases.
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 }
 
-/// One process per database: a second gateway on the same file would resume the same runs and
-/// do their items twice. The lock is the kernel's (flock), so a killed gateway releases it.
+/// A new, empty database on the PostgreSQL server at `server_url` (whose path names a database
+/// to connect to first), and its URL: for the tests and benches, which each take a fresh one.
+pub async fn fresh_database(server_url: &str) -> anyhow::Result<String> {
+    use sqlx::Connection as _;
+    install_default_drivers();
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!(
+        "arf_test_{}_{}_{}",
+        std::process::id(),
+        now_ms(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let mut admin = sqlx::AnyConnection::connect(server_url)
+        .await
+        .with_context(|| format!("cannot connect to {}", location::redact(server_url)))?;
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await?;
+    admin.close().await?;
+    let (base, query) = match server_url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (server_url, String::new()),
+    };
+    let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
+    Ok(format!("{server}/{name}{query}"))
+}
+
+/// One process per SQLite database: a second gateway on the same file would resume the same runs
+/// and do their items twice. The lock is the kernel's (flock), so a killed gateway releases it.
 fn exclusive_lock(path: &Path) -> anyhow::Result<std::fs::File> {
     let lock_path = path.with_extension("lock");
     let file = std::fs::OpenOptions::new()
@@ -136,7 +189,8 @@ fn exclusive_lock(path: &Path) -> anyhow::Result<std::fs::File> {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
             "another gateway is using {} (it holds {}): two gateways on one SQLite file would both \
-             resume the same runs. Give each its own --data-dir",
+             resume the same runs. Give each its own --data-dir, or share a PostgreSQL database \
+             (--store postgres://...)",
             path.display(),
             lock_path.display()
         ),
@@ -146,23 +200,9 @@ fn exclusive_lock(path: &Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
-/// Applies the migrations a database has not had yet, each in its own transaction.
-fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
-    let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    anyhow::ensure!(
-        version <= MIGRATIONS.len(),
-        "the database has schema version {version}, newer than this gateway's {}: upgrade the gateway",
-        MIGRATIONS.len()
-    );
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)
-            .with_context(|| format!("applying schema migration {}", i + 1))?;
-        tx.pragma_update(None, "user_version", i + 1)?;
-        tx.commit()?;
-    }
-    Ok(())
-}
+/// A lease's length when the operator sets none (`--lease-secs`): a gateway that dies is
+/// replaced within this, and one that stalls this long loses its runs.
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(15);
 
 pub use arf_proto::timestamp_from_millis as timestamp;
 
@@ -173,21 +213,32 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// A count or number read back from the database (always a 64-bit integer in the Any driver).
+fn to_u32(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+pub(crate) mod testing;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_second_gateway_on_the_same_file_is_refused() {
+    #[tokio::test]
+    async fn a_second_gateway_on_the_same_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("arf.sqlite3");
-        let first = Store::open(&path).unwrap();
+        let first = Store::open(&path).await.unwrap();
         let err = Store::open(&path)
+            .await
             .err()
             .expect("the second open is refused")
             .to_string();
         assert!(err.contains("another gateway is using"), "{err}");
         drop(first);
-        Store::open(&path).expect("free again once the first is gone");
+        Store::open(&path)
+            .await
+            .expect("free again once the first is gone");
     }
 }

@@ -3,7 +3,8 @@
 use anyhow::Context as _;
 use arf_proto::v1 as pb;
 use prost::Message;
-use rusqlite::{OptionalExtension, params};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row as _, Transaction};
 
 use super::evaluation::Model;
 use super::{Store, now_ms};
@@ -75,188 +76,227 @@ impl Student {
 const COLUMNS: &str = "id, display_name, state, config, create_time_ms, end_time_ms, error, current_stage, training_job_id, \
                        student_model_dir, baseline_job_id, baseline_model_dir";
 
-fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
-    let config: Vec<u8> = row.get(3)?;
+fn from_row(row: &AnyRow) -> Result<RunRecord, sqlx::Error> {
+    let config: Vec<u8> = row.try_get(3)?;
+    let state: i64 = row.try_get(2)?;
+    let stage: i64 = row.try_get(7)?;
     Ok(RunRecord {
-        id: row.get(0)?,
-        display_name: row.get(1)?,
-        state: pb::RunState::try_from(row.get::<_, i32>(2)?).unwrap_or(pb::RunState::Unspecified),
+        id: row.try_get(0)?,
+        display_name: row.try_get(1)?,
+        state: pb::RunState::try_from(state as i32).unwrap_or(pb::RunState::Unspecified),
         config: pb::RunConfig::decode(config.as_slice()).unwrap_or_default(),
-        create_time_ms: row.get(4)?,
-        end_time_ms: row.get(5)?,
-        error: row.get(6)?,
-        current_stage: pb::Stage::try_from(row.get::<_, i32>(7)?).unwrap_or(pb::Stage::Unspecified),
-        training_job_id: row.get(8)?,
-        student_model_dir: row.get(9)?,
-        baseline_job_id: row.get(10)?,
-        baseline_model_dir: row.get(11)?,
+        create_time_ms: row.try_get(4)?,
+        end_time_ms: row.try_get(5)?,
+        error: row.try_get(6)?,
+        current_stage: pb::Stage::try_from(stage as i32).unwrap_or(pb::Stage::Unspecified),
+        training_job_id: row.try_get(8)?,
+        student_model_dir: row.try_get(9)?,
+        baseline_job_id: row.try_get(10)?,
+        baseline_model_dir: row.try_get(11)?,
     })
 }
 
 impl Store {
-    pub fn create_run(
+    /// A new run, INGESTING, leased by this gateway (which stores its rows).
+    pub async fn create_run(
         &self,
         id: &str,
         display_name: &str,
         config: &pb::RunConfig,
     ) -> anyhow::Result<()> {
-        self.conn()
-            .execute(
-                "INSERT INTO runs (id, display_name, state, config, create_time_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, display_name, pb::RunState::Ingesting as i32, config.encode_to_vec(), now_ms()],
-            )
-            .context("creating the run")?;
+        sqlx::query(
+            "INSERT INTO runs (id, display_name, state, config, create_time_ms, lease_owner, lease_expires_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id)
+        .bind(display_name)
+        .bind(pb::RunState::Ingesting as i64)
+        .bind(config.encode_to_vec())
+        .bind(now_ms())
+        .bind(&self.owner)
+        .bind(self.lease_until())
+        .execute(&self.pool)
+        .await
+        .context("creating the run")?;
         Ok(())
     }
 
-    pub fn run(&self, id: &str) -> anyhow::Result<Option<RunRecord>> {
-        let sql = format!("SELECT {COLUMNS} FROM runs WHERE id = ?1");
-        Ok(self.conn().query_row(&sql, [id], from_row).optional()?)
+    pub async fn run(&self, id: &str) -> anyhow::Result<Option<RunRecord>> {
+        let sql = format!("SELECT {COLUMNS} FROM runs WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(from_row).transpose()?)
     }
 
     /// Newest first; `offset` is the page token.
-    pub fn runs(&self, offset: usize, limit: usize) -> anyhow::Result<Vec<RunRecord>> {
+    pub async fn runs(&self, offset: usize, limit: usize) -> anyhow::Result<Vec<RunRecord>> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM runs ORDER BY create_time_ms DESC, id LIMIT ?1 OFFSET ?2"
+            "SELECT {COLUMNS} FROM runs ORDER BY create_time_ms DESC, id LIMIT $1 OFFSET $2"
         );
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt
-            .query_map(params![limit as i64, offset as i64], from_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
-    }
-
-    /// Runs a restarted gateway must pick up again.
-    pub fn unfinished_runs(&self) -> anyhow::Result<Vec<String>> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT id FROM runs WHERE state IN (?1, ?2) ORDER BY create_time_ms")?;
-        let ids = stmt
-            .query_map(
-                params![pb::RunState::Queued as i32, pb::RunState::Running as i32],
-                |r| r.get(0),
-            )?
-            .collect::<Result<Vec<String>, _>>()?;
-        Ok(ids)
-    }
-
-    /// Runs whose upload a previous process never finished (their rows are a truncated dataset).
-    pub fn ingesting_runs(&self) -> anyhow::Result<Vec<String>> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT id FROM runs WHERE state = ?1 ORDER BY create_time_ms")?;
-        let ids = stmt
-            .query_map(params![pb::RunState::Ingesting as i32], |r| r.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
-        Ok(ids)
+        let rows = sqlx::query(&sql)
+            .bind(limit as i64)
+            .bind(offset as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
     }
 
     /// INGESTING to QUEUED with its event, in one transaction, once the last row is stored.
     /// False (and nothing written) when the run is no longer ingesting: it was cancelled meanwhile.
-    pub fn finish_ingest(&self, id: &str) -> anyhow::Result<bool> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let changed = tx.execute(
-            "UPDATE runs SET state = ?2 WHERE id = ?1 AND state = ?3",
-            params![
-                id,
-                pb::RunState::Queued as i32,
-                pb::RunState::Ingesting as i32
-            ],
-        )?;
+    pub async fn finish_ingest(&self, id: &str) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query("UPDATE runs SET state = $2 WHERE id = $1 AND state = $3")
+            .bind(id)
+            .bind(pb::RunState::Queued as i64)
+            .bind(pb::RunState::Ingesting as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if changed == 0 {
             return Ok(false);
         }
-        super::events::append_in(
-            &tx,
+        self.append_in(
+            &mut tx,
             id,
             pb::run_event::Kind::State(pb::RunState::Queued as i32),
-        )?;
-        tx.commit()?;
+        )
+        .await?;
+        tx.commit().await?;
         Ok(true)
     }
 
-    pub fn set_stage(&self, id: &str, stage: pb::Stage) -> anyhow::Result<()> {
-        self.conn().execute(
-            "UPDATE runs SET current_stage = ?2 WHERE id = ?1",
-            params![id, stage as i32],
-        )?;
-        Ok(())
+    pub async fn set_stage(&self, id: &str, stage: pb::Stage) -> anyhow::Result<()> {
+        self.update_run(id, "current_stage = $2", stage as i64)
+            .await
     }
 
-    pub fn set_training_job(&self, id: &str, student: Student, job_id: &str) -> anyhow::Result<()> {
-        let sql = format!("UPDATE runs SET {} = ?2 WHERE id = ?1", student.columns().0);
-        self.conn().execute(&sql, params![id, job_id])?;
-        Ok(())
+    pub async fn set_training_job(
+        &self,
+        id: &str,
+        student: Student,
+        job_id: &str,
+    ) -> anyhow::Result<()> {
+        let set = format!("{} = $2", student.columns().0);
+        self.update_run(id, &set, job_id.to_string()).await
     }
 
     /// The last of the training job's events relayed into the run's log.
-    pub fn training_event_seq(&self, id: &str, student: Student) -> anyhow::Result<u64> {
-        let sql = format!("SELECT {} FROM runs WHERE id = ?1", student.columns().2);
-        Ok(self.conn().query_row(&sql, [id], |r| r.get(0))?)
+    pub async fn training_event_seq(&self, id: &str, student: Student) -> anyhow::Result<u64> {
+        let sql = format!("SELECT {} FROM runs WHERE id = $1", student.columns().2);
+        let seq: i64 = sqlx::query_scalar(&sql)
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq.max(0) as u64)
     }
 
     /// Relays one of the training job's events into the run's log and records its sequence,
     /// in one transaction: an event is relayed once, however the gateway stops. `None`: it
     /// was relayed before.
-    pub fn relay_training_event(
+    pub async fn relay_training_event(
         &self,
         id: &str,
         student: Student,
         event: pb::JobEvent,
     ) -> anyhow::Result<Option<pb::RunEvent>> {
         let column = student.columns().2;
-        let sql = format!("UPDATE runs SET {column} = ?2 WHERE id = ?1 AND {column} < ?2");
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let relayed = match tx.execute(&sql, params![id, event.sequence])? {
+        let sql = format!("UPDATE runs SET {column} = $2 WHERE id = $1 AND {column} < $2");
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(&sql)
+            .bind(id)
+            .bind(event.sequence as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let relayed = match changed {
             0 => None,
-            _ => Some(super::events::append_in(
-                &tx,
-                id,
-                pb::run_event::Kind::Training(event),
-            )?),
+            _ => Some(
+                self.append_in(&mut tx, id, pb::run_event::Kind::Training(event))
+                    .await?,
+            ),
         };
-        tx.commit()?;
+        tx.commit().await?;
         Ok(relayed)
     }
 
-    pub fn set_student_model_dir(
+    pub async fn set_student_model_dir(
         &self,
         id: &str,
         student: Student,
         dir: &str,
     ) -> anyhow::Result<()> {
-        let sql = format!("UPDATE runs SET {} = ?2 WHERE id = ?1", student.columns().1);
-        self.conn().execute(&sql, params![id, dir])?;
+        let set = format!("{} = $2", student.columns().1);
+        self.update_run(id, &set, dir.to_string()).await
+    }
+
+    /// One column of the run, written by its lease holder only (fenced like the events).
+    async fn update_run<T>(&self, id: &str, set: &str, value: T) -> anyhow::Result<()>
+    where
+        T: for<'q> sqlx::Encode<'q, Any> + sqlx::Type<Any> + Send,
+    {
+        let mut tx = self.pool.begin().await?;
+        self.fence(&mut tx, id).await?;
+        sqlx::query(&format!("UPDATE runs SET {set} WHERE id = $1"))
+            .bind(id)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Records the state and appends the event announcing it, in one transaction: a watcher that
     /// finds the run final has also been able to read its final event. A final state also
-    /// records the end time and the error (if any).
-    pub fn set_run_state(
+    /// records the end time and the error (if any), and frees the lease.
+    pub async fn set_run_state(
         &self,
         id: &str,
         state: pb::RunState,
         error: &str,
     ) -> anyhow::Result<pb::RunEvent> {
-        let finished = matches!(
-            state,
-            pb::RunState::Succeeded | pb::RunState::Failed | pb::RunState::Cancelled
-        );
-        let end = finished.then(now_ms);
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "UPDATE runs SET state = ?2, error = ?3, end_time_ms = COALESCE(?4, end_time_ms) WHERE id = ?1",
-            params![id, state as i32, error, end],
-        )?;
-        let event = super::events::append_in(&tx, id, pb::run_event::Kind::State(state as i32))?;
-        tx.commit()?;
+        let mut tx = self.pool.begin().await?;
+        let event = self.set_run_state_in(&mut tx, id, state, error).await?;
+        tx.commit().await?;
         Ok(event)
     }
+
+    pub(super) async fn set_run_state_in(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        id: &str,
+        state: pb::RunState,
+        error: &str,
+    ) -> anyhow::Result<pb::RunEvent> {
+        let end = is_final(state).then(now_ms);
+        // Fenced first (in append_in's lock order: the run's row, then its events).
+        let event = self
+            .append_in(tx, id, pb::run_event::Kind::State(state as i32))
+            .await?;
+        let mut sql = String::from(
+            "UPDATE runs SET state = $2, error = $3, end_time_ms = COALESCE($4, end_time_ms)",
+        );
+        if end.is_some() {
+            sql.push_str(", lease_owner = '', lease_expires_ms = 0");
+        }
+        sql.push_str(" WHERE id = $1");
+        sqlx::query(&sql)
+            .bind(id)
+            .bind(state as i64)
+            .bind(error)
+            .bind(end)
+            .execute(&mut **tx)
+            .await?;
+        Ok(event)
+    }
+}
+
+pub fn is_final(state: pb::RunState) -> bool {
+    matches!(
+        state,
+        pb::RunState::Succeeded | pb::RunState::Failed | pb::RunState::Cancelled
+    )
 }
 
 #[cfg(test)]
@@ -264,32 +304,40 @@ mod tests {
     use super::*;
 
     /// A watcher that finds the run final must find its final event too: the stream ends there.
-    #[test]
-    fn a_final_state_and_its_event_are_seen_together() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(Store::open(&dir.path().join("arf.db")).unwrap());
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_final_state_and_its_event_are_seen_together() {
+        for (_db, store) in crate::store::testing::stores().await {
+            seen_together(std::sync::Arc::new(store)).await;
+        }
+    }
+
+    async fn seen_together(store: std::sync::Arc<Store>) {
         let ids: Vec<String> = (0..200).map(|i| format!("run-{i}")).collect();
         for id in &ids {
-            store.create_run(id, id, &pb::RunConfig::default()).unwrap();
+            store
+                .create_run(id, id, &pb::RunConfig::default())
+                .await
+                .unwrap();
         }
-        // The two threads meet before each run, so the reader polls while the writer finishes it.
-        let meet = std::sync::Arc::new(std::sync::Barrier::new(2));
+        // The two tasks meet before each run, so the reader polls while the writer finishes it.
+        let meet = std::sync::Arc::new(tokio::sync::Barrier::new(2));
         let writer = {
             let (store, ids, meet) = (store.clone(), ids.clone(), meet.clone());
-            std::thread::spawn(move || {
+            tokio::spawn(async move {
                 for id in &ids {
-                    meet.wait();
+                    meet.wait().await;
                     store
                         .set_run_state(id, pb::RunState::Succeeded, "")
+                        .await
                         .unwrap();
                 }
             })
         };
         for id in &ids {
-            meet.wait();
+            meet.wait().await;
             loop {
-                let final_ = store.run(id).unwrap().unwrap().state == pb::RunState::Succeeded;
-                let last = store.events_after(id, 0, 10).unwrap().pop();
+                let final_ = store.run(id).await.unwrap().unwrap().state == pb::RunState::Succeeded;
+                let last = store.events_after(id, 0, 10).await.unwrap().pop();
                 if final_ {
                     assert!(
                         matches!(last.and_then(|e| e.kind), Some(pb::run_event::Kind::State(s)) if s == pb::RunState::Succeeded as i32),
@@ -299,6 +347,6 @@ mod tests {
                 }
             }
         }
-        writer.join().unwrap();
+        writer.await.unwrap();
     }
 }

@@ -24,8 +24,9 @@ pub fn local_args(dir: &std::path::Path) -> GatewayArgs {
 
 /// The gateway with `args`, serving on a loopback port, and a client of it.
 pub async fn serve(args: &GatewayArgs) -> (RunningServer, PipelineClient<GrpcChannel>) {
-    let (_, routes) =
-        gateway::server::build(args, 4 << 20, None, CancellationToken::new()).unwrap();
+    let (_, routes) = gateway::server::build(args, 4 << 20, None, CancellationToken::new())
+        .await
+        .unwrap();
     let server = serve_loopback(&ServerArgs::local(), PIPELINE, true, routes)
         .await
         .unwrap();
