@@ -8,30 +8,21 @@
 //! longer soak runs more seeds in one go and prints one table: `ARF_FAULT_SEEDS=20 cargo test
 //! -p arf --test fault_injection -- --nocapture` (seeds 1 to 20, about 25 s each here).
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_proto::v1 as pb;
 use arf_proto::v1::pipeline_client::PipelineClient;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_client::HealthClient;
 
 mod support;
+
+use support::processes::{Process, Signal, ended, follow, full_spec, lost_and_duplicated, result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Target {
     Gateway,
     Trainer,
     Editor,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Signal {
-    Kill,
-    Term,
 }
 
 /// One fault: which process, how, and when (after `after` item events of `stage`, or training
@@ -89,88 +80,6 @@ fn plan(seed: u64) -> Vec<Fault> {
             after: 1 + rng.below(3) as usize,
         })
         .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One service process, restartable on its port with the same arguments.
-struct Process {
-    name: &'static str,
-    args: Vec<String>,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Process {
-    fn new(name: &'static str, args: Vec<String>) -> Self {
-        Self {
-            name,
-            args,
-            port: free_port(),
-            child: None,
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    async fn start(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_arf"))
-            .arg(self.name)
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
-            .args(&self.args)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let channel = connect_lazy(&self.endpoint(), &ClientOptions::default()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < deadline {
-            let health = HealthClient::new(channel.clone())
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await;
-            if health.is_ok_and(|h| h.into_inner().status == 1) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{} never became healthy", self.name);
-    }
-
-    /// Sends the signal and waits for the process to end.
-    fn stop(&mut self, signal: Signal) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let name = match signal {
-            Signal::Kill => "-KILL",
-            Signal::Term => "-TERM",
-        };
-        Command::new("kill")
-            .args([name, &child.id().to_string()])
-            .status()
-            .unwrap();
-        let _ = child.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 /// The four services over one folder.
@@ -242,34 +151,6 @@ impl Deployment {
     }
 }
 
-fn spec() -> pb::RunSpec {
-    let mut spec = support::spec(&[
-        pb::Stage::Analyze,
-        pb::Stage::Revise,
-        pb::Stage::Finetune,
-        pb::Stage::Evaluate,
-    ]);
-    let config = spec.config.as_mut().unwrap();
-    // One greedy round: revisions are reproducible, so runs can be compared.
-    config.revision_rounds = 1;
-    config.revision_max_tokens = 96;
-    config.training = Some(pb::Hyperparameters {
-        max_steps: 8,
-        checkpoint_every_steps: 2,
-        learning_rate: 1e-3,
-        max_seq_len: 256,
-        seed: 7,
-        ..Default::default()
-    });
-    config.evaluation = Some(pb::EvaluationConfig {
-        holdout_fraction: 0.25,
-        seed: 3,
-        max_summary_tokens: 12,
-        ..Default::default()
-    });
-    spec
-}
-
 /// Whether `events` have reached the fault's point.
 fn reached(events: &[pb::RunEvent], fault: &Fault) -> bool {
     let n = match fault.stage {
@@ -283,122 +164,6 @@ fn reached(events: &[pb::RunEvent], fault: &Fault) -> bool {
         stage => support::items(events, stage).len(),
     };
     n >= fault.after
-}
-
-/// Whether the run has reached a final state.
-fn ended(events: &[pb::RunEvent]) -> bool {
-    matches!(
-        support::final_state(events),
-        Some(pb::RunState::Succeeded | pb::RunState::Failed | pb::RunState::Cancelled)
-    )
-}
-
-/// Follows the run until `until` says stop (or the run ends); returns the events seen.
-async fn follow(
-    client: &mut PipelineClient<GrpcChannel>,
-    run_id: &str,
-    until: impl Fn(&[pb::RunEvent]) -> bool,
-) -> Vec<pb::RunEvent> {
-    let mut stream = client
-        .watch_run(pb::WatchRunRequest {
-            run_id: run_id.into(),
-            after_sequence: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut events = Vec::new();
-    while let Ok(Some(e)) = stream.message().await {
-        events.push(e);
-        if until(&events) {
-            break;
-        }
-    }
-    events
-}
-
-/// What a run produced, to compare with an uninterrupted run.
-#[derive(Debug, PartialEq)]
-struct RunResult {
-    /// Per stage, per conversation: its outcomes (exactly one each when nothing is lost or
-    /// duplicated).
-    outcomes: BTreeMap<(i32, String), Vec<String>>,
-    export: Vec<u8>,
-    overall: Vec<String>,
-}
-
-async fn result(client: &mut PipelineClient<GrpcChannel>, run_id: &str) -> RunResult {
-    let events = follow(client, run_id, |_| false).await;
-    let run = client
-        .get_run(pb::GetRunRequest {
-            run_id: run_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        support::final_state(&events),
-        Some(pb::RunState::Succeeded),
-        "stage {:?}: {}",
-        run.current_stage,
-        run.error
-    );
-    let mut outcomes: BTreeMap<(i32, String), Vec<String>> = BTreeMap::new();
-    for e in &events {
-        if let Some(pb::run_event::Kind::Item(i)) = &e.kind {
-            outcomes
-                .entry((i.stage, i.conversation_id.clone()))
-                .or_default()
-                .push(i.outcome.clone());
-        }
-    }
-    let mut export = Vec::new();
-    let mut chunks = client
-        .export_dataset(pb::ExportDatasetRequest {
-            run_id: run_id.into(),
-            format: pb::ExportFormat::Plain as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    while let Some(chunk) = chunks.message().await.unwrap() {
-        export.extend(chunk.data);
-    }
-    let report = client
-        .get_report(pb::GetReportRequest {
-            run_id: run_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    // Error rates are a map: compared in a fixed order.
-    let overall = report
-        .overall
-        .iter()
-        .map(|m| {
-            let rates: BTreeMap<_, _> = m.error_rates.iter().collect();
-            format!(
-                "{} {} {rates:?} {} {} {} {}",
-                m.model, m.summaries, m.rouge1, m.rouge2, m.rouge_l, m.judge_mean
-            )
-        })
-        .collect();
-    RunResult {
-        outcomes,
-        export,
-        overall,
-    }
-}
-
-/// (lost, duplicated) items against the uninterrupted run's.
-fn lost_and_duplicated(baseline: &RunResult, got: &RunResult) -> (usize, usize) {
-    let lost = baseline
-        .outcomes
-        .keys()
-        .filter(|k| !got.outcomes.contains_key(*k))
-        .count();
-    let duplicated = got.outcomes.values().filter(|o| o.len() > 1).count();
-    (lost, duplicated)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -416,7 +181,7 @@ async fn runs_survive_kills_and_restarts_of_every_service_at_every_stage() {
     let dir = tempfile::tempdir().unwrap();
     let deployment = Deployment::start(dir.path(), &tiny).await;
     let mut client = deployment.client();
-    let run = support::create(&mut client, spec(), rows.clone())
+    let run = support::create(&mut client, full_spec(), rows.clone())
         .await
         .unwrap();
     let baseline = result(&mut client, &run.id).await;
@@ -431,7 +196,7 @@ async fn runs_survive_kills_and_restarts_of_every_service_at_every_stage() {
         let dir = tempfile::tempdir().unwrap();
         let mut deployment = Deployment::start(dir.path(), &tiny).await;
         let mut client = deployment.client();
-        let run = support::create(&mut client, spec(), rows.clone())
+        let run = support::create(&mut client, full_spec(), rows.clone())
             .await
             .unwrap();
         let seen = follow(&mut client, &run.id, |e| reached(e, &fault) || ended(e)).await;

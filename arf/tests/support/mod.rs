@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod processes;
+
 use std::path::Path;
 
 use arf::suite::{Suite, SuiteConfig};

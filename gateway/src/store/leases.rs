@@ -237,3 +237,155 @@ impl Store {
         Ok(flag.unwrap_or(0) != 0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::{StoreLocation, testing};
+
+    /// Two gateways on one PostgreSQL database, with short leases.
+    async fn two_gateways(lease: Duration) -> Option<(Store, Store)> {
+        let url = testing::postgres_database().await?;
+        let location = StoreLocation::Postgres(url);
+        let a = Store::connect(&location, "gateway-a", lease).await.unwrap();
+        let b = Store::connect(&location, "gateway-b", lease).await.unwrap();
+        Some((a, b))
+    }
+
+    fn warning(text: &str) -> pb::run_event::Kind {
+        pb::run_event::Kind::Warning(text.into())
+    }
+
+    /// A run is driven by the gateway that holds its lease; another takes it only once the lease
+    /// expires, and from then on the first one's writes are refused: the log stays one gap-free
+    /// sequence written by one gateway at a time.
+    #[tokio::test]
+    async fn a_lease_is_taken_over_only_when_it_expires_and_fences_the_old_holder() {
+        let Some((a, b)) = two_gateways(Duration::from_millis(600)).await else {
+            return;
+        };
+        a.create_run("r", "r", &pb::RunConfig::default())
+            .await
+            .unwrap();
+        a.set_run_state("r", pb::RunState::Running, "")
+            .await
+            .unwrap();
+        assert!(
+            b.claim_runs(8, false).await.unwrap().is_empty(),
+            "a holds it"
+        );
+        let renewed = a.renew_leases(&["r".into()]).await.unwrap();
+        assert_eq!(renewed[0].holder, "gateway-a");
+        assert!(
+            b.append_event("r", warning("b")).await.is_err(),
+            "b is fenced"
+        );
+
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let claimed = b.claim_runs(8, false).await.unwrap();
+        assert_eq!(
+            claimed,
+            [Claimed {
+                run_id: "r".into(),
+                state: pb::RunState::Running
+            }]
+        );
+        b.append_event("r", warning("b drives it")).await.unwrap();
+        let refused = a.append_event("r", warning("a, late")).await.unwrap_err();
+        assert!(refused.downcast_ref::<LeaseLost>().is_some(), "{refused:#}");
+        let seen = a.renew_leases(&["r".into()]).await.unwrap();
+        assert_eq!(
+            seen[0].holder, "gateway-b",
+            "a's heartbeat learns it lost the run"
+        );
+
+        let seqs: Vec<u64> = a
+            .events_after("r", 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.sequence)
+            .collect();
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "gap-free"
+        );
+        // Ended: the lease is freed, and nobody claims a finished run.
+        b.set_run_state("r", pb::RunState::Succeeded, "")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(a.claim_runs(8, false).await.unwrap().is_empty());
+    }
+
+    /// Gateways claiming at the same moment share the free runs: each is claimed once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gateways_claiming_together_never_claim_one_run_twice() {
+        let Some((a, b)) = two_gateways(Duration::from_secs(60)).await else {
+            return;
+        };
+        for i in 0..60 {
+            let id = format!("r{i:02}");
+            a.create_run(&id, &id, &pb::RunConfig::default())
+                .await
+                .unwrap();
+            a.finish_ingest(&id).await.unwrap();
+            // As a gateway shutting down leaves them: free, to be taken at once.
+            a.release_lease(&id).await.unwrap();
+        }
+        let (a, b) = (std::sync::Arc::new(a), std::sync::Arc::new(b));
+        let claim = |s: std::sync::Arc<Store>| async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = s.claim_runs(2, false).await.unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|c| c.run_id));
+            }
+        };
+        let (by_a, by_b) = tokio::join!(
+            tokio::spawn(claim(a.clone())),
+            tokio::spawn(claim(b.clone()))
+        );
+        let (by_a, by_b) = (by_a.unwrap(), by_b.unwrap());
+        let mut all: Vec<&String> = by_a.iter().chain(&by_b).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 60, "every run claimed");
+        assert_eq!(by_a.len() + by_b.len(), 60, "none claimed twice");
+    }
+
+    /// CancelRun on a gateway that does not drive the run: asked of its live holder, done at
+    /// once when nobody holds it.
+    #[tokio::test]
+    async fn a_cancel_is_asked_of_the_live_holder_and_done_when_there_is_none() {
+        let Some((a, b)) = two_gateways(Duration::from_secs(30)).await else {
+            return;
+        };
+        a.create_run("held", "held", &pb::RunConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            b.cancel_or_request("held").await.unwrap(),
+            CancelOutcome::Requested
+        );
+        assert!(a.renew_leases(&["held".into()]).await.unwrap()[0].cancel_requested);
+        a.release_lease("held").await.unwrap();
+        assert!(matches!(
+            b.cancel_or_request("held").await.unwrap(),
+            CancelOutcome::Cancelled(_)
+        ));
+        assert_eq!(
+            a.run("held").await.unwrap().unwrap().state,
+            pb::RunState::Cancelled
+        );
+        assert_eq!(
+            b.cancel_or_request("held").await.unwrap(),
+            CancelOutcome::AlreadyFinal
+        );
+    }
+}

@@ -192,10 +192,67 @@ async fn set_version(
     Ok(())
 }
 
-/// The schema version of the store (for the tests and `arf` diagnostics).
-pub(super) async fn current_version(pool: &AnyPool, backend: Backend) -> anyhow::Result<usize> {
+/// The schema version of the store.
+#[cfg(test)]
+async fn current_version(pool: &AnyPool, backend: Backend) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
     let v = version(&mut tx, backend).await?;
     tx.commit().await?;
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing;
+
+    /// Both backends end at this gateway's version, opening again changes nothing, and a
+    /// database from a newer gateway is refused rather than written with an older schema.
+    #[tokio::test]
+    async fn both_backends_migrate_to_the_current_version_once() {
+        for (_db, store) in testing::stores().await {
+            let (pool, backend) = (&store.pool, store.backend);
+            assert_eq!(current_version(pool, backend).await.unwrap(), VERSION);
+            migrate(pool, backend).await.unwrap();
+            assert_eq!(current_version(pool, backend).await.unwrap(), VERSION);
+            let mut tx = pool.begin().await.unwrap();
+            set_version(&mut tx, backend, VERSION + 1).await.unwrap();
+            tx.commit().await.unwrap();
+            let err = migrate(pool, backend).await.unwrap_err().to_string();
+            assert!(
+                err.contains("newer than this gateway's"),
+                "{backend:?}: {err}"
+            );
+        }
+    }
+
+    /// A database written by the last SQLite-only gateway (schema version 3) gains the leases.
+    #[tokio::test]
+    async fn a_version_3_sqlite_database_is_brought_up_to_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("arf.sqlite3");
+        {
+            let store = crate::store::Store::open(&path).await.unwrap();
+            let mut tx = store.pool.begin().await.unwrap();
+            for statement in [
+                "DROP INDEX runs_by_state",
+                "ALTER TABLE runs DROP COLUMN lease_owner",
+                "ALTER TABLE runs DROP COLUMN lease_expires_ms",
+                "ALTER TABLE runs DROP COLUMN cancel_requested",
+                "PRAGMA user_version = 3",
+            ] {
+                sqlx::query(statement).execute(&mut *tx).await.unwrap();
+            }
+            tx.commit().await.unwrap();
+        }
+        let store = crate::store::Store::open(&path).await.unwrap();
+        assert_eq!(
+            current_version(&store.pool, store.backend).await.unwrap(),
+            VERSION
+        );
+        store
+            .create_run("r", "r", &arf_proto::v1::RunConfig::default())
+            .await
+            .unwrap();
+    }
 }

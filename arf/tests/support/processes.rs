@@ -1,0 +1,246 @@
+//! The services as separate processes (`arf analyzer|editor|trainer|gateway`), and what the
+//! process-level suites (fault injection, failover) compare: a full run's outcomes per item,
+//! its export and its report.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
+use arf_proto::v1 as pb;
+use arf_proto::v1::pipeline_client::PipelineClient;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Kill,
+    Term,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One service process, restartable on its port with the same arguments.
+pub struct Process {
+    name: &'static str,
+    pub args: Vec<String>,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Process {
+    pub fn new(name: &'static str, args: Vec<String>) -> Self {
+        Self {
+            name,
+            args,
+            port: free_port(),
+            child: None,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn start(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_arf"))
+            .arg(self.name)
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(&self.args)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let channel = connect_lazy(&self.endpoint(), &ClientOptions::default()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            let health = HealthClient::new(channel.clone())
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await;
+            if health.is_ok_and(|h| h.into_inner().status == 1) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{} never became healthy", self.name);
+    }
+
+    /// Sends the signal and waits for the process to end.
+    pub fn stop(&mut self, signal: Signal) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let name = match signal {
+            Signal::Kill => "-KILL",
+            Signal::Term => "-TERM",
+        };
+        Command::new("kill")
+            .args([name, &child.id().to_string()])
+            .status()
+            .unwrap();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A full run (Analyze, Revise, Finetune, Evaluate) on tiny models, reproducible from run to run.
+pub fn full_spec() -> pb::RunSpec {
+    let mut spec = super::spec(&[
+        pb::Stage::Analyze,
+        pb::Stage::Revise,
+        pb::Stage::Finetune,
+        pb::Stage::Evaluate,
+    ]);
+    let config = spec.config.as_mut().unwrap();
+    // One greedy round: revisions are reproducible, so runs can be compared.
+    config.revision_rounds = 1;
+    config.revision_max_tokens = 96;
+    config.training = Some(pb::Hyperparameters {
+        max_steps: 8,
+        checkpoint_every_steps: 2,
+        learning_rate: 1e-3,
+        max_seq_len: 256,
+        seed: 7,
+        ..Default::default()
+    });
+    config.evaluation = Some(pb::EvaluationConfig {
+        holdout_fraction: 0.25,
+        seed: 3,
+        max_summary_tokens: 12,
+        ..Default::default()
+    });
+    spec
+}
+
+/// Whether the run has reached a final state.
+pub fn ended(events: &[pb::RunEvent]) -> bool {
+    matches!(
+        super::final_state(events),
+        Some(pb::RunState::Succeeded | pb::RunState::Failed | pb::RunState::Cancelled)
+    )
+}
+
+/// Follows the run until `until` says stop (or the run ends); returns the events seen.
+pub async fn follow(
+    client: &mut PipelineClient<GrpcChannel>,
+    run_id: &str,
+    until: impl Fn(&[pb::RunEvent]) -> bool,
+) -> Vec<pb::RunEvent> {
+    let mut stream = client
+        .watch_run(pb::WatchRunRequest {
+            run_id: run_id.into(),
+            after_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = Vec::new();
+    while let Ok(Some(e)) = stream.message().await {
+        events.push(e);
+        if until(&events) {
+            break;
+        }
+    }
+    events
+}
+
+/// What a run produced, to compare with an uninterrupted run.
+#[derive(Debug, PartialEq)]
+pub struct RunResult {
+    /// Per stage, per conversation: its outcomes (exactly one each when nothing is lost or
+    /// duplicated).
+    pub outcomes: BTreeMap<(i32, String), Vec<String>>,
+    pub export: Vec<u8>,
+    pub overall: Vec<String>,
+}
+
+pub async fn result(client: &mut PipelineClient<GrpcChannel>, run_id: &str) -> RunResult {
+    let events = follow(client, run_id, |_| false).await;
+    let run = client
+        .get_run(pb::GetRunRequest {
+            run_id: run_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        super::final_state(&events),
+        Some(pb::RunState::Succeeded),
+        "stage {:?}: {}",
+        run.current_stage,
+        run.error
+    );
+    let mut outcomes: BTreeMap<(i32, String), Vec<String>> = BTreeMap::new();
+    for e in &events {
+        if let Some(pb::run_event::Kind::Item(i)) = &e.kind {
+            outcomes
+                .entry((i.stage, i.conversation_id.clone()))
+                .or_default()
+                .push(i.outcome.clone());
+        }
+    }
+    let mut export = Vec::new();
+    let mut chunks = client
+        .export_dataset(pb::ExportDatasetRequest {
+            run_id: run_id.into(),
+            format: pb::ExportFormat::Plain as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(chunk) = chunks.message().await.unwrap() {
+        export.extend(chunk.data);
+    }
+    let report = client
+        .get_report(pb::GetReportRequest {
+            run_id: run_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Error rates are a map: compared in a fixed order.
+    let overall = report
+        .overall
+        .iter()
+        .map(|m| {
+            let rates: BTreeMap<_, _> = m.error_rates.iter().collect();
+            format!(
+                "{} {} {rates:?} {} {} {} {}",
+                m.model, m.summaries, m.rouge1, m.rouge2, m.rouge_l, m.judge_mean
+            )
+        })
+        .collect();
+    RunResult {
+        outcomes,
+        export,
+        overall,
+    }
+}
+
+/// (lost, duplicated) items against the uninterrupted run's.
+pub fn lost_and_duplicated(baseline: &RunResult, got: &RunResult) -> (usize, usize) {
+    let lost = baseline
+        .outcomes
+        .keys()
+        .filter(|k| !got.outcomes.contains_key(*k))
+        .count();
+    let duplicated = got.outcomes.values().filter(|o| o.len() > 1).count();
+    (lost, duplicated)
+}
