@@ -39,6 +39,20 @@ async fn each_item_is_one_trace_across_the_services_and_training_links_to_the_ru
     let run = create(&mut client, spec, sample_rows()).await.unwrap();
     let events = watch(&mut client, &run.id, 0).await;
     assert_eq!(final_state(&events), Some(pb::RunState::Succeeded));
+    // The autoscalers' gauge: one series per stage, nothing left once the run has ended.
+    let pending = telemetry.i64_gauge("arf.gateway.pending_items");
+    let mut stages: Vec<&str> = pending
+        .iter()
+        .flat_map(|(attrs, _)| attrs.iter().filter_map(|a| a.strip_prefix("stage=")))
+        .collect();
+    stages.sort_unstable();
+    stages.dedup();
+    assert_eq!(
+        stages,
+        ["analyze", "evaluate", "finetune", "generate", "revise"],
+        "{pending:?}"
+    );
+    assert!(pending.iter().all(|(_, left)| *left == 0), "{pending:?}");
     suite.shutdown().await.unwrap();
     let spans = telemetry.finished_spans();
 

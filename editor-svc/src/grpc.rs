@@ -37,8 +37,11 @@ impl EditorService {
     }
 
     /// Makes the loaded editor answer; later calls are ignored (one model per process).
+    /// From then on its load is exported for autoscalers (`telemetry::observe_load`).
     pub fn install(&self, editor: Arc<Editor>) {
-        let _ = self.editor.set(editor);
+        if self.editor.set(editor.clone()).is_ok() {
+            crate::telemetry::observe_load(&editor);
+        }
     }
 
     /// The editor, once loaded: for in-process callers and tests (its load, its model).

@@ -41,6 +41,39 @@ pub const OPERATION_CHAT: &str = "chat";
 /// Who serves the model.
 pub const PROVIDER: &str = "mistral.rs";
 
+/// What an autoscaler reads (deploy/README.md): `arf.editor.queue_depth`, the generations this
+/// replica has accepted, waiting for the engine or running (what more replicas would share),
+/// and `arf.editor.running_sequences`, the sequences its engine is decoding. Observed at each
+/// export; the callbacks hold the editor weakly, so an unloaded one reports nothing.
+pub fn observe_load(editor: &std::sync::Arc<crate::editor::Editor>) {
+    let meter = opentelemetry::global::meter("arf");
+    let model = KeyValue::new(GEN_AI_REQUEST_MODEL, editor.model().model_id.clone());
+    let (weak, attrs) = (std::sync::Arc::downgrade(editor), [model.clone()]);
+    let _queue = meter
+        .i64_observable_gauge("arf.editor.queue_depth")
+        .with_unit("{request}")
+        .with_description(
+            "Generations this editor accepted that have not ended: waiting plus running",
+        )
+        .with_callback(move |gauge| {
+            if let Some(editor) = weak.upgrade() {
+                gauge.observe(editor.load_snapshot().1 as i64, &attrs);
+            }
+        })
+        .build();
+    let (weak, attrs) = (std::sync::Arc::downgrade(editor), [model]);
+    let _running = meter
+        .i64_observable_gauge("arf.editor.running_sequences")
+        .with_unit("{sequence}")
+        .with_description("Sequences this editor's engine is decoding")
+        .with_callback(move |gauge| {
+            if let Some(editor) = weak.upgrade() {
+                gauge.observe(editor.load_snapshot().0.running, &attrs);
+            }
+        })
+        .build();
+}
+
 /// Metric instruments, created once per backend from the global meter provider.
 #[derive(Clone)]
 pub struct GenAiMetrics {

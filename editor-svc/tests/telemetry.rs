@@ -84,10 +84,24 @@ async fn generations_follow_the_gen_ai_conventions_and_keep_content_out_unless_a
         "gen_ai.server.token.usage",
         "arf.editor.sequences.queued",
         "arf.editor.sequences.running",
+        "arf.editor.queue_depth",
+        "arf.editor.running_sequences",
     ] {
         assert!(
             exported.iter().any(|n| n == name),
             "{name} missing from {exported:?}"
+        );
+    }
+    // The autoscaler's gauges: nothing is waiting or decoding once the call has answered.
+    for gauge in ["arf.editor.queue_depth", "arf.editor.running_sequences"] {
+        let points = telemetry.i64_gauge(gauge);
+        assert!(!points.is_empty(), "{gauge}: no series");
+        assert!(points.iter().all(|(_, v)| *v == 0), "{gauge}: {points:?}");
+        assert!(
+            points
+                .iter()
+                .all(|(attrs, _)| attrs.iter().any(|a| a.starts_with("gen_ai.request.model="))),
+            "{gauge}: {points:?}"
         );
     }
 

@@ -45,6 +45,7 @@ pub async fn build(
         tracing::info!(resumed, "resumed unfinished runs");
     }
     pipeline.spawn_lease_keeper();
+    pipeline.observe_pending();
     let service = PipelineService::new(pipeline.clone(), shutdown);
     Ok((
         pipeline,

@@ -62,4 +62,30 @@ impl InMemoryTelemetry {
             })
             .collect()
     }
+
+    /// The last value of each series of the i64 gauge `name` (each with its attributes as
+    /// `key=value` strings), from the latest export.
+    pub fn i64_gauge(&self, name: &str) -> Vec<(Vec<String>, i64)> {
+        use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+        self.meter_provider.force_flush().expect("flushing metrics");
+        let exported = self
+            .metrics
+            .get_finished_metrics()
+            .expect("reading metrics");
+        let mut points = Vec::new();
+        // The latest export only: each one carries every series the callbacks observed.
+        for rm in exported.iter().rev().take(1) {
+            for sm in rm.scope_metrics() {
+                for m in sm.metrics().filter(|m| m.name() == name) {
+                    if let AggregatedMetrics::I64(MetricData::Gauge(g)) = m.data() {
+                        for p in g.data_points() {
+                            let attrs = p.attributes().map(|kv| format!("{}={}", kv.key, kv.value));
+                            points.push((attrs.collect(), p.value()));
+                        }
+                    }
+                }
+            }
+        }
+        points
+    }
 }

@@ -48,9 +48,11 @@ impl Pipeline {
         }
     }
 
-    /// One heartbeat over the runs this process drives (see the module's comment).
+    /// One heartbeat over the runs this process drives (see the module's comment); it also
+    /// counts their pending items for `arf.gateway.pending_items`.
     pub async fn renew_leases(&self) -> anyhow::Result<()> {
         let ids = self.active_runs();
+        self.count_pending(&ids).await?;
         if ids.is_empty() {
             return Ok(());
         }
@@ -67,6 +69,27 @@ impl Pipeline {
                 self.cancel(&lease.run_id);
             }
         }
+        Ok(())
+    }
+
+    /// Items still to do in each run's current stage, for the autoscalers' gauge.
+    async fn count_pending(&self, ids: &[String]) -> anyhow::Result<()> {
+        let mut pending = std::collections::HashMap::new();
+        for id in ids {
+            let Some(run) = self.store.run(id).await? else {
+                continue;
+            };
+            let counts = self
+                .store
+                .counts(id, crate::store::Unimproved::of(&run.config))
+                .await?;
+            let p = super::stage_progress(&counts, run.current_stage);
+            let left = p.total.saturating_sub(p.done + p.failed);
+            if run.current_stage != pb::Stage::Unspecified {
+                pending.insert(id.clone(), (run.current_stage, left));
+            }
+        }
+        *super::lock(&self.pending) = pending;
         Ok(())
     }
 

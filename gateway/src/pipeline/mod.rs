@@ -61,6 +61,9 @@ pub struct Pipeline {
     ingesting: Mutex<HashSet<String>>,
     /// Runs this process stopped driving because another gateway took their lease.
     dropped: Mutex<HashSet<String>>,
+    /// Per run driven here: its stage and the items that stage has left (the heartbeat
+    /// counts them), read by the `arf.gateway.pending_items` gauge.
+    pending: Mutex<HashMap<String, (pb::Stage, u32)>>,
     /// Services each run is waiting for, so the events announce each retry level once.
     waits: waiting::Waits,
     shutdown: CancellationToken,
@@ -147,6 +150,7 @@ impl Pipeline {
             running: Mutex::new(HashMap::new()),
             ingesting: Mutex::new(HashSet::new()),
             dropped: Mutex::new(HashSet::new()),
+            pending: Mutex::new(HashMap::new()),
             waits: waiting::Waits::default(),
             shutdown,
             data_dir,
@@ -154,6 +158,32 @@ impl Pipeline {
             student_host,
             client_paths,
         })
+    }
+
+    /// Exports `arf.gateway.pending_items` (attribute `stage`): the items the runs this
+    /// gateway drives have left in their current stage, which is what an autoscaler of the
+    /// editors (Revise) or the teachers (Generate) reads. The callback holds the pipeline weakly.
+    pub fn observe_pending(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let _gauge = opentelemetry::global::meter("arf")
+            .i64_observable_gauge("arf.gateway.pending_items")
+            .with_unit("{item}")
+            .with_description("Items the runs this gateway drives have left in their current stage")
+            .with_callback(move |gauge| {
+                let Some(pipeline) = weak.upgrade() else {
+                    return;
+                };
+                let mut per_stage: HashMap<pb::Stage, i64> = HashMap::new();
+                for (stage, left) in lock(&pipeline.pending).values() {
+                    *per_stage.entry(*stage).or_default() += i64::from(*left);
+                }
+                for stage in stages(&pb::RunConfig::default()) {
+                    let left = per_stage.get(&stage).copied().unwrap_or(0);
+                    let name = stage_name(stage);
+                    gauge.observe(left, &[opentelemetry::KeyValue::new("stage", name)]);
+                }
+            })
+            .build();
     }
 
     pub fn store(&self) -> &Store {
@@ -327,6 +357,7 @@ impl Pipeline {
             let outcome = tracing::Instrument::instrument(this.drive(&run_id, &token), span).await;
             this.finish(&run_id, outcome).await;
             this.waits.forget_run(&run_id);
+            lock(&this.pending).remove(&run_id);
             lock(&this.running).remove(&run_id);
         });
     }
@@ -459,6 +490,14 @@ impl Pipeline {
             Ok(())
         }
     }
+}
+
+/// `generate`, `analyze`, ...: a stage as metrics and logs name it.
+pub fn stage_name(stage: pb::Stage) -> String {
+    stage
+        .as_str_name()
+        .trim_start_matches("STAGE_")
+        .to_ascii_lowercase()
 }
 
 /// Takes a pipeline's lock; a panic while holding one leaves a plain map, still usable.

@@ -230,10 +230,7 @@ pub async fn stage_times(
         let _ = writeln!(
             md,
             "| {} | {secs:.1} |",
-            stage
-                .as_str_name()
-                .trim_start_matches("STAGE_")
-                .to_lowercase()
+            crate::pipeline::stage_name(*stage)
         );
     }
     let (generated, usage) = store.generation_totals(&run.id).await?;
