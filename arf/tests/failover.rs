@@ -22,67 +22,19 @@ use support::processes::{Process, Signal, follow, full_spec, lost_and_duplicated
 
 const LEASE_SECS: &str = "2";
 
-/// The analyzer, editor and trainer every gateway here calls.
-struct Services {
-    editor: Process,
-    analyzer: Process,
-    trainer: Process,
-}
-
-impl Services {
-    async fn start(dir: &Path, tiny: &Path) -> Self {
-        let path = |p: &Path| p.display().to_string();
-        let mut editor = Process::new("editor", vec!["--model".into(), path(tiny)]);
-        editor.start().await;
-        let mut analyzer = Process::new(
-            "analyzer",
-            vec!["--judge-endpoint".into(), editor.endpoint()],
-        );
-        analyzer.start().await;
-        let mut trainer = Process::new(
-            "trainer",
-            vec![
-                "--state-dir".into(),
-                path(&dir.join("trainer")),
-                "--model-root".into(),
-                path(tiny.parent().unwrap()),
-            ],
-        );
-        trainer.start().await;
-        Self {
-            editor,
-            analyzer,
-            trainer,
-        }
-    }
-
-    /// A gateway named `id` on the database at `store`.
-    async fn gateway(&self, dir: &Path, tiny: &Path, store: &str, id: &str) -> Process {
-        let path = |p: &Path| p.display().to_string();
-        let mut gateway = Process::new(
-            "gateway",
-            vec![
-                "--data-dir".into(),
-                path(&dir.join(id)),
-                "--store".into(),
-                store.into(),
-                "--gateway-id".into(),
-                id.into(),
-                "--lease-secs".into(),
-                LEASE_SECS.into(),
-                "--analyzer".into(),
-                self.analyzer.endpoint(),
-                "--editor".into(),
-                self.editor.endpoint(),
-                "--trainer".into(),
-                self.trainer.endpoint(),
-                "--student-base".into(),
-                path(tiny),
-            ],
-        );
-        gateway.start().await;
-        gateway
-    }
+/// A gateway named `id` on the PostgreSQL database `store`, with short leases.
+async fn gateway(services: &Services, dir: &Path, tiny: &Path, store: &str, id: &str) -> Process {
+    let shared = [
+        "--store",
+        store,
+        "--gateway-id",
+        id,
+        "--lease-secs",
+        LEASE_SECS,
+    ];
+    services
+        .gateway(&dir.join(id), tiny, shared.map(String::from).to_vec())
+        .await
 }
 
 fn client(gateway: &Process) -> PipelineClient<GrpcChannel> {
@@ -108,7 +60,7 @@ async fn the_other_gateway_finishes_a_run_whose_gateway_was_killed() {
     // The uninterrupted run, through one gateway on a database of its own.
     let alone = gateway::store::fresh_database(&server).await.unwrap();
     let baseline = {
-        let gateway = services.gateway(dir.path(), &tiny, &alone, "alone").await;
+        let gateway = gateway(&services, dir.path(), &tiny, &alone, "alone").await;
         let mut client = client(&gateway);
         let run = support::create(&mut client, full_spec(), rows.clone())
             .await
@@ -117,8 +69,8 @@ async fn the_other_gateway_finishes_a_run_whose_gateway_was_killed() {
     };
 
     let shared = gateway::store::fresh_database(&server).await.unwrap();
-    let mut first = services.gateway(dir.path(), &tiny, &shared, "first").await;
-    let second = services.gateway(dir.path(), &tiny, &shared, "second").await;
+    let mut first = gateway(&services, dir.path(), &tiny, &shared, "first").await;
+    let second = gateway(&services, dir.path(), &tiny, &shared, "second").await;
     let run = support::create(&mut client(&first), full_spec(), rows.clone())
         .await
         .unwrap();

@@ -84,56 +84,15 @@ fn plan(seed: u64) -> Vec<Fault> {
 
 /// The four services over one folder.
 struct Deployment {
-    /// Never faulted here (the gateway waits for it like for the others: tests/faults.rs).
-    _analyzer: Process,
-    editor: Process,
-    trainer: Process,
+    services: Services,
     gateway: Process,
 }
 
 impl Deployment {
     async fn start(dir: &Path, tiny: &Path) -> Self {
-        let path = |p: &Path| p.display().to_string();
-        let mut editor = Process::new("editor", vec!["--model".into(), path(tiny)]);
-        editor.start().await;
-        let mut analyzer = Process::new(
-            "analyzer",
-            vec!["--judge-endpoint".into(), editor.endpoint()],
-        );
-        analyzer.start().await;
-        let models = tiny.parent().unwrap();
-        let mut trainer = Process::new(
-            "trainer",
-            vec![
-                "--state-dir".into(),
-                path(&dir.join("trainer")),
-                "--model-root".into(),
-                path(models),
-            ],
-        );
-        trainer.start().await;
-        let mut gateway = Process::new(
-            "gateway",
-            vec![
-                "--data-dir".into(),
-                path(&dir.join("gateway")),
-                "--analyzer".into(),
-                analyzer.endpoint(),
-                "--editor".into(),
-                editor.endpoint(),
-                "--trainer".into(),
-                trainer.endpoint(),
-                "--student-base".into(),
-                path(tiny),
-            ],
-        );
-        gateway.start().await;
-        Self {
-            _analyzer: analyzer,
-            editor,
-            trainer,
-            gateway,
-        }
+        let services = Services::start(dir, tiny).await;
+        let gateway = services.gateway(&dir.join("gateway"), tiny, vec![]).await;
+        Self { services, gateway }
     }
 
     fn client(&self) -> PipelineClient<GrpcChannel> {
@@ -145,8 +104,8 @@ impl Deployment {
     fn process(&mut self, target: Target) -> &mut Process {
         match target {
             Target::Gateway => &mut self.gateway,
-            Target::Trainer => &mut self.trainer,
-            Target::Editor => &mut self.editor,
+            Target::Trainer => &mut self.services.trainer,
+            Target::Editor => &mut self.services.editor,
         }
     }
 }

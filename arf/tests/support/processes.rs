@@ -3,6 +3,7 @@
 //! its export and its report.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -97,6 +98,62 @@ impl Drop for Process {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// The analyzer, editor and trainer every gateway here calls.
+pub struct Services {
+    pub editor: Process,
+    pub analyzer: Process,
+    pub trainer: Process,
+}
+
+impl Services {
+    pub async fn start(dir: &Path, tiny: &Path) -> Self {
+        let path = |p: &Path| p.display().to_string();
+        let mut editor = Process::new("editor", vec!["--model".into(), path(tiny)]);
+        editor.start().await;
+        let mut analyzer = Process::new(
+            "analyzer",
+            vec!["--judge-endpoint".into(), editor.endpoint()],
+        );
+        analyzer.start().await;
+        let mut trainer = Process::new(
+            "trainer",
+            vec![
+                "--state-dir".into(),
+                path(&dir.join("trainer")),
+                "--model-root".into(),
+                path(tiny.parent().unwrap()),
+            ],
+        );
+        trainer.start().await;
+        Self {
+            editor,
+            analyzer,
+            trainer,
+        }
+    }
+
+    /// A gateway over these services, with its data under `data_dir`, started.
+    pub async fn gateway(&self, data_dir: &Path, tiny: &Path, extra: Vec<String>) -> Process {
+        let path = |p: &Path| p.display().to_string();
+        let mut args = vec![
+            "--data-dir".into(),
+            path(data_dir),
+            "--analyzer".into(),
+            self.analyzer.endpoint(),
+            "--editor".into(),
+            self.editor.endpoint(),
+            "--trainer".into(),
+            self.trainer.endpoint(),
+            "--student-base".into(),
+            path(tiny),
+        ];
+        args.extend(extra);
+        let mut gateway = Process::new("gateway", args);
+        gateway.start().await;
+        gateway
     }
 }
 
