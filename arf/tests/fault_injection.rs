@@ -16,7 +16,9 @@ use arf_proto::v1::pipeline_client::PipelineClient;
 
 mod support;
 
-use support::processes::{Process, Signal, ended, follow, full_spec, lost_and_duplicated, result};
+use support::processes::{
+    Process, Services, Signal, ended, follow, full_spec, lost_and_duplicated, result,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Target {
