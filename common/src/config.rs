@@ -90,6 +90,12 @@ pub struct ServerArgs {
     /// refused unless this says the operator means it (then a loud warning at start-up).
     #[arg(long, env = "ARF_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
+
+    /// A second, plaintext address that serves grpc.health.v1 alone (no TLS, no token): for
+    /// probes that cannot speak TLS (Kubernetes' gRPC probes). It answers what the main
+    /// server's health says, and nothing else.
+    #[arg(long, env = "ARF_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
 }
 
 impl ServerArgs {
@@ -106,6 +112,7 @@ impl ServerArgs {
             tls_client_ca: None,
             auth_token: None,
             allow_unauthenticated: false,
+            health_listen: None,
         }
     }
 

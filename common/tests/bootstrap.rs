@@ -205,4 +205,35 @@ async fn mutual_tls_handshake_with_a_test_ca() {
             .is_err(),
         "mTLS refuses a client without a certificate"
     );
+
+    // A prober that cannot do TLS (Kubernetes' gRPC probes) asks the plaintext health port:
+    // it answers health, follows the main server's, and serves nothing else.
+    args.health_listen = Some("127.0.0.1:0".parse().unwrap());
+    args.auth_token = Some(Secret::new("s3cret"));
+    let server = start_editor(&args, Arc::new(Semaphore::new(1))).await;
+    let probe = arf_common::client::connect_lazy(
+        &format!("http://{}", server.health_addr().unwrap()),
+        &ClientOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        health_of(probe.clone(), EDITOR).await.unwrap(),
+        ServingStatus::Serving as i32,
+        "no TLS, no token"
+    );
+    let refused = EditorClient::new(probe.clone())
+        .get_model_info(GetModelInfoRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Code::Unimplemented,
+        "health only: {refused:?}"
+    );
+    server.health().set_serving(EDITOR, false).await;
+    assert_eq!(
+        health_of(probe, EDITOR).await.unwrap(),
+        ServingStatus::NotServing as i32,
+        "the same reporter as the main server"
+    );
 }

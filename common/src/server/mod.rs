@@ -35,6 +35,8 @@ const RETRY_AFTER_OVERLOAD: Duration = Duration::from_millis(200);
 /// A server that is accepting calls.
 pub struct RunningServer {
     addr: SocketAddr,
+    /// The plaintext health-only listener (`--health-listen`), if any.
+    health_addr: Option<SocketAddr>,
     health: Health,
     shutdown: CancellationToken,
     grace: Duration,
@@ -82,6 +84,10 @@ pub async fn serve_on(
         ))
         .into_inner();
 
+    let health_addr = match args.health_listen {
+        Some(at) => Some(serve_health(at, &health, shutdown.clone()).await?),
+        None => None,
+    };
     let stop = shutdown.clone();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let task = tokio::spawn(
@@ -94,6 +100,7 @@ pub async fn serve_on(
         mutual_tls = args.tls_client_ca.is_some(), auth = args.auth_token.is_some(), "listening");
     Ok(RunningServer {
         addr,
+        health_addr,
         health,
         shutdown,
         grace: args.shutdown_grace(),
@@ -112,6 +119,31 @@ pub async fn serve_loopback(
     let health = Health::new(&[service]).await;
     health.set_serving(service, serving).await;
     serve_on(listener, args, health, routes, CancellationToken::new()).await
+}
+
+/// The health service alone, in plaintext and without auth, on its own address: what a prober
+/// that cannot do TLS asks. It reads the same reporter, so it follows the main server (NOT_SERVING
+/// until the model is loaded, and from the start of a shutdown), and stops with it.
+async fn serve_health(
+    at: SocketAddr,
+    health: &Health,
+    shutdown: CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind(at)
+        .await
+        .with_context(|| format!("cannot listen on {at} (--health-listen)"))?;
+    let addr = listener.local_addr()?;
+    let service = tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(health.reporter()),
+    );
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await }),
+    );
+    tracing::info!(%addr, "health (plaintext, grpc.health.v1 only) listening");
+    Ok(addr)
 }
 
 fn with_health_and_reflection(routes: Routes, health: &Health) -> anyhow::Result<Routes> {
@@ -168,6 +200,11 @@ impl RunningServer {
 
     pub fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// Where the plaintext health-only listener is (`--health-listen`).
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_addr
     }
 
     /// Begins shutdown from inside the process (the demo, tests).
