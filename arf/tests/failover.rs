@@ -5,6 +5,8 @@
 //! the run's events one gap-free sequence. The client watches through the surviving gateway
 //! from the start (WatchRun works on any gateway, for any run).
 //!
+//! The gateways find the editor by discovery (`dns:///localhost:port`, the system's resolver).
+//!
 //! Prints the lease, and the time from the kill to the first event the new holder wrote.
 //! Needs a PostgreSQL server (`scripts/with-postgres.sh`; skipped without one unless
 //! `ARF_REQUIRE_POSTGRES` is set, as in CI).
@@ -34,8 +36,16 @@ async fn gateway(services: &Services, dir: &Path, tiny: &Path, store: &str, id: 
         "--lease-secs",
         LEASE_SECS,
     ];
+    // The editor through discovery (the system's resolver: localhost's records), as a
+    // headless Service would be named.
+    let editor = format!("dns:///localhost:{}", services.editor.port);
     services
-        .gateway(&dir.join(id), tiny, shared.map(String::from).to_vec())
+        .gateway(
+            &dir.join(id),
+            tiny,
+            Some(editor),
+            shared.map(String::from).to_vec(),
+        )
         .await
 }
 

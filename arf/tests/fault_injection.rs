@@ -93,7 +93,9 @@ struct Deployment {
 impl Deployment {
     async fn start(dir: &Path, tiny: &Path) -> Self {
         let services = Services::start(dir, tiny).await;
-        let gateway = services.gateway(&dir.join("gateway"), tiny, vec![]).await;
+        let gateway = services
+            .gateway(&dir.join("gateway"), tiny, None, vec![])
+            .await;
         Self { services, gateway }
     }
 

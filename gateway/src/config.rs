@@ -46,7 +46,9 @@ pub struct GatewayArgs {
     )]
     pub analyzer: String,
 
-    /// Editor replicas (comma-separated or repeated): revision calls are spread over them by load.
+    /// Editor replicas (comma-separated or repeated): revision calls are spread over them by
+    /// load. `dns:///name:port` stands for every A/AAAA record of the name (a Kubernetes
+    /// headless Service), resolved again every --editor-resolve-secs.
     #[arg(
         long = "editor",
         env = "ARF_EDITOR_ENDPOINTS",
@@ -54,6 +56,11 @@ pub struct GatewayArgs {
         default_value = "http://127.0.0.1:50052"
     )]
     pub editors: Vec<String>,
+
+    /// How often `dns:///name:port` editor (and teacher) endpoints are resolved again, in
+    /// seconds: replicas that appear join the pool, replicas that vanish leave it.
+    #[arg(long, env = "ARF_EDITOR_RESOLVE_SECS", default_value_t = 10)]
+    pub editor_resolve_secs: u64,
 
     /// Teacher endpoints (any Editor; comma-separated or repeated): the Generate stage asks
     /// them for the summaries rows lack. Without any, the editor replicas write them.
@@ -191,6 +198,7 @@ impl GatewayArgs {
             lease_secs: 15.0,
             analyzer,
             editors,
+            editor_resolve_secs: 10,
             teachers: Vec::new(),
             trainer,
             student_base: None,

@@ -29,6 +29,15 @@ pub async fn build(
     let store = Arc::new(Store::connect(&location, &gateway_id, args.lease()?).await?);
     tracing::info!(store = %location.redacted(), gateway_id, "store open");
     let clients = args.clients(max_message_bytes)?;
+    // Discovered replicas: resolved once before the runs resume, then periodically.
+    let every = std::time::Duration::from_secs(args.editor_resolve_secs.max(1));
+    for pool in std::iter::once(&clients.editors).chain(clients.teacher.as_ref()) {
+        if pool.discovers() {
+            let found = pool.refresh().await;
+            tracing::info!(replicas = ?found, "editor replicas discovered");
+            pool.keep_discovering(every, shutdown.clone());
+        }
+    }
     let pipeline = Pipeline::new(
         store,
         clients,

@@ -135,8 +135,15 @@ impl Services {
         }
     }
 
-    /// A gateway over these services, with its data under `data_dir`, started.
-    pub async fn gateway(&self, data_dir: &Path, tiny: &Path, extra: Vec<String>) -> Process {
+    /// A gateway over these services, with its data under `data_dir`, started. It finds the
+    /// editor through `editor` when given (`dns:///localhost:port`, say), else at its endpoint.
+    pub async fn gateway(
+        &self,
+        data_dir: &Path,
+        tiny: &Path,
+        editor: Option<String>,
+        extra: Vec<String>,
+    ) -> Process {
         let path = |p: &Path| p.display().to_string();
         let mut args = vec![
             "--data-dir".into(),
@@ -144,7 +151,7 @@ impl Services {
             "--analyzer".into(),
             self.analyzer.endpoint(),
             "--editor".into(),
-            self.editor.endpoint(),
+            editor.unwrap_or_else(|| self.editor.endpoint()),
             "--trainer".into(),
             self.trainer.endpoint(),
             "--student-base".into(),

@@ -11,7 +11,7 @@ use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_proto::v1::editor_client::EditorClient;
 
 pub use analyzer::{Analyzer, first_unsupported};
-pub use editors::EditorPool;
+pub use editors::{EditorPool, Resolve, SystemResolver};
 pub use trainer::Trainer;
 
 /// Where the other services are.

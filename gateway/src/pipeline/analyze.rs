@@ -31,7 +31,7 @@ pub async fn run(
     }
     p.drain_pending(
         token,
-        CONCURRENCY,
+        || CONCURRENCY,
         || p.store().pending_analysis(run_id, BATCH),
         |item| analyze_item(p, run_id, config, token, item),
     )

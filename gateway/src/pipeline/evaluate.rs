@@ -103,7 +103,7 @@ async fn evaluate_all(
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     p.drain_pending(
         token,
-        CONCURRENCY,
+        || CONCURRENCY,
         || p.store().pending_evaluation(run_id, BATCH),
         |item| {
             evaluate_item(

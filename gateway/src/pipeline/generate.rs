@@ -28,7 +28,7 @@ pub async fn run(
 ) -> Result<(), RunError> {
     p.drain_pending(
         token,
-        CONCURRENCY,
+        || CONCURRENCY,
         || p.store().pending_generation(run_id, BATCH),
         |item| generate_item(p, run_id, config, token, item),
     )

@@ -448,13 +448,13 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Works through the items `fetch` says are pending, a batch at a time, `concurrency` items
-    /// at once, until none is left. Each item's work commits its own result, so the next fetch
+    /// Works through the items `fetch` says are pending, a batch at a time, `concurrency()`
+    /// items at once (asked again for each batch), until none is left. Each item's work commits its own result, so the next fetch
     /// (and a restarted gateway) never sees it again.
     pub(crate) async fn drain_pending<F, Fut, Fetched>(
         &self,
         token: &CancellationToken,
-        concurrency: usize,
+        concurrency: impl Fn() -> usize,
         fetch: impl Fn() -> Fetched,
         work: F,
     ) -> Result<(), RunError>
@@ -471,7 +471,7 @@ impl Pipeline {
                 return Ok(());
             }
             let items = futures::stream::iter(batch.into_iter().map(Ok))
-                .try_for_each_concurrent(concurrency, &work);
+                .try_for_each_concurrent(concurrency(), &work);
             // A cancelled run (or a shutdown) drops the calls in flight at once: their items
             // saved nothing, so a resumed run does them again, and none is done twice.
             tokio::select! {

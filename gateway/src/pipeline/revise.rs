@@ -45,8 +45,9 @@ pub async fn run(
             )
         })?;
     let instructions = Arc::new(instructions);
-    // Enough calls in flight to keep every replica busy, and no more (the replicas shed the rest).
-    let concurrency = (p.clients.editors.replica_count() * 4).max(2);
+    // Enough calls in flight to keep every replica busy, and no more (the replicas shed the
+    // rest): counted again for each batch, so replicas that join mid-stage get work.
+    let concurrency = || (p.clients.editors.replica_count() * 4).max(2);
     p.drain_pending(
         token,
         concurrency,
