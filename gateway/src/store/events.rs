@@ -1,6 +1,6 @@
 //! The event log of each run: sequence numbers from 1, stored before they are announced, so a
 //! client that reconnects with the last number it saw misses nothing. Appends are fenced by the
-//! run's lease and, on PostgreSQL, serialized by a lock on the run's row: the log stays one
+//! run's lease and serialized by the run's row (`runs.last_event_seq`): the log stays one
 //! gap-free sequence whichever gateway writes it.
 
 use arf_proto::v1 as pb;
@@ -87,20 +87,34 @@ impl Store {
 
     /// Appends an event inside the caller's transaction, so that a change and the event
     /// announcing it are committed together (a watcher never sees one without the other).
-    /// Refused with [`super::LeaseLost`] when another gateway holds the run.
+    /// One statement takes the run's next number, checks the lease and locks the run's row to
+    /// the commit (the run's appends go one at a time, numbered without gaps); refused with
+    /// [`super::LeaseLost`] when another gateway holds the run. Called last in a transaction,
+    /// so the lock is held for the least time.
     pub(super) async fn append_in(
         &self,
         tx: &mut Transaction<'_, Any>,
         run_id: &str,
         kind: pb::run_event::Kind,
     ) -> anyhow::Result<pb::RunEvent> {
-        self.fence(tx, run_id).await?;
-        let last: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events WHERE run_id = $1")
-            .bind(run_id)
-            .fetch_one(&mut **tx)
-            .await?;
+        let numbered: Option<i64> = sqlx::query_scalar(
+            "UPDATE runs SET last_event_seq = last_event_seq + 1 \
+             WHERE id = $1 AND (lease_owner = '' OR lease_owner = $2) RETURNING last_event_seq",
+        )
+        .bind(run_id)
+        .bind(&self.owner)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let sequence = match numbered {
+            Some(seq) => seq.max(1) as u64,
+            None => {
+                // Another gateway holds it (this fails), or no such run.
+                self.fence(tx, run_id).await?;
+                anyhow::bail!("no run {run_id} to append an event to")
+            }
+        };
         let event = pb::RunEvent {
-            sequence: last.unwrap_or(0).max(0) as u64 + 1,
+            sequence,
             run_id: run_id.to_string(),
             time: Some(super::timestamp(now_ms())),
             kind: Some(kind),

@@ -308,8 +308,8 @@ impl Store {
         event: Kind,
     ) -> anyhow::Result<Option<pb::RunEvent>> {
         let mut tx = self.pool.begin().await?;
-        // Before the update: the lease is checked, and the run's row locked, first.
-        self.fence(&mut tx, run_id).await?;
+        // The item first, the event (the lease check and the run's lock) last: the run's lock
+        // is held for one statement and the commit. A fenced append rolls the update back.
         let event = match update.execute(&mut *tx).await?.rows_affected() {
             0 => None,
             _ => Some(self.append_in(&mut tx, run_id, event).await?),

@@ -270,7 +270,7 @@ impl Store {
         error: &str,
     ) -> anyhow::Result<pb::RunEvent> {
         let end = is_final(state).then(now_ms);
-        // Fenced first (in append_in's lock order: the run's row, then its events).
+        // Fenced (and the run's row locked) by the append, before the state changes.
         let event = self
             .append_in(tx, id, pb::run_event::Kind::State(state as i32))
             .await?;

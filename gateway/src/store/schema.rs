@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS events (
 ";
 
 /// Changes to the schema above, in order.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     // 1: teacher summaries written by the Generate stage; the unrevised student.
     "ALTER TABLE items ADD COLUMN needs_summary {int} NOT NULL DEFAULT 0;  -- arrived without one
      ALTER TABLE items ADD COLUMN teacher_input_tokens {int};             -- set by Generate
@@ -79,6 +79,10 @@ const MIGRATIONS: [&str; 4] = [
      ALTER TABLE runs ADD COLUMN lease_expires_ms {int} NOT NULL DEFAULT 0;
      ALTER TABLE runs ADD COLUMN cancel_requested {int} NOT NULL DEFAULT 0;
      CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state, lease_expires_ms);",
+    // 5: the run's last event number, so an append takes its number, the lease check and the
+    // run's lock in one statement.
+    "ALTER TABLE runs ADD COLUMN last_event_seq {int} NOT NULL DEFAULT 0;
+     UPDATE runs SET last_event_seq = COALESCE((SELECT MAX(seq) FROM events WHERE events.run_id = runs.id), 0);",
 ];
 
 /// The schema version this gateway writes.
@@ -226,16 +230,28 @@ mod tests {
         }
     }
 
-    /// A database written by the last SQLite-only gateway (schema version 3) gains the leases.
+    /// A database written by the last SQLite-only gateway (schema version 3) gains the leases
+    /// and the event numbers it already has.
     #[tokio::test]
     async fn a_version_3_sqlite_database_is_brought_up_to_date() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("arf.sqlite3");
         {
             let store = crate::store::Store::open(&path).await.unwrap();
+            store
+                .create_run("old", "old", &arf_proto::v1::RunConfig::default())
+                .await
+                .unwrap();
+            for _ in 0..3 {
+                store
+                    .append_event("old", arf_proto::v1::run_event::Kind::Warning("w".into()))
+                    .await
+                    .unwrap();
+            }
             let mut tx = store.pool.begin().await.unwrap();
             for statement in [
                 "DROP INDEX runs_by_state",
+                "ALTER TABLE runs DROP COLUMN last_event_seq",
                 "ALTER TABLE runs DROP COLUMN lease_owner",
                 "ALTER TABLE runs DROP COLUMN lease_expires_ms",
                 "ALTER TABLE runs DROP COLUMN cancel_requested",
@@ -250,9 +266,10 @@ mod tests {
             current_version(&store.pool, store.backend).await.unwrap(),
             VERSION
         );
-        store
-            .create_run("r", "r", &arf_proto::v1::RunConfig::default())
+        let next = store
+            .append_event("old", arf_proto::v1::run_event::Kind::Warning("w".into()))
             .await
             .unwrap();
+        assert_eq!(next.sequence, 4, "numbered after the events it had");
     }
 }
