@@ -226,10 +226,14 @@ impl PipelineRpc for PipelineService {
         self.pipeline
             .check_analyzer_can(spec.config.as_ref())
             .await?;
-        let run_id = self
-            .pipeline
-            .create_run(spec, rows)
+        // On a task of its own: a client that goes away mid-upload drops this handler, and the
+        // upload must still see the broken stream and fail its run (not stop between two
+        // writes and leave it INGESTING).
+        let pipeline = self.pipeline.clone();
+        let upload = tokio::spawn(async move { pipeline.create_run(spec, rows).await });
+        let run_id = upload
             .await
+            .map_err(|e| internal(anyhow::anyhow!("the upload's task failed: {e}")))?
             .map_err(|e| match e {
                 IngestError::InvalidSpec { field, message } => invalid_field(&field, message),
                 IngestError::BadRow { run_id, row } => invalid_field(

@@ -64,7 +64,11 @@ impl Telemetry {
         let tracer_provider = tracer_provider.build();
         let meter_provider = meter_provider.build();
         opentelemetry::global::set_tracer_provider(tracer_provider.clone());
-        opentelemetry::global::set_meter_provider(meter_provider.clone());
+        // Without an exporter, the no-op meter: an SDK meter with no reader logs an error for
+        // every observable gauge (the autoscalers' ones), which would greet every start-up.
+        if otlp {
+            opentelemetry::global::set_meter_provider(meter_provider.clone());
+        }
 
         let tracer = tracer_provider.tracer("arf");
         subscriber(tracer, true)
