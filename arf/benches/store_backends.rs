@@ -71,7 +71,6 @@ async fn analyze(
     client: &mut PipelineClient<GrpcChannel>,
     rows: Vec<pb::DatasetRow>,
 ) -> anyhow::Result<String> {
-    use pb::create_run_request::Part;
     let spec = pb::RunSpec {
         display_name: "store bench".into(),
         config: Some(pb::RunConfig {
@@ -80,18 +79,7 @@ async fn analyze(
         }),
         ..Default::default()
     };
-    let end = Part::End(pb::DatasetEnd {
-        rows: rows.len() as u32,
-    });
-    let parts: Vec<_> = std::iter::once(Part::Spec(spec))
-        .chain(rows.into_iter().map(Part::Row))
-        .chain(std::iter::once(end))
-        .map(|p| pb::CreateRunRequest { part: Some(p) })
-        .collect();
-    let run = client
-        .create_run(futures::stream::iter(parts))
-        .await?
-        .into_inner();
+    let run = arf::cli::create_run(client, spec, arf::cli::rows_in_memory(rows)).await?;
     let mut events = client
         .watch_run(pb::WatchRunRequest {
             run_id: run.id.clone(),

@@ -20,9 +20,9 @@ use arf_proto::v1::pipeline_client::PipelineClient;
 
 mod support;
 
-use support::processes::{
-    Process, Services, Signal, follow, full_spec, lost_and_duplicated, result,
-};
+use support::follow;
+
+use support::processes::{Process, Services, Signal, full_spec, lost_and_duplicated, result};
 
 const LEASE_SECS: &str = "2";
 

@@ -16,8 +16,10 @@ use arf_proto::v1::pipeline_client::PipelineClient;
 
 mod support;
 
+use support::follow;
+
 use support::processes::{
-    Process, Services, Signal, ended, follow, full_spec, lost_and_duplicated, result,
+    Process, Services, Signal, ended, full_spec, lost_and_duplicated, result,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -153,8 +153,12 @@ pub fn analyze_and_revise() -> pb::RunSpec {
     s
 }
 
-/// Waits on the run's events until `n` revision outcomes have been recorded.
-pub async fn wait_for_revisions(client: &mut PipelineClient<GrpcChannel>, run_id: &str, n: usize) {
+/// Follows the run until `until` says stop (or the run ends); returns the events seen.
+pub async fn follow(
+    client: &mut PipelineClient<GrpcChannel>,
+    run_id: &str,
+    until: impl Fn(&[pb::RunEvent]) -> bool,
+) -> Vec<pb::RunEvent> {
     let mut stream = client
         .watch_run(pb::WatchRunRequest {
             run_id: run_id.into(),
@@ -163,15 +167,22 @@ pub async fn wait_for_revisions(client: &mut PipelineClient<GrpcChannel>, run_id
         .await
         .unwrap()
         .into_inner();
-    let mut seen = 0;
-    while let Some(e) = stream.message().await.unwrap() {
-        if matches!(&e.kind, Some(pb::run_event::Kind::Item(i)) if i.stage == pb::Stage::Revise as i32)
-        {
-            seen += 1;
-            if seen >= n {
-                return;
-            }
+    let mut events = Vec::new();
+    while let Ok(Some(e)) = stream.message().await {
+        events.push(e);
+        if until(&events) {
+            break;
         }
     }
-    panic!("the run ended after {seen} revisions");
+    events
+}
+
+/// Waits on the run's events until `n` revision outcomes have been recorded.
+pub async fn wait_for_revisions(client: &mut PipelineClient<GrpcChannel>, run_id: &str, n: usize) {
+    let events = follow(client, run_id, |events| {
+        items(events, pb::Stage::Revise).len() >= n
+    })
+    .await;
+    let seen = items(&events, pb::Stage::Revise).len();
+    assert!(seen >= n, "the run ended after {seen} revisions");
 }

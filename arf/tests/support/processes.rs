@@ -201,30 +201,6 @@ pub fn ended(events: &[pb::RunEvent]) -> bool {
     )
 }
 
-/// Follows the run until `until` says stop (or the run ends); returns the events seen.
-pub async fn follow(
-    client: &mut PipelineClient<GrpcChannel>,
-    run_id: &str,
-    until: impl Fn(&[pb::RunEvent]) -> bool,
-) -> Vec<pb::RunEvent> {
-    let mut stream = client
-        .watch_run(pb::WatchRunRequest {
-            run_id: run_id.into(),
-            after_sequence: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut events = Vec::new();
-    while let Ok(Some(e)) = stream.message().await {
-        events.push(e);
-        if until(&events) {
-            break;
-        }
-    }
-    events
-}
-
 /// What a run produced, to compare with an uninterrupted run.
 #[derive(Debug, PartialEq)]
 pub struct RunResult {
@@ -236,7 +212,7 @@ pub struct RunResult {
 }
 
 pub async fn result(client: &mut PipelineClient<GrpcChannel>, run_id: &str) -> RunResult {
-    let events = follow(client, run_id, |_| false).await;
+    let events = super::follow(client, run_id, |_| false).await;
     let run = client
         .get_run(pb::GetRunRequest {
             run_id: run_id.into(),

@@ -275,14 +275,15 @@ impl EditorPool {
         endpoints
     }
 
-    /// Resolves every `every` until `shutdown`, starting now.
+    /// Resolves every `every` until `shutdown`, the first time `every` from now (the caller
+    /// has just resolved).
     pub fn keep_discovering(&self, every: Duration, shutdown: CancellationToken) {
         if !self.discovers() {
             return;
         }
         let pool = self.clone();
         tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(every);
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {

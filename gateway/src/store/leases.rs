@@ -100,14 +100,11 @@ impl Store {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         };
         // A SQLite file has one gateway (its lock says so): at start-up, every run is its own.
-        let free = if at_start && self.backend == Backend::Sqlite {
-            "$6 = $6 AND $7 = $7"
-        } else {
-            "(lease_owner = '' OR lease_expires_ms < $6 OR (lease_owner = $1 AND $7 = 1))"
-        };
+        let take_all = at_start && self.backend == Backend::Sqlite;
         let sql = format!(
             "UPDATE runs SET lease_owner = $1, lease_expires_ms = $2 WHERE id IN ( \
-               SELECT id FROM runs WHERE state IN ($3, $4, $5) AND {free} \
+               SELECT id FROM runs WHERE state IN ($3, $4, $5) \
+               AND (lease_owner = '' OR lease_expires_ms < $6 OR (lease_owner = $1 AND $7 = 1) OR $9 = 1) \
                ORDER BY create_time_ms LIMIT $8{skip_locked}) \
              RETURNING id, state"
         );
@@ -120,6 +117,7 @@ impl Store {
             .bind(now_ms())
             .bind(at_start as i64)
             .bind(limit as i64)
+            .bind(take_all as i64)
             .fetch_all(&self.pool)
             .await?;
         let mut claimed = rows

@@ -132,10 +132,6 @@ impl Store {
         Ok(store)
     }
 
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
     /// Other gateways write to this store too: a watcher cannot count on being woken by this
     /// process, and reads the log again from time to time.
     pub fn is_shared(&self) -> bool {

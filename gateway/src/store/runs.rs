@@ -236,14 +236,19 @@ impl Store {
     where
         T: for<'q> sqlx::Encode<'q, Any> + sqlx::Type<Any> + Send,
     {
-        let mut tx = self.pool.begin().await?;
-        self.fence(&mut tx, id).await?;
-        sqlx::query(&format!("UPDATE runs SET {set} WHERE id = $1"))
+        let sql = format!("UPDATE runs SET {set} WHERE id = $1 AND lease_owner IN ('', $3)");
+        let changed = sqlx::query(&sql)
             .bind(id)
             .bind(value)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+            .bind(&self.owner)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if changed == 0 {
+            // Another gateway holds it (the fence says which), or there is no such run.
+            let mut tx = self.pool.begin().await?;
+            self.fence(&mut tx, id).await?;
+        }
         Ok(())
     }
 

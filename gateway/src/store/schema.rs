@@ -126,12 +126,8 @@ async fn run_script(
 /// Creates the schema where it is missing and applies the migrations the database has not had,
 /// each in its own transaction with the version it brings.
 pub(super) async fn migrate(pool: &AnyPool, backend: Backend) -> anyhow::Result<()> {
-    let mut tx = pool.begin().await?;
+    let mut tx = begin_migration(pool, backend).await?;
     if backend == Backend::Postgres {
-        // Held to the end of the transaction: one gateway migrates, the others wait for it.
-        sqlx::query("SELECT pg_advisory_xact_lock(727365)")
-            .execute(&mut *tx)
-            .await?;
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
             .execute(&mut *tx)
             .await?;
@@ -151,15 +147,25 @@ pub(super) async fn migrate(pool: &AnyPool, backend: Backend) -> anyhow::Result<
             .with_context(|| format!("applying schema migration {}", i + 1))?;
         set_version(&mut tx, backend, i + 1).await?;
         tx.commit().await?;
-        tx = pool.begin().await?;
-        if backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock(727365)")
-                .execute(&mut *tx)
-                .await?;
-        }
+        tx = begin_migration(pool, backend).await?;
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// A transaction that, on PostgreSQL, holds the migration lock to its end: one gateway
+/// migrates, the others wait for it.
+async fn begin_migration(
+    pool: &AnyPool,
+    backend: Backend,
+) -> anyhow::Result<Transaction<'static, Any>> {
+    let mut tx = pool.begin().await?;
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock(727365)")
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(tx)
 }
 
 async fn version(tx: &mut Transaction<'_, Any>, backend: Backend) -> anyhow::Result<usize> {
