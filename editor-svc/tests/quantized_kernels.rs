@@ -1,6 +1,7 @@
 //! The CPU kernels of the patched candle-core (patches/README.md) that GGUF models run on:
-//! the AVX2 Q4_1 dot product agrees with the scalar one, and the blocked matmul (several
-//! activation rows at once) gives exactly what one row at a time gives.
+//! the AVX2 Q4_1 dot product agrees with the scalar one, the blocked matmul (a few activation
+//! rows at once) gives exactly what one row at a time gives, and a prompt's matmul (many rows)
+//! is f32 arithmetic on the dequantized weights.
 
 use candle_core::quantized::k_quants::{BlockQ4_1, BlockQ8_1, GgmlType};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
@@ -60,10 +61,12 @@ fn q4_1_dot_product_matches_the_scalar_reference() {
 }
 
 #[test]
-fn a_prompt_sized_matmul_equals_one_row_at_a_time() -> candle_core::Result<()> {
+fn a_few_rows_at_once_equal_one_row_at_a_time() -> candle_core::Result<()> {
     let dev = Device::Cpu;
-    // n = 75 is not a multiple of the 16 weight rows a task takes; m = 37 rows of activations.
-    let (m, k, n) = (37, 128, 75);
+    // Sequences decoding together: fewer rows than the dequantized-gemm threshold (16) take
+    // the blocked int8 path, four rows per kernel call and the rest one by one (9 = 4 + 4 + 1).
+    // n = 75 is not a multiple of the 16 weight rows a task takes.
+    let (m, k, n) = (9, 128, 75);
     for dtype in [GgmlDType::Q4_1, GgmlDType::Q4_0, GgmlDType::Q8_0] {
         let w = Tensor::from_vec(values(n * k, 7), (n, k), &dev)?;
         let mm = QMatMul::from_qtensor(QTensor::quantize(&w, dtype)?)?;
@@ -75,19 +78,46 @@ fn a_prompt_sized_matmul_equals_one_row_at_a_time() -> candle_core::Result<()> {
         }
         // Against the dequantized weights in f32: only the activations' Q8 rounding differs
         // (~0.013 standard deviation here; a wrong element order would be off by ~1).
-        let reference = xs
-            .matmul(&mm_dequantized(&w, dtype)?.t()?)?
-            .to_vec2::<f32>()?;
-        for (got, want) in together.iter().flatten().zip(reference.iter().flatten()) {
-            assert!(
-                (got - want).abs() < 0.1,
-                "{dtype:?}: {got} vs {want} (dequantized f32)"
-            );
+        assert_close(&together, &dequantized_reference(&w, &xs, dtype)?, 0.1, dtype);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_prompt_runs_as_f32_gemm_on_the_dequantized_weights() -> candle_core::Result<()> {
+    let dev = Device::Cpu;
+    // 37 activation rows (a prompt); n = 75 leaves a partial weight tile; k = 1536 as in the
+    // MLP of SmolLM2. The activations are not quantized on this path, so it agrees with f32
+    // arithmetic on the dequantized weights up to summation order.
+    for (m, k, n) in [(37, 128, 75), (16, 1536, 200)] {
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q4_0, GgmlDType::Q8_0, GgmlDType::Q4K] {
+            let k = if dtype == GgmlDType::Q4K { 256 * k.div_ceil(256) } else { k };
+            let w = Tensor::from_vec(values(n * k, 9), (n, k), &dev)?;
+            let mm = QMatMul::from_qtensor(QTensor::quantize(&w, dtype)?)?;
+            let xs = Tensor::from_vec(values(m * k, 10), (m, k), &dev)?;
+            let got = mm.forward(&xs)?.to_vec2::<f32>()?;
+            assert_close(&got, &dequantized_reference(&w, &xs, dtype)?, 1e-3, dtype);
         }
     }
     Ok(())
 }
 
-fn mm_dequantized(w: &Tensor, dtype: GgmlDType) -> candle_core::Result<Tensor> {
-    QTensor::quantize(w, dtype)?.dequantize(&Device::Cpu)
+/// `xs` times the dequantized weights, in f32.
+fn dequantized_reference(
+    w: &Tensor,
+    xs: &Tensor,
+    dtype: GgmlDType,
+) -> candle_core::Result<Vec<Vec<f32>>> {
+    let w = QTensor::quantize(w, dtype)?.dequantize(&Device::Cpu)?;
+    xs.matmul(&w.t()?)?.to_vec2::<f32>()
+}
+
+fn assert_close(got: &[Vec<f32>], want: &[Vec<f32>], tolerance: f32, dtype: GgmlDType) {
+    assert_eq!(got.len(), want.len());
+    for (got, want) in got.iter().flatten().zip(want.iter().flatten()) {
+        assert!(
+            (got - want).abs() < tolerance,
+            "{dtype:?}: {got} vs {want} (dequantized f32)"
+        );
+    }
 }

@@ -92,6 +92,35 @@ pub(crate) fn vec_dot_q4_1_q8_1(n: usize, xs: &[BlockQ4_1], ys: &[BlockQ8_1]) ->
     }
 }
 
+// ARF patch: one Q4_1 weight row times four Q8_1 activation rows (sequences decoding together):
+// the weight block is unpacked and its scales converted once for the four. Each row's sums run
+// in the same order as `vec_dot_q4_1_q8_1`, so every result equals that kernel's bit for bit.
+#[inline(always)]
+pub(crate) fn vec_dot_q4_1_q8_1_x4(n: usize, xs: &[BlockQ4_1], ys: [&[BlockQ8_1]; 4]) -> [f32; 4] {
+    debug_assert!(
+        n.is_multiple_of(QK8_1),
+        "vec_dot_q4_1_q8_1_x4: {n} is not divisible by {QK8_1}"
+    );
+    let blocks = xs.len().min(ys.iter().map(|y| y.len()).min().unwrap_or(0));
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut offsets = [0f32; 4];
+        for (i, x) in xs[..blocks].iter().enumerate() {
+            let (xd, xm) = (f16::to_f32(x.d), f16::to_f32(x.m));
+            let bx = bytes_from_nibbles_32(x.qs.as_ptr());
+            for r in 0..4 {
+                let y = ys[r].get_unchecked(i);
+                offsets[r] += xm * f16::to_f32(y.s);
+                let d = _mm256_set1_ps(xd * f16::to_f32(y.d));
+                let by = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+                let q = mul_sum_us8_pairs_float(bx, by);
+                acc[r] = _mm256_fmadd_ps(d, q, acc[r]);
+            }
+        }
+        [0, 1, 2, 3].map(|r| hsum_float_8(acc[r]) + offsets[r])
+    }
+}
+
 #[inline(always)]
 pub(crate) fn vec_dot_q8_0_q8_0(n: usize, xs: &[BlockQ8_0], ys: &[BlockQ8_0]) -> f32 {
     debug_assert!(

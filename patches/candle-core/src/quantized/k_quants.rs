@@ -52,6 +52,12 @@ pub trait GgmlType: Sized + Clone + Send + Sync {
 
     /// Generic implementation of the dot product without simd optimizations.
     fn vec_dot_unopt(n: usize, xs: &[Self], ys: &[Self::VecDotType]) -> f32;
+
+    /// ARF patch: one weight row times four activation rows. Each result is exactly `vec_dot`
+    /// of that pair; a kernel may unpack the weights once for the four.
+    fn vec_dot_4(n: usize, xs: &[Self], ys: [&[Self::VecDotType]; 4]) -> [f32; 4] {
+        ys.map(|y| Self::vec_dot(n, xs, y))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -282,6 +288,14 @@ impl GgmlType for BlockQ4_1 {
         return super::avx::vec_dot_q4_1_q8_1(n, xs, ys);
 
         Self::vec_dot_unopt(n, xs, ys)
+    }
+
+    #[allow(unreachable_code)]
+    fn vec_dot_4(n: usize, xs: &[Self], ys: [&[Self::VecDotType]; 4]) -> [f32; 4] {
+        #[cfg(target_feature = "avx2")]
+        return super::avx::vec_dot_q4_1_q8_1_x4(n, xs, ys);
+
+        ys.map(|y| Self::vec_dot(n, xs, y))
     }
 
     fn vec_dot_unopt(n: usize, xs: &[Self], ys: &[Self::VecDotType]) -> f32 {
@@ -2287,6 +2301,9 @@ pub fn matmul<T: GgmlType>(
         "unexpected lhs length {} ({m},{k},{n})",
         lhs.len()
     );
+    if m >= DEQUANTIZED_GEMM_MIN_ROWS && dequantizes_for_gemm::<T>(k) {
+        return matmul_dequantized((m, k, n), lhs, rhs_t, dst);
+    }
     let k_in_blocks = k.div_ceil(T::BLCK_SIZE);
 
     // TODO: Pre-allocate this.
@@ -2314,19 +2331,31 @@ pub fn matmul<T: GgmlType>(
         return Ok(());
     }
 
-    // ARF patch: with several activation rows (a prompt, a batch of sequences), each task takes
-    // a few weight rows and, while they are in L1, multiplies every activation row by them. The
-    // upstream loop streamed the whole weight matrix from memory once per activation row.
+    // ARF patch: with several activation rows (a batch of sequences), each task takes a few
+    // weight rows and, while they are in L1, multiplies every activation row by them, four
+    // activation rows per kernel call (`vec_dot_4`). The upstream loop streamed the whole weight
+    // matrix from memory once per activation row.
     const WEIGHT_ROWS_PER_TASK: usize = 16;
+    let lhs_row = |row: usize| &lhs_b[row * k_in_blocks..(row + 1) * k_in_blocks];
     let tiles: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(WEIGHT_ROWS_PER_TASK))
         .into_par_iter()
         .map(|tile| {
             let cols = tile * WEIGHT_ROWS_PER_TASK..n.min((tile + 1) * WEIGHT_ROWS_PER_TASK);
-            let mut out = Vec::with_capacity(m * cols.len());
-            for lhs_row in lhs_b.chunks_exact(k_in_blocks) {
-                for col_idx in cols.clone() {
+            let width = cols.len();
+            let mut out = vec![0f32; m * width];
+            for first in (0..m).step_by(4) {
+                for (c, col_idx) in cols.clone().enumerate() {
                     let rhs_col = &rhs_t[col_idx * k_in_blocks..(col_idx + 1) * k_in_blocks];
-                    out.push(T::vec_dot(k, rhs_col, lhs_row));
+                    if first + 4 <= m {
+                        let ys = [0, 1, 2, 3].map(|r| lhs_row(first + r));
+                        for (r, v) in T::vec_dot_4(k, rhs_col, ys).into_iter().enumerate() {
+                            out[(first + r) * width + c] = v;
+                        }
+                    } else {
+                        for row in first..m {
+                            out[row * width + c] = T::vec_dot(k, rhs_col, lhs_row(row));
+                        }
+                    }
                 }
             }
             (cols.start, out)
@@ -2339,6 +2368,99 @@ pub fn matmul<T: GgmlType>(
             dst[start..start + width].copy_from_slice(values);
         }
     }
+    Ok(())
+}
+
+// ARF patch: from this many activation rows on (a prompt), a quantized matmul runs as f32 gemm
+// over weights dequantized a tile at a time. The int8 `vec_dot` path does one weight row by one
+// activation row per call, so a prompt spends its time unpacking the same nibbles and scales once
+// per activation row; gemm's microkernel reuses each loaded value across a block of rows and
+// columns. Fewer rows (decoding, a few sequences at once) stay on `vec_dot`, which reads 4-8 bits
+// per weight instead of 32.
+const DEQUANTIZED_GEMM_MIN_ROWS: usize = 16;
+
+/// Weight formats whose `to_float` is the reference dequantization (not the activation-side
+/// formats Q8_1 and Q8K), on a row length made of whole blocks.
+fn dequantizes_for_gemm<T: GgmlType>(k: usize) -> bool {
+    use GgmlDType as D;
+    let weight_format = matches!(
+        T::DTYPE,
+        D::Q4_0 | D::Q4_1 | D::Q5_0 | D::Q5_1 | D::Q8_0 | D::Q2K | D::Q3K | D::Q4K | D::Q5K | D::Q6K
+    );
+    weight_format && !T::DIRECT_COPY && k.is_multiple_of(T::BLCK_SIZE)
+}
+
+/// `dst (m x n) = lhs (m x k) * rhs_t (n x k)^T`: each rayon task dequantizes a tile of weight
+/// rows into a buffer of its own (L2-sized) and multiplies every activation row by it with a
+/// single-threaded gemm, writing its own columns of `dst`.
+fn matmul_dequantized<T: GgmlType>(
+    (m, k, n): (usize, usize, usize),
+    lhs: &[f32],
+    rhs_t: &[T],
+    dst: &mut [f32],
+) -> Result<()> {
+    struct Columns(*mut f32);
+    // SAFETY: every task writes a disjoint set of columns of `dst`, which outlives the tasks.
+    unsafe impl Send for Columns {}
+    unsafe impl Sync for Columns {}
+    impl Columns {
+        // A method, so that closures capture the wrapper (Send) and not its raw pointer.
+        fn from(&self, col: usize) -> *mut f32 {
+            self.0.wrapping_add(col)
+        }
+    }
+
+    let k_in_blocks = k / T::BLCK_SIZE;
+    // gemm packs its left operand from column-major panels: transposed once here, each tile's
+    // packing is a copy instead of a strided gather (8% of a prompt's time, `perf`).
+    let mut lhs_t = vec![0f32; m * k];
+    for (row, values) in lhs.chunks_exact(k).enumerate() {
+        for (col, &v) in values.iter().enumerate() {
+            lhs_t[col * m + row] = v;
+        }
+    }
+    let threads = rayon::current_num_threads().max(1);
+    // At least ~4 tiles per thread for balance, at most 128 rows (128 x 1536 f32 = 768 KiB).
+    let tile = n.div_ceil(4 * threads).next_multiple_of(16).clamp(16, 128);
+    let out = Columns(dst.as_mut_ptr());
+    let out = &out;
+    (0..n.div_ceil(tile))
+        .into_par_iter()
+        .for_each_init(Vec::<f32>::new, |weights, t| {
+            let cols = t * tile..n.min((t + 1) * tile);
+            let width = cols.len();
+            weights.resize(width * k, 0.0);
+            T::to_float(
+                &rhs_t[cols.start * k_in_blocks..cols.end * k_in_blocks],
+                &mut weights[..width * k],
+            );
+            // SAFETY: lhs_t is lhs (m x k) column-major, `weights` width x k row-major (so
+            // k x width with row stride 1, column stride k), and the tile's columns of dst start
+            // at cols.start with row stride n.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    width,
+                    k,
+                    out.from(cols.start),
+                    1,
+                    n as isize,
+                    false,
+                    lhs_t.as_ptr(),
+                    m as isize,
+                    1,
+                    weights.as_ptr(),
+                    k as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                )
+            }
+        });
     Ok(())
 }
 

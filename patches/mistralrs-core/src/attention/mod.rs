@@ -7,7 +7,9 @@ use candle_core::{DType, Device, Result, Tensor};
 mod backends;
 
 #[allow(unused)]
-pub(crate) use backends::{flash_attn, maybe_synchronize, naive_sdpa, sinks_attn};
+pub(crate) use backends::{
+    flash_attn, grouped_sdpa_cpu, maybe_synchronize, naive_sdpa, sinks_attn,
+};
 
 /// Chunk size for attention computation to avoid OOM on long sequences
 pub(crate) const ATTENTION_CHUNK_SIZE: usize = 1024;
@@ -214,6 +216,15 @@ impl Sdpa {
                 sdpa_params.softmax_scale,
                 sdpa_params.softcap.unwrap_or(1.0),
             );
+        }
+
+        // ARF patch: on a CPU, f32 attention with the query heads of a group against their shared
+        // K/V head, instead of copying the cache per head and multiplying in f16 (see
+        // `grouped_sdpa_cpu`).
+        if q.device().is_cpu() {
+            if let Some(out) = grouped_sdpa_cpu(q, k, v, mask, sdpa_params)? {
+                return Ok(out);
+            }
         }
 
         let k = repeat_kv(k.clone(), sdpa_params.n_kv_groups)?;

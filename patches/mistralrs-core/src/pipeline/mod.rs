@@ -423,6 +423,31 @@ impl ForwardInputsResult {
     }
 }
 
+/// ARF patch: on a CPU, the forward pass runs on one of rayon's worker threads. Called from the
+/// engine's own thread, every parallel candle op woke both workers while the engine thread
+/// slept, and the workers then spun looking for work while the engine thread ran the next
+/// sequential op: three runnable threads on two cores, for each of the ~300 ops of a decode
+/// step. On a worker, the caller takes part in its own parallel ops and only the other worker
+/// wakes.
+fn forward_on_rayon_worker<P: Pipeline + ?Sized>(
+    pipeline: &mut P,
+    inputs: Box<dyn Any>,
+    return_raw_logits: bool,
+) -> Result<ForwardInputsResult, candle_core::Error> {
+    struct AssertSend<T>(T);
+    // SAFETY: the inputs (tensors and plain data, boxed as `dyn Any`) move to the worker and are
+    // dropped there while this thread waits for `rayon::scope` to return; nothing else holds them.
+    unsafe impl<T> Send for AssertSend<T> {}
+    impl<T> AssertSend<T> {
+        // A method, so that the closure captures the wrapper and not its field.
+        fn into_inner(self) -> T {
+            self.0
+        }
+    }
+    let inputs = AssertSend(inputs);
+    rayon::scope(move |_| pipeline.forward_inputs(inputs.into_inner(), return_raw_logits))
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct FileListCache {
     files: Vec<String>,
@@ -503,7 +528,11 @@ pub trait Pipeline:
                     }
 
                     let start = Instant::now();
-                    let raw_logits = self.forward_inputs(inputs, return_raw_logits)?;
+                    let raw_logits = if self.device().is_cpu() {
+                        forward_on_rayon_worker(self, inputs, return_raw_logits)?
+                    } else {
+                        self.forward_inputs(inputs, return_raw_logits)?
+                    };
                     let end = Instant::now();
                     exec_duration += end.duration_since(start);
 

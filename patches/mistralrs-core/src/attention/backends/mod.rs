@@ -4,5 +4,5 @@ mod naive;
 mod sinks;
 
 pub(crate) use flash::flash_attn;
-pub(crate) use naive::{maybe_synchronize, naive_sdpa};
+pub(crate) use naive::{grouped_sdpa_cpu, maybe_synchronize, naive_sdpa};
 pub(crate) use sinks::sinks_attn;

@@ -2,7 +2,7 @@
 
 use crate::MemoryUsage;
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 use mistralrs_quant::MatMul;
 
 use crate::attention::{chunked_attention, SdpaParams};
@@ -54,4 +54,64 @@ pub(crate) fn naive_sdpa(
         att = candle_nn::ops::softmax_last_dim(&att)?;
         MatMul.matmul(&att, v)
     })
+}
+
+/// ARF patch: attention on a CPU in f32, without copying the KV cache. Upstream's path repeats K
+/// and V once per query head of a group (`repeat_kv`: a copy of the whole cache per layer per
+/// token), and `mistralrs_quant::MatMul::matmul` turns both operands into f16 on a CPU (a
+/// strided conversion of the cache, then an f16 gemm that converts element by element, and f16
+/// scores). Here the query heads that share a K/V head are stacked as the rows of one f32 matmul
+/// against it. `None` for what it does not handle (not f32, a mask layout it does not know): the
+/// caller then takes upstream's path.
+pub(crate) fn grouped_sdpa_cpu(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    sdpa_params: &SdpaParams,
+) -> Result<Option<Tensor>> {
+    let (b, heads, _, head_dim) = q.dims4()?;
+    let (_, kv_heads, kv_len, _) = k.dims4()?;
+    let v_dim = v.dim(3)?;
+    let f32s = [q, k, v].iter().all(|x| x.dtype() == DType::F32);
+    if !f32s || kv_heads == 0 || heads % kv_heads != 0 {
+        return Ok(None);
+    }
+    let group = heads / kv_heads;
+    // The mask as (batch, kv_heads, group, q_len, kv_len), or broadcastable to it.
+    let grouped_mask = |mask: &Tensor, q_len: usize| -> Result<Option<Tensor>> {
+        Ok(match mask.dims() {
+            [_, _] => Some(mask.clone()),
+            &[mb, _, _] => Some(mask.contiguous()?.reshape((mb, 1, 1, q_len, kv_len))?),
+            &[mb, 1, _, _] => Some(mask.contiguous()?.reshape((mb, 1, 1, q_len, kv_len))?),
+            &[mb, mh, _, _] if mh == heads => {
+                Some(mask.contiguous()?.reshape((mb, kv_heads, group, q_len, kv_len))?)
+            }
+            _ => None,
+        })
+    };
+    if let Some(mask) = mask {
+        if grouped_mask(mask, q.dim(2)?)?.is_none() {
+            return Ok(None);
+        }
+    }
+    chunked_attention(q, k, v, mask, |q, k, v, mask| {
+        let q_len = q.dim(2)?;
+        let rows = group * q_len;
+        let q = q.contiguous()?.reshape((b, kv_heads, rows, head_dim))?;
+        let mut att = (q.matmul(&k.t()?)? * f64::from(sdpa_params.softmax_scale))?;
+        if let Some(softcap) = sdpa_params.softcap {
+            att = ((att / f64::from(softcap))?.tanh()? * f64::from(softcap))?;
+        }
+        if let Some(mask) = mask {
+            let mask = grouped_mask(mask, q_len)?.expect("checked above");
+            att = att
+                .reshape((b, kv_heads, group, q_len, kv_len))?
+                .broadcast_add(&mask)?
+                .reshape((b, kv_heads, rows, kv_len))?;
+        }
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        att.matmul(v)?.reshape((b, heads, q_len, v_dim))
+    })
+    .map(Some)
 }

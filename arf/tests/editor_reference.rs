@@ -1,0 +1,73 @@
+//! The editor's forward pass against a reference. mistral.rs runs on patched CPU code
+//! (patches/README.md: grouped-query attention in f32, prompts through f32 gemm), so its greedy
+//! tokens are checked against the trainer's Llama, which the trainer's tests hold to
+//! transformers' logits. The tiny Llama has grouped-query attention (4 query heads, 2 K/V
+//! heads), and the prompt is long enough for the prompt path of the quantized matmul.
+
+use arf_tiny_llama::{END_OF_TEXT, EOT, TinyLlamaSpec, write_tiny_llama};
+use candle_core::{Device, IndexOp, Tensor};
+use editor_svc::backend::engine_request;
+use editor_svc::generation::{ChatMessage, ChatRole, GenerationRequest, Sampling};
+use editor_svc::{EditorConfig, load_editor};
+use mistralrs::{TextMessageRole, TextMessages};
+use trainer_svc::lora::ForwardCtx;
+use trainer_svc::model::{LoadOptions, Llama};
+
+const GENERATED: usize = 24;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_editor_decodes_the_tokens_the_reference_llama_picks() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_llama(dir.path(), &TinyLlamaSpec::default()).unwrap();
+    let prompt = "Summarize the conversation: the customer says order 48213 arrived two days \
+                  late and the box was damaged; the agent apologizes and offers a refund.";
+
+    let service = load_editor(&EditorConfig::new(dir.path())).await.unwrap();
+    let model = service.editor().unwrap().backend().model();
+    let ids = model
+        .tokenize(
+            either::Either::Left(TextMessages::new().add_message(TextMessageRole::User, prompt)),
+            None,
+            true,
+            true,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(ids.len() >= 16, "a prompt of {} tokens", ids.len());
+    let response = model
+        .send_chat_request(engine_request(GenerationRequest {
+            messages: vec![ChatMessage::new(ChatRole::User, prompt)],
+            max_tokens: GENERATED,
+            sampling: Sampling::default(),
+            stop: Vec::new(),
+            json_schema: None,
+        }))
+        .await
+        .unwrap();
+    let editor_text = response.choices[0].message.content.clone().unwrap_or_default();
+
+    // The reference: the full forward pass over the whole sequence at every step, argmax.
+    let tokenizer = tokenizers::Tokenizer::from_file(dir.path().join("tokenizer.json")).unwrap();
+    let stops = [EOT, END_OF_TEXT].map(|t| tokenizer.token_to_id(t).expect(t));
+    let llama = Llama::load(dir.path(), &LoadOptions::default(), &Device::Cpu).unwrap();
+    let mut sequence = ids.clone();
+    let mut picked = Vec::new();
+    for _ in 0..response.usage.completion_tokens {
+        let input = Tensor::new(sequence.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let logits = llama.forward(&input, &mut ForwardCtx::eval()).unwrap();
+        let last = logits.i((0, sequence.len() - 1)).unwrap();
+        let next = last.argmax(0).unwrap().to_scalar::<u32>().unwrap();
+        if stops.contains(&next) {
+            break;
+        }
+        picked.push(next);
+        sequence.push(next);
+    }
+    assert!(picked.len() >= 8, "the reference stopped after {picked:?}");
+    let reference_text = tokenizer.decode(&picked, true).unwrap();
+    assert_eq!(editor_text, reference_text, "tokens {picked:?}");
+}
