@@ -11,7 +11,7 @@ use editor_svc::generation::{ChatMessage, ChatRole, GenerationRequest, Sampling}
 use editor_svc::{EditorConfig, load_editor};
 use mistralrs::{TextMessageRole, TextMessages};
 use trainer_svc::lora::ForwardCtx;
-use trainer_svc::model::{LoadOptions, Llama};
+use trainer_svc::model::{Llama, LoadOptions};
 
 const GENERATED: usize = 24;
 
@@ -23,7 +23,8 @@ async fn the_editor_decodes_the_tokens_the_reference_llama_picks() {
                   late and the box was damaged; the agent apologizes and offers a refund.";
 
     let service = load_editor(&EditorConfig::new(dir.path())).await.unwrap();
-    let model = service.editor().unwrap().backend().model();
+    let editor = service.editor().unwrap();
+    let model = editor.backend().model();
     let ids = model
         .tokenize(
             either::Either::Left(TextMessages::new().add_message(TextMessageRole::User, prompt)),
@@ -45,7 +46,11 @@ async fn the_editor_decodes_the_tokens_the_reference_llama_picks() {
         }))
         .await
         .unwrap();
-    let editor_text = response.choices[0].message.content.clone().unwrap_or_default();
+    let editor_text = response.choices[0]
+        .message
+        .content
+        .clone()
+        .unwrap_or_default();
 
     // The reference: the full forward pass over the whole sequence at every step, argmax.
     let tokenizer = tokenizers::Tokenizer::from_file(dir.path().join("tokenizer.json")).unwrap();

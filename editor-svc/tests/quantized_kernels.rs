@@ -78,7 +78,12 @@ fn a_few_rows_at_once_equal_one_row_at_a_time() -> candle_core::Result<()> {
         }
         // Against the dequantized weights in f32: only the activations' Q8 rounding differs
         // (~0.013 standard deviation here; a wrong element order would be off by ~1).
-        assert_close(&together, &dequantized_reference(&w, &xs, dtype)?, 0.1, dtype);
+        assert_close(
+            &together,
+            &dequantized_reference(&w, &xs, dtype)?,
+            0.1,
+            dtype,
+        );
     }
     Ok(())
 }
@@ -89,9 +94,18 @@ fn a_prompt_runs_as_f32_gemm_on_the_dequantized_weights() -> candle_core::Result
     // 37 activation rows (a prompt); n = 75 leaves a partial weight tile; k = 1536 as in the
     // MLP of SmolLM2. The activations are not quantized on this path, so it agrees with f32
     // arithmetic on the dequantized weights up to summation order.
-    for (m, k, n) in [(37, 128, 75), (16, 1536, 200)] {
-        for dtype in [GgmlDType::Q4_1, GgmlDType::Q4_0, GgmlDType::Q8_0, GgmlDType::Q4K] {
-            let k = if dtype == GgmlDType::Q4K { 256 * k.div_ceil(256) } else { k };
+    for (m, k, n) in [(37, 128, 75), (16, 1536usize, 200)] {
+        for dtype in [
+            GgmlDType::Q4_1,
+            GgmlDType::Q4_0,
+            GgmlDType::Q8_0,
+            GgmlDType::Q4K,
+        ] {
+            let k = if dtype == GgmlDType::Q4K {
+                256 * k.div_ceil(256)
+            } else {
+                k
+            };
             let w = Tensor::from_vec(values(n * k, 9), (n, k), &dev)?;
             let mm = QMatMul::from_qtensor(QTensor::quantize(&w, dtype)?)?;
             let xs = Tensor::from_vec(values(m * k, 10), (m, k), &dev)?;
