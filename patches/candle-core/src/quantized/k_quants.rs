@@ -2405,7 +2405,7 @@ fn matmul_dequantized<T: GgmlType>(
     unsafe impl Sync for Columns {}
     impl Columns {
         // A method, so that closures capture the wrapper (Send) and not its raw pointer.
-        fn from(&self, col: usize) -> *mut f32 {
+        fn column(&self, col: usize) -> *mut f32 {
             self.0.wrapping_add(col)
         }
     }
@@ -2442,7 +2442,7 @@ fn matmul_dequantized<T: GgmlType>(
                     m,
                     width,
                     k,
-                    out.from(cols.start),
+                    out.column(cols.start),
                     1,
                     n as isize,
                     false,

@@ -78,23 +78,26 @@ pub(crate) fn grouped_sdpa_cpu(
         return Ok(None);
     }
     let group = heads / kv_heads;
-    // The mask as (batch, kv_heads, group, q_len, kv_len), or broadcastable to it.
-    let grouped_mask = |mask: &Tensor, q_len: usize| -> Result<Option<Tensor>> {
-        Ok(match mask.dims() {
-            [_, _] => Some(mask.clone()),
-            &[mb, _, _] => Some(mask.contiguous()?.reshape((mb, 1, 1, q_len, kv_len))?),
-            &[mb, 1, _, _] => Some(mask.contiguous()?.reshape((mb, 1, 1, q_len, kv_len))?),
-            &[mb, mh, _, _] if mh == heads => {
-                Some(mask.contiguous()?.reshape((mb, kv_heads, group, q_len, kv_len))?)
-            }
-            _ => None,
-        })
+    // Mask layouts this path knows: (q, kv), (b, q, kv), (b, 1, q, kv) and (b, heads, q, kv).
+    let known = |dims: &[usize]| match dims {
+        [_, _] | [_, _, _] | [_, 1, _, _] => true,
+        &[_, mh, _, _] => mh == heads,
+        _ => false,
     };
-    if let Some(mask) = mask {
-        if grouped_mask(mask, q.dim(2)?)?.is_none() {
-            return Ok(None);
-        }
+    if mask.is_some_and(|m| !known(m.dims())) {
+        return Ok(None);
     }
+    // A known mask as (batch, kv_heads, group, q_len, kv_len), or broadcastable to it.
+    let grouped_mask = |mask: &Tensor, q_len: usize| -> Result<Tensor> {
+        match *mask.dims() {
+            [_, _] => Ok(mask.clone()),
+            [mb, _, _] | [mb, 1, _, _] => mask.contiguous()?.reshape((mb, 1, 1, q_len, kv_len)),
+            [mb, ..] => mask
+                .contiguous()?
+                .reshape((mb, kv_heads, group, q_len, kv_len)),
+            [] => candle_core::bail!("attention mask of rank 0"),
+        }
+    };
     chunked_attention(q, k, v, mask, |q, k, v, mask| {
         let q_len = q.dim(2)?;
         let rows = group * q_len;
@@ -104,7 +107,7 @@ pub(crate) fn grouped_sdpa_cpu(
             att = ((att / f64::from(softcap))?.tanh()? * f64::from(softcap))?;
         }
         if let Some(mask) = mask {
-            let mask = grouped_mask(mask, q_len)?.expect("checked above");
+            let mask = grouped_mask(mask, q_len)?;
             att = att
                 .reshape((b, kv_heads, group, q_len, kv_len))?
                 .broadcast_add(&mask)?
