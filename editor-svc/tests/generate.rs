@@ -71,6 +71,48 @@ async fn sequences_decoded_together_get_what_each_gets_alone() {
     );
 }
 
+/// Sequences of different lengths decode in one batch, each row's cache padded at its start
+/// (patches/mistralrs-core `kv_cache::ragged`), and still get the tokens each gets alone: a
+/// padding position that the mask did not hide, or a row copied to the wrong offset, changes
+/// the text. Upstream decoded them a length bucket at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequences_of_different_lengths_decoded_together_get_what_each_gets_alone() {
+    let t = start(|_| {}).await;
+    let prompts: Vec<String> = (1..=4)
+        .map(|i| {
+            format!(
+                "Summarize ticket {i}:{}",
+                " the parcel was late again.".repeat(i * 3)
+            )
+        })
+        .collect();
+    let mut alone = Vec::new();
+    for p in &prompts {
+        let answer = t.client().generate(generate_request(p, 24)).await.unwrap();
+        alone.push(answer.into_inner());
+    }
+    let lengths: Vec<u32> = alone
+        .iter()
+        .map(|a| a.usage.unwrap().input_tokens)
+        .collect();
+    assert!(
+        lengths.windows(2).all(|w| w[0] < w[1]),
+        "the prompts must differ in length: {lengths:?}"
+    );
+    let together = futures::future::join_all(prompts.iter().map(|p| {
+        let mut client = t.client();
+        async move { client.generate(generate_request(p, 24)).await }
+    }))
+    .await;
+    for (i, (one, batched)) in alone.iter().zip(together).enumerate() {
+        assert_eq!(batched.unwrap().into_inner().text, one.text, "prompt {i}");
+    }
+    assert!(
+        alone.iter().any(|a| a.text != alone[0].text),
+        "the prompts must lead to different texts for the check to mean anything"
+    );
+}
+
 #[tokio::test]
 async fn a_json_schema_constrains_the_output() {
     let t = start(|_| {}).await;

@@ -2298,6 +2298,21 @@ impl RotaryEmbedding {
             let q_embed = rope(&q.contiguous()?, &cos, &sin)?;
             let k_embed = rope(&k.contiguous()?, &cos, &sin)?;
             Ok((q_embed, k_embed))
+        } else if seqlen_offsets.len() == b_sz {
+            // ARF patch: one rope call over per-row tables, (batch, seq_len, dim / 2), which
+            // candle's rope takes; upstream called it per row and concatenated (a batch of
+            // sequences at different positions decodes this way at every layer).
+            let table = |t: &Tensor| -> Result<Tensor> {
+                let rows = seqlen_offsets
+                    .iter()
+                    .map(|&offset| t.narrow(0, offset, seq_len))
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::stack(&rows, 0)
+            };
+            let (cos, sin) = (table(&self.cos)?, table(&self.sin)?);
+            let q_embed = rope(&q.contiguous()?, &cos, &sin)?;
+            let k_embed = rope(&k.contiguous()?, &cos, &sin)?;
+            Ok((q_embed, k_embed))
         } else {
             let mut q_embeds = Vec::new();
             let mut k_embeds = Vec::new();

@@ -1,6 +1,7 @@
 #![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
 
 use std::ops::Add;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Result, Tensor, WithDType};
 
@@ -24,6 +25,11 @@ pub struct NotACache;
 
 pub trait PastKvLenCache {
     fn get_past_kv_len(&self) -> Result<usize>;
+    /// ARF patch: per batch row, the unused positions a batch of sequences of different lengths
+    /// starts with (`kv_cache::ragged`); `None` when every row starts at position 0.
+    fn left_padding(&self) -> Option<Arc<[usize]>> {
+        None
+    }
 }
 
 impl PastKvLenCache for NotACache {
@@ -35,6 +41,12 @@ impl PastKvLenCache for NotACache {
 impl PastKvLenCache for Vec<KvCache> {
     fn get_past_kv_len(&self) -> Result<usize> {
         Ok(self.iter().map(KvCache::current_seq_len).max().unwrap_or(0))
+    }
+    fn left_padding(&self) -> Option<Arc<[usize]>> {
+        self.iter().find_map(|c| match c {
+            KvCache::Normal { k, .. } => k.left_pad.clone(),
+            _ => None,
+        })
     }
 }
 
@@ -60,6 +72,21 @@ impl PastKvLenCache for Vec<Option<(Tensor, Tensor)>> {
 }
 
 impl CausalMasker {
+    /// ARF patch: (batch, 1, 1, kv_len), `-inf` on the first `pads[row]` positions of each row.
+    fn make_left_padding_mask(
+        &self,
+        pads: &[usize],
+        kv_len: usize,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let mask: Vec<f32> = pads
+            .iter()
+            .flat_map(|&pad| (0..kv_len).map(move |j| if j < pad { f32::NEG_INFINITY } else { 0. }))
+            .collect();
+        Tensor::from_vec(mask, (pads.len(), 1, 1, kv_len), device)?.to_dtype(dtype)
+    }
+
     fn make_mask(&self, tgt_len: usize, past_kv_len: usize, device: &Device) -> Result<Tensor> {
         let offset = tgt_len + past_kv_len;
         let mask: Vec<_> = (0..tgt_len)
@@ -173,7 +200,16 @@ impl CausalMasker {
         let past_kv_len = cache.get_past_kv_len()?;
         let (_b_sz, tgt_len) = input_ids.dims2()?;
         if tgt_len == 1 {
-            return Ok(None);
+            // ARF patch: a decode step of sequences of different lengths hides each row's padding.
+            return match cache.left_padding() {
+                Some(pads) => Ok(Some(self.make_left_padding_mask(
+                    &pads,
+                    past_kv_len + 1,
+                    input_ids.device(),
+                    dtype,
+                )?)),
+                None => Ok(None),
+            };
         }
 
         // Avoid materializing large sliding-window masks when flash-attn on CUDA.

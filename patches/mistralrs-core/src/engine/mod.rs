@@ -219,6 +219,9 @@ impl Engine {
         // Configure prefix caching on the scheduler based on the global no_prefix_cache flag
         // This ensures PagedAttention prefix caching respects the same setting
         get_mut_arcmutex!(scheduler).set_prefix_caching_enabled(!no_prefix_cache);
+        // ARF patch: decode sequences of any length together where the model can (see the trait).
+        let ragged = !no_kv_cache && get_mut_arcmutex!(pipeline).supports_ragged_decode();
+        get_mut_arcmutex!(scheduler).set_ragged_completions(ragged);
 
         let has_paged_attention = get_mut_arcmutex!(scheduler).kv_cache_manager().is_some();
 

@@ -10,6 +10,7 @@ use crate::{
 
 mod full_cache;
 mod hybrid_cache;
+mod ragged;
 mod rotating_cache;
 mod single_cache;
 
@@ -267,6 +268,25 @@ impl<T: CacheManagerMixin + MetadataMixin + ?Sized> CacheManager<T> for NormalCa
         seqs: &mut [&mut crate::sequence::Sequence],
         modify_draft_cache: bool,
     ) {
+        // ARF patch: plain KV caches are batched by `ragged::batch_in`, whatever their lengths
+        // (it copies each row's filled positions only).
+        let rows: Vec<&[Option<KvCache>]> = seqs
+            .iter_mut()
+            .map(|seq| {
+                let cache: &Vec<Option<KvCache>> = if modify_draft_cache {
+                    seq.normal_draft_cache()
+                } else {
+                    seq.normal_cache()
+                };
+                cache.as_slice()
+            })
+            .collect();
+        if let Some(batch) = ragged::batch_in(&rows) {
+            let batch = batch.expect("kv-cache: batching the sequences' caches");
+            *pipeline.cache().normal() = NormalCache(batch);
+            return;
+        }
+
         let mut new_k_cache = Vec::new();
         let mut new_v_cache = Vec::new();
 
@@ -363,6 +383,7 @@ impl<T: CacheManagerMixin + MetadataMixin + ?Sized> CacheManager<T> for NormalCa
                             current_seq_len: template_cache_csl,
                             max_seq_len: template_cache_msl,
                             capacity_seq_len: template_cache_capsl,
+                            left_pad: None,
                         },
                         v: SingleCache {
                             all_data: v_cache.map(|x| x.contiguous().unwrap()),
@@ -370,6 +391,7 @@ impl<T: CacheManagerMixin + MetadataMixin + ?Sized> CacheManager<T> for NormalCa
                             current_seq_len: template_cache_csl,
                             max_seq_len: template_cache_msl,
                             capacity_seq_len: template_cache_capsl,
+                            left_pad: None,
                         },
                     });
                 }
@@ -422,6 +444,28 @@ impl<T: CacheManagerMixin + MetadataMixin + ?Sized> CacheManager<T> for NormalCa
             if cache.k().unwrap().is_none() {
                 continue;
             }
+            // ARF patch: a batch of different lengths (`ragged`) is split without its padding.
+            if let KvCache::Normal { k, v } = cache {
+                if k.left_pad.is_some() {
+                    for (row, seq) in seqs.iter_mut().enumerate() {
+                        let split = |c: &SingleCache| {
+                            ragged::row_out(c, row)
+                                .expect("a padded batch")
+                                .expect("kv-cache: splitting the batch's cache")
+                        };
+                        let output_cache = if modify_draft_cache {
+                            seq.normal_draft_cache()
+                        } else {
+                            seq.normal_cache()
+                        };
+                        output_cache[layer] = Some(KvCache::Normal {
+                            k: split(k),
+                            v: split(v),
+                        });
+                    }
+                    continue;
+                }
+            }
 
             let (k_cache, v_cache) = match cache {
                 KvCache::Normal { k, v } => {
@@ -460,6 +504,7 @@ impl<T: CacheManagerMixin + MetadataMixin + ?Sized> CacheManager<T> for NormalCa
                                 current_seq_len: cache_k.current_seq_len,
                                 max_seq_len: cache_k.max_seq_len,
                                 capacity_seq_len: cache_k.capacity_seq_len,
+                                left_pad: None,
                             },
                             v: SingleCache {
                                 all_data: Some(v),
@@ -467,6 +512,7 @@ impl<T: CacheManagerMixin + MetadataMixin + ?Sized> CacheManager<T> for NormalCa
                                 current_seq_len: cache_v.current_seq_len,
                                 max_seq_len: cache_v.max_seq_len,
                                 capacity_seq_len: cache_v.capacity_seq_len,
+                                left_pad: None,
                             },
                         });
                     }
@@ -611,6 +657,7 @@ impl<T: CacheManagerMixin + MetadataMixin + ?Sized> CacheManager<T> for NormalCa
                             current_seq_len: 0,
                             max_seq_len: template_cache_msl,
                             capacity_seq_len: k_cache.dims()[template_cache_dim],
+                            left_pad: None,
                         },
                         v: SingleCache {
                             all_data: Some(v_cache.zeros_like().unwrap()),
@@ -618,6 +665,7 @@ impl<T: CacheManagerMixin + MetadataMixin + ?Sized> CacheManager<T> for NormalCa
                             current_seq_len: 0,
                             max_seq_len: template_cache_msl,
                             capacity_seq_len: k_cache.dims()[template_cache_dim],
+                            left_pad: None,
                         },
                     };
                     *layer = cache;

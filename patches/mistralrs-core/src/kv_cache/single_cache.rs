@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use candle_core::{Result, Tensor};
 
 use super::NormalCache;
@@ -13,6 +15,9 @@ pub struct SingleCache {
     pub current_seq_len: usize,
     pub capacity_seq_len: usize,
     pub max_seq_len: usize,
+    /// ARF patch: in a batch of sequences of different lengths (`kv_cache::ragged`), how many
+    /// unused positions each row starts with; `None` when every row starts at position 0.
+    pub left_pad: Option<Arc<[usize]>>,
 }
 
 impl SingleCache {
@@ -23,6 +28,7 @@ impl SingleCache {
             current_seq_len: 0,
             max_seq_len,
             capacity_seq_len,
+            left_pad: None,
         }
     }
 
@@ -53,6 +59,7 @@ impl SingleCache {
     pub fn reset(&mut self) {
         self.current_seq_len = 0;
         self.all_data = None;
+        self.left_pad = None;
     }
 
     pub fn try_set_len(&self, len: usize) -> candle_core::Result<()> {

@@ -650,6 +650,10 @@ impl NormalModel for Llama {
     fn device(&self) -> &Device {
         &self.device
     }
+    fn supports_ragged_decode(&self) -> bool {
+        // ARF patch: plain KV cache, mask from `make_causal_mask_matrix` (see the trait).
+        true
+    }
     fn is_xlora(&self) -> bool {
         false
     }

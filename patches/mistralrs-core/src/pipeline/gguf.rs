@@ -741,6 +741,12 @@ impl MetadataMixin for GGUFPipeline {
 
 #[async_trait::async_trait]
 impl Pipeline for GGUFPipeline {
+    fn supports_ragged_decode(&self) -> bool {
+        // ARF patch: the quantized Llama masks each row's padding (`kv_cache::ragged`); flash
+        // attention would ignore the mask.
+        matches!(self.model, Model::Llama(_)) && !crate::using_flash_attn()
+    }
+
     fn forward_inputs(
         &mut self,
         inputs: Box<dyn Any>,

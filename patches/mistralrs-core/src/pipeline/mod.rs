@@ -469,6 +469,12 @@ pub trait Pipeline:
         return_raw_logits: bool,
     ) -> Result<ForwardInputsResult, candle_core::Error>;
 
+    /// ARF patch: whether the default scheduler may decode sequences of different lengths in one
+    /// batch (`kv_cache::ragged`). Only models that mask each row's padding say yes.
+    fn supports_ragged_decode(&self) -> bool {
+        false
+    }
+
     /// Returns the total of model execution time.
     #[allow(clippy::too_many_arguments)]
     async fn step(

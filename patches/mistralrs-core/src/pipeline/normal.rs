@@ -1153,6 +1153,11 @@ impl MetadataMixin for NormalPipeline {
 
 #[async_trait::async_trait]
 impl Pipeline for NormalPipeline {
+    fn supports_ragged_decode(&self) -> bool {
+        // ARF patch: see `NormalModel::supports_ragged_decode`; flash attention ignores masks.
+        self.model.supports_ragged_decode() && !crate::using_flash_attn()
+    }
+
     fn forward_inputs(
         &mut self,
         inputs: Box<dyn Any>,

@@ -69,4 +69,8 @@ pub trait Scheduler: Send + Sync {
     /// Set whether prefix caching is enabled. Called by Engine after creation
     /// to synchronize with the global no_prefix_cache setting.
     fn set_prefix_caching_enabled(&mut self, enabled: bool);
+
+    /// ARF patch: whether the model decodes sequences of different lengths in one batch
+    /// (`kv_cache::ragged`). Only the default scheduler batches by length.
+    fn set_ragged_completions(&mut self, _enabled: bool) {}
 }

@@ -73,6 +73,12 @@ pub trait NormalModel: IsqModel + AnyMoeBaseModelMixin {
     fn model_config(&self) -> Arc<dyn ModelConfigLike + Send + Sync> {
         Arc::new(self.config().clone())
     }
+    /// ARF patch: whether a decode step may batch sequences of different lengths: the model
+    /// uses a plain KV cache and applies `CausalMasker::make_causal_mask_matrix`'s decode mask
+    /// (`kv_cache::ragged`).
+    fn supports_ragged_decode(&self) -> bool {
+        false
+    }
 }
 
 /// Metadata for loading a model with ISQ or device mapping.
