@@ -446,11 +446,10 @@ impl<T: CacheManagerMixin + MetadataMixin + ?Sized> CacheManager<T> for NormalCa
             }
             // ARF patch: a batch of different lengths (`ragged`) is split without its padding.
             if let KvCache::Normal { k, v } = cache {
-                if k.left_pad.is_some() {
+                if let Some(pads) = &k.left_pad {
                     for (row, seq) in seqs.iter_mut().enumerate() {
                         let split = |c: &SingleCache| {
-                            ragged::row_out(c, row)
-                                .expect("a padded batch")
+                            ragged::row_out(c, pads, row)
                                 .expect("kv-cache: splitting the batch's cache")
                         };
                         let output_cache = if modify_draft_cache {

@@ -9,8 +9,6 @@
 //! appends every row's new position at the same index, as upstream. On the way out, each
 //! sequence's cache is a view of its row without the padding (no copy).
 
-use std::sync::Arc;
-
 use candle_core::{Result, Tensor};
 
 use super::{KvCache, NormalCache, SingleCache};
@@ -85,22 +83,22 @@ fn batch_layer(rows: &[&SingleCache]) -> Result<SingleCache> {
     })
 }
 
-/// Each row of a ragged batch layer as its sequence's own cache: a view without the padding.
-/// `None` when the batch has no padding (upstream's path splits it).
-pub(super) fn row_out(batch: &SingleCache, row: usize) -> Option<Result<SingleCache>> {
-    let pads: &Arc<[usize]> = batch.left_pad.as_ref()?;
+/// Row `row` of a ragged batch layer whose rows have `pads` unused leading positions, as its
+/// sequence's own cache: a view without the padding.
+pub(super) fn row_out(batch: &SingleCache, pads: &[usize], row: usize) -> Result<SingleCache> {
     let pad = pads[row];
-    let data = batch.all_data.as_ref()?;
-    let view = data.narrow(0, row, 1).and_then(|r| {
-        let capacity = r.dim(batch.dim)?;
-        r.narrow(batch.dim, pad, capacity - pad)
-    });
-    Some(view.map(|view| SingleCache {
-        capacity_seq_len: batch.capacity_seq_len - pad,
-        all_data: Some(view),
+    let data = batch
+        .all_data
+        .as_ref()
+        .ok_or_else(|| candle_core::Error::Msg("kv-cache: a ragged batch without data".into()))?;
+    let data = data.narrow(0, row, 1)?;
+    let capacity = data.dim(batch.dim)?;
+    Ok(SingleCache {
+        all_data: Some(data.narrow(batch.dim, pad, capacity - pad)?),
         dim: batch.dim,
         current_seq_len: batch.current_seq_len - pad,
+        capacity_seq_len: batch.capacity_seq_len - pad,
         max_seq_len: batch.max_seq_len,
         left_pad: None,
-    }))
+    })
 }

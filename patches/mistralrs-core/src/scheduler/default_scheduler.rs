@@ -175,21 +175,26 @@ impl<Backer: FcfsBacker> BucketingManager<Backer> for FixedBucketingManager {
 /// equal lengths); with none, every running sequence decodes together whatever its length.
 /// Upstream's buckets split concurrent requests by length, so they decoded a bucket at a time,
 /// and the batch (and with it every cache copy) changed at nearly every step.
-fn bucket_ragged<Backer: FcfsBacker>(
-    running: Vec<Sequence>,
-    mut waiting: Backer,
-    discrete: bool,
-) -> BucketedSeqs<Backer> {
-    let (prompts, completions): (Vec<Sequence>, Vec<Sequence>) =
-        running.into_iter().partition(|seq| seq.is_prompt());
-    if prompts.is_empty() {
-        let running = completions.into_iter().map(|s| s.reset_urgency()).collect();
-        return BucketedSeqs { running, waiting };
+struct RaggedBucketingManager;
+
+impl<Backer: FcfsBacker> BucketingManager<Backer> for RaggedBucketingManager {
+    fn bucket_and_waitlist_seqs_waiting(
+        &mut self,
+        running: Vec<Sequence>,
+        mut waiting: Backer,
+        discrete: bool,
+    ) -> BucketedSeqs<Backer> {
+        let (prompts, completions): (Vec<Sequence>, Vec<Sequence>) =
+            running.into_iter().partition(|seq| seq.is_prompt());
+        if prompts.is_empty() {
+            let running = completions.into_iter().map(|s| s.reset_urgency()).collect();
+            return BucketedSeqs { running, waiting };
+        }
+        for seq in completions {
+            waiting.add(seq.add_urgency());
+        }
+        FixedBucketingManager.bucket_and_waitlist_seqs_waiting(prompts, waiting, discrete)
     }
-    for seq in completions {
-        waiting.add(seq.add_urgency());
-    }
-    FixedBucketingManager.bucket_and_waitlist_seqs_waiting(prompts, waiting, discrete)
 }
 
 pub struct DefaultScheduler<Backer: FcfsBacker> {
@@ -197,8 +202,6 @@ pub struct DefaultScheduler<Backer: FcfsBacker> {
     running: Vec<Sequence>,
     method: DefaultSchedulerMethod,
     bucketing_manager: Box<dyn BucketingManager<Backer>>,
-    /// ARF patch: see `bucket_ragged`.
-    ragged_completions: bool,
 }
 
 impl<Backer: FcfsBacker> DefaultScheduler<Backer> {
@@ -211,17 +214,6 @@ impl<Backer: FcfsBacker> DefaultScheduler<Backer> {
             waiting: Backer::new(),
             method,
             bucketing_manager,
-            ragged_completions: false,
-        }
-    }
-
-    /// ARF patch: buckets as `bucket_ragged` when the model batches sequences of any length.
-    fn bucket(&mut self, running: Vec<Sequence>, waiting: Backer, discrete: bool) -> BucketedSeqs<Backer> {
-        if self.ragged_completions {
-            bucket_ragged(running, waiting, discrete)
-        } else {
-            self.bucketing_manager
-                .bucket_and_waitlist_seqs_waiting(running, waiting, discrete)
         }
     }
 
@@ -230,7 +222,9 @@ impl<Backer: FcfsBacker> DefaultScheduler<Backer> {
     /// without a state modification.
     fn bucket_and_waitlist_seqs(&mut self, running: Vec<Sequence>) -> Vec<Sequence> {
         let waiting = std::mem::take(&mut self.waiting);
-        let BucketedSeqs { running, waiting } = self.bucket(running, waiting, true);
+        let BucketedSeqs { running, waiting } = self
+            .bucketing_manager
+            .bucket_and_waitlist_seqs_waiting(running, waiting, true);
         self.waiting = waiting;
         running
     }
@@ -307,7 +301,9 @@ impl<Backer: FcfsBacker> DefaultScheduler<Backer> {
         let BucketedSeqs {
             running,
             waiting: new_waiting,
-        } = self.bucket(running, new_waiting, false);
+        } = self
+            .bucketing_manager
+            .bucket_and_waitlist_seqs_waiting(running, new_waiting, false);
 
         self.running = running;
         self.waiting = new_waiting;
@@ -379,6 +375,11 @@ impl Scheduler for DefaultScheduler<VecDeque<Sequence>> {
         // DefaultScheduler doesn't use PagedAttention prefix caching
     }
     fn set_ragged_completions(&mut self, enabled: bool) {
-        self.ragged_completions = enabled;
+        // ARF patch: see `RaggedBucketingManager`.
+        self.bucketing_manager = if enabled {
+            Box::new(RaggedBucketingManager)
+        } else {
+            Box::new(FixedBucketingManager)
+        };
     }
 }
