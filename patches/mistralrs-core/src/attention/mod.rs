@@ -8,7 +8,7 @@ mod backends;
 
 #[allow(unused)]
 pub(crate) use backends::{
-    flash_attn, grouped_sdpa_cpu, maybe_synchronize, naive_sdpa, sinks_attn,
+    decode_sdpa_cpu, flash_attn, grouped_sdpa_cpu, maybe_synchronize, naive_sdpa, sinks_attn,
 };
 
 /// Chunk size for attention computation to avoid OOM on long sequences
@@ -221,7 +221,11 @@ impl Sdpa {
         // ARF patch: on a CPU, f32 attention with the query heads of a group against their shared
         // K/V head, instead of copying the cache per head and multiplying in f16 (see
         // `grouped_sdpa_cpu`).
+        // A decode step reads the cache in place instead (`decode_sdpa_cpu`).
         if q.device().is_cpu() {
+            if let Some(out) = decode_sdpa_cpu(q, k, v, mask, sdpa_params)? {
+                return Ok(out);
+            }
             if let Some(out) = grouped_sdpa_cpu(q, k, v, mask, sdpa_params)? {
                 return Ok(out);
             }
