@@ -8,7 +8,7 @@ mod backends;
 
 #[allow(unused)]
 pub(crate) use backends::{
-    decode_sdpa_cpu, flash_attn, grouped_sdpa_cpu, maybe_synchronize, naive_sdpa, sinks_attn,
+    flash_attn, grouped_sdpa_cpu, maybe_synchronize, naive_sdpa, sdpa_by_rows_cpu, sinks_attn,
 };
 
 /// Chunk size for attention computation to avoid OOM on long sequences
@@ -221,9 +221,9 @@ impl Sdpa {
         // ARF patch: on a CPU, f32 attention with the query heads of a group against their shared
         // K/V head, instead of copying the cache per head and multiplying in f16 (see
         // `grouped_sdpa_cpu`).
-        // A decode step reads the cache in place instead (`decode_sdpa_cpu`).
+        // Where it can, one query row at a time against the cache in place (`sdpa_by_rows_cpu`).
         if q.device().is_cpu() {
-            if let Some(out) = decode_sdpa_cpu(q, k, v, mask, sdpa_params)? {
+            if let Some(out) = sdpa_by_rows_cpu(q, k, v, mask, sdpa_params)? {
                 return Ok(out);
             }
             if let Some(out) = grouped_sdpa_cpu(q, k, v, mask, sdpa_params)? {

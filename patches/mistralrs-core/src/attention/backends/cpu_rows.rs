@@ -1,24 +1,25 @@
-//! ARF patch: attention for one new token per sequence (a decode step) on a CPU, in f32, reading
-//! the KV cache where it lies.
+//! ARF patch: attention on a CPU in f32, one query row at a time, reading the KV cache where it
+//! lies and never building the (q_len, kv_len) score matrix.
 //!
-//! Through candle ops a decode step's attention was a batched gemm of a few query rows against
-//! the whole cache (gemm's packing and threading set up for 3 rows), a scale, a mask add and a
-//! softmax each writing a fresh tensor, then a second gemm: ~0.65 ms per layer at 1,000 tokens of
-//! context, where reading the cache once takes ~0.1 ms. Decode speed fell from 53 to 29 tok/s
-//! between 209 and 1,002 tokens of context while llama.cpp's stayed flat. Here each query head is
-//! one task: its scores against every cached key, the mask, a softmax and the weighted sum of
-//! values, in one pass over its K/V head's rows.
+//! Through candle ops attention was a batched gemm of the query rows against the whole cache, a
+//! scale, a mask add and a softmax each writing a fresh score tensor, then a second gemm. In a
+//! decode step that was ~0.65 ms per layer at 1,000 tokens of context, where reading the cache
+//! once takes ~0.1 ms (decode fell from 53 to 29 tok/s between 209 and 1,002 tokens while
+//! llama.cpp's stayed flat); in a prompt of 1,000 tokens, four 38 MB score tensors per layer,
+//! half of them masked. Here each (sequence, head, query position) is one task: its scores
+//! against the cached keys its mask lets it see (a `-inf` position costs nothing, so a causal
+//! prompt does half the work), a softmax, and the weighted sum of values.
 
 use candle_core::{DType, Layout, Result, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::attention::SdpaParams;
 
-/// `softmax(q k^T * scale + mask) v` for `q` of shape (b, heads, 1, d) against `k`, `v` of shape
-/// (b, kv_heads, kv_len, d); `mask` broadcastable to (b, heads, 1, kv_len). `None` for what this
-/// does not handle (not a decode step, not f32 on a CPU, softcapping, rows not contiguous): the
-/// caller then takes the general path.
-pub(crate) fn decode_sdpa_cpu(
+/// `softmax(q k^T * scale + mask) v` for `q` of shape (b, heads, q_len, d) against `k`, `v` of
+/// shape (b, kv_heads, kv_len, d); `mask` broadcastable to (b, heads, q_len, kv_len). `None` for
+/// what this does not handle (not f32 on a CPU, softcapping, rows not contiguous): the caller
+/// then takes the general path.
+pub(crate) fn sdpa_by_rows_cpu(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -28,8 +29,7 @@ pub(crate) fn decode_sdpa_cpu(
     let (b, heads, q_len, d) = q.dims4()?;
     let (kb, kv_heads, kv_len, kd) = k.dims4()?;
     let f32_cpu = |t: &Tensor| t.dtype() == DType::F32 && t.device().is_cpu();
-    if q_len != 1
-        || sdpa_params.softcap.is_some()
+    if sdpa_params.softcap.is_some()
         || kb != b
         || kd != d
         || v.dims4()? != (b, kv_heads, kv_len, d)
@@ -42,7 +42,7 @@ pub(crate) fn decode_sdpa_cpu(
         return Ok(None);
     }
     let mask = match mask {
-        Some(m) => match m.broadcast_as((b, heads, 1, kv_len)) {
+        Some(m) => match m.broadcast_as((b, heads, q_len, kv_len)) {
             Ok(m) => Some(m),
             Err(_) => return Ok(None),
         },
@@ -74,43 +74,43 @@ pub(crate) fn decode_sdpa_cpu(
     let group = heads / kv_heads;
     let scale = sdpa_params.softmax_scale;
 
-    let mut out = vec![0f32; b * heads * d];
-    out.par_chunks_mut(d).enumerate().for_each(|(row, out)| {
-        let (batch, head) = (row / heads, row % heads);
-        let kv_head = head / group;
-        let query = &q_all[row * d..(row + 1) * d];
-        let mut scores: Vec<f32> = (0..kv_len)
-            .map(|j| dot(query, keys.row(batch, kv_head, j, d)) * scale)
-            .collect();
-        if let Some((data, layout)) = mask {
-            let s = layout.stride();
-            let base = layout.start_offset() + batch * s[0] + head * s[1];
-            for (j, score) in scores.iter_mut().enumerate() {
-                *score += data[base + j * s[3]];
-            }
-        }
-        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
-        for score in scores.iter_mut() {
-            // A row masked everywhere (max -inf) gets zeros, not NaNs.
-            *score = if max == f32::NEG_INFINITY {
-                0.0
-            } else {
-                (*score - max).exp()
+    let mut out = vec![0f32; b * heads * q_len * d];
+    out.par_chunks_mut(d)
+        .enumerate()
+        .for_each_init(Vec::new, |scores, (row, out)| {
+            let (batch, head, pos) = (row / (heads * q_len), row / q_len % heads, row % q_len);
+            let kv_head = head / group;
+            let query = &q_all[row * d..(row + 1) * d];
+            let mask_of = |j: usize| match mask {
+                Some((data, layout)) => {
+                    let s = layout.stride();
+                    let at = layout.start_offset() + batch * s[0] + head * s[1] + pos * s[2];
+                    data[at + j * s[3]]
+                }
+                None => 0.0,
             };
-            sum += *score;
-        }
-        for (j, &p) in scores.iter().enumerate() {
-            if p != 0.0 {
-                axpy(p, values.row(batch, kv_head, j, d), out);
+            scores.clear();
+            scores.extend((0..kv_len).map(|j| match mask_of(j) {
+                f32::NEG_INFINITY => f32::NEG_INFINITY,
+                m => dot(query, keys.row(batch, kv_head, j, d)) * scale + m,
+            }));
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            if max == f32::NEG_INFINITY {
+                // A row masked everywhere gets zeros, not NaNs.
+                return;
             }
-        }
-        if sum > 0.0 {
+            let mut sum = 0f32;
+            for (j, score) in scores.iter().enumerate() {
+                if *score != f32::NEG_INFINITY {
+                    let p = (*score - max).exp();
+                    sum += p;
+                    axpy(p, values.row(batch, kv_head, j, d), out);
+                }
+            }
             let inv = 1.0 / sum;
             out.iter_mut().for_each(|o| *o *= inv);
-        }
-    });
-    Tensor::from_vec(out, (b, heads, 1, d), q.device()).map(Some)
+        });
+    Tensor::from_vec(out, (b, heads, q_len, d), q.device()).map(Some)
 }
 
 /// A (b, kv_heads, kv_len, d) cache tensor read in place: each position's `d` values are
@@ -141,13 +141,14 @@ impl<'a> Rows<'a> {
     }
 }
 
-/// Eight independent sums, so the loop vectorizes (one AVX2 register) without reassociating.
+/// Four independent 8-lane sums, so the loop vectorizes (four AVX2 registers, two dependent
+/// FMAs each for a 64-wide head) without reassociating.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (a8, a_rest) = a.split_at(a.len() / 8 * 8);
-    let (b8, b_rest) = b.split_at(a8.len());
-    for (x, y) in a8.chunks_exact(8).zip(b8.chunks_exact(8)) {
-        for i in 0..8 {
+    let mut acc = [0f32; 32];
+    let (a32, a_rest) = a.split_at(a.len() / 32 * 32);
+    let (b32, b_rest) = b.split_at(a32.len());
+    for (x, y) in a32.chunks_exact(32).zip(b32.chunks_exact(32)) {
+        for i in 0..32 {
             acc[i] = fma(x[i], y[i], acc[i]);
         }
     }
