@@ -218,10 +218,10 @@ impl Sdpa {
             );
         }
 
-        // ARF patch: on a CPU, f32 attention with the query heads of a group against their shared
-        // K/V head, instead of copying the cache per head and multiplying in f16 (see
-        // `grouped_sdpa_cpu`).
-        // Where it can, one query row at a time against the cache in place (`sdpa_by_rows_cpu`).
+        // ARF patch: on a CPU, f32 attention one query row at a time against the cache in place
+        // (`sdpa_by_rows_cpu`); where it cannot, the query heads of a group against their shared
+        // K/V head (`grouped_sdpa_cpu`). Either instead of copying the cache per head and
+        // multiplying in f16.
         if q.device().is_cpu() {
             if let Some(out) = sdpa_by_rows_cpu(q, k, v, mask, sdpa_params)? {
                 return Ok(out);

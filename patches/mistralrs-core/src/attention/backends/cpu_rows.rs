@@ -81,14 +81,13 @@ pub(crate) fn sdpa_by_rows_cpu(
             let (batch, head, pos) = (row / (heads * q_len), row / q_len % heads, row % q_len);
             let kv_head = head / group;
             let query = &q_all[row * d..(row + 1) * d];
-            let mask_of = |j: usize| match mask {
-                Some((data, layout)) => {
-                    let s = layout.stride();
-                    let at = layout.start_offset() + batch * s[0] + head * s[1] + pos * s[2];
-                    data[at + j * s[3]]
-                }
-                None => 0.0,
-            };
+            // This row's mask: where it starts and the step between positions.
+            let mask_row = mask.map(|(data, layout)| {
+                let s = layout.stride();
+                let at = layout.start_offset() + batch * s[0] + head * s[1] + pos * s[2];
+                (&data[at..], s[3])
+            });
+            let mask_of = |j: usize| mask_row.map_or(0.0, |(data, step)| data[j * step]);
             scores.clear();
             scores.extend((0..kv_len).map(|j| match mask_of(j) {
                 f32::NEG_INFINITY => f32::NEG_INFINITY,
@@ -115,7 +114,6 @@ pub(crate) fn sdpa_by_rows_cpu(
 
 /// A (b, kv_heads, kv_len, d) cache tensor read in place: each position's `d` values are
 /// contiguous (the cache's views narrow its length, never its last dimension).
-#[derive(Clone, Copy)]
 struct Rows<'a> {
     data: &'a [f32],
     start: usize,
