@@ -104,6 +104,7 @@ async fn grpc_rate(rows: &[Record]) -> anyhow::Result<f64> {
             conversation: Some(conversation_to_wire(&r.conversation)),
             summary: r.summary.clone().unwrap_or_default(),
             options: None,
+            revision_of: None,
         })
         .collect();
     let mut pass = async || -> anyhow::Result<usize> {

@@ -118,6 +118,10 @@ impl Analyzer {
         }
     }
 
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// Every rule detector's name with the categories it can raise, in run order.
     pub fn detector_catalog(&self) -> Vec<(&'static str, &'static [CategoryId])> {
         self.detectors

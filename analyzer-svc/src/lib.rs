@@ -5,6 +5,7 @@
 pub mod analyzer;
 pub mod detectors;
 pub mod eval;
+pub mod fidelity;
 pub mod finding;
 pub mod judge;
 pub mod profile;

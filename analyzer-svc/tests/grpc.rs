@@ -65,6 +65,7 @@ fn request(id: &str, summary: &str) -> pb::AnalyzeRequest {
         conversation: Some(conversation(id)),
         summary: summary.into(),
         options: None,
+        revision_of: None,
     }
 }
 
@@ -147,6 +148,45 @@ async fn finds_pii_with_its_span_and_leaves_a_clean_summary_alone() {
 }
 
 #[tokio::test]
+async fn a_revision_gets_the_fidelity_verdict_beside_its_findings() {
+    let (_server, mut client) = start().await;
+    let leaky = client
+        .analyze(request("o", LEAKY))
+        .await
+        .unwrap()
+        .into_inner();
+    let revise = |summary: &str| {
+        let mut r = request("o", summary);
+        r.revision_of = Some(pb::RevisionOf {
+            original_summary: LEAKY.into(),
+            original_findings: leaky.findings.clone(),
+        });
+        r
+    };
+    // The PII deleted, the rest kept: passes, and is close to its original.
+    let fixed =
+        "Customer reports that order 4417 arrived broken. Agent asks for a photo of the damage.";
+    let answer = client.analyze(revise(fixed)).await.unwrap().into_inner();
+    let fidelity = answer.fidelity.unwrap();
+    assert!(fidelity.passed && fidelity.close, "{fidelity:?}");
+    // Nothing to flag, and nothing left: the detectors are happy, the guard is not.
+    let answer = client.analyze(revise("{{#1}}")).await.unwrap().into_inner();
+    let fidelity = answer.fidelity.unwrap();
+    assert!(!fidelity.passed, "{fidelity:?}");
+    assert!(
+        fidelity.refusals.iter().any(|r| r.check == "markup"),
+        "{fidelity:?}"
+    );
+    // A plain analysis has no verdict.
+    let plain = client
+        .analyze(request("p", CLEAN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(plain.fidelity, None);
+}
+
+#[tokio::test]
 async fn bad_input_is_invalid_argument_naming_the_field() {
     let (_server, mut client) = start().await;
     let mut cases: Vec<(pb::AnalyzeRequest, &str)> = Vec::new();
@@ -173,6 +213,23 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
     });
     cases.push((r, "options.detectors[0]"));
     cases.push((request("a", &"word ".repeat(10_000)), "summary"));
+    let mut r = request("a", CLEAN);
+    r.revision_of = Some(pb::RevisionOf {
+        original_summary: LEAKY.into(),
+        original_findings: vec![pb::Finding {
+            category_id: "pii_exposure".into(),
+            summary_span: Some(pb::TextSpan {
+                start: 5,
+                end: 5_000,
+                text: String::new(),
+            }),
+            ..Default::default()
+        }],
+    });
+    cases.push((r, "revision_of.original_findings[0].summary_span"));
+    let mut r = request("a", CLEAN);
+    r.revision_of = Some(pb::RevisionOf::default());
+    cases.push((r, "revision_of.original_summary"));
     // Rating needs a judge endpoint, which this analyzer lacks; a missing conversation is still
     // named as the bad field.
     let rated = client

@@ -74,6 +74,7 @@ async fn judges_go_through_editor_generate_and_failures_are_reported() {
             detectors: vec!["judge.fact_check".into(), "judge.key_facts".into()],
             ..Default::default()
         }),
+        revision_of: None,
     };
     let conversation = request.conversation.clone();
     let answer = client.analyze(request).await.unwrap().into_inner();

@@ -248,6 +248,26 @@ fn print_table(teacher: &str, run: &pb::Run, report: &pb::Report, secs: f64) {
             "excluded"
         }
     );
+    let gate = report.gate.clone().unwrap_or_default();
+    println!(
+        "\ngate: {} accepted, {} with references: revisions ROUGE-L {:.1} against the originals' {:.1}; {} of {} close to their original; pairs ARF {} / unrevised {}{}",
+        gate.accepted,
+        gate.with_references,
+        gate.revised_rouge_l,
+        gate.original_rouge_l,
+        gate.close,
+        gate.guarded,
+        gate.refined_pairs,
+        gate.unrevised_pairs,
+        if gate.warning.is_empty() {
+            String::new()
+        } else {
+            format!("\nWARNING: {}", gate.warning)
+        }
+    );
+    if !report.judge_uninformative.is_empty() {
+        println!("judge uninformative: {}", report.judge_uninformative);
+    }
     println!(
         "\n| model | summaries | ROUGE-1 | ROUGE-2 | ROUGE-L | judge | summaries with an error |"
     );
@@ -277,6 +297,15 @@ fn print_table(teacher: &str, run: &pb::Run, report: &pb::Report, secs: f64) {
             worst.join(", ")
         );
     }
+    println!(
+        "\n| comparison | metric | n | difference | 95% CI |\n| --- | --- | ---: | ---: | --- |"
+    );
+    for d in &report.differences {
+        println!(
+            "| {} - {} | {} | {} | {:+.2} | {:+.2} to {:+.2} |",
+            d.model, d.baseline, d.metric, d.conversations, d.mean, d.ci_low, d.ci_high
+        );
+    }
     if let Some(times) = report.markdown.split("## Time\n\n").nth(1) {
         println!("\n{}", times.split("\n\n").next().unwrap_or_default());
     }
@@ -287,6 +316,12 @@ fn print_table(teacher: &str, run: &pb::Run, report: &pb::Report, secs: f64) {
         .collect();
     println!(
         "{}",
-        serde_json::json!({"teacher": teacher, "run": run.id, "seconds": secs, "report": report.path, "cards": cards})
+        serde_json::json!({"teacher": teacher, "run": run.id, "seconds": secs, "report": report.path, "cards": cards,
+            "gate": {"accepted": gate.accepted, "with_references": gate.with_references, "revised_rouge_l": gate.revised_rouge_l,
+                     "original_rouge_l": gate.original_rouge_l, "close": gate.close, "guarded": gate.guarded,
+                     "refined_pairs": gate.refined_pairs, "unrevised_pairs": gate.unrevised_pairs, "warning": gate.warning},
+            "judge_uninformative": report.judge_uninformative,
+            "differences": report.differences.iter().map(|d| serde_json::json!({"model": d.model, "baseline": d.baseline,
+                "metric": d.metric, "n": d.conversations, "mean": d.mean, "ci_low": d.ci_low, "ci_high": d.ci_high})).collect::<Vec<_>>()})
     );
 }

@@ -68,6 +68,7 @@ async fn every_hostile_request_gets_its_status_and_the_servers_keep_serving() {
         conversation: Some(c),
         summary,
         options: None,
+        revision_of: None,
     };
 
     let mut results: Vec<(&str, Code, Result<(), tonic::Status>)> = Vec::new();

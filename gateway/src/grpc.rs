@@ -419,6 +419,9 @@ impl PipelineRpc for PipelineService {
             overall: report.overall,
             per_channel: report.per_channel,
             path: dir.join("report.md").display().to_string(),
+            gate: Some(report.gate),
+            judge_uninformative: report.judge_uninformative.unwrap_or_default(),
+            differences: report.differences,
         }))
     }
 }

@@ -49,6 +49,11 @@ static AI_SELF: LazyLock<Regex> =
 /// A line that starts with a bullet, a numbered item or a markdown heading.
 static BULLET: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?m)^[ \t]*(?:[-*•▪◦‣]|\d{1,2}[.)]|#{1,6})[ \t]+\S").unwrap());
+/// A speaker label opening a turn of a retold transcript.
+static SPEAKER_LABEL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b(?:customer|agent|user|assistant|client|representative|support)\s*:")
+        .unwrap()
+});
 /// The writer speaking: "I" as the subject of a writing verb, not a customer's quoted "I".
 static FIRST_PERSON: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\b(?:I|I'm|I've|I'll|we've|we'll)\s+(?:have\s+|will\s+|would\s+|can\s+|am\s+)?(?:summari[sz]\w*|provid\w*|hope|think|believe|notice\w*|read|reviewed|analy[sz]\w*)\b").unwrap()
@@ -148,6 +153,21 @@ fn length(cx: &Context<'_>, push: &mut impl FnMut(usize, usize, f32, String)) {
                 "{} bytes: far longer than a summary should be ({} bytes of conversation)",
                 s.len(),
                 conv_bytes
+            ),
+        );
+        return;
+    }
+    // A transcript retold turn by turn ("Customer: ... Agent: ..."): small models do this when
+    // asked to summarize, and the labels break the verbatim runs `pasted` looks for.
+    let labels: Vec<_> = SPEAKER_LABEL.find_iter(s).collect();
+    if let (true, Some(first), Some(last)) = (labels.len() >= 2, labels.first(), labels.last()) {
+        push(
+            first.start(),
+            last.end(),
+            0.9,
+            format!(
+                "{} speaker labels (\"Customer:\", \"Agent:\"): a transcript, not a summary",
+                labels.len()
             ),
         );
         return;
@@ -253,6 +273,24 @@ mod tests {
         ] {
             assert!(!run(CONV, s).is_empty(), "{s}");
         }
+    }
+
+    #[test]
+    fn a_transcript_retold_turn_by_turn() {
+        let retold = "Customer: My parcel never arrived and the tracking page says out for delivery. Agent: Sorry about that, please DM us your order number.";
+        let found = run(CONV, retold);
+        assert!(
+            found.iter().any(|f| f.contains("speaker labels")),
+            "{found:?}"
+        );
+        // One label-like phrase in prose is not a transcript.
+        assert!(
+            run(
+                CONV,
+                "Customer: parcel late since Monday; the agent asks for the order number by DM."
+            )
+            .is_empty()
+        );
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! - "able to" where the grammar shows a dropped "un" ("an issue with able to", "it's able to")
 //!   and the conversation never says "able to";
 //! - a negative-polarity item ("at all", "anymore", "any longer") with no negation before it in
-//!   its clause: the negation was dropped ("his phone was at all charging").
+//!   its clause: the negation was dropped ("his phone was at all charging");
+//! - the agent refusing, declining or ignoring ("the agent refused to help and closed the
+//!   ticket") when no agent turn refuses or declines anything: the outcome is turned around
+//!   (a model's own summaries do this; the agent had sent a replacement).
 //!
 //! Paraphrased contradictions (wrong status, wrong outcome) need the model-judged fact check.
 
@@ -14,7 +17,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::{Context, Detector};
+use super::{Context, Detector, is_agent_role};
 use crate::finding::{Evidence, Finding, TextSpan};
 use crate::taxonomy::CategoryId;
 
@@ -27,6 +30,20 @@ static WILL_NOT: LazyLock<Regex> =
 static CONV_REFUSAL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
         r"(?i)\b(?:will\s+not|won'?t|wont|will\s+never|not\s+going\s+to|can'?t|cannot|unable)\b",
+    )
+    .unwrap()
+});
+/// The company's side refusing, declining, ignoring or not helping, in the summary.
+static AGENT_REFUSED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)\b(?:agent|agents|representative|rep|support|company|staff|team)\b[^.;!?]{0,40}?\b(?:refus\w*|declin\w*|ignor\w*|den(?:y|ied|ies)|(?:did|does|do|would|could)\s*(?:n[o']t|not)\s+help\w*|won'?t\s+help|(?:was|were)\s+(?:not|n't)\s+helpful|unhelpful|hung\s+up|closed\s+the\s+(?:ticket|case|chat|conversation))",
+    )
+    .unwrap()
+});
+/// An agent turn that refuses or declines: what makes "the agent refused" supported.
+static AGENT_TURN_REFUSAL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)\b(?:will\s+not|won'?t|wont|not\s+going\s+to|can'?t|cannot|can\s+not|unable|not\s+able|unfortunately|refus\w*|declin\w*|den(?:y|ied)|not\s+possible|not\s+eligible|no\s+longer|don'?t|do\s+not|doesn'?t|isn'?t|aren'?t|wouldn'?t|couldn'?t|not\s+allowed|policy)\b",
     )
     .unwrap()
 });
@@ -86,6 +103,26 @@ impl Detector for Polarity {
                 TextSpan::of(s, m.start(), m.end()),
                 Evidence::NotFound,
                 0.6,
+                why,
+            ));
+        }
+        if let Some(m) = AGENT_REFUSED.find(s)
+            && !cx.turns.iter().any(|t| {
+                is_agent_role(t.role)
+                    && AGENT_TURN_REFUSAL.is_match(&t.text.replace('\u{2019}', "'"))
+            })
+            && cx.turns.iter().any(|t| is_agent_role(t.role))
+        {
+            let why = format!(
+                "the summary says `{}`, but no agent turn refuses, declines or says it cannot help",
+                m.as_str()
+            );
+            out.push(Finding::new(
+                CategoryId::Polarity,
+                NAME,
+                TextSpan::of(s, m.start(), m.end()),
+                Evidence::NotFound,
+                0.7,
                 why,
             ));
         }
@@ -159,6 +196,49 @@ mod tests {
             ("a", "We won't refund opened items."),
         ];
         assert!(run(&refused, "Agent says they will not refund opened items.").is_empty());
+    }
+
+    #[test]
+    fn an_agent_who_helped_is_not_said_to_refuse() {
+        let helped = [
+            (
+                "c",
+                "I returned the blue jacket (order 77120) two weeks ago, still no money back",
+            ),
+            (
+                "a",
+                "Sorry about that! The jacket is out of stock, so we have sent you a replacement; it ships tomorrow.",
+            ),
+            ("c", "Great, thanks!"),
+        ];
+        assert_eq!(
+            run(
+                &helped,
+                "The customer asked about a returned jacket. The agent refused to help and closed the ticket."
+            ),
+            ["agent refused"]
+        );
+        assert!(
+            run(
+                &helped,
+                "The agent sent a replacement jacket, which ships tomorrow."
+            )
+            .is_empty()
+        );
+        let declined = [
+            ("c", "Can I return opened earphones?"),
+            (
+                "a",
+                "Unfortunately we can't accept returns of opened items.",
+            ),
+        ];
+        assert!(
+            run(
+                &declined,
+                "The agent refused the return of opened earphones."
+            )
+            .is_empty()
+        );
     }
 
     #[test]

@@ -5,10 +5,11 @@ use arf_common::status::invalid_field;
 use arf_proto::v1 as pb;
 use tonic::Status;
 
+use crate::fidelity::{Flagged, Verdict};
 use crate::finding::{Evidence, Finding, TextSpan};
 use crate::profile::CorpusProfile;
 use crate::taxonomy::{CategoryId, Severity, Taxonomy};
-use crate::{AnalyzeError, AnalyzeOptions};
+use crate::{AnalyzeError, AnalyzeOptions, Limits};
 
 pub fn options(o: Option<pb::AnalyzeOptions>) -> (AnalyzeOptions, bool) {
     let o = o.unwrap_or_default();
@@ -19,6 +20,71 @@ pub fn options(o: Option<pb::AnalyzeOptions>) -> (AnalyzeOptions, bool) {
         },
         o.model_judged,
     )
+}
+
+/// The original a revision was made from, and its findings' spans, checked against it.
+pub fn revision_of(r: pb::RevisionOf, limits: &Limits) -> Result<(String, Vec<Flagged>), Status> {
+    let original = r.original_summary;
+    if original.trim().is_empty() {
+        return Err(invalid_field(
+            "revision_of.original_summary",
+            "must not be empty",
+        ));
+    }
+    if original.len() > limits.max_summary_bytes {
+        return Err(invalid_field(
+            "revision_of.original_summary",
+            format!(
+                "{} bytes is over the limit of {}",
+                original.len(),
+                limits.max_summary_bytes
+            ),
+        ));
+    }
+    let mut flagged = Vec::with_capacity(r.original_findings.len());
+    for (i, f) in r.original_findings.iter().enumerate() {
+        let span = f.summary_span.clone().unwrap_or_default();
+        let (start, end) = (span.start as usize, span.end as usize);
+        if start > end || end > original.len() {
+            return Err(invalid_field(
+                &format!("revision_of.original_findings[{i}].summary_span"),
+                format!(
+                    "{start}..{end} is not a span of the original summary ({} bytes)",
+                    original.len()
+                ),
+            ));
+        }
+        let category = f.category_id.parse::<CategoryId>().map_err(|_| {
+            invalid_field(
+                &format!("revision_of.original_findings[{i}].category_id"),
+                format!("unknown category id `{}`", f.category_id),
+            )
+        })?;
+        flagged.push(Flagged {
+            start,
+            end,
+            category,
+        });
+    }
+    Ok((original, flagged))
+}
+
+pub fn fidelity(v: Verdict) -> pb::Fidelity {
+    pb::Fidelity {
+        passed: v.passed(),
+        close: v.close,
+        content_kept: v.figures.content_kept,
+        new_word_share: v.figures.new_word_share,
+        length_ratio: v.figures.length_ratio,
+        refusals: v
+            .refusals
+            .into_iter()
+            .map(|r| pb::FidelityRefusal {
+                check: r.check.as_str().to_string(),
+                message: r.message,
+            })
+            .collect(),
+    }
 }
 
 pub fn analyze_error(e: AnalyzeError) -> Status {

@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub use judging::JudgeClient;
 
+use crate::fidelity;
 use crate::judge::{self, JUDGE_DETECTORS};
 use crate::profile::ProfileBuilder;
 use crate::taxonomy::Taxonomy;
@@ -71,6 +72,10 @@ impl AnalyzerService {
         request: pb::AnalyzeRequest,
     ) -> Result<pb::AnalyzeResponse, Status> {
         let conversation = conversation_from_wire(request.conversation, "conversation")?;
+        let revision_of = request
+            .revision_of
+            .map(|r| convert::revision_of(r, self.inner.analyzer.limits()))
+            .transpose()?;
         let (options, model_judged) = convert::options(request.options);
         let judges: Vec<&'static str> = if model_judged {
             JUDGE_DETECTORS.to_vec()
@@ -100,7 +105,19 @@ impl AnalyzerService {
             analysis.findings = merge_findings(std::mem::take(&mut analysis.findings));
             failures = failed;
         }
+        let fidelity = revision_of.map(|(original, flagged)| {
+            convert::fidelity(fidelity::check(
+                &fidelity::Revision {
+                    turns: &conversation.turns,
+                    original: &original,
+                    flagged: &flagged,
+                    candidate: &request.summary,
+                },
+                &fidelity::Thresholds::default(),
+            ))
+        });
         Ok(pb::AnalyzeResponse {
+            fidelity,
             request_id: request.request_id,
             conversation_id: conversation.id,
             error_score: error_score(&analysis.findings),

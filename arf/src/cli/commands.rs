@@ -37,6 +37,7 @@ pub async fn run(
     }
     if follow {
         watch(gateway, &run.id, 0).await?;
+        super::outcome::print_outcome(&mut client, &run.id).await?;
     }
     Ok(())
 }

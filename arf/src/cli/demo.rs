@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use arf_common::config::ServerArgs;
 use arf_proto::v1 as pb;
 
+use super::outcome::print_outcome;
 use super::progress::RunProgress;
 use super::{SAMPLE, create_run, rows_from_jsonl, rows_in_memory};
 use crate::suite::{Suite, SuiteConfig};
@@ -147,62 +148,10 @@ async fn drive(
     while let Some(event) = events.message().await? {
         progress.on_event(&event);
     }
-    let run = client
-        .get_run(pb::GetRunRequest {
-            run_id: run.id.clone(),
-        })
-        .await?
-        .into_inner();
-    let c = run.counts.clone().unwrap_or_default();
-    println!(
-        "\nrun {}: {}{}\n  {} rows, {} flagged, {} revisions accepted, {} rejected, {} held out, {} evaluated",
-        run.id,
-        pb::RunState::try_from(run.state).map_or("?", |s| s.as_str_name()),
-        if run.error.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", run.error)
-        },
-        c.rows,
-        c.flagged,
-        c.revisions_accepted,
-        c.revisions_rejected,
-        c.held_out,
-        c.evaluated,
-    );
-    let report = client
-        .get_report(pb::GetReportRequest {
-            run_id: run.id.clone(),
-        })
-        .await?
-        .into_inner();
-    print_scores(&report.overall);
-    println!("report: {}", report.path);
+    let run = print_outcome(&mut client, &run.id).await?;
     anyhow::ensure!(
         run.state == pb::RunState::Succeeded as i32,
         "the run did not succeed"
     );
     Ok(())
-}
-
-/// The models side by side, as the report's first table has them.
-fn print_scores(cards: &[pb::ScoreCard]) {
-    if cards.is_empty() {
-        return;
-    }
-    println!(
-        "\n  {:<12} {:>9} {:>8} {:>8} {:>8} {:>6}",
-        "model", "summaries", "ROUGE-1", "ROUGE-2", "ROUGE-L", "judge"
-    );
-    for c in cards {
-        let judge = if c.judge_mean > 0.0 {
-            format!("{:.2}", c.judge_mean)
-        } else {
-            "n/a".into()
-        };
-        println!(
-            "  {:<12} {:>9} {:>8.3} {:>8.3} {:>8.3} {:>6}",
-            c.model, c.summaries, c.rouge1, c.rouge2, c.rouge_l, judge
-        );
-    }
 }

@@ -3,6 +3,7 @@
 mod commands;
 mod demo;
 pub mod models;
+mod outcome;
 mod progress;
 mod run_config;
 

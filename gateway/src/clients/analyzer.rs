@@ -35,11 +35,41 @@ impl Analyzer {
         summary: &str,
         options: Option<pb::AnalyzeOptions>,
     ) -> Result<pb::AnalyzeResponse, Status> {
+        self.analyze_with(conversation, summary, options, None)
+            .await
+    }
+
+    /// Checks `revision`, a revision of `original` (whose findings are `original_findings`): the
+    /// response also has the fidelity guard's verdict on it.
+    pub async fn analyze_revision(
+        &self,
+        conversation: &Conversation,
+        original: &pb::AnalyzeResponse,
+        original_summary: &str,
+        revision: &str,
+        options: Option<pb::AnalyzeOptions>,
+    ) -> Result<pb::AnalyzeResponse, Status> {
+        let revision_of = pb::RevisionOf {
+            original_summary: original_summary.to_string(),
+            original_findings: original.findings.clone(),
+        };
+        self.analyze_with(conversation, revision, options, Some(revision_of))
+            .await
+    }
+
+    async fn analyze_with(
+        &self,
+        conversation: &Conversation,
+        summary: &str,
+        options: Option<pb::AnalyzeOptions>,
+        revision_of: Option<pb::RevisionOf>,
+    ) -> Result<pb::AnalyzeResponse, Status> {
         let request = pb::AnalyzeRequest {
             request_id: conversation.id.clone(),
             conversation: Some(conversation_to_wire(conversation)),
             summary: summary.to_string(),
             options,
+            revision_of,
         };
         Ok(self.client.clone().analyze(request).await?.into_inner())
     }

@@ -1,7 +1,8 @@
 //! Stage 2: the editor rewrites each flagged training summary, told exactly which errors to fix
 //! (the taxonomy's instruction per flagged category); the analyzer re-checks every revision, and
-//! only one that is better under the run's acceptance rule (by default: a strictly lower
-//! severity-weighted error score) is accepted. Otherwise the next
+//! only one that passes its fidelity guard (still a faithful summary: the original's unflagged
+//! content kept, nothing invented, not degenerate) and is better under the run's acceptance rule
+//! (by default: a strictly lower severity-weighted error score) is accepted. Otherwise the next
 //! round tries again from the teacher's summary, sampling (the first round is greedy, so a
 //! second greedy round would only repeat it), up to the configured rounds. Always revising the
 //! teacher's summary keeps every prompt as small as the first.
@@ -149,8 +150,10 @@ async fn revise_item(
             .call(run_id, token, ANALYZER, || {
                 p.clients
                     .analyzer
-                    .analyze(
+                    .analyze_revision(
                         &item.conversation,
+                        &analysis,
+                        &item.teacher_summary,
                         &revised.revised_summary,
                         config.analyzer.clone(),
                     )
@@ -175,7 +178,9 @@ async fn revise_item(
     done(RevisionOutcome::Rejected, None, rounds, None).await
 }
 
-/// Whether a revision beats the teacher's summary under the run's acceptance rule.
+/// Whether a revision beats the teacher's summary: the fidelity guard passed it (it is still a
+/// faithful summary of the same conversation; fewer findings alone would reward saying
+/// nothing), and it is better under the run's acceptance rule.
 fn is_better(
     rule: pb::AcceptanceRule,
     teacher: &pb::AnalyzeResponse,
@@ -184,6 +189,9 @@ fn is_better(
     use pb::AcceptanceRule::*;
     if !revised.detector_failures.is_empty() {
         return false; // not fully checked: no evidence that it is better
+    }
+    if !revised.fidelity.as_ref().is_some_and(|f| f.passed) {
+        return false; // dropped content, invented some, or degenerated (or never checked)
     }
     match rule {
         Unspecified | LowerWeightedScore => revised.error_score < teacher.error_score,
@@ -227,6 +235,10 @@ mod tests {
         pb::AnalyzeResponse {
             findings: vec![pb::Finding::default(); findings],
             error_score: score,
+            fidelity: Some(pb::Fidelity {
+                passed: true,
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -253,5 +265,25 @@ mod tests {
             !is_better(Clean, &teacher, &unchecked),
             "a revision not fully checked is never accepted"
         );
+    }
+
+    #[test]
+    fn no_rule_accepts_what_the_fidelity_guard_refused() {
+        let teacher = analysis(2, 5.0);
+        let refused = pb::AnalyzeResponse {
+            fidelity: Some(pb::Fidelity {
+                passed: false,
+                ..Default::default()
+            }),
+            ..analysis(0, 0.0)
+        };
+        let unguarded = pb::AnalyzeResponse {
+            fidelity: None,
+            ..analysis(0, 0.0)
+        };
+        for rule in [Unspecified, LowerWeightedScore, FewerFindings, Clean] {
+            assert!(!is_better(rule, &teacher, &refused), "{rule:?}");
+            assert!(!is_better(rule, &teacher, &unguarded), "{rule:?}");
+        }
     }
 }

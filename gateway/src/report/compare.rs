@@ -21,8 +21,10 @@ fn title_of(card: &pb::ScoreCard) -> &'static str {
         .map_or("?", Model::title)
 }
 
-fn judge_cell(c: &pb::ScoreCard) -> String {
-    if c.judge_mean > 0.0 {
+fn judge_cell(c: &pb::ScoreCard, uninformative: bool) -> String {
+    if uninformative && c.judge_mean > 0.0 {
+        "uninformative".into()
+    } else if c.judge_mean > 0.0 {
         format!("{:.2}", c.judge_mean)
     } else {
         "n/a".into()
@@ -34,7 +36,9 @@ pub fn comparison(
     files: &mut Vec<ReportFile>,
     overall: &[pb::ScoreCard],
     per_channel: &[pb::ChannelScores],
+    judge_uninformative: Option<&str>,
 ) {
+    let no_judge = judge_uninformative.is_some();
     let labels: Vec<String> = overall
         .iter()
         .flat_map(|c| c.error_rates.keys().cloned())
@@ -84,7 +88,13 @@ pub fn comparison(
             c.rouge2,
             c.rouge_l,
             worst * 100.0,
-            judge_cell(c)
+            judge_cell(c, no_judge)
+        );
+    }
+    if let Some(why) = judge_uninformative {
+        let _ = writeln!(
+            md,
+            "\nThe judge is uninformative on this run, so its ratings are not shown: {why}."
         );
     }
     if !labels.is_empty() {
@@ -120,7 +130,7 @@ pub fn comparison(
                 c.rouge1,
                 c.rouge2,
                 c.rouge_l,
-                judge_cell(c)
+                judge_cell(c, no_judge)
             );
         }
     }

@@ -2,6 +2,9 @@
 //! Built from the store (items, counts, events), so it can be regenerated at any time.
 
 mod compare;
+mod effect;
+mod gate;
+mod judge;
 mod scores;
 mod svg;
 
@@ -27,6 +30,11 @@ pub struct Report {
     /// Every evaluated model on the held-out conversations (empty before evaluation).
     pub overall: Vec<pb::ScoreCard>,
     pub per_channel: Vec<pb::ChannelScores>,
+    pub gate: pb::GateQuality,
+    /// Why the judge's ratings are not to be read as scores, when they are not.
+    pub judge_uninformative: Option<String>,
+    /// Paired differences between models, with bootstrap CIs.
+    pub differences: Vec<pb::Difference>,
 }
 
 /// Category -> share of `items` whose findings (picked by `findings`) include it.
@@ -122,6 +130,11 @@ pub async fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
         counts.evaluated
     );
 
+    let gate = gate::gate_quality(&items, Unimproved::of(&run.config));
+    if !gate.warning.is_empty() {
+        let _ = writeln!(md, "> **Warning:** {}.\n", gate.warning);
+    }
+
     // Teacher errors before and after revision, over the training items, and in the summaries
     // actually trained on (clean and accepted ones, and unimproved ones if the policy keeps them).
     let train: Vec<&ItemRecord> = items
@@ -214,6 +227,9 @@ pub async fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
         });
         let _ = writeln!(md, "## Revisions\n\n![revision outcomes](revisions.svg)\n");
     }
+    if !outcomes.is_empty() {
+        gate::section(&mut md, &gate);
+    }
 
     let curves: Vec<(String, Vec<(f64, f64)>)> = [
         ("student", &run.training_job_id),
@@ -254,8 +270,17 @@ pub async fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
         );
     }
     let (overall, per_channel) = score_cards(&items);
+    let judge_uninformative = judge::uninformative(&items, &overall);
+    let differences = effect::differences(&items);
     if !overall.is_empty() {
-        comparison(&mut md, &mut files, &overall, &per_channel);
+        comparison(
+            &mut md,
+            &mut files,
+            &overall,
+            &per_channel,
+            judge_uninformative.as_deref(),
+        );
+        effect_section(&mut md, &differences);
         summaries(&mut md, &items);
     }
     stage_times(&mut md, store, run, &events).await?;
@@ -264,5 +289,39 @@ pub async fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
         files,
         overall,
         per_channel,
+        gate,
+        judge_uninformative,
+        differences,
     })
+}
+
+/// The paired differences, as a table a person reads top to bottom.
+fn effect_section(md: &mut String, differences: &[pb::Difference]) {
+    if differences.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "## Did ARF help? Paired differences with 95% confidence intervals\n\n\
+         Per held-out conversation, one model's score minus another's; the interval is a bootstrap \
+         over conversations (10,000 resamples). ROUGE in points; `any_error` in percentage points \
+         of summaries the analyzer flags (lower is better).\n\n\
+         | comparison | metric | conversations | difference | 95% CI | reading |\n\
+         | --- | --- | ---: | ---: | --- | --- |"
+    );
+    for d in differences {
+        let _ = writeln!(
+            md,
+            "| {} minus {} | {} | {} | {:+.2} | {:+.2} to {:+.2} | {} |",
+            d.model,
+            d.baseline,
+            d.metric,
+            d.conversations,
+            d.mean,
+            d.ci_low,
+            d.ci_high,
+            effect::verdict(d)
+        );
+    }
+    md.push('\n');
 }

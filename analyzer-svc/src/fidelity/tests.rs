@@ -1,0 +1,203 @@
+use super::*;
+use crate::detectors::testing::turns;
+use crate::taxonomy::CategoryId;
+
+fn conversation() -> Vec<Turn> {
+    turns(&[
+        (
+            "c",
+            "I returned the blue jacket (order 77120) two weeks ago and still have not received my money back. My phone is 555-201-8841 if you need it.",
+        ),
+        (
+            "a",
+            "Sorry about the wait! I can see the return arrived at our warehouse on Monday. Could you confirm the email on the order?",
+        ),
+        ("c", "It is jane.doe@example.com, thanks."),
+        (
+            "a",
+            "Thanks Jane. The jacket was out of stock, so I have sent you a replacement in the same size instead; it ships tomorrow and you will get a tracking link by email.",
+        ),
+        ("c", "Great, a replacement works for me. Thank you!"),
+    ])
+}
+
+const ORIGINAL: &str = "The customer returned a blue jacket two weeks ago and had not been refunded; their phone number is 555-201-8841. The agent confirmed the return reached the warehouse and sent a replacement in the same size, which ships tomorrow with a tracking link by email.";
+
+/// The original's flagged span: the phone number clause.
+fn pii_span() -> Flagged {
+    Flagged {
+        start: ORIGINAL.find("; their phone").unwrap(),
+        end: ORIGINAL.find(". The agent").unwrap(),
+        category: CategoryId::PiiExposure,
+    }
+}
+
+fn verdict(candidate: &str) -> Verdict {
+    let turns = conversation();
+    let flagged = [pii_span()];
+    check(
+        &Revision {
+            turns: &turns,
+            original: ORIGINAL,
+            flagged: &flagged,
+            candidate,
+        },
+        &Thresholds::default(),
+    )
+}
+
+fn refused_by(candidate: &str) -> Vec<Check> {
+    let v = verdict(candidate);
+    v.refusals.iter().map(|r| r.check).collect()
+}
+
+#[test]
+fn accepts_a_revision_that_deletes_the_flagged_pii_span() {
+    let candidate = "The customer returned a blue jacket two weeks ago and had not been refunded. The agent confirmed the return reached the warehouse and sent a replacement in the same size, which ships tomorrow with a tracking link by email.";
+    let v = verdict(candidate);
+    assert!(v.passed(), "{:?}", v.refusals);
+    assert!(v.close, "{:?}", v.figures);
+    assert_eq!(v.figures.content_kept, 1.0);
+}
+
+#[test]
+fn accepts_a_light_rewording() {
+    let candidate = "The customer sent back a blue jacket two weeks ago without being refunded. The agent confirmed that the warehouse received the return and sent a replacement in the same size; it ships tomorrow and a tracking link will follow by email.";
+    let v = verdict(candidate);
+    assert!(v.passed(), "{:?} {:?}", v.refusals, v.figures);
+}
+
+#[test]
+fn refuses_template_tokens() {
+    assert!(refused_by("{{#1}}").contains(&Check::Markup));
+    assert!(
+        refused_by(&format!("{ORIGINAL} <|im_end|>")).contains(&Check::Markup),
+        "a chat token after a good summary"
+    );
+}
+
+#[test]
+fn refuses_a_five_word_summary_of_a_long_conversation() {
+    let refused = refused_by("The customer returned a jacket.");
+    assert!(refused.contains(&Check::Length), "{refused:?}");
+    assert!(refused.contains(&Check::ContentDropped), "{refused:?}");
+}
+
+#[test]
+fn refuses_a_repeated_sentence() {
+    let s = "The agent sent a replacement jacket that ships tomorrow.";
+    let refused = refused_by(&format!("{ORIGINAL} {s} {s} {s}"));
+    assert!(refused.contains(&Check::Repetition), "{refused:?}");
+    // The same phrase looping without sentence ends.
+    let looped = "the agent sent a replacement jacket ".repeat(5);
+    assert!(refused_by(&looped).contains(&Check::Repetition));
+}
+
+#[test]
+fn refuses_an_invented_refund() {
+    let candidate = "The customer returned a blue jacket two weeks ago. We are providing a 100% refund to the customer and a $25 voucher. The agent sent a replacement in the same size, which ships tomorrow with a tracking link by email.";
+    let v = verdict(candidate);
+    assert!(
+        v.refusals
+            .iter()
+            .any(|r| r.check == Check::UnsupportedContent),
+        "{v:?}"
+    );
+    assert!(v.figures.new_numbers.contains(&"100".to_string()), "{v:?}");
+    assert!(
+        v.figures.new_actions.iter().any(|a| a == "voucher"),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn refuses_an_invented_name() {
+    let candidate = "The customer returned a blue jacket two weeks ago and had not been refunded. The agent confirmed the return reached the Dublin warehouse and sent a replacement in the same size, which ships tomorrow with a tracking link by email.";
+    let v = verdict(candidate);
+    assert_eq!(v.figures.new_names, ["Dublin"], "{v:?}");
+    assert!(!v.passed());
+}
+
+#[test]
+fn refuses_a_transcript_copy() {
+    let candidate = "Customer: I returned the blue jacket (order 77120) two weeks ago and still have not received my money back. Agent: Sorry about the wait! I can see the return arrived at our warehouse on Monday.";
+    assert!(refused_by(candidate).contains(&Check::TranscriptCopy));
+    // Without labels: long verbatim runs of the turns.
+    let pasted = "I returned the blue jacket (order 77120) two weeks ago and still have not received my money back. Sorry about the wait! I can see the return arrived at our warehouse on Monday. The jacket was out of stock, so I have sent you a replacement in the same size instead.";
+    assert!(refused_by(pasted).contains(&Check::TranscriptCopy));
+}
+
+#[test]
+fn refuses_another_language() {
+    let german = "Der Kunde hat eine blaue Jacke vor zwei Wochen zurückgeschickt und noch kein Geld erhalten. Die Agentin schickt stattdessen einen Ersatz in derselben Größe, der morgen versandt wird.";
+    assert!(refused_by(german).contains(&Check::Language));
+    let russian =
+        "Клиент вернул синюю куртку две недели назад. Агент отправил замену того же размера.";
+    assert!(refused_by(russian).contains(&Check::Language));
+}
+
+#[test]
+fn a_whole_summary_finding_still_needs_a_summary() {
+    let turns = conversation();
+    // A finding over the whole original that is fixed by deleting (a wrong fact, say) frees its
+    // content, but a handful of words is still no summary.
+    let flagged = [Flagged {
+        start: 0,
+        end: ORIGINAL.len(),
+        category: CategoryId::HallucinatedFact,
+    }];
+    let v = check(
+        &Revision {
+            turns: &turns,
+            original: ORIGINAL,
+            flagged: &flagged,
+            candidate: "The customer returned a jacket.",
+        },
+        &Thresholds::default(),
+    );
+    assert_eq!(
+        v.refusals.iter().map(|r| r.check).collect::<Vec<_>>(),
+        [Check::Length]
+    );
+}
+
+#[test]
+fn an_omission_or_bullets_flagged_whole_free_nothing() {
+    let turns = conversation();
+    for category in [
+        CategoryId::Omission,
+        CategoryId::Truncation,
+        CategoryId::FormatViolation,
+    ] {
+        let flagged = [Flagged {
+            start: 0,
+            end: ORIGINAL.len(),
+            category,
+        }];
+        let v = check(
+            &Revision {
+                turns: &turns,
+                original: ORIGINAL,
+                flagged: &flagged,
+                candidate: "The customer returned a blue jacket two weeks ago and had not been refunded.",
+            },
+            &Thresholds::default(),
+        );
+        assert!(
+            v.refusals.iter().any(|r| r.check == Check::ContentDropped),
+            "{category:?}: {v:?}"
+        );
+    }
+}
+
+#[test]
+fn refuses_a_revision_cut_off_mid_sentence() {
+    let cut = "The customer returned a blue jacket two weeks ago and had not been refunded. The agent confirmed the return reached the warehouse and sent a replacement in the same size, which ships tomorrow with a";
+    assert_eq!(refused_by(cut), [Check::CutOff]);
+}
+
+#[test]
+fn every_check_has_a_distinct_name() {
+    let names: std::collections::HashSet<_> = Check::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(names.len(), Check::ALL.len());
+}

@@ -1,0 +1,137 @@
+//! Did ARF help? The models' differences on the same held-out conversations, paired per
+//! conversation, each with a bootstrap 95% confidence interval (conversations resampled with
+//! replacement). A difference whose interval straddles zero is "no effect found", and the report
+//! says so instead of ranking the models by their means.
+
+use arf_proto::v1 as pb;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::store::ItemRecord;
+use crate::store::evaluation::{Model, ScoredSummary};
+
+/// Resamples per interval: enough that the 2.5% and 97.5% points move by well under the
+/// precision the report prints.
+const RESAMPLES: usize = 10_000;
+/// Fixed, so a report regenerated from the same store prints the same intervals.
+const SEED: u64 = 0x0A2F;
+
+/// A mean difference and its percentile-bootstrap 95% interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Interval {
+    pub mean: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+/// The percentile-bootstrap 95% interval of the mean of `diffs`; `None` when empty.
+pub fn paired_bootstrap(diffs: &[f64], resamples: usize, seed: u64) -> Option<Interval> {
+    if diffs.is_empty() {
+        return None;
+    }
+    let n = diffs.len();
+    let mean = diffs.iter().sum::<f64>() / n as f64;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut means: Vec<f64> = (0..resamples.max(1))
+        .map(|_| (0..n).map(|_| diffs[rng.random_range(0..n)]).sum::<f64>() / n as f64)
+        .collect();
+    means.sort_by(f64::total_cmp);
+    let at = |q: f64| means[((means.len() - 1) as f64 * q).round() as usize];
+    Some(Interval {
+        mean,
+        low: at(0.025),
+        high: at(0.975),
+    })
+}
+
+/// The comparisons a report makes: (model, baseline).
+const PAIRS: [(Model, Model); 3] = [
+    (Model::Student, Model::Unrevised),
+    (Model::Unrevised, Model::Base),
+    (Model::Student, Model::Base),
+];
+
+/// Per-summary metrics, in points (ROUGE) or percentage points (error rate).
+const METRICS: [(&str, fn(&ScoredSummary) -> Option<f64>); 4] = [
+    ("rouge1", |s| s.rouge.map(|r| r.rouge1 * 100.0)),
+    ("rouge2", |s| s.rouge.map(|r| r.rouge2 * 100.0)),
+    ("rouge_l", |s| s.rouge.map(|r| r.rouge_l * 100.0)),
+    ("any_error", |s| {
+        (!s.failed).then(|| if s.categories.is_empty() { 0.0 } else { 100.0 })
+    }),
+];
+
+/// Every paired difference the evaluations allow.
+pub fn differences(items: &[ItemRecord]) -> Vec<pb::Difference> {
+    let mut out = Vec::new();
+    for (model, baseline) in PAIRS {
+        for (metric, value) in METRICS {
+            let diffs: Vec<f64> = items
+                .iter()
+                .filter_map(|i| i.evaluation.as_ref())
+                .filter_map(|e| Some(value(e.get(model)?)? - value(e.get(baseline)?)?))
+                .collect();
+            if let Some(ci) = paired_bootstrap(&diffs, RESAMPLES, SEED) {
+                out.push(pb::Difference {
+                    model: model.card_name().into(),
+                    baseline: baseline.card_name().into(),
+                    metric: metric.into(),
+                    conversations: diffs.len() as u32,
+                    mean: ci.mean,
+                    ci_low: ci.low,
+                    ci_high: ci.high,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// How a person reads one difference.
+pub fn verdict(d: &pb::Difference) -> &'static str {
+    let lower_is_better = d.metric == "any_error";
+    if d.ci_low > 0.0 {
+        if lower_is_better { "worse" } else { "better" }
+    } else if d.ci_high < 0.0 {
+        if lower_is_better { "better" } else { "worse" }
+    } else {
+        "no effect found"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_constant_difference_has_no_spread() {
+        let ci = paired_bootstrap(&[2.5; 30], 1000, 1).unwrap();
+        assert_eq!((ci.mean, ci.low, ci.high), (2.5, 2.5, 2.5));
+        assert_eq!(paired_bootstrap(&[], 1000, 1), None);
+    }
+
+    #[test]
+    fn the_interval_of_a_known_case_matches_the_normal_approximation() {
+        // 100 conversations, half +1 and half 0: mean 0.5, standard error 0.05, so the 95%
+        // interval is 0.5 +- 1.96 * 0.05 = [0.402, 0.598].
+        let diffs: Vec<f64> = (0..100).map(|i| f64::from(i % 2)).collect();
+        let ci = paired_bootstrap(&diffs, RESAMPLES, SEED).unwrap();
+        assert!((ci.mean - 0.5).abs() < 1e-12);
+        assert!((ci.low - 0.402).abs() < 0.015, "{ci:?}");
+        assert!((ci.high - 0.598).abs() < 0.015, "{ci:?}");
+    }
+
+    #[test]
+    fn verdicts_follow_the_interval_and_the_metric_direction() {
+        let d = |metric: &str, ci_low, ci_high| pb::Difference {
+            metric: metric.into(),
+            ci_low,
+            ci_high,
+            ..Default::default()
+        };
+        assert_eq!(verdict(&d("rouge_l", 0.5, 3.0)), "better");
+        assert_eq!(verdict(&d("rouge_l", -3.0, -0.5)), "worse");
+        assert_eq!(verdict(&d("rouge_l", -1.0, 2.0)), "no effect found");
+        assert_eq!(verdict(&d("any_error", -20.0, -5.0)), "better");
+    }
+}
