@@ -1,8 +1,27 @@
-//! Text helpers every detector shares: safe slicing, words with byte offsets, sentences.
+//! Text helpers every detector shares: safe slicing, words with byte offsets, sentences, speaker
+//! labels.
 //!
 //! Matching is ASCII case-insensitive on purpose: `to_ascii_lowercase` keeps byte offsets
 //! unchanged, so a position found in the folded text is a valid position in the original
 //! (full Unicode lowercasing can change lengths, e.g. 'İ', and would break spans).
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// A speaker label opening a turn of a retold transcript ("Customer:", "Agent:").
+static SPEAKER_LABEL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b(?:customer|agent|user|assistant|support|bot|client|representative|rep)\s*:")
+        .unwrap()
+});
+
+/// Byte ranges of the speaker labels in `s`: two or more make a transcript, not a summary.
+pub fn speaker_labels(s: &str) -> Vec<(usize, usize)> {
+    SPEAKER_LABEL
+        .find_iter(s)
+        .map(|m| (m.start(), m.end()))
+        .collect()
+}
 
 /// Clamps `start..end` into `s` and widens it to character boundaries. Never panics.
 pub fn snap(s: &str, start: usize, end: usize) -> (usize, usize) {

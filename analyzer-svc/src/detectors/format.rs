@@ -49,11 +49,6 @@ static AI_SELF: LazyLock<Regex> =
 /// A line that starts with a bullet, a numbered item or a markdown heading.
 static BULLET: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?m)^[ \t]*(?:[-*•▪◦‣]|\d{1,2}[.)]|#{1,6})[ \t]+\S").unwrap());
-/// A speaker label opening a turn of a retold transcript.
-static SPEAKER_LABEL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b(?:customer|agent|user|assistant|client|representative|support)\s*:")
-        .unwrap()
-});
 /// The writer speaking: "I" as the subject of a writing verb, not a customer's quoted "I".
 static FIRST_PERSON: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\b(?:I|I'm|I've|I'll|we've|we'll)\s+(?:have\s+|will\s+|would\s+|can\s+|am\s+)?(?:summari[sz]\w*|provid\w*|hope|think|believe|notice\w*|read|reviewed|analy[sz]\w*)\b").unwrap()
@@ -159,11 +154,11 @@ fn length(cx: &Context<'_>, push: &mut impl FnMut(usize, usize, f32, String)) {
     }
     // A transcript retold turn by turn ("Customer: ... Agent: ..."): small models do this when
     // asked to summarize, and the labels break the verbatim runs `pasted` looks for.
-    let labels: Vec<_> = SPEAKER_LABEL.find_iter(s).collect();
+    let labels = crate::text::speaker_labels(s);
     if let (true, Some(first), Some(last)) = (labels.len() >= 2, labels.first(), labels.last()) {
         push(
-            first.start(),
-            last.end(),
+            first.0,
+            last.1,
             0.9,
             format!(
                 "{} speaker labels (\"Customer:\", \"Agent:\"): a transcript, not a summary",

@@ -69,62 +69,50 @@ impl Detector for Polarity {
 
     fn detect(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         let s = cx.summary;
-        let conv_says = |re: &Regex| {
-            cx.turns
-                .iter()
-                .any(|t| re.is_match(&t.text.replace('\u{2019}', "'")))
+        // Whether any turn (or any agent turn) matches, curly apostrophes read as straight ones.
+        let says = |re: &Regex, agents_only: bool| {
+            cx.turns.iter().any(|t| {
+                (!agents_only || is_agent_role(t.role))
+                    && re.is_match(&t.text.replace('\u{2019}', "'"))
+            })
+        };
+        let mut flip = |start: usize, end: usize, confidence: f32, why: String| {
+            out.push(Finding::new(
+                CategoryId::Polarity,
+                NAME,
+                TextSpan::of(s, start, end),
+                Evidence::NotFound,
+                confidence,
+                why,
+            ))
         };
         if let Some(m) = WILL_NOT.find(s)
-            && !conv_says(&CONV_REFUSAL)
+            && !says(&CONV_REFUSAL, false)
         {
             let why = format!(
                 "the summary says `{}`, but no one in the conversation refuses or says will not",
                 m.as_str()
             );
-            out.push(Finding::new(
-                CategoryId::Polarity,
-                NAME,
-                TextSpan::of(s, m.start(), m.end()),
-                Evidence::NotFound,
-                0.7,
-                why,
-            ));
+            flip(m.start(), m.end(), 0.7, why);
         }
         if let Some(m) = BARE_ABLE.find(s)
-            && !conv_says(&CONV_ABLE)
+            && !says(&CONV_ABLE, false)
         {
             let why = format!(
                 "`{}` reads as a dropped negation (unable to), and the conversation never says `able to`",
                 m.as_str()
             );
-            out.push(Finding::new(
-                CategoryId::Polarity,
-                NAME,
-                TextSpan::of(s, m.start(), m.end()),
-                Evidence::NotFound,
-                0.6,
-                why,
-            ));
+            flip(m.start(), m.end(), 0.6, why);
         }
         if let Some(m) = AGENT_REFUSED.find(s)
-            && !cx.turns.iter().any(|t| {
-                is_agent_role(t.role)
-                    && AGENT_TURN_REFUSAL.is_match(&t.text.replace('\u{2019}', "'"))
-            })
             && cx.turns.iter().any(|t| is_agent_role(t.role))
+            && !says(&AGENT_TURN_REFUSAL, true)
         {
             let why = format!(
                 "the summary says `{}`, but no agent turn refuses, declines or says it cannot help",
                 m.as_str()
             );
-            out.push(Finding::new(
-                CategoryId::Polarity,
-                NAME,
-                TextSpan::of(s, m.start(), m.end()),
-                Evidence::NotFound,
-                0.7,
-                why,
-            ));
+            flip(m.start(), m.end(), 0.7, why);
         }
         for &(a, b) in &cx.sentences {
             let sentence = &s[a..b];
@@ -132,19 +120,11 @@ impl Detector for Polarity {
                 let before = &sentence[..m.start()];
                 let clause = &before[before.rfind([',', ';']).map_or(0, |i| i + 1)..];
                 if !NEGATION.is_match(clause) && !NEGATION.is_match(&sentence[m.end()..]) {
-                    let span = TextSpan::of(s, a, b);
                     let why = format!(
                         "`{}` needs a negation that the sentence does not have: a negation was likely dropped",
                         m.as_str()
                     );
-                    out.push(Finding::new(
-                        CategoryId::Polarity,
-                        NAME,
-                        span,
-                        Evidence::NotFound,
-                        0.7,
-                        why,
-                    ));
+                    flip(a, b, 0.7, why);
                 }
             }
         }

@@ -59,7 +59,7 @@ fn frees_content(f: &Flagged, original: &str, original_words: usize) -> bool {
 
 /// A verbatim run of a turn at least this long is copied, not summarized (TweetSumm's human
 /// summaries quote shorter runs; the format detector uses the same idea).
-pub(super) const COPY_RUN_WORDS: usize = 8;
+const COPY_RUN_WORDS: usize = 8;
 
 /// Action words an invented commitment is made of ("refund", "replacement", "escalated").
 /// Prefixes of lowercase keys, so inflections match.
@@ -314,34 +314,24 @@ fn content_stems(words: &[Word<'_>], skip: &[(usize, usize)]) -> (HashSet<String
     (stems, counted)
 }
 
+/// Every run of [`COPY_RUN_WORDS`] word keys that some turn has, verbatim.
+fn turn_windows(turn_keys: &[Vec<String>]) -> HashSet<&[String]> {
+    turn_keys
+        .iter()
+        .flat_map(|t| t.windows(COPY_RUN_WORDS))
+        .collect()
+}
+
 /// Share of `words` inside verbatim runs of at least [`COPY_RUN_WORDS`] words of one turn.
-pub(super) fn copied_share(words: &[Word<'_>], turns: &[arf_common::dataset::Turn]) -> f64 {
+fn copied_share(words: &[Word<'_>], windows: &HashSet<&[String]>) -> f64 {
     if words.len() < COPY_RUN_WORDS {
         return 0.0;
     }
     let keys: Vec<String> = words.iter().map(|w| text::key(w.text)).collect();
-    let turn_keys: Vec<Vec<String>> = turns
-        .iter()
-        .map(|t| {
-            text::words(&t.text)
-                .iter()
-                .map(|w| text::key(w.text))
-                .collect()
-        })
-        .collect();
-    // Every window of COPY_RUN_WORDS words that some turn has, verbatim.
-    let mut windows: HashSet<&[String]> = HashSet::new();
-    for t in &turn_keys {
-        for w in t.windows(COPY_RUN_WORDS) {
-            windows.insert(w);
-        }
-    }
     let mut copied = vec![false; keys.len()];
     for (i, w) in keys.windows(COPY_RUN_WORDS).enumerate() {
         if windows.contains(w) {
-            copied[i..i + COPY_RUN_WORDS]
-                .iter_mut()
-                .for_each(|c| *c = true);
+            copied[i..i + COPY_RUN_WORDS].fill(true);
         }
     }
     copied.iter().filter(|c| **c).count() as f64 / keys.len() as f64
@@ -389,17 +379,25 @@ pub(super) fn figures(r: &Revision<'_>) -> ContentFigures {
         unflagged.intersection(&candidate).count() as f64 / unflagged.len() as f64
     };
 
+    // The conversation's word keys, once: what supports a word, and what a copy copies.
+    let turn_keys: Vec<Vec<String>> = r
+        .turns
+        .iter()
+        .map(|t| {
+            text::words(&t.text)
+                .iter()
+                .map(|w| text::key(w.text))
+                .collect()
+        })
+        .collect();
+    let windows = turn_windows(&turn_keys);
     // What supports a word: the original (all of it: a flagged word may be reworded, not
     // invented) and every turn of the conversation.
     let mut supported: HashSet<String> = HashSet::new();
-    let mut add = |w: &str| {
-        let k = text::key(w);
+    let original_keys = original_words.iter().map(|w| text::key(w.text));
+    for k in original_keys.chain(turn_keys.iter().flatten().cloned()) {
         supported.insert(text::stem(&k).to_string());
         supported.insert(k);
-    };
-    original_words.iter().for_each(|w| add(w.text));
-    for t in r.turns {
-        text::words(&t.text).iter().for_each(|w| add(w.text));
     }
     let is_supported = |k: &str| supported.contains(k) || supported.contains(text::stem(k));
     let mut numbers: HashSet<String> = numbers_in(r.original).into_iter().collect();
@@ -419,14 +417,14 @@ pub(super) fn figures(r: &Revision<'_>) -> ContentFigures {
             continue;
         }
         new_content.insert(text::stem(&k).to_string());
-        let push = |list: &mut Vec<String>| {
-            if !list.contains(&w.text.to_string()) {
-                list.push(w.text.to_string());
-            }
-        };
         if w.text.bytes().any(|b| b.is_ascii_digit()) {
             continue; // numbers are checked whole, below
         }
+        let push = |list: &mut Vec<String>| {
+            if !list.iter().any(|x| x == w.text) {
+                list.push(w.text.to_string());
+            }
+        };
         if ACTION_PREFIXES.iter().any(|p| k.starts_with(p)) {
             push(&mut new_actions);
         } else if w.text.chars().next().is_some_and(char::is_uppercase)
@@ -457,8 +455,22 @@ pub(super) fn figures(r: &Revision<'_>) -> ContentFigures {
         original_words: original_words.len(),
         original_unflagged_words,
         length_ratio: candidate_words.len() as f64 / original_unflagged_words.max(1) as f64,
-        candidate_copied_share: copied_share(&candidate_words, r.turns),
-        original_copied_share: copied_share(&original_words, r.turns),
+        candidate_copied_share: copied_share(&candidate_words, &windows),
+        original_copied_share: copied_share(&original_words, &windows),
+    }
+}
+
+/// Refuses a candidate that lost too much of the original's unflagged content.
+pub(super) fn dropped(f: &ContentFigures, t: &Thresholds, refuse: &mut impl FnMut(Check, String)) {
+    if f.content_kept < t.min_content_kept {
+        refuse(
+            Check::ContentDropped,
+            format!(
+                "keeps {:.0}% of the original's unflagged content words (at least {:.0}% required)",
+                f.content_kept * 100.0,
+                t.min_content_kept * 100.0
+            ),
+        );
     }
 }
 

@@ -19,11 +19,6 @@ static MARKUP: LazyLock<Regex> = LazyLock::new(|| {
     )
     .unwrap()
 });
-/// "Customer: ..." / "Agent: ..." labels: a transcript, not a summary.
-static ROLE_LABEL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b(?:customer|agent|user|assistant|support|bot|client|representative|rep)\s*:")
-        .unwrap()
-});
 /// A phrase this long said three times is a loop (twice happens in good summaries: "from the
 /// purchase date before the ...").
 const REPEATED_PHRASE_WORDS: usize = 6;
@@ -152,8 +147,8 @@ pub(super) fn transcript_copy(
     t: &Thresholds,
     refuse: &mut impl FnMut(Check, String),
 ) {
-    let labels = ROLE_LABEL.find_iter(r.candidate).count();
-    if labels >= 2 && ROLE_LABEL.find_iter(r.original).count() < 2 {
+    let labels = text::speaker_labels(r.candidate).len();
+    if labels >= 2 && text::speaker_labels(r.original).len() < 2 {
         refuse(
             Check::TranscriptCopy,
             format!(
@@ -185,19 +180,36 @@ fn ends_a_sentence(s: &str) -> bool {
 
 pub(super) fn cut_off(r: &Revision<'_>, refuse: &mut impl FnMut(Check, String)) {
     if ends_a_sentence(r.original) && !ends_a_sentence(r.candidate) {
-        let tail: String = text::words(r.candidate)
+        let words = text::words(r.candidate);
+        let tail: Vec<&str> = words[words.len().saturating_sub(3)..]
             .iter()
-            .rev()
-            .take(3)
             .map(|w| w.text)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join(" ");
+            .collect();
+        let tail = tail.join(" ");
         refuse(
             Check::CutOff,
             format!("stops mid-sentence (\"...{tail}\") where the original ended its sentence"),
+        );
+    }
+}
+
+/// Refuses a candidate far shorter or far longer than the original's unflagged text.
+pub(super) fn length(f: &ContentFigures, t: &Thresholds, refuse: &mut impl FnMut(Check, String)) {
+    let (words, base) = (f.candidate_words, f.original_unflagged_words);
+    // Longer than the whole original too: an original condensed away (a pasted transcript)
+    // leaves no unflagged base, and its summary is still far shorter than it.
+    let too_long = f.length_ratio > t.max_length_ratio
+        && words > base + t.max_added_words
+        && words > f.original_words;
+    let too_short =
+        f.length_ratio < t.min_length_ratio || (words < t.min_words && f.original_words > words);
+    if too_short || too_long {
+        refuse(
+            Check::Length,
+            format!(
+                "{words} words against {base} in the original's unflagged text (ratio {:.2}, allowed {:.2} to {:.2}, and at least {} words)",
+                f.length_ratio, t.min_length_ratio, t.max_length_ratio, t.min_words
+            ),
         );
     }
 }

@@ -43,8 +43,10 @@ pub fn revision_of(r: pb::RevisionOf, limits: &Limits) -> Result<(String, Vec<Fl
     }
     let mut flagged = Vec::with_capacity(r.original_findings.len());
     for (i, f) in r.original_findings.iter().enumerate() {
-        let span = f.summary_span.clone().unwrap_or_default();
-        let (start, end) = (span.start as usize, span.end as usize);
+        let (start, end) = f
+            .summary_span
+            .as_ref()
+            .map_or((0, 0), |s| (s.start as usize, s.end as usize));
         if start > end || end > original.len() {
             return Err(invalid_field(
                 &format!("revision_of.original_findings[{i}].summary_span"),

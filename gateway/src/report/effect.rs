@@ -3,6 +3,8 @@
 //! replacement). A difference whose interval straddles zero is "no effect found", and the report
 //! says so instead of ranking the models by their means.
 
+use std::fmt::Write as _;
+
 use arf_proto::v1 as pb;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -97,6 +99,37 @@ pub fn verdict(d: &pb::Difference) -> &'static str {
     } else {
         "no effect found"
     }
+}
+
+/// The paired differences, as a table a person reads top to bottom.
+pub fn section(md: &mut String, differences: &[pb::Difference]) {
+    if differences.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "## Did ARF help? Paired differences with 95% confidence intervals\n\n\
+         Per held-out conversation, one model's score minus another's; the interval is a bootstrap \
+         over conversations (10,000 resamples). ROUGE in points; `any_error` in percentage points \
+         of summaries the analyzer flags (lower is better).\n\n\
+         | comparison | metric | conversations | difference | 95% CI | reading |\n\
+         | --- | --- | ---: | ---: | --- | --- |"
+    );
+    for d in differences {
+        let _ = writeln!(
+            md,
+            "| {} minus {} | {} | {} | {:+.2} | {:+.2} to {:+.2} | {} |",
+            d.model,
+            d.baseline,
+            d.metric,
+            d.conversations,
+            d.mean,
+            d.ci_low,
+            d.ci_high,
+            verdict(d)
+        );
+    }
+    md.push('\n');
 }
 
 #[cfg(test)]

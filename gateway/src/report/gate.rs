@@ -20,8 +20,11 @@ fn rouge_l(scorer: &RougeScorer, references: &[String], summary: &str) -> Option
 }
 
 /// The gate's figures over a run's training items.
-pub fn gate_quality(items: &[ItemRecord], unimproved: Unimproved) -> pb::GateQuality {
-    let scorer = RougeScorer::new(["rougeL"], true).expect("rougeL is a known ROUGE type");
+pub fn gate_quality(
+    items: &[ItemRecord],
+    unimproved: Unimproved,
+) -> anyhow::Result<pb::GateQuality> {
+    let scorer = RougeScorer::new(["rougeL"], true).map_err(|e| anyhow::anyhow!("{e}"))?;
     let train = || items.iter().filter(|i| i.split == Split::Train);
     let mut g = pb::GateQuality::default();
     let (mut revised_sum, mut original_sum) = (0.0, 0.0);
@@ -62,7 +65,7 @@ pub fn gate_quality(items: &[ItemRecord], unimproved: Unimproved) -> pb::GateQua
         .count() as u32;
     g.unrevised_pairs = train().filter(|i| !i.teacher_summary.is_empty()).count() as u32;
     g.warning = warning(&g);
-    g
+    Ok(g)
 }
 
 /// A warning a person must not miss: accepted revisions further from the references than the
@@ -164,7 +167,7 @@ mod tests {
             item(RevisionOutcome::Rejected, "a b", None, &[REFERENCE], false),
             item(RevisionOutcome::Clean, "a b c", None, &[], false),
         ];
-        let g = gate_quality(&items, Unimproved::Exclude);
+        let g = gate_quality(&items, Unimproved::Exclude).unwrap();
         assert_eq!(
             (g.accepted, g.with_references, g.guarded, g.close),
             (2, 1, 2, 1)
@@ -176,7 +179,9 @@ mod tests {
         // Exclude: the clean one and the two accepted; keep-original adds the rejected one.
         assert_eq!((g.refined_pairs, g.unrevised_pairs), (3, 4));
         assert_eq!(
-            gate_quality(&items, Unimproved::KeepOriginal).refined_pairs,
+            gate_quality(&items, Unimproved::KeepOriginal)
+                .unwrap()
+                .refined_pairs,
             4
         );
     }
@@ -190,7 +195,7 @@ mod tests {
             &[REFERENCE],
             false,
         )];
-        let g = gate_quality(&items, Unimproved::Exclude);
+        let g = gate_quality(&items, Unimproved::Exclude).unwrap();
         assert!(
             g.revised_rouge_l < 1.0 && g.original_rouge_l > 99.0,
             "{g:?}"

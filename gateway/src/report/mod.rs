@@ -130,7 +130,8 @@ pub async fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
         counts.evaluated
     );
 
-    let gate = gate::gate_quality(&items, Unimproved::of(&run.config));
+    let policy = Unimproved::of(&run.config);
+    let gate = gate::gate_quality(&items, policy)?;
     if !gate.warning.is_empty() {
         let _ = writeln!(md, "> **Warning:** {}.\n", gate.warning);
     }
@@ -145,7 +146,6 @@ pub async fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
         Some(o) if o.is_revised() => i.revised_analysis.as_ref().map(|a| a.findings.clone()),
         _ => i.analysis.as_ref().map(|a| a.findings.clone()),
     };
-    let policy = Unimproved::of(&run.config);
     let trained_on = |i: &ItemRecord| i.revision_outcome.is_some_and(|o| o.trained_on(policy));
     let (before, n) = category_rates(train.iter().copied(), |i| {
         i.analysis.as_ref().map(|a| a.findings.clone())
@@ -280,7 +280,7 @@ pub async fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
             &per_channel,
             judge_uninformative.as_deref(),
         );
-        effect_section(&mut md, &differences);
+        effect::section(&mut md, &differences);
         summaries(&mut md, &items);
     }
     stage_times(&mut md, store, run, &events).await?;
@@ -293,35 +293,4 @@ pub async fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
         judge_uninformative,
         differences,
     })
-}
-
-/// The paired differences, as a table a person reads top to bottom.
-fn effect_section(md: &mut String, differences: &[pb::Difference]) {
-    if differences.is_empty() {
-        return;
-    }
-    let _ = writeln!(
-        md,
-        "## Did ARF help? Paired differences with 95% confidence intervals\n\n\
-         Per held-out conversation, one model's score minus another's; the interval is a bootstrap \
-         over conversations (10,000 resamples). ROUGE in points; `any_error` in percentage points \
-         of summaries the analyzer flags (lower is better).\n\n\
-         | comparison | metric | conversations | difference | 95% CI | reading |\n\
-         | --- | --- | ---: | ---: | --- | --- |"
-    );
-    for d in differences {
-        let _ = writeln!(
-            md,
-            "| {} minus {} | {} | {} | {:+.2} | {:+.2} to {:+.2} | {} |",
-            d.model,
-            d.baseline,
-            d.metric,
-            d.conversations,
-            d.mean,
-            d.ci_low,
-            d.ci_high,
-            effect::verdict(d)
-        );
-    }
-    md.push('\n');
 }
