@@ -107,18 +107,10 @@ fn dataset(teacher: &str, a: &Args) -> anyhow::Result<Vec<pb::DatasetRow>> {
     Ok(all)
 }
 
-/// The run's configuration. For the generated teacher, unimproved summaries stay in the ARF
-/// set (KEEP_ORIGINAL): the analyzer flags nearly every zero-shot summary of a 135M model, so
-/// excluding them would leave the ARF student nothing to learn from; kept, the two students
-/// differ exactly by the revisions that were accepted.
-fn config(a: &Args, teacher: &str) -> pb::RunConfig {
-    let on_unimproved = if teacher == "smollm2" {
-        pb::UnimprovedPolicy::KeepOriginal
-    } else {
-        pb::UnimprovedPolicy::Exclude
-    };
+/// The run's configuration. Unimproved summaries stay in the ARF set (the default,
+/// KEEP_ORIGINAL): the two students then differ exactly by the revisions that were accepted.
+fn config(a: &Args) -> pb::RunConfig {
     pb::RunConfig {
-        on_unimproved: on_unimproved as i32,
         revision_rounds: 1,
         revision_max_tokens: 192,
         compare_unrevised: true,
@@ -172,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
         let t0 = Instant::now();
         let spec = pb::RunSpec {
             display_name: format!("quality bench, teacher {teacher}"),
-            config: Some(config(&a, teacher)),
+            config: Some(config(&a)),
             ..Default::default()
         };
         let run = arf::cli::create_run(

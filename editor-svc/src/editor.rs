@@ -5,13 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::backend::{Backend, EngineLoad, ModelDescription, TokenStream};
 use crate::config::EditorConfig;
 use crate::error::EditorError;
 use crate::generation::{ChatMessage, Generation, GenerationRequest, Sampling, StreamEvent};
-use crate::revise::{RevisionInput, build_messages, parse_revision, revision_schema};
+use crate::revise::{
+    RevisionInput, build_messages, max_replacement_chars, parse_revision, plan, replacement_schema,
+    revision_schema, span_messages,
+};
+use crate::span_edits::SpanEdits;
 
 /// How long a refused call is told to wait: about one short generation.
 const RETRY_AFTER: Duration = Duration::from_millis(250);
@@ -110,15 +114,19 @@ impl Editor {
         &self,
         request: GenerationRequest,
     ) -> Result<TokenStream, EditorError> {
-        let permit =
-            self.in_flight
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| EditorError::Overloaded {
-                    limit: self.max_in_flight,
-                    retry_after: RETRY_AFTER,
-                })?;
+        let permit = self.permit()?;
         Ok(self.backend.start(request).await?.hold(permit))
+    }
+
+    /// One in-flight slot, or `Overloaded` at once (callers retry elsewhere).
+    fn permit(&self) -> Result<OwnedSemaphorePermit, EditorError> {
+        self.in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| EditorError::Overloaded {
+                limit: self.max_in_flight,
+                retry_after: RETRY_AFTER,
+            })
     }
 
     pub async fn generate(&self, request: GenerationRequest) -> Result<Generation, EditorError> {
@@ -159,6 +167,32 @@ impl Editor {
         if input.findings.is_empty() {
             return Ok(RevisionStream::Unchanged(Some(input.summary)));
         }
+        if let Some(edits) = plan(&input) {
+            let sampling = sampling(params)?;
+            let stop = stop_sequences(params)?;
+            let requests = edits
+                .iter()
+                .map(|edit| {
+                    let max_chars =
+                        max_replacement_chars(input.summary[edit.range.clone()].chars().count());
+                    let request = GenerationRequest {
+                        messages: span_messages(&input, edit),
+                        // A replacement of `max_chars` needs about a token per 3 characters.
+                        max_tokens: self.max_tokens(params).min(max_chars / 3 + 16),
+                        sampling: sampling.clone(),
+                        stop: stop.clone(),
+                        json_schema: Some(replacement_schema(max_chars)),
+                    };
+                    (edit.range.clone(), request)
+                })
+                .collect();
+            return Ok(RevisionStream::Spans(Box::new(SpanEdits::new(
+                self.backend.clone(),
+                self.permit()?,
+                input.summary,
+                requests,
+            ))));
+        }
         // Room to grow (an omission adds text) without letting a weak model ramble forever.
         let max_chars = (input.summary.chars().count() * 2).clamp(256, 4096);
         let request = GenerationRequest {
@@ -186,7 +220,10 @@ impl Editor {
 /// A revision in progress (or one that needed no model).
 pub enum RevisionStream {
     Unchanged(Option<String>),
+    /// A whole-summary rewrite.
     Generating(Box<TokenStream>),
+    /// One replacement per flagged span, spliced in.
+    Spans(Box<SpanEdits>),
 }
 
 impl RevisionStream {
@@ -210,6 +247,7 @@ impl RevisionStream {
                 ),
                 Err(e) => Some(Err(e)),
             },
+            Self::Spans(edits) => edits.next().await,
         }
     }
 }

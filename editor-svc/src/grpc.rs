@@ -261,9 +261,9 @@ fn revision_finding(
             "must not be empty",
         ));
     }
-    let summary_excerpt = match f.summary_span {
+    let summary_excerpt = match &f.summary_span {
         Some(span) if span.start != span.end || !span.text.is_empty() => {
-            Some(excerpt(&span, summary).ok_or_else(|| {
+            Some(excerpt(span, summary).ok_or_else(|| {
                 invalid_field(
                     &format!("findings[{i}].summary_span"),
                     "outside the summary",
@@ -292,13 +292,29 @@ fn revision_finding(
             }
         },
     };
+    let span = match (&summary_excerpt, &f.summary_span) {
+        (Some(text), Some(s)) => locate(s, text, summary),
+        _ => None,
+    };
     Ok(RevisionFinding {
         category_id: f.category_id,
         severity: severity(f.severity),
         summary_excerpt,
+        span,
         evidence,
         explanation: f.explanation,
     })
+}
+
+/// Where `text` sits in `summary`: the span's byte range when it holds that text, else the
+/// text's first occurrence.
+fn locate(span: &pb::TextSpan, text: &str, summary: &str) -> Option<std::ops::Range<usize>> {
+    let range = span.start as usize..span.end as usize;
+    if !text.is_empty() && summary.get(range.clone()) == Some(text) {
+        return Some(range);
+    }
+    let start = summary.find(text).filter(|_| !text.is_empty())?;
+    Some(start..start + text.len())
 }
 
 /// The text a span names: its own text if given, else the byte range of `within` (when valid).

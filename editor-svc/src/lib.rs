@@ -12,6 +12,7 @@ pub mod generation;
 pub mod grpc;
 pub mod revise;
 pub mod serve;
+mod span_edits;
 pub mod telemetry;
 
 use std::sync::Arc;

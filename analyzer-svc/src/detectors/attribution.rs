@@ -3,10 +3,13 @@
 //! - the agent as subject of what customers do (complains, is unable to, wants to know, is upset);
 //! - the customer as subject of what agents do (apologizes, advises, asks the agent to DM details);
 //! - the summary opening with the agent when the conversation opens with the customer and the
-//!   agent is then described raising the issue.
+//!   agent is then described raising the issue;
+//! - a retold transcript whose line carries the wrong label: "Customer: <what an agent wrote>"
+//!   (models that retell a conversation swap the labels often).
 //!
 //! Swaps between two neutral verbs ("X said", "Y asked") need the model-judged fact check.
 
+use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -16,6 +19,7 @@ use arf_common::dataset::Role;
 use super::{Context, Detector};
 use crate::finding::{Evidence, Finding, TextSpan};
 use crate::taxonomy::CategoryId;
+use crate::text;
 
 pub struct Attribution;
 
@@ -30,7 +34,7 @@ const SUBJECT_START: &str = r"(?:^|[.,;:!?\n]\s*|-\s+|\b(?:and|but|while|whereas
 /// The agent doing what customers do.
 static AGENT_AS_CUSTOMER: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!(
-        r"(?i){SUBJECT_START}{AGENT}\s+(?:is\s+|was\s+|has\s+been\s+|had\s+been\s+|has\s+|had\s+|also\s+|seems\s+|getting\s+)?(?:very\s+|really\s+|visibly\s+|not\s+)?(?:complain\w*|frustrat\w*|upset|unhappy|disappoint\w*|angry|annoyed|furious|dissatisfied|unable\s+to\s+(?:use|access|connect|log|get|find|download|install|play|watch|travel|book|reach|see|make|pay|receive)|eager|facing|experienc\w*|struggl\w*|worried|concerned|disgust\w*|tired|fed\s+up|having\s+(?:an?\s+)?(?:\w+\s+)?(?:issue|problem|trouble)|in\s+seek|seek\w*\s+(?:help|assistance)|ask\w*\s+(?:for\s+)?(?:help|assistance)|request\w*\s+for\s+(?:help|assistance)|stat\w*\s+(?:an\s+)?(?:issue|problem)|bought|purchased|wants\s+to\s+(?:cancel|buy|order|upgrade|return|change|know\s+(?:why|when|if|whether\s+(?:he|she|i)))|not\s+happy)\b"
+        r"(?i){SUBJECT_START}{AGENT}\s+(?:is\s+|was\s+|has\s+been\s+|had\s+been\s+|has\s+|had\s+|also\s+|seems\s+|getting\s+)?(?:very\s+|really\s+|visibly\s+|not\s+)?(?:complain\w*|frustrat\w*|upset|unhappy|disappoint\w*|angry|annoyed|furious|dissatisfied|unable\s+to\s+(?:use|access|connect|log|get|find|download|install|play|watch|travel|book|reach|see|make|pay|receive)|eager|facing|experienc\w*|struggl\w*|worried|concerned|disgust\w*|tired|fed\s+up|having\s+(?:an?\s+)?(?:\w+\s+)?(?:issue|problem|trouble)|in\s+seek|seek\w*\s+(?:help|assistance)|ask\w*\s+(?:for\s+)?(?:help|assistance)|(?:ask|request|demand)\w*\s+(?:for\s+)?(?:a\s+|their\s+)?(?:refund|compensation)|request\w*\s+for\s+(?:help|assistance)|stat\w*\s+(?:an\s+)?(?:issue|problem)|bought|purchased|wants\s+to\s+(?:cancel|buy|order|upgrade|return|change|know\s+(?:why|when|if|whether\s+(?:he|she|i)))|not\s+happy)\b"
     ))
     .unwrap()
 });
@@ -64,6 +68,7 @@ impl Detector for Attribution {
     fn detect(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         let s = cx.summary;
         opening(cx, out);
+        relabelled_lines(cx, out);
         for (re, why) in [
             (
                 &*AGENT_AS_CUSTOMER,
@@ -134,6 +139,86 @@ fn opening(cx: &Context<'_>, out: &mut Vec<Finding>) {
     ));
 }
 
+/// Content words a retold line needs before its wording can say who wrote it.
+const MIN_LINE_WORDS: usize = 4;
+/// The share of a line's content words one turn must hold to be its source.
+const SOURCE_SHARE: f64 = 0.6;
+/// How much closer the other party's turn must be than the labelled party's closest turn.
+const SOURCE_MARGIN: f64 = 0.3;
+
+/// A transcript line labelled with one party whose words come from the other party's turn.
+fn relabelled_lines(cx: &Context<'_>, out: &mut Vec<Finding>) {
+    let labels = text::speaker_labels(cx.summary);
+    if labels.len() < 2 {
+        return;
+    }
+    let ix = cx.conversation();
+    let mut turn_words: Vec<HashSet<&str>> = vec![HashSet::new(); cx.turns.len()];
+    for w in &ix.words {
+        turn_words[w.turn].insert(text::stem(&w.key));
+    }
+    let keys = cx.summary_keys();
+    for (i, &(start, end)) in labels.iter().enumerate() {
+        let label = cx.summary[start..end].to_ascii_lowercase();
+        let labelled_customer = ["customer", "user", "client"]
+            .iter()
+            .any(|p| label.starts_with(p));
+        let body_end = labels.get(i + 1).map_or(cx.summary.len(), |l| l.0);
+        let from = cx.summary_words.partition_point(|w| w.start < end);
+        let to = cx.summary_words.partition_point(|w| w.end <= body_end);
+        let line: HashSet<&str> = keys[from..to.max(from)]
+            .iter()
+            .filter(|k| k.len() > 2 && !text::is_function_word(k))
+            .map(|k| text::stem(k))
+            .collect();
+        if line.len() < MIN_LINE_WORDS {
+            continue;
+        }
+        // The closest turn of each party, as the share of the line's words it holds.
+        let (mut customer, mut agent) = ((0.0, 0), (0.0, 0));
+        for (t, words) in turn_words.iter().enumerate() {
+            let share =
+                line.iter().filter(|k| words.contains(*k)).count() as f64 / line.len() as f64;
+            let best = if super::is_agent_role(cx.turns[t].role) {
+                &mut agent
+            } else {
+                &mut customer
+            };
+            if share > best.0 {
+                *best = (share, t);
+            }
+        }
+        let (mine, other) = if labelled_customer {
+            (customer, agent)
+        } else {
+            (agent, customer)
+        };
+        if other.0 < SOURCE_SHARE || other.0 < mine.0 + SOURCE_MARGIN {
+            continue;
+        }
+        let span = TextSpan::of(cx.summary, start, end);
+        let source = &cx.turns[other.1];
+        let explanation = format!(
+            "the line labelled `{}` retells turn {}, which the {} wrote",
+            span.text,
+            other.1,
+            if labelled_customer {
+                "agent"
+            } else {
+                "customer"
+            }
+        );
+        out.push(Finding::new(
+            CategoryId::SpeakerAttribution,
+            NAME,
+            span,
+            Evidence::turn(cx.turns, other.1, 0, source.text.len()),
+            0.8,
+            explanation,
+        ));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +239,10 @@ mod tests {
             ["Agent is complaining"]
         );
         assert_eq!(
+            run("Customer's phone won't charge. Agent is asking for a refund."),
+            ["Agent is asking for a refund"]
+        );
+        assert_eq!(
             run("Customer's phone won't charge. Customer apologizes and suggests to restart it."),
             ["Customer apologizes"]
         );
@@ -170,6 +259,37 @@ mod tests {
             ["agent"]
         );
         assert!(run("Phone won't charge. Customer is sad. Agent asks for a DM.").is_empty());
+    }
+
+    #[test]
+    fn a_transcript_line_under_the_wrong_label_is_flagged() {
+        let turns = turns(&[
+            (
+                "c",
+                "my new phone will not charge since the update yesterday",
+            ),
+            (
+                "a",
+                "Sorry about that, please restart the phone and send us a direct message",
+            ),
+        ]);
+        let flagged = |summary: &str| {
+            let cx = Context::new(&turns, summary);
+            let mut out = Vec::new();
+            relabelled_lines(&cx, &mut out);
+            out.into_iter()
+                .map(|f| f.summary_span.text)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            flagged(
+                "Customer: my new phone will not charge since the update.\nCustomer: please restart the phone and send a direct message."
+            ),
+            ["Customer:"]
+        );
+        assert!(flagged("Customer: my new phone will not charge since the update.\nAgent: please restart the phone and send a direct message.").is_empty());
+        // Too few words to tell who wrote it.
+        assert!(flagged("Agent: phone charge.\nCustomer: restart phone.").is_empty());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::content::{ContentFigures, is_function_word};
+use super::content::ContentFigures;
 use super::{Check, Revision, Thresholds};
 use crate::text;
 
@@ -111,7 +111,7 @@ fn function_share(s: &str) -> (f64, usize) {
     let words = text::words(s);
     let hits = words
         .iter()
-        .filter(|w| is_function_word(&text::key(w.text)))
+        .filter(|w| text::is_function_word(&text::key(w.text)))
         .count();
     (hits as f64 / words.len().max(1) as f64, words.len())
 }

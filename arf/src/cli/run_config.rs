@@ -17,6 +17,9 @@ pub struct RunConfigArgs {
     /// Revision attempts per flagged summary (default 2, at most 10).
     #[arg(long)]
     pub revision_rounds: Option<u32>,
+    /// Candidates sampled per revision round, the best one the gate accepts wins (default 1).
+    #[arg(long)]
+    pub revision_candidates: Option<u32>,
     /// Token budget of one revision (default: the editor's).
     #[arg(long)]
     pub revision_max_tokens: Option<u32>,
@@ -24,7 +27,7 @@ pub struct RunConfigArgs {
     #[arg(long, value_enum, default_value_t = Acceptance::LowerWeightedScore)]
     pub acceptance: Acceptance,
     /// What becomes of a summary no revision improved.
-    #[arg(long, value_enum, default_value_t = Unimproved::Exclude)]
+    #[arg(long, value_enum, default_value_t = Unimproved::KeepOriginal)]
     pub on_unimproved: Unimproved,
     /// Student base model (a directory or a .gguf file), on the trainer's machine.
     #[arg(long)]
@@ -69,8 +72,8 @@ pub enum Acceptance {
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
 pub enum Unimproved {
-    #[default]
     Exclude,
+    #[default]
     KeepOriginal,
 }
 
@@ -89,6 +92,7 @@ impl RunConfigArgs {
             }),
             revision_rounds: self.revision_rounds.unwrap_or(0),
             revision_max_tokens: self.revision_max_tokens.unwrap_or(0),
+            revision_candidates: self.revision_candidates.unwrap_or(0),
             acceptance: match self.acceptance {
                 Acceptance::LowerWeightedScore => pb::AcceptanceRule::LowerWeightedScore,
                 Acceptance::FewerFindings => pb::AcceptanceRule::FewerFindings,

@@ -3,11 +3,17 @@
 
 mod output;
 mod prompt;
+mod span;
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 pub use output::{parse_revision, revision_schema};
 pub use prompt::{SYSTEM_PROMPT, build_messages};
+pub use span::{
+    SpanEdit, max_replacement_chars, parse_replacement, plan, replacement_schema, span_messages,
+    splice,
+};
 
 /// Who spoke a turn of the conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +62,9 @@ pub struct RevisionFinding {
     pub severity: &'static str,
     /// The flagged part of the summary; `None` for the summary as a whole.
     pub summary_excerpt: Option<String>,
+    /// Where the excerpt sits in the summary (bytes); `None` when it is the whole summary or
+    /// cannot be found in it.
+    pub span: Option<Range<usize>>,
     pub evidence: Evidence,
     pub explanation: String,
 }

@@ -105,6 +105,7 @@ mod tests {
                     category_id: "hallucinated_fact".into(),
                     severity: "high",
                     summary_excerpt: Some("order 456".into()),
+                    span: None,
                     evidence: Evidence::NoneFound,
                     explanation: "The order number is not in the conversation.".into(),
                 },
@@ -112,6 +113,7 @@ mod tests {
                     category_id: "contradiction".into(),
                     severity: "medium",
                     summary_excerpt: Some("got a replacement".into()),
+                    span: None,
                     evidence: Evidence::Turn {
                         index: 1,
                         quote: Some("issued a refund".into()),

@@ -14,6 +14,8 @@ use futures::{Stream, StreamExt};
 use pb::run_event::Kind;
 use rand::Rng;
 
+use super::revise::MAX_REVISION_CANDIDATES;
+
 use super::{Pipeline, stages};
 use crate::store::{NewItem, Split};
 
@@ -76,6 +78,12 @@ fn validate(spec: &pb::RunSpec) -> Result<(), IngestError> {
         }
         if c.revision_rounds > 10 {
             return Err(invalid("spec.config.revision_rounds", "at most 10"));
+        }
+        if c.revision_candidates > MAX_REVISION_CANDIDATES {
+            return Err(invalid(
+                "spec.config.revision_candidates",
+                format!("at most {MAX_REVISION_CANDIDATES}"),
+            ));
         }
         if pb::AcceptanceRule::try_from(c.acceptance).is_err() {
             return Err(invalid(

@@ -26,6 +26,8 @@ const DEFAULT_ROUNDS: u32 = 2;
 /// fill its context.
 const MAX_FINDINGS: usize = 12;
 const RETRY_TEMPERATURE: f32 = 0.7;
+/// Best-of-n beyond this costs more editor time than it can win back.
+pub const MAX_REVISION_CANDIDATES: u32 = 8;
 
 pub async fn run(
     p: &Pipeline,
@@ -102,80 +104,150 @@ async fn revise_item(
     } else {
         config.revision_rounds
     };
-    let findings: Vec<pb::Finding> = analysis
-        .findings
-        .iter()
-        .take(MAX_FINDINGS)
-        .cloned()
-        .collect();
+    let candidates = config.revision_candidates.max(1);
+    // What the next round revises: the teacher's summary, then the best candidate so far.
+    let mut current = (item.teacher_summary.clone(), analysis.clone());
+    let mut tally = Tally::default();
     for round in 1..=rounds {
         p.check(token)?;
-        let sampling = (round > 1).then_some((RETRY_TEMPERATURE, 0.95));
-        let params = pb::GenerationParams {
-            max_tokens: config.revision_max_tokens,
-            temperature: sampling.map(|s| s.0),
-            top_p: sampling.map(|s| s.1),
-            stop: vec![],
-        };
-        let request = pb::ReviseRequest {
-            conversation: Some(conversation.clone()),
-            summary: item.teacher_summary.clone(),
-            instructions: instructions_for(&findings, instructions),
-            findings: findings.clone(),
-            params: Some(params),
-        };
-        let revised = p
-            .call(run_id, token, EDITOR, || {
-                p.clients.editors.revise(&request).instrument(span.clone())
-            })
-            .await?;
-        let revised = match revised {
-            Ok(r) => r,
-            // Refused or unusable for this item (too long for the context, output that does not
-            // parse, ...): the item fails, the run goes on.
-            Err(s) => {
-                p.warn(
-                    run_id,
-                    format!(
-                        "the editor could not revise {id}: {}: {}",
-                        s.code(),
-                        s.message()
-                    ),
-                )
-                .await?;
-                return done(RevisionOutcome::Failed, None, round, None).await;
+        let findings: Vec<pb::Finding> = current
+            .1
+            .findings
+            .iter()
+            .take(MAX_FINDINGS)
+            .cloned()
+            .collect();
+        let request = |sample: u32| {
+            // The first round's first candidate is greedy; every other one is sampled.
+            let sampling = (round > 1 || sample > 0).then_some((RETRY_TEMPERATURE, 0.95));
+            pb::ReviseRequest {
+                conversation: Some(conversation.clone()),
+                summary: current.0.clone(),
+                instructions: instructions_for(&findings, instructions),
+                findings: findings.clone(),
+                params: Some(pb::GenerationParams {
+                    max_tokens: config.revision_max_tokens,
+                    temperature: sampling.map(|s| s.0),
+                    top_p: sampling.map(|s| s.1),
+                    stop: vec![],
+                }),
             }
         };
-        let recheck = p
-            .call(run_id, token, ANALYZER, || {
-                p.clients
-                    .analyzer
-                    .analyze_revision(
-                        &item.conversation,
-                        &analysis,
-                        &item.teacher_summary,
-                        &revised.revised_summary,
-                        config.analyzer.clone(),
-                    )
-                    .instrument(span.clone())
-            })
-            .await?;
-        let recheck = match recheck {
-            Ok(r) => r,
-            // An empty or oversized revision is simply not better.
-            Err(_) => continue,
+        let (item, analysis) = (&item, &analysis);
+        let samples = (0..candidates).map(|sample| {
+            let request = request(sample);
+            let span = span.clone();
+            async move {
+                let revised = p
+                    .call(run_id, token, EDITOR, || {
+                        p.clients.editors.revise(&request).instrument(span.clone())
+                    })
+                    .await?;
+                let revised = match revised {
+                    Ok(r) => r.revised_summary,
+                    // One failed sample (output cut off, refused, ...), not a failed item.
+                    Err(s) => return Ok(Sample::Failed(format!("{}: {}", s.code(), s.message()))),
+                };
+                let recheck = p
+                    .call(run_id, token, ANALYZER, || {
+                        p.clients
+                            .analyzer
+                            .analyze_revision(
+                                &item.conversation,
+                                analysis,
+                                &item.teacher_summary,
+                                &revised,
+                                config.analyzer.clone(),
+                            )
+                            .instrument(span.clone())
+                    })
+                    .await?;
+                Ok::<_, RunError>(match recheck {
+                    Ok(r) => Sample::Checked(revised, r),
+                    // An empty or oversized revision is simply not better.
+                    Err(_) => Sample::Unchecked,
+                })
+            }
+        });
+        let samples: Vec<Sample> = futures::future::join_all(samples)
+            .await
+            .into_iter()
+            .collect::<Result<_, RunError>>()?;
+        let best = best_of(samples, &mut tally);
+        let Some((summary, recheck)) = best else {
+            continue;
         };
-        if is_better(config.acceptance(), &analysis, &recheck) {
+        if is_better(config.acceptance(), analysis, &recheck) {
             return done(
                 RevisionOutcome::Accepted,
-                Some(&revised.revised_summary),
+                Some(&summary),
                 round,
                 Some(&recheck),
             )
             .await;
         }
+        if ranks_above(&recheck, &current.1) {
+            current = (summary, recheck); // closer: the next round fixes what is left of it
+        }
+    }
+    if !tally.checked_any
+        && let Some(e) = tally.last_error
+    {
+        // Not one sample came back from the editor: the item could not be revised.
+        p.warn(run_id, format!("the editor could not revise {id}: {e}"))
+            .await?;
+        return done(RevisionOutcome::Failed, None, rounds, None).await;
     }
     done(RevisionOutcome::Rejected, None, rounds, None).await
+}
+
+/// One candidate revision, as far as it got.
+enum Sample {
+    /// The editor gave none (the reason).
+    Failed(String),
+    /// The analyzer could not check it.
+    Unchecked,
+    Checked(String, pb::AnalyzeResponse),
+}
+
+/// What a revision's samples came to, across its rounds.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Some sample reached the analyzer.
+    checked_any: bool,
+    /// Why the editor last gave no sample.
+    last_error: Option<String>,
+}
+
+/// The round's best candidate among those the guard passed.
+fn best_of(samples: Vec<Sample>, tally: &mut Tally) -> Option<(String, pb::AnalyzeResponse)> {
+    let mut best: Option<(String, pb::AnalyzeResponse)> = None;
+    for sample in samples {
+        match sample {
+            Sample::Failed(e) => tally.last_error = Some(e),
+            Sample::Unchecked => tally.checked_any = true,
+            Sample::Checked(summary, recheck) => {
+                tally.checked_any = true;
+                if is_faithful(&recheck)
+                    && best.as_ref().is_none_or(|b| ranks_above(&recheck, &b.1))
+                {
+                    best = Some((summary, recheck));
+                }
+            }
+        }
+    }
+    best
+}
+
+/// A revision the analyzer fully checked and the fidelity guard passed: only such a candidate
+/// can win a round.
+fn is_faithful(revised: &pb::AnalyzeResponse) -> bool {
+    revised.detector_failures.is_empty() && revised.fidelity.as_ref().is_some_and(|f| f.passed)
+}
+
+/// Whether `a` is a better candidate than `b`: a lower weighted score, then fewer findings.
+fn ranks_above(a: &pb::AnalyzeResponse, b: &pb::AnalyzeResponse) -> bool {
+    (a.error_score, a.findings.len()) < (b.error_score, b.findings.len())
 }
 
 /// Whether a revision beats the teacher's summary: the fidelity guard passed it (it is still a
@@ -187,11 +259,10 @@ fn is_better(
     revised: &pb::AnalyzeResponse,
 ) -> bool {
     use pb::AcceptanceRule::*;
-    if !revised.detector_failures.is_empty() {
-        return false; // not fully checked: no evidence that it is better
-    }
-    if !revised.fidelity.as_ref().is_some_and(|f| f.passed) {
-        return false; // dropped content, invented some, or degenerated (or never checked)
+    if !is_faithful(revised) {
+        // Not fully checked (no evidence that it is better), or it dropped content, invented
+        // some, or degenerated.
+        return false;
     }
     match rule {
         Unspecified | LowerWeightedScore => revised.error_score < teacher.error_score,
@@ -265,6 +336,32 @@ mod tests {
             !is_better(Clean, &teacher, &unchecked),
             "a revision not fully checked is never accepted"
         );
+    }
+
+    #[test]
+    fn best_of_n_picks_the_best_faithful_candidate_and_survives_failed_samples() {
+        let refused = |score| pb::AnalyzeResponse {
+            fidelity: Some(pb::Fidelity::default()),
+            ..analysis(0, score)
+        };
+        let mut tally = Tally::default();
+        let best = best_of(
+            vec![
+                Sample::Failed("DEADLINE_EXCEEDED: cut off".into()),
+                Sample::Checked("three".into(), analysis(2, 3.0)),
+                Sample::Checked("refused".into(), refused(0.0)),
+                Sample::Checked("two".into(), analysis(1, 2.0)),
+                Sample::Checked("two, more findings".into(), analysis(3, 2.0)),
+                Sample::Unchecked,
+            ],
+            &mut tally,
+        );
+        assert_eq!(best.map(|b| b.0).as_deref(), Some("two"));
+        assert!(tally.checked_any, "a failed sample does not fail the item");
+
+        let mut tally = Tally::default();
+        assert!(best_of(vec![Sample::Failed("x".into())], &mut tally).is_none());
+        assert!(!tally.checked_any && tally.last_error.as_deref() == Some("x"));
     }
 
     #[test]

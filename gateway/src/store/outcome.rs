@@ -55,12 +55,14 @@ pub enum Unimproved {
 }
 
 impl Unimproved {
-    /// The run's policy for summaries no revision improved.
+    /// The run's policy for summaries no revision improved. Keeping the original is the
+    /// default: with a weak editor most flagged rows stay unrevised, and dropping them cost the
+    /// student more than their errors did (README, "The revision gate").
     pub fn of(config: &pb::RunConfig) -> Self {
-        if config.on_unimproved() == pb::UnimprovedPolicy::KeepOriginal {
-            Self::KeepOriginal
-        } else {
+        if config.on_unimproved() == pb::UnimprovedPolicy::Exclude {
             Self::Exclude
+        } else {
+            Self::KeepOriginal
         }
     }
 }

@@ -1,0 +1,471 @@
+//! Targeted span edits: for findings that point at a part of the summary, the editor is asked
+//! only for that part's replacement (empty deletes it), with a short context, and the
+//! replacements are spliced into the summary. A small editor can replace eight words; asked to
+//! rewrite a whole summary in JSON to change them, it mostly rewrites something else.
+//!
+//! A summary with any finding that points at no span (an omission: what is missing has no
+//! place) keeps the whole-summary rewrite of `prompt.rs`.
+
+use std::fmt::Write as _;
+use std::ops::Range;
+
+use serde_json::{Value, json};
+
+use super::{Evidence, RevisionInput, Speaker};
+use crate::error::EditorError;
+use crate::generation::{ChatMessage, ChatRole};
+
+pub const SPAN_SYSTEM_PROMPT: &str = "You fix one flagged part of a summary of a customer-service conversation. \
+The flagged part is marked [[like this]] in the summary. Write only the text that replaces the marked part; \
+the rest of the summary stays exactly as it is. An empty replacement deletes the part. \
+State only what the conversation says. Answer with JSON only: {\"replacement\": \"<text>\"}.";
+
+/// Longer conversations show the editor only the turns that matter.
+const ALL_TURNS_UP_TO: usize = 4;
+/// A context turn is cut to this many characters.
+const MAX_TURN_CHARS: usize = 400;
+
+/// One part of the summary to replace, and the findings against it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanEdit {
+    pub range: Range<usize>,
+    pub findings: Vec<usize>,
+}
+
+/// The span edits for `input`, overlapping spans merged; `None` when some finding has no span
+/// (the whole summary is rewritten instead).
+pub fn plan(input: &RevisionInput) -> Option<Vec<SpanEdit>> {
+    let mut spans: Vec<(Range<usize>, usize)> = Vec::with_capacity(input.findings.len());
+    for (i, f) in input.findings.iter().enumerate() {
+        spans.push((f.span.clone()?, i));
+    }
+    spans.sort_by_key(|(r, _)| (r.start, r.end));
+    let mut edits: Vec<SpanEdit> = Vec::new();
+    for (range, i) in spans {
+        match edits.last_mut() {
+            Some(last) if range.start < last.range.end => {
+                last.range.end = last.range.end.max(range.end);
+                last.findings.push(i);
+            }
+            _ => edits.push(SpanEdit {
+                range,
+                findings: vec![i],
+            }),
+        }
+    }
+    Some(edits)
+}
+
+/// The prompt for one span: the turns that matter, the summary with the span marked, what is
+/// wrong with it, how that kind of problem is fixed, and a short worked example.
+pub fn span_messages(input: &RevisionInput, edit: &SpanEdit) -> Vec<ChatMessage> {
+    let mut user = String::from("Conversation turns:\n");
+    for i in context_turns(input, edit) {
+        let turn = &input.turns[i];
+        let text = cut(turn.text.trim(), MAX_TURN_CHARS);
+        let _ = writeln!(user, "[{i}] {}: {text}", turn.speaker.label());
+    }
+    let s = &input.summary;
+    let _ = writeln!(
+        user,
+        "\nSummary: {}[[{}]]{}\n",
+        &s[..edit.range.start],
+        &s[edit.range.clone()],
+        &s[edit.range.end..]
+    );
+    let mut categories: Vec<&str> = Vec::new();
+    for &i in &edit.findings {
+        let f = &input.findings[i];
+        let _ = write!(user, "Problem: {}", f.category_id.replace('_', " "));
+        if !f.explanation.trim().is_empty() {
+            let _ = write!(user, ": {}", f.explanation.trim());
+        }
+        match &f.evidence {
+            Evidence::NoneFound => user.push_str(" (the conversation does not say it)"),
+            Evidence::Turn {
+                index,
+                quote: Some(q),
+            } => {
+                let _ = write!(
+                    user,
+                    " (turn [{index}] says \"{}\")",
+                    cut(q, MAX_TURN_CHARS)
+                );
+            }
+            Evidence::Turn { index, quote: None } => {
+                let _ = write!(user, " (see turn [{index}])");
+            }
+            Evidence::Unspecified => {}
+        }
+        user.push('\n');
+        if !categories.contains(&f.category_id.as_str()) {
+            categories.push(&f.category_id);
+        }
+    }
+    for category in categories {
+        let _ = writeln!(user, "Fix: {}", fix_for(category, input));
+        if let Some(example) = example_for(category) {
+            let _ = writeln!(user, "Example: {example}");
+        }
+    }
+    user.push_str("\nWrite the replacement for the marked part as JSON.");
+    vec![
+        ChatMessage::new(ChatRole::System, SPAN_SYSTEM_PROMPT),
+        ChatMessage::new(ChatRole::User, user),
+    ]
+}
+
+/// Every turn of a short conversation; of a long one, the evidence turns and the customer's
+/// first turn (what the conversation is about), in order.
+fn context_turns(input: &RevisionInput, edit: &SpanEdit) -> Vec<usize> {
+    let n = input.turns.len();
+    if n <= ALL_TURNS_UP_TO {
+        return (0..n).collect();
+    }
+    let mut turns: Vec<usize> = edit
+        .findings
+        .iter()
+        .filter_map(|&i| match input.findings[i].evidence {
+            Evidence::Turn { index, .. } if index < n => Some(index),
+            _ => None,
+        })
+        .collect();
+    if let Some(first) = input
+        .turns
+        .iter()
+        .position(|t| t.speaker == Speaker::Customer)
+    {
+        turns.push(first);
+    }
+    if turns.len() < 2
+        && let Some(agent) = input.turns.iter().position(|t| t.speaker == Speaker::Agent)
+    {
+        turns.push(agent); // the company's answer, when no evidence turn shows it
+    }
+    turns.sort_unstable();
+    turns.dedup();
+    turns
+}
+
+/// What to do with the marked part: the taxonomy's instruction, led by the concrete edit.
+fn fix_for(category: &str, input: &RevisionInput) -> String {
+    let lead = match category {
+        "hallucinated_fact" | "unsupported_action" => {
+            "Delete it (empty replacement), or replace it with what the conversation says."
+        }
+        "pii_exposure" => "Replace it with a generic phrase such as \"their phone number\".",
+        "speaker_attribution" => "Give the words or deed back to the party who said or did it.",
+        "polarity" => "Make it say what the conversation says.",
+        "repetition" => "Delete the repeat (empty replacement).",
+        "format_violation" => {
+            "Replace it with one plain third-person sentence, without speaker labels."
+        }
+        "truncation" => "Finish the sentence briefly from the conversation, with a full stop.",
+        "wrong_language" => "Write it in English.",
+        _ => "Correct it so that it agrees with the conversation.",
+    };
+    match input.instructions.get(category) {
+        Some(rule) if !rule.trim().is_empty() => format!("{lead} {}", rule.trim()),
+        _ => lead.to_string(),
+    }
+}
+
+/// One short worked example per category: what the marked part was and what replaced it.
+fn example_for(category: &str) -> Option<&'static str> {
+    Some(match category {
+        "hallucinated_fact" => {
+            "\"The agent sent a code [[to 555-0199]].\" with no number in the conversation -> {\"replacement\": \"\"}"
+        }
+        "unsupported_action" => {
+            "\"[[The agent issued a full refund.]]\" when the agent only asked for details -> {\"replacement\": \"The agent asked for the order details.\"}"
+        }
+        "pii_exposure" => {
+            "\"The customer gave [[jane@example.com]].\" -> {\"replacement\": \"their email address\"}"
+        }
+        "speaker_attribution" => {
+            "\"[[The agent complains]] that the app crashes.\" -> {\"replacement\": \"The customer complains\"}"
+        }
+        "polarity" => {
+            "\"The agent [[could not fix]] the login.\" when the agent fixed it -> {\"replacement\": \"fixed\"}"
+        }
+        "repetition" => "\"The order is late. [[The order is late.]]\" -> {\"replacement\": \"\"}",
+        "format_violation" => {
+            "\"[[Customer: my card is blocked. Agent: please DM us.]]\" -> {\"replacement\": \"The customer's card is blocked and the agent asks them to send a direct message.\"}"
+        }
+        "truncation" => {
+            "\"The agent will [[send a new]]\" -> {\"replacement\": \"send a new card.\"}"
+        }
+        _ => return None,
+    })
+}
+
+/// The schema of a replacement: one string, possibly empty (a deletion), at most `max_chars`.
+pub fn replacement_schema(max_chars: usize) -> Value {
+    json!({
+        "x-guidance": {"whitespace_flexible": false},
+        "type": "object",
+        "properties": {"replacement": {"type": "string", "maxLength": max_chars}},
+        "required": ["replacement"],
+        "additionalProperties": false
+    })
+}
+
+/// How long a replacement may be: room to say a clause properly, not to ramble.
+pub fn max_replacement_chars(span_chars: usize) -> usize {
+    (span_chars * 2).clamp(120, 600)
+}
+
+/// The replacement in the model's output.
+pub fn parse_replacement(output: &str, finish_reason: &str) -> Result<String, EditorError> {
+    #[derive(serde::Deserialize)]
+    struct Replacement {
+        replacement: String,
+    }
+    let r: Replacement = serde_json::from_str(output.trim()).map_err(|e| {
+        EditorError::BadOutput(format!(
+            "the span replacement is not the expected JSON ({e}; finish reason {finish_reason:?}, {} bytes of output)",
+            output.len()
+        ))
+    })?;
+    Ok(r.replacement.trim().to_string())
+}
+
+/// `summary` with each range replaced. Only the seams are tidied (a deletion must not leave
+/// doubled spaces or punctuation, a space before a full stop, or a lowercase sentence start);
+/// the text around them stays as the summary had it.
+pub fn splice(summary: &str, replacements: &[(Range<usize>, String)]) -> String {
+    let mut sorted: Vec<&(Range<usize>, String)> = replacements.iter().collect();
+    sorted.sort_by_key(|(r, _)| r.start);
+    let mut out = String::with_capacity(summary.len());
+    let mut at = 0;
+    for (range, text) in sorted {
+        if range.start < at || range.end > summary.len() {
+            continue; // overlapping or out of range: plan() never makes one
+        }
+        join(&mut out, &summary[at..range.start]);
+        join(&mut out, text);
+        at = range.end;
+    }
+    join(&mut out, &summary[at..]);
+    out.trim().to_string()
+}
+
+const PUNCTUATION: [char; 6] = ['.', ',', ';', ':', '!', '?'];
+
+/// Appends `piece` to `out`, mending the seam between them.
+fn join(out: &mut String, piece: &str) {
+    if piece.is_empty() {
+        return;
+    }
+    if out.trim().is_empty() {
+        // The summary now starts here: no leading space or punctuation, a capital first.
+        out.clear();
+        let rest =
+            piece.trim_start_matches(|c: char| c.is_whitespace() || PUNCTUATION.contains(&c));
+        push_capitalized(out, rest);
+        return;
+    }
+    let mut piece = piece;
+    if out.ends_with(char::is_whitespace) {
+        piece = piece.trim_start();
+    }
+    if piece.trim_start().starts_with(PUNCTUATION) {
+        piece = piece.trim_start();
+        while out.ends_with(char::is_whitespace) {
+            out.pop();
+        }
+        if out.ends_with(PUNCTUATION) {
+            let mark = piece.chars().next().unwrap_or('.');
+            if mark == '.' && !out.ends_with(['.', '!', '?']) {
+                out.pop();
+                out.push('.');
+            }
+            piece = &piece[mark.len_utf8()..];
+        }
+    }
+    if out.trim_end().ends_with(['.', '!', '?']) {
+        if !out.ends_with(char::is_whitespace) && piece.starts_with(char::is_alphanumeric) {
+            out.push(' ');
+        }
+        push_capitalized(out, piece);
+    } else {
+        out.push_str(piece);
+    }
+}
+
+/// Appends `s` with its first letter upper-cased when it is a lowercase letter.
+fn push_capitalized(out: &mut String, s: &str) {
+    let text = s.trim_start();
+    out.push_str(&s[..s.len() - text.len()]);
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) if c.is_lowercase() => {
+            out.extend(c.to_uppercase());
+            out.push_str(chars.as_str());
+        }
+        _ => out.push_str(text),
+    }
+}
+
+fn cut(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::revise::{RevisionFinding, Turn};
+
+    fn finding(category: &str, span: Option<Range<usize>>) -> RevisionFinding {
+        RevisionFinding {
+            category_id: category.into(),
+            severity: "high",
+            summary_excerpt: None,
+            span,
+            evidence: Evidence::NoneFound,
+            explanation: String::new(),
+        }
+    }
+
+    fn input(summary: &str, findings: Vec<RevisionFinding>, turns: usize) -> RevisionInput {
+        RevisionInput {
+            channel: String::new(),
+            turns: (0..turns)
+                .map(|i| Turn {
+                    speaker: if i % 2 == 0 {
+                        Speaker::Customer
+                    } else {
+                        Speaker::Agent
+                    },
+                    text: format!("turn number {i}"),
+                })
+                .collect(),
+            summary: summary.into(),
+            findings,
+            instructions: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn splices_at_the_ends_and_in_the_middle() {
+        let s = "The card is blocked. The agent sent 555-0199 a code. The customer thanked them.";
+        // Start: a deleted first sentence leaves a capitalized second one.
+        assert_eq!(
+            splice(s, &[(0..21, String::new())]),
+            "The agent sent 555-0199 a code. The customer thanked them."
+        );
+        // Middle: a deletion leaves no doubled space.
+        assert_eq!(
+            splice(s, &[(36..45, String::new())]),
+            "The card is blocked. The agent sent a code. The customer thanked them."
+        );
+        // End: the last sentence replaced, and a deletion there leaves no dangling space.
+        let last = s.find("The customer").unwrap();
+        assert_eq!(
+            splice(s, &[(last..s.len(), "They were grateful.".into())]),
+            "The card is blocked. The agent sent 555-0199 a code. They were grateful."
+        );
+        assert_eq!(
+            splice(s, &[(last - 1..s.len(), String::new())]),
+            "The card is blocked. The agent sent 555-0199 a code."
+        );
+        // Two at once, given in any order.
+        assert_eq!(
+            splice(s, &[(36..45, String::new()), (4..8, "account".into())]),
+            "The account is blocked. The agent sent a code. The customer thanked them."
+        );
+    }
+
+    #[test]
+    fn a_deleted_clause_leaves_no_doubled_punctuation() {
+        assert_eq!(
+            splice(
+                "It broke, sadly, . Then it worked.",
+                &[(9..16, String::new())]
+            ),
+            "It broke. Then it worked."
+        );
+        assert_eq!(
+            splice(
+                "It works. The rest is fine, e.g. that.",
+                &[(3..8, "did".into())]
+            ),
+            "It did. The rest is fine, e.g. that.",
+            "text away from a seam stays as it was"
+        );
+    }
+
+    #[test]
+    fn overlapping_findings_become_one_edit_and_a_spanless_one_means_a_rewrite() {
+        let s = "The agent refunded 40 dollars to Jane Smith today.";
+        let i = input(
+            s,
+            vec![
+                finding("pii_exposure", Some(33..43)),
+                finding("hallucinated_fact", Some(19..29)),
+                finding("unsupported_action", Some(4..29)),
+            ],
+            2,
+        );
+        let edits = plan(&i).unwrap();
+        assert_eq!(
+            edits,
+            [
+                SpanEdit {
+                    range: 4..29,
+                    findings: vec![2, 1]
+                },
+                SpanEdit {
+                    range: 33..43,
+                    findings: vec![0]
+                }
+            ]
+        );
+        let mut whole = i.clone();
+        whole.findings.push(finding("omission", None));
+        assert_eq!(plan(&whole), None);
+    }
+
+    #[test]
+    fn the_prompt_marks_the_span_and_shows_only_the_turns_that_matter() {
+        let s = "The customer asked. The agent refunded 40 dollars.";
+        let mut f = finding("unsupported_action", Some(20..50));
+        f.evidence = Evidence::Turn {
+            index: 5,
+            quote: None,
+        };
+        let i = input(s, vec![f], 8);
+        let edits = plan(&i).unwrap();
+        let user = &span_messages(&i, &edits[0])[1].content;
+        assert!(
+            user.contains("Summary: The customer asked. [[The agent refunded 40 dollars.]]"),
+            "{user}"
+        );
+        assert!(user.contains("[0] Customer: turn number 0"), "{user}");
+        assert!(user.contains("[5] Agent: turn number 5"), "{user}");
+        assert!(
+            !user.contains("[3]"),
+            "a long conversation shows only what matters: {user}"
+        );
+        assert!(user.contains("Delete it"), "{user}");
+        assert!(user.contains("Example:"), "{user}");
+    }
+
+    #[test]
+    fn parses_a_replacement_and_allows_an_empty_one() {
+        assert_eq!(
+            parse_replacement(r#"{"replacement":""}"#, "stop").unwrap(),
+            ""
+        );
+        assert_eq!(
+            parse_replacement(r#"{"replacement":" the customer "}"#, "stop").unwrap(),
+            "the customer"
+        );
+        assert!(parse_replacement(r#"{"replacement":"cut"#, "length").is_err());
+    }
+}
