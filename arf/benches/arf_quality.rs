@@ -11,7 +11,11 @@
 //!   the training rows and for the held-out rows of valid.jsonl.
 //!
 //!   cargo bench --profile dev -p arf --bench arf_quality -- [--train N] [--eval M] [--steps S]
-//!       [--teachers injected,smollm2] [--judge] [--data-dir DIR]
+//!       [--teachers injected,smollm2] [--judge] [--data-dir DIR] [--candidates N] [--rounds R]
+//!       [--stages analyze,revise]
+//!
+//! `--stages analyze,revise` measures revision alone (acceptance per category, the gate's
+//! quality) without training or evaluating.
 //!
 //! Needs `scripts/fetch-model.sh smollm2` first. Prints each table, the stage times and one
 //! JSON line per teacher.
@@ -32,6 +36,9 @@ struct Args {
     teachers: Vec<String>,
     judge: bool,
     data_dir: Option<PathBuf>,
+    candidates: u32,
+    rounds: u32,
+    stages: Vec<i32>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -42,6 +49,9 @@ fn args() -> anyhow::Result<Args> {
         teachers: vec!["injected".into(), "smollm2".into()],
         judge: false,
         data_dir: None,
+        candidates: 1,
+        rounds: 1,
+        stages: vec![],
     };
     let mut it = std::env::args().skip(1).filter(|s| s != "--bench");
     while let Some(flag) = it.next() {
@@ -56,6 +66,18 @@ fn args() -> anyhow::Result<Args> {
             "--teachers" => a.teachers = value()?.split(',').map(str::to_string).collect(),
             "--judge" => a.judge = true,
             "--data-dir" => a.data_dir = Some(value()?.into()),
+            "--candidates" => a.candidates = value()?.parse()?,
+            "--rounds" => a.rounds = value()?.parse()?,
+            "--stages" => {
+                a.stages = value()?
+                    .split(',')
+                    .map(|s| {
+                        pb::Stage::from_str_name(&format!("STAGE_{}", s.trim().to_uppercase()))
+                            .map(|s| s as i32)
+                            .ok_or_else(|| anyhow::anyhow!("unknown stage {s}"))
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            }
             other => anyhow::bail!("unknown flag {other}"),
         }
     }
@@ -111,7 +133,9 @@ fn dataset(teacher: &str, a: &Args) -> anyhow::Result<Vec<pb::DatasetRow>> {
 /// KEEP_ORIGINAL): the two students then differ exactly by the revisions that were accepted.
 fn config(a: &Args) -> pb::RunConfig {
     pb::RunConfig {
-        revision_rounds: 1,
+        stages: a.stages.clone(),
+        revision_rounds: a.rounds,
+        revision_candidates: a.candidates,
         revision_max_tokens: 192,
         compare_unrevised: true,
         training: Some(pb::Hyperparameters {
@@ -153,12 +177,14 @@ async fn main() -> anyhow::Result<()> {
         &ClientOptions::default(),
     )?);
     println!(
-        "ARF quality bench: SmolLM2-135M-Instruct ({}), {} training and {} held-out TweetSumm conversations, {} steps per student, judge {}",
+        "ARF quality bench: SmolLM2-135M-Instruct ({}), {} training and {} held-out TweetSumm conversations, {} steps per student, judge {}, revision best-of-{} x {} rounds",
         gguf.display(),
         a.train,
         a.eval,
         a.steps,
-        if a.judge { "on" } else { "off" }
+        if a.judge { "on" } else { "off" },
+        a.candidates,
+        a.rounds
     );
     for teacher in &a.teachers {
         let t0 = Instant::now();
@@ -257,6 +283,18 @@ fn print_table(teacher: &str, run: &pb::Run, report: &pb::Report, secs: f64) {
             format!("\nWARNING: {}", gate.warning)
         }
     );
+    if !gate.by_category.is_empty() {
+        println!("\n| category | flagged | accepted | share |\n| --- | ---: | ---: | ---: |");
+        for c in &gate.by_category {
+            println!(
+                "| {} | {} | {} | {:.0}% |",
+                c.category_id,
+                c.flagged,
+                c.accepted,
+                100.0 * f64::from(c.accepted) / f64::from(c.flagged.max(1))
+            );
+        }
+    }
     if !report.judge_uninformative.is_empty() {
         println!("judge uninformative: {}", report.judge_uninformative);
     }
@@ -311,7 +349,8 @@ fn print_table(teacher: &str, run: &pb::Run, report: &pb::Report, secs: f64) {
         serde_json::json!({"teacher": teacher, "run": run.id, "seconds": secs, "report": report.path, "cards": cards,
             "gate": {"accepted": gate.accepted, "with_references": gate.with_references, "revised_rouge_l": gate.revised_rouge_l,
                      "original_rouge_l": gate.original_rouge_l, "close": gate.close, "guarded": gate.guarded,
-                     "refined_pairs": gate.refined_pairs, "unrevised_pairs": gate.unrevised_pairs, "warning": gate.warning},
+                     "refined_pairs": gate.refined_pairs, "unrevised_pairs": gate.unrevised_pairs, "warning": gate.warning,
+                     "by_category": gate.by_category.iter().map(|c| serde_json::json!({"category": c.category_id, "flagged": c.flagged, "accepted": c.accepted})).collect::<Vec<_>>()},
             "judge_uninformative": report.judge_uninformative,
             "differences": report.differences.iter().map(|d| serde_json::json!({"model": d.model, "baseline": d.baseline,
                 "metric": d.metric, "n": d.conversations, "mean": d.mean, "ci_low": d.ci_low, "ci_high": d.ci_high})).collect::<Vec<_>>()})

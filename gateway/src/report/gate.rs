@@ -64,8 +64,41 @@ pub fn gate_quality(
         .filter(|i| i.revision_outcome.is_some_and(|o| o.trained_on(unimproved)))
         .count() as u32;
     g.unrevised_pairs = train().filter(|i| !i.teacher_summary.is_empty()).count() as u32;
+    g.by_category = by_category(train());
     g.warning = warning(&g);
     Ok(g)
+}
+
+/// Per category flagged in the teacher's summaries: how many summaries, and how many of them
+/// had a revision accepted. Categories in order of first appearance.
+fn by_category<'a>(items: impl Iterator<Item = &'a ItemRecord>) -> Vec<pb::CategoryRevisions> {
+    let mut rows: Vec<pb::CategoryRevisions> = Vec::new();
+    for item in items {
+        let Some(analysis) = &item.analysis else {
+            continue;
+        };
+        let accepted = item.revision_outcome == Some(RevisionOutcome::Accepted);
+        let mut seen: Vec<&str> = Vec::new();
+        for f in &analysis.findings {
+            if seen.contains(&f.category_id.as_str()) {
+                continue;
+            }
+            seen.push(&f.category_id);
+            let row = match rows.iter_mut().position(|r| r.category_id == f.category_id) {
+                Some(i) => &mut rows[i],
+                None => {
+                    rows.push(pb::CategoryRevisions {
+                        category_id: f.category_id.clone(),
+                        ..Default::default()
+                    });
+                    rows.last_mut().expect("just pushed")
+                }
+            };
+            row.flagged += 1;
+            row.accepted += u32::from(accepted);
+        }
+    }
+    rows
 }
 
 /// A warning a person must not miss: accepted revisions further from the references than the
@@ -100,6 +133,16 @@ pub fn section(md: &mut String, g: &pb::GateQuality) {
             "The fidelity guard scored {} of {} accepted revisions as close to their original.\n",
             g.close, g.guarded
         );
+    }
+    if !g.by_category.is_empty() {
+        let _ = writeln!(
+            md,
+            "| category | summaries flagged | revision accepted |\n| --- | ---: | ---: |"
+        );
+        for c in &g.by_category {
+            let _ = writeln!(md, "| {} | {} | {} |", c.category_id, c.flagged, c.accepted);
+        }
+        md.push('\n');
     }
     let _ = writeln!(
         md,
@@ -183,6 +226,46 @@ mod tests {
                 .unwrap()
                 .refined_pairs,
             4
+        );
+    }
+
+    #[test]
+    fn revisions_are_counted_per_category_flagged() {
+        let flagged = |outcome, categories: &[&str]| {
+            let mut i = item(outcome, "a b", None, &[], false);
+            i.analysis = Some(pb::AnalyzeResponse {
+                findings: categories
+                    .iter()
+                    .map(|c| pb::Finding {
+                        category_id: c.to_string(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            });
+            i
+        };
+        let items = vec![
+            // Two findings of one category count one summary.
+            flagged(
+                RevisionOutcome::Accepted,
+                &["pii_exposure", "pii_exposure", "repetition"],
+            ),
+            flagged(RevisionOutcome::Rejected, &["repetition"]),
+            flagged(RevisionOutcome::Failed, &["omission"]),
+            flagged(RevisionOutcome::Clean, &[]),
+        ];
+        let rows: Vec<(String, u32, u32)> = by_category(items.iter())
+            .into_iter()
+            .map(|c| (c.category_id, c.flagged, c.accepted))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("pii_exposure".to_string(), 1, 1),
+                ("repetition".to_string(), 2, 1),
+                ("omission".to_string(), 1, 0)
+            ]
         );
     }
 
