@@ -12,10 +12,11 @@
 //!
 //!   cargo bench --profile dev -p arf --bench arf_quality -- [--train N] [--eval M] [--steps S]
 //!       [--teachers injected,smollm2] [--judge] [--data-dir DIR] [--candidates N] [--rounds R]
-//!       [--stages analyze,revise]
+//!       [--stages analyze,revise] [--export DIR]
 //!
 //! `--stages analyze,revise` measures revision alone (acceptance per category, the gate's
-//! quality) without training or evaluating.
+//! quality) without training or evaluating. `--export DIR` writes each run's refined set there
+//! (`<teacher>.jsonl`, plain format: which summaries were revised, to read beside the originals).
 //!
 //! Needs `scripts/fetch-model.sh smollm2` first. Prints each table, the stage times and one
 //! JSON line per teacher.
@@ -39,6 +40,7 @@ struct Args {
     candidates: u32,
     rounds: u32,
     stages: Vec<i32>,
+    export: Option<PathBuf>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -52,6 +54,7 @@ fn args() -> anyhow::Result<Args> {
         candidates: 1,
         rounds: 1,
         stages: vec![],
+        export: None,
     };
     let mut it = std::env::args().skip(1).filter(|s| s != "--bench");
     while let Some(flag) = it.next() {
@@ -68,6 +71,7 @@ fn args() -> anyhow::Result<Args> {
             "--data-dir" => a.data_dir = Some(value()?.into()),
             "--candidates" => a.candidates = value()?.parse()?,
             "--rounds" => a.rounds = value()?.parse()?,
+            "--export" => a.export = Some(value()?.into()),
             "--stages" => {
                 a.stages = value()?
                     .split(',')
@@ -236,6 +240,21 @@ async fn main() -> anyhow::Result<()> {
             .await?
             .into_inner();
         print_table(teacher, &run, &report, t0.elapsed().as_secs_f64());
+        if let Some(dir) = &a.export {
+            std::fs::create_dir_all(dir)?;
+            let mut chunks = client
+                .export_dataset(pb::ExportDatasetRequest {
+                    run_id: run.id.clone(),
+                    format: pb::ExportFormat::Plain as i32,
+                })
+                .await?
+                .into_inner();
+            let mut data = Vec::new();
+            while let Some(chunk) = chunks.message().await? {
+                data.extend(chunk.data);
+            }
+            std::fs::write(dir.join(format!("{teacher}.jsonl")), data)?;
+        }
     }
     println!(
         "\ntotal wall time: {:.1} min",
@@ -259,11 +278,11 @@ fn print_table(teacher: &str, run: &pb::Run, report: &pb::Report, secs: f64) {
         if run
             .config
             .as_ref()
-            .is_some_and(|k| k.on_unimproved() == pb::UnimprovedPolicy::KeepOriginal)
+            .is_some_and(|k| k.on_unimproved() == pb::UnimprovedPolicy::Exclude)
         {
-            "kept"
-        } else {
             "excluded"
+        } else {
+            "kept"
         }
     );
     let gate = report.gate.clone().unwrap_or_default();

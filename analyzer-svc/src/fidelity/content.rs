@@ -18,6 +18,9 @@ pub struct ContentFigures {
     /// Share of the candidate's content words that neither the original nor the conversation has.
     pub new_word_share: f64,
     pub new_words: usize,
+    /// Content words the candidate has and its original lacks (`new_words` of them are in the
+    /// conversation neither).
+    pub inserted_words: usize,
     /// Numbers, capitalized names and action words the candidate adds that nothing supports.
     pub new_numbers: Vec<String>,
     pub new_names: Vec<String>,
@@ -269,8 +272,17 @@ pub(super) fn figures(r: &Revision<'_>) -> ContentFigures {
         .collect();
     let (mut new_numbers, mut new_names, mut new_actions) = (Vec::new(), Vec::new(), Vec::new());
     let mut new_content: HashSet<String> = HashSet::new();
+    // Content the candidate inserts: words its original lacks, whether the conversation has them.
+    let in_original: HashSet<String> = original_words
+        .iter()
+        .map(|w| text::stem(&text::key(w.text)).to_string())
+        .collect();
+    let mut inserted: HashSet<String> = HashSet::new();
     for w in &candidate_words {
         let k = text::key(w.text);
+        if !is_generic(&k) && !in_original.contains(text::stem(&k)) {
+            inserted.insert(text::stem(&k).to_string());
+        }
         if is_generic(&k) || is_supported(&k) {
             continue;
         }
@@ -306,6 +318,7 @@ pub(super) fn figures(r: &Revision<'_>) -> ContentFigures {
         content_kept,
         new_word_share,
         new_words: new_content.len(),
+        inserted_words: inserted.len(),
         new_numbers,
         new_names,
         new_actions,
@@ -352,6 +365,20 @@ pub(super) fn unsupported(
                 ),
             );
         }
+    }
+    let inserted_unsupported = f.new_words as f64 / f.inserted_words.max(1) as f64;
+    if f.new_words >= t.min_inserted_unsupported
+        && inserted_unsupported > t.max_inserted_unsupported_share
+    {
+        refuse(
+            Check::UnsupportedContent,
+            format!(
+                "{} of the {} content words it inserts are in neither the original nor the conversation (at most {:.0}%)",
+                f.new_words,
+                f.inserted_words,
+                t.max_inserted_unsupported_share * 100.0
+            ),
+        );
     }
     if f.new_word_share > t.max_new_word_share && f.new_words >= t.min_new_words {
         refuse(

@@ -97,6 +97,12 @@ pub struct Thresholds {
     /// share moves a lot with one word).
     pub max_new_word_share: f64,
     pub min_new_words: usize,
+    /// Of the content words a candidate inserts (those its original lacks), the most share the
+    /// conversation may lack too, counted once at least `min_inserted_unsupported` are
+    /// unsupported: an edit brings its words from the conversation, and a small editor that
+    /// writes "Send a new card." into a summary about biscuits does not.
+    pub max_inserted_unsupported_share: f64,
+    pub min_inserted_unsupported: usize,
     /// Candidate words per word of the original's unflagged text: bounds, both ways. The upper
     /// one holds only beyond `max_added_words` more words (fixing a truncation or an omission
     /// of a short original rightly doubles it) and beyond the whole original's length.
@@ -124,6 +130,8 @@ impl Default for Thresholds {
             min_content_kept: 0.6,
             max_new_word_share: 0.35,
             min_new_words: 4,
+            max_inserted_unsupported_share: 0.5,
+            min_inserted_unsupported: 2,
             min_length_ratio: 0.5,
             max_length_ratio: 2.5,
             max_added_words: 40,

@@ -12,7 +12,8 @@ use crate::generation::{ChatMessage, ChatRole};
 pub const SYSTEM_PROMPT: &str = "You revise summaries of customer-service conversations. \
 You are given the conversation, the current summary, and a numbered list of problems found in the summary. \
 Rewrite the summary so that every listed problem is fixed, following the instruction for its category. \
-Keep everything that is not flagged, keep the summary's style and length, and state only facts supported by the conversation. \
+Keep everything that is not flagged and change only what each problem needs: delete what is wrong or repeated, \
+replace what is wrong with what the conversation says, add what is missing. State only facts supported by the conversation. \
 Answer with JSON only: {\"summary\": \"<the revised summary>\"}.";
 
 /// Used when the request carries no instruction for a flagged category.

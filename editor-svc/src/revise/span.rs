@@ -33,11 +33,17 @@ pub struct SpanEdit {
 }
 
 /// The span edits for `input`, overlapping spans merged; `None` when some finding has no span
-/// (the whole summary is rewritten instead).
+/// or spans the whole summary (an omission: the whole summary is rewritten instead).
 pub fn plan(input: &RevisionInput) -> Option<Vec<SpanEdit>> {
+    let s = &input.summary;
+    let (first, last) = (s.len() - s.trim_start().len(), s.trim_end().len());
     let mut spans: Vec<(Range<usize>, usize)> = Vec::with_capacity(input.findings.len());
     for (i, f) in input.findings.iter().enumerate() {
-        spans.push((f.span.clone()?, i));
+        let span = f.span.clone()?;
+        if span.start <= first && span.end >= last {
+            return None;
+        }
+        spans.push((widen_to_sentence(s, span), i));
     }
     spans.sort_by_key(|(r, _)| (r.start, r.end));
     let mut edits: Vec<SpanEdit> = Vec::new();
@@ -54,6 +60,27 @@ pub fn plan(input: &RevisionInput) -> Option<Vec<SpanEdit>> {
         }
     }
     Some(edits)
+}
+
+/// A span that leaves at most two words of its sentence (`[[booked a visit]]` in "Agent booked
+/// a visit.") becomes the whole sentence: deleting it would leave a stub ("Agent.").
+fn widen_to_sentence(s: &str, span: Range<usize>) -> Range<usize> {
+    let is_end = |c: char| matches!(c, '.' | '!' | '?' | '\n');
+    let start = s[..span.start].rfind(is_end).map_or(0, |i| i + 1);
+    let end = s[span.end..]
+        .find(is_end)
+        .map_or(s.len(), |i| span.end + i + 1);
+    let outside = s[start..span.start].split_whitespace().count()
+        + s[span.end..end.max(span.end)]
+            .split_whitespace()
+            .filter(|w| w.chars().any(char::is_alphanumeric))
+            .count();
+    if outside > 2 {
+        return span;
+    }
+    // The sentence, without the space before it.
+    let start = start + (s[start..].len() - s[start..].trim_start().len());
+    start.min(span.start)..end.max(span.end)
 }
 
 /// The prompt for one span: the turns that matter, the summary with the span marked, what is
@@ -153,14 +180,16 @@ fn fix_for(category: &str, input: &RevisionInput) -> String {
         "hallucinated_fact" | "unsupported_action" => {
             "Delete it (empty replacement), or replace it with what the conversation says."
         }
-        "pii_exposure" => "Replace it with a generic phrase such as \"their phone number\".",
+        "pii_exposure" => "Delete it (empty replacement); the rest of the sentence stays.",
         "speaker_attribution" => "Give the words or deed back to the party who said or did it.",
         "polarity" => "Make it say what the conversation says.",
         "repetition" => "Delete the repeat (empty replacement).",
         "format_violation" => {
             "Replace it with one plain third-person sentence, without speaker labels."
         }
-        "truncation" => "Finish the sentence briefly from the conversation, with a full stop.",
+        "truncation" => {
+            "Finish the sentence with the words the conversation uses, and a full stop."
+        }
         "wrong_language" => "Write it in English.",
         _ => "Correct it so that it agrees with the conversation.",
     };
@@ -171,30 +200,23 @@ fn fix_for(category: &str, input: &RevisionInput) -> String {
 }
 
 /// One short worked example per category: what the marked part was and what replaced it.
+/// Small editors copy an example's replacement word for word, so every example's answer is
+/// one that does no harm when copied: an empty deletion, or a party's name.
 fn example_for(category: &str) -> Option<&'static str> {
     Some(match category {
         "hallucinated_fact" => {
-            "\"The agent sent a code [[to 555-0199]].\" with no number in the conversation -> {\"replacement\": \"\"}"
+            "\"The agent sent a code [[to 555-0199]].\" when the conversation has no such number -> {\"replacement\": \"\"}"
         }
         "unsupported_action" => {
-            "\"[[The agent issued a full refund.]]\" when the agent only asked for details -> {\"replacement\": \"The agent asked for the order details.\"}"
+            "\"The agent asked for the order number. [[The agent issued a refund.]]\" when no refund was given -> {\"replacement\": \"\"}"
         }
         "pii_exposure" => {
-            "\"The customer gave [[jane@example.com]].\" -> {\"replacement\": \"their email address\"}"
+            "\"The customer gave their email [[jane@example.com]].\" -> {\"replacement\": \"\"}"
         }
         "speaker_attribution" => {
-            "\"[[The agent complains]] that the app crashes.\" -> {\"replacement\": \"The customer complains\"}"
-        }
-        "polarity" => {
-            "\"The agent [[could not fix]] the login.\" when the agent fixed it -> {\"replacement\": \"fixed\"}"
+            "\"[[Agent]] is upset that the app crashes.\" when the customer is upset -> {\"replacement\": \"Customer\"}"
         }
         "repetition" => "\"The order is late. [[The order is late.]]\" -> {\"replacement\": \"\"}",
-        "format_violation" => {
-            "\"[[Customer: my card is blocked. Agent: please DM us.]]\" -> {\"replacement\": \"The customer's card is blocked and the agent asks them to send a direct message.\"}"
-        }
-        "truncation" => {
-            "\"The agent will [[send a new]]\" -> {\"replacement\": \"send a new card.\"}"
-        }
         _ => return None,
     })
 }
@@ -426,9 +448,16 @@ mod tests {
                 }
             ]
         );
+        let mut spanless = i.clone();
+        spanless.findings.push(finding("omission", None));
+        assert_eq!(plan(&spanless), None);
         let mut whole = i.clone();
-        whole.findings.push(finding("omission", None));
-        assert_eq!(plan(&whole), None);
+        whole.findings.push(finding("omission", Some(0..s.len())));
+        assert_eq!(
+            plan(&whole),
+            None,
+            "a finding on the whole summary means a rewrite"
+        );
     }
 
     #[test]
@@ -454,6 +483,24 @@ mod tests {
         );
         assert!(user.contains("Delete it"), "{user}");
         assert!(user.contains("Example:"), "{user}");
+    }
+
+    #[test]
+    fn a_span_that_leaves_a_stub_of_its_sentence_takes_the_sentence() {
+        let s = "Customer asks. Agent booked a visit for Friday. Done.";
+        let visit = s.find("booked").unwrap()..s.find(" for").unwrap() + 11;
+        let widened = widen_to_sentence(s, visit);
+        assert_eq!(&s[widened.clone()], "Agent booked a visit for Friday.");
+        assert_eq!(
+            splice(s, &[(widened, String::new())]),
+            "Customer asks. Done."
+        );
+        let number = s.find("Friday").unwrap()..s.find("Friday").unwrap() + 6;
+        assert_eq!(
+            widen_to_sentence(s, number.clone()),
+            number,
+            "most of the sentence stays"
+        );
     }
 
     #[test]
