@@ -173,12 +173,16 @@ impl Editor {
             let requests = edits
                 .iter()
                 .map(|edit| {
+                    // The grammar ends the replacement at `max_chars`; kept within the token
+                    // budget even at one character per token (a random tiny model's rate), so
+                    // the JSON always closes.
+                    let budget = self.max_tokens(params);
                     let max_chars =
-                        max_replacement_chars(input.summary[edit.range.clone()].chars().count());
+                        max_replacement_chars(input.summary[edit.range.clone()].chars().count())
+                            .min(budget.saturating_sub(16).max(16));
                     let request = GenerationRequest {
                         messages: span_messages(&input, edit),
-                        // A replacement of `max_chars` needs about a token per 3 characters.
-                        max_tokens: self.max_tokens(params).min(max_chars / 3 + 16),
+                        max_tokens: budget,
                         sampling: sampling.clone(),
                         stop: stop.clone(),
                         json_schema: Some(replacement_schema(max_chars)),

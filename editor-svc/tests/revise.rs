@@ -21,10 +21,17 @@ async fn revise_with_findings_returns_a_parsed_summary_and_usage() {
         answer.revised_summary, SUMMARY,
         "the tiny model's output is random, never the input"
     );
+    // Both findings point at spans: each span is replaced, the text around them stays.
+    let revised = answer.revised_summary.to_lowercase();
+    assert!(
+        revised.starts_with("the customer's") && revised.contains("arrived late and the agent"),
+        "{}",
+        answer.revised_summary
+    );
     let usage = answer.usage.unwrap();
     assert!(
         usage.input_tokens > 100,
-        "the prompt holds the conversation and findings: {usage:?}"
+        "the prompts hold the conversation and findings: {usage:?}"
     );
     assert!(usage.output_tokens > 0);
     let timing = answer.timing.unwrap();
@@ -58,12 +65,21 @@ async fn revise_without_findings_returns_the_summary_without_a_model_call() {
     );
 }
 
+/// The findings with no span: the summary is rewritten as a whole.
+fn whole_summary_findings() -> Vec<arf_proto::v1::Finding> {
+    let mut f = findings();
+    for finding in &mut f {
+        finding.summary_span = None;
+    }
+    f
+}
+
 #[tokio::test]
 async fn revise_stream_sends_deltas_then_the_parsed_result() {
     let t = start(|c| c.default_max_tokens = 512).await;
     let mut events = t
         .client()
-        .revise_stream(revise_request(findings(), 0))
+        .revise_stream(revise_request(whole_summary_findings(), 0))
         .await
         .unwrap()
         .into_inner();
@@ -100,11 +116,50 @@ async fn revise_stream_sends_deltas_then_the_parsed_result() {
     // Same greedy revision through the unary call.
     let unary = t
         .client()
-        .revise(revise_request(findings(), 0))
+        .revise(revise_request(whole_summary_findings(), 0))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(unary.revised_summary, done.revised_summary);
+}
+
+#[tokio::test]
+async fn span_edits_stream_each_replacement_then_the_spliced_summary() {
+    let t = start(|c| c.default_max_tokens = 512).await;
+    let mut events = t
+        .client()
+        .revise_stream(revise_request(findings(), 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut raw = String::new();
+    let done = loop {
+        match events.message().await.unwrap().unwrap().event.unwrap() {
+            revise_event::Event::Delta(text) => raw.push_str(&text),
+            revise_event::Event::Done(done) => break done,
+        }
+    };
+    // One JSON object per flagged span, one after the other.
+    let replacements: Vec<String> = serde_json::Deserializer::from_str(&raw)
+        .into_iter::<serde_json::Value>()
+        .map(|v| {
+            v.unwrap()["replacement"]
+                .as_str()
+                .unwrap()
+                .trim()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(replacements.len(), 2, "{raw}");
+    for r in replacements.iter().filter(|r| !r.is_empty()) {
+        assert!(
+            done.revised_summary
+                .to_lowercase()
+                .contains(&r.to_lowercase()),
+            "{r:?} spliced into {:?}",
+            done.revised_summary
+        );
+    }
 }
 
 #[tokio::test]

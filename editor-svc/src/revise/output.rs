@@ -18,18 +18,28 @@ pub fn revision_schema(max_chars: usize) -> Value {
     })
 }
 
+/// The model's constrained output as `T`; `what` names it in the error (a JSON object cut off
+/// by the token budget says so through its finish reason).
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(
+    output: &str,
+    finish_reason: &str,
+    what: &str,
+) -> Result<T, EditorError> {
+    serde_json::from_str(output.trim()).map_err(|e| {
+        EditorError::BadOutput(format!(
+            "{what} is not the expected JSON ({e}; finish reason {finish_reason:?}, {} bytes of output)",
+            output.len()
+        ))
+    })
+}
+
 /// The revised summary in the model's output.
 pub fn parse_revision(output: &str, finish_reason: &str) -> Result<String, EditorError> {
     #[derive(serde::Deserialize)]
     struct Revision {
         summary: String,
     }
-    let revision: Revision = serde_json::from_str(output.trim()).map_err(|e| {
-        EditorError::BadOutput(format!(
-            "the revision is not the expected JSON ({e}; finish reason {finish_reason:?}, {} bytes of output)",
-            output.len()
-        ))
-    })?;
+    let revision: Revision = parse_json(output, finish_reason, "the revision")?;
     let summary = revision.summary.trim();
     if summary.is_empty() {
         return Err(EditorError::BadOutput(

@@ -11,6 +11,7 @@ use std::ops::Range;
 
 use serde_json::{Value, json};
 
+use super::output::parse_json;
 use super::{Evidence, RevisionInput, Speaker};
 use crate::error::EditorError;
 use crate::generation::{ChatMessage, ChatRole};
@@ -243,12 +244,7 @@ pub fn parse_replacement(output: &str, finish_reason: &str) -> Result<String, Ed
     struct Replacement {
         replacement: String,
     }
-    let r: Replacement = serde_json::from_str(output.trim()).map_err(|e| {
-        EditorError::BadOutput(format!(
-            "the span replacement is not the expected JSON ({e}; finish reason {finish_reason:?}, {} bytes of output)",
-            output.len()
-        ))
-    })?;
+    let r: Replacement = parse_json(output, finish_reason, "the span replacement")?;
     Ok(r.replacement.trim().to_string())
 }
 
