@@ -347,12 +347,19 @@ fn print_table(teacher: &str, run: &pb::Run, report: &pb::Report, secs: f64) {
         );
     }
     println!(
-        "\n| comparison | metric | n | difference | 95% CI |\n| --- | --- | ---: | ---: | --- |"
+        "\n| comparison | metric | n | difference | 95% CI | McNemar p |\n| --- | --- | ---: | ---: | --- | ---: |"
     );
     for d in &report.differences {
         println!(
-            "| {} - {} | {} | {} | {:+.2} | {:+.2} to {:+.2} |",
-            d.model, d.baseline, d.metric, d.conversations, d.mean, d.ci_low, d.ci_high
+            "| {} - {} | {} | {} | {:+.2} | {:+.2} to {:+.2} | {} |",
+            d.model,
+            d.baseline,
+            d.metric,
+            d.conversations,
+            d.mean,
+            d.ci_low,
+            d.ci_high,
+            d.mcnemar_p.map_or(String::new(), |p| format!("{p:.3}"))
         );
     }
     if let Some(times) = report.markdown.split("## Time\n\n").nth(1) {

@@ -79,13 +79,15 @@ fn print_differences(differences: &[pb::Difference]) {
     println!("\n  paired differences over held-out conversations, bootstrap 95% CI:");
     for d in differences {
         println!(
-            "  {:<22} {:<9} {:>+7.2} ({:+.2} to {:+.2}, n={})",
+            "  {:<22} {:<9} {:>+7.2} ({:+.2} to {:+.2}, n={}){}",
             format!("{} - {}", d.model, d.baseline),
             d.metric,
             d.mean,
             d.ci_low,
             d.ci_high,
-            d.conversations
+            d.conversations,
+            d.mcnemar_p
+                .map_or(String::new(), |p| format!(", McNemar p={p:.3}"))
         );
     }
 }

@@ -74,7 +74,14 @@ pub fn differences(items: &[ItemRecord]) -> Vec<pb::Difference> {
                 .filter_map(|e| Some(value(e.get(model)?)? - value(e.get(baseline)?)?))
                 .collect();
             if let Some(ci) = paired_bootstrap(&diffs, RESAMPLES, SEED) {
+                // Flags are 0 or 100 per summary: +100 where only the model's was flagged.
+                let mcnemar_p = (metric == "any_error").then(|| {
+                    let only_model = diffs.iter().filter(|d| **d > 0.0).count() as u64;
+                    let only_baseline = diffs.iter().filter(|d| **d < 0.0).count() as u64;
+                    exact_mcnemar(only_model, only_baseline)
+                });
                 out.push(pb::Difference {
+                    mcnemar_p,
                     model: model.card_name().into(),
                     baseline: baseline.card_name().into(),
                     metric: metric.into(),
@@ -87,6 +94,27 @@ pub fn differences(items: &[ItemRecord]) -> Vec<pb::Difference> {
         }
     }
     out
+}
+
+/// The exact McNemar test's two-sided p-value for `b` and `c` discordant pairs: under no
+/// effect each discordant pair goes either way with probability 1/2.
+pub fn exact_mcnemar(b: u64, c: u64) -> f64 {
+    let n = b + c;
+    if n == 0 {
+        return 1.0;
+    }
+    // P(X <= min(b, c)) for X ~ Binomial(n, 1/2), summed in log space (n can be large).
+    let k = b.min(c);
+    let ln_half_n = n as f64 * 0.5f64.ln();
+    let mut ln_choose = 0.0; // ln C(n, 0)
+    let mut tail = 0.0;
+    for i in 0..=k {
+        if i > 0 {
+            ln_choose += ((n - i + 1) as f64).ln() - (i as f64).ln();
+        }
+        tail += (ln_choose + ln_half_n).exp();
+    }
+    (2.0 * tail).min(1.0)
 }
 
 /// How a person reads one difference.
@@ -112,13 +140,14 @@ pub fn section(md: &mut String, differences: &[pb::Difference]) {
          Per held-out conversation, one model's score minus another's; the interval is a bootstrap \
          over conversations (10,000 resamples). ROUGE in points; `any_error` in percentage points \
          of summaries the analyzer flags (lower is better).\n\n\
-         | comparison | metric | conversations | difference | 95% CI | reading |\n\
-         | --- | --- | ---: | ---: | --- | --- |"
+         `McNemar p` is the exact test on the conversations where only one of the two was flagged.\n\n\
+         | comparison | metric | conversations | difference | 95% CI | McNemar p | reading |\n\
+         | --- | --- | ---: | ---: | --- | ---: | --- |"
     );
     for d in differences {
         let _ = writeln!(
             md,
-            "| {} minus {} | {} | {} | {:+.2} | {:+.2} to {:+.2} | {} |",
+            "| {} minus {} | {} | {} | {:+.2} | {:+.2} to {:+.2} | {} | {} |",
             d.model,
             d.baseline,
             d.metric,
@@ -126,6 +155,7 @@ pub fn section(md: &mut String, differences: &[pb::Difference]) {
             d.mean,
             d.ci_low,
             d.ci_high,
+            d.mcnemar_p.map_or(String::new(), |p| format!("{p:.3}")),
             verdict(d)
         );
     }
@@ -135,6 +165,19 @@ pub fn section(md: &mut String, differences: &[pb::Difference]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_exact_mcnemar_test_matches_known_values() {
+        // 0 vs 5 discordant pairs: 2 * 0.5^5.
+        assert!((exact_mcnemar(0, 5) - 0.0625).abs() < 1e-12);
+        // 1 vs 9: 2 * (1 + 10) / 1024.
+        assert!((exact_mcnemar(9, 1) - 22.0 / 1024.0).abs() < 1e-12);
+        assert_eq!(exact_mcnemar(3, 3), 1.0);
+        assert_eq!(exact_mcnemar(0, 0), 1.0);
+        // Large n stays finite: 0 vs 1000 is 2^-999.
+        let p = exact_mcnemar(0, 1000);
+        assert!(p > 0.0 && p < 1e-300, "{p}");
+    }
 
     #[test]
     fn a_constant_difference_has_no_spread() {
