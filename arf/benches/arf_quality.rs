@@ -346,21 +346,10 @@ fn print_table(teacher: &str, run: &pb::Run, report: &pb::Report, secs: f64) {
             worst.join(", ")
         );
     }
-    println!(
-        "\n| comparison | metric | n | difference | 95% CI | McNemar p |\n| --- | --- | ---: | ---: | --- | ---: |"
-    );
-    for d in &report.differences {
-        println!(
-            "| {} - {} | {} | {} | {:+.2} | {:+.2} to {:+.2} | {} |",
-            d.model,
-            d.baseline,
-            d.metric,
-            d.conversations,
-            d.mean,
-            d.ci_low,
-            d.ci_high,
-            d.mcnemar_p.map_or(String::new(), |p| format!("{p:.3}"))
-        );
+    // The report's own tables (differences with CIs, McNemar and reading; stage times).
+    if let Some(table) = report.markdown.split("## Did ARF help?").nth(1) {
+        let table = table.split("\n\n").find(|p| p.starts_with("| comparison"));
+        println!("\n{}", table.unwrap_or_default());
     }
     if let Some(times) = report.markdown.split("## Time\n\n").nth(1) {
         println!("\n{}", times.split("\n\n").next().unwrap_or_default());

@@ -117,13 +117,14 @@ async fn revise_item(
             .take(MAX_FINDINGS)
             .cloned()
             .collect();
+        let round_instructions = instructions_for(&findings, instructions);
         let request = |sample: u32| {
             // The first round's first candidate is greedy; every other one is sampled.
             let sampling = (round > 1 || sample > 0).then_some((RETRY_TEMPERATURE, 0.95));
             pb::ReviseRequest {
                 conversation: Some(conversation.clone()),
                 summary: current.0.clone(),
-                instructions: instructions_for(&findings, instructions),
+                instructions: round_instructions.clone(),
                 findings: findings.clone(),
                 params: Some(pb::GenerationParams {
                     max_tokens: config.revision_max_tokens,
