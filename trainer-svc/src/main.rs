@@ -51,7 +51,7 @@ struct TrainArgs {
     lr: f64,
     #[arg(long, default_value_t = 1)]
     epochs: u32,
-    /// Stop after this many optimizer steps (0: run the epochs).
+    /// Exactly this many optimizer steps, repeating the data as needed (0: run the epochs).
     #[arg(long, default_value_t = 0)]
     steps: u64,
     #[arg(long, default_value_t = 1)]

@@ -65,6 +65,35 @@ fn a_tiny_model_overfits_a_handful_of_examples() {
     );
 }
 
+/// `max_steps` is the number of optimizer steps whatever the dataset's size: six examples in
+/// batches of four are two steps an epoch, so seven steps run four epochs, each in its own order.
+#[test]
+fn max_steps_repeats_the_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.epochs = 1;
+    c.batch_size = 4;
+    c.max_steps = 7;
+    let mut epochs = Vec::new();
+    let outcome = train(
+        &c,
+        &examples(),
+        &mut |e: Event| {
+            if let Event::Step { epoch, total_steps, .. } = e {
+                assert_eq!(total_steps, 7);
+                epochs.push(epoch)
+            }
+        },
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert!(
+        matches!(outcome, Outcome::Succeeded { steps: 7, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(epochs, [0, 0, 1, 1, 2, 2, 3]);
+}
+
 fn adapter_tensors(dir: &Path) -> std::collections::HashMap<String, candle_core::Tensor> {
     load_adapter(dir, &Device::Cpu).unwrap().1
 }

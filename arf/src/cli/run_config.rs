@@ -32,7 +32,8 @@ pub struct RunConfigArgs {
     /// Student base model (a directory or a .gguf file), on the trainer's machine.
     #[arg(long)]
     pub student_base: Option<String>,
-    /// Stop training after this many optimizer steps.
+    /// Train for exactly this many optimizer steps, repeating the data as often as needed
+    /// (overrides --epochs; every student of a comparison takes the same number).
     #[arg(long)]
     pub train_steps: Option<u32>,
     #[arg(long)]

@@ -25,7 +25,8 @@ pub struct TrainConfig {
     pub lora: LoraSpec,
     pub learning_rate: f64,
     pub epochs: u32,
-    /// 0: no limit (the epochs decide).
+    /// Exactly this many optimizer steps, repeating the data as often as needed (`epochs` is
+    /// then ignored); 0: the epochs decide.
     pub max_steps: u64,
     pub batch_size: usize,
     pub gradient_accumulation_steps: usize,

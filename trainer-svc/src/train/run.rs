@@ -167,10 +167,14 @@ pub fn train(
 
     let batches = train_idx.len().div_ceil(cfg.batch_size) as u64;
     let steps_per_epoch = batches.div_ceil(cfg.gradient_accumulation_steps as u64);
-    let mut total_steps = steps_per_epoch * u64::from(cfg.epochs);
-    if cfg.max_steps > 0 {
-        total_steps = total_steps.min(cfg.max_steps);
-    }
+    // `max_steps` overrides the epochs, as in transformers' Trainer: the data repeats, each
+    // epoch in its own seeded order, so students trained on datasets of different sizes (the
+    // comparison arms) still take the same number of optimizer steps.
+    let total_steps = if cfg.max_steps > 0 {
+        cfg.max_steps
+    } else {
+        steps_per_epoch * u64::from(cfg.epochs)
+    };
     let plan = Plan {
         train: train_idx,
         batch_size: cfg.batch_size,
