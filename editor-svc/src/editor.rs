@@ -7,10 +7,12 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::backend::{Backend, EngineLoad, ModelDescription, TokenStream};
+use crate::backend::{Backend, EngineLoad, ModelDescription, Scored, TokenStream};
 use crate::config::EditorConfig;
 use crate::error::EditorError;
-use crate::generation::{ChatMessage, Generation, GenerationRequest, Sampling, StreamEvent};
+use crate::generation::{
+    ChatMessage, ChatRole, Generation, GenerationRequest, Sampling, StreamEvent,
+};
 use crate::revise::{
     RevisionInput, build_messages, max_replacement_chars, parse_revision, plan, replacement_schema,
     revision_schema, span_messages,
@@ -131,6 +133,35 @@ impl Editor {
 
     pub async fn generate(&self, request: GenerationRequest) -> Result<Generation, EditorError> {
         self.generate_stream(request).await?.collect().await
+    }
+
+    /// The logprob of each token of `reply` as the assistant's answer to `messages`; holds one
+    /// in-flight slot, as a generation of the reply would.
+    pub async fn score(
+        &self,
+        messages: Vec<ChatMessage>,
+        reply: &str,
+    ) -> Result<Scored, EditorError> {
+        match messages.last() {
+            None => {
+                return Err(EditorError::invalid(
+                    "messages",
+                    "at least one message is required",
+                ));
+            }
+            Some(m) if m.role == ChatRole::Assistant => {
+                return Err(EditorError::invalid(
+                    "messages",
+                    "the last message is the assistant's: the reply to score goes in `reply`",
+                ));
+            }
+            Some(_) => {}
+        }
+        if reply.trim().is_empty() {
+            return Err(EditorError::invalid("reply", "the reply to score is empty"));
+        }
+        let _permit = self.permit()?;
+        self.backend.score(messages, reply).await
     }
 
     /// Revises a summary; with no findings, returns it unchanged without calling the model.

@@ -8,7 +8,8 @@ use arf_common::status::{invalid_field, overloaded};
 use arf_proto::v1::editor_server::{Editor as EditorRpc, EditorServer};
 use arf_proto::v1::{
     self as pb, GenerateRequest, GenerateResponse, GenerationTiming, GetModelInfoRequest,
-    ModelInfo, ReviseEvent, ReviseRequest, ReviseResponse, TokenUsage, revise_event,
+    ModelInfo, ReviseEvent, ReviseRequest, ReviseResponse, ScoreRequest, ScoreResponse,
+    TokenLogprob, TokenUsage, revise_event,
 };
 use tonic::{Request, Response, Status};
 
@@ -138,6 +139,30 @@ impl EditorRpc for EditorService {
             timing: Some(timing(&generation)),
             finish_reason: generation.finish_reason,
             text: generation.text,
+            model_id: editor.model().model_id.clone(),
+        }))
+    }
+
+    async fn score(
+        &self,
+        request: Request<ScoreRequest>,
+    ) -> Result<Response<ScoreResponse>, Status> {
+        let editor = self.loaded()?;
+        let request = request.into_inner();
+        let messages = chat_messages(request.messages)?;
+        let scored = editor
+            .score(messages, &request.reply)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(ScoreResponse {
+            mean_nll: scored.mean_nll(),
+            tokens: scored
+                .tokens
+                .iter()
+                .map(|&(token_id, logprob)| TokenLogprob { token_id, logprob })
+                .collect(),
+            usage: Some(usage(&scored.generation)),
+            timing: Some(timing(&scored.generation)),
             model_id: editor.model().model_id.clone(),
         }))
     }

@@ -2,7 +2,9 @@
 
 mod support;
 
-use arf_proto::v1::{GenerateRequest, GenerationParams, GetModelInfoRequest};
+use arf_proto::v1::{
+    ChatMessage, GenerateRequest, GenerationParams, GetModelInfoRequest, ScoreRequest,
+};
 use support::*;
 use tonic::Code;
 
@@ -269,4 +271,130 @@ async fn a_stop_sequence_ends_the_generation_early() {
         stopped.text,
         full.text
     );
+}
+
+/// `Score` gives each reply token the logprob the trainer's loss gives it: the same tokens (the
+/// chat template's rendering of the reply, end-of-turn included) and the same numbers, on the
+/// same weights. This is what lets Evaluate's reference likelihood stand for "what training on
+/// the reference would lower".
+#[tokio::test]
+async fn score_agrees_with_the_trainers_masked_loss() {
+    use arf_common::dataset::{Conversation, Role, Turn};
+    use candle_core::{Device, Tensor};
+    use trainer_svc::lora::ForwardCtx;
+    use trainer_svc::model::{Llama, LoadOptions};
+    use trainer_svc::train::Example;
+    use trainer_svc::train::data::{ChatFormat, prompt_messages};
+    use trainer_svc::train::loss::cross_entropy_sum;
+
+    let t = start(|_| {}).await;
+    let turn = |role, text: &str| Turn {
+        role,
+        text: text.into(),
+    };
+    let example = Example {
+        conversation: Conversation {
+            id: "c1".into(),
+            channel: "chat".into(),
+            turns: vec![
+                turn(Role::Customer, "My parcel is two days late."),
+                turn(Role::Agent, "Sorry! I have sent a replacement today."),
+            ],
+            metadata: Default::default(),
+        },
+        summary: "The customer's parcel was late; the agent sent a replacement.".into(),
+    };
+    let messages = prompt_messages(&example.conversation)
+        .into_iter()
+        .map(|(role, content)| ChatMessage {
+            role: role.into(),
+            content,
+        })
+        .collect();
+    let scored = t
+        .client()
+        .score(ScoreRequest {
+            messages,
+            reply: example.summary.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let format = ChatFormat::for_base(t.dir.path()).unwrap();
+    let encoded = format.encode(&example, 4096).unwrap();
+    let targets = &encoded.ids[encoded.target_start..];
+    let got: Vec<u32> = scored.tokens.iter().map(|t| t.token_id).collect();
+    assert_eq!(got, targets, "the scored tokens are the trainer's targets");
+
+    let model = Llama::load(t.dir.path(), &LoadOptions::default(), &Device::Cpu).unwrap();
+    let ids = Tensor::new(encoded.ids.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let logits = model
+        .forward(&ids, &mut ForwardCtx::eval())
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+    let rows = logits
+        .narrow(0, encoded.target_start - 1, targets.len())
+        .unwrap();
+    let target_tensor = Tensor::new(targets, &Device::Cpu).unwrap();
+    let trainer_nll = cross_entropy_sum(&rows, &target_tensor)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as f64
+        / targets.len() as f64;
+    assert!(
+        (scored.mean_nll - trainer_nll).abs() <= 1e-4,
+        "Score's mean NLL {} against the trainer's {trainer_nll}",
+        scored.mean_nll
+    );
+    // Per token too, each against the trainer's row.
+    for (i, token) in scored.tokens.iter().enumerate() {
+        let row = rows.narrow(0, i, 1).unwrap();
+        let one = Tensor::new(&[token.token_id], &Device::Cpu).unwrap();
+        let nll = cross_entropy_sum(&row, &one).unwrap().to_scalar::<f32>().unwrap();
+        assert!(
+            (token.logprob + nll).abs() <= 1e-4,
+            "token {i}: {} against {}",
+            token.logprob,
+            -nll
+        );
+    }
+    // A random model is far from certain: a scorer that returned zeros would fail above.
+    assert!(trainer_nll > 1.0, "{trainer_nll}");
+    let usage = scored.usage.unwrap();
+    assert_eq!(usage.output_tokens as usize, targets.len());
+}
+
+#[tokio::test]
+async fn score_refuses_an_empty_reply_and_a_prompt_that_ends_with_the_assistant() {
+    let t = start(|_| {}).await;
+    let mut client = t.client();
+    let empty = client
+        .score(ScoreRequest {
+            messages: vec![user("Hello")],
+            reply: " ".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument);
+    assert!(empty.message().contains("reply"), "{}", empty.message());
+    let assistant_last = client
+        .score(ScoreRequest {
+            messages: vec![
+                user("Hello"),
+                ChatMessage {
+                    role: "assistant".into(),
+                    content: "Hi".into(),
+                },
+            ],
+            reply: "there".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(assistant_last.code(), Code::InvalidArgument);
+    assert!(assistant_last.message().contains("messages"));
 }

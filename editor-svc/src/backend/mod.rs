@@ -5,10 +5,13 @@
 mod load;
 mod model_dir;
 mod probe;
+mod score;
 mod stream;
 
 use std::sync::Arc;
 use std::time::Instant;
+
+use mistralrs::CustomLogitsProcessor;
 
 use either::Either;
 use mistralrs::{
@@ -26,6 +29,7 @@ use crate::error::EditorError;
 use crate::generation::{ChatMessage, ChatRole, GenerationRequest, Sampling};
 use crate::telemetry::{self, GenAiMetrics};
 use probe::EngineProbe;
+use score::ForcedReply;
 use stream::StreamTelemetry;
 
 /// Bytes a chat template may add around the messages, plus per message (headers, a default
@@ -99,6 +103,15 @@ impl Backend {
     /// Submits a generation to the engine. The returned stream must be read for the generation
     /// to make progress past its buffer; dropping it cancels the generation.
     pub async fn start(&self, request: GenerationRequest) -> Result<TokenStream, EditorError> {
+        self.start_with(request, None).await
+    }
+
+    /// [`Self::start`], with one more logits processor after the probe.
+    async fn start_with(
+        &self,
+        request: GenerationRequest,
+        processor: Option<Arc<dyn CustomLogitsProcessor>>,
+    ) -> Result<TokenStream, EditorError> {
         self.check_context(&request).await?;
         let started = Instant::now();
         let span = telemetry::generation_span(&self.model_id, &request, self.capture_content);
@@ -111,6 +124,9 @@ impl Backend {
             stats.clone(),
             self.metrics.clone(),
         )));
+        if let Some(processor) = processor {
+            builder = builder.add_logits_processor(processor);
+        }
 
         // Room for every chunk the sequence can send: the engine awaits each send, so a slow
         // reader with a small buffer would stall every sequence in the batch, not just its own.
@@ -159,6 +175,61 @@ impl Backend {
         ))
     }
 
+    /// The logprob of each token of `reply` as the assistant's answer to `messages` (see
+    /// `score.rs`): the tokens the chat template renders for it, up to the end-of-turn token
+    /// that stops the sequence.
+    pub async fn score(
+        &self,
+        messages: Vec<ChatMessage>,
+        reply: &str,
+    ) -> Result<Scored, EditorError> {
+        let prompt = self.tokenize_chat(&messages, true).await?;
+        let mut chat = messages.clone();
+        chat.push(ChatMessage::new(ChatRole::Assistant, reply));
+        let full = self.tokenize_chat(&chat, false).await?;
+        let targets = full.strip_prefix(prompt.as_slice()).ok_or_else(|| {
+            EditorError::Engine(
+                "the chat template's generation prompt is not a prefix of the chat with the reply"
+                    .into(),
+            )
+        })?;
+        if targets.is_empty() {
+            return Err(EditorError::invalid("reply", "the reply renders to no token"));
+        }
+        let forced = Arc::new(ForcedReply::new(targets.to_vec()));
+        let request = GenerationRequest {
+            messages,
+            max_tokens: targets.len(),
+            sampling: Sampling::default(),
+            stop: Vec::new(),
+            json_schema: None,
+        };
+        let generation = self
+            .start_with(request, Some(forced.clone()))
+            .await?
+            .collect()
+            .await?;
+        let tokens: Vec<(u32, f32)> = targets.iter().copied().zip(forced.logprobs()).collect();
+        if tokens.is_empty() {
+            return Err(EditorError::Engine("the engine scored no token of the reply".into()));
+        }
+        Ok(Scored { tokens, generation })
+    }
+
+    async fn tokenize_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<u32>, EditorError> {
+        let messages = messages.iter().fold(TextMessages::new(), |m, msg| {
+            m.add_message(role(msg.role), &msg.content)
+        });
+        self.model
+            .tokenize(Either::Left(messages), None, true, add_generation_prompt, None)
+            .await
+            .map_err(|e| EditorError::Engine(format!("tokenizing the chat: {e}")))
+    }
+
     /// Refuses a request whose prompt plus `max_tokens` would run past the model's context
     /// (mistral.rs bounds the generated tokens only, and fails with an index error past it).
     async fn check_context(&self, request: &GenerationRequest) -> Result<(), EditorError> {
@@ -186,14 +257,7 @@ impl Backend {
         if bytes + TEMPLATE_SLACK_BYTES + request.max_tokens <= context {
             return Ok(());
         }
-        let messages = request.messages.iter().fold(TextMessages::new(), |m, msg| {
-            m.add_message(role(msg.role), &msg.content)
-        });
-        let prompt = self
-            .model
-            .tokenize(Either::Left(messages), None, true, true, None)
-            .await
-            .map_err(|e| EditorError::Engine(format!("tokenizing the prompt: {e}")))?;
+        let prompt = self.tokenize_chat(&request.messages, true).await?;
         if prompt.len() + request.max_tokens > context {
             return Err(EditorError::invalid(
                 "params.max_tokens",
@@ -205,6 +269,20 @@ impl Backend {
             ));
         }
         Ok(())
+    }
+}
+
+/// A scored reply: each token with its logprob, and the forced generation's usage and timing.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    pub tokens: Vec<(u32, f32)>,
+    pub generation: crate::generation::Generation,
+}
+
+impl Scored {
+    /// The reply's mean per-token negative log-likelihood.
+    pub fn mean_nll(&self) -> f64 {
+        -self.tokens.iter().map(|&(_, l)| f64::from(l)).sum::<f64>() / self.tokens.len() as f64
     }
 }
 
