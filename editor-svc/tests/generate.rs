@@ -355,7 +355,10 @@ async fn score_agrees_with_the_trainers_masked_loss() {
     for (i, token) in scored.tokens.iter().enumerate() {
         let row = rows.narrow(0, i, 1).unwrap();
         let one = Tensor::new(&[token.token_id], &Device::Cpu).unwrap();
-        let nll = cross_entropy_sum(&row, &one).unwrap().to_scalar::<f32>().unwrap();
+        let nll = cross_entropy_sum(&row, &one)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(
             (token.logprob + nll).abs() <= 1e-4,
             "token {i}: {} against {}",

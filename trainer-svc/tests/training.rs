@@ -79,7 +79,10 @@ fn max_steps_repeats_the_epochs() {
         &c,
         &examples(),
         &mut |e: Event| {
-            if let Event::Step { epoch, total_steps, .. } = e {
+            if let Event::Step {
+                epoch, total_steps, ..
+            } = e
+            {
                 assert_eq!(total_steps, 7);
                 epochs.push(epoch)
             }

@@ -194,7 +194,10 @@ impl Backend {
             )
         })?;
         if targets.is_empty() {
-            return Err(EditorError::invalid("reply", "the reply renders to no token"));
+            return Err(EditorError::invalid(
+                "reply",
+                "the reply renders to no token",
+            ));
         }
         let forced = Arc::new(ForcedReply::new(targets.to_vec()));
         let request = GenerationRequest {
@@ -211,7 +214,9 @@ impl Backend {
             .await?;
         let tokens: Vec<(u32, f32)> = targets.iter().copied().zip(forced.logprobs()).collect();
         if tokens.is_empty() {
-            return Err(EditorError::Engine("the engine scored no token of the reply".into()));
+            return Err(EditorError::Engine(
+                "the engine scored no token of the reply".into(),
+            ));
         }
         Ok(Scored { tokens, generation })
     }
@@ -225,7 +230,13 @@ impl Backend {
             m.add_message(role(msg.role), &msg.content)
         });
         self.model
-            .tokenize(Either::Left(messages), None, true, add_generation_prompt, None)
+            .tokenize(
+                Either::Left(messages),
+                None,
+                true,
+                add_generation_prompt,
+                None,
+            )
             .await
             .map_err(|e| EditorError::Engine(format!("tokenizing the chat: {e}")))
     }

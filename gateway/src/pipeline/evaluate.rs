@@ -248,7 +248,9 @@ async fn summarize(
     };
     let summary = generated.text.trim().to_string();
     let analysis = s.analyze(&summary).await?;
+    let reference_nll = s.reference_nll(&model, &request.messages).await?;
     Ok(ScoredSummary {
+        reference_nll,
         categories: categories(analysis.as_ref()),
         failed: analysis.is_none(),
         rouge: s.rouge(&summary),
@@ -279,6 +281,42 @@ impl Scoring<'_> {
             })
             .await?;
         Ok(answer.ok())
+    }
+
+    /// The model's mean per-token NLL of the human references (Editor.Score, all references
+    /// at once: the engine batches them), averaged over them. Independent of sampling and of the
+    /// analyzer. `None` without references or when the model refuses one.
+    async fn reference_nll(
+        &self,
+        model: &EditorClient<GrpcChannel>,
+        messages: &[pb::ChatMessage],
+    ) -> Result<Option<f64>, RunError> {
+        if self.item.references.is_empty() {
+            return Ok(None);
+        }
+        let scored = futures::future::join_all(self.item.references.iter().map(|reference| {
+            let request = pb::ScoreRequest {
+                messages: messages.to_vec(),
+                reply: reference.clone(),
+            };
+            self.p.call(self.run_id, self.token, STUDENT, move || {
+                let (mut model, request) = (model.clone(), request.clone());
+                async move { model.score(request).await.map(|r| r.into_inner()) }
+                    .instrument(self.span.clone())
+            })
+        }))
+        .await;
+        let mut total = 0.0;
+        for answer in scored {
+            match answer? {
+                Ok(r) => total += r.mean_nll,
+                Err(refusal) => {
+                    tracing::warn!(parent: self.span, code = ?refusal.code(), error = %refusal.message(), "the model refused to score a reference");
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(total / self.item.references.len() as f64))
     }
 
     fn rouge(&self, summary: &str) -> Option<Rouge> {

@@ -72,21 +72,24 @@ pub fn comparison(
     );
     let _ = writeln!(
         md,
-        "ROUGE F-measures against the human references; error rates are shares of summaries the analyzer flags.\n"
+        "ROUGE F-measures against the human references; reference NLL is the model's mean per-token \
+         negative log-likelihood of those references (nats, lower is better); error rates are shares \
+         of summaries the analyzer flags.\n"
     );
     let _ = writeln!(
         md,
-        "| model | ROUGE-1 | ROUGE-2 | ROUGE-L | worst error category | judge (1-5) |\n| --- | ---: | ---: | ---: | ---: | ---: |"
+        "| model | ROUGE-1 | ROUGE-2 | ROUGE-L | reference NLL | worst error category | judge (1-5) |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for c in overall {
         let worst = c.error_rates.values().copied().fold(0.0_f64, f64::max);
         let _ = writeln!(
             md,
-            "| {} | {:.3} | {:.3} | {:.3} | {:.0}% | {} |",
+            "| {} | {:.3} | {:.3} | {:.3} | {} | {:.0}% | {} |",
             title_of(c),
             c.rouge1,
             c.rouge2,
             c.rouge_l,
+            c.reference_nll.map_or("n/a".into(), |n| format!("{n:.3}")),
             worst * 100.0,
             judge_cell(c, no_judge)
         );

@@ -3,6 +3,7 @@
 //! replacement). A difference whose interval straddles zero is "no effect found", and the report
 //! says so instead of ranking the models by their means.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use arf_proto::v1 as pb;
@@ -10,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::store::ItemRecord;
-use crate::store::evaluation::{Model, ScoredSummary};
+use crate::store::evaluation::{Evaluation, Model, ScoredSummary};
 
 /// Resamples per interval: enough that the 2.5% and 97.5% points move by well under the
 /// precision the report prints.
@@ -53,47 +54,93 @@ const PAIRS: [(Model, Model); 3] = [
     (Model::Student, Model::Base),
 ];
 
-/// Per-summary metrics, in points (ROUGE) or percentage points (error rate).
-const METRICS: [(&str, fn(&ScoredSummary) -> Option<f64>); 4] = [
+/// Per-summary metrics, in points (ROUGE), nats (reference NLL) or percentage points (error
+/// rate).
+const METRICS: [(&str, fn(&ScoredSummary) -> Option<f64>); 5] = [
     ("rouge1", |s| s.rouge.map(|r| r.rouge1 * 100.0)),
     ("rouge2", |s| s.rouge.map(|r| r.rouge2 * 100.0)),
     ("rouge_l", |s| s.rouge.map(|r| r.rouge_l * 100.0)),
-    ("any_error", |s| {
-        (!s.failed).then(|| if s.categories.is_empty() { 0.0 } else { 100.0 })
-    }),
+    ("reference_nll", |s| s.reference_nll),
+    ("any_error", |s| flag(s, |c| !c.is_empty())),
 ];
 
-/// Every paired difference the evaluations allow.
+/// The metric name of one category's error rate.
+const CATEGORY_PREFIX: &str = "error:";
+
+/// 100 when the analyzer's categories of `s` satisfy `flagged`, else 0; `None` if it could not
+/// check `s`.
+fn flag(s: &ScoredSummary, flagged: impl Fn(&[String]) -> bool) -> Option<f64> {
+    (!s.failed).then(|| if flagged(&s.categories) { 100.0 } else { 0.0 })
+}
+
+/// Where a lower value is the better one.
+fn lower_is_better(metric: &str) -> bool {
+    metric == "any_error" || metric == "reference_nll" || metric.starts_with(CATEGORY_PREFIX)
+}
+
+/// Every paired difference the evaluations allow; against the unrevised student, also each
+/// error category's rate (the categories revision targets).
 pub fn differences(items: &[ItemRecord]) -> Vec<pb::Difference> {
+    let evaluations: Vec<&Evaluation> =
+        items.iter().filter_map(|i| i.evaluation.as_ref()).collect();
+    paired_differences(&evaluations)
+}
+
+fn paired_differences(evaluations: &[&Evaluation]) -> Vec<pb::Difference> {
     let mut out = Vec::new();
     for (model, baseline) in PAIRS {
         for (metric, value) in METRICS {
-            let diffs: Vec<f64> = items
-                .iter()
-                .filter_map(|i| i.evaluation.as_ref())
-                .filter_map(|e| Some(value(e.get(model)?)? - value(e.get(baseline)?)?))
-                .collect();
-            if let Some(ci) = paired_bootstrap(&diffs, RESAMPLES, SEED) {
-                // Flags are 0 or 100 per summary: +100 where only the model's was flagged.
-                let mcnemar_p = (metric == "any_error").then(|| {
-                    let only_model = diffs.iter().filter(|d| **d > 0.0).count() as u64;
-                    let only_baseline = diffs.iter().filter(|d| **d < 0.0).count() as u64;
-                    exact_mcnemar(only_model, only_baseline)
-                });
-                out.push(pb::Difference {
-                    mcnemar_p,
-                    model: model.card_name().into(),
-                    baseline: baseline.card_name().into(),
-                    metric: metric.into(),
-                    conversations: diffs.len() as u32,
-                    mean: ci.mean,
-                    ci_low: ci.low,
-                    ci_high: ci.high,
-                });
-            }
+            out.extend(difference(evaluations, model, baseline, metric, value));
+        }
+        if baseline != Model::Unrevised {
+            continue;
+        }
+        let categories: BTreeSet<&String> = evaluations
+            .iter()
+            .flat_map(|e| [e.get(model), e.get(baseline)])
+            .flatten()
+            .flat_map(|s| &s.categories)
+            .collect();
+        for category in categories {
+            let value = |s: &ScoredSummary| flag(s, |c| c.contains(category));
+            let metric = format!("{CATEGORY_PREFIX}{category}");
+            out.extend(difference(evaluations, model, baseline, &metric, value));
         }
     }
     out
+}
+
+/// `model` minus `baseline` on `metric`, paired per conversation; `None` without a pair. Flag
+/// metrics (error rates) also get the exact McNemar test.
+fn difference(
+    evaluations: &[&Evaluation],
+    model: Model,
+    baseline: Model,
+    metric: &str,
+    value: impl Fn(&ScoredSummary) -> Option<f64>,
+) -> Option<pb::Difference> {
+    let diffs: Vec<f64> = evaluations
+        .iter()
+        .filter_map(|e| Some(value(e.get(model)?)? - value(e.get(baseline)?)?))
+        .collect();
+    let ci = paired_bootstrap(&diffs, RESAMPLES, SEED)?;
+    // Flags are 0 or 100 per summary: +100 where only the model's was flagged.
+    let is_flag = metric == "any_error" || metric.starts_with(CATEGORY_PREFIX);
+    let mcnemar_p = is_flag.then(|| {
+        let only_model = diffs.iter().filter(|d| **d > 0.0).count() as u64;
+        let only_baseline = diffs.iter().filter(|d| **d < 0.0).count() as u64;
+        exact_mcnemar(only_model, only_baseline)
+    });
+    Some(pb::Difference {
+        mcnemar_p,
+        model: model.card_name().into(),
+        baseline: baseline.card_name().into(),
+        metric: metric.into(),
+        conversations: diffs.len() as u32,
+        mean: ci.mean,
+        ci_low: ci.low,
+        ci_high: ci.high,
+    })
 }
 
 /// The exact McNemar test's two-sided p-value for `b` and `c` discordant pairs: under no
@@ -119,7 +166,7 @@ pub fn exact_mcnemar(b: u64, c: u64) -> f64 {
 
 /// How a person reads one difference.
 pub fn verdict(d: &pb::Difference) -> &'static str {
-    let lower_is_better = d.metric == "any_error";
+    let lower_is_better = lower_is_better(&d.metric);
     if d.ci_low > 0.0 {
         if lower_is_better { "worse" } else { "better" }
     } else if d.ci_high < 0.0 {
@@ -138,8 +185,9 @@ pub fn section(md: &mut String, differences: &[pb::Difference]) {
         md,
         "## Did ARF help? Paired differences with 95% confidence intervals\n\n\
          Per held-out conversation, one model's score minus another's; the interval is a bootstrap \
-         over conversations (10,000 resamples). ROUGE in points; `any_error` in percentage points \
-         of summaries the analyzer flags (lower is better).\n\n\
+         over conversations (10,000 resamples). ROUGE in points; `reference_nll` in nats per token \
+         of the human references (lower is better); `any_error` and `error:<category>` in \
+         percentage points of summaries the analyzer flags (lower is better).\n\n\
          `McNemar p` is the exact test on the conversations where only one of the two was flagged.\n\n\
          | comparison | metric | conversations | difference | 95% CI | McNemar p | reading |\n\
          | --- | --- | ---: | ---: | --- | ---: | --- |"
@@ -197,6 +245,49 @@ mod tests {
         assert!((ci.high - 0.598).abs() < 0.015, "{ci:?}");
     }
 
+    /// A constructed case with known answers: the ARF student never hallucinates where the
+    /// unrevised one does in 20 of 40 conversations, and gives the references 0.5 nats less.
+    #[test]
+    fn per_category_rates_and_reference_nll_against_the_unrevised_student() {
+        let summary = |categories: &[&str], nll: f64| ScoredSummary {
+            categories: categories.iter().map(|c| c.to_string()).collect(),
+            reference_nll: Some(nll),
+            ..Default::default()
+        };
+        let evaluations: Vec<Evaluation> = (0..40)
+            .map(|i| Evaluation {
+                student: summary(&[], 1.0),
+                unrevised: Some(summary(
+                    if i % 2 == 0 { &["hallucination"] } else { &[] },
+                    1.5,
+                )),
+                base: Some(summary(&["omission"], 3.0)),
+                ..Default::default()
+            })
+            .collect();
+        let refs: Vec<&Evaluation> = evaluations.iter().collect();
+        let all = paired_differences(&refs);
+        let find = |model: &str, baseline: &str, metric: &str| {
+            all.iter()
+                .find(|d| d.model == model && d.baseline == baseline && d.metric == metric)
+                .cloned()
+        };
+        let halluc = find("student", "unrevised", "error:hallucination").unwrap();
+        assert_eq!(halluc.mean, -50.0);
+        assert!(halluc.ci_high < 0.0, "{halluc:?}");
+        assert!((halluc.mcnemar_p.unwrap() - 2.0 * 0.5f64.powi(20)).abs() < 1e-15);
+        assert_eq!(verdict(&halluc), "better");
+        let nll = find("student", "unrevised", "reference_nll").unwrap();
+        assert_eq!((nll.mean, nll.ci_low, nll.ci_high), (-0.5, -0.5, -0.5));
+        assert_eq!(nll.mcnemar_p, None);
+        assert_eq!(verdict(&nll), "better");
+        // Categories are compared against the unrevised student only, and only those either
+        // side has: the base model's omissions make no per-category row.
+        assert!(find("student", "unrevised", "error:omission").is_none());
+        assert!(find("student", "base", "error:omission").is_none());
+        assert_eq!(find("unrevised", "base", "any_error").unwrap().mean, -50.0);
+    }
+
     #[test]
     fn verdicts_follow_the_interval_and_the_metric_direction() {
         let d = |metric: &str, ci_low, ci_high| pb::Difference {
@@ -209,5 +300,7 @@ mod tests {
         assert_eq!(verdict(&d("rouge_l", -3.0, -0.5)), "worse");
         assert_eq!(verdict(&d("rouge_l", -1.0, 2.0)), "no effect found");
         assert_eq!(verdict(&d("any_error", -20.0, -5.0)), "better");
+        assert_eq!(verdict(&d("reference_nll", -0.3, -0.1)), "better");
+        assert_eq!(verdict(&d("error:omission", 2.0, 9.0)), "worse");
     }
 }

@@ -18,6 +18,8 @@ struct Acc {
     rouge_n: u32,
     judge: f64,
     judge_n: u32,
+    nll: f64,
+    nll_n: u32,
 }
 
 impl Acc {
@@ -31,6 +33,10 @@ impl Acc {
             self.rouge[1] += r.rouge2;
             self.rouge[2] += r.rouge_l;
             self.rouge_n += 1;
+        }
+        if let Some(nll) = side.reference_nll {
+            self.nll += nll;
+            self.nll_n += 1;
         }
         if let Some(j) = side.judge {
             self.judge += f64::from(j);
@@ -52,6 +58,7 @@ impl Acc {
             rouge2: mean(self.rouge[1], self.rouge_n),
             rouge_l: mean(self.rouge[2], self.rouge_n),
             judge_mean: mean(self.judge, self.judge_n),
+            reference_nll: (self.nll_n > 0).then(|| mean(self.nll, self.nll_n)),
         }
     }
 }

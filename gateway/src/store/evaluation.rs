@@ -83,6 +83,10 @@ pub struct ScoredSummary {
     pub judge: Option<u8>,
     #[serde(default)]
     pub output_tokens: u32,
+    /// The model's mean per-token negative log-likelihood of the human references (the mean
+    /// over them), asked as it summarizes; `None` without references, or for the teacher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_nll: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
