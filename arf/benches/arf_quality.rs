@@ -1,7 +1,10 @@
 //! The paper's comparison at small scale, on a real model and a real corpus: TweetSumm
 //! conversations (../shared/data/tweetsumm), SmolLM2-135M-Instruct as editor, judge and student
-//! base, and for each teacher the four-way table: base model zero-shot, student trained on the
-//! teacher's summaries as they are, student trained on the ARF-refined ones, and the teacher.
+//! base, and for each teacher the models side by side: base model zero-shot, student trained on
+//! the teacher's summaries as they are, student trained on the unflagged ones only
+//! (filter-only), student trained on the ARF-refined ones, student trained on the human
+//! references (oracle), and the teacher. Every student takes the same `--steps` optimizer steps
+//! with the same seed.
 //!
 //! Two teachers:
 //! - `injected`: the summaries of teacher_train.jsonl (human references with one or two injected
@@ -12,7 +15,7 @@
 //!
 //!   cargo bench --profile dev -p arf --bench arf_quality -- [--train N] [--eval M] [--steps S]
 //!       [--teachers injected,smollm2] [--judge] [--data-dir DIR] [--candidates N] [--rounds R]
-//!       [--stages analyze,revise] [--export DIR]
+//!       [--stages analyze,revise] [--export DIR] [--arms filter_only,oracle|none]
 //!
 //! `--stages analyze,revise` measures revision alone (acceptance per category, the gate's
 //! quality) without training or evaluating. `--export DIR` writes each run's refined set there
@@ -41,6 +44,8 @@ struct Args {
     rounds: u32,
     stages: Vec<i32>,
     export: Option<PathBuf>,
+    filter_only: bool,
+    oracle: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -55,6 +60,8 @@ fn args() -> anyhow::Result<Args> {
         rounds: 1,
         stages: vec![],
         export: None,
+        filter_only: true,
+        oracle: true,
     };
     let mut it = std::env::args().skip(1).filter(|s| s != "--bench");
     while let Some(flag) = it.next() {
@@ -72,6 +79,11 @@ fn args() -> anyhow::Result<Args> {
             "--candidates" => a.candidates = value()?.parse()?,
             "--rounds" => a.rounds = value()?.parse()?,
             "--export" => a.export = Some(value()?.into()),
+            "--arms" => {
+                let arms = value()?;
+                a.filter_only = arms.split(',').any(|s| s == "filter_only");
+                a.oracle = arms.split(',').any(|s| s == "oracle");
+            }
             "--stages" => {
                 a.stages = value()?
                     .split(',')
@@ -142,6 +154,8 @@ fn config(a: &Args) -> pb::RunConfig {
         revision_candidates: a.candidates,
         revision_max_tokens: 192,
         compare_unrevised: true,
+        compare_filter_only: a.filter_only,
+        compare_oracle: a.oracle,
         training: Some(pb::Hyperparameters {
             max_steps: a.steps,
             learning_rate: 2e-4,
@@ -318,9 +332,9 @@ fn print_table(teacher: &str, run: &pb::Run, report: &pb::Report, secs: f64) {
         println!("judge uninformative: {}", report.judge_uninformative);
     }
     println!(
-        "\n| model | summaries | ROUGE-1 | ROUGE-2 | ROUGE-L | judge | summaries with an error |"
+        "\n| model | summaries | ROUGE-1 | ROUGE-2 | ROUGE-L | reference NLL | judge | summaries with an error |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | --- |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     for card in &report.overall {
         let worst: Vec<String> = {
             let mut rates: Vec<(&String, &f64)> = card.error_rates.iter().collect();
@@ -337,12 +351,14 @@ fn print_table(teacher: &str, run: &pb::Run, report: &pb::Report, secs: f64) {
             "n/a".into()
         };
         println!(
-            "| {} | {} | {:.2} | {:.2} | {:.2} | {judge} | {} |",
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {} | {judge} | {} |",
             card.model,
             card.summaries,
             card.rouge1 * 100.0,
             card.rouge2 * 100.0,
             card.rouge_l * 100.0,
+            card.reference_nll
+                .map_or("n/a".into(), |n| format!("{n:.3}")),
             worst.join(", ")
         );
     }
@@ -351,13 +367,16 @@ fn print_table(teacher: &str, run: &pb::Run, report: &pb::Report, secs: f64) {
         let table = table.split("\n\n").find(|p| p.starts_with("| comparison"));
         println!("\n{}", table.unwrap_or_default());
     }
+    if let Some(why) = gateway::report::effect::ceiling_unseen(&report.differences) {
+        println!("\n{why}");
+    }
     if let Some(times) = report.markdown.split("## Time\n\n").nth(1) {
         println!("\n{}", times.split("\n\n").next().unwrap_or_default());
     }
     let cards: Vec<serde_json::Value> = report
         .overall
         .iter()
-        .map(|c| serde_json::json!({"model": c.model, "rouge1": c.rouge1, "rouge2": c.rouge2, "rougeL": c.rouge_l, "judge": c.judge_mean, "error_rates": c.error_rates}))
+        .map(|c| serde_json::json!({"model": c.model, "rouge1": c.rouge1, "rouge2": c.rouge2, "rougeL": c.rouge_l, "reference_nll": c.reference_nll, "judge": c.judge_mean, "error_rates": c.error_rates}))
         .collect();
     println!(
         "{}",

@@ -1,6 +1,7 @@
 //! Runs that start from raw conversations (the Generate stage writes the teacher's summaries
-//! the rows lack), and the ARF comparison: a second student trained on the unrevised summaries,
-//! the base model zero-shot, both students and the teacher side by side in the report.
+//! the rows lack), and the ARF comparison: students trained on the unrevised summaries, on the
+//! unflagged ones only and on the human references, the base model zero-shot, every student
+//! and the teacher side by side in the report, with each model's reference likelihood.
 
 mod support;
 
@@ -22,7 +23,7 @@ fn half_raw_rows() -> Vec<pb::DatasetRow> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn raw_conversations_get_teacher_summaries_and_the_report_compares_four_models() {
+async fn raw_conversations_get_teacher_summaries_and_the_report_compares_every_arm() {
     let dir = tempfile::tempdir().unwrap();
     let (suite, mut client) = suite(dir.path()).await;
     let rows = half_raw_rows();
@@ -36,6 +37,8 @@ async fn raw_conversations_get_teacher_summaries_and_the_report_compares_four_mo
     config.revision_rounds = 1;
     config.revision_max_tokens = 96;
     config.compare_unrevised = true;
+    config.compare_filter_only = true;
+    config.compare_oracle = true;
     // A tiny random model's generated summaries are flagged and its revisions of them refused by
     // the gate; kept as they are, they still reach the training set, which is what this checks.
     config.set_on_unimproved(pb::UnimprovedPolicy::KeepOriginal);
@@ -71,7 +74,7 @@ async fn raw_conversations_get_teacher_summaries_and_the_report_compares_four_mo
     assert_eq!(
         suite.student_host.loaded(),
         0,
-        "the three models evaluated are unloaded after the run"
+        "the five models evaluated are unloaded after the run"
     );
 
     let c = run.counts.clone().unwrap();
@@ -99,7 +102,7 @@ async fn raw_conversations_get_teacher_summaries_and_the_report_compares_four_mo
         .unwrap();
     assert_eq!((progress.total, progress.done), (8, 8));
 
-    // Two students, from two jobs; the report sets four models side by side.
+    // Four students, from four jobs; the report sets six models side by side.
     assert!(!run.training_job_id.is_empty() && !run.baseline_job_id.is_empty());
     assert_ne!(run.training_job_id, run.baseline_job_id);
     let report = client
@@ -119,9 +122,35 @@ async fn raw_conversations_get_teacher_summaries_and_the_report_compares_four_mo
         [
             ("base", c.held_out),
             ("unrevised", c.held_out),
+            ("filter_only", c.held_out),
             ("student", c.held_out),
+            ("oracle", c.held_out),
             ("teacher", c.held_out)
         ]
+    );
+    // Every model but the teacher gave the held-out references a likelihood, and a random
+    // model gives them little.
+    for card in &report.overall {
+        match card.model.as_str() {
+            "teacher" => assert_eq!(card.reference_nll, None),
+            _ => assert!(card.reference_nll.is_some_and(|n| n > 1.0), "{card:?}"),
+        }
+    }
+    for arm in ["student", "filter_only", "oracle"] {
+        assert!(
+            report.differences.iter().any(|d| d.model == arm
+                && d.baseline == "unrevised"
+                && d.metric == "reference_nll"),
+            "{arm} minus unrevised on reference NLL: {:?}",
+            report.differences
+        );
+    }
+    assert!(
+        report
+            .differences
+            .iter()
+            .any(|d| d.metric.starts_with("error:") && d.mcnemar_p.is_some()),
+        "per-category error rates against the unrevised student"
     );
     for ch in &report.per_channel {
         assert!(

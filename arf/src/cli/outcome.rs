@@ -71,15 +71,17 @@ fn print_gate(g: &pb::GateQuality) {
     }
 }
 
-/// The paired differences with their 95% CIs (ROUGE in points, errors in percentage points).
+/// The paired differences with their 95% CIs (ROUGE in points, reference NLL in nats, errors
+/// in percentage points), each with its reading.
 fn print_differences(differences: &[pb::Difference]) {
+    use gateway::report::effect::{ceiling_unseen, verdict};
     if differences.is_empty() {
         return;
     }
     println!("\n  paired differences over held-out conversations, bootstrap 95% CI:");
     for d in differences {
         println!(
-            "  {:<22} {:<9} {:>+7.2} ({:+.2} to {:+.2}, n={}){}",
+            "  {:<24} {:<28} {:>+7.2} ({:+.2} to {:+.2}, n={}){}  {}",
             format!("{} - {}", d.model, d.baseline),
             d.metric,
             d.mean,
@@ -87,8 +89,12 @@ fn print_differences(differences: &[pb::Difference]) {
             d.ci_high,
             d.conversations,
             d.mcnemar_p
-                .map_or(String::new(), |p| format!(", McNemar p={p:.3}"))
+                .map_or(String::new(), |p| format!(", McNemar p={p:.3}")),
+            verdict(d)
         );
+    }
+    if let Some(why) = ceiling_unseen(differences) {
+        println!("  {}", why.replace("**", ""));
     }
 }
 
@@ -98,8 +104,8 @@ fn print_scores(cards: &[pb::ScoreCard], judge_uninformative: &str) {
         return;
     }
     println!(
-        "\n  {:<12} {:>9} {:>8} {:>8} {:>8} {:>6}",
-        "model", "summaries", "ROUGE-1", "ROUGE-2", "ROUGE-L", "judge"
+        "\n  {:<12} {:>9} {:>8} {:>8} {:>8} {:>8} {:>6}",
+        "model", "summaries", "ROUGE-1", "ROUGE-2", "ROUGE-L", "ref NLL", "judge"
     );
     for c in cards {
         let judge = if !judge_uninformative.is_empty() && c.judge_mean > 0.0 {
@@ -109,9 +115,10 @@ fn print_scores(cards: &[pb::ScoreCard], judge_uninformative: &str) {
         } else {
             "n/a".into()
         };
+        let nll = c.reference_nll.map_or("n/a".into(), |n| format!("{n:.3}"));
         println!(
-            "  {:<12} {:>9} {:>8.3} {:>8.3} {:>8.3} {:>6}",
-            c.model, c.summaries, c.rouge1, c.rouge2, c.rouge_l, judge
+            "  {:<12} {:>9} {:>8.3} {:>8.3} {:>8.3} {:>8} {:>6}",
+            c.model, c.summaries, c.rouge1, c.rouge2, c.rouge_l, nll, judge
         );
     }
     if !judge_uninformative.is_empty() {

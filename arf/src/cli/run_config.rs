@@ -61,6 +61,14 @@ pub struct RunConfigArgs {
     /// zero-shot: the report compares base, unrevised student, ARF student and teacher.
     #[arg(long)]
     pub compare_unrevised: bool,
+    /// Also train a student on the teacher summaries the analyzer did not flag (flagged rows
+    /// dropped, nothing revised): what revising adds over filtering.
+    #[arg(long)]
+    pub compare_filter_only: bool,
+    /// Also train a student on the human references of the training rows: the ceiling, which
+    /// tells whether the evaluation can see a difference in training data at all.
+    #[arg(long)]
+    pub compare_oracle: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
@@ -119,6 +127,8 @@ impl RunConfigArgs {
             }),
             student_base_model_dir: self.student_base.clone().unwrap_or_default(),
             compare_unrevised: self.compare_unrevised,
+            compare_filter_only: self.compare_filter_only,
+            compare_oracle: self.compare_oracle,
         })
     }
 }

@@ -1,8 +1,10 @@
 //! Stage 4: the student summarizes the held-out conversations (asked exactly as it was trained)
 //! and is scored beside the teacher: the analyzer's error categories, ROUGE-1/2/L against human
 //! references where the data has them (rougers matches Google's rouge-score bit for bit), and
-//! optionally a judge's 1-5 rating (the analyzer's Rate, beside its model-judged detectors). With `compare_unrevised`, the student
-//! trained on unrevised data and the base model (zero-shot) are asked and scored the same way.
+//! optionally a judge's 1-5 rating (the analyzer's Rate, beside its model-judged detectors), and
+//! each model's likelihood of the human references (Editor.Score). With `compare_unrevised`,
+//! the student trained on unrevised data and the base model (zero-shot), and the filter-only
+//! and oracle students where the run trained them, are asked and scored the same way.
 
 use std::path::Path;
 
@@ -16,7 +18,7 @@ use tracing::Instrument;
 
 use super::waiting::{ANALYZER, STUDENT};
 use super::{Pipeline, RunError, finetune, item_trace, summarize_request};
-use crate::store::evaluation::{Evaluation, Rouge, ScoredSummary};
+use crate::store::evaluation::{Evaluation, Model, Rouge, ScoredSummary};
 use crate::store::{ItemRecord, Student};
 
 const BATCH: usize = 32;
@@ -25,8 +27,8 @@ const CONCURRENCY: usize = 4;
 /// The models that summarize the held-out conversations, each behind an Editor endpoint.
 struct Summarizers {
     student: EditorClient<GrpcChannel>,
-    unrevised: Option<EditorClient<GrpcChannel>>,
-    base: Option<EditorClient<GrpcChannel>>,
+    /// The comparison's other models, in the report's order.
+    others: Vec<(Model, EditorClient<GrpcChannel>)>,
 }
 
 pub async fn run(
@@ -75,30 +77,20 @@ async fn evaluate_all(
         )
         .await?
     };
-    let (unrevised, base) = if config.compare_unrevised {
-        let unrevised = serve(
-            p,
-            hosted,
-            run.model_dir(Student::Unrevised),
-            "no merged unrevised student to compare against",
-        )
-        .await?;
-        let base = serve(
-            p,
-            hosted,
-            &finetune::student_base(p, config)?,
-            "no student base model",
-        )
-        .await?;
-        (Some(unrevised), Some(base))
-    } else {
-        (None, None)
-    };
-    let summarizers = Summarizers {
-        student,
-        unrevised,
-        base,
-    };
+    let mut others = Vec::new();
+    if config.compare_unrevised {
+        let base = finetune::student_base(p, config)?;
+        others.push((
+            Model::Base,
+            serve(p, hosted, &base, "no student base model").await?,
+        ));
+    }
+    for arm in Student::of_run(config).into_iter().skip(1) {
+        let missing = format!("no merged {} to compare against", arm.model().title());
+        let model = serve(p, hosted, run.model_dir(arm), &missing).await?;
+        others.push((arm.model(), model));
+    }
+    let summarizers = Summarizers { student, others };
     let scorer = RougeScorer::new(["rouge1", "rouge2", "rougeL"], true)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     p.drain_pending(
@@ -172,14 +164,10 @@ async fn evaluate_item(
     let ask = |model: &EditorClient<GrpcChannel>| summarize(model.clone(), &scoring);
 
     let student = ask(&summarizers.student).await?;
-    let unrevised = match &summarizers.unrevised {
-        Some(m) => Some(ask(m).await?),
-        None => None,
-    };
-    let base = match &summarizers.base {
-        Some(m) => Some(ask(m).await?),
-        None => None,
-    };
+    let mut others = Vec::new();
+    for (model, client) in &summarizers.others {
+        others.push((*model, ask(client).await?));
+    }
     let teacher_summary = item.teacher_summary.clone();
     let teacher = ScoredSummary {
         categories: categories(item.analysis.as_ref()),
@@ -189,13 +177,15 @@ async fn evaluate_item(
         ..Default::default()
     };
     let findings = student.categories.len() as u32;
-    let result = Evaluation {
+    let mut result = Evaluation {
         channel: item.conversation.channel.clone(),
         teacher,
         student,
-        unrevised,
-        base,
+        ..Default::default()
     };
+    for (model, scored) in others {
+        result.set(model, scored);
+    }
     let event = Kind::Item(pb::ItemProgress {
         conversation_id: id.clone(),
         stage: pb::Stage::Evaluate as i32,

@@ -1,6 +1,8 @@
 //! Stage 3: LoRA on the student over the refined pairs, as a trainer job; with
 //! `compare_unrevised`, a second job trains the same base on the teacher's summaries as they
-//! are, so Evaluate can show what revision changed. Each job's id is stored with the run, so a
+//! are, so Evaluate can show what revision changed (and, asked for, a filter-only student on
+//! the unflagged summaries and an oracle on the human references). Every student gets the
+//! run's hyperparameters, seed included, so with `max_steps` they take the same steps. Each job's id is stored with the run, so a
 //! restarted gateway watches the same job instead of starting another; the jobs' events are
 //! relayed into the run's own event log.
 
@@ -20,9 +22,8 @@ pub async fn run(
     config: &pb::RunConfig,
     token: &CancellationToken,
 ) -> Result<(), RunError> {
-    train(p, run_id, config, Student::Refined, token).await?;
-    if config.compare_unrevised {
-        train(p, run_id, config, Student::Unrevised, token).await?;
+    for student in Student::of_run(config) {
+        train(p, run_id, config, student, token).await?;
     }
     Ok(())
 }
@@ -53,6 +54,8 @@ async fn pairs(
             .map(|pair| (pair.conversation, pair.summary))
             .collect(),
         Student::Unrevised => p.store().unrevised_pairs(run_id).await?,
+        Student::FilterOnly => p.store().filtered_pairs(run_id).await?,
+        Student::Oracle => p.store().reference_pairs(run_id).await?,
     })
 }
 
@@ -75,9 +78,16 @@ async fn train(
     let job_id = if run.job_id(student).is_empty() {
         let pairs = pairs(p, run_id, config, student).await?;
         if pairs.is_empty() {
+            let why = match student {
+                Student::FilterOnly => "the analyzer flagged every training summary",
+                Student::Oracle => "no training row has a human reference",
+                _ => {
+                    "every summary was excluded (no revision was accepted; on_unimproved \
+                     KEEP_ORIGINAL trains on the teacher's summaries instead)"
+                }
+            };
             return Err(anyhow::anyhow!(
-                "no training examples for the {}: every summary was excluded (no revision was \
-                 accepted; on_unimproved KEEP_ORIGINAL trains on the teacher's summaries instead)",
+                "no training examples for the {}: {why}",
                 student.model().title()
             )
             .into());

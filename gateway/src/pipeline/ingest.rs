@@ -111,11 +111,20 @@ fn validate(spec: &pb::RunSpec) -> Result<(), IngestError> {
 /// serves two more models.
 fn students_served_elsewhere(config: &pb::RunConfig) -> Result<(), IngestError> {
     const HOSTED: &str = "or run the gateway as `arf gateway`, which serves students in-process";
-    if config.compare_unrevised {
-        return Err(invalid(
-            "spec.config.compare_unrevised",
-            format!("this gateway hosts no models to compare; drop the comparison, {HOSTED}"),
-        ));
+    for (asked, field) in [
+        (config.compare_unrevised, "spec.config.compare_unrevised"),
+        (
+            config.compare_filter_only,
+            "spec.config.compare_filter_only",
+        ),
+        (config.compare_oracle, "spec.config.compare_oracle"),
+    ] {
+        if asked {
+            return Err(invalid(
+                field,
+                format!("this gateway hosts no models to compare; drop the comparison, {HOSTED}"),
+            ));
+        }
     }
     let endpoint = config
         .evaluation

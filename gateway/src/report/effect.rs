@@ -48,8 +48,10 @@ pub fn paired_bootstrap(diffs: &[f64], resamples: usize, seed: u64) -> Option<In
 }
 
 /// The comparisons a report makes: (model, baseline).
-const PAIRS: [(Model, Model); 3] = [
+const PAIRS: [(Model, Model); 5] = [
     (Model::Student, Model::Unrevised),
+    (Model::FilterOnly, Model::Unrevised),
+    (Model::Oracle, Model::Unrevised),
     (Model::Unrevised, Model::Base),
     (Model::Student, Model::Base),
 ];
@@ -208,6 +210,32 @@ pub fn section(md: &mut String, differences: &[pb::Difference]) {
         );
     }
     md.push('\n');
+    if let Some(why) = ceiling_unseen(differences) {
+        let _ = writeln!(md, "{why}\n");
+    }
+}
+
+/// When the oracle (trained on the human references) cannot be told from the unrevised student
+/// on ROUGE-L or on reference NLL, no difference in training data this evaluation could show:
+/// a "no effect found" elsewhere then says nothing about revision. The sentence that says so.
+pub fn ceiling_unseen(differences: &[pb::Difference]) -> Option<String> {
+    let oracle: Vec<&pb::Difference> = differences
+        .iter()
+        .filter(|d| {
+            d.model == Model::Oracle.card_name()
+                && d.baseline == Model::Unrevised.card_name()
+                && (d.metric == "rouge_l" || d.metric == "reference_nll")
+        })
+        .collect();
+    (!oracle.is_empty() && oracle.iter().all(|d| verdict(d) == "no effect found")).then(|| {
+        format!(
+            "**The oracle cannot be told from the unrevised student** (ROUGE-L and reference NLL, \
+             {} conversations): this evaluation is too small, or the training too short, to show \
+             any effect of the training data, so its \"no effect found\" for ARF is not evidence \
+             of no effect.",
+            oracle[0].conversations
+        )
+    })
 }
 
 #[cfg(test)]
@@ -286,6 +314,35 @@ mod tests {
         assert!(find("student", "unrevised", "error:omission").is_none());
         assert!(find("student", "base", "error:omission").is_none());
         assert_eq!(find("unrevised", "base", "any_error").unwrap().mean, -50.0);
+    }
+
+    #[test]
+    fn the_report_says_when_even_the_oracle_shows_no_effect() {
+        let d = |model: &str, metric: &str, ci_low, ci_high| pb::Difference {
+            model: model.into(),
+            baseline: "unrevised".into(),
+            metric: metric.into(),
+            conversations: 24,
+            ci_low,
+            ci_high,
+            ..Default::default()
+        };
+        let unseen = [
+            d("oracle", "rouge_l", -1.0, 2.0),
+            d("oracle", "reference_nll", -0.2, 0.1),
+            d("student", "rouge_l", 0.5, 2.0),
+        ];
+        assert!(
+            ceiling_unseen(&unseen)
+                .unwrap()
+                .contains("24 conversations")
+        );
+        let seen = [
+            d("oracle", "rouge_l", -1.0, 2.0),
+            d("oracle", "reference_nll", -0.4, -0.1),
+        ];
+        assert_eq!(ceiling_unseen(&seen), None);
+        assert_eq!(ceiling_unseen(&[d("student", "rouge_l", -1.0, 1.0)]), None);
     }
 
     #[test]

@@ -86,8 +86,8 @@ mod tests {
                 channel: "chat".into(),
                 teacher: side(teacher),
                 student: side(student),
-                unrevised: None,
                 base: Some(side(base)),
+                ..Default::default()
             }),
             trace_parent: None,
         }

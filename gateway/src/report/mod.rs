@@ -2,7 +2,7 @@
 //! Built from the store (items, counts, events), so it can be regenerated at any time.
 
 mod compare;
-mod effect;
+pub mod effect;
 mod gate;
 mod judge;
 mod scores;

@@ -16,6 +16,12 @@ pub struct Evaluation {
     /// The base model, zero-shot (compare_unrevised).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<ScoredSummary>,
+    /// The student trained on the unflagged teacher summaries only (compare_filter_only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_only: Option<ScoredSummary>,
+    /// The student trained on the human references (compare_oracle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oracle: Option<ScoredSummary>,
 }
 
 /// The models a report compares, in the order its tables show them.
@@ -23,15 +29,19 @@ pub struct Evaluation {
 pub enum Model {
     Base,
     Unrevised,
+    FilterOnly,
     Student,
+    Oracle,
     Teacher,
 }
 
 impl Model {
-    pub const ALL: [Model; 4] = [
+    pub const ALL: [Model; 6] = [
         Model::Base,
         Model::Unrevised,
+        Model::FilterOnly,
         Model::Student,
+        Model::Oracle,
         Model::Teacher,
     ];
 
@@ -40,7 +50,9 @@ impl Model {
         match self {
             Model::Base => "base",
             Model::Unrevised => "unrevised",
+            Model::FilterOnly => "filter_only",
             Model::Student => "student",
+            Model::Oracle => "oracle",
             Model::Teacher => "teacher",
         }
     }
@@ -50,7 +62,9 @@ impl Model {
         match self {
             Model::Base => "base model, zero-shot",
             Model::Unrevised => "student on unrevised data",
+            Model::FilterOnly => "student on unflagged data only",
             Model::Student => "student on ARF-refined data",
+            Model::Oracle => "student on human references",
             Model::Teacher => "teacher",
         }
     }
@@ -61,9 +75,24 @@ impl Evaluation {
         match model {
             Model::Base => self.base.as_ref(),
             Model::Unrevised => self.unrevised.as_ref(),
+            Model::FilterOnly => self.filter_only.as_ref(),
             Model::Student => Some(&self.student),
+            Model::Oracle => self.oracle.as_ref(),
             Model::Teacher => Some(&self.teacher),
         }
+    }
+
+    /// Stores a comparison model's summary.
+    pub fn set(&mut self, model: Model, scored: ScoredSummary) {
+        let slot = match model {
+            Model::Base => &mut self.base,
+            Model::Unrevised => &mut self.unrevised,
+            Model::FilterOnly => &mut self.filter_only,
+            Model::Oracle => &mut self.oracle,
+            Model::Student => return self.student = scored,
+            Model::Teacher => return self.teacher = scored,
+        };
+        *slot = Some(scored);
     }
 }
 

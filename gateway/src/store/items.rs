@@ -474,6 +474,44 @@ impl Store {
             .collect())
     }
 
+    /// The teacher's summaries the analyzer found nothing wrong with: what a student learns
+    /// from when flagged rows are dropped and nothing is revised (the filter-only arm).
+    pub async fn filtered_pairs(
+        &self,
+        run_id: &str,
+    ) -> anyhow::Result<Vec<(Conversation, String)>> {
+        let items = self
+            .select_items(
+                run_id,
+                "split = 'train' AND teacher_summary != ''",
+                usize::MAX >> 2,
+            )
+            .await?;
+        Ok(items
+            .into_iter()
+            .filter(|i| i.analysis.as_ref().is_some_and(|a| a.findings.is_empty()))
+            .map(|i| (i.conversation, i.teacher_summary))
+            .collect())
+    }
+
+    /// The first human reference of each training conversation that has one: the oracle arm,
+    /// the data no revision can beat.
+    pub async fn reference_pairs(
+        &self,
+        run_id: &str,
+    ) -> anyhow::Result<Vec<(Conversation, String)>> {
+        let items = self
+            .select_items(run_id, "split = 'train'", usize::MAX >> 2)
+            .await?;
+        Ok(items
+            .into_iter()
+            .filter_map(|i| {
+                let reference = i.references.into_iter().find(|r| !r.trim().is_empty())?;
+                Some((i.conversation, reference))
+            })
+            .collect())
+    }
+
     pub async fn pending_evaluation(
         &self,
         run_id: &str,

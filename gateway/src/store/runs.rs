@@ -24,6 +24,12 @@ pub struct RunRecord {
     /// The unrevised student's job and model (compare_unrevised only).
     pub baseline_job_id: String,
     pub baseline_model_dir: String,
+    /// The filter-only student's (compare_filter_only only).
+    pub filter_job_id: String,
+    pub filter_model_dir: String,
+    /// The oracle student's (compare_oracle only).
+    pub oracle_job_id: String,
+    pub oracle_model_dir: String,
 }
 
 impl RunRecord {
@@ -31,6 +37,8 @@ impl RunRecord {
         match student {
             Student::Refined => &self.training_job_id,
             Student::Unrevised => &self.baseline_job_id,
+            Student::FilterOnly => &self.filter_job_id,
+            Student::Oracle => &self.oracle_job_id,
         }
     }
 
@@ -38,6 +46,8 @@ impl RunRecord {
         match student {
             Student::Refined => &self.student_model_dir,
             Student::Unrevised => &self.baseline_model_dir,
+            Student::FilterOnly => &self.filter_model_dir,
+            Student::Oracle => &self.oracle_model_dir,
         }
     }
 }
@@ -49,6 +59,10 @@ pub enum Student {
     Refined,
     /// Trained on the teacher's summaries as they are, to compare against (compare_unrevised).
     Unrevised,
+    /// Trained on the teacher's summaries the analyzer did not flag (compare_filter_only).
+    FilterOnly,
+    /// Trained on the human references (compare_oracle): the ceiling.
+    Oracle,
 }
 
 impl Student {
@@ -61,7 +75,24 @@ impl Student {
                 "baseline_model_dir",
                 "baseline_event_seq",
             ),
+            Student::FilterOnly => ("filter_job_id", "filter_model_dir", "filter_event_seq"),
+            Student::Oracle => ("oracle_job_id", "oracle_model_dir", "oracle_event_seq"),
         }
+    }
+
+    /// The students a run trains, the run's own first.
+    pub fn of_run(config: &pb::RunConfig) -> Vec<Student> {
+        let mut students = vec![Student::Refined];
+        if config.compare_unrevised {
+            students.push(Student::Unrevised);
+        }
+        if config.compare_filter_only {
+            students.push(Student::FilterOnly);
+        }
+        if config.compare_oracle {
+            students.push(Student::Oracle);
+        }
+        students
     }
 
     /// The model it is in reports.
@@ -69,12 +100,15 @@ impl Student {
         match self {
             Student::Refined => Model::Student,
             Student::Unrevised => Model::Unrevised,
+            Student::FilterOnly => Model::FilterOnly,
+            Student::Oracle => Model::Oracle,
         }
     }
 }
 
 const COLUMNS: &str = "id, display_name, state, config, create_time_ms, end_time_ms, error, current_stage, training_job_id, \
-                       student_model_dir, baseline_job_id, baseline_model_dir";
+                       student_model_dir, baseline_job_id, baseline_model_dir, filter_job_id, filter_model_dir, \
+                       oracle_job_id, oracle_model_dir";
 
 fn from_row(row: &AnyRow) -> Result<RunRecord, sqlx::Error> {
     let config: Vec<u8> = row.try_get(3)?;
@@ -93,6 +127,10 @@ fn from_row(row: &AnyRow) -> Result<RunRecord, sqlx::Error> {
         student_model_dir: row.try_get(9)?,
         baseline_job_id: row.try_get(10)?,
         baseline_model_dir: row.try_get(11)?,
+        filter_job_id: row.try_get(12)?,
+        filter_model_dir: row.try_get(13)?,
+        oracle_job_id: row.try_get(14)?,
+        oracle_model_dir: row.try_get(15)?,
     })
 }
 

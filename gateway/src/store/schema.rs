@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS events (
 ";
 
 /// Changes to the schema above, in order.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     // 1: teacher summaries written by the Generate stage; the unrevised student.
     "ALTER TABLE items ADD COLUMN needs_summary {int} NOT NULL DEFAULT 0;  -- arrived without one
      ALTER TABLE items ADD COLUMN teacher_input_tokens {int};             -- set by Generate
@@ -83,6 +83,13 @@ const MIGRATIONS: [&str; 5] = [
     // run's lock in one statement.
     "ALTER TABLE runs ADD COLUMN last_event_seq {int} NOT NULL DEFAULT 0;
      UPDATE runs SET last_event_seq = COALESCE((SELECT MAX(seq) FROM events WHERE events.run_id = runs.id), 0);",
+    // 6: the filter-only and oracle students of a comparison.
+    "ALTER TABLE runs ADD COLUMN filter_job_id TEXT NOT NULL DEFAULT '';
+     ALTER TABLE runs ADD COLUMN filter_model_dir TEXT NOT NULL DEFAULT '';
+     ALTER TABLE runs ADD COLUMN filter_event_seq {int} NOT NULL DEFAULT 0;
+     ALTER TABLE runs ADD COLUMN oracle_job_id TEXT NOT NULL DEFAULT '';
+     ALTER TABLE runs ADD COLUMN oracle_model_dir TEXT NOT NULL DEFAULT '';
+     ALTER TABLE runs ADD COLUMN oracle_event_seq {int} NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this gateway writes.
