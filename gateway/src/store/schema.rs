@@ -243,8 +243,8 @@ mod tests {
         }
     }
 
-    /// A database written by the last SQLite-only gateway (schema version 3) gains the leases
-    /// and the event numbers it already has.
+    /// A database written by the last SQLite-only gateway (schema version 3) gains the leases,
+    /// the event numbers it already has and the comparison arms' columns.
     #[tokio::test]
     async fn a_version_3_sqlite_database_is_brought_up_to_date() {
         let dir = tempfile::tempdir().unwrap();
@@ -268,6 +268,12 @@ mod tests {
                 "ALTER TABLE runs DROP COLUMN lease_owner",
                 "ALTER TABLE runs DROP COLUMN lease_expires_ms",
                 "ALTER TABLE runs DROP COLUMN cancel_requested",
+                "ALTER TABLE runs DROP COLUMN filter_job_id",
+                "ALTER TABLE runs DROP COLUMN filter_model_dir",
+                "ALTER TABLE runs DROP COLUMN filter_event_seq",
+                "ALTER TABLE runs DROP COLUMN oracle_job_id",
+                "ALTER TABLE runs DROP COLUMN oracle_model_dir",
+                "ALTER TABLE runs DROP COLUMN oracle_event_seq",
                 "PRAGMA user_version = 3",
             ] {
                 sqlx::query(statement).execute(&mut *tx).await.unwrap();
