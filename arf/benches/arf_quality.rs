@@ -224,8 +224,17 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?
             .into_inner();
+        let mut evaluate = (0.0, 0.0);
         while let Some(e) = events.message().await? {
             if let Some(pb::run_event::Kind::Stage(s)) = &e.kind {
+                if s.stage == pb::Stage::Evaluate as i32 {
+                    let at = t0.elapsed().as_secs_f64();
+                    if s.started {
+                        evaluate.0 = at
+                    } else {
+                        evaluate.1 = at
+                    }
+                }
                 let stage = pb::Stage::try_from(s.stage).map_or("?", |s| s.as_str_name());
                 eprintln!(
                     "[{:>6.0} s] {teacher}: {stage} {}",
@@ -254,6 +263,22 @@ async fn main() -> anyhow::Result<()> {
             .await?
             .into_inner();
         print_table(teacher, &run, &report, t0.elapsed().as_secs_f64());
+        if evaluate.1 > evaluate.0 {
+            let models = report
+                .overall
+                .iter()
+                .filter(|c| c.model != "teacher")
+                .count();
+            let held_out = run.counts.as_ref().map_or(0, |c| c.held_out) as usize;
+            evaluate_speed(
+                &suite,
+                teacher,
+                &a,
+                evaluate.1 - evaluate.0,
+                models * held_out,
+            )
+            .await?;
+        }
         if let Some(dir) = &a.export {
             std::fs::create_dir_all(dir)?;
             let mut chunks = client
@@ -275,6 +300,73 @@ async fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64() / 60.0
     );
     suite.shutdown().await
+}
+
+/// Evaluate's seconds per summary against the editor's own: the same work (summarize a
+/// held-out conversation, score its references) asked of the editor directly, one conversation
+/// at a time, no pipeline around it.
+async fn evaluate_speed(
+    suite: &Suite,
+    teacher: &str,
+    a: &Args,
+    evaluate_secs: f64,
+    summaries: usize,
+) -> anyhow::Result<()> {
+    use arf_common::dataset::{
+        SUMMARIZE_SYSTEM_PROMPT, conversation_from_wire, summarize_user_prompt,
+    };
+    let endpoint = suite.editor_endpoints().remove(0);
+    let mut editor = arf_proto::v1::editor_client::EditorClient::new(connect_lazy(
+        &endpoint,
+        &ClientOptions::default(),
+    )?);
+    let rows: Vec<pb::DatasetRow> = dataset(teacher, a)?
+        .into_iter()
+        .filter(|r| r.split == pb::RowSplit::Holdout as i32)
+        .take(6)
+        .collect();
+    let started = Instant::now();
+    for row in &rows {
+        let conversation = conversation_from_wire(row.conversation.clone(), "bench")?;
+        let messages = vec![
+            pb::ChatMessage {
+                role: "system".into(),
+                content: SUMMARIZE_SYSTEM_PROMPT.into(),
+            },
+            pb::ChatMessage {
+                role: "user".into(),
+                content: summarize_user_prompt(&conversation),
+            },
+        ];
+        editor
+            .generate(pb::GenerateRequest {
+                messages: messages.clone(),
+                params: Some(pb::GenerationParams {
+                    max_tokens: 96,
+                    ..Default::default()
+                }),
+                json_schema: String::new(),
+            })
+            .await?;
+        for reference in &row.references {
+            editor
+                .score(pb::ScoreRequest {
+                    messages: messages.clone(),
+                    reply: reference.clone(),
+                })
+                .await?;
+        }
+    }
+    let alone = started.elapsed().as_secs_f64() / rows.len().max(1) as f64;
+    let pipeline = evaluate_secs / summaries.max(1) as f64;
+    println!(
+        "\nevaluate: {summaries} summaries (held-out x models) in {evaluate_secs:.0} s = {pipeline:.2} s each, \
+         analysis and ROUGE included; the editor alone, one conversation at a time (summary + \
+         reference scores, {} conversations): {alone:.2} s each; ratio {:.2}",
+        rows.len(),
+        pipeline / alone
+    );
+    Ok(())
 }
 
 fn print_table(teacher: &str, run: &pb::Run, report: &pb::Report, secs: f64) {

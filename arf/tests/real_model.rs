@@ -1,8 +1,8 @@
 //! The real model, through the real code paths: SmolLM2-135M-Instruct (Q4_1 GGUF, fetched once
 //! by `scripts/fetch-model.sh smollm2`, which this test runs when the file is missing) as the
-//! editor that revises two flagged summaries of the bundled sample, and as the GGUF base the
-//! trainer fine-tunes for a few steps; the merged student is then served by the editor and
-//! writes a summary. Random weights prove plumbing; this proves the plumbing carries a model.
+//! editor that revises two flagged summaries of the bundled sample best-of-4, and as the GGUF
+//! base the trainer fine-tunes for a few steps; the merged student is then served by the editor,
+//! writes a summary and scores a human reference (Editor.Score). Random weights prove plumbing; this proves the plumbing carries a model.
 
 mod support;
 
@@ -55,7 +55,7 @@ fn two_flagged_rows() -> Vec<pb::DatasetRow> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn smollm2_revises_trains_from_its_gguf_and_the_student_summarizes() {
+async fn smollm2_revises_best_of_4_trains_from_its_gguf_and_the_student_summarizes_and_scores() {
     let gguf = smollm2();
     let dir = tempfile::tempdir().unwrap();
     let config = SuiteConfig {
@@ -74,6 +74,7 @@ async fn smollm2_revises_trains_from_its_gguf_and_the_student_summarizes() {
     let mut spec = spec(&[pb::Stage::Analyze, pb::Stage::Revise, pb::Stage::Finetune]);
     let c = spec.config.as_mut().unwrap();
     c.revision_rounds = 1;
+    c.revision_candidates = 4;
     c.revision_max_tokens = 128;
     c.on_unimproved = pb::UnimprovedPolicy::KeepOriginal as i32;
     c.training = Some(pb::Hyperparameters {
@@ -204,13 +205,41 @@ async fn smollm2_revises_trains_from_its_gguf_and_the_student_summarizes() {
         }),
         json_schema: String::new(),
     };
-    let summary = editor.generate(request).await.unwrap().into_inner().text;
+    let summary = editor
+        .generate(request.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .text;
     let words = summary
         .split_whitespace()
         .filter(|w| w.chars().any(char::is_alphabetic))
         .count();
     assert!(words >= 5, "the student writes words: {summary:?}");
     eprintln!("student summary: {summary}");
+
+    // It gives the human reference a likelihood: every token scored, and a pretrained model
+    // far more sure of a good summary than a random one (ln(49152) = 10.8 nats a token).
+    let reference = rows[0].references[0].clone();
+    let scored = editor
+        .score(pb::ScoreRequest {
+            messages: request.messages.clone(),
+            reply: reference.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        scored.tokens.len() > reference.split_whitespace().count()
+            && scored.tokens.iter().all(|t| t.logprob <= 0.0),
+        "{scored:?}"
+    );
+    assert!(
+        scored.mean_nll > 0.1 && scored.mean_nll < 5.0,
+        "reference NLL {}",
+        scored.mean_nll
+    );
+    eprintln!("reference NLL: {:.3} nats/token", scored.mean_nll);
     suite.shutdown().await.unwrap();
 }
 

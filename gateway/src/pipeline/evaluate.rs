@@ -21,8 +21,10 @@ use super::{Pipeline, RunError, finetune, item_trace, summarize_request};
 use crate::store::evaluation::{Evaluation, Model, Rouge, ScoredSummary};
 use crate::store::{ItemRecord, Student};
 
-const BATCH: usize = 32;
-const CONCURRENCY: usize = 4;
+/// Held-out conversations per pass. Within a pass the models take turns: every conversation
+/// goes to one model at once, so its engine decodes them together (one batch, each weight
+/// read once per step for all of them), then to the next; the idle models cost memory only.
+const BATCH: usize = 16;
 
 /// The models that summarize the held-out conversations, each behind an Editor endpoint.
 struct Summarizers {
@@ -93,24 +95,29 @@ async fn evaluate_all(
     let summarizers = Summarizers { student, others };
     let scorer = RougeScorer::new(["rouge1", "rouge2", "rougeL"], true)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    p.drain_pending(
-        token,
-        || CONCURRENCY,
-        || p.store().pending_evaluation(run_id, BATCH),
-        |item| {
-            evaluate_item(
-                p,
-                run_id,
-                config,
-                evaluation,
-                &summarizers,
-                &scorer,
-                token,
-                item,
-            )
-        },
-    )
-    .await
+    loop {
+        p.check(token)?;
+        let batch = p.store().pending_evaluation(run_id, BATCH).await?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let pass = evaluate_batch(
+            p,
+            run_id,
+            config,
+            evaluation,
+            &summarizers,
+            &scorer,
+            token,
+            &batch,
+        );
+        // A cancelled run (or a shutdown) drops the calls in flight: nothing of the pass is
+        // saved, so a resumed run evaluates it again, and no item twice.
+        tokio::select! {
+            done = pass => done?,
+            _ = token.cancelled() => return p.check(token),
+        }
+    }
 }
 
 /// The model at `path` (a merged student directory or a base model) behind an Editor, served by
@@ -132,8 +139,10 @@ async fn serve(
     Ok(p.clients.student_over(channel))
 }
 
+/// One pass over a batch of held-out items: each model in turn summarizes all of them at
+/// once (see [`BATCH`]); then each item's evaluation is saved with its event.
 #[allow(clippy::too_many_arguments)]
-async fn evaluate_item(
+async fn evaluate_batch(
     p: &Pipeline,
     run_id: &str,
     config: &pb::RunConfig,
@@ -141,62 +150,83 @@ async fn evaluate_item(
     summarizers: &Summarizers,
     scorer: &RougeScorer,
     token: &CancellationToken,
-    item: ItemRecord,
+    items: &[ItemRecord],
 ) -> Result<(), RunError> {
-    p.check(token)?;
-    let id = item.conversation.id.clone();
-    let span = item_trace::resume(
-        "arf.item.evaluate",
-        run_id,
-        &id,
-        item.trace_parent.as_deref(),
-    );
-    let scoring = Scoring {
-        p,
-        run_id,
-        token,
-        config,
-        judge: evaluation.judge,
-        scorer,
-        item: &item,
-        span: &span,
+    let spans: Vec<tracing::Span> = items
+        .iter()
+        .map(|item| {
+            item_trace::resume(
+                "arf.item.evaluate",
+                run_id,
+                &item.conversation.id,
+                item.trace_parent.as_deref(),
+            )
+        })
+        .collect();
+    let scorings: Vec<Scoring> = items
+        .iter()
+        .zip(&spans)
+        .map(|(item, span)| Scoring {
+            p,
+            run_id,
+            token,
+            config,
+            judge: evaluation.judge,
+            scorer,
+            item,
+            span,
+        })
+        .collect();
+    // Every item's summary by one model, all at once.
+    let by = async |model: &EditorClient<GrpcChannel>| -> Result<Vec<ScoredSummary>, RunError> {
+        futures::future::join_all(scorings.iter().map(|s| summarize(model.clone(), s)))
+            .await
+            .into_iter()
+            .collect()
     };
-    let ask = |model: &EditorClient<GrpcChannel>| summarize(model.clone(), &scoring);
-
-    let student = ask(&summarizers.student).await?;
+    let students = by(&summarizers.student).await?;
     let mut others = Vec::new();
     for (model, client) in &summarizers.others {
-        others.push((*model, ask(client).await?));
+        others.push((*model, by(client).await?));
     }
-    let teacher_summary = item.teacher_summary.clone();
-    let teacher = ScoredSummary {
-        categories: categories(item.analysis.as_ref()),
-        rouge: scoring.rouge(&teacher_summary),
-        judge: scoring.judge(&teacher_summary).await?,
-        summary: teacher_summary,
-        ..Default::default()
-    };
-    let findings = student.categories.len() as u32;
-    let mut result = Evaluation {
-        channel: item.conversation.channel.clone(),
-        teacher,
-        student,
-        ..Default::default()
-    };
-    for (model, scored) in others {
-        result.set(model, scored);
+    let mut others: Vec<(Model, std::vec::IntoIter<ScoredSummary>)> = others
+        .into_iter()
+        .map(|(m, s)| (m, s.into_iter()))
+        .collect();
+    for ((scoring, student), item) in scorings.iter().zip(students).zip(items) {
+        let teacher_summary = item.teacher_summary.clone();
+        let teacher = ScoredSummary {
+            categories: categories(item.analysis.as_ref()),
+            rouge: scoring.rouge(&teacher_summary),
+            judge: scoring.judge(&teacher_summary).await?,
+            summary: teacher_summary,
+            ..Default::default()
+        };
+        let findings = student.categories.len() as u32;
+        let mut result = Evaluation {
+            channel: item.conversation.channel.clone(),
+            teacher,
+            student,
+            ..Default::default()
+        };
+        for (model, scored) in &mut others {
+            if let Some(scored) = scored.next() {
+                result.set(*model, scored);
+            }
+        }
+        let id = &item.conversation.id;
+        let event = Kind::Item(pb::ItemProgress {
+            conversation_id: id.clone(),
+            stage: pb::Stage::Evaluate as i32,
+            outcome: "evaluated".into(),
+            findings,
+        });
+        p.saved(
+            p.store()
+                .save_evaluation(run_id, id, &result, event)
+                .await?,
+        );
     }
-    let event = Kind::Item(pb::ItemProgress {
-        conversation_id: id.clone(),
-        stage: pb::Stage::Evaluate as i32,
-        outcome: "evaluated".into(),
-        findings,
-    });
-    p.saved(
-        p.store()
-            .save_evaluation(run_id, &id, &result, event)
-            .await?,
-    );
     Ok(())
 }
 
