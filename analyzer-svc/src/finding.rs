@@ -80,6 +80,9 @@ pub struct Finding {
     pub confidence: f32,
     /// One sentence a person (or the editor model) can read.
     pub explanation: String,
+    /// The replacement of `summary_span` that fixes the error, where the detector determines
+    /// it (`Finding.rule_fix`); `None` where fixing takes judgment.
+    pub fix: Option<String>,
 }
 
 impl Finding {
@@ -106,7 +109,14 @@ impl Finding {
             detector: detector.to_string(),
             confidence,
             explanation: explanation.into(),
+            fix: None,
         }
+    }
+
+    /// The finding with the replacement that fixes it.
+    pub fn with_fix(mut self, fix: impl Into<String>) -> Finding {
+        self.fix = Some(fix.into());
+        self
     }
 
     pub fn with_severity(mut self, severity: Severity) -> Finding {

@@ -15,7 +15,10 @@
 //!
 //!   cargo bench --profile dev -p arf --bench arf_quality -- [--train N] [--eval M] [--steps S]
 //!       [--teachers injected,smollm2] [--judge] [--data-dir DIR] [--candidates N] [--rounds R]
-//!       [--stages analyze,revise] [--export DIR] [--arms filter_only,oracle|none]
+//!       [--stages analyze,revise] [--export DIR] [--arms filter_only,oracle|none] [--rules]
+//!
+//! `--rules` runs the RULES_THEN_MODEL arm (detector-determined fixes first, then the editor):
+//! a separate arm, since the same detectors then repair, gate and score.
 //!
 //! `--stages analyze,revise` measures revision alone (acceptance per category, the gate's
 //! quality) without training or evaluating. `--export DIR` writes each run's refined set there
@@ -46,6 +49,7 @@ struct Args {
     export: Option<PathBuf>,
     filter_only: bool,
     oracle: bool,
+    rules: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -62,6 +66,7 @@ fn args() -> anyhow::Result<Args> {
         export: None,
         filter_only: true,
         oracle: true,
+        rules: false,
     };
     let mut it = std::env::args().skip(1).filter(|s| s != "--bench");
     while let Some(flag) = it.next() {
@@ -75,6 +80,7 @@ fn args() -> anyhow::Result<Args> {
             "--steps" => a.steps = value()?.parse()?,
             "--teachers" => a.teachers = value()?.split(',').map(str::to_string).collect(),
             "--judge" => a.judge = true,
+            "--rules" => a.rules = true,
             "--data-dir" => a.data_dir = Some(value()?.into()),
             "--candidates" => a.candidates = value()?.parse()?,
             "--rounds" => a.rounds = value()?.parse()?,
@@ -156,6 +162,11 @@ fn config(a: &Args) -> pb::RunConfig {
         compare_unrevised: true,
         compare_filter_only: a.filter_only,
         compare_oracle: a.oracle,
+        repair: if a.rules {
+            pb::RepairMode::RulesThenModel
+        } else {
+            pb::RepairMode::Model
+        } as i32,
         training: Some(pb::Hyperparameters {
             max_steps: a.steps,
             learning_rate: 2e-4,
@@ -409,14 +420,17 @@ fn print_table(teacher: &str, run: &pb::Run, report: &pb::Report, secs: f64) {
         }
     );
     if !gate.by_category.is_empty() {
-        println!("\n| category | flagged | accepted | share |\n| --- | ---: | ---: | ---: |");
+        println!(
+            "\n| category | flagged | accepted | share | of which repaired by rule |\n| --- | ---: | ---: | ---: | ---: |"
+        );
         for c in &gate.by_category {
             println!(
-                "| {} | {} | {} | {:.0}% |",
+                "| {} | {} | {} | {:.0}% | {} |",
                 c.category_id,
                 c.flagged,
                 c.accepted,
-                100.0 * f64::from(c.accepted) / f64::from(c.flagged.max(1))
+                100.0 * f64::from(c.accepted) / f64::from(c.flagged.max(1)),
+                c.repaired_by_rule
             );
         }
     }

@@ -129,3 +129,64 @@ async fn the_whole_pipeline_over_the_sample_on_tiny_models() {
     assert!(!report.per_channel.is_empty());
     suite.shutdown().await.unwrap();
 }
+
+/// `repair: RULES_THEN_MODEL`: a summary whose only errors the detectors can fix themselves (a
+/// chatty preamble; an unsupported refund clause) is repaired by rule, gated like any revision
+/// and counted apart from the editor's revisions, per category too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_repair_what_the_detectors_can_fix_and_are_counted_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (suite, mut client) = suite(dir.path()).await;
+    let mut spec = spec(&[pb::Stage::Analyze, pb::Stage::Revise]);
+    let config = spec.config.as_mut().unwrap();
+    config.revision_rounds = 1;
+    config.set_repair(pb::RepairMode::RulesThenModel);
+    let rows: Vec<pb::DatasetRow> = sample_rows()
+        .into_iter()
+        .map(|mut r| {
+            r.split = pb::RowSplit::Train as i32;
+            r
+        })
+        .collect();
+    let run = create(&mut client, spec, rows).await.unwrap();
+    let events = watch(&mut client, &run.id, 0).await;
+    assert_eq!(final_state(&events), Some(pb::RunState::Succeeded));
+    let run = client
+        .get_run(pb::GetRunRequest {
+            run_id: run.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let c = run.counts.unwrap();
+    assert!(
+        c.repaired_by_rule >= 1 && c.repaired_by_rule <= c.revisions_accepted,
+        "{c:?}"
+    );
+    let items = suite.pipeline.store().items(&run.id).await.unwrap();
+    let preamble = items
+        .iter()
+        .find(|i| i.conversation.id == "chat-001")
+        .unwrap();
+    assert_eq!(
+        preamble.revision_outcome,
+        Some(gateway::store::RevisionOutcome::Repaired)
+    );
+    let repaired = preamble.final_summary.as_deref().unwrap();
+    assert!(
+        repaired.starts_with("The customer's order 48213 was delayed"),
+        "the preamble deleted, the rest kept: {repaired}"
+    );
+    let report = client
+        .get_report(pb::GetReportRequest {
+            run_id: run.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let gate = report.gate.unwrap();
+    let by_rule: u32 = gate.by_category.iter().map(|c| c.repaired_by_rule).sum();
+    assert!(by_rule >= 1, "{:?}", gate.by_category);
+    assert!(report.markdown.contains("of which repaired by rule"));
+    suite.shutdown().await.unwrap();
+}

@@ -12,5 +12,6 @@ pub mod paging;
 pub mod paths;
 pub mod process;
 pub mod server;
+pub mod splice;
 pub mod status;
 pub mod telemetry;

@@ -192,14 +192,18 @@ pub fn unsupported_claims(cx: &Context<'_>, out: &mut Vec<Finding>) {
                             "the summary reports {} that the conversation does not support: {why}",
                             f.what
                         );
-                        out.push(Finding::new(
-                            CategoryId::UnsupportedAction,
-                            NAME,
-                            span,
-                            Evidence::NotFound,
-                            0.85,
-                            explanation,
-                        ));
+                        // The span is the claim's clause: deleting it leaves what was supported.
+                        out.push(
+                            Finding::new(
+                                CategoryId::UnsupportedAction,
+                                NAME,
+                                span,
+                                Evidence::NotFound,
+                                0.85,
+                                explanation,
+                            )
+                            .with_fix(""),
+                        );
                     }
                 }
             }

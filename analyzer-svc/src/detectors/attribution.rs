@@ -88,14 +88,16 @@ impl Detector for Attribution {
                     continue;
                 }
                 let explanation = format!("{why}: `{}`", span.text);
-                out.push(Finding::new(
+                let mut finding = Finding::new(
                     CategoryId::SpeakerAttribution,
                     NAME,
-                    span,
+                    span.clone(),
                     Evidence::NotFound,
                     0.7,
                     explanation,
-                ));
+                );
+                finding.fix = swap_party(&span.text);
+                out.push(finding);
             }
         }
     }
@@ -129,14 +131,47 @@ fn opening(cx: &Context<'_>, out: &mut Vec<Finding>) {
         span.text
     );
     let first_text = &cx.turns[first_turn].text;
-    out.push(Finding::new(
+    let fix = swap_party(&span.text);
+    let mut finding = Finding::new(
         CategoryId::SpeakerAttribution,
         NAME,
         span,
         Evidence::turn(cx.turns, first_turn, 0, first_text.len()),
         0.75,
         explanation,
-    ));
+    );
+    finding.fix = fix;
+    out.push(finding);
+}
+
+/// `text` with its first party word swapped for the other party ("the agent complained" ->
+/// "the customer complained"), in the same case: the fix of a swapped attribution. `None`
+/// without a party word.
+fn swap_party(text: &str) -> Option<String> {
+    static WORD: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(&format!(r"(?i)\b(?:{AGENT}|{CUSTOMER}|users?)\b")).unwrap());
+    let m = WORD.find(text)?;
+    let word = m.as_str();
+    let lower = word.to_ascii_lowercase();
+    let customer = ["customer", "client", "caller", "user"]
+        .iter()
+        .any(|p| lower.starts_with(p));
+    let plural = lower.ends_with('s') && !lower.ends_with("ss");
+    let other = match (customer, plural) {
+        (true, false) => "agent",
+        (true, true) => "agents",
+        (false, false) => "customer",
+        (false, true) => "customers",
+    };
+    let other = if word.starts_with(char::is_uppercase) {
+        let mut c = other.chars();
+        c.next()
+            .map(|f| f.to_uppercase().chain(c).collect())
+            .unwrap_or_default()
+    } else {
+        other.to_string()
+    };
+    Some(format!("{}{other}{}", &text[..m.start()], &text[m.end()..]))
 }
 
 /// Content words a retold line needs before its wording can say who wrote it.
@@ -208,14 +243,17 @@ fn relabelled_lines(cx: &Context<'_>, out: &mut Vec<Finding>) {
                 "customer"
             }
         );
-        out.push(Finding::new(
+        let fix = swap_party(&span.text);
+        let mut finding = Finding::new(
             CategoryId::SpeakerAttribution,
             NAME,
             span,
             Evidence::turn(cx.turns, other.1, 0, source.text.len()),
             0.8,
             explanation,
-        ));
+        );
+        finding.fix = fix;
+        out.push(finding);
     }
 }
 
@@ -230,6 +268,20 @@ mod tests {
         let mut out = Vec::new();
         Attribution.detect(&cx, &mut out);
         out.into_iter().map(|f| f.summary_span.text).collect()
+    }
+
+    #[test]
+    fn a_swapped_party_is_swapped_back_in_its_case() {
+        assert_eq!(
+            swap_party("The agent complained").as_deref(),
+            Some("The customer complained")
+        );
+        assert_eq!(swap_party("Customer").as_deref(), Some("Agent"));
+        assert_eq!(
+            swap_party("the customers apologized").as_deref(),
+            Some("the agents apologized")
+        );
+        assert_eq!(swap_party("nobody here"), None);
     }
 
     #[test]

@@ -30,14 +30,16 @@ const LONG_COPY_RUN_WORDS: usize = 26;
 
 static PREAMBLE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?ix)^\s*(?:
+        // One or more of these in a row ("Sure! Here is the summary:"): the span is all of
+        // them, so deleting it removes the whole preamble.
+        r"(?ix)^\s*(?:(?:
             (?:sure|certainly|of\ course|okay|ok|absolutely|great)\b[!.,]?
           | here(?:'s|’s|\ is|\ are)\b[^\n.]{0,60}?\bsummar(?:y|ies)\b[^\n]{0,40}?[:.!\n]
           | (?:\*\*|\#+\ *)?(?:summary|tl;?dr|overview)(?:\ of\ the\ (?:conversation|chat|exchange))?\s*(?:\*\*)?\s*:
           | as\ an\ ai\b
           | (?:i|i've|i\ have|i'll|i\ will)\b[^\n.]{0,40}?\bsummar
           | (?:this|the)\ (?:conversation|chat|exchange)\ (?:can\ be\ )?summari[sz]ed
-        )",
+        )[\ \t\n]*)+",
     )
     .unwrap()
 });
@@ -65,65 +67,81 @@ impl Detector for Format {
 
     fn detect(&self, cx: &Context<'_>, out: &mut Vec<Finding>) {
         let s = cx.summary;
-        let mut push = |start: usize, end: usize, confidence: f32, why: String| {
-            let span = TextSpan::of(s, start, end);
-            out.push(Finding::new(
-                CategoryId::FormatViolation,
-                NAME,
-                span,
-                Evidence::NotApplicable,
-                confidence,
-                why,
-            ));
-        };
+        // `fix`: the replacement that repairs it, where the finding determines one.
+        let mut push_fixed =
+            |start: usize, end: usize, confidence: f32, why: String, fix: Option<String>| {
+                let mut f = Finding::new(
+                    CategoryId::FormatViolation,
+                    NAME,
+                    TextSpan::of(s, start, end),
+                    Evidence::NotApplicable,
+                    confidence,
+                    why,
+                );
+                f.fix = fix;
+                out.push(f);
+            };
         if let Some(m) = PREAMBLE.find(s) {
-            push(
-                m.start(),
-                m.end(),
-                0.95,
-                format!("model preamble `{}`", m.as_str().trim()),
-            );
+            // A preamble or a sign-off says nothing about the conversation: deleting it fixes it.
+            let why = format!("model preamble `{}`", m.as_str().trim());
+            push_fixed(m.start(), m.end(), 0.95, why, Some(String::new()));
         } else if let Some(m) = AI_SELF.find(s) {
-            push(
+            push_fixed(
                 m.start(),
                 m.end(),
                 0.9,
                 "the model talks about itself".into(),
+                None,
             );
         }
         if let Some(m) = SIGN_OFF.find(s) {
-            push(
-                m.start(),
-                m.end(),
-                0.9,
-                "chatty sign-off addressed to the reader".into(),
-            );
+            let why = "chatty sign-off addressed to the reader".to_string();
+            push_fixed(m.start(), m.end(), 0.9, why, Some(String::new()));
         }
         let bullets: Vec<_> = BULLET.find_iter(s).collect();
         if let (Some(first), Some(last)) = (bullets.first(), bullets.last()) {
             let end = s[last.start()..]
                 .find('\n')
                 .map_or(s.len(), |i| last.start() + i);
-            push(
-                first.start(),
-                end,
-                0.95,
-                format!(
-                    "{} bullet or heading line(s) where prose is expected",
-                    bullets.len()
-                ),
+            let why = format!(
+                "{} bullet or heading line(s) where prose is expected",
+                bullets.len()
             );
+            let prose = as_prose(&s[first.start()..end]);
+            push_fixed(first.start(), end, 0.95, why, Some(prose));
         }
         if let Some(m) = FIRST_PERSON.find(s) {
-            push(
+            push_fixed(
                 m.start(),
                 m.end(),
                 0.8,
                 "the summary is written in the first person".into(),
+                None,
             );
         }
-        length(cx, &mut push);
+        length(cx, &mut |a, b, c, why| push_fixed(a, b, c, why, None));
     }
+}
+
+/// Bullet lines as sentences: markers stripped, each line ending in a full stop, joined by
+/// spaces; headings and blank lines dropped.
+fn as_prose(lines: &str) -> String {
+    static MARKER: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"^[ \t]*(?:[-*•▪◦‣]|\d{1,2}[.)])[ \t]+").unwrap());
+    let sentences: Vec<String> = lines
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| MARKER.replace(l, "").trim().to_string())
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            if l.ends_with(['.', '!', '?']) {
+                l
+            } else {
+                format!("{}.", l.trim_end_matches([':', ';', ',']))
+            }
+        })
+        .collect();
+    sentences.join(" ")
 }
 
 fn length(cx: &Context<'_>, push: &mut impl FnMut(usize, usize, f32, String)) {
@@ -236,6 +254,25 @@ mod tests {
         let mut out = Vec::new();
         Format.detect(&cx, &mut out);
         out.into_iter().map(|f| f.explanation).collect()
+    }
+
+    /// The fixes a preamble, bullets and a sign-off carry, spliced in, leave plain prose.
+    #[test]
+    fn the_fixes_of_a_preamble_bullets_and_a_sign_off_leave_prose() {
+        let summary = "Sure! Here is the summary:\n- The customer lost a card\n- The agent blocked it.\nLet me know if you need more.";
+        let turns = turns(CONV);
+        let cx = Context::new(&turns, summary);
+        let mut out = Vec::new();
+        Format.detect(&cx, &mut out);
+        let edits: Vec<(std::ops::Range<usize>, String)> = out
+            .iter()
+            .filter_map(|f| Some((f.summary_span.start..f.summary_span.end, f.fix.clone()?)))
+            .collect();
+        assert_eq!(edits.len(), 3, "{out:?}");
+        assert_eq!(
+            arf_common::splice::splice(summary, &edits),
+            "The customer lost a card. The agent blocked it."
+        );
     }
 
     const CONV: &[(&str, &str)] = &[

@@ -64,6 +64,18 @@ impl Kind {
             Kind::Address => "a street address",
         }
     }
+
+    /// What replaces the value in a repaired summary: says what was there, exposes nothing.
+    fn placeholder(self) -> &'static str {
+        match self {
+            Kind::Email => "[email]",
+            Kind::Phone => "[phone number]",
+            Kind::Card => "[card number]",
+            Kind::Account => "[account number]",
+            Kind::Ssn => "[SSN]",
+            Kind::Address => "[address]",
+        }
+    }
 }
 
 fn digit_count(s: &str) -> usize {
@@ -178,14 +190,17 @@ impl Detector for Pii {
             }
             let span = TextSpan::of(cx.summary, start, end);
             let explanation = format!("the summary exposes {}: `{}`", kind.label(), span.text);
-            out.push(Finding::new(
-                CategoryId::PiiExposure,
-                NAME,
-                span,
-                evidence,
-                0.95,
-                explanation,
-            ));
+            out.push(
+                Finding::new(
+                    CategoryId::PiiExposure,
+                    NAME,
+                    span,
+                    evidence,
+                    0.95,
+                    explanation,
+                )
+                .with_fix(kind.placeholder()),
+            );
         }
     }
 }

@@ -138,6 +138,7 @@ pub fn finding(f: Finding) -> pb::Finding {
         detector: f.detector,
         confidence: f.confidence,
         explanation: f.explanation,
+        rule_fix: f.fix,
     }
 }
 
@@ -187,6 +188,7 @@ pub fn finding_from_wire(f: pb::Finding, field: &str) -> Result<Finding, Status>
         detector: f.detector,
         confidence: f.confidence,
         explanation: f.explanation,
+        fix: f.rule_fix,
     })
 }
 

@@ -69,6 +69,18 @@ pub struct RunConfigArgs {
     /// tells whether the evaluation can see a difference in training data at all.
     #[arg(long)]
     pub compare_oracle: bool,
+    /// `rules-then-model`: apply the fixes the detectors determine (PII placeholder, preamble
+    /// or unsupported clause deleted, bullets as prose, swapped party) before asking the editor;
+    /// counted as "repaired by rule". A separate arm: the same detectors then repair and judge.
+    #[arg(long, value_enum, default_value_t = Repair::Model)]
+    pub repair: Repair,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Repair {
+    #[default]
+    Model,
+    RulesThenModel,
 }
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
@@ -129,6 +141,10 @@ impl RunConfigArgs {
             compare_unrevised: self.compare_unrevised,
             compare_filter_only: self.compare_filter_only,
             compare_oracle: self.compare_oracle,
+            repair: match self.repair {
+                Repair::Model => pb::RepairMode::Model,
+                Repair::RulesThenModel => pb::RepairMode::RulesThenModel,
+            } as i32,
         })
     }
 }

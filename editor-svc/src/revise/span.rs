@@ -11,6 +11,8 @@ use std::ops::Range;
 
 use serde_json::{Value, json};
 
+pub use arf_common::splice::splice;
+
 use super::output::parse_json;
 use super::{Evidence, RevisionInput, Speaker};
 use crate::error::EditorError;
@@ -246,83 +248,6 @@ pub fn parse_replacement(output: &str, finish_reason: &str) -> Result<String, Ed
     }
     let r: Replacement = parse_json(output, finish_reason, "the span replacement")?;
     Ok(r.replacement.trim().to_string())
-}
-
-/// `summary` with each range replaced. Only the seams are tidied (a deletion must not leave
-/// doubled spaces or punctuation, a space before a full stop, or a lowercase sentence start);
-/// the text around them stays as the summary had it.
-pub fn splice(summary: &str, replacements: &[(Range<usize>, String)]) -> String {
-    let mut sorted: Vec<&(Range<usize>, String)> = replacements.iter().collect();
-    sorted.sort_by_key(|(r, _)| r.start);
-    let mut out = String::with_capacity(summary.len());
-    let mut at = 0;
-    for (range, text) in sorted {
-        if range.start < at || range.end > summary.len() {
-            continue; // overlapping or out of range: plan() never makes one
-        }
-        join(&mut out, &summary[at..range.start]);
-        join(&mut out, text);
-        at = range.end;
-    }
-    join(&mut out, &summary[at..]);
-    out.trim().to_string()
-}
-
-const PUNCTUATION: [char; 6] = ['.', ',', ';', ':', '!', '?'];
-
-/// Appends `piece` to `out`, mending the seam between them.
-fn join(out: &mut String, piece: &str) {
-    if piece.is_empty() {
-        return;
-    }
-    if out.trim().is_empty() {
-        // The summary now starts here: no leading space or punctuation, a capital first.
-        out.clear();
-        let rest =
-            piece.trim_start_matches(|c: char| c.is_whitespace() || PUNCTUATION.contains(&c));
-        push_capitalized(out, rest);
-        return;
-    }
-    let mut piece = piece;
-    if out.ends_with(char::is_whitespace) {
-        piece = piece.trim_start();
-    }
-    if piece.trim_start().starts_with(PUNCTUATION) {
-        piece = piece.trim_start();
-        while out.ends_with(char::is_whitespace) {
-            out.pop();
-        }
-        if out.ends_with(PUNCTUATION) {
-            let mark = piece.chars().next().unwrap_or('.');
-            if mark == '.' && !out.ends_with(['.', '!', '?']) {
-                out.pop();
-                out.push('.');
-            }
-            piece = &piece[mark.len_utf8()..];
-        }
-    }
-    if out.trim_end().ends_with(['.', '!', '?']) {
-        if !out.ends_with(char::is_whitespace) && piece.starts_with(char::is_alphanumeric) {
-            out.push(' ');
-        }
-        push_capitalized(out, piece);
-    } else {
-        out.push_str(piece);
-    }
-}
-
-/// Appends `s` with its first letter upper-cased when it is a lowercase letter.
-fn push_capitalized(out: &mut String, s: &str) {
-    let text = s.trim_start();
-    out.push_str(&s[..s.len() - text.len()]);
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(c) if c.is_lowercase() => {
-            out.extend(c.to_uppercase());
-            out.push_str(chars.as_str());
-        }
-        _ => out.push_str(text),
-    }
 }
 
 fn cut(s: &str, max: usize) -> &str {

@@ -32,6 +32,7 @@ mod generate;
 mod ingest;
 mod item_trace;
 mod leases;
+mod repair;
 mod revise;
 mod waiting;
 

@@ -6,6 +6,9 @@
 //! round tries again from the teacher's summary, sampling (the first round is greedy, so a
 //! second greedy round would only repeat it), up to the configured rounds. Always revising the
 //! teacher's summary keeps every prompt as small as the first.
+//!
+//! With `repair: RULES_THEN_MODEL`, the fixes the detectors determine are tried first
+//! (repair.rs): gated the same way, an accepted one is "repaired by rule" and no editor is asked.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::waiting::{ANALYZER, EDITOR};
-use super::{Pipeline, RunError, item_trace};
+use super::{Pipeline, RunError, item_trace, repair};
 use crate::store::{ItemRecord, RevisionOutcome};
 
 const BATCH: usize = 64;
@@ -98,6 +101,37 @@ async fn revise_item(
     }
 
     let span = item_trace::resume("arf.item.revise", run_id, &id, item.trace_parent.as_deref());
+    if config.repair() == pb::RepairMode::RulesThenModel
+        && let Some(repaired) = repair::by_rule(&item.teacher_summary, &analysis.findings)
+    {
+        let recheck = p
+            .call(run_id, token, ANALYZER, || {
+                p.clients
+                    .analyzer
+                    .analyze_revision(
+                        &item.conversation,
+                        &analysis,
+                        &item.teacher_summary,
+                        &repaired,
+                        config.analyzer.clone(),
+                    )
+                    .instrument(span.clone())
+            })
+            .await?;
+        if let Ok(recheck) = recheck
+            && is_better(config.acceptance(), &analysis, &recheck)
+        {
+            return done(
+                RevisionOutcome::Repaired,
+                Some(&repaired),
+                0,
+                Some(&recheck),
+            )
+            .await;
+        }
+        // Not better (a fix the guard refused, findings left that weigh more): the editor
+        // revises the teacher's summary as without rules.
+    }
     let conversation = conversation_to_wire(&item.conversation);
     let rounds = if config.revision_rounds == 0 {
         DEFAULT_ROUNDS

@@ -29,7 +29,10 @@ pub fn gate_quality(
     let mut g = pb::GateQuality::default();
     let (mut revised_sum, mut original_sum) = (0.0, 0.0);
     for item in train() {
-        if item.revision_outcome != Some(RevisionOutcome::Accepted) {
+        if !item
+            .revision_outcome
+            .is_some_and(RevisionOutcome::is_revised)
+        {
             continue;
         }
         let Some(revision) = item.final_summary.as_deref() else {
@@ -69,15 +72,19 @@ pub fn gate_quality(
     Ok(g)
 }
 
-/// Per category flagged in the teacher's summaries: how many summaries, and how many of them
-/// had a revision accepted. Categories in order of first appearance.
+/// Per category flagged in the teacher's summaries: how many summaries, how many of them had a
+/// revision accepted, and how many of those were repaired by rule. Categories in order of
+/// first appearance.
 fn by_category<'a>(items: impl Iterator<Item = &'a ItemRecord>) -> Vec<pb::CategoryRevisions> {
     let mut rows: Vec<pb::CategoryRevisions> = Vec::new();
     for item in items {
         let Some(analysis) = &item.analysis else {
             continue;
         };
-        let accepted = item.revision_outcome == Some(RevisionOutcome::Accepted);
+        let accepted = item
+            .revision_outcome
+            .is_some_and(RevisionOutcome::is_revised);
+        let by_rule = item.revision_outcome == Some(RevisionOutcome::Repaired);
         let mut seen: Vec<&str> = Vec::new();
         for f in &analysis.findings {
             if seen.contains(&f.category_id.as_str()) {
@@ -96,6 +103,7 @@ fn by_category<'a>(items: impl Iterator<Item = &'a ItemRecord>) -> Vec<pb::Categ
             };
             row.flagged += 1;
             row.accepted += u32::from(accepted);
+            row.repaired_by_rule += u32::from(by_rule);
         }
     }
     rows
@@ -137,10 +145,14 @@ pub fn section(md: &mut String, g: &pb::GateQuality) {
     if !g.by_category.is_empty() {
         let _ = writeln!(
             md,
-            "| category | summaries flagged | revision accepted |\n| --- | ---: | ---: |"
+            "| category | summaries flagged | revision accepted | of which repaired by rule |\n| --- | ---: | ---: | ---: |"
         );
         for c in &g.by_category {
-            let _ = writeln!(md, "| {} | {} | {} |", c.category_id, c.flagged, c.accepted);
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                c.category_id, c.flagged, c.accepted, c.repaired_by_rule
+            );
         }
         md.push('\n');
     }

@@ -551,6 +551,7 @@ impl Store {
         let unimproved_outcomes = RevisionOutcome::sql_list(RevisionOutcome::is_unimproved);
         let trained = RevisionOutcome::sql_list(|o| o.trained_on(unimproved));
         let failed = RevisionOutcome::sql_list(|o| o == RevisionOutcome::Failed);
+        let repaired = RevisionOutcome::sql_list(|o| o == RevisionOutcome::Repaired);
         // COUNT(*) FILTER: one form both databases read, and always a 64-bit integer.
         let sql = format!(
             "SELECT COUNT(*),
@@ -567,7 +568,8 @@ impl Store {
                     COUNT(*) FILTER (WHERE analysis_failed = 1),
                     COUNT(*) FILTER (WHERE revision_outcome IN ({failed})),
                     COUNT(generation_error),
-                    (SELECT COUNT(*) FROM bad_rows WHERE run_id = $1)
+                    (SELECT COUNT(*) FROM bad_rows WHERE run_id = $1),
+                    COUNT(*) FILTER (WHERE revision_outcome IN ({repaired}))
              FROM items WHERE run_id = $1"
         );
         let r = sqlx::query(&sql).bind(run_id).fetch_one(&self.pool).await?;
@@ -588,6 +590,7 @@ impl Store {
             revisions_failed: n(12)?,
             generation_failed: n(13)?,
             bad_rows: n(14)?,
+            repaired_by_rule: n(15)?,
         })
     }
 }

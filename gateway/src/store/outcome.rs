@@ -41,6 +41,9 @@ pub enum RevisionOutcome {
     Clean,
     /// A revision the analyzer found better replaces the teacher's summary.
     Accepted,
+    /// The fixes the detectors determined, applied in code (repair RULES_THEN_MODEL), made a
+    /// summary the analyzer found better: it replaces the teacher's, no editor asked.
+    Repaired,
     /// No revision was better than the teacher's summary.
     Rejected,
     /// The item could not be revised or checked (analysis failed, the editor refused it, ...).
@@ -68,12 +71,19 @@ impl Unimproved {
 }
 
 impl RevisionOutcome {
-    pub const ALL: [Self; 4] = [Self::Clean, Self::Accepted, Self::Rejected, Self::Failed];
+    pub const ALL: [Self; 5] = [
+        Self::Clean,
+        Self::Accepted,
+        Self::Repaired,
+        Self::Rejected,
+        Self::Failed,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Clean => "clean",
             Self::Accepted => "accepted",
+            Self::Repaired => "repaired",
             Self::Rejected => "rejected",
             Self::Failed => "failed",
         }
@@ -100,14 +110,15 @@ impl RevisionOutcome {
     /// Whether the item's pair is in the refined training set, under the run's policy.
     pub fn trained_on(self, unimproved: Unimproved) -> bool {
         match self {
-            Self::Clean | Self::Accepted => true,
+            Self::Clean | Self::Accepted | Self::Repaired => true,
             Self::Rejected | Self::Failed => unimproved == Unimproved::KeepOriginal,
         }
     }
 
-    /// Whether the item's final summary is the revision rather than the teacher's.
+    /// Whether the item's final summary is the revision (the editor's or the rules') rather
+    /// than the teacher's.
     pub fn is_revised(self) -> bool {
-        self == Self::Accepted
+        matches!(self, Self::Accepted | Self::Repaired)
     }
 
     /// Counted as `revisions_rejected`: a revision was wanted and none was accepted.

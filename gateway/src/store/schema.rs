@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS items (
     refs TEXT NOT NULL,              -- JSON array of human reference summaries
     analysis {blob},                 -- arf.v1.AnalyzeResponse of the teacher summary
     flagged {int},                   -- 1 when the teacher summary has findings
-    revision_outcome TEXT,           -- 'accepted', 'rejected', 'clean', 'failed'
+    revision_outcome TEXT,           -- 'accepted', 'repaired', 'rejected', 'clean', 'failed'
     final_summary TEXT,
     revision_rounds {int},
     revised_analysis {blob},

@@ -1,0 +1,70 @@
+//! Deterministic repairs (`repair: RULES_THEN_MODEL`): the fixes the analyzer's detectors
+//! determine (`Finding.rule_fix`: a PII value's typed placeholder, a preamble or an unsupported
+//! clause deleted, bullets as prose, a swapped party swapped back), spliced into the summary.
+//! What comes out is re-checked and gated like any revision (revise.rs).
+
+use std::ops::Range;
+
+use arf_common::splice::splice;
+use arf_proto::v1 as pb;
+
+/// `summary` with every rule fix of `findings` applied; `None` when no finding carries one, or
+/// the fixes change nothing. Overlapping fixes: the earlier span's stands.
+pub fn by_rule(summary: &str, findings: &[pb::Finding]) -> Option<String> {
+    let edits: Vec<(Range<usize>, String)> = findings
+        .iter()
+        .filter_map(|f| {
+            let fix = f.rule_fix.as_ref()?;
+            let span = f.summary_span.as_ref()?;
+            let range = span.start as usize..span.end as usize;
+            // A span that is not this summary's text (a stale finding) is no place to splice.
+            (summary.get(range.clone()) == Some(span.text.as_str())).then(|| (range, fix.clone()))
+        })
+        .collect();
+    if edits.is_empty() {
+        return None;
+    }
+    let repaired = splice(summary, &edits);
+    (!repaired.trim().is_empty() && repaired != summary).then_some(repaired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(summary: &str, part: &str, fix: Option<&str>) -> pb::Finding {
+        let start = summary.find(part).unwrap();
+        pb::Finding {
+            summary_span: Some(pb::TextSpan {
+                start: start as u32,
+                end: (start + part.len()) as u32,
+                text: part.into(),
+            }),
+            rule_fix: fix.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn rule_fixes_are_spliced_and_findings_without_one_are_left_to_the_editor() {
+        let s =
+            "The customer gave jane@example.com and the agent refunded $30, then closed the chat.";
+        let findings = [
+            finding(s, "jane@example.com", Some("[email]")),
+            finding(s, "refunded $30", Some("")),
+            finding(s, "closed the chat", None),
+        ];
+        assert_eq!(
+            by_rule(s, &findings).as_deref(),
+            Some("The customer gave [email] and the agent, then closed the chat.")
+        );
+        assert_eq!(
+            by_rule(s, &findings[2..]),
+            None,
+            "no rule fix: nothing to do"
+        );
+        // A finding whose span no longer matches the text is not applied.
+        let stale = finding("xx jane@example.com", "jane@example.com", Some("[email]"));
+        assert_eq!(by_rule(s, &[stale]), None);
+    }
+}
