@@ -461,24 +461,14 @@ impl Store {
         &self,
         run_id: &str,
     ) -> anyhow::Result<Vec<(Conversation, String)>> {
-        let items = self
-            .select_items(
-                run_id,
-                "split = 'train' AND teacher_summary != ''",
-                usize::MAX >> 2,
-            )
-            .await?;
-        Ok(items
-            .into_iter()
-            .map(|i| (i.conversation, i.teacher_summary))
-            .collect())
+        self.teacher_pairs(run_id, |_| true).await
     }
 
-    /// The teacher's summaries the analyzer found nothing wrong with: what a student learns
-    /// from when flagged rows are dropped and nothing is revised (the filter-only arm).
-    pub async fn filtered_pairs(
+    /// The training items' teacher summaries, of the items `keep` selects.
+    async fn teacher_pairs(
         &self,
         run_id: &str,
+        keep: impl Fn(&ItemRecord) -> bool,
     ) -> anyhow::Result<Vec<(Conversation, String)>> {
         let items = self
             .select_items(
@@ -489,9 +479,21 @@ impl Store {
             .await?;
         Ok(items
             .into_iter()
-            .filter(|i| i.analysis.as_ref().is_some_and(|a| a.findings.is_empty()))
+            .filter(keep)
             .map(|i| (i.conversation, i.teacher_summary))
             .collect())
+    }
+
+    /// The teacher's summaries the analyzer found nothing wrong with: what a student learns
+    /// from when flagged rows are dropped and nothing is revised (the filter-only arm).
+    pub async fn filtered_pairs(
+        &self,
+        run_id: &str,
+    ) -> anyhow::Result<Vec<(Conversation, String)>> {
+        self.teacher_pairs(run_id, |i| {
+            i.analysis.as_ref().is_some_and(|a| a.findings.is_empty())
+        })
+        .await
     }
 
     /// The first human reference of each training conversation that has one: the oracle arm,
