@@ -59,6 +59,9 @@ impl Editor for WaitingEditor {
             ..Default::default()
         }))
     }
+    async fn score(&self, _: Request<ScoreRequest>) -> Result<Response<ScoreResponse>, Status> {
+        Err(Status::unimplemented("test"))
+    }
     async fn get_model_info(
         &self,
         _: Request<GetModelInfoRequest>,

@@ -141,6 +141,7 @@ pub fn findings() -> Vec<Finding> {
             detector: "rules.grounding".into(),
             confidence: 0.9,
             explanation: "The order number is not in the conversation.".into(),
+            rule_fix: None,
         },
         Finding {
             category_id: "contradiction".into(),
@@ -162,6 +163,7 @@ pub fn findings() -> Vec<Finding> {
             detector: "judge.fact_check".into(),
             confidence: 0.8,
             explanation: "The agent refunded, not replaced.".into(),
+            rule_fix: None,
         },
     ]
 }
