@@ -40,9 +40,13 @@ const CONJUNCTIONS: [&str; 4] = ["and", "but", "or", "then"];
 fn drop_dangling_conjunction(out: &mut String) -> bool {
     let trimmed = out.trim_end();
     let Some(word) = CONJUNCTIONS.iter().find(|w| {
-        trimmed.len() > w.len()
-            && trimmed[trimmed.len() - w.len()..].eq_ignore_ascii_case(w)
-            && trimmed[..trimmed.len() - w.len()].ends_with([' ', ','])
+        // Byte arithmetic on text that may hold any character: check the boundary first.
+        let Some(cut) = trimmed.len().checked_sub(w.len()) else {
+            return false;
+        };
+        trimmed.is_char_boundary(cut)
+            && trimmed[cut..].eq_ignore_ascii_case(w)
+            && trimmed[..cut].ends_with([' ', ','])
     }) else {
         return false;
     };
@@ -136,6 +140,22 @@ mod tests {
             splice(s, &[(a, "a replacement".into())]),
             "The customer asked for a replacement and a new card."
         );
+    }
+
+    /// Seen from a tiny random model: a text ending in a 4-byte character, where the
+    /// conjunction check must not slice inside it.
+    #[test]
+    fn a_text_ending_in_a_wide_character_is_no_panic() {
+        let s = "The bot booked it. thanks not this𐪐";
+        let booked = s.find("booked").unwrap()..s.find(" it").unwrap();
+        assert_eq!(
+            splice(s, &[(booked, "moved".into())]),
+            "The bot moved it. thanks not this𐪐"
+        );
+        let tail = s.find(" thanks").unwrap()..s.len();
+        let mut out = String::from("a𐪐");
+        assert!(!drop_dangling_conjunction(&mut out));
+        assert_eq!(splice(s, &[(tail, String::new())]), "The bot booked it.");
     }
 
     #[test]
