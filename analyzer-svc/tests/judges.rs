@@ -87,7 +87,7 @@ async fn judges_go_through_editor_generate_and_failures_are_reported() {
         assert!(failure.detector.starts_with("judge."), "{failure:?}");
         assert!(
             failure.message.contains("after one retry")
-                || failure.message.contains("generation failed"),
+                || failure.message.contains("internal error in generation"),
             "{failure:?}"
         );
     }

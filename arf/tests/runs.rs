@@ -158,6 +158,24 @@ async fn a_server_side_dataset_path_and_pagination() {
         field_violations(&create(&mut client, s, vec![]).await.unwrap_err())[0].0,
         "spec.config.revision_max_tokens"
     );
+    // Every enum and size is checked up front, with its field path.
+    let refused: [(&str, fn(&mut pb::RunConfig)); 3] = [
+        ("spec.config.on_unimproved", |c| c.on_unimproved = 42),
+        ("spec.config.repair", |c| c.repair = 42),
+        ("spec.config.evaluation.max_summary_tokens", |c| {
+            c.evaluation = Some(pb::EvaluationConfig {
+                max_summary_tokens: 1 << 20,
+                ..Default::default()
+            })
+        }),
+    ];
+    for (field, set) in refused {
+        let mut s = spec(&[pb::Stage::Analyze]);
+        set(s.config.as_mut().unwrap());
+        let status = create(&mut client, s, sample_rows()).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}");
+        assert_eq!(field_violations(&status)[0].0, field);
+    }
 
     let first = client
         .list_runs(pb::ListRunsRequest {
@@ -178,14 +196,24 @@ async fn a_server_side_dataset_path_and_pagination() {
         .into_inner();
     assert_eq!(second.runs.len(), 1);
     assert!(second.next_page_token.is_empty());
-    let status = client
-        .list_runs(pb::ListRunsRequest {
-            page_size: 2,
-            page_token: "garbage".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(field_violations(&status)[0].0, "page_token");
+    // Page tokens are opaque; a made-up one, an offset as the old tokens wrote it (which once
+    // went negative in SQL or overflowed), or a forged huge one is INVALID_ARGUMENT.
+    for token in [
+        "garbage".to_string(),
+        "1".into(),
+        "18446744073709551615".into(),
+        arf_common::paging::offset_token(usize::MAX),
+    ] {
+        let status = client
+            .list_runs(pb::ListRunsRequest {
+                page_size: 2,
+                page_token: token.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{token}");
+        assert_eq!(field_violations(&status)[0].0, "page_token");
+    }
     suite.shutdown().await.unwrap();
 }
 
@@ -470,4 +498,73 @@ async fn a_judge_the_analyzer_lacks_is_refused_up_front() {
     }
     server.shutdown().await.unwrap();
     analyzer.shutdown().await.unwrap();
+}
+
+/// CancelRun during Finetune reaches the training job: the trainer runs one job at a time, so
+/// a job left training would hold up every later run's Finetune.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_run_during_finetune_cancels_its_training_job() {
+    use arf_common::client::{ClientOptions, connect_lazy};
+    let dir = tempfile::tempdir().unwrap();
+    let (suite, mut client) = suite(dir.path()).await;
+    let mut spec = spec(&[pb::Stage::Analyze, pb::Stage::Revise, pb::Stage::Finetune]);
+    let config = spec.config.as_mut().unwrap();
+    config.revision_rounds = 1;
+    config.revision_max_tokens = 64;
+    config.on_unimproved = pb::UnimprovedPolicy::KeepOriginal as i32;
+    // Long enough that the cancel lands while the job trains.
+    config.training = Some(pb::Hyperparameters {
+        max_steps: 1_000_000,
+        batch_size: 1,
+        ..Default::default()
+    });
+    let run = create(&mut client, spec, sample_rows()).await.unwrap();
+    let mut stream = client
+        .watch_run(pb::WatchRunRequest {
+            run_id: run.id.clone(),
+            after_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let job_id = loop {
+        let Some(event) = stream.message().await.unwrap() else {
+            let events = watch(&mut client, &run.id, 0).await;
+            panic!("the run ended before its job trained: {events:?}");
+        };
+        if let Some(pb::run_event::Kind::Training(t)) = &event.kind
+            && matches!(t.kind, Some(pb::job_event::Kind::Step(_)))
+        {
+            break t.job_id.clone();
+        }
+    };
+    drop(stream);
+    let cancelled = client
+        .cancel_run(pb::CancelRunRequest {
+            run_id: run.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.state(), pb::RunState::Cancelled);
+
+    let mut trainer = pb::trainer_client::TrainerClient::new(
+        connect_lazy(&suite.trainer_endpoint(), &ClientOptions::default()).unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let state = loop {
+        let job = trainer
+            .get_job(pb::GetJobRequest {
+                job_id: job_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if job.state() != pb::JobState::Running || std::time::Instant::now() > deadline {
+            break job.state();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(state, pb::JobState::Cancelled, "the job stops with the run");
+    suite.shutdown().await.unwrap();
 }

@@ -25,6 +25,9 @@ pub const MAX_BATCH: u32 = 4096;
 pub const MAX_SEQ_LEN: u32 = 131_072;
 /// Characters of a run's display name.
 pub const MAX_DISPLAY_NAME: usize = 256;
+/// Tokens a run may ask the editor to generate for one revision or one summary: more than any
+/// summary needs, and checked at CreateRun rather than refused by every call hours later.
+pub const MAX_GENERATED_TOKENS: u32 = 32_768;
 /// Rows of one run's dataset (good and bad together).
 pub const MAX_ROWS: usize = 10_000_000;
 /// Bad rows one run records before it stops reading: past this many, the file is more likely

@@ -200,7 +200,7 @@ fn to_status(error: EditorError) -> Status {
             "the editor's model is still loading; health says SERVING once it is ready",
         ),
         EditorError::BadOutput(message) => arf_common::status::unusable_output(message),
-        EditorError::Engine(message) => Status::internal(format!("generation failed: {message}")),
+        EditorError::Engine(message) => arf_common::status::internal_error("generation", &message),
     }
 }
 

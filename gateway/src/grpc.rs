@@ -262,14 +262,8 @@ impl PipelineRpc for PipelineService {
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
         let request = request.into_inner();
         let size = arf_common::paging::page_size(request.page_size);
-        let offset: usize = if request.page_token.is_empty() {
-            0
-        } else {
-            request
-                .page_token
-                .parse()
-                .map_err(|_| invalid_field("page_token", "not a token from a previous response"))?
-        };
+        let offset = arf_common::paging::parse_offset_token(&request.page_token)
+            .map_err(|why| invalid_field("page_token", why))?;
         let mut runs = self
             .pipeline
             .store()
@@ -278,7 +272,7 @@ impl PipelineRpc for PipelineService {
             .map_err(internal)?;
         let next_page_token = if runs.len() > size {
             runs.truncate(size);
-            (offset + size).to_string()
+            arf_common::paging::offset_token(offset + size)
         } else {
             String::new()
         };

@@ -10,6 +10,14 @@
 //! (`ARF_BENCH_MODEL`, default the copy `scripts/fetch-model.sh smollm2` caches; the row is
 //! skipped when it is missing), dequantized once to an f32 Hugging Face directory that both sides
 //! load, at the settings of the real-model runs: LoRA r=8, batch 1, 384 tokens.
+//!
+//! Three sides per row, taking turns `ARF_BENCH_RUNS` times (default 1), medians reported: ours with the fused CPU kernels, ours with `ARF_TRAINER_KERNELS=formulas`
+//! (the candle-op path, before the kernels), and PyTorch. Each side's GFLOP/s counts the same
+//! analytic FLOPs per token ([`flop_per_token`]); the share is of the FMA peak measured here.
+
+mod support {
+    pub mod peak;
+}
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +27,6 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use trainer_svc::lora::{ForwardCtx, LoraSpec};
 use trainer_svc::model::{Llama, LoadOptions};
-use trainer_svc::train::loss::cross_entropy_sum;
 use trainer_svc::train::optim::{AdamW, AdamWParams, clip_global_norm};
 
 struct Shape {
@@ -148,9 +155,10 @@ fn ours(dir: &Path, batch: usize, seq: usize, rank: usize) -> candle_core::Resul
     let inputs = ids.narrow(1, 0, seq - 1)?;
     let targets = ids.narrow(1, 1, seq - 1)?.flatten_all()?;
     let mut step = || -> candle_core::Result<()> {
-        let logits = model.forward(&inputs, &mut ForwardCtx::eval())?;
+        let hidden = model.forward_hidden(&inputs, &mut ForwardCtx::eval())?;
         let n = targets.dim(0)?;
-        let loss = (cross_entropy_sum(&logits.reshape((n, vocab))?, &targets)? / n as f64)?;
+        let hidden = hidden.reshape((n, hidden.dim(2)?))?;
+        let loss = (model.loss_sum(&hidden, &targets)? / n as f64)?;
         let store = loss.backward()?;
         let mut grads: Vec<Tensor> = vars
             .iter()
@@ -172,6 +180,30 @@ fn ours(dir: &Path, batch: usize, seq: usize, rank: usize) -> candle_core::Resul
         step()?;
     }
     Ok((batch * seq * STEPS) as f64 / t.elapsed().as_secs_f64())
+}
+
+/// FLOPs of one training token, the same count for both sides: the frozen matmuls forward and
+/// their input gradients (2 x 2 x params), attention over the whole sequence forward and
+/// backward (3 x 4 s d heads per layer), LoRA forward and its three gradients (4 x 2 r (in+out)).
+fn flop_per_token(c: &trainer_svc::model::LlamaConfig, seq: usize, rank: usize) -> f64 {
+    let (h, hd) = (c.hidden_size, c.head_dim);
+    let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
+    let io = [
+        (h, q),
+        (h, kv),
+        (h, kv),
+        (q, h),
+        (h, c.intermediate_size),
+        (h, c.intermediate_size),
+        (c.intermediate_size, h),
+    ];
+    let layer_params: usize = io.iter().map(|(i, o)| i * o).sum();
+    let layer_lora: usize = io.iter().map(|(i, o)| rank * (i + o)).sum();
+    let layers = c.num_hidden_layers as f64;
+    let frozen = (layer_params as f64 * layers + (h * c.vocab_size) as f64) * 2.0 * 2.0;
+    let attention = 3.0 * 4.0 * (seq * hd * c.num_attention_heads) as f64 * layers;
+    let lora = 4.0 * 2.0 * layer_lora as f64 * layers;
+    frozen + attention + lora
 }
 
 /// The SmolLM2 GGUF, when it is here: `ARF_BENCH_MODEL`, or the model cache.
@@ -201,19 +233,34 @@ fn main() {
         std::env::var("ARF_BENCH_PYTHON").unwrap_or_else(|_| "/work/pyenv/bin/python".into());
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reference/bench_peft.py");
     let tmp = std::env::temp_dir().join(format!("arf-lora-bench-{}", std::process::id()));
-    println!("LoRA on q,k,v,o,gate,up,down; {WARMUP} warm-up + {STEPS} timed steps; f32; CPU");
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runs: usize = std::env::var("ARF_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let (peak, isa) = support::peak::fma_peak(threads);
     println!(
-        "{:<10} {:>9} {:>5} {:>7} {:>14} {:>12} {:>14} {:>12} {:>7}",
+        "LoRA on q,k,v,o,gate,up,down; {WARMUP} warm-up + {STEPS} timed steps; f32; CPU; median of {runs} run(s) per side (ARF_BENCH_RUNS)"
+    );
+    println!("f32 FMA peak of {threads} threads ({isa}), measured: {peak:.0} GFLOP/s");
+    println!(
+        "{:<10} {:>9} {:>5} {:>7} {:>10} {:>9} {:>10} {:>10} {:>9} {:>7} {:>8} {:>8} {:>8}",
         "model",
         "params",
         "rank",
         "tokens",
-        "candle tok/s",
-        "candle MiB",
+        "ours tok/s",
+        "ours MiB",
+        "formulas",
         "torch tok/s",
         "torch MiB",
-        "ratio"
+        "ratio",
+        "ours GF/s",
+        "torch GF/s",
+        "GF/token"
     );
+    let mut summary = Vec::new();
     let mut cases = Vec::new();
     for s in &SHAPES {
         let dir = tmp.join(s.name);
@@ -256,40 +303,76 @@ fn main() {
                 .find_map(|l| serde_json::from_str(l).ok())
         };
         let exe = std::env::current_exe().expect("bench executable");
-        let ours = run(Command::new(exe)
-            .args(["--child", &dir.display().to_string()])
-            .args([case.batch, case.seq, case.rank].map(|v| v.to_string())));
-        let torch = if Path::new(&python).exists() {
-            run(Command::new(&python)
-                .arg(&script)
-                .arg(&dir)
-                .args([case.batch, case.seq, case.rank, WARMUP, STEPS].map(|v| v.to_string())))
-        } else {
-            None
+        let child = |kernels: &str| {
+            run(Command::new(&exe)
+                .env("ARF_TRAINER_KERNELS", kernels)
+                .args(["--child", &dir.display().to_string()])
+                .args([case.batch, case.seq, case.rank].map(|v| v.to_string())))
         };
-        let get = |v: &Option<serde_json::Value>, k: &str| {
-            v.as_ref().and_then(|v| v[k].as_f64()).unwrap_or(f64::NAN)
+        let torch_run = || {
+            if Path::new(&python).exists() {
+                run(Command::new(&python)
+                    .arg(&script)
+                    .arg(dir)
+                    .args([case.batch, case.seq, case.rank, WARMUP, STEPS].map(|v| v.to_string())))
+            } else {
+                None
+            }
         };
-        let params = trainer_svc::model::LlamaConfig::from_dir(dir)
-            .map(|c| c.num_parameters())
-            .unwrap_or(0);
-        let (ot, om, tt, tm) = (
+        // The sides take turns, `runs` times; each figure is the median of its runs, so a burst
+        // of noise from the machine's neighbours lands on every side alike.
+        let (mut ours, mut formulas, mut torch) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..runs {
+            ours.push(child("fused"));
+            formulas.push(child("formulas"));
+            torch.push(torch_run());
+        }
+        let get = |v: &[Option<serde_json::Value>], k: &str| {
+            let mut xs: Vec<f64> = v
+                .iter()
+                .filter_map(|v| v.as_ref().and_then(|v| v[k].as_f64()))
+                .collect();
+            xs.sort_by(f64::total_cmp);
+            xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        let cfg = trainer_svc::model::LlamaConfig::from_dir(dir).ok();
+        let params = cfg.as_ref().map(|c| c.num_parameters()).unwrap_or(0);
+        let gflop = cfg
+            .as_ref()
+            .map(|c| flop_per_token(c, case.seq, case.rank) / 1e9)
+            .unwrap_or(f64::NAN);
+        let (ot, om, ft, tt, tm) = (
             get(&ours, "tokens_per_second"),
             get(&ours, "peak_rss_mib"),
+            get(&formulas, "tokens_per_second"),
             get(&torch, "tokens_per_second"),
             get(&torch, "peak_rss_mib"),
         );
         println!(
-            "{:<10} {:>8.1}M {:>5} {:>7} {:>14.0} {:>12.0} {:>14.0} {:>12.0} {:>6.2}x",
+            "{:<10} {:>8.1}M {:>5} {:>7} {:>10.0} {:>9.0} {:>10.0} {:>10.0} {:>9.0} {:>6.2}x {:>8.1} {:>8.1} {:>8.1}",
             case.name,
             params as f64 / 1e6,
             case.rank,
             case.batch * case.seq,
             ot,
             om,
+            ft,
             tt,
             tm,
-            ot / tt
+            ot / tt,
+            ot * gflop,
+            tt * gflop,
+            gflop,
+        );
+        summary.push((case.name.clone(), ot * gflop, ft * gflop, tt * gflop));
+    }
+    println!("share of the measured peak (whole training step):");
+    for (name, ours, formulas, torch) in summary {
+        println!(
+            "  {name:<10} ours {:.1}%, formulas {:.1}%, torch {:.1}%",
+            100.0 * ours / peak,
+            100.0 * formulas / peak,
+            100.0 * torch / peak
         );
     }
     let _ = std::fs::remove_dir_all(&tmp);

@@ -7,7 +7,7 @@ use arf_common::dataset::conversation_from_wire;
 use arf_common::paths::PathRoots;
 use arf_common::server::ResponseStream;
 use arf_common::server::watch::{EventLog, watch_log};
-use arf_common::status::invalid_field;
+use arf_common::status::{internal_error, invalid_field};
 use arf_proto::v1 as pb;
 use arf_proto::v1::trainer_server::{Trainer, TrainerServer};
 use tokio::io::AsyncReadExt;
@@ -98,7 +98,7 @@ impl Trainer for TrainerService {
         // Validation reads the model's config and tokenizer: blocking file work.
         let job = tokio::task::spawn_blocking(move || jobs.create(spec))
             .await
-            .map_err(|e| Status::internal(format!("create job: {e}")))??;
+            .map_err(|e| internal_error("create job", &e))??;
         tracing::info!(job_id = %job.id, "job queued");
         Ok(Response::new(job_to_pb(&job)))
     }
@@ -130,7 +130,7 @@ impl Trainer for TrainerService {
                 }
             })
             .await
-            .map_err(|e| Status::internal(format!("upload: {e}")))?;
+            .map_err(|e| internal_error("upload", &e))?;
             upload = written?;
         }
         if upload.examples() == 0 {
@@ -140,7 +140,7 @@ impl Trainer for TrainerService {
         let examples = upload.examples();
         let upload_id = tokio::task::spawn_blocking(move || upload.finish())
             .await
-            .map_err(|e| Status::internal(format!("upload: {e}")))??;
+            .map_err(|e| internal_error("upload", &e))??;
         tracing::info!(%upload_id, examples, "examples uploaded");
         Ok(Response::new(pb::UploadExamplesResponse {
             upload_id,
@@ -247,11 +247,11 @@ async fn send_file(
 ) -> Result<(), Status> {
     let mut file = tokio::fs::File::open(path)
         .await
-        .map_err(|e| Status::internal(format!("{name}: {e}")))?;
+        .map_err(|e| internal_error(name, &e))?;
     let size = file
         .metadata()
         .await
-        .map_err(|e| Status::internal(format!("{name}: {e}")))?
+        .map_err(|e| internal_error(name, &e))?
         .len();
     let mut offset = 0u64;
     loop {
@@ -261,7 +261,7 @@ async fn send_file(
             let n = file
                 .read(&mut data[filled..])
                 .await
-                .map_err(|e| Status::internal(format!("{name}: {e}")))?;
+                .map_err(|e| internal_error(name, &e))?;
             if n == 0 {
                 break;
             }

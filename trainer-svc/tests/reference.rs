@@ -7,7 +7,6 @@ use common::*;
 use trainer_svc::lora::ForwardCtx;
 use trainer_svc::lora::peft::load_adapter;
 use trainer_svc::model::{Llama, LoadOptions};
-use trainer_svc::train::loss::cross_entropy_sum;
 
 const TOL: f32 = 1e-4;
 
@@ -79,11 +78,10 @@ fn lora_logits_and_gradients_match_peft() {
         .unwrap()
         .index_select(&Tensor::new(rows, &Device::Cpu).unwrap(), 0)
         .unwrap();
-    let loss = (cross_entropy_sum(
-        &model.logits(&picked).unwrap(),
-        &Tensor::new(targets, &Device::Cpu).unwrap(),
-    )
-    .unwrap()
+    // Through the trainer's loss (on the CPU, the fused output layer and cross-entropy).
+    let loss = (model
+        .loss_sum(&picked, &Tensor::new(targets, &Device::Cpu).unwrap())
+        .unwrap()
         / n as f64)
         .unwrap();
     let want = reference["loss"].to_vec1::<f32>().unwrap()[0];

@@ -358,3 +358,41 @@ fn trains_on_the_workspace_tiny_llama_and_exports_a_loadable_merged_model() {
     assert_eq!(model.cfg.hidden_size, TinyLlamaSpec::default().hidden_size);
     assert!(merged.join("tokenizer.json").exists());
 }
+
+/// The adapter and the merged model are published whole: written aside, flushed, then renamed
+/// into place. What a crashed earlier attempt left under those names (a truncated file, a stray
+/// one) never mixes into a job's outputs, and no temporary directory stays behind.
+#[test]
+fn outputs_are_published_whole_over_a_crashed_attempts_leftovers() {
+    use arf_tiny_llama::{TinyLlamaSpec, write_tiny_llama};
+    let base = tempfile::tempdir().unwrap();
+    write_tiny_llama(base.path(), &TinyLlamaSpec::default()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    for dir in ["adapter", "merged"] {
+        std::fs::create_dir_all(out.path().join(dir)).unwrap();
+        std::fs::write(out.path().join(dir).join("leftover.bin"), b"half").unwrap();
+    }
+    let mut c = TrainConfig::with_defaults(base.path(), out.path());
+    c.max_steps = 1;
+    c.export_merged = true;
+    let (outcome, _) = train_recording_losses(&c);
+    assert!(matches!(outcome, Outcome::Succeeded { .. }), "{outcome:?}");
+    let names = |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names(&out.path().join("adapter")),
+        ["adapter_config.json", "adapter_model.safetensors"]
+    );
+    assert!(!names(&out.path().join("merged")).contains(&"leftover.bin".to_string()));
+    assert!(
+        names(out.path()).iter().all(|n| !n.starts_with(".tmp")),
+        "{:?}",
+        names(out.path())
+    );
+}

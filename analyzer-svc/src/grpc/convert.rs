@@ -95,7 +95,7 @@ pub fn analyze_error(e: AnalyzeError) -> Status {
         | AnalyzeError::UnknownDetector { .. }
         | AnalyzeError::UnknownCategory { .. } => invalid_field(e.field(), e.to_string()),
         // A bug in a detector: the request was fine, the analyzer was not.
-        AnalyzeError::DetectorFailed { .. } => Status::internal(e.to_string()),
+        AnalyzeError::DetectorFailed { .. } => arf_common::status::internal_error("analysis", &e),
     }
 }
 

@@ -169,8 +169,12 @@ async fn follow(
                 e = events.message() => e,
                 () = token.cancelled() => {
                     // A shutdown (deploy, node drain) is not the user's cancel: the job trains
-                    // on, and the restarted gateway follows it from the stored sequence.
-                    p.check(token)?;
+                    // on, and the restarted gateway follows it from the stored sequence. A
+                    // user's cancel reaches the job: the trainer runs one job at a time, and an
+                    // orphan would hold up every later run's Finetune.
+                    if let Err(RunError::ShuttingDown) = p.check(token) {
+                        return Err(RunError::ShuttingDown);
+                    }
                     let _ = trainer.cancel(job_id).await;
                     return Err(RunError::Cancelled);
                 }

@@ -91,16 +91,39 @@ fn validate(spec: &pb::RunSpec) -> Result<(), IngestError> {
                 format!("unknown acceptance rule {}", c.acceptance),
             ));
         }
-        if c.revision_max_tokens > 32_768 {
-            return Err(invalid("spec.config.revision_max_tokens", "at most 32768"));
-        }
-        if let Some(e) = &c.evaluation
-            && !(0.0..1.0).contains(&e.holdout_fraction)
-        {
+        // Enums: an unknown value is refused, never read as the default.
+        if pb::UnimprovedPolicy::try_from(c.on_unimproved).is_err() {
             return Err(invalid(
-                "spec.config.evaluation.holdout_fraction",
-                "must be in [0, 1)",
+                "spec.config.on_unimproved",
+                format!("unknown policy {}", c.on_unimproved),
             ));
+        }
+        if pb::RepairMode::try_from(c.repair).is_err() {
+            return Err(invalid(
+                "spec.config.repair",
+                format!("unknown repair mode {}", c.repair),
+            ));
+        }
+        let most = bounds::MAX_GENERATED_TOKENS;
+        if c.revision_max_tokens > most {
+            return Err(invalid(
+                "spec.config.revision_max_tokens",
+                format!("at most {most}"),
+            ));
+        }
+        if let Some(e) = &c.evaluation {
+            if !(0.0..1.0).contains(&e.holdout_fraction) {
+                return Err(invalid(
+                    "spec.config.evaluation.holdout_fraction",
+                    "must be in [0, 1)",
+                ));
+            }
+            if e.max_summary_tokens > most {
+                return Err(invalid(
+                    "spec.config.evaluation.max_summary_tokens",
+                    format!("at most {most}"),
+                ));
+            }
         }
     }
     Ok(())

@@ -52,11 +52,17 @@ impl Pipeline {
     /// counts their pending items for `arf.gateway.pending_items`.
     pub async fn renew_leases(&self) -> anyhow::Result<()> {
         let ids = self.active_runs();
-        self.count_pending(&ids).await?;
+        self.renew(&ids).await?;
+        // The gauge after the leases, never before: a slow or failing count of a large run's
+        // items must not delay or skip a renewal.
+        self.count_pending(&ids).await
+    }
+
+    async fn renew(&self, ids: &[String]) -> anyhow::Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
-        for lease in self.store.renew_leases(&ids).await? {
+        for lease in self.store.renew_leases(ids).await? {
             let lost = !lease.holder.is_empty() && lease.holder != self.store.owner();
             if lost {
                 tracing::warn!(

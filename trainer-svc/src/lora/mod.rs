@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::model::frozen::{frozen_matmul, mul_const};
+use crate::model::fused;
 use crate::rng::Rng;
 
 /// The projections of a Llama block, by their checkpoint names (one list, shared with the
@@ -134,28 +135,48 @@ pub struct Linear {
 
 impl Linear {
     pub fn forward(&self, x: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
-        let y = frozen_matmul(x, &self.weight)?;
-        let Some(l) = &self.lora else { return Ok(y) };
-        let x = match (&mut ctx.dropout_rng, l.dropout) {
+        let Some(l) = &self.lora else {
+            return frozen_matmul(x, &self.weight);
+        };
+        // The adapter's dropout mask, drawn the same way on every path (resumes reproduce it).
+        let mask = match (&mut ctx.dropout_rng, l.dropout) {
             (Some(rng), p) if p > 0.0 => {
                 let keep = 1.0 / (1.0 - p);
                 let mask: Vec<f32> = (0..x.elem_count())
                     .map(|_| if rng.next_f32() < p { 0.0 } else { keep })
                     .collect();
-                mul_const(x, &Tensor::from_vec(mask, x.shape(), x.device())?)?
+                Some(Tensor::from_vec(mask, x.shape(), x.device())?)
             }
-            _ => x.clone(),
+            _ => None,
         };
         let dims = x.dims().to_vec();
         let (in_dim, lead) = (dims[dims.len() - 1], &dims[..dims.len() - 1]);
         let n: usize = lead.iter().product();
+        let mut out = lead.to_vec();
+        out.push(self.weight.dim(0)?);
+        if fused::applies_to(x) {
+            let w = self.weight.to_dtype(DType::F32)?;
+            let mask = mask.map(|m| m.reshape((n, in_dim))).transpose()?;
+            let y = fused::lora_linear::lora_linear(
+                &x.reshape((n, in_dim))?,
+                &w,
+                l.a.as_tensor(),
+                l.b.as_tensor(),
+                l.scaling,
+                mask.as_ref(),
+            )?;
+            return y.reshape(out);
+        }
+        let y = frozen_matmul(x, &self.weight)?;
+        let x = match &mask {
+            Some(m) => mul_const(x, m)?,
+            None => x.clone(),
+        };
         let x2 = x.reshape((n, in_dim))?;
         let delta = (x2
             .matmul(&l.a.as_tensor().t()?)?
             .matmul(&l.b.as_tensor().t()?)?
             * l.scaling)?;
-        let mut out = lead.to_vec();
-        out.push(delta.dim(1)?);
         y + delta.reshape(out)?
     }
 }

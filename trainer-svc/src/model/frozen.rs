@@ -12,6 +12,8 @@ use candle_core::{
     CpuStorage, CudaStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor,
 };
 
+use super::fused::{self, gemm};
+
 /// `x @ W^T` for a frozen `W` of shape `[out, in]`; `x` is `[n, in]`.
 struct FrozenMatmul {
     w: Tensor,
@@ -44,6 +46,25 @@ impl CustomOp1 for FrozenMatmul {
     }
 
     fn cpu_fwd(&self, x: &CpuStorage, x_l: &Layout) -> Result<(CpuStorage, Shape)> {
+        if matches!(x, CpuStorage::F32(_)) && fused::applies_to(&self.w) {
+            // faer's AVX-512 kernels (fused::gemm), not candle's AVX2 ones.
+            let (n, k) = x_l.shape().dims2()?;
+            let x = fused::values(x, x_l, self.name())?;
+            let out = self.w.dim(0)?;
+            let mut y = vec![0f32; n * out];
+            fused::with_values(&self.w, self.name(), |w| {
+                gemm::matmul(
+                    gemm::rows_mut(&mut y, n, out, out),
+                    gemm::rows(x, n, k, k),
+                    gemm::rows(w, out, k, k).transpose(),
+                    1.0,
+                    false,
+                    gemm::Threads::All,
+                );
+                Ok(())
+            })?;
+            return Ok((CpuStorage::F32(y), Shape::from((n, out))));
+        }
         let (w, w_l) = self.w.storage_and_layout();
         match &*w {
             Storage::Cpu(w) => self.fwd(x, x_l, w, w_l),
@@ -61,6 +82,25 @@ impl CustomOp1 for FrozenMatmul {
 
     fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         // d(x W^T)/dx = g W. No gradient for W: it is frozen.
+        if fused::applies_to(grad) && self.w.dtype() == DType::F32 {
+            let (n, out) = grad.dims2()?;
+            let k = self.w.dim(1)?;
+            let mut dx = vec![0f32; n * k];
+            fused::with_values(grad, self.name(), |g| {
+                fused::with_values(&self.w, self.name(), |w| {
+                    gemm::matmul(
+                        gemm::rows_mut(&mut dx, n, k, k),
+                        gemm::rows(g, n, out, out),
+                        gemm::rows(w, out, k, k),
+                        1.0,
+                        false,
+                        gemm::Threads::All,
+                    );
+                    Ok(())
+                })
+            })?;
+            return Ok(Some(Tensor::from_vec(dx, (n, k), grad.device())?));
+        }
         Ok(Some(grad.matmul(&self.w)?))
     }
 }

@@ -1,5 +1,7 @@
-//! The Llama forward pass, written with ops that differentiate (the slow rms-norm, rope and
-//! softmax formulas), frozen weights behind [`super::frozen`] so they cost no gradient memory.
+//! The Llama forward pass, differentiable, frozen weights behind [`super::frozen`] so they cost
+//! no gradient memory. On the CPU (f32) rms-norm, rope, attention, the MLP gate and the loss are
+//! [`super::fused`] kernels with their own backward passes; elsewhere they are the formulas,
+//! written with candle ops that differentiate.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,6 +10,7 @@ use candle_core::{D, DType, Device, Result as CResult, Tensor, Var};
 
 use super::config::{LlamaConfig, RopeScaling};
 use super::frozen::{add_const, frozen_matmul, mul_const};
+use super::fused;
 use super::{BaseModel, ModelError};
 use crate::lora::{ALL_MODULES, ForwardCtx, Linear, LoraPair, LoraSpec};
 use crate::rng::Rng;
@@ -173,6 +176,16 @@ impl Llama {
         frozen_matmul(hidden, &self.lm_head)?.to_dtype(DType::F32)
     }
 
+    /// `sum_i -log softmax(logits(hidden_i))[target_i]` for hidden states `[n, hidden]` and
+    /// targets `[n]` (u32): on the CPU without ever holding the `n x vocab` logits.
+    pub fn loss_sum(&self, hidden: &Tensor, targets: &Tensor) -> CResult<Tensor> {
+        if fused::applies_to(hidden) {
+            fused::lm_head_loss::lm_head_loss(hidden, &self.lm_head, targets)
+        } else {
+            crate::train::loss::cross_entropy_sum(&self.logits(hidden)?, targets)
+        }
+    }
+
     /// `[b, s, vocab]` logits for every position.
     pub fn forward(&self, ids: &Tensor, ctx: &mut ForwardCtx) -> CResult<Tensor> {
         self.logits(&self.forward_hidden(ids, ctx)?)
@@ -190,6 +203,16 @@ impl Llama {
         let c = &self.cfg;
         let (b, s, _) = x.dims3()?;
         let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        if fused::applies_to(x) {
+            // Heads stay where the projections put them: [b, s, heads, d].
+            let q = block.proj[0].forward(x, ctx)?.reshape((b, s, nh, hd))?;
+            let k = block.proj[1].forward(x, ctx)?.reshape((b, s, nkv, hd))?;
+            let v = block.proj[2].forward(x, ctx)?.reshape((b, s, nkv, hd))?;
+            let q = fused::rope::rope(&q, cos, sin)?;
+            let k = fused::rope::rope(&k, cos, sin)?;
+            let out = fused::attention::causal_attention(&q, &k, &v)?.reshape((b, s, nh * hd))?;
+            return block.proj[3].forward(&out, ctx);
+        }
         let heads = |t: Tensor, n: usize| t.reshape((b, s, n, hd))?.transpose(1, 2)?.contiguous();
         let q = heads(block.proj[0].forward(x, ctx)?, nh)?;
         let k = heads(block.proj[1].forward(x, ctx)?, nkv)?;
@@ -232,11 +255,20 @@ impl Llama {
 fn mlp(block: &Block, x: &Tensor, ctx: &mut ForwardCtx) -> CResult<Tensor> {
     let gate = block.proj[4].forward(x, ctx)?;
     let up = block.proj[5].forward(x, ctx)?;
-    block.proj[6].forward(&(candle_nn::ops::silu(&gate)? * up)?, ctx)
+    let act = if fused::applies_to(&gate) {
+        fused::swiglu::swiglu(&gate, &up)?
+    } else {
+        (candle_nn::ops::silu(&gate)? * up)?
+    };
+    block.proj[6].forward(&act, ctx)
 }
 
-/// `w * x / sqrt(mean(x^2) + eps)`, in f32: the formula, because the fused op has no backward.
+/// `w * x / sqrt(mean(x^2) + eps)`, in f32: on CUDA the formula, because candle's fused op has
+/// no backward.
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> CResult<Tensor> {
+    if fused::applies_to(x) {
+        return fused::rms_norm::rms_norm(x, w, eps);
+    }
     let var = x.sqr()?.mean_keepdim(D::Minus1)?;
     let normed = x.broadcast_mul(&(var + eps)?.sqrt()?.recip()?)?;
     mul_const(&normed, w)

@@ -4,6 +4,7 @@
 pub mod base;
 pub mod config;
 pub mod frozen;
+pub mod fused;
 pub mod gguf;
 pub mod llama;
 pub mod weights;

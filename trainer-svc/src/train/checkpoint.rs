@@ -63,18 +63,44 @@ pub fn list(output: &Path) -> Vec<(u64, PathBuf)> {
 
 /// Moves a fully written temporary directory into place.
 pub fn commit(tmp: &Path, output: &Path, step: u64) -> Result<PathBuf, TrainError> {
-    let dest = checkpoint_path(output, step);
+    move_into_place(tmp, &checkpoint_path(output, step))
+}
+
+/// Writes a job's output directory (`adapter`, `merged`) the way checkpoints are written: into
+/// a temporary sibling through `write`, flushed, then renamed over `dest`. A crash leaves the
+/// previous directory or the new one, never a truncated file under the final name, and no file
+/// of an earlier attempt mixes into the new one.
+pub fn publish(
+    dest: &Path,
+    write: impl FnOnce(&Path) -> Result<(), TrainError>,
+) -> Result<PathBuf, TrainError> {
+    let name = dest
+        .file_name()
+        .ok_or_else(|| TrainError::Data(format!("{}: not a directory name", dest.display())))?;
+    let tmp = dest.with_file_name(format!(".tmp-{}", name.to_string_lossy()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    move_into_place(&tmp, dest)
+}
+
+fn move_into_place(tmp: &Path, dest: &Path) -> Result<PathBuf, TrainError> {
     if dest.exists() {
-        std::fs::remove_dir_all(&dest).map_err(|e| TrainError::io(&dest, e))?;
+        std::fs::remove_dir_all(dest).map_err(|e| TrainError::io(dest, e))?;
     }
     // Every file and folder on disk before the rename, and the rename itself after it: after a
-    // power cut the checkpoint is whole or absent, never a folder of empty files.
+    // power cut the directory is whole or absent, never a folder of empty files.
     sync_tree(tmp)?;
-    std::fs::rename(tmp, &dest).map_err(|e| TrainError::io(&dest, e))?;
+    std::fs::rename(tmp, dest).map_err(|e| TrainError::io(dest, e))?;
     if let Some(parent) = dest.parent() {
         sync_path(parent)?;
     }
-    Ok(dest)
+    Ok(dest.to_path_buf())
 }
 
 fn sync_path(path: &Path) -> Result<(), TrainError> {

@@ -7,7 +7,6 @@ use candle_core::{DType, Device, Tensor};
 
 use super::checkpoint::{self, CheckpointState};
 use super::data::{ChatFormat, Encoded, Example};
-use super::loss::cross_entropy_sum;
 use super::optim::{AdamW, AdamWParams, clip_global_norm, lr_at};
 use super::{Event, Observer, TrainConfig, TrainError};
 use crate::lora::ForwardCtx;
@@ -95,13 +94,24 @@ fn make_batch(items: &[&Encoded], pad: u32, device: &Device) -> candle_core::Res
     })
 }
 
-/// Summed token loss of a batch (a graph node, for backward).
-fn batch_loss(model: &Llama, batch: &Batch, ctx: &mut ForwardCtx) -> candle_core::Result<Tensor> {
+/// Summed token loss of a batch: a graph node for backward, or (`for_backward` false) a value
+/// whose gradient is never computed.
+fn batch_loss(
+    model: &Llama,
+    batch: &Batch,
+    ctx: &mut ForwardCtx,
+    for_backward: bool,
+) -> candle_core::Result<Tensor> {
     let hidden = model.forward_hidden(&batch.ids, ctx)?;
     let (b, l, h) = hidden.dims3()?;
     // Logits only where there is a target: the masked positions cost no lm_head work.
     let picked = hidden.reshape((b * l, h))?.index_select(&batch.rows, 0)?;
-    cross_entropy_sum(&model.logits(&picked)?, &batch.targets)
+    let picked = if for_backward {
+        picked
+    } else {
+        picked.detach()
+    };
+    model.loss_sum(&picked, &batch.targets)
 }
 
 fn eval_loss(
@@ -115,7 +125,7 @@ fn eval_loss(
     for chunk in eval.chunks(cfg.batch_size) {
         let items: Vec<&Encoded> = chunk.iter().collect();
         let batch = make_batch(&items, pad, device)?;
-        sum += batch_loss(model, &batch, &mut ForwardCtx::eval())?
+        sum += batch_loss(model, &batch, &mut ForwardCtx::eval(), false)?
             .detach()
             .to_scalar::<f32>()? as f64;
         n += batch.num_targets;
@@ -264,7 +274,7 @@ pub fn train(
             let mut ctx = ForwardCtx {
                 dropout_rng: Some(Rng::derive(cfg.seed, "dropout", stream)),
             };
-            let loss = batch_loss(&model, batch, &mut ctx)?;
+            let loss = batch_loss(&model, batch, &mut ctx, true)?;
             loss_sum += loss.to_scalar::<f32>()? as f64;
             tokens += batch.num_tokens;
             let store = (loss / step_targets.max(1) as f64)?.backward()?;
@@ -331,18 +341,21 @@ pub fn train(
         last_eval = Some(l);
     }
 
-    let adapter_dir = cfg.output_dir.join("adapter");
-    save_adapter(&model, &cfg.lora, &cfg.base_model_dir, &adapter_dir)?;
+    // Published whole (written aside, flushed, renamed), before the job is saved as Succeeded.
+    let adapter_dir = checkpoint::publish(&cfg.output_dir.join("adapter"), |dir| {
+        Ok(save_adapter(&model, &cfg.lora, &cfg.base_model_dir, dir)?)
+    })?;
     let merged_dir = if cfg.export_merged {
         let tensors = vars
             .iter()
             .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
             .collect();
-        Some(write_merged(
-            &cfg.base_model_dir,
-            &tensors,
-            &cfg.lora,
+        Some(checkpoint::publish(
             &cfg.output_dir.join("merged"),
+            |dir| {
+                write_merged(&cfg.base_model_dir, &tensors, &cfg.lora, dir)?;
+                Ok(())
+            },
         )?)
     } else {
         None
