@@ -180,47 +180,12 @@ async fn a_gateway_stopped_during_finetune_leaves_the_job_training() {
     let flags = ["--student-base", base.as_str()];
     let (process, mut client) = spawn_gateway(port, data.path(), &suite, &flags).await;
 
-    let mut spec = spec(&[pb::Stage::Analyze, pb::Stage::Revise, pb::Stage::Finetune]);
-    let config = spec.config.as_mut().unwrap();
-    config.revision_rounds = 1;
-    config.revision_max_tokens = 64;
-    config.on_unimproved = pb::UnimprovedPolicy::KeepOriginal as i32;
     // Long enough that the SIGTERM lands while the job trains.
-    config.training = Some(pb::Hyperparameters {
-        max_steps: 400,
-        batch_size: 1,
-        ..Default::default()
-    });
-    let run = create(&mut client, spec, sample_rows()).await.unwrap();
-
-    // Wait for the job to report its first step, then stop the gateway as a deploy would.
-    let mut stream = client
-        .watch_run(pb::WatchRunRequest {
-            run_id: run.id.clone(),
-            after_sequence: 0,
-        })
+    let run = create(&mut client, analyze_revise_finetune(400), sample_rows())
         .await
-        .unwrap()
-        .into_inner();
-    let mut stepped = false;
-    while let Some(e) = stream.message().await.unwrap() {
-        if let Some(pb::run_event::Kind::Training(t)) = &e.kind
-            && matches!(t.kind, Some(pb::job_event::Kind::Step(_)))
-        {
-            stepped = true;
-            break;
-        }
-    }
-    if !stepped {
-        let run = client
-            .get_run(pb::GetRunRequest {
-                run_id: run.id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        panic!("the run ended before its job trained: {run:?}");
-    }
+        .unwrap();
+    // Wait for the job to report its first step, then stop the gateway as a deploy would.
+    wait_for_training_step(&mut client, &run.id).await;
     let mut process = process;
     let status = std::process::Command::new("kill")
         .args(["-TERM", &process.0.id().to_string()])

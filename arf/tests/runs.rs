@@ -507,38 +507,15 @@ async fn cancelling_a_run_during_finetune_cancels_its_training_job() {
     use arf_common::client::{ClientOptions, connect_lazy};
     let dir = tempfile::tempdir().unwrap();
     let (suite, mut client) = suite(dir.path()).await;
-    let mut spec = spec(&[pb::Stage::Analyze, pb::Stage::Revise, pb::Stage::Finetune]);
-    let config = spec.config.as_mut().unwrap();
-    config.revision_rounds = 1;
-    config.revision_max_tokens = 64;
-    config.on_unimproved = pb::UnimprovedPolicy::KeepOriginal as i32;
     // Long enough that the cancel lands while the job trains.
-    config.training = Some(pb::Hyperparameters {
-        max_steps: 1_000_000,
-        batch_size: 1,
-        ..Default::default()
-    });
-    let run = create(&mut client, spec, sample_rows()).await.unwrap();
-    let mut stream = client
-        .watch_run(pb::WatchRunRequest {
-            run_id: run.id.clone(),
-            after_sequence: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let job_id = loop {
-        let Some(event) = stream.message().await.unwrap() else {
-            let events = watch(&mut client, &run.id, 0).await;
-            panic!("the run ended before its job trained: {events:?}");
-        };
-        if let Some(pb::run_event::Kind::Training(t)) = &event.kind
-            && matches!(t.kind, Some(pb::job_event::Kind::Step(_)))
-        {
-            break t.job_id.clone();
-        }
-    };
-    drop(stream);
+    let run = create(
+        &mut client,
+        analyze_revise_finetune(1_000_000),
+        sample_rows(),
+    )
+    .await
+    .unwrap();
+    let job_id = wait_for_training_step(&mut client, &run.id).await;
     let cancelled = client
         .cancel_run(pb::CancelRunRequest {
             run_id: run.id.clone(),

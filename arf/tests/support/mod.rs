@@ -186,3 +186,43 @@ pub async fn wait_for_revisions(client: &mut PipelineClient<GrpcChannel>, run_id
     let seen = items(&events, pb::Stage::Revise).len();
     assert!(seen >= n, "the run ended after {seen} revisions");
 }
+
+/// Analyze, one round of short revisions (unimproved summaries kept) and a Finetune of
+/// `max_steps`: a run that reaches training quickly, then trains as long as asked.
+pub fn analyze_revise_finetune(max_steps: u32) -> pb::RunSpec {
+    let mut s = spec(&[pb::Stage::Analyze, pb::Stage::Revise, pb::Stage::Finetune]);
+    let config = s.config.as_mut().unwrap();
+    config.revision_rounds = 1;
+    config.revision_max_tokens = 64;
+    config.on_unimproved = pb::UnimprovedPolicy::KeepOriginal as i32;
+    config.training = Some(pb::Hyperparameters {
+        max_steps,
+        batch_size: 1,
+        ..Default::default()
+    });
+    s
+}
+
+/// Follows the run until its training job reports a step; returns the job's id. Panics with
+/// the run's events when it ends before training.
+pub async fn wait_for_training_step(
+    client: &mut PipelineClient<GrpcChannel>,
+    run_id: &str,
+) -> String {
+    let stepped = |e: &pb::RunEvent| match &e.kind {
+        Some(pb::run_event::Kind::Training(t))
+            if matches!(t.kind, Some(pb::job_event::Kind::Step(_))) =>
+        {
+            Some(t.job_id.clone())
+        }
+        _ => None,
+    };
+    let events = follow(client, run_id, |events| {
+        events.last().and_then(stepped).is_some()
+    })
+    .await;
+    events
+        .last()
+        .and_then(stepped)
+        .unwrap_or_else(|| panic!("the run ended before its job trained: {events:?}"))
+}
