@@ -5,7 +5,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::JobError;
@@ -17,7 +16,6 @@ const STALE: Duration = Duration::from_secs(24 * 3600);
 
 pub struct Uploads {
     dir: PathBuf,
-    counter: AtomicU64,
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> JobError {
@@ -42,18 +40,13 @@ impl Uploads {
                 let _ = std::fs::remove_file(&path);
             }
         }
-        Ok(Self {
-            dir,
-            counter: AtomicU64::new(0),
-        })
+        Ok(Self { dir })
     }
 
     pub fn begin(&self) -> Result<UploadWriter, JobError> {
-        let id = format!(
-            "upl-{:013}-{:06}",
-            super::now_ms(),
-            self.counter.fetch_add(1, Ordering::Relaxed) % 1_000_000
-        );
+        // 128 random bits: an upload id is a capability (whoever names it trains on its
+        // examples), so no token holder may guess another's (it was the time and a counter).
+        let id = format!("upl-{:032x}", rand::random::<u128>());
         let part = self.dir.join(format!("{id}.jsonl.part"));
         let file = std::fs::File::create(&part).map_err(|e| err(&part, e))?;
         Ok(UploadWriter {
@@ -132,5 +125,35 @@ impl UploadWriter {
     pub fn abandon(self) {
         drop(self.file);
         let _ = std::fs::remove_file(&self.part);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_ids_are_unguessable_from_one_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let uploads = Uploads::open(dir.path()).unwrap();
+        let ids: Vec<String> = (0..100)
+            .map(|_| {
+                let w = uploads.begin().unwrap();
+                let id = w.id.clone();
+                w.abandon();
+                id
+            })
+            .collect();
+        for (i, a) in ids.iter().enumerate() {
+            assert!(
+                uploads.finished(a).is_err(),
+                "an abandoned upload is not nameable"
+            );
+            assert_eq!(a.len(), 36, "{a}");
+            for b in &ids[i + 1..] {
+                // Consecutive ids of a clock and a counter share most of their digits.
+                assert_ne!(a[..16], b[..16], "{a} and {b}");
+            }
+        }
     }
 }
