@@ -51,17 +51,8 @@ impl CustomOp1 for FrozenMatmul {
             let (n, k) = x_l.shape().dims2()?;
             let x = fused::values(x, x_l, self.name())?;
             let out = self.w.dim(0)?;
-            let mut y = vec![0f32; n * out];
-            fused::with_values(&self.w, self.name(), |w| {
-                gemm::matmul(
-                    gemm::rows_mut(&mut y, n, out, out),
-                    gemm::rows(x, n, k, k),
-                    gemm::rows(w, out, k, k).transpose(),
-                    1.0,
-                    false,
-                    gemm::Threads::All,
-                );
-                Ok(())
+            let y = fused::with_values([&self.w], self.name(), |[w]| {
+                Ok(gemm::times_transposed(x, n, k, w, out))
             })?;
             return Ok((CpuStorage::F32(y), Shape::from((n, out))));
         }
@@ -85,19 +76,8 @@ impl CustomOp1 for FrozenMatmul {
         if fused::applies_to(grad) && self.w.dtype() == DType::F32 {
             let (n, out) = grad.dims2()?;
             let k = self.w.dim(1)?;
-            let mut dx = vec![0f32; n * k];
-            fused::with_values(grad, self.name(), |g| {
-                fused::with_values(&self.w, self.name(), |w| {
-                    gemm::matmul(
-                        gemm::rows_mut(&mut dx, n, k, k),
-                        gemm::rows(g, n, out, out),
-                        gemm::rows(w, out, k, k),
-                        1.0,
-                        false,
-                        gemm::Threads::All,
-                    );
-                    Ok(())
-                })
+            let dx = fused::with_values([grad, &self.w], self.name(), |[g, w]| {
+                Ok(gemm::times(g, n, out, w, k))
             })?;
             return Ok(Some(Tensor::from_vec(dx, (n, k), grad.device())?));
         }

@@ -230,43 +230,28 @@ impl CustomOp3 for CausalAttention {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let name = self.name();
         let d = self.dims;
-        let grads = with_values(q, name, |qv| {
-            with_values(k, name, |kv| {
-                with_values(v, name, |vv| {
-                    with_values(o, name, |ov| {
-                        with_values(dout, name, |gv| {
-                            let per_head: Vec<_> = self
-                                .heads()
-                                .map(|(b, h)| {
-                                    let (qs, ks) = (d.q_start(b, h), d.kv_start(b, h));
-                                    self.head_backward([
-                                        &qv[qs..],
-                                        &kv[ks..],
-                                        &vv[ks..],
-                                        &ov[qs..],
-                                        &gv[qs..],
-                                    ])
-                                })
-                                .collect();
-                            let (mut dq, mut dk, mut dv) = (
-                                vec![0f32; qv.len()],
-                                vec![0f32; kv.len()],
-                                vec![0f32; vv.len()],
-                            );
-                            for (i, (hq, hk, hv)) in per_head.iter().enumerate() {
-                                let (b, h) = (i / d.heads, i % d.heads);
-                                scatter(&mut dq, d.q_start(b, h), d.q_stride(), hq, d.dim);
-                                scatter(&mut dk, d.kv_start(b, h), d.kv_stride(), hk, d.dim);
-                                scatter(&mut dv, d.kv_start(b, h), d.kv_stride(), hv, d.dim);
-                            }
-                            Ok((dq, dk, dv))
-                        })
-                    })
+        let (dq, dk, dv) = with_values([q, k, v, o, dout], name, |[qv, kv, vv, ov, gv]| {
+            let per_head: Vec<_> = self
+                .heads()
+                .map(|(b, h)| {
+                    let (qs, ks) = (d.q_start(b, h), d.kv_start(b, h));
+                    self.head_backward([&qv[qs..], &kv[ks..], &vv[ks..], &ov[qs..], &gv[qs..]])
                 })
-            })
+                .collect();
+            let (mut dq, mut dk, mut dv) = (
+                vec![0f32; qv.len()],
+                vec![0f32; kv.len()],
+                vec![0f32; vv.len()],
+            );
+            for (i, (hq, hk, hv)) in per_head.iter().enumerate() {
+                let (b, h) = (i / d.heads, i % d.heads);
+                scatter(&mut dq, d.q_start(b, h), d.q_stride(), hq, d.dim);
+                scatter(&mut dk, d.kv_start(b, h), d.kv_stride(), hk, d.dim);
+                scatter(&mut dv, d.kv_start(b, h), d.kv_stride(), hv, d.dim);
+            }
+            Ok((dq, dk, dv))
         })?;
         let dev = q.device();
-        let (dq, dk, dv) = grads;
         Ok((
             Some(Tensor::from_vec(dq, q.shape(), dev)?),
             Some(Tensor::from_vec(dk, k.shape(), dev)?),

@@ -56,6 +56,34 @@ pub fn matmul(
     faer::linalg::matmul::matmul(dst, accum, a, b, alpha, par);
 }
 
+/// `x W^T` for `x` `[n, k]` and `W` `[out, k]` (a frozen projection's forward), `[n, out]`.
+pub fn times_transposed(x: &[f32], n: usize, k: usize, w: &[f32], out: usize) -> Vec<f32> {
+    let mut y = vec![0f32; n * out];
+    matmul(
+        rows_mut(&mut y, n, out, out),
+        rows(x, n, k, k),
+        rows(w, out, k, k).transpose(),
+        1.0,
+        false,
+        Threads::All,
+    );
+    y
+}
+
+/// `g W` for `g` `[n, out]` and `W` `[out, k]` (a frozen projection's input gradient), `[n, k]`.
+pub fn times(g: &[f32], n: usize, out: usize, w: &[f32], k: usize) -> Vec<f32> {
+    let mut dx = vec![0f32; n * k];
+    matmul(
+        rows_mut(&mut dx, n, k, k),
+        rows(g, n, out, out),
+        rows(w, out, k, k),
+        1.0,
+        false,
+        Threads::All,
+    );
+    dx
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,7 +99,7 @@ impl CustomOp1 for LmHeadLoss {
         if n != self.targets.len() {
             candle_core::bail!("loss: {n} rows, {} targets", self.targets.len());
         }
-        let loss = with_values(&self.weight, self.name(), |w| self.run(h, w, hidden))?;
+        let loss = with_values([&self.weight], self.name(), |[w]| self.run(h, w, hidden))?;
         Ok((CpuStorage::F32(vec![loss]), Shape::from(())))
     }
 

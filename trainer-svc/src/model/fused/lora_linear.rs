@@ -4,9 +4,11 @@
 //! projection per step, and candle's AVX2 gemm on `n x 8` shapes; here they are five products
 //! on faer and no intermediate tensor outlives the op.
 
+use std::borrow::Cow;
+
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::gemm::{Threads, matmul, rows, rows_mut};
+use super::gemm::{self, Threads, matmul, rows, rows_mut};
 use super::{values, with_values};
 
 /// The adapter's products have the rank (8-64) as one dimension: a few MFLOP each, less than
@@ -23,11 +25,11 @@ struct LoraLinear {
 }
 
 impl LoraLinear {
-    /// `x'`: the adapter's input.
-    fn dropped(&self, x: &[f32]) -> Vec<f32> {
+    /// `x'`: the adapter's input (`x` itself, not a copy, without dropout).
+    fn dropped<'a>(&self, x: &'a [f32]) -> Cow<'a, [f32]> {
         match &self.mask {
-            Some(m) => x.iter().zip(m).map(|(x, m)| x * m).collect(),
-            None => x.to_vec(),
+            Some(m) => Cow::Owned(x.iter().zip(m).map(|(x, m)| x * m).collect()),
+            None => Cow::Borrowed(x),
         }
     }
 }
@@ -54,17 +56,8 @@ impl CustomOp3 for LoraLinear {
         );
         let (n, k) = l1.shape().dims2()?;
         let (r, out) = (l2.shape().dims2()?.0, l3.shape().dims2()?.0);
-        let mut y = vec![0f32; n * out];
-        with_values(&self.weight, name, |w| {
-            matmul(
-                rows_mut(&mut y, n, out, out),
-                rows(x, n, k, k),
-                rows(w, out, k, k).transpose(),
-                1.0,
-                false,
-                Threads::All,
-            );
-            Ok(())
+        let mut y = with_values([&self.weight], name, |[w]| {
+            Ok(gemm::times_transposed(x, n, k, w, out))
         })?;
         let xd = self.dropped(x);
         let mut t = vec![0f32; n * r];
@@ -101,79 +94,65 @@ impl CustomOp3 for LoraLinear {
         let (n, k) = x.dims2()?;
         let (r, out) = (a.dim(0)?, b.dim(0)?);
         let s = self.scaling;
-        let (mut dx, mut da, mut db) = (vec![0f32; n * k], vec![0f32; r * k], vec![0f32; out * r]);
-        with_values(x, name, |xv| {
-            with_values(a, name, |av| {
-                with_values(b, name, |bv| {
-                    with_values(g, name, |gv| {
-                        with_values(&self.weight, name, |wv| {
-                            let g_m = rows(gv, n, out, out);
-                            let mut gb = vec![0f32; n * r];
-                            matmul(
-                                rows_mut(&mut gb, n, r, r),
-                                g_m,
-                                rows(bv, out, r, r),
-                                1.0,
-                                false,
-                                THIN,
-                            );
-                            // dx: the frozen path, then the adapter's (through the mask).
-                            matmul(
-                                rows_mut(&mut dx, n, k, k),
-                                g_m,
-                                rows(wv, out, k, k),
-                                1.0,
-                                false,
-                                Threads::All,
-                            );
-                            let mut dxd = vec![0f32; n * k];
-                            matmul(
-                                rows_mut(&mut dxd, n, k, k),
-                                rows(&gb, n, r, r),
-                                rows(av, r, k, k),
-                                s,
-                                false,
-                                THIN,
-                            );
-                            match &self.mask {
-                                Some(m) => dx
-                                    .iter_mut()
-                                    .zip(dxd)
-                                    .zip(m)
-                                    .for_each(|((d, a), m)| *d += a * m),
-                                None => dx.iter_mut().zip(dxd).for_each(|(d, a)| *d += a),
-                            }
-                            let xd = self.dropped(xv);
-                            matmul(
-                                rows_mut(&mut da, r, k, k),
-                                rows(&gb, n, r, r).transpose(),
-                                rows(&xd, n, k, k),
-                                s,
-                                false,
-                                THIN,
-                            );
-                            let mut t = vec![0f32; n * r];
-                            matmul(
-                                rows_mut(&mut t, n, r, r),
-                                rows(&xd, n, k, k),
-                                rows(av, r, k, k).transpose(),
-                                1.0,
-                                false,
-                                THIN,
-                            );
-                            matmul(
-                                rows_mut(&mut db, out, r, r),
-                                g_m.transpose(),
-                                rows(&t, n, r, r),
-                                s,
-                                false,
-                                THIN,
-                            );
-                            Ok(())
-                        })
-                    })
-                })
-            })
+        let tensors = [x, a, b, g, &self.weight];
+        let (dx, da, db) = with_values(tensors, name, |[xv, av, bv, gv, wv]| {
+            let g_m = rows(gv, n, out, out);
+            let mut gb = vec![0f32; n * r];
+            matmul(
+                rows_mut(&mut gb, n, r, r),
+                g_m,
+                rows(bv, out, r, r),
+                1.0,
+                false,
+                THIN,
+            );
+            // dx: the frozen path, then the adapter's (through the mask).
+            let mut dx = gemm::times(gv, n, out, wv, k);
+            let adapter_dx = |dst: &mut [f32], accumulate| {
+                let (gb, a) = (rows(&gb, n, r, r), rows(av, r, k, k));
+                matmul(rows_mut(dst, n, k, k), gb, a, s, accumulate, THIN);
+            };
+            match &self.mask {
+                None => adapter_dx(&mut dx, true),
+                Some(m) => {
+                    let mut dxd = vec![0f32; n * k];
+                    adapter_dx(&mut dxd, false);
+                    dx.iter_mut()
+                        .zip(dxd)
+                        .zip(m)
+                        .for_each(|((d, a), m)| *d += a * m);
+                }
+            }
+            let xd = self.dropped(xv);
+            let xd_m = rows(&xd, n, k, k);
+            let mut da = vec![0f32; r * k];
+            matmul(
+                rows_mut(&mut da, r, k, k),
+                rows(&gb, n, r, r).transpose(),
+                xd_m,
+                s,
+                false,
+                THIN,
+            );
+            let mut t = vec![0f32; n * r];
+            matmul(
+                rows_mut(&mut t, n, r, r),
+                xd_m,
+                rows(av, r, k, k).transpose(),
+                1.0,
+                false,
+                THIN,
+            );
+            let mut db = vec![0f32; out * r];
+            matmul(
+                rows_mut(&mut db, out, r, r),
+                g_m.transpose(),
+                rows(&t, n, r, r),
+                s,
+                false,
+                THIN,
+            );
+            Ok((dx, da, db))
         })?;
         let dev = x.device();
         Ok((

@@ -38,18 +38,29 @@ pub(crate) fn values<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a 
     Ok(&v[start..end])
 }
 
-/// Hands `f` the values of a CPU tensor (copied first only when it is not contiguous).
-pub(crate) fn with_values<R>(
-    t: &Tensor,
+/// Hands `f` the values of CPU tensors (each copied first only when it is not contiguous).
+pub(crate) fn with_values<R, const N: usize>(
+    tensors: [&Tensor; N],
     op: &str,
-    f: impl FnOnce(&[f32]) -> Result<R>,
+    f: impl FnOnce([&[f32]; N]) -> Result<R>,
 ) -> Result<R> {
-    let t = t.contiguous()?;
-    let (s, l) = t.storage_and_layout();
-    let Storage::Cpu(s) = &*s else {
-        candle_core::bail!("{op}: expects a CPU tensor")
-    };
-    f(values(s, l, op)?)
+    let tensors = tensors.map(|t| t.contiguous());
+    let mut owned = Vec::with_capacity(N);
+    for t in tensors {
+        owned.push(t?);
+    }
+    let guards: Vec<_> = owned.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices = Vec::with_capacity(N);
+    for (s, l) in &guards {
+        let Storage::Cpu(s) = &**s else {
+            candle_core::bail!("{op}: expects a CPU tensor")
+        };
+        slices.push(values(s, l, op)?);
+    }
+    let slices: [&[f32]; N] = slices
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one slice per tensor"));
+    f(slices)
 }
 
 /// Rows handed to one rayon task: enough work to outweigh the task's cost.

@@ -39,27 +39,25 @@ impl CustomOp1 for RmsNorm {
     /// With `r = 1/rms(x)` and `gw = g * w`: `dx = r gw - x r^3 (gw . x) / h`.
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
         let h = self.weight.len();
-        let dx = with_values(x, self.name(), |x| {
-            with_values(g, self.name(), |g| {
-                let mut dx = vec![0f32; x.len()];
-                dx.par_chunks_mut(h)
-                    .zip(x.par_chunks(h).zip(g.par_chunks(h)))
-                    .with_min_len(rows_per_task(h))
-                    .for_each(|(dx, (x, g))| {
-                        let r = inv_rms(x, self.eps);
-                        let dot: f32 = g
-                            .iter()
-                            .zip(&self.weight)
-                            .zip(x)
-                            .map(|((g, w), x)| g * w * x)
-                            .sum();
-                        let c = r * r * r * dot / h as f32;
-                        for (((dx, g), w), x) in dx.iter_mut().zip(g).zip(&self.weight).zip(x) {
-                            *dx = r * g * w - x * c;
-                        }
-                    });
-                Ok(dx)
-            })
+        let dx = with_values([x, g], self.name(), |[x, g]| {
+            let mut dx = vec![0f32; x.len()];
+            dx.par_chunks_mut(h)
+                .zip(x.par_chunks(h).zip(g.par_chunks(h)))
+                .with_min_len(rows_per_task(h))
+                .for_each(|(dx, (x, g))| {
+                    let r = inv_rms(x, self.eps);
+                    let dot: f32 = g
+                        .iter()
+                        .zip(&self.weight)
+                        .zip(x)
+                        .map(|((g, w), x)| g * w * x)
+                        .sum();
+                    let c = r * r * r * dot / h as f32;
+                    for (((dx, g), w), x) in dx.iter_mut().zip(g).zip(&self.weight).zip(x) {
+                        *dx = r * g * w - x * c;
+                    }
+                });
+            Ok(dx)
         })?;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }

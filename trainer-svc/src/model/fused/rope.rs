@@ -56,7 +56,7 @@ impl CustomOp1 for Rope {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        let dx = with_values(g, self.name(), |g| Ok(self.apply(g, -1.0)))?;
+        let dx = with_values([g], self.name(), |[g]| Ok(self.apply(g, -1.0)))?;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
 }

@@ -50,24 +50,20 @@ impl CustomOp2 for SwiGlu {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let n = gate.elem_count();
         let (mut dgate, mut dup) = (vec![0f32; n], vec![0f32; n]);
-        with_values(gate, self.name(), |g| {
-            with_values(up, self.name(), |u| {
-                with_values(dy, self.name(), |d| {
-                    dgate
-                        .par_chunks_mut(CHUNK)
-                        .zip(dup.par_chunks_mut(CHUNK))
-                        .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
-                        .zip(d.par_chunks(CHUNK))
-                        .for_each(|(((dg, du), (g, u)), d)| {
-                            for i in 0..g.len() {
-                                let s = sigmoid(g[i]);
-                                dg[i] = d[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
-                                du[i] = d[i] * g[i] * s;
-                            }
-                        });
-                    Ok(())
-                })
-            })
+        with_values([gate, up, dy], self.name(), |[g, u, d]| {
+            dgate
+                .par_chunks_mut(CHUNK)
+                .zip(dup.par_chunks_mut(CHUNK))
+                .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
+                .zip(d.par_chunks(CHUNK))
+                .for_each(|(((dg, du), (g, u)), d)| {
+                    for i in 0..g.len() {
+                        let s = sigmoid(g[i]);
+                        dg[i] = d[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+                        du[i] = d[i] * g[i] * s;
+                    }
+                });
+            Ok(())
         })?;
         let dev = gate.device();
         Ok((
