@@ -92,9 +92,19 @@ async fn generations_follow_the_gen_ai_conventions_and_keep_content_out_unless_a
             "{name} missing from {exported:?}"
         );
     }
-    // The autoscaler's gauges: nothing is waiting or decoding once the call has answered.
+    // The autoscaler's gauges: nothing is waiting or decoding once the call has answered. The
+    // engine drops a finished sequence (and its probe) just after it sends the last chunk, so
+    // "running" reaches 0 a moment after the answer, not before it: wait a bounded while.
     for gauge in ["arf.editor.queue_depth", "arf.editor.running_sequences"] {
-        let points = telemetry.i64_gauge(gauge);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let points = loop {
+            let points = telemetry.i64_gauge(gauge);
+            let settled = !points.is_empty() && points.iter().all(|(_, v)| *v == 0);
+            if settled || std::time::Instant::now() > deadline {
+                break points;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
         assert!(!points.is_empty(), "{gauge}: no series");
         assert!(points.iter().all(|(_, v)| *v == 0), "{gauge}: {points:?}");
         assert!(
