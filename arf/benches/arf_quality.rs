@@ -24,8 +24,10 @@
 //! quality) without training or evaluating. `--export DIR` writes each run's refined set there
 //! (`<teacher>.jsonl`, plain format: which summaries were revised, to read beside the originals).
 //!
-//! Needs `scripts/fetch-model.sh smollm2` first. Prints each table, the stage times and one
-//! JSON line per teacher.
+//! Needs `scripts/fetch-model.sh smollm2` first. Prints each table, the stage times, the
+//! diagnosis of the accepted revisions (diagnosis.rs), the peak RSS and one JSON line per teacher.
+
+mod diagnosis;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -274,6 +276,13 @@ async fn main() -> anyhow::Result<()> {
             .await?
             .into_inner();
         print_table(teacher, &run, &report, t0.elapsed().as_secs_f64());
+        let items = suite.pipeline.store().items(&run.id).await?;
+        let mut editor = arf_proto::v1::editor_client::EditorClient::new(connect_lazy(
+            &suite.editor_endpoints().remove(0),
+            &ClientOptions::default(),
+        )?);
+        diagnosis::print(&mut editor, &items).await?;
+        println!("peak RSS of the whole suite so far: {:.2} GB", peak_rss_gb());
         if evaluate.1 > evaluate.0 {
             let models = report
                 .overall
@@ -311,6 +320,18 @@ async fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64() / 60.0
     );
     suite.shutdown().await
+}
+
+/// The process's peak resident set (every service of the suite runs in it).
+fn peak_rss_gb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1e6)
 }
 
 /// Evaluate's seconds per summary against the editor's own: the same work (summarize a

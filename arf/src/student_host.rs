@@ -1,7 +1,12 @@
 //! Serving a fine-tuned student for evaluation: the trainer's merged model directory, loaded
 //! through the editor's own code path (mistral.rs), on a loopback port of this process. A model
-//! is loaded once however many runs evaluate with it at a time, and unloaded when the last of
-//! them releases it: a gateway that evaluates run after run does not keep every student.
+//! is loaded once however many runs evaluate with it at a time. Once the last of them releases
+//! it, it stays loaded only until another model is asked for (Evaluate takes the models in turn,
+//! the last of one pass first in the next, so a pass loads one model less) or Evaluate ends:
+//! memory holds the models in use and nothing else, however many arms a comparison has.
+//!
+//! Each hosted engine is sized for what Evaluate asks of it: a batch of 16 short summaries
+//! (and the scoring of their references), not the editor's 32 sequences.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -22,6 +27,7 @@ pub struct LocalStudentHost {
     data_dir: std::path::PathBuf,
     /// One per model directory, with how many callers use it.
     servers: Mutex<Vec<Served>>,
+    peak: std::sync::atomic::AtomicUsize,
 }
 
 struct Served {
@@ -29,6 +35,9 @@ struct Served {
     server: RunningServer,
     users: usize,
 }
+
+/// Sequences a hosted engine decodes together: Evaluate's batch.
+const HOSTED_MAX_SEQS: usize = 16;
 
 impl LocalStudentHost {
     pub fn new(max_message_bytes: usize, data_dir: &Path) -> Self {
@@ -39,6 +48,7 @@ impl LocalStudentHost {
                 ..ServerArgs::local()
             },
             servers: Mutex::new(Vec::new()),
+            peak: Default::default(),
         }
     }
 }
@@ -52,18 +62,32 @@ impl StudentHost for LocalStudentHost {
     }
 
     async fn release(&self, model_dir: &Path) {
-        let unused = {
+        let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = servers.iter_mut().find(|s| s.model == model_dir) {
+            s.users = s.users.saturating_sub(1);
+        }
+    }
+
+    async fn unload_idle(&self) {
+        self.unload_unused().await;
+    }
+}
+
+impl LocalStudentHost {
+    /// Stops every server nobody uses.
+    async fn unload_unused(&self) {
+        let unused: Vec<Served> = {
             let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(i) = servers.iter().position(|s| s.model == model_dir) else {
-                return;
-            };
-            servers[i].users = servers[i].users.saturating_sub(1);
-            (servers[i].users == 0).then(|| servers.remove(i))
+            let (idle, used) = std::mem::take(&mut *servers)
+                .into_iter()
+                .partition(|s| s.users == 0);
+            *servers = used;
+            idle
         };
-        if let Some(served) = unused {
-            tracing::info!(model = %model_dir.display(), "unloading the student");
+        for served in unused {
+            tracing::info!(model = %served.model.display(), "unloading the student");
             if let Err(e) = served.server.shutdown().await {
-                tracing::warn!(model = %model_dir.display(), error = %e, "stopping the student's server");
+                tracing::warn!(model = %served.model.display(), error = %e, "stopping the student's server");
             }
         }
     }
@@ -73,6 +97,11 @@ impl LocalStudentHost {
     /// How many models are loaded now.
     pub fn loaded(&self) -> usize {
         self.servers.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// The most models that were loaded at once.
+    pub fn peak_loaded(&self) -> usize {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -90,6 +119,9 @@ impl LocalStudentHost {
             s.users += 1;
             return Ok(s.server.endpoint());
         }
+        // Another model is wanted: the ones nobody uses go first, so memory holds only models
+        // in use.
+        self.unload_unused().await;
         tracing::info!(model = %model_dir.display(), "loading the student for evaluation");
         // A GGUF base (the zero-shot comparison) is served from its f32 copy: the same numbers
         // the students were merged in, and several times faster on a CPU than Q4 kernels.
@@ -103,7 +135,11 @@ impl LocalStudentHost {
         } else {
             model_dir.to_path_buf()
         };
-        let service = editor_svc::load_editor(&EditorConfig::new(&served)).await?;
+        let config = EditorConfig {
+            max_seqs: HOSTED_MAX_SEQS,
+            ..EditorConfig::new(&served)
+        };
+        let service = editor_svc::load_editor(&config).await?;
         let server = serve_loopback(
             &self.args,
             EDITOR,
@@ -126,6 +162,8 @@ impl LocalStudentHost {
                         server,
                         users: 1,
                     });
+                    self.peak
+                        .fetch_max(servers.len(), std::sync::atomic::Ordering::Relaxed);
                     return Ok(endpoint);
                 }
             }

@@ -190,3 +190,76 @@ async fn rules_repair_what_the_detectors_can_fix_and_are_counted_apart() {
     assert!(report.markdown.contains("of which repaired by rule"));
     suite.shutdown().await.unwrap();
 }
+
+/// Issue 34: a random-weight editor writes nothing the gate may take. Over both shared TweetSumm
+/// sets with injected errors (analysis, then revision as a run does it by default: two rounds,
+/// the second sampled), no revision of the editor's is accepted; personal data may be fixed by
+/// its typed placeholder, by rule, which writes no model text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_random_weight_editor_gets_no_revision_through_the_gate() {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/tweetsumm");
+    if !corpus.exists() {
+        eprintln!("skipped: the TweetSumm corpus is not at {}", corpus.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (suite, mut client) = suite(dir.path()).await;
+    for file in ["analyzer_bench_dev.jsonl", "teacher_train.jsonl"] {
+        let path = corpus.join(file);
+        let text = std::fs::read(&path).unwrap();
+        let rows: Vec<pb::DatasetRow> = arf::cli::rows_from_jsonl(&text, file)
+            .unwrap()
+            .into_iter()
+            .map(|mut r| {
+                r.split = pb::RowSplit::Train as i32;
+                r
+            })
+            .collect();
+        let run = create(&mut client, spec(&[pb::Stage::Analyze, pb::Stage::Revise]), rows)
+            .await
+            .unwrap();
+        let events = watch(&mut client, &run.id, 0).await;
+        assert_eq!(final_state(&events), Some(pb::RunState::Succeeded), "{file}");
+        let items = suite.pipeline.store().items(&run.id).await.unwrap();
+        use gateway::store::RevisionOutcome as O;
+        let count = |o: O| items.iter().filter(|i| i.revision_outcome == Some(o)).count();
+        let accepted: Vec<String> = items
+            .iter()
+            .filter(|i| i.revision_outcome == Some(O::Accepted))
+            .map(|i| {
+                format!(
+                    "\n  {}: {:?}\n   -> {:?}",
+                    i.conversation.id,
+                    i.teacher_summary,
+                    i.final_summary.as_deref().unwrap_or_default()
+                )
+            })
+            .collect();
+        eprintln!(
+            "{file}: rejected {}, failed {}, repaired by rule {}, accepted {}",
+            count(O::Rejected),
+            count(O::Failed),
+            count(O::Repaired),
+            accepted.len()
+        );
+        assert!(
+            count(O::Rejected) >= 40,
+            "{file}: the editor must have been asked (rejected {})",
+            count(O::Rejected)
+        );
+        assert!(
+            accepted.is_empty(),
+            "{file}: {} revisions of a random-weight editor accepted:{}",
+            accepted.len(),
+            accepted.concat()
+        );
+        for i in items.iter().filter(|i| i.revision_outcome == Some(O::Repaired)) {
+            let summary = i.final_summary.as_deref().unwrap();
+            assert!(
+                summary.contains('[') && summary.contains(']') || summary.len() < i.teacher_summary.len(),
+                "{file}: a rule repair is a placeholder or a deletion: {summary:?}"
+            );
+        }
+    }
+    suite.shutdown().await.unwrap();
+}

@@ -76,6 +76,11 @@ async fn raw_conversations_get_teacher_summaries_and_the_report_compares_every_a
         0,
         "the five models evaluated are unloaded after the run"
     );
+    assert_eq!(
+        suite.student_host.peak_loaded(),
+        1,
+        "the models are hosted one at a time, whatever the number of arms"
+    );
 
     let c = run.counts.clone().unwrap();
     assert_eq!((c.without_summary, c.generated), (8, 8), "{c:?}");

@@ -1,7 +1,8 @@
 //! Splicing replacements into a text and mending the seams: what a span edit (the editor's
 //! replacement of a flagged span) and a rule repair (a fix the analyzer's detector determines)
 //! both do to a summary. Only the seams are touched: spaces, doubled punctuation, a conjunction
-//! left before a full stop, the capital after a sentence end.
+//! or preposition left before a full stop, brackets left empty, two words run together, the
+//! capital after a sentence end.
 
 use std::ops::Range;
 
@@ -30,16 +31,54 @@ pub fn splice(summary: &str, replacements: &[(Range<usize>, String)]) -> String 
         out.push('.');
     }
     join(&mut out, &summary[at..]);
-    out.trim().to_string()
+    drop_emptied_brackets(&out, summary)
 }
 
-/// Conjunctions a deleted clause can leave joining nothing ("... apologized and .").
-const CONJUNCTIONS: [&str; 4] = ["and", "but", "or", "then"];
+/// `out` without the brackets a deletion emptied ("(contact: )", "()"), and the space before
+/// them; brackets the summary itself had stay.
+fn drop_emptied_brackets(out: &str, summary: &str) -> String {
+    static EMPTY: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\s*(?:\(\s*(?:[\w ]{1,20}:\s*)?\)|\[\s*\])").unwrap()
+    });
+    let tidied = EMPTY.replace_all(out, |c: &regex::Captures<'_>| {
+        let m = &c[0];
+        if summary.contains(m.trim()) {
+            m.to_string()
+        } else {
+            String::new()
+        }
+    });
+    tidied.trim().to_string()
+}
 
-/// Removes a conjunction (and a comma before it) that ends `out`; whether there was one.
+/// Words a deleted clause can leave joining or introducing nothing ("... apologized and .",
+/// "a letter regarding."). Not "in" or "on", which end phrasal verbs ("log in.").
+const DANGLING: [&str; 19] = [
+    "and",
+    "but",
+    "or",
+    "then",
+    "regarding",
+    "about",
+    "for",
+    "with",
+    "to",
+    "of",
+    "from",
+    "by",
+    "at",
+    "as",
+    "into",
+    "via",
+    "the",
+    "a",
+    "an",
+];
+
+/// Removes a dangling word (and a comma before it) that ends `out`; whether there was one.
 fn drop_dangling_conjunction(out: &mut String) -> bool {
     let trimmed = out.trim_end();
-    let Some(word) = CONJUNCTIONS.iter().find(|w| {
+    let Some(word) = DANGLING.iter().find(|w| {
         // Byte arithmetic on text that may hold any character: check the boundary first.
         let Some(cut) = trimmed.len().checked_sub(w.len()) else {
             return false;
@@ -75,6 +114,9 @@ fn join(out: &mut String, piece: &str) {
     let mut piece = piece;
     if out.ends_with(char::is_whitespace) {
         piece = piece.trim_start();
+    } else if out.ends_with(char::is_alphanumeric) && piece.starts_with(char::is_alphanumeric) {
+        // Two words never run together at a seam ("will aren" + "Customer complaints").
+        out.push(' ');
     }
     if piece.trim_start().starts_with(PUNCTUATION) {
         drop_dangling_conjunction(out);
@@ -156,6 +198,30 @@ mod tests {
         let mut out = String::from("a𐪐");
         assert!(!drop_dangling_conjunction(&mut out));
         assert_eq!(splice(s, &[(tail, String::new())]), "The bot booked it.");
+    }
+
+    /// Seen from a random-weight editor's span edits (issue 34): words glued at a seam, a
+    /// preposition left before the full stop, a bracket emptied by a deletion.
+    #[test]
+    fn seams_leave_no_glued_words_hanging_prepositions_or_empty_brackets() {
+        let s = "Summary: Customer complaints about a letter.";
+        let label = 0..s.find("Customer").unwrap();
+        assert_eq!(
+            splice(s, &[(label, "will aren".into())]),
+            "Will aren Customer complaints about a letter."
+        );
+        let s = "The agent sent a letter regarding 48 hours.";
+        let hours = s.find("48").unwrap()..s.find('.').unwrap();
+        assert_eq!(
+            splice(s, &[(hours, String::new())]),
+            "The agent sent a letter."
+        );
+        let s = "Call the customer (contact: +1 (415) 555-0134) today. Old (note) stays.";
+        let phone = s.find("+1").unwrap()..s.find(") today").unwrap();
+        assert_eq!(
+            splice(s, &[(phone, String::new())]),
+            "Call the customer today. Old (note) stays."
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::revise::{
     RevisionInput, build_messages, max_replacement_chars, parse_revision, plan, replacement_schema,
     revision_schema, span_messages,
 };
-use crate::span_edits::SpanEdits;
+use crate::span_edits::{SpanEdits, SpanSource};
 
 /// How long a refused call is told to wait: about one short generation.
 const RETRY_AFTER: Duration = Duration::from_millis(250);
@@ -204,6 +204,9 @@ impl Editor {
             let requests = edits
                 .iter()
                 .map(|edit| {
+                    if let Some(text) = &edit.fixed {
+                        return (edit.range.clone(), SpanSource::Fixed(text.clone()));
+                    }
                     // The grammar ends the replacement at `max_chars`; kept within the token
                     // budget even at one character per token (a random tiny model's rate), so
                     // the JSON always closes.
@@ -218,7 +221,7 @@ impl Editor {
                         stop: stop.clone(),
                         json_schema: Some(replacement_schema(max_chars)),
                     };
-                    (edit.range.clone(), request)
+                    (edit.range.clone(), SpanSource::Model(request))
                 })
                 .collect();
             return Ok(RevisionStream::Spans(Box::new(SpanEdits::new(

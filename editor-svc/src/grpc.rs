@@ -328,6 +328,7 @@ fn revision_finding(
         span,
         evidence,
         explanation: f.explanation,
+        rule_fix: f.rule_fix,
     })
 }
 

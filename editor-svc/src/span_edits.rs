@@ -1,5 +1,6 @@
 //! A revision made of span edits (`revise::span`): one short generation per flagged span, in
-//! turn, their replacements spliced into the summary at the end. It streams like a whole
+//! turn (a span fixed by rule, personal data, takes its fixed text), their replacements spliced
+//! into the summary at the end. It streams like a whole
 //! rewrite: each generation's text as it comes, then one `Done` with the spliced summary and
 //! the generations' usage added up.
 
@@ -15,12 +16,20 @@ use crate::error::EditorError;
 use crate::generation::{Generation, GenerationRequest, StreamEvent};
 use crate::revise::{parse_replacement, splice};
 
+/// Where a span's replacement comes from.
+pub enum SpanSource {
+    /// The model writes it.
+    Model(GenerationRequest),
+    /// Determined without the model (a PII value's placeholder, or a deletion).
+    Fixed(String),
+}
+
 pub struct SpanEdits {
     backend: Arc<Backend>,
     /// One in-flight slot for the whole revision: its generations run one after another.
     _permit: OwnedSemaphorePermit,
     summary: String,
-    pending: VecDeque<(Range<usize>, GenerationRequest)>,
+    pending: VecDeque<(Range<usize>, SpanSource)>,
     current: Option<(Range<usize>, Box<TokenStream>)>,
     replacements: Vec<(Range<usize>, String)>,
     usage: Option<Generation>,
@@ -32,7 +41,7 @@ impl SpanEdits {
         backend: Arc<Backend>,
         permit: OwnedSemaphorePermit,
         summary: String,
-        edits: Vec<(Range<usize>, GenerationRequest)>,
+        edits: Vec<(Range<usize>, SpanSource)>,
     ) -> Self {
         Self {
             backend,
@@ -62,8 +71,15 @@ impl SpanEdits {
             let (range, stream) = match &mut self.current {
                 Some(current) => (current.0.clone(), &mut current.1),
                 None => {
-                    let Some((range, request)) = self.pending.pop_front() else {
+                    let Some((range, source)) = self.pending.pop_front() else {
                         return Some(self.spliced());
+                    };
+                    let request = match source {
+                        SpanSource::Model(request) => request,
+                        SpanSource::Fixed(text) => {
+                            self.replacements.push((range, text));
+                            continue;
+                        }
                     };
                     match self.backend.start(request).await {
                         Ok(stream) => self.current = Some((range, Box::new(stream))),

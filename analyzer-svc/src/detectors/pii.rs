@@ -43,6 +43,14 @@ static STREET: LazyLock<Regex> = LazyLock::new(|| {
 static POSTCODE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b[A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2}\b").unwrap());
 
+/// The typed placeholders a repair puts where personal data was (`[email]`, ...): what the
+/// fidelity guard lets a revision insert though no conversation says it.
+pub fn is_placeholder(text: &str) -> bool {
+    Kind::ALL
+        .iter()
+        .any(|k| k.placeholder().eq_ignore_ascii_case(text))
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Email,
@@ -54,6 +62,15 @@ enum Kind {
 }
 
 impl Kind {
+    const ALL: [Kind; 6] = [
+        Kind::Email,
+        Kind::Phone,
+        Kind::Card,
+        Kind::Account,
+        Kind::Ssn,
+        Kind::Address,
+    ];
+
     fn label(self) -> &'static str {
         match self {
             Kind::Email => "an email address",

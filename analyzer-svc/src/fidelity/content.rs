@@ -120,6 +120,8 @@ const SUMMARY_VOCABULARY: &[&str] = &[
     "queri",
     "concern",
     "inform",
+    "updat",
+    "assur",
     "wonder",
     "need",
     "tries",
@@ -154,7 +156,7 @@ const SUMMARY_VOCABULARY: &[&str] = &[
 ];
 
 /// Neither content to keep nor new content: function words and summary vocabulary.
-fn is_generic(key: &str) -> bool {
+pub(super) fn is_generic(key: &str) -> bool {
     text::is_function_word(key) || SUMMARY_VOCABULARY.iter().any(|p| key.starts_with(p))
 }
 
@@ -201,7 +203,7 @@ fn copied_share(words: &[Word<'_>], windows: &HashSet<&[String]>) -> f64 {
 /// The numbers of `s`, normalized so that the same number written two ways meets: digits with
 /// inner `,` `.` `:` between digits, thousands commas dropped, `:` read as `.` ("9,242" is
 /// "9242", "6:50" is "6.50", "3rd" is "3").
-fn numbers_in(s: &str) -> Vec<String> {
+pub(super) fn numbers_in(s: &str) -> Vec<String> {
     let mut out = Vec::new();
     let bytes = s.as_bytes();
     let mut i = 0;
@@ -223,15 +225,20 @@ fn numbers_in(s: &str) -> Vec<String> {
     out
 }
 
+/// The byte ranges of the original whose content a fix may drop or replace.
+pub(super) fn free_spans(r: &Revision<'_>) -> Vec<(usize, usize)> {
+    let words = text::words(r.original).len();
+    r.flagged
+        .iter()
+        .filter(|f| frees_content(f, r.original, words))
+        .map(|f| (f.start, f.end))
+        .collect()
+}
+
 pub(super) fn figures(r: &Revision<'_>) -> ContentFigures {
     let original_words = text::words(r.original);
     let candidate_words = text::words(r.candidate);
-    let free: Vec<(usize, usize)> = r
-        .flagged
-        .iter()
-        .filter(|f| frees_content(f, r.original, original_words.len()))
-        .map(|f| (f.start, f.end))
-        .collect();
+    let free = free_spans(r);
     let (unflagged, original_unflagged_words) = content_stems(&original_words, &free);
     let (candidate, _) = content_stems(&candidate_words, &[]);
     let content_kept = if unflagged.is_empty() {

@@ -7,7 +7,8 @@
 //! It compares the texts themselves, and refuses a candidate that
 //! - drops too much of the original's *unflagged* content (flagged spans may go: that is the fix);
 //! - adds content neither the original nor the conversation supports (numbers, names, actions,
-//!   or too many new words);
+//!   or too many new words), or fixes a flagged span with a word nothing supports (edits.rs);
+//! - leaves a bad join where it edited: glued words, a hanging word, empty brackets (seams.rs);
 //! - is degenerate: template or markup tokens, a repeated sentence, far shorter or longer than
 //!   the original, another language, a copy of the transcript, or cut off mid-sentence.
 //!
@@ -16,6 +17,9 @@
 
 mod content;
 mod degenerate;
+mod edits;
+pub mod eval;
+mod seams;
 
 use std::fmt;
 
@@ -46,10 +50,13 @@ pub enum Check {
     TranscriptCopy,
     /// Stops mid-sentence where the original ended a sentence.
     CutOff,
+    /// An edit's join left glued words, a hanging word, empty brackets, a lowercase sentence
+    /// start or doubled spaces and punctuation.
+    Seam,
 }
 
 impl Check {
-    pub const ALL: [Check; 8] = [
+    pub const ALL: [Check; 9] = [
         Check::ContentDropped,
         Check::UnsupportedContent,
         Check::Markup,
@@ -58,6 +65,7 @@ impl Check {
         Check::Language,
         Check::TranscriptCopy,
         Check::CutOff,
+        Check::Seam,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +78,7 @@ impl Check {
             Check::Language => "language",
             Check::TranscriptCopy => "transcript_copy",
             Check::CutOff => "cut_off",
+            Check::Seam => "seam",
         }
     }
 }
@@ -188,8 +197,20 @@ pub fn check(revision: &Revision<'_>, t: &Thresholds) -> Verdict {
     degenerate::transcript_copy(revision, &figures, t, &mut refuse);
     degenerate::cut_off(revision, &mut refuse);
     degenerate::length(&figures, t, &mut refuse);
+    seams::seams(revision, &mut refuse);
     content::dropped(&figures, t, &mut refuse);
     content::unsupported(&figures, t, &mut refuse);
+    let free = content::free_spans(revision);
+    // An omission's span is the whole summary: its fix adds anywhere, under the share rules.
+    let whole = revision.original.trim().len() * 9 / 10;
+    let fixed: Vec<(usize, usize)> = revision
+        .flagged
+        .iter()
+        .filter(|f| f.end.saturating_sub(f.start) < whole)
+        .map(|f| (f.start, f.end))
+        .collect();
+    let adds_anywhere = fixed.len() < revision.flagged.len();
+    edits::fixes(revision, &fixed, &free, adds_anywhere, content::is_generic, &mut refuse);
 
     let close = refusals.is_empty()
         && figures.content_kept >= t.close_min_content_kept

@@ -7,6 +7,7 @@ use arf_proto::v1 as pb;
 
 use super::outcome::print_outcome;
 use super::progress::RunProgress;
+use super::run_config::RunConfigArgs;
 use super::{SAMPLE, create_run, rows_from_jsonl, rows_in_memory};
 use crate::suite::{Suite, SuiteConfig};
 use gateway::pipeline::stages;
@@ -17,24 +18,24 @@ pub struct DemoArgs {
     #[arg(long, env = "ARF_DATA_DIR", default_value = "arf-data")]
     pub data_dir: PathBuf,
     /// One real model as editor, judge and student base: a name fetched with
-    /// `scripts/fetch-model.sh` (smollm2) or a path. Turns on the four-way comparison.
+    /// `scripts/fetch-model.sh` (smollm2) or a path. Turns on every comparison arm (unrevised,
+    /// filter-only, oracle, base) and the revision settings that won on the bench.
     #[arg(long, env = "ARF_DEMO_MODEL", conflicts_with_all = ["editor_model", "student_base"])]
     pub model: Option<String>,
     /// The editor model (HF directory or GGUF file). Without it: a tiny random-weight model.
     #[arg(long, env = "ARF_EDITOR_MODEL")]
     pub editor_model: Option<PathBuf>,
-    /// The student's base model (HF directory or GGUF file). Without it: a tiny random-weight model.
-    #[arg(long, env = "ARF_STUDENT_BASE")]
-    pub student_base: Option<PathBuf>,
     /// A JSONL dataset instead of the bundled sample.
     #[arg(long)]
     pub dataset: Option<PathBuf>,
     /// Editor replicas (each loads the editor model); revisions spread over them by load.
     #[arg(long, env = "ARF_EDITOR_REPLICAS", default_value_t = 1)]
     pub editor_replicas: usize,
-    /// Training steps (0: one epoch).
-    #[arg(long, default_value_t = 20)]
-    pub train_steps: u32,
+    /// The run's configuration, as `arf run` takes it (`--student-base` is also the suite's
+    /// trainer base; without it, a tiny random-weight model). A flag left out takes the demo's
+    /// value (`demo_config`).
+    #[command(flatten)]
+    pub run: RunConfigArgs,
 }
 
 pub async fn demo(mut args: DemoArgs) -> anyhow::Result<()> {
@@ -51,9 +52,14 @@ pub async fn demo(mut args: DemoArgs) -> anyhow::Result<()> {
             path.clone()
         };
         args.editor_model = Some(editor);
-        args.student_base = Some(path);
+        args.run.student_base = Some(path.display().to_string());
     }
-    if args.editor_model.is_none() || args.student_base.is_none() {
+    if args.run.student_base.is_none() {
+        // The suite's trainer base, as the editor model has ARF_EDITOR_MODEL.
+        args.run.student_base = std::env::var("ARF_STUDENT_BASE").ok().filter(|s| !s.is_empty());
+    }
+    let student_base = args.run.student_base.as_ref().map(PathBuf::from);
+    if args.editor_model.is_none() || student_base.is_none() {
         eprintln!(
             "\n  WARNING: no {} configured: using a tiny RANDOM-WEIGHT Llama written under {}.\n  \
              Every code path is real, but its revisions and summaries are meaningless.\n  \
@@ -76,46 +82,58 @@ pub async fn demo(mut args: DemoArgs) -> anyhow::Result<()> {
         server: ServerArgs::local(),
         data_dir: args.data_dir.clone(),
         editor_model: args.editor_model.clone(),
-        student_base: args.student_base.clone(),
+        student_base,
         editor_replicas: args.editor_replicas,
     })
     .await?;
-    let result = drive(&suite, rows, &source, args.train_steps, real).await;
+    let config = demo_config(&args.run, real)?;
+    let result = drive(&suite, rows, &source, config).await;
     suite.shutdown().await?;
     result
 }
 
-/// The demo's run. On a real model it also trains the unrevised student and evaluates the base
-/// model, so the report shows whether revision helped; budgets are sized for a 2-core CPU.
-fn demo_config(train_steps: u32, real: bool) -> pb::RunConfig {
-    pb::RunConfig {
-        // On a CPU a 135M model writes ~5-7 tokens/s: one round, and a budget that fits a summary.
-        revision_rounds: if real { 1 } else { 2 },
-        revision_max_tokens: if real { 192 } else { 0 },
-        training: Some(pb::Hyperparameters {
-            max_steps: train_steps,
-            learning_rate: if real { 2e-4 } else { 1e-3 },
-            max_seq_len: if real { 512 } else { 0 },
-            ..Default::default()
-        }),
-        evaluation: Some(pb::EvaluationConfig {
-            holdout_fraction: 0.25,
-            seed: 7,
-            judge: true,
-            max_summary_tokens: if real { 96 } else { 0 },
-            ..Default::default()
-        }),
-        compare_unrevised: real,
-        ..Default::default()
+/// Demo defaults for what the flags leave out (a 0 or an absent flag). On a real model every
+/// comparison arm is trained (unrevised, filter-only, oracle; the base model zero-shot), so the
+/// report shows whether revision beat both keeping and dropping the flawed summaries; revision
+/// takes the bench's winning settings (best-of-4 span edits, one round); budgets are sized for a
+/// 2-core CPU.
+fn demo_config(flags: &RunConfigArgs, real: bool) -> anyhow::Result<pb::RunConfig> {
+    let mut c = flags.to_config()?;
+    // On a CPU a 135M model writes ~5-7 tokens/s: one round, and a budget that fits a summary.
+    let or = |v: &mut u32, default: u32| {
+        if *v == 0 {
+            *v = default;
+        }
+    };
+    or(&mut c.revision_rounds, if real { 1 } else { 2 });
+    or(&mut c.revision_candidates, if real { 4 } else { 1 });
+    or(&mut c.revision_max_tokens, if real { 192 } else { 0 });
+    let training = c.training.get_or_insert_with(Default::default);
+    or(&mut training.max_steps, if training.epochs == 0 { 20 } else { 0 });
+    or(&mut training.max_seq_len, if real { 512 } else { 0 });
+    if training.learning_rate == 0.0 {
+        training.learning_rate = if real { 2e-4 } else { 1e-3 };
     }
+    let evaluation = c.evaluation.get_or_insert_with(Default::default);
+    if evaluation.holdout_fraction == 0.0 {
+        evaluation.holdout_fraction = 0.25;
+    }
+    if evaluation.seed == 0 {
+        evaluation.seed = 7;
+    }
+    evaluation.judge = true;
+    or(&mut evaluation.max_summary_tokens, if real { 96 } else { 0 });
+    c.compare_unrevised |= real;
+    c.compare_filter_only |= real;
+    c.compare_oracle |= real;
+    Ok(c)
 }
 
 async fn drive(
     suite: &Suite,
     rows: Vec<pb::DatasetRow>,
     source: &str,
-    train_steps: u32,
-    real: bool,
+    config: pb::RunConfig,
 ) -> anyhow::Result<()> {
     let mut client = super::GatewayClientArgs {
         gateway: suite.gateway_endpoint(),
@@ -125,7 +143,6 @@ async fn drive(
         tls_key: None,
     }
     .connect()?;
-    let config = demo_config(train_steps, real);
     let spec = pb::RunSpec {
         display_name: format!("demo over {source}"),
         config: Some(config.clone()),
@@ -154,4 +171,46 @@ async fn drive(
         "the run did not succeed"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        demo: DemoArgs,
+    }
+
+    /// Issue 34: the demo takes `arf run`'s run-config flags; what they leave out is the
+    /// demo's, and a real model trains every arm.
+    #[test]
+    fn the_demo_takes_the_run_flags_and_fills_in_its_own() {
+        let cli = Cli::try_parse_from([
+            "arf",
+            "--revision-candidates",
+            "2",
+            "--train-steps",
+            "7",
+            "--holdout",
+            "0.5",
+            "--repair",
+            "rules-then-model",
+        ])
+        .unwrap();
+        let c = demo_config(&cli.demo.run, true).unwrap();
+        assert_eq!(c.revision_candidates, 2);
+        assert_eq!(c.revision_rounds, 1);
+        assert_eq!(c.training.as_ref().unwrap().max_steps, 7);
+        assert_eq!(c.evaluation.as_ref().unwrap().holdout_fraction, 0.5);
+        assert_eq!(c.repair(), pb::RepairMode::RulesThenModel);
+        assert!(c.compare_unrevised && c.compare_filter_only && c.compare_oracle);
+        let c = demo_config(&Cli::try_parse_from(["arf"]).unwrap().demo.run, false).unwrap();
+        assert_eq!((c.revision_candidates, c.revision_rounds), (1, 2));
+        assert_eq!(c.training.as_ref().unwrap().max_steps, 20);
+        assert!(!c.compare_unrevised && !c.compare_oracle);
+        assert!(Cli::try_parse_from(["arf", "--model", "m", "--student-base", "b"]).is_err());
+    }
 }

@@ -67,6 +67,9 @@ pub struct RevisionFinding {
     pub span: Option<Range<usize>>,
     pub evidence: Evidence,
     pub explanation: String,
+    /// The replacement of the span that the detector determined (a PII value's typed
+    /// placeholder); `None` where fixing takes judgment.
+    pub rule_fix: Option<String>,
 }
 
 /// A validated revision request.

@@ -109,6 +109,7 @@ mod tests {
                     span: None,
                     evidence: Evidence::NoneFound,
                     explanation: "The order number is not in the conversation.".into(),
+                    rule_fix: None,
                 },
                 RevisionFinding {
                     category_id: "contradiction".into(),
@@ -120,6 +121,7 @@ mod tests {
                         quote: Some("issued a refund".into()),
                     },
                     explanation: String::new(),
+                    rule_fix: None,
                 },
             ],
             instructions: BTreeMap::from([(

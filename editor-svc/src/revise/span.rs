@@ -33,16 +33,32 @@ const MAX_TURN_CHARS: usize = 400;
 pub struct SpanEdit {
     pub range: Range<usize>,
     pub findings: Vec<usize>,
+    /// The replacement, when no model writes it: personal data becomes its typed placeholder
+    /// (the detector's rule fix) or is deleted, never model text.
+    pub fixed: Option<String>,
 }
 
+/// Personal data: fixed by rule, never by the model.
+const PII: &str = "pii_exposure";
+
 /// The span edits for `input`, overlapping spans merged; `None` when some finding has no span
-/// or spans the whole summary (an omission: the whole summary is rewritten instead).
+/// or spans the whole summary (an omission: the whole summary is rewritten instead). A PII span
+/// is its own edit, with its placeholder; a model edit that would overlap it is left out.
 pub fn plan(input: &RevisionInput) -> Option<Vec<SpanEdit>> {
     let s = &input.summary;
     let (first, last) = (s.len() - s.trim_start().len(), s.trim_end().len());
+    let mut fixed: Vec<SpanEdit> = Vec::new();
     let mut spans: Vec<(Range<usize>, usize)> = Vec::with_capacity(input.findings.len());
     for (i, f) in input.findings.iter().enumerate() {
         let span = f.span.clone()?;
+        if f.category_id == PII {
+            fixed.push(SpanEdit {
+                range: span,
+                findings: vec![i],
+                fixed: Some(f.rule_fix.clone().unwrap_or_default()),
+            });
+            continue;
+        }
         if span.start <= first && span.end >= last {
             return None;
         }
@@ -59,9 +75,16 @@ pub fn plan(input: &RevisionInput) -> Option<Vec<SpanEdit>> {
             _ => edits.push(SpanEdit {
                 range,
                 findings: vec![i],
+                fixed: None,
             }),
         }
     }
+    let overlaps = |a: &Range<usize>, b: &Range<usize>| a.start < b.end && b.start < a.end;
+    edits.retain(|e| !fixed.iter().any(|f| overlaps(&e.range, &f.range)));
+    fixed.sort_by_key(|e| (e.range.start, e.range.end));
+    fixed.dedup_by(|b, a| overlaps(&a.range, &b.range));
+    edits.extend(fixed);
+    edits.sort_by_key(|e| e.range.start);
     Some(edits)
 }
 
@@ -272,6 +295,7 @@ mod tests {
             span,
             evidence: Evidence::NoneFound,
             explanation: String::new(),
+            rule_fix: None,
         }
     }
 
@@ -349,7 +373,7 @@ mod tests {
         let i = input(
             s,
             vec![
-                finding("pii_exposure", Some(33..43)),
+                finding("speaker_attribution", Some(33..43)),
                 finding("hallucinated_fact", Some(19..29)),
                 finding("unsupported_action", Some(4..29)),
             ],
@@ -361,11 +385,13 @@ mod tests {
             [
                 SpanEdit {
                     range: 4..29,
-                    findings: vec![2, 1]
+                    findings: vec![2, 1],
+                    fixed: None,
                 },
                 SpanEdit {
                     range: 33..43,
-                    findings: vec![0]
+                    findings: vec![0],
+                    fixed: None,
                 }
             ]
         );
@@ -379,6 +405,26 @@ mod tests {
             None,
             "a finding on the whole summary means a rewrite"
         );
+    }
+
+    /// Issue 34: personal data is fixed by its placeholder or deleted, never by model text, and
+    /// a model edit that would rewrite it is left out.
+    #[test]
+    fn personal_data_gets_its_placeholder_and_no_model_edit() {
+        let s = "The customer gave 555-0199 as contact and was refunded.";
+        let phone = s.find("555").unwrap()..s.find(" as").unwrap();
+        let mut pii = finding("pii_exposure", Some(phone.clone()));
+        pii.rule_fix = Some("[phone number]".into());
+        let clause = finding("hallucinated_fact", Some(s.find("gave").unwrap()..s.find(" and").unwrap()));
+        let refunded = finding("unsupported_action", Some(s.find("was").unwrap()..s.len() - 1));
+        let edits = plan(&input(s, vec![pii.clone(), clause, refunded], 2)).unwrap();
+        assert_eq!(edits.len(), 2, "{edits:?}");
+        assert_eq!(edits[0].range, phone);
+        assert_eq!(edits[0].fixed.as_deref(), Some("[phone number]"));
+        assert_eq!(edits[1].fixed, None);
+        pii.rule_fix = None;
+        let edits = plan(&input(s, vec![pii], 2)).unwrap();
+        assert_eq!(edits[0].fixed.as_deref(), Some(""), "no placeholder: deleted");
     }
 
     #[test]

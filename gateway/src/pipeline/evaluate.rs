@@ -6,7 +6,8 @@
 //! the student trained on unrevised data and the base model (zero-shot), and the filter-only
 //! and oracle students where the run trained them, are asked and scored the same way.
 
-use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Mutex;
 
 use arf_common::client::GrpcChannel;
 use arf_proto::v1 as pb;
@@ -23,14 +24,25 @@ use crate::store::{ItemRecord, Student};
 
 /// Held-out conversations per pass. Within a pass the models take turns: every conversation
 /// goes to one model at once, so its engine decodes them together (one batch, each weight
-/// read once per step for all of them), then to the next; the idle models cost memory only.
+/// read once per step for all of them), then to the next. A model this gateway hosts is
+/// loaded for its turn and released after it, so memory holds one model however many arms
+/// the comparison has; the passes alternate their order, so the last model of one pass is the
+/// first of the next and stays loaded across the two.
 const BATCH: usize = 16;
 
-/// The models that summarize the held-out conversations, each behind an Editor endpoint.
-struct Summarizers {
-    student: EditorClient<GrpcChannel>,
-    /// The comparison's other models, in the report's order.
-    others: Vec<(Model, EditorClient<GrpcChannel>)>,
+/// Where a model of the comparison is reached.
+enum Source {
+    /// An Editor endpoint the operator runs (the student endpoint of the run's config).
+    Endpoint(EditorClient<GrpcChannel>),
+    /// A model directory or file the gateway's student host serves while it is used.
+    Hosted(PathBuf),
+}
+
+/// A model that summarizes the held-out conversations: the ARF student (`None`) or one of the
+/// comparison's others, in the report's order.
+struct Summarizer {
+    model: Option<Model>,
+    source: Source,
 }
 
 pub async fn run(
@@ -48,13 +60,16 @@ pub async fn run(
         .run(run_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished"))?;
-    // The models this gateway serves for the run, unloaded when the stage ends however it ends.
-    let mut hosted = Vec::new();
-    let evaluated = evaluate_all(p, run_id, config, &evaluation, &run, token, &mut hosted).await;
+    // The models this gateway serves now, released when the stage ends however it ends (a
+    // cancelled pass is dropped mid-turn).
+    let hosted = Mutex::new(Vec::new());
+    let evaluated = evaluate_all(p, run_id, config, &evaluation, &run, token, &hosted).await;
     if let Some(host) = &p.student_host {
-        for model in &hosted {
+        let held = std::mem::take(&mut *hosted.lock().unwrap_or_else(|e| e.into_inner()));
+        for model in &held {
             host.release(model).await;
         }
+        host.unload_idle().await;
     }
     evaluated
 }
@@ -66,35 +81,12 @@ async fn evaluate_all(
     evaluation: &pb::EvaluationConfig,
     run: &crate::store::RunRecord,
     token: &CancellationToken,
-    hosted: &mut Vec<std::path::PathBuf>,
+    hosted: &Mutex<Vec<PathBuf>>,
 ) -> Result<(), RunError> {
-    let student = if !evaluation.student_endpoint.is_empty() {
-        p.clients.student(&evaluation.student_endpoint)?
-    } else {
-        serve(
-            p,
-            hosted,
-            run.model_dir(Student::Refined),
-            "the fine-tuning stage left no merged student model to evaluate",
-        )
-        .await?
-    };
-    let mut others = Vec::new();
-    if config.compare_unrevised {
-        let base = finetune::student_base(p, config)?;
-        others.push((
-            Model::Base,
-            serve(p, hosted, &base, "no student base model").await?,
-        ));
-    }
-    for arm in Student::of_run(config).into_iter().skip(1) {
-        let missing = format!("no merged {} to compare against", arm.model().title());
-        let model = serve(p, hosted, run.model_dir(arm), &missing).await?;
-        others.push((arm.model(), model));
-    }
-    let summarizers = Summarizers { student, others };
+    let summarizers = summarizers(p, config, evaluation, run)?;
     let scorer = RougeScorer::new(["rouge1", "rouge2", "rougeL"], true)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut order: Vec<usize> = (0..summarizers.len()).collect();
     loop {
         p.check(token)?;
         let batch = p.store().pending_evaluation(run_id, BATCH).await?;
@@ -106,7 +98,8 @@ async fn evaluate_all(
             run_id,
             config,
             evaluation,
-            &summarizers,
+            (summarizers.as_slice(), order.as_slice()),
+            hosted,
             &scorer,
             token,
             &batch,
@@ -117,26 +110,95 @@ async fn evaluate_all(
             done = pass => done?,
             _ = token.cancelled() => return p.check(token),
         }
+        order.reverse();
     }
 }
 
-/// The model at `path` (a merged student directory or a base model) behind an Editor, served by
-/// the gateway's student host; recorded in `hosted`, to be released.
-async fn serve(
+/// The comparison's models, checked before any is loaded: the ARF student first, then the base
+/// model (with `compare_unrevised`) and the other students the run trained.
+fn summarizers(
     p: &Pipeline,
-    hosted: &mut Vec<std::path::PathBuf>,
-    path: &str,
-    missing: &str,
-) -> Result<EditorClient<GrpcChannel>, RunError> {
-    let host = p.student_host.as_ref().ok_or_else(|| {
-        anyhow::anyhow!("no student endpoint configured and this gateway hosts no students")
-    })?;
-    if path.is_empty() {
-        return Err(anyhow::anyhow!("{missing}").into());
+    config: &pb::RunConfig,
+    evaluation: &pb::EvaluationConfig,
+    run: &crate::store::RunRecord,
+) -> Result<Vec<Summarizer>, RunError> {
+    let hosted = |path: &str, missing: &str| -> Result<Source, RunError> {
+        if p.student_host.is_none() {
+            return Err(anyhow::anyhow!(
+                "no student endpoint configured and this gateway hosts no students"
+            )
+            .into());
+        }
+        if path.is_empty() {
+            return Err(anyhow::anyhow!("{missing}").into());
+        }
+        Ok(Source::Hosted(PathBuf::from(path)))
+    };
+    let student = if evaluation.student_endpoint.is_empty() {
+        hosted(
+            run.model_dir(Student::Refined),
+            "the fine-tuning stage left no merged student model to evaluate",
+        )?
+    } else {
+        Source::Endpoint(p.clients.student(&evaluation.student_endpoint)?)
+    };
+    let mut all = vec![Summarizer {
+        model: None,
+        source: student,
+    }];
+    if config.compare_unrevised {
+        let base = finetune::student_base(p, config)?;
+        all.push(Summarizer {
+            model: Some(Model::Base),
+            source: hosted(&base, "no student base model")?,
+        });
     }
-    let channel = host.serve(Path::new(path)).await?;
-    hosted.push(Path::new(path).to_path_buf());
-    Ok(p.clients.student_over(channel))
+    for arm in Student::of_run(config).into_iter().skip(1) {
+        let missing = format!("no merged {} to compare against", arm.model().title());
+        all.push(Summarizer {
+            model: Some(arm.model()),
+            source: hosted(run.model_dir(arm), &missing)?,
+        });
+    }
+    Ok(all)
+}
+
+/// Every item's summary by one model, all at once; a hosted model is served for the turn and
+/// released after it.
+async fn summarize_all(
+    p: &Pipeline,
+    summarizer: &Summarizer,
+    hosted: &Mutex<Vec<PathBuf>>,
+    scorings: &[Scoring<'_>],
+) -> Result<Vec<ScoredSummary>, RunError> {
+    let by = async |model: EditorClient<GrpcChannel>| -> Result<Vec<ScoredSummary>, RunError> {
+        futures::future::join_all(scorings.iter().map(|s| summarize(model.clone(), s)))
+            .await
+            .into_iter()
+            .collect()
+    };
+    let path = match &summarizer.source {
+        Source::Endpoint(client) => return by(client.clone()).await,
+        Source::Hosted(path) => path,
+    };
+    let host = p
+        .student_host
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("this gateway hosts no students"))?;
+    let channel = host.serve(path).await?;
+    hosted
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(path.clone());
+    let summaries = by(p.clients.student_over(channel)).await;
+    {
+        let mut held = hosted.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = held.iter().position(|h| h == path) {
+            held.remove(i);
+        }
+    }
+    host.release(path).await;
+    summaries
 }
 
 /// One pass over a batch of held-out items: each model in turn summarizes all of them at
@@ -147,7 +209,8 @@ async fn evaluate_batch(
     run_id: &str,
     config: &pb::RunConfig,
     evaluation: &pb::EvaluationConfig,
-    summarizers: &Summarizers,
+    (summarizers, order): (&[Summarizer], &[usize]),
+    hosted: &Mutex<Vec<PathBuf>>,
     scorer: &RougeScorer,
     token: &CancellationToken,
     items: &[ItemRecord],
@@ -177,21 +240,17 @@ async fn evaluate_batch(
             span,
         })
         .collect();
-    // Every item's summary by one model, all at once.
-    let by = async |model: &EditorClient<GrpcChannel>| -> Result<Vec<ScoredSummary>, RunError> {
-        futures::future::join_all(scorings.iter().map(|s| summarize(model.clone(), s)))
-            .await
-            .into_iter()
-            .collect()
-    };
-    let students = by(&summarizers.student).await?;
-    let mut others = Vec::new();
-    for (model, client) in &summarizers.others {
-        others.push((*model, by(client).await?));
+    // Every item's summary by one model, all at once, the models in turn.
+    let mut by_model: Vec<Option<Vec<ScoredSummary>>> = summarizers.iter().map(|_| None).collect();
+    for &i in order {
+        by_model[i] = Some(summarize_all(p, &summarizers[i], hosted, &scorings).await?);
     }
-    let mut others: Vec<(Model, std::vec::IntoIter<ScoredSummary>)> = others
-        .into_iter()
-        .map(|(m, s)| (m, s.into_iter()))
+    let mut by_model = by_model.into_iter().map(Option::unwrap_or_default);
+    let students = by_model.next().unwrap_or_default();
+    let mut others: Vec<(Model, std::vec::IntoIter<ScoredSummary>)> = summarizers[1..]
+        .iter()
+        .zip(by_model)
+        .filter_map(|(s, scored)| Some((s.model?, scored.into_iter())))
         .collect();
     for ((scoring, student), item) in scorings.iter().zip(students).zip(items) {
         let teacher_summary = item.teacher_summary.clone();

@@ -116,8 +116,12 @@ pub trait StudentHost: Send + Sync {
     /// Each `serve` is matched by one [`StudentHost::release`] when the caller is done.
     async fn serve(&self, model: &std::path::Path) -> anyhow::Result<GrpcChannel>;
 
-    /// The caller no longer needs the model: once nobody does, the host unloads it.
+    /// The caller no longer needs the model: once nobody does, the host may keep it loaded for
+    /// the next `serve` of the same model, but unloads it before it loads any other.
     async fn release(&self, model: &std::path::Path);
+
+    /// Unloads every model nobody uses (at the end of an Evaluate stage).
+    async fn unload_idle(&self) {}
 }
 
 /// Why a run stopped early.

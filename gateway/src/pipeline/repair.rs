@@ -2,11 +2,25 @@
 //! determine (`Finding.rule_fix`: a PII value's typed placeholder, a preamble or an unsupported
 //! clause deleted, bullets as prose, a swapped party swapped back), spliced into the summary.
 //! What comes out is re-checked and gated like any revision (revise.rs).
+//!
+//! Personal data is always fixed by rule, whatever the repair mode: a summary whose only
+//! findings are PII with their placeholders is repaired here, and the editor splices the
+//! placeholder of a PII span in a summary it revises (never model text where personal data was).
 
 use std::ops::Range;
 
 use arf_common::splice::splice;
 use arf_proto::v1 as pb;
+
+/// Whether the rule fixes are tried before the editor: always under `RULES_THEN_MODEL`, and
+/// under any mode when every finding is personal data with its placeholder.
+pub fn tried_first(mode: pb::RepairMode, findings: &[pb::Finding]) -> bool {
+    mode == pb::RepairMode::RulesThenModel
+        || (!findings.is_empty()
+            && findings
+                .iter()
+                .all(|f| f.category_id == "pii_exposure" && f.rule_fix.is_some()))
+}
 
 /// `summary` with every rule fix of `findings` applied; `None` when no finding carries one, or
 /// the fixes change nothing. Overlapping fixes: the earlier span's stands.

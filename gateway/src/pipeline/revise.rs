@@ -9,6 +9,7 @@
 //!
 //! With `repair: RULES_THEN_MODEL`, the fixes the detectors determine are tried first
 //! (repair.rs): gated the same way, an accepted one is "repaired by rule" and no editor is asked.
+//! A summary whose only errors are personal data is always repaired so.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -101,7 +102,7 @@ async fn revise_item(
     }
 
     let span = item_trace::resume("arf.item.revise", run_id, &id, item.trace_parent.as_deref());
-    if config.repair() == pb::RepairMode::RulesThenModel
+    if repair::tried_first(config.repair(), &analysis.findings)
         && let Some(repaired) = repair::by_rule(&item.teacher_summary, &analysis.findings)
     {
         let recheck = p
