@@ -282,7 +282,10 @@ async fn main() -> anyhow::Result<()> {
             &ClientOptions::default(),
         )?);
         diagnosis::print(&mut editor, &items).await?;
-        println!("peak RSS of the whole suite so far: {:.2} GB", peak_rss_gb());
+        println!(
+            "peak RSS of the whole suite so far: {:.2} GB",
+            peak_rss_gb()
+        );
         if evaluate.1 > evaluate.0 {
             let models = report
                 .overall

@@ -197,9 +197,13 @@ async fn rules_repair_what_the_detectors_can_fix_and_are_counted_apart() {
 /// its typed placeholder, by rule, which writes no model text.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_random_weight_editor_gets_no_revision_through_the_gate() {
-    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/tweetsumm");
+    let corpus =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/tweetsumm");
     if !corpus.exists() {
-        eprintln!("skipped: the TweetSumm corpus is not at {}", corpus.display());
+        eprintln!(
+            "skipped: the TweetSumm corpus is not at {}",
+            corpus.display()
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -215,14 +219,27 @@ async fn a_random_weight_editor_gets_no_revision_through_the_gate() {
                 r
             })
             .collect();
-        let run = create(&mut client, spec(&[pb::Stage::Analyze, pb::Stage::Revise]), rows)
-            .await
-            .unwrap();
+        let run = create(
+            &mut client,
+            spec(&[pb::Stage::Analyze, pb::Stage::Revise]),
+            rows,
+        )
+        .await
+        .unwrap();
         let events = watch(&mut client, &run.id, 0).await;
-        assert_eq!(final_state(&events), Some(pb::RunState::Succeeded), "{file}");
+        assert_eq!(
+            final_state(&events),
+            Some(pb::RunState::Succeeded),
+            "{file}"
+        );
         let items = suite.pipeline.store().items(&run.id).await.unwrap();
         use gateway::store::RevisionOutcome as O;
-        let count = |o: O| items.iter().filter(|i| i.revision_outcome == Some(o)).count();
+        let count = |o: O| {
+            items
+                .iter()
+                .filter(|i| i.revision_outcome == Some(o))
+                .count()
+        };
         let accepted: Vec<String> = items
             .iter()
             .filter(|i| i.revision_outcome == Some(O::Accepted))
@@ -253,10 +270,14 @@ async fn a_random_weight_editor_gets_no_revision_through_the_gate() {
             accepted.len(),
             accepted.concat()
         );
-        for i in items.iter().filter(|i| i.revision_outcome == Some(O::Repaired)) {
+        for i in items
+            .iter()
+            .filter(|i| i.revision_outcome == Some(O::Repaired))
+        {
             let summary = i.final_summary.as_deref().unwrap();
             assert!(
-                summary.contains('[') && summary.contains(']') || summary.len() < i.teacher_summary.len(),
+                summary.contains('[') && summary.contains(']')
+                    || summary.len() < i.teacher_summary.len(),
                 "{file}: a rule repair is a placeholder or a deletion: {summary:?}"
             );
         }

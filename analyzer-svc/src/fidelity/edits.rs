@@ -129,10 +129,12 @@ pub(super) fn fixes(
     // fix replaces (a flagged word is the error, not support for itself).
     let mut supported: HashSet<String> = HashSet::new();
     let turn_words = r.turns.iter().flat_map(|t| text::words(&t.text));
-    for k in turn_words
-        .map(|w| text::key(w.text))
-        .chain(original.iter().filter(|w| !in_free(w)).map(|w| text::key(w.text)))
-    {
+    for k in turn_words.map(|w| text::key(w.text)).chain(
+        original
+            .iter()
+            .filter(|w| !in_free(w))
+            .map(|w| text::key(w.text)),
+    ) {
         supported.insert(text::stem(&k).to_string());
         supported.insert(k);
     }
@@ -163,7 +165,10 @@ pub(super) fn fixes(
         let mut unsupported: Vec<&str> = Vec::new();
         let mut says_something = false;
         for w in inserted {
-            if placeholders.iter().any(|p| p.start <= w.start && w.end <= p.end) {
+            if placeholders
+                .iter()
+                .any(|p| p.start <= w.start && w.end <= p.end)
+            {
                 says_something = true;
                 continue;
             }

@@ -63,11 +63,18 @@ pub fn random_span_edits(original: &str, flagged: &[Flagged]) -> Vec<(&'static s
         return Vec::new();
     }
     let with = |text: &str| {
-        let edits: Vec<_> = spans.iter().map(|r| (r.clone(), text.to_string())).collect();
+        let edits: Vec<_> = spans
+            .iter()
+            .map(|r| (r.clone(), text.to_string()))
+            .collect();
         arf_common::splice::splice(original, &edits)
     };
     let first = &spans[0];
-    let glued = format!("{}will aren{}", &original[..first.start], &original[first.end..].trim_start());
+    let glued = format!(
+        "{}will aren{}",
+        &original[..first.start],
+        &original[first.end..].trim_start()
+    );
     vec![
         ("span_random_words", with("will aren")),
         ("span_function_word", with("the")),

@@ -210,7 +210,14 @@ pub fn check(revision: &Revision<'_>, t: &Thresholds) -> Verdict {
         .map(|f| (f.start, f.end))
         .collect();
     let adds_anywhere = fixed.len() < revision.flagged.len();
-    edits::fixes(revision, &fixed, &free, adds_anywhere, content::is_generic, &mut refuse);
+    edits::fixes(
+        revision,
+        &fixed,
+        &free,
+        adds_anywhere,
+        content::is_generic,
+        &mut refuse,
+    );
 
     let close = refusals.is_empty()
         && figures.content_kept >= t.close_min_content_kept

@@ -39,7 +39,10 @@ static SEAMS: LazyLock<Vec<Seam>> = LazyLock::new(|| {
             "spaces or punctuation doubled",
             r" [,.;:!?](?:\s|$)|[,;:]\s*[,.;:]|(?:^|[^.])\.\s*\.(?:[^.]|$)",
         ),
-        seam("a sentence of one word", r"(?:^|[.!?]\s+)[\w']+[.!?](?:\s|$)"),
+        seam(
+            "a sentence of one word",
+            r"(?:^|[.!?]\s+)[\w']+[.!?](?:\s|$)",
+        ),
     ]
 });
 
@@ -58,7 +61,10 @@ fn doubled_word(candidate: &str, original: &str) -> Option<String> {
 
 pub(super) fn seams(r: &Revision<'_>, refuse: &mut impl FnMut(Check, String)) {
     if let Some(w) = doubled_word(r.candidate, r.original) {
-        refuse(Check::Seam, format!("a word said twice in a row: `{w} {w}`"));
+        refuse(
+            Check::Seam,
+            format!("a word said twice in a row: `{w} {w}`"),
+        );
     }
     for seam in SEAMS.iter() {
         let count = |s: &str| seam.pattern.find_iter(s).count();
@@ -71,10 +77,7 @@ pub(super) fn seams(r: &Revision<'_>, refuse: &mut impl FnMut(Check, String)) {
             .filter(|m| !in_conversation(m))
             .collect();
         if !new.is_empty() && count(r.candidate) > count(r.original) {
-            refuse(
-                Check::Seam,
-                format!("{}: `{}`", seam.what, new[0].trim()),
-            );
+            refuse(Check::Seam, format!("{}: `{}`", seam.what, new[0].trim()));
         }
     }
 }

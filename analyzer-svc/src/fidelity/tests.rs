@@ -212,12 +212,14 @@ fn ideal_fixes_pass_and_random_span_edits_do_not_on_tweetsumm() {
     let corpus =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/tweetsumm");
     if !corpus.exists() {
-        eprintln!("skipped: the TweetSumm corpus is not at {}", corpus.display());
+        eprintln!(
+            "skipped: the TweetSumm corpus is not at {}",
+            corpus.display()
+        );
         return;
     }
     for file in ["teacher_train.jsonl", "analyzer_bench_dev.jsonl"] {
-        let tallies =
-            super::eval::run(&corpus.join(file), &Thresholds::default(), |_| {}).unwrap();
+        let tallies = super::eval::run(&corpus.join(file), &Thresholds::default(), |_| {}).unwrap();
         let ideal = &tallies["ideal_fix"];
         assert!(ideal.n >= 70, "{file}: {ideal:?}");
         assert!(

@@ -54,12 +54,25 @@ fn nearest(summary: &str, references: &[String]) -> f64 {
 
 /// A seam a person would not write: words glued, a hanging word, brackets emptied.
 fn has_bad_seam(original: &str, revision: &str) -> bool {
-    let bad = ["  ", " .", " ,", "()", "( )", ": )", "regarding.", "about.", "for.", "the."];
+    let bad = [
+        "  ",
+        " .",
+        " ,",
+        "()",
+        "( )",
+        ": )",
+        "regarding.",
+        "about.",
+        "for.",
+        "the.",
+    ];
     bad.iter()
         .any(|b| revision.contains(b) && !original.contains(b))
         || words(revision).iter().any(|w| {
             let chars: Vec<char> = w.chars().collect();
-            chars.windows(3).any(|c| c[0].is_lowercase() && c[1].is_lowercase() && c[2].is_uppercase())
+            chars
+                .windows(3)
+                .any(|c| c[0].is_lowercase() && c[1].is_lowercase() && c[2].is_uppercase())
                 && !original.contains(w)
         })
 }
@@ -112,7 +125,8 @@ pub async fn print(
         categories.dedup();
         rows.push(Row {
             categories,
-            distance_change: nearest(revision, &item.references) - nearest(original, &item.references),
+            distance_change: nearest(revision, &item.references)
+                - nearest(original, &item.references),
             nll_change: nll(editor, item, revision).await? - nll(editor, item, original).await?,
             deleted_words: words(revision).len() < words(original).len(),
             seam: has_bad_seam(original, revision),
@@ -129,7 +143,10 @@ pub async fn print(
             groups.entry(c.clone()).or_default().push(r);
         }
         if r.deleted_words {
-            groups.entry("(shorter than the original)".into()).or_default().push(r);
+            groups
+                .entry("(shorter than the original)".into())
+                .or_default()
+                .push(r);
         }
         if r.seam {
             groups.entry("(a bad seam)".into()).or_default().push(r);

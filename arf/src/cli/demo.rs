@@ -56,7 +56,9 @@ pub async fn demo(mut args: DemoArgs) -> anyhow::Result<()> {
     }
     if args.run.student_base.is_none() {
         // The suite's trainer base, as the editor model has ARF_EDITOR_MODEL.
-        args.run.student_base = std::env::var("ARF_STUDENT_BASE").ok().filter(|s| !s.is_empty());
+        args.run.student_base = std::env::var("ARF_STUDENT_BASE")
+            .ok()
+            .filter(|s| !s.is_empty());
     }
     let student_base = args.run.student_base.as_ref().map(PathBuf::from);
     if args.editor_model.is_none() || student_base.is_none() {
@@ -109,7 +111,10 @@ fn demo_config(flags: &RunConfigArgs, real: bool) -> anyhow::Result<pb::RunConfi
     or(&mut c.revision_candidates, if real { 4 } else { 1 });
     or(&mut c.revision_max_tokens, if real { 192 } else { 0 });
     let training = c.training.get_or_insert_with(Default::default);
-    or(&mut training.max_steps, if training.epochs == 0 { 20 } else { 0 });
+    or(
+        &mut training.max_steps,
+        if training.epochs == 0 { 20 } else { 0 },
+    );
     or(&mut training.max_seq_len, if real { 512 } else { 0 });
     if training.learning_rate == 0.0 {
         training.learning_rate = if real { 2e-4 } else { 1e-3 };
@@ -122,7 +127,10 @@ fn demo_config(flags: &RunConfigArgs, real: bool) -> anyhow::Result<pb::RunConfi
         evaluation.seed = 7;
     }
     evaluation.judge = true;
-    or(&mut evaluation.max_summary_tokens, if real { 96 } else { 0 });
+    or(
+        &mut evaluation.max_summary_tokens,
+        if real { 96 } else { 0 },
+    );
     c.compare_unrevised |= real;
     c.compare_filter_only |= real;
     c.compare_oracle |= real;

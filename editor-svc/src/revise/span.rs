@@ -415,8 +415,14 @@ mod tests {
         let phone = s.find("555").unwrap()..s.find(" as").unwrap();
         let mut pii = finding("pii_exposure", Some(phone.clone()));
         pii.rule_fix = Some("[phone number]".into());
-        let clause = finding("hallucinated_fact", Some(s.find("gave").unwrap()..s.find(" and").unwrap()));
-        let refunded = finding("unsupported_action", Some(s.find("was").unwrap()..s.len() - 1));
+        let clause = finding(
+            "hallucinated_fact",
+            Some(s.find("gave").unwrap()..s.find(" and").unwrap()),
+        );
+        let refunded = finding(
+            "unsupported_action",
+            Some(s.find("was").unwrap()..s.len() - 1),
+        );
         let edits = plan(&input(s, vec![pii.clone(), clause, refunded], 2)).unwrap();
         assert_eq!(edits.len(), 2, "{edits:?}");
         assert_eq!(edits[0].range, phone);
@@ -424,7 +430,11 @@ mod tests {
         assert_eq!(edits[1].fixed, None);
         pii.rule_fix = None;
         let edits = plan(&input(s, vec![pii], 2)).unwrap();
-        assert_eq!(edits[0].fixed.as_deref(), Some(""), "no placeholder: deleted");
+        assert_eq!(
+            edits[0].fixed.as_deref(),
+            Some(""),
+            "no placeholder: deleted"
+        );
     }
 
     #[test]
