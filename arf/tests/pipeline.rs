@@ -65,7 +65,12 @@ async fn the_whole_pipeline_over_the_sample_on_tiny_models() {
         c.rows - c.held_out,
         "one revision outcome per training item"
     );
-    let accepted = outcomes.iter().filter(|o| *o == "accepted").count() as u32;
+    // A summary whose only errors are personal data is repaired by rule (its placeholder) in
+    // every repair mode; it counts among the accepted revisions.
+    let accepted = outcomes
+        .iter()
+        .filter(|o| *o == "accepted" || *o == "repaired")
+        .count() as u32;
     let rejected = outcomes
         .iter()
         .filter(|o| *o == "rejected" || *o == "failed")
