@@ -27,6 +27,7 @@
 //! Needs `scripts/fetch-model.sh smollm2` first. Prints each table, the stage times, the
 //! diagnosis of the accepted revisions (diagnosis.rs), the peak RSS and one JSON line per teacher.
 
+#[path = "arf_quality/diagnosis.rs"]
 mod diagnosis;
 
 use std::path::PathBuf;
