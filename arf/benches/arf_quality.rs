@@ -348,9 +348,7 @@ async fn evaluate_speed(
     evaluate_secs: f64,
     summaries: usize,
 ) -> anyhow::Result<()> {
-    use arf_common::dataset::{
-        SUMMARIZE_SYSTEM_PROMPT, conversation_from_wire, summarize_user_prompt,
-    };
+    use arf_common::dataset::conversation_from_wire;
     let endpoint = suite.editor_endpoints().remove(0);
     let mut editor = arf_proto::v1::editor_client::EditorClient::new(connect_lazy(
         &endpoint,
@@ -364,16 +362,8 @@ async fn evaluate_speed(
     let started = Instant::now();
     for row in &rows {
         let conversation = conversation_from_wire(row.conversation.clone(), "bench")?;
-        let messages = vec![
-            pb::ChatMessage {
-                role: "system".into(),
-                content: SUMMARIZE_SYSTEM_PROMPT.into(),
-            },
-            pb::ChatMessage {
-                role: "user".into(),
-                content: summarize_user_prompt(&conversation),
-            },
-        ];
+        let messages =
+            gateway::pipeline::summarize_request(&conversation, &Default::default()).messages;
         editor
             .generate(pb::GenerateRequest {
                 messages: messages.clone(),

@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 
 use arf_common::client::GrpcChannel;
-use arf_common::dataset::{SUMMARIZE_SYSTEM_PROMPT, summarize_user_prompt};
 use arf_proto::v1 as pb;
 use arf_proto::v1::editor_client::EditorClient;
 use gateway::store::{ItemRecord, RevisionOutcome};
@@ -82,16 +81,9 @@ async fn nll(
     item: &ItemRecord,
     reply: &str,
 ) -> anyhow::Result<f64> {
-    let messages = vec![
-        pb::ChatMessage {
-            role: "system".into(),
-            content: SUMMARIZE_SYSTEM_PROMPT.into(),
-        },
-        pb::ChatMessage {
-            role: "user".into(),
-            content: summarize_user_prompt(&item.conversation),
-        },
-    ];
+    // Asked exactly as Evaluate asks the students (one prompt for every model).
+    let messages =
+        gateway::pipeline::summarize_request(&item.conversation, &Default::default()).messages;
     let scored = editor
         .score(pb::ScoreRequest {
             messages,

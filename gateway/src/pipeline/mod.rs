@@ -567,7 +567,7 @@ pub fn stage_progress(counts: &pb::RunCounts, stage: pb::Stage) -> pb::StageProg
 
 /// The one way a model is asked to summarize a conversation: the teacher in Generate, the
 /// students and the base model in Evaluate, exactly as the student was trained (greedy).
-pub(crate) fn summarize_request(
+pub fn summarize_request(
     conversation: &arf_common::dataset::Conversation,
     config: &pb::RunConfig,
 ) -> pb::GenerateRequest {
