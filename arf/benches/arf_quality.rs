@@ -16,6 +16,7 @@
 //!   cargo bench --profile dev -p arf --bench arf_quality -- [--train N] [--eval M] [--steps S]
 //!       [--teachers injected,smollm2] [--judge] [--data-dir DIR] [--candidates N] [--rounds R]
 //!       [--stages analyze,revise] [--export DIR] [--arms filter_only,oracle|none] [--rules]
+//!       [--on-unimproved exclude|keep-original]
 //!
 //! `--rules` runs the RULES_THEN_MODEL arm (detector-determined fixes first, then the editor):
 //! a separate arm, since the same detectors then repair, gate and score.
@@ -53,6 +54,7 @@ struct Args {
     filter_only: bool,
     oracle: bool,
     rules: bool,
+    exclude_unimproved: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -70,6 +72,7 @@ fn args() -> anyhow::Result<Args> {
         filter_only: true,
         oracle: true,
         rules: false,
+        exclude_unimproved: false,
     };
     let mut it = std::env::args().skip(1).filter(|s| s != "--bench");
     while let Some(flag) = it.next() {
@@ -84,6 +87,13 @@ fn args() -> anyhow::Result<Args> {
             "--teachers" => a.teachers = value()?.split(',').map(str::to_string).collect(),
             "--judge" => a.judge = true,
             "--rules" => a.rules = true,
+            "--on-unimproved" => {
+                a.exclude_unimproved = match value()?.as_str() {
+                    "exclude" => true,
+                    "keep-original" => false,
+                    other => anyhow::bail!("--on-unimproved {other}: exclude or keep-original"),
+                }
+            }
             "--data-dir" => a.data_dir = Some(value()?.into()),
             "--candidates" => a.candidates = value()?.parse()?,
             "--rounds" => a.rounds = value()?.parse()?,
@@ -162,6 +172,11 @@ fn config(a: &Args) -> pb::RunConfig {
         revision_rounds: a.rounds,
         revision_candidates: a.candidates,
         revision_max_tokens: 192,
+        on_unimproved: if a.exclude_unimproved {
+            pb::UnimprovedPolicy::Exclude
+        } else {
+            pb::UnimprovedPolicy::KeepOriginal
+        } as i32,
         compare_unrevised: true,
         compare_filter_only: a.filter_only,
         compare_oracle: a.oracle,
@@ -194,12 +209,11 @@ async fn main() -> anyhow::Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| scratch.path().to_path_buf());
-    let editor = arf::cli::models::dequantized_copy(&gguf, &data_dir)?;
     let started = Instant::now();
     let suite = Suite::start(SuiteConfig {
         server: ServerArgs::local(),
         data_dir: data_dir.clone(),
-        editor_model: Some(editor),
+        editor_model: Some(gguf.clone()),
         student_base: Some(gguf.clone()),
         editor_replicas: 1,
     })

@@ -132,6 +132,39 @@ async fn smollm2_revises_best_of_4_trains_from_its_gguf_and_the_student_summariz
         "{rated:?}"
     );
 
+    // A constrained generation ends when its JSON closes. SmolLM2's grammar ends with
+    // `<|endoftext|>`, its chat with `<|im_end|>`: mistral.rs 0.8.1 kept generating the grammar's
+    // end token, which is no stop token, to the budget (patches/README.md).
+    let mut suite_editor = EditorClient::new(
+        connect_lazy(&suite.editor_endpoints()[0], &ClientOptions::default()).unwrap(),
+    );
+    let constrained = suite_editor
+        .generate(pb::GenerateRequest {
+            messages: vec![pb::ChatMessage {
+                role: "user".into(),
+                content: "Name one fruit, as JSON.".into(),
+            }],
+            params: Some(pb::GenerationParams {
+                max_tokens: 200,
+                ..Default::default()
+            }),
+            json_schema: r#"{"type": "object", "properties": {"fruit": {"type": "string", "maxLength": 20}}, "required": ["fruit"], "additionalProperties": false}"#.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let usage = constrained.usage.unwrap_or_default();
+    assert!(
+        constrained.finish_reason == "stop" && usage.output_tokens < 40,
+        "{} after {} tokens: {:?}",
+        constrained.finish_reason,
+        usage.output_tokens,
+        constrained.text
+    );
+    let fruit: serde_json::Value = serde_json::from_str(&constrained.text)
+        .unwrap_or_else(|e| panic!("{e}: {:?}", constrained.text));
+    assert!(fruit["fruit"].is_string(), "{fruit}");
+
     // The editor's revisions are real text, not the teacher's summary back.
     let items = suite.pipeline.store().items(&run.id).await.unwrap();
     for item in &items {

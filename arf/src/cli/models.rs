@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 pub use arf_common::models::{cache_dir, resolve};
 
 /// The GGUF file as a dequantized f32 Hugging Face directory under `data_dir`, written on first
-/// use: the same weights, which mistral.rs serves several times faster on a CPU (its Q4_1
-/// kernels take a prompt one row at a time). The trainer still trains from the GGUF file.
+/// use: the same numbers the students are merged in, so the zero-shot base model is evaluated
+/// as the students are (`StudentHost`). The editor serves the GGUF itself (faster: Q4_1 kernels).
 pub fn dequantized_copy(gguf: &Path, data_dir: &Path) -> anyhow::Result<PathBuf> {
     let stem = gguf
         .file_stem()

@@ -38,6 +38,16 @@ pub(crate) async fn finish_or_add_toks_to_seq(
     let tok_env = metadata.tok_env().ok_or(candle_core::Error::Msg(
         "`finish_or_add_toks_to_seq` requires the pipeline to have a token trie".to_string(),
     ))?;
+    // ARF patch: the grammar's end-of-sequence token ends a sequence whose grammar has ended.
+    // llguidance takes it from the tokenizer (`<|endoftext|>` for SmolLM2), the engine stops
+    // on the chat template's (`<|im_end|>`): once the JSON closed, the mask allowed only a
+    // token that is no stop token, and every constrained generation ran to its token budget.
+    if is_done.is_none()
+        && logprobs.token == tok_env.tok_trie().eos_token()
+        && matches!(&seq.recognizer, SequenceRecognizer::Llguidance(llg) if llg.is_stopped())
+    {
+        is_done = Some(StopReason::Eos);
+    }
     // Include special tokens when tool calling is active (so tool parsers can see
     // delimiters like <tool_call>, [TOOL_CALLS], <|python_tag|>) or when think tag
     // mode is enabled (so <think>/<\/think> delimiters are visible in the output).
