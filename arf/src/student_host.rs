@@ -39,6 +39,15 @@ struct Served {
 /// Sequences a hosted engine decodes together: Evaluate's batch.
 const HOSTED_MAX_SEQS: usize = 16;
 
+/// Finished sequences whose KV caches a hosted engine keeps: Evaluate scores each human
+/// reference (~3 a conversation) right after generating its summary from the same prompt:
+/// kept, the summary's cache spares each reference a whole prefill (it computes only its own
+/// tokens). Twice the batch, so that the scorings' own entries (oldest out first) do not push
+/// a summary's out before its references come. Whole-prompt hits only (patches/README.md): the
+/// summaries generated are the same as without the cache. An entry holds its tokens' K and V
+/// (~46 KB a token for SmolLM2 in f32: ~0.8 GB at 32 entries of ~550 tokens).
+const HOSTED_PREFIX_CACHE_SEQS: usize = 2 * HOSTED_MAX_SEQS;
+
 impl LocalStudentHost {
     pub fn new(max_message_bytes: usize, data_dir: &Path) -> Self {
         Self {
@@ -137,6 +146,7 @@ impl LocalStudentHost {
         };
         let config = EditorConfig {
             max_seqs: HOSTED_MAX_SEQS,
+            prefix_cache_seqs: HOSTED_PREFIX_CACHE_SEQS,
             ..EditorConfig::new(&served)
         };
         let service = editor_svc::load_editor(&config).await?;

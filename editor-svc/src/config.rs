@@ -53,11 +53,10 @@ pub struct EditorArgs {
     #[arg(long, env = "ARF_EDITOR_DEFAULT_MAX_TOKENS", default_value_t = DEFAULT_MAX_TOKENS)]
     pub default_max_tokens: u32,
 
-    /// Sequences whose KV caches mistral.rs keeps to reuse for prompts that share their prefix;
-    /// 0 (the default) turns its prefix cache off. In mistral.rs 0.8.1 on a CPU it changes what a
-    /// request generates (the same revision came out `failed` in one run and `rejected` in the
-    /// next; arf/tests/fault_injection.rs compares runs token for token): set it only where
-    /// speed matters more than reproducible runs.
+    /// Finished sequences whose KV caches the engine keeps, to reuse for a prompt asked again
+    /// (the patched cache serves only a whole prompt, never a shared prefix: patches/README.md);
+    /// 0 (the default) turns the cache off. Worth it where the same prompt comes back: several
+    /// replies scored after a generation (Evaluate's students turn it on).
     #[arg(long, env = "ARF_EDITOR_PREFIX_CACHE_SEQS", default_value_t = 0)]
     pub prefix_cache_seqs: usize,
 

@@ -401,3 +401,80 @@ async fn score_refuses_an_empty_reply_and_a_prompt_that_ends_with_the_assistant(
     assert_eq!(assistant_last.code(), Code::InvalidArgument);
     assert!(assistant_last.message().contains("messages"));
 }
+
+/// With a prefix cache, a prompt asked again (Evaluate scores each human reference right after
+/// generating its summary from the same prompt) reuses the first request's cache and gets what
+/// it gets without one: the same summary, the same logprobs, several replies scored at once.
+/// mistral.rs 0.8.1 used no cache when the whole prompt matched, any shared prefix otherwise
+/// (greedy texts changed from run to run), and gave a hit the entry's own tensors to append
+/// into (patches/README.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_asked_again_gets_what_it_gets_without_a_prefix_cache() {
+    let plain = start(|_| {}).await;
+    let cached = start(|c| c.prefix_cache_seqs = 4).await;
+    let prompt = "Summarize: the parcel was late, and the agent sent a new one today.";
+    let replies = [
+        "The parcel was late; a new one was sent.",
+        "Customer: parcel late. Agent: sent another.",
+        "A late parcel was replaced by the agent today, at once.",
+    ];
+    let ask = async |t: &TestEditor| {
+        let summary = t
+            .client()
+            .generate(generate_request(prompt, 24))
+            .await
+            .unwrap()
+            .into_inner()
+            .text;
+        let scores = futures::future::join_all(replies.iter().map(|reply| {
+            let mut client = t.client();
+            async move {
+                client
+                    .score(ScoreRequest {
+                        messages: vec![user(prompt)],
+                        reply: reply.to_string(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+            }
+        }))
+        .await;
+        // Asked again after its own scorings were cached too.
+        let again = t
+            .client()
+            .generate(generate_request(prompt, 24))
+            .await
+            .unwrap()
+            .into_inner()
+            .text;
+        (summary, scores, again)
+    };
+    let (summary, scores, again) = ask(&plain).await;
+    // Twice on the cached engine: the second round starts with every entry of the first.
+    for round in 0..2 {
+        let (c_summary, c_scores, c_again) = ask(&cached).await;
+        assert_eq!(c_summary, summary, "round {round}");
+        assert_eq!(c_again, again, "round {round}");
+        for (reply, (c, p)) in replies.iter().zip(c_scores.iter().zip(&scores)) {
+            assert_eq!(c.tokens.len(), p.tokens.len(), "{reply}");
+            for (ct, pt) in c.tokens.iter().zip(&p.tokens) {
+                assert_eq!(ct.token_id, pt.token_id, "{reply}");
+                assert!(
+                    (ct.logprob - pt.logprob).abs() <= 1e-4,
+                    "round {round}, {reply}: {} with the cache, {} without",
+                    ct.logprob,
+                    pt.logprob
+                );
+            }
+        }
+    }
+    // Replies that differ score differently: a cache shared between them would blur this.
+    assert!(
+        scores
+            .windows(2)
+            .all(|w| (w[0].mean_nll - w[1].mean_nll).abs() > 1e-3),
+        "{:?}",
+        scores.iter().map(|s| s.mean_nll).collect::<Vec<_>>()
+    );
+}

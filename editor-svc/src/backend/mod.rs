@@ -199,7 +199,7 @@ impl Backend {
                 "the reply renders to no token",
             ));
         }
-        let forced = Arc::new(ForcedReply::new(targets.to_vec()));
+        let forced = Arc::new(ForcedReply::new(prompt.len(), targets.to_vec()));
         let request = GenerationRequest {
             messages,
             max_tokens: targets.len(),

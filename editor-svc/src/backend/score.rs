@@ -5,25 +5,29 @@
 //! records the log-softmax of each reply token and then leaves that token the only one
 //! possible: greedy decoding picks it, and the next step sees it in its context. One decode
 //! step per token, batched with whatever else the engine runs, like a generation of the reply.
+//!
+//! The reply's position is the context's length past the prompt's: at the first step that is
+//! 0 whatever the engine shows, since a prompt resumed from the prefix cache shows only the
+//! tokens it computes (one).
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use mistralrs::{CustomLogitsProcessor, DType, Tensor};
 
 /// Rides along with one scoring request (see the module docs).
 pub struct ForcedReply {
     targets: Vec<u32>,
-    /// The context's length at the first step: the prompt.
-    prompt_len: OnceLock<usize>,
+    /// The prompt's length in tokens.
+    prompt_len: usize,
     logprobs: Mutex<Vec<f32>>,
 }
 
 impl ForcedReply {
-    pub fn new(targets: Vec<u32>) -> Self {
+    pub fn new(prompt_len: usize, targets: Vec<u32>) -> Self {
         Self {
             logprobs: Mutex::new(Vec::with_capacity(targets.len())),
             targets,
-            prompt_len: OnceLock::new(),
+            prompt_len,
         }
     }
 
@@ -35,8 +39,8 @@ impl ForcedReply {
 
 impl CustomLogitsProcessor for ForcedReply {
     fn apply(&self, logits: &Tensor, context: &[u32]) -> mistralrs::Result<Tensor> {
-        let prompt_len = *self.prompt_len.get_or_init(|| context.len());
-        let Some(&target) = self.targets.get(context.len() - prompt_len) else {
+        let position = context.len().saturating_sub(self.prompt_len);
+        let Some(&target) = self.targets.get(position) else {
             return Ok(logits.clone()); // past the reply: max_tokens stops the sequence
         };
         let values: Vec<f32> = logits.to_dtype(DType::F32)?.to_vec1()?;

@@ -1,6 +1,5 @@
-use candle_core::{Device, Result};
+use candle_core::Result;
 use indexmap::IndexMap;
-use itertools::Itertools;
 use tracing::info;
 
 use crate::{
@@ -100,7 +99,22 @@ impl PrefixCacheManagerV2 {
         // For paged attention, prefix caching is handled by the KVCacheManager.
         // PrefixCacheManagerV2 only handles non-paged attention caching.
         if !self.has_paged_attention {
-            let cache = seq.normal_cache().to_vec();
+            // ARF patch: a compact copy of each layer (`KvCache::detached`), not the sequence's
+            // own caches: those are views of its decode batch's tensors, which every entry would
+            // keep alive.
+            let Ok(cache) = seq
+                .normal_cache()
+                .iter()
+                .map(|layer| {
+                    layer
+                        .as_ref()
+                        .map(|c| c.detached(c.current_seq_len()))
+                        .transpose()
+                })
+                .collect::<Result<Vec<_>>>()
+            else {
+                return;
+            };
 
             self.caches.insert(
                 seq.get_toks().to_vec().into(),
@@ -121,62 +135,12 @@ impl PrefixCacheManagerV2 {
         if self.no_prefix_cache {
             return Ok(0);
         }
-        let mut n_on_device = 0;
-        for cache in self.caches.values() {
-            let first_non_none = cache
-                .cache
-                .iter()
-                .find_or_first(|x| x.as_ref().is_some_and(|kv| kv.k().ok().flatten().is_some()));
-            let Some(Some(first_non_none)) = first_non_none else {
-                continue;
-            };
-
-            let cache_device = match first_non_none {
-                KvCache::Normal { k, .. } => {
-                    k.all_data().as_ref().expect("No KV cache data").device()
-                }
-                KvCache::Rotating { k, .. } => {
-                    k.all_data().as_ref().expect("No KV cache data").device()
-                }
-                KvCache::Shared { .. } => continue,
-            };
-
-            if !matches!(cache_device, Device::Cpu) {
-                n_on_device += 1;
-            }
-        }
-        let mut n_evicted = 0;
-        // Intentionally evict the first ones first, as they are the oldest
-        for cache in self.caches.values_mut() {
-            if n_on_device - n_evicted <= self.n_on_device {
-                break;
-            }
-            let first_non_none = cache
-                .cache
-                .iter()
-                .find_or_first(|x| x.as_ref().is_some_and(|kv| kv.k().ok().flatten().is_some()));
-            let Some(Some(first_non_none)) = first_non_none else {
-                continue;
-            };
-
-            let cache_device = match first_non_none {
-                KvCache::Normal { k, .. } => {
-                    k.all_data().as_ref().expect("No KV cache data").device()
-                }
-                KvCache::Rotating { k, .. } => {
-                    k.all_data().as_ref().expect("No KV cache data").device()
-                }
-                KvCache::Shared { .. } => continue,
-            };
-
-            if !matches!(cache_device, Device::Cpu) {
-                cache.cache.clear();
-                n_evicted += 1;
-            }
-        }
-
-        self.caches.retain(|_tokens, cache| !cache.cache.is_empty());
-
+        // ARF patch: every entry counts, wherever it is. Upstream counted (and evicted) only the
+        // caches off the CPU, so on a CPU-only machine every finished sequence's cache stayed
+        // for good, and memory grew with every request served.
+        let n_evicted = self.caches.len().saturating_sub(self.n_on_device);
+        // The first ones are the oldest.
+        self.caches.drain(..n_evicted);
         Ok(n_evicted)
     }
 
@@ -252,7 +216,17 @@ impl PrefixCacheManagerV2 {
 
         let mut best_match: Option<(usize, &CacheElement, usize, usize, usize)> = None;
         for (k, v) in &self.caches {
+            // ARF patch: only a cache that holds the whole prompt is used, and of it all but the
+            // prompt's last token, which is computed again for the logits (upstream used any
+            // shared prefix, and none when the whole prompt matched). A partial match makes a
+            // prompt's first logits depend on which requests came before it, so greedy
+            // generations changed from one run to the next; a whole-prompt match serves exactly
+            // the case of one prompt asked again (each reference scored after the summary).
             let match_len = toks.shared_prefix_len(k);
+            if match_len + 1 < toks.0.len() {
+                continue;
+            }
+            let match_len = toks.0.len() - 1;
             if match_len == 0 {
                 continue;
             }
@@ -373,8 +347,10 @@ impl PrefixCacheManagerV2 {
                     return Ok(None);
                 }
             }
+            // ARF patch: the sequence gets a copy (`KvCache::detached`): upstream handed it
+            // the entry's own tensors, and its appends wrote into them.
             for layer in cache.cache.iter_mut().flatten() {
-                layer.set_len(match_len)?;
+                *layer = layer.detached(match_len)?;
             }
             return Ok(Some(MatchingCache::Normal {
                 normal: cache.cache,

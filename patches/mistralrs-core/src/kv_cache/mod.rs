@@ -148,6 +148,22 @@ impl KvCache {
         }
     }
 
+    /// ARF patch: a plain K/V cache's first `len` positions in storage of their own
+    /// (`SingleCache::detached`); other kinds shared, as upstream does.
+    pub fn detached(&self, len: usize) -> candle_core::Result<Self> {
+        match self {
+            Self::Normal { k, v } => Ok(Self::Normal {
+                k: k.detached(len)?,
+                v: v.detached(len)?,
+            }),
+            other => {
+                let mut cache = other.clone();
+                cache.set_len(len)?;
+                Ok(cache)
+            }
+        }
+    }
+
     /// Returns Ok if the length reassignment was successful, otherwise returns Err.
     pub fn set_len(&mut self, len: usize) -> candle_core::Result<()> {
         match self {

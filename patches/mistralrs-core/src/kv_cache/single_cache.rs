@@ -73,6 +73,25 @@ impl SingleCache {
         Ok(())
     }
 
+    /// ARF patch: the first `len` positions in storage of their own, exactly `len` long. A
+    /// prefix-cache entry made of these pins no decode batch (a sequence's cache is a view of
+    /// its batch's tensor, `ragged::row_out`), and a sequence resumed from one cannot write into
+    /// it: its first append outgrows the capacity, so it copies.
+    pub fn detached(&self, len: usize) -> Result<Self> {
+        let all_data = match &self.all_data {
+            Some(data) => Some(data.narrow(self.dim, 0, len)?.force_contiguous()?),
+            None => None,
+        };
+        Ok(Self {
+            all_data,
+            dim: self.dim,
+            current_seq_len: len,
+            capacity_seq_len: len,
+            max_seq_len: self.max_seq_len,
+            left_pad: None,
+        })
+    }
+
     pub fn set_len(&mut self, len: usize) -> candle_core::Result<()> {
         self.try_set_len(len)?;
         self.current_seq_len = len;
