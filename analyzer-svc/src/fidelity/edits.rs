@@ -105,18 +105,31 @@ fn placeholders(s: &str) -> Vec<Range<usize>> {
         .collect()
 }
 
+/// The spans a fix changes, by what they call for.
+pub(super) struct Spans<'s> {
+    /// Every flagged span but one over (nearly) the whole summary, an omission's, whose fix adds
+    /// anywhere.
+    pub flagged: &'s [(usize, usize)],
+    /// Those of `flagged` that name the wrong speaker: fixed by naming the other party.
+    pub speaker: &'s [(usize, usize)],
+    /// Those whose words the fix may drop (not support for what it inserts).
+    pub free: &'s [(usize, usize)],
+}
+
 /// Refuses a fix (a changed part over a flagged span) that inserts content nothing supports,
-/// or that puts words saying nothing where content was. `flagged` are the spans a fix changes:
-/// every flagged span but one over (nearly) the whole summary, an omission's, whose fix adds
-/// anywhere; `free` those whose words the fix may drop (not support for what it inserts).
+/// that puts words saying nothing where content was, that fixes a wrong speaker by dropping
+/// what the speaker did, or that deletes a figure from the middle of a sentence.
 ///
 /// With an omission flagged (`adds_anywhere`), a part that inserts a sentence's worth of words
 /// more than it takes away is the omission's fix landing beside a flagged span: an addition,
 /// left to the share rules.
 pub(super) fn fixes(
     r: &Revision<'_>,
-    flagged: &[(usize, usize)],
-    free: &[(usize, usize)],
+    Spans {
+        flagged,
+        speaker,
+        free,
+    }: Spans<'_>,
     adds_anywhere: bool,
     is_generic: impl Fn(&str) -> bool,
     refuse: &mut impl FnMut(Check, String),
@@ -162,6 +175,39 @@ pub(super) fn fixes(
         let inserted = &candidate[part.candidate.clone()];
         let removed = &original[part.original.clone()];
         let was = text_of(r.original, removed);
+        if let Some(refusal) = figure_cut_from_a_sentence(r.original, &original, &part) {
+            refuse(Check::Seam, refusal);
+            continue;
+        }
+        let other_flagged: Vec<(usize, usize)> = flagged
+            .iter()
+            .filter(|s| !speaker.contains(s))
+            .copied()
+            .collect();
+        let len = r.original.len();
+        if touches(&part, &original, len, speaker)
+            && !touches(&part, &original, len, &other_flagged)
+        {
+            let kept: HashSet<String> = inserted.iter().map(|w| text::key(w.text)).collect();
+            let dropped: Vec<&str> = removed
+                .iter()
+                .filter(|w| {
+                    let k = text::key(w.text);
+                    !PARTIES.contains(&k.as_str()) && !kept.contains(&k)
+                })
+                .map(|w| w.text)
+                .collect();
+            if !dropped.is_empty() {
+                refuse(
+                    Check::ContentDropped,
+                    format!(
+                        "fixes a speaker in `{was}` by dropping {}: a wrong speaker is fixed by naming the other party",
+                        dropped.join(" ")
+                    ),
+                );
+                continue;
+            }
+        }
         let mut unsupported: Vec<&str> = Vec::new();
         let mut says_something = false;
         for w in inserted {
@@ -211,6 +257,39 @@ pub(super) fn fixes(
             );
         }
     }
+}
+
+/// A part that only deletes, taking a figure ("17 days") from between two words of one
+/// sentence, leaves a sentence that has lost what it was about: "delayed by 17 days but"
+/// became "delayed by but", "season 17 missing" became "season missing". A wrong figure is
+/// fixed with the conversation's figure; a deletion at a clause's edge (a comma, a full stop)
+/// is left to the other checks.
+fn figure_cut_from_a_sentence(original: &str, words: &[Word<'_>], part: &Part) -> Option<String> {
+    if !part.candidate.is_empty() || part.original.is_empty() {
+        return None;
+    }
+    let removed = &words[part.original.clone()];
+    if !removed
+        .iter()
+        .any(|w| w.text.bytes().any(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    let (before, after) = (
+        words.get(part.original.start.checked_sub(1)?)?,
+        words.get(part.original.end)?,
+    );
+    let first = &removed[0];
+    let last = &removed[removed.len() - 1];
+    let joins = |a: usize, b: usize| original[a..b].chars().all(char::is_whitespace);
+    (joins(before.end, first.start) && joins(last.end, after.start)).then(|| {
+        format!(
+            "deletes `{}` from the middle of a sentence, leaving `{} {}`",
+            text_of(original, removed),
+            before.text,
+            after.text
+        )
+    })
 }
 
 /// Whether a changed part replaces, or inserts into, one of `spans`.

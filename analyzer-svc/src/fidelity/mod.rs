@@ -203,17 +203,26 @@ pub fn check(revision: &Revision<'_>, t: &Thresholds) -> Verdict {
     let free = content::free_spans(revision);
     // An omission's span is the whole summary: its fix adds anywhere, under the share rules.
     let whole = revision.original.trim().len() * 9 / 10;
-    let fixed: Vec<(usize, usize)> = revision
+    let fixed: Vec<&Flagged> = revision
         .flagged
         .iter()
         .filter(|f| f.end.saturating_sub(f.start) < whole)
-        .map(|f| (f.start, f.end))
         .collect();
     let adds_anywhere = fixed.len() < revision.flagged.len();
+    let spans = |of: &dyn Fn(&Flagged) -> bool| -> Vec<(usize, usize)> {
+        fixed
+            .iter()
+            .filter(|f| of(f))
+            .map(|f| (f.start, f.end))
+            .collect()
+    };
     edits::fixes(
         revision,
-        &fixed,
-        &free,
+        edits::Spans {
+            flagged: &spans(&|_| true),
+            speaker: &spans(&|f| f.category == CategoryId::SpeakerAttribution),
+            free: &free,
+        },
         adds_anywhere,
         content::is_generic,
         &mut refuse,

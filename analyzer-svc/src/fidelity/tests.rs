@@ -233,3 +233,56 @@ fn ideal_fixes_pass_and_random_span_edits_do_not_on_tweetsumm() {
         assert_eq!(tallies["span_glued"].passed, 0, "{file}");
     }
 }
+
+fn verdict_on(original: &str, span: &str, category: CategoryId, candidate: &str) -> Verdict {
+    let turns = conversation();
+    let start = original.find(span).unwrap();
+    let flagged = [Flagged {
+        start,
+        end: start + span.len(),
+        category,
+    }];
+    check(
+        &Revision {
+            turns: &turns,
+            original,
+            flagged: &flagged,
+            candidate,
+        },
+        &Thresholds::default(),
+    )
+}
+
+/// Seen on SmolLM2's span edits: "delayed by 17 days but" became "delayed by but".
+#[test]
+fn refuses_a_figure_deleted_from_the_middle_of_a_sentence() {
+    let original = ORIGINAL.replace("two weeks ago", "19 days ago");
+    let cut = original.replace("19 days ", "");
+    let v = verdict_on(&original, "19 days", CategoryId::HallucinatedFact, &cut);
+    assert!(
+        v.refusals
+            .iter()
+            .any(|r| r.check == Check::Seam && r.message.contains("`19 days`")),
+        "{v:?}"
+    );
+    // The conversation's figure in its place passes.
+    let fixed = verdict_on(&original, "19 days", CategoryId::HallucinatedFact, ORIGINAL);
+    assert!(fixed.passed(), "{:?}", fixed.refusals);
+}
+
+/// Seen on SmolLM2's span edits: "Customer requests for the name, ID" became "Customer, ID".
+#[test]
+fn a_wrong_speaker_is_fixed_by_naming_the_other_party_not_by_dropping_the_act() {
+    let original = ORIGINAL.replace("The agent confirmed", "The customer confirmed");
+    let span = "The customer confirmed the return reached the warehouse";
+    let named = verdict_on(&original, span, CategoryId::SpeakerAttribution, ORIGINAL);
+    assert!(named.passed(), "{:?}", named.refusals);
+    let swallowed = original.replace(span, "The agent");
+    let v = verdict_on(&original, span, CategoryId::SpeakerAttribution, &swallowed);
+    assert!(
+        v.refusals
+            .iter()
+            .any(|r| r.check == Check::ContentDropped && r.message.contains("confirmed")),
+        "{v:?}"
+    );
+}
