@@ -16,7 +16,11 @@
 //!   cargo bench --profile dev -p arf --bench arf_quality -- [--train N] [--eval M] [--steps S]
 //!       [--teachers injected,smollm2] [--judge] [--data-dir DIR] [--candidates N] [--rounds R]
 //!       [--stages analyze,revise] [--export DIR] [--arms filter_only,oracle|none] [--rules]
-//!       [--on-unimproved exclude|keep-original]
+//!       [--on-unimproved exclude|keep-original] [--resume RUN_ID]
+//!
+//! `--resume RUN_ID` watches a run left unfinished in `--data-dir` (a bench stopped midway: the
+//! gateway takes it up again where it stopped) instead of creating one; its stage times count
+//! from the restart.
 //!
 //! `--rules` runs the RULES_THEN_MODEL arm (detector-determined fixes first, then the editor):
 //! a separate arm, since the same detectors then repair, gate and score.
@@ -54,7 +58,9 @@ struct Args {
     filter_only: bool,
     oracle: bool,
     rules: bool,
-    exclude_unimproved: bool,
+    on_unimproved: pb::UnimprovedPolicy,
+    /// Watch this run (left unfinished in `--data-dir`'s store) instead of creating one.
+    resume: Option<String>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -72,7 +78,8 @@ fn args() -> anyhow::Result<Args> {
         filter_only: true,
         oracle: true,
         rules: false,
-        exclude_unimproved: false,
+        on_unimproved: pb::UnimprovedPolicy::KeepOriginal,
+        resume: None,
     };
     let mut it = std::env::args().skip(1).filter(|s| s != "--bench");
     while let Some(flag) = it.next() {
@@ -88,12 +95,14 @@ fn args() -> anyhow::Result<Args> {
             "--judge" => a.judge = true,
             "--rules" => a.rules = true,
             "--on-unimproved" => {
-                a.exclude_unimproved = match value()?.as_str() {
-                    "exclude" => true,
-                    "keep-original" => false,
-                    other => anyhow::bail!("--on-unimproved {other}: exclude or keep-original"),
-                }
+                let v = value()?;
+                a.on_unimproved = pb::UnimprovedPolicy::from_str_name(&format!(
+                    "UNIMPROVED_POLICY_{}",
+                    v.trim().to_uppercase().replace('-', "_")
+                ))
+                .ok_or_else(|| anyhow::anyhow!("--on-unimproved {v}: exclude or keep-original"))?
             }
+            "--resume" => a.resume = Some(value()?),
             "--data-dir" => a.data_dir = Some(value()?.into()),
             "--candidates" => a.candidates = value()?.parse()?,
             "--rounds" => a.rounds = value()?.parse()?,
@@ -116,6 +125,10 @@ fn args() -> anyhow::Result<Args> {
             other => anyhow::bail!("unknown flag {other}"),
         }
     }
+    anyhow::ensure!(
+        a.resume.is_none() || a.teachers.len() == 1,
+        "--resume watches one run: name its teacher alone with --teachers"
+    );
     Ok(a)
 }
 
@@ -172,11 +185,7 @@ fn config(a: &Args) -> pb::RunConfig {
         revision_rounds: a.rounds,
         revision_candidates: a.candidates,
         revision_max_tokens: 192,
-        on_unimproved: if a.exclude_unimproved {
-            pb::UnimprovedPolicy::Exclude
-        } else {
-            pb::UnimprovedPolicy::KeepOriginal
-        } as i32,
+        on_unimproved: a.on_unimproved as i32,
         compare_unrevised: true,
         compare_filter_only: a.filter_only,
         compare_oracle: a.oracle,
@@ -239,12 +248,21 @@ async fn main() -> anyhow::Result<()> {
             config: Some(config(&a)),
             ..Default::default()
         };
-        let run = arf::cli::create_run(
-            &mut client,
-            spec,
-            arf::cli::rows_in_memory(dataset(teacher, &a)?),
-        )
-        .await?;
+        let run = match &a.resume {
+            // The gateway took its unfinished run up again when it started.
+            Some(id) => client
+                .get_run(pb::GetRunRequest { run_id: id.clone() })
+                .await?
+                .into_inner(),
+            None => {
+                arf::cli::create_run(
+                    &mut client,
+                    spec,
+                    arf::cli::rows_in_memory(dataset(teacher, &a)?),
+                )
+                .await?
+            }
+        };
         let mut events = client
             .watch_run(pb::WatchRunRequest {
                 run_id: run.id.clone(),
