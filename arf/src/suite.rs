@@ -28,6 +28,11 @@ pub struct SuiteConfig {
     pub editor_replicas: usize,
 }
 
+/// Prompts each editor keeps prefilled: Revise sends a round's other candidates after its first,
+/// with the same prompt (one per flagged span), for ~4 items in flight per replica; room for
+/// those, and the judge's prompts between them.
+const EDITOR_PREFIX_CACHE_SEQS: usize = 32;
+
 /// The tiny random-weight Llama under `data_dir`, written on first use.
 pub fn tiny_model(data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
     let dir = data_dir.join("tiny-llama");
@@ -98,8 +103,10 @@ impl Suite {
         let student_base = config.student_base.clone().or(tiny);
         let mut editors = Vec::new();
         for _ in 0..config.editor_replicas.max(1) {
-            let (editor_service, loading) =
-                editor_svc::start_editor(editor_svc::EditorConfig::new(&editor_model))?;
+            let (editor_service, loading) = editor_svc::start_editor(editor_svc::EditorConfig {
+                prefix_cache_seqs: EDITOR_PREFIX_CACHE_SEQS,
+                ..editor_svc::EditorConfig::new(&editor_model)
+            })?;
             // NOT_SERVING until the model has loaded and answered a warm-up.
             let editor = serve_loopback(
                 args,

@@ -55,8 +55,10 @@ pub struct EditorArgs {
 
     /// Finished sequences whose KV caches the engine keeps, to reuse for a prompt asked again
     /// (the patched cache serves only a whole prompt, never a shared prefix: patches/README.md);
-    /// 0 (the default) turns the cache off. Worth it where the same prompt comes back: several
-    /// replies scored after a generation (Evaluate's students turn it on).
+    /// 0 (the default) turns the cache off. Worth it where the same prompt comes back: a
+    /// revision's best-of-n candidates (the gateway sends the others after the first; `arf demo`
+    /// and `arf suite` turn it on, 32), several replies scored after a generation (Evaluate's
+    /// students). Each entry holds a prompt's KV cache (SmolLM2: ~46 KB a token).
     #[arg(long, env = "ARF_EDITOR_PREFIX_CACHE_SEQS", default_value_t = 0)]
     pub prefix_cache_seqs: usize,
 

@@ -170,7 +170,7 @@ async fn revise_item(
             }
         };
         let (item, analysis) = (&item, &analysis);
-        let samples = (0..candidates).map(|sample| {
+        let sample = |sample: u32| {
             let request = request(sample);
             let span = span.clone();
             async move {
@@ -204,11 +204,14 @@ async fn revise_item(
                     Err(_) => Sample::Unchecked,
                 })
             }
-        });
-        let samples: Vec<Sample> = futures::future::join_all(samples)
-            .await
-            .into_iter()
-            .collect::<Result<_, RunError>>()?;
+        };
+        // The first candidate goes alone, the others together after it: they ask the same
+        // prompt, which an editor with a prefix cache then holds, so a round prefills it once
+        // instead of once per candidate (the prompt, not the few words of a span, is the cost).
+        let mut samples = vec![sample(0).await?];
+        for rest in futures::future::join_all((1..candidates).map(sample)).await {
+            samples.push(rest?);
+        }
         let best = best_of(samples, &mut tally);
         let Some((summary, recheck)) = best else {
             continue;

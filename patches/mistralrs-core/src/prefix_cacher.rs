@@ -98,6 +98,13 @@ impl PrefixCacheManagerV2 {
 
         // For paged attention, prefix caching is handled by the KVCacheManager.
         // PrefixCacheManagerV2 only handles non-paged attention caching.
+        // ARF patch: a sequence that started from an entry adds none of its own: hits are
+        // whole prompts only, so that entry already serves its prompt, and the n samples of one
+        // prompt (or the references scored after a summary) keep one entry, not n.
+        if seq.prefix_cache_len() > 0 {
+            return;
+        }
+
         if !self.has_paged_attention {
             // ARF patch: a compact copy of each layer (`KvCache::detached`), not the sequence's
             // own caches: those are views of its decode batch's tensors, which every entry would
@@ -214,8 +221,8 @@ impl PrefixCacheManagerV2 {
 
         let toks = Tokens(toks.to_vec());
 
-        let mut best_match: Option<(usize, &CacheElement, usize, usize, usize)> = None;
-        for (k, v) in &self.caches {
+        let mut best_match: Option<(usize, &CacheElement, usize, usize, usize, usize)> = None;
+        for (index, (k, v)) in self.caches.iter().enumerate() {
             // ARF patch: only a cache that holds the whole prompt is used, and of it all but the
             // prompt's last token, which is computed again for the logits (upstream used any
             // shared prefix, and none when the whole prompt matched). A partial match makes a
@@ -300,7 +307,7 @@ impl PrefixCacheManagerV2 {
 
             if best_match
                 .as_ref()
-                .is_none_or(|(len, _, _, _, _)| match_len > *len)
+                .is_none_or(|(len, _, _, _, _, _)| match_len > *len)
             {
                 best_match = Some((
                     match_len,
@@ -308,6 +315,7 @@ impl PrefixCacheManagerV2 {
                     images_match_until,
                     audios_match_until,
                     videos_match_until,
+                    index,
                 ));
             }
         }
@@ -318,6 +326,7 @@ impl PrefixCacheManagerV2 {
             images_match_until,
             audios_match_until,
             videos_match_until,
+            index,
         )) = best_match
         {
             let new_toks = toks.0[match_len..].to_vec();
@@ -326,6 +335,10 @@ impl PrefixCacheManagerV2 {
             }
 
             let mut cache = cache_element.clone();
+            // ARF patch: a used entry becomes the newest, so eviction (oldest first) drops the
+            // entries nobody asks for again, not the prompt whose samples are still coming.
+            let newest = self.caches.len() - 1;
+            self.caches.move_index(index, newest);
             // Count how many input images are not already cached
             let images_to_keep = if let Some(input_hashes) = image_hashes {
                 input_hashes.len().saturating_sub(images_match_until)
