@@ -48,6 +48,9 @@ const HOSTED_MAX_SEQS: usize = 16;
 /// (~46 KB a token for SmolLM2 in f32: ~0.8 GB at 32 entries of ~550 tokens).
 const HOSTED_PREFIX_CACHE_SEQS: usize = 2 * HOSTED_MAX_SEQS;
 
+/// Time for an unloaded engine's threads to end and drop what they hold.
+const ENGINE_WIND_DOWN: std::time::Duration = std::time::Duration::from_millis(200);
+
 impl LocalStudentHost {
     pub fn new(max_message_bytes: usize, data_dir: &Path) -> Self {
         Self {
@@ -93,11 +96,18 @@ impl LocalStudentHost {
             *servers = used;
             idle
         };
+        let any = !unused.is_empty();
         for served in unused {
             tracing::info!(model = %served.model.display(), "unloading the student");
             if let Err(e) = served.server.shutdown().await {
                 tracing::warn!(model = %served.model.display(), error = %e, "stopping the student's server");
             }
+        }
+        if any {
+            // The engine's threads drop the model as they end: let them, then give its memory
+            // back (arf_common::process::release_free_memory says why it is not by itself).
+            tokio::time::sleep(ENGINE_WIND_DOWN).await;
+            arf_common::process::release_free_memory();
         }
     }
 }
