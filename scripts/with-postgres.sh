@@ -51,5 +51,7 @@ trap stop EXIT
 echo "with-postgres: PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port (data in $dir)" >&2
 
 export ARF_TEST_POSTGRES="postgres://arf@127.0.0.1:$port/postgres"
+# A test that restarts its server starts one of its own from these (arf/tests/support/postgres.rs).
+export ARF_TEST_PG_BIN="$bin"
 export ARF_REQUIRE_POSTGRES=1
 "$@"

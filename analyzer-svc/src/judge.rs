@@ -46,18 +46,16 @@ pub struct MalformedAnswer {
     pub reason: String,
 }
 
-/// A judge run that produced no findings to trust.
+/// A judge run that produced no findings to trust. `E` is the transport's error, kept whole so
+/// the caller can tell an endpoint that sheds load (to wait for) from one that failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum JudgeError {
+pub enum JudgeError<E: fmt::Display> {
     /// Two malformed answers in a row: a detector failure, reported as such.
     #[error("{0} (after one retry)")]
     Malformed(MalformedAnswer),
     /// The transport failed (unreachable endpoint, deadline): not retried here.
-    #[error("{detector}: generation failed: {message}")]
-    Transport {
-        detector: &'static str,
-        message: String,
-    },
+    #[error("{detector}: generation failed: {cause}")]
+    Transport { detector: &'static str, cause: E },
 }
 
 /// A model-judged detector.
@@ -85,7 +83,7 @@ pub async fn run_judge<E, F, Fut>(
     conversation: &Conversation,
     summary: &str,
     generate: F,
-) -> Result<Vec<Finding>, JudgeError>
+) -> Result<Vec<Finding>, JudgeError<E>>
 where
     E: fmt::Display,
     F: FnMut(JudgeRequest) -> Fut,
@@ -108,7 +106,7 @@ pub async fn ask_strictly<T, E, F, Fut>(
     request: &JudgeRequest,
     parse: impl Fn(&str) -> Result<T, MalformedAnswer>,
     mut generate: F,
-) -> Result<T, JudgeError>
+) -> Result<T, JudgeError<E>>
 where
     E: fmt::Display,
     F: FnMut(JudgeRequest) -> Fut,
@@ -118,9 +116,9 @@ where
     for _ in 0..2 {
         let answer = generate(request.clone())
             .await
-            .map_err(|e| JudgeError::Transport {
+            .map_err(|cause| JudgeError::Transport {
                 detector: name,
-                message: e.to_string(),
+                cause,
             })?;
         match parse(&answer) {
             Ok(value) => return Ok(value),

@@ -7,6 +7,10 @@
 //!
 //! The gateways find the editor by discovery (`dns:///localhost:port`, the system's resolver).
 //!
+//! And the gateway driving a run is frozen (SIGSTOP) past its lease while the other takes the run
+//! over and cancels or finishes it: when it goes on (SIGCONT), its fencing token is stale and
+//! nothing it does reaches the run.
+//!
 //! Prints the lease, and the time from the kill to the first event the new holder wrote.
 //! Needs a PostgreSQL server (`scripts/with-postgres.sh`; skipped without one unless
 //! `ARF_REQUIRE_POSTGRES` is set, as in CI).
@@ -17,6 +21,7 @@ use std::time::{Duration, Instant};
 use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_proto::v1 as pb;
 use arf_proto::v1::pipeline_client::PipelineClient;
+use arf_proto::v1::trainer_client::TrainerClient;
 
 mod support;
 
@@ -53,14 +58,22 @@ fn client(gateway: &Process) -> PipelineClient<GrpcChannel> {
     PipelineClient::new(connect_lazy(&gateway.endpoint(), &ClientOptions::default()).unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_other_gateway_finishes_a_run_whose_gateway_was_killed() {
-    let Ok(server) = std::env::var("ARF_TEST_POSTGRES") else {
+/// The PostgreSQL server the tests share, if there is one.
+fn postgres_server() -> Option<String> {
+    let server = std::env::var("ARF_TEST_POSTGRES").ok();
+    if server.is_none() {
         assert!(
             std::env::var_os("ARF_REQUIRE_POSTGRES").is_none(),
             "ARF_REQUIRE_POSTGRES is set but ARF_TEST_POSTGRES names no server"
         );
         eprintln!("NOTE: skipped: no ARF_TEST_POSTGRES (run under scripts/with-postgres.sh)");
+    }
+    server
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_other_gateway_finishes_a_run_whose_gateway_was_killed() {
+    let Some(server) = postgres_server() else {
         return;
     };
     let models = tempfile::tempdir().unwrap();
@@ -134,4 +147,120 @@ async fn the_other_gateway_finishes_a_run_whose_gateway_was_killed() {
         takeover < Duration::from_secs(10),
         "taken over in {takeover:?}, the lease is {LEASE_SECS} s"
     );
+}
+
+/// How the other gateway ends the run while its first holder is paused.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ending {
+    Cancelled,
+    Finished,
+}
+
+/// The gateway driving a run freezes (SIGSTOP: a VM pause, a partition from PostgreSQL) past its
+/// lease; the other takes the run over and cancels it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_gateway_that_comes_back_after_a_cancel_writes_nothing() {
+    a_paused_gateway_comes_back_after(Ending::Cancelled).await;
+}
+
+/// The same with the run finished by the other gateway instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_gateway_that_comes_back_after_the_run_finished_writes_nothing() {
+    a_paused_gateway_comes_back_after(Ending::Finished).await;
+}
+
+/// When the frozen gateway goes on (SIGCONT), with revisions still in flight, its claim is no
+/// longer the run's latest: the run keeps the state the other gateway gave it, no event follows
+/// the terminal one, and no training job is left running for it.
+async fn a_paused_gateway_comes_back_after(ending: Ending) {
+    let Some(server) = postgres_server() else {
+        return;
+    };
+    let models = tempfile::tempdir().unwrap();
+    let tiny = arf::suite::tiny_model(models.path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let services = Services::start(dir.path(), &tiny).await;
+    let shared = gateway::store::fresh_database(&server).await.unwrap();
+    let first = gateway(&services, dir.path(), &tiny, &shared, "first").await;
+    let second = gateway(&services, dir.path(), &tiny, &shared, "second").await;
+    let run = support::create(&mut client(&first), full_spec(), support::sample_rows())
+        .await
+        .unwrap();
+    let mut watcher = client(&second);
+    let seen = follow(&mut watcher, &run.id, |events| {
+        support::items(events, pb::Stage::Revise).len() >= 2
+    })
+    .await;
+    let last_before = seen.last().map_or(0, |e| e.sequence);
+    first.pause();
+    // The other gateway's first event: it has taken the run over.
+    follow(&mut watcher, &run.id, |events| {
+        events.iter().any(|e| e.sequence > last_before)
+    })
+    .await;
+    if ending == Ending::Cancelled {
+        watcher
+            .cancel_run(pb::CancelRunRequest {
+                run_id: run.id.clone(),
+            })
+            .await
+            .unwrap();
+    }
+    let ended = follow(&mut watcher, &run.id, |_| false).await;
+    let state = match ending {
+        Ending::Cancelled => pb::RunState::Cancelled,
+        Ending::Finished => pb::RunState::Succeeded,
+    };
+    assert_eq!(support::final_state(&ended), Some(state), "{ending:?}");
+
+    first.resume();
+    // Time for what it had in flight to come back, and for two of its heartbeats.
+    let lease: u64 = LEASE_SECS.parse().unwrap();
+    tokio::time::sleep(Duration::from_secs(3 * lease)).await;
+    let after = follow(&mut watcher, &run.id, |_| false).await;
+    assert_eq!(
+        after.len(),
+        ended.len(),
+        "{ending:?}: events written after the terminal one: {:?}",
+        &after[ended.len().min(after.len())..]
+    );
+    assert!(
+        matches!(after.last().and_then(|e| e.kind.as_ref()), Some(pb::run_event::Kind::State(s)) if *s == state as i32),
+        "{ending:?}: the terminal event is the last"
+    );
+    let stored = watcher
+        .get_run(pb::GetRunRequest {
+            run_id: run.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stored.state, state as i32, "{ending:?}");
+
+    let channel = connect_lazy(&services.trainer.endpoint(), &ClientOptions::default()).unwrap();
+    let jobs = TrainerClient::new(channel)
+        .list_jobs(pb::ListJobsRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    let jobs: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.labels.get("arf.run_id") == Some(&run.id))
+        .map(|j| pb::JobState::try_from(j.state).unwrap_or_default())
+        .collect();
+    assert!(
+        jobs.iter()
+            .all(|s| matches!(s, pb::JobState::Succeeded | pb::JobState::Cancelled)),
+        "{ending:?}: a training job left running: {jobs:?}"
+    );
+    if ending == Ending::Cancelled {
+        assert!(
+            !jobs.contains(&pb::JobState::Succeeded),
+            "a job trained to the end for a cancelled run: {jobs:?}"
+        );
+    }
 }

@@ -1,15 +1,28 @@
 //! Model-judged detectors over the wire: each judge's request goes to an inference endpoint as
 //! `Editor.Generate` with its JSON schema; a malformed answer is retried once (in
 //! [`crate::judge::run_judge`]), then reported as a detector failure, never a silent pass.
+//!
+//! An endpoint that is down or sheds load (UNAVAILABLE, RESOURCE_EXHAUSTED, ...) fails no
+//! detector: the whole analysis answers UNAVAILABLE with a `RetryInfo` (the endpoint's own
+//! delay when it gave one), so the caller's fault policy waits and asks again, and the item is
+//! analyzed in full once the endpoint answers.
 
 use arf_common::client::GrpcChannel;
 use arf_common::dataset::Conversation;
 use arf_proto::v1 as pb;
 use arf_proto::v1::editor_client::EditorClient;
 
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::StatusExt as _;
+
 use crate::finding::Finding;
-use crate::judge::{self, JudgeRequest, ModelJudge};
+use crate::judge::{self, JudgeError, JudgeRequest, ModelJudge};
 use crate::rating;
+
+/// The retry delay asked for when the endpoint gave none.
+const JUDGE_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct JudgeClient {
@@ -23,13 +36,14 @@ impl JudgeClient {
         }
     }
 
-    /// Runs the named judges concurrently; returns their findings and the judges that failed.
+    /// Runs the named judges concurrently; returns their findings and the judges that failed,
+    /// or UNAVAILABLE when the endpoint is down or shedding load (see the module's comment).
     pub async fn run(
         &self,
         names: &[&'static str],
         conversation: &Conversation,
         summary: &str,
-    ) -> (Vec<Finding>, Vec<pb::DetectorFailure>) {
+    ) -> Result<(Vec<Finding>, Vec<pb::DetectorFailure>), Status> {
         let judges: Vec<Box<dyn ModelJudge>> = judge::judges()
             .into_iter()
             .filter(|j| names.contains(&j.name()))
@@ -46,6 +60,9 @@ impl JudgeClient {
         for (name, outcome) in futures::future::join_all(runs).await {
             match outcome {
                 Ok(mut f) => findings.append(&mut f),
+                Err(JudgeError::Transport { cause, .. }) if is_transient(&cause) => {
+                    return Err(wait_for_the_endpoint(name, &cause));
+                }
                 Err(e) => {
                     tracing::warn!(detector = name, error = %e, "model-judged detector failed");
                     failures.push(pb::DetectorFailure {
@@ -55,7 +72,7 @@ impl JudgeClient {
                 }
             }
         }
-        (findings, failures)
+        Ok((findings, failures))
     }
 
     /// The rating judge: `Ok(rating)` or the failure to report (after one retry on a malformed
@@ -64,22 +81,28 @@ impl JudgeClient {
         &self,
         conversation: &Conversation,
         summary: &str,
-    ) -> Result<u8, pb::DetectorFailure> {
+    ) -> Result<Result<u8, pb::DetectorFailure>, Status> {
         if summary.trim().is_empty() {
-            return Ok(rating::EMPTY_SUMMARY_RATING);
+            return Ok(Ok(rating::EMPTY_SUMMARY_RATING));
         }
         let request = rating::request(conversation, summary);
-        judge::ask_strictly(rating::RATING, &request, rating::parse, |r| {
+        match judge::ask_strictly(rating::RATING, &request, rating::parse, |r| {
             self.generate(r)
         })
         .await
-        .map_err(|e| {
-            tracing::warn!(detector = rating::RATING, error = %e, "rating failed");
-            pb::DetectorFailure {
-                detector: rating::RATING.to_string(),
-                message: e.to_string(),
+        {
+            Ok(rating) => Ok(Ok(rating)),
+            Err(JudgeError::Transport { cause, .. }) if is_transient(&cause) => {
+                Err(wait_for_the_endpoint(rating::RATING, &cause))
             }
-        })
+            Err(e) => {
+                tracing::warn!(detector = rating::RATING, error = %e, "rating failed");
+                Ok(Err(pb::DetectorFailure {
+                    detector: rating::RATING.to_string(),
+                    message: e.to_string(),
+                }))
+            }
+        }
     }
 
     async fn generate(&self, request: JudgeRequest) -> Result<String, tonic::Status> {
@@ -102,4 +125,27 @@ impl JudgeClient {
         };
         Ok(self.editor.clone().generate(call).await?.into_inner().text)
     }
+}
+
+/// Whether the endpoint's status goes away by waiting: down, overloaded, or cut off mid-call.
+fn is_transient(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::ResourceExhausted | Code::Aborted | Code::Cancelled
+    )
+}
+
+/// UNAVAILABLE naming the judge and the endpoint's answer, with the endpoint's retry delay.
+fn wait_for_the_endpoint(detector: &str, cause: &Status) -> Status {
+    tracing::warn!(detector, code = ?cause.code(), error = %cause.message(), "the judge's endpoint cannot answer now");
+    let delay = arf_common::status::retry_after(cause).unwrap_or(JUDGE_RETRY);
+    Status::with_error_details(
+        Code::Unavailable,
+        format!(
+            "the model-judged detector {detector} cannot reach its endpoint now ({:?}: {}): retry later",
+            cause.code(),
+            cause.message()
+        ),
+        tonic_types::ErrorDetails::with_retry_info(Some(delay)),
+    )
 }

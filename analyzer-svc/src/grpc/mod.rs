@@ -97,7 +97,7 @@ impl AnalyzerService {
             let client = self.inner.judges.as_ref().ok_or_else(|| {
                 Status::failed_precondition("model-judged detectors need an inference endpoint: start the analyzer with --judge-endpoint")
             })?;
-            let (mut found, failed) = client.run(&judges, &conversation, &request.summary).await;
+            let (mut found, failed) = client.run(&judges, &conversation, &request.summary).await?;
             if !options.categories.is_empty() {
                 found.retain(|f| options.categories.iter().any(|c| c == f.category.as_str()));
             }
@@ -236,7 +236,7 @@ impl AnalyzerRpc for AnalyzerService {
                 "rating needs an inference endpoint: start the analyzer with --judge-endpoint",
             )
         })?;
-        let (rating, failure) = match client.rate(&conversation, &request.summary).await {
+        let (rating, failure) = match client.rate(&conversation, &request.summary).await? {
             Ok(r) => (u32::from(r), None),
             Err(f) => (0, Some(f)),
         };

@@ -75,6 +75,26 @@ impl Process {
         panic!("{} never became healthy", self.name);
     }
 
+    /// Freezes the process (SIGSTOP), as a VM pause or a long stall would: it neither works
+    /// nor renews its leases until [`Process::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused process go on (SIGCONT) from where it stood.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("the process is running");
+        let sent = Command::new("kill")
+            .args([name, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill {name} {}", self.name);
+    }
+
     /// Sends the signal and waits for the process to end.
     pub fn stop(&mut self, signal: Signal) {
         let Some(mut child) = self.child.take() else {

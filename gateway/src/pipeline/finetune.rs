@@ -117,6 +117,8 @@ async fn train(
             // stored asks again on resume, with the same key, and gets the same job.
             request_id: format!("{run_id}/{}", student.model().card_name()),
         };
+        // A gateway that stalled past its lease starts no job for a run it no longer drives.
+        p.store().check_lease(run_id).await?;
         // The examples are streamed (a refined dataset can outgrow one message), then named by
         // the job; a retry uploads again, since an upload serves one job.
         let created = p
@@ -137,7 +139,19 @@ async fn train(
                 s.message()
             )
         })?;
-        p.store().set_training_job(run_id, student, &job_id).await?;
+        if let Err(e) = p.store().set_training_job(run_id, student, &job_id).await {
+            // Refused because the run ended while this gateway stalled between the check and
+            // the job: nobody will follow the job, so it must not train on. (Refused because
+            // another gateway drives the run now: that one asks for the job under the same
+            // key, gets this one and follows it.)
+            let ended = e
+                .downcast_ref::<crate::store::LeaseLost>()
+                .is_some_and(|lost| lost.ended);
+            if ended && let Err(s) = trainer.cancel(&job_id).await {
+                tracing::warn!(run_id, job_id, code = ?s.code(), error = %s.message(), "cannot cancel the training job of a run that ended");
+            }
+            return Err(e.into());
+        }
         job_id
     } else {
         run.job_id(student).to_string()

@@ -4,8 +4,8 @@
 //!
 //! Each beat (a third of the lease, so two can be missed):
 //! 1. renews the leases of the runs this process drives or ingests; a run whose lease another
-//!    gateway took (this one stalled past the expiry) is dropped here without a word, as that
-//!    gateway now writes its events; a run with a CancelRun asked of another gateway is cancelled;
+//!    gateway claimed since (this one stalled past the expiry), or that has ended meanwhile, is
+//!    dropped here without a word, as this gateway may write nothing more to it; a run with a CancelRun asked of another gateway is cancelled;
 //! 2. claims unfinished runs whose lease expired (their gateway died) and drives them, or fails
 //!    the ones whose upload their gateway never finished.
 
@@ -63,13 +63,16 @@ impl Pipeline {
             return Ok(());
         }
         for lease in self.store.renew_leases(ids).await? {
-            let lost = !lease.holder.is_empty() && lease.holder != self.store.owner();
-            if lost {
-                tracing::warn!(
-                    run_id = %lease.run_id,
-                    holder = %lease.holder,
-                    "lost the run's lease (this gateway stalled past it): another gateway drives it now"
-                );
+            if !lease.held {
+                if !lease.ended {
+                    tracing::warn!(
+                        run_id = %lease.run_id,
+                        holder = %lease.holder,
+                        "lost the run's lease (this gateway stalled past it): another gateway drives it now"
+                    );
+                }
+                // Ended (by this gateway a moment ago, or by another that took it over): either
+                // way nothing more is written here.
                 self.drop_run(&lease.run_id);
             } else if lease.cancel_requested {
                 self.cancel(&lease.run_id);

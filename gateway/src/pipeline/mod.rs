@@ -13,7 +13,8 @@
 //! "Refuses" and "fails" are decided by one policy (`clients::faults`): a refusal is
 //! INVALID_ARGUMENT (or a call that keeps missing its deadline); a failure is a status no retry
 //! can mend (a wrong token, a bug there). A service that is down or overloaded neither fails the
-//! item nor the run: `waiting.rs` calls it again with backoff, and the run's events say so.
+//! item nor the run: `waiting.rs` calls it again with backoff, and the run's events say so; a
+//! store that blinks is waited out the same way (`outages.rs`).
 //!
 //! Every step reads what is still pending from the store and commits each item's result as
 //! soon as it has it, so a gateway killed at any point resumes where it was: no item lost,
@@ -32,6 +33,7 @@ mod generate;
 mod ingest;
 mod item_trace;
 mod leases;
+mod outages;
 mod repair;
 mod revise;
 mod waiting;
@@ -49,7 +51,7 @@ use tokio_util::sync::CancellationToken;
 pub use ingest::{IngestError, RowSource, RowStream};
 
 pub use crate::clients::Clients;
-use crate::store::Store;
+use crate::store::{Store, lock};
 
 pub struct Pipeline {
     store: Arc<Store>,
@@ -220,8 +222,8 @@ impl Pipeline {
     /// Stops driving a run whose lease another gateway took, recording nothing: the other
     /// gateway writes its state and events now.
     fn drop_run(&self, run_id: &str) {
-        lock(&self.dropped).insert(run_id.to_string());
         if let Some(token) = lock(&self.running).get(run_id) {
+            lock(&self.dropped).insert(run_id.to_string());
             token.cancel();
         }
     }
@@ -359,11 +361,14 @@ impl Pipeline {
         let run_id = run_id.to_string();
         tokio::spawn(async move {
             let span = tracing::info_span!("arf.run", run_id = %run_id);
-            let outcome = tracing::Instrument::instrument(this.drive(&run_id, &token), span).await;
+            let outcome =
+                tracing::Instrument::instrument(this.drive_through_outages(&run_id, &token), span)
+                    .await;
             this.finish(&run_id, outcome).await;
             this.waits.forget_run(&run_id);
             lock(&this.pending).remove(&run_id);
             lock(&this.running).remove(&run_id);
+            lock(&this.dropped).remove(&run_id);
         });
     }
 
@@ -372,13 +377,13 @@ impl Pipeline {
         let lost = lock(&self.dropped).remove(run_id)
             || matches!(&outcome, Err(RunError::Failed(e)) if e.downcast_ref::<crate::store::LeaseLost>().is_some());
         if lost {
-            tracing::warn!(run_id = %run_id, "stopped driving the run: another gateway holds its lease");
+            tracing::warn!(run_id = %run_id, "stopped driving the run: another gateway claimed its lease since, or it ended");
             return;
         }
         let recorded = match outcome {
-            Ok(()) => self.set_state(run_id, pb::RunState::Succeeded, "").await,
+            Ok(()) => self.record_end(run_id, pb::RunState::Succeeded, "").await,
             Err(RunError::Cancelled) => {
-                self.set_state(run_id, pb::RunState::Cancelled, "cancelled by request")
+                self.record_end(run_id, pb::RunState::Cancelled, "cancelled by request")
                     .await
             }
             // Left RUNNING on purpose, its lease freed: another gateway, or this one's next
@@ -386,7 +391,7 @@ impl Pipeline {
             Err(RunError::ShuttingDown) => self.store.release_lease(run_id).await,
             Err(RunError::Failed(e)) => {
                 tracing::error!(run_id = %run_id, error = %format!("{e:#}"), "run failed");
-                self.set_state(run_id, pb::RunState::Failed, &format!("{e:#}"))
+                self.record_end(run_id, pb::RunState::Failed, &format!("{e:#}"))
                     .await
             }
         };
@@ -503,11 +508,6 @@ pub fn stage_name(stage: pb::Stage) -> String {
         .as_str_name()
         .trim_start_matches("STAGE_")
         .to_ascii_lowercase()
-}
-
-/// Takes a pipeline's lock; a panic while holding one leaves a plain map, still usable.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A run whose rows this process is storing, until it drops.

@@ -83,7 +83,7 @@ impl Waits {
 
 /// The pause before retry `attempt` (from 1): doubling from half a second to
 /// [`MAX_BACKOFF`], with a fifth of jitter so that waiting items do not call back in lockstep.
-fn backoff(attempt: u32) -> Duration {
+pub(super) fn backoff(attempt: u32) -> Duration {
     let base = FIRST_BACKOFF
         .saturating_mul(1 << attempt.saturating_sub(1).min(10))
         .min(MAX_BACKOFF);
@@ -159,7 +159,7 @@ impl Pipeline {
     }
 
     /// Why the run stops now that its token fired.
-    fn stopped(&self, token: &CancellationToken) -> RunError {
+    pub(super) fn stopped(&self, token: &CancellationToken) -> RunError {
         self.check(token).err().unwrap_or(RunError::Cancelled)
     }
 

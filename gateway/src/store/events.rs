@@ -7,7 +7,7 @@ use arf_proto::v1 as pb;
 use prost::Message;
 use sqlx::{Any, Row as _, Transaction};
 
-use super::{Store, now_ms};
+use super::Store;
 
 impl Store {
     /// Appends an event and returns it with its sequence number and time.
@@ -97,18 +97,19 @@ impl Store {
         run_id: &str,
         kind: pb::run_event::Kind,
     ) -> anyhow::Result<pb::RunEvent> {
-        let numbered: Option<i64> = sqlx::query_scalar(
+        let numbered: Option<i64> = sqlx::query_scalar(&format!(
             "UPDATE runs SET last_event_seq = last_event_seq + 1 \
-             WHERE id = $1 AND (lease_owner = '' OR lease_owner = $2) RETURNING last_event_seq",
-        )
+             WHERE id = $1 AND {} RETURNING last_event_seq",
+            super::leases::fenced(2)
+        ))
         .bind(run_id)
-        .bind(&self.owner)
+        .bind(self.claim(run_id))
         .fetch_optional(&mut **tx)
         .await?;
         let sequence = match numbered {
             Some(seq) => seq.max(1) as u64,
             None => {
-                // Another gateway holds it (this fails), or no such run.
+                // A newer claim, or the run ended (this fails), or no such run.
                 self.fence(tx, run_id).await?;
                 anyhow::bail!("no run {run_id} to append an event to")
             }
@@ -116,7 +117,7 @@ impl Store {
         let event = pb::RunEvent {
             sequence,
             run_id: run_id.to_string(),
-            time: Some(super::timestamp(now_ms())),
+            time: Some(super::timestamp(self.clock_ms())),
             kind: Some(kind),
         };
         sqlx::query("INSERT INTO events (run_id, seq, event) VALUES ($1, $2, $3)")

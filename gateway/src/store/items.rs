@@ -152,13 +152,16 @@ impl Store {
     }
 
     pub async fn add_bad_row(&self, run_id: &str, row: &pb::BadRow) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        self.fence(&mut tx, run_id).await?;
         sqlx::query("INSERT INTO bad_rows (run_id, line, field, message) VALUES ($1, $2, $3, $4)")
             .bind(run_id)
             .bind(row.line as i64)
             .bind(&row.field)
             .bind(&row.message)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 

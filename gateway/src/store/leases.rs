@@ -4,21 +4,41 @@
 //! runs with `FOR UPDATE SKIP LOCKED`, so two never claim the same one; on SQLite, one gateway
 //! owns the file and takes over every run at start-up.
 //!
-//! Fencing: each write a driver makes checks, in its transaction, that it still holds the lease
-//! (on PostgreSQL with the run's row locked), so a gateway that stalled past its lease and came
-//! back cannot write next to the one that took over.
+//! Fencing tokens: each claim of a run's lease (its creation, a takeover, a cancel by a gateway
+//! that does not drive it) takes the next number of the run's `lease_epoch`, and every write a
+//! driver makes carries the number its claim took, checked in the write's own transaction (on
+//! PostgreSQL with the run's row locked). A gateway that stalled past its lease (a VM pause, a
+//! partition) and came back holds an old number: its writes are refused with [`LeaseLost`],
+//! even where the run has ended and its lease is free again. A run in a final state takes no
+//! write from anyone.
+//!
+//! Lease times come from the database's clock (PostgreSQL's `clock_timestamp()`, SQLite's
+//! `julianday('now')`), the one clock every gateway sharing it reads: a gateway whose own clock
+//! is off neither steals a live lease nor keeps a dead one.
 
 use arf_proto::v1 as pb;
 use sqlx::{Any, Row as _, Transaction};
 
-use super::{Backend, Store, now_ms};
+use super::{Backend, Store};
 
-/// A write refused because another gateway holds the run now.
+/// A write refused because this gateway no longer drives the run: another gateway claimed it
+/// since (this one's lease expired), or it has ended.
 #[derive(Debug, thiserror::Error)]
-#[error("run {run_id} is now driven by gateway {holder:?}: this gateway's lease expired")]
+#[error("run {run_id}: this gateway no longer drives it ({})", why(holder, *ended))]
 pub struct LeaseLost {
     pub run_id: String,
+    /// Whoever holds the lease now (empty: nobody).
     pub holder: String,
+    /// The run is in a final state.
+    pub ended: bool,
+}
+
+fn why(holder: &str, ended: bool) -> String {
+    match (ended, holder) {
+        (true, _) => "it has ended".into(),
+        (false, "") => "its lease expired, and another claim was made since".into(),
+        (false, holder) => format!("gateway {holder:?} claimed it since"),
+    }
 }
 
 /// A run this gateway took the lease of, in the state it was in.
@@ -45,6 +65,10 @@ pub struct LeaseState {
     pub run_id: String,
     /// Whoever holds it now (empty: nobody; the run ended).
     pub holder: String,
+    /// This gateway's claim is still the run's latest, and the run has not ended.
+    pub held: bool,
+    /// The run is in a final state.
+    pub ended: bool,
     pub cancel_requested: bool,
 }
 
@@ -54,40 +78,88 @@ const UNFINISHED: [pb::RunState; 3] = [
     pb::RunState::Running,
 ];
 
+/// The SQL condition a driver's write to a run carries: its claim is the latest (the fencing
+/// token is bound as `$n`), and the run has not ended.
+pub(super) fn fenced(n: usize) -> String {
+    format!(
+        "lease_epoch = ${n} AND state IN ({}, {}, {})",
+        UNFINISHED[0] as i64, UNFINISHED[1] as i64, UNFINISHED[2] as i64
+    )
+}
+
 impl Store {
     /// How long a lease lasts without a heartbeat.
     pub fn lease_duration(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.lease_ms as u64)
     }
 
-    pub(super) fn lease_until(&self) -> i64 {
-        now_ms() + self.lease_ms
+    /// The database's clock, in milliseconds since the epoch, as an SQL expression.
+    pub(super) fn db_now(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        }
     }
 
-    /// Refuses the write unless this gateway holds the run's lease (or nobody does). On
-    /// PostgreSQL it also locks the run's row to the end of the transaction: the run's writes,
-    /// its event appends first, go one at a time.
+    /// The fencing token of this gateway's claim on the run (-1, which no run has: none).
+    pub(super) fn claim(&self, run_id: &str) -> i64 {
+        *super::lock(&self.claims).get(run_id).unwrap_or(&-1)
+    }
+
+    pub(super) fn hold(&self, run_id: &str, epoch: i64) {
+        super::lock(&self.claims).insert(run_id.to_string(), epoch);
+    }
+
+    /// Forgets the claim: the run ended, or its lease was given up or lost.
+    pub(super) fn let_go(&self, run_id: &str) {
+        super::lock(&self.claims).remove(run_id);
+    }
+
+    /// Refuses the write unless this gateway's claim is the run's latest and the run has not
+    /// ended. On PostgreSQL it also locks the run's row to the end of the transaction: the run's
+    /// writes, its event appends first, go one at a time. `Ok` when there is no such run (the
+    /// caller's write finds nothing to change).
     pub(super) async fn fence(
         &self,
         tx: &mut Transaction<'_, Any>,
         run_id: &str,
     ) -> anyhow::Result<()> {
         let sql = match self.backend {
-            Backend::Sqlite => "SELECT lease_owner FROM runs WHERE id = $1",
-            Backend::Postgres => "SELECT lease_owner FROM runs WHERE id = $1 FOR UPDATE",
+            Backend::Sqlite => "SELECT lease_owner, lease_epoch, state FROM runs WHERE id = $1",
+            Backend::Postgres => {
+                "SELECT lease_owner, lease_epoch, state FROM runs WHERE id = $1 FOR UPDATE"
+            }
         };
-        let holder: Option<String> = sqlx::query_scalar(sql)
+        let Some(row) = sqlx::query(sql)
             .bind(run_id)
             .fetch_optional(&mut **tx)
-            .await?;
-        match holder {
-            Some(holder) if !holder.is_empty() && holder != self.owner => Err(LeaseLost {
+            .await?
+        else {
+            return Ok(());
+        };
+        let (holder, epoch, state): (String, i64, i64) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let ended = !UNFINISHED.iter().any(|s| *s as i64 == state);
+        if ended || epoch != self.claim(run_id) {
+            // This gateway stops working on the run: it holds no claim on it any more.
+            self.let_go(run_id);
+            return Err(LeaseLost {
                 run_id: run_id.to_string(),
                 holder,
+                ended,
             }
-            .into()),
-            _ => Ok(()),
+            .into());
         }
+        Ok(())
+    }
+
+    /// Checks, without writing, that this gateway still drives the run: before work a late
+    /// gateway must not start (a training job).
+    pub async fn check_lease(&self, run_id: &str) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        self.fence(&mut tx, run_id).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Takes the lease of up to `limit` unfinished runs that nobody holds (their holder's lease
@@ -101,20 +173,21 @@ impl Store {
         };
         // A SQLite file has one gateway (its lock says so): at start-up, every run is its own.
         let take_all = at_start && self.backend == Backend::Sqlite;
+        let now = self.db_now();
         let sql = format!(
-            "UPDATE runs SET lease_owner = $1, lease_expires_ms = $2 WHERE id IN ( \
+            "UPDATE runs SET lease_owner = $1, lease_expires_ms = {now} + $2, \
+               lease_epoch = lease_epoch + 1 WHERE id IN ( \
                SELECT id FROM runs WHERE state IN ($3, $4, $5) \
-               AND (lease_owner = '' OR lease_expires_ms < $6 OR (lease_owner = $1 AND $7 = 1) OR $9 = 1) \
-               ORDER BY create_time_ms LIMIT $8{skip_locked}) \
-             RETURNING id, state"
+               AND (lease_owner = '' OR lease_expires_ms < {now} OR (lease_owner = $1 AND $6 = 1) OR $8 = 1) \
+               ORDER BY create_time_ms LIMIT $7{skip_locked}) \
+             RETURNING id, state, lease_epoch"
         );
         let rows = sqlx::query(&sql)
             .bind(&self.owner)
-            .bind(self.lease_until())
+            .bind(self.lease_ms)
             .bind(UNFINISHED[0] as i64)
             .bind(UNFINISHED[1] as i64)
             .bind(UNFINISHED[2] as i64)
-            .bind(now_ms())
             .bind(at_start as i64)
             .bind(limit as i64)
             .bind(take_all as i64)
@@ -124,8 +197,10 @@ impl Store {
             .iter()
             .map(|r| {
                 let state: i64 = r.try_get(1)?;
+                let run_id: String = r.try_get(0)?;
+                self.hold(&run_id, r.try_get(2)?);
                 Ok(Claimed {
-                    run_id: r.try_get(0)?,
+                    run_id,
                     state: pb::RunState::try_from(state as i32)
                         .unwrap_or(pb::RunState::Unspecified),
                 })
@@ -139,22 +214,37 @@ impl Store {
     /// ingesting) and reports, for each, who holds it now and whether a cancel was asked.
     pub async fn renew_leases(&self, run_ids: &[String]) -> anyhow::Result<Vec<LeaseState>> {
         let mut states = Vec::with_capacity(run_ids.len());
+        let renew = format!(
+            "UPDATE runs SET lease_expires_ms = {} + $2 WHERE id = $1 AND {}",
+            self.db_now(),
+            fenced(3)
+        );
         for id in run_ids {
-            sqlx::query("UPDATE runs SET lease_expires_ms = $3 WHERE id = $1 AND lease_owner = $2")
+            sqlx::query(&renew)
                 .bind(id)
-                .bind(&self.owner)
-                .bind(self.lease_until())
+                .bind(self.lease_ms)
+                .bind(self.claim(id))
                 .execute(&self.pool)
                 .await?;
-            let row = sqlx::query("SELECT lease_owner, cancel_requested FROM runs WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+            let row = sqlx::query(
+                "SELECT lease_owner, cancel_requested, lease_epoch, state FROM runs WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
             if let Some(row) = row {
-                let cancel: i64 = row.try_get(1)?;
+                let (cancel, epoch, state): (i64, i64, i64) =
+                    (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
+                let ended = !UNFINISHED.iter().any(|s| *s as i64 == state);
+                let held = !ended && epoch == self.claim(id);
+                if !held {
+                    self.let_go(id);
+                }
                 states.push(LeaseState {
                     run_id: id.clone(),
                     holder: row.try_get(0)?,
+                    held,
+                    ended,
                     cancel_requested: cancel != 0,
                 });
             }
@@ -165,13 +255,15 @@ impl Store {
     /// Gives up the lease of a run this gateway stops driving without ending it (a clean
     /// shutdown): another gateway takes it over at once instead of after the expiry.
     pub async fn release_lease(&self, run_id: &str) -> anyhow::Result<()> {
-        sqlx::query(
-            "UPDATE runs SET lease_owner = '', lease_expires_ms = 0 WHERE id = $1 AND lease_owner = $2",
-        )
+        sqlx::query(&format!(
+            "UPDATE runs SET lease_owner = '', lease_expires_ms = 0 WHERE id = $1 AND {}",
+            fenced(2)
+        ))
         .bind(run_id)
-        .bind(&self.owner)
+        .bind(self.claim(run_id))
         .execute(&self.pool)
         .await?;
+        self.let_go(run_id);
         Ok(())
     }
 
@@ -184,7 +276,8 @@ impl Store {
             Backend::Postgres => " FOR UPDATE",
         };
         let row = sqlx::query(&format!(
-            "SELECT state, lease_owner, lease_expires_ms FROM runs WHERE id = $1{lock}"
+            "SELECT state, lease_owner, lease_expires_ms, {} FROM runs WHERE id = $1{lock}",
+            self.db_now()
         ))
         .bind(run_id)
         .fetch_optional(&mut *tx)
@@ -195,10 +288,11 @@ impl Store {
         let state: i64 = row.try_get(0)?;
         let holder: String = row.try_get(1)?;
         let expires: i64 = row.try_get(2)?;
+        let now: i64 = row.try_get(3)?;
         if !UNFINISHED.iter().any(|s| *s as i64 == state) {
             return Ok(CancelOutcome::AlreadyFinal);
         }
-        let held_elsewhere = !holder.is_empty() && holder != self.owner && expires >= now_ms();
+        let held_elsewhere = !holder.is_empty() && holder != self.owner && expires >= now;
         if held_elsewhere {
             sqlx::query("UPDATE runs SET cancel_requested = 1 WHERE id = $1")
                 .bind(run_id)
@@ -207,12 +301,17 @@ impl Store {
             tx.commit().await?;
             return Ok(CancelOutcome::Requested);
         }
-        // Nobody drives it: take it (the fence then passes) and end it, in this transaction.
-        sqlx::query("UPDATE runs SET lease_owner = $2 WHERE id = $1")
-            .bind(run_id)
-            .bind(&self.owner)
-            .execute(&mut *tx)
-            .await?;
+        // Nobody drives it: claim it (a new fencing token: a holder that stalled and comes back
+        // is refused) and end it, in this transaction.
+        let epoch: i64 = sqlx::query_scalar(
+            "UPDATE runs SET lease_owner = $2, lease_epoch = lease_epoch + 1 WHERE id = $1 \
+             RETURNING lease_epoch",
+        )
+        .bind(run_id)
+        .bind(&self.owner)
+        .fetch_one(&mut *tx)
+        .await?;
+        self.hold(run_id, epoch);
         let event = self
             .set_run_state_in(
                 &mut tx,
@@ -220,7 +319,9 @@ impl Store {
                 pb::RunState::Cancelled,
                 "cancelled by request",
             )
-            .await?;
+            .await;
+        self.let_go(run_id);
+        let event = event?;
         tx.commit().await?;
         Ok(CancelOutcome::Cancelled(event))
     }
@@ -295,7 +396,8 @@ mod tests {
         assert!(refused.downcast_ref::<LeaseLost>().is_some(), "{refused:#}");
         let seen = a.renew_leases(&["r".into()]).await.unwrap();
         assert_eq!(
-            seen[0].holder, "gateway-b",
+            (seen[0].holder.as_str(), seen[0].held),
+            ("gateway-b", false),
             "a's heartbeat learns it lost the run"
         );
 
@@ -317,6 +419,107 @@ mod tests {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(700)).await;
         assert!(a.claim_runs(8, false).await.unwrap().is_empty());
+    }
+
+    /// A run in a final state takes no write from anyone, its own last driver included.
+    #[tokio::test]
+    async fn an_ended_run_takes_no_write() {
+        for (_db, store) in testing::stores().await {
+            store
+                .create_run("r", "r", &pb::RunConfig::default())
+                .await
+                .unwrap();
+            store
+                .set_run_state("r", pb::RunState::Cancelled, "cancelled by request")
+                .await
+                .unwrap();
+            let refused = store.append_event("r", warning("late")).await.unwrap_err();
+            let lost = refused.downcast_ref::<LeaseLost>().expect("LeaseLost");
+            assert!(lost.ended, "{refused:#}");
+            assert!(store.set_stage("r", pb::Stage::Revise).await.is_err());
+            let lease = &store.renew_leases(&["r".into()]).await.unwrap()[0];
+            assert!(!lease.held && lease.ended, "{lease:?}");
+            assert_eq!(store.last_event_sequence("r").await.unwrap(), 1);
+        }
+    }
+
+    /// The fencing token: a gateway frozen past its lease comes back after another gateway
+    /// took the run over and ended it (the lease is free again, as every final state leaves
+    /// it). Its claim is not the latest: each of its writes is refused, and its heartbeat says
+    /// so.
+    #[tokio::test]
+    async fn a_stalled_holder_is_refused_after_another_gateway_ended_the_run() {
+        let Some((a, b)) = two_gateways(Duration::from_millis(500)).await else {
+            return;
+        };
+        for (id, end) in [
+            ("cancelled", pb::RunState::Cancelled),
+            ("finished", pb::RunState::Succeeded),
+        ] {
+            a.create_run(id, id, &pb::RunConfig::default())
+                .await
+                .unwrap();
+            a.set_run_state(id, pb::RunState::Running, "")
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            assert_eq!(b.claim_runs(8, false).await.unwrap().len(), 1);
+            b.set_run_state(id, end, "").await.unwrap();
+            let last = b.last_event_sequence(id).await.unwrap();
+
+            let refused = a.append_event(id, warning("a, late")).await.unwrap_err();
+            assert!(refused.downcast_ref::<LeaseLost>().is_some(), "{refused:#}");
+            assert!(a.set_stage(id, pb::Stage::Finetune).await.is_err());
+            assert!(a.check_lease(id).await.is_err());
+            assert!(
+                a.set_run_state(id, pb::RunState::Failed, "x")
+                    .await
+                    .is_err()
+            );
+            let lease = &a.renew_leases(&[id.into()]).await.unwrap()[0];
+            assert!(!lease.held, "{lease:?}");
+            assert_eq!(b.last_event_sequence(id).await.unwrap(), last, "{id}");
+            assert_eq!(b.run(id).await.unwrap().unwrap().state, end);
+        }
+    }
+
+    /// Lease times are the database's: a gateway whose clock runs an hour fast neither takes a
+    /// live lease nor, once it dies, holds its own for an hour; one whose clock is an hour slow
+    /// keeps a lease it renews.
+    #[tokio::test]
+    async fn a_skewed_gateway_clock_neither_steals_nor_keeps_a_lease() {
+        let Some((a, b)) = two_gateways(Duration::from_millis(500)).await else {
+            return;
+        };
+        let hour = 3_600_000;
+        let (fast, slow) = (a.with_clock_skew(hour), b.with_clock_skew(-hour));
+        slow.create_run("slow's", "r", &pb::RunConfig::default())
+            .await
+            .unwrap();
+        assert!(
+            fast.claim_runs(8, false).await.unwrap().is_empty(),
+            "a live lease is not stolen"
+        );
+        fast.create_run("fast's", "r", &pb::RunConfig::default())
+            .await
+            .unwrap();
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            // slow renews its run; fast has died (no heartbeat).
+            assert!(slow.renew_leases(&["slow's".into()]).await.unwrap()[0].held);
+        }
+        let claimed: Vec<String> = slow
+            .claim_runs(8, false)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.run_id)
+            .collect();
+        assert_eq!(
+            claimed,
+            ["fast's"],
+            "the dead lease is taken, the live one kept"
+        );
     }
 
     /// Gateways claiming at the same moment share the free runs: each is claimed once.

@@ -17,6 +17,7 @@ mod events;
 pub mod items;
 mod leases;
 pub mod location;
+pub mod outage;
 pub mod outcome;
 mod runs;
 mod schema;
@@ -47,6 +48,11 @@ pub struct Store {
     owner: String,
     /// How long a lease lasts without a heartbeat, in milliseconds.
     lease_ms: i64,
+    /// The fencing token of each run this gateway holds the lease of: the number its claim
+    /// took (leases.rs). Every write to the run carries it.
+    claims: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// Added to this process's clock where the store reads it (tests of a skewed clock; 0).
+    clock_skew_ms: i64,
     /// SQLite only, held for the store's life: see [`exclusive_lock`].
     _lock: Option<std::fs::File>,
 }
@@ -107,13 +113,15 @@ impl Store {
                     backend: Backend::Sqlite,
                     owner: owner.to_string(),
                     lease_ms,
+                    claims: Default::default(),
+                    clock_skew_ms: 0,
                     _lock: Some(lock),
                 }
             }
             StoreLocation::Postgres(url) => {
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
-                    .acquire_timeout(std::time::Duration::from_secs(30))
+                    .acquire_timeout(POOL_ACQUIRE_TIMEOUT)
                     .connect(url)
                     .await
                     .with_context(|| {
@@ -124,6 +132,8 @@ impl Store {
                     backend: Backend::Postgres,
                     owner: owner.to_string(),
                     lease_ms,
+                    claims: Default::default(),
+                    clock_skew_ms: 0,
                     _lock: None,
                 }
             }
@@ -141,6 +151,17 @@ impl Store {
     /// This gateway's name in the leases.
     pub fn owner(&self) -> &str {
         &self.owner
+    }
+
+    /// This process's clock, for the times the store records (leases use the database's).
+    fn clock_ms(&self) -> i64 {
+        now_ms() + self.clock_skew_ms
+    }
+
+    /// This store with its process's clock `skew_ms` off (tests of lease timing).
+    pub fn with_clock_skew(mut self, skew_ms: i64) -> Self {
+        self.clock_skew_ms = skew_ms;
+        self
     }
 }
 
@@ -196,6 +217,12 @@ fn exclusive_lock(path: &Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
+/// How long a statement waits for a PostgreSQL connection. A server that restarts within it is
+/// never noticed (the pool reconnects); past it, the store call fails as transient and the run
+/// waits the outage out in the open (`pipeline/outages.rs`: backoff, and events that say so)
+/// instead of every caller hanging on the pool.
+const POOL_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A lease's length when the operator sets none (`--lease-secs`): a gateway that dies is
 /// replaced within this, and one that stalls this long loses its runs.
 pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(15);
@@ -207,6 +234,11 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Takes a lock; a panic while holding one leaves plain data, still usable.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A count or number read back from the database (always a 64-bit integer in the Any driver).

@@ -6,8 +6,8 @@ use prost::Message;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row as _, Transaction};
 
+use super::Store;
 use super::evaluation::Model;
-use super::{Store, now_ms};
 
 #[derive(Debug, Clone)]
 pub struct RunRecord {
@@ -142,20 +142,23 @@ impl Store {
         display_name: &str,
         config: &pb::RunConfig,
     ) -> anyhow::Result<()> {
-        sqlx::query(
-            "INSERT INTO runs (id, display_name, state, config, create_time_ms, lease_owner, lease_expires_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
+        // The first claim: fencing token 1.
+        sqlx::query(&format!(
+            "INSERT INTO runs (id, display_name, state, config, create_time_ms, lease_owner, lease_expires_ms, lease_epoch) \
+             VALUES ($1, $2, $3, $4, $5, $6, {} + $7, 1)",
+            self.db_now()
+        ))
         .bind(id)
         .bind(display_name)
         .bind(pb::RunState::Ingesting as i64)
         .bind(config.encode_to_vec())
-        .bind(now_ms())
+        .bind(self.clock_ms())
         .bind(&self.owner)
-        .bind(self.lease_until())
+        .bind(self.lease_ms)
         .execute(&self.pool)
         .await
         .context("creating the run")?;
+        self.hold(id, 1);
         Ok(())
     }
 
@@ -274,18 +277,20 @@ impl Store {
     where
         T: for<'q> sqlx::Encode<'q, Any> + sqlx::Type<Any> + Send,
     {
-        let sql = format!("UPDATE runs SET {set} WHERE id = $1 AND lease_owner IN ('', $3)");
+        let sql = format!(
+            "UPDATE runs SET {set} WHERE id = $1 AND {}",
+            super::leases::fenced(3)
+        );
         let changed = sqlx::query(&sql)
             .bind(id)
             .bind(value)
-            .bind(&self.owner)
+            .bind(self.claim(id))
             .execute(&self.pool)
             .await?
             .rows_affected();
         if changed == 0 {
-            // Another gateway holds it (the fence says which), or there is no such run.
-            let mut tx = self.pool.begin().await?;
-            self.fence(&mut tx, id).await?;
+            // A newer claim or an ended run (the fence says which), or there is no such run.
+            self.check_lease(id).await?;
         }
         Ok(())
     }
@@ -302,6 +307,9 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let event = self.set_run_state_in(&mut tx, id, state, error).await?;
         tx.commit().await?;
+        if is_final(state) {
+            self.let_go(id);
+        }
         Ok(event)
     }
 
@@ -312,7 +320,7 @@ impl Store {
         state: pb::RunState,
         error: &str,
     ) -> anyhow::Result<pb::RunEvent> {
-        let end = is_final(state).then(now_ms);
+        let end = is_final(state).then(|| self.clock_ms());
         // Fenced (and the run's row locked) by the append, before the state changes.
         let event = self
             .append_in(tx, id, pb::run_event::Kind::State(state as i32))

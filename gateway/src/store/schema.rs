@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS events (
 ";
 
 /// Changes to the schema above, in order.
-const MIGRATIONS: [&str; 6] = [
+const MIGRATIONS: [&str; 7] = [
     // 1: teacher summaries written by the Generate stage; the unrevised student.
     "ALTER TABLE items ADD COLUMN needs_summary {int} NOT NULL DEFAULT 0;  -- arrived without one
      ALTER TABLE items ADD COLUMN teacher_input_tokens {int};             -- set by Generate
@@ -90,6 +90,9 @@ const MIGRATIONS: [&str; 6] = [
      ALTER TABLE runs ADD COLUMN oracle_job_id TEXT NOT NULL DEFAULT '';
      ALTER TABLE runs ADD COLUMN oracle_model_dir TEXT NOT NULL DEFAULT '';
      ALTER TABLE runs ADD COLUMN oracle_event_seq {int} NOT NULL DEFAULT 0;",
+    // 7: fencing tokens: each claim of a run's lease takes the next number, and every write
+    // carries the number its gateway claimed (leases.rs).
+    "ALTER TABLE runs ADD COLUMN lease_epoch {int} NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this gateway writes.
@@ -274,6 +277,7 @@ mod tests {
                 "ALTER TABLE runs DROP COLUMN oracle_job_id",
                 "ALTER TABLE runs DROP COLUMN oracle_model_dir",
                 "ALTER TABLE runs DROP COLUMN oracle_event_seq",
+                "ALTER TABLE runs DROP COLUMN lease_epoch",
                 "PRAGMA user_version = 3",
             ] {
                 sqlx::query(statement).execute(&mut *tx).await.unwrap();
@@ -285,6 +289,8 @@ mod tests {
             current_version(&store.pool, store.backend).await.unwrap(),
             VERSION
         );
+        // As the gateway does at start-up: the runs left unfinished are its own again.
+        assert_eq!(store.claim_runs(8, true).await.unwrap().len(), 1);
         let next = store
             .append_event("old", arf_proto::v1::run_event::Kind::Warning("w".into()))
             .await
