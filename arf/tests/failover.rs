@@ -54,6 +54,38 @@ async fn gateway(services: &Services, dir: &Path, tiny: &Path, store: &str, id: 
         .await
 }
 
+/// Two gateways on a fresh database of `server`, a full run created on the first and watched
+/// through the second (which does not drive it) until 2 items are revised.
+struct MidRevise {
+    first: Process,
+    _second: Process,
+    run: pb::Run,
+    watcher: PipelineClient<GrpcChannel>,
+    /// The last event seen.
+    last_before: u64,
+}
+
+async fn mid_revise(services: &Services, dir: &Path, tiny: &Path, server: &str) -> MidRevise {
+    let shared = gateway::store::fresh_database(server).await.unwrap();
+    let first = gateway(services, dir, tiny, &shared, "first").await;
+    let second = gateway(services, dir, tiny, &shared, "second").await;
+    let run = support::create(&mut client(&first), full_spec(), support::sample_rows())
+        .await
+        .unwrap();
+    let mut watcher = client(&second);
+    let seen = follow(&mut watcher, &run.id, |events| {
+        support::items(events, pb::Stage::Revise).len() >= 2
+    })
+    .await;
+    MidRevise {
+        first,
+        _second: second,
+        run,
+        watcher,
+        last_before: seen.last().map_or(0, |e| e.sequence),
+    }
+}
+
 fn client(gateway: &Process) -> PipelineClient<GrpcChannel> {
     PipelineClient::new(connect_lazy(&gateway.endpoint(), &ClientOptions::default()).unwrap())
 }
@@ -93,19 +125,13 @@ async fn the_other_gateway_finishes_a_run_whose_gateway_was_killed() {
         result(&mut client, &run.id).await
     };
 
-    let shared = gateway::store::fresh_database(&server).await.unwrap();
-    let mut first = gateway(&services, dir.path(), &tiny, &shared, "first").await;
-    let second = gateway(&services, dir.path(), &tiny, &shared, "second").await;
-    let run = support::create(&mut client(&first), full_spec(), rows.clone())
-        .await
-        .unwrap();
-    // Watched through the gateway that does not drive it.
-    let mut watcher = client(&second);
-    let seen = follow(&mut watcher, &run.id, |events| {
-        support::items(events, pb::Stage::Revise).len() >= 2
-    })
-    .await;
-    let last_before = seen.last().map_or(0, |e| e.sequence);
+    let MidRevise {
+        mut first,
+        run,
+        mut watcher,
+        last_before,
+        ..
+    } = mid_revise(&services, dir.path(), &tiny, &server).await;
     first.stop(Signal::Kill);
     let killed = Instant::now();
 
@@ -180,18 +206,13 @@ async fn a_paused_gateway_comes_back_after(ending: Ending) {
     let tiny = arf::suite::tiny_model(models.path()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let services = Services::start(dir.path(), &tiny).await;
-    let shared = gateway::store::fresh_database(&server).await.unwrap();
-    let first = gateway(&services, dir.path(), &tiny, &shared, "first").await;
-    let second = gateway(&services, dir.path(), &tiny, &shared, "second").await;
-    let run = support::create(&mut client(&first), full_spec(), support::sample_rows())
-        .await
-        .unwrap();
-    let mut watcher = client(&second);
-    let seen = follow(&mut watcher, &run.id, |events| {
-        support::items(events, pb::Stage::Revise).len() >= 2
-    })
-    .await;
-    let last_before = seen.last().map_or(0, |e| e.sequence);
+    let MidRevise {
+        first,
+        run,
+        mut watcher,
+        last_before,
+        ..
+    } = mid_revise(&services, dir.path(), &tiny, &server).await;
     first.pause();
     // The other gateway's first event: it has taken the run over.
     follow(&mut watcher, &run.id, |events| {
