@@ -58,6 +58,7 @@ async fn gateway(services: &Services, dir: &Path, tiny: &Path, store: &str, id: 
 /// through the second (which does not drive it) until 2 items are revised.
 struct MidRevise {
     first: Process,
+    /// Bind it (`_second`, not `..`): dropping it stops the gateway the test watches through.
     _second: Process,
     run: pb::Run,
     watcher: PipelineClient<GrpcChannel>,
@@ -130,7 +131,7 @@ async fn the_other_gateway_finishes_a_run_whose_gateway_was_killed() {
         run,
         mut watcher,
         last_before,
-        ..
+        _second,
     } = mid_revise(&services, dir.path(), &tiny, &server).await;
     first.stop(Signal::Kill);
     let killed = Instant::now();
@@ -211,7 +212,7 @@ async fn a_paused_gateway_comes_back_after(ending: Ending) {
         run,
         mut watcher,
         last_before,
-        ..
+        _second,
     } = mid_revise(&services, dir.path(), &tiny, &server).await;
     first.pause();
     // The other gateway's first event: it has taken the run over.
