@@ -17,7 +17,7 @@ use rand::Rng;
 use super::revise::MAX_REVISION_CANDIDATES;
 
 use super::{Pipeline, stages};
-use crate::store::{NewItem, Split};
+use crate::store::{LeaseLost, NewItem, Split};
 
 const BATCH: usize = 256;
 const DEFAULT_HOLDOUT: f32 = 0.2;
@@ -265,101 +265,110 @@ impl Pipeline {
         self.store().create_run(&run_id, &name, &config).await?;
         // Its lease is renewed while the rows come (a large upload outlasts a lease).
         let _ingesting = self.ingesting(&run_id);
-        self.emit(&run_id, Kind::State(pb::RunState::Ingesting as i32))
-            .await?;
+        let stored = async {
+            self.emit(&run_id, Kind::State(pb::RunState::Ingesting as i32))
+                .await?;
 
-        let generates = stages(&config).contains(&pb::Stage::Generate);
-        let mut records = self.records(rows, generates);
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut good = 0usize;
-        let (mut seen, mut bad) = (0usize, 0usize);
-        loop {
-            let next = records.next().await;
-            let done = next.is_none();
-            match &next {
-                Some(Ok(_)) => seen += 1,
-                Some(Err(RowError::Bad(_))) => (seen, bad) = (seen + 1, bad + 1),
-                Some(Err(RowError::Transport(_))) | None => {}
-            }
-            let too_many = if seen > bounds::MAX_ROWS {
-                Some(format!("at most {} rows per run", bounds::MAX_ROWS))
-            } else if bad > bounds::MAX_BAD_ROWS {
-                Some(format!(
-                    "more than {} bad rows: is this the right file? (the first ones are in the run's events)",
-                    bounds::MAX_BAD_ROWS
-                ))
-            } else {
-                None
-            };
-            if let Some(message) = too_many {
-                self.set_state(&run_id, pb::RunState::Failed, &format!("rows: {message}"))
-                    .await?;
-                return Err(invalid("rows", message));
-            }
-            match next {
-                Some(Ok((line, record, forced))) => batch.push(NewItem {
-                    line,
-                    split: forced.unwrap_or_else(|| {
-                        split(evaluation.seed, &record.conversation.id, fraction)
+            let generates = stages(&config).contains(&pb::Stage::Generate);
+            let mut records = self.records(rows, generates);
+            let mut batch = Vec::with_capacity(BATCH);
+            let mut good = 0usize;
+            let (mut seen, mut bad) = (0usize, 0usize);
+            loop {
+                let next = records.next().await;
+                let done = next.is_none();
+                match &next {
+                    Some(Ok(_)) => seen += 1,
+                    Some(Err(RowError::Bad(_))) => (seen, bad) = (seen + 1, bad + 1),
+                    Some(Err(RowError::Transport(_))) | None => {}
+                }
+                let too_many = if seen > bounds::MAX_ROWS {
+                    Some(format!("at most {} rows per run", bounds::MAX_ROWS))
+                } else if bad > bounds::MAX_BAD_ROWS {
+                    Some(format!(
+                        "more than {} bad rows: is this the right file? (the first ones are in the run's events)",
+                        bounds::MAX_BAD_ROWS
+                    ))
+                } else {
+                    None
+                };
+                if let Some(message) = too_many {
+                    self.set_state(&run_id, pb::RunState::Failed, &format!("rows: {message}"))
+                        .await?;
+                    return Err(invalid("rows", message));
+                }
+                match next {
+                    Some(Ok((line, record, forced))) => batch.push(NewItem {
+                        line,
+                        split: forced.unwrap_or_else(|| {
+                            split(evaluation.seed, &record.conversation.id, fraction)
+                        }),
+                        teacher_summary: record.summary.unwrap_or_default(),
+                        references: record.references,
+                        conversation: record.conversation,
                     }),
-                    teacher_summary: record.summary.unwrap_or_default(),
-                    references: record.references,
-                    conversation: record.conversation,
-                }),
-                Some(Err(RowError::Bad(row))) => {
-                    self.bad_row(&run_id, &row, fail_fast).await?;
-                }
-                Some(Err(RowError::Transport(status))) => {
-                    self.set_state(
-                        &run_id,
-                        pb::RunState::Failed,
-                        &format!("the client's row stream broke: {}", status.message()),
-                    )
-                    .await?;
-                    return Err(IngestError::Transport(status));
-                }
-                None => {}
-            }
-            if batch.len() >= BATCH || (done && !batch.is_empty()) {
-                let inserted = self.store().insert_items(&run_id, &batch).await?;
-                for (item, new) in batch.drain(..).zip(inserted) {
-                    if new {
-                        good += 1;
-                    } else {
-                        let row = pb::BadRow {
-                            line: item.line,
-                            field: "conversation.id".into(),
-                            message: format!(
-                                "duplicate conversation id {:?}",
-                                item.conversation.id
-                            ),
-                        };
+                    Some(Err(RowError::Bad(row))) => {
                         self.bad_row(&run_id, &row, fail_fast).await?;
                     }
+                    Some(Err(RowError::Transport(status))) => {
+                        self.set_state(
+                            &run_id,
+                            pb::RunState::Failed,
+                            &format!("the client's row stream broke: {}", status.message()),
+                        )
+                        .await?;
+                        return Err(IngestError::Transport(status));
+                    }
+                    None => {}
                 }
-                if self.cancelled_while_ingesting(&run_id).await? {
-                    return Ok(run_id);
+                if batch.len() >= BATCH || (done && !batch.is_empty()) {
+                    let inserted = self.store().insert_items(&run_id, &batch).await?;
+                    for (item, new) in batch.drain(..).zip(inserted) {
+                        if new {
+                            good += 1;
+                        } else {
+                            let row = pb::BadRow {
+                                line: item.line,
+                                field: "conversation.id".into(),
+                                message: format!(
+                                    "duplicate conversation id {:?}",
+                                    item.conversation.id
+                                ),
+                            };
+                            self.bad_row(&run_id, &row, fail_fast).await?;
+                        }
+                    }
+                    if self.cancelled_while_ingesting(&run_id).await? {
+                        return Ok(());
+                    }
+                }
+                if done {
+                    break;
                 }
             }
-            if done {
-                break;
+            if good == 0 {
+                self.set_state(
+                    &run_id,
+                    pb::RunState::Failed,
+                    "the dataset has no valid rows",
+                )
+                .await?;
+                return Err(invalid("rows", "the dataset has no valid rows"));
             }
+            // QUEUED only now, and only if no CancelRun came meanwhile.
+            if self.store().finish_ingest(&run_id).await? {
+                self.notify(&run_id);
+                self.start(&run_id);
+            }
+            Ok::<(), IngestError>(())
+        };
+        match stored.await {
+            // CancelRun (or another gateway that took the run over) ended the run while its rows
+            // came: the store takes none of them now. Stop reading; the answer shows the run as
+            // it stands.
+            Err(IngestError::Internal(e)) if e.downcast_ref::<LeaseLost>().is_some() => Ok(run_id),
+            stored => stored.map(|()| run_id),
         }
-        if good == 0 {
-            self.set_state(
-                &run_id,
-                pb::RunState::Failed,
-                "the dataset has no valid rows",
-            )
-            .await?;
-            return Err(invalid("rows", "the dataset has no valid rows"));
-        }
-        // QUEUED only now, and only if no CancelRun came meanwhile.
-        if self.store().finish_ingest(&run_id).await? {
-            self.notify(&run_id);
-            self.start(&run_id);
-        }
-        Ok(run_id)
     }
 
     /// CancelRun during the upload marks the run CANCELLED in the store (or, when another
