@@ -263,6 +263,18 @@ async fn main() -> anyhow::Result<()> {
                 .await?
             }
         };
+        // A resumed run's Evaluate is timed from the restart: count only what it evaluates then.
+        let evaluated_before = match &a.resume {
+            Some(_) => suite
+                .pipeline
+                .store()
+                .items(&run.id)
+                .await?
+                .iter()
+                .filter(|i| i.evaluation.is_some())
+                .count(),
+            None => 0,
+        };
         let mut events = client
             .watch_run(pb::WatchRunRequest {
                 run_id: run.id.clone(),
@@ -331,7 +343,7 @@ async fn main() -> anyhow::Result<()> {
                 teacher,
                 &a,
                 evaluate.1 - evaluate.0,
-                models * held_out,
+                models * held_out.saturating_sub(evaluated_before),
             )
             .await?;
         }

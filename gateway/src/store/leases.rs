@@ -78,6 +78,11 @@ const UNFINISHED: [pb::RunState; 3] = [
     pb::RunState::Running,
 ];
 
+/// Whether a state read back from the database is one a run is driven in.
+fn is_unfinished(state: i64) -> bool {
+    UNFINISHED.iter().any(|s| *s as i64 == state)
+}
+
 /// The SQL condition a driver's write to a run carries: its claim is the latest (the fencing
 /// token is bound as `$n`), and the run has not ended.
 pub(super) fn fenced(n: usize) -> String {
@@ -139,7 +144,7 @@ impl Store {
         };
         let (holder, epoch, state): (String, i64, i64) =
             (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-        let ended = !UNFINISHED.iter().any(|s| *s as i64 == state);
+        let ended = !is_unfinished(state);
         if ended || epoch != self.claim(run_id) {
             // This gateway stops working on the run: it holds no claim on it any more.
             self.let_go(run_id);
@@ -235,7 +240,7 @@ impl Store {
             if let Some(row) = row {
                 let (cancel, epoch, state): (i64, i64, i64) =
                     (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
-                let ended = !UNFINISHED.iter().any(|s| *s as i64 == state);
+                let ended = !is_unfinished(state);
                 let held = !ended && epoch == self.claim(id);
                 if !held {
                     self.let_go(id);
@@ -289,7 +294,7 @@ impl Store {
         let holder: String = row.try_get(1)?;
         let expires: i64 = row.try_get(2)?;
         let now: i64 = row.try_get(3)?;
-        if !UNFINISHED.iter().any(|s| *s as i64 == state) {
+        if !is_unfinished(state) {
             return Ok(CancelOutcome::AlreadyFinal);
         }
         let held_elsewhere = !holder.is_empty() && holder != self.owner && expires >= now;
