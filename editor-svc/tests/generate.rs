@@ -418,14 +418,16 @@ async fn a_prompt_asked_again_gets_what_it_gets_without_a_prefix_cache() {
         "Customer: parcel late. Agent: sent another.",
         "A late parcel was replaced by the agent today, at once.",
     ];
-    let ask = async |t: &TestEditor| {
-        let summary = t
-            .client()
+    let generate = async |t: &TestEditor| {
+        t.client()
             .generate(generate_request(prompt, 24))
             .await
             .unwrap()
             .into_inner()
-            .text;
+            .text
+    };
+    let ask = async |t: &TestEditor| {
+        let summary = generate(t).await;
         let scores = futures::future::join_all(replies.iter().map(|reply| {
             let mut client = t.client();
             async move {
@@ -441,13 +443,7 @@ async fn a_prompt_asked_again_gets_what_it_gets_without_a_prefix_cache() {
         }))
         .await;
         // Asked again after its own scorings were cached too.
-        let again = t
-            .client()
-            .generate(generate_request(prompt, 24))
-            .await
-            .unwrap()
-            .into_inner()
-            .text;
+        let again = generate(t).await;
         (summary, scores, again)
     };
     let (summary, scores, again) = ask(&plain).await;

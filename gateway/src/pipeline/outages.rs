@@ -50,7 +50,8 @@ impl Pipeline {
                 other => return other,
             };
             let o = outage.get_or_insert_with(|| Outage {
-                first_error: root_cause(&e),
+                // What the database said, without the gateway's context.
+                first_error: e.root_cause().to_string(),
                 retries: 0,
                 since: Instant::now(),
             });
@@ -121,9 +122,4 @@ impl Pipeline {
         .await?;
         Ok(())
     }
-}
-
-/// The innermost error's text: what the database said, without the gateway's context.
-fn root_cause(e: &anyhow::Error) -> String {
-    e.root_cause().to_string()
 }
