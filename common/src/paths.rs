@@ -42,12 +42,7 @@ impl PathRoots {
         let Some(roots) = &self.roots else {
             return Ok(PathBuf::from(path));
         };
-        let denied = || {
-            Status::permission_denied(format!(
-                "{field}: {path:?} is not under a folder this server reads for clients (its {} flag)",
-                self.flag
-            ))
-        };
+        let denied = || self.denied(field, path);
         let lexical = normalize(Path::new(path));
         let inside = |p: &Path| roots.iter().any(|r| p.starts_with(r));
         if !inside(&lexical) {
@@ -60,6 +55,91 @@ impl PathRoots {
             Err(_) => Ok(lexical),
         }
     }
+
+    /// Opens the file at `path` (named by a client in `field`) to read it now, confined as
+    /// [`Self::confine`] says, and judges what was opened rather than the name: the real path is
+    /// read back from the open descriptor, so a link swapped in after an earlier check (a path
+    /// checked at CreateJob, read when the job trains) is refused. A missing file or a folder is
+    /// INVALID_ARGUMENT naming the field.
+    pub fn open(&self, field: &str, path: &str) -> Result<Opened, Status> {
+        let confined = self.confine(field, path)?;
+        let file = std::fs::File::open(&confined).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                crate::status::invalid_field(field, format!("no file at {path} on this server"))
+            }
+            _ => crate::status::invalid_field(field, format!("cannot open {path}: {e}")),
+        })?;
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(crate::status::invalid_field(
+                field,
+                format!("{path} is not a file"),
+            ));
+        }
+        let real = opened_path(&file, &confined);
+        if !self.allows(&real) {
+            return Err(self.denied(field, path));
+        }
+        Ok(Opened { path: real, file })
+    }
+
+    /// Checks, when a model is about to be loaded, that the model at `path` (a file, or a folder
+    /// and every file in it) still lies under the roots: a file inside a confined folder may be a
+    /// link to anywhere, or be swapped for one after the request was checked.
+    pub fn check_model(&self, field: &str, path: &Path) -> Result<(), Status> {
+        if self.roots.is_none() {
+            return Ok(());
+        }
+        let shown = path.display().to_string();
+        let real = std::fs::canonicalize(path).map_err(|_| self.denied(field, &shown))?;
+        if !self.allows(&real) {
+            return Err(self.denied(field, &shown));
+        }
+        if real.is_dir() {
+            let entries = std::fs::read_dir(&real).map_err(|_| self.denied(field, &shown))?;
+            for entry in entries.flatten() {
+                let named = entry.path().display().to_string();
+                match std::fs::canonicalize(entry.path()) {
+                    Ok(target) if self.allows(&target) => {}
+                    _ => return Err(self.denied(field, &named)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn allows(&self, real: &Path) -> bool {
+        self.roots
+            .as_ref()
+            .is_none_or(|roots| roots.iter().any(|r| real.starts_with(r)))
+    }
+
+    fn denied(&self, field: &str, path: &str) -> Status {
+        Status::permission_denied(format!(
+            "{field}: {path:?} is not under a folder this server reads for clients (its {} flag)",
+            self.flag
+        ))
+    }
+}
+
+/// A client-named file, open, with where it really is.
+#[derive(Debug)]
+pub struct Opened {
+    pub path: PathBuf,
+    pub file: std::fs::File,
+}
+
+/// The path of the file behind an open descriptor (Linux: its /proc link, which names the file
+/// that was opened whatever has been renamed or linked since); elsewhere the name it was opened by.
+fn opened_path(file: &std::fs::File, opened_by: &Path) -> PathBuf {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        if let Ok(real) = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) {
+            return real;
+        }
+    }
+    let _ = file;
+    std::fs::canonicalize(opened_by).unwrap_or_else(|_| opened_by.to_path_buf())
 }
 
 /// Absolute, with `.` and `..` resolved by name (without touching the file system).
@@ -123,6 +203,51 @@ mod tests {
         assert!(
             PathRoots::any("--dataset-root")
                 .confine("f", "/etc/passwd")
+                .is_ok()
+        );
+    }
+
+    /// Issue 35 item 7: a path checked once and read later is judged again when it is opened,
+    /// by the file the descriptor holds; a model's files are checked one by one.
+    #[test]
+    fn a_link_swapped_in_after_the_check_is_refused_at_use() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret.jsonl");
+        std::fs::write(&secret, "{}").unwrap();
+        let data = root.path().join("data.jsonl");
+        std::fs::write(&data, "{}").unwrap();
+        let roots = PathRoots::only(&[root.path().to_path_buf()], "--dataset-root");
+        let named = data.display().to_string();
+        let checked = roots.confine("jsonl_path", &named).unwrap();
+        assert!(roots.open("jsonl_path", &named).is_ok());
+
+        std::fs::remove_file(&data).unwrap();
+        std::os::unix::fs::symlink(&secret, &data).unwrap();
+        let swapped = roots
+            .open("jsonl_path", &checked.display().to_string())
+            .unwrap_err();
+        assert_eq!(swapped.code(), Code::PermissionDenied, "{swapped:?}");
+        let missing = roots
+            .open(
+                "jsonl_path",
+                &root.path().join("gone").display().to_string(),
+            )
+            .unwrap_err();
+        assert_eq!(missing.code(), Code::InvalidArgument, "{missing:?}");
+        assert!(missing.message().starts_with("jsonl_path:"), "{missing:?}");
+
+        let model = root.path().join("model");
+        std::fs::create_dir(&model).unwrap();
+        std::fs::write(model.join("config.json"), "{}").unwrap();
+        assert!(roots.check_model("base_model_dir", &model).is_ok());
+        std::os::unix::fs::symlink(&secret, model.join("model.safetensors")).unwrap();
+        let linked = roots.check_model("base_model_dir", &model).unwrap_err();
+        assert_eq!(linked.code(), Code::PermissionDenied);
+        assert!(linked.message().contains("model.safetensors"), "{linked:?}");
+        assert!(
+            PathRoots::any("--model-root")
+                .check_model("base_model_dir", &model)
                 .is_ok()
         );
     }

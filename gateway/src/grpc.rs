@@ -197,10 +197,11 @@ impl PipelineRpc for PipelineService {
         let rows = if spec.dataset_path.is_empty() {
             RowSource::Stream(rows_until_end(inbound))
         } else {
+            // Opened now, and judged by the file it holds: what is read is what was checked.
             RowSource::File(
                 paths
                     .datasets
-                    .confine("spec.dataset_path", &spec.dataset_path)?,
+                    .open("spec.dataset_path", &spec.dataset_path)?,
             )
         };
         let student_base = spec

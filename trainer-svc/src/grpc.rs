@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::jobs::{
-    EventKind, Job, JobData, JobError, JobEvent, JobManager, JobSpec, JobState, UploadWriter,
-    check_example,
+    ClientPaths, EventKind, Job, JobData, JobError, JobEvent, JobManager, JobSpec, JobState,
+    UploadWriter, check_example,
 };
 use crate::lora::LoraSpec;
 use crate::lora::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
@@ -48,11 +48,17 @@ impl TrainerService {
         }
     }
 
-    /// Client-named models and datasets only under these folders.
+    /// Client-named models and datasets only under these folders: checked at CreateJob, and
+    /// again by the job manager when the job trains (a file may have been swapped meanwhile).
     pub fn confined_to(self, models: &[PathBuf], datasets: &[PathBuf]) -> Self {
-        Self {
+        let paths = ClientPaths {
             models: PathRoots::only(models, "--model-root"),
             datasets: PathRoots::only(datasets, "--dataset-root"),
+        };
+        self.jobs.confine_client_paths(paths.clone());
+        Self {
+            models: paths.models,
+            datasets: paths.datasets,
             ..self
         }
     }

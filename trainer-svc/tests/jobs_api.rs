@@ -21,11 +21,20 @@ use trainer_svc::grpc::TrainerService;
 use trainer_svc::jobs::JobManager;
 
 async fn start(jobs: JobManager) -> (RunningServer, TrainerClient<Channel>) {
+    start_with(jobs, |service| service).await
+}
+
+/// [`start`], the service made as `make` says (confined paths).
+async fn start_with(
+    jobs: JobManager,
+    make: impl FnOnce(TrainerService) -> TrainerService,
+) -> (RunningServer, TrainerClient<Channel>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let health = Health::new(&[TRAINER]).await;
     health.set_serving(TRAINER, true).await;
     let shutdown = CancellationToken::new();
-    let routes = Routes::new(TrainerService::new(jobs, shutdown.clone()).into_server(16 << 20));
+    let service = make(TrainerService::new(jobs, shutdown.clone()));
+    let routes = Routes::new(service.into_server(16 << 20));
     let server = serve_on(listener, &ServerArgs::local(), health, routes, shutdown)
         .await
         .unwrap();
@@ -434,6 +443,156 @@ async fn a_running_job_resumes_after_a_trainer_restart_and_matches_an_uninterrup
     .1;
     for (name, t) in &a {
         assert!(max_abs_diff(t, &b[name]) <= 1e-6, "{name}");
+    }
+}
+
+/// Issue 35 item 6: what a crash can leave of a job's event log (its last whole line lost, a
+/// half-written line after it) neither reuses a number the gateway's relay already holds nor
+/// glues the next event onto the torn line. The relay reads on from the last number it stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_torn_event_log_never_reuses_a_sequence_number() {
+    let state = tempfile::tempdir().unwrap();
+    let jobs = JobManager::open(state.path(), Device::Cpu).unwrap();
+    let mut req = request(8, 2);
+    req.export_merged = false;
+    let (server, mut client) = start(jobs.clone()).await;
+    let job = client.create_job(req).await.unwrap().into_inner();
+    let mut stream = client
+        .watch_job(WatchJobRequest {
+            job_id: job.id.clone(),
+            after_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(e) = stream.next().await {
+        if matches!(e.unwrap().kind, Some(job_event::Kind::Checkpoint(_))) {
+            break;
+        }
+    }
+    jobs.shutdown();
+    drop(stream);
+    server.shutdown().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Everything logged so far was told to watchers: the relay holds up to `relayed`.
+    let log_path = state.path().join("jobs").join(&job.id).join("events.jsonl");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    let sequence = |line: &str| -> u64 {
+        serde_json::from_str::<serde_json::Value>(line).unwrap()["sequence"]
+            .as_u64()
+            .unwrap()
+    };
+    let relayed = sequence(lines.last().unwrap());
+    let last = lines[lines.len() - 1];
+    let mut crashed = lines[..lines.len() - 1].join("\n") + "\n";
+    crashed.push_str(&last[..last.len() / 2]);
+    std::fs::write(&log_path, crashed).unwrap();
+
+    let (server, mut client) = start(JobManager::open(state.path(), Device::Cpu).unwrap()).await;
+    let after = watch(&mut client, &job.id, relayed).await;
+    assert!(after.iter().all(|e| e.sequence > relayed), "{after:?}");
+    assert!(
+        matches!(&after.first().and_then(|e| e.kind.as_ref()), Some(job_event::Kind::Started(s)) if s.resumed),
+        "the relay sees the resumed start: {after:?}"
+    );
+    let Some(job_event::Kind::Ended(end)) = &after.last().unwrap().kind else {
+        panic!("{after:?}")
+    };
+    assert_eq!(end.state, JobState::Succeeded as i32, "{}", end.error);
+    drop((server, client));
+
+    // The log reads back whole, numbered strictly upwards, and a third start serves the same.
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let numbers: Vec<u64> = log.lines().map(sequence).collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+    let (_server, mut client) = start(JobManager::open(state.path(), Device::Cpu).unwrap()).await;
+    let again = watch(&mut client, &job.id, relayed).await;
+    assert_eq!(
+        again.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        after.iter().map(|e| e.sequence).collect::<Vec<_>>()
+    );
+}
+
+/// Issue 35 item 7: a client-named dataset and base model are checked at CreateJob and judged
+/// again when the job trains; a file swapped for a link to outside the roots meanwhile (while
+/// the job waited in the queue) fails the job, naming the flag, and nothing outside is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_swapped_for_links_after_create_job_are_refused_when_the_job_trains() {
+    let state = tempfile::tempdir().unwrap();
+    let roots = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let (models, datasets) = (roots.path().join("models"), roots.path().join("data"));
+    for dir in ["busy", "swapped"] {
+        let copy = models.join(dir);
+        std::fs::create_dir_all(&copy).unwrap();
+        for f in std::fs::read_dir(tiny_llama()).unwrap().flatten() {
+            std::fs::copy(f.path(), copy.join(f.file_name())).unwrap();
+        }
+    }
+    std::fs::create_dir_all(&datasets).unwrap();
+    let data = datasets.join("train.jsonl");
+    std::fs::copy(fixtures().join("train.jsonl"), &data).unwrap();
+    let secret = outside.path().join("secret.jsonl");
+    std::fs::copy(fixtures().join("train.jsonl"), &secret).unwrap();
+
+    let jobs = JobManager::open(state.path(), Device::Cpu).unwrap();
+    let (roots_m, roots_d) = (models.clone(), datasets.clone());
+    let (_server, mut client) = start_with(jobs, move |service| {
+        service.confined_to(&[roots_m], &[roots_d])
+    })
+    .await;
+    let in_root = |r: &mut CreateJobRequest, model: &str| {
+        r.base_model_dir = models.join(model).display().to_string();
+        r.export_merged = false;
+    };
+    // The worker is busy while the other two wait, and their files are swapped.
+    let mut busy = request(20_000, 0);
+    in_root(&mut busy, "busy");
+    let busy = client.create_job(busy).await.unwrap().into_inner();
+    let mut by_data = request(2, 0);
+    in_root(&mut by_data, "busy");
+    by_data.data = Some(create_job_request::Data::JsonlPath(
+        data.display().to_string(),
+    ));
+    let by_data = client.create_job(by_data).await.unwrap().into_inner();
+    let mut by_model = request(2, 0);
+    in_root(&mut by_model, "swapped");
+    let by_model = client.create_job(by_model).await.unwrap().into_inner();
+
+    std::fs::remove_file(&data).unwrap();
+    std::os::unix::fs::symlink(&secret, &data).unwrap();
+    let weights = models.join("swapped").join("model.safetensors");
+    std::fs::remove_file(&weights).unwrap();
+    std::os::unix::fs::symlink(tiny_llama().join("model.safetensors"), &weights).unwrap();
+    client
+        .cancel_job(CancelJobRequest {
+            job_id: busy.id.clone(),
+        })
+        .await
+        .unwrap();
+
+    for (job, flag, file) in [
+        (&by_data, "--dataset-root", "train.jsonl"),
+        (&by_model, "--model-root", "model.safetensors"),
+    ] {
+        let events = watch(&mut client, &job.id, 0).await;
+        let Some(job_event::Kind::Ended(end)) = &events.last().unwrap().kind else {
+            panic!("{events:?}")
+        };
+        assert_eq!(end.state, JobState::Failed as i32, "{end:?}");
+        assert!(
+            end.error.contains(flag) && end.error.contains(file),
+            "{}",
+            end.error
+        );
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e.kind, Some(job_event::Kind::Step(_)))),
+            "nothing was trained on files outside the roots"
+        );
     }
 }
 

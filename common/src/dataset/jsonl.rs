@@ -226,7 +226,20 @@ pub fn stream_jsonl_file(
     policy: OnBadRow,
     read_ahead: usize,
 ) -> std::io::Result<tokio_stream::wrappers::ReceiverStream<Result<(usize, Record), BadRow>>> {
-    let reader = read_jsonl_file(path, policy)?;
+    let file = File::open(path).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
+    })?;
+    stream_jsonl(file, path.display().to_string(), policy, read_ahead)
+}
+
+/// [`stream_jsonl_file`] over a file already open (`source` names it in bad rows).
+pub fn stream_jsonl(
+    file: File,
+    source: String,
+    policy: OnBadRow,
+    read_ahead: usize,
+) -> std::io::Result<tokio_stream::wrappers::ReceiverStream<Result<(usize, Record), BadRow>>> {
+    let reader = JsonlReader::new(BufReader::new(file), source, policy);
     let (tx, rx) = tokio::sync::mpsc::channel(read_ahead.max(1));
     tokio::task::spawn_blocking(move || {
         for row in reader {

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use arf_common::bounds;
-use arf_common::dataset::{OnBadRow, Record, conversation_from_wire, stream_jsonl_file};
+use arf_common::dataset::{OnBadRow, Record, conversation_from_wire, stream_jsonl};
 use arf_common::status::field_violations;
 use arf_proto::v1 as pb;
 use futures::{Stream, StreamExt};
@@ -28,8 +28,8 @@ pub type RowStream = Pin<Box<dyn Stream<Item = Result<pb::DatasetRow, tonic::Sta
 pub enum RowSource {
     /// Rows sent by the client after the spec.
     Stream(RowStream),
-    /// A JSONL file on the gateway's machine.
-    File(PathBuf),
+    /// A JSONL file on the gateway's machine, open (confined when it was opened).
+    File(arf_common::paths::Opened),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -232,14 +232,6 @@ impl Pipeline {
         rows: RowSource,
     ) -> Result<String, IngestError> {
         validate(&spec)?;
-        if let RowSource::File(path) = &rows
-            && !path.is_file()
-        {
-            return Err(invalid(
-                "spec.dataset_path",
-                format!("no file at {} on the gateway", spec.dataset_path),
-            ));
-        }
         let config = spec.config.clone().unwrap_or_default();
         let evaluation = config.evaluation.clone().unwrap_or_default();
         let evaluates = stages(&config).contains(&pb::Stage::Evaluate);
@@ -427,8 +419,9 @@ impl Pipeline {
                     .map(|r| (line, r, forced))
                     .map_err(RowError::Bad)
             })),
-            RowSource::File(path) => {
-                let rows = match stream_jsonl_file(&path, OnBadRow::Skip, BATCH) {
+            RowSource::File(opened) => {
+                let source = opened.path.display().to_string();
+                let rows = match stream_jsonl(opened.file, source, OnBadRow::Skip, BATCH) {
                     Ok(rows) => rows,
                     Err(e) => {
                         let unreadable = pb::BadRow {

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+
+use arf_common::paths::PathRoots;
 
 use candle_core::Device;
 use tokio::sync::watch;
@@ -15,8 +17,8 @@ use super::{
     EventKind, Job, JobData, JobError, JobEvent, JobSpec, JobState, now_ms, validate_spec,
 };
 use crate::train::checkpoint;
-use crate::train::data::read_examples;
-use crate::train::{Event, Observer, Outcome, train};
+use crate::train::data::{read_examples, read_examples_from};
+use crate::train::{Event, Example, Observer, Outcome, TrainError, train};
 
 /// Starts of a job that may end without the job ending (the worker died) before it is failed.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -97,6 +99,17 @@ struct Inner {
     counter: AtomicU64,
     /// Stops the running job without ending it (a restart): it resumes from its checkpoint.
     halt: Arc<AtomicBool>,
+    /// Where client-named models and datasets may be, judged again when a job trains (set once
+    /// by a served trainer; unset: any path, as for the embedded suite).
+    client_paths: OnceLock<ClientPaths>,
+}
+
+/// The folders a served trainer reads client-named files from (`--model-root`,
+/// `--dataset-root`).
+#[derive(Clone, Debug)]
+pub struct ClientPaths {
+    pub models: PathRoots,
+    pub datasets: PathRoots,
 }
 
 /// Cheap to clone; all clones share one queue and one worker thread.
@@ -127,7 +140,12 @@ impl JobManager {
             state.jobs.insert(job.id.clone(), job);
         }
         for (mut job, events) in stored {
-            job.last_event_sequence = events.last().map(|e| e.sequence).unwrap_or(0);
+            // job.json is saved after each event's append, so it never counts past the log;
+            // should the log have lost its tail anyway (a disk that acknowledged a flush it had
+            // not made), numbering goes on above both: a number is never handed out twice.
+            job.last_event_sequence = job
+                .last_event_sequence
+                .max(events.last().map_or(0, |e| e.sequence));
             // The `Ended` event is appended before job.json is rewritten: a trainer killed
             // between the two left a finished job that looks unfinished. Its log has the end.
             if !job.state.is_final()
@@ -158,6 +176,7 @@ impl JobManager {
             device,
             counter: AtomicU64::new(0),
             halt: Arc::new(AtomicBool::new(false)),
+            client_paths: OnceLock::new(),
         });
         for id in crash_looped {
             let error = format!(
@@ -376,6 +395,14 @@ impl JobManager {
 
     /// Stops the worker as a process exit would: the running job stops before its next step
     /// and stays RUNNING on disk, so the next [`JobManager::open`] resumes it.
+    /// Client-named models and datasets only under these folders, when jobs train as when they
+    /// are created (a served trainer sets it once, at start).
+    pub fn confine_client_paths(&self, paths: ClientPaths) {
+        if self.inner.client_paths.set(paths).is_err() {
+            tracing::warn!("the trainer's client paths were already confined; kept the first");
+        }
+    }
+
     pub fn shutdown(&self) {
         self.inner.halt.store(true, Ordering::SeqCst);
         self.lock().shutting_down = true;
@@ -388,6 +415,33 @@ impl JobManager {
 }
 
 impl Inner {
+    /// A job's examples. A file the client named (`jsonl_path`) is confined again as it is
+    /// opened: it was checked at CreateJob, and may have become a link to elsewhere since.
+    fn read_examples(&self, id: &str, job: &Job) -> Result<Vec<Example>, TrainError> {
+        let Some(paths) = self.client_paths.get() else {
+            return read_examples(&job.data_path);
+        };
+        if job.data_path.starts_with(self.store.job_dir(id)) {
+            return read_examples(&job.data_path);
+        }
+        let opened = paths
+            .datasets
+            .open("jsonl_path", &job.data_path.display().to_string())
+            .map_err(|s| TrainError::Data(s.message().to_string()))?;
+        read_examples_from(opened.file, &opened.path)
+    }
+
+    /// The base model's files, judged where they lie now, just before they are loaded.
+    fn check_base_model(&self, job: &Job) -> Result<(), TrainError> {
+        match self.client_paths.get() {
+            Some(paths) => paths
+                .models
+                .check_model("base_model_dir", &job.config.base_model_dir)
+                .map_err(|s| TrainError::Data(s.message().to_string())),
+            None => Ok(()),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain data behind; keep serving it.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -555,7 +609,8 @@ fn run_job(inner: &Inner, id: &str, job: &Job, cancel: Arc<AtomicBool>) {
     };
     // A panic inside candle must fail the job, not kill the only training thread.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let examples = read_examples(&job.data_path)?;
+        let examples = inner.read_examples(id, job)?;
+        inner.check_base_model(job)?;
         train(&job.config, &examples, &mut observer, &inner.device)
     }));
     let mut st = inner.lock();

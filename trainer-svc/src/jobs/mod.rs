@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use manager::{JobManager, MAX_ATTEMPTS};
+pub use manager::{ClientPaths, JobManager, MAX_ATTEMPTS};
 pub use uploads::UploadWriter;
 pub use validate::{check_example, validate_spec};
 

@@ -74,27 +74,40 @@ impl Store {
         let _ = std::fs::remove_dir_all(self.job_dir(id));
     }
 
+    /// Appends one event and flushes it to disk before anyone is told of it (a watcher, the
+    /// gateway's relay): a number once relayed is on disk, so a restart never hands it out again.
+    /// The line and its newline go in one write, so a killed process leaves whole lines; only a
+    /// power cut can tear the last one, and `load_all` cuts that off.
     pub fn append_event(&self, event: &JobEvent) -> Result<(), JobError> {
         let path = self.job_dir(&event.job_id).join("events.jsonl");
-        let line = serde_json::to_string(event).map_err(|e| err(&path, e))?;
+        let mut line = serde_json::to_string(event).map_err(|e| err(&path, e))?;
+        line.push('\n');
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(|e| err(&path, e))?;
-        writeln!(f, "{line}").map_err(|e| err(&path, e))
+        f.write_all(line.as_bytes()).map_err(|e| err(&path, e))?;
+        f.sync_data().map_err(|e| err(&path, e))
     }
 
+    /// Writes a job's inline examples whole and durably (temporary file, flushed, renamed) before
+    /// the job is acknowledged: a job resumed after a power cut trains on all of them.
     pub fn save_examples(&self, id: &str, examples: &[Example]) -> Result<PathBuf, JobError> {
         let dir = self.job_dir(id);
         std::fs::create_dir_all(&dir).map_err(|e| err(&dir, e))?;
         let path = self.examples_path(id);
-        let mut text = String::new();
+        let tmp = dir.join("examples.jsonl.tmp");
+        let mut file =
+            std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| err(&tmp, e))?);
         for e in examples {
-            text.push_str(&example_line(e).map_err(|e| err(&path, e))?);
-            text.push('\n');
+            let line = example_line(e).map_err(|e| err(&path, e))?;
+            writeln!(file, "{line}").map_err(|e| err(&tmp, e))?;
         }
-        std::fs::write(&path, text).map_err(|e| err(&path, e))?;
+        let file = file.into_inner().map_err(|e| err(&tmp, e.error()))?;
+        file.sync_all().map_err(|e| err(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| err(&path, e))?;
+        sync_dir(&dir)?;
         Ok(path)
     }
 
@@ -142,17 +155,49 @@ impl Store {
                     continue;
                 }
             };
-            let events: Vec<JobEvent> = std::fs::read_to_string(dir.join("events.jsonl"))
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect();
+            let events = read_events(&dir.join("events.jsonl"))?;
             jobs.push((job, events));
         }
         jobs.sort_by(|a, b| a.0.id.cmp(&b.0.id));
         unreadable.sort_by(|a, b| a.id.cmp(&b.id));
         Ok((jobs, unreadable))
     }
+}
+
+/// A job's event log. A last line without its newline is what a power cut mid-append leaves: it
+/// is cut off the file (that event was never told to anyone, since an event is flushed before it
+/// is), so the next append starts a line of its own instead of gluing onto it and being lost
+/// at the next restart, its number then handed out twice.
+fn read_events(path: &Path) -> Result<Vec<JobEvent>, JobError> {
+    let mut text = match std::fs::read_to_string(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        other => other.map_err(|e| err(path, e))?,
+    };
+    if !text.is_empty() && !text.ends_with('\n') {
+        let whole = text.rfind('\n').map_or(0, |i| i + 1);
+        tracing::warn!(path = %path.display(), torn = text.len() - whole,
+            "cut a torn last line off a job's event log (a crash mid-append)");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| err(path, e))?;
+        file.set_len(whole as u64)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| err(path, e))?;
+        text.truncate(whole);
+    }
+    Ok(text
+        .lines()
+        .enumerate()
+        .filter_map(|(i, line)| match serde_json::from_str(line) {
+            Ok(event) => Some(event),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), line = i + 1, error = %e,
+                    "skipped an unreadable line of a job's event log");
+                None
+            }
+        })
+        .collect())
 }
 
 /// A job folder whose `job.json` could not be read or parsed.
