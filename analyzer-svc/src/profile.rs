@@ -79,6 +79,9 @@ pub struct CorpusProfile {
     pub co_occurrence: Vec<CoOccurrence>,
     /// Flagged summaries, worst first.
     pub revision_plan: Vec<RevisionItem>,
+    /// Flagged summaries left out of the plan: it had reached its byte budget (they arrived
+    /// after the ones kept).
+    pub plan_omitted: usize,
 }
 
 /// Builds a profile one analysis at a time (a corpus need not fit in memory: only ids, counts
@@ -92,7 +95,21 @@ pub struct ProfileBuilder {
     channels: BTreeMap<String, (usize, usize, BTreeMap<CategoryId, usize>)>,
     pairs: BTreeMap<(CategoryId, CategoryId), usize>,
     plan: Vec<RevisionItem>,
+    /// Bytes the plan may hold (about: its ids, channels and spans); past it a flagged summary
+    /// is counted in `plan_omitted` instead. The stream is any length; the answer is one message.
+    plan_budget: usize,
+    plan_bytes: usize,
+    plan_omitted: usize,
 }
+
+/// Distinct channel names a profile keeps (they come from the client); the rest are counted
+/// together under [`OTHER_CHANNELS`].
+pub const MAX_CHANNELS: usize = 256;
+pub const OTHER_CHANNELS: &str = "(other channels)";
+/// The plan's budget when none is given: well under a 16 MiB message.
+pub const DEFAULT_PLAN_BYTES: usize = 8 << 20;
+/// Exemplar ids a request may ask for per category.
+pub const MAX_EXEMPLARS: usize = 1000;
 
 impl Default for ProfileBuilder {
     fn default() -> Self {
@@ -110,13 +127,27 @@ impl ProfileBuilder {
             channels: BTreeMap::new(),
             pairs: BTreeMap::new(),
             plan: Vec::new(),
+            plan_budget: DEFAULT_PLAN_BYTES,
+            plan_bytes: 0,
+            plan_omitted: 0,
         }
+    }
+
+    /// Bounds the revision plan to about `bytes` (the server passes half its message limit).
+    pub fn with_plan_budget(mut self, bytes: usize) -> Self {
+        self.plan_budget = bytes;
+        self
     }
 
     /// Adds one analyzed summary.
     pub fn add(&mut self, summary_id: &str, channel: &str, findings: &[Finding]) {
         self.summaries += 1;
         let present: BTreeSet<CategoryId> = findings.iter().map(|f| f.category).collect();
+        let channel = if self.channels.contains_key(channel) || self.channels.len() < MAX_CHANNELS {
+            channel
+        } else {
+            OTHER_CHANNELS
+        };
         let channel_stats = self.channels.entry(channel.to_string()).or_default();
         channel_stats.0 += 1;
         if present.is_empty() {
@@ -158,12 +189,19 @@ impl ProfileBuilder {
             .map(|f| f.severity)
             .max()
             .unwrap_or(Severity::Low);
-        self.plan.push(RevisionItem {
+        let item = RevisionItem {
             summary_id: summary_id.to_string(),
             channel: channel.to_string(),
             severity,
             instructions,
-        });
+        };
+        let bytes = item.approximate_bytes();
+        if self.plan_bytes + bytes > self.plan_budget {
+            self.plan_omitted += 1;
+            return;
+        }
+        self.plan_bytes += bytes;
+        self.plan.push(item);
     }
 
     pub fn finish(self) -> CorpusProfile {
@@ -223,7 +261,20 @@ impl ProfileBuilder {
             channels,
             co_occurrence,
             revision_plan,
+            plan_omitted: self.plan_omitted,
         }
+    }
+}
+
+impl RevisionItem {
+    /// Its size as it is kept and sent, near enough to budget by.
+    fn approximate_bytes(&self) -> usize {
+        let instructions: usize = self
+            .instructions
+            .iter()
+            .map(|i| 32 + i.instruction.len() + i.spans.iter().map(|s| s.len() + 8).sum::<usize>())
+            .sum();
+        64 + self.summary_id.len() + self.channel.len() + instructions
     }
 }
 
@@ -311,6 +362,14 @@ impl CorpusProfile {
             "{} summaries to revise, worst first.\n",
             self.revision_plan.len()
         );
+        if self.plan_omitted > 0 {
+            let _ = writeln!(
+                md,
+                "> {} more flagged summaries are not in this plan: it reached its size limit \
+                 (half the analyzer's `--max-message-bytes`, one answer). Profile them in parts.\n",
+                self.plan_omitted
+            );
+        }
         for item in self.revision_plan.iter().take(max_plan_rows) {
             let _ = writeln!(
                 md,
@@ -485,5 +544,32 @@ mod tests {
         );
         let empty = ProfileBuilder::default().finish().to_markdown(10);
         assert!(empty.contains("No errors found."));
+    }
+
+    /// Issue 35 item 5: a stream of any length profiles in bounded memory: the plan stops at
+    /// its byte budget and counts the rest; channel names past the cap are counted together.
+    #[test]
+    fn the_plan_and_the_channels_are_bounded() {
+        let findings = [
+            f(CategoryId::Truncation, "cut"),
+            f(CategoryId::PiiExposure, "a@b.co"),
+        ];
+        let mut b = ProfileBuilder::new(3).with_plan_budget(4096);
+        for i in 0..1000 {
+            b.add(&format!("s{i}"), &format!("channel-{i}"), &findings);
+        }
+        let p = b.finish();
+        assert_eq!(p.flagged, 1000);
+        assert!(!p.revision_plan.is_empty());
+        assert!(p.revision_plan.len() < 100, "{}", p.revision_plan.len());
+        assert_eq!(p.revision_plan.len() + p.plan_omitted, 1000);
+        assert_eq!(p.channels.len(), MAX_CHANNELS + 1);
+        let other = p
+            .channels
+            .iter()
+            .find(|c| c.channel == OTHER_CHANNELS)
+            .unwrap();
+        assert_eq!(other.summaries, 1000 - MAX_CHANNELS);
+        assert!(p.to_markdown(5).contains("not in this plan"));
     }
 }

@@ -76,6 +76,7 @@ impl From<JobError> for Status {
             JobError::Invalid { field, message } => invalid_field(&field, message),
             JobError::NotFound(what) => Status::not_found(format!("no job {what}")),
             JobError::NotReady { .. } => Status::failed_precondition(e.to_string()),
+            JobError::Exhausted(m) => Status::resource_exhausted(m),
             JobError::Storage(m) => {
                 arf_common::status::internal_error("the trainer's job store", &m)
             }

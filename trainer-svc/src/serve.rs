@@ -6,7 +6,7 @@ use arf_common::config::ServerArgs;
 use arf_proto::service_names::TRAINER;
 use tonic::service::Routes;
 
-use crate::jobs::JobManager;
+use crate::jobs::{JobManager, UploadLimits};
 
 /// Serves the Trainer gRPC API.
 #[derive(clap::Args, Debug, Clone)]
@@ -31,6 +31,13 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub dataset_roots: Vec<PathBuf>,
+    /// Bytes one UploadExamples may write (its examples as JSONL); past it RESOURCE_EXHAUSTED.
+    #[arg(long, env = "ARF_TRAINER_MAX_UPLOAD_BYTES", default_value_t = UploadLimits::default().per_upload)]
+    pub max_upload_bytes: u64,
+    /// Bytes that uploads no job has claimed yet may hold on disk together (finished ones expire
+    /// after an hour); past it a new upload's writes answer RESOURCE_EXHAUSTED.
+    #[arg(long, env = "ARF_TRAINER_MAX_PENDING_UPLOAD_BYTES", default_value_t = UploadLimits::default().pending)]
+    pub max_pending_upload_bytes: u64,
 }
 
 /// Serves until SIGTERM or SIGINT: the running job halts at its next step and resumes from
@@ -43,7 +50,11 @@ pub async fn run(serve: &ServeArgs) -> std::process::ExitCode {
         &serve.server,
         serve,
         |health, shutdown| async move {
-            let jobs = JobManager::open(&serve.state_dir, crate::device())?;
+            let limits = UploadLimits {
+                per_upload: serve.max_upload_bytes,
+                pending: serve.max_pending_upload_bytes,
+            };
+            let jobs = JobManager::open_with(&serve.state_dir, crate::device(), limits)?;
             let service = crate::grpc::TrainerService::new(jobs, shutdown)
                 .confined_to(&serve.model_roots, &serve.dataset_roots);
             health.set_serving(TRAINER, true).await;

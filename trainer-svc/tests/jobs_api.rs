@@ -833,3 +833,73 @@ async fn examples_larger_than_a_message_are_uploaded_in_chunks() {
         .unwrap_err();
     assert_eq!(field_violations(&path)[0].0, "upload_id", "{path:?}");
 }
+
+/// Issue 35 item 5: what uploads hold on disk is bounded, each upload and all the unclaimed ones
+/// together; past a bound the answer names the flag (one upload too large: INVALID_ARGUMENT; too
+/// much unclaimed: RESOURCE_EXHAUSTED, which a caller waits out), nothing partial is
+/// left behind, and a job claiming its upload makes room for the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_flood_is_bounded_in_bytes() {
+    let upload = |copies: usize| {
+        let chunks: Vec<UploadExamplesRequest> = (0..copies)
+            .map(|_| UploadExamplesRequest {
+                examples: examples(),
+            })
+            .collect();
+        futures::stream::iter(chunks)
+    };
+    // One upload's size on disk, under the default limits.
+    let probe = tempfile::tempdir().unwrap();
+    let (_probe_server, mut probe_client) =
+        start(JobManager::open(probe.path(), Device::Cpu).unwrap()).await;
+    let id = probe_client
+        .upload_examples(upload(1))
+        .await
+        .unwrap()
+        .into_inner()
+        .upload_id;
+    let size = std::fs::metadata(probe.path().join("uploads").join(format!("{id}.jsonl")))
+        .unwrap()
+        .len();
+
+    let state = tempfile::tempdir().unwrap();
+    let limits = trainer_svc::jobs::UploadLimits {
+        per_upload: size * 3 / 2,
+        pending: size * 5 / 2,
+    };
+    let jobs = JobManager::open_with(state.path(), Device::Cpu, limits).unwrap();
+    let (_server, mut client) = start(jobs).await;
+    let too_big = client.upload_examples(upload(2)).await.unwrap_err();
+    assert_eq!(too_big.code(), Code::InvalidArgument, "{too_big:?}");
+    assert!(
+        too_big.message().contains("--max-upload-bytes"),
+        "{too_big:?}"
+    );
+    let first = client
+        .upload_examples(upload(1))
+        .await
+        .unwrap()
+        .into_inner();
+    client.upload_examples(upload(1)).await.unwrap();
+    let flood = client.upload_examples(upload(1)).await.unwrap_err();
+    assert_eq!(flood.code(), Code::ResourceExhausted, "{flood:?}");
+    assert!(
+        flood.message().contains("--max-pending-upload-bytes"),
+        "{flood:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(state.path().join("uploads"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), 2, "the refused uploads left nothing: {left:?}");
+    assert!(left.iter().all(|f| f.ends_with(".jsonl")), "{left:?}");
+
+    let mut r = request(1, 0);
+    r.data = Some(create_job_request::Data::UploadId(first.upload_id));
+    client.create_job(r).await.unwrap();
+    client
+        .upload_examples(upload(1))
+        .await
+        .expect("a claimed upload no longer counts");
+}

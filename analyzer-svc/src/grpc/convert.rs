@@ -234,6 +234,7 @@ pub fn profile(p: CorpusProfile) -> pb::ProfileResponse {
         },
     };
     pb::ProfileResponse {
+        plan_omitted: p.plan_omitted as u32,
         summaries: p.summaries as u32,
         flagged: p.flagged as u32,
         categories: p

@@ -40,6 +40,8 @@ struct Inner {
     analyzer: Analyzer,
     judges: Option<JudgeClient>,
     shutdown: CancellationToken,
+    /// What a Profile's revision plan may hold: half of one answer.
+    plan_budget: usize,
 }
 
 impl AnalyzerService {
@@ -57,6 +59,7 @@ impl AnalyzerService {
                 analyzer,
                 judges,
                 shutdown,
+                plan_budget: max_message_bytes / 2,
             }),
         }
     }
@@ -198,8 +201,9 @@ impl AnalyzerRpc for AnalyzerService {
                 ProfileBuilder::new(if exemplars == 0 {
                     crate::profile::DEFAULT_EXEMPLARS
                 } else {
-                    exemplars
+                    exemplars.min(crate::profile::MAX_EXEMPLARS)
                 })
+                .with_plan_budget(self.inner.plan_budget)
             });
             for item in message.items {
                 if item.conversation_id.is_empty() {

@@ -1,6 +1,8 @@
 //! The trainer, as Finetune calls it: create a job, follow its events from a sequence number
 //! (resumable across gateway restarts), read its state, cancel it.
 
+use std::sync::Arc;
+
 use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_proto::v1 as pb;
 use arf_proto::v1::trainer_client::TrainerClient;
@@ -11,24 +13,26 @@ use tonic::{Status, Streaming};
 pub const UPLOAD_CHUNK_BYTES: usize = 1 << 20;
 
 /// Examples grouped into messages of at most [`UPLOAD_CHUNK_BYTES`] (one larger example goes
-/// alone; the trainer's own limit decides it).
-fn chunk_examples(examples: &[pb::TrainingExample]) -> Vec<pb::UploadExamplesRequest> {
-    let mut chunks = Vec::new();
-    let mut chunk = pb::UploadExamplesRequest::default();
-    let mut bytes = 0;
-    for e in examples {
-        let size = e.encoded_len();
-        if bytes + size > UPLOAD_CHUNK_BYTES && !chunk.examples.is_empty() {
-            chunks.push(std::mem::take(&mut chunk));
-            bytes = 0;
+/// alone; the trainer's own limit decides it), each made when the upload sends it: the examples
+/// are held once, not once more as messages.
+fn chunk_examples(
+    examples: Arc<[pb::TrainingExample]>,
+) -> impl Iterator<Item = pb::UploadExamplesRequest> + Send + 'static {
+    let mut next = 0;
+    std::iter::from_fn(move || {
+        let mut chunk = pb::UploadExamplesRequest::default();
+        let mut bytes = 0;
+        while let Some(e) = examples.get(next) {
+            let size = e.encoded_len();
+            if bytes + size > UPLOAD_CHUNK_BYTES && !chunk.examples.is_empty() {
+                break;
+            }
+            bytes += size;
+            chunk.examples.push(e.clone());
+            next += 1;
         }
-        bytes += size;
-        chunk.examples.push(e.clone());
-    }
-    if !chunk.examples.is_empty() {
-        chunks.push(chunk);
-    }
-    chunks
+        (!chunk.examples.is_empty()).then_some(chunk)
+    })
 }
 
 #[derive(Clone)]
@@ -53,7 +57,7 @@ impl Trainer {
     /// upload's id, for `CreateJobRequest.upload_id`.
     pub async fn upload_examples(
         &self,
-        examples: &[pb::TrainingExample],
+        examples: Arc<[pb::TrainingExample]>,
     ) -> Result<String, Status> {
         let chunks = chunk_examples(examples);
         Ok(self
@@ -118,7 +122,7 @@ mod tests {
             summary: format!("{i:06}{}", "x".repeat(100_000)),
         };
         let examples: Vec<_> = (0..25).map(example).collect();
-        let chunks = chunk_examples(&examples);
+        let chunks: Vec<_> = chunk_examples(examples.clone().into()).collect();
         assert!(chunks.len() >= 3, "{}", chunks.len());
         for c in &chunks {
             assert!(c.encoded_len() <= UPLOAD_CHUNK_BYTES + 64);

@@ -92,7 +92,8 @@ async fn train(
             )
             .into());
         }
-        let examples: Vec<pb::TrainingExample> = pairs
+        // Held once (each pair is dropped as it becomes an example), and chunked as it is sent.
+        let examples: std::sync::Arc<[pb::TrainingExample]> = pairs
             .into_iter()
             .map(|(conversation, summary)| pb::TrainingExample {
                 conversation: Some(conversation_to_wire(&conversation)),
@@ -124,7 +125,7 @@ async fn train(
         let created = p
             .call(run_id, token, TRAINER, || {
                 let mut request = request.clone();
-                let examples = &examples;
+                let examples = examples.clone();
                 async move {
                     let upload = trainer.upload_examples(examples).await?;
                     request.data = Some(pb::create_job_request::Data::UploadId(upload));

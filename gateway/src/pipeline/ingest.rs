@@ -20,6 +20,11 @@ use super::{Pipeline, stages};
 use crate::store::{LeaseLost, NewItem, Split};
 
 const BATCH: usize = 256;
+/// Bytes of rows held before they are written (a batch is cut short at this size): one row may
+/// be up to a line's or a message's limit (8 MiB, 16 MiB), so 256 rows alone would not bound it.
+const BATCH_BYTES: usize = 8 << 20;
+/// Rows a dataset file is read ahead of the store: up to 8 MiB each.
+const READ_AHEAD: usize = 8;
 const DEFAULT_HOLDOUT: f32 = 0.2;
 
 /// The rows a client streams after the spec: each row, or what broke the stream.
@@ -264,6 +269,7 @@ impl Pipeline {
             let generates = stages(&config).contains(&pb::Stage::Generate);
             let mut records = self.records(rows, generates);
             let mut batch = Vec::with_capacity(BATCH);
+            let mut batch_bytes = 0usize;
             let mut good = 0usize;
             let (mut seen, mut bad) = (0usize, 0usize);
             loop {
@@ -290,15 +296,19 @@ impl Pipeline {
                     return Err(invalid("rows", message));
                 }
                 match next {
-                    Some(Ok((line, record, forced))) => batch.push(NewItem {
-                        line,
-                        split: forced.unwrap_or_else(|| {
-                            split(evaluation.seed, &record.conversation.id, fraction)
-                        }),
-                        teacher_summary: record.summary.unwrap_or_default(),
-                        references: record.references,
-                        conversation: record.conversation,
-                    }),
+                    Some(Ok((line, record, forced))) => {
+                        let item = NewItem {
+                            line,
+                            split: forced.unwrap_or_else(|| {
+                                split(evaluation.seed, &record.conversation.id, fraction)
+                            }),
+                            teacher_summary: record.summary.unwrap_or_default(),
+                            references: record.references,
+                            conversation: record.conversation,
+                        };
+                        batch_bytes += item.text_bytes();
+                        batch.push(item);
+                    }
                     Some(Err(RowError::Bad(row))) => {
                         self.bad_row(&run_id, &row, fail_fast).await?;
                     }
@@ -313,7 +323,9 @@ impl Pipeline {
                     }
                     None => {}
                 }
-                if batch.len() >= BATCH || (done && !batch.is_empty()) {
+                if batch.len() >= BATCH || batch_bytes >= BATCH_BYTES || (done && !batch.is_empty())
+                {
+                    batch_bytes = 0;
                     let inserted = self.store().insert_items(&run_id, &batch).await?;
                     for (item, new) in batch.drain(..).zip(inserted) {
                         if new {
@@ -421,7 +433,7 @@ impl Pipeline {
             })),
             RowSource::File(opened) => {
                 let source = opened.path.display().to_string();
-                let rows = match stream_jsonl(opened.file, source, OnBadRow::Skip, BATCH) {
+                let rows = match stream_jsonl(opened.file, source, OnBadRow::Skip, READ_AHEAD) {
                     Ok(rows) => rows,
                     Err(e) => {
                         let unreadable = pb::BadRow {

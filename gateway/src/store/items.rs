@@ -40,6 +40,30 @@ pub struct NewItem {
     pub references: Vec<String>,
 }
 
+impl NewItem {
+    /// The bytes of text it holds (what an ingest batch is measured by).
+    pub fn text_bytes(&self) -> usize {
+        let turns: usize = self
+            .conversation
+            .turns
+            .iter()
+            .map(|t| t.text.len() + 8)
+            .sum();
+        let metadata: usize = self
+            .conversation
+            .metadata
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        turns
+            + metadata
+            + self.conversation.id.len()
+            + self.conversation.channel.len()
+            + self.teacher_summary.len()
+            + self.references.iter().map(String::len).sum::<usize>()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ItemRecord {
     pub line: u32,

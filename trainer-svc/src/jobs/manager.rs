@@ -12,7 +12,7 @@ use candle_core::Device;
 use tokio::sync::watch;
 
 use super::store::Store;
-use super::uploads::{UploadWriter, Uploads};
+use super::uploads::{UploadLimits, UploadWriter, Uploads};
 use super::{
     EventKind, Job, JobData, JobError, JobEvent, JobSpec, JobState, now_ms, validate_spec,
 };
@@ -122,6 +122,15 @@ impl JobManager {
     /// Opens (or creates) the state directory, re-queues jobs that were queued or running when
     /// the trainer stopped (running ones resume from their last checkpoint), and starts the worker.
     pub fn open(state_dir: &Path, device: Device) -> Result<Self, JobError> {
+        Self::open_with(state_dir, device, UploadLimits::default())
+    }
+
+    /// [`Self::open`] with the limits on what uploads may hold.
+    pub fn open_with(
+        state_dir: &Path,
+        device: Device,
+        upload_limits: UploadLimits,
+    ) -> Result<Self, JobError> {
         let store = Store::open(state_dir)?;
         let mut crash_looped = Vec::new();
         let mut state = State {
@@ -168,7 +177,7 @@ impl JobManager {
             }
         }
         let inner = Arc::new(Inner {
-            uploads: Uploads::open(state_dir)?,
+            uploads: Uploads::open(state_dir, upload_limits)?,
             store,
             state: Mutex::new(state),
             wake: Condvar::new(),
@@ -207,6 +216,7 @@ impl JobManager {
         if let Some(job) = self.created_with(&spec.request_id) {
             // The client asked again with a fresh upload: the job has its examples already.
             if let JobData::Uploaded(upload) = &spec.data {
+                self.inner.uploads.forget(upload);
                 let _ = std::fs::remove_file(upload);
             }
             return Ok(job);
@@ -224,7 +234,10 @@ impl JobManager {
         let data_path = match &spec.data {
             JobData::Inline(examples) => self.inner.store.save_examples(&id, examples)?,
             JobData::Jsonl(p) => p.clone(),
-            JobData::Uploaded(upload) => self.inner.store.claim_upload(&id, upload)?,
+            JobData::Uploaded(upload) => {
+                self.inner.uploads.forget(upload);
+                self.inner.store.claim_upload(&id, upload)?
+            }
         };
         let job = Job {
             labels: spec.labels,

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use manager::{ClientPaths, JobManager, MAX_ATTEMPTS};
-pub use uploads::UploadWriter;
+pub use uploads::{UploadLimits, UploadWriter};
 pub use validate::{check_example, validate_spec};
 
 use crate::train::{Example, TrainConfig};
@@ -183,6 +183,9 @@ pub enum JobError {
     NotReady { id: String, message: String },
     #[error("{0}")]
     Storage(String),
+    /// A configured limit reached (RESOURCE_EXHAUSTED); the message names it and its flag.
+    #[error("{0}")]
+    Exhausted(String),
 }
 
 pub(crate) fn now_ms() -> u64 {

@@ -5,17 +5,46 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use super::JobError;
 use super::store::{example_line, sync_dir};
 use crate::train::Example;
 
-/// A finished upload no job has claimed in this long is deleted when the trainer starts.
-const STALE: Duration = Duration::from_secs(24 * 3600);
+/// A finished upload no job has claimed in this long is deleted (the gateway names its upload
+/// in a CreateJob at once; an hour is for a client that retries).
+const STALE: Duration = Duration::from_secs(3600);
+/// How often a new upload looks for stale ones to delete.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// What uploads may hold on disk, so that a client (or many) cannot fill it.
+#[derive(Clone, Copy, Debug)]
+pub struct UploadLimits {
+    /// Bytes of one upload (`--max-upload-bytes`).
+    pub per_upload: u64,
+    /// Bytes of every upload not yet claimed by a job, partial ones included
+    /// (`--max-pending-upload-bytes`).
+    pub pending: u64,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        Self {
+            per_upload: 4 << 30,
+            pending: 16 << 30,
+        }
+    }
+}
 
 pub struct Uploads {
     dir: PathBuf,
+    limits: UploadLimits,
+    /// Bytes of the files in `dir` (finished and partial uploads).
+    pending: Arc<AtomicU64>,
+    last_sweep: Mutex<Instant>,
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> JobError {
@@ -25,25 +54,67 @@ fn err(path: &Path, e: impl std::fmt::Display) -> JobError {
 impl Uploads {
     /// Opens `<state>/uploads`, dropping the partial uploads a stopped trainer left (their
     /// client got no id, so none can be named) and the finished ones nobody claimed.
-    pub fn open(state_dir: &Path) -> Result<Self, JobError> {
+    pub fn open(state_dir: &Path, limits: UploadLimits) -> Result<Self, JobError> {
         let dir = state_dir.join("uploads");
         std::fs::create_dir_all(&dir).map_err(|e| err(&dir, e))?;
-        for entry in std::fs::read_dir(&dir).map_err(|e| err(&dir, e))?.flatten() {
+        let uploads = Self {
+            dir,
+            limits,
+            pending: Arc::new(AtomicU64::new(0)),
+            last_sweep: Mutex::new(Instant::now()),
+        };
+        let kept = uploads.sweep(true)?;
+        uploads.pending.store(kept, Ordering::SeqCst);
+        Ok(uploads)
+    }
+
+    /// Deletes the stale finished uploads (and, at start-up, the partial ones); returns the
+    /// bytes of what is kept.
+    fn sweep(&self, starting: bool) -> Result<u64, JobError> {
+        let mut kept = 0;
+        for entry in std::fs::read_dir(&self.dir)
+            .map_err(|e| err(&self.dir, e))?
+            .flatten()
+        {
             let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
             let partial = path.extension().is_some_and(|e| e == "part");
-            let stale = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE));
-            if partial || stale {
+            let stale = !partial
+                && meta
+                    .modified()
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE));
+            if (partial && starting) || stale {
                 tracing::info!(path = %path.display(), "removing an unclaimed upload");
-                let _ = std::fs::remove_file(&path);
+                if std::fs::remove_file(&path).is_ok() && !starting {
+                    self.pending.fetch_sub(meta.len(), Ordering::SeqCst);
+                }
+            } else {
+                kept += meta.len();
             }
         }
-        Ok(Self { dir })
+        Ok(kept)
+    }
+
+    /// A finished upload leaves the folder (claimed by a job, or not needed): its bytes no
+    /// longer count against the pending limit.
+    pub fn forget(&self, path: &Path) {
+        if let Ok(meta) = std::fs::metadata(path) {
+            self.pending.fetch_sub(meta.len(), Ordering::SeqCst);
+        }
     }
 
     pub fn begin(&self) -> Result<UploadWriter, JobError> {
+        let due = {
+            let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.elapsed() >= SWEEP_EVERY;
+            if due {
+                *last = Instant::now();
+            }
+            due
+        };
+        if due {
+            self.sweep(false)?;
+        }
         // 128 random bits: an upload id is a capability (whoever names it trains on its
         // examples), so no token holder may guess another's (it was the time and a counter).
         let id = format!("upl-{:032x}", rand::random::<u128>());
@@ -56,6 +127,9 @@ impl Uploads {
             file: std::io::BufWriter::new(file),
             part,
             examples: 0,
+            bytes: 0,
+            limits: self.limits,
+            pending: Arc::clone(&self.pending),
         })
     }
 
@@ -95,11 +169,36 @@ pub struct UploadWriter {
     part: PathBuf,
     done: PathBuf,
     examples: u64,
+    bytes: u64,
+    limits: UploadLimits,
+    pending: Arc<AtomicU64>,
 }
 
 impl UploadWriter {
     pub fn write(&mut self, example: &Example) -> Result<(), JobError> {
         let line = example_line(example).map_err(|e| err(&self.part, e))?;
+        let n = line.len() as u64 + 1;
+        // Too large is the request's fault (INVALID_ARGUMENT: no retry helps); too much pending
+        // is the trainer's state (RESOURCE_EXHAUSTED: a caller waits, as for load shedding).
+        if self.bytes + n > self.limits.per_upload {
+            return Err(JobError::Invalid {
+                field: format!("examples[{}]", self.examples),
+                message: format!(
+                    "an upload is at most {} bytes (the trainer's --max-upload-bytes)",
+                    self.limits.per_upload
+                ),
+            });
+        }
+        let before = self.pending.fetch_add(n, Ordering::SeqCst);
+        if before + n > self.limits.pending {
+            self.pending.fetch_sub(n, Ordering::SeqCst);
+            return Err(JobError::Exhausted(format!(
+                "uploads no job has claimed yet hold {before} bytes, at most {} (the trainer's \
+                 --max-pending-upload-bytes): name them in CreateJob, or wait an hour for them to expire",
+                self.limits.pending
+            )));
+        }
+        self.bytes += n;
         writeln!(self.file, "{line}").map_err(|e| err(&self.part, e))?;
         self.examples += 1;
         Ok(())
@@ -121,10 +220,11 @@ impl UploadWriter {
         Ok(self.id)
     }
 
-    /// Deletes what was written (the client sent a bad example).
+    /// Deletes what was written (the client sent a bad example, or its stream broke).
     pub fn abandon(self) {
         drop(self.file);
         let _ = std::fs::remove_file(&self.part);
+        self.pending.fetch_sub(self.bytes, Ordering::SeqCst);
     }
 }
 
@@ -135,7 +235,7 @@ mod tests {
     #[test]
     fn upload_ids_are_unguessable_from_one_another() {
         let dir = tempfile::tempdir().unwrap();
-        let uploads = Uploads::open(dir.path()).unwrap();
+        let uploads = Uploads::open(dir.path(), UploadLimits::default()).unwrap();
         let ids: Vec<String> = (0..100)
             .map(|_| {
                 let w = uploads.begin().unwrap();
