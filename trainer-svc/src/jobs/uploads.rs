@@ -47,6 +47,15 @@ pub struct Uploads {
     last_sweep: Mutex<Instant>,
 }
 
+/// Takes `bytes` off the pending count, never below zero: two CreateJobs naming one upload can
+/// both release it before either has moved it, and a count that wrapped would refuse every
+/// upload after.
+fn release(pending: &AtomicU64, bytes: u64) {
+    let _ = pending.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |p| {
+        Some(p.saturating_sub(bytes))
+    });
+}
+
 fn err(path: &Path, e: impl std::fmt::Display) -> JobError {
     JobError::Storage(format!("{}: {e}", path.display()))
 }
@@ -86,7 +95,7 @@ impl Uploads {
             if (partial && starting) || stale {
                 tracing::info!(path = %path.display(), "removing an unclaimed upload");
                 if std::fs::remove_file(&path).is_ok() && !starting {
-                    self.pending.fetch_sub(meta.len(), Ordering::SeqCst);
+                    release(&self.pending, meta.len());
                 }
             } else {
                 kept += meta.len();
@@ -99,7 +108,7 @@ impl Uploads {
     /// longer count against the pending limit.
     pub fn forget(&self, path: &Path) {
         if let Ok(meta) = std::fs::metadata(path) {
-            self.pending.fetch_sub(meta.len(), Ordering::SeqCst);
+            release(&self.pending, meta.len());
         }
     }
 
@@ -191,7 +200,7 @@ impl UploadWriter {
         }
         let before = self.pending.fetch_add(n, Ordering::SeqCst);
         if before + n > self.limits.pending {
-            self.pending.fetch_sub(n, Ordering::SeqCst);
+            release(&self.pending, n);
             return Err(JobError::Exhausted(format!(
                 "uploads no job has claimed yet hold {before} bytes, at most {} (the trainer's \
                  --max-pending-upload-bytes): name them in CreateJob, or wait an hour for them to expire",
@@ -224,7 +233,7 @@ impl UploadWriter {
     pub fn abandon(self) {
         drop(self.file);
         let _ = std::fs::remove_file(&self.part);
-        self.pending.fetch_sub(self.bytes, Ordering::SeqCst);
+        release(&self.pending, self.bytes);
     }
 }
 
