@@ -2,7 +2,6 @@
 //! read from a JSONL file on this machine) are validated and stored in batches. A bad row is
 //! reported with its line number and field, and skipped or fatal as the spec says.
 
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
