@@ -21,7 +21,7 @@ use std::time::Instant;
 use arf::suite::{Suite, SuiteConfig};
 use arf_common::client::{ClientOptions, connect_lazy};
 use arf_common::config::ServerArgs;
-use arf_common::process::peak_rss_mib;
+use arf_common::process::{peak_rss_mib, rss_mib};
 use arf_proto::v1 as pb;
 use arf_proto::v1::pipeline_client::PipelineClient;
 
@@ -102,16 +102,6 @@ fn config() -> pb::RunConfig {
         }),
         ..Default::default()
     }
-}
-
-/// This process's resident memory now (Linux `VmRSS`), in MiB.
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -3,10 +3,20 @@
 
 /// This process's peak resident memory so far (Linux `VmHWM`), in MiB; NaN where unknown.
 pub fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+/// This process's resident memory now (Linux `VmRSS`), in MiB; NaN where unknown.
+pub fn rss_mib() -> f64 {
+    status_mib("VmRSS:")
+}
+
+/// A memory figure of `/proc/self/status` (given in kB there), in MiB.
+fn status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }

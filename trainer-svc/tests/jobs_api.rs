@@ -370,19 +370,17 @@ async fn a_job_trains_streams_resumable_events_and_serves_its_adapter() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_running_job_resumes_after_a_trainer_restart_and_matches_an_uninterrupted_run() {
-    let state = tempfile::tempdir().unwrap();
-    let jobs = JobManager::open(state.path(), Device::Cpu).unwrap();
-    let mut req = request(8, 2);
-    req.export_merged = false;
-    let spec_req = req.clone();
-    let (server, mut client) = start(jobs.clone()).await;
-    let job = client.create_job(req).await.unwrap().into_inner();
-    // Wait for the first checkpoint, then "restart": the worker stops, the job stays RUNNING.
+/// Waits for the job's first checkpoint, then "restarts": the worker stops and the server goes,
+/// the job stays RUNNING (to resume from that checkpoint at the next open).
+async fn restart_after_first_checkpoint(
+    jobs: &JobManager,
+    server: RunningServer,
+    client: &mut TrainerClient<Channel>,
+    job_id: &str,
+) {
     let mut stream = client
         .watch_job(WatchJobRequest {
-            job_id: job.id.clone(),
+            job_id: job_id.into(),
             after_sequence: 0,
         })
         .await
@@ -397,6 +395,18 @@ async fn a_running_job_resumes_after_a_trainer_restart_and_matches_an_uninterrup
     drop(stream);
     server.shutdown().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_job_resumes_after_a_trainer_restart_and_matches_an_uninterrupted_run() {
+    let state = tempfile::tempdir().unwrap();
+    let jobs = JobManager::open(state.path(), Device::Cpu).unwrap();
+    let mut req = request(8, 2);
+    req.export_merged = false;
+    let spec_req = req.clone();
+    let (server, mut client) = start(jobs.clone()).await;
+    let job = client.create_job(req).await.unwrap().into_inner();
+    restart_after_first_checkpoint(&jobs, server, &mut client, &job.id).await;
 
     let (_server, mut client) = start(JobManager::open(state.path(), Device::Cpu).unwrap()).await;
     let events = watch(&mut client, &job.id, 0).await;
@@ -457,23 +467,7 @@ async fn a_crash_torn_event_log_never_reuses_a_sequence_number() {
     req.export_merged = false;
     let (server, mut client) = start(jobs.clone()).await;
     let job = client.create_job(req).await.unwrap().into_inner();
-    let mut stream = client
-        .watch_job(WatchJobRequest {
-            job_id: job.id.clone(),
-            after_sequence: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    while let Some(e) = stream.next().await {
-        if matches!(e.unwrap().kind, Some(job_event::Kind::Checkpoint(_))) {
-            break;
-        }
-    }
-    jobs.shutdown();
-    drop(stream);
-    server.shutdown().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    restart_after_first_checkpoint(&jobs, server, &mut client, &job.id).await;
 
     // Everything logged so far was told to watchers: the relay holds up to `relayed`.
     let log_path = state.path().join("jobs").join(&job.id).join("events.jsonl");
