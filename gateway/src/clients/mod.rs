@@ -12,7 +12,7 @@ use arf_proto::v1::editor_client::EditorClient;
 
 pub use analyzer::{Analyzer, first_unsupported};
 pub use editors::{EditorPool, Resolve, SystemResolver};
-pub use trainer::Trainer;
+pub use trainer::{Chunker, Trainer};
 
 /// Where the other services are.
 #[derive(Debug, Clone)]

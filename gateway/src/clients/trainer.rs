@@ -1,8 +1,6 @@
 //! The trainer, as Finetune calls it: create a job, follow its events from a sequence number
 //! (resumable across gateway restarts), read its state, cancel it.
 
-use std::sync::Arc;
-
 use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_proto::v1 as pb;
 use arf_proto::v1::trainer_client::TrainerClient;
@@ -12,27 +10,32 @@ use tonic::{Status, Streaming};
 /// The most bytes of examples one upload message carries: far under any message limit.
 pub const UPLOAD_CHUNK_BYTES: usize = 1 << 20;
 
-/// Examples grouped into messages of at most [`UPLOAD_CHUNK_BYTES`] (one larger example goes
-/// alone; the trainer's own limit decides it), each made when the upload sends it: the examples
-/// are held once, not once more as messages.
-fn chunk_examples(
-    examples: Arc<[pb::TrainingExample]>,
-) -> impl Iterator<Item = pb::UploadExamplesRequest> + Send + 'static {
-    let mut next = 0;
-    std::iter::from_fn(move || {
-        let mut chunk = pb::UploadExamplesRequest::default();
-        let mut bytes = 0;
-        while let Some(e) = examples.get(next) {
-            let size = e.encoded_len();
-            if bytes + size > UPLOAD_CHUNK_BYTES && !chunk.examples.is_empty() {
-                break;
-            }
-            bytes += size;
-            chunk.examples.push(e.clone());
-            next += 1;
-        }
-        (!chunk.examples.is_empty()).then_some(chunk)
-    })
+/// Cuts examples into upload messages of at most [`UPLOAD_CHUNK_BYTES`] as they come (one larger
+/// example goes alone; the trainer's own limit decides it).
+#[derive(Default)]
+pub struct Chunker {
+    chunk: pb::UploadExamplesRequest,
+    bytes: usize,
+}
+
+impl Chunker {
+    /// Adds an example; returns the message it completed, if any.
+    pub fn push(&mut self, example: pb::TrainingExample) -> Option<pb::UploadExamplesRequest> {
+        let size = example.encoded_len();
+        let full = (self.bytes + size > UPLOAD_CHUNK_BYTES && !self.chunk.examples.is_empty())
+            .then(|| {
+                self.bytes = 0;
+                std::mem::take(&mut self.chunk)
+            });
+        self.bytes += size;
+        self.chunk.examples.push(example);
+        full
+    }
+
+    /// The last message, if any example is left.
+    pub fn finish(self) -> Option<pb::UploadExamplesRequest> {
+        (!self.chunk.examples.is_empty()).then_some(self.chunk)
+    }
 }
 
 #[derive(Clone)]
@@ -55,15 +58,15 @@ impl Trainer {
     /// Streams `examples` in chunks of at most [`UPLOAD_CHUNK_BYTES`], however many there
     /// are (one message could carry only as many as its size limit allows); returns the
     /// upload's id, for `CreateJobRequest.upload_id`.
+    /// Uploads the examples the stream's messages carry; returns the upload's id.
     pub async fn upload_examples(
         &self,
-        examples: Arc<[pb::TrainingExample]>,
+        chunks: impl futures::Stream<Item = pb::UploadExamplesRequest> + Send + 'static,
     ) -> Result<String, Status> {
-        let chunks = chunk_examples(examples);
         Ok(self
             .client
             .clone()
-            .upload_examples(futures::stream::iter(chunks))
+            .upload_examples(chunks)
             .await?
             .into_inner()
             .upload_id)
@@ -122,7 +125,12 @@ mod tests {
             summary: format!("{i:06}{}", "x".repeat(100_000)),
         };
         let examples: Vec<_> = (0..25).map(example).collect();
-        let chunks: Vec<_> = chunk_examples(examples.clone().into()).collect();
+        let mut chunker = Chunker::default();
+        let mut chunks: Vec<_> = examples
+            .iter()
+            .filter_map(|e| chunker.push(e.clone()))
+            .collect();
+        chunks.extend(chunker.finish());
         assert!(chunks.len() >= 3, "{}", chunks.len());
         for c in &chunks {
             assert!(c.encoded_len() <= UPLOAD_CHUNK_BYTES + 64);

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::waiting::TRAINER;
 use super::{Pipeline, RunError};
+use crate::clients::Chunker;
 use crate::clients::faults::{Fault, classify};
 use crate::store::Student;
 use crate::store::Unimproved;
@@ -38,25 +39,95 @@ pub fn student_base(p: &Pipeline, config: &pb::RunConfig) -> anyhow::Result<Stri
     })
 }
 
-/// The pairs a student of this kind learns from.
-async fn pairs(
+/// Items read from the store per page of training pairs.
+const PAGE: usize = 256;
+
+/// The pages of pairs a student of this kind learns from, in dataset order: `next` gives the
+/// next non-empty page, or `None` at the end.
+struct Pairs<'a> {
+    p: &'a Pipeline,
+    run_id: &'a str,
+    student: Student,
+    unimproved: Unimproved,
+    after: Option<i64>,
+}
+
+impl<'a> Pairs<'a> {
+    fn of(p: &'a Pipeline, run_id: &'a str, config: &pb::RunConfig, student: Student) -> Self {
+        Self {
+            p,
+            run_id,
+            student,
+            unimproved: Unimproved::of(config),
+            after: Some(0),
+        }
+    }
+
+    async fn next(&mut self) -> anyhow::Result<Option<Vec<(Conversation, String)>>> {
+        while let Some(after) = self.after {
+            let (pairs, last) = self
+                .p
+                .store()
+                .pairs_page(self.run_id, self.student, self.unimproved, after, PAGE)
+                .await?;
+            self.after = last;
+            if !pairs.is_empty() {
+                return Ok(Some(pairs));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Streams the student's pairs from the store into one upload, a page at a time, so the gateway
+/// holds one page of a training set however large; returns the upload's id. A store error
+/// cancels the upload (the trainer then keeps nothing of it) and is answered UNAVAILABLE, so the
+/// call is tried again, from the first page.
+async fn upload(
     p: &Pipeline,
     run_id: &str,
     config: &pb::RunConfig,
     student: Student,
-) -> anyhow::Result<Vec<(Conversation, String)>> {
-    Ok(match student {
-        Student::Refined => p
-            .store()
-            .training_pairs(run_id, Unimproved::of(config))
-            .await?
-            .into_iter()
-            .map(|pair| (pair.conversation, pair.summary))
-            .collect(),
-        Student::Unrevised => p.store().unrevised_pairs(run_id).await?,
-        Student::FilterOnly => p.store().filtered_pairs(run_id).await?,
-        Student::Oracle => p.store().reference_pairs(run_id).await?,
-    })
+) -> Result<String, tonic::Status> {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let produce = async move {
+        let mut pairs = Pairs::of(p, run_id, config, student);
+        let mut chunker = Chunker::default();
+        while let Some(page) = pairs.next().await? {
+            for (conversation, summary) in page {
+                let example = pb::TrainingExample {
+                    conversation: Some(conversation_to_wire(&conversation)),
+                    summary,
+                };
+                if let Some(chunk) = chunker.push(example)
+                    && tx.send(chunk).await.is_err()
+                {
+                    return Ok(()); // the upload ended first: its answer says why
+                }
+            }
+        }
+        if let Some(chunk) = chunker.finish() {
+            let _ = tx.send(chunk).await;
+        }
+        anyhow::Ok(())
+    };
+    let sent = p
+        .clients
+        .trainer
+        .upload_examples(tokio_stream::wrappers::ReceiverStream::new(rx));
+    tokio::pin!(produce, sent);
+    tokio::select! {
+        produced = &mut produce => {
+            if let Err(e) = produced {
+                return Err(tonic::Status::unavailable(format!(
+                    "reading the training set from the store: {e:#}"
+                )));
+            }
+            sent.await
+        }
+        // The trainer answered before the last example was sent: a refusal.
+        answered = &mut sent => answered,
+    }
 }
 
 async fn train(
@@ -76,8 +147,11 @@ async fn train(
     }
     let trainer = &p.clients.trainer;
     let job_id = if run.job_id(student).is_empty() {
-        let pairs = pairs(p, run_id, config, student).await?;
-        if pairs.is_empty() {
+        if Pairs::of(p, run_id, config, student)
+            .next()
+            .await?
+            .is_none()
+        {
             let why = match student {
                 Student::FilterOnly => "the analyzer flagged every training summary",
                 Student::Oracle => "no training row has a human reference",
@@ -92,14 +166,6 @@ async fn train(
             )
             .into());
         }
-        // Held once (each pair is dropped as it becomes an example), and chunked as it is sent.
-        let examples: std::sync::Arc<[pb::TrainingExample]> = pairs
-            .into_iter()
-            .map(|(conversation, summary)| pb::TrainingExample {
-                conversation: Some(conversation_to_wire(&conversation)),
-                summary,
-            })
-            .collect();
         let request = pb::CreateJobRequest {
             base_model_dir: student_base(p, config)?,
             data: None, // the upload, below
@@ -125,9 +191,8 @@ async fn train(
         let created = p
             .call(run_id, token, TRAINER, || {
                 let mut request = request.clone();
-                let examples = examples.clone();
                 async move {
-                    let upload = trainer.upload_examples(examples).await?;
+                    let upload = upload(p, run_id, config, student).await?;
                     request.data = Some(pb::create_job_request::Data::UploadId(upload));
                     trainer.create_job(request).await
                 }

@@ -14,7 +14,7 @@ use sqlx::{Any, Row as _};
 
 use super::evaluation::Evaluation;
 use super::outcome::{RevisionOutcome, Unimproved};
-use super::{Store, to_u32};
+use super::{Store, Student, to_u32};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
@@ -435,22 +435,57 @@ impl Store {
         self.update_with_event(run_id, update, event).await
     }
 
-    /// The refined training pairs: accepted revisions, clean teacher summaries, and, when the
-    /// policy keeps them, the teacher summaries that never improved.
-    pub async fn training_pairs(
+    /// The training pairs of a `student` among the next `limit` items after the item `after`
+    /// (a position from the previous page; 0 at the start), in dataset order, and the position of
+    /// the last item read (the next page starts after it; `None`: no more items). Finetune
+    /// streams them page by page into the trainer's upload: a run's training set is never held
+    /// whole by the gateway.
+    pub async fn pairs_page(
         &self,
         run_id: &str,
+        student: Student,
         unimproved: Unimproved,
-    ) -> anyhow::Result<Vec<TrainingPair>> {
-        Ok(self
-            .training_pairs_page(run_id, unimproved, 0, usize::MAX >> 2)
-            .await?
-            .0)
+        after: i64,
+        limit: usize,
+    ) -> anyhow::Result<(Vec<(Conversation, String)>, Option<i64>)> {
+        if student == Student::Refined {
+            let (pairs, last) = self
+                .training_pairs_page(run_id, unimproved, after, limit)
+                .await?;
+            let pairs = pairs.into_iter().map(|p| (p.conversation, p.summary));
+            return Ok((pairs.collect(), last));
+        }
+        let condition = match student {
+            Student::Oracle => "split = 'train'",
+            _ => "split = 'train' AND teacher_summary != ''",
+        };
+        let items = self.page_by_rowid(run_id, condition, after, limit).await?;
+        let last = items.last().map(|(_, rowid)| *rowid);
+        let pairs = items
+            .into_iter()
+            .filter_map(|(i, _)| match student {
+                // The first human reference of a conversation that has one: the ceiling.
+                Student::Oracle => {
+                    let reference = i.references.into_iter().find(|r| !r.trim().is_empty())?;
+                    Some((i.conversation, reference))
+                }
+                // The teacher's summaries the analyzer found nothing wrong with: flagged rows
+                // dropped, nothing revised.
+                Student::FilterOnly => i
+                    .analysis
+                    .as_ref()
+                    .is_some_and(|a| a.findings.is_empty())
+                    .then_some((i.conversation, i.teacher_summary)),
+                // The teacher's summaries as they are: what a student learns without ARF.
+                _ => Some((i.conversation, i.teacher_summary)),
+            })
+            .collect();
+        Ok((pairs, last))
     }
 
-    /// The training pairs among the next `limit` revised items after the item `after` (a
-    /// position from the previous page; 0 at the start), in dataset order, and the position of
-    /// the last item read (the next page starts after it; `None`: no more items).
+    /// The refined pairs among the next `limit` revised items after `after` (see
+    /// [`Self::pairs_page`]): accepted revisions, clean teacher summaries, and, when the policy
+    /// keeps them, the teacher summaries that never improved.
     pub async fn training_pairs_page(
         &self,
         run_id: &str,
@@ -480,65 +515,6 @@ impl Store {
             })
             .collect();
         Ok((pairs, last))
-    }
-
-    /// The teacher's summaries of the training conversations, as they are: what a student
-    /// would learn from without ARF.
-    pub async fn unrevised_pairs(
-        &self,
-        run_id: &str,
-    ) -> anyhow::Result<Vec<(Conversation, String)>> {
-        self.teacher_pairs(run_id, |_| true).await
-    }
-
-    /// The training items' teacher summaries, of the items `keep` selects.
-    async fn teacher_pairs(
-        &self,
-        run_id: &str,
-        keep: impl Fn(&ItemRecord) -> bool,
-    ) -> anyhow::Result<Vec<(Conversation, String)>> {
-        let items = self
-            .select_items(
-                run_id,
-                "split = 'train' AND teacher_summary != ''",
-                usize::MAX >> 2,
-            )
-            .await?;
-        Ok(items
-            .into_iter()
-            .filter(keep)
-            .map(|i| (i.conversation, i.teacher_summary))
-            .collect())
-    }
-
-    /// The teacher's summaries the analyzer found nothing wrong with: what a student learns
-    /// from when flagged rows are dropped and nothing is revised (the filter-only arm).
-    pub async fn filtered_pairs(
-        &self,
-        run_id: &str,
-    ) -> anyhow::Result<Vec<(Conversation, String)>> {
-        self.teacher_pairs(run_id, |i| {
-            i.analysis.as_ref().is_some_and(|a| a.findings.is_empty())
-        })
-        .await
-    }
-
-    /// The first human reference of each training conversation that has one: the oracle arm,
-    /// the data no revision can beat.
-    pub async fn reference_pairs(
-        &self,
-        run_id: &str,
-    ) -> anyhow::Result<Vec<(Conversation, String)>> {
-        let items = self
-            .select_items(run_id, "split = 'train'", usize::MAX >> 2)
-            .await?;
-        Ok(items
-            .into_iter()
-            .filter_map(|i| {
-                let reference = i.references.into_iter().find(|r| !r.trim().is_empty())?;
-                Some((i.conversation, reference))
-            })
-            .collect())
     }
 
     pub async fn pending_evaluation(
