@@ -614,18 +614,22 @@ pub fn training_span(job: &Job) -> tracing::Span {
 
 fn run_job(inner: &Inner, id: &str, job: &Job, cancel: Arc<AtomicBool>) {
     let span = training_span(job);
-    let _entered = span.enter();
     let mut observer = JobObserver {
         inner,
         id: id.to_string(),
         cancel,
     };
     // A panic inside candle must fail the job, not kill the only training thread.
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let examples = inner.read_examples(id, job)?;
-        inner.check_base_model(job)?;
-        train(&job.config, &examples, &mut observer, &inner.device)
-    }));
+    let result = span.in_scope(|| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let examples = inner.read_examples(id, job)?;
+            inner.check_base_model(job)?;
+            train(&job.config, &examples, &mut observer, &inner.device)
+        }))
+    });
+    // The training span ends with the training, before its end is told: whoever sees the job
+    // ended finds its span finished too (a trace read at that moment missed it).
+    drop(span);
     let mut st = inner.lock();
     st.cancel.remove(id);
     let (state, error, adapter_dir, merged_dir) = match result {
