@@ -264,17 +264,7 @@ async fn main() -> anyhow::Result<()> {
             }
         };
         // A resumed run's Evaluate is timed from the restart: count only what it evaluates then.
-        let evaluated_before = match &a.resume {
-            Some(_) => suite
-                .pipeline
-                .store()
-                .items(&run.id)
-                .await?
-                .iter()
-                .filter(|i| i.evaluation.is_some())
-                .count(),
-            None => 0,
-        };
+        let evaluated_before = run.counts.as_ref().map_or(0, |c| c.evaluated as usize);
         let mut events = client
             .watch_run(pb::WatchRunRequest {
                 run_id: run.id.clone(),

@@ -30,10 +30,9 @@ pub struct TrainerService {
     jobs: JobManager,
     /// Cancelled at shutdown: open WatchJob streams end so the server can drain.
     shutdown: CancellationToken,
-    /// Where a job's `base_model_dir` may be.
-    models: PathRoots,
-    /// Where a job's `jsonl_path` may be.
-    datasets: PathRoots,
+    /// Where a job's `base_model_dir` and `jsonl_path` may be (the job manager holds the same,
+    /// to judge them again when the job trains).
+    paths: ClientPaths,
 }
 
 impl TrainerService {
@@ -43,8 +42,10 @@ impl TrainerService {
         Self {
             jobs,
             shutdown,
-            models: PathRoots::any("--model-root"),
-            datasets: PathRoots::any("--dataset-root"),
+            paths: ClientPaths {
+                models: PathRoots::any("--model-root"),
+                datasets: PathRoots::any("--dataset-root"),
+            },
         }
     }
 
@@ -56,11 +57,7 @@ impl TrainerService {
             datasets: PathRoots::only(datasets, "--dataset-root"),
         };
         self.jobs.confine_client_paths(paths.clone());
-        Self {
-            models: paths.models,
-            datasets: paths.datasets,
-            ..self
-        }
+        Self { paths, ..self }
     }
 
     pub fn into_server(self, max_message_bytes: usize) -> TrainerServer<Self> {
@@ -300,7 +297,10 @@ impl TrainerService {
         if r.base_model_dir.trim().is_empty() {
             return Err(invalid_field("base_model_dir", "must be set"));
         }
-        let base = self.models.confine("base_model_dir", &r.base_model_dir)?;
+        let base = self
+            .paths
+            .models
+            .confine("base_model_dir", &r.base_model_dir)?;
         let data = match r.data {
             None => {
                 return Err(invalid_field(
@@ -315,7 +315,7 @@ impl TrainerService {
                 return Err(invalid_field("jsonl_path", "must not be empty"));
             }
             Some(pb::create_job_request::Data::JsonlPath(p)) => {
-                JobData::Jsonl(self.datasets.confine("jsonl_path", &p)?)
+                JobData::Jsonl(self.paths.datasets.confine("jsonl_path", &p)?)
             }
             Some(pb::create_job_request::Data::Inline(i)) => JobData::Inline(
                 i.examples

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use arf_common::config::ServerArgs;
@@ -370,17 +371,18 @@ async fn a_job_trains_streams_resumable_events_and_serves_its_adapter() {
     );
 }
 
-/// Waits for the job's first checkpoint, then "restarts": the worker stops and the server goes,
-/// the job stays RUNNING (to resume from that checkpoint at the next open).
-async fn restart_after_first_checkpoint(
-    jobs: &JobManager,
-    server: RunningServer,
-    client: &mut TrainerClient<Channel>,
-    job_id: &str,
-) {
+/// A job of 8 steps (checkpoints every 2, no merged export) created in `state`, run to its first
+/// checkpoint, then "restarted": the worker stops and the server goes, the job stays RUNNING (to
+/// resume from that checkpoint at the next open). Returns the job and the request that made it.
+async fn a_job_stopped_after_its_first_checkpoint(state: &Path) -> (Job, CreateJobRequest) {
+    let jobs = JobManager::open(state, Device::Cpu).unwrap();
+    let mut req = request(8, 2);
+    req.export_merged = false;
+    let (server, mut client) = start(jobs.clone()).await;
+    let job = client.create_job(req.clone()).await.unwrap().into_inner();
     let mut stream = client
         .watch_job(WatchJobRequest {
-            job_id: job_id.into(),
+            job_id: job.id.clone(),
             after_sequence: 0,
         })
         .await
@@ -395,18 +397,13 @@ async fn restart_after_first_checkpoint(
     drop(stream);
     server.shutdown().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    (job, req)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_job_resumes_after_a_trainer_restart_and_matches_an_uninterrupted_run() {
     let state = tempfile::tempdir().unwrap();
-    let jobs = JobManager::open(state.path(), Device::Cpu).unwrap();
-    let mut req = request(8, 2);
-    req.export_merged = false;
-    let spec_req = req.clone();
-    let (server, mut client) = start(jobs.clone()).await;
-    let job = client.create_job(req).await.unwrap().into_inner();
-    restart_after_first_checkpoint(&jobs, server, &mut client, &job.id).await;
+    let (job, spec_req) = a_job_stopped_after_its_first_checkpoint(state.path()).await;
 
     let (_server, mut client) = start(JobManager::open(state.path(), Device::Cpu).unwrap()).await;
     let events = watch(&mut client, &job.id, 0).await;
@@ -462,12 +459,7 @@ async fn a_running_job_resumes_after_a_trainer_restart_and_matches_an_uninterrup
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_torn_event_log_never_reuses_a_sequence_number() {
     let state = tempfile::tempdir().unwrap();
-    let jobs = JobManager::open(state.path(), Device::Cpu).unwrap();
-    let mut req = request(8, 2);
-    req.export_merged = false;
-    let (server, mut client) = start(jobs.clone()).await;
-    let job = client.create_job(req).await.unwrap().into_inner();
-    restart_after_first_checkpoint(&jobs, server, &mut client, &job.id).await;
+    let (job, _) = a_job_stopped_after_its_first_checkpoint(state.path()).await;
 
     // Everything logged so far was told to watchers: the relay holds up to `relayed`.
     let log_path = state.path().join("jobs").join(&job.id).join("events.jsonl");

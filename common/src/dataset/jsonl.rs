@@ -218,6 +218,16 @@ pub fn read_jsonl_file(
     ))
 }
 
+/// A JSONL file already open (one a server checked as it opened it), for streaming; `source`
+/// names it in bad rows.
+pub fn read_jsonl_opened(
+    file: File,
+    source: impl Into<String>,
+    policy: OnBadRow,
+) -> JsonlReader<BufReader<File>> {
+    JsonlReader::new(BufReader::new(file), source, policy)
+}
+
 /// A JSONL file's rows read on a blocking thread, as an async stream that holds at most
 /// `read_ahead` rows (the reader waits while the consumer is behind). The consumer dropping the
 /// stream stops the reading.
@@ -226,20 +236,14 @@ pub fn stream_jsonl_file(
     policy: OnBadRow,
     read_ahead: usize,
 ) -> std::io::Result<tokio_stream::wrappers::ReceiverStream<Result<(usize, Record), BadRow>>> {
-    let file = File::open(path).map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
-    })?;
-    stream_jsonl(file, path.display().to_string(), policy, read_ahead)
+    Ok(stream_jsonl(read_jsonl_file(path, policy)?, read_ahead))
 }
 
-/// [`stream_jsonl_file`] over a file already open (`source` names it in bad rows).
+/// [`stream_jsonl_file`] over a reader already made (a file opened and checked elsewhere).
 pub fn stream_jsonl(
-    file: File,
-    source: String,
-    policy: OnBadRow,
+    reader: JsonlReader<BufReader<File>>,
     read_ahead: usize,
-) -> std::io::Result<tokio_stream::wrappers::ReceiverStream<Result<(usize, Record), BadRow>>> {
-    let reader = JsonlReader::new(BufReader::new(file), source, policy);
+) -> tokio_stream::wrappers::ReceiverStream<Result<(usize, Record), BadRow>> {
     let (tx, rx) = tokio::sync::mpsc::channel(read_ahead.max(1));
     tokio::task::spawn_blocking(move || {
         for row in reader {
@@ -248,7 +252,7 @@ pub fn stream_jsonl(
             }
         }
     });
-    Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 fn missing_field(message: &str) -> Option<String> {

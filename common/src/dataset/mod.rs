@@ -9,7 +9,8 @@ mod record;
 mod wire;
 
 pub use jsonl::{
-    BadRow, JsonlReader, MAX_LINE_BYTES, OnBadRow, read_jsonl_file, stream_jsonl, stream_jsonl_file,
+    BadRow, JsonlReader, MAX_LINE_BYTES, OnBadRow, read_jsonl_file, read_jsonl_opened,
+    stream_jsonl, stream_jsonl_file,
 };
 pub use prompt::{SUMMARIZE_SYSTEM_PROMPT, summarize_user_prompt};
 pub use record::{Conversation, Record, Role, Turn};

@@ -6,7 +6,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use arf_common::bounds;
-use arf_common::dataset::{OnBadRow, Record, conversation_from_wire, stream_jsonl};
+use arf_common::dataset::{
+    OnBadRow, Record, conversation_from_wire, read_jsonl_opened, stream_jsonl,
+};
 use arf_common::status::field_violations;
 use arf_proto::v1 as pb;
 use futures::{Stream, StreamExt};
@@ -431,20 +433,10 @@ impl Pipeline {
                     .map_err(RowError::Bad)
             })),
             RowSource::File(opened) => {
+                // Opened (and its open errors answered) by CreateRun's handler.
                 let source = opened.path.display().to_string();
-                let rows = match stream_jsonl(opened.file, source, OnBadRow::Skip, READ_AHEAD) {
-                    Ok(rows) => rows,
-                    Err(e) => {
-                        let unreadable = pb::BadRow {
-                            line: 0,
-                            field: String::new(),
-                            message: e.to_string(),
-                        };
-                        return Box::pin(futures::stream::once(std::future::ready(Err(
-                            RowError::Bad(unreadable),
-                        ))));
-                    }
-                };
+                let reader = read_jsonl_opened(opened.file, source, OnBadRow::Skip);
+                let rows = stream_jsonl(reader, READ_AHEAD);
                 Box::pin(rows.map(move |item| match item {
                     Ok((line, record)) if record.summary.is_none() && !generates => {
                         Err(RowError::Bad(pb::BadRow {

@@ -216,8 +216,7 @@ impl JobManager {
         if let Some(job) = self.created_with(&spec.request_id) {
             // The client asked again with a fresh upload: the job has its examples already.
             if let JobData::Uploaded(upload) = &spec.data {
-                self.inner.uploads.forget(upload);
-                let _ = std::fs::remove_file(upload);
+                self.inner.uploads.discard(upload);
             }
             return Ok(job);
         }
@@ -406,8 +405,6 @@ impl JobManager {
         }
     }
 
-    /// Stops the worker as a process exit would: the running job stops before its next step
-    /// and stays RUNNING on disk, so the next [`JobManager::open`] resumes it.
     /// Client-named models and datasets only under these folders, when jobs train as when they
     /// are created (a served trainer sets it once, at start).
     pub fn confine_client_paths(&self, paths: ClientPaths) {
@@ -416,6 +413,8 @@ impl JobManager {
         }
     }
 
+    /// Stops the worker as a process exit would: the running job stops before its next step
+    /// and stays RUNNING on disk, so the next [`JobManager::open`] resumes it.
     pub fn shutdown(&self) {
         self.inner.halt.store(true, Ordering::SeqCst);
         self.lock().shutting_down = true;

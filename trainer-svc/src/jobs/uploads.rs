@@ -104,12 +104,18 @@ impl Uploads {
         Ok(kept)
     }
 
-    /// A finished upload leaves the folder (claimed by a job, or not needed): its bytes no
-    /// longer count against the pending limit.
+    /// A finished upload about to leave the folder (claimed by a job): its bytes no longer
+    /// count against the pending limit.
     pub fn forget(&self, path: &Path) {
         if let Ok(meta) = std::fs::metadata(path) {
             release(&self.pending, meta.len());
         }
+    }
+
+    /// Deletes a finished upload that is not needed (its job existed already).
+    pub fn discard(&self, path: &Path) {
+        self.forget(path);
+        let _ = std::fs::remove_file(path);
     }
 
     pub fn begin(&self) -> Result<UploadWriter, JobError> {

@@ -265,19 +265,25 @@ fn cut(s: &str, mut n: usize) -> String {
 /// Reads training examples from a JSONL file of dataset records; every row needs a summary.
 /// Errs with the first bad row (file, line and field).
 pub fn read_examples(path: &Path) -> Result<Vec<Example>, TrainError> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| TrainError::Data(format!("cannot open {}: {e}", path.display())))?;
-    read_examples_from(file, path)
+    use arf_common::dataset::{OnBadRow, read_jsonl_file};
+    let reader =
+        read_jsonl_file(path, OnBadRow::Stop).map_err(|e| TrainError::Data(e.to_string()))?;
+    examples(reader, path)
 }
 
-/// [`read_examples`] from a file already open (`path` names it in errors).
+/// [`read_examples`] from a file already open (checked as it was opened; `path` names it).
 pub fn read_examples_from(file: std::fs::File, path: &Path) -> Result<Vec<Example>, TrainError> {
-    use arf_common::dataset::{JsonlReader, OnBadRow};
-    let reader = JsonlReader::new(
-        std::io::BufReader::new(file),
-        path.display().to_string(),
-        OnBadRow::Stop,
-    );
+    use arf_common::dataset::{OnBadRow, read_jsonl_opened};
+    examples(
+        read_jsonl_opened(file, path.display().to_string(), OnBadRow::Stop),
+        path,
+    )
+}
+
+fn examples(
+    reader: arf_common::dataset::JsonlReader<impl std::io::BufRead>,
+    path: &Path,
+) -> Result<Vec<Example>, TrainError> {
     let mut out = Vec::new();
     for row in reader {
         let (line, record) = row.map_err(|e| TrainError::Data(e.to_string()))?;
