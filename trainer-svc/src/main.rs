@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use trainer_svc::lora::LoraSpec;
-use trainer_svc::train::{Event, Outcome, TrainConfig, data::read_examples, train};
+use trainer_svc::train::{Event, ExampleFile, Outcome, TrainConfig, train};
 
 /// Fine-tunes a student model with LoRA.
 #[derive(Parser, Debug)]
@@ -107,7 +107,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     cfg.eval_fraction = a.eval_fraction;
     cfg.base_dtype = a.base_dtype;
     cfg.export_merged = a.merged;
-    let examples = read_examples(&a.data)?;
+    let examples = ExampleFile::open(&a.data)?;
     let mut print = |e: Event| match e {
         Event::Started {
             total_steps,

@@ -44,7 +44,7 @@ async fn start_with(
 }
 
 fn examples() -> Vec<TrainingExample> {
-    trainer_svc::train::data::read_examples(&fixtures().join("train.jsonl"))
+    trainer_svc::train::examples::read_examples(&fixtures().join("train.jsonl"))
         .unwrap()
         .into_iter()
         .map(|e| TrainingExample {

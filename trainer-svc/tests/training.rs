@@ -9,7 +9,8 @@ use candle_core::Device;
 use common::*;
 use trainer_svc::lora::LoraSpec;
 use trainer_svc::lora::peft::load_adapter;
-use trainer_svc::train::data::{ChatFormat, read_examples};
+use trainer_svc::train::data::ChatFormat;
+use trainer_svc::train::examples::read_examples;
 use trainer_svc::train::{Event, Observer, Outcome, TrainConfig, train};
 
 fn config(output: &Path) -> TrainConfig {
@@ -274,7 +275,7 @@ fn long_conversations_are_truncated_from_the_conversation_side_and_counted() {
     let mut warnings = Vec::new();
     let out = train(
         &c,
-        &[ex.clone(), examples()[1].clone()],
+        &vec![ex.clone(), examples()[1].clone()],
         &mut |e: Event| {
             if let Event::Warning(w) = e {
                 warnings.push(w)

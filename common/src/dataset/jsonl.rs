@@ -64,6 +64,11 @@ impl<R: BufRead> JsonlReader<R> {
         }
     }
 
+    /// The reader underneath, e.g. to ask how far into its file it has read.
+    pub fn get_ref(&self) -> &R {
+        &self.reader
+    }
+
     fn bad(&self, field: String, message: String) -> BadRow {
         BadRow {
             source: self.source.clone(),

@@ -12,7 +12,7 @@ use crate::store::evaluation::Model;
 use crate::store::{ItemRecord, RunRecord, Split, Store};
 
 /// Held-out conversations printed in full with every model's summary.
-const SAMPLES: usize = 8;
+pub const SAMPLES: usize = 8;
 
 fn title_of(card: &pb::ScoreCard) -> &'static str {
     Model::ALL

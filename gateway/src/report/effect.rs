@@ -10,7 +10,6 @@ use arf_proto::v1 as pb;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::store::ItemRecord;
 use crate::store::evaluation::{Evaluation, Model, ScoredSummary};
 
 /// Resamples per interval: enough that the 2.5% and 97.5% points move by well under the
@@ -82,10 +81,8 @@ fn lower_is_better(metric: &str) -> bool {
 
 /// Every paired difference the evaluations allow; against the unrevised student, also each
 /// error category's rate (the categories revision targets).
-pub fn differences(items: &[ItemRecord]) -> Vec<pb::Difference> {
-    let evaluations: Vec<&Evaluation> =
-        items.iter().filter_map(|i| i.evaluation.as_ref()).collect();
-    paired_differences(&evaluations)
+pub fn differences(evaluations: &[Evaluation]) -> Vec<pb::Difference> {
+    paired_differences(&evaluations.iter().collect::<Vec<_>>())
 }
 
 fn paired_differences(evaluations: &[&Evaluation]) -> Vec<pb::Difference> {

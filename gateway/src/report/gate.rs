@@ -19,24 +19,46 @@ fn rouge_l(scorer: &RougeScorer, references: &[String], summary: &str) -> Option
     scores.get(RougeType::L).map(|s| s.fmeasure * 100.0)
 }
 
-/// The gate's figures over a run's training items.
-pub fn gate_quality(
-    items: &[ItemRecord],
+/// The gate's figures, tallied one training item at a time: a report reads a run page by page.
+pub struct GateTally {
+    scorer: RougeScorer,
     unimproved: Unimproved,
-) -> anyhow::Result<pb::GateQuality> {
-    let scorer = RougeScorer::new(["rougeL"], true).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let train = || items.iter().filter(|i| i.split == Split::Train);
-    let mut g = pb::GateQuality::default();
-    let (mut revised_sum, mut original_sum) = (0.0, 0.0);
-    for item in train() {
+    figures: pb::GateQuality,
+    revised_sum: f64,
+    original_sum: f64,
+}
+
+impl GateTally {
+    pub fn new(unimproved: Unimproved) -> anyhow::Result<Self> {
+        Ok(Self {
+            scorer: RougeScorer::new(["rougeL"], true).map_err(|e| anyhow::anyhow!("{e}"))?,
+            unimproved,
+            figures: pb::GateQuality::default(),
+            revised_sum: 0.0,
+            original_sum: 0.0,
+        })
+    }
+
+    /// Counts one item; held-out items are not the gate's business.
+    pub fn add(&mut self, item: &ItemRecord) {
+        if item.split != Split::Train {
+            return;
+        }
+        let g = &mut self.figures;
+        g.refined_pairs += u32::from(
+            item.revision_outcome
+                .is_some_and(|o| o.trained_on(self.unimproved)),
+        );
+        g.unrevised_pairs += u32::from(!item.teacher_summary.is_empty());
+        count_by_category(&mut g.by_category, item);
         if !item
             .revision_outcome
             .is_some_and(RevisionOutcome::is_revised)
         {
-            continue;
+            return;
         }
         let Some(revision) = item.final_summary.as_deref() else {
-            continue;
+            return;
         };
         g.accepted += 1;
         if let Some(f) = item
@@ -48,65 +70,60 @@ pub fn gate_quality(
             g.close += u32::from(f.close);
         }
         if item.references.is_empty() {
-            continue;
+            return;
         }
         if let (Some(r), Some(o)) = (
-            rouge_l(&scorer, &item.references, revision),
-            rouge_l(&scorer, &item.references, &item.teacher_summary),
+            rouge_l(&self.scorer, &item.references, revision),
+            rouge_l(&self.scorer, &item.references, &item.teacher_summary),
         ) {
             g.with_references += 1;
-            revised_sum += r;
-            original_sum += o;
+            self.revised_sum += r;
+            self.original_sum += o;
         }
     }
-    if g.with_references > 0 {
-        g.revised_rouge_l = revised_sum / f64::from(g.with_references);
-        g.original_rouge_l = original_sum / f64::from(g.with_references);
+
+    pub fn finish(self) -> pb::GateQuality {
+        let mut g = self.figures;
+        if g.with_references > 0 {
+            g.revised_rouge_l = self.revised_sum / f64::from(g.with_references);
+            g.original_rouge_l = self.original_sum / f64::from(g.with_references);
+        }
+        g.warning = warning(&g);
+        g
     }
-    g.refined_pairs = train()
-        .filter(|i| i.revision_outcome.is_some_and(|o| o.trained_on(unimproved)))
-        .count() as u32;
-    g.unrevised_pairs = train().filter(|i| !i.teacher_summary.is_empty()).count() as u32;
-    g.by_category = by_category(train());
-    g.warning = warning(&g);
-    Ok(g)
 }
 
 /// Per category flagged in the teacher's summaries: how many summaries, how many of them had a
 /// revision accepted, and how many of those were repaired by rule. Categories in order of
 /// first appearance.
-fn by_category<'a>(items: impl Iterator<Item = &'a ItemRecord>) -> Vec<pb::CategoryRevisions> {
-    let mut rows: Vec<pb::CategoryRevisions> = Vec::new();
-    for item in items {
-        let Some(analysis) = &item.analysis else {
+fn count_by_category(rows: &mut Vec<pb::CategoryRevisions>, item: &ItemRecord) {
+    let Some(analysis) = &item.analysis else {
+        return;
+    };
+    let accepted = item
+        .revision_outcome
+        .is_some_and(RevisionOutcome::is_revised);
+    let by_rule = item.revision_outcome == Some(RevisionOutcome::Repaired);
+    let mut seen: Vec<&str> = Vec::new();
+    for f in &analysis.findings {
+        if seen.contains(&f.category_id.as_str()) {
             continue;
-        };
-        let accepted = item
-            .revision_outcome
-            .is_some_and(RevisionOutcome::is_revised);
-        let by_rule = item.revision_outcome == Some(RevisionOutcome::Repaired);
-        let mut seen: Vec<&str> = Vec::new();
-        for f in &analysis.findings {
-            if seen.contains(&f.category_id.as_str()) {
-                continue;
-            }
-            seen.push(&f.category_id);
-            let row = match rows.iter_mut().position(|r| r.category_id == f.category_id) {
-                Some(i) => &mut rows[i],
-                None => {
-                    rows.push(pb::CategoryRevisions {
-                        category_id: f.category_id.clone(),
-                        ..Default::default()
-                    });
-                    rows.last_mut().expect("just pushed")
-                }
-            };
-            row.flagged += 1;
-            row.accepted += u32::from(accepted);
-            row.repaired_by_rule += u32::from(by_rule);
         }
+        seen.push(&f.category_id);
+        let row = match rows.iter().position(|r| r.category_id == f.category_id) {
+            Some(i) => &mut rows[i],
+            None => {
+                rows.push(pb::CategoryRevisions {
+                    category_id: f.category_id.clone(),
+                    ..Default::default()
+                });
+                rows.last_mut().expect("just pushed")
+            }
+        };
+        row.flagged += 1;
+        row.accepted += u32::from(accepted);
+        row.repaired_by_rule += u32::from(by_rule);
     }
-    rows
 }
 
 /// A warning a person must not miss: accepted revisions further from the references than the
@@ -167,6 +184,15 @@ pub fn section(md: &mut String, g: &pb::GateQuality) {
 mod tests {
     use super::*;
     use arf_common::dataset::Conversation;
+
+    fn gate_quality(
+        items: &[ItemRecord],
+        unimproved: Unimproved,
+    ) -> anyhow::Result<pb::GateQuality> {
+        let mut tally = GateTally::new(unimproved)?;
+        items.iter().for_each(|i| tally.add(i));
+        Ok(tally.finish())
+    }
 
     fn item(
         outcome: RevisionOutcome,
@@ -267,7 +293,9 @@ mod tests {
             flagged(RevisionOutcome::Failed, &["omission"]),
             flagged(RevisionOutcome::Clean, &[]),
         ];
-        let rows: Vec<(String, u32, u32)> = by_category(items.iter())
+        let rows: Vec<(String, u32, u32)> = gate_quality(&items, Unimproved::Exclude)
+            .unwrap()
+            .by_category
             .into_iter()
             .map(|c| (c.category_id, c.flagged, c.accepted))
             .collect();

@@ -7,18 +7,16 @@ use std::collections::BTreeSet;
 
 use arf_proto::v1 as pb;
 
-use crate::store::ItemRecord;
-use crate::store::evaluation::Model;
+use crate::store::evaluation::{Evaluation, Model};
 
 /// Model means closer than this (on the 1-5 scale) do not tell the models apart.
 const SAME_MEAN: f64 = 0.05;
 
 /// Why the judge is uninformative on this run's evaluations; `None` when it may be read (or
 /// when no judge ran).
-pub fn uninformative(items: &[ItemRecord], cards: &[pb::ScoreCard]) -> Option<String> {
-    let ratings: BTreeSet<u8> = items
+pub fn uninformative(evaluations: &[Evaluation], cards: &[pb::ScoreCard]) -> Option<String> {
+    let ratings: BTreeSet<u8> = evaluations
         .iter()
-        .filter_map(|i| i.evaluation.as_ref())
         .flat_map(|e| Model::ALL.into_iter().filter_map(|m| e.get(m)?.judge))
         .collect();
     let rated: Vec<&pb::ScoreCard> = cards.iter().filter(|c| c.judge_mean > 0.0).collect();
@@ -57,39 +55,19 @@ pub fn uninformative(items: &[ItemRecord], cards: &[pb::ScoreCard]) -> Option<St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::evaluation::{Evaluation, ScoredSummary};
-    use crate::store::{ItemRecord, Split};
-    use arf_common::dataset::Conversation;
+    use crate::store::evaluation::ScoredSummary;
 
-    fn item(teacher: u8, student: u8, base: u8) -> ItemRecord {
+    fn item(teacher: u8, student: u8, base: u8) -> Evaluation {
         let side = |judge: u8| ScoredSummary {
             judge: Some(judge),
             ..Default::default()
         };
-        ItemRecord {
-            line: 1,
-            split: Split::Holdout,
-            conversation: Conversation {
-                id: "c".into(),
-                channel: "chat".into(),
-                turns: vec![],
-                metadata: Default::default(),
-            },
-            teacher_summary: String::new(),
-            references: vec![],
-            analysis: None,
-            revision_outcome: None,
-            final_summary: None,
-            revision_rounds: None,
-            revised_analysis: None,
-            evaluation: Some(Evaluation {
-                channel: "chat".into(),
-                teacher: side(teacher),
-                student: side(student),
-                base: Some(side(base)),
-                ..Default::default()
-            }),
-            trace_parent: None,
+        Evaluation {
+            channel: "chat".into(),
+            teacher: side(teacher),
+            student: side(student),
+            base: Some(side(base)),
+            ..Default::default()
         }
     }
 

@@ -8,7 +8,7 @@ mod judge;
 mod scores;
 mod svg;
 
-use compare::{comparison, stage_times, summaries};
+use compare::{SAMPLES, comparison, stage_times, summaries};
 pub use scores::score_cards;
 
 use std::collections::BTreeMap;
@@ -17,6 +17,7 @@ use std::fmt::Write as _;
 use arf_proto::v1 as pb;
 
 use crate::store::Unimproved;
+use crate::store::evaluation::Evaluation;
 use crate::store::{ItemRecord, RunRecord, Split, Store};
 
 pub struct ReportFile {
@@ -37,32 +38,102 @@ pub struct Report {
     pub differences: Vec<pb::Difference>,
 }
 
-/// Category -> share of `items` whose findings (picked by `findings`) include it.
-fn category_rates<'a>(
-    items: impl Iterator<Item = &'a ItemRecord>,
-    findings: impl Fn(&ItemRecord) -> Option<Vec<pb::Finding>>,
-) -> (BTreeMap<String, f64>, usize) {
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    let mut n = 0;
-    for item in items {
-        n += 1;
-        let Some(found) = findings(item) else {
-            continue;
-        };
-        let mut categories: Vec<&str> = found.iter().map(|f| f.category_id.as_str()).collect();
+/// Per category, how many of the summaries counted name it among their findings.
+#[derive(Default)]
+struct CategoryRates {
+    counts: BTreeMap<String, usize>,
+    n: usize,
+}
+
+impl CategoryRates {
+    fn add(&mut self, findings: Option<&[pb::Finding]>) {
+        self.n += 1;
+        let mut categories: Vec<&str> = findings
+            .unwrap_or_default()
+            .iter()
+            .map(|f| f.category_id.as_str())
+            .collect();
         categories.sort_unstable();
         categories.dedup();
         for c in categories {
-            *counts.entry(c.to_string()).or_default() += 1;
+            *self.counts.entry(c.to_string()).or_default() += 1;
         }
     }
-    (
-        counts
-            .into_iter()
-            .map(|(c, k)| (c, if n == 0 { 0.0 } else { k as f64 / n as f64 }))
-            .collect(),
-        n,
-    )
+
+    /// Category -> share of the summaries counted.
+    fn rates(&self) -> BTreeMap<String, f64> {
+        let n = self.n.max(1) as f64;
+        self.counts
+            .iter()
+            .map(|(c, &k)| (c.clone(), k as f64 / n))
+            .collect()
+    }
+}
+
+/// What the report needs of a run's items, gathered one page at a time so that its memory is
+/// bounded by a page and the evaluations, not by the run.
+struct Tally {
+    gate: gate::GateTally,
+    policy: Unimproved,
+    /// Teacher errors over the analyzed training items: as written, after revision, and in
+    /// the summaries trained on.
+    before: CategoryRates,
+    after: CategoryRates,
+    trained: CategoryRates,
+    outcomes: BTreeMap<&'static str, f64>,
+    /// Every held-out evaluation, without its summaries' text past the first few.
+    evaluations: Vec<Evaluation>,
+    /// The first held-out conversations evaluated, whole, for a person to read.
+    samples: Vec<ItemRecord>,
+}
+
+impl Tally {
+    fn new(policy: Unimproved) -> anyhow::Result<Self> {
+        Ok(Self {
+            gate: gate::GateTally::new(policy)?,
+            policy,
+            before: CategoryRates::default(),
+            after: CategoryRates::default(),
+            trained: CategoryRates::default(),
+            outcomes: BTreeMap::new(),
+            evaluations: Vec::new(),
+            samples: Vec::new(),
+        })
+    }
+
+    fn add(&mut self, item: ItemRecord) {
+        self.gate.add(&item);
+        if item.split == Split::Holdout {
+            if let Some(evaluation) = &item.evaluation {
+                let mut evaluation = evaluation.clone();
+                if self.samples.len() < SAMPLES {
+                    self.samples.push(item);
+                } else {
+                    evaluation.forget_texts();
+                }
+                self.evaluations.push(evaluation);
+            }
+            return;
+        }
+        let Some(analysis) = &item.analysis else {
+            return;
+        };
+        if let Some(o) = item.revision_outcome {
+            *self.outcomes.entry(o.as_str()).or_default() += 1.0;
+        }
+        let final_findings = match item.revision_outcome {
+            Some(o) if o.is_revised() => item.revised_analysis.as_ref().map(|a| &a.findings[..]),
+            _ => Some(&analysis.findings[..]),
+        };
+        self.before.add(Some(&analysis.findings));
+        self.after.add(final_findings);
+        if item
+            .revision_outcome
+            .is_some_and(|o| o.trained_on(self.policy))
+        {
+            self.trained.add(final_findings);
+        }
+    }
 }
 
 /// Training steps' loss and evaluation loss from one job's relayed trainer events.
@@ -84,8 +155,15 @@ fn loss_curves(events: &[pb::RunEvent], job_id: &str) -> (Vec<(f64, f64)>, Vec<(
 }
 
 pub async fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
-    // Page by page: a large run's report is many short reads, not one long one.
-    let items = store.items_in_pages(&run.id).await?;
+    let policy = Unimproved::of(&run.config);
+    let mut tally = Tally::new(policy)?;
+    let mut after = 0;
+    loop {
+        let page = store.item_page(&run.id, after).await?;
+        let Some(&(_, last)) = page.last() else { break };
+        after = last;
+        page.into_iter().for_each(|(item, _)| tally.add(item));
+    }
     let counts = store.counts(&run.id, Unimproved::of(&run.config)).await?;
     let events = store
         .events_where(&run.id, |e| {
@@ -130,31 +208,25 @@ pub async fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
         counts.evaluated
     );
 
-    let policy = Unimproved::of(&run.config);
-    let gate = gate::gate_quality(&items, policy)?;
+    let Tally {
+        gate,
+        before,
+        after,
+        trained,
+        outcomes,
+        evaluations,
+        samples,
+        ..
+    } = tally;
+    let gate = gate.finish();
     if !gate.warning.is_empty() {
         let _ = writeln!(md, "> **Warning:** {}.\n", gate.warning);
     }
 
     // Teacher errors before and after revision, over the training items, and in the summaries
     // actually trained on (clean and accepted ones, and unimproved ones if the policy keeps them).
-    let train: Vec<&ItemRecord> = items
-        .iter()
-        .filter(|i| i.split == Split::Train && i.analysis.is_some())
-        .collect();
-    let final_findings = |i: &ItemRecord| match i.revision_outcome {
-        Some(o) if o.is_revised() => i.revised_analysis.as_ref().map(|a| a.findings.clone()),
-        _ => i.analysis.as_ref().map(|a| a.findings.clone()),
-    };
-    let trained_on = |i: &ItemRecord| i.revision_outcome.is_some_and(|o| o.trained_on(policy));
-    let (before, n) = category_rates(train.iter().copied(), |i| {
-        i.analysis.as_ref().map(|a| a.findings.clone())
-    });
-    let (after, _) = category_rates(train.iter().copied(), final_findings);
-    let (trained, _) = category_rates(
-        train.iter().copied().filter(|i| trained_on(i)),
-        final_findings,
-    );
+    let n = before.n;
+    let (before, after, trained) = (before.rates(), after.rates(), trained.rates());
     if n > 0 {
         let labels: Vec<String> = before
             .keys()
@@ -207,12 +279,6 @@ pub async fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
         md.push('\n');
     }
 
-    let mut outcomes: BTreeMap<&str, f64> = BTreeMap::new();
-    for i in &train {
-        if let Some(o) = i.revision_outcome {
-            *outcomes.entry(o.as_str()).or_default() += 1.0;
-        }
-    }
     if !outcomes.is_empty() {
         let labels: Vec<String> = outcomes.keys().map(|k| k.to_string()).collect();
         files.push(ReportFile {
@@ -269,9 +335,9 @@ pub async fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
             run.training_job_id
         );
     }
-    let (overall, per_channel) = score_cards(&items);
-    let judge_uninformative = judge::uninformative(&items, &overall);
-    let differences = effect::differences(&items);
+    let (overall, per_channel) = score_cards(&evaluations);
+    let judge_uninformative = judge::uninformative(&evaluations, &overall);
+    let differences = effect::differences(&evaluations);
     if !overall.is_empty() {
         comparison(
             &mut md,
@@ -281,7 +347,7 @@ pub async fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
             judge_uninformative.as_deref(),
         );
         effect::section(&mut md, &differences);
-        summaries(&mut md, &items);
+        summaries(&mut md, &samples);
     }
     stage_times(&mut md, store, run, &events).await?;
     Ok(Report {

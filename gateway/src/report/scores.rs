@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 
 use arf_proto::v1 as pb;
 
-use crate::store::ItemRecord;
-use crate::store::evaluation::{Model, ScoredSummary};
+use crate::store::evaluation::{Evaluation, Model, ScoredSummary};
 
 #[derive(Default)]
 struct Acc {
@@ -74,10 +73,10 @@ impl Cards {
 }
 
 /// (overall, per channel): one card per model, in [`Model::ALL`]'s order.
-pub fn score_cards(items: &[ItemRecord]) -> (Vec<pb::ScoreCard>, Vec<pb::ChannelScores>) {
+pub fn score_cards(evaluations: &[Evaluation]) -> (Vec<pb::ScoreCard>, Vec<pb::ChannelScores>) {
     let mut overall = Cards::default();
     let mut channels: BTreeMap<String, Cards> = BTreeMap::new();
-    for e in items.iter().filter_map(|i| i.evaluation.as_ref()) {
+    for e in evaluations {
         let per = channels.entry(e.channel.clone()).or_default();
         for model in Model::ALL {
             if let Some(side) = e.get(model) {

@@ -97,7 +97,7 @@ pub struct TeacherUsage {
     pub millis: u64,
 }
 
-/// Items read at a time by [`Store::items_in_pages`].
+/// Items read at a time by [`Store::item_page`].
 const PAGE: usize = 512;
 
 const COLUMNS: &str = "line, split, conversation, teacher_summary, refs, analysis, revision_outcome, final_summary, \
@@ -229,20 +229,15 @@ impl Store {
         self.select_items(run_id, "1 = 1", usize::MAX >> 2).await
     }
 
-    /// Every item of the run, read a page at a time: a page is one short query, not the whole
-    /// run in one, so the other runs' stages commit in between (GetReport).
-    pub async fn items_in_pages(&self, run_id: &str) -> anyhow::Result<Vec<ItemRecord>> {
-        let mut items = Vec::new();
-        let mut after = 0i64;
-        loop {
-            let page = self.page_by_rowid(run_id, "1 = 1", after, PAGE).await?;
-            let Some(&(_, last)) = page.last() else {
-                items.sort_by_key(|i: &ItemRecord| i.line);
-                return Ok(items);
-            };
-            after = last;
-            items.extend(page.into_iter().map(|(item, _)| item));
-        }
+    /// The run's next page of items after `after_rowid` (0 for the first), with their rowids,
+    /// in insertion (dataset) order; empty at the end. A page is one short query, so the other
+    /// runs' stages commit in between, and a reader holds one page at a time (GetReport).
+    pub async fn item_page(
+        &self,
+        run_id: &str,
+        after_rowid: i64,
+    ) -> anyhow::Result<Vec<(ItemRecord, i64)>> {
+        self.page_by_rowid(run_id, "1 = 1", after_rowid, PAGE).await
     }
 
     /// Up to `limit` items matching `condition` after `after_rowid`, in insertion (dataset)
@@ -641,10 +636,19 @@ mod tests {
         };
         let items: Vec<NewItem> = (0..1201).rev().map(item).collect();
         store.insert_items("r", &items).await.unwrap();
-        let read = store.items_in_pages("r").await.unwrap();
+        let mut read = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = store.item_page("r", after).await.unwrap();
+            let Some(&(_, last)) = page.last() else { break };
+            assert!(last > after);
+            after = last;
+            read.extend(page.into_iter().map(|(item, _)| item));
+        }
         assert_eq!(read.len(), 1201);
         let mut ids: Vec<&str> = read.iter().map(|i| i.conversation.id.as_str()).collect();
-        assert!(read.windows(2).all(|w| w[0].line <= w[1].line));
+        // Insertion order, which the rows were given in reverse.
+        assert!(read.windows(2).all(|w| w[0].line >= w[1].line));
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), 1201);

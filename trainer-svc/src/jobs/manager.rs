@@ -16,9 +16,9 @@ use super::uploads::{UploadLimits, UploadWriter, Uploads};
 use super::{
     EventKind, Job, JobData, JobError, JobEvent, JobSpec, JobState, now_ms, validate_spec,
 };
+use crate::train::ExampleFile;
 use crate::train::checkpoint;
-use crate::train::data::{read_examples, read_examples_from};
-use crate::train::{Event, Example, Observer, Outcome, TrainError, train};
+use crate::train::{Event, Observer, Outcome, TrainError, train};
 
 /// Starts of a job that may end without the job ending (the worker died) before it is failed.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -429,18 +429,18 @@ impl JobManager {
 impl Inner {
     /// A job's examples. A file the client named (`jsonl_path`) is confined again as it is
     /// opened: it was checked at CreateJob, and may have become a link to elsewhere since.
-    fn read_examples(&self, id: &str, job: &Job) -> Result<Vec<Example>, TrainError> {
+    fn read_examples(&self, id: &str, job: &Job) -> Result<ExampleFile, TrainError> {
         let Some(paths) = self.client_paths.get() else {
-            return read_examples(&job.data_path);
+            return ExampleFile::open(&job.data_path);
         };
         if job.data_path.starts_with(self.store.job_dir(id)) {
-            return read_examples(&job.data_path);
+            return ExampleFile::open(&job.data_path);
         }
         let opened = paths
             .datasets
             .open("jsonl_path", &job.data_path.display().to_string())
             .map_err(|s| TrainError::Data(s.message().to_string()))?;
-        read_examples_from(opened.file, &opened.path)
+        ExampleFile::from_opened(opened.file, &opened.path)
     }
 
     /// The base model's files, judged where they lie now, just before they are loaded.

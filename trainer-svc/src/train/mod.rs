@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod examples;
 pub mod loss;
 pub mod optim;
 mod run;
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use data::Example;
+pub use examples::{ExampleFile, ExampleSource};
 pub use run::{Outcome, train};
 
 use crate::lora::LoraSpec;

@@ -6,7 +6,8 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use super::checkpoint::{self, CheckpointState};
-use super::data::{ChatFormat, Encoded, Example};
+use super::data::{ChatFormat, Encoded};
+use super::examples::ExampleSource;
 use super::optim::{AdamW, AdamWParams, clip_global_norm, lr_at};
 use super::{Event, Observer, TrainConfig, TrainError};
 use crate::lora::ForwardCtx;
@@ -72,7 +73,20 @@ struct Batch {
     num_tokens: usize,
 }
 
-fn make_batch(items: &[&Encoded], pad: u32, device: &Device) -> candle_core::Result<Batch> {
+/// The examples at `indices`, read and tokenized: a batch's worth is all a run holds.
+fn encode(
+    examples: &(impl ExampleSource + ?Sized),
+    indices: &[usize],
+    format: &ChatFormat,
+    max_seq_len: usize,
+) -> Result<Vec<Encoded>, TrainError> {
+    indices
+        .iter()
+        .map(|&i| format.encode(&examples.get(i)?, max_seq_len))
+        .collect()
+}
+
+fn make_batch(items: &[Encoded], pad: u32, device: &Device) -> candle_core::Result<Batch> {
     let len = items.iter().map(|e| e.ids.len()).max().unwrap_or(1);
     let mut ids = Vec::with_capacity(items.len() * len);
     let (mut rows, mut targets) = (Vec::new(), Vec::new());
@@ -116,15 +130,16 @@ fn batch_loss(
 
 fn eval_loss(
     model: &Llama,
-    eval: &[Encoded],
+    examples: &(impl ExampleSource + ?Sized),
+    eval: &[usize],
     cfg: &TrainConfig,
-    pad: u32,
+    format: &ChatFormat,
     device: &Device,
 ) -> Result<f64, TrainError> {
     let (mut sum, mut n) = (0f64, 0usize);
     for chunk in eval.chunks(cfg.batch_size) {
-        let items: Vec<&Encoded> = chunk.iter().collect();
-        let batch = make_batch(&items, pad, device)?;
+        let items = encode(examples, chunk, format, cfg.max_seq_len)?;
+        let batch = make_batch(&items, format.pad_id, device)?;
         sum += batch_loss(model, &batch, &mut ForwardCtx::eval(), false)?
             .detach()
             .to_scalar::<f32>()? as f64;
@@ -134,10 +149,11 @@ fn eval_loss(
 }
 
 /// Trains a LoRA adapter on `examples`, resuming from the last checkpoint under
-/// `cfg.output_dir` if one of the same run is there.
+/// `cfg.output_dir` if one of the same run is there. The examples are read as batches need
+/// them (and once before, to count the truncated ones): memory does not grow with the set.
 pub fn train(
     cfg: &TrainConfig,
-    examples: &[Example],
+    examples: &(impl ExampleSource + ?Sized),
     obs: &mut dyn Observer,
     device: &Device,
 ) -> Result<Outcome, TrainError> {
@@ -147,31 +163,28 @@ pub fn train(
         return Err(TrainError::Data("no training examples".into()));
     }
     let format = ChatFormat::for_base(&cfg.base_model_dir)?;
-    let encoded: Vec<Encoded> = examples
-        .iter()
-        .map(|e| format.encode(e, cfg.max_seq_len))
-        .collect::<Result<_, _>>()?;
-    let truncated = encoded.iter().filter(|e| e.truncated).count() as u32;
+    let mut truncated = 0u32;
+    for i in 0..examples.len() {
+        truncated += u32::from(format.encode(&examples.get(i)?, cfg.max_seq_len)?.truncated);
+    }
     if truncated > 0 {
         obs.event(Event::Warning(format!(
             "{truncated} of {} examples were longer than max_seq_len {} and were truncated (conversation side)",
-            encoded.len(),
+            examples.len(),
             cfg.max_seq_len
         )));
     }
 
     // Held-out split, from the seed.
-    let mut order: Vec<usize> = (0..encoded.len()).collect();
+    let total = examples.len();
+    let mut order: Vec<usize> = (0..total).collect();
     Rng::derive(cfg.seed, "split", 0).shuffle(&mut order);
-    let n_eval = if cfg.eval_fraction > 0.0 && encoded.len() >= 2 {
-        ((encoded.len() as f32 * cfg.eval_fraction).ceil() as usize).clamp(1, encoded.len() - 1)
+    let n_eval = if cfg.eval_fraction > 0.0 && total >= 2 {
+        ((total as f32 * cfg.eval_fraction).ceil() as usize).clamp(1, total - 1)
     } else {
         0
     };
-    let eval: Vec<Encoded> = order[..n_eval]
-        .iter()
-        .map(|&i| encoded[i].clone())
-        .collect();
+    let eval: Vec<usize> = order[..n_eval].to_vec();
     let mut train_idx = order[n_eval..].to_vec();
     train_idx.sort_unstable();
 
@@ -255,13 +268,10 @@ pub fn train(
         let batches: Vec<Batch> = micro
             .iter()
             .map(|idx| {
-                make_batch(
-                    &idx.iter().map(|&i| &encoded[i]).collect::<Vec<_>>(),
-                    format.pad_id,
-                    device,
-                )
+                let items = encode(examples, idx, &format, cfg.max_seq_len)?;
+                Ok(make_batch(&items, format.pad_id, device)?)
             })
-            .collect::<candle_core::Result<_>>()?;
+            .collect::<Result<_, TrainError>>()?;
         // The step's loss is the mean over all its target tokens, whatever the micro-batching.
         let step_targets: usize = batches.iter().map(|b| b.num_targets).sum();
         let mut grads: Vec<Tensor> = vars
@@ -298,7 +308,7 @@ pub fn train(
             epoch: epoch as u32,
         });
         if !eval.is_empty() && cfg.eval_every_steps > 0 && done % cfg.eval_every_steps == 0 {
-            let l = eval_loss(&model, &eval, cfg, format.pad_id, device)?;
+            let l = eval_loss(&model, examples, &eval, cfg, &format, device)?;
             obs.event(Event::Eval {
                 step: done,
                 eval_loss: l,
@@ -333,7 +343,7 @@ pub fn train(
         }
     }
     if !eval.is_empty() && evaluated_at != Some(total_steps) {
-        let l = eval_loss(&model, &eval, cfg, format.pad_id, device)?;
+        let l = eval_loss(&model, examples, &eval, cfg, &format, device)?;
         obs.event(Event::Eval {
             step: total_steps,
             eval_loss: l,
