@@ -50,7 +50,7 @@ pub async fn run(args: &ServeArgs) -> std::process::ExitCode {
     arf_common::server::run_binary(
         "arf-analyzer",
         &[ANALYZER],
-        50051,
+        arf_proto::default_ports::ANALYZER,
         &args.server,
         args,
         |health, shutdown| async move {

@@ -152,7 +152,7 @@ fn rows(
             path.display()
         )
     })?;
-    let mut rows = arf::cli::rows_from_jsonl(&text, &path.display().to_string())?;
+    let mut rows = arf::upload::rows_from_jsonl(&text, &path.display().to_string())?;
     rows.truncate(n);
     for r in &mut rows {
         r.split = split as i32;
@@ -255,10 +255,10 @@ async fn main() -> anyhow::Result<()> {
                 .await?
                 .into_inner(),
             None => {
-                arf::cli::create_run(
+                arf::upload::create_run(
                     &mut client,
                     spec,
-                    arf::cli::rows_in_memory(dataset(teacher, &a)?),
+                    arf::upload::rows_in_memory(dataset(teacher, &a)?),
                 )
                 .await?
             }

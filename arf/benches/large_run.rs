@@ -54,7 +54,7 @@ fn args() -> anyhow::Result<Args> {
 }
 
 /// `n` rows cycling over the corpus, each made when the upload asks for it.
-fn rows(n: usize) -> anyhow::Result<arf::cli::RowStream> {
+fn rows(n: usize) -> anyhow::Result<arf::upload::UploadRows> {
     let path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/tweetsumm/train.jsonl");
     let text = std::fs::read(&path).map_err(|e| {
@@ -63,10 +63,11 @@ fn rows(n: usize) -> anyhow::Result<arf::cli::RowStream> {
             path.display()
         )
     })?;
-    let base: Vec<pb::DatasetRow> = arf::cli::rows_from_jsonl(&text, &path.display().to_string())?
-        .into_iter()
-        .filter(|r| !r.references.is_empty())
-        .collect();
+    let base: Vec<pb::DatasetRow> =
+        arf::upload::rows_from_jsonl(&text, &path.display().to_string())?
+            .into_iter()
+            .filter(|r| !r.references.is_empty())
+            .collect();
     anyhow::ensure!(
         !base.is_empty(),
         "{}: no row with a reference",
@@ -137,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
         config: Some(config()),
         ..Default::default()
     };
-    let run = arf::cli::create_run(&mut client, spec, rows(a.rows)?).await?;
+    let run = arf::upload::create_run(&mut client, spec, rows(a.rows)?).await?;
     println!(
         "[{:>6.0} s] ingested {} rows; RSS {:.0} MiB, peak {:.0} MiB",
         t0.elapsed().as_secs_f64(),

@@ -26,7 +26,7 @@ const SAMPLE: &str = concat!(
 
 /// `n` rows: the sample again and again under fresh conversation ids.
 fn rows(n: usize) -> anyhow::Result<Vec<pb::DatasetRow>> {
-    let sample = arf::cli::rows_from_jsonl(&std::fs::read(SAMPLE)?, SAMPLE)?;
+    let sample = arf::upload::rows_from_jsonl(&std::fs::read(SAMPLE)?, SAMPLE)?;
     Ok((0..n)
         .map(|i| {
             let mut row = sample[i % sample.len()].clone();
@@ -79,7 +79,7 @@ async fn analyze(
         }),
         ..Default::default()
     };
-    let run = arf::cli::create_run(client, spec, arf::cli::rows_in_memory(rows)).await?;
+    let run = arf::upload::create_run(client, spec, arf::upload::rows_in_memory(rows)).await?;
     let mut events = client
         .watch_run(pb::WatchRunRequest {
             run_id: run.id.clone(),

@@ -5,3 +5,4 @@
 pub mod cli;
 pub mod student_host;
 pub mod suite;
+pub mod upload;

@@ -174,3 +174,58 @@ async fn each_item_is_one_trace_across_the_services_and_training_links_to_the_ru
         train.links.links
     );
 }
+
+/// The first log lines a service writes to a pipe (as to a file or a log collector), up to
+/// the one that says it started.
+fn first_log_lines(extra: &[&str]) -> Vec<String> {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_arf"))
+        .args(["analyzer", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .env_remove("ARF_LOG_FORMAT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let started = line.contains("starting arf-analyzer");
+        lines.push(line);
+        if started || lines.len() > 50 {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines
+}
+
+#[test]
+fn logs_written_to_a_pipe_carry_no_colour_codes_and_json_logs_are_one_object_a_line() {
+    let text = first_log_lines(&[]);
+    assert!(
+        text.last()
+            .is_some_and(|l| l.contains("starting arf-analyzer")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().all(|l| !l.contains('\u{1b}')),
+        "escape codes in a pipe: {text:?}"
+    );
+
+    let json = first_log_lines(&["--log-format", "json"]);
+    let started: serde_json::Value = serde_json::from_str(json.last().unwrap()).unwrap();
+    assert_eq!(started["level"], "INFO", "{started}");
+    assert!(
+        started["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("starting arf-analyzer")),
+        "{started}"
+    );
+    for line in &json {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not one JSON object a line ({e}): {line}"));
+    }
+}

@@ -96,7 +96,14 @@ pub struct ServerArgs {
     /// server's health says, and nothing else.
     #[arg(long, env = "ARF_HEALTH_LISTEN")]
     pub health_listen: Option<SocketAddr>,
+
+    /// Log lines on stderr: `text` for people (coloured on a terminal only), `json` (one object
+    /// a line, with its span's fields) for log collectors.
+    #[arg(long, env = "ARF_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
+
+pub use crate::telemetry::LogFormat;
 
 impl ServerArgs {
     /// Defaults suitable for tests and the embedded demo: loopback, an OS-chosen port.
@@ -113,6 +120,7 @@ impl ServerArgs {
             auth_token: None,
             allow_unauthenticated: false,
             health_listen: None,
+            log_format: LogFormat::Text,
         }
     }
 

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use crate::telemetry::ContentCapture;
 use anyhow::Context as _;
 use mistralrs::{IsqType, ModelDType};
 
@@ -94,7 +93,8 @@ pub struct EditorConfig {
     pub default_max_tokens: u32,
     /// 0: no prefix cache (see `EditorArgs::prefix_cache_seqs`).
     pub prefix_cache_seqs: usize,
-    pub content: ContentCapture,
+    /// Prompts and completions recorded in spans (`--log-content`).
+    pub log_content: bool,
 }
 
 impl EditorConfig {
@@ -108,7 +108,7 @@ impl EditorConfig {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             default_max_tokens: DEFAULT_MAX_TOKENS,
             prefix_cache_seqs: 0,
-            content: ContentCapture::Off,
+            log_content: false,
         }
     }
 }
@@ -141,11 +141,7 @@ impl EditorArgs {
             max_in_flight: self.max_in_flight,
             default_max_tokens: self.default_max_tokens,
             prefix_cache_seqs: self.prefix_cache_seqs,
-            content: if self.log_content {
-                ContentCapture::On
-            } else {
-                ContentCapture::Off
-            },
+            log_content: self.log_content,
         })
     }
 }

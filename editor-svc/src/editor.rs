@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -14,10 +15,11 @@ use crate::generation::{
     ChatMessage, ChatRole, Generation, GenerationRequest, Sampling, StreamEvent,
 };
 use crate::revise::{
-    RevisionInput, build_messages, max_replacement_chars, parse_revision, plan, replacement_schema,
-    revision_schema, span_messages,
+    Revision, RevisionEvent, RevisionInput, build_messages, max_replacement_chars, parse_revision,
+    plan, replacement_schema, revision_schema, span_messages,
 };
 use crate::span_edits::{SpanEdits, SpanSource};
+use crate::telemetry::GEN_AI_REQUEST_MODEL;
 
 /// How long a refused call is told to wait: about one short generation.
 const RETRY_AFTER: Duration = Duration::from_millis(250);
@@ -34,19 +36,13 @@ pub struct GenerationParams {
     pub stop: Vec<String>,
 }
 
-/// A finished revision.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Revision {
-    pub summary: String,
-    /// `None` when nothing was flagged and the model was not called.
-    pub generation: Option<Generation>,
-}
-
-/// What a revision stream yields: raw model output as it comes, then the parsed revision.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RevisionEvent {
-    Delta(String),
-    Done(Revision),
+/// A moment's view of an editor's load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EditorLoad {
+    /// The engine's sequences.
+    pub engine: EngineLoad,
+    /// Generations this editor has accepted and not finished (waiting for the engine or in it).
+    pub in_flight: usize,
 }
 
 pub struct Editor {
@@ -82,11 +78,45 @@ impl Editor {
     }
 
     /// Sequences in the engine, and generations this editor has accepted.
-    pub fn load_snapshot(&self) -> (EngineLoad, usize) {
-        (
-            self.backend.engine_load(),
-            self.max_in_flight - self.in_flight.available_permits(),
-        )
+    pub fn load_snapshot(&self) -> EditorLoad {
+        EditorLoad {
+            engine: self.backend.engine_load(),
+            in_flight: self.max_in_flight - self.in_flight.available_permits(),
+        }
+    }
+
+    /// What an autoscaler reads (deploy/README.md): `arf.editor.queue_depth`, the generations
+    /// this replica has accepted, waiting for the engine or running (what more replicas would
+    /// share), and `arf.editor.running_sequences`, the sequences its engine is decoding.
+    /// Observed at each export; the callbacks hold the editor weakly, so an unloaded one
+    /// reports nothing.
+    pub fn observe_load(self: &Arc<Self>) {
+        let meter = opentelemetry::global::meter("arf");
+        let model = KeyValue::new(GEN_AI_REQUEST_MODEL, self.model().model_id.clone());
+        let (weak, attrs) = (Arc::downgrade(self), [model.clone()]);
+        let _queue = meter
+            .i64_observable_gauge("arf.editor.queue_depth")
+            .with_unit("{request}")
+            .with_description(
+                "Generations this editor accepted that have not ended: waiting plus running",
+            )
+            .with_callback(move |gauge| {
+                if let Some(editor) = weak.upgrade() {
+                    gauge.observe(editor.load_snapshot().in_flight as i64, &attrs);
+                }
+            })
+            .build();
+        let (weak, attrs) = (Arc::downgrade(self), [model]);
+        let _running = meter
+            .i64_observable_gauge("arf.editor.running_sequences")
+            .with_unit("{sequence}")
+            .with_description("Sequences this editor's engine is decoding")
+            .with_callback(move |gauge| {
+                if let Some(editor) = weak.upgrade() {
+                    gauge.observe(editor.load_snapshot().engine.running, &attrs);
+                }
+            })
+            .build();
     }
 
     /// Validates a generation and applies the defaults.

@@ -13,10 +13,12 @@ use arf_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::editor::{Editor, GenerationParams, Revision, RevisionEvent, RevisionStream};
+use crate::editor::{Editor, GenerationParams, RevisionStream};
 use crate::error::EditorError;
 use crate::generation::{ChatMessage, ChatRole, Generation};
-use crate::revise::{Evidence, RevisionFinding, RevisionInput, Speaker, Turn};
+use crate::revise::{
+    Evidence, Revision, RevisionEvent, RevisionFinding, RevisionInput, Speaker, Turn,
+};
 
 /// The Editor service. Cheap to clone; answers UNAVAILABLE until its model is installed.
 #[derive(Clone, Default)]
@@ -38,10 +40,10 @@ impl EditorService {
     }
 
     /// Makes the loaded editor answer; later calls are ignored (one model per process).
-    /// From then on its load is exported for autoscalers (`telemetry::observe_load`).
+    /// From then on its load is exported for autoscalers (`Editor::observe_load`).
     pub fn install(&self, editor: Arc<Editor>) {
         if self.editor.set(editor.clone()).is_ok() {
-            crate::telemetry::observe_load(&editor);
+            editor.observe_load();
         }
     }
 

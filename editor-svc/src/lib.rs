@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 
 pub use backend::{EngineLoad, ModelDescription, ModelSource};
 pub use config::{EditorArgs, EditorConfig};
-pub use editor::Editor;
+pub use editor::{Editor, EditorLoad};
 pub use grpc::EditorService;
 
 /// A model load running in the background; see [`EditorLoading::then_serving`].

@@ -27,7 +27,7 @@ pub async fn run(args: ServeArgs) -> std::process::ExitCode {
     let code = arf_common::server::run_binary(
         "arf-editor",
         &[EDITOR],
-        50052,
+        arf_proto::default_ports::EDITOR,
         &args.server,
         &args,
         |health, shutdown| async move {

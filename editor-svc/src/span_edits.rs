@@ -11,10 +11,9 @@ use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::backend::{Backend, TokenStream};
-use crate::editor::{Revision, RevisionEvent};
 use crate::error::EditorError;
 use crate::generation::{Generation, GenerationRequest, StreamEvent};
-use crate::revise::{parse_replacement, splice};
+use crate::revise::{Revision, RevisionEvent, parse_replacement, splice};
 
 /// Where a span's replacement comes from.
 pub enum SpanSource {

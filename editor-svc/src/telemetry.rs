@@ -8,15 +8,6 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::generation::{ChatMessage, Generation, GenerationRequest};
 
-/// Whether prompt, conversation and summary text may be recorded in spans and logs.
-/// Off by default: conversations are the company's customers' data.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum ContentCapture {
-    #[default]
-    Off,
-    On,
-}
-
 pub const GEN_AI_OPERATION_NAME: &str = "gen_ai.operation.name";
 pub const GEN_AI_PROVIDER_NAME: &str = "gen_ai.provider.name";
 pub const GEN_AI_REQUEST_MODEL: &str = "gen_ai.request.model";
@@ -29,7 +20,7 @@ pub const GEN_AI_USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
 pub const GEN_AI_USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
 pub const GEN_AI_TOKEN_TYPE: &str = "gen_ai.token.type";
 pub const GEN_AI_OUTPUT_TYPE: &str = "gen_ai.output.type";
-/// Opt-in content (`ContentCapture::On`): the chat messages in and the completion out, as JSON.
+/// Opt-in content (`--log-content`): the chat messages in and the completion out, as JSON.
 pub const GEN_AI_INPUT_MESSAGES: &str = "gen_ai.input.messages";
 pub const GEN_AI_OUTPUT_MESSAGES: &str = "gen_ai.output.messages";
 pub const ERROR_TYPE: &str = "error.type";
@@ -40,39 +31,6 @@ pub const ARF_TIME_TO_FIRST_TOKEN: &str = "arf.gen_ai.time_to_first_token";
 pub const OPERATION_CHAT: &str = "chat";
 /// Who serves the model.
 pub const PROVIDER: &str = "mistral.rs";
-
-/// What an autoscaler reads (deploy/README.md): `arf.editor.queue_depth`, the generations this
-/// replica has accepted, waiting for the engine or running (what more replicas would share),
-/// and `arf.editor.running_sequences`, the sequences its engine is decoding. Observed at each
-/// export; the callbacks hold the editor weakly, so an unloaded one reports nothing.
-pub fn observe_load(editor: &std::sync::Arc<crate::editor::Editor>) {
-    let meter = opentelemetry::global::meter("arf");
-    let model = KeyValue::new(GEN_AI_REQUEST_MODEL, editor.model().model_id.clone());
-    let (weak, attrs) = (std::sync::Arc::downgrade(editor), [model.clone()]);
-    let _queue = meter
-        .i64_observable_gauge("arf.editor.queue_depth")
-        .with_unit("{request}")
-        .with_description(
-            "Generations this editor accepted that have not ended: waiting plus running",
-        )
-        .with_callback(move |gauge| {
-            if let Some(editor) = weak.upgrade() {
-                gauge.observe(editor.load_snapshot().1 as i64, &attrs);
-            }
-        })
-        .build();
-    let (weak, attrs) = (std::sync::Arc::downgrade(editor), [model]);
-    let _running = meter
-        .i64_observable_gauge("arf.editor.running_sequences")
-        .with_unit("{sequence}")
-        .with_description("Sequences this editor's engine is decoding")
-        .with_callback(move |gauge| {
-            if let Some(editor) = weak.upgrade() {
-                gauge.observe(editor.load_snapshot().0.running, &attrs);
-            }
-        })
-        .build();
-}
 
 /// Metric instruments, created once per backend from the global meter provider.
 #[derive(Clone)]

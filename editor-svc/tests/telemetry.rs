@@ -6,7 +6,6 @@
 mod support;
 
 use arf_common::telemetry::in_memory::InMemoryTelemetry;
-use editor_svc::telemetry::ContentCapture;
 use support::*;
 
 fn chat_spans(telemetry: &InMemoryTelemetry) -> Vec<Vec<(String, String)>> {
@@ -115,7 +114,7 @@ async fn generations_follow_the_gen_ai_conventions_and_keep_content_out_unless_a
         );
     }
 
-    let opted_in = start(|c| c.content = ContentCapture::On).await;
+    let opted_in = start(|c| c.log_content = true).await;
     let answer = opted_in
         .client()
         .generate(generate_request(secret, 12))

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use arf_common::client::ClientOptions;
 use arf_common::config::Secret;
+use arf_proto::default_ports::{self, loopback};
 
 use crate::clients::{Clients, Endpoints};
 
@@ -42,7 +43,7 @@ pub struct GatewayArgs {
     #[arg(
         long,
         env = "ARF_ANALYZER_ENDPOINT",
-        default_value = "http://127.0.0.1:50051"
+        default_value_t = loopback(default_ports::ANALYZER)
     )]
     pub analyzer: String,
 
@@ -53,7 +54,7 @@ pub struct GatewayArgs {
         long = "editor",
         env = "ARF_EDITOR_ENDPOINTS",
         value_delimiter = ',',
-        default_value = "http://127.0.0.1:50052"
+        default_values_t = [loopback(default_ports::EDITOR)]
     )]
     pub editors: Vec<String>,
 
@@ -71,7 +72,7 @@ pub struct GatewayArgs {
     #[arg(
         long,
         env = "ARF_TRAINER_ENDPOINT",
-        default_value = "http://127.0.0.1:50053"
+        default_value_t = loopback(default_ports::TRAINER)
     )]
     pub trainer: String,
 
@@ -135,7 +136,7 @@ impl GatewayArgs {
     pub fn store_location(&self) -> anyhow::Result<crate::store::StoreLocation> {
         crate::store::StoreLocation::parse(
             &self.store,
-            &self.data_dir.join(crate::server::STORE_FILE),
+            &self.data_dir.join(crate::store::STORE_FILE),
         )
     }
 

@@ -11,7 +11,7 @@ use arf_proto::v1::pipeline_server::{Pipeline as PipelineRpc, PipelineServer};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::pipeline::{IngestError, Pipeline, RowSource, stages};
+use crate::pipeline::{ConfigRefused, IngestError, Pipeline, RowSource, stages};
 use crate::store::{RunRecord, Unimproved};
 
 const BAD_ROWS_IN_RUN: usize = 20;
@@ -219,14 +219,14 @@ impl PipelineRpc for PipelineService {
             .and_then(|c| c.evaluation.as_ref())
             .map_or("", |e| &e.student_endpoint);
         if !student_endpoint.is_empty() {
-            paths.allow_student_endpoint(
-                "spec.config.evaluation.student_endpoint",
-                student_endpoint,
-            )?;
+            paths
+                .allow_student_endpoint("spec.config.evaluation.student_endpoint", student_endpoint)
+                .map_err(refused)?;
         }
         self.pipeline
             .check_analyzer_can(spec.config.as_ref())
-            .await?;
+            .await
+            .map_err(refused)?;
         // On a task of its own: a client that goes away mid-upload drops this handler, and the
         // upload must still see the broken stream and fail its run (not stop between two
         // writes and leave it INGESTING).
@@ -418,5 +418,14 @@ impl PipelineRpc for PipelineService {
             judge_uninformative: report.judge_uninformative.unwrap_or_default(),
             differences: report.differences,
         }))
+    }
+}
+
+/// A refused configuration's status: retry later, a field to fix, or not this client's to ask.
+fn refused(why: ConfigRefused) -> Status {
+    match why {
+        ConfigRefused::AnalyzerUnreachable(message) => Status::unavailable(message),
+        ConfigRefused::Unsupported { field, why } => invalid_field(&field, why),
+        ConfigRefused::NotListed(message) => Status::permission_denied(message),
     }
 }

@@ -13,9 +13,6 @@ use crate::grpc::PipelineService;
 use crate::pipeline::{Pipeline, StudentHost};
 use crate::store::Store;
 
-/// The SQLite file under the data folder (the default store).
-pub const STORE_FILE: &str = "arf.sqlite3";
-
 /// The Pipeline API's routes and the pipeline behind them. `student_host` serves fine-tuned
 /// students for evaluation; without one, a run must name `evaluation.student_endpoint`.
 pub async fn build(
@@ -71,7 +68,7 @@ pub async fn run(
     arf_common::server::run_binary(
         "arf-gateway",
         &[PIPELINE],
-        50050,
+        arf_proto::default_ports::PIPELINE,
         server,
         gateway,
         |health, shutdown| async move {

@@ -22,6 +22,20 @@ pub mod service_names {
     pub const PIPELINE: &str = "arf.v1.Pipeline";
 }
 
+/// Each service's default port, the one place they are written (servers listen on them,
+/// clients call them on loopback when told no endpoint).
+pub mod default_ports {
+    pub const PIPELINE: u16 = 50050;
+    pub const ANALYZER: u16 = 50051;
+    pub const EDITOR: u16 = 50052;
+    pub const TRAINER: u16 = 50053;
+
+    /// `http://127.0.0.1:PORT`: a service on this machine at its default port.
+    pub fn loopback(port: u16) -> String {
+        format!("http://127.0.0.1:{port}")
+    }
+}
+
 /// Milliseconds since the Unix epoch as a protobuf timestamp (how every ARF store keeps time).
 pub fn timestamp_from_millis(ms: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {

@@ -46,7 +46,7 @@ pub async fn run(serve: &ServeArgs) -> std::process::ExitCode {
     arf_common::server::run_binary(
         "arf-trainer",
         &[TRAINER],
-        50053,
+        arf_proto::default_ports::TRAINER,
         &serve.server,
         serve,
         |health, shutdown| async move {

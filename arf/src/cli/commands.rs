@@ -5,13 +5,14 @@ use std::path::Path;
 
 use arf_proto::v1 as pb;
 
-use super::{GatewayClientArgs, RunConfigArgs, create_run, rows_in_memory, stream_jsonl};
+use super::{GatewayClientArgs, RunConfigArgs};
+use crate::upload::{create_run, rows_in_memory, stream_jsonl};
 
 pub async fn run(
     gateway: &GatewayClientArgs,
     dataset: &Path,
     server_side: bool,
-    follow: bool,
+    follow: Option<EventOutput>,
     config: &RunConfigArgs,
 ) -> anyhow::Result<()> {
     let mut client = gateway.connect()?;
@@ -35,14 +36,29 @@ pub async fn run(
             bad.line, bad.field, bad.message
         );
     }
-    if follow {
-        watch(gateway, &run.id, 0).await?;
+    if let Some(output) = follow {
+        watch(gateway, &run.id, 0, output).await?;
         super::outcome::print_outcome(&mut client, &run.id).await?;
     }
     Ok(())
 }
 
-pub async fn watch(gateway: &GatewayClientArgs, run_id: &str, after: u64) -> anyhow::Result<()> {
+/// How `arf watch` and `arf run --watch` print a run's events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventOutput {
+    /// One line a person reads: `27 training step 27/60 loss 2.10 lr 1.2e-4 196 tok/s`.
+    #[default]
+    Text,
+    /// One `RunEvent` a line in protobuf's JSON mapping, for scripts.
+    Json,
+}
+
+pub async fn watch(
+    gateway: &GatewayClientArgs,
+    run_id: &str,
+    after: u64,
+    output: EventOutput,
+) -> anyhow::Result<()> {
     let mut client = gateway.connect()?;
     let mut events = client
         .watch_run(pb::WatchRunRequest {
@@ -52,34 +68,10 @@ pub async fn watch(gateway: &GatewayClientArgs, run_id: &str, after: u64) -> any
         .await?
         .into_inner();
     while let Some(e) = events.message().await? {
-        let what = match &e.kind {
-            Some(pb::run_event::Kind::State(s)) => format!(
-                "state {}",
-                pb::RunState::try_from(*s).map_or("?", |s| s.as_str_name())
-            ),
-            Some(pb::run_event::Kind::Stage(s)) => {
-                format!(
-                    "{} {}",
-                    pb::Stage::try_from(s.stage).map_or("?", |s| s.as_str_name()),
-                    if s.started { "started" } else { "finished" }
-                )
-            }
-            Some(pb::run_event::Kind::Item(i)) => format!(
-                "{} {} {} ({} findings)",
-                pb::Stage::try_from(i.stage).map_or("?", |s| s.as_str_name()),
-                i.conversation_id,
-                i.outcome,
-                i.findings
-            ),
-            Some(pb::run_event::Kind::BadRow(b)) => {
-                format!("bad row at line {}: {}: {}", b.line, b.field, b.message)
-            }
-            Some(pb::run_event::Kind::Training(j)) => format!("training {:?}", j.kind),
-            Some(pb::run_event::Kind::Warning(w)) => format!("warning {w}"),
-            Some(pb::run_event::Kind::Waiting(w)) => super::progress::waiting_line(w),
-            None => "?".into(),
-        };
-        println!("{:>6} {what}", e.sequence);
+        match output {
+            EventOutput::Text => println!("{:>6} {}", e.sequence, super::progress::event_line(&e)),
+            EventOutput::Json => println!("{}", super::event_json::to_json(&e)?),
+        }
     }
     Ok(())
 }

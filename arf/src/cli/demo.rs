@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use arf_common::config::ServerArgs;
 use arf_proto::v1 as pb;
 
+use super::SAMPLE;
 use super::outcome::print_outcome;
 use super::progress::RunProgress;
 use super::run_config::RunConfigArgs;
-use super::{SAMPLE, create_run, rows_from_jsonl, rows_in_memory};
 use crate::suite::{Suite, SuiteConfig};
+use crate::upload::{create_run, rows_from_jsonl, rows_in_memory};
 use gateway::pipeline::stages;
 
 #[derive(clap::Args, Debug)]

@@ -1,6 +1,9 @@
-//! Progress bars for a run, fed by its events.
+//! Progress for a run, fed by its events: bars on a terminal, plain lines elsewhere (a file,
+//! a pipe, a CI log), where bars would be hidden and a long stage would pass in silence.
 
 use std::collections::HashMap;
+use std::io::IsTerminal as _;
+use std::time::{Duration, Instant};
 
 use arf_proto::v1 as pb;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -9,7 +12,14 @@ use pb::run_event::Kind;
 pub struct RunProgress {
     bars: MultiProgress,
     stages: HashMap<i32, ProgressBar>,
+    /// Without a terminal: when each stage's progress was last printed, and where it was.
+    plain: Option<HashMap<i32, (Instant, u64)>>,
 }
+
+/// Without a terminal, a stage's progress is printed every this share of it...
+const PLAIN_STEP: f64 = 0.05;
+/// ...or after this long, whichever comes first.
+const PLAIN_EVERY: Duration = Duration::from_secs(30);
 
 const STAGES: [(pb::Stage, &str); 5] = [
     (pb::Stage::Generate, "generate"),
@@ -43,14 +53,64 @@ impl RunProgress {
             );
             map.insert(stage as i32, bar);
         }
-        Self { bars, stages: map }
+        let plain = (!std::io::stderr().is_terminal()).then(HashMap::new);
+        Self {
+            bars,
+            stages: map,
+            plain,
+        }
     }
 
     pub fn println(&self, line: &str) {
-        let _ = self.bars.println(line);
+        if self.plain.is_some() {
+            eprintln!("{line}");
+        } else {
+            let _ = self.bars.println(line);
+        }
     }
 
     pub fn on_event(&mut self, event: &pb::RunEvent) {
+        self.update_bars(event);
+        self.print_plain(event);
+    }
+
+    /// Without a terminal: each stage change and run state, and each stage's progress every
+    /// few percent or half a minute.
+    fn print_plain(&mut self, event: &pb::RunEvent) {
+        let Some(printed) = &mut self.plain else {
+            return;
+        };
+        let stage = match &event.kind {
+            Some(Kind::Stage(_) | Kind::State(_)) => {
+                eprintln!("{}", event_line(event));
+                return;
+            }
+            Some(Kind::Item(item)) => item.stage,
+            Some(Kind::Training(_)) => pb::Stage::Finetune as i32,
+            _ => return,
+        };
+        let Some(bar) = self.stages.get(&stage) else {
+            return;
+        };
+        let (done, total) = (bar.position(), bar.length().unwrap_or(0).max(1));
+        let (at, was) = printed.entry(stage).or_insert((Instant::now(), 0));
+        let moved = (done - (*was).min(done)) as f64 / total as f64;
+        if moved >= PLAIN_STEP || at.elapsed() >= PLAIN_EVERY || done == total {
+            if done == *was {
+                return;
+            }
+            (*at, *was) = (Instant::now(), done);
+            let name = bar.prefix();
+            let message = bar.message();
+            eprintln!(
+                "{} {done}/{total} ({:.0}%) {message}",
+                name.trim(),
+                done as f64 * 100.0 / total as f64
+            );
+        }
+    }
+
+    fn update_bars(&mut self, event: &pb::RunEvent) {
         match &event.kind {
             Some(Kind::Item(item)) => {
                 if let Some(bar) = self.stages.get(&item.stage) {
@@ -92,6 +152,70 @@ impl RunProgress {
             Some(Kind::Waiting(w)) => self.println(&waiting_line(w)),
             _ => {}
         }
+    }
+}
+
+/// One event as a person reads it: `revise started`, `ANALYZE c12 flagged (2 findings)`,
+/// `training step 27/60 loss 2.10 lr 1.2e-4 196 tok/s`.
+pub fn event_line(e: &pb::RunEvent) -> String {
+    let stage = |s: i32| pb::Stage::try_from(s).map_or("?", |s| s.as_str_name());
+    match &e.kind {
+        Some(Kind::State(s)) => format!(
+            "state {}",
+            pb::RunState::try_from(*s).map_or("?", |s| s.as_str_name())
+        ),
+        Some(Kind::Stage(s)) => format!(
+            "{} {}",
+            stage(s.stage),
+            if s.started { "started" } else { "finished" }
+        ),
+        Some(Kind::Item(i)) => format!(
+            "{} {} {} ({} findings)",
+            stage(i.stage),
+            i.conversation_id,
+            i.outcome,
+            i.findings
+        ),
+        Some(Kind::BadRow(b)) => format!("bad row at line {}: {}: {}", b.line, b.field, b.message),
+        Some(Kind::Training(j)) => format!("training {}", job_line(j)),
+        Some(Kind::Warning(w)) => format!("warning {w}"),
+        Some(Kind::Waiting(w)) => waiting_line(w),
+        None => "?".into(),
+    }
+}
+
+/// A training job's event: `step 27/60 loss 2.10 lr 1.2e-4 196 tok/s`.
+fn job_line(j: &pb::JobEvent) -> String {
+    use pb::job_event::Kind as Job;
+    let state = |s: i32| pb::JobState::try_from(s).map_or("?", |s| s.as_str_name());
+    match &j.kind {
+        Some(Job::Queued(s)) => format!("job {} {}", j.job_id, state(*s)),
+        Some(Job::Started(s)) => format!(
+            "job {} started: {} steps, {} train / {} eval examples{}",
+            j.job_id,
+            s.total_steps,
+            s.train_examples,
+            s.eval_examples,
+            if s.resumed {
+                format!(", resumed at step {}", s.from_step)
+            } else {
+                String::new()
+            }
+        ),
+        Some(Job::Step(s)) => format!(
+            "step {}/{} loss {:.2} lr {:.1e} {:.0} tok/s",
+            s.step, s.total_steps, s.loss, s.learning_rate, s.tokens_per_second
+        ),
+        Some(Job::Eval(s)) => format!("eval at step {}: loss {:.2}", s.step, s.eval_loss),
+        Some(Job::Checkpoint(c)) => format!("checkpoint at step {}", c.step),
+        Some(Job::Ended(end)) if end.error.is_empty() => {
+            format!("job {} ended {}", j.job_id, state(end.state))
+        }
+        Some(Job::Ended(end)) => {
+            format!("job {} ended {}: {}", j.job_id, state(end.state), end.error)
+        }
+        Some(Job::Warning(w)) => format!("warning: {w}"),
+        None => "?".into(),
     }
 }
 

@@ -42,7 +42,7 @@ pub async fn suite_with_editors(
 
 /// The bundled sample as wire rows, with their line numbers.
 pub fn sample_rows() -> Vec<pb::DatasetRow> {
-    arf::cli::rows_from_jsonl(&std::fs::read(SAMPLE).unwrap(), SAMPLE).unwrap()
+    arf::upload::rows_from_jsonl(&std::fs::read(SAMPLE).unwrap(), SAMPLE).unwrap()
 }
 
 pub fn spec(stages: &[pb::Stage]) -> pb::RunSpec {

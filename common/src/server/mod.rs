@@ -256,7 +256,7 @@ where
     F: FnOnce(Health, CancellationToken) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Routes>>,
 {
-    let telemetry = match crate::telemetry::Telemetry::init(telemetry_name) {
+    let telemetry = match crate::telemetry::Telemetry::init(telemetry_name, args.log_format) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e:#}");

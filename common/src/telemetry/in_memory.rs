@@ -37,7 +37,7 @@ impl InMemoryTelemetry {
 
     /// The binaries' subscriber (no log lines) around the in-memory tracer.
     pub fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
-        super::subscriber(self.tracer_provider.tracer("test"), false)
+        super::subscriber(self.tracer_provider.tracer("test"), None)
     }
 
     /// Every span ended so far.

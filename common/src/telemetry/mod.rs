@@ -6,7 +6,7 @@
 //! still get real ids, so W3C trace context still propagates between services.
 //!
 //! Conversation text never goes into spans or logs: the one opt-in is the editor's
-//! (`editor_svc::telemetry::ContentCapture`).
+//! (the editor's `--log-content`).
 
 mod client_layer;
 #[cfg(feature = "testing")]
@@ -15,6 +15,7 @@ mod metrics;
 mod propagation;
 mod server_layer;
 
+use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -41,7 +42,7 @@ pub struct Telemetry {
 
 impl Telemetry {
     /// Installs the global subscriber, tracer, meter and W3C propagator for a binary.
-    pub fn init(default_service_name: &str) -> anyhow::Result<Self> {
+    pub fn init(default_service_name: &str, log_format: LogFormat) -> anyhow::Result<Self> {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         let resource = resource(default_service_name);
         let otlp = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
@@ -71,7 +72,7 @@ impl Telemetry {
         }
 
         let tracer = tracer_provider.tracer("arf");
-        subscriber(tracer, true)
+        subscriber(tracer, Some(log_format))
             .try_init()
             .context("installing the tracing subscriber")?;
         if otlp {
@@ -95,18 +96,42 @@ impl Telemetry {
     }
 }
 
-/// The subscriber every binary runs: env filter (`RUST_LOG`, default info), human log lines
-/// on stderr, and the OpenTelemetry layer. Tests build it around an in-memory tracer.
-pub fn subscriber(tracer: SdkTracer, log_lines: bool) -> impl tracing::Subscriber + Send + Sync {
+/// How log lines are written on stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people: one line an event, coloured only when stderr is a terminal (a file or a
+    /// pipe gets no escape codes).
+    #[default]
+    Text,
+    /// For log collectors: one JSON object a line, with the current span's fields.
+    Json,
+}
+
+/// The subscriber every binary runs: env filter (`RUST_LOG`, default info), log lines on
+/// stderr (`None`: none), and the OpenTelemetry layer. Tests build it around an in-memory
+/// tracer.
+pub fn subscriber(
+    tracer: SdkTracer,
+    log_lines: Option<LogFormat>,
+) -> impl tracing::Subscriber + Send + Sync {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = log_lines.then(|| {
+    let text = (log_lines == Some(LogFormat::Text)).then(|| {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
             .with_target(false)
+    });
+    let json = (log_lines == Some(LogFormat::Json)).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_current_span(true)
+            .with_span_list(false)
     });
     Registry::default()
         .with(filter)
-        .with(fmt)
+        .with(text)
+        .with(json)
         .with(tracing_opentelemetry::layer().with_tracer(tracer))
 }
 

@@ -51,11 +51,7 @@ impl Backend {
     /// Loads the model (see [`load_model`]); no warm-up yet.
     pub async fn load(config: &EditorConfig) -> anyhow::Result<Self> {
         let (model, description) = load_model(config).await?;
-        Ok(Self::from_model(
-            model,
-            description,
-            config.content == crate::telemetry::ContentCapture::On,
-        ))
+        Ok(Self::from_model(model, description, config.log_content))
     }
 
     pub fn from_model(model: Model, description: ModelDescription, capture_content: bool) -> Self {

@@ -8,12 +8,29 @@ mod span;
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use crate::generation::Generation;
+
 pub use output::{parse_revision, revision_schema};
 pub use prompt::{SYSTEM_PROMPT, build_messages};
 pub use span::{
     SpanEdit, max_replacement_chars, parse_replacement, plan, replacement_schema, span_messages,
     splice,
 };
+
+/// A finished revision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Revision {
+    pub summary: String,
+    /// `None` when nothing was flagged and the model was not called.
+    pub generation: Option<Generation>,
+}
+
+/// What a revision stream yields: raw model output as it comes, then the parsed revision.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RevisionEvent {
+    Delta(String),
+    Done(Revision),
+}
 
 /// Who spoke a turn of the conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -94,8 +94,8 @@ pub struct ClientPaths {
 }
 
 impl ClientPaths {
-    /// PERMISSION_DENIED unless the operator listed `endpoint` (`--student-endpoint`).
-    pub fn allow_student_endpoint(&self, field: &str, endpoint: &str) -> Result<(), tonic::Status> {
+    /// Refused unless the operator listed `endpoint` (`--student-endpoint`).
+    pub fn allow_student_endpoint(&self, field: &str, endpoint: &str) -> Result<(), ConfigRefused> {
         let Some(allowed) = &self.student_endpoints else {
             return Ok(());
         };
@@ -103,11 +103,23 @@ impl ClientPaths {
         if allowed.iter().any(|a| norm(a) == norm(endpoint)) {
             return Ok(());
         }
-        Err(tonic::Status::permission_denied(format!(
+        Err(ConfigRefused::NotListed(format!(
             "{field}: this gateway calls only the student endpoints its operator lists \
              (--student-endpoint); {endpoint:?} is not one of them"
         )))
     }
+}
+
+/// Why CreateRun refuses a run's configuration before anything is stored (`grpc.rs` gives
+/// each its status).
+#[derive(Debug)]
+pub enum ConfigRefused {
+    /// The analyzer could not be asked what it can do: retry when it is up.
+    AnalyzerUnreachable(String),
+    /// The field asks for what the services cannot do.
+    Unsupported { field: String, why: String },
+    /// A student endpoint the operator did not list.
+    NotListed(String),
 }
 
 /// Puts a model (a merged student directory, or a base model) behind an Editor, for Evaluate.
@@ -275,7 +287,7 @@ impl Pipeline {
     pub async fn check_analyzer_can(
         &self,
         config: Option<&pb::RunConfig>,
-    ) -> Result<(), tonic::Status> {
+    ) -> Result<(), ConfigRefused> {
         let Some(config) = config else {
             return Ok(());
         };
@@ -293,7 +305,7 @@ impl Pipeline {
         let taxonomy = match asked {
             Ok(Ok(t)) => t,
             Ok(Err(s)) => {
-                return Err(tonic::Status::unavailable(format!(
+                return Err(ConfigRefused::AnalyzerUnreachable(format!(
                     "spec.config: the analyzer could not be asked what it can check ({}: {}); \
                      retry when it is up",
                     s.code(),
@@ -301,23 +313,25 @@ impl Pipeline {
                 )));
             }
             Err(_) => {
-                return Err(tonic::Status::unavailable(
+                return Err(ConfigRefused::AnalyzerUnreachable(
                     "spec.config: the analyzer did not say in 10 s what it can check; retry \
-                     when it is up",
+                     when it is up"
+                        .into(),
                 ));
             }
         };
         if let Some((field, why)) = crate::clients::first_unsupported(&options, &taxonomy) {
-            return Err(arf_common::status::invalid_field(
-                &format!("spec.config.analyzer.{field}"),
-                why,
-            ));
+            return Err(ConfigRefused::Unsupported {
+                field: format!("spec.config.analyzer.{field}"),
+                why: why.to_string(),
+            });
         }
         if rates && !taxonomy.judge_available {
-            return Err(arf_common::status::invalid_field(
-                "spec.config.evaluation.judge",
-                "the analyzer has no judge endpoint (its --judge-endpoint) to rate summaries",
-            ));
+            return Err(ConfigRefused::Unsupported {
+                field: "spec.config.evaluation.judge".into(),
+                why: "the analyzer has no judge endpoint (its --judge-endpoint) to rate summaries"
+                    .into(),
+            });
         }
         Ok(())
     }

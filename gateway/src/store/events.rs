@@ -3,6 +3,7 @@
 //! run's lease and serialized by the run's row (`runs.last_event_seq`): the log stays one
 //! gap-free sequence whichever gateway writes it.
 
+use anyhow::Context as _;
 use arf_proto::v1 as pb;
 use prost::Message;
 use sqlx::{Any, Row as _, Transaction};
@@ -36,13 +37,13 @@ impl Store {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                let bytes: Vec<u8> = r.try_get(0).ok()?;
-                pb::RunEvent::decode(bytes.as_slice()).ok()
+        rows.iter()
+            .map(|r| {
+                let bytes: Vec<u8> = r.try_get("event")?;
+                pb::RunEvent::decode(bytes.as_slice())
+                    .with_context(|| format!("run {run_id:?}: a stored event does not decode"))
             })
-            .collect())
+            .collect()
     }
 
     /// The run's events that `keep` selects, read a page at a time: the report's stage and

@@ -100,20 +100,27 @@ pub struct TeacherUsage {
 /// Items read at a time by [`Store::item_page`].
 const PAGE: usize = 512;
 
-const COLUMNS: &str = "line, split, conversation, teacher_summary, refs, analysis, revision_outcome, final_summary, \
-                       revision_rounds, revised_analysis, evaluation, trace_parent";
+/// What [`from_row`] reads, by name.
+const COLUMNS: &str = "conversation_id, line, split, conversation, teacher_summary, refs, analysis, \
+                       revision_outcome, final_summary, revision_rounds, revised_analysis, evaluation, \
+                       trace_parent";
 
+/// An item as stored. A value that does not decode is an error naming the item and the column
+/// (a corrupt row must not pass for an item never analyzed).
 fn from_row(row: &AnyRow) -> anyhow::Result<ItemRecord> {
-    let decode = |i: usize| -> anyhow::Result<Option<pb::AnalyzeResponse>> {
-        Ok(row
-            .try_get::<Option<Vec<u8>>, _>(i)?
-            .and_then(|b| pb::AnalyzeResponse::decode(b.as_slice()).ok()))
+    let id: String = row.try_get("conversation_id")?;
+    let within = |column: &str| format!("item {id:?}: stored {column}");
+    let decode = |column: &str| -> anyhow::Result<Option<pb::AnalyzeResponse>> {
+        row.try_get::<Option<Vec<u8>>, _>(column)?
+            .map(|b| pb::AnalyzeResponse::decode(b.as_slice()))
+            .transpose()
+            .with_context(|| within(column))
     };
-    let conversation: String = row.try_get(2)?;
-    let refs: String = row.try_get(4)?;
-    let evaluation: Option<String> = row.try_get(10)?;
-    let split: String = row.try_get(1)?;
-    let line: i64 = row.try_get(0)?;
+    let conversation: String = row.try_get("conversation")?;
+    let refs: String = row.try_get("refs")?;
+    let evaluation: Option<String> = row.try_get("evaluation")?;
+    let split: String = row.try_get("split")?;
+    let line: i64 = row.try_get("line")?;
     Ok(ItemRecord {
         line: to_u32(line),
         split: if split == "holdout" {
@@ -121,25 +128,30 @@ fn from_row(row: &AnyRow) -> anyhow::Result<ItemRecord> {
         } else {
             Split::Train
         },
-        conversation: serde_json::from_str(&conversation).context("a stored conversation")?,
-        teacher_summary: row.try_get(3)?,
-        references: serde_json::from_str(&refs).context("stored references")?,
-        analysis: decode(5)?,
-        revision_outcome: match row.try_get::<Option<String>, _>(6)? {
+        conversation: serde_json::from_str(&conversation)
+            .with_context(|| within("conversation"))?,
+        teacher_summary: row.try_get("teacher_summary")?,
+        references: serde_json::from_str(&refs).with_context(|| within("refs"))?,
+        analysis: decode("analysis")?,
+        revision_outcome: match row.try_get::<Option<String>, _>("revision_outcome")? {
             None => None,
-            Some(s) => Some(
-                RevisionOutcome::parse(&s)
-                    .ok_or_else(|| anyhow::anyhow!("unknown revision outcome {s:?}"))?,
-            ),
+            Some(s) => Some(RevisionOutcome::parse(&s).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: unknown revision outcome {s:?}",
+                    within("revision_outcome")
+                )
+            })?),
         },
-        final_summary: row.try_get(7)?,
-        revision_rounds: row.try_get::<Option<i64>, _>(8)?.map(to_u32),
-        revised_analysis: decode(9)?,
+        final_summary: row.try_get("final_summary")?,
+        revision_rounds: row
+            .try_get::<Option<i64>, _>("revision_rounds")?
+            .map(to_u32),
+        revised_analysis: decode("revised_analysis")?,
         evaluation: evaluation
             .map(|e| serde_json::from_str(&e))
             .transpose()
-            .context("a stored evaluation")?,
-        trace_parent: row.try_get(11)?,
+            .with_context(|| within("evaluation"))?,
+        trace_parent: row.try_get("trace_parent")?,
     })
 }
 
@@ -200,9 +212,9 @@ impl Store {
         rows.iter()
             .map(|r| {
                 Ok(pb::BadRow {
-                    line: to_u32(r.try_get(0)?),
-                    field: r.try_get(1)?,
-                    message: r.try_get(2)?,
+                    line: to_u32(r.try_get("line")?),
+                    field: r.try_get("field")?,
+                    message: r.try_get("message")?,
                 })
             })
             .collect()
@@ -261,7 +273,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| Ok((from_row(r)?, r.try_get::<i64, _>(12)?)))
+            .map(|r| Ok((from_row(r)?, r.try_get::<i64, _>("rowid")?)))
             .collect()
     }
 
@@ -343,19 +355,21 @@ impl Store {
     /// What the Generate stage cost over the whole run: summaries written and their usage.
     pub async fn generation_totals(&self, run_id: &str) -> anyhow::Result<(u32, TeacherUsage)> {
         let r = sqlx::query(
-            "SELECT COUNT(teacher_ms), CAST(COALESCE(SUM(teacher_input_tokens), 0) AS BIGINT), \
-                    CAST(COALESCE(SUM(teacher_output_tokens), 0) AS BIGINT), \
-                    CAST(COALESCE(SUM(teacher_ms), 0) AS BIGINT) FROM items WHERE run_id = $1",
+            "SELECT COUNT(teacher_ms) AS written, \
+                    CAST(COALESCE(SUM(teacher_input_tokens), 0) AS BIGINT) AS input_tokens, \
+                    CAST(COALESCE(SUM(teacher_output_tokens), 0) AS BIGINT) AS output_tokens, \
+                    CAST(COALESCE(SUM(teacher_ms), 0) AS BIGINT) AS millis \
+             FROM items WHERE run_id = $1",
         )
         .bind(run_id)
         .fetch_one(&self.pool)
         .await?;
-        let millis: i64 = r.try_get(3)?;
+        let millis: i64 = r.try_get("millis")?;
         Ok((
-            to_u32(r.try_get(0)?),
+            to_u32(r.try_get("written")?),
             TeacherUsage {
-                input_tokens: to_u32(r.try_get(1)?),
-                output_tokens: to_u32(r.try_get(2)?),
+                input_tokens: to_u32(r.try_get("input_tokens")?),
+                output_tokens: to_u32(r.try_get("output_tokens")?),
                 millis: millis.max(0) as u64,
             },
         ))
@@ -554,43 +568,44 @@ impl Store {
         let repaired = RevisionOutcome::sql_list(|o| o == RevisionOutcome::Repaired);
         // COUNT(*) FILTER: one form both databases read, and always a 64-bit integer.
         let sql = format!(
-            "SELECT COUNT(*),
-                    COUNT(analysis),
-                    COUNT(*) FILTER (WHERE flagged = 1),
-                    COUNT(*) FILTER (WHERE revision_outcome IN ({accepted})),
-                    COUNT(*) FILTER (WHERE revision_outcome IN ({unimproved_outcomes})),
-                    COUNT(*) FILTER (WHERE split = 'holdout'),
-                    COUNT(evaluation),
-                    COUNT(*) FILTER (WHERE needs_summary = 1),
-                    COUNT(teacher_ms),
-                    COUNT(*) FILTER (WHERE split = 'train' AND revision_outcome IN ({trained})),
-                    COUNT(revision_outcome),
-                    COUNT(*) FILTER (WHERE analysis_failed = 1),
-                    COUNT(*) FILTER (WHERE revision_outcome IN ({failed})),
-                    COUNT(generation_error),
-                    (SELECT COUNT(*) FROM bad_rows WHERE run_id = $1),
-                    COUNT(*) FILTER (WHERE revision_outcome IN ({repaired}))
+            "SELECT COUNT(*) AS rows_in,
+                    COUNT(analysis) AS analyzed,
+                    COUNT(*) FILTER (WHERE flagged = 1) AS flagged,
+                    COUNT(*) FILTER (WHERE revision_outcome IN ({accepted})) AS accepted,
+                    COUNT(*) FILTER (WHERE revision_outcome IN ({unimproved_outcomes})) AS rejected,
+                    COUNT(*) FILTER (WHERE split = 'holdout') AS held_out,
+                    COUNT(evaluation) AS evaluated,
+                    COUNT(*) FILTER (WHERE needs_summary = 1) AS without_summary,
+                    COUNT(teacher_ms) AS generated,
+                    COUNT(*) FILTER (WHERE split = 'train' AND revision_outcome IN ({trained}))
+                        AS training_examples,
+                    COUNT(revision_outcome) AS revise_done,
+                    COUNT(*) FILTER (WHERE analysis_failed = 1) AS analysis_failed,
+                    COUNT(*) FILTER (WHERE revision_outcome IN ({failed})) AS revisions_failed,
+                    COUNT(generation_error) AS generation_failed,
+                    (SELECT COUNT(*) FROM bad_rows WHERE run_id = $1) AS bad_rows,
+                    COUNT(*) FILTER (WHERE revision_outcome IN ({repaired})) AS repaired
              FROM items WHERE run_id = $1"
         );
         let r = sqlx::query(&sql).bind(run_id).fetch_one(&self.pool).await?;
-        let n = |i: usize| -> anyhow::Result<u32> { Ok(to_u32(r.try_get(i)?)) };
+        let n = |column: &str| -> anyhow::Result<u32> { Ok(to_u32(r.try_get(column)?)) };
         Ok(pb::RunCounts {
-            rows: n(0)?,
-            analyzed: n(1)?,
-            flagged: n(2)?,
-            revisions_accepted: n(3)?,
-            revisions_rejected: n(4)?,
-            held_out: n(5)?,
-            evaluated: n(6)?,
-            without_summary: n(7)?,
-            generated: n(8)?,
-            training_examples: n(9)?,
-            revise_done: n(10)?,
-            analysis_failed: n(11)?,
-            revisions_failed: n(12)?,
-            generation_failed: n(13)?,
-            bad_rows: n(14)?,
-            repaired_by_rule: n(15)?,
+            rows: n("rows_in")?,
+            analyzed: n("analyzed")?,
+            flagged: n("flagged")?,
+            revisions_accepted: n("accepted")?,
+            revisions_rejected: n("rejected")?,
+            held_out: n("held_out")?,
+            evaluated: n("evaluated")?,
+            without_summary: n("without_summary")?,
+            generated: n("generated")?,
+            training_examples: n("training_examples")?,
+            revise_done: n("revise_done")?,
+            analysis_failed: n("analysis_failed")?,
+            revisions_failed: n("revisions_failed")?,
+            generation_failed: n("generation_failed")?,
+            bad_rows: n("bad_rows")?,
+            repaired_by_rule: n("repaired")?,
         })
     }
 }

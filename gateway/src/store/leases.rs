@@ -142,8 +142,11 @@ impl Store {
         else {
             return Ok(());
         };
-        let (holder, epoch, state): (String, i64, i64) =
-            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let (holder, epoch, state): (String, i64, i64) = (
+            row.try_get("lease_owner")?,
+            row.try_get("lease_epoch")?,
+            row.try_get("state")?,
+        );
         let ended = !is_unfinished(state);
         if ended || epoch != self.claim(run_id) {
             // This gateway stops working on the run: it holds no claim on it any more.
@@ -201,9 +204,9 @@ impl Store {
         let mut claimed = rows
             .iter()
             .map(|r| {
-                let state: i64 = r.try_get(1)?;
-                let run_id: String = r.try_get(0)?;
-                self.hold(&run_id, r.try_get(2)?);
+                let state: i64 = r.try_get("state")?;
+                let run_id: String = r.try_get("id")?;
+                self.hold(&run_id, r.try_get("lease_epoch")?);
                 Ok(Claimed {
                     run_id,
                     state: pb::RunState::try_from(state as i32)
@@ -238,8 +241,11 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
             if let Some(row) = row {
-                let (cancel, epoch, state): (i64, i64, i64) =
-                    (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
+                let (cancel, epoch, state): (i64, i64, i64) = (
+                    row.try_get("cancel_requested")?,
+                    row.try_get("lease_epoch")?,
+                    row.try_get("state")?,
+                );
                 let ended = !is_unfinished(state);
                 let held = !ended && epoch == self.claim(id);
                 if !held {
@@ -247,7 +253,7 @@ impl Store {
                 }
                 states.push(LeaseState {
                     run_id: id.clone(),
-                    holder: row.try_get(0)?,
+                    holder: row.try_get("lease_owner")?,
                     held,
                     ended,
                     cancel_requested: cancel != 0,
@@ -281,7 +287,7 @@ impl Store {
             Backend::Postgres => " FOR UPDATE",
         };
         let row = sqlx::query(&format!(
-            "SELECT state, lease_owner, lease_expires_ms, {} FROM runs WHERE id = $1{lock}",
+            "SELECT state, lease_owner, lease_expires_ms, {} AS now_ms FROM runs WHERE id = $1{lock}",
             self.db_now()
         ))
         .bind(run_id)
@@ -290,10 +296,10 @@ impl Store {
         let Some(row) = row else {
             return Ok(CancelOutcome::AlreadyFinal);
         };
-        let state: i64 = row.try_get(0)?;
-        let holder: String = row.try_get(1)?;
-        let expires: i64 = row.try_get(2)?;
-        let now: i64 = row.try_get(3)?;
+        let state: i64 = row.try_get("state")?;
+        let holder: String = row.try_get("lease_owner")?;
+        let expires: i64 = row.try_get("lease_expires_ms")?;
+        let now: i64 = row.try_get("now_ms")?;
         if !is_unfinished(state) {
             return Ok(CancelOutcome::AlreadyFinal);
         }

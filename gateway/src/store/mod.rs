@@ -31,6 +31,9 @@ use sqlx::{AnyPool, Executor as _};
 pub use items::{ItemRecord, NewItem, Split, TeacherUsage, TrainingPair};
 pub use leases::{CancelOutcome, Claimed, LeaseLost, LeaseState};
 pub use location::StoreLocation;
+
+/// The SQLite file under the data folder (the default store).
+pub const STORE_FILE: &str = "arf.sqlite3";
 pub use outcome::{AnalysisOutcome, RevisionOutcome, Unimproved};
 pub use runs::{RunRecord, Student, is_final};
 

@@ -110,27 +110,30 @@ const COLUMNS: &str = "id, display_name, state, config, create_time_ms, end_time
                        student_model_dir, baseline_job_id, baseline_model_dir, filter_job_id, filter_model_dir, \
                        oracle_job_id, oracle_model_dir";
 
-fn from_row(row: &AnyRow) -> Result<RunRecord, sqlx::Error> {
-    let config: Vec<u8> = row.try_get(3)?;
-    let state: i64 = row.try_get(2)?;
-    let stage: i64 = row.try_get(7)?;
+/// A run as stored; a configuration that does not decode is an error naming the run.
+fn from_row(row: &AnyRow) -> anyhow::Result<RunRecord> {
+    let id: String = row.try_get("id")?;
+    let config: Vec<u8> = row.try_get("config")?;
+    let state: i64 = row.try_get("state")?;
+    let stage: i64 = row.try_get("current_stage")?;
     Ok(RunRecord {
-        id: row.try_get(0)?,
-        display_name: row.try_get(1)?,
+        display_name: row.try_get("display_name")?,
         state: pb::RunState::try_from(state as i32).unwrap_or(pb::RunState::Unspecified),
-        config: pb::RunConfig::decode(config.as_slice()).unwrap_or_default(),
-        create_time_ms: row.try_get(4)?,
-        end_time_ms: row.try_get(5)?,
-        error: row.try_get(6)?,
+        config: pb::RunConfig::decode(config.as_slice())
+            .with_context(|| format!("run {id:?}: stored config"))?,
+        create_time_ms: row.try_get("create_time_ms")?,
+        end_time_ms: row.try_get("end_time_ms")?,
+        error: row.try_get("error")?,
         current_stage: pb::Stage::try_from(stage as i32).unwrap_or(pb::Stage::Unspecified),
-        training_job_id: row.try_get(8)?,
-        student_model_dir: row.try_get(9)?,
-        baseline_job_id: row.try_get(10)?,
-        baseline_model_dir: row.try_get(11)?,
-        filter_job_id: row.try_get(12)?,
-        filter_model_dir: row.try_get(13)?,
-        oracle_job_id: row.try_get(14)?,
-        oracle_model_dir: row.try_get(15)?,
+        training_job_id: row.try_get("training_job_id")?,
+        student_model_dir: row.try_get("student_model_dir")?,
+        baseline_job_id: row.try_get("baseline_job_id")?,
+        baseline_model_dir: row.try_get("baseline_model_dir")?,
+        filter_job_id: row.try_get("filter_job_id")?,
+        filter_model_dir: row.try_get("filter_model_dir")?,
+        oracle_job_id: row.try_get("oracle_job_id")?,
+        oracle_model_dir: row.try_get("oracle_model_dir")?,
+        id,
     })
 }
 

@@ -6,8 +6,6 @@ use arf_proto::v1 as pb;
 use arf_proto::v1::pipeline_client::PipelineClient;
 use gateway::config::GatewayArgs;
 
-mod support;
-
 fn row() -> pb::DatasetRow {
     pb::DatasetRow {
         line: 1,
@@ -43,7 +41,7 @@ async fn lean_gateway(
     arf_common::server::RunningServer,
     PipelineClient<arf_common::client::GrpcChannel>,
 ) {
-    support::serve(&support::local_args(dir)).await
+    crate::support::serve(&crate::support::local_args(dir)).await
 }
 
 fn analyze_only() -> pb::RunConfig {
@@ -59,7 +57,7 @@ fn analyze_only() -> pb::RunConfig {
 async fn a_run_left_half_uploaded_fails_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = gateway::store::Store::open(&dir.path().join(gateway::server::STORE_FILE))
+        let store = gateway::store::Store::open(&dir.path().join(gateway::store::STORE_FILE))
             .await
             .unwrap();
         store
@@ -315,9 +313,9 @@ async fn a_dataset_path_outside_the_roots_is_denied() {
     let args = GatewayArgs {
         dataset_roots: vec![datasets.path().to_path_buf()],
         any_client_path: false,
-        ..support::local_args(dir.path())
+        ..crate::support::local_args(dir.path())
     };
-    let (server, mut client) = support::serve(&args).await;
+    let (server, mut client) = crate::support::serve(&args).await;
     let from_file = |path: &str| {
         let spec = pb::RunSpec {
             dataset_path: path.into(),
@@ -359,9 +357,9 @@ async fn a_student_endpoint_off_the_allow_list_is_denied() {
     let args = GatewayArgs {
         student_endpoints: vec!["http://students.arf.svc:50052".into()],
         any_client_path: false,
-        ..support::local_args(dir.path())
+        ..crate::support::local_args(dir.path())
     };
-    let (server, mut client) = support::serve(&args).await;
+    let (server, mut client) = crate::support::serve(&args).await;
     let naming = |endpoint: &str| {
         let config = pb::RunConfig {
             stages: vec![pb::Stage::Evaluate as i32],

@@ -1,12 +1,10 @@
 //! The training loop on the tiny fixture model: it learns, resumes exactly, cancels, truncates.
 
-mod common;
-
 use std::cell::Cell;
 use std::path::Path;
 
+use crate::common::*;
 use candle_core::Device;
-use common::*;
 use trainer_svc::lora::LoraSpec;
 use trainer_svc::lora::peft::load_adapter;
 use trainer_svc::train::data::ChatFormat;

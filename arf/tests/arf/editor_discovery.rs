@@ -58,7 +58,7 @@ async fn editor(addr: SocketAddr, model: &std::path::Path) -> (RunningServer, im
     )
     .await
     .unwrap();
-    (server, move || loaded.load_snapshot().0.sampled_tokens)
+    (server, move || loaded.load_snapshot().engine.sampled_tokens)
 }
 
 fn request() -> pb::GenerateRequest {

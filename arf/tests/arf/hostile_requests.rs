@@ -3,16 +3,14 @@
 //! serving afterwards. The dataset-level corpus is gateway/tests/hostile_input.rs; paths outside
 //! the roots are gateway/tests/lean_gateway.rs and trainer-svc/tests/jobs_api.rs.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_proto::v1 as pb;
 use arf_proto::v1::analyzer_client::AnalyzerClient;
 use arf_proto::v1::editor_client::EditorClient;
 use arf_proto::v1::trainer_client::TrainerClient;
-use support::*;
 use tonic::Code;
 
 fn conversation(role: i32, text: &str) -> pb::Conversation {

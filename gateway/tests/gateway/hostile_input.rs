@@ -6,8 +6,6 @@
 use arf_proto::v1 as pb;
 use arf_proto::v1::pipeline_client::PipelineClient;
 
-mod support;
-
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hostile.jsonl");
 
 /// The corpus's lines that must be bad rows (see the script's comments), and its good rows.
@@ -21,7 +19,7 @@ async fn gateway(
     PipelineClient<arf_common::client::GrpcChannel>,
 ) {
     // A run that gets past ingest waits for its (absent) analyzer.
-    support::serve(&support::local_args(dir)).await
+    crate::support::serve(&crate::support::local_args(dir)).await
 }
 
 fn spec(dataset_path: &str) -> pb::CreateRunRequest {

@@ -1,10 +1,9 @@
 //! The Trainer gRPC API end to end: a real server on 127.0.0.1:0, the generated client.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
+use crate::common::*;
 use arf_common::config::ServerArgs;
 use arf_common::server::{Health, RunningServer, serve_on};
 use arf_common::status::field_violations;
@@ -12,7 +11,6 @@ use arf_proto::service_names::TRAINER;
 use arf_proto::v1::trainer_client::TrainerClient;
 use arf_proto::v1::*;
 use candle_core::Device;
-use common::*;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;

@@ -1,11 +1,9 @@
 //! Generate over gRPC against the tiny model loaded through mistral.rs.
 
-mod support;
-
+use crate::support::*;
 use arf_proto::v1::{
     ChatMessage, GenerateRequest, GenerationParams, GetModelInfoRequest, ScoreRequest,
 };
-use support::*;
 use tonic::Code;
 
 #[tokio::test]
@@ -154,8 +152,8 @@ async fn concurrent_calls_all_succeed() {
     }
     let editor = t.editor();
     let drained = eventually(std::time::Duration::from_secs(2), || {
-        let (engine, in_flight) = editor.load_snapshot();
-        (engine.queued, engine.running, in_flight) == (0, 0, 0)
+        let load = editor.load_snapshot();
+        (load.engine.queued, load.engine.running, load.in_flight) == (0, 0, 0)
     })
     .await;
     assert!(

@@ -4,16 +4,14 @@
 //! base the trainer fine-tunes for a few steps; the merged student is then served by the editor,
 //! writes a summary and scores a human reference (Editor.Score). Random weights prove plumbing; this proves the plumbing carries a model.
 
-mod support;
-
 use std::path::PathBuf;
 
+use crate::support::*;
 use arf::suite::{Suite, SuiteConfig};
 use arf_common::client::{ClientOptions, connect_lazy};
 use arf_common::config::ServerArgs;
 use arf_proto::v1 as pb;
 use arf_proto::v1::editor_client::EditorClient;
-use support::*;
 
 /// The cached model, fetched through the users' own command when it is not there yet.
 fn smollm2() -> PathBuf {

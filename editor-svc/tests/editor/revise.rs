@@ -1,9 +1,7 @@
 //! Revise and ReviseStream over gRPC against the tiny model loaded through mistral.rs.
 
-mod support;
-
+use crate::support::*;
 use arf_proto::v1::{Conversation, ReviseRequest, revise_event};
-use support::*;
 use tonic::Code;
 
 #[tokio::test]
@@ -47,7 +45,7 @@ async fn revise_with_findings_returns_a_parsed_summary_and_usage() {
 #[tokio::test]
 async fn revise_without_findings_returns_the_summary_without_a_model_call() {
     let t = start(|_| {}).await;
-    let before = t.editor().load_snapshot().0.sampled_tokens;
+    let before = t.editor().load_snapshot().engine.sampled_tokens;
     let answer = t
         .client()
         .revise(revise_request(vec![], 0))
@@ -59,7 +57,7 @@ async fn revise_without_findings_returns_the_summary_without_a_model_call() {
     let usage = answer.usage.unwrap();
     assert_eq!((usage.input_tokens, usage.output_tokens), (0, 0));
     assert_eq!(
-        t.editor().load_snapshot().0.sampled_tokens,
+        t.editor().load_snapshot().engine.sampled_tokens,
         before,
         "no token was sampled"
     );

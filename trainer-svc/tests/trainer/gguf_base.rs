@@ -4,10 +4,8 @@
 //! loads our adapter on those weights with our logits, and the merged export is a Hugging Face
 //! directory that loads again with the same logits.
 
-mod common;
-
+use crate::common::*;
 use candle_core::{DType, Device, Tensor};
-use common::*;
 use trainer_svc::lora::ForwardCtx;
 use trainer_svc::lora::peft::load_adapter;
 use trainer_svc::model::{BaseModel, Llama, LoadOptions};

@@ -23,11 +23,11 @@ use arf_proto::v1 as pb;
 use arf_proto::v1::pipeline_client::PipelineClient;
 use arf_proto::v1::trainer_client::TrainerClient;
 
-mod support;
+use crate::support::follow;
 
-use support::follow;
-
-use support::processes::{Process, Services, Signal, full_spec, lost_and_duplicated, result};
+use crate::support::processes::{
+    Process, Services, Signal, full_spec, lost_and_duplicated, result,
+};
 
 const LEASE_SECS: &str = "2";
 
@@ -70,12 +70,16 @@ async fn mid_revise(services: &Services, dir: &Path, tiny: &Path, server: &str) 
     let shared = gateway::store::fresh_database(server).await.unwrap();
     let first = gateway(services, dir, tiny, &shared, "first").await;
     let second = gateway(services, dir, tiny, &shared, "second").await;
-    let run = support::create(&mut client(&first), full_spec(), support::sample_rows())
-        .await
-        .unwrap();
+    let run = crate::support::create(
+        &mut client(&first),
+        full_spec(),
+        crate::support::sample_rows(),
+    )
+    .await
+    .unwrap();
     let mut watcher = client(&second);
     let seen = follow(&mut watcher, &run.id, |events| {
-        support::items(events, pb::Stage::Revise).len() >= 2
+        crate::support::items(events, pb::Stage::Revise).len() >= 2
     })
     .await;
     MidRevise {
@@ -111,7 +115,7 @@ async fn the_other_gateway_finishes_a_run_whose_gateway_was_killed() {
     };
     let models = tempfile::tempdir().unwrap();
     let tiny = arf::suite::tiny_model(models.path()).unwrap();
-    let rows = support::sample_rows();
+    let rows = crate::support::sample_rows();
     let dir = tempfile::tempdir().unwrap();
     let services = Services::start(dir.path(), &tiny).await;
 
@@ -120,7 +124,7 @@ async fn the_other_gateway_finishes_a_run_whose_gateway_was_killed() {
     let baseline = {
         let gateway = gateway(&services, dir.path(), &tiny, &alone, "alone").await;
         let mut client = client(&gateway);
-        let run = support::create(&mut client, full_spec(), rows.clone())
+        let run = crate::support::create(&mut client, full_spec(), rows.clone())
             .await
             .unwrap();
         result(&mut client, &run.id).await
@@ -233,7 +237,11 @@ async fn a_paused_gateway_comes_back_after(ending: Ending) {
         Ending::Cancelled => pb::RunState::Cancelled,
         Ending::Finished => pb::RunState::Succeeded,
     };
-    assert_eq!(support::final_state(&ended), Some(state), "{ending:?}");
+    assert_eq!(
+        crate::support::final_state(&ended),
+        Some(state),
+        "{ending:?}"
+    );
 
     first.resume();
     // Time for what it had in flight to come back, and for two of its heartbeats.

@@ -2,12 +2,10 @@
 //! must neither fail for a fault that passes nor stop for one item; and its events must say
 //! what it is waiting for.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use arf_proto::v1 as pb;
-use support::*;
 use tokio_util::sync::CancellationToken;
 
 fn waits(events: &[pb::RunEvent], service: &str) -> Vec<pb::Waiting> {

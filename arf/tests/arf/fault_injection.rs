@@ -17,11 +17,9 @@ use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_proto::v1 as pb;
 use arf_proto::v1::pipeline_client::PipelineClient;
 
-mod support;
+use crate::support::follow;
 
-use support::follow;
-
-use support::processes::{
+use crate::support::processes::{
     Process, Services, Signal, ended, full_spec, lost_and_duplicated, result,
 };
 
@@ -129,7 +127,7 @@ fn reached(events: &[pb::RunEvent], fault: &Fault) -> bool {
                     if matches!(j.kind, Some(pb::job_event::Kind::Step(_))))
             })
             .count(),
-        stage => support::items(events, stage).len(),
+        stage => crate::support::items(events, stage).len(),
     };
     n >= fault.after
 }
@@ -143,13 +141,13 @@ async fn runs_survive_kills_and_restarts_of_every_service_at_every_stage() {
     };
     let models = tempfile::tempdir().unwrap();
     let tiny = arf::suite::tiny_model(models.path()).unwrap();
-    let rows = support::sample_rows();
+    let rows = crate::support::sample_rows();
 
     // The uninterrupted run of the same spec.
     let dir = tempfile::tempdir().unwrap();
     let deployment = Deployment::start(dir.path(), &tiny).await;
     let mut client = deployment.client();
-    let run = support::create(&mut client, full_spec(), rows.clone())
+    let run = crate::support::create(&mut client, full_spec(), rows.clone())
         .await
         .unwrap();
     let baseline = result(&mut client, &run.id).await;
@@ -164,7 +162,7 @@ async fn runs_survive_kills_and_restarts_of_every_service_at_every_stage() {
         let dir = tempfile::tempdir().unwrap();
         let mut deployment = Deployment::start(dir.path(), &tiny).await;
         let mut client = deployment.client();
-        let run = support::create(&mut client, full_spec(), rows.clone())
+        let run = crate::support::create(&mut client, full_spec(), rows.clone())
             .await
             .unwrap();
         let seen = follow(&mut client, &run.id, |e| reached(e, &fault) || ended(e)).await;
@@ -221,12 +219,12 @@ const SERVER_DOWN: std::time::Duration = std::time::Duration::from_secs(8);
 /// their events say they waited for the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_survive_a_restart_of_their_postgresql_server() {
-    let Some(server) = support::postgres::PrivatePostgres::start() else {
+    let Some(server) = crate::support::postgres::PrivatePostgres::start() else {
         return;
     };
     let models = tempfile::tempdir().unwrap();
     let tiny = arf::suite::tiny_model(models.path()).unwrap();
-    let rows = support::sample_rows();
+    let rows = crate::support::sample_rows();
     let dir = tempfile::tempdir().unwrap();
     let services = Services::start(dir.path(), &tiny).await;
     let gateway = |name: &str, store: String| {
@@ -246,7 +244,7 @@ async fn runs_survive_a_restart_of_their_postgresql_server() {
         let store = gateway::store::fresh_database(&server.url()).await.unwrap();
         let gateway = gateway("baseline", store).await;
         let mut client = client(&gateway);
-        let run = support::create(&mut client, full_spec(), rows.clone())
+        let run = crate::support::create(&mut client, full_spec(), rows.clone())
             .await
             .unwrap();
         result(&mut client, &run.id).await
@@ -263,7 +261,7 @@ async fn runs_survive_a_restart_of_their_postgresql_server() {
         let store = gateway::store::fresh_database(&server.url()).await.unwrap();
         let gateway = gateway(&format!("{stage:?}"), store).await;
         let mut client = client(&gateway);
-        let run = support::create(&mut client, full_spec(), rows.clone())
+        let run = crate::support::create(&mut client, full_spec(), rows.clone())
             .await
             .unwrap();
         let seen = follow(&mut client, &run.id, |e| reached(e, &fault) || ended(e)).await;

@@ -1,16 +1,14 @@
 //! Serving behaviour: health follows the model, the in-flight limit, and cancellation that
 //! reaches the engine.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use arf_common::server::Health;
 use arf_proto::service_names::EDITOR;
 use arf_proto::v1::GetModelInfoRequest;
 use arf_proto::v1::editor_client::EditorClient;
 use arf_tiny_llama::TinyLlamaSpec;
-use support::*;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -80,7 +78,9 @@ async fn beyond_the_in_flight_limit_calls_get_resource_exhausted_with_retry_info
             .await
     });
     assert!(
-        eventually(Duration::from_secs(5), || editor.load_snapshot().1 == 1).await,
+        eventually(Duration::from_secs(5), || editor.load_snapshot().in_flight
+            == 1)
+        .await,
         "the first call holds the slot"
     );
 
@@ -104,7 +104,9 @@ async fn beyond_the_in_flight_limit_calls_get_resource_exhausted_with_retry_info
 
     first.abort();
     assert!(
-        eventually(Duration::from_secs(5), || editor.load_snapshot().1 == 0).await,
+        eventually(Duration::from_secs(5), || editor.load_snapshot().in_flight
+            == 0)
+        .await,
         "the slot is released"
     );
     t.client()
@@ -121,7 +123,7 @@ async fn a_passed_deadline_drops_the_sequence_from_the_engine() {
     let mut request = tonic::Request::new(generate_request("Tell me a long story.", max_tokens));
     request.set_timeout(Duration::from_millis(400));
     let started = Instant::now();
-    let before = editor.load_snapshot().0.sampled_tokens;
+    let before = editor.load_snapshot().engine.sampled_tokens;
     let status = t.client().generate(request).await.unwrap_err();
     assert!(
         matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
@@ -129,18 +131,21 @@ async fn a_passed_deadline_drops_the_sequence_from_the_engine() {
     );
 
     assert!(
-        eventually(Duration::from_secs(2), || editor.load_snapshot().0.running
+        eventually(Duration::from_secs(2), || editor
+            .load_snapshot()
+            .engine
+            .running
             == 0
-            && editor.load_snapshot().0.queued == 0)
+            && editor.load_snapshot().engine.queued == 0)
         .await,
         "the engine dropped the sequence: {:?}",
         editor.load_snapshot()
     );
     let dropped_after = started.elapsed();
-    let sampled = editor.load_snapshot().0.sampled_tokens;
+    let sampled = editor.load_snapshot().engine.sampled_tokens;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        editor.load_snapshot().0.sampled_tokens,
+        editor.load_snapshot().engine.sampled_tokens,
         sampled,
         "no token is sampled after the drop"
     );
@@ -154,7 +159,11 @@ async fn a_passed_deadline_drops_the_sequence_from_the_engine() {
         dropped_after < Duration::from_secs(3),
         "dropped {dropped_after:?} after the call began"
     );
-    assert_eq!(editor.load_snapshot().1, 0, "the in-flight slot is free");
+    assert_eq!(
+        editor.load_snapshot().in_flight,
+        0,
+        "the in-flight slot is free"
+    );
 }
 
 #[tokio::test]
@@ -178,7 +187,7 @@ async fn a_client_that_drops_a_revise_stream_stops_its_generation() {
         "a revision long enough to cut short: {natural} tokens"
     );
 
-    let before = editor.load_snapshot().0.sampled_tokens;
+    let before = editor.load_snapshot().engine.sampled_tokens;
     let mut events = t
         .client()
         .revise_stream(request)
@@ -188,14 +197,17 @@ async fn a_client_that_drops_a_revise_stream_stops_its_generation() {
     events.message().await.unwrap().expect("a first delta");
     drop(events);
     assert!(
-        eventually(Duration::from_secs(2), || editor.load_snapshot().0.running
+        eventually(Duration::from_secs(2), || editor
+            .load_snapshot()
+            .engine
+            .running
             == 0)
         .await,
         "the engine dropped the sequence: {:?}",
         editor.load_snapshot()
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let sampled = editor.load_snapshot().0.sampled_tokens - before;
+    let sampled = editor.load_snapshot().engine.sampled_tokens - before;
     assert!(
         sampled < u64::from(natural) / 4,
         "stopped after {sampled} of {natural} tokens"

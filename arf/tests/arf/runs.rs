@@ -1,10 +1,8 @@
 //! Pipeline runs through the gateway over real gRPC, against the embedded suite.
 
-mod support;
-
+use crate::support::*;
 use arf_common::status::field_violations;
 use arf_proto::v1 as pb;
-use support::*;
 use tonic::Code;
 
 #[tokio::test]
@@ -312,8 +310,8 @@ async fn a_dataset_file_is_streamed_and_a_bad_row_partway_aborts_the_upload() {
     let sample = std::fs::read_to_string(SAMPLE).unwrap();
     let good = dir.path().join("good.jsonl");
     std::fs::write(&good, &sample).unwrap();
-    let rows = arf::cli::stream_jsonl(&good).unwrap();
-    let run = arf::cli::create_run(&mut client, spec(&[pb::Stage::Analyze]), rows)
+    let rows = arf::upload::stream_jsonl(&good).unwrap();
+    let run = arf::upload::create_run(&mut client, spec(&[pb::Stage::Analyze]), rows)
         .await
         .unwrap();
     assert_eq!(run.counts.unwrap().rows, 16);
@@ -322,10 +320,10 @@ async fn a_dataset_file_is_streamed_and_a_bad_row_partway_aborts_the_upload() {
     lines.insert(3, "{\"id\": \"broken\", \"turns\": ");
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(&bad, lines.join("\n")).unwrap();
-    let err = arf::cli::create_run(
+    let err = arf::upload::create_run(
         &mut client,
         spec(&[pb::Stage::Analyze]),
-        arf::cli::stream_jsonl(&bad).unwrap(),
+        arf::upload::stream_jsonl(&bad).unwrap(),
     )
     .await
     .unwrap_err();

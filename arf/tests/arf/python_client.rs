@@ -4,13 +4,11 @@
 //! Python: `ARF_PYTHON` when set, otherwise a virtual environment under the target directory,
 //! made with clients/python/setup-venv.sh on first use (it installs grpcio-tools from PyPI).
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::*;
 use arf_proto::v1 as pb;
-use support::*;
 
 const CLIENT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../clients/python");
 

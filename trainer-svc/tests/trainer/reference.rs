@@ -1,9 +1,7 @@
 //! Our Llama and LoRA against transformers + peft (fixtures from reference/make_fixtures.py).
 
-mod common;
-
+use crate::common::*;
 use candle_core::{DType, Device, Tensor};
-use common::*;
 use trainer_svc::lora::ForwardCtx;
 use trainer_svc::lora::peft::load_adapter;
 use trainer_svc::model::{Llama, LoadOptions};

@@ -3,10 +3,8 @@
 //! unflagged ones only and on the human references, the base model zero-shot, every student
 //! and the teacher side by side in the report, with each model's reference likelihood.
 
-mod support;
-
+use crate::support::*;
 use arf_proto::v1 as pb;
-use support::*;
 
 /// The sample with the teacher summaries of every other row removed.
 fn half_raw_rows() -> Vec<pb::DatasetRow> {
@@ -245,7 +243,7 @@ async fn generate_resumes_after_a_restart_without_asking_twice() {
     drop(stream);
     suite.shutdown().await.unwrap();
 
-    let (suite, mut client) = support::suite(dir.path()).await;
+    let (suite, mut client) = crate::support::suite(dir.path()).await;
     let events = watch(&mut client, &run.id, 0).await;
     assert_eq!(final_state(&events), Some(pb::RunState::Succeeded));
     let generated = items(&events, pb::Stage::Generate);

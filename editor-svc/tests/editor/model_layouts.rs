@@ -2,12 +2,10 @@
 //! (`rope_theta` + `rope_scaling`, template in `tokenizer_config.json`) and transformers 5's
 //! (`rope_parameters`, `chat_template.jinja`), which mistral.rs 0.8.1 alone refuses.
 
-mod support;
-
+use crate::support::*;
 use arf_tiny_llama::TinyLlamaSpec;
 use editor_svc::load_editor;
 use serde_json::Value;
-use support::*;
 
 /// Rewrites a directory in the released layout into transformers 5's, in place.
 fn to_transformers5_layout(dir: &std::path::Path) {

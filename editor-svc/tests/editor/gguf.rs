@@ -2,13 +2,11 @@
 //! template inside. The tiny Llama written as Q8_0 GGUF loads through mistral.rs' GGUF path
 //! and serves Generate and Revise like the Hugging Face directory does.
 
-mod support;
-
+use crate::support::*;
 use arf_proto::v1::GetModelInfoRequest;
 use arf_tiny_llama::{TinyLlamaSpec, write_tiny_llama_gguf};
 use candle_core::quantized::GgmlDType;
 use editor_svc::{EditorConfig, load_editor};
-use support::*;
 
 #[tokio::test]
 async fn a_quantized_gguf_file_loads_and_serves() {

@@ -106,12 +106,12 @@ async fn judges_go_through_editor_generate_and_failures_are_reported() {
         model,
         _dir,
     } = judged(editor_svc::config::DEFAULT_MAX_IN_FLIGHT).await;
-    let sampled_before = model.load_snapshot().0.sampled_tokens;
+    let sampled_before = model.load_snapshot().engine.sampled_tokens;
     let request = judge_request("j1");
     let conversation = request.conversation.clone();
     let answer = client.analyze(request).await.unwrap().into_inner();
     assert!(
-        model.load_snapshot().0.sampled_tokens > sampled_before,
+        model.load_snapshot().engine.sampled_tokens > sampled_before,
         "the judges asked the model"
     );
     // A malformed answer is retried once, then reported as that judge's failure.

@@ -1,15 +1,13 @@
 //! Runs survive what production throws at them: an editor replica dying mid-run, and the
 //! gateway itself killed with SIGKILL mid-run and started again.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::support::*;
 use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_proto::v1 as pb;
 use arf_proto::v1::pipeline_client::PipelineClient;
-use support::*;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -233,7 +231,7 @@ async fn a_gateway_stopped_during_finetune_leaves_the_job_training() {
 
 /// The run's training job id, read from the stored state of a gateway that has exited.
 async fn stored_training_job(data: &std::path::Path, run_id: &str) -> String {
-    let store = gateway::store::Store::open(&data.join(gateway::server::STORE_FILE))
+    let store = gateway::store::Store::open(&data.join(gateway::store::STORE_FILE))
         .await
         .unwrap();
     let job = store.run(run_id).await.unwrap().unwrap().training_job_id;

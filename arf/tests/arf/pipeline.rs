@@ -1,10 +1,8 @@
 //! The whole pipeline end to end on tiny random models, over real gRPC between the four
 //! services: Analyze -> Revise -> Finetune -> Evaluate over the bundled sample.
 
-mod support;
-
+use crate::support::*;
 use arf_proto::v1 as pb;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_pipeline_over_the_sample_on_tiny_models() {
@@ -216,7 +214,7 @@ async fn a_random_weight_editor_gets_no_revision_through_the_gate() {
     for file in ["analyzer_bench_dev.jsonl", "teacher_train.jsonl"] {
         let path = corpus.join(file);
         let text = std::fs::read(&path).unwrap();
-        let rows: Vec<pb::DatasetRow> = arf::cli::rows_from_jsonl(&text, file)
+        let rows: Vec<pb::DatasetRow> = arf::upload::rows_from_jsonl(&text, file)
             .unwrap()
             .into_iter()
             .map(|mut r| {

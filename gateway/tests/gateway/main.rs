@@ -1,0 +1,8 @@
+//! gateway's integration tests, one binary (each test file a module): every test binary
+//! links the whole dependency tree, and on two cores each link costs minutes.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod hostile_input;
+mod lean_gateway;
