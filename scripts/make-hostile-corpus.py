@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes gateway/tests/fixtures/hostile.jsonl: a dataset of careless and hostile rows, one kind
-per line, for gateway/tests/hostile_input.rs. Rerun after changing it; the test lists which lines
+per line, for gateway/tests/gateway/hostile_input.rs. Rerun after changing it; the test lists which lines
 must be bad rows. (The over-long line, 8 MiB, is made by the test itself, not committed.)"""
 import json, pathlib
 

@@ -12,16 +12,16 @@ SOURCES = {
     "trainer": ["common/src", "trainer-svc/src"],
     "gateway": ["common/src", "gateway/src"],
 }
-# Deployment name -> the service binary's source that passes its default port to run_binary.
-PORT_SOURCES = {
-    "analyzer": "analyzer-svc/src/serve.rs",
-    "editor": "editor-svc/src/serve.rs",
-    "trainer": "trainer-svc/src/serve.rs",
-    "gateway": "gateway/src/server.rs",
+# Where the default ports are written, once (`arf_proto::default_ports`), and each
+# deployment's constant there.
+PORTS_SOURCE = "proto/src/lib.rs"
+PORT_CONSTANTS = {
+    "analyzer": "ANALYZER",
+    "editor": "EDITOR",
+    "trainer": "TRAINER",
+    "gateway": "PIPELINE",
 }
 ENV_READ = re.compile(r'env\s*=\s*"([A-Z][A-Z0-9_]*)"|env::var(?:_os)?\(\s*"([A-Z][A-Z0-9_]*)"')
-# run_binary("arf-editor", &[EDITOR], 50052, ...)
-PORT = re.compile(r'run_binary\(\s*"[^"]+",\s*&\[[^\]]*\],\s*(\d+)\s*,')
 GRACE = re.compile(r'env\s*=\s*"ARF_SHUTDOWN_GRACE_SECS",\s*default_value_t\s*=\s*(\d+)')
 
 
@@ -50,10 +50,17 @@ def mentions(root, deployment, text):
 
 
 def default_port(root, deployment):
-    with open(os.path.join(root, PORT_SOURCES[deployment]), encoding="utf-8") as f:
-        m = PORT.search(f.read())
+    """The port the service listens on by default: `pub const EDITOR: u16 = 50052;`, and the
+    service passing that constant to run_binary (so the two cannot drift apart)."""
+    name = PORT_CONSTANTS[deployment]
+    with open(os.path.join(root, PORTS_SOURCE), encoding="utf-8") as f:
+        m = re.search(rf"pub const {name}: u16 = (\d+);", f.read())
     if not m:
-        raise ValueError(f"no run_binary(..., PORT, ...) in {PORT_SOURCES[deployment]}")
+        raise ValueError(f"no `pub const {name}: u16 = PORT;` in {PORTS_SOURCE}")
+    source = os.path.join(SOURCES[deployment][-1], "serve.rs" if deployment != "gateway" else "server.rs")
+    with open(os.path.join(root, source), encoding="utf-8") as f:
+        if f"default_ports::{name}" not in f.read():
+            raise ValueError(f"{source} does not pass default_ports::{name} to run_binary")
     return int(m.group(1))
 
 

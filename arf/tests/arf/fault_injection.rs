@@ -9,7 +9,7 @@
 //!
 //! `ARF_FAULT_SEED` picks the points (default 1); the test prints a table of what it did. The
 //! longer soak runs more seeds in one go and prints one table: `ARF_FAULT_SEEDS=20 cargo test
-//! -p arf --test fault_injection -- --nocapture` (seeds 1 to 20, about 25 s each here).
+//! -p arf --test arf fault_injection:: -- --nocapture` (seeds 1 to 20, about 25 s each here).
 
 use std::path::Path;
 

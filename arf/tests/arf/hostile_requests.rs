@@ -1,7 +1,7 @@
 //! A corpus of hostile and careless requests against the embedded suite's four services: each
 //! gets its status code (never INTERNAL, never a panic or a hang), and every server keeps
-//! serving afterwards. The dataset-level corpus is gateway/tests/hostile_input.rs; paths outside
-//! the roots are gateway/tests/lean_gateway.rs and trainer-svc/tests/jobs_api.rs.
+//! serving afterwards. The dataset-level corpus is gateway/tests/gateway/hostile_input.rs; paths outside
+//! the roots are gateway/tests/gateway/lean_gateway.rs and trainer-svc/tests/trainer/jobs_api.rs.
 
 use std::time::Duration;
 

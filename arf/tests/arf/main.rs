@@ -17,3 +17,4 @@ mod real_model;
 mod resilience;
 mod runs;
 mod teacher_and_comparison;
+mod vendored_patches;

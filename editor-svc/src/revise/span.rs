@@ -42,8 +42,11 @@ pub struct SpanEdit {
 const PII: &str = "pii_exposure";
 
 /// The span edits for `input`, overlapping spans merged; `None` when some finding has no span
-/// or spans the whole summary (an omission: the whole summary is rewritten instead). A PII span
-/// is its own edit, with its placeholder; a model edit that would overlap it is left out.
+/// or the edits, once widened to their sentences, leave no word of the summary untouched (an
+/// omission, or a summary of one flagged sentence): the whole summary is rewritten instead,
+/// whose output is checked as a whole, where span edits that all came back empty would
+/// delete it. A PII span is its own edit, with its placeholder; a model edit that would
+/// overlap it is left out.
 pub fn plan(input: &RevisionInput) -> Option<Vec<SpanEdit>> {
     let s = &input.summary;
     let (first, last) = (s.len() - s.trim_start().len(), s.trim_end().len());
@@ -85,7 +88,10 @@ pub fn plan(input: &RevisionInput) -> Option<Vec<SpanEdit>> {
     fixed.dedup_by(|b, a| overlaps(&a.range, &b.range));
     edits.extend(fixed);
     edits.sort_by_key(|e| e.range.start);
-    Some(edits)
+    let untouched = s
+        .char_indices()
+        .any(|(i, c)| c.is_alphanumeric() && !edits.iter().any(|e| e.range.contains(&i)));
+    untouched.then_some(edits)
 }
 
 /// A span that leaves at most two words of its sentence (`[[booked a visit]]` in "Agent booked
@@ -460,6 +466,35 @@ mod tests {
         );
         assert!(user.contains("Delete it"), "{user}");
         assert!(user.contains("Example:"), "{user}");
+    }
+
+    /// Issue 34: a teacher summary of one sentence, cut short, flagged in its middle: widened
+    /// to its sentence, the edit would be the whole summary, and a model that answers with an
+    /// empty replacement would delete it. It is a rewrite instead.
+    #[test]
+    fn edits_that_would_cover_every_word_are_a_rewrite() {
+        let s = "The customer asks about a refund for the order and the agent";
+        let middle = s.find("refund").unwrap()..s.find(" for").unwrap();
+        assert_eq!(
+            plan(&input(s, vec![finding("truncation", Some(middle))], 2)),
+            None
+        );
+        // Two sentences, both flagged: every word is in an edit.
+        let s = "Customer asks. Agent booked a visit.";
+        let both = vec![
+            finding("omission", Some(0..8)),
+            finding(
+                "unsupported_action",
+                Some(s.find("booked").unwrap()..s.len() - 1),
+            ),
+        ];
+        assert_eq!(plan(&input(s, both, 2)), None);
+        // One of them: the other sentence stays, so span edits.
+        let one = vec![finding(
+            "unsupported_action",
+            Some(s.find("booked").unwrap()..s.len() - 1),
+        )];
+        assert!(plan(&input(s, one, 2)).is_some());
     }
 
     #[test]

@@ -15,7 +15,7 @@ const TOL: f32 = 1e-4;
 /// The string whose token ids transformers wrote into the fixture (make_fixtures.py). It has no
 /// digits: transformers splits a number as GPT-2 does, mistral.rs (and so this trainer, which
 /// must train on the ids the editor will serve) one digit at a time; the real-model test in
-/// arf/tests/real_model.rs compares the trainer with mistral.rs itself.
+/// arf/tests/arf/real_model.rs compares the trainer with mistral.rs itself.
 const TOKENIZER_PROBE: &str = "Customer's order is late!\n  Agent: <|eot_id|> refunded, thanks.";
 
 fn gguf() -> std::path::PathBuf {

@@ -1,4 +1,6 @@
 pub(super) mod cpu;
+// ARF patch: the CPU attention by rows (cpu_rows.rs) and grouped-query attention in f32
+// (naive.rs), patches/README.md.
 mod cpu_rows;
 mod flash;
 mod naive;
