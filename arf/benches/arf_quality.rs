@@ -13,10 +13,12 @@
 //! - `smollm2`: no summaries at all: the Generate stage has SmolLM2 write them zero-shot, for
 //!   the training rows and for the held-out rows of valid.jsonl.
 //!
-//!   cargo bench --profile dev -p arf --bench arf_quality -- [--train N] [--eval M] [--steps S]
-//!       [--teachers injected,smollm2] [--judge] [--data-dir DIR] [--candidates N] [--rounds R]
-//!       [--stages analyze,revise] [--export DIR] [--arms filter_only,oracle|none] [--rules]
-//!       [--on-unimproved exclude|keep-original] [--resume RUN_ID]
+//! ```text
+//! cargo bench --profile dev -p arf --bench arf_quality -- [--train N] [--eval M] [--steps S]
+//!     [--teachers injected,smollm2] [--judge] [--data-dir DIR] [--candidates N] [--rounds R]
+//!     [--stages analyze,revise] [--export DIR] [--arms filter_only,oracle|none] [--rules]
+//!     [--on-unimproved exclude|keep-original] [--resume RUN_ID]
+//! ```
 //!
 //! `--resume RUN_ID` watches a run left unfinished in `--data-dir` (a bench stopped midway: the
 //! gateway takes it up again where it stopped) instead of creating one; its stage times count
@@ -430,7 +432,7 @@ async fn evaluate_speed(
 }
 
 fn print_table(teacher: &str, run: &pb::Run, report: &pb::Report, secs: f64) {
-    let c = run.counts.clone().unwrap_or_default();
+    let c = run.counts.unwrap_or_default();
     println!(
         "\n## teacher `{teacher}` (run {}, {:.1} min): {} rows, {} generated, {} flagged, {} revisions accepted, {} rejected; ARF set {} pairs (unimproved summaries {})",
         run.id,

@@ -189,7 +189,7 @@ async fn main() -> anyhow::Result<()> {
         before_report
     );
     let peak = peak_rss_mib();
-    let counts = run.counts.clone().unwrap_or_default();
+    let counts = run.counts.unwrap_or_default();
     println!(
         "run {}: {:?} in {:.0} s; rows {}, analyzed {}, flagged {}, revisions accepted {}, \
          rejected {}; peak RSS {:.0} MiB (ceiling {:.0})",

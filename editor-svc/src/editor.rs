@@ -247,7 +247,7 @@ impl Editor {
                     let request = GenerationRequest {
                         messages: span_messages(&input, edit),
                         max_tokens: budget,
-                        sampling: sampling.clone(),
+                        sampling,
                         stop: stop.clone(),
                         json_schema: Some(replacement_schema(max_chars)),
                     };

@@ -161,7 +161,7 @@ async fn drive(
         run.id,
         run.counts.as_ref().map_or(0, |c| c.rows)
     );
-    let mut progress = RunProgress::new(run.counts.clone().unwrap_or_default(), &stages(&config));
+    let mut progress = RunProgress::new(run.counts.unwrap_or_default(), &stages(&config));
     let mut events = client
         .watch_run(pb::WatchRunRequest {
             run_id: run.id.clone(),

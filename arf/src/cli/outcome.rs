@@ -17,7 +17,7 @@ pub async fn print_outcome(
         })
         .await?
         .into_inner();
-    let c = run.counts.clone().unwrap_or_default();
+    let c = run.counts.unwrap_or_default();
     println!(
         "\nrun {}: {}{}\n  {} rows, {} flagged, {} revisions accepted, {} rejected, {} held out, {} evaluated",
         run.id,

@@ -91,7 +91,7 @@ async fn the_generated_python_client_creates_a_run_and_watches_it_to_the_end() {
     assert_eq!(runs.len(), 1);
     let run = &runs[0];
     assert_eq!(run.state(), pb::RunState::Succeeded);
-    let c = run.counts.clone().unwrap();
+    let c = run.counts.unwrap();
     assert_eq!(c.rows, 16);
     assert!(
         stdout.contains(&format!("run {} ended RUN_STATE_SUCCEEDED", run.id)),

@@ -61,22 +61,24 @@ async fn spawn_gateway(
     extra_args: &[&str],
 ) -> (GatewayProcess, PipelineClient<GrpcChannel>) {
     // `arf gateway`: the gateway server as its own process, as deployed beside the services.
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_arf"))
-        .arg("gateway")
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(data_dir)
-        .args([
-            "--analyzer",
-            &suite.analyzer_endpoint(),
-            "--trainer",
-            &suite.trainer_endpoint(),
-        ])
-        .args(["--editor", &suite.editor_endpoints().join(",")])
-        .args(extra_args)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let process = GatewayProcess(
+        std::process::Command::new(env!("CARGO_BIN_EXE_arf"))
+            .arg("gateway")
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(data_dir)
+            .args([
+                "--analyzer",
+                &suite.analyzer_endpoint(),
+                "--trainer",
+                &suite.trainer_endpoint(),
+            ])
+            .args(["--editor", &suite.editor_endpoints().join(",")])
+            .args(extra_args)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let endpoint = format!("http://127.0.0.1:{port}");
     let channel = connect_lazy(&endpoint, &ClientOptions::default()).unwrap();
     for _ in 0..300 {
@@ -86,7 +88,7 @@ async fn spawn_gateway(
             })
             .await;
         if health.is_ok_and(|h| h.into_inner().status == 1) {
-            return (GatewayProcess(child), PipelineClient::new(channel));
+            return (process, PipelineClient::new(channel));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

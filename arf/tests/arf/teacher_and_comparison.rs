@@ -80,7 +80,7 @@ async fn raw_conversations_get_teacher_summaries_and_the_report_compares_every_a
         "the models are hosted one at a time, whatever the number of arms"
     );
 
-    let c = run.counts.clone().unwrap();
+    let c = run.counts.unwrap();
     assert_eq!((c.without_summary, c.generated), (8, 8), "{c:?}");
     let generated: Vec<&str> = items(&events, pb::Stage::Generate)
         .iter()

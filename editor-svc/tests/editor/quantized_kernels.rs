@@ -23,6 +23,10 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
 }
 
 #[test]
+#[allow(
+    clippy::assertions_on_constants,
+    reason = "it checks the build's configuration"
+)]
 fn the_build_has_the_simd_kernels() {
     // .cargo/config.toml sets x86-64-v3: without AVX2, candle compiles no quantized SIMD kernel.
     if cfg!(target_arch = "x86_64") {

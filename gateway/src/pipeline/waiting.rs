@@ -177,7 +177,7 @@ impl Pipeline {
                 run_id,
                 Kind::Waiting(pb::Waiting {
                     service: service.into(),
-                    code: code_name(status.code()).into(),
+                    code: code_name(status.code()),
                     message: status.message().into(),
                     attempt,
                     retry_in_ms: delay.as_millis() as u64,

@@ -171,7 +171,7 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.as_ref().map(from_row).transpose()?)
+        row.as_ref().map(from_row).transpose()
     }
 
     /// Newest first; `offset` is the page token.
@@ -184,7 +184,7 @@ impl Store {
             .bind(offset as i64)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+        rows.iter().map(from_row).collect::<Result<_, _>>()
     }
 
     /// INGESTING to QUEUED with its event, in one transaction, once the last row is stored.

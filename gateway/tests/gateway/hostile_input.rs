@@ -84,7 +84,7 @@ async fn the_hostile_corpus_gives_one_bad_row_per_bad_line_and_keeps_the_rest() 
         .await
         .unwrap()
         .into_inner();
-    let counts = run.counts.clone().unwrap();
+    let counts = run.counts.unwrap();
     let mut expected: Vec<u32> = BAD_LINES.to_vec();
     expected.push(lines + 1);
     let bad = bad_lines(&mut client, &run.id).await;

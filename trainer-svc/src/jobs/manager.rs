@@ -545,10 +545,10 @@ impl Observer for JobObserver<'_> {
             Event::Eval { step, eval_loss } => EventKind::Eval { step, eval_loss },
             Event::Checkpoint { step, path } => EventKind::Checkpoint { step, path },
             Event::Warning(w) => {
-                if let Some(n) = w.split_whitespace().next().and_then(|n| n.parse().ok()) {
-                    if let Some(job) = self.inner.lock().jobs.get_mut(&self.id) {
-                        job.truncated_examples = n;
-                    }
+                if let Some(n) = w.split_whitespace().next().and_then(|n| n.parse().ok())
+                    && let Some(job) = self.inner.lock().jobs.get_mut(&self.id)
+                {
+                    job.truncated_examples = n;
                 }
                 EventKind::Warning(w)
             }

@@ -112,14 +112,15 @@ impl LlamaConfig {
             )));
         }
         if raw.num_attention_heads == 0
-            || raw.hidden_size % raw.num_attention_heads != 0 && raw.head_dim.is_none()
+            || !raw.hidden_size.is_multiple_of(raw.num_attention_heads) && raw.head_dim.is_none()
         {
             return Err(ModelError::Config(
                 "hidden_size is not a multiple of num_attention_heads".into(),
             ));
         }
         let num_key_value_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
-        if num_key_value_heads == 0 || raw.num_attention_heads % num_key_value_heads != 0 {
+        if num_key_value_heads == 0 || !raw.num_attention_heads.is_multiple_of(num_key_value_heads)
+        {
             return Err(ModelError::Config(
                 "num_attention_heads is not a multiple of num_key_value_heads".into(),
             ));
@@ -127,7 +128,7 @@ impl LlamaConfig {
         let head_dim = raw
             .head_dim
             .unwrap_or(raw.hidden_size / raw.num_attention_heads);
-        if head_dim % 2 != 0 {
+        if !head_dim.is_multiple_of(2) {
             return Err(ModelError::Config("head_dim must be even for RoPE".into()));
         }
         // transformers 5 folds rope_theta into rope_parameters; Llama 3.1 keeps both outside.

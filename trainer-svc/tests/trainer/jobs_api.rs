@@ -780,7 +780,7 @@ async fn examples_larger_than_a_message_are_uploaded_in_chunks() {
     let started = events
         .iter()
         .find_map(|e| match &e.kind {
-            Some(job_event::Kind::Started(s)) => Some(s.clone()),
+            Some(job_event::Kind::Started(s)) => Some(*s),
             _ => None,
         })
         .unwrap();
