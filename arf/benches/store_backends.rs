@@ -16,7 +16,9 @@ use arf_common::server::{RunningServer, serve_loopback};
 use arf_proto::service_names::PIPELINE;
 use arf_proto::v1 as pb;
 use arf_proto::v1::pipeline_client::PipelineClient;
-use gateway::config::GatewayArgs;
+use gateway::clients::Endpoints;
+use gateway::config::GatewayConfig;
+use gateway::store::StoreLocation;
 use tokio_util::sync::CancellationToken;
 
 const SAMPLE: &str = concat!(
@@ -46,16 +48,22 @@ async fn gateway(
     analyzer: &str,
 ) -> anyhow::Result<RunningServer> {
     let nowhere = "http://127.0.0.1:9".to_string();
-    let mut args = GatewayArgs::local(
-        data_dir.join(id),
-        analyzer.to_string(),
-        vec![nowhere.clone()],
-        nowhere,
-    );
-    args.store = store.to_string();
-    args.gateway_id = Some(id.to_string());
+    let data_dir = data_dir.join(id);
+    let config = GatewayConfig {
+        store: StoreLocation::parse(store, &data_dir.join(gateway::store::STORE_FILE))?,
+        gateway_id: id.to_string(),
+        ..GatewayConfig::local(
+            data_dir,
+            Endpoints {
+                analyzer: analyzer.to_string(),
+                editors: vec![nowhere.clone()],
+                teachers: Vec::new(),
+                trainer: nowhere,
+            },
+        )
+    };
     let (_, routes) =
-        gateway::server::build(&args, 16 << 20, None, CancellationToken::new()).await?;
+        gateway::server::build(&config, 16 << 20, None, CancellationToken::new()).await?;
     serve_loopback(&ServerArgs::local(), PIPELINE, true, routes).await
 }
 

@@ -11,7 +11,8 @@ use arf_proto::service_names::{ANALYZER, EDITOR, PIPELINE, TRAINER};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
-use gateway::config::GatewayArgs;
+use gateway::clients::Endpoints;
+use gateway::config::GatewayConfig;
 use gateway::pipeline::Pipeline;
 
 use crate::student_host::LocalStudentHost;
@@ -141,18 +142,21 @@ impl Suite {
         )
         .await?;
 
-        let gateway_args = GatewayArgs {
+        let gateway_config = GatewayConfig {
             student_base,
-            ..GatewayArgs::local(
+            ..GatewayConfig::local(
                 config.data_dir.clone(),
-                analyzer.endpoint(),
-                editors.iter().map(RunningServer::endpoint).collect(),
-                trainer.endpoint(),
+                Endpoints {
+                    analyzer: analyzer.endpoint(),
+                    editors: editors.iter().map(RunningServer::endpoint).collect(),
+                    teachers: Vec::new(),
+                    trainer: trainer.endpoint(),
+                },
             )
         };
         let student_host = Arc::new(LocalStudentHost::new(limit, &config.data_dir));
         let (pipeline, routes) = gateway::server::build(
-            &gateway_args,
+            &gateway_config,
             limit,
             Some(student_host.clone()),
             shutdown.clone(),

@@ -7,7 +7,11 @@ use arf_common::client::ClientOptions;
 use arf_common::config::Secret;
 use arf_proto::default_ports::{self, loopback};
 
+use arf_common::paths::PathRoots;
+
 use crate::clients::{Clients, Endpoints};
+use crate::pipeline::ClientPaths;
+use crate::store::{STORE_FILE, StoreLocation};
 
 /// A revision by a 70B model is slow: ten minutes per call before the gateway gives up.
 pub const DEFAULT_DOWNSTREAM_TIMEOUT_SECS: u64 = 600;
@@ -125,119 +129,115 @@ pub struct GatewayArgs {
         value_delimiter = ','
     )]
     pub student_endpoints: Vec<String>,
+}
 
-    /// Any path a client names is read (not a flag: the embedded suite and tests).
-    #[arg(skip)]
-    pub any_client_path: bool,
+/// The gateway's configuration, checked: made from its flags by [`GatewayArgs::into_config`],
+/// or by [`GatewayConfig::local`] for a gateway whose client is its operator.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Reports and exports (and the SQLite file, by default).
+    pub data_dir: PathBuf,
+    pub store: StoreLocation,
+    /// This gateway's name in the runs' leases.
+    pub gateway_id: String,
+    pub lease: Duration,
+    pub endpoints: Endpoints,
+    /// How often `dns:///` endpoints are resolved again.
+    pub resolve_every: Duration,
+    /// The student base model for runs that name none.
+    pub student_base: Option<PathBuf>,
+    /// TLS, token and deadline of every call to another service.
+    pub downstream: ClientOptions,
+    /// What a client may name.
+    pub client_paths: ClientPaths,
 }
 
 impl GatewayArgs {
-    /// The store's location, from --store.
-    pub fn store_location(&self) -> anyhow::Result<crate::store::StoreLocation> {
-        crate::store::StoreLocation::parse(
-            &self.store,
-            &self.data_dir.join(crate::store::STORE_FILE),
-        )
-    }
-
-    /// The lease length, from --lease-secs (at least a second, at most an hour).
-    pub fn lease(&self) -> anyhow::Result<Duration> {
+    /// The checked configuration: the store's location, the lease, the client paths.
+    pub fn into_config(&self) -> anyhow::Result<GatewayConfig> {
         anyhow::ensure!(
             self.lease_secs.is_finite() && (1.0..=3600.0).contains(&self.lease_secs),
             "--lease-secs {} must be between 1 and 3600",
             self.lease_secs
         );
-        Ok(Duration::from_secs_f64(self.lease_secs))
+        Ok(GatewayConfig {
+            store: StoreLocation::parse(&self.store, &self.data_dir.join(STORE_FILE))?,
+            data_dir: self.data_dir.clone(),
+            gateway_id: gateway_id(self.gateway_id.as_deref()),
+            lease: Duration::from_secs_f64(self.lease_secs),
+            endpoints: Endpoints {
+                analyzer: self.analyzer.clone(),
+                editors: self.editors.clone(),
+                teachers: self.teachers.clone(),
+                trainer: self.trainer.clone(),
+            },
+            resolve_every: Duration::from_secs(self.editor_resolve_secs.max(1)),
+            student_base: self.student_base.clone(),
+            downstream: ClientOptions {
+                tls_ca: self.downstream_tls_ca.clone(),
+                tls_identity: self
+                    .downstream_tls_cert
+                    .clone()
+                    .zip(self.downstream_tls_key.clone()),
+                auth_token: self.downstream_token.clone(),
+                default_timeout: Some(Duration::from_secs(self.downstream_timeout_secs)),
+                ..Default::default()
+            },
+            client_paths: ClientPaths {
+                datasets: PathRoots::only(&self.dataset_roots, "--dataset-root"),
+                models: PathRoots::only(&self.model_roots, "--model-root"),
+                student_endpoints: Some(self.student_endpoints.clone()),
+            },
+        })
     }
+}
 
-    /// --gateway-id, or a name no other process has.
-    pub fn gateway_id(&self) -> String {
-        if let Some(id) = self.gateway_id.as_ref().filter(|id| !id.trim().is_empty()) {
-            return id.trim().to_string();
-        }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "gateway".into());
-        format!(
-            "{host}-{}-{:04x}",
-            std::process::id(),
-            rand::random::<u16>()
-        )
-    }
-
-    /// The folders clients may name files in: the flags', or anywhere for a local suite.
-    pub fn client_paths(&self) -> crate::pipeline::ClientPaths {
-        use arf_common::paths::PathRoots;
-        let roots = |dirs: &[PathBuf], flag| {
-            if self.any_client_path {
-                PathRoots::any(flag)
-            } else {
-                PathRoots::only(dirs, flag)
-            }
-        };
-        crate::pipeline::ClientPaths {
-            datasets: roots(&self.dataset_roots, "--dataset-root"),
-            models: roots(&self.model_roots, "--model-root"),
-            student_endpoints: (!self.any_client_path).then(|| self.student_endpoints.clone()),
-        }
-    }
-
-    /// A gateway over services on the given endpoints, without TLS or tokens, reading any file
-    /// a client names (the embedded suite, whose client is its operator).
-    pub fn local(
-        data_dir: PathBuf,
-        analyzer: String,
-        editors: Vec<String>,
-        trainer: String,
-    ) -> Self {
+impl GatewayConfig {
+    /// A gateway on a SQLite file under `data_dir` over services at `endpoints`, without TLS
+    /// or tokens, reading any file and calling any student endpoint a client names: for the
+    /// embedded suite and tests, whose client is their operator.
+    pub fn local(data_dir: PathBuf, endpoints: Endpoints) -> Self {
         Self {
+            store: StoreLocation::Sqlite(data_dir.join(STORE_FILE)),
             data_dir,
-            store: "sqlite".into(),
-            gateway_id: None,
-            lease_secs: 15.0,
-            analyzer,
-            editors,
-            editor_resolve_secs: 10,
-            teachers: Vec::new(),
-            trainer,
+            gateway_id: gateway_id(None),
+            lease: Duration::from_secs(15),
+            endpoints,
+            resolve_every: Duration::from_secs(10),
             student_base: None,
-            downstream_token: None,
-            downstream_tls_ca: None,
-            downstream_tls_cert: None,
-            downstream_tls_key: None,
-            downstream_timeout_secs: DEFAULT_DOWNSTREAM_TIMEOUT_SECS,
-            dataset_roots: Vec::new(),
-            model_roots: Vec::new(),
-            student_endpoints: Vec::new(),
-            any_client_path: true,
-        }
-    }
-
-    pub fn client_options(&self) -> ClientOptions {
-        ClientOptions {
-            tls_ca: self.downstream_tls_ca.clone(),
-            tls_identity: self
-                .downstream_tls_cert
-                .clone()
-                .zip(self.downstream_tls_key.clone()),
-            auth_token: self.downstream_token.clone(),
-            default_timeout: Some(Duration::from_secs(self.downstream_timeout_secs)),
-            ..Default::default()
+            downstream: ClientOptions {
+                default_timeout: Some(Duration::from_secs(DEFAULT_DOWNSTREAM_TIMEOUT_SECS)),
+                ..Default::default()
+            },
+            client_paths: ClientPaths {
+                datasets: PathRoots::any("--dataset-root"),
+                models: PathRoots::any("--model-root"),
+                student_endpoints: None,
+            },
         }
     }
 
     /// Lazily connected clients: the other services may start after the gateway.
     pub fn clients(&self, max_message_bytes: usize) -> anyhow::Result<Clients> {
-        let endpoints = Endpoints {
-            analyzer: self.analyzer.clone(),
-            editors: self.editors.clone(),
-            teachers: self.teachers.clone(),
-            trainer: self.trainer.clone(),
-        };
-        Clients::connect(&endpoints, self.client_options(), max_message_bytes)
+        Clients::connect(&self.endpoints, self.downstream.clone(), max_message_bytes)
     }
+}
+
+/// `--gateway-id`, or a name no other process has: host name, process id, a random suffix.
+fn gateway_id(flag: Option<&str>) -> String {
+    if let Some(id) = flag.map(str::trim).filter(|id| !id.is_empty()) {
+        return id.to_string();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "gateway".into());
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
 }
 
 #[cfg(test)]
@@ -264,7 +264,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            cli.gateway.client_options().tls_identity,
+            cli.gateway.into_config().unwrap().downstream.tls_identity,
             Some((PathBuf::from("client.pem"), PathBuf::from("client.key")))
         );
         assert!(Cli::try_parse_from(["gateway", "--downstream-tls-cert", "client.pem"]).is_err());

@@ -8,7 +8,7 @@ use arf_proto::service_names::PIPELINE;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
-use crate::config::GatewayArgs;
+use crate::config::{GatewayArgs, GatewayConfig};
 use crate::grpc::PipelineService;
 use crate::pipeline::{Pipeline, StudentHost};
 use crate::store::Store;
@@ -16,32 +16,30 @@ use crate::store::Store;
 /// The Pipeline API's routes and the pipeline behind them. `student_host` serves fine-tuned
 /// students for evaluation; without one, a run must name `evaluation.student_endpoint`.
 pub async fn build(
-    args: &GatewayArgs,
+    config: &GatewayConfig,
     max_message_bytes: usize,
     student_host: Option<Arc<dyn StudentHost>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(Arc<Pipeline>, Routes)> {
-    let location = args.store_location()?;
-    let gateway_id = args.gateway_id();
-    let store = Arc::new(Store::connect(&location, &gateway_id, args.lease()?).await?);
+    let (location, gateway_id) = (&config.store, &config.gateway_id);
+    let store = Arc::new(Store::connect(location, gateway_id, config.lease).await?);
     tracing::info!(store = %location.redacted(), gateway_id, "store open");
-    let clients = args.clients(max_message_bytes)?;
+    let clients = config.clients(max_message_bytes)?;
     // Discovered replicas: resolved once before the runs resume, then periodically.
-    let every = std::time::Duration::from_secs(args.editor_resolve_secs.max(1));
     for pool in std::iter::once(&clients.editors).chain(clients.teacher.as_ref()) {
         if pool.discovers() {
             let found = pool.refresh().await;
             tracing::info!(replicas = ?found, "editor replicas discovered");
-            pool.keep_discovering(every, shutdown.clone());
+            pool.keep_discovering(config.resolve_every, shutdown.clone());
         }
     }
     let pipeline = Pipeline::new(
         store,
         clients,
-        args.data_dir.clone(),
-        args.student_base.clone(),
+        config.data_dir.clone(),
+        config.student_base.clone(),
         student_host,
-        args.client_paths(),
+        config.client_paths.clone(),
         shutdown.clone(),
     );
     // What a previous process left (and, on a shared store, what dead gateways left) is
@@ -72,8 +70,9 @@ pub async fn run(
         server,
         gateway,
         |health, shutdown| async move {
+            let config = gateway.into_config()?;
             let (_, routes) =
-                build(gateway, server.max_message_bytes, student_host, shutdown).await?;
+                build(&config, server.max_message_bytes, student_host, shutdown).await?;
             health.set_serving(PIPELINE, true).await;
             Ok(routes)
         },

@@ -446,14 +446,17 @@ async fn a_judge_the_analyzer_lacks_is_refused_up_front() {
     .await
     .unwrap();
     let nowhere = "http://127.0.0.1:9".to_string();
-    let args = gateway::config::GatewayArgs::local(
+    let config = gateway::config::GatewayConfig::local(
         dir.path().to_path_buf(),
-        analyzer.endpoint(),
-        vec![nowhere.clone()],
-        nowhere,
+        gateway::clients::Endpoints {
+            analyzer: analyzer.endpoint(),
+            editors: vec![nowhere.clone()],
+            teachers: Vec::new(),
+            trainer: nowhere,
+        },
     );
     let (_, routes) = gateway::server::build(
-        &args,
+        &config,
         4 << 20,
         None,
         tokio_util::sync::CancellationToken::new(),

@@ -468,17 +468,20 @@ mod tests {
         assert!(user.contains("Example:"), "{user}");
     }
 
-    /// Issue 34: a teacher summary of one sentence, cut short, flagged in its middle: widened
-    /// to its sentence, the edit would be the whole summary, and a model that answers with an
-    /// empty replacement would delete it. It is a rewrite instead.
+    /// Issue 34: a teacher summary of one sentence, cut short, flagged from its third word
+    /// on: widened to its sentence, the edit would be the whole summary, and a model that
+    /// answers with an empty replacement would delete it. It is a rewrite instead.
     #[test]
     fn edits_that_would_cover_every_word_are_a_rewrite() {
         let s = "The customer asks about a refund for the order and the agent";
-        let middle = s.find("refund").unwrap()..s.find(" for").unwrap();
+        let tail = s.find("asks").unwrap()..s.len();
         assert_eq!(
-            plan(&input(s, vec![finding("truncation", Some(middle))], 2)),
+            plan(&input(s, vec![finding("truncation", Some(tail))], 2)),
             None
         );
+        // Flagged in its middle, the rest of the sentence stays: a span edit.
+        let middle = s.find("refund").unwrap()..s.find(" for").unwrap();
+        assert!(plan(&input(s, vec![finding("truncation", Some(middle))], 2)).is_some());
         // Two sentences, both flagged: every word is in an edit.
         let s = "Customer asks. Agent booked a visit.";
         let both = vec![

@@ -7,18 +7,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::waiting::ANALYZER;
-use super::{Pipeline, RunError, item_trace};
+use super::{RunError, StageRun, item_trace};
 use crate::store::{AnalysisOutcome, ItemRecord};
 
 const BATCH: usize = 128;
 const CONCURRENCY: usize = 16;
 
-pub async fn run(
-    p: &Pipeline,
-    run_id: &str,
-    config: &pb::RunConfig,
-    token: &CancellationToken,
-) -> Result<(), RunError> {
+pub async fn run(s: StageRun<'_>) -> Result<(), RunError> {
+    let StageRun {
+        p,
+        run_id,
+        config,
+        token,
+    } = s;
     // Checked at CreateRun too; the analyzer may have been redeployed since.
     if let Some(options) = config.analyzer.as_ref().filter(|o| needs_taxonomy(o)) {
         let taxonomy = p
@@ -33,7 +34,7 @@ pub async fn run(
         token,
         || CONCURRENCY,
         || p.store().pending_analysis(run_id, BATCH),
-        |item| analyze_item(p, run_id, config, token, item),
+        |item| analyze_item(s, item),
     )
     .await
 }
@@ -44,13 +45,13 @@ pub(crate) fn needs_taxonomy(options: &pb::AnalyzeOptions) -> bool {
     !options.detectors.is_empty() || !options.categories.is_empty() || options.model_judged
 }
 
-async fn analyze_item(
-    p: &Pipeline,
-    run_id: &str,
-    config: &pb::RunConfig,
-    token: &CancellationToken,
-    item: ItemRecord,
-) -> Result<(), RunError> {
+async fn analyze_item(s: StageRun<'_>, item: ItemRecord) -> Result<(), RunError> {
+    let StageRun {
+        p,
+        run_id,
+        config,
+        token,
+    } = s;
     p.check(token)?;
     let id = item.conversation.id.clone();
     // A summary the Generate stage wrote has begun the item's trace already.

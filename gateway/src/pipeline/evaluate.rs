@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::waiting::{ANALYZER, STUDENT};
-use super::{Pipeline, RunError, finetune, item_trace, summarize_request};
+use super::{Pipeline, RunError, StageRun, finetune, item_trace, summarize_request};
 use crate::store::evaluation::{Evaluation, Model, Rouge, ScoredSummary};
 use crate::store::{ItemRecord, Student};
 
@@ -45,12 +45,13 @@ struct Summarizer {
     source: Source,
 }
 
-pub async fn run(
-    p: &Pipeline,
-    run_id: &str,
-    config: &pb::RunConfig,
-    token: &CancellationToken,
-) -> Result<(), RunError> {
+pub async fn run(s: StageRun<'_>) -> Result<(), RunError> {
+    let StageRun {
+        p,
+        run_id,
+        config,
+        token,
+    } = s;
     let evaluation = config.evaluation.clone().unwrap_or_default();
     if p.store().pending_evaluation(run_id, 1).await?.is_empty() {
         return Ok(()); // nothing held out, or all done
@@ -63,7 +64,7 @@ pub async fn run(
     // The models this gateway serves now, released when the stage ends however it ends (a
     // cancelled pass is dropped mid-turn).
     let hosted = Mutex::new(Vec::new());
-    let evaluated = evaluate_all(p, run_id, config, &evaluation, &run, token, &hosted).await;
+    let evaluated = evaluate_all(s, &evaluation, &run, &hosted).await;
     if let Some(host) = &p.student_host {
         let held = std::mem::take(&mut *hosted.lock().unwrap_or_else(|e| e.into_inner()));
         for model in &held {
@@ -75,14 +76,17 @@ pub async fn run(
 }
 
 async fn evaluate_all(
-    p: &Pipeline,
-    run_id: &str,
-    config: &pb::RunConfig,
+    s: StageRun<'_>,
     evaluation: &pb::EvaluationConfig,
     run: &crate::store::RunRecord,
-    token: &CancellationToken,
     hosted: &Mutex<Vec<PathBuf>>,
 ) -> Result<(), RunError> {
+    let StageRun {
+        p,
+        run_id,
+        config,
+        token,
+    } = s;
     let summarizers = summarizers(p, config, evaluation, run)?;
     let scorer = RougeScorer::new(["rouge1", "rouge2", "rougeL"], true)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -94,14 +98,11 @@ async fn evaluate_all(
             return Ok(());
         }
         let pass = evaluate_batch(
-            p,
-            run_id,
-            config,
+            s,
             evaluation,
             (summarizers.as_slice(), order.as_slice()),
             hosted,
             &scorer,
-            token,
             &batch,
         );
         // A cancelled run (or a shutdown) drops the calls in flight: nothing of the pass is
@@ -203,18 +204,20 @@ async fn summarize_all(
 
 /// One pass over a batch of held-out items: each model in turn summarizes all of them at
 /// once (see [`BATCH`]); then each item's evaluation is saved with its event.
-#[allow(clippy::too_many_arguments)]
 async fn evaluate_batch(
-    p: &Pipeline,
-    run_id: &str,
-    config: &pb::RunConfig,
+    s: StageRun<'_>,
     evaluation: &pb::EvaluationConfig,
     (summarizers, order): (&[Summarizer], &[usize]),
     hosted: &Mutex<Vec<PathBuf>>,
     scorer: &RougeScorer,
-    token: &CancellationToken,
     items: &[ItemRecord],
 ) -> Result<(), RunError> {
+    let StageRun {
+        p,
+        run_id,
+        config,
+        token,
+    } = s;
     let spans: Vec<tracing::Span> = items
         .iter()
         .map(|item| {

@@ -11,20 +11,15 @@ use arf_proto::v1 as pb;
 use tokio_util::sync::CancellationToken;
 
 use super::waiting::TRAINER;
-use super::{Pipeline, RunError};
+use super::{Pipeline, RunError, StageRun};
 use crate::clients::Chunker;
 use crate::clients::faults::{Fault, classify};
 use crate::store::Student;
 use crate::store::Unimproved;
 
-pub async fn run(
-    p: &Pipeline,
-    run_id: &str,
-    config: &pb::RunConfig,
-    token: &CancellationToken,
-) -> Result<(), RunError> {
-    for student in Student::of_run(config) {
-        train(p, run_id, config, student, token).await?;
+pub async fn run(s: StageRun<'_>) -> Result<(), RunError> {
+    for student in Student::of_run(s.config) {
+        train(s, student).await?;
     }
     Ok(())
 }
@@ -130,13 +125,13 @@ async fn upload(
     }
 }
 
-async fn train(
-    p: &Pipeline,
-    run_id: &str,
-    config: &pb::RunConfig,
-    student: Student,
-    token: &CancellationToken,
-) -> Result<(), RunError> {
+async fn train(s: StageRun<'_>, student: Student) -> Result<(), RunError> {
+    let StageRun {
+        p,
+        run_id,
+        config,
+        token,
+    } = s;
     let run = p
         .store()
         .run(run_id)
@@ -222,18 +217,15 @@ async fn train(
     } else {
         run.job_id(student).to_string()
     };
-    follow(p, run_id, student, &job_id, token).await
+    follow(s, student, &job_id).await
 }
 
 /// Relays the job's events into the run's log until the job ends, through trainer restarts:
 /// a broken or ended stream is watched again from the last event relayed.
-async fn follow(
-    p: &Pipeline,
-    run_id: &str,
-    student: Student,
-    job_id: &str,
-    token: &CancellationToken,
-) -> Result<(), RunError> {
+async fn follow(s: StageRun<'_>, student: Student, job_id: &str) -> Result<(), RunError> {
+    let StageRun {
+        p, run_id, token, ..
+    } = s;
     let trainer = &p.clients.trainer;
     let refused = |what: &str, s: tonic::Status| -> RunError {
         anyhow::anyhow!("{what} job {job_id}: {}: {}", s.code(), s.message()).into()

@@ -14,34 +14,35 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::waiting::TEACHER;
-use super::{Pipeline, RunError, item_trace, summarize_request};
+use super::{RunError, StageRun, item_trace, summarize_request};
 use crate::store::{ItemRecord, TeacherUsage};
 
 const BATCH: usize = 32;
 const CONCURRENCY: usize = 4;
 
-pub async fn run(
-    p: &Pipeline,
-    run_id: &str,
-    config: &pb::RunConfig,
-    token: &CancellationToken,
-) -> Result<(), RunError> {
+pub async fn run(s: StageRun<'_>) -> Result<(), RunError> {
+    let StageRun {
+        p,
+        run_id,
+        config,
+        token,
+    } = s;
     p.drain_pending(
         token,
         || CONCURRENCY,
         || p.store().pending_generation(run_id, BATCH),
-        |item| generate_item(p, run_id, config, token, item),
+        |item| generate_item(s, item),
     )
     .await
 }
 
-async fn generate_item(
-    p: &Pipeline,
-    run_id: &str,
-    config: &pb::RunConfig,
-    token: &CancellationToken,
-    item: ItemRecord,
-) -> Result<(), RunError> {
+async fn generate_item(s: StageRun<'_>, item: ItemRecord) -> Result<(), RunError> {
+    let StageRun {
+        p,
+        run_id,
+        config,
+        token,
+    } = s;
     p.check(token)?;
     let id = item.conversation.id.clone();
     // The item's trace starts here; Analyze and the later stages continue it.

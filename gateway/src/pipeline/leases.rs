@@ -98,7 +98,9 @@ impl Pipeline {
                 pending.insert(id.clone(), (run.current_stage, left));
             }
         }
-        *super::lock(&self.pending) = pending;
+        for (id, run) in super::lock(&self.here).iter_mut() {
+            run.pending = pending.remove(id);
+        }
         Ok(())
     }
 

@@ -38,7 +38,7 @@ mod repair;
 mod revise;
 mod waiting;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -58,15 +58,10 @@ pub struct Pipeline {
     clients: Clients,
     /// Per run with watchers, bumped after each of its committed events: its watchers wake and
     /// read the store (a busy run does not wake the watchers of every other run).
+    /// (Apart from `here`: a run is watched through any gateway, wherever it is driven.)
     events: Mutex<HashMap<String, watch::Sender<u64>>>,
-    running: Mutex<HashMap<String, CancellationToken>>,
-    /// Runs whose rows this process is storing (CreateRun): their leases are renewed too.
-    ingesting: Mutex<HashSet<String>>,
-    /// Runs this process stopped driving because another gateway took their lease.
-    dropped: Mutex<HashSet<String>>,
-    /// Per run driven here: its stage and the items that stage has left (the heartbeat
-    /// counts them), read by the `arf.gateway.pending_items` gauge.
-    pending: Mutex<HashMap<String, (pb::Stage, u32)>>,
+    /// The runs this process drives or ingests, one entry each while it does.
+    here: Mutex<HashMap<String, RunHere>>,
     /// Services each run is waiting for, so the events announce each retry level once.
     waits: waiting::Waits,
     shutdown: CancellationToken,
@@ -149,6 +144,36 @@ pub enum RunError {
     Failed(#[from] anyhow::Error),
 }
 
+/// What every stage works in: the pipeline, the run, its configuration and the token that
+/// cancels it; one value handed down instead of four arguments.
+#[derive(Clone, Copy)]
+pub(crate) struct StageRun<'a> {
+    pub p: &'a Pipeline,
+    pub run_id: &'a str,
+    pub config: &'a pb::RunConfig,
+    pub token: &'a CancellationToken,
+}
+
+/// What this process holds of a run it drives or ingests: one entry, changed in one place.
+#[derive(Default)]
+struct RunHere {
+    /// Set while the run is driven here; cancelling it stops the drive.
+    driving: Option<CancellationToken>,
+    /// Its rows are being stored here (CreateRun): its lease is renewed too.
+    ingesting: bool,
+    /// This process stopped driving it because another gateway took its lease.
+    dropped: bool,
+    /// Its stage and the items that stage has left (the heartbeat counts them), read by the
+    /// `arf.gateway.pending_items` gauge.
+    pending: Option<(pb::Stage, u32)>,
+}
+
+impl RunHere {
+    fn active(&self) -> bool {
+        self.driving.is_some() || self.ingesting
+    }
+}
+
 /// Why a run left INGESTING by a previous process is failed at start-up.
 pub const INTERRUPTED_INGEST: &str = "the gateway stopped before the dataset's last row was stored, so the run never started: create it again";
 
@@ -166,10 +191,7 @@ impl Pipeline {
             store,
             clients,
             events: Mutex::new(HashMap::new()),
-            running: Mutex::new(HashMap::new()),
-            ingesting: Mutex::new(HashSet::new()),
-            dropped: Mutex::new(HashSet::new()),
-            pending: Mutex::new(HashMap::new()),
+            here: Mutex::new(HashMap::new()),
             waits: waiting::Waits::default(),
             shutdown,
             data_dir,
@@ -193,8 +215,8 @@ impl Pipeline {
                     return;
                 };
                 let mut per_stage: HashMap<pb::Stage, i64> = HashMap::new();
-                for (stage, left) in lock(&pipeline.pending).values() {
-                    *per_stage.entry(*stage).or_default() += i64::from(*left);
+                for (stage, left) in lock(&pipeline.here).values().filter_map(|r| r.pending) {
+                    *per_stage.entry(stage).or_default() += i64::from(left);
                 }
                 for stage in stages(&pb::RunConfig::default()) {
                     let left = per_stage.get(&stage).copied().unwrap_or(0);
@@ -222,27 +244,39 @@ impl Pipeline {
 
     /// Runs this process drives or ingests: the ones whose leases its heartbeat renews.
     fn active_runs(&self) -> Vec<String> {
-        let mut ids: Vec<String> = lock(&self.running).keys().cloned().collect();
-        ids.extend(lock(&self.ingesting).iter().cloned());
-        ids
+        lock(&self.here).keys().cloned().collect()
     }
 
     fn is_active_here(&self, run_id: &str) -> bool {
-        lock(&self.running).contains_key(run_id) || lock(&self.ingesting).contains(run_id)
+        lock(&self.here).contains_key(run_id)
+    }
+
+    /// Changes what this process holds of a run; the entry goes once the run is neither
+    /// driven nor ingested here.
+    fn with_run<R>(&self, run_id: &str, change: impl FnOnce(&mut RunHere) -> R) -> R {
+        let mut here = lock(&self.here);
+        let entry = here.entry(run_id.to_string()).or_default();
+        let out = change(entry);
+        if !entry.active() {
+            here.remove(run_id);
+        }
+        out
     }
 
     /// Stops driving a run whose lease another gateway took, recording nothing: the other
     /// gateway writes its state and events now.
     fn drop_run(&self, run_id: &str) {
-        if let Some(token) = lock(&self.running).get(run_id) {
-            lock(&self.dropped).insert(run_id.to_string());
-            token.cancel();
-        }
+        self.with_run(run_id, |run| {
+            if let Some(token) = &run.driving {
+                run.dropped = true;
+                token.cancel();
+            }
+        });
     }
 
     /// Marks a run as being ingested here until the guard drops.
     fn ingesting(self: &Arc<Self>, run_id: &str) -> IngestingGuard {
-        lock(&self.ingesting).insert(run_id.to_string());
+        self.with_run(run_id, |run| run.ingesting = true);
         IngestingGuard {
             pipeline: self.clone(),
             run_id: run_id.to_string(),
@@ -338,13 +372,12 @@ impl Pipeline {
 
     /// Asks a running run to stop at its next item. Returns false if it is not running here.
     pub fn cancel(&self, run_id: &str) -> bool {
-        match lock(&self.running).get(run_id) {
-            Some(token) => {
-                token.cancel();
-                true
-            }
-            None => false,
-        }
+        self.with_run(run_id, |run| {
+            run.driving
+                .as_ref()
+                .map(CancellationToken::cancel)
+                .is_some()
+        })
     }
 
     /// CancelRun for a run another gateway drives, or nobody does.
@@ -363,14 +396,16 @@ impl Pipeline {
     /// Drives a run to its end on a task of its own (once: a run driven here already is left).
     pub fn start(self: &Arc<Self>, run_id: &str) {
         let token = self.shutdown.child_token();
-        {
-            let mut running = lock(&self.running);
-            if running.contains_key(run_id) {
-                return;
+        let started = self.with_run(run_id, |run| {
+            if run.driving.is_some() {
+                return false;
             }
-            running.insert(run_id.to_string(), token.clone());
+            (run.driving, run.dropped) = (Some(token.clone()), false);
+            true
+        });
+        if !started {
+            return;
         }
-        lock(&self.dropped).remove(run_id);
         let this = self.clone();
         let run_id = run_id.to_string();
         tokio::spawn(async move {
@@ -380,15 +415,15 @@ impl Pipeline {
                     .await;
             this.finish(&run_id, outcome).await;
             this.waits.forget_run(&run_id);
-            lock(&this.pending).remove(&run_id);
-            lock(&this.running).remove(&run_id);
-            lock(&this.dropped).remove(&run_id);
+            this.with_run(&run_id, |run| {
+                (run.driving, run.dropped, run.pending) = (None, false, None);
+            });
         });
     }
 
     /// Records how a run driven here ended.
     async fn finish(&self, run_id: &str, outcome: Result<(), RunError>) {
-        let lost = lock(&self.dropped).remove(run_id)
+        let lost = self.with_run(run_id, |run| std::mem::take(&mut run.dropped))
             || matches!(&outcome, Err(RunError::Failed(e)) if e.downcast_ref::<crate::store::LeaseLost>().is_some());
         if lost {
             tracing::warn!(run_id = %run_id, "stopped driving the run: another gateway claimed its lease since, or it ended");
@@ -427,12 +462,18 @@ impl Pipeline {
             self.check(token)?;
             self.store.set_stage(run_id, stage).await?;
             self.emit_stage(run_id, &run.config, stage, true).await?;
+            let s = StageRun {
+                p: self,
+                run_id,
+                config: &run.config,
+                token,
+            };
             match stage {
-                pb::Stage::Generate => generate::run(self, run_id, &run.config, token).await?,
-                pb::Stage::Analyze => analyze::run(self, run_id, &run.config, token).await?,
-                pb::Stage::Revise => revise::run(self, run_id, &run.config, token).await?,
-                pb::Stage::Finetune => finetune::run(self, run_id, &run.config, token).await?,
-                pb::Stage::Evaluate => evaluate::run(self, run_id, &run.config, token).await?,
+                pb::Stage::Generate => generate::run(s).await?,
+                pb::Stage::Analyze => analyze::run(s).await?,
+                pb::Stage::Revise => revise::run(s).await?,
+                pb::Stage::Finetune => finetune::run(s).await?,
+                pb::Stage::Evaluate => evaluate::run(s).await?,
                 pb::Stage::Unspecified => {}
             }
             self.emit_stage(run_id, &run.config, stage, false).await?;
@@ -532,7 +573,8 @@ pub(crate) struct IngestingGuard {
 
 impl Drop for IngestingGuard {
     fn drop(&mut self) {
-        lock(&self.pipeline.ingesting).remove(&self.run_id);
+        self.pipeline
+            .with_run(&self.run_id, |run| run.ingesting = false);
     }
 }
 
@@ -628,11 +670,14 @@ mod tests {
     async fn a_watcher_wakes_only_for_its_own_run() {
         let dir = tempfile::tempdir().unwrap();
         let nowhere = "http://127.0.0.1:9".to_string();
-        let args = crate::config::GatewayArgs::local(
+        let config = crate::config::GatewayConfig::local(
             dir.path().to_path_buf(),
-            nowhere.clone(),
-            vec![nowhere.clone()],
-            nowhere,
+            crate::clients::Endpoints {
+                analyzer: nowhere.clone(),
+                editors: vec![nowhere.clone()],
+                teachers: Vec::new(),
+                trainer: nowhere,
+            },
         );
         let store = Arc::new(Store::open(&dir.path().join("arf.db")).await.unwrap());
         for id in ["a", "b"] {
@@ -643,11 +688,11 @@ mod tests {
         }
         let p = Pipeline::new(
             store,
-            args.clients(4 << 20).unwrap(),
+            config.clients(4 << 20).unwrap(),
             dir.path().to_path_buf(),
             None,
             None,
-            args.client_paths(),
+            config.client_paths,
             CancellationToken::new(),
         );
         let mut a = p.subscribe("a");

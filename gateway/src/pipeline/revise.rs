@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::waiting::{ANALYZER, EDITOR};
-use super::{Pipeline, RunError, item_trace, repair};
+use super::{Pipeline, RunError, StageRun, item_trace, repair};
 use crate::store::{ItemRecord, RevisionOutcome};
 
 const BATCH: usize = 64;
@@ -33,12 +33,13 @@ const RETRY_TEMPERATURE: f32 = 0.7;
 /// Best-of-n beyond this costs more editor time than it can win back.
 pub const MAX_REVISION_CANDIDATES: u32 = 8;
 
-pub async fn run(
-    p: &Pipeline,
-    run_id: &str,
-    config: &pb::RunConfig,
-    token: &CancellationToken,
-) -> Result<(), RunError> {
+pub async fn run(s: StageRun<'_>) -> Result<(), RunError> {
+    let StageRun {
+        p,
+        run_id,
+        config,
+        token,
+    } = s;
     let instructions = p
         .call(run_id, token, ANALYZER, || {
             p.clients.analyzer.revision_instructions()
@@ -59,19 +60,22 @@ pub async fn run(
         token,
         concurrency,
         || p.store().pending_revision(run_id, BATCH),
-        |item| revise_item(p, run_id, config, &instructions, token, item),
+        |item| revise_item(s, &instructions, item),
     )
     .await
 }
 
 async fn revise_item(
-    p: &Pipeline,
-    run_id: &str,
-    config: &pb::RunConfig,
+    s: StageRun<'_>,
     instructions: &HashMap<String, String>,
-    token: &CancellationToken,
     item: ItemRecord,
 ) -> Result<(), RunError> {
+    let StageRun {
+        p,
+        run_id,
+        config,
+        token,
+    } = s;
     p.check(token)?;
     let id = item.conversation.id.clone();
     let analysis = item.analysis.clone().unwrap_or_default();

@@ -19,7 +19,7 @@ async fn gateway(
     PipelineClient<arf_common::client::GrpcChannel>,
 ) {
     // A run that gets past ingest waits for its (absent) analyzer.
-    crate::support::serve(&crate::support::local_args(dir)).await
+    crate::support::serve(&crate::support::local_config(dir)).await
 }
 
 fn spec(dataset_path: &str) -> pb::CreateRunRequest {

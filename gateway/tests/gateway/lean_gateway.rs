@@ -4,7 +4,6 @@
 use arf_common::status::field_violations;
 use arf_proto::v1 as pb;
 use arf_proto::v1::pipeline_client::PipelineClient;
-use gateway::config::GatewayArgs;
 
 fn row() -> pb::DatasetRow {
     pb::DatasetRow {
@@ -41,7 +40,7 @@ async fn lean_gateway(
     arf_common::server::RunningServer,
     PipelineClient<arf_common::client::GrpcChannel>,
 ) {
-    crate::support::serve(&crate::support::local_args(dir)).await
+    crate::support::serve(&crate::support::local_config(dir)).await
 }
 
 fn analyze_only() -> pb::RunConfig {
@@ -310,12 +309,9 @@ async fn a_dataset_path_outside_the_roots_is_denied() {
         r#"{"id":"c1","channel":"chat","turns":[{"role":"customer","text":"My order is late."}],"summary":"The order is late."}"#,
     )
     .unwrap();
-    let args = GatewayArgs {
-        dataset_roots: vec![datasets.path().to_path_buf()],
-        any_client_path: false,
-        ..crate::support::local_args(dir.path())
-    };
-    let (server, mut client) = crate::support::serve(&args).await;
+    let root = datasets.path().display().to_string();
+    let config = crate::support::config_from_flags(dir.path(), &["--dataset-root", &root]);
+    let (server, mut client) = crate::support::serve(&config).await;
     let from_file = |path: &str| {
         let spec = pb::RunSpec {
             dataset_path: path.into(),
@@ -354,12 +350,11 @@ async fn a_dataset_path_outside_the_roots_is_denied() {
 #[tokio::test]
 async fn a_student_endpoint_off_the_allow_list_is_denied() {
     let dir = tempfile::tempdir().unwrap();
-    let args = GatewayArgs {
-        student_endpoints: vec!["http://students.arf.svc:50052".into()],
-        any_client_path: false,
-        ..crate::support::local_args(dir.path())
-    };
-    let (server, mut client) = crate::support::serve(&args).await;
+    let config = crate::support::config_from_flags(
+        dir.path(),
+        &["--student-endpoint", "http://students.arf.svc:50052"],
+    );
+    let (server, mut client) = crate::support::serve(&config).await;
     let naming = |endpoint: &str| {
         let config = pb::RunConfig {
             stages: vec![pb::Stage::Evaluate as i32],

@@ -8,23 +8,52 @@ use arf_common::config::ServerArgs;
 use arf_common::server::{RunningServer, serve_loopback};
 use arf_proto::service_names::PIPELINE;
 use arf_proto::v1::pipeline_client::PipelineClient;
-use gateway::config::GatewayArgs;
+use gateway::clients::Endpoints;
+use gateway::config::{GatewayArgs, GatewayConfig};
 use tokio_util::sync::CancellationToken;
 
-/// The local arguments on `dir`, every downstream address unreachable.
-pub fn local_args(dir: &std::path::Path) -> GatewayArgs {
-    let unreachable = "http://127.0.0.1:9".to_string();
-    GatewayArgs::local(
+/// Nothing listens here.
+const UNREACHABLE: &str = "http://127.0.0.1:9";
+
+/// A local gateway on `dir`, every downstream address unreachable.
+pub fn local_config(dir: &std::path::Path) -> GatewayConfig {
+    GatewayConfig::local(
         dir.to_path_buf(),
-        unreachable.clone(),
-        vec![unreachable.clone()],
-        unreachable,
+        Endpoints {
+            analyzer: UNREACHABLE.into(),
+            editors: vec![UNREACHABLE.into()],
+            teachers: Vec::new(),
+            trainer: UNREACHABLE.into(),
+        },
     )
 }
 
-/// The gateway with `args`, serving on a loopback port, and a client of it.
-pub async fn serve(args: &GatewayArgs) -> (RunningServer, PipelineClient<GrpcChannel>) {
-    let (_, routes) = gateway::server::build(args, 4 << 20, None, CancellationToken::new())
+/// The configuration an operator's flags give (`gateway --data-dir DIR FLAGS...`), every
+/// downstream address unreachable.
+pub fn config_from_flags(dir: &std::path::Path, flags: &[&str]) -> GatewayConfig {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    }
+    let dir = dir.display().to_string();
+    let mut argv = vec!["gateway", "--data-dir", &dir];
+    argv.extend([
+        "--analyzer",
+        UNREACHABLE,
+        "--editor",
+        UNREACHABLE,
+        "--trainer",
+        UNREACHABLE,
+    ]);
+    argv.extend(flags);
+    let cli = <Cli as clap::Parser>::try_parse_from(argv).unwrap();
+    cli.gateway.into_config().unwrap()
+}
+
+/// The gateway with `config`, serving on a loopback port, and a client of it.
+pub async fn serve(config: &GatewayConfig) -> (RunningServer, PipelineClient<GrpcChannel>) {
+    let (_, routes) = gateway::server::build(config, 4 << 20, None, CancellationToken::new())
         .await
         .unwrap();
     let server = serve_loopback(&ServerArgs::local(), PIPELINE, true, routes)
