@@ -3,7 +3,6 @@
 
 use arf_proto::v1 as pb;
 use pb::run_event::Kind;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::waiting::ANALYZER;

@@ -47,10 +47,7 @@ struct Summarizer {
 
 pub async fn run(s: StageRun<'_>) -> Result<(), RunError> {
     let StageRun {
-        p,
-        run_id,
-        config,
-        token,
+        p, run_id, config, ..
     } = s;
     let evaluation = config.evaluation.clone().unwrap_or_default();
     if p.store().pending_evaluation(run_id, 1).await?.is_empty() {

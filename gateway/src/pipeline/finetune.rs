@@ -8,7 +8,6 @@
 
 use arf_common::dataset::{Conversation, conversation_to_wire};
 use arf_proto::v1 as pb;
-use tokio_util::sync::CancellationToken;
 
 use super::waiting::TRAINER;
 use super::{Pipeline, RunError, StageRun};

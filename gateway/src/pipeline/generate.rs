@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use arf_proto::v1 as pb;
 use pb::run_event::Kind;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::waiting::TEACHER;
@@ -22,10 +21,7 @@ const CONCURRENCY: usize = 4;
 
 pub async fn run(s: StageRun<'_>) -> Result<(), RunError> {
     let StageRun {
-        p,
-        run_id,
-        config,
-        token,
+        p, run_id, token, ..
     } = s;
     p.drain_pending(
         token,

@@ -17,11 +17,10 @@ use std::sync::Arc;
 use arf_common::dataset::conversation_to_wire;
 use arf_proto::v1 as pb;
 use pb::run_event::Kind;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::waiting::{ANALYZER, EDITOR};
-use super::{Pipeline, RunError, StageRun, item_trace, repair};
+use super::{RunError, StageRun, item_trace, repair};
 use crate::store::{ItemRecord, RevisionOutcome};
 
 const BATCH: usize = 64;
@@ -35,10 +34,7 @@ pub const MAX_REVISION_CANDIDATES: u32 = 8;
 
 pub async fn run(s: StageRun<'_>) -> Result<(), RunError> {
     let StageRun {
-        p,
-        run_id,
-        config,
-        token,
+        p, run_id, token, ..
     } = s;
     let instructions = p
         .call(run_id, token, ANALYZER, || {
