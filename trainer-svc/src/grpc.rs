@@ -21,7 +21,7 @@ use crate::jobs::{
 };
 use crate::lora::LoraSpec;
 use crate::lora::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
-use crate::train::{Example, TrainConfig};
+use crate::train::{Event, Example, TrainConfig};
 
 /// Bytes per `FileChunk` (well under the default 4 MiB message limit).
 const CHUNK: usize = 1 << 20;
@@ -529,20 +529,20 @@ fn event_to_pb(e: &JobEvent) -> pb::JobEvent {
     use pb::job_event::Kind;
     let kind = match &e.kind {
         EventKind::Queued => Kind::Queued(pb::JobState::Queued as i32),
-        EventKind::Started {
+        EventKind::Training(Event::Started {
             total_steps,
             resumed,
             from_step,
             train_examples,
             eval_examples,
-        } => Kind::Started(pb::JobStarted {
+        }) => Kind::Started(pb::JobStarted {
             total_steps: *total_steps,
             resumed: *resumed,
             from_step: *from_step,
             train_examples: *train_examples,
             eval_examples: *eval_examples,
         }),
-        EventKind::Step {
+        EventKind::Training(Event::Step {
             step,
             total_steps,
             loss,
@@ -550,7 +550,7 @@ fn event_to_pb(e: &JobEvent) -> pb::JobEvent {
             tokens_per_second,
             grad_norm,
             epoch,
-        } => Kind::Step(pb::StepEvent {
+        }) => Kind::Step(pb::StepEvent {
             step: *step,
             total_steps: *total_steps,
             loss: *loss,
@@ -559,16 +559,16 @@ fn event_to_pb(e: &JobEvent) -> pb::JobEvent {
             grad_norm: *grad_norm,
             epoch: *epoch,
         }),
-        EventKind::Eval { step, eval_loss } => Kind::Eval(pb::EvalEvent {
+        EventKind::Training(Event::Eval { step, eval_loss }) => Kind::Eval(pb::EvalEvent {
             step: *step,
             eval_loss: *eval_loss,
         }),
-        EventKind::Checkpoint { step, path } => Kind::Checkpoint(pb::Checkpoint {
+        EventKind::Training(Event::Checkpoint { step, path }) => Kind::Checkpoint(pb::Checkpoint {
             step: *step,
             path: path.display().to_string(),
             create_time: Some(timestamp(e.time_ms)),
         }),
-        EventKind::Warning(w) => Kind::Warning(w.clone()),
+        EventKind::Training(Event::Warning(w)) => Kind::Warning(w.clone()),
         EventKind::Ended {
             state,
             error,

@@ -109,34 +109,8 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     cfg.export_merged = a.merged;
     let examples = ExampleFile::open(&a.data)?;
     let mut print = |e: Event| match e {
-        Event::Started {
-            total_steps,
-            resumed,
-            from_step,
-            train_examples,
-            eval_examples,
-        } => println!(
-            "started: {total_steps} steps, {train_examples} train / {eval_examples} eval examples{}",
-            if resumed {
-                format!(", resumed at step {from_step}")
-            } else {
-                String::new()
-            }
-        ),
-        Event::Step {
-            step,
-            total_steps,
-            loss,
-            learning_rate,
-            tokens_per_second,
-            grad_norm,
-            ..
-        } => println!(
-            "step {step}/{total_steps} loss {loss:.4} lr {learning_rate:.3e} grad_norm {grad_norm:.3} {tokens_per_second:.0} tok/s"
-        ),
-        Event::Eval { step, eval_loss } => println!("eval at step {step}: loss {eval_loss:.4}"),
-        Event::Checkpoint { step, path } => println!("checkpoint {step}: {}", path.display()),
-        Event::Warning(w) => eprintln!("warning: {w}"),
+        Event::Warning(_) => eprintln!("{e}"),
+        e => println!("{e}"),
     };
     match train(&cfg, &examples, &mut print, &trainer_svc::device())? {
         Outcome::Succeeded {

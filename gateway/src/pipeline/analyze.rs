@@ -7,18 +7,14 @@ use tracing::Instrument;
 
 use super::waiting::ANALYZER;
 use super::{RunError, StageRun, item_trace};
+use crate::store::Pending;
 use crate::store::{AnalysisOutcome, ItemRecord};
 
 const BATCH: usize = 128;
 const CONCURRENCY: usize = 16;
 
 pub async fn run(s: StageRun<'_>) -> Result<(), RunError> {
-    let StageRun {
-        p,
-        run_id,
-        config,
-        token,
-    } = s;
+    let (p, run_id, config, token) = s.parts();
     // Checked at CreateRun too; the analyzer may have been redeployed since.
     if let Some(options) = config.analyzer.as_ref().filter(|o| needs_taxonomy(o)) {
         let taxonomy = p
@@ -32,7 +28,7 @@ pub async fn run(s: StageRun<'_>) -> Result<(), RunError> {
     p.drain_pending(
         token,
         || CONCURRENCY,
-        || p.store().pending_analysis(run_id, BATCH),
+        || p.store().pending(run_id, Pending::Analysis, BATCH),
         |item| analyze_item(s, item),
     )
     .await
@@ -45,12 +41,7 @@ pub(crate) fn needs_taxonomy(options: &pb::AnalyzeOptions) -> bool {
 }
 
 async fn analyze_item(s: StageRun<'_>, item: ItemRecord) -> Result<(), RunError> {
-    let StageRun {
-        p,
-        run_id,
-        config,
-        token,
-    } = s;
+    let (p, run_id, config, token) = s.parts();
     p.check(token)?;
     let id = item.conversation.id.clone();
     // A summary the Generate stage wrote has begun the item's trace already.

@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 use super::waiting::{ANALYZER, STUDENT};
 use super::{Pipeline, RunError, StageRun, finetune, item_trace, summarize_request};
+use crate::store::Pending;
 use crate::store::evaluation::{Evaluation, Model, Rouge, ScoredSummary};
 use crate::store::{ItemRecord, Student};
 
@@ -46,11 +47,13 @@ struct Summarizer {
 }
 
 pub async fn run(s: StageRun<'_>) -> Result<(), RunError> {
-    let StageRun {
-        p, run_id, config, ..
-    } = s;
+    let (p, run_id, config, _) = s.parts();
     let evaluation = config.evaluation.clone().unwrap_or_default();
-    if p.store().pending_evaluation(run_id, 1).await?.is_empty() {
+    if p.store()
+        .pending(run_id, Pending::Evaluation, 1)
+        .await?
+        .is_empty()
+    {
         return Ok(()); // nothing held out, or all done
     }
     let run = p
@@ -78,19 +81,17 @@ async fn evaluate_all(
     run: &crate::store::RunRecord,
     hosted: &Mutex<Vec<PathBuf>>,
 ) -> Result<(), RunError> {
-    let StageRun {
-        p,
-        run_id,
-        config,
-        token,
-    } = s;
+    let (p, run_id, config, token) = s.parts();
     let summarizers = summarizers(p, config, evaluation, run)?;
     let scorer = RougeScorer::new(["rouge1", "rouge2", "rougeL"], true)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut order: Vec<usize> = (0..summarizers.len()).collect();
     loop {
         p.check(token)?;
-        let batch = p.store().pending_evaluation(run_id, BATCH).await?;
+        let batch = p
+            .store()
+            .pending(run_id, Pending::Evaluation, BATCH)
+            .await?;
         if batch.is_empty() {
             return Ok(());
         }
@@ -209,12 +210,7 @@ async fn evaluate_batch(
     scorer: &RougeScorer,
     items: &[ItemRecord],
 ) -> Result<(), RunError> {
-    let StageRun {
-        p,
-        run_id,
-        config,
-        token,
-    } = s;
+    let (p, run_id, config, token) = s.parts();
     let spans: Vec<tracing::Span> = items
         .iter()
         .map(|item| {

@@ -125,12 +125,7 @@ async fn upload(
 }
 
 async fn train(s: StageRun<'_>, student: Student) -> Result<(), RunError> {
-    let StageRun {
-        p,
-        run_id,
-        config,
-        token,
-    } = s;
+    let (p, run_id, config, token) = s.parts();
     let run = p
         .store()
         .run(run_id)
@@ -222,9 +217,7 @@ async fn train(s: StageRun<'_>, student: Student) -> Result<(), RunError> {
 /// Relays the job's events into the run's log until the job ends, through trainer restarts:
 /// a broken or ended stream is watched again from the last event relayed.
 async fn follow(s: StageRun<'_>, student: Student, job_id: &str) -> Result<(), RunError> {
-    let StageRun {
-        p, run_id, token, ..
-    } = s;
+    let (p, run_id, _, token) = s.parts();
     let trainer = &p.clients.trainer;
     let refused = |what: &str, s: tonic::Status| -> RunError {
         anyhow::anyhow!("{what} job {job_id}: {}: {}", s.code(), s.message()).into()

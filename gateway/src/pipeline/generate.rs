@@ -14,31 +14,25 @@ use tracing::Instrument;
 
 use super::waiting::TEACHER;
 use super::{RunError, StageRun, item_trace, summarize_request};
+use crate::store::Pending;
 use crate::store::{ItemRecord, TeacherUsage};
 
 const BATCH: usize = 32;
 const CONCURRENCY: usize = 4;
 
 pub async fn run(s: StageRun<'_>) -> Result<(), RunError> {
-    let StageRun {
-        p, run_id, token, ..
-    } = s;
+    let (p, run_id, _, token) = s.parts();
     p.drain_pending(
         token,
         || CONCURRENCY,
-        || p.store().pending_generation(run_id, BATCH),
+        || p.store().pending(run_id, Pending::Generation, BATCH),
         |item| generate_item(s, item),
     )
     .await
 }
 
 async fn generate_item(s: StageRun<'_>, item: ItemRecord) -> Result<(), RunError> {
-    let StageRun {
-        p,
-        run_id,
-        config,
-        token,
-    } = s;
+    let (p, run_id, config, token) = s.parts();
     p.check(token)?;
     let id = item.conversation.id.clone();
     // The item's trace starts here; Analyze and the later stages continue it.

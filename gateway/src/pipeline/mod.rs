@@ -154,6 +154,20 @@ pub(crate) struct StageRun<'a> {
     pub token: &'a CancellationToken,
 }
 
+impl<'a> StageRun<'a> {
+    /// `(pipeline, run id, configuration, token)`, for a stage to name what it uses.
+    pub fn parts(
+        self,
+    ) -> (
+        &'a Pipeline,
+        &'a str,
+        &'a pb::RunConfig,
+        &'a CancellationToken,
+    ) {
+        (self.p, self.run_id, self.config, self.token)
+    }
+}
+
 /// What this process holds of a run it drives or ingests: one entry, changed in one place.
 #[derive(Default)]
 struct RunHere {

@@ -22,6 +22,7 @@ use tracing::Instrument;
 use super::waiting::{ANALYZER, EDITOR};
 use super::{RunError, StageRun, item_trace, repair};
 use crate::store::{ItemRecord, RevisionOutcome};
+use crate::store::{Pending, Revised};
 
 const BATCH: usize = 64;
 const DEFAULT_ROUNDS: u32 = 2;
@@ -33,9 +34,7 @@ const RETRY_TEMPERATURE: f32 = 0.7;
 pub const MAX_REVISION_CANDIDATES: u32 = 8;
 
 pub async fn run(s: StageRun<'_>) -> Result<(), RunError> {
-    let StageRun {
-        p, run_id, token, ..
-    } = s;
+    let (p, run_id, _, token) = s.parts();
     let instructions = p
         .call(run_id, token, ANALYZER, || {
             p.clients.analyzer.revision_instructions()
@@ -55,7 +54,7 @@ pub async fn run(s: StageRun<'_>) -> Result<(), RunError> {
     p.drain_pending(
         token,
         concurrency,
-        || p.store().pending_revision(run_id, BATCH),
+        || p.store().pending(run_id, Pending::Revision, BATCH),
         |item| revise_item(s, &instructions, item),
     )
     .await
@@ -66,12 +65,7 @@ async fn revise_item(
     instructions: &HashMap<String, String>,
     item: ItemRecord,
 ) -> Result<(), RunError> {
-    let StageRun {
-        p,
-        run_id,
-        config,
-        token,
-    } = s;
+    let (p, run_id, config, token) = s.parts();
     p.check(token)?;
     let id = item.conversation.id.clone();
     let analysis = item.analysis.clone().unwrap_or_default();
@@ -89,7 +83,17 @@ async fn revise_item(
         });
         p.saved(
             p.store()
-                .save_revision(run_id, &id, outcome, summary, rounds, revised, event)
+                .save_revision(
+                    run_id,
+                    &id,
+                    Revised {
+                        outcome,
+                        summary,
+                        rounds,
+                        analysis: revised,
+                    },
+                    event,
+                )
                 .await?,
         );
         Ok(())

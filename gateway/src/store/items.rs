@@ -100,6 +100,56 @@ pub struct TeacherUsage {
 /// Items read at a time by [`Store::item_page`].
 const PAGE: usize = 512;
 
+/// How an item's revision ended: its outcome, the revision kept (if any), the rounds it took
+/// and the analysis of the revision.
+#[derive(Debug, Clone, Copy)]
+pub struct Revised<'a> {
+    pub outcome: RevisionOutcome,
+    pub summary: Option<&'a str>,
+    pub rounds: u32,
+    pub analysis: Option<&'a pb::AnalyzeResponse>,
+}
+
+impl Revised<'_> {
+    /// Decided without a revision: clean, failed before any, ...
+    pub fn without_revision(outcome: RevisionOutcome) -> Self {
+        Self {
+            outcome,
+            summary: None,
+            rounds: 0,
+            analysis: None,
+        }
+    }
+}
+
+/// The items a stage has still to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pending {
+    /// Arrived without a teacher summary, and have none yet (none failed either).
+    Generation,
+    /// Have a teacher summary not yet analyzed.
+    Analysis,
+    /// Training items analyzed, without a revision outcome yet.
+    Revision,
+    /// Held-out items with a summary, not yet evaluated.
+    Evaluation,
+}
+
+impl Pending {
+    fn condition(self) -> &'static str {
+        match self {
+            Pending::Generation => "teacher_summary = '' AND generation_error IS NULL",
+            Pending::Analysis => "analysis IS NULL AND teacher_summary != ''",
+            Pending::Revision => {
+                "split = 'train' AND analysis IS NOT NULL AND revision_outcome IS NULL"
+            }
+            Pending::Evaluation => {
+                "split = 'holdout' AND evaluation IS NULL AND teacher_summary != ''"
+            }
+        }
+    }
+}
+
 /// What [`from_row`] reads, by name.
 const COLUMNS: &str = "conversation_id, line, split, conversation, teacher_summary, refs, analysis, \
                        revision_outcome, final_summary, revision_rounds, revised_analysis, evaluation, \
@@ -277,18 +327,14 @@ impl Store {
             .collect()
     }
 
-    /// Items that arrived without a teacher summary and have none yet.
-    pub async fn pending_generation(
+    /// Up to `limit` of the items `stage` has still to do, in dataset order.
+    pub async fn pending(
         &self,
         run_id: &str,
+        stage: Pending,
         limit: usize,
     ) -> anyhow::Result<Vec<ItemRecord>> {
-        self.select_items(
-            run_id,
-            "teacher_summary = '' AND generation_error IS NULL",
-            limit,
-        )
-        .await
+        self.select_items(run_id, stage.condition(), limit).await
     }
 
     /// Records that the teacher could not summarize the item: the later stages skip it.
@@ -375,16 +421,6 @@ impl Store {
         ))
     }
 
-    /// Items with a teacher summary still to analyze.
-    pub async fn pending_analysis(
-        &self,
-        run_id: &str,
-        limit: usize,
-    ) -> anyhow::Result<Vec<ItemRecord>> {
-        self.select_items(run_id, "analysis IS NULL AND teacher_summary != ''", limit)
-            .await
-    }
-
     pub async fn save_analysis(
         &self,
         run_id: &str,
@@ -406,31 +442,19 @@ impl Store {
         self.update_with_event(run_id, update, event).await
     }
 
-    /// Training items whose teacher summary was analyzed and has no revision outcome yet.
-    pub async fn pending_revision(
-        &self,
-        run_id: &str,
-        limit: usize,
-    ) -> anyhow::Result<Vec<ItemRecord>> {
-        self.select_items(
-            run_id,
-            "split = 'train' AND analysis IS NOT NULL AND revision_outcome IS NULL",
-            limit,
-        )
-        .await
-    }
-
-    #[allow(clippy::too_many_arguments)]
     pub async fn save_revision(
         &self,
         run_id: &str,
         conversation_id: &str,
-        outcome: RevisionOutcome,
-        final_summary: Option<&str>,
-        rounds: u32,
-        revised_analysis: Option<&pb::AnalyzeResponse>,
+        revised: Revised<'_>,
         event: Kind,
     ) -> anyhow::Result<Option<pb::RunEvent>> {
+        let Revised {
+            outcome,
+            summary: final_summary,
+            rounds,
+            analysis: revised_analysis,
+        } = revised;
         let update = sqlx::query(
             "UPDATE items SET revision_outcome = $3, final_summary = $4, revision_rounds = $5, revised_analysis = $6 \
              WHERE run_id = $1 AND conversation_id = $2 AND revision_outcome IS NULL",
@@ -524,19 +548,6 @@ impl Store {
             })
             .collect();
         Ok((pairs, last))
-    }
-
-    pub async fn pending_evaluation(
-        &self,
-        run_id: &str,
-        limit: usize,
-    ) -> anyhow::Result<Vec<ItemRecord>> {
-        self.select_items(
-            run_id,
-            "split = 'holdout' AND evaluation IS NULL AND teacher_summary != ''",
-            limit,
-        )
-        .await
     }
 
     pub async fn save_evaluation(
@@ -673,7 +684,12 @@ mod tests {
             let id = format!("c{i}");
             let event = item_event(&id);
             store
-                .save_revision("r", &id, RevisionOutcome::Clean, None, 0, None, event)
+                .save_revision(
+                    "r",
+                    &id,
+                    Revised::without_revision(RevisionOutcome::Clean),
+                    event,
+                )
                 .await
                 .unwrap();
         }

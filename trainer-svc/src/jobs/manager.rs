@@ -465,18 +465,20 @@ impl Inner {
             return Err(JobError::NotFound(id.into()));
         };
         match &kind {
-            EventKind::Started { total_steps, .. } => job.total_steps = *total_steps,
-            EventKind::Step {
+            EventKind::Training(Event::Started { total_steps, .. }) => {
+                job.total_steps = *total_steps
+            }
+            EventKind::Training(Event::Step {
                 step,
                 total_steps,
                 loss,
                 ..
-            } => {
+            }) => {
                 job.step = *step;
                 job.total_steps = *total_steps;
                 job.last_loss = *loss;
             }
-            EventKind::Eval { eval_loss, .. } => job.last_eval_loss = *eval_loss,
+            EventKind::Training(Event::Eval { eval_loss, .. }) => job.last_eval_loss = *eval_loss,
             _ => {}
         }
         job.last_event_sequence += 1;
@@ -511,48 +513,13 @@ struct JobObserver<'a> {
 
 impl Observer for JobObserver<'_> {
     fn event(&mut self, event: Event) {
-        let kind = match event {
-            Event::Started {
-                total_steps,
-                resumed,
-                from_step,
-                train_examples,
-                eval_examples,
-            } => EventKind::Started {
-                total_steps,
-                resumed,
-                from_step,
-                train_examples,
-                eval_examples,
-            },
-            Event::Step {
-                step,
-                total_steps,
-                loss,
-                learning_rate,
-                tokens_per_second,
-                grad_norm,
-                epoch,
-            } => EventKind::Step {
-                step,
-                total_steps,
-                loss,
-                learning_rate,
-                tokens_per_second,
-                grad_norm,
-                epoch,
-            },
-            Event::Eval { step, eval_loss } => EventKind::Eval { step, eval_loss },
-            Event::Checkpoint { step, path } => EventKind::Checkpoint { step, path },
-            Event::Warning(w) => {
-                if let Some(n) = w.split_whitespace().next().and_then(|n| n.parse().ok())
-                    && let Some(job) = self.inner.lock().jobs.get_mut(&self.id)
-                {
-                    job.truncated_examples = n;
-                }
-                EventKind::Warning(w)
-            }
-        };
+        if let Event::Warning(w) = &event
+            && let Some(n) = w.split_whitespace().next().and_then(|n| n.parse().ok())
+            && let Some(job) = self.inner.lock().jobs.get_mut(&self.id)
+        {
+            job.truncated_examples = n;
+        }
+        let kind = EventKind::Training(event);
         let mut st = self.inner.lock();
         if let Err(e) = self.inner.record(&mut st, &self.id, kind) {
             tracing::error!(job_id = %self.id, "cannot record an event: {e}");

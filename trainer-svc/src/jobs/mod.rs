@@ -131,37 +131,16 @@ impl Job {
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Queued,
-    Started {
-        total_steps: u64,
-        resumed: bool,
-        from_step: u64,
-        train_examples: u32,
-        eval_examples: u32,
-    },
-    Step {
-        step: u64,
-        total_steps: u64,
-        loss: f64,
-        learning_rate: f64,
-        tokens_per_second: f64,
-        grad_norm: f64,
-        epoch: u32,
-    },
-    Eval {
-        step: u64,
-        eval_loss: f64,
-    },
-    Checkpoint {
-        step: u64,
-        path: PathBuf,
-    },
-    Warning(String),
     Ended {
         state: JobState,
         error: String,
         adapter_dir: Option<PathBuf>,
         merged_dir: Option<PathBuf>,
     },
+    /// What the training run reported, written as it always was (`{"step": {..}}`, untagged
+    /// here), so the event logs of earlier versions read back.
+    #[serde(untagged)]
+    Training(crate::train::Event),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -140,7 +140,8 @@ impl TrainConfig {
 }
 
 /// What a run reports as it goes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Event {
     Started {
         total_steps: u64,
@@ -167,6 +168,47 @@ pub enum Event {
         path: PathBuf,
     },
     Warning(String),
+}
+
+/// One line a person reads: `step 27/60 loss 2.1038 lr 1.200e-4 grad_norm 0.812 196 tok/s`.
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::Started {
+                total_steps,
+                resumed,
+                from_step,
+                train_examples,
+                eval_examples,
+            } => {
+                write!(
+                    f,
+                    "started: {total_steps} steps, {train_examples} train / {eval_examples} eval examples"
+                )?;
+                if *resumed {
+                    write!(f, ", resumed at step {from_step}")?;
+                }
+                Ok(())
+            }
+            Event::Step {
+                step,
+                total_steps,
+                loss,
+                learning_rate,
+                tokens_per_second,
+                grad_norm,
+                epoch: _,
+            } => write!(
+                f,
+                "step {step}/{total_steps} loss {loss:.4} lr {learning_rate:.3e} grad_norm {grad_norm:.3} {tokens_per_second:.0} tok/s"
+            ),
+            Event::Eval { step, eval_loss } => {
+                write!(f, "eval at step {step}: loss {eval_loss:.4}")
+            }
+            Event::Checkpoint { step, path } => write!(f, "checkpoint {step}: {}", path.display()),
+            Event::Warning(w) => write!(f, "warning: {w}"),
+        }
+    }
 }
 
 /// The caller's side of a run: it receives events and says when to stop.
