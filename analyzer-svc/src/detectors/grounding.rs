@@ -468,19 +468,9 @@ impl Detector for Grounding {
             };
             if !found {
                 let (_, start, end) = summary_anchors(cx, m);
-                let span = TextSpan::of(cx.summary, start, end);
-                let explanation = format!(
-                    "`{}` does not appear anywhere in the conversation",
-                    span.text
-                );
-                out.push(Finding::new(
-                    CategoryId::HallucinatedFact,
-                    NAME,
-                    span,
-                    Evidence::NotFound,
-                    0.9,
-                    explanation,
-                ));
+                unsupported(out, TextSpan::of(cx.summary, start, end), 0.9, |text| {
+                    format!("`{text}` does not appear anywhere in the conversation")
+                });
                 continue;
             }
             if !m.plain {
@@ -493,19 +483,9 @@ impl Detector for Grounding {
             {
                 continue;
             }
-            let span = TextSpan::of(cx.summary, start, end);
-            let explanation = format!(
-                "the conversation mentions {value}, but never as `{}`",
-                span.text
-            );
-            out.push(Finding::new(
-                CategoryId::HallucinatedFact,
-                NAME,
-                span,
-                Evidence::NotFound,
-                0.7,
-                explanation,
-            ));
+            unsupported(out, TextSpan::of(cx.summary, start, end), 0.7, |text| {
+                format!("the conversation mentions {value}, but never as `{text}`")
+            });
         }
         dates(cx, out);
     }
@@ -557,6 +537,25 @@ fn dates(cx: &Context<'_>, out: &mut Vec<Finding>) {
             ));
         }
     }
+}
+
+/// A number or amount of the summary that the conversation does not support: a hallucinated
+/// fact, explained by `why` from the span's text.
+fn unsupported(
+    out: &mut Vec<Finding>,
+    span: TextSpan,
+    confidence: f32,
+    why: impl FnOnce(&str) -> String,
+) {
+    let explanation = why(&span.text);
+    out.push(Finding::new(
+        CategoryId::HallucinatedFact,
+        NAME,
+        span,
+        Evidence::NotFound,
+        confidence,
+        explanation,
+    ));
 }
 
 #[cfg(test)]

@@ -109,21 +109,7 @@ async fn revise_item(
     if repair::tried_first(config.repair(), &analysis.findings)
         && let Some(repaired) = repair::by_rule(&item.teacher_summary, &analysis.findings)
     {
-        let recheck = p
-            .call(run_id, token, ANALYZER, || {
-                p.clients
-                    .analyzer
-                    .analyze_revision(
-                        &item.conversation,
-                        &analysis,
-                        &item.teacher_summary,
-                        &repaired,
-                        config.analyzer.clone(),
-                    )
-                    .instrument(span.clone())
-            })
-            .await?;
-        if let Ok(recheck) = recheck
+        if let Ok(recheck) = recheck(s, &item, &analysis, &repaired, &span).await?
             && is_better(config.acceptance(), &analysis, &recheck)
         {
             return done(
@@ -188,21 +174,7 @@ async fn revise_item(
                     // One failed sample (output cut off, refused, ...), not a failed item.
                     Err(s) => return Ok(Sample::Failed(format!("{}: {}", s.code(), s.message()))),
                 };
-                let recheck = p
-                    .call(run_id, token, ANALYZER, || {
-                        p.clients
-                            .analyzer
-                            .analyze_revision(
-                                &item.conversation,
-                                analysis,
-                                &item.teacher_summary,
-                                &revised,
-                                config.analyzer.clone(),
-                            )
-                            .instrument(span.clone())
-                    })
-                    .await?;
-                Ok::<_, RunError>(match recheck {
+                Ok::<_, RunError>(match recheck(s, item, analysis, &revised, &span).await? {
                     Ok(r) => Sample::Checked(revised, r),
                     // An empty or oversized revision is simply not better.
                     Err(_) => Sample::Unchecked,
@@ -263,6 +235,31 @@ struct Tally {
 }
 
 /// The round's best candidate among those the guard passed.
+/// The analyzer's check of a revision (`revised`) against the teacher's summary and its
+/// findings: waited out while the analyzer is away; its refusal is the inner `Err`.
+async fn recheck(
+    s: StageRun<'_>,
+    item: &ItemRecord,
+    analysis: &pb::AnalyzeResponse,
+    revised: &str,
+    span: &tracing::Span,
+) -> Result<Result<pb::AnalyzeResponse, tonic::Status>, RunError> {
+    let (p, run_id, config, token) = s.parts();
+    p.call(run_id, token, ANALYZER, || {
+        p.clients
+            .analyzer
+            .analyze_revision(
+                &item.conversation,
+                analysis,
+                &item.teacher_summary,
+                revised,
+                config.analyzer.clone(),
+            )
+            .instrument(span.clone())
+    })
+    .await
+}
+
 fn best_of(samples: Vec<Sample>, tally: &mut Tally) -> Option<(String, pb::AnalyzeResponse)> {
     let mut best: Option<(String, pb::AnalyzeResponse)> = None;
     for sample in samples {

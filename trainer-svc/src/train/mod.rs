@@ -194,13 +194,13 @@ impl std::fmt::Display for Event {
                 step,
                 total_steps,
                 loss,
-                learning_rate,
-                tokens_per_second,
-                grad_norm,
-                epoch: _,
+                learning_rate: lr,
+                tokens_per_second: speed,
+                grad_norm: norm,
+                ..
             } => write!(
                 f,
-                "step {step}/{total_steps} loss {loss:.4} lr {learning_rate:.3e} grad_norm {grad_norm:.3} {tokens_per_second:.0} tok/s"
+                "step {step}/{total_steps} loss {loss:.4} lr {lr:.3e} grad_norm {norm:.3} {speed:.0} tok/s"
             ),
             Event::Eval { step, eval_loss } => {
                 write!(f, "eval at step {step}: loss {eval_loss:.4}")

@@ -183,19 +183,17 @@ impl CustomOp3 for CausalAttention {
 
     fn cpu_fwd(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
+        queries: &CpuStorage,
+        queries_layout: &Layout,
+        keys: &CpuStorage,
+        keys_layout: &Layout,
+        values_in: &CpuStorage,
+        values_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let name = self.name();
-        let (q, k, v) = (
-            values(s1, l1, name)?,
-            values(s2, l2, name)?,
-            values(s3, l3, name)?,
-        );
+        let q = values(queries, queries_layout, name)?;
+        let k = values(keys, keys_layout, name)?;
+        let v = values(values_in, values_layout, name)?;
         let d = self.dims;
         let outs: Vec<Vec<f32>> = self
             .heads()
@@ -217,7 +215,7 @@ impl CustomOp3 for CausalAttention {
                 d.dim,
             );
         }
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        Ok((CpuStorage::F32(out), queries_layout.shape().clone()))
     }
 
     fn bwd(

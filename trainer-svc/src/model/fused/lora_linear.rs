@@ -41,21 +41,19 @@ impl CustomOp3 for LoraLinear {
 
     fn cpu_fwd(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
+        input: &CpuStorage,
+        input_layout: &Layout,
+        lora_a: &CpuStorage,
+        a_layout: &Layout,
+        lora_b: &CpuStorage,
+        b_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let name = self.name();
-        let (x, a, b) = (
-            values(s1, l1, name)?,
-            values(s2, l2, name)?,
-            values(s3, l3, name)?,
-        );
-        let (n, k) = l1.shape().dims2()?;
-        let (r, out) = (l2.shape().dims2()?.0, l3.shape().dims2()?.0);
+        let x = values(input, input_layout, name)?;
+        let a = values(lora_a, a_layout, name)?;
+        let b = values(lora_b, b_layout, name)?;
+        let (n, k) = input_layout.shape().dims2()?;
+        let (r, out) = (a_layout.shape().dims2()?.0, b_layout.shape().dims2()?.0);
         let mut y = with_values([&self.weight], name, |[w]| {
             Ok(gemm::times_transposed(x, n, k, w, out))
         })?;

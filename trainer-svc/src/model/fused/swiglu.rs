@@ -20,14 +20,19 @@ impl CustomOp2 for SwiGlu {
 
     fn cpu_fwd(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
+        gate_in: &CpuStorage,
+        gate_layout: &Layout,
+        up_in: &CpuStorage,
+        up_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (gate, up) = (values(s1, l1, self.name())?, values(s2, l2, self.name())?);
-        if l1.shape() != l2.shape() {
-            candle_core::bail!("swiglu: gate {:?} vs up {:?}", l1.dims(), l2.dims());
+        let gate = values(gate_in, gate_layout, self.name())?;
+        let up = values(up_in, up_layout, self.name())?;
+        if gate_layout.shape() != up_layout.shape() {
+            candle_core::bail!(
+                "swiglu: gate {:?} vs up {:?}",
+                gate_layout.dims(),
+                up_layout.dims()
+            );
         }
         let mut y = vec![0f32; gate.len()];
         y.par_chunks_mut(CHUNK)
@@ -37,7 +42,7 @@ impl CustomOp2 for SwiGlu {
                     *y = g * sigmoid(*g) * u;
                 }
             });
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
+        Ok((CpuStorage::F32(y), gate_layout.shape().clone()))
     }
 
     /// `d gate = dy * up * s (1 + gate (1 - s))` with `s = sigmoid(gate)`; `d up = dy * silu(gate)`.
