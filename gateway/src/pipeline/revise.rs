@@ -106,22 +106,20 @@ async fn revise_item(
     }
 
     let span = item_trace::resume("arf.item.revise", run_id, &id, item.trace_parent.as_deref());
+    // A fix by rule that is not better (one the guard refused, findings left that weigh more)
+    // leaves the editor to revise the teacher's summary as without rules.
     if repair::tried_first(config.repair(), &analysis.findings)
         && let Some(repaired) = repair::by_rule(&item.teacher_summary, &analysis.findings)
+        && let Ok(recheck) = recheck(s, &item, &analysis, &repaired, &span).await?
+        && is_better(config.acceptance(), &analysis, &recheck)
     {
-        if let Ok(recheck) = recheck(s, &item, &analysis, &repaired, &span).await?
-            && is_better(config.acceptance(), &analysis, &recheck)
-        {
-            return done(
-                RevisionOutcome::Repaired,
-                Some(&repaired),
-                0,
-                Some(&recheck),
-            )
-            .await;
-        }
-        // Not better (a fix the guard refused, findings left that weigh more): the editor
-        // revises the teacher's summary as without rules.
+        return done(
+            RevisionOutcome::Repaired,
+            Some(&repaired),
+            0,
+            Some(&recheck),
+        )
+        .await;
     }
     let conversation = conversation_to_wire(&item.conversation);
     let rounds = if config.revision_rounds == 0 {
