@@ -247,14 +247,9 @@ fn support(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detectors::testing::turns;
 
     fn run(conv: &[(&str, &str)], summary: &str) -> Vec<String> {
-        let turns = turns(conv);
-        let cx = Context::new(&turns, summary);
-        let mut out = Vec::new();
-        UnsupportedAction.detect(&cx, &mut out);
-        out.into_iter().map(|f| f.summary_span.text).collect()
+        crate::detectors::testing::flagged_spans(&UnsupportedAction, conv, summary)
     }
 
     const ASK: &[(&str, &str)] = &[

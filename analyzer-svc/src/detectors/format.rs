@@ -249,11 +249,10 @@ mod tests {
     use crate::detectors::testing::turns;
 
     fn run(conv: &[(&str, &str)], summary: &str) -> Vec<String> {
-        let turns = turns(conv);
-        let cx = Context::new(&turns, summary);
-        let mut out = Vec::new();
-        Format.detect(&cx, &mut out);
-        out.into_iter().map(|f| f.explanation).collect()
+        crate::detectors::testing::detect(&Format, conv, summary)
+            .into_iter()
+            .map(|f| f.explanation)
+            .collect()
     }
 
     /// The fixes a preamble, bullets and a sign-off carry, spliced in, leave plain prose.

@@ -561,14 +561,9 @@ fn unsupported(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detectors::testing::turns;
 
     fn run(conv: &[(&str, &str)], summary: &str) -> Vec<String> {
-        let turns = turns(conv);
-        let cx = Context::new(&turns, summary);
-        let mut out = Vec::new();
-        Grounding.detect(&cx, &mut out);
-        out.into_iter().map(|f| f.summary_span.text).collect()
+        crate::detectors::testing::flagged_spans(&Grounding, conv, summary)
     }
 
     #[test]

@@ -197,6 +197,29 @@ pub fn is_agent_role(role: Role) -> bool {
 pub(crate) mod testing {
     use arf_common::dataset::{Role, Turn};
 
+    use super::{Context, Detector, Finding};
+
+    /// What `detector` finds in `summary` of the conversation `conv` (see [`turns`]).
+    pub fn detect(detector: &dyn Detector, conv: &[(&str, &str)], summary: &str) -> Vec<Finding> {
+        let turns = turns(conv);
+        let cx = Context::new(&turns, summary);
+        let mut out = Vec::new();
+        detector.detect(&cx, &mut out);
+        out
+    }
+
+    /// The summary text of each finding of `detector`.
+    pub fn flagged_spans(
+        detector: &dyn Detector,
+        conv: &[(&str, &str)],
+        summary: &str,
+    ) -> Vec<String> {
+        detect(detector, conv, summary)
+            .into_iter()
+            .map(|f| f.summary_span.text)
+            .collect()
+    }
+
     /// Turns from `("c"|"a", text)` pairs.
     pub fn turns(pairs: &[(&str, &str)]) -> Vec<Turn> {
         pairs

@@ -134,14 +134,9 @@ impl Detector for Polarity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detectors::testing::turns;
 
     fn run(conv: &[(&str, &str)], summary: &str) -> Vec<String> {
-        let turns = turns(conv);
-        let cx = Context::new(&turns, summary);
-        let mut out = Vec::new();
-        Polarity.detect(&cx, &mut out);
-        out.into_iter().map(|f| f.summary_span.text).collect()
+        crate::detectors::testing::flagged_spans(&Polarity, conv, summary)
     }
 
     const CONV: &[(&str, &str)] = &[
