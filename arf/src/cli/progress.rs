@@ -94,6 +94,9 @@ impl RunProgress {
         };
         let (done, total) = (bar.position(), bar.length().unwrap_or(0).max(1));
         let (at, was) = printed.entry(stage).or_insert((Instant::now(), 0));
+        if done < *was {
+            *was = 0; // the next training job of the stage starts from step 0
+        }
         let moved = (done - (*was).min(done)) as f64 / total as f64;
         if moved >= PLAIN_STEP || at.elapsed() >= PLAIN_EVERY || done == total {
             if done == *was {

@@ -16,6 +16,13 @@ use super::evaluation::Evaluation;
 use super::outcome::{RevisionOutcome, Unimproved};
 use super::{Store, Student, to_u32};
 
+mod analyze;
+mod evaluate;
+mod finetune;
+mod generate;
+mod ingest;
+mod revise;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
     Train,
@@ -157,7 +164,7 @@ const COLUMNS: &str = "conversation_id, line, split, conversation, teacher_summa
 
 /// An item as stored. A value that does not decode is an error naming the item and the column
 /// (a corrupt row must not pass for an item never analyzed).
-fn from_row(row: &AnyRow) -> anyhow::Result<ItemRecord> {
+pub(super) fn from_row(row: &AnyRow) -> anyhow::Result<ItemRecord> {
     let id: String = row.try_get("conversation_id")?;
     let within = |column: &str| format!("item {id:?}: stored {column}");
     let decode = |column: &str| -> anyhow::Result<Option<pb::AnalyzeResponse>> {
@@ -206,71 +213,10 @@ fn from_row(row: &AnyRow) -> anyhow::Result<ItemRecord> {
 }
 
 /// A query and its arguments, for [`Store::update_with_event`].
-type Update<'q> = sqlx::query::Query<'q, Any, AnyArguments<'q>>;
+pub(super) type Update<'q> = sqlx::query::Query<'q, Any, AnyArguments<'q>>;
 
 impl Store {
-    /// Inserts a batch in one transaction. Returns, per item, whether it was new (false: its
-    /// conversation id is already in the run).
-    pub async fn insert_items(&self, run_id: &str, items: &[NewItem]) -> anyhow::Result<Vec<bool>> {
-        let mut tx = self.pool.begin().await?;
-        self.fence(&mut tx, run_id).await?;
-        let mut inserted = Vec::with_capacity(items.len());
-        for item in items {
-            let n = sqlx::query(
-                "INSERT INTO items (run_id, conversation_id, line, split, conversation, teacher_summary, refs, \
-                 needs_summary) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-            )
-            .bind(run_id)
-            .bind(&item.conversation.id)
-            .bind(item.line as i64)
-            .bind(item.split.as_str())
-            .bind(serde_json::to_string(&item.conversation)?)
-            .bind(&item.teacher_summary)
-            .bind(serde_json::to_string(&item.references)?)
-            .bind(item.teacher_summary.is_empty() as i64)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            inserted.push(n == 1);
-        }
-        tx.commit().await.context("storing dataset rows")?;
-        Ok(inserted)
-    }
-
-    pub async fn add_bad_row(&self, run_id: &str, row: &pb::BadRow) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await?;
-        self.fence(&mut tx, run_id).await?;
-        sqlx::query("INSERT INTO bad_rows (run_id, line, field, message) VALUES ($1, $2, $3, $4)")
-            .bind(run_id)
-            .bind(row.line as i64)
-            .bind(&row.field)
-            .bind(&row.message)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn bad_rows(&self, run_id: &str, limit: usize) -> anyhow::Result<Vec<pb::BadRow>> {
-        let rows = sqlx::query(
-            "SELECT line, field, message FROM bad_rows WHERE run_id = $1 ORDER BY line LIMIT $2",
-        )
-        .bind(run_id)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(pb::BadRow {
-                    line: to_u32(r.try_get("line")?),
-                    field: r.try_get("field")?,
-                    message: r.try_get("message")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn select_items(
+    pub(super) async fn select_items(
         &self,
         run_id: &str,
         condition: &str,
@@ -305,7 +251,7 @@ impl Store {
     /// Up to `limit` items matching `condition` after `after_rowid`, in insertion (dataset)
     /// order, with their rowids. By rowid, unique per item: clients may send two rows with one
     /// line number, and a page cut by line could lose one.
-    async fn page_by_rowid(
+    pub(super) async fn page_by_rowid(
         &self,
         run_id: &str,
         condition: &str,
@@ -337,51 +283,9 @@ impl Store {
         self.select_items(run_id, stage.condition(), limit).await
     }
 
-    /// Records that the teacher could not summarize the item: the later stages skip it.
-    pub async fn fail_generation(
-        &self,
-        run_id: &str,
-        conversation_id: &str,
-        error: &str,
-        event: Kind,
-    ) -> anyhow::Result<Option<pb::RunEvent>> {
-        let update = sqlx::query(
-            "UPDATE items SET generation_error = $3 \
-             WHERE run_id = $1 AND conversation_id = $2 AND teacher_summary = '' AND generation_error IS NULL",
-        )
-        .bind(run_id)
-        .bind(conversation_id)
-        .bind(error);
-        self.update_with_event(run_id, update, event).await
-    }
-
-    /// Records the summary the teacher wrote, and what it cost.
-    pub async fn save_generated_summary(
-        &self,
-        run_id: &str,
-        conversation_id: &str,
-        summary: &str,
-        usage: &TeacherUsage,
-        trace_parent: &str,
-        event: Kind,
-    ) -> anyhow::Result<Option<pb::RunEvent>> {
-        let update = sqlx::query(
-            "UPDATE items SET teacher_summary = $3, teacher_input_tokens = $4, teacher_output_tokens = $5, teacher_ms = $6, \
-             trace_parent = $7 WHERE run_id = $1 AND conversation_id = $2 AND teacher_summary = ''",
-        )
-        .bind(run_id)
-        .bind(conversation_id)
-        .bind(summary)
-        .bind(usage.input_tokens as i64)
-        .bind(usage.output_tokens as i64)
-        .bind(usage.millis as i64)
-        .bind(trace_parent);
-        self.update_with_event(run_id, update, event).await
-    }
-
     /// Runs one UPDATE of an item's result and, when it changed the item (its result was still
     /// empty), appends `event`, in one transaction fenced by the run's lease.
-    async fn update_with_event(
+    pub(super) async fn update_with_event(
         &self,
         run_id: &str,
         update: Update<'_>,
@@ -396,174 +300,6 @@ impl Store {
         };
         tx.commit().await?;
         Ok(event)
-    }
-
-    /// What the Generate stage cost over the whole run: summaries written and their usage.
-    pub async fn generation_totals(&self, run_id: &str) -> anyhow::Result<(u32, TeacherUsage)> {
-        let r = sqlx::query(
-            "SELECT COUNT(teacher_ms) AS written, \
-                    CAST(COALESCE(SUM(teacher_input_tokens), 0) AS BIGINT) AS input_tokens, \
-                    CAST(COALESCE(SUM(teacher_output_tokens), 0) AS BIGINT) AS output_tokens, \
-                    CAST(COALESCE(SUM(teacher_ms), 0) AS BIGINT) AS millis \
-             FROM items WHERE run_id = $1",
-        )
-        .bind(run_id)
-        .fetch_one(&self.pool)
-        .await?;
-        let millis: i64 = r.try_get("millis")?;
-        Ok((
-            to_u32(r.try_get("written")?),
-            TeacherUsage {
-                input_tokens: to_u32(r.try_get("input_tokens")?),
-                output_tokens: to_u32(r.try_get("output_tokens")?),
-                millis: millis.max(0) as u64,
-            },
-        ))
-    }
-
-    pub async fn save_analysis(
-        &self,
-        run_id: &str,
-        conversation_id: &str,
-        analysis: &pb::AnalyzeResponse,
-        trace_parent: &str,
-        event: Kind,
-    ) -> anyhow::Result<Option<pb::RunEvent>> {
-        let update = sqlx::query(
-            "UPDATE items SET analysis = $3, flagged = $4, trace_parent = $5, analysis_failed = $6 \
-             WHERE run_id = $1 AND conversation_id = $2 AND analysis IS NULL",
-        )
-        .bind(run_id)
-        .bind(conversation_id)
-        .bind(analysis.encode_to_vec())
-        .bind(!analysis.findings.is_empty() as i64)
-        .bind(trace_parent)
-        .bind(!analysis.detector_failures.is_empty() as i64);
-        self.update_with_event(run_id, update, event).await
-    }
-
-    pub async fn save_revision(
-        &self,
-        run_id: &str,
-        conversation_id: &str,
-        revised: Revised<'_>,
-        event: Kind,
-    ) -> anyhow::Result<Option<pb::RunEvent>> {
-        let Revised {
-            outcome,
-            summary: final_summary,
-            rounds,
-            analysis: revised_analysis,
-        } = revised;
-        let update = sqlx::query(
-            "UPDATE items SET revision_outcome = $3, final_summary = $4, revision_rounds = $5, revised_analysis = $6 \
-             WHERE run_id = $1 AND conversation_id = $2 AND revision_outcome IS NULL",
-        )
-        .bind(run_id)
-        .bind(conversation_id)
-        .bind(outcome.as_str())
-        .bind(final_summary.map(str::to_string))
-        .bind(rounds as i64)
-        .bind(revised_analysis.map(|a| a.encode_to_vec()));
-        self.update_with_event(run_id, update, event).await
-    }
-
-    /// The training pairs of a `student` among the next `limit` items after the item `after`
-    /// (a position from the previous page; 0 at the start), in dataset order, and the position of
-    /// the last item read (the next page starts after it; `None`: no more items). Finetune
-    /// streams them page by page into the trainer's upload: a run's training set is never held
-    /// whole by the gateway.
-    pub async fn pairs_page(
-        &self,
-        run_id: &str,
-        student: Student,
-        unimproved: Unimproved,
-        after: i64,
-        limit: usize,
-    ) -> anyhow::Result<(Vec<(Conversation, String)>, Option<i64>)> {
-        if student == Student::Refined {
-            let (pairs, last) = self
-                .training_pairs_page(run_id, unimproved, after, limit)
-                .await?;
-            let pairs = pairs.into_iter().map(|p| (p.conversation, p.summary));
-            return Ok((pairs.collect(), last));
-        }
-        let condition = match student {
-            Student::Oracle => "split = 'train'",
-            _ => "split = 'train' AND teacher_summary != ''",
-        };
-        let items = self.page_by_rowid(run_id, condition, after, limit).await?;
-        let last = items.last().map(|(_, rowid)| *rowid);
-        let pairs = items
-            .into_iter()
-            .filter_map(|(i, _)| match student {
-                // The first human reference of a conversation that has one: the ceiling.
-                Student::Oracle => {
-                    let reference = i.references.into_iter().find(|r| !r.trim().is_empty())?;
-                    Some((i.conversation, reference))
-                }
-                // The teacher's summaries the analyzer found nothing wrong with: flagged rows
-                // dropped, nothing revised.
-                Student::FilterOnly => i
-                    .analysis
-                    .as_ref()
-                    .is_some_and(|a| a.findings.is_empty())
-                    .then_some((i.conversation, i.teacher_summary)),
-                // The teacher's summaries as they are: what a student learns without ARF.
-                _ => Some((i.conversation, i.teacher_summary)),
-            })
-            .collect();
-        Ok((pairs, last))
-    }
-
-    /// The refined pairs among the next `limit` revised items after `after` (see
-    /// [`Self::pairs_page`]): accepted revisions, clean teacher summaries, and, when the policy
-    /// keeps them, the teacher summaries that never improved.
-    pub async fn training_pairs_page(
-        &self,
-        run_id: &str,
-        unimproved: Unimproved,
-        after: i64,
-        limit: usize,
-    ) -> anyhow::Result<(Vec<TrainingPair>, Option<i64>)> {
-        let condition = "split = 'train' AND revision_outcome IS NOT NULL";
-        let items = self.page_by_rowid(run_id, condition, after, limit).await?;
-        let last = items.last().map(|(_, rowid)| *rowid);
-        let pairs = items
-            .into_iter()
-            .filter_map(|(i, _)| {
-                let outcome = i.revision_outcome.filter(|o| o.trained_on(unimproved))?;
-                Some(match (outcome.is_revised(), i.final_summary) {
-                    (true, Some(revised)) => TrainingPair {
-                        conversation: i.conversation,
-                        summary: revised,
-                        source: "revised",
-                    },
-                    _ => TrainingPair {
-                        conversation: i.conversation,
-                        summary: i.teacher_summary,
-                        source: "teacher",
-                    },
-                })
-            })
-            .collect();
-        Ok((pairs, last))
-    }
-
-    pub async fn save_evaluation(
-        &self,
-        run_id: &str,
-        conversation_id: &str,
-        evaluation: &Evaluation,
-        event: Kind,
-    ) -> anyhow::Result<Option<pb::RunEvent>> {
-        let update = sqlx::query(
-            "UPDATE items SET evaluation = $3 WHERE run_id = $1 AND conversation_id = $2 AND evaluation IS NULL",
-        )
-        .bind(run_id)
-        .bind(conversation_id)
-        .bind(serde_json::to_string(evaluation)?);
-        self.update_with_event(run_id, update, event).await
     }
 
     /// The run's counts; `unimproved` (the run's policy) decides which items are training examples.
