@@ -85,3 +85,27 @@ pub async fn run(args: &ServeArgs) -> std::process::ExitCode {
     )
     .await
 }
+
+/// The analyzer on `listener`, in this process, with its model-judged detectors asking the
+/// editor at `judge_endpoint` (the embedded suite, tests and benches; tests restart it on the
+/// same port to stand for an analyzer that restarts).
+pub async fn serve_on(
+    args: &ServerArgs,
+    judge_endpoint: &str,
+    listener: tokio::net::TcpListener,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<arf_common::server::RunningServer> {
+    let limit = args.max_message_bytes;
+    let judge = connect_lazy(judge_endpoint, &ClientOptions::default())?;
+    let service = AnalyzerService::new(Default::default(), Some(judge), limit, shutdown);
+    let health = arf_common::server::Health::new(&[ANALYZER]).await;
+    health.set_serving(ANALYZER, true).await;
+    arf_common::server::serve_on(
+        listener,
+        args,
+        health,
+        Routes::new(service.into_server(limit)),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+}

@@ -5,4 +5,5 @@
 pub mod cli;
 pub mod student_host;
 pub mod suite;
-pub mod upload;
+/// CreateRun's upload (in `arf_common`, which the gateway's benches share).
+pub use arf_common::upload;

@@ -47,29 +47,7 @@ pub fn tiny_model(data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// The analyzer on `listener`, with its model-judged detectors asking the editor at
-/// `judge_endpoint`. Tests restart it on the same port to stand for an analyzer that restarts.
-pub async fn serve_analyzer(
-    args: &ServerArgs,
-    judge_endpoint: &str,
-    listener: tokio::net::TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<RunningServer> {
-    let limit = args.max_message_bytes;
-    let judge = connect_lazy(judge_endpoint, &ClientOptions::default())?;
-    let service =
-        analyzer_svc::grpc::AnalyzerService::new(Default::default(), Some(judge), limit, shutdown);
-    let health = arf_common::server::Health::new(&[ANALYZER]).await;
-    health.set_serving(ANALYZER, true).await;
-    arf_common::server::serve_on(
-        listener,
-        args,
-        health,
-        Routes::new(service.into_server(limit)),
-        CancellationToken::new(),
-    )
-    .await
-}
+pub use analyzer_svc::serve::serve_on as serve_analyzer;
 
 /// The four servers of a running suite.
 pub struct Suite {

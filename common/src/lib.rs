@@ -1,5 +1,6 @@
 //! What every ARF service shares, and nothing a single service owns: the server bootstrap,
-//! clients, telemetry, configuration, deadlines, error details, and the dataset model.
+//! clients, telemetry, configuration, deadlines, error details, the dataset model, and
+//! CreateRun's upload as its clients make it.
 
 pub mod body_guard;
 pub mod bounds;
@@ -15,3 +16,4 @@ pub mod server;
 pub mod splice;
 pub mod status;
 pub mod telemetry;
+pub mod upload;

@@ -6,7 +6,7 @@
 //! 3. two gateways on one PostgreSQL database, the same rows split into two runs, one created
 //!    on each (how several gateways add throughput).
 //!
-//!   scripts/with-postgres.sh cargo bench --profile dev -p arf --bench store_backends -- [--rows N]
+//!   scripts/with-postgres.sh cargo bench --profile dev -p gateway --bench store_backends -- [--rows N]
 //!
 //! Prints items/s of the Analyze stage (from the run's stage events) and the ratios to SQLite.
 
@@ -23,12 +23,12 @@ use tokio_util::sync::CancellationToken;
 
 const SAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/data/sample_conversations.jsonl"
+    "/../arf/data/sample_conversations.jsonl"
 );
 
 /// `n` rows: the sample again and again under fresh conversation ids.
 fn rows(n: usize) -> anyhow::Result<Vec<pb::DatasetRow>> {
-    let sample = arf::upload::rows_from_jsonl(&std::fs::read(SAMPLE)?, SAMPLE)?;
+    let sample = arf_common::upload::rows_from_jsonl(&std::fs::read(SAMPLE)?, SAMPLE)?;
     Ok((0..n)
         .map(|i| {
             let mut row = sample[i % sample.len()].clone();
@@ -87,7 +87,9 @@ async fn analyze(
         }),
         ..Default::default()
     };
-    let run = arf::upload::create_run(client, spec, arf::upload::rows_in_memory(rows)).await?;
+    let run =
+        arf_common::upload::create_run(client, spec, arf_common::upload::rows_in_memory(rows))
+            .await?;
     let mut events = client
         .watch_run(pb::WatchRunRequest {
             run_id: run.id.clone(),
@@ -162,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
         anyhow::anyhow!("needs a PostgreSQL server: run under scripts/with-postgres.sh")
     })?;
     let dir = tempfile::tempdir()?;
-    let analyzer = arf::suite::serve_analyzer(
+    let analyzer = analyzer_svc::serve::serve_on(
         &ServerArgs::local(),
         "http://127.0.0.1:9",
         tokio::net::TcpListener::bind("127.0.0.1:0").await?,

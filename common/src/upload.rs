@@ -1,8 +1,8 @@
 //! CreateRun's upload, as a client makes it: the spec, then the rows, then the end that closes
-//! them. The command line, the tests and the benches all create runs through it.
+//! them. The command line, the tests and the benches of every crate create runs through it.
 
-use arf_common::client::GrpcChannel;
-use arf_common::dataset::{JsonlReader, OnBadRow, conversation_to_wire, stream_jsonl_file};
+use crate::client::GrpcChannel;
+use crate::dataset::{JsonlReader, OnBadRow, conversation_to_wire, stream_jsonl_file};
 use arf_proto::v1 as pb;
 use arf_proto::v1::pipeline_client::PipelineClient;
 
