@@ -4,10 +4,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arf_common::client::{ClientOptions, connect_lazy};
 use arf_common::config::ServerArgs;
 use arf_common::server::{RunningServer, serve_loopback};
-use arf_proto::service_names::{ANALYZER, EDITOR, PIPELINE, TRAINER};
+use arf_proto::service_names::{EDITOR, PIPELINE, TRAINER};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 

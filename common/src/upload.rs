@@ -7,7 +7,7 @@ use arf_proto::v1 as pb;
 use arf_proto::v1::pipeline_client::PipelineClient;
 
 /// A JSONL record as a wire row.
-fn wire_row(line: usize, record: arf_common::dataset::Record) -> pb::DatasetRow {
+fn wire_row(line: usize, record: crate::dataset::Record) -> pb::DatasetRow {
     pb::DatasetRow {
         line: line as u32,
         conversation: Some(conversation_to_wire(&record.conversation)),
