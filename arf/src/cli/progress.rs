@@ -237,3 +237,32 @@ pub fn waiting_line(w: &pb::Waiting) -> String {
         (w.retry_in_ms as f64 / 1000.0).ceil()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_training_step_reads_as_people_read_it() {
+        let event = pb::RunEvent {
+            sequence: 27,
+            kind: Some(Kind::Training(pb::JobEvent {
+                job_id: "job-1".into(),
+                kind: Some(pb::job_event::Kind::Step(pb::StepEvent {
+                    step: 27,
+                    total_steps: 60,
+                    loss: 2.1037686665852866,
+                    learning_rate: 1.2e-4,
+                    tokens_per_second: 196.4,
+                    ..Default::default()
+                })),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert_eq!(
+            event_line(&event),
+            "training step 27/60 loss 2.10 lr 1.2e-4 196 tok/s"
+        );
+    }
+}

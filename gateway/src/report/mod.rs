@@ -164,7 +164,7 @@ pub async fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
         after = last;
         page.into_iter().for_each(|(item, _)| tally.add(item));
     }
-    let counts = store.counts(&run.id, Unimproved::of(&run.config)).await?;
+    let counts = store.counts(&run.id, policy).await?;
     let events = store
         .events_where(&run.id, |e| {
             matches!(
