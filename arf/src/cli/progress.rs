@@ -97,7 +97,7 @@ impl RunProgress {
         if done < *was {
             *was = 0; // the next training job of the stage starts from step 0
         }
-        let moved = (done - (*was).min(done)) as f64 / total as f64;
+        let moved = (done - *was) as f64 / total as f64;
         if moved >= PLAIN_STEP || at.elapsed() >= PLAIN_EVERY || done == total {
             if done == *was {
                 return;
