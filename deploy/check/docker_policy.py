@@ -55,6 +55,15 @@ def engine_free(root, crate):
     deps = {}
     for p in lock["package"]:
         deps.setdefault(p["name"], set()).update(d.split()[0] for d in p.get("dependencies", []))
+    # Cargo.lock lists a workspace member's dev-dependencies beside its dependencies; an image
+    # holds only the latter, so a member's edges come from its own Cargo.toml.
+    with open(os.path.join(root, "Cargo.toml"), "rb") as f:
+        members = tomllib.load(f)["workspace"]["members"]
+    for member in members:
+        with open(os.path.join(root, member, "Cargo.toml"), "rb") as f:
+            manifest = tomllib.load(f)
+        shipped = set(manifest.get("dependencies", {})) | set(manifest.get("build-dependencies", {}))
+        deps[manifest["package"]["name"]] = shipped
     seen, todo = set(), [crate]
     while todo:
         n = todo.pop()

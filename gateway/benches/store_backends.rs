@@ -6,13 +6,9 @@
 //! 3. two gateways on one PostgreSQL database, the same rows split into two runs, one created
 //!    on each (how several gateways add throughput).
 //!
-//!   scripts/with-postgres.sh cargo bench --profile dev -p arf --bench store_backends -- [--rows N]
+//!   scripts/with-postgres.sh cargo bench --profile dev -p gateway --bench store_backends -- [--rows N]
 //!
 //! Prints items/s of the Analyze stage (from the run's stage events) and the ratios to SQLite.
-//!
-//! It measures the gateway's store, yet lives here: it runs an analyzer in-process, and the
-//! analyzer's crate (through its tests' editor) would put an inference engine in the gateway's
-//! dependency closure, which the deploy checks hold empty.
 
 use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_common::config::ServerArgs;
@@ -27,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 const SAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/data/sample_conversations.jsonl"
+    "/../arf/data/sample_conversations.jsonl"
 );
 
 /// `n` rows: the sample again and again under fresh conversation ids.
