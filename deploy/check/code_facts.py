@@ -21,6 +21,13 @@ PORT_CONSTANTS = {
     "trainer": "TRAINER",
     "gateway": "PIPELINE",
 }
+# Deployment name -> the source that passes that constant to run_binary.
+PORT_USERS = {
+    "analyzer": "analyzer-svc/src/serve.rs",
+    "editor": "editor-svc/src/serve.rs",
+    "trainer": "trainer-svc/src/serve.rs",
+    "gateway": "gateway/src/server.rs",
+}
 ENV_READ = re.compile(r'env\s*=\s*"([A-Z][A-Z0-9_]*)"|env::var(?:_os)?\(\s*"([A-Z][A-Z0-9_]*)"')
 GRACE = re.compile(r'env\s*=\s*"ARF_SHUTDOWN_GRACE_SECS",\s*default_value_t\s*=\s*(\d+)')
 
@@ -57,7 +64,7 @@ def default_port(root, deployment):
         m = re.search(rf"pub const {name}: u16 = (\d+);", f.read())
     if not m:
         raise ValueError(f"no `pub const {name}: u16 = PORT;` in {PORTS_SOURCE}")
-    source = os.path.join(SOURCES[deployment][-1], "serve.rs" if deployment != "gateway" else "server.rs")
+    source = PORT_USERS[deployment]
     with open(os.path.join(root, source), encoding="utf-8") as f:
         if f"default_ports::{name}" not in f.read():
             raise ValueError(f"{source} does not pass default_ports::{name} to run_binary")

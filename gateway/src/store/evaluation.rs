@@ -85,21 +85,17 @@ impl Evaluation {
     /// Drops every summary's text, keeping the scores: what a report tallies past the few
     /// summaries it shows.
     pub fn forget_texts(&mut self) {
-        for model in Model::ALL {
-            if let Some(side) = self.get_mut(model) {
-                side.summary = String::new();
-            }
-        }
-    }
-
-    fn get_mut(&mut self, model: Model) -> Option<&mut ScoredSummary> {
-        match model {
-            Model::Base => self.base.as_mut(),
-            Model::Unrevised => self.unrevised.as_mut(),
-            Model::FilterOnly => self.filter_only.as_mut(),
-            Model::Student => Some(&mut self.student),
-            Model::Oracle => self.oracle.as_mut(),
-            Model::Teacher => Some(&mut self.teacher),
+        let optional = [
+            &mut self.unrevised,
+            &mut self.base,
+            &mut self.filter_only,
+            &mut self.oracle,
+        ];
+        let sides = [&mut self.teacher, &mut self.student]
+            .into_iter()
+            .chain(optional.into_iter().filter_map(Option::as_mut));
+        for side in sides {
+            side.summary = String::new();
         }
     }
 
