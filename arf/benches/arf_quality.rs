@@ -17,7 +17,7 @@
 //! cargo bench --profile dev -p arf --bench arf_quality -- [--train N] [--eval M] [--steps S]
 //!     [--teachers injected,smollm2] [--judge] [--data-dir DIR] [--candidates N] [--rounds R]
 //!     [--stages analyze,revise] [--export DIR] [--arms filter_only,oracle|none] [--rules]
-//!     [--on-unimproved exclude|keep-original] [--resume RUN_ID]
+//!     [--on-unimproved exclude|keep-original] [--resume RUN_ID] [--seed N]
 //! ```
 //!
 //! `--resume RUN_ID` watches a run left unfinished in `--data-dir` (a bench stopped midway: the
@@ -63,6 +63,8 @@ struct Args {
     on_unimproved: pb::UnimprovedPolicy,
     /// Watch this run (left unfinished in `--data-dir`'s store) instead of creating one.
     resume: Option<String>,
+    /// The students' training seed (0: the trainer's default): a second seed replicates a run.
+    seed: u64,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -82,6 +84,7 @@ fn args() -> anyhow::Result<Args> {
         rules: false,
         on_unimproved: pb::UnimprovedPolicy::KeepOriginal,
         resume: None,
+        seed: 0,
     };
     let mut it = std::env::args().skip(1).filter(|s| s != "--bench");
     while let Some(flag) = it.next() {
@@ -105,6 +108,7 @@ fn args() -> anyhow::Result<Args> {
                 .ok_or_else(|| anyhow::anyhow!("--on-unimproved {v}: exclude or keep-original"))?
             }
             "--resume" => a.resume = Some(value()?),
+            "--seed" => a.seed = value()?.parse()?,
             "--data-dir" => a.data_dir = Some(value()?.into()),
             "--candidates" => a.candidates = value()?.parse()?,
             "--rounds" => a.rounds = value()?.parse()?,
@@ -200,6 +204,7 @@ fn config(a: &Args) -> pb::RunConfig {
             max_steps: a.steps,
             learning_rate: 2e-4,
             max_seq_len: 512,
+            seed: a.seed,
             ..Default::default()
         }),
         evaluation: Some(pb::EvaluationConfig {
@@ -287,9 +292,10 @@ async fn main() -> anyhow::Result<()> {
                 }
                 let stage = pb::Stage::try_from(s.stage).map_or("?", |s| s.as_str_name());
                 eprintln!(
-                    "[{:>6.0} s] {teacher}: {stage} {}",
+                    "[{:>6.0} s] {teacher}: {stage} {} (peak RSS so far {:.2} GB)",
                     t0.elapsed().as_secs_f64(),
-                    if s.started { "started" } else { "ended" }
+                    if s.started { "started" } else { "ended" },
+                    peak_rss_gb()
                 );
             }
         }

@@ -64,7 +64,9 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     let editor = service.editor().context("the editor did not load")?;
-    let model = editor.backend().model();
+    let model = editor_svc::MistralBackend::of(editor.backend().as_ref())
+        .expect("a mistral.rs editor")
+        .model();
 
     let mut summaries = Vec::new();
     for line in text.lines().take(count) {

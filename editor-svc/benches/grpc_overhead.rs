@@ -93,7 +93,9 @@ async fn main() -> anyhow::Result<()> {
         }),
         json_schema: String::new(),
     };
-    let model = editor.backend().model();
+    let model = editor_svc::MistralBackend::of(editor.backend().as_ref())
+        .expect("a mistral.rs editor")
+        .model();
 
     // One of each first: caches warm, allocations made.
     model

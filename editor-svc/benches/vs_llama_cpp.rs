@@ -299,7 +299,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let service = load_editor(&config).await?;
     let editor = service.editor().context("the editor did not load")?;
-    let model = editor.backend().model();
+    let model = editor_svc::MistralBackend::of(editor.backend().as_ref())
+        .expect("a mistral.rs editor")
+        .model();
     let args = ServerArgs::local();
     let routes = Routes::new(service.into_server(args.max_message_bytes));
     let server = serve_loopback(&args, EDITOR, true, routes).await?;

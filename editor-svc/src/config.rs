@@ -6,6 +6,12 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use mistralrs::{IsqType, ModelDType};
 
+use crate::backend::openai::{ApiKey, UpstreamConfig};
+
+/// The environment variable the upstream's API key is read from (never a flag: a flag shows in
+/// `ps`).
+pub const UPSTREAM_API_KEY_ENV: &str = "ARF_UPSTREAM_API_KEY";
+
 /// Sequences the engine decodes together, unless configured.
 pub const DEFAULT_MAX_SEQS: usize = 32;
 /// Generations accepted at once, unless configured.
@@ -21,15 +27,38 @@ pub struct EditorArgs {
     #[arg(
         long,
         env = "ARF_EDITOR_MODEL",
-        required_unless_present = "tiny_model_dir",
-        conflicts_with = "tiny_model_dir"
+        required_unless_present_any = ["tiny_model_dir", "upstream"],
+        conflicts_with_all = ["tiny_model_dir", "upstream"]
     )]
     pub model: Option<PathBuf>,
 
     /// Write a tiny random-weight Llama into this directory and serve it. Every code path is
     /// real, but its output is meaningless: for tests and demos only.
-    #[arg(long, env = "ARF_EDITOR_TINY_MODEL_DIR")]
+    #[arg(long, env = "ARF_EDITOR_TINY_MODEL_DIR", conflicts_with = "upstream")]
     pub tiny_model_dir: Option<PathBuf>,
+
+    /// What serves the model: `mistralrs` hosts `--model` in this process; `openai` forwards to
+    /// the OpenAI-compatible server at `--upstream` (vLLM, TGI, llama.cpp's server, Ollama, a
+    /// hosted API). The API key comes from ARF_UPSTREAM_API_KEY or `--upstream-api-key-file`.
+    #[arg(long, env = "ARF_EDITOR_BACKEND", value_enum, default_value_t = BackendKind::Mistralrs)]
+    pub backend: BackendKind,
+
+    /// The upstream API's base URL, as the `openai` client's base_url (`http://host:8000/v1`).
+    #[arg(long, env = "ARF_UPSTREAM_URL", requires = "upstream_model")]
+    pub upstream: Option<String>,
+
+    /// The model name the upstream serves.
+    #[arg(long, env = "ARF_UPSTREAM_MODEL", requires = "upstream")]
+    pub upstream_model: Option<String>,
+
+    /// A file holding the upstream's API key (a mounted secret); else ARF_UPSTREAM_API_KEY.
+    #[arg(long, env = "ARF_UPSTREAM_API_KEY_FILE")]
+    pub upstream_api_key_file: Option<PathBuf>,
+
+    /// PEM certificates to trust for an https upstream, besides the web's roots (an
+    /// on-premises CA).
+    #[arg(long, env = "ARF_UPSTREAM_CA_FILE")]
+    pub upstream_ca_file: Option<PathBuf>,
 
     /// In-situ quantization of a safetensors model at load: none, q4k, q8_0, q4_0, ... (K-quants
     /// need dimensions that are multiples of 256; smaller models fall back).
@@ -66,6 +95,14 @@ pub struct EditorArgs {
     pub log_content: bool,
 }
 
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// The model hosted in this process by mistral.rs.
+    Mistralrs,
+    /// An OpenAI-compatible server elsewhere.
+    Openai,
+}
+
 /// An ISQ choice: `None` serves the weights as stored.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Isq(pub Option<IsqType>);
@@ -95,6 +132,9 @@ pub struct EditorConfig {
     pub prefix_cache_seqs: usize,
     /// Prompts and completions recorded in spans (`--log-content`).
     pub log_content: bool,
+    /// Set: the model is served by this OpenAI-compatible upstream, and the fields above that
+    /// describe local weights (path, ISQ, dtype, engine batch, prefix cache) are not used.
+    pub upstream: Option<UpstreamConfig>,
 }
 
 impl EditorConfig {
@@ -109,13 +149,51 @@ impl EditorConfig {
             default_max_tokens: DEFAULT_MAX_TOKENS,
             prefix_cache_seqs: 0,
             log_content: false,
+            upstream: None,
         }
+    }
+
+    /// An editor that forwards to an OpenAI-compatible server.
+    pub fn upstream(upstream: UpstreamConfig) -> Self {
+        let mut config = Self::new(format!("{} ({})", upstream.model, upstream.base_url));
+        config.upstream = Some(upstream);
+        config
     }
 }
 
 impl EditorArgs {
     /// The validated configuration. With `--tiny-model-dir`, writes the tiny model first.
     pub fn into_config(self) -> anyhow::Result<EditorConfig> {
+        anyhow::ensure!(self.max_in_flight > 0, "--max-in-flight must be at least 1");
+        anyhow::ensure!(
+            self.default_max_tokens > 0,
+            "--default-max-tokens must be at least 1"
+        );
+        if self.backend == BackendKind::Openai || self.upstream.is_some() {
+            anyhow::ensure!(
+                self.backend == BackendKind::Openai,
+                "--upstream needs --backend openai"
+            );
+            let (Some(base_url), Some(model)) = (self.upstream, self.upstream_model) else {
+                anyhow::bail!("--backend openai needs --upstream URL and --upstream-model NAME");
+            };
+            let api_key = match &self.upstream_api_key_file {
+                Some(file) => ApiKey::new(std::fs::read_to_string(file).with_context(|| {
+                    format!("reading --upstream-api-key-file {}", file.display())
+                })?),
+                None => std::env::var(UPSTREAM_API_KEY_ENV).ok().and_then(ApiKey::new),
+            };
+            let mut config = EditorConfig::upstream(UpstreamConfig {
+                base_url,
+                model,
+                api_key,
+                ca_file: self.upstream_ca_file,
+            });
+            config.max_in_flight = self.max_in_flight;
+            config.default_max_tokens = self.default_max_tokens;
+            config.log_content = self.log_content;
+            return Ok(config);
+        }
         let model_path = match (self.model, self.tiny_model_dir) {
             (Some(model), _) => model,
             (None, Some(dir)) => {
@@ -128,11 +206,6 @@ impl EditorArgs {
             (None, None) => anyhow::bail!("--model (or --tiny-model-dir) is required"),
         };
         anyhow::ensure!(self.max_seqs > 0, "--max-seqs must be at least 1");
-        anyhow::ensure!(self.max_in_flight > 0, "--max-in-flight must be at least 1");
-        anyhow::ensure!(
-            self.default_max_tokens > 0,
-            "--default-max-tokens must be at least 1"
-        );
         Ok(EditorConfig {
             model_path,
             isq: self.isq.0,
@@ -142,6 +215,7 @@ impl EditorArgs {
             default_max_tokens: self.default_max_tokens,
             prefix_cache_seqs: self.prefix_cache_seqs,
             log_content: self.log_content,
+            upstream: None,
         })
     }
 }
@@ -183,5 +257,43 @@ mod tests {
                 .isq,
             Isq(None)
         );
+    }
+
+    #[test]
+    fn an_upstream_replaces_the_model_and_its_key_never_shows() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--backend",
+            "openai",
+            "--upstream",
+            "http://127.0.0.1:8000/v1",
+            "--upstream-model",
+            "llama-70b",
+        ])
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("key");
+        std::fs::write(&key_file, "sk-secret-123\n").unwrap();
+        let mut args = cli.editor;
+        args.upstream_api_key_file = Some(key_file);
+        let config = args.into_config().unwrap();
+        let upstream = config.upstream.as_ref().unwrap();
+        assert_eq!(upstream.model, "llama-70b");
+        assert!(upstream.api_key.is_some());
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("sk-secret"), "{shown}");
+        // An upstream and a local model exclude each other; an upstream needs its model name.
+        assert!(Cli::try_parse_from(["x", "--model", "m", "--upstream", "http://h/v1"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--upstream", "http://h/v1"]).is_err());
+        let no_backend = Cli::try_parse_from([
+            "x",
+            "--upstream",
+            "http://h/v1",
+            "--upstream-model",
+            "m",
+        ])
+        .unwrap();
+        let err = no_backend.editor.into_config().unwrap_err().to_string();
+        assert!(err.contains("--backend openai"), "{err}");
     }
 }

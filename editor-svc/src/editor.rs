@@ -8,7 +8,9 @@ use opentelemetry::KeyValue;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::backend::{Backend, EngineLoad, ModelDescription, Scored, TokenStream};
+use crate::backend::{
+    Backend, EngineLoad, MistralBackend, ModelDescription, OpenAiBackend, Scored, TokenStream,
+};
 use crate::config::EditorConfig;
 use crate::error::EditorError;
 use crate::generation::{
@@ -46,21 +48,25 @@ pub struct EditorLoad {
 }
 
 pub struct Editor {
-    backend: Arc<Backend>,
+    backend: Arc<dyn Backend>,
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
     default_max_tokens: u32,
 }
 
 impl Editor {
-    /// Loads the model and checks it answers (a short warm-up generation).
+    /// Loads the model (or connects to the upstream that serves it) and checks it answers (a
+    /// short warm-up generation).
     pub async fn load(config: &EditorConfig) -> anyhow::Result<Self> {
-        let backend = Backend::load(config).await?;
-        backend.warm_up().await?;
-        Ok(Self::new(Arc::new(backend), config))
+        let backend: Arc<dyn Backend> = match &config.upstream {
+            None => Arc::new(MistralBackend::load(config).await?),
+            Some(upstream) => Arc::new(OpenAiBackend::connect(upstream, config).await?),
+        };
+        crate::backend::warm_up(backend.as_ref()).await?;
+        Ok(Self::new(backend, config))
     }
 
-    pub fn new(backend: Arc<Backend>, config: &EditorConfig) -> Self {
+    pub fn new(backend: Arc<dyn Backend>, config: &EditorConfig) -> Self {
         Self {
             backend,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
@@ -69,7 +75,7 @@ impl Editor {
         }
     }
 
-    pub fn backend(&self) -> &Arc<Backend> {
+    pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
     }
 

@@ -20,6 +20,22 @@ pub enum EditorError {
     /// The engine failed.
     #[error("generation failed: {0}")]
     Engine(String),
+    /// The backend cannot do this at all (Score over an upstream that shows no prompt logprobs).
+    #[error("{0}")]
+    Unsupported(String),
+    /// The upstream server is busy or briefly down (HTTP 429, 503): retry after the delay it
+    /// asked for, here or on another replica.
+    #[error("the upstream model server is busy: {message}")]
+    UpstreamBusy {
+        message: String,
+        retry_after: Duration,
+    },
+    /// The upstream server cannot be reached (connection refused, DNS, TLS handshake).
+    #[error("the upstream model server cannot be reached: {0}")]
+    UpstreamUnreachable(String),
+    /// The upstream refused our credentials (HTTP 401, 403): an operator has to act.
+    #[error("the upstream model server refused the editor's credentials: {0}")]
+    UpstreamDenied(String),
 }
 
 impl EditorError {

@@ -203,6 +203,10 @@ fn to_status(error: EditorError) -> Status {
         ),
         EditorError::BadOutput(message) => arf_common::status::unusable_output(message),
         EditorError::Engine(message) => arf_common::status::internal_error("generation", &message),
+        EditorError::Unsupported(message) => Status::unimplemented(message),
+        e @ EditorError::UpstreamBusy { retry_after, .. } => overloaded(e.to_string(), retry_after),
+        e @ EditorError::UpstreamUnreachable(_) => Status::unavailable(e.to_string()),
+        e @ EditorError::UpstreamDenied(_) => Status::permission_denied(e.to_string()),
     }
 }
 

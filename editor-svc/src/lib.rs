@@ -1,4 +1,5 @@
-//! The editor service: a model hosted through mistral.rs, targeted revision, generic generation.
+//! The editor service: a model hosted through mistral.rs (or an OpenAI-compatible server it
+//! forwards to), targeted revision, generic generation, over gRPC and the OpenAI HTTP API.
 //!
 //! Start it with [`start_editor`] (the model loads in the background while health says
 //! NOT_SERVING) or [`load_editor`] (loads in the foreground), then serve
@@ -10,6 +11,7 @@ pub mod editor;
 pub mod error;
 pub mod generation;
 pub mod grpc;
+pub mod openai_wire;
 pub mod revise;
 pub mod serve;
 mod span_edits;
@@ -22,7 +24,7 @@ use arf_common::server::Health;
 use arf_proto::service_names::EDITOR;
 use tokio::task::JoinHandle;
 
-pub use backend::{EngineLoad, ModelDescription, ModelSource};
+pub use backend::{Backend, EngineLoad, MistralBackend, ModelDescription, ModelSource};
 pub use config::{EditorArgs, EditorConfig};
 pub use editor::{Editor, EditorLoad};
 pub use grpc::EditorService;
@@ -49,7 +51,9 @@ impl EditorLoading {
 /// UNAVAILABLE until the model has loaded and answered a warm-up generation. A model path that is
 /// not a local model directory or GGUF file is refused at once (nothing is ever downloaded).
 pub fn start_editor(config: EditorConfig) -> anyhow::Result<(EditorService, EditorLoading)> {
-    ModelSource::resolve(&config.model_path)?;
+    if config.upstream.is_none() {
+        ModelSource::resolve(&config.model_path)?;
+    }
     let service = EditorService::loading();
     let slot = service.clone();
     let task = tokio::spawn(async move {

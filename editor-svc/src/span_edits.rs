@@ -24,7 +24,7 @@ pub enum SpanSource {
 }
 
 pub struct SpanEdits {
-    backend: Arc<Backend>,
+    backend: Arc<dyn Backend>,
     /// One in-flight slot for the whole revision: its generations run one after another.
     _permit: OwnedSemaphorePermit,
     summary: String,
@@ -37,7 +37,7 @@ pub struct SpanEdits {
 
 impl SpanEdits {
     pub fn new(
-        backend: Arc<Backend>,
+        backend: Arc<dyn Backend>,
         permit: OwnedSemaphorePermit,
         summary: String,
         edits: Vec<(Range<usize>, SpanSource)>,

@@ -29,12 +29,15 @@ pub const ARF_TIME_TO_FIRST_TOKEN: &str = "arf.gen_ai.time_to_first_token";
 
 /// The GenAI operation every editor generation is.
 pub const OPERATION_CHAT: &str = "chat";
-/// Who serves the model.
-pub const PROVIDER: &str = "mistral.rs";
+/// Who serves the model: the in-process engine, or an OpenAI-compatible upstream (the
+/// conventions' well-known value for the OpenAI API).
+pub const PROVIDER_MISTRAL_RS: &str = "mistral.rs";
+pub const PROVIDER_OPENAI: &str = "openai";
 
 /// Metric instruments, created once per backend from the global meter provider.
 #[derive(Clone)]
 pub struct GenAiMetrics {
+    provider: &'static str,
     pub request_duration: Histogram<f64>,
     pub time_to_first_token: Histogram<f64>,
     pub time_per_output_token: Histogram<f64>,
@@ -46,12 +49,13 @@ pub struct GenAiMetrics {
 }
 
 impl GenAiMetrics {
-    pub fn new() -> Self {
+    pub fn new(provider: &'static str) -> Self {
         let meter = opentelemetry::global::meter("arf");
         let seconds = vec![
             0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
         ];
         Self {
+            provider,
             request_duration: meter
                 .f64_histogram("gen_ai.server.request.duration")
                 .with_unit("s")
@@ -101,7 +105,7 @@ impl GenAiMetrics {
 
     /// Records a finished generation.
     pub fn record(&self, model: &str, generation: &Generation) {
-        let attrs = base_attributes(model);
+        let attrs = base_attributes(self.provider, model);
         self.request_duration
             .record(generation.timing.total.as_secs_f64(), &attrs);
         self.time_to_first_token
@@ -133,28 +137,23 @@ impl GenAiMetrics {
         elapsed: std::time::Duration,
         error_type: &'static str,
     ) {
-        let mut attrs = base_attributes(model);
+        let mut attrs = base_attributes(self.provider, model);
         attrs.push(KeyValue::new(ERROR_TYPE, error_type));
         self.request_duration.record(elapsed.as_secs_f64(), &attrs);
     }
 }
 
-impl Default for GenAiMetrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-fn base_attributes(model: &str) -> Vec<KeyValue> {
+fn base_attributes(provider: &'static str, model: &str) -> Vec<KeyValue> {
     vec![
         KeyValue::new(GEN_AI_OPERATION_NAME, OPERATION_CHAT),
-        KeyValue::new(GEN_AI_PROVIDER_NAME, PROVIDER),
+        KeyValue::new(GEN_AI_PROVIDER_NAME, provider),
         KeyValue::new(GEN_AI_REQUEST_MODEL, model.to_string()),
     ]
 }
 
 /// The span of one generation ("chat {model}"), with the request attributes set.
 pub fn generation_span(
+    provider: &'static str,
     model: &str,
     request: &GenerationRequest,
     capture_content: bool,
@@ -165,7 +164,7 @@ pub fn generation_span(
         otel.kind = "internal"
     );
     span.set_attribute(GEN_AI_OPERATION_NAME, OPERATION_CHAT);
-    span.set_attribute(GEN_AI_PROVIDER_NAME, PROVIDER);
+    span.set_attribute(GEN_AI_PROVIDER_NAME, provider);
     span.set_attribute(GEN_AI_REQUEST_MODEL, model.to_string());
     span.set_attribute(GEN_AI_REQUEST_MAX_TOKENS, request.max_tokens as i64);
     span.set_attribute(

@@ -24,7 +24,9 @@ async fn the_editor_decodes_the_tokens_the_reference_llama_picks() {
 
     let service = load_editor(&EditorConfig::new(dir.path())).await.unwrap();
     let editor = service.editor().unwrap();
-    let model = editor.backend().model();
+    let model = editor_svc::MistralBackend::of(editor.backend().as_ref())
+        .expect("a mistral.rs editor")
+        .model();
     let ids = model
         .tokenize(
             either::Either::Left(TextMessages::new().add_message(TextMessageRole::User, prompt)),

@@ -291,8 +291,8 @@ async fn the_trainer_tokenizes_the_gguf_as_the_editor_does() {
     ];
     for text in texts {
         let ours = format.encode_text(text).unwrap();
-        let theirs = editor
-            .backend()
+        let theirs = editor_svc::MistralBackend::of(editor.backend().as_ref())
+            .expect("a mistral.rs editor")
             .model()
             .tokenize(
                 either::Either::Right(text.to_string()),

@@ -1,282 +1,73 @@
-//! One model per process, hosted by mistral.rs. mistral.rs runs its own engine thread and batches
-//! the sequences of concurrent requests; this type turns a [`GenerationRequest`] into an engine
-//! request and hands back its [`TokenStream`].
+//! What serves the model: one [`Backend`] trait, two implementations. [`mistral`] hosts the
+//! weights in this process (the default); [`openai`] forwards to a remote OpenAI-compatible
+//! server (vLLM, TGI, llama.cpp's server, Ollama, a hosted API). The editor's domain code
+//! (validation, limits, revision) sees only the trait.
 
-mod load;
-mod model_dir;
+pub mod mistral;
+pub mod openai;
 mod probe;
-mod score;
 mod stream;
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::any::Any;
 
-use mistralrs::CustomLogitsProcessor;
-
-use either::Either;
-use mistralrs::{
-    Constraint, Model, NormalRequest, Request, RequestBuilder, RequestLike as _, StopTokens,
-    TextMessageRole, TextMessages,
-};
-
-pub use load::{ModelDescription, ModelSource, load_model};
-pub use probe::{EngineLoad, SequenceGauges, SequenceStats};
-use stream::Expected;
+pub use mistral::{MistralBackend, ModelSource, engine_request, load_model};
+pub use openai::{OpenAiBackend, UpstreamConfig};
+pub use probe::{EngineLoad, EngineProbe, SequenceGauges, SequenceStats};
+pub(crate) use stream::{Chunk, ChunkStream, StreamTelemetry};
 pub use stream::TokenStream;
 
-use crate::config::EditorConfig;
 use crate::error::EditorError;
 use crate::generation::{ChatMessage, ChatRole, GenerationRequest, Sampling};
-use crate::telemetry::{self, GenAiMetrics};
-use probe::EngineProbe;
-use score::ForcedReply;
-use stream::StreamTelemetry;
 
-/// Bytes a chat template may add around the messages, plus per message (headers, a default
-/// system prompt): with them, prompt bytes bound prompt tokens from above (a token is at least
-/// one byte), so most requests need no tokenizer round-trip to check the context.
-const TEMPLATE_SLACK_BYTES: usize = 512;
-const PER_MESSAGE_SLACK_BYTES: usize = 64;
+/// A model that generates, and perhaps scores, chat replies.
+#[tonic::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// What the model is (GetModelInfo, telemetry).
+    fn description(&self) -> &ModelDescription;
 
-pub struct Backend {
-    model: Model,
-    description: ModelDescription,
-    model_id: Arc<str>,
-    gauges: Arc<SequenceGauges>,
-    metrics: GenAiMetrics,
-    capture_content: bool,
+    /// Sequences this backend holds right now (an autoscaler's signal).
+    fn engine_load(&self) -> EngineLoad;
+
+    /// Starts a generation. The returned stream must be read for the generation to make
+    /// progress past its buffer; dropping it cancels the generation.
+    async fn start(&self, request: GenerationRequest) -> Result<TokenStream, EditorError>;
+
+    /// The logprob of each token of `reply` as the assistant's answer to `messages`.
+    /// `EditorError::Unsupported` where the backend cannot see a prompt's logprobs.
+    async fn score(&self, messages: Vec<ChatMessage>, reply: &str) -> Result<Scored, EditorError>;
+
+    /// For callers that need the concrete backend (benchmarks compare against the engine).
+    fn as_any(&self) -> &dyn Any;
 }
 
-impl Backend {
-    /// Loads the model (see [`load_model`]); no warm-up yet.
-    pub async fn load(config: &EditorConfig) -> anyhow::Result<Self> {
-        let (model, description) = load_model(config).await?;
-        Ok(Self::from_model(model, description, config.log_content))
-    }
+/// A short greedy generation: proves the model answers before health says SERVING.
+pub async fn warm_up(backend: &dyn Backend) -> anyhow::Result<()> {
+    let request = GenerationRequest {
+        messages: vec![ChatMessage::new(ChatRole::User, "Hello")],
+        max_tokens: 4,
+        sampling: Sampling::default(),
+        stop: Vec::new(),
+        json_schema: None,
+    };
+    let generation = backend.start(request).await?.collect().await?;
+    anyhow::ensure!(
+        generation.usage.output_tokens > 0 || !generation.text.is_empty(),
+        "the warm-up generated no token"
+    );
+    Ok(())
+}
 
-    pub fn from_model(model: Model, description: ModelDescription, capture_content: bool) -> Self {
-        Self {
-            model_id: description.model_id.as_str().into(),
-            model,
-            description,
-            gauges: Arc::default(),
-            metrics: GenAiMetrics::new(),
-            capture_content,
-        }
-    }
-
-    pub fn description(&self) -> &ModelDescription {
-        &self.description
-    }
-
-    /// Sequences the engine holds right now.
-    pub fn engine_load(&self) -> EngineLoad {
-        self.gauges.snapshot()
-    }
-
-    /// The mistral.rs model, for callers that compare against it directly (the benchmark).
-    pub fn model(&self) -> &Model {
-        &self.model
-    }
-
-    /// A short greedy generation: proves the model answers before health says SERVING.
-    pub async fn warm_up(&self) -> anyhow::Result<()> {
-        let request = GenerationRequest {
-            messages: vec![ChatMessage::new(ChatRole::User, "Hello")],
-            max_tokens: 4,
-            sampling: Sampling::default(),
-            stop: Vec::new(),
-            json_schema: None,
-        };
-        let generation = self.start(request).await?.collect().await?;
-        anyhow::ensure!(
-            generation.usage.output_tokens > 0,
-            "the warm-up generated no token"
-        );
-        Ok(())
-    }
-
-    /// Submits a generation to the engine. The returned stream must be read for the generation
-    /// to make progress past its buffer; dropping it cancels the generation.
-    pub async fn start(&self, request: GenerationRequest) -> Result<TokenStream, EditorError> {
-        self.start_with(request, None).await
-    }
-
-    /// [`Self::start`], with one more logits processor after the probe.
-    async fn start_with(
-        &self,
-        request: GenerationRequest,
-        processor: Option<Arc<dyn CustomLogitsProcessor>>,
-    ) -> Result<TokenStream, EditorError> {
-        self.check_context(&request).await?;
-        let started = Instant::now();
-        let span = telemetry::generation_span(&self.model_id, &request, self.capture_content);
-        let has_schema = request.json_schema.is_some();
-        let max_tokens = request.max_tokens;
-        let mut builder = engine_request(request);
-        let stats = Arc::new(SequenceStats::default());
-        builder = builder.add_logits_processor(Arc::new(EngineProbe::new(
-            self.gauges.clone(),
-            stats.clone(),
-            self.metrics.clone(),
-        )));
-        if let Some(processor) = processor {
-            builder = builder.add_logits_processor(processor);
-        }
-
-        // Room for every chunk the sequence can send: the engine awaits each send, so a slow
-        // reader with a small buffer would stall every sequence in the batch, not just its own.
-        let (tx, rx) = tokio::sync::mpsc::channel(max_tokens + 8);
-        let normal = NormalRequest {
-            messages: builder.take_messages(),
-            sampling_params: builder.take_sampling_params(),
-            response: tx,
-            return_logprobs: false,
-            is_streaming: true,
-            id: 0,
-            constraint: builder.take_constraint(),
-            suffix: None,
-            tools: None,
-            tool_choice: None,
-            logits_processors: builder.take_logits_processors(),
-            return_raw_logits: false,
-            web_search_options: None,
-            model_id: None,
-            truncate_sequence: false,
-        };
-        let sender = self
-            .model
-            .inner()
-            .get_sender(None)
-            .map_err(|e| EditorError::Engine(e.to_string()))?;
-        sender
-            .send(Request::Normal(Box::new(normal)))
-            .await
-            .map_err(|_| EditorError::Engine("the engine has stopped".into()))?;
-        let telemetry = StreamTelemetry {
-            span,
-            model: self.model_id.clone(),
-            metrics: self.metrics.clone(),
-            capture_content: self.capture_content,
-        };
-        Ok(TokenStream::new(
-            rx,
-            started,
-            Expected {
-                has_schema,
-                max_tokens,
-                stats,
-            },
-            telemetry,
-        ))
-    }
-
-    /// The logprob of each token of `reply` as the assistant's answer to `messages` (see
-    /// `score.rs`): the tokens the chat template renders for it, up to the end-of-turn token
-    /// that stops the sequence.
-    pub async fn score(
-        &self,
-        messages: Vec<ChatMessage>,
-        reply: &str,
-    ) -> Result<Scored, EditorError> {
-        let prompt = self.tokenize_chat(&messages, true).await?;
-        let mut chat = messages.clone();
-        chat.push(ChatMessage::new(ChatRole::Assistant, reply));
-        let full = self.tokenize_chat(&chat, false).await?;
-        let targets = full.strip_prefix(prompt.as_slice()).ok_or_else(|| {
-            EditorError::Engine(
-                "the chat template's generation prompt is not a prefix of the chat with the reply"
-                    .into(),
-            )
-        })?;
-        if targets.is_empty() {
-            return Err(EditorError::invalid(
-                "reply",
-                "the reply renders to no token",
-            ));
-        }
-        let forced = Arc::new(ForcedReply::new(prompt.len(), targets.to_vec()));
-        let request = GenerationRequest {
-            messages,
-            max_tokens: targets.len(),
-            sampling: Sampling::default(),
-            stop: Vec::new(),
-            json_schema: None,
-        };
-        let generation = self
-            .start_with(request, Some(forced.clone()))
-            .await?
-            .collect()
-            .await?;
-        let tokens: Vec<(u32, f32)> = targets.iter().copied().zip(forced.logprobs()).collect();
-        if tokens.is_empty() {
-            return Err(EditorError::Engine(
-                "the engine scored no token of the reply".into(),
-            ));
-        }
-        Ok(Scored { tokens, generation })
-    }
-
-    async fn tokenize_chat(
-        &self,
-        messages: &[ChatMessage],
-        add_generation_prompt: bool,
-    ) -> Result<Vec<u32>, EditorError> {
-        let messages = messages.iter().fold(TextMessages::new(), |m, msg| {
-            m.add_message(role(msg.role), &msg.content)
-        });
-        self.model
-            .tokenize(
-                Either::Left(messages),
-                None,
-                true,
-                add_generation_prompt,
-                None,
-            )
-            .await
-            .map_err(|e| EditorError::Engine(format!("tokenizing the chat: {e}")))
-    }
-
-    /// Refuses a request whose prompt plus `max_tokens` would run past the model's context
-    /// (mistral.rs bounds the generated tokens only, and fails with an index error past it).
-    async fn check_context(&self, request: &GenerationRequest) -> Result<(), EditorError> {
-        // mistral.rs grows its KV cache in steps of 512 positions and fails when a step would
-        // pass the model's maximum (seen: "requested capacity (2560) above max seq len (2048)"),
-        // so the last step is not usable.
-        let context = self
-            .description
-            .max_context_tokens
-            .saturating_sub(KV_CACHE_GROWTH);
-        if request.max_tokens > context {
-            return Err(EditorError::invalid(
-                "params.max_tokens",
-                format!(
-                    "{} is more than the model's context of {context} tokens",
-                    request.max_tokens
-                ),
-            ));
-        }
-        let bytes: usize = request
-            .messages
-            .iter()
-            .map(|m| m.content.len() + PER_MESSAGE_SLACK_BYTES)
-            .sum();
-        if bytes + TEMPLATE_SLACK_BYTES + request.max_tokens <= context {
-            return Ok(());
-        }
-        let prompt = self.tokenize_chat(&request.messages, true).await?;
-        if prompt.len() + request.max_tokens > context {
-            return Err(EditorError::invalid(
-                "params.max_tokens",
-                format!(
-                    "the prompt takes {} tokens; with max_tokens {} it runs past the model's context of {context} tokens",
-                    prompt.len(),
-                    request.max_tokens
-                ),
-            ));
-        }
-        Ok(())
-    }
+/// What a served model is, for GetModelInfo and telemetry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelDescription {
+    pub model_id: String,
+    pub architecture: String,
+    pub quantization: String,
+    pub dtype: String,
+    pub device: String,
+    pub max_context_tokens: usize,
+    pub max_concurrent_sequences: usize,
+    pub random_weights: bool,
 }
 
 /// A scored reply: each token with its logprob, and the forced generation's usage and timing.
@@ -291,42 +82,4 @@ impl Scored {
     pub fn mean_nll(&self) -> f64 {
         -self.tokens.iter().map(|&(_, l)| f64::from(l)).sum::<f64>() / self.tokens.len() as f64
     }
-}
-
-/// mistral.rs's KV-cache growth step, in positions.
-const KV_CACHE_GROWTH: usize = 512;
-
-fn role(role: ChatRole) -> TextMessageRole {
-    match role {
-        ChatRole::System => TextMessageRole::System,
-        ChatRole::User => TextMessageRole::User,
-        ChatRole::Assistant => TextMessageRole::Assistant,
-    }
-}
-
-/// The mistral.rs request for a generation (without the probe).
-pub fn engine_request(request: GenerationRequest) -> RequestBuilder {
-    let mut builder = RequestBuilder::new();
-    for message in &request.messages {
-        builder = builder.add_message(role(message.role), &message.content);
-    }
-    // Resets every sampling parameter, max length included: must come before the others.
-    builder = builder
-        .set_deterministic_sampler()
-        .set_sampler_max_len(request.max_tokens);
-    if !request.sampling.is_greedy() {
-        if let Some(t) = request.sampling.temperature {
-            builder = builder.set_sampler_temperature(t);
-        }
-        if let Some(p) = request.sampling.top_p {
-            builder = builder.set_sampler_topp(p);
-        }
-    }
-    if !request.stop.is_empty() {
-        builder = builder.set_sampler_stop_toks(StopTokens::Seqs(request.stop));
-    }
-    if let Some(schema) = request.json_schema {
-        builder = builder.set_constraint(Constraint::JsonSchema(schema));
-    }
-    builder
 }

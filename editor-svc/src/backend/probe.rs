@@ -1,15 +1,15 @@
-//! How many sequences the engine holds, seen from inside it.
+//! How many sequences a backend holds, seen from as close to the model as it gets.
 //!
 //! mistral.rs exposes no scheduler counts. Every request carries an [`EngineProbe`], a logits
-//! processor that changes nothing: the engine calls it once per sampled token and drops it with
-//! the sequence. So "queued" (admitted, no token sampled yet) and "running" (sampling) count
-//! what the engine really holds, and a cancelled generation visibly leaves it: this is what an
-//! autoscaler scales on, and what the cancellation tests check.
+//! processor that changes nothing (`mistral::probe`): the engine calls it once per sampled
+//! token and drops it with the sequence. So "queued" (admitted, no token sampled yet) and
+//! "running" (sampling) count what the engine really holds, and a cancelled generation visibly
+//! leaves it: this is what an autoscaler scales on, and what the cancellation tests check. An
+//! upstream backend counts the same way from its response stream (a chunk of text is a token
+//! sampled upstream).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-
-use mistralrs::{CustomLogitsProcessor, Tensor};
 
 use crate::telemetry::GenAiMetrics;
 
@@ -85,13 +85,14 @@ impl EngineProbe {
     }
 }
 
-impl CustomLogitsProcessor for EngineProbe {
-    fn apply(&self, logits: &Tensor, context: &[u32]) -> mistralrs::Result<Tensor> {
+impl EngineProbe {
+    /// One token sampled; `context_len` is the sequence's length before it (at the first token:
+    /// the prompt's).
+    pub fn on_token(&self, context_len: usize) {
         if !self.started.swap(true, Ordering::Relaxed) {
-            // Before the first token, the context is the prompt.
             self.stats
                 .prompt_tokens
-                .store(context.len(), Ordering::Relaxed);
+                .store(context_len, Ordering::Relaxed);
             self.gauges.queued.fetch_sub(1, Ordering::Relaxed);
             self.gauges.running.fetch_add(1, Ordering::Relaxed);
             self.metrics.sequences_queued.add(-1, &[]);
@@ -99,8 +100,6 @@ impl CustomLogitsProcessor for EngineProbe {
         }
         self.gauges.sampled_tokens.fetch_add(1, Ordering::Relaxed);
         self.stats.sampled_tokens.fetch_add(1, Ordering::Relaxed);
-        // A tensor clone shares its storage: no copy of the logits.
-        Ok(logits.clone())
     }
 }
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail, ensure};
 use mistralrs::{GgufModelBuilder, IsqType, Model, ModelDType, TextModelBuilder};
 
+use crate::backend::ModelDescription;
 use crate::config::EditorConfig;
 
 /// Where the weights come from.
@@ -46,19 +47,6 @@ impl ModelSource {
             path.display()
         )
     }
-}
-
-/// What a loaded model is, for GetModelInfo and telemetry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelDescription {
-    pub model_id: String,
-    pub architecture: String,
-    pub quantization: String,
-    pub dtype: String,
-    pub device: String,
-    pub max_context_tokens: usize,
-    pub max_concurrent_sequences: usize,
-    pub random_weights: bool,
 }
 
 /// mistral.rs's prefix cache size, `None` when off (the default: see the flag's help).
