@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds llama.cpp's `llama-bench` and `llama-batched-bench` (the anchors of the editor's speed bench)
-# from the source that the PyPI sdist of llama-cpp-python vendors, into a cache outside the
-# repository, and prints the folder holding the two binaries. Built once (about 4-6 min on 2 cores);
-# later calls only print the folder.
+# and `llama-server` (an OpenAI-compatible server: the upstream of editor-svc --backend openai in
+# its tests) from the source that the PyPI sdist of llama-cpp-python vendors, into a cache outside
+# the repository, and prints the folder holding the binaries. Built once (about 6-8 min on 2
+# cores); later calls only print the folder.
 #   bash scripts/build-llama-bench.sh            -> ~/.cache/arf/llama.cpp/<version>/build/bin
 # Needs a Python with pip (ARF_BENCH_PYTHON, default python3) for the sdist, cmake and ninja.
 set -euo pipefail
@@ -13,13 +14,13 @@ sha256="${LLAMA_CPP_PYTHON_SHA256:-832db0699007f1be95a7e41ef12e88926b02ba836461e
 cache="${ARF_CACHE:-$HOME/.cache/arf}/llama.cpp/$version"
 bin="$cache/build/bin"
 
-if [[ -x "$bin/llama-bench" && -x "$bin/llama-batched-bench" ]]; then
+if [[ -x "$bin/llama-bench" && -x "$bin/llama-batched-bench" && -x "$bin/llama-server" ]]; then
     echo "$bin"
     exit 0
 fi
 
 python="${ARF_BENCH_PYTHON:-python3}"
-echo "llama-bench is missing: building llama.cpp from the llama-cpp-python $version sdist into $cache" >&2
+echo "llama.cpp's tools are missing: building llama.cpp from the llama-cpp-python $version sdist into $cache" >&2
 mkdir -p "$cache"
 sdist="$cache/llama_cpp_python-$version.tar.gz"
 if [[ ! -f "$sdist" ]]; then
@@ -44,6 +45,6 @@ if [[ ! -d "$src/vendor/llama.cpp" ]]; then
     tar xzf "$sdist" -C "$src" --strip-components=1
 fi
 cmake -S "$src/vendor/llama.cpp" -B "$cache/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF >&2
-cmake --build "$cache/build" --target llama-bench llama-batched-bench -j "$(nproc)" >&2
+    -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=ON >&2
+cmake --build "$cache/build" --target llama-bench llama-batched-bench llama-server -j "$(nproc)" >&2
 echo "$bin"

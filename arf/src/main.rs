@@ -20,6 +20,7 @@ async fn main() -> std::process::ExitCode {
         // One binary runs any of the services (the fault-injection tests kill and restart them).
         Command::Analyzer(args) => analyzer_svc::serve::run(&args).await,
         Command::Editor(args) => editor_svc::serve::run(args).await,
+        Command::ServeStudent(args) => arf::cli::serve_student(args).await,
         Command::Trainer(args) => trainer_svc::serve::run(&args).await,
         // Clients of a gateway (the demo starts its own).
         Command::Demo(args) => client(arf::cli::demo(args)).await,

@@ -181,7 +181,9 @@ impl EditorArgs {
                 Some(file) => ApiKey::new(std::fs::read_to_string(file).with_context(|| {
                     format!("reading --upstream-api-key-file {}", file.display())
                 })?),
-                None => std::env::var(UPSTREAM_API_KEY_ENV).ok().and_then(ApiKey::new),
+                None => std::env::var(UPSTREAM_API_KEY_ENV)
+                    .ok()
+                    .and_then(ApiKey::new),
             };
             let mut config = EditorConfig::upstream(UpstreamConfig {
                 base_url,
@@ -285,14 +287,9 @@ mod tests {
         // An upstream and a local model exclude each other; an upstream needs its model name.
         assert!(Cli::try_parse_from(["x", "--model", "m", "--upstream", "http://h/v1"]).is_err());
         assert!(Cli::try_parse_from(["x", "--upstream", "http://h/v1"]).is_err());
-        let no_backend = Cli::try_parse_from([
-            "x",
-            "--upstream",
-            "http://h/v1",
-            "--upstream-model",
-            "m",
-        ])
-        .unwrap();
+        let no_backend =
+            Cli::try_parse_from(["x", "--upstream", "http://h/v1", "--upstream-model", "m"])
+                .unwrap();
         let err = no_backend.editor.into_config().unwrap_err().to_string();
         assert!(err.contains("--backend openai"), "{err}");
     }

@@ -11,6 +11,7 @@ pub mod editor;
 pub mod error;
 pub mod generation;
 pub mod grpc;
+pub mod http;
 pub mod openai_wire;
 pub mod revise;
 pub mod serve;

@@ -63,10 +63,12 @@ impl WireMessage {
             Value::Null => Some(String::new()),
             Value::Array(parts) => parts
                 .iter()
-                .map(|p| match (p.get("type").and_then(Value::as_str), p.get("text")) {
-                    (Some("text"), Some(Value::String(t))) => Some(t.as_str()),
-                    _ => None,
-                })
+                .map(
+                    |p| match (p.get("type").and_then(Value::as_str), p.get("text")) {
+                        (Some("text"), Some(Value::String(t))) => Some(t.as_str()),
+                        _ => None,
+                    },
+                )
                 .collect::<Option<Vec<_>>>()
                 .map(|texts| texts.concat()),
             _ => None,

@@ -72,6 +72,7 @@ impl PipelineService {
             progress,
             counts: Some(counts),
             training_job_id: run.training_job_id,
+            student_model_dir: run.student_model_dir,
             baseline_job_id: run.baseline_job_id,
             create_time: Some(crate::store::timestamp(run.create_time_ms)),
             end_time: run.end_time_ms.map(crate::store::timestamp),

@@ -7,6 +7,7 @@ pub mod models;
 mod outcome;
 mod progress;
 mod run_config;
+mod serve_student;
 
 use std::path::PathBuf;
 
@@ -18,6 +19,7 @@ use clap::{Parser, Subcommand};
 pub use commands::{EventOutput, export, report, run, watch};
 pub use demo::{DemoArgs, demo};
 pub use run_config::RunConfigArgs;
+pub use serve_student::{ServeStudentArgs, serve_student};
 
 /// The conversations bundled with ARF (written for it; see arf/data/README.md).
 pub const SAMPLE: &str = include_str!("../../data/sample_conversations.jsonl");
@@ -93,6 +95,9 @@ pub enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Serve a finished run's ARF student over the OpenAI HTTP API (`/v1/chat/completions`)
+    /// and gRPC, from its merged folder: run it where the trainer wrote that folder.
+    ServeStudent(ServeStudentArgs),
     /// Fetch a run's report (Markdown and SVG charts) into a folder.
     Report {
         #[command(flatten)]

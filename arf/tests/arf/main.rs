@@ -11,6 +11,7 @@ mod failover;
 mod fault_injection;
 mod faults;
 mod hostile_requests;
+mod openai_upstream;
 mod pipeline;
 mod python_client;
 mod real_model;

@@ -304,3 +304,13 @@ pub fn lost_and_duplicated(baseline: &RunResult, got: &RunResult) -> (usize, usi
     let duplicated = got.outcomes.values().filter(|o| o.len() > 1).count();
     (lost, duplicated)
 }
+
+/// A child process killed (and reaped) when the test ends, however it ends.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -42,8 +42,9 @@ pub struct BearerAuth<S> {
     expected: Option<Arc<[u8]>>,
 }
 
-/// Compares in time independent of where the first difference is.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares in time independent of where the first difference is (a token check that leaks
+/// no prefix).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

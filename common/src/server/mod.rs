@@ -22,7 +22,7 @@ use tower::ServiceBuilder;
 pub type ResponseStream<T> =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send>>;
 
-pub use auth::BearerAuthLayer;
+pub use auth::{BearerAuthLayer, constant_time_eq};
 pub use health::Health;
 pub use load_shed::LoadShedLayer;
 

@@ -13,8 +13,8 @@ use std::any::Any;
 pub use mistral::{MistralBackend, ModelSource, engine_request, load_model};
 pub use openai::{OpenAiBackend, UpstreamConfig};
 pub use probe::{EngineLoad, EngineProbe, SequenceGauges, SequenceStats};
-pub(crate) use stream::{Chunk, ChunkStream, StreamTelemetry};
 pub use stream::TokenStream;
+pub(crate) use stream::{Chunk, ChunkStream, StreamTelemetry};
 
 use crate::error::EditorError;
 use crate::generation::{ChatMessage, ChatRole, GenerationRequest, Sampling};

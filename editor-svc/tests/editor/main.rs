@@ -7,6 +7,7 @@ mod support;
 mod generate;
 mod gguf;
 mod model_layouts;
+mod openai_api;
 mod quantized_kernels;
 mod revise;
 mod serving;

@@ -360,7 +360,9 @@ impl Scoring<'_> {
 
     /// The model's mean per-token NLL of the human references (Editor.Score, all references
     /// at once: the engine batches them), averaged over them. Independent of sampling and of the
-    /// analyzer. `None` without references or when the model refuses one.
+    /// analyzer. `None` without references, when the model refuses one, or when its editor
+    /// cannot score at all (UNIMPLEMENTED: an OpenAI-compatible upstream shows no logprobs of a
+    /// given reply), which is "not available", not a failed run.
     async fn reference_nll(
         &self,
         model: &EditorClient<GrpcChannel>,
@@ -376,15 +378,25 @@ impl Scoring<'_> {
             };
             self.p.call(self.run_id, self.token, STUDENT, move || {
                 let (mut model, request) = (model.clone(), request.clone());
-                async move { model.score(request).await.map(|r| r.into_inner()) }
-                    .instrument(self.span.clone())
+                async move {
+                    match model.score(request).await {
+                        Ok(r) => Ok(Some(r.into_inner().mean_nll)),
+                        Err(s) if s.code() == tonic::Code::Unimplemented => Ok(None),
+                        Err(s) => Err(s),
+                    }
+                }
+                .instrument(self.span.clone())
             })
         }))
         .await;
         let mut total = 0.0;
         for answer in scored {
             match answer? {
-                Ok(r) => total += r.mean_nll,
+                Ok(Some(nll)) => total += nll,
+                Ok(None) => {
+                    tracing::debug!(parent: self.span, "the model's editor cannot score: reference NLL not available");
+                    return Ok(None);
+                }
                 Err(refusal) => {
                     tracing::warn!(parent: self.span, code = ?refusal.code(), error = %refusal.message(), "the model refused to score a reference");
                     return Ok(None);

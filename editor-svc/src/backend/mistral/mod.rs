@@ -14,7 +14,7 @@ use std::time::Instant;
 use either::Either;
 use mistralrs::{
     Constraint, CustomLogitsProcessor, Model, NormalRequest, Request, RequestBuilder,
-    RequestLike as _, StopTokens, TextMessageRole, TextMessages, Tensor,
+    RequestLike as _, StopTokens, Tensor, TextMessageRole, TextMessages,
 };
 
 pub use load::{ModelSource, load_model};

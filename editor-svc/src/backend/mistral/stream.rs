@@ -29,7 +29,10 @@ pub(super) fn chunks(rx: Receiver<Response>, expected: Expected) -> ChunkStream 
             Some(response) => absorb(response, &expected),
             None => (vec![finish_without_final_chunk(&expected)], true),
         };
-        Some((futures::stream::iter(chunks), (!ended).then_some((rx, expected))))
+        Some((
+            futures::stream::iter(chunks),
+            (!ended).then_some((rx, expected)),
+        ))
     })
     .flatten()
     .boxed()

@@ -33,7 +33,10 @@ pub fn from_status(status: StatusCode, headers: &HeaderMap, body: &str) -> Edito
             retry_after: retry_after(headers),
         },
         401 | 403 => EditorError::UpstreamDenied(message),
-        400 | 413 | 422 => EditorError::invalid("messages", format!("the upstream refused the request: {message}")),
+        400 | 413 | 422 => EditorError::invalid(
+            "messages",
+            format!("the upstream refused the request: {message}"),
+        ),
         404 => EditorError::Unsupported(format!(
             "the upstream has no such model or path (check --upstream and --upstream-model): {message}"
         )),
@@ -166,7 +169,10 @@ mod tests {
 
     #[test]
     fn error_messages_are_read_from_openai_bodies_and_shortened() {
-        assert_eq!(message_of(r#"{"error": {"message": "bad key"}}"#), "bad key");
+        assert_eq!(
+            message_of(r#"{"error": {"message": "bad key"}}"#),
+            "bad key"
+        );
         assert_eq!(message_of(r#"{"error": "plain"}"#), "plain");
         assert_eq!(message_of("  not json "), "not json");
         assert_eq!(message_of(""), "(no message)");

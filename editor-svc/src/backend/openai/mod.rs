@@ -25,8 +25,8 @@ use futures::StreamExt as _;
 use serde_json::{Value, json};
 
 use super::{
-    Backend, Chunk, ChunkStream, EngineLoad, EngineProbe, ModelDescription, Scored,
-    SequenceGauges, StreamTelemetry, TokenStream,
+    Backend, Chunk, ChunkStream, EngineLoad, EngineProbe, ModelDescription, Scored, SequenceGauges,
+    StreamTelemetry, TokenStream,
 };
 use crate::config::EditorConfig;
 use crate::error::EditorError;
@@ -180,7 +180,10 @@ impl OpenAiBackend {
         let wants_schema = request.json_schema.is_some();
         let mut with_schema = wants_schema && !self.schema_refused.load(Ordering::Relaxed);
         loop {
-            let mut call = self.client.post(&self.chat_url).json(&self.body(request, with_schema));
+            let mut call = self
+                .client
+                .post(&self.chat_url)
+                .json(&self.body(request, with_schema));
             if let Some(key) = &self.api_key {
                 call = call.bearer_auth(&key.0);
             }
@@ -223,11 +226,7 @@ impl Backend for OpenAiBackend {
             &request,
             self.capture_content,
         );
-        let probe = EngineProbe::new(
-            self.gauges.clone(),
-            Arc::default(),
-            self.metrics.clone(),
-        );
+        let probe = EngineProbe::new(self.gauges.clone(), Arc::default(), self.metrics.clone());
         let response = match self.send(&request).await {
             Ok(response) => response,
             Err(error) => {
@@ -245,7 +244,11 @@ impl Backend for OpenAiBackend {
             metrics: self.metrics.clone(),
             capture_content: self.capture_content,
         };
-        Ok(TokenStream::new(chunks(response, probe), started, telemetry))
+        Ok(TokenStream::new(
+            chunks(response, probe),
+            started,
+            telemetry,
+        ))
     }
 
     async fn score(&self, _: Vec<ChatMessage>, _: &str) -> Result<Scored, EditorError> {
@@ -395,7 +398,9 @@ fn chunks(response: reqwest::Response, probe: EngineProbe) -> ChunkStream {
                             }
                         }
                         Err(e) => {
-                            out.push(failed(format!("an unreadable chunk from the upstream: {e}")));
+                            out.push(failed(format!(
+                                "an unreadable chunk from the upstream: {e}"
+                            )));
                             ended = true;
                             break;
                         }

@@ -1,0 +1,260 @@
+//! A whole run whose teacher, judge and one of two editor replicas are a model the team already
+//! serves behind an OpenAI-compatible API. Here that server is an editor process serving the
+//! tiny model over `--http-listen` with room for one generation at a time; a second editor
+//! process forwards to it (`--backend openai`), beside an ordinary in-process replica. The
+//! upstream starts busy (the test holds its only slot): the run waits it out and finishes.
+
+use std::time::Duration;
+
+use arf_proto::v1 as pb;
+
+use crate::support::processes::{self, Process, Services, free_port};
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_uses_an_openai_upstream_as_teacher_judge_and_replica_and_waits_out_its_429s() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = arf::suite::tiny_model(dir.path()).unwrap();
+    let tiny_path = tiny.display().to_string();
+
+    let http_port = free_port();
+    let mut upstream = Process::new(
+        "editor",
+        vec![
+            "--model".into(),
+            tiny_path.clone(),
+            "--http-listen".into(),
+            format!("127.0.0.1:{http_port}"),
+            "--max-in-flight".into(),
+            "1".into(),
+        ],
+    );
+    upstream.start().await;
+    let base_url = format!("http://127.0.0.1:{http_port}/v1");
+    let mut forwarder = Process::new(
+        "editor",
+        vec![
+            "--backend".into(),
+            "openai".into(),
+            "--upstream".into(),
+            base_url.clone(),
+            "--upstream-model".into(),
+            tiny_path.clone(),
+        ],
+    );
+    forwarder.start().await;
+
+    // The in-process replica, analyzer (judging through the upstream) and trainer.
+    let mut services = Services::start(dir.path(), &tiny).await;
+    services.analyzer.stop(processes::Signal::Term);
+    services.analyzer = Process::new(
+        "analyzer",
+        vec!["--judge-endpoint".into(), forwarder.endpoint()],
+    );
+    services.analyzer.start().await;
+    let gateway = services
+        .gateway(
+            &dir.path().join("gateway"),
+            &tiny,
+            Some(format!(
+                "{},{}",
+                services.editor.endpoint(),
+                forwarder.endpoint()
+            )),
+            vec!["--teacher".into(), forwarder.endpoint()],
+        )
+        .await;
+
+    // Hold the upstream's only slot: every teacher call is answered 429 until it is let go.
+    let holder = tokio::spawn({
+        let url = format!("{base_url}/chat/completions");
+        async move {
+            let body = serde_json::json!({"messages": [{"role": "user", "content": "Tell a long story."}],
+                                          "max_tokens": 6000});
+            let _ = reqwest::Client::new().post(url).json(&body).send().await;
+        }
+    });
+    let busy = async {
+        loop {
+            let answer = reqwest::Client::new()
+                .post(format!("{base_url}/chat/completions"))
+                .json(&serde_json::json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}))
+                .send()
+                .await
+                .unwrap();
+            if answer.status() == 429 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), busy)
+        .await
+        .expect("the upstream answers 429 while its slot is held");
+
+    let mut client = pb::pipeline_client::PipelineClient::new(
+        arf_common::client::connect_lazy(&gateway.endpoint(), &Default::default()).unwrap(),
+    );
+    let mut spec = processes::full_spec();
+    spec.config
+        .as_mut()
+        .unwrap()
+        .stages
+        .insert(0, pb::Stage::Generate as i32);
+    let mut rows = sample_rows();
+    for row in &mut rows {
+        row.teacher_summary.clear();
+    }
+    let run = create(&mut client, spec, rows.clone()).await.unwrap();
+
+    // The run says it waits for the teacher, busy; then the upstream is let go.
+    let waiting = tokio::time::timeout(Duration::from_secs(120), async {
+        let mut stream = client
+            .watch_run(pb::WatchRunRequest {
+                run_id: run.id.clone(),
+                after_sequence: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        while let Some(e) = stream.message().await.unwrap() {
+            if let Some(pb::run_event::Kind::Waiting(w)) = e.kind {
+                return w;
+            }
+        }
+        panic!("the run's events ended without a waiting event");
+    })
+    .await
+    .expect("a waiting event within two minutes");
+    assert_eq!(waiting.service, "the teacher", "{waiting:?}");
+    assert_eq!(waiting.code, "RESOURCE_EXHAUSTED", "{waiting:?}");
+    holder.abort();
+
+    let events = watch(&mut client, &run.id, 0).await;
+    let error = client
+        .get_run(pb::GetRunRequest {
+            run_id: run.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .error;
+    assert_eq!(
+        final_state(&events),
+        Some(pb::RunState::Succeeded),
+        "{error}"
+    );
+    assert!(
+        events.iter().any(|e| matches!(&e.kind,
+            Some(pb::run_event::Kind::Waiting(w)) if w.service == "the teacher" && w.recovered)),
+        "the teacher's recovery is an event"
+    );
+    let generated = items(&events, pb::Stage::Generate);
+    assert_eq!(
+        generated.len(),
+        rows.len(),
+        "the teacher summarized every row"
+    );
+    assert!(
+        generated.iter().all(|i| i.outcome != "failed"),
+        "{generated:?}"
+    );
+    assert!(
+        !revise_outcomes(&events).is_empty(),
+        "the replicas revised the flagged summaries"
+    );
+    drop(upstream);
+}
+
+/// `arf serve-student RUN_ID`: the run's merged student answers an app's chat completion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_student_serves_a_finished_runs_student_over_the_openai_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let (suite, mut client) = suite(dir.path()).await;
+    let run = create(&mut client, analyze_revise_finetune(2), sample_rows())
+        .await
+        .unwrap();
+    let events = watch(&mut client, &run.id, 0).await;
+    assert_eq!(final_state(&events), Some(pb::RunState::Succeeded));
+    let merged = client
+        .get_run(pb::GetRunRequest {
+            run_id: run.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .student_model_dir;
+    assert!(!merged.is_empty(), "GetRun names the merged student");
+
+    let http_port = free_port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_arf"))
+        .args([
+            "serve-student",
+            &run.id,
+            "--gateway",
+            &suite.gateway_endpoint(),
+        ])
+        .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _child = processes::KillOnDrop(child);
+    let base = format!("http://127.0.0.1:{http_port}");
+    let http = reqwest::Client::new();
+    let ready = async {
+        loop {
+            if let Ok(r) = http.get(format!("{base}/health")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), ready)
+        .await
+        .expect("the student's HTTP API is healthy within two minutes");
+    let models: serde_json::Value = http
+        .get(format!("{base}/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"][0]["id"], merged, "{models}");
+    let answer: serde_json::Value = http
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&serde_json::json!({"messages": [{"role": "user", "content": "Summarize: the order was late."}],
+                                  "max_tokens": 8}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        answer["choices"][0]["message"]["content"].is_string(),
+        "{answer}"
+    );
+
+    // A run without a student yet is refused with a reason.
+    let early = create(&mut client, analyze_and_revise(), sample_rows())
+        .await
+        .unwrap();
+    watch(&mut client, &early.id, 0).await;
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_arf"))
+        .args([
+            "serve-student",
+            &early.id,
+            "--gateway",
+            &suite.gateway_endpoint(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("no merged student"), "{stderr}");
+}
