@@ -256,7 +256,7 @@ async fn main() -> anyhow::Result<()> {
             json_schema: String::new(),
         };
         // Alternate which goes first, so neither side always meets a warmer cache.
-        let mut run_direct = async || -> anyhow::Result<(f64, String)> {
+        let run_direct = async || -> anyhow::Result<(f64, String)> {
             let t = Instant::now();
             let text = direct(&http, &base, &model, prompt, a.max_tokens).await?;
             Ok((t.elapsed().as_secs_f64(), text))
