@@ -4,7 +4,7 @@
 # its tests) from the source that the PyPI sdist of llama-cpp-python vendors, into a cache outside
 # the repository, and prints the folder holding the binaries. Built once (about 6-8 min on 2
 # cores); later calls only print the folder.
-#   bash scripts/build-llama-bench.sh            -> ~/.cache/arf/llama.cpp/<version>/build/bin
+#   bash scripts/build-llama-bench.sh            -> ~/.cache/arf/llama.cpp/<version>/build-<isa>/bin
 # Needs a Python with pip (ARF_BENCH_PYTHON, default python3) for the sdist, cmake and ninja.
 set -euo pipefail
 
@@ -12,7 +12,23 @@ version="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 # sha256 of llama_cpp_python-0.3.36.tar.gz as PyPI served it on 2026-12-01.
 sha256="${LLAMA_CPP_PYTHON_SHA256:-832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e}"
 cache="${ARF_CACHE:-$HOME/.cache/arf}/llama.cpp/$version"
-bin="$cache/build/bin"
+
+# The instruction sets to build for, from this machine's CPUID (the cache outlives the machine:
+# sessions move between Zen 5 and Xeon VMs, so each set gets its own build). Not GGML_NATIVE:
+# these VMs list AMX in CPUID without granting its tile state, and -march=native's AMX code
+# (tilezero) dies with SIGILL; AMX is never built.
+cpu_flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
+has() { [[ "$cpu_flags" == *" $1 "* ]]; }
+isa=(-DGGML_NATIVE=OFF)
+if has avx2; then isa+=(-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON); fi
+if has avx_vnni; then isa+=(-DGGML_AVX_VNNI=ON); fi
+if has avx512f; then isa+=(-DGGML_AVX512=ON); fi
+if has avx512vbmi; then isa+=(-DGGML_AVX512_VBMI=ON); fi
+if has avx512_vnni; then isa+=(-DGGML_AVX512_VNNI=ON); fi
+if has avx512_bf16; then isa+=(-DGGML_AVX512_BF16=ON); fi
+key="$(printf '%s\n' "${isa[@]}" | sha256sum | cut -c1-12)"
+build="$cache/build-$key"
+bin="$build/bin"
 
 if [[ -x "$bin/llama-bench" && -x "$bin/llama-batched-bench" && -x "$bin/llama-server" ]]; then
     echo "$bin"
@@ -44,7 +60,7 @@ if [[ ! -d "$src/vendor/llama.cpp" ]]; then
     rm -rf "$src" && mkdir -p "$src"
     tar xzf "$sdist" -C "$src" --strip-components=1
 fi
-cmake -S "$src/vendor/llama.cpp" -B "$cache/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=ON >&2
-cmake --build "$cache/build" --target llama-bench llama-batched-bench llama-server -j "$(nproc)" >&2
+cmake -S "$src/vendor/llama.cpp" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    "${isa[@]}" -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=ON >&2
+cmake --build "$build" --target llama-bench llama-batched-bench llama-server -j "$(nproc)" >&2
 echo "$bin"

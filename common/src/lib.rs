@@ -8,6 +8,9 @@ pub mod client;
 pub mod config;
 pub mod dataset;
 pub mod deadline;
+/// llama.cpp's server for the tests and benches that forward to it (feature `testing`).
+#[cfg(feature = "testing")]
+pub mod llama_cpp;
 pub mod models;
 pub mod paging;
 pub mod paths;

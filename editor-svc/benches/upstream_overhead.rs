@@ -10,7 +10,6 @@
 //!   cargo bench --profile dev -p editor-svc --bench upstream_overhead -- [--upstream llama-server|ours] [--requests N] [--max-tokens T]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -53,69 +52,6 @@ fn args() -> anyhow::Result<Args> {
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// A killed-on-drop child process.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// llama-server on the GGUF, one slot, on a free port; waits for its /health.
-async fn llama_server(gguf: &Path) -> anyhow::Result<(Server, String, String)> {
-    let script = workspace().join("scripts/build-llama-bench.sh");
-    let out = Command::new("bash").arg(&script).output()?;
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    anyhow::ensure!(out.status.success(), "{} failed", script.display());
-    let bin = PathBuf::from(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .trim(),
-    );
-    let port = free_port()?;
-    let child = Command::new(bin.join("llama-server"))
-        .arg("-m")
-        .arg(gguf)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--host",
-            "127.0.0.1",
-            "-c",
-            "4096",
-            "-np",
-            "1",
-        ])
-        .args(["-t", "2", "--alias", "smollm2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting llama-server")?;
-    let server = Server(child);
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        if reqwest::get(format!("{base}/health"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return Ok((server, format!("{base}/v1"), "smollm2".into()));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    bail!("llama-server never answered /health")
 }
 
 /// TweetSumm conversations as summary prompts.
@@ -195,8 +131,14 @@ async fn main() -> anyhow::Result<()> {
     // The upstream: llama-server, or an editor serving the GGUF over its own HTTP API.
     let (_server, base, model, _ours) = match a.upstream.as_str() {
         "llama-server" => {
-            let (server, base, model) = llama_server(&gguf).await?;
-            (Some(server), base, model, None)
+            let server = arf_common::llama_cpp::LlamaServer::start(&gguf, 1).await?;
+            let base = server.base_url();
+            (
+                Some(server),
+                base,
+                arf_common::llama_cpp::ALIAS.to_string(),
+                None,
+            )
         }
         "ours" => {
             let service = load_editor(&EditorConfig::new(&gguf)).await?;

@@ -2,7 +2,9 @@
 //! serves behind an OpenAI-compatible API. Here that server is an editor process serving the
 //! tiny model over `--http-listen` with room for one generation at a time; a second editor
 //! process forwards to it (`--backend openai`), beside an ordinary in-process replica. The
-//! upstream starts busy (the test holds its only slot): the run waits it out and finishes.
+//! upstream starts busy (the test holds its only slot): the run waits it out and finishes. Then
+//! the same with llama.cpp's `llama-server` as the upstream, and a finished run's student served
+//! over the OpenAI API (`arf serve-student`).
 
 use std::time::Duration;
 
@@ -31,39 +33,7 @@ async fn a_run_uses_an_openai_upstream_as_teacher_judge_and_replica_and_waits_ou
     );
     upstream.start().await;
     let base_url = format!("http://127.0.0.1:{http_port}/v1");
-    let mut forwarder = Process::new(
-        "editor",
-        vec![
-            "--backend".into(),
-            "openai".into(),
-            "--upstream".into(),
-            base_url.clone(),
-            "--upstream-model".into(),
-            tiny_path.clone(),
-        ],
-    );
-    forwarder.start().await;
-
-    // The in-process replica, analyzer (judging through the upstream) and trainer.
-    let mut services = Services::start(dir.path(), &tiny).await;
-    services.analyzer.stop(processes::Signal::Term);
-    services.analyzer = Process::new(
-        "analyzer",
-        vec!["--judge-endpoint".into(), forwarder.endpoint()],
-    );
-    services.analyzer.start().await;
-    let gateway = services
-        .gateway(
-            &dir.path().join("gateway"),
-            &tiny,
-            Some(format!(
-                "{},{}",
-                services.editor.endpoint(),
-                forwarder.endpoint()
-            )),
-            vec!["--teacher".into(), forwarder.endpoint()],
-        )
-        .await;
+    let mut behind = Behind::start(dir.path(), &tiny, &base_url, &tiny_path).await;
 
     // Hold the upstream's only slot: every teacher call is answered 429 until it is let go.
     let holder = tokio::spawn({
@@ -92,20 +62,9 @@ async fn a_run_uses_an_openai_upstream_as_teacher_judge_and_replica_and_waits_ou
         .await
         .expect("the upstream answers 429 while its slot is held");
 
-    let mut client = pb::pipeline_client::PipelineClient::new(
-        arf_common::client::connect_lazy(&gateway.endpoint(), &Default::default()).unwrap(),
-    );
-    let mut spec = processes::full_spec();
-    spec.config
-        .as_mut()
-        .unwrap()
-        .stages
-        .insert(0, pb::Stage::Generate as i32);
-    let mut rows = sample_rows();
-    for row in &mut rows {
-        row.teacher_summary.clear();
-    }
-    let run = create(&mut client, spec, rows.clone()).await.unwrap();
+    let client = &mut behind.client;
+    let (spec, rows) = teacherless_run();
+    let run = create(client, spec, rows.clone()).await.unwrap();
 
     // The run says it waits for the teacher, busy; then the upstream is let go.
     let waiting = tokio::time::timeout(Duration::from_secs(120), async {
@@ -130,38 +89,11 @@ async fn a_run_uses_an_openai_upstream_as_teacher_judge_and_replica_and_waits_ou
     assert_eq!(waiting.code, "RESOURCE_EXHAUSTED", "{waiting:?}");
     holder.abort();
 
-    let events = watch(&mut client, &run.id, 0).await;
-    let error = client
-        .get_run(pb::GetRunRequest {
-            run_id: run.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .error;
-    assert_eq!(
-        final_state(&events),
-        Some(pb::RunState::Succeeded),
-        "{error}"
-    );
+    let events = succeeded(client, &run.id, rows.len()).await;
     assert!(
         events.iter().any(|e| matches!(&e.kind,
             Some(pb::run_event::Kind::Waiting(w)) if w.service == "the teacher" && w.recovered)),
         "the teacher's recovery is an event"
-    );
-    let generated = items(&events, pb::Stage::Generate);
-    assert_eq!(
-        generated.len(),
-        rows.len(),
-        "the teacher summarized every row"
-    );
-    assert!(
-        generated.iter().all(|i| i.outcome != "failed"),
-        "{generated:?}"
-    );
-    assert!(
-        !revise_outcomes(&events).is_empty(),
-        "the replicas revised the flagged summaries"
     );
     drop(upstream);
 }
@@ -257,4 +189,130 @@ async fn serve_student_serves_a_finished_runs_student_over_the_openai_api() {
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("no merged student"), "{stderr}");
+}
+
+/// The same run with llama.cpp's `llama-server` serving SmolLM2 as the upstream: the model a
+/// team already runs is the teacher, the judge and one of the two replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_uses_llama_server_as_teacher_judge_and_replica() {
+    use arf_common::llama_cpp::{ALIAS, LlamaServer};
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = arf::suite::tiny_model(dir.path()).unwrap();
+    let gguf = arf_common::models::resolve("smollm2").expect("scripts/fetch-model.sh smollm2");
+    let upstream = LlamaServer::start(&gguf, 2).await.unwrap();
+    let mut behind = Behind::start(dir.path(), &tiny, &upstream.base_url(), ALIAS).await;
+    let (spec, mut rows) = teacherless_run();
+    rows.truncate(8);
+    let run = create(&mut behind.client, spec, rows.clone())
+        .await
+        .unwrap();
+    succeeded(&mut behind.client, &run.id, rows.len()).await;
+}
+
+/// An editor forwarding to `base_url`, beside the usual processes: the analyzer judges through
+/// it, the gateway's teacher is it, and its editor pool is an in-process replica and it.
+struct Behind {
+    _forwarder: Process,
+    _services: Services,
+    _gateway: Process,
+    client: pb::pipeline_client::PipelineClient<arf_common::client::GrpcChannel>,
+}
+
+impl Behind {
+    async fn start(
+        dir: &std::path::Path,
+        tiny: &std::path::Path,
+        base_url: &str,
+        model: &str,
+    ) -> Self {
+        let mut forwarder = Process::new(
+            "editor",
+            vec![
+                "--backend".into(),
+                "openai".into(),
+                "--upstream".into(),
+                base_url.into(),
+                "--upstream-model".into(),
+                model.into(),
+            ],
+        );
+        forwarder.start().await;
+        let mut services = Services::start(dir, tiny).await;
+        services.analyzer.stop(processes::Signal::Term);
+        services.analyzer = Process::new(
+            "analyzer",
+            vec!["--judge-endpoint".into(), forwarder.endpoint()],
+        );
+        services.analyzer.start().await;
+        let gateway = services
+            .gateway(
+                &dir.join("gateway"),
+                tiny,
+                Some(format!(
+                    "{},{}",
+                    services.editor.endpoint(),
+                    forwarder.endpoint()
+                )),
+                vec!["--teacher".into(), forwarder.endpoint()],
+            )
+            .await;
+        let client = pb::pipeline_client::PipelineClient::new(
+            arf_common::client::connect_lazy(&gateway.endpoint(), &Default::default()).unwrap(),
+        );
+        Self {
+            _forwarder: forwarder,
+            _services: services,
+            _gateway: gateway,
+            client,
+        }
+    }
+}
+
+/// Every stage from Generate on, over the sample without its summaries: the teacher writes them.
+fn teacherless_run() -> (pb::RunSpec, Vec<pb::DatasetRow>) {
+    let mut spec = processes::full_spec();
+    spec.config
+        .as_mut()
+        .unwrap()
+        .stages
+        .insert(0, pb::Stage::Generate as i32);
+    let mut rows = sample_rows();
+    for row in &mut rows {
+        row.teacher_summary.clear();
+    }
+    (spec, rows)
+}
+
+/// Follows the run to its end: it succeeded, the teacher summarized every row, and the
+/// replicas revised. Returns its events.
+async fn succeeded(
+    client: &mut pb::pipeline_client::PipelineClient<arf_common::client::GrpcChannel>,
+    run_id: &str,
+    rows: usize,
+) -> Vec<pb::RunEvent> {
+    let events = watch(client, run_id, 0).await;
+    let error = client
+        .get_run(pb::GetRunRequest {
+            run_id: run_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .error;
+    assert_eq!(
+        final_state(&events),
+        Some(pb::RunState::Succeeded),
+        "{error}"
+    );
+    let generated = items(&events, pb::Stage::Generate);
+    assert_eq!(generated.len(), rows, "the teacher summarized every row");
+    assert!(
+        generated.iter().all(|i| i.outcome != "failed"),
+        "{generated:?}"
+    );
+    assert!(
+        !revise_outcomes(&events).is_empty(),
+        "the replicas revised the flagged summaries"
+    );
+    events
 }

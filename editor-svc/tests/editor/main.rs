@@ -6,6 +6,7 @@ mod support;
 
 mod generate;
 mod gguf;
+mod llama_server;
 mod model_layouts;
 mod openai_api;
 mod quantized_kernels;
