@@ -6,8 +6,6 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use mistralrs::{IsqType, ModelDType};
 
-use crate::backend::openai::{ApiKey, UpstreamConfig};
-
 /// The environment variable the upstream's API key is read from (never a flag: a flag shows in
 /// `ps`).
 pub const UPSTREAM_API_KEY_ENV: &str = "ARF_UPSTREAM_API_KEY";
@@ -101,6 +99,40 @@ pub enum BackendKind {
     Mistralrs,
     /// An OpenAI-compatible server elsewhere.
     Openai,
+}
+
+/// Where the upstream is and how to reach it.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The API's base URL, as the `openai` client's `base_url`: `http://host:8000/v1`.
+    pub base_url: String,
+    /// The model name the upstream serves (`model` in each request).
+    pub model: String,
+    pub api_key: Option<ApiKey>,
+    /// PEM certificates to trust besides the system's web roots (an on-premises CA).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A bearer token, never printed: `Debug` shows that one is set, not what it is.
+#[derive(Clone)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: impl Into<String>) -> Option<Self> {
+        let key = key.into().trim().to_string();
+        (!key.is_empty()).then_some(Self(key))
+    }
+
+    /// The key itself: for the Authorization header only.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(redacted)")
+    }
 }
 
 /// An ISQ choice: `None` serves the weights as stored.

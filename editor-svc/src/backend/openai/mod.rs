@@ -15,7 +15,6 @@
 mod errors;
 
 use std::any::Any;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -29,6 +28,7 @@ use super::{
     StreamTelemetry, TokenStream,
 };
 use crate::config::EditorConfig;
+pub use crate::config::{ApiKey, UpstreamConfig};
 use crate::error::EditorError;
 use crate::generation::{ChatMessage, GenerationRequest};
 use crate::openai_wire::{ChatCompletionRequest, ChunkIn, SseReader, StreamOptions, WireMessage};
@@ -39,35 +39,6 @@ use crate::telemetry::{self, GenAiMetrics, PROVIDER_OPENAI};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most this much of an error answer is read.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
-
-/// Where the upstream is and how to reach it.
-#[derive(Debug, Clone)]
-pub struct UpstreamConfig {
-    /// The API's base URL, as the `openai` client's `base_url`: `http://host:8000/v1`.
-    pub base_url: String,
-    /// The model name the upstream serves (`model` in each request).
-    pub model: String,
-    pub api_key: Option<ApiKey>,
-    /// PEM certificates to trust besides the system's web roots (an on-premises CA).
-    pub ca_file: Option<PathBuf>,
-}
-
-/// A bearer token, never printed: `Debug` shows that one is set, not what it is.
-#[derive(Clone)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    pub fn new(key: impl Into<String>) -> Option<Self> {
-        let key = key.into().trim().to_string();
-        (!key.is_empty()).then_some(Self(key))
-    }
-}
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ApiKey(redacted)")
-    }
-}
 
 pub struct OpenAiBackend {
     client: reqwest::Client,
@@ -185,7 +156,7 @@ impl OpenAiBackend {
                 .post(&self.chat_url)
                 .json(&self.body(request, with_schema));
             if let Some(key) = &self.api_key {
-                call = call.bearer_auth(&key.0);
+                call = call.bearer_auth(key.expose());
             }
             let response = call.send().await.map_err(|e| errors::from_transport(&e))?;
             let status = response.status();
@@ -292,7 +263,7 @@ async fn listed_context(
 ) -> anyhow::Result<Option<usize>> {
     let mut call = client.get(format!("{base}/models"));
     if let Some(key) = &upstream.api_key {
-        call = call.bearer_auth(&key.0);
+        call = call.bearer_auth(key.expose());
     }
     let response = call
         .send()
