@@ -195,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
         "ours" => {
             let service = load_editor(&EditorConfig::new(&gguf)).await?;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let router = editor_svc::http::router(service.clone(), None, 1 << 24);
+            let router = editor_svc::http::router(service.clone(), &ServerArgs::local());
             let http = editor_svc::http::serve(listener, router, stop.clone())?;
             let model = service.editor().context("loaded")?.model().model_id.clone();
             (

@@ -49,11 +49,7 @@ pub async fn run(args: ServeArgs) -> std::process::ExitCode {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen on {addr} (--http-listen)"))?;
-                let router = crate::http::router(
-                    service.clone(),
-                    server_args.auth_token.as_ref(),
-                    server_args.max_message_bytes,
-                );
+                let router = crate::http::router(service.clone(), &server_args);
                 let server = crate::http::serve(listener, router, shutdown.clone())?;
                 *http_slot.lock().expect("not poisoned") = Some(server);
             }

@@ -35,13 +35,16 @@ async fn a_run_uses_an_openai_upstream_as_teacher_judge_and_replica_and_waits_ou
     let base_url = format!("http://127.0.0.1:{http_port}/v1");
     let mut behind = Behind::start(dir.path(), &tiny, &base_url, &tiny_path).await;
 
-    // Hold the upstream's only slot: every teacher call is answered 429 until it is let go.
+    // Hold the upstream's only slot: every teacher call is answered 429 until it is let go. One
+    // long generation after another, since on a fast machine one can end before the run starts.
     let holder = tokio::spawn({
         let url = format!("{base_url}/chat/completions");
         async move {
             let body = serde_json::json!({"messages": [{"role": "user", "content": "Tell a long story."}],
                                           "max_tokens": 6000});
-            let _ = reqwest::Client::new().post(url).json(&body).send().await;
+            loop {
+                let _ = reqwest::Client::new().post(&url).json(&body).send().await;
+            }
         }
     });
     let busy = async {
@@ -58,7 +61,7 @@ async fn a_run_uses_an_openai_upstream_as_teacher_judge_and_replica_and_waits_ou
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    tokio::time::timeout(Duration::from_secs(30), busy)
+    tokio::time::timeout(Duration::from_secs(60), busy)
         .await
         .expect("the upstream answers 429 while its slot is held");
 
@@ -315,4 +318,71 @@ async fn succeeded(
         "the replicas revised the flagged summaries"
     );
     events
+}
+
+/// A student served behind an OpenAI-compatible API cannot be scored (the chat API gives no
+/// logprobs of a given reply): Evaluate summarizes with it and reports its reference NLL as not
+/// available, and the run succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_student_behind_an_openai_api_is_evaluated_without_reference_nll() {
+    use editor_svc::backend::openai::UpstreamConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let (suite, mut client) = suite(dir.path()).await;
+    let tiny = arf::suite::tiny_model(dir.path()).unwrap();
+
+    // The model server, and an editor that forwards to it (the student endpoint).
+    let served = editor_svc::load_editor(&editor_svc::EditorConfig::new(&tiny))
+        .await
+        .unwrap();
+    let model = served.editor().unwrap().model().model_id.clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let http = editor_svc::http::serve(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        editor_svc::http::router(served, &arf_common::config::ServerArgs::local()),
+        stop,
+    )
+    .unwrap();
+    let forwarding = editor_svc::load_editor(&editor_svc::EditorConfig::upstream(UpstreamConfig {
+        base_url: format!("http://{}/v1", http.addr),
+        model,
+        api_key: None,
+        ca_file: None,
+    }))
+    .await
+    .unwrap();
+    let args = arf_common::config::ServerArgs::local();
+    let student = arf_common::server::serve_loopback(
+        &args,
+        arf_proto::service_names::EDITOR,
+        true,
+        tonic::service::Routes::new(forwarding.into_server(args.max_message_bytes)),
+    )
+    .await
+    .unwrap();
+
+    let mut spec = spec(&[pb::Stage::Evaluate]);
+    spec.config.as_mut().unwrap().evaluation = Some(pb::EvaluationConfig {
+        holdout_fraction: 0.99,
+        student_endpoint: student.endpoint(),
+        max_summary_tokens: 12,
+        ..Default::default()
+    });
+    let run = create(&mut client, spec, sample_rows()).await.unwrap();
+    let events = watch(&mut client, &run.id, 0).await;
+    assert_eq!(final_state(&events), Some(pb::RunState::Succeeded));
+    let evaluations: Vec<_> = suite
+        .pipeline
+        .store()
+        .items(&run.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|i| i.evaluation)
+        .collect();
+    assert!(evaluations.len() > 1);
+    for e in &evaluations {
+        assert!(!e.student.failed, "{:?}", e.student);
+        assert_eq!(e.student.reference_nll, None, "no logprobs, no NLL");
+    }
 }

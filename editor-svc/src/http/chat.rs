@@ -21,13 +21,21 @@ use crate::generation::{ChatMessage, ChatRole, Generation, StreamEvent};
 use crate::openai_wire::ChatCompletionRequest;
 
 pub async fn chat_completions(State(api): State<Api>, body: Bytes) -> Response {
-    match answer(api, &body).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
+    // The deadline covers a whole answer, and a stream to its end (it is cut there, and the
+    // generation with it).
+    let deadline = tokio::time::Instant::now() + api.request_timeout;
+    match tokio::time::timeout_at(deadline, answer(api, &body, deadline)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => error.into_response(),
+        Err(_) => ApiError::timed_out().into_response(),
     }
 }
 
-async fn answer(api: Api, body: &[u8]) -> Result<Response, ApiError> {
+async fn answer(
+    api: Api,
+    body: &[u8],
+    deadline: tokio::time::Instant,
+) -> Result<Response, ApiError> {
     let editor = api.editor()?;
     let request: ChatCompletionRequest = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid("body", format!("not a chat completion request: {e}")))?;
@@ -57,7 +65,12 @@ async fn answer(api: Api, body: &[u8]) -> Result<Response, ApiError> {
     if request.stream {
         let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
         let stream = editor.generate_stream(generation).await?;
-        return Ok(streamed(stream, Chunker { id, model }, include_usage));
+        return Ok(streamed(
+            stream,
+            Chunker { id, model },
+            include_usage,
+            deadline,
+        ));
     }
     let generation = editor.generate(generation).await?;
     Ok(axum::Json(json!({
@@ -154,11 +167,12 @@ impl Chunker {
 /// The token stream as server-sent events: the role, the deltas, the finish reason, the usage
 /// when asked for, then `[DONE]`. A failure midway is sent as an `error` event (what OpenAI's
 /// clients raise), and the stream ends. A client that disconnects drops the token stream, and
-/// with it the generation.
+/// with it the generation; so does the deadline.
 fn streamed(
     stream: crate::backend::TokenStream,
     chunker: Chunker,
     include_usage: bool,
+    deadline: tokio::time::Instant,
 ) -> Response {
     let first = chunker.chunk(json!({"role": "assistant", "content": ""}), None);
     let chunker = Arc::new(chunker);
@@ -194,6 +208,7 @@ fn streamed(
     let events = futures::stream::once(async move { vec![first] })
         .chain(events)
         .flat_map(futures::stream::iter)
+        .take_until(tokio::time::sleep_until(deadline))
         .map(Ok::<_, Infallible>);
     Sse::new(events).into_response()
 }

@@ -40,6 +40,18 @@ impl ApiError {
         }
     }
 
+    /// The call ran past the server's request timeout.
+    pub fn timed_out() -> Self {
+        Self {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            kind: "timeout",
+            message: "the request ran past the server's request timeout (--request-timeout-secs)"
+                .into(),
+            param: None,
+            retry_after: None,
+        }
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::NOT_FOUND,

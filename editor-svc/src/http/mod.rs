@@ -8,10 +8,10 @@ mod chat;
 mod errors;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use arf_common::config::Secret;
+use arf_common::config::ServerArgs;
 use arf_common::server::constant_time_eq;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -41,6 +41,8 @@ pub struct Api {
     service: EditorService,
     /// `Bearer <token>`, when the server requires one.
     expected_auth: Option<Arc<[u8]>>,
+    /// The server's upper bound on a call (`--request-timeout-secs`), as gRPC calls have.
+    request_timeout: Duration,
 }
 
 impl Api {
@@ -51,12 +53,18 @@ impl Api {
     }
 }
 
-/// The routes, with auth, request spans and the body limit.
-pub fn router(service: EditorService, token: Option<&Secret>, max_body_bytes: usize) -> Router {
+/// The routes, with the server's token, body limit (`--max-message-bytes`) and call deadline
+/// (`--request-timeout-secs`), and a span per request.
+pub fn router(service: EditorService, server: &ServerArgs) -> Router {
     let api = Api {
         service,
-        expected_auth: token.map(|t| Arc::from(format!("Bearer {}", t.expose()).into_bytes())),
+        expected_auth: server
+            .auth_token
+            .as_ref()
+            .map(|t| Arc::from(format!("Bearer {}", t.expose()).into_bytes())),
+        request_timeout: server.request_timeout(),
     };
+    let max_body_bytes = server.max_message_bytes;
     Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/models", get(models))

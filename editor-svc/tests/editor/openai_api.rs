@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use arf_common::config::Secret;
 use arf_proto::v1::editor_client::EditorClient;
 use arf_proto::v1::*;
 use editor_svc::backend::openai::{ApiKey, UpstreamConfig};
@@ -37,8 +36,11 @@ impl Served {
 
 async fn served(max_in_flight: usize) -> Served {
     let editor = start(|c| c.max_in_flight = max_in_flight).await;
-    let token: Secret = TOKEN.parse().unwrap();
-    let router = editor_svc::http::router(editor.service.clone(), Some(&token), 1 << 20);
+    let server = arf_common::config::ServerArgs {
+        auth_token: Some(TOKEN.parse().unwrap()),
+        ..arf_common::config::ServerArgs::local()
+    };
+    let router = editor_svc::http::router(editor.service.clone(), &server);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let stop = CancellationToken::new();
     let http = editor_svc::http::serve(listener, router, stop.clone()).unwrap();
@@ -400,5 +402,39 @@ async fn the_official_openai_python_client_chats_streams_and_gets_clear_refusals
         output.status.success() && stdout.ends_with("ok\n"),
         "the openai client's check failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_the_request_timeout_gets_504_and_its_generation_ends() {
+    let editor = start(|_| {}).await;
+    let server = arf_common::config::ServerArgs {
+        request_timeout_secs: 1,
+        ..arf_common::config::ServerArgs::local()
+    };
+    let router = editor_svc::http::router(editor.service.clone(), &server);
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let http = editor_svc::http::serve(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        router,
+        stop,
+    )
+    .unwrap();
+    let answer = client()
+        .post(format!("http://{}/v1/chat/completions", http.addr))
+        .json(&chat(6000, false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 504);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "timeout", "{body}");
+    let model = editor.editor();
+    assert!(
+        eventually(Duration::from_secs(5), || model.load_snapshot().in_flight
+            == 0)
+        .await,
+        "the generation was dropped with the call"
     );
 }
