@@ -12,8 +12,10 @@
 //!   bash scripts/fetch-model.sh smollm2
 //!   cargo bench --profile dev -p editor-svc --bench upstream_overhead -- [--upstream llama-server|ours] [--requests N] [--max-tokens T]
 
-use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+#[path = "support/tweetsumm.rs"]
+mod tweetsumm;
 
 use anyhow::{Context as _, bail};
 use arf_common::client::{ClientOptions, connect_lazy};
@@ -53,36 +55,18 @@ fn args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// TweetSumm conversations as summary prompts.
 fn prompts(n: usize) -> anyhow::Result<Vec<String>> {
-    let path = workspace().join("../shared/data/tweetsumm/valid.jsonl");
-    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
-    text.lines()
+    Ok(tweetsumm::conversations("valid.jsonl")?
+        .into_iter()
         .take(n)
-        .map(|line| {
-            let row: serde_json::Value = serde_json::from_str(line)?;
-            let turns: Vec<String> = row["turns"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|t| {
-                    format!(
-                        "{}: {}",
-                        t["role"].as_str().unwrap_or(""),
-                        t["text"].as_str().unwrap_or("")
-                    )
-                })
-                .collect();
-            Ok(format!(
+        .map(|turns| {
+            format!(
                 "Summarize this customer-service conversation in two sentences.\n{}",
                 turns.join("\n")
-            ))
+            )
         })
-        .collect()
+        .collect())
 }
 
 /// One streamed chat completion straight to the upstream, read to its end.

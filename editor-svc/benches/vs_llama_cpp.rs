@@ -13,6 +13,9 @@
 //! llama-batched-bench, instead of building them).
 
 use std::path::{Path, PathBuf};
+
+#[path = "support/tweetsumm.rs"]
+mod tweetsumm;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -72,29 +75,6 @@ fn llama_cpp_bin() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(
         text.lines().last().unwrap_or_default().trim(),
     ))
-}
-
-/// Conversations from the TweetSumm corpus, one turn per line.
-fn conversations() -> anyhow::Result<Vec<Vec<String>>> {
-    let path = workspace().join("../shared/data/tweetsumm/train.jsonl");
-    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
-    text.lines()
-        .map(|line| {
-            let row: serde_json::Value = serde_json::from_str(line)?;
-            Ok(row["turns"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|t| {
-                    format!(
-                        "{}: {}",
-                        t["role"].as_str().unwrap_or(""),
-                        t["text"].as_str().unwrap_or("")
-                    )
-                })
-                .collect())
-        })
-        .collect()
 }
 
 const INSTRUCTION: &str =
@@ -291,7 +271,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let gguf = model_path()?;
     let bin = llama_cpp_bin()?;
-    let corpus = conversations()?;
+    let corpus = tweetsumm::conversations("train.jsonl")?;
 
     let config = EditorConfig {
         dtype: ModelDType::F32,
