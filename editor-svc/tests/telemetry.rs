@@ -130,4 +130,49 @@ async fn generations_follow_the_gen_ai_conventions_and_keep_content_out_unless_a
     let output = get(span, "gen_ai.output.messages").expect("the completion is recorded");
     let output: serde_json::Value = serde_json::from_str(output).unwrap();
     assert_eq!(output[0]["parts"][0]["content"], answer.text.as_str());
+
+    // An editor forwarding to an OpenAI-compatible server (here `t`'s own HTTP API) reports
+    // its generations the same way, as provider "openai", with the upstream's token usage.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let http = editor_svc::http::serve(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        editor_svc::http::router(t.service.clone(), &arf_common::config::ServerArgs::local()),
+        stop,
+    )
+    .unwrap();
+    let model = t.editor().model().model_id.clone();
+    let forwarding = editor_svc::load_editor(&editor_svc::EditorConfig::upstream(
+        editor_svc::backend::openai::UpstreamConfig {
+            base_url: format!("http://{}/v1", http.addr),
+            model: model.clone(),
+            api_key: None,
+            ca_file: None,
+        },
+    ))
+    .await
+    .unwrap();
+    let server = serve(forwarding, true).await;
+    let answer = arf_proto::v1::editor_client::EditorClient::new(channel(&server))
+        .generate(generate_request(secret, 12))
+        .await
+        .unwrap()
+        .into_inner();
+    let spans = chat_spans(&telemetry);
+    let span = spans
+        .iter()
+        .rev()
+        .find(|s| get(s, "gen_ai.provider.name") == Some("openai"))
+        .expect("a gen_ai span of the upstream backend");
+    assert_eq!(get(span, "gen_ai.request.model"), Some(model.as_str()));
+    let usage = answer.usage.unwrap();
+    assert_eq!(
+        get(span, "gen_ai.usage.output_tokens"),
+        Some(usage.output_tokens.to_string().as_str())
+    );
+    assert!(usage.output_tokens > 0 && usage.input_tokens > 0);
+    assert!(
+        span.iter().all(|(_, v)| !v.contains(secret)),
+        "content stays out by default: {span:?}"
+    );
 }
