@@ -191,12 +191,10 @@ async fn main() -> anyhow::Result<()> {
         }
         other => bail!("--upstream {other}: llama-server or ours"),
     };
-    let forwarding = load_editor(&EditorConfig::upstream(UpstreamConfig {
-        base_url: base.clone(),
-        model: model.clone(),
-        api_key: None,
-        ca_file: None,
-    }))
+    let forwarding = load_editor(&EditorConfig::upstream(UpstreamConfig::new(
+        base.clone(),
+        model.clone(),
+    )))
     .await?;
     let args = ServerArgs::local();
     let server = serve_loopback(

@@ -37,10 +37,6 @@ use tonic::service::Routes;
 const GENERATED: usize = 64;
 const THREADS: usize = 2;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -55,26 +51,6 @@ fn model_path() -> anyhow::Result<PathBuf> {
         Some(path) => Ok(path.into()),
         None => arf_common::models::resolve("smollm2"),
     }
-}
-
-/// The folder with llama.cpp's two bench binaries; the script builds them once, into a cache.
-fn llama_cpp_bin() -> anyhow::Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("ARF_LLAMA_CPP_BIN") {
-        return Ok(dir.into());
-    }
-    let script = workspace().join("scripts/build-llama-bench.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .output()
-        .context("running scripts/build-llama-bench.sh")?;
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    if !out.status.success() {
-        bail!("{} failed", script.display());
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(PathBuf::from(
-        text.lines().last().unwrap_or_default().trim(),
-    ))
 }
 
 const INSTRUCTION: &str =
@@ -270,7 +246,7 @@ async fn main() -> anyhow::Result<()> {
         "ARF_BENCH_CONCURRENCY must start with 1 (the prompt and decode rows)"
     );
     let gguf = model_path()?;
-    let bin = llama_cpp_bin()?;
+    let bin = arf_common::llama_cpp::bin_dir()?;
     let corpus = tweetsumm::conversations("train.jsonl")?;
 
     let config = EditorConfig {

@@ -113,6 +113,18 @@ pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
 }
 
+impl UpstreamConfig {
+    /// `model` at `base_url`, without a key or a CA of its own (a loopback server).
+    pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            model: model.into(),
+            api_key: None,
+            ca_file: None,
+        }
+    }
+}
+
 /// A bearer token, never printed: `Debug` shows that one is set, not what it is.
 #[derive(Clone)]
 pub struct ApiKey(String);
@@ -185,11 +197,12 @@ impl EditorConfig {
         }
     }
 
-    /// An editor that forwards to an OpenAI-compatible server.
+    /// An editor that forwards to an OpenAI-compatible server (no local model path).
     pub fn upstream(upstream: UpstreamConfig) -> Self {
-        let mut config = Self::new(format!("{} ({})", upstream.model, upstream.base_url));
-        config.upstream = Some(upstream);
-        config
+        Self {
+            upstream: Some(upstream),
+            ..Self::new(PathBuf::new())
+        }
     }
 }
 

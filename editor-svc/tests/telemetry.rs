@@ -143,12 +143,10 @@ async fn generations_follow_the_gen_ai_conventions_and_keep_content_out_unless_a
     .unwrap();
     let model = t.editor().model().model_id.clone();
     let forwarding = editor_svc::load_editor(&editor_svc::EditorConfig::upstream(
-        editor_svc::backend::openai::UpstreamConfig {
-            base_url: format!("http://{}/v1", http.addr),
-            model: model.clone(),
-            api_key: None,
-            ca_file: None,
-        },
+        editor_svc::backend::openai::UpstreamConfig::new(
+            format!("http://{}/v1", http.addr),
+            model.clone(),
+        ),
     ))
     .await
     .unwrap();

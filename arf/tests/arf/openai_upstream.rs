@@ -70,21 +70,16 @@ async fn a_run_uses_an_openai_upstream_as_teacher_judge_and_replica_and_waits_ou
     let run = create(client, spec, rows.clone()).await.unwrap();
 
     // The run says it waits for the teacher, busy; then the upstream is let go.
+    let is_waiting = |e: &pb::RunEvent| matches!(&e.kind, Some(pb::run_event::Kind::Waiting(_)));
     let waiting = tokio::time::timeout(Duration::from_secs(120), async {
-        let mut stream = client
-            .watch_run(pb::WatchRunRequest {
-                run_id: run.id.clone(),
-                after_sequence: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        while let Some(e) = stream.message().await.unwrap() {
-            if let Some(pb::run_event::Kind::Waiting(w)) = e.kind {
-                return w;
-            }
+        let events = follow(client, &run.id, |events| {
+            events.last().is_some_and(is_waiting)
+        })
+        .await;
+        match events.into_iter().last().and_then(|e| e.kind) {
+            Some(pb::run_event::Kind::Waiting(w)) => w,
+            _ => panic!("the run's events ended without a waiting event"),
         }
-        panic!("the run's events ended without a waiting event");
     })
     .await
     .expect("a waiting event within two minutes");
@@ -343,12 +338,9 @@ async fn a_student_behind_an_openai_api_is_evaluated_without_reference_nll() {
         stop,
     )
     .unwrap();
-    let forwarding = editor_svc::load_editor(&editor_svc::EditorConfig::upstream(UpstreamConfig {
-        base_url: format!("http://{}/v1", http.addr),
-        model,
-        api_key: None,
-        ca_file: None,
-    }))
+    let forwarding = editor_svc::load_editor(&editor_svc::EditorConfig::upstream(
+        UpstreamConfig::new(format!("http://{}/v1", http.addr), model),
+    ))
     .await
     .unwrap();
     let args = arf_common::config::ServerArgs::local();

@@ -16,12 +16,7 @@ async fn an_editor_forwards_to_llama_server_for_generation_and_revision() {
     let upstream = LlamaServer::start(&gguf, 2).await.unwrap();
     let config = EditorConfig {
         default_max_tokens: 96,
-        ..EditorConfig::upstream(UpstreamConfig {
-            base_url: upstream.base_url(),
-            model: ALIAS.into(),
-            api_key: None,
-            ca_file: None,
-        })
+        ..EditorConfig::upstream(UpstreamConfig::new(upstream.base_url(), ALIAS))
     };
     let service = load_editor(&config).await.expect("reaching llama-server");
     let server = serve(service, true).await;

@@ -247,10 +247,8 @@ async fn upstream_editor(
         max_in_flight: 8,
         default_max_tokens: 64,
         ..EditorConfig::upstream(UpstreamConfig {
-            base_url: s.url("/v1"),
-            model: s.model_id(),
             api_key: ApiKey::new(key),
-            ca_file: None,
+            ..UpstreamConfig::new(s.url("/v1"), s.model_id())
         })
     };
     let service = load_editor(&config).await?;

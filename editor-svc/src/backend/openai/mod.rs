@@ -43,7 +43,6 @@ const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 pub struct OpenAiBackend {
     client: reqwest::Client,
     chat_url: String,
-    model: String,
     api_key: Option<ApiKey>,
     description: ModelDescription,
     model_id: Arc<str>,
@@ -101,7 +100,6 @@ impl OpenAiBackend {
         Ok(Self {
             client,
             chat_url: format!("{base}/chat/completions"),
-            model: upstream.model.clone(),
             api_key: upstream.api_key.clone(),
             model_id: upstream.model.as_str().into(),
             description,
@@ -115,7 +113,7 @@ impl OpenAiBackend {
     fn body(&self, request: &GenerationRequest, with_schema: bool) -> ChatCompletionRequest {
         let greedy = request.sampling.is_greedy();
         ChatCompletionRequest {
-            model: self.model.clone(),
+            model: self.model_id.to_string(),
             messages: request
                 .messages
                 .iter()
@@ -319,14 +317,7 @@ async fn read_bounded(response: reqwest::Response) -> String {
 /// The response's server-sent events as chunks. The probe counts the sequence as queued until
 /// its first text, running after, and leaves with the stream.
 fn chunks(response: reqwest::Response, probe: EngineProbe) -> ChunkStream {
-    struct State {
-        bytes: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-        sse: SseReader,
-        finish_reason: Option<String>,
-        usage: Option<(usize, usize)>,
-        probe: EngineProbe,
-    }
-    let state = State {
+    let state = Upstream {
         bytes: response.bytes_stream().boxed(),
         sse: SseReader::default(),
         finish_reason: None,
@@ -337,48 +328,11 @@ fn chunks(response: reqwest::Response, probe: EngineProbe) -> ChunkStream {
         let mut s = state?;
         let mut out = Vec::new();
         let ended = match s.bytes.next().await {
-            Some(Ok(bytes)) => {
-                let mut ended = false;
-                for data in s.sse.push(&bytes) {
-                    if data.trim() == "[DONE]" {
-                        out.push(end(&mut s.finish_reason, s.usage));
-                        ended = true;
-                        break;
-                    }
-                    match serde_json::from_str::<ChunkIn>(&data) {
-                        Ok(chunk) => {
-                            if let Some(error) = chunk.error {
-                                out.push(failed(format!(
-                                    "the upstream failed mid-stream: {}",
-                                    errors::message_of(&json!({ "error": error }).to_string())
-                                )));
-                                ended = true;
-                                break;
-                            }
-                            if let Some(u) = chunk.usage {
-                                s.usage = Some((u.prompt_tokens, u.completion_tokens));
-                            }
-                            for choice in chunk.choices {
-                                if let Some(text) = choice.delta.content {
-                                    s.probe.on_token(0);
-                                    out.push(Chunk::Text(text));
-                                }
-                                if choice.finish_reason.is_some() {
-                                    s.finish_reason = choice.finish_reason;
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            out.push(failed(format!(
-                                "an unreadable chunk from the upstream: {e}"
-                            )));
-                            ended = true;
-                            break;
-                        }
-                    }
-                }
-                ended
-            }
+            Some(Ok(bytes)) => s
+                .sse
+                .push(&bytes)
+                .into_iter()
+                .any(|data| s.read_event(&data, &mut out)),
             Some(Err(e)) => {
                 out.push(Chunk::Failed {
                     error: errors::from_transport(&e),
@@ -389,7 +343,7 @@ fn chunks(response: reqwest::Response, probe: EngineProbe) -> ChunkStream {
             // Closed without [DONE]: finished if the upstream said why, cut off otherwise.
             None => {
                 out.push(if s.finish_reason.is_some() {
-                    end(&mut s.finish_reason, s.usage)
+                    s.end()
                 } else {
                     failed("the upstream closed the stream before the generation ended".into())
                 });
@@ -402,10 +356,59 @@ fn chunks(response: reqwest::Response, probe: EngineProbe) -> ChunkStream {
     .boxed()
 }
 
-fn end(finish_reason: &mut Option<String>, usage: Option<(usize, usize)>) -> Chunk {
-    Chunk::End {
-        finish_reason: finish_reason.take().unwrap_or_else(|| "stop".into()),
-        usage,
+/// One upstream response being read: its bytes, the events they make, and what the events
+/// said so far.
+struct Upstream {
+    bytes: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    sse: SseReader,
+    finish_reason: Option<String>,
+    usage: Option<(usize, usize)>,
+    probe: EngineProbe,
+}
+
+impl Upstream {
+    /// Adds one event's chunks to `out`; true when the event ends the generation.
+    fn read_event(&mut self, data: &str, out: &mut Vec<Chunk>) -> bool {
+        if data.trim() == "[DONE]" {
+            out.push(self.end());
+            return true;
+        }
+        let chunk = match serde_json::from_str::<ChunkIn>(data) {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                out.push(failed(format!(
+                    "an unreadable chunk from the upstream: {e}"
+                )));
+                return true;
+            }
+        };
+        if let Some(error) = chunk.error {
+            out.push(failed(format!(
+                "the upstream failed mid-stream: {}",
+                errors::message_of(&json!({ "error": error }).to_string())
+            )));
+            return true;
+        }
+        if let Some(u) = chunk.usage {
+            self.usage = Some((u.prompt_tokens, u.completion_tokens));
+        }
+        for choice in chunk.choices {
+            if let Some(text) = choice.delta.content {
+                self.probe.on_token(0);
+                out.push(Chunk::Text(text));
+            }
+            if choice.finish_reason.is_some() {
+                self.finish_reason = choice.finish_reason;
+            }
+        }
+        false
+    }
+
+    fn end(&mut self) -> Chunk {
+        Chunk::End {
+            finish_reason: self.finish_reason.take().unwrap_or_else(|| "stop".into()),
+            usage: self.usage,
+        }
     }
 }
 
