@@ -5,8 +5,14 @@ and per error category the exact McNemar p. For comparisons the report does not 
 student against the filter-only one). `--pooled a,b,c` adds one McNemar test over "any of these
 categories" (a summary flagged with at least one of them), named before looking at the results.
 
+`--baseline-db OTHER` reads the second model from another run's store (same held-out
+conversations, matched by id): for an arm one run trained and another did not, when both runs'
+students are the same where their data are (check it with a model both runs have, whose
+differences must then all be zero).
+
     scripts/paired-differences.py /tmp/bench2/arf.sqlite3 student filter_only
     scripts/paired-differences.py DB student unrevised --pooled hallucinated_fact,unsupported_action,speaker_attribution,polarity,pii_exposure
+    scripts/paired-differences.py /tmp/bench5/arf.sqlite3 student filter_only --baseline-db /tmp/bench4/arf.sqlite3
 """
 import json
 import random
@@ -27,33 +33,49 @@ def mcnemar(only_a, only_b):
     return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
 
 
-def main(path, a, b, pooled=None):
+def evaluations(path):
+    """Each held-out conversation's evaluation (every model's summary and scores), by id."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    items = [json.loads(e) for (e,) in db.execute("SELECT evaluation FROM items WHERE evaluation IS NOT NULL")]
-    both = [e for e in items if a in e and b in e and not e[a].get("failed") and not e[b].get("failed")]
+    return {c: json.loads(e) for (c, e) in
+            db.execute("SELECT conversation_id, evaluation FROM items WHERE evaluation IS NOT NULL")}
+
+
+def main(path, a, b, pooled=None, baseline_db=None):
+    first = evaluations(path)
+    second = evaluations(baseline_db) if baseline_db else first
+    # (a's scores, b's scores) per conversation both stores evaluated, neither failed.
+    pairs = [(first[c][a], second[c][b]) for c in first
+             if c in second and first[c].get(a) and second[c].get(b)
+             and not first[c][a].get("failed") and not second[c][b].get("failed")]
     for name, value in [("rouge_l (points)", lambda s: 100 * s["rouge"]["rougeL"]),
                         ("reference_nll", lambda s: s["reference_nll"])]:
-        mean, low, high = bootstrap([value(e[a]) - value(e[b]) for e in both])
-        print(f"{a} minus {b}, {name}, {len(both)} conversations: {mean:+.4f} (95% CI {low:+.4f} to {high:+.4f})")
-    categories = sorted({c for e in both for m in (a, b) for c in e[m]["categories"]})
+        mean, low, high = bootstrap([value(x) - value(y) for x, y in pairs])
+        print(f"{a} minus {b}, {name}, {len(pairs)} conversations: {mean:+.4f} (95% CI {low:+.4f} to {high:+.4f})")
+    identical = sum(1 for x, y in pairs if x.get("summary") == y.get("summary"))
+    print(f"  identical summaries: {identical} of {len(pairs)}")
+    categories = sorted({c for x, y in pairs for c in x["categories"] + y["categories"]})
     for c in categories:
-        only_a = sum(1 for e in both if c in e[a]["categories"] and c not in e[b]["categories"])
-        only_b = sum(1 for e in both if c not in e[a]["categories"] and c in e[b]["categories"])
+        only_a = sum(1 for x, y in pairs if c in x["categories"] and c not in y["categories"])
+        only_b = sum(1 for x, y in pairs if c not in x["categories"] and c in y["categories"])
         print(f"  {c}: {only_a - only_b:+d} points ({only_a} only {a}, {only_b} only {b}), McNemar p {mcnemar(only_a, only_b):.3f}")
     if pooled:
-        flagged = lambda e, m: any(c in e[m]["categories"] for c in pooled)
-        only_a = sum(1 for e in both if flagged(e, a) and not flagged(e, b))
-        only_b = sum(1 for e in both if not flagged(e, a) and flagged(e, b))
-        rate = lambda m: 100 * sum(flagged(e, m) for e in both) / len(both)
-        print(f"  any of {','.join(pooled)}: {a} {rate(a):.0f}%, {b} {rate(b):.0f}%; "
+        flagged = lambda s: any(c in s["categories"] for c in pooled)
+        only_a = sum(1 for x, y in pairs if flagged(x) and not flagged(y))
+        only_b = sum(1 for x, y in pairs if not flagged(x) and flagged(y))
+        rate = lambda i: 100 * sum(flagged(p[i]) for p in pairs) / len(pairs)
+        print(f"  any of {','.join(pooled)}: {a} {rate(0):.0f}%, {b} {rate(1):.0f}%; "
               f"{only_a - only_b:+d} points ({only_a} only {a}, {only_b} only {b}), McNemar p {mcnemar(only_a, only_b):.3f}")
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    pooled = None
+    pooled = baseline_db = None
     if "--pooled" in args:
         i = args.index("--pooled")
         pooled = args[i + 1].split(",")
         del args[i:i + 2]
-    main(*args[:3], pooled=pooled)
+    if "--baseline-db" in args:
+        i = args.index("--baseline-db")
+        baseline_db = args[i + 1]
+        del args[i:i + 2]
+    main(*args[:3], pooled=pooled, baseline_db=baseline_db)

@@ -17,7 +17,7 @@
 //! cargo bench --profile dev -p arf --bench arf_quality -- [--train N] [--eval M] [--steps S]
 //!     [--teachers injected,smollm2] [--judge] [--data-dir DIR] [--candidates N] [--rounds R]
 //!     [--stages analyze,revise] [--export DIR] [--arms filter_only,oracle|none] [--rules]
-//!     [--on-unimproved exclude|keep-original] [--resume RUN_ID] [--seed N]
+//!     [--on-unimproved exclude|keep-original] [--resume RUN_ID] [--seed N] [--summary-tokens T]
 //! ```
 //!
 //! `--resume RUN_ID` watches a run left unfinished in `--data-dir` (a bench stopped midway: the
@@ -65,6 +65,9 @@ struct Args {
     resume: Option<String>,
     /// The students' training seed (0: the trainer's default): a second seed replicates a run.
     seed: u64,
+    /// Each held-out summary's token budget in Evaluate (96). A small one (1) measures reference
+    /// NLL alone, in a fraction of the time: for replicating a comparison over training seeds.
+    summary_tokens: u32,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -85,6 +88,7 @@ fn args() -> anyhow::Result<Args> {
         on_unimproved: pb::UnimprovedPolicy::KeepOriginal,
         resume: None,
         seed: 0,
+        summary_tokens: 96,
     };
     let mut it = std::env::args().skip(1).filter(|s| s != "--bench");
     while let Some(flag) = it.next() {
@@ -109,6 +113,7 @@ fn args() -> anyhow::Result<Args> {
             }
             "--resume" => a.resume = Some(value()?),
             "--seed" => a.seed = value()?.parse()?,
+            "--summary-tokens" => a.summary_tokens = value()?.parse()?,
             "--data-dir" => a.data_dir = Some(value()?.into()),
             "--candidates" => a.candidates = value()?.parse()?,
             "--rounds" => a.rounds = value()?.parse()?,
@@ -209,7 +214,7 @@ fn config(a: &Args) -> pb::RunConfig {
         }),
         evaluation: Some(pb::EvaluationConfig {
             judge: a.judge,
-            max_summary_tokens: 96,
+            max_summary_tokens: a.summary_tokens,
             ..Default::default()
         }),
         ..Default::default()

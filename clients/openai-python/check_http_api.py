@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The editor's OpenAI HTTP API (`editor-svc --http-listen`) through the official `openai`
 package, as an app would call it: the model list, a chat completion, the same one streamed,
-a wrong key, and over-long requests. Exits non-zero on the first surprise.
+a text completion (whole and streamed), a wrong key, and over-long requests. Exits non-zero on the first surprise.
 
     check_http_api.py --base-url http://127.0.0.1:PORT/v1 --api-key TOKEN
 """
@@ -43,6 +43,15 @@ def main():
     assert usage is not None and usage.completion_tokens == whole.usage.completion_tokens, usage
     assert finish == whole.choices[0].finish_reason, finish
     print(f"stream: {len(deltas)} chunks, the same text")
+
+    prompt = "Customer: my order 1234 arrived damaged.\nSummary:"
+    completion = client.completions.create(model=model, prompt=prompt, max_tokens=8, temperature=0)
+    text = completion.choices[0].text
+    assert isinstance(text, str) and 1 <= completion.usage.completion_tokens <= 8, completion
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model=model, prompt=prompt, max_tokens=8, temperature=0, stream=True) if c.choices)
+    assert streamed == text, ("streamed and whole text completions differ", streamed, text)
+    print(f"completions: {completion.usage.completion_tokens} tokens, streamed the same")
 
     wrong = openai.OpenAI(base_url=args.base_url, api_key="not-the-key", max_retries=0)
     try:

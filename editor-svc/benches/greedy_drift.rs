@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use editor_svc::generation::{ChatMessage, ChatRole, GenerationRequest, Sampling};
+use editor_svc::generation::{ChatMessage, ChatRole, GenerationRequest, Prompt, Sampling};
 use editor_svc::{EditorConfig, load_editor};
 use mistralrs::ModelDType;
 use rougers::{RougeScorer, RougeType};
@@ -84,12 +84,12 @@ async fn main() -> anyhow::Result<()> {
             })
             .collect();
         let request = GenerationRequest {
-            messages: vec![ChatMessage::new(
+            prompt: Prompt::Chat(vec![ChatMessage::new(
                 ChatRole::User,
                 format!(
                     "Summarize this customer-service conversation in two sentences.\n\n{conversation}"
                 ),
-            )],
+            )]),
             max_tokens: MAX_TOKENS,
             sampling: Sampling::default(),
             stop: Vec::new(),

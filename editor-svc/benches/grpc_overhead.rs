@@ -76,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
     let mut client = EditorClient::new(channel);
 
     let direct_request = || GenerationRequest {
-        messages: vec![generation::ChatMessage::new(ChatRole::User, PROMPT)],
+        prompt: vec![generation::ChatMessage::new(ChatRole::User, PROMPT)].into(),
         max_tokens: tokens,
         sampling: Sampling::default(),
         stop: Vec::new(),

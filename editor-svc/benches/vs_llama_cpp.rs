@@ -121,7 +121,7 @@ impl Measured {
 
 fn direct_request(prompt: &str) -> GenerationRequest {
     GenerationRequest {
-        messages: vec![generation::ChatMessage::new(ChatRole::User, prompt)],
+        prompt: vec![generation::ChatMessage::new(ChatRole::User, prompt)].into(),
         max_tokens: GENERATED,
         sampling: Sampling::default(),
         stop: Vec::new(),

@@ -14,7 +14,7 @@ use crate::backend::{
 use crate::config::EditorConfig;
 use crate::error::EditorError;
 use crate::generation::{
-    ChatMessage, ChatRole, Generation, GenerationRequest, Sampling, StreamEvent,
+    ChatMessage, ChatRole, Generation, GenerationRequest, Prompt, Sampling, StreamEvent,
 };
 use crate::revise::{
     Revision, RevisionEvent, RevisionInput, build_messages, max_replacement_chars, parse_revision,
@@ -128,18 +128,24 @@ impl Editor {
     /// Validates a generation and applies the defaults.
     pub fn generation_request(
         &self,
-        messages: Vec<ChatMessage>,
+        prompt: Prompt,
         params: &GenerationParams,
         json_schema: &str,
     ) -> Result<GenerationRequest, EditorError> {
-        if messages.is_empty() {
-            return Err(EditorError::invalid(
-                "messages",
-                "at least one message is required",
-            ));
+        match &prompt {
+            Prompt::Chat(messages) if messages.is_empty() => {
+                return Err(EditorError::invalid(
+                    "messages",
+                    "at least one message is required",
+                ));
+            }
+            Prompt::Text(text) if text.is_empty() => {
+                return Err(EditorError::invalid("prompt", "the prompt is empty"));
+            }
+            _ => {}
         }
         Ok(GenerationRequest {
-            messages,
+            prompt,
             max_tokens: self.max_tokens(params),
             sampling: sampling(params)?,
             stop: stop_sequences(params)?,
@@ -251,7 +257,7 @@ impl Editor {
                         max_replacement_chars(input.summary[edit.range.clone()].chars().count())
                             .min(budget.saturating_sub(16).max(16));
                     let request = GenerationRequest {
-                        messages: span_messages(&input, edit),
+                        prompt: Prompt::Chat(span_messages(&input, edit)),
                         max_tokens: budget,
                         sampling,
                         stop: stop.clone(),
@@ -270,7 +276,7 @@ impl Editor {
         // Room to grow (an omission adds text) without letting a weak model ramble forever.
         let max_chars = (input.summary.chars().count() * 2).clamp(256, 4096);
         let request = GenerationRequest {
-            messages: build_messages(&input),
+            prompt: Prompt::Chat(build_messages(&input)),
             max_tokens: self.max_tokens(params),
             sampling: sampling(params)?,
             stop: stop_sequences(params)?,

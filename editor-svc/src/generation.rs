@@ -60,10 +60,26 @@ impl Sampling {
     }
 }
 
+/// What a generation continues.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    /// A chat, rendered by the model's chat template (gRPC, `POST /v1/chat/completions`).
+    Chat(Vec<ChatMessage>),
+    /// Text as it is, for the legacy completions API (`POST /v1/completions`): the tokenizer's
+    /// special tokens (a BOS) are added, no template.
+    Text(String),
+}
+
+impl From<Vec<ChatMessage>> for Prompt {
+    fn from(messages: Vec<ChatMessage>) -> Self {
+        Self::Chat(messages)
+    }
+}
+
 /// One generation, validated: ready for the backend.
 #[derive(Debug, Clone)]
 pub struct GenerationRequest {
-    pub messages: Vec<ChatMessage>,
+    pub prompt: Prompt,
     pub max_tokens: usize,
     pub sampling: Sampling,
     /// Strings that end the generation when produced.

@@ -130,7 +130,7 @@ impl EditorRpc for EditorService {
         let messages = chat_messages(request.messages)?;
         let params = generation_params(request.params);
         let generation_request = editor
-            .generation_request(messages, &params, &request.json_schema)
+            .generation_request(messages.into(), &params, &request.json_schema)
             .map_err(to_status)?;
         let generation = editor
             .generate(generation_request)

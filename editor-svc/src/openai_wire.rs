@@ -1,20 +1,17 @@
-//! The OpenAI chat-completions API's JSON, in both directions: what the upstream backend sends
+//! The OpenAI chat- and text-completions APIs' JSON, in both directions: what the upstream backend sends
 //! and reads (`backend::openai`), what the editor's own HTTP API reads and sends (`http`). Only
 //! the fields ARF uses or answers; unknown fields are ignored on the way in.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// What chat and text completions share.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ChatCompletionRequest {
+pub struct CompletionParams {
     #[serde(default)]
     pub model: String,
-    pub messages: Vec<WireMessage>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
-    /// The newer name of `max_tokens` (either is read; `max_tokens` is sent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_completion_tokens: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -26,11 +23,64 @@ pub struct ChatCompletionRequest {
     pub stream: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response_format: Option<Value>,
     /// Only 1 is served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n: Option<u32>,
+}
+
+/// `POST /chat/completions`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChatCompletionRequest {
+    pub messages: Vec<WireMessage>,
+    /// The newer name of `max_tokens` (either is read; `max_tokens` is sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<Value>,
+    /// vLLM's extension: the logprobs of the prompt's tokens (0: each token's own), answered as
+    /// `prompt_logprobs`. How a reply is scored over the API: the reply is the last message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_logprobs: Option<u32>,
+    /// vLLM's chat-template switch: false when the last message is a reply to score rather
+    /// than a turn to answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_generation_prompt: Option<bool>,
+    #[serde(flatten)]
+    pub params: CompletionParams,
+}
+
+/// A non-streamed chat completion's answer, as far as scoring reads it: its usage, and the
+/// prompt's logprobs where the server gives them (vLLM: one entry per prompt token, `null`
+/// for the first, else `{token id: {"logprob": ..}}`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ChatCompletionOut {
+    #[serde(default)]
+    pub usage: Option<UsageIn>,
+    #[serde(default)]
+    pub prompt_logprobs: Option<Vec<Option<std::collections::BTreeMap<String, TokenLogprob>>>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    pub logprob: f32,
+}
+
+/// `POST /completions`, the legacy text API: a prompt continued as it is, no chat template.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CompletionRequest {
+    /// A string, or a list of one string.
+    pub prompt: Value,
+    /// Read to refuse them: the prompt's logprobs, echo, suffix and best_of are not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echo: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_of: Option<u32>,
+    #[serde(flatten)]
+    pub params: CompletionParams,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -90,8 +140,12 @@ pub struct ChunkIn {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ChunkChoiceIn {
+    /// A chat chunk's text.
     #[serde(default)]
     pub delta: DeltaIn,
+    /// A text completion chunk's text.
+    #[serde(default)]
+    pub text: Option<String>,
     #[serde(default)]
     pub finish_reason: Option<String>,
 }

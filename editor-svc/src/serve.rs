@@ -21,7 +21,8 @@ pub struct ServeArgs {
     pub editor: EditorArgs,
     /// Also serve the model over the OpenAI HTTP API here (`/v1/chat/completions`,
     /// `/v1/models`, `/health`), with the same bearer token, limits and telemetry as gRPC.
-    /// Plain HTTP: beyond loopback it needs --auth-token (or --allow-unauthenticated).
+    /// HTTPS with --tls-cert (client certificates with --tls-client-ca), else plain HTTP; beyond
+    /// loopback it needs --auth-token or --tls-client-ca (or --allow-unauthenticated).
     #[arg(long, env = "ARF_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
 }
@@ -50,7 +51,8 @@ pub async fn run(args: ServeArgs) -> std::process::ExitCode {
                     .await
                     .with_context(|| format!("cannot listen on {addr} (--http-listen)"))?;
                 let router = crate::http::router(service.clone(), &server_args);
-                let server = crate::http::serve(listener, router, shutdown.clone())?;
+                let server =
+                    crate::http::serve_as(listener, router, &server_args, shutdown.clone())?;
                 *http_slot.lock().expect("not poisoned") = Some(server);
             }
             // Load in the background so health answers (NOT_SERVING) meanwhile.
@@ -83,9 +85,10 @@ pub async fn run(args: ServeArgs) -> std::process::ExitCode {
     }
 }
 
-/// Plain HTTP beyond loopback without a token would let anyone on the network use the model.
+/// The API beyond loopback without a token or client certificates would let anyone on the
+/// network use the model.
 fn check_http_exposure(addr: SocketAddr, server: &ServerArgs) -> anyhow::Result<()> {
-    if addr.ip().is_loopback() || server.auth_token.is_some() {
+    if addr.ip().is_loopback() || server.auth_token.is_some() || server.tls_client_ca.is_some() {
         return Ok(());
     }
     anyhow::ensure!(

@@ -6,7 +6,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Histogram, UpDownCounter};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::generation::{ChatMessage, Generation, GenerationRequest};
+use crate::generation::{Generation, GenerationRequest, Prompt};
 
 pub const GEN_AI_OPERATION_NAME: &str = "gen_ai.operation.name";
 pub const GEN_AI_PROVIDER_NAME: &str = "gen_ai.provider.name";
@@ -29,6 +29,8 @@ pub const ARF_TIME_TO_FIRST_TOKEN: &str = "arf.gen_ai.time_to_first_token";
 
 /// The GenAI operation every editor generation is.
 pub const OPERATION_CHAT: &str = "chat";
+/// A raw-text prompt (`POST /v1/completions`).
+pub const OPERATION_TEXT_COMPLETION: &str = "text_completion";
 /// Who serves the model: the in-process engine, or an OpenAI-compatible upstream (the
 /// conventions' well-known value for the OpenAI API).
 pub const PROVIDER_MISTRAL_RS: &str = "mistral.rs";
@@ -158,12 +160,16 @@ pub fn generation_span(
     request: &GenerationRequest,
     capture_content: bool,
 ) -> tracing::Span {
+    let operation = match request.prompt {
+        Prompt::Chat(_) => OPERATION_CHAT,
+        Prompt::Text(_) => OPERATION_TEXT_COMPLETION,
+    };
     let span = tracing::info_span!(
         "gen_ai",
-        otel.name = format!("{OPERATION_CHAT} {model}"),
+        otel.name = format!("{operation} {model}"),
         otel.kind = "internal"
     );
-    span.set_attribute(GEN_AI_OPERATION_NAME, OPERATION_CHAT);
+    span.set_attribute(GEN_AI_OPERATION_NAME, operation);
     span.set_attribute(GEN_AI_PROVIDER_NAME, provider);
     span.set_attribute(GEN_AI_REQUEST_MODEL, model.to_string());
     span.set_attribute(GEN_AI_REQUEST_MAX_TOKENS, request.max_tokens as i64);
@@ -183,7 +189,7 @@ pub fn generation_span(
         },
     );
     if capture_content {
-        span.set_attribute(GEN_AI_INPUT_MESSAGES, messages_json(&request.messages));
+        span.set_attribute(GEN_AI_INPUT_MESSAGES, messages_json(&request.prompt));
     }
     span
 }
@@ -228,10 +234,15 @@ pub fn record_error(span: &tracing::Span, error_type: &'static str) {
     span.set_attribute(ERROR_TYPE, error_type);
 }
 
-fn messages_json(messages: &[ChatMessage]) -> String {
-    let list: Vec<_> = messages
-        .iter()
-        .map(|m| serde_json::json!({"role": m.role.as_str(), "parts": [{"type": "text", "content": m.content}]}))
-        .collect();
+/// The input as GenAI messages; a raw-text prompt is one user message.
+fn messages_json(prompt: &Prompt) -> String {
+    let message = |role: &str, content: &str| serde_json::json!({"role": role, "parts": [{"type": "text", "content": content}]});
+    let list: Vec<_> = match prompt {
+        Prompt::Chat(messages) => messages
+            .iter()
+            .map(|m| message(m.role.as_str(), &m.content))
+            .collect(),
+        Prompt::Text(text) => vec![message("user", text)],
+    };
     serde_json::Value::Array(list).to_string()
 }

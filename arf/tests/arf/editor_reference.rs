@@ -40,7 +40,7 @@ async fn the_editor_decodes_the_tokens_the_reference_llama_picks() {
     assert!(ids.len() >= 16, "a prompt of {} tokens", ids.len());
     let response = model
         .send_chat_request(engine_request(GenerationRequest {
-            messages: vec![ChatMessage::new(ChatRole::User, prompt)],
+            prompt: vec![ChatMessage::new(ChatRole::User, prompt)].into(),
             max_tokens: GENERATED,
             sampling: Sampling::default(),
             stop: Vec::new(),

@@ -315,31 +315,21 @@ async fn succeeded(
     events
 }
 
-/// A student served behind an OpenAI-compatible API cannot be scored (the chat API gives no
-/// logprobs of a given reply): Evaluate summarizes with it and reports its reference NLL as not
-/// available, and the run succeeds.
+/// A student served behind an OpenAI-compatible API without prompt logprobs (llama.cpp's
+/// `llama-server`) cannot be scored: Evaluate summarizes with it and reports its reference NLL
+/// as not available, and the run succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_student_behind_an_openai_api_is_evaluated_without_reference_nll() {
+    use arf_common::llama_cpp::{ALIAS, LlamaServer};
     use editor_svc::backend::openai::UpstreamConfig;
     let dir = tempfile::tempdir().unwrap();
     let (suite, mut client) = suite(dir.path()).await;
-    let tiny = arf::suite::tiny_model(dir.path()).unwrap();
 
     // The model server, and an editor that forwards to it (the student endpoint).
-    let served = editor_svc::load_editor(&editor_svc::EditorConfig::new(&tiny))
-        .await
-        .unwrap();
-    let model = served.editor().unwrap().model().model_id.clone();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let _stop = stop.clone().drop_guard();
-    let http = editor_svc::http::serve(
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        editor_svc::http::router(served, &arf_common::config::ServerArgs::local()),
-        stop,
-    )
-    .unwrap();
+    let gguf = arf_common::models::resolve("smollm2").expect("scripts/fetch-model.sh smollm2");
+    let upstream = LlamaServer::start(&gguf, 2).await.unwrap();
     let forwarding = editor_svc::load_editor(&editor_svc::EditorConfig::upstream(
-        UpstreamConfig::new(format!("http://{}/v1", http.addr), model),
+        UpstreamConfig::new(upstream.base_url(), ALIAS),
     ))
     .await
     .unwrap();

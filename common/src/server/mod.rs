@@ -3,6 +3,7 @@
 
 mod auth;
 mod health;
+mod https;
 mod load_shed;
 pub mod watch;
 
@@ -24,6 +25,7 @@ pub type ResponseStream<T> =
 
 pub use auth::{BearerAuthLayer, constant_time_eq};
 pub use health::Health;
+pub use https::rustls_server_config;
 pub use load_shed::LoadShedLayer;
 
 use crate::config::ServerArgs;

@@ -17,7 +17,7 @@ pub use stream::TokenStream;
 pub(crate) use stream::{Chunk, ChunkStream, StreamTelemetry};
 
 use crate::error::EditorError;
-use crate::generation::{ChatMessage, ChatRole, GenerationRequest, Sampling};
+use crate::generation::{ChatMessage, ChatRole, GenerationRequest, Prompt, Sampling};
 
 /// A model that generates, and perhaps scores, chat replies.
 #[tonic::async_trait]
@@ -43,7 +43,7 @@ pub trait Backend: Send + Sync + 'static {
 /// A short greedy generation: proves the model answers before health says SERVING.
 pub async fn warm_up(backend: &dyn Backend) -> anyhow::Result<()> {
     let request = GenerationRequest {
-        messages: vec![ChatMessage::new(ChatRole::User, "Hello")],
+        prompt: Prompt::Chat(vec![ChatMessage::new(ChatRole::User, "Hello")]),
         max_tokens: 4,
         sampling: Sampling::default(),
         stop: Vec::new(),

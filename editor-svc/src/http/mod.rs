@@ -1,11 +1,14 @@
 //! The editor's model over the OpenAI HTTP API (`--http-listen`), for the apps that already call
-//! models with an `openai` client: `POST /v1/chat/completions` (streaming too), `GET /v1/models`
-//! and `GET /health`. The same editor answers as over gRPC: its validation, its in-flight limit
+//! models with an `openai` client: `POST /v1/chat/completions` and `POST /v1/completions`
+//! (streaming too), `GET /v1/models` and `GET /health`. The same editor answers as over gRPC: its validation, its in-flight limit
 //! (429 with Retry-After past it), its GenAI spans and metrics, and the server's bearer token.
-//! Plain HTTP/1.1; put TLS in front of it where it leaves the host.
+//! HTTP/1.1, over TLS when the server has a certificate (`--tls-cert`), as its gRPC is.
 
 mod chat;
+mod completion;
 mod errors;
+mod text;
+mod tls;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,11 +70,12 @@ pub fn router(service: EditorService, server: &ServerArgs) -> Router {
     let max_body_bytes = server.max_message_bytes;
     Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/completions", post(text::completions))
         .route("/v1/models", get(models))
         .route(HEALTH_PATH, get(health))
         .fallback(|| async {
             ApiError::not_found(
-                "no such path: /v1/chat/completions, /v1/models and /health are served",
+                "no such path: /v1/chat/completions, /v1/completions, /v1/models and /health are served",
             )
         })
         .layer(middleware::from_fn_with_state(api.clone(), authenticate))
@@ -94,19 +98,50 @@ impl HttpServer {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown`.
+/// Serves `router` on `listener` until `shutdown`, over plain HTTP.
 pub fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
 ) -> anyhow::Result<HttpServer> {
+    serve_on(listener, router, shutdown, false)
+}
+
+/// Serves `router` on `listener` until `shutdown`: over HTTPS when the server has a
+/// certificate (`--tls-cert`; client certificates too with `--tls-client-ca`), as its gRPC is.
+pub fn serve_as(
+    listener: TcpListener,
+    router: Router,
+    server: &ServerArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<HttpServer> {
+    match arf_common::server::rustls_server_config(server, &[b"http/1.1"])? {
+        Some(tls) => serve_on(
+            tls::TlsListener::new(listener, tls)?,
+            router,
+            shutdown,
+            true,
+        ),
+        None => serve(listener, router, shutdown),
+    }
+}
+
+fn serve_on<L>(
+    listener: L,
+    router: Router,
+    shutdown: CancellationToken,
+    https: bool,
+) -> anyhow::Result<HttpServer>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await
     });
-    tracing::info!(%addr, "serving the OpenAI HTTP API");
+    tracing::info!(%addr, https, "serving the OpenAI HTTP API");
     Ok(HttpServer { addr, task })
 }
 

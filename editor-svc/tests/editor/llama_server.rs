@@ -19,7 +19,7 @@ async fn an_editor_forwards_to_llama_server_for_generation_and_revision() {
         ..EditorConfig::upstream(UpstreamConfig::new(upstream.base_url(), ALIAS))
     };
     let service = load_editor(&config).await.expect("reaching llama-server");
-    let server = serve(service, true).await;
+    let server = serve(service.clone(), true).await;
     let mut editor = EditorClient::new(channel(&server));
 
     let info = editor
@@ -65,4 +65,26 @@ async fn an_editor_forwards_to_llama_server_for_generation_and_revision() {
         .await
         .unwrap_err();
     assert_eq!(score.code(), tonic::Code::Unimplemented);
+
+    // A raw-text prompt (this editor's own /v1/completions) goes to llama-server's.
+    let (front, _stop) = http_api(&service, None).await;
+    let completion: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{}/v1/completions", front.addr))
+        .json(&serde_json::json!({"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        completion["choices"][0]["text"]
+            .as_str()
+            .is_some_and(|t| !t.trim().is_empty()),
+        "{completion}"
+    );
+    assert!(
+        (1..=8).contains(&completion["usage"]["completion_tokens"].as_u64().unwrap()),
+        "{completion}"
+    );
 }

@@ -32,22 +32,30 @@ impl Served {
     fn model_id(&self) -> String {
         self.editor.editor().model().model_id.clone()
     }
+
+    /// POSTs `body` to `path` with the token.
+    async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        post(&self.url(path), body).await
+    }
+}
+
+async fn post(url: &str, body: &Value) -> reqwest::Response {
+    client()
+        .post(url)
+        .bearer_auth(TOKEN)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn served(max_in_flight: usize) -> Served {
     let editor = start(|c| c.max_in_flight = max_in_flight).await;
-    let server = arf_common::config::ServerArgs {
-        auth_token: Some(TOKEN.parse().unwrap()),
-        ..arf_common::config::ServerArgs::local()
-    };
-    let router = editor_svc::http::router(editor.service.clone(), &server);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let stop = CancellationToken::new();
-    let http = editor_svc::http::serve(listener, router, stop.clone()).unwrap();
+    let (http, stop) = http_api(&editor.service, Some(TOKEN)).await;
     Served {
         editor,
         http,
-        _stop: stop.drop_guard(),
+        _stop: stop,
     }
 }
 
@@ -205,6 +213,14 @@ async fn the_http_api_answers_chat_streams_models_health_and_refuses_clearly() {
     );
     let (status, body) = refused(json!({"model": "gpt-4", "messages": []})).await;
     assert_eq!(status, 404, "{body}");
+    let (status, body) =
+        refused(json!({"messages": [{"role": "user", "content": "hi"}], "prompt_logprobs": 0}))
+            .await;
+    assert_eq!(
+        (status, body["error"]["param"].as_str()),
+        (400, Some("prompt_logprobs")),
+        "prompt_logprobs scores a reply: the last message must be the assistant's"
+    );
     let (status, body) = refused(json!({"messages": []})).await;
     assert_eq!(
         (status, body["error"]["param"].as_str()),
@@ -306,15 +322,24 @@ async fn an_editor_over_an_openai_upstream_generates_revises_and_reports_its_mod
         ),
     }
 
-    // Scoring needs prompt logprobs the chat API does not give: UNIMPLEMENTED, said plainly.
-    let score = forwarded
-        .score(ScoreRequest {
-            messages: vec![user("Summarize.")],
-            reply: "A summary.".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(score.code(), tonic::Code::Unimplemented, "{score:?}");
+    // Score goes over `prompt_logprobs` (vLLM's extension, which the HTTP API serves): the same
+    // tokens and logprobs as the model's own editor.
+    let request = ScoreRequest {
+        messages: vec![user("Summarize: my order 1234 arrived damaged.")],
+        reply: "The customer's order arrived damaged.".into(),
+    };
+    let theirs = direct.score(request.clone()).await.unwrap().into_inner();
+    let ours = forwarded.score(request).await.unwrap().into_inner();
+    let ids = |r: &ScoreResponse| r.tokens.iter().map(|t| t.token_id).collect::<Vec<_>>();
+    assert_eq!(ids(&ours), ids(&theirs));
+    for (a, b) in ours.tokens.iter().zip(&theirs.tokens) {
+        assert!((a.logprob - b.logprob).abs() < 1e-6, "{a:?} {b:?}");
+    }
+    assert!((ours.mean_nll - theirs.mean_nll).abs() < 1e-6);
+    assert_eq!(
+        ours.usage.unwrap().input_tokens,
+        theirs.usage.unwrap().input_tokens
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -435,4 +460,176 @@ async fn a_call_past_the_request_timeout_gets_504_and_its_generation_ends() {
         .await,
         "the generation was dropped with the call"
     );
+}
+
+/// `POST /v1/completions`: the prompt continued as it is (the tokenizer's BOS, no chat
+/// template), whole and streamed, its unserved options refused by name; and an editor over an
+/// OpenAI upstream forwards a raw-text prompt to the upstream's text completions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_completions_continue_the_prompt_as_it_is_and_forward_upstream() {
+    let s = served(8).await;
+    let prompt = "Customer: my order 1234 arrived damaged.\nSummary:";
+    let request = |stream: bool| {
+        json!({"prompt": prompt, "max_tokens": 12, "temperature": 0, "stream": stream,
+               "stream_options": {"include_usage": true}})
+    };
+    let whole: Value = s
+        .post("/v1/completions", &request(false))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(whole["object"], "text_completion", "{whole}");
+    let text = whole["choices"][0]["text"].as_str().unwrap().to_string();
+    let completion_tokens = whole["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!((1..=12).contains(&completion_tokens), "{whole}");
+    let tokenizer =
+        tokenizers::Tokenizer::from_file(s.editor.dir.path().join("tokenizer.json")).unwrap();
+    let prompt_tokens = tokenizer.encode(prompt, true).unwrap().len() as u64;
+    assert_eq!(
+        whole["usage"]["prompt_tokens"].as_u64(),
+        Some(prompt_tokens),
+        "the prompt is tokenized as it is: {whole}"
+    );
+    let as_chat: Value = s
+        .post(
+            "/v1/chat/completions",
+            &json!({"messages": [{"role": "user", "content": prompt}], "max_tokens": 1}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        as_chat["usage"]["prompt_tokens"].as_u64().unwrap() > prompt_tokens,
+        "the chat API renders the template around the same text: {as_chat}"
+    );
+
+    let events = sse_data(
+        &s.post("/v1/completions", &request(true))
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let joined: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["text"].as_str())
+        .collect();
+    assert_eq!(joined, text, "streamed and whole greedy answers differ");
+    assert!(chunks.iter().all(|c| c["object"] == "text_completion"));
+    assert_eq!(chunks.last().unwrap()["usage"], whole["usage"]);
+
+    for (body, param) in [
+        (json!({"prompt": prompt, "logprobs": 1}), "logprobs"),
+        (json!({"prompt": prompt, "echo": true}), "echo"),
+        (json!({"prompt": ["one", "two"]}), "prompt"),
+        (json!({"prompt": [1, 2, 3]}), "prompt"),
+        (json!({"prompt": ""}), "prompt"),
+    ] {
+        let refused = s.post("/v1/completions", &body).await;
+        assert_eq!(refused.status(), 400, "{body}");
+        let answer: Value = refused.json().await.unwrap();
+        assert_eq!(answer["error"]["param"], param, "{body}: {answer}");
+    }
+
+    // Through an editor whose backend is `s`: the same greedy continuation and usage.
+    let (upstream, _server) = upstream_editor(&s, TOKEN).await.unwrap();
+    let (front, _stop) = http_api(&upstream, None).await;
+    let forwarded: Value = post(
+        &format!("http://{}/v1/completions", front.addr),
+        &request(false),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        forwarded["choices"][0]["text"],
+        text.as_str(),
+        "{forwarded}"
+    );
+    assert_eq!(forwarded["usage"], whole["usage"]);
+}
+
+/// An on-premises upstream behind HTTPS with a private CA: refused without `--upstream-ca-file`
+/// (the error says where the CA goes), reached with it. The upstream is an editor's HTTP API
+/// on its server's own certificate (`--tls-cert`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_of_a_private_ca_is_reached_through_the_ca_file() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, pem: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let server = arf_common::config::ServerArgs {
+        tls_cert: Some(write("server.pem", cert.pem())),
+        tls_key: Some(write("server.key", key.serialize_pem())),
+        auth_token: Some(TOKEN.parse().unwrap()),
+        ..arf_common::config::ServerArgs::local()
+    };
+    let ca_file = write("ca.pem", ca.pem());
+
+    let editor = start(|_| {}).await;
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let https = editor_svc::http::serve_as(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        editor_svc::http::router(editor.service.clone(), &server),
+        &server,
+        stop,
+    )
+    .unwrap();
+    let upstream = |ca_file: Option<std::path::PathBuf>| EditorConfig {
+        default_max_tokens: 16,
+        ..EditorConfig::upstream(UpstreamConfig {
+            api_key: ApiKey::new(TOKEN),
+            ca_file,
+            ..UpstreamConfig::new(
+                format!("https://localhost:{}/v1", https.addr.port()),
+                editor.editor().model().model_id.clone(),
+            )
+        })
+    };
+
+    let err = load_editor(&upstream(None)).await.err().unwrap();
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("certificate") && message.contains("--upstream-ca-file"),
+        "{message}"
+    );
+
+    let service = load_editor(&upstream(Some(ca_file)))
+        .await
+        .expect("the CA file makes the upstream's certificate trusted");
+    let forwarded = serve(service, true).await;
+    let request = generate_request("Summarize: my order 1234 arrived damaged.", 8);
+    let theirs = editor
+        .client()
+        .generate(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let ours = EditorClient::new(channel(&forwarded))
+        .generate(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ours.text, theirs.text);
 }

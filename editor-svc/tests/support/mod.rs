@@ -78,6 +78,25 @@ pub async fn serve(service: EditorService, serving: bool) -> RunningServer {
         .expect("serve")
 }
 
+/// `service`'s OpenAI HTTP API on 127.0.0.1:0, asking `token` when given; it stops when the
+/// guard drops.
+pub async fn http_api(
+    service: &EditorService,
+    token: Option<&str>,
+) -> (editor_svc::http::HttpServer, tokio_util::sync::DropGuard) {
+    let server = ServerArgs {
+        auth_token: token.map(|t| t.parse().expect("a token")),
+        ..ServerArgs::local()
+    };
+    let router = editor_svc::http::router(service.clone(), &server);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let http = editor_svc::http::serve(listener, router, stop.clone()).expect("serve HTTP");
+    (http, stop.drop_guard())
+}
+
 pub fn channel(server: &RunningServer) -> GrpcChannel {
     connect_lazy(&server.endpoint(), &ClientOptions::default()).expect("channel")
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use either::Either;
+use mistralrs::core::RequestMessage;
 use mistralrs::{
     Constraint, CustomLogitsProcessor, Model, NormalRequest, Request, RequestBuilder,
     RequestLike as _, StopTokens, Tensor, TextMessageRole, TextMessages,
@@ -26,7 +27,7 @@ use super::{
 };
 use crate::config::EditorConfig;
 use crate::error::EditorError;
-use crate::generation::{ChatMessage, ChatRole, GenerationRequest, Sampling};
+use crate::generation::{ChatMessage, ChatRole, GenerationRequest, Prompt, Sampling};
 use crate::telemetry::{self, GenAiMetrics};
 use score::ForcedReply;
 
@@ -89,6 +90,10 @@ impl MistralBackend {
         );
         let has_schema = request.json_schema.is_some();
         let max_tokens = request.max_tokens;
+        let text_prompt = match &request.prompt {
+            Prompt::Text(text) => Some(text.clone()),
+            Prompt::Chat(_) => None,
+        };
         let mut builder = engine_request(request);
         let stats = Arc::new(SequenceStats::default());
         builder = builder.add_logits_processor(Arc::new(EngineProbe::new(
@@ -104,7 +109,15 @@ impl MistralBackend {
         // reader with a small buffer would stall every sequence in the batch, not just its own.
         let (tx, rx) = tokio::sync::mpsc::channel(max_tokens + 8);
         let normal = NormalRequest {
-            messages: builder.take_messages(),
+            messages: match text_prompt {
+                // Tokenized as it is (with the tokenizer's BOS), no chat template.
+                Some(text) => RequestMessage::Completion {
+                    text,
+                    echo_prompt: false,
+                    best_of: None,
+                },
+                None => builder.take_messages(),
+            },
             sampling_params: builder.take_sampling_params(),
             response: tx,
             return_logprobs: false,
@@ -173,7 +186,7 @@ impl MistralBackend {
         }
         let forced = Arc::new(ForcedReply::new(prompt.len(), targets.to_vec()));
         let request = GenerationRequest {
-            messages,
+            prompt: Prompt::Chat(messages),
             max_tokens: targets.len(),
             sampling: Sampling::default(),
             stop: Vec::new(),
@@ -191,6 +204,18 @@ impl MistralBackend {
             ));
         }
         Ok(Scored { tokens, generation })
+    }
+
+    /// A prompt's tokens, as the engine will see them.
+    async fn tokenize(&self, prompt: &Prompt) -> Result<Vec<u32>, EditorError> {
+        match prompt {
+            Prompt::Chat(messages) => self.tokenize_chat(messages, true).await,
+            Prompt::Text(text) => self
+                .model
+                .tokenize(Either::Right(text.clone()), None, true, false, None)
+                .await
+                .map_err(|e| EditorError::Engine(format!("tokenizing the prompt: {e}"))),
+        }
     }
 
     async fn tokenize_chat(
@@ -232,15 +257,17 @@ impl MistralBackend {
                 ),
             ));
         }
-        let bytes: usize = request
-            .messages
-            .iter()
-            .map(|m| m.content.len() + PER_MESSAGE_SLACK_BYTES)
-            .sum();
+        let bytes: usize = match &request.prompt {
+            Prompt::Chat(messages) => messages
+                .iter()
+                .map(|m| m.content.len() + PER_MESSAGE_SLACK_BYTES)
+                .sum(),
+            Prompt::Text(text) => text.len(),
+        };
         if bytes + TEMPLATE_SLACK_BYTES + request.max_tokens <= context {
             return Ok(());
         }
-        let prompt = self.tokenize_chat(&request.messages, true).await?;
+        let prompt = self.tokenize(&request.prompt).await?;
         if prompt.len() + request.max_tokens > context {
             return Err(EditorError::invalid(
                 "params.max_tokens",
@@ -300,11 +327,14 @@ fn role(role: ChatRole) -> TextMessageRole {
     }
 }
 
-/// The mistral.rs request for a generation (without the probe).
+/// The mistral.rs request for a generation (without the probe). A raw-text prompt adds no
+/// message here: the caller sends it as a completion (`start_with`).
 pub fn engine_request(request: GenerationRequest) -> RequestBuilder {
     let mut builder = RequestBuilder::new();
-    for message in &request.messages {
-        builder = builder.add_message(role(message.role), &message.content);
+    if let Prompt::Chat(messages) = &request.prompt {
+        for message in messages {
+            builder = builder.add_message(role(message.role), &message.content);
+        }
     }
     // Resets every sampling parameter, max length included: must come before the others.
     builder = builder

@@ -58,6 +58,22 @@ fn absorb(response: Response, expected: &Expected) -> (Vec<Chunk>, bool) {
             }
             (out, ended)
         }
+        // A raw-text prompt's chunks: the same, without usage (the probe counted it).
+        Response::CompletionChunk(chunk) => {
+            let mut out = Vec::new();
+            let mut ended = false;
+            for choice in chunk.choices {
+                out.push(Chunk::Text(choice.text));
+                if let Some(finish_reason) = choice.finish_reason {
+                    out.push(Chunk::End {
+                        finish_reason,
+                        usage: Some(probe_usage(expected)),
+                    });
+                    ended = true;
+                }
+            }
+            (out, ended)
+        }
         Response::Done(done) => {
             // Not sent to streaming requests; handled in case a version does.
             let choice = done.choices.into_iter().next();
@@ -86,7 +102,9 @@ fn absorb(response: Response, expected: &Expected) -> (Vec<Chunk>, bool) {
             failed(error, "validation")
         }
         Response::InternalError(e) => failed(EditorError::Engine(e.to_string()), "engine"),
-        Response::ModelError(message, _) => failed(EditorError::Engine(message), "model"),
+        Response::ModelError(message, _) | Response::CompletionModelError(message, _) => {
+            failed(EditorError::Engine(message), "model")
+        }
         _ => failed(
             EditorError::Engine("unexpected response kind from the engine".into()),
             "engine",
@@ -100,8 +118,7 @@ fn absorb(response: Response, expected: &Expected) -> (Vec<Chunk>, bool) {
 /// closes. If the probe saw the sequence sample tokens, it finished; the usage comes from the
 /// probe, the reason from the budget.
 fn finish_without_final_chunk(expected: &Expected) -> Chunk {
-    let stats = &expected.stats;
-    let (prompt, sampled) = (stats.prompt_tokens(), stats.sampled_tokens());
+    let (prompt, sampled) = probe_usage(expected);
     if sampled == 0 {
         return Chunk::Failed {
             error: EditorError::Engine("the engine closed the stream without generating".into()),
@@ -118,4 +135,12 @@ fn finish_without_final_chunk(expected: &Expected) -> Chunk {
         finish_reason: finish_reason.to_string(),
         usage: Some((prompt, sampled)),
     }
+}
+
+/// Prompt and sampled tokens as the probe counted them.
+fn probe_usage(expected: &Expected) -> (usize, usize) {
+    (
+        expected.stats.prompt_tokens(),
+        expected.stats.sampled_tokens(),
+    )
 }

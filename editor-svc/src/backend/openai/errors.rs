@@ -47,7 +47,10 @@ pub fn from_status(status: StatusCode, headers: &HeaderMap, body: &str) -> Edito
 /// The error a failed request stands for (no HTTP status came back).
 pub fn from_transport(error: &reqwest::Error) -> EditorError {
     // The URL is part of reqwest's message; it holds no credentials (the key travels in a header).
-    let message = error_chain(error);
+    let mut message = error_chain(error);
+    if message.contains("certificate") {
+        message.push_str(" (an upstream signed by a private CA: --upstream-ca-file CA.pem)");
+    }
     if error.is_connect() || error.is_builder() {
         EditorError::UpstreamUnreachable(message)
     } else if error.is_timeout() {

@@ -1,6 +1,6 @@
 //! The upstream backend: the model is served elsewhere, by any OpenAI-compatible server (vLLM,
 //! TGI, llama.cpp's `llama-server`, Ollama, a hosted API, another editor's `--http-listen`),
-//! and reached over its chat-completions API. Every generation streams (server-sent events), so
+//! and reached over its chat-completions API (a raw-text prompt over its text completions). Every generation streams (server-sent events), so
 //! a caller that leaves closes the connection and the upstream can stop; token usage comes from
 //! the stream's usage chunk where the server sends one.
 //!
@@ -9,8 +9,10 @@
 //! what comes back (`revise::parse_revision`), and an unusable answer fails that candidate, as
 //! a judge's does.
 //!
-//! Scoring a given reply needs the prompt's logprobs, which the chat API does not return: Score
-//! is UNIMPLEMENTED here, and Evaluate reports reference NLL as not available.
+//! Scoring a given reply needs the prompt's logprobs, which OpenAI's chat API does not return;
+//! vLLM's `prompt_logprobs` extension (and this editor's own HTTP API) does. Score uses it where
+//! the upstream answers it, and is UNIMPLEMENTED elsewhere (Evaluate then reports reference NLL
+//! as not available).
 
 mod errors;
 
@@ -30,8 +32,11 @@ use super::{
 use crate::config::EditorConfig;
 pub use crate::config::{ApiKey, UpstreamConfig};
 use crate::error::EditorError;
-use crate::generation::{ChatMessage, GenerationRequest};
-use crate::openai_wire::{ChatCompletionRequest, ChunkIn, SseReader, StreamOptions, WireMessage};
+use crate::generation::{ChatMessage, Generation, GenerationRequest, Prompt, Timing, Usage};
+use crate::openai_wire::{
+    ChatCompletionOut, ChatCompletionRequest, ChunkIn, CompletionParams, CompletionRequest,
+    SseReader, StreamOptions, WireMessage,
+};
 use crate::telemetry::{self, GenAiMetrics, PROVIDER_OPENAI};
 
 /// How long connecting to the upstream may take; a generation itself has no overall timeout
@@ -43,6 +48,7 @@ const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 pub struct OpenAiBackend {
     client: reqwest::Client,
     chat_url: String,
+    completions_url: String,
     api_key: Option<ApiKey>,
     description: ModelDescription,
     model_id: Arc<str>,
@@ -100,6 +106,7 @@ impl OpenAiBackend {
         Ok(Self {
             client,
             chat_url: format!("{base}/chat/completions"),
+            completions_url: format!("{base}/completions"),
             api_key: upstream.api_key.clone(),
             model_id: upstream.model.as_str().into(),
             description,
@@ -110,15 +117,12 @@ impl OpenAiBackend {
         })
     }
 
-    fn body(&self, request: &GenerationRequest, with_schema: bool) -> ChatCompletionRequest {
+    /// The request's URL and body: a chat goes to chat completions, a raw-text prompt to the
+    /// legacy text completions.
+    fn body(&self, request: &GenerationRequest, with_schema: bool) -> (&str, Value) {
         let greedy = request.sampling.is_greedy();
-        ChatCompletionRequest {
+        let params = CompletionParams {
             model: self.model_id.to_string(),
-            messages: request
-                .messages
-                .iter()
-                .map(|m| WireMessage::text(m.role.as_str(), &m.content))
-                .collect(),
             max_tokens: Some(u32::try_from(request.max_tokens).unwrap_or(u32::MAX)),
             // The API's default temperature is 1: greedy has to be asked for.
             temperature: Some(if greedy {
@@ -135,13 +139,72 @@ impl OpenAiBackend {
             stream_options: Some(StreamOptions {
                 include_usage: true,
             }),
-            response_format: request
-                .json_schema
-                .as_ref()
-                .filter(|_| with_schema)
-                .map(response_format),
-            ..Default::default()
+            n: None,
+        };
+        let body = match &request.prompt {
+            Prompt::Chat(messages) => json!(ChatCompletionRequest {
+                messages: messages
+                    .iter()
+                    .map(|m| WireMessage::text(m.role.as_str(), &m.content))
+                    .collect(),
+                response_format: request
+                    .json_schema
+                    .as_ref()
+                    .filter(|_| with_schema)
+                    .map(response_format),
+                params,
+                ..Default::default()
+            }),
+            Prompt::Text(text) => {
+                return (
+                    &self.completions_url,
+                    json!(CompletionRequest {
+                        prompt: Value::String(text.clone()),
+                        params,
+                        ..Default::default()
+                    }),
+                );
+            }
+        };
+        (&self.chat_url, body)
+    }
+
+    /// A POST to the upstream, with its key.
+    fn post(&self, url: &str) -> reqwest::RequestBuilder {
+        let call = self.client.post(url);
+        match &self.api_key {
+            Some(key) => call.bearer_auth(key.expose()),
+            None => call,
         }
+    }
+
+    /// One chat completion, not streamed (scoring's calls). A 400 that names
+    /// `prompt_logprobs` is a server without the extension: `Unsupported`.
+    async fn complete_once(
+        &self,
+        body: &ChatCompletionRequest,
+    ) -> Result<ChatCompletionOut, EditorError> {
+        let response = self
+            .post(&self.chat_url)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| errors::from_transport(&e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let headers = response.headers().clone();
+            let text = read_bounded(response).await;
+            if status == reqwest::StatusCode::BAD_REQUEST && text.contains("prompt_logprobs") {
+                return Err(EditorError::Unsupported(format!(
+                    "the upstream refuses prompt_logprobs, which scoring needs: {}",
+                    errors::message_of(&text)
+                )));
+            }
+            return Err(errors::from_status(status, &headers, &text));
+        }
+        response.json().await.map_err(|e| {
+            EditorError::Engine(format!("an unreadable answer from the upstream: {e}"))
+        })
     }
 
     /// Sends the request; a 400 that refuses `response_format` is asked again without it.
@@ -149,14 +212,13 @@ impl OpenAiBackend {
         let wants_schema = request.json_schema.is_some();
         let mut with_schema = wants_schema && !self.schema_refused.load(Ordering::Relaxed);
         loop {
-            let mut call = self
-                .client
-                .post(&self.chat_url)
-                .json(&self.body(request, with_schema));
-            if let Some(key) = &self.api_key {
-                call = call.bearer_auth(key.expose());
-            }
-            let response = call.send().await.map_err(|e| errors::from_transport(&e))?;
+            let (url, body) = self.body(request, with_schema);
+            let response = self
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| errors::from_transport(&e))?;
             let status = response.status();
             if status.is_success() {
                 return Ok(response);
@@ -220,12 +282,82 @@ impl Backend for OpenAiBackend {
         ))
     }
 
-    async fn score(&self, _: Vec<ChatMessage>, _: &str) -> Result<Scored, EditorError> {
-        Err(EditorError::Unsupported(
-            "scoring a reply needs the logprobs of a given reply, which an OpenAI-compatible \
-             chat API does not return: this editor forwards to one (--backend openai)"
-                .into(),
-        ))
+    /// Over vLLM's `prompt_logprobs`: the chat with the reply as its last message, scored as a
+    /// prompt; the tokens past the generation prompt's (counted by a second, one-token call) are
+    /// the reply's, its end-of-turn marker included. A server without the extension is
+    /// UNIMPLEMENTED here.
+    async fn score(&self, messages: Vec<ChatMessage>, reply: &str) -> Result<Scored, EditorError> {
+        let started = Instant::now();
+        let prompt: Vec<WireMessage> = messages
+            .iter()
+            .map(|m| WireMessage::text(m.role.as_str(), &m.content))
+            .collect();
+        let mut chat = prompt.clone();
+        chat.push(WireMessage::text("assistant", reply));
+        let one_token = CompletionParams {
+            model: self.model_id.to_string(),
+            max_tokens: Some(1),
+            temperature: Some(0.0),
+            ..Default::default()
+        };
+        let scored = self
+            .complete_once(&ChatCompletionRequest {
+                messages: chat,
+                prompt_logprobs: Some(0),
+                add_generation_prompt: Some(false),
+                params: one_token.clone(),
+                ..Default::default()
+            })
+            .await?;
+        let Some(entries) = scored.prompt_logprobs else {
+            return Err(EditorError::Unsupported(
+                "scoring a reply needs the prompt's logprobs (vLLM's `prompt_logprobs`), which \
+                 this editor's upstream does not return (--backend openai)"
+                    .into(),
+            ));
+        };
+        let generation_prompt = self
+            .complete_once(&ChatCompletionRequest {
+                messages: prompt,
+                params: one_token,
+                ..Default::default()
+            })
+            .await?
+            .usage
+            .map(|u| u.prompt_tokens)
+            .ok_or_else(|| {
+                EditorError::Engine("the upstream reported no usage for the prompt".into())
+            })?;
+        let mut tokens = Vec::new();
+        for entry in entries.into_iter().skip(generation_prompt).flatten() {
+            // One entry per position: the prompt's own token (with 0 asked, nothing else).
+            let Some((id, logprob)) = entry.into_iter().next() else {
+                continue;
+            };
+            let id = id.parse().map_err(|_| {
+                EditorError::Engine(format!("the upstream's prompt_logprobs name token {id:?}"))
+            })?;
+            tokens.push((id, logprob.logprob));
+        }
+        if tokens.is_empty() {
+            return Err(EditorError::Engine(
+                "the upstream's prompt_logprobs cover no token of the reply".into(),
+            ));
+        }
+        let elapsed = started.elapsed();
+        let generation = Generation {
+            text: String::new(),
+            usage: Usage {
+                input_tokens: generation_prompt as u32,
+                output_tokens: tokens.len() as u32,
+            },
+            timing: Timing {
+                time_to_first_token: elapsed,
+                total: elapsed,
+            },
+            finish_reason: "length".into(),
+        };
+        Ok(Scored { tokens, generation })
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -393,7 +525,7 @@ impl Upstream {
             self.usage = Some((u.prompt_tokens, u.completion_tokens));
         }
         for choice in chunk.choices {
-            if let Some(text) = choice.delta.content {
+            if let Some(text) = choice.delta.content.or(choice.text) {
                 self.probe.on_token(0);
                 out.push(Chunk::Text(text));
             }
