@@ -19,4 +19,7 @@ pub mod server;
 pub mod splice;
 pub mod status;
 pub mod telemetry;
+/// A certificate authority for the tests of TLS (feature `testing`).
+#[cfg(feature = "testing")]
+pub mod test_ca;
 pub mod upload;

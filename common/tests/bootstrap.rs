@@ -154,40 +154,20 @@ async fn over_the_limit_calls_are_refused_with_retry_info_and_health_still_answe
 
 #[tokio::test]
 async fn mutual_tls_handshake_with_a_test_ca() {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, pem: String| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, pem).unwrap();
-        path
-    };
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let leaf = |name: &str| {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec![name.to_string()])
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    let (server_cert, server_key) = leaf("localhost");
-    let (client_cert, client_key) = leaf("arf-client");
+    let ca = arf_common::test_ca::TestCa::new(dir.path());
+    let (server_cert, server_key) = ca.issue("localhost", "server");
+    let (client_cert, client_key) = ca.issue("arf-client", "client");
 
     let mut args = ServerArgs::local();
-    args.tls_cert = Some(write("server.pem", server_cert));
-    args.tls_key = Some(write("server.key", server_key));
-    args.tls_client_ca = Some(write("ca.pem", ca.pem()));
+    args.tls_cert = Some(server_cert);
+    args.tls_key = Some(server_key);
+    args.tls_client_ca = Some(ca.ca_file());
     let server = start_editor(&args, Arc::new(Semaphore::new(1))).await;
 
     let trusted = ClientOptions {
-        tls_ca: Some(dir.path().join("ca.pem")),
-        tls_identity: Some((
-            write("client.pem", client_cert),
-            write("client.key", client_key),
-        )),
+        tls_ca: Some(ca.ca_file()),
+        tls_identity: Some((client_cert, client_key)),
         ..Default::default()
     };
     assert_eq!(
@@ -196,7 +176,7 @@ async fn mutual_tls_handshake_with_a_test_ca() {
     );
 
     let no_client_cert = ClientOptions {
-        tls_ca: Some(dir.path().join("ca.pem")),
+        tls_ca: Some(ca.ca_file()),
         ..Default::default()
     };
     assert!(

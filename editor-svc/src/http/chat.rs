@@ -34,14 +34,7 @@ async fn answer(
     }
     let schema = schema(request.response_format.as_ref())?;
     let generation = editor.generation_request(messages.into(), &params, &schema)?;
-    let streaming = request.params.stream.then(|| Streaming {
-        include_usage: request
-            .params
-            .stream_options
-            .as_ref()
-            .is_some_and(|o| o.include_usage),
-        deadline,
-    });
+    let streaming = Streaming::asked(&request.params, deadline);
     completion::answer(&editor, Kind::Chat, generation, streaming).await
 }
 

@@ -164,8 +164,21 @@ pub fn whole(editor: &Editor, kind: Kind, text: &str, finish_reason: &str, usage
 
 /// How a stream is asked for.
 pub struct Streaming {
-    pub include_usage: bool,
-    pub deadline: tokio::time::Instant,
+    include_usage: bool,
+    deadline: tokio::time::Instant,
+}
+
+impl Streaming {
+    /// What `params` ask for: a stream (`stream: true`), cut at `deadline`, or none.
+    pub fn asked(params: &CompletionParams, deadline: tokio::time::Instant) -> Option<Self> {
+        params.stream.then(|| Self {
+            include_usage: params
+                .stream_options
+                .as_ref()
+                .is_some_and(|o| o.include_usage),
+            deadline,
+        })
+    }
 }
 
 /// What every chunk of one stream shares.

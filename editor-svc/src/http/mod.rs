@@ -3,6 +3,11 @@
 //! (streaming too), `GET /v1/models` and `GET /health`. The same editor answers as over gRPC: its validation, its in-flight limit
 //! (429 with Retry-After past it), its GenAI spans and metrics, and the server's bearer token.
 //! HTTP/1.1, over TLS when the server has a certificate (`--tls-cert`), as its gRPC is.
+//!
+//! Not mistral.rs's own OpenAI layer (`mistralrs-server-core`): it talks to the engine directly,
+//! so it would bypass the editor (the `Backend` trait, hence upstream-backed editors; the
+//! in-flight limit; the validation and telemetry gRPC has) and bring its own router, auth-less.
+//! The wire types here are the few fields ARF serves (`openai_wire`).
 
 mod chat;
 mod completion;

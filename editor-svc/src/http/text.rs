@@ -30,14 +30,7 @@ async fn answer(
     refuse_unserved(&request)?;
     let prompt = prompt(&request.prompt)?;
     let generation = editor.generation_request(Prompt::Text(prompt), &params, "")?;
-    let streaming = request.params.stream.then(|| Streaming {
-        include_usage: request
-            .params
-            .stream_options
-            .as_ref()
-            .is_some_and(|o| o.include_usage),
-        deadline,
-    });
+    let streaming = Streaming::asked(&request.params, deadline);
     completion::answer(&editor, Kind::Text, generation, streaming).await
 }
 

@@ -562,29 +562,15 @@ async fn text_completions_continue_the_prompt_as_it_is_and_forward_upstream() {
 /// on its server's own certificate (`--tls-cert`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_upstream_of_a_private_ca_is_reached_through_the_ca_file() {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, pem: String| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, pem).unwrap();
-        path
-    };
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
+    let ca = arf_common::test_ca::TestCa::new(dir.path());
+    let (cert, key) = ca.issue("localhost", "server");
     let server = arf_common::config::ServerArgs {
-        tls_cert: Some(write("server.pem", cert.pem())),
-        tls_key: Some(write("server.key", key.serialize_pem())),
+        tls_cert: Some(cert),
+        tls_key: Some(key),
         auth_token: Some(TOKEN.parse().unwrap()),
         ..arf_common::config::ServerArgs::local()
     };
-    let ca_file = write("ca.pem", ca.pem());
 
     let editor = start(|_| {}).await;
     let stop = CancellationToken::new();
@@ -615,7 +601,7 @@ async fn an_https_upstream_of_a_private_ca_is_reached_through_the_ca_file() {
         "{message}"
     );
 
-    let service = load_editor(&upstream(Some(ca_file)))
+    let service = load_editor(&upstream(Some(ca.ca_file())))
         .await
         .expect("the CA file makes the upstream's certificate trusted");
     let forwarded = serve(service, true).await;
