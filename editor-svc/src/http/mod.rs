@@ -1,7 +1,8 @@
 //! The editor's model over the OpenAI HTTP API (`--http-listen`), for the apps that already call
 //! models with an `openai` client: `POST /v1/chat/completions` and `POST /v1/completions`
-//! (streaming too), `GET /v1/models` and `GET /health`. The same editor answers as over gRPC: its validation, its in-flight limit
-//! (429 with Retry-After past it), its GenAI spans and metrics, and the server's bearer token.
+//! (streaming too), `GET /v1/models` and `GET /health`. The same editor answers as over gRPC:
+//! its validation, its in-flight limit (429 with Retry-After past it), its GenAI spans and
+//! metrics, and the server's bearer token.
 //! HTTP/1.1, over TLS when the server has a certificate (`--tls-cert`), as its gRPC is.
 //!
 //! Not mistral.rs's own OpenAI layer (`mistralrs-server-core`): it talks to the engine directly,

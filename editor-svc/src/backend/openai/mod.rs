@@ -1,8 +1,9 @@
 //! The upstream backend: the model is served elsewhere, by any OpenAI-compatible server (vLLM,
 //! TGI, llama.cpp's `llama-server`, Ollama, a hosted API, another editor's `--http-listen`),
-//! and reached over its chat-completions API (a raw-text prompt over its text completions). Every generation streams (server-sent events), so
-//! a caller that leaves closes the connection and the upstream can stop; token usage comes from
-//! the stream's usage chunk where the server sends one.
+//! and reached over its chat-completions API (a raw-text prompt over its text completions).
+//! Every generation streams (server-sent events), so a caller that leaves closes the connection
+//! and the upstream can stop; token usage comes from the stream's usage chunk where the server
+//! sends one.
 //!
 //! JSON-constrained output goes as `response_format: json_schema`. A server that refuses it
 //! (HTTP 400 naming `response_format`) is asked without it from then on: the editor validates
@@ -141,32 +142,32 @@ impl OpenAiBackend {
             }),
             n: None,
         };
-        let body = match &request.prompt {
-            Prompt::Chat(messages) => json!(ChatCompletionRequest {
-                messages: messages
-                    .iter()
-                    .map(|m| WireMessage::text(m.role.as_str(), &m.content))
-                    .collect(),
-                response_format: request
-                    .json_schema
-                    .as_ref()
-                    .filter(|_| with_schema)
-                    .map(response_format),
-                params,
-                ..Default::default()
-            }),
-            Prompt::Text(text) => {
-                return (
-                    &self.completions_url,
-                    json!(CompletionRequest {
-                        prompt: Value::String(text.clone()),
-                        params,
-                        ..Default::default()
-                    }),
-                );
-            }
-        };
-        (&self.chat_url, body)
+        match &request.prompt {
+            Prompt::Chat(messages) => (
+                &self.chat_url,
+                json!(ChatCompletionRequest {
+                    messages: messages
+                        .iter()
+                        .map(|m| WireMessage::text(m.role.as_str(), &m.content))
+                        .collect(),
+                    response_format: request
+                        .json_schema
+                        .as_ref()
+                        .filter(|_| with_schema)
+                        .map(response_format),
+                    params,
+                    ..Default::default()
+                }),
+            ),
+            Prompt::Text(text) => (
+                &self.completions_url,
+                json!(CompletionRequest {
+                    prompt: Value::String(text.clone()),
+                    params,
+                    ..Default::default()
+                }),
+            ),
+        }
     }
 
     /// A POST to the upstream, with its key.
