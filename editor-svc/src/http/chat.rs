@@ -2,6 +2,8 @@
 //! (`stream: true`), through the same editor as gRPC's Generate (its validation, in-flight
 //! limit and telemetry).
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse as _, Response};
@@ -15,17 +17,14 @@ use crate::generation::{ChatMessage, ChatRole};
 use crate::openai_wire::ChatCompletionRequest;
 
 pub async fn chat_completions(State(api): State<Api>, body: Bytes) -> Response {
-    completion::within_deadline(api.request_timeout, |deadline| answer(api, body, deadline)).await
+    completion::respond(api, body, "a chat completion request", answer).await
 }
 
 async fn answer(
-    api: Api,
-    body: Bytes,
+    editor: Arc<Editor>,
+    request: ChatCompletionRequest,
     deadline: tokio::time::Instant,
 ) -> Result<Response, ApiError> {
-    let editor = api.editor()?;
-    let request: ChatCompletionRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid("body", format!("not a chat completion request: {e}")))?;
     let params =
         completion::generation_params(&editor, &request.params, request.max_completion_tokens)?;
     let messages = messages(&request)?;

@@ -6,27 +6,38 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::body::Bytes;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt as _;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use super::Api;
 use super::errors::ApiError;
 use crate::editor::{Editor, GenerationParams};
 use crate::generation::{Generation, GenerationRequest, StreamEvent};
 use crate::openai_wire::CompletionParams;
 
-/// Runs `answer` under the server's request timeout: it covers a whole answer, and a stream
-/// to its end (it is cut there, and the generation with it).
-pub async fn within_deadline<F, Fut>(timeout: Duration, answer: F) -> Response
+/// Reads the body as `R` (`what` names it in the 400) and runs `answer` on it under the
+/// server's request timeout: it covers a whole answer, and a stream to its end (it is cut
+/// there, and the generation with it).
+pub async fn respond<R, F, Fut>(api: Api, body: Bytes, what: &str, answer: F) -> Response
 where
-    F: FnOnce(tokio::time::Instant) -> Fut,
+    R: DeserializeOwned,
+    F: FnOnce(Arc<Editor>, R, tokio::time::Instant) -> Fut,
     Fut: Future<Output = Result<Response, ApiError>>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    match tokio::time::timeout_at(deadline, answer(deadline)).await {
+    let deadline = tokio::time::Instant::now() + api.request_timeout;
+    let answered = async {
+        let editor = api.editor()?;
+        let request: R = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid("body", format!("not {what}: {e}")))?;
+        answer(editor, request, deadline).await
+    };
+    match tokio::time::timeout_at(deadline, answered).await {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => error.into_response(),
         Err(_) => ApiError::timed_out().into_response(),

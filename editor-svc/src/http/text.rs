@@ -3,6 +3,8 @@
 //! choice, non-streaming or streamed; the prompt's logprobs, `echo`, `suffix` and `best_of` are
 //! refused by name rather than ignored.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::Response;
@@ -11,21 +13,19 @@ use serde_json::Value;
 use super::Api;
 use super::completion::{self, Kind, Streaming};
 use super::errors::ApiError;
+use crate::editor::Editor;
 use crate::generation::Prompt;
 use crate::openai_wire::CompletionRequest;
 
 pub async fn completions(State(api): State<Api>, body: Bytes) -> Response {
-    completion::within_deadline(api.request_timeout, |deadline| answer(api, body, deadline)).await
+    completion::respond(api, body, "a completion request", answer).await
 }
 
 async fn answer(
-    api: Api,
-    body: Bytes,
+    editor: Arc<Editor>,
+    request: CompletionRequest,
     deadline: tokio::time::Instant,
 ) -> Result<Response, ApiError> {
-    let editor = api.editor()?;
-    let request: CompletionRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid("body", format!("not a completion request: {e}")))?;
     let params = completion::generation_params(&editor, &request.params, None)?;
     refuse_unserved(&request)?;
     let prompt = prompt(&request.prompt)?;
