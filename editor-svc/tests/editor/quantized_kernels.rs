@@ -1,9 +1,10 @@
 //! The CPU kernels of the patched candle-core (patches/README.md) that GGUF models run on:
-//! the AVX2 Q4_1 dot product agrees with the scalar one, the blocked matmul (a few activation
+//! the AVX2 Q4_1 and Q8_0 dot products (even and odd blocks in accumulators of their own) agree
+//! with the scalar ones, the blocked matmul (a few activation
 //! rows at once) gives exactly what one row at a time gives, and a prompt's matmul (many rows)
 //! is f32 arithmetic on the dequantized weights.
 
-use candle_core::quantized::k_quants::{BlockQ4_1, BlockQ8_1, GgmlType};
+use candle_core::quantized::k_quants::{BlockQ4_1, BlockQ8_0, BlockQ8_1, GgmlType};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 
@@ -60,6 +61,27 @@ fn q4_1_dot_product_matches_the_scalar_reference() {
         assert!(
             (fast - exact).abs() <= 0.05 * scale,
             "k={k}: {fast} vs exact {exact}"
+        );
+    }
+}
+
+#[test]
+fn q8_0_dot_product_matches_the_scalar_reference() {
+    // Odd block counts too: the last block falls to one accumulator alone.
+    for (k, seed) in [(32, 4), (96, 5), (576, 6)] {
+        let (w, x) = (values(k, seed), values(k, seed + 100));
+        let mut wq = vec![BlockQ8_0::zeros(); k / 32];
+        let mut xq = vec![BlockQ8_0::zeros(); k / 32];
+        BlockQ8_0::from_float(&w, &mut wq);
+        BlockQ8_0::from_float(&x, &mut xq);
+        let (fast, scalar) = (
+            BlockQ8_0::vec_dot(k, &wq, &xq),
+            BlockQ8_0::vec_dot_unopt(k, &wq, &xq),
+        );
+        let scale: f32 = w.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
+        assert!(
+            (fast - scalar).abs() <= 1e-5 * scale.max(1.0),
+            "k={k}: simd {fast} vs scalar {scalar}"
         );
     }
 }
