@@ -6,6 +6,7 @@ pub mod body_guard;
 pub mod bounds;
 pub mod client;
 pub mod config;
+pub mod cpu;
 pub mod dataset;
 pub mod deadline;
 /// llama.cpp's server for the tests and benches that forward to it (feature `testing`).

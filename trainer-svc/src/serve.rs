@@ -54,7 +54,12 @@ pub async fn run(serve: &ServeArgs) -> std::process::ExitCode {
                 per_upload: serve.max_upload_bytes,
                 pending: serve.max_pending_upload_bytes,
             };
-            let jobs = JobManager::open_with(&serve.state_dir, crate::device(), limits)?;
+            let device = crate::device();
+            if device.is_cpu() {
+                // Which GEMM path the trainer's figures come from, on whatever CPU it landed.
+                tracing::info!(kernels = %arf_common::cpu::kernel_summary(), "CPU kernels");
+            }
+            let jobs = JobManager::open_with(&serve.state_dir, device, limits)?;
             let service = crate::grpc::TrainerService::new(jobs, shutdown)
                 .confined_to(&serve.model_roots, &serve.dataset_roots);
             health.set_serving(TRAINER, true).await;

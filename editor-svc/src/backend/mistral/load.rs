@@ -120,8 +120,14 @@ pub async fn load_model(config: &EditorConfig) -> anyhow::Result<(Model, ModelDe
         dtype
     };
     let description = describe(config, &source, &model, reported)?;
+    // Said once per load: the same model runs at different speeds on different kernels.
+    let kernels = if USE_CUDA {
+        "CUDA".to_string()
+    } else {
+        arf_common::cpu::kernel_summary()
+    };
     tracing::info!(model = %description.model_id, architecture = %description.architecture,
-        quantization = %description.quantization, device = %description.device,
+        quantization = %description.quantization, device = %description.device, kernels = %kernels,
         max_context_tokens = description.max_context_tokens, random_weights = description.random_weights,
         load_seconds = started.elapsed().as_secs_f64(), "model loaded");
     Ok((model, description))
