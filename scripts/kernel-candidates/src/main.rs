@@ -79,15 +79,23 @@ unsafe fn one_accumulator(xs: &[Q41], ys: &[Q81]) -> f32 {
     }
 }
 
-/// The patched kernel's structure with another integer dot product.
+/// The patched kernel's structure with another integer dot product, or with a prefetch of the
+/// weights `$prefetch` bytes ahead (rows are contiguous: past a row's end is the next row).
 macro_rules! two_accumulators {
     ($name:ident, $features:literal, $dot:ident) => {
+        two_accumulators!($name, $features, $dot, 0);
+    };
+    ($name:ident, $features:literal, $dot:ident, $prefetch:expr) => {
         #[target_feature(enable = $features)]
         unsafe fn $name(xs: &[Q41], ys: &[Q81]) -> f32 {
             unsafe {
                 let mut acc = [_mm256_setzero_ps(); 2];
                 let mut offsets = [_mm_setzero_ps(); 2];
                 for (i, (x, y)) in xs.iter().zip(ys).enumerate() {
+                    if $prefetch > 0 {
+                        let ahead = (x as *const Q41 as *const i8).wrapping_add($prefetch);
+                        _mm_prefetch::<_MM_HINT_T0>(ahead);
+                    }
                     let xs = (x as *const Q41 as *const i32).read_unaligned();
                     let ys = (y as *const Q81 as *const i32).read_unaligned();
                     let scales = _mm_mul_ps(
@@ -115,6 +123,10 @@ two_accumulators!(
     "avx2,fma,f16c,avxvnni",
     dot_avx_vnni
 );
+two_accumulators!(two_acc_prefetch_256, "avx2,fma,f16c", dot_maddubs, 256);
+two_accumulators!(two_acc_prefetch_512, "avx2,fma,f16c", dot_maddubs, 512);
+two_accumulators!(two_acc_prefetch_1024, "avx2,fma,f16c", dot_maddubs, 1024);
+two_accumulators!(two_acc_prefetch_2048, "avx2,fma,f16c", dot_maddubs, 2048);
 
 fn flag(args: &[String], name: &str, default: usize) -> usize {
     args.windows(2)
@@ -178,6 +190,22 @@ fn q4_1(args: &[String]) {
             Box::new(|r| BlockQ4_1::vec_dot(k, &w[row(r)], &x)),
         ),
     ];
+    kernels.push((
+        "prefetch 256 B ahead",
+        Box::new(|r| unsafe { two_acc_prefetch_256(&w2[row(r)], x2) }),
+    ));
+    kernels.push((
+        "prefetch 512 B ahead",
+        Box::new(|r| unsafe { two_acc_prefetch_512(&w2[row(r)], x2) }),
+    ));
+    kernels.push((
+        "prefetch 1024 B ahead",
+        Box::new(|r| unsafe { two_acc_prefetch_1024(&w2[row(r)], x2) }),
+    ));
+    kernels.push((
+        "prefetch 2048 B ahead",
+        Box::new(|r| unsafe { two_acc_prefetch_2048(&w2[row(r)], x2) }),
+    ));
     if vnni {
         kernels.push((
             "two acc., AVX512-VNNI",
