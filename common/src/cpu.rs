@@ -12,13 +12,13 @@
 pub fn kernel_summary() -> String {
     #[cfg(target_arch = "x86_64")]
     {
-        let has = |name: &str, present: bool| present.then(|| name.to_string());
         let quantized = if cfg!(target_feature = "avx2") {
             "AVX2 (the build's x86-64-v3 baseline)"
         } else {
             "scalar (built without AVX2)"
         };
-        let gemm = if std::arch::is_x86_feature_detected!("avx512f") {
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+        let gemm = if avx512 {
             "AVX-512"
         } else if std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma")
@@ -27,29 +27,29 @@ pub fn kernel_summary() -> String {
         } else {
             "portable"
         };
-        let features: Vec<String> = [
-            has("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
-            has(
+        let features: Vec<&str> = [
+            ("avx512f", avx512),
+            (
                 "avx512vnni",
                 std::arch::is_x86_feature_detected!("avx512vnni"),
             ),
-            has(
+            (
                 "avx512bf16",
                 std::arch::is_x86_feature_detected!("avx512bf16"),
             ),
-            has("avxvnni", std::arch::is_x86_feature_detected!("avxvnni")),
+            ("avxvnni", std::arch::is_x86_feature_detected!("avxvnni")),
         ]
         .into_iter()
-        .flatten()
+        .filter_map(|(name, present)| present.then_some(name))
         .collect();
+        let also = if features.is_empty() {
+            "none of avx512f, avx512vnni, avx512bf16, avxvnni".to_string()
+        } else {
+            features.join(", ")
+        };
         format!(
             "quantized dot products: {quantized}; f32 GEMM (faer): {gemm}, chosen at run time; \
-             CPU also has: {}",
-            if features.is_empty() {
-                "none of avx512f, avx512vnni, avx512bf16, avxvnni".to_string()
-            } else {
-                features.join(", ")
-            }
+             CPU also has: {also}"
         )
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -1,8 +1,8 @@
 //! The CPU kernels of the patched candle-core (patches/README.md) that GGUF models run on:
 //! the AVX2 Q4_1 and Q8_0 dot products (even and odd blocks in accumulators of their own) agree
-//! with the scalar ones, the blocked matmul (a few activation
-//! rows at once) gives exactly what one row at a time gives, and a prompt's matmul (many rows)
-//! is f32 arithmetic on the dequantized weights.
+//! with the scalar ones, the blocked matmul (a few activation rows at once) gives exactly what
+//! one row at a time gives, and a prompt's matmul (many rows) is f32 arithmetic on the
+//! dequantized weights.
 
 use candle_core::quantized::k_quants::{BlockQ4_1, BlockQ8_0, BlockQ8_1, GgmlType};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
@@ -51,11 +51,7 @@ fn q4_1_dot_product_matches_the_scalar_reference() {
             BlockQ4_1::vec_dot(k, &wq, &xq),
             BlockQ4_1::vec_dot_unopt(k, &wq, &xq),
         );
-        let scale: f32 = w.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
-        assert!(
-            (fast - scalar).abs() <= 1e-5 * scale.max(1.0),
-            "k={k}: simd {fast} vs scalar {scalar}"
-        );
+        let scale = assert_simd_matches_scalar(k, &w, &x, fast, scalar);
         // And both are the dot product, up to Q4_1 and Q8_1 rounding.
         let exact: f32 = w.iter().zip(&x).map(|(a, b)| a * b).sum();
         assert!(
@@ -78,12 +74,19 @@ fn q8_0_dot_product_matches_the_scalar_reference() {
             BlockQ8_0::vec_dot(k, &wq, &xq),
             BlockQ8_0::vec_dot_unopt(k, &wq, &xq),
         );
-        let scale: f32 = w.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
-        assert!(
-            (fast - scalar).abs() <= 1e-5 * scale.max(1.0),
-            "k={k}: simd {fast} vs scalar {scalar}"
-        );
+        assert_simd_matches_scalar(k, &w, &x, fast, scalar);
     }
+}
+
+/// The SIMD and scalar dot products of `w` and `x` agree to rounding (relative to the sum of
+/// the products' magnitudes, which it returns).
+fn assert_simd_matches_scalar(k: usize, w: &[f32], x: &[f32], fast: f32, scalar: f32) -> f32 {
+    let scale: f32 = w.iter().zip(x).map(|(a, b)| (a * b).abs()).sum();
+    assert!(
+        (fast - scalar).abs() <= 1e-5 * scale.max(1.0),
+        "k={k}: simd {fast} vs scalar {scalar}"
+    );
+    scale
 }
 
 #[test]

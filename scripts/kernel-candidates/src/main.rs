@@ -123,6 +123,7 @@ two_accumulators!(
     "avx2,fma,f16c,avxvnni",
     dot_avx_vnni
 );
+two_accumulators!(two_acc_no_prefetch, "avx2,fma,f16c", dot_maddubs, 0);
 two_accumulators!(two_acc_prefetch_256, "avx2,fma,f16c", dot_maddubs, 256);
 two_accumulators!(two_acc_prefetch_512, "avx2,fma,f16c", dot_maddubs, 512);
 two_accumulators!(two_acc_prefetch_1024, "avx2,fma,f16c", dot_maddubs, 1024);
@@ -180,43 +181,28 @@ fn q4_1(args: &[String]) {
     let avx_vnni = is_x86_feature_detected!("avxvnni");
     type Kernel<'a> = Box<dyn Fn(usize) -> f32 + Sync + 'a>;
     let row = move |r: usize| r * blocks..(r + 1) * blocks;
-    let mut kernels: Vec<(&str, Kernel)> = vec![
-        (
-            "one accumulator (before)",
-            Box::new(|r| unsafe { one_accumulator(&w2[row(r)], x2) }),
-        ),
-        (
-            "candle-core as patched",
-            Box::new(|r| BlockQ4_1::vec_dot(k, &w[row(r)], &x)),
-        ),
+    type Raw = unsafe fn(&[Q41], &[Q81]) -> f32;
+    let mut raw: Vec<(&str, Raw)> = vec![
+        ("one accumulator (before)", one_accumulator),
+        ("two acc., no prefetch", two_acc_no_prefetch),
+        ("two acc., prefetch 256 B", two_acc_prefetch_256),
+        ("two acc., prefetch 512 B", two_acc_prefetch_512),
+        ("two acc., prefetch 1024 B", two_acc_prefetch_1024),
+        ("two acc., prefetch 2048 B", two_acc_prefetch_2048),
     ];
-    kernels.push((
-        "prefetch 256 B ahead",
-        Box::new(|r| unsafe { two_acc_prefetch_256(&w2[row(r)], x2) }),
-    ));
-    kernels.push((
-        "prefetch 512 B ahead",
-        Box::new(|r| unsafe { two_acc_prefetch_512(&w2[row(r)], x2) }),
-    ));
-    kernels.push((
-        "prefetch 1024 B ahead",
-        Box::new(|r| unsafe { two_acc_prefetch_1024(&w2[row(r)], x2) }),
-    ));
-    kernels.push((
-        "prefetch 2048 B ahead",
-        Box::new(|r| unsafe { two_acc_prefetch_2048(&w2[row(r)], x2) }),
-    ));
     if vnni {
-        kernels.push((
-            "two acc., AVX512-VNNI",
-            Box::new(|r| unsafe { two_accumulators_vnni(&w2[row(r)], x2) }),
-        ));
+        raw.push(("two acc., AVX512-VNNI", two_accumulators_vnni));
     }
     if avx_vnni {
-        kernels.push((
-            "two acc., AVX-VNNI",
-            Box::new(|r| unsafe { two_accumulators_avx_vnni(&w2[row(r)], x2) }),
-        ));
+        raw.push(("two acc., AVX-VNNI", two_accumulators_avx_vnni));
+    }
+    let mut kernels: Vec<(&str, Kernel)> = vec![(
+        "candle-core as patched",
+        Box::new(|r| BlockQ4_1::vec_dot(k, &w[row(r)], &x)),
+    )];
+    for (name, kernel) in raw {
+        // SAFETY: each kernel's features were checked above or are the build's baseline.
+        kernels.push((name, Box::new(move |r| unsafe { kernel(&w2[row(r)], x2) })));
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)

@@ -89,25 +89,22 @@ pub(crate) fn vec_dot_q4_0_q8_0(n: usize, xs: &[BlockQ4_0], ys: &[BlockQ8_0]) ->
 // their own. With one accumulator and scalar conversions every block waited on the previous
 // block's add (a 4-cycle chain, twice): 2.3x slower, on weights in cache or streamed from memory.
 #[inline(always)]
-unsafe fn q4_1_q8_1_scales(x: &BlockQ4_1, y: &BlockQ8_1) -> __m128 {
-    let xs = (x as *const BlockQ4_1 as *const i32).read_unaligned();
-    let ys = (y as *const BlockQ8_1 as *const i32).read_unaligned();
-    _mm_mul_ps(
-        _mm_cvtph_ps(_mm_cvtsi32_si128(xs)),
-        _mm_cvtph_ps(_mm_cvtsi32_si128(ys)),
-    )
+unsafe fn first_two_f16<T>(block: &T) -> __m128 {
+    let pair = (block as *const T as *const i32).read_unaligned();
+    _mm_cvtph_ps(_mm_cvtsi32_si128(pair))
 }
 
-/// One Q4_1 x Q8_1 block pair into the accumulators of its parity.
+/// One Q4_1 x Q8_1 block pair into the accumulators of its parity; `bx` and `x_scales` are the
+/// weight block's nibbles and its [d, m].
 #[inline(always)]
 unsafe fn q4_1_q8_1_block(
     bx: __m256i,
-    x: &BlockQ4_1,
+    x_scales: __m128,
     y: &BlockQ8_1,
     acc: &mut __m256,
     offsets: &mut __m128,
 ) {
-    let scales = q4_1_q8_1_scales(x, y);
+    let scales = _mm_mul_ps(x_scales, first_two_f16(y));
     // The nibbles are unsigned (0..16): maddubs multiplies them by the signed Q8 bytes.
     let by = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
     let q = mul_sum_us8_pairs_float(bx, by);
@@ -135,16 +132,17 @@ pub(crate) fn vec_dot_q4_1_q8_1(n: usize, xs: &[BlockQ4_1], ys: &[BlockQ8_1]) ->
         for i in 0..blocks {
             let x = xs.get_unchecked(i);
             prefetch_ahead(x);
-            let bx = bytes_from_nibbles_32(x.qs.as_ptr());
-            q4_1_q8_1_block(bx, x, ys.get_unchecked(i), &mut acc[i & 1], &mut offsets[i & 1]);
+            let (bx, x_scales) = (bytes_from_nibbles_32(x.qs.as_ptr()), first_two_f16(x));
+            let y = ys.get_unchecked(i);
+            q4_1_q8_1_block(bx, x_scales, y, &mut acc[i & 1], &mut offsets[i & 1]);
         }
         q4_1_q8_1_total(acc, offsets)
     }
 }
 
 // ARF patch: one Q4_1 weight row times four Q8_1 activation rows (sequences decoding together):
-// the weight block is unpacked once for the four. Each row's sums run in the same order as
-// `vec_dot_q4_1_q8_1`, so every result equals that kernel's bit for bit.
+// the weight block is unpacked and its scales converted once for the four. Each row's sums run
+// in the same order as `vec_dot_q4_1_q8_1`, so every result equals that kernel's bit for bit.
 #[inline(always)]
 pub(crate) fn vec_dot_q4_1_q8_1_x4(n: usize, xs: &[BlockQ4_1], ys: [&[BlockQ8_1]; 4]) -> [f32; 4] {
     debug_assert!(
@@ -158,10 +156,10 @@ pub(crate) fn vec_dot_q4_1_q8_1_x4(n: usize, xs: &[BlockQ4_1], ys: [&[BlockQ8_1]
         for i in 0..blocks {
             let x = xs.get_unchecked(i);
             prefetch_ahead(x);
-            let bx = bytes_from_nibbles_32(x.qs.as_ptr());
+            let (bx, x_scales) = (bytes_from_nibbles_32(x.qs.as_ptr()), first_two_f16(x));
             for r in 0..4 {
                 let y = ys[r].get_unchecked(i);
-                q4_1_q8_1_block(bx, x, y, &mut acc[r][i & 1], &mut offsets[r][i & 1]);
+                q4_1_q8_1_block(bx, x_scales, y, &mut acc[r][i & 1], &mut offsets[r][i & 1]);
             }
         }
         [0, 1, 2, 3].map(|r| q4_1_q8_1_total(acc[r], offsets[r]))
