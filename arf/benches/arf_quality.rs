@@ -4,7 +4,7 @@
 //! the teacher's summaries as they are, student trained on the unflagged ones only
 //! (filter-only), student trained on the ARF-refined ones, student trained on the human
 //! references (oracle), and the teacher. Every student takes the same `--steps` optimizer steps
-//! with the same seed.
+//! with the same seed, or with `--epochs E` the same E passes over its own set.
 //!
 //! Two teachers:
 //! - `injected`: the summaries of teacher_train.jsonl (human references with one or two injected
@@ -14,7 +14,7 @@
 //!   the training rows and for the held-out rows of valid.jsonl.
 //!
 //! ```text
-//! cargo bench --profile dev -p arf --bench arf_quality -- [--train N] [--eval M] [--steps S]
+//! cargo bench --profile dev -p arf --bench arf_quality -- [--train N] [--eval M] [--steps S | --epochs E]
 //!     [--teachers injected,smollm2] [--judge] [--data-dir DIR] [--candidates N] [--rounds R]
 //!     [--stages analyze,revise] [--export DIR] [--arms filter_only,oracle|none] [--rules]
 //!     [--on-unimproved exclude|keep-original] [--resume RUN_ID] [--seed N] [--summary-tokens T]
@@ -50,6 +50,9 @@ struct Args {
     train: usize,
     eval: usize,
     steps: u32,
+    /// Whole passes over each student's own set instead of `steps` (0: use `steps`): every arm
+    /// sees each of its pairs equally often, so a smaller set gets fewer steps.
+    epochs: u32,
     teachers: Vec<String>,
     judge: bool,
     data_dir: Option<PathBuf>,
@@ -75,6 +78,7 @@ fn args() -> anyhow::Result<Args> {
         train: 12,
         eval: 8,
         steps: 12,
+        epochs: 0,
         teachers: vec!["injected".into(), "smollm2".into()],
         judge: false,
         data_dir: None,
@@ -100,6 +104,7 @@ fn args() -> anyhow::Result<Args> {
             "--train" => a.train = value()?.parse()?,
             "--eval" => a.eval = value()?.parse()?,
             "--steps" => a.steps = value()?.parse()?,
+            "--epochs" => a.epochs = value()?.parse()?,
             "--teachers" => a.teachers = value()?.split(',').map(str::to_string).collect(),
             "--judge" => a.judge = true,
             "--rules" => a.rules = true,
@@ -206,7 +211,9 @@ fn config(a: &Args) -> pb::RunConfig {
             pb::RepairMode::Model
         } as i32,
         training: Some(pb::Hyperparameters {
-            max_steps: a.steps,
+            // max_steps wins over epochs in the trainer: one or the other.
+            max_steps: if a.epochs > 0 { 0 } else { a.steps },
+            epochs: a.epochs,
             learning_rate: 2e-4,
             max_seq_len: 512,
             seed: a.seed,
@@ -244,11 +251,15 @@ async fn main() -> anyhow::Result<()> {
         &ClientOptions::default(),
     )?);
     println!(
-        "ARF quality bench: SmolLM2-135M-Instruct ({}), {} training and {} held-out TweetSumm conversations, {} steps per student, judge {}, revision best-of-{} x {} rounds",
+        "ARF quality bench: SmolLM2-135M-Instruct ({}), {} training and {} held-out TweetSumm conversations, {} per student, judge {}, revision best-of-{} x {} rounds",
         gguf.display(),
         a.train,
         a.eval,
-        a.steps,
+        if a.epochs > 0 {
+            format!("{} epochs", a.epochs)
+        } else {
+            format!("{} steps", a.steps)
+        },
         if a.judge { "on" } else { "off" },
         a.candidates,
         a.rounds
@@ -297,9 +308,10 @@ async fn main() -> anyhow::Result<()> {
                 }
                 let stage = pb::Stage::try_from(s.stage).map_or("?", |s| s.as_str_name());
                 eprintln!(
-                    "[{:>6.0} s] {teacher}: {stage} {} (peak RSS so far {:.2} GB)",
+                    "[{:>6.0} s] {teacher}: {stage} {} (RSS {:.2} GB, peak so far {:.2} GB)",
                     t0.elapsed().as_secs_f64(),
                     if s.started { "started" } else { "ended" },
+                    rss_gb(),
                     peak_rss_gb()
                 );
             }
@@ -373,16 +385,15 @@ async fn main() -> anyhow::Result<()> {
     suite.shutdown().await
 }
 
-/// The process's peak resident set (every service of the suite runs in it).
+/// The process's peak resident set (every service of the suite runs in it), in GB (10^9 bytes
+/// of kB as Linux counts them: the unit of the figures reported so far).
 fn peak_rss_gb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1e6)
+    arf_common::process::peak_rss_mib() * 1024.0 / 1e6
+}
+
+/// The process's resident set now, in the same GB.
+fn rss_gb() -> f64 {
+    arf_common::process::rss_mib() * 1024.0 / 1e6
 }
 
 /// Evaluate's seconds per summary against the editor's own: the same work (summarize a

@@ -67,6 +67,7 @@ async fn main() -> std::process::ExitCode {
             run_id,
             output,
         } => client(arf::cli::report(&gateway, &run_id, &output)).await,
+        Command::ExportModel(args) => client(arf::cli::export_model(&args)).await,
     }
 }
 

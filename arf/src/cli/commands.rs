@@ -85,7 +85,11 @@ pub async fn export(
     let format = match format {
         "openai" => pb::ExportFormat::OpenaiChat,
         "plain" => pb::ExportFormat::Plain,
-        other => anyhow::bail!("unknown format {other:?} (openai or plain)"),
+        "dpo" => pb::ExportFormat::Dpo,
+        "openai-preference" => pb::ExportFormat::OpenaiPreference,
+        other => {
+            anyhow::bail!("unknown format {other:?} (openai, plain, dpo or openai-preference)")
+        }
     };
     let mut client = gateway.connect()?;
     let mut chunks = client

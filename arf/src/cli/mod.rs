@@ -3,6 +3,7 @@
 mod commands;
 mod demo;
 mod event_json;
+mod export_model;
 pub mod models;
 mod outcome;
 mod progress;
@@ -18,6 +19,7 @@ use clap::{Parser, Subcommand};
 
 pub use commands::{EventOutput, export, report, run, watch};
 pub use demo::{DemoArgs, demo};
+pub use export_model::{ExportModelArgs, export_model};
 pub use run_config::RunConfigArgs;
 pub use serve_student::{ServeStudentArgs, serve_student};
 
@@ -83,12 +85,15 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = EventOutput::Text)]
         output: EventOutput,
     },
-    /// Write a run's refined dataset as JSONL.
+    /// Write a run's refined dataset, or the preference pairs its revisions make, as JSONL.
     Export {
         #[command(flatten)]
         gateway: GatewayClientArgs,
         run_id: String,
-        /// openai (chat fine-tuning format) or plain.
+        /// openai (chat fine-tuning format) or plain: the refined training pairs; dpo (TRL's
+        /// conversational preference layout) or openai-preference (OpenAI's preference
+        /// fine-tuning): one (chosen revision, rejected teacher summary) pair per accepted
+        /// revision.
         #[arg(long, default_value = "openai")]
         format: String,
         /// Output file (stdout when absent).
@@ -98,6 +103,9 @@ pub enum Command {
     /// Serve a finished run's ARF student over the OpenAI HTTP API (`/v1/chat/completions`)
     /// and gRPC, from its merged folder: run it where the trainer wrote that folder.
     ServeStudent(ServeStudentArgs),
+    /// Write a finished run's ARF student as one GGUF file (llama.cpp, Ollama, LM Studio): run it
+    /// where the trainer wrote the merged folder.
+    ExportModel(ExportModelArgs),
     /// Fetch a run's report (Markdown and SVG charts) into a folder.
     Report {
         #[command(flatten)]

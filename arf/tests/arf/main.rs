@@ -13,6 +13,7 @@ mod faults;
 mod hostile_requests;
 mod openai_upstream;
 mod pipeline;
+mod preference_export;
 mod python_client;
 mod real_model;
 mod resilience;

@@ -2,7 +2,9 @@
 //! services: Analyze -> Revise -> Finetune -> Evaluate over the bundled sample.
 
 use crate::support::*;
+use arf_common::client::GrpcChannel;
 use arf_proto::v1 as pb;
+use arf_proto::v1::pipeline_client::PipelineClient;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_pipeline_over_the_sample_on_tiny_models() {
@@ -87,23 +89,11 @@ async fn the_whole_pipeline_over_the_sample_on_tiny_models() {
 
     // The export holds exactly the pairs trained on: under the default policy (keep the
     // original) every training item, its revision where one was accepted.
-    let mut export = client
-        .export_dataset(pb::ExportDatasetRequest {
-            run_id: run.id.clone(),
-            format: pb::ExportFormat::OpenaiChat as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut lines = 0;
-    while let Some(chunk) = export.message().await.unwrap() {
-        for line in String::from_utf8(chunk.data).unwrap().lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            assert_eq!(v["messages"].as_array().unwrap().len(), 3);
-            lines += 1;
-        }
+    let lines = export_lines(&mut client, &run.id, pb::ExportFormat::OpenaiChat).await;
+    for v in &lines {
+        assert_eq!(v["messages"].as_array().unwrap().len(), 3);
     }
-    assert_eq!(lines, outcomes.len());
+    assert_eq!(lines.len(), outcomes.len());
 
     let report = client
         .get_report(pb::GetReportRequest {
@@ -140,27 +130,7 @@ async fn the_whole_pipeline_over_the_sample_on_tiny_models() {
 async fn rules_repair_what_the_detectors_can_fix_and_are_counted_apart() {
     let dir = tempfile::tempdir().unwrap();
     let (suite, mut client) = suite(dir.path()).await;
-    let mut spec = spec(&[pb::Stage::Analyze, pb::Stage::Revise]);
-    let config = spec.config.as_mut().unwrap();
-    config.revision_rounds = 1;
-    config.set_repair(pb::RepairMode::RulesThenModel);
-    let rows: Vec<pb::DatasetRow> = sample_rows()
-        .into_iter()
-        .map(|mut r| {
-            r.split = pb::RowSplit::Train as i32;
-            r
-        })
-        .collect();
-    let run = create(&mut client, spec, rows).await.unwrap();
-    let events = watch(&mut client, &run.id, 0).await;
-    assert_eq!(final_state(&events), Some(pb::RunState::Succeeded));
-    let run = client
-        .get_run(pb::GetRunRequest {
-            run_id: run.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let run = run_with_rule_repairs(&mut client).await;
     let c = run.counts.unwrap();
     assert!(
         c.repaired_by_rule >= 1 && c.repaired_by_rule <= c.revisions_accepted,
@@ -286,4 +256,29 @@ async fn a_random_weight_editor_gets_no_revision_through_the_gate() {
         }
     }
     suite.shutdown().await.unwrap();
+}
+
+/// Analyze and Revise over the sample, every row a training row, with `repair:
+/// RULES_THEN_MODEL`: some summaries are repaired by rule (accepted revisions that the tiny
+/// random-weight editor could not write). Returns the finished run.
+pub async fn run_with_rule_repairs(client: &mut PipelineClient<GrpcChannel>) -> pb::Run {
+    let mut spec = spec(&[pb::Stage::Analyze, pb::Stage::Revise]);
+    let config = spec.config.as_mut().unwrap();
+    config.revision_rounds = 1;
+    config.set_repair(pb::RepairMode::RulesThenModel);
+    let rows: Vec<pb::DatasetRow> = sample_rows()
+        .into_iter()
+        .map(|mut r| {
+            r.split = pb::RowSplit::Train as i32;
+            r
+        })
+        .collect();
+    let run = create(client, spec, rows).await.unwrap();
+    let events = watch(client, &run.id, 0).await;
+    assert_eq!(final_state(&events), Some(pb::RunState::Succeeded));
+    client
+        .get_run(pb::GetRunRequest { run_id: run.id })
+        .await
+        .unwrap()
+        .into_inner()
 }

@@ -12,38 +12,13 @@ use arf_proto::v1 as pb;
 
 const CLIENT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../clients/python");
 
-fn has_grpc_tools(python: &Path) -> bool {
-    Command::new(python)
-        .args(["-c", "import grpc_tools.protoc, grpc"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 fn python_with_grpc_tools() -> PathBuf {
-    if let Some(python) = std::env::var_os("ARF_PYTHON") {
-        let python = PathBuf::from(python);
-        assert!(
-            has_grpc_tools(&python),
-            "ARF_PYTHON={} cannot import grpc_tools",
-            python.display()
-        );
-        return python;
-    }
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-client-venv");
-    let python = venv.join("bin/python");
-    if !has_grpc_tools(&python) {
-        let status = Command::new("bash")
-            .arg(Path::new(CLIENT_DIR).join("setup-venv.sh"))
-            .arg(&venv)
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "clients/python/setup-venv.sh {} failed",
-            venv.display()
-        );
-    }
-    python
+    python::python_with(
+        "grpc_tools.protoc, grpc",
+        "ARF_PYTHON",
+        "python-client-venv",
+        None,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

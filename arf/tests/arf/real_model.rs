@@ -271,7 +271,99 @@ async fn smollm2_revises_best_of_4_trains_from_its_gguf_and_the_student_summariz
         scored.mean_nll
     );
     eprintln!("reference NLL: {:.3} nats/token", scored.mean_nll);
+
+    // Issue 39: the student as one GGUF file, through the users' command; llama.cpp serves it
+    // and writes, greedy, what the editor wrote from the merged folder.
+    let student_gguf = dir.path().join("student-f16.gguf");
+    let exported = std::process::Command::new(env!("CARGO_BIN_EXE_arf"))
+        .args([
+            "export-model",
+            &run.id,
+            "--gateway",
+            &suite.gateway_endpoint(),
+        ])
+        .args(["--format", "gguf", "--quant", "f16", "-o"])
+        .arg(&student_gguf)
+        .output()
+        .unwrap();
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
     suite.shutdown().await.unwrap();
+    let llama = llama_cpp_greedy(&student_gguf, &request).await;
+    eprintln!("llama.cpp on the exported GGUF: {llama}");
+    assert_eq!(llama, summary, "the same greedy text from llama.cpp");
+    // Read back by llama.cpp's own Python reader: the base's tokenizer and template, every
+    // tensor, norms in f32; and a 4-bit file the same way.
+    check_student_gguf(&student_gguf, &gguf, 1, "F16");
+    let q4 = dir.path().join("student-q4_k.gguf");
+    trainer_svc::model::gguf::write_gguf(
+        &merged,
+        &gguf,
+        trainer_svc::model::gguf::GgufQuant::Q4K,
+        &q4,
+    )
+    .unwrap();
+    check_student_gguf(&q4, &gguf, 15, "Q4_K");
+}
+
+/// `request`'s greedy reply from llama.cpp's `llama-server` serving `gguf`.
+async fn llama_cpp_greedy(gguf: &std::path::Path, request: &pb::GenerateRequest) -> String {
+    use arf_common::llama_cpp::{ALIAS, LlamaServer};
+    let server = LlamaServer::start(gguf, 1).await.unwrap();
+    let messages: Vec<serde_json::Value> = request
+        .messages
+        .iter()
+        .map(|m| serde_json::json!({"role": m.role, "content": m.content}))
+        .collect();
+    let max_tokens = request.params.as_ref().unwrap().max_tokens;
+    let reply: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/chat/completions", server.base_url()))
+        .json(&serde_json::json!({
+            "model": ALIAS, "messages": messages, "max_tokens": max_tokens, "temperature": 0.0,
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    reply["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{reply}"))
+        .to_string()
+}
+
+/// clients/gguf-python/check_student_gguf.py on `student` against its `base` (Python:
+/// `ARF_GGUF_PYTHON`, or a virtual environment made from that folder on first use).
+fn check_student_gguf(
+    student: &std::path::Path,
+    base: &std::path::Path,
+    file_type: u32,
+    matrix: &str,
+) {
+    let python = python::python_with(
+        "gguf",
+        "ARF_GGUF_PYTHON",
+        "gguf-python-venv",
+        Some("gguf-python/requirements.txt"),
+    );
+    let output = std::process::Command::new(python)
+        .arg(std::path::Path::new(python::CLIENTS_DIR).join("gguf-python/check_student_gguf.py"))
+        .args([student, base])
+        .args([file_type.to_string(), matrix.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.ends_with("ok\n"),
+        "the gguf reader's check of {} failed:\n{stdout}\n{}",
+        student.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprint!("{stdout}");
 }
 
 /// The trainer rebuilds the GGUF's tokenizer as mistral.rs does: the same text gives the same

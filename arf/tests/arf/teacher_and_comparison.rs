@@ -180,21 +180,10 @@ async fn raw_conversations_get_teacher_summaries_and_the_report_compares_every_a
     );
 
     // What the student is trained on includes the generated summaries.
-    let mut export = client
-        .export_dataset(pb::ExportDatasetRequest {
-            run_id: run.id.clone(),
-            format: pb::ExportFormat::Plain as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner();
     let mut exported = Vec::new();
-    while let Some(chunk) = export.message().await.unwrap() {
-        for line in String::from_utf8(chunk.data).unwrap().lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            assert!(!v["summary"].as_str().unwrap().is_empty());
-            exported.push(v["id"].as_str().unwrap().to_string());
-        }
+    for v in export_lines(&mut client, &run.id, pb::ExportFormat::Plain).await {
+        assert!(!v["summary"].as_str().unwrap().is_empty());
+        exported.push(v["id"].as_str().unwrap().to_string());
     }
     assert!(
         exported.iter().any(|id| raw.contains(id)),

@@ -4,6 +4,7 @@
 
 pub mod postgres;
 pub mod processes;
+pub mod python;
 
 use std::path::Path;
 
@@ -226,4 +227,27 @@ pub async fn wait_for_training_step(
         .last()
         .and_then(stepped)
         .unwrap_or_else(|| panic!("the run ended before its job trained: {events:?}"))
+}
+
+/// A run's export in `format`, one JSON value per line.
+pub async fn export_lines(
+    client: &mut PipelineClient<GrpcChannel>,
+    run_id: &str,
+    format: pb::ExportFormat,
+) -> Vec<serde_json::Value> {
+    let mut export = client
+        .export_dataset(pb::ExportDatasetRequest {
+            run_id: run_id.into(),
+            format: format as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut lines = Vec::new();
+    while let Some(chunk) = export.message().await.unwrap() {
+        for line in String::from_utf8(chunk.data).unwrap().lines() {
+            lines.push(serde_json::from_str(line).unwrap());
+        }
+    }
+    lines
 }

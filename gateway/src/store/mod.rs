@@ -28,7 +28,9 @@ use anyhow::Context as _;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor as _};
 
-pub use items::{ItemRecord, NewItem, Pending, Revised, Split, TeacherUsage, TrainingPair};
+pub use items::{
+    ItemRecord, NewItem, Pending, PreferencePair, Revised, Split, TeacherUsage, TrainingPair,
+};
 pub use leases::{CancelOutcome, Claimed, LeaseLost, LeaseState};
 pub use location::StoreLocation;
 

@@ -596,6 +596,10 @@ fn run_job(inner: &Inner, id: &str, job: &Job, cancel: Arc<AtomicBool>) {
     // The training span ends with the training, before its end is told: whoever sees the job
     // ended finds its span finished too (a trace read at that moment missed it).
     drop(span);
+    // The training's activations, gradients and optimizer state were freed into glibc's
+    // per-thread arenas, where they stay resident (several GB for SmolLM2) while whatever runs
+    // next in this process (Evaluate's hosted students) allocates beside them: give them back.
+    arf_common::process::release_free_memory();
     let mut st = inner.lock();
     st.cancel.remove(id);
     let (state, error, adapter_dir, merged_dir) = match result {

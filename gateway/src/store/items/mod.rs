@@ -18,10 +18,13 @@ use super::{Store, Student, to_u32};
 
 mod analyze;
 mod evaluate;
+mod export;
 mod finetune;
 mod generate;
 mod ingest;
 mod revise;
+
+pub use export::PreferencePair;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {

@@ -6,6 +6,7 @@
 //! own GGUF loader does, so the adapters and a merged export are in Hugging Face's convention.
 
 mod export;
+mod student;
 mod tokenizer;
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{DType, Device, Tensor};
 
 pub use export::{write_dequantized, write_merged};
+pub use student::{GgufQuant, write_gguf};
 pub use tokenizer::{GgufTokenizer, tokenizer_from_gguf};
 
 use super::{LlamaConfig, ModelError, RopeScaling};
