@@ -15,7 +15,12 @@ pub struct ExportModelArgs {
     #[command(flatten)]
     pub gateway: GatewayClientArgs,
     /// The run whose student to export (it must have finished Finetune).
-    pub run_id: String,
+    #[arg(required_unless_present = "merged")]
+    pub run_id: Option<String>,
+    /// A merged student folder to export instead of a run's (a trainer job's `output/merged`,
+    /// trained directly through the Trainer API); no gateway is asked.
+    #[arg(long, conflicts_with = "run_id")]
+    pub merged: Option<PathBuf>,
     /// The file format: gguf.
     #[arg(long, default_value = "gguf")]
     pub format: String,
@@ -35,21 +40,11 @@ pub async fn export_model(args: &ExportModelArgs) -> anyhow::Result<()> {
     );
     let quant = GgufQuant::parse(&args.quant)
         .with_context(|| format!("unknown --quant {:?} ({})", args.quant, GgufQuant::NAMES))?;
-    let run = args
-        .gateway
-        .connect()?
-        .get_run(pb::GetRunRequest {
-            run_id: args.run_id.clone(),
-        })
-        .await
-        .with_context(|| format!("asking {} for run {}", args.gateway.gateway, args.run_id))?
-        .into_inner();
-    anyhow::ensure!(
-        !run.student_model_dir.is_empty(),
-        "run {} has no merged student yet: export it once Finetune has ended",
-        run.id
-    );
-    let merged = PathBuf::from(&run.student_model_dir);
+    let merged = match (&args.merged, &args.run_id) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(run_id)) => run_student_dir(&args.gateway, run_id).await?,
+        (None, None) => anyhow::bail!("name a run, or a merged folder with --merged"),
+    };
     anyhow::ensure!(
         merged.join("model.safetensors").is_file(),
         "{} is not a model folder on this machine: run `arf export-model` where the trainer wrote it",
@@ -68,6 +63,24 @@ pub async fn export_model(args: &ExportModelArgs) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || write_gguf(&merged, &base, quant, &output)).await??;
     eprintln!("wrote {}", args.output.display());
     Ok(())
+}
+
+/// The run's merged student folder, as the gateway names it.
+async fn run_student_dir(gateway: &GatewayClientArgs, run_id: &str) -> anyhow::Result<PathBuf> {
+    let run = gateway
+        .connect()?
+        .get_run(pb::GetRunRequest {
+            run_id: run_id.into(),
+        })
+        .await
+        .with_context(|| format!("asking {} for run {run_id}", gateway.gateway))?
+        .into_inner();
+    anyhow::ensure!(
+        !run.student_model_dir.is_empty(),
+        "run {} has no merged student yet: export it once Finetune has ended",
+        run.id
+    );
+    Ok(PathBuf::from(run.student_model_dir))
 }
 
 /// The base the student was trained from, as the trainer recorded it beside the merged folder
