@@ -15,6 +15,7 @@ pub mod llama_cpp;
 pub mod models;
 pub mod paging;
 pub mod paths;
+pub mod privacy;
 pub mod process;
 pub mod server;
 pub mod splice;

@@ -228,6 +228,10 @@ impl PipelineRpc for PipelineService {
             .check_analyzer_can(spec.config.as_ref())
             .await
             .map_err(refused)?;
+        self.pipeline
+            .check_trainer_can(spec.config.as_ref())
+            .await
+            .map_err(refused)?;
         // On a task of its own: a client that goes away mid-upload drops this handler, and the
         // upload must still see the broken stream and fail its run (not stop between two
         // writes and leave it INGESTING).
@@ -418,6 +422,7 @@ impl PipelineRpc for PipelineService {
             gate: Some(report.gate),
             judge_uninformative: report.judge_uninformative.unwrap_or_default(),
             differences: report.differences,
+            pii_scrubbed: report.pii_scrubbed.into_iter().collect(),
         }))
     }
 }

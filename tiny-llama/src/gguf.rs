@@ -36,6 +36,10 @@ pub fn write_tiny_llama_gguf(
 ) -> anyhow::Result<()> {
     spec.validate()?;
     ensure!(
+        spec.family == crate::TinyFamily::Llama,
+        "the tiny GGUF is written for a Llama only"
+    );
+    ensure!(
         matches!(dtype, GgmlDType::Q8_0 | GgmlDType::F32),
         "the tiny GGUF is written as Q8_0 or F32, not {dtype:?}"
     );

@@ -1,4 +1,5 @@
-//! Tiny random-weight Llama models in the real Hugging Face layout, for tests and the demo.
+//! Tiny random-weight Llama models in the real Hugging Face layout, for tests and the demo (and
+//! tiny Qwen3 models, the same decoder with q/k head norms, for the second student family).
 //!
 //! The files are what a Llama 3.1 checkpoint ships (`config.json`, `tokenizer.json`,
 //! `tokenizer_config.json` with the chat template, `generation_config.json`,
@@ -65,6 +66,18 @@ pub struct TinyLlamaSpec {
     /// Standard deviation of the random projection and embedding weights.
     pub init_std: f32,
     pub seed: u64,
+    pub family: TinyFamily,
+}
+
+/// Which checkpoint layout the files take.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TinyFamily {
+    /// `LlamaForCausalLM`, as Llama 3.1 ships it.
+    #[default]
+    Llama,
+    /// `Qwen3ForCausalLM`: q/k head norms, a head size of twice `hidden / heads` (Qwen3 sets it
+    /// apart), tied embeddings, plain rope at theta 1e6.
+    Qwen3,
 }
 
 impl Default for TinyLlamaSpec {
@@ -80,13 +93,31 @@ impl Default for TinyLlamaSpec {
             rms_norm_eps: 1e-5,
             init_std: 0.02,
             seed: 0x00A2_F11A,
+            family: TinyFamily::Llama,
         }
     }
 }
 
 impl TinyLlamaSpec {
     pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
+        let per_head = self.hidden_size / self.num_attention_heads;
+        match self.family {
+            TinyFamily::Llama => per_head,
+            TinyFamily::Qwen3 => 2 * per_head,
+        }
+    }
+
+    /// A tiny Qwen3 of the default size.
+    pub fn qwen3() -> Self {
+        Self {
+            family: TinyFamily::Qwen3,
+            rope_theta: 1_000_000.0,
+            ..Self::default()
+        }
+    }
+
+    fn tied(&self) -> bool {
+        self.family == TinyFamily::Qwen3
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -204,6 +235,29 @@ pub fn is_tiny_model(dir: &Path) -> bool {
 }
 
 fn config_json(spec: &TinyLlamaSpec, vocab: &Vocabulary) -> Value {
+    let mut config = llama_config_json(spec, vocab);
+    if spec.family == TinyFamily::Qwen3 {
+        // As Qwen3's released config.json writes it: no rope scaling, no sliding window.
+        let qwen = json!({
+            "architectures": ["Qwen3ForCausalLM"],
+            "model_type": "qwen3",
+            "rope_scaling": null,
+            "tie_word_embeddings": true,
+            "use_sliding_window": false,
+            "sliding_window": null,
+            "max_window_layers": spec.num_hidden_layers,
+        });
+        for (k, v) in qwen.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        for k in ["mlp_bias", "pretraining_tp"] {
+            config.as_object_mut().unwrap().remove(k);
+        }
+    }
+    config
+}
+
+fn llama_config_json(spec: &TinyLlamaSpec, vocab: &Vocabulary) -> Value {
     json!({
         "architectures": ["LlamaForCausalLM"],
         "attention_bias": false,
@@ -368,9 +422,17 @@ fn tensor_shapes(spec: &TinyLlamaSpec, vocab_size: usize) -> Vec<(String, Vec<us
             (format!("{p}.input_layernorm.weight"), vec![h]),
             (format!("{p}.post_attention_layernorm.weight"), vec![h]),
         ]);
+        if spec.family == TinyFamily::Qwen3 {
+            shapes.extend([
+                (format!("{p}.self_attn.q_norm.weight"), vec![hd]),
+                (format!("{p}.self_attn.k_norm.weight"), vec![hd]),
+            ]);
+        }
     }
     shapes.push(("model.norm.weight".to_string(), vec![h]));
-    shapes.push(("lm_head.weight".to_string(), vec![vocab_size, h]));
+    if !spec.tied() {
+        shapes.push(("lm_head.weight".to_string(), vec![vocab_size, h]));
+    }
     shapes
 }
 
@@ -456,6 +518,33 @@ mod tests {
             Some(vocab - 1),
             "<|eot_id|> is an EOS id"
         );
+    }
+
+    #[test]
+    fn a_tiny_qwen3_has_its_head_norms_own_head_size_and_tied_embeddings() {
+        let spec = TinyLlamaSpec::qwen3();
+        let dir = written(&spec);
+        let config: Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(config["architectures"][0], "Qwen3ForCausalLM");
+        assert_eq!(config["head_dim"], 2 * 64 / 4);
+        assert_eq!(config["tie_word_embeddings"], true);
+        let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(
+            st.tensor("model.layers.0.self_attn.q_norm.weight")
+                .unwrap()
+                .shape(),
+            [32]
+        );
+        assert_eq!(
+            st.tensor("model.layers.0.self_attn.q_proj.weight")
+                .unwrap()
+                .shape(),
+            [4 * 32, 64]
+        );
+        assert!(st.tensor("lm_head.weight").is_err());
     }
 
     #[test]

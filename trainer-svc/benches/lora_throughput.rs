@@ -39,6 +39,8 @@ struct Shape {
     kv: usize,
     batch: usize,
     seq: usize,
+    /// Qwen3's layout (q/k head norms, plain rope) instead of Llama 3.1's.
+    qwen3: bool,
 }
 
 /// One row of the table: a model directory both sides train, and the settings.
@@ -50,7 +52,7 @@ struct Case {
     rank: usize,
 }
 
-const SHAPES: [Shape; 2] = [
+const SHAPES: [Shape; 3] = [
     Shape {
         name: "tiny",
         vocab: 384,
@@ -61,6 +63,7 @@ const SHAPES: [Shape; 2] = [
         kv: 2,
         batch: 4,
         seq: 64,
+        qwen3: false,
     },
     Shape {
         name: "small-19M",
@@ -72,6 +75,20 @@ const SHAPES: [Shape; 2] = [
         kv: 2,
         batch: 4,
         seq: 128,
+        qwen3: false,
+    },
+    // The same size as Qwen3: one more fused op per head (the q/k norms).
+    Shape {
+        name: "qwen3-19M",
+        vocab: 8192,
+        hidden: 384,
+        inter: 1024,
+        layers: 8,
+        heads: 6,
+        kv: 2,
+        batch: 4,
+        seq: 128,
+        qwen3: true,
     },
 ];
 /// Rank on the random shapes; the real model uses the real runs' rank.
@@ -92,6 +109,17 @@ fn write_model(s: &Shape, dir: &Path) -> candle_core::Result<()> {
         "rope_theta": 500000.0, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
         "high_freq_factor": 4.0, "original_max_position_embeddings": 1024}, "torch_dtype": "float32"
     });
+    let config = if s.qwen3 {
+        let mut c = config;
+        c["architectures"] = serde_json::json!(["Qwen3ForCausalLM"]);
+        c["model_type"] = "qwen3".into();
+        c["rope_theta"] = 1_000_000.0.into();
+        c["rope_scaling"] = serde_json::Value::Null;
+        c["use_sliding_window"] = false.into();
+        c
+    } else {
+        config
+    };
     std::fs::write(dir.join("config.json"), config.to_string())?;
     let dev = Device::Cpu;
     let mut t = HashMap::new();
@@ -123,6 +151,14 @@ fn write_model(s: &Shape, dir: &Path) -> candle_core::Result<()> {
                 format!("{p}.{n}.weight"),
                 Tensor::ones(s.hidden, DType::F32, &dev)?,
             );
+        }
+        if s.qwen3 {
+            for n in ["self_attn.q_norm", "self_attn.k_norm"] {
+                t.insert(
+                    format!("{p}.{n}.weight"),
+                    Tensor::ones(hd, DType::F32, &dev)?,
+                );
+            }
         }
     }
     candle_core::safetensors::save(&t, dir.join("model.safetensors"))

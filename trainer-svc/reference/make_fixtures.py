@@ -25,7 +25,11 @@ Phase `gguf-ours` (after `trainer-svc train --base tests/fixtures/tiny-llama-q8_
 tests/fixtures/ours-gguf-run`): PEFT loads OUR adapter on transformers' dequantized weights of the GGUF
 file; its logits go to tests/fixtures/ours-gguf-reference.safetensors.
 
-Usage: python trainer-svc/reference/make_fixtures.py base|ours|gguf|gguf-ours
+Phase `qwen3` (after `base`): tests/fixtures/tiny-qwen3/, a tiny random Qwen3 with tiny-llama's
+tokenizer, and qwen3-reference.safetensors + qwen3-peft-adapter/ as `base` writes them for the
+Llama. Phase `qwen3-ours` (after our trainer wrote tests/fixtures/ours-qwen3-run): as `ours`.
+
+Usage: python trainer-svc/reference/make_fixtures.py base|ours|gguf|gguf-ours|qwen3|qwen3-ours
 (transformers 5.23.0, peft 0.21.2, gguf, torch 2.15.0 on CPU: see tests/fixtures/README.md)
 """
 
@@ -152,22 +156,12 @@ def masked_loss(logits, ids):
     )
 
 
-def phase_base():
+def write_reference(model, reference, adapter):
+    """Base logits, and for a PEFT adapter with fixed non-zero B its logits, loss and LoRA
+    gradients, to `reference`; the adapter itself to `adapter`. Returns the loss."""
     from peft import LoraConfig, get_peft_model
 
-    os.makedirs(FIX, exist_ok=True)
-    if os.path.exists(MODEL):
-        shutil.rmtree(MODEL)
-    os.makedirs(MODEL)
-    vocab = write_tokenizer()
-    model = make_model(vocab)
-    model.save_pretrained(MODEL, safe_serialization=True)
-    with open(os.path.join(FIX, "train.jsonl"), "w") as f:
-        for cid, channel, turns, summary in CONVERSATIONS:
-            row = {"id": cid, "channel": channel, "turns": [{"role": r, "text": t} for r, t in turns], "summary": summary}
-            f.write(json.dumps(row) + "\n")
-
-    ids = fixed_ids(vocab)
+    ids = fixed_ids(model.config.vocab_size)
     with torch.no_grad():
         base_logits = model(input_ids=ids).logits
 
@@ -187,21 +181,37 @@ def phase_base():
         if "lora_" in name:
             key = name.replace(".default", "")
             out["grad." + key] = p.grad.detach().clone()
-    save_file({k: v.contiguous() for k, v in out.items()}, os.path.join(FIX, "reference.safetensors"))
-    adapter = os.path.join(FIX, "peft-adapter")
+    save_file({k: v.contiguous() for k, v in out.items()}, reference)
     if os.path.exists(adapter):
         shutil.rmtree(adapter)
     peft_model.save_pretrained(adapter)
     os.remove(os.path.join(adapter, "README.md"))  # a generated model card, not needed
+    return loss
+
+
+def phase_base():
+    os.makedirs(FIX, exist_ok=True)
+    if os.path.exists(MODEL):
+        shutil.rmtree(MODEL)
+    os.makedirs(MODEL)
+    vocab = write_tokenizer()
+    model = make_model(vocab)
+    model.save_pretrained(MODEL, safe_serialization=True)
+    with open(os.path.join(FIX, "train.jsonl"), "w") as f:
+        for cid, channel, turns, summary in CONVERSATIONS:
+            row = {"id": cid, "channel": channel, "turns": [{"role": r, "text": t} for r, t in turns], "summary": summary}
+            f.write(json.dumps(row) + "\n")
+
+    loss = write_reference(model, os.path.join(FIX, "reference.safetensors"), os.path.join(FIX, "peft-adapter"))
     print("wrote", MODEL, "vocab", vocab, "loss", float(loss))
 
 
-def phase_ours():
+def phase_ours(model_dir=MODEL, run="ours-run", reference="ours-reference.safetensors"):
     from peft import PeftModel
-    from transformers import LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    ours = os.path.join(FIX, "ours-run", "adapter")
-    base = LlamaForCausalLM.from_pretrained(MODEL, attn_implementation="eager").eval()
+    ours = os.path.join(FIX, run, "adapter")
+    base = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager").eval()
     ids = fixed_ids(base.config.vocab_size)
     model = PeftModel.from_pretrained(base, ours).eval()
     with torch.no_grad():
@@ -209,7 +219,7 @@ def phase_ours():
         merged = model.merge_and_unload()
         merged_logits = merged(input_ids=ids).logits
     save_file({"input_ids": ids.to(torch.int64), "adapter_logits": adapter_logits.contiguous(),
-               "merged_logits": merged_logits.contiguous()}, os.path.join(FIX, "ours-reference.safetensors"))
+               "merged_logits": merged_logits.contiguous()}, os.path.join(FIX, reference))
     print("PEFT loaded", ours)
 
 
@@ -313,5 +323,58 @@ def phase_gguf_ours():
     print("PEFT loaded", ours, "on the dequantized", GGUF)
 
 
+QWEN3 = os.path.join(FIX, "tiny-qwen3")
+
+
+def phase_qwen3():
+    """A tiny random Qwen3 (q/k head norms, head_dim 16 set apart from hidden 32 / 4 heads, GQA
+    4/2, tied embeddings, plain rope at theta 1e6) with tiny-llama's tokenizer and template, and
+    its reference logits, loss, gradients and PEFT adapter (after `base`)."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    if os.path.exists(QWEN3):
+        shutil.rmtree(QWEN3)
+    os.makedirs(QWEN3)
+    for f in ["tokenizer.json", "tokenizer_config.json"]:
+        shutil.copy(os.path.join(MODEL, f), QWEN3)
+    with open(os.path.join(MODEL, "config.json")) as f:
+        vocab = json.load(f)["vocab_size"]
+    config = Qwen3Config(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=256,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        use_sliding_window=False,
+        bos_token_id=0,
+        eos_token_id=4,
+        pad_token_id=1,
+        attn_implementation="eager",
+    )
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(1.0 + 0.2 * torch.randn_like(p))
+            else:
+                p.copy_(0.25 * torch.randn_like(p))
+    model.save_pretrained(QWEN3, safe_serialization=True)
+    loss = write_reference(model, os.path.join(FIX, "qwen3-reference.safetensors"),
+                           os.path.join(FIX, "qwen3-peft-adapter"))
+    print("wrote", QWEN3, "loss", float(loss))
+
+
+def phase_qwen3_ours():
+    phase_ours(QWEN3, "ours-qwen3-run", "ours-qwen3-reference.safetensors")
+
+
 if __name__ == "__main__":
-    {"base": phase_base, "ours": phase_ours, "gguf": phase_gguf, "gguf-ours": phase_gguf_ours}[sys.argv[1] if len(sys.argv) > 1 else "base"]()
+    {"base": phase_base, "ours": phase_ours, "gguf": phase_gguf, "gguf-ours": phase_gguf_ours,
+     "qwen3": phase_qwen3, "qwen3-ours": phase_qwen3_ours}[sys.argv[1] if len(sys.argv) > 1 else "base"]()

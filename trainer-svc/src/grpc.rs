@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::jobs::{
     ClientPaths, EventKind, Job, JobData, JobError, JobEvent, JobManager, JobSpec, JobState,
-    UploadWriter, check_example,
+    UploadWriter, check_example, validate_base,
 };
 use crate::lora::LoraSpec;
 use crate::lora::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
@@ -97,7 +97,15 @@ impl Trainer for TrainerService {
         &self,
         request: Request<pb::CreateJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        let spec = self.job_spec(request.into_inner())?;
+        let request = request.into_inner();
+        if request.validate_only {
+            let config = self.base_config(&request.base_model_dir, request.hyperparameters)?;
+            tokio::task::spawn_blocking(move || validate_base(&config))
+                .await
+                .map_err(|e| internal_error("validate job", &e))??;
+            return Ok(Response::new(pb::Job::default()));
+        }
+        let spec = self.job_spec(request)?;
         let jobs = self.jobs.clone();
         // Validation reads the model's config and tokenizer: blocking file work.
         let job = tokio::task::spawn_blocking(move || jobs.create(spec))
@@ -293,14 +301,21 @@ async fn send_file(
 // ---- proto -> domain ----
 
 impl TrainerService {
-    fn job_spec(&self, r: pb::CreateJobRequest) -> Result<JobSpec, Status> {
-        if r.base_model_dir.trim().is_empty() {
+    /// The base (confined to the model roots) and the hyperparameters, as a training config.
+    fn base_config(
+        &self,
+        base: &str,
+        hyperparameters: Option<pb::Hyperparameters>,
+    ) -> Result<TrainConfig, Status> {
+        if base.trim().is_empty() {
             return Err(invalid_field("base_model_dir", "must be set"));
         }
-        let base = self
-            .paths
-            .models
-            .confine("base_model_dir", &r.base_model_dir)?;
+        let base = self.paths.models.confine("base_model_dir", base)?;
+        config(&base, hyperparameters.unwrap_or_default())
+    }
+
+    fn job_spec(&self, r: pb::CreateJobRequest) -> Result<JobSpec, Status> {
+        let mut config = self.base_config(&r.base_model_dir, r.hyperparameters)?;
         let data = match r.data {
             None => {
                 return Err(invalid_field(
@@ -325,7 +340,6 @@ impl TrainerService {
                     .collect::<Result<_, _>>()?,
             ),
         };
-        let mut config = config(&base, r.hyperparameters.unwrap_or_default())?;
         config.export_merged = r.export_merged;
         Ok(JobSpec {
             display_name: r.display_name,

@@ -74,6 +74,11 @@ pub struct RunConfigArgs {
     /// counted as "repaired by rule". A separate arm: the same detectors then repair and judge.
     #[arg(long, value_enum, default_value_t = Repair::Model)]
     pub repair: Repair,
+    /// Replace personal data (emails, phone, card and account numbers, addresses, the
+    /// customer's name) by typed placeholders in every row before it is stored: nothing the run
+    /// trains on, exports or reports holds the values (`privacy: SCRUB_PII`).
+    #[arg(long)]
+    pub scrub_pii: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -144,6 +149,11 @@ impl RunConfigArgs {
             repair: match self.repair {
                 Repair::Model => pb::RepairMode::Model,
                 Repair::RulesThenModel => pb::RepairMode::RulesThenModel,
+            } as i32,
+            privacy: if self.scrub_pii {
+                pb::Privacy::ScrubPii
+            } else {
+                pb::Privacy::Keep
             } as i32,
         })
     }

@@ -14,6 +14,7 @@ mod hostile_requests;
 mod openai_upstream;
 mod pipeline;
 mod preference_export;
+mod privacy;
 mod python_client;
 mod real_model;
 mod resilience;

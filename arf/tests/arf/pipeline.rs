@@ -123,6 +123,61 @@ async fn the_whole_pipeline_over_the_sample_on_tiny_models() {
     suite.shutdown().await.unwrap();
 }
 
+/// Issue 40: a Qwen3 student through all five stages. The teacher writes the summaries
+/// (Generate), the trainer trains LoRA on a tiny Qwen3 written by the project (q/k head norms,
+/// its own head size, tied embeddings), and the gateway hosts the merged student (mistral.rs's
+/// Qwen3) to summarize and score the held-out conversations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qwen3_student_goes_through_all_five_stages() {
+    let dir = tempfile::tempdir().unwrap();
+    let (suite, mut client) = suite(dir.path()).await;
+    let qwen3 = dir.path().join("tiny-qwen3");
+    arf_tiny_llama::write_tiny_llama(&qwen3, &arf_tiny_llama::TinyLlamaSpec::qwen3()).unwrap();
+    let mut spec = crate::support::processes::full_spec();
+    let config = spec.config.as_mut().unwrap();
+    config.stages.insert(0, pb::Stage::Generate as i32);
+    config.student_base_model_dir = qwen3.display().to_string();
+    let rows: Vec<pb::DatasetRow> = sample_rows()
+        .into_iter()
+        .map(|mut r| {
+            r.teacher_summary.clear();
+            r
+        })
+        .collect();
+    let run = create(&mut client, spec, rows).await.unwrap();
+    let events = watch(&mut client, &run.id, 0).await;
+    let run = client
+        .get_run(pb::GetRunRequest { run_id: run.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        final_state(&events),
+        Some(pb::RunState::Succeeded),
+        "stage {:?}: {}",
+        run.current_stage,
+        run.error
+    );
+    let merged = std::path::Path::new(&run.student_model_dir);
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(merged.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "Qwen3ForCausalLM");
+    let c = run.counts.unwrap();
+    assert!(c.held_out > 0 && c.evaluated == c.held_out, "{c:?}");
+    let report = client
+        .get_report(pb::GetReportRequest { run_id: run.id })
+        .await
+        .unwrap()
+        .into_inner();
+    let student = report
+        .overall
+        .iter()
+        .find(|m| m.model == "student")
+        .unwrap();
+    assert_eq!(student.summaries, c.held_out);
+    suite.shutdown().await.unwrap();
+}
+
 /// `repair: RULES_THEN_MODEL`: a summary whose only errors the detectors can fix themselves (a
 /// chatty preamble; an unsupported refund clause) is repaired by rule, gated like any revision
 /// and counted apart from the editor's revisions, per category too.

@@ -157,9 +157,10 @@ async fn a_server_side_dataset_path_and_pagination() {
         "spec.config.revision_max_tokens"
     );
     // Every enum and size is checked up front, with its field path.
-    let refused: [(&str, fn(&mut pb::RunConfig)); 3] = [
+    let refused: [(&str, fn(&mut pb::RunConfig)); 4] = [
         ("spec.config.on_unimproved", |c| c.on_unimproved = 42),
         ("spec.config.repair", |c| c.repair = 42),
+        ("spec.config.privacy", |c| c.privacy = 42),
         ("spec.config.evaluation.max_summary_tokens", |c| {
             c.evaluation = Some(pb::EvaluationConfig {
                 max_summary_tokens: 1 << 20,
@@ -174,6 +175,27 @@ async fn a_server_side_dataset_path_and_pagination() {
         assert_eq!(status.code(), Code::InvalidArgument, "{field}");
         assert_eq!(field_violations(&status)[0].0, field);
     }
+    // A student base the trainer cannot train is refused now (the trainer is asked), naming
+    // its architecture and the ones it knows, not at Finetune.
+    let models = tempfile::tempdir().unwrap();
+    let tiny = arf::suite::tiny_model(models.path()).unwrap();
+    let config = tiny.join("config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("LlamaForCausalLM", "MistralForCausalLM"),
+    )
+    .unwrap();
+    let mut s = spec(&[pb::Stage::Analyze, pb::Stage::Finetune]);
+    s.config.as_mut().unwrap().student_base_model_dir = tiny.display().to_string();
+    let status = create(&mut client, s, sample_rows()).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let (field, why) = &field_violations(&status)[0];
+    assert_eq!(field, "spec.config.student_base_model_dir");
+    assert!(
+        why.contains("MistralForCausalLM") && why.contains("Qwen3ForCausalLM"),
+        "{why}"
+    );
 
     let first = client
         .list_runs(pb::ListRunsRequest {

@@ -3,7 +3,7 @@
 //! its export and its report.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,8 @@ pub struct Process {
     pub args: Vec<String>,
     pub port: u16,
     child: Option<Child>,
+    /// Where its output goes, at debug level (else its errors go to the test's stderr).
+    pub log: Option<PathBuf>,
 }
 
 impl Process {
@@ -42,6 +44,7 @@ impl Process {
             args,
             port: free_port(),
             child: None,
+            log: None,
         }
     }
 
@@ -50,14 +53,25 @@ impl Process {
     }
 
     pub async fn start(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_arf"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_arf"));
+        command
             .arg(self.name)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(&self.args)
             .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stdout(Stdio::null());
+        if let Some(path) = &self.log {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap();
+            command
+                .env("RUST_LOG", "debug")
+                .stdout(file.try_clone().unwrap())
+                .stderr(file);
+        }
+        let child = command.spawn().unwrap();
         self.child = Some(child);
         let channel = connect_lazy(&self.endpoint(), &ClientOptions::default()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -130,13 +144,21 @@ pub struct Services {
 
 impl Services {
     pub async fn start(dir: &Path, tiny: &Path) -> Self {
+        Self::start_logged(dir, tiny, None).await
+    }
+
+    /// With each service's output, at debug level, in `logs/<service>.log`.
+    pub async fn start_logged(dir: &Path, tiny: &Path, logs: Option<&Path>) -> Self {
         let path = |p: &Path| p.display().to_string();
+        let log = |name: &str| logs.map(|l| l.join(format!("{name}.log")));
         let mut editor = Process::new("editor", vec!["--model".into(), path(tiny)]);
+        editor.log = log("editor");
         editor.start().await;
         let mut analyzer = Process::new(
             "analyzer",
             vec!["--judge-endpoint".into(), editor.endpoint()],
         );
+        analyzer.log = log("analyzer");
         analyzer.start().await;
         let mut trainer = Process::new(
             "trainer",
@@ -147,6 +169,7 @@ impl Services {
                 path(tiny.parent().unwrap()),
             ],
         );
+        trainer.log = log("trainer");
         trainer.start().await;
         Self {
             editor,
@@ -158,6 +181,19 @@ impl Services {
     /// A gateway over these services, with its data under `data_dir`, started. It finds the
     /// editor through `editor` when given (`dns:///localhost:port`, say), else at its endpoint.
     pub async fn gateway(
+        &self,
+        data_dir: &Path,
+        tiny: &Path,
+        editor: Option<String>,
+        extra: Vec<String>,
+    ) -> Process {
+        let mut gateway = self.gateway_process(data_dir, tiny, editor, extra);
+        gateway.start().await;
+        gateway
+    }
+
+    /// The same, not started yet.
+    pub fn gateway_process(
         &self,
         data_dir: &Path,
         tiny: &Path,
@@ -178,9 +214,7 @@ impl Services {
             path(tiny),
         ];
         args.extend(extra);
-        let mut gateway = Process::new("gateway", args);
-        gateway.start().await;
-        gateway
+        Process::new("gateway", args)
     }
 }
 

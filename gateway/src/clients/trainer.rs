@@ -72,6 +72,25 @@ impl Trainer {
             .upload_id)
     }
 
+    /// Whether the trainer would train `base` with `hyperparameters` (CreateJob's
+    /// `validate_only`: nothing is created).
+    pub async fn validate_job(
+        &self,
+        base: &str,
+        hyperparameters: Option<pb::Hyperparameters>,
+    ) -> Result<(), Status> {
+        self.client
+            .clone()
+            .create_job(pb::CreateJobRequest {
+                base_model_dir: base.into(),
+                hyperparameters,
+                validate_only: true,
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+    }
+
     /// Returns the new job's id.
     pub async fn create_job(&self, request: pb::CreateJobRequest) -> Result<String, Status> {
         Ok(self

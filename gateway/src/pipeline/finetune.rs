@@ -172,6 +172,7 @@ async fn train(s: StageRun<'_>, student: Student) -> Result<(), RunError> {
             // A gateway killed after the trainer created the job but before the id below was
             // stored asks again on resume, with the same key, and gets the same job.
             request_id: format!("{run_id}/{}", student.model().card_name()),
+            validate_only: false,
         };
         // A gateway that stalled past its lease starts no job for a run it no longer drives.
         p.store().check_lease(run_id).await?;

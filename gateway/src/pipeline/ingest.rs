@@ -9,6 +9,7 @@ use arf_common::bounds;
 use arf_common::dataset::{
     OnBadRow, Record, conversation_from_wire, read_jsonl_opened, stream_jsonl,
 };
+use arf_common::privacy::scrub::{ScrubCounts, scrub_record};
 use arf_common::status::field_violations;
 use arf_proto::v1 as pb;
 use futures::{Stream, StreamExt};
@@ -108,6 +109,12 @@ fn validate(spec: &pb::RunSpec) -> Result<(), IngestError> {
             return Err(invalid(
                 "spec.config.repair",
                 format!("unknown repair mode {}", c.repair),
+            ));
+        }
+        if pb::Privacy::try_from(c.privacy).is_err() {
+            return Err(invalid(
+                "spec.config.privacy",
+                format!("unknown privacy mode {}", c.privacy),
             ));
         }
         let most = bounds::MAX_GENERATED_TOKENS;
@@ -268,6 +275,7 @@ impl Pipeline {
                 .await?;
 
             let generates = stages(&config).contains(&pb::Stage::Generate);
+            let scrubs = config.privacy() == pb::Privacy::ScrubPii;
             let mut records = self.records(rows, generates);
             let mut batch = Vec::with_capacity(BATCH);
             let mut batch_bytes = 0usize;
@@ -297,7 +305,13 @@ impl Pipeline {
                     return Err(invalid("rows", message));
                 }
                 match next {
-                    Some(Ok((line, record, forced))) => {
+                    Some(Ok((line, mut record, forced))) => {
+                        // Before the row is stored: nothing later holds the raw values.
+                        let pii_scrubbed = if scrubs {
+                            scrub_record(&mut record)
+                        } else {
+                            ScrubCounts::new()
+                        };
                         let item = NewItem {
                             line,
                             split: forced.unwrap_or_else(|| {
@@ -306,6 +320,7 @@ impl Pipeline {
                             teacher_summary: record.summary.unwrap_or_default(),
                             references: record.references,
                             conversation: record.conversation,
+                            pii_scrubbed,
                         };
                         batch_bytes += item.text_bytes();
                         batch.push(item);

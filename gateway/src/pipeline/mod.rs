@@ -384,6 +384,50 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Whether the trainer would train the run's student base with its hyperparameters (an
+    /// architecture it does not know, a missing tokenizer): refused now rather than at
+    /// Finetune. A trainer that cannot be asked is not a refusal: Finetune waits for it.
+    pub async fn check_trainer_can(
+        &self,
+        config: Option<&pb::RunConfig>,
+    ) -> Result<(), ConfigRefused> {
+        let Some(config) = config.filter(|c| stages(c).contains(&pb::Stage::Finetune)) else {
+            return Ok(());
+        };
+        let Ok(base) = finetune::student_base(self, config) else {
+            return Ok(());
+        };
+        let asked = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            self.clients
+                .trainer
+                .validate_job(&base, config.training.clone()),
+        )
+        .await;
+        match asked {
+            Ok(Err(s)) if s.code() == tonic::Code::InvalidArgument => {
+                let (field, why) = arf_common::status::field_violations(&s)
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| ("base_model_dir".into(), s.message().into()));
+                let field = match field.strip_prefix("hyperparameters.") {
+                    Some(rest) => format!("spec.config.training.{rest}"),
+                    None => "spec.config.student_base_model_dir".into(),
+                };
+                Err(ConfigRefused::Unsupported { field, why })
+            }
+            Ok(Err(s)) => {
+                tracing::warn!(code = ?s.code(), error = %s.message(), "the trainer could not check the student base; Finetune will");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::warn!("the trainer did not check the student base in 10 s; Finetune will");
+                Ok(())
+            }
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
     /// Asks a running run to stop at its next item. Returns false if it is not running here.
     pub fn cancel(&self, run_id: &str) -> bool {
         self.with_run(run_id, |run| {

@@ -36,6 +36,25 @@ pub struct Report {
     pub judge_uninformative: Option<String>,
     /// Paired differences between models, with bootstrap CIs.
     pub differences: Vec<pb::Difference>,
+    /// Personal data replaced in the rows, per kind (`privacy: SCRUB_PII`).
+    pub pii_scrubbed: BTreeMap<String, u32>,
+}
+
+/// What the run did with personal data, in a line.
+fn privacy(md: &mut String, config: &pb::RunConfig, scrubbed: &BTreeMap<String, u32>) {
+    if config.privacy() != pb::Privacy::ScrubPii {
+        return;
+    }
+    let found = if scrubbed.is_empty() {
+        "none was found".to_string()
+    } else {
+        let kinds: Vec<String> = scrubbed.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        format!("values replaced: {}", kinds.join(", "))
+    };
+    let _ = writeln!(
+        md,
+        "Personal data was replaced by typed placeholders before the rows were stored; {found}.\n"
+    );
 }
 
 /// Per category, how many of the summaries counted name it among their findings.
@@ -207,6 +226,8 @@ pub async fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
         counts.held_out,
         counts.evaluated
     );
+    let pii_scrubbed = store.pii_scrubbed(&run.id).await?;
+    privacy(&mut md, &run.config, &pii_scrubbed);
 
     let Tally {
         gate,
@@ -358,5 +379,6 @@ pub async fn build(store: &Store, run: &RunRecord) -> anyhow::Result<Report> {
         gate,
         judge_uninformative,
         differences,
+        pii_scrubbed,
     })
 }

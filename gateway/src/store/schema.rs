@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS events (
 ";
 
 /// Changes to the schema above, in order.
-const MIGRATIONS: [&str; 7] = [
+const MIGRATIONS: [&str; 8] = [
     // 1: teacher summaries written by the Generate stage; the unrevised student.
     "ALTER TABLE items ADD COLUMN needs_summary {int} NOT NULL DEFAULT 0;  -- arrived without one
      ALTER TABLE items ADD COLUMN teacher_input_tokens {int};             -- set by Generate
@@ -93,6 +93,13 @@ const MIGRATIONS: [&str; 7] = [
     // 7: fencing tokens: each claim of a run's lease takes the next number, and every write
     // carries the number its gateway claimed (leases.rs).
     "ALTER TABLE runs ADD COLUMN lease_epoch {int} NOT NULL DEFAULT 0;",
+    // 8: personal data a `privacy: SCRUB_PII` run replaced while its rows were stored, per kind.
+    "CREATE TABLE IF NOT EXISTS pii_scrubbed (
+         run_id TEXT NOT NULL,
+         kind TEXT NOT NULL,
+         spans {int} NOT NULL,
+         PRIMARY KEY (run_id, kind)
+     );",
 ];
 
 /// The schema version this gateway writes.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use manager::{ClientPaths, JobManager, MAX_ATTEMPTS};
 pub use uploads::{UploadLimits, UploadWriter};
-pub use validate::{check_example, validate_spec};
+pub use validate::{check_example, validate_base, validate_spec};
 
 use crate::train::{Example, TrainConfig};
 

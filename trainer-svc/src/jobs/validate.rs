@@ -26,7 +26,13 @@ pub fn check_example(field: &str, e: &crate::train::Example) -> Result<(), JobEr
 
 /// Checks files, the model, the data and the hyperparameters; the error names the field.
 pub fn validate_spec(spec: &JobSpec) -> Result<(), JobError> {
-    let cfg = &spec.config;
+    validate_base(&spec.config)?;
+    validate_data(&spec.data)
+}
+
+/// The base model (its files, architecture, tokenizer and chat template) and the
+/// hyperparameters: what CreateJob's `validate_only` checks.
+pub fn validate_base(cfg: &crate::train::TrainConfig) -> Result<(), JobError> {
     cfg.validate().map_err(|(f, m)| invalid(&f, m))?;
     let base = &cfg.base_model_dir;
     if base.as_os_str().is_empty() {
@@ -43,7 +49,11 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), JobError> {
             "no module to adapt",
         ));
     }
-    match &spec.data {
+    Ok(())
+}
+
+fn validate_data(data: &JobData) -> Result<(), JobError> {
+    match data {
         JobData::Inline(examples) => {
             if examples.is_empty() {
                 return Err(invalid("inline.examples", "at least one example is needed"));

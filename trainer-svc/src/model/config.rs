@@ -1,5 +1,10 @@
-//! `config.json` of a Llama checkpoint, read both as the released Llama 3.1 checkpoints write it
+//! `config.json` of a Llama or Qwen3 checkpoint, read both as the released checkpoints write it
 //! (`rope_theta` + `rope_scaling`) and as transformers 5 writes it (`rope_parameters`).
+//!
+//! Qwen3 is Llama with two differences that matter to training: an RMS norm over each query and
+//! key head before the rotation (`q_norm`, `k_norm`), and a head size set apart from
+//! `hidden_size / num_attention_heads`. So it is one more configuration of the same model, not a
+//! second model.
 
 use std::path::Path;
 
@@ -23,8 +28,62 @@ pub enum RopeScaling {
     },
 }
 
+/// The families the trainer knows: one decoder, configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    Llama,
+    /// Llama plus per-head RMS norms on q and k before the rotation.
+    Qwen3,
+}
+
+impl Architecture {
+    /// What CreateJob and CreateRun name when they refuse a base.
+    pub const SUPPORTED: &'static str = "LlamaForCausalLM (llama), Qwen3ForCausalLM (qwen3)";
+
+    /// From `config.json`'s `architectures` (or its `model_type` when that is empty).
+    fn from_hf(architectures: &[String], model_type: Option<&str>) -> Option<Self> {
+        match architectures {
+            [] => Self::from_gguf(model_type?),
+            [one, ..] => [Self::Llama, Self::Qwen3]
+                .into_iter()
+                .find(|a| a.hf_class() == one),
+        }
+    }
+
+    /// transformers' class, `config.json`'s `architectures`.
+    pub fn hf_class(self) -> &'static str {
+        match self {
+            Self::Llama => "LlamaForCausalLM",
+            Self::Qwen3 => "Qwen3ForCausalLM",
+        }
+    }
+
+    /// From GGUF's `general.architecture` (`llama`, `qwen3`), which is also `model_type`.
+    pub fn from_gguf(name: &str) -> Option<Self> {
+        match name {
+            "llama" => Some(Self::Llama),
+            "qwen3" => Some(Self::Qwen3),
+            _ => None,
+        }
+    }
+
+    /// GGUF's name for it: `general.architecture` and the prefix of its keys.
+    pub fn gguf_name(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Qwen3 => "qwen3",
+        }
+    }
+
+    /// Whether each query and key head is RMS-normed before the rotation.
+    pub fn qk_norm(self) -> bool {
+        self == Self::Qwen3
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlamaConfig {
+    pub architecture: Architecture,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub intermediate_size: usize,
@@ -73,6 +132,9 @@ struct RawConfig {
     mlp_bias: bool,
     #[serde(default)]
     hidden_act: Option<String>,
+    /// Qwen3: sliding-window attention on some layers (off in every released Qwen3).
+    #[serde(default)]
+    use_sliding_window: bool,
 }
 
 fn default_eps() -> f64 {
@@ -93,17 +155,24 @@ impl LlamaConfig {
     pub fn from_json(text: &str) -> Result<Self, ModelError> {
         let raw: RawConfig = serde_json::from_str(text)
             .map_err(|e| ModelError::Config(format!("config.json: {e}")))?;
-        let is_llama = raw.architectures.iter().any(|a| a == "LlamaForCausalLM")
-            || (raw.architectures.is_empty() && raw.model_type.as_deref() == Some("llama"));
-        if !is_llama {
+        let Some(architecture) =
+            Architecture::from_hf(&raw.architectures, raw.model_type.as_deref())
+        else {
             return Err(ModelError::Config(format!(
-                "unsupported architecture {:?} (model_type {:?}): only LlamaForCausalLM can be trained",
-                raw.architectures, raw.model_type
+                "unsupported architecture {:?} (model_type {:?}): the trainer knows {}",
+                raw.architectures,
+                raw.model_type,
+                Architecture::SUPPORTED
             )));
-        }
+        };
         if raw.attention_bias || raw.mlp_bias {
             return Err(ModelError::Config(
-                "attention_bias / mlp_bias are not supported (Llama 3 has none)".into(),
+                "attention_bias / mlp_bias are not supported (Llama 3 and Qwen3 have none)".into(),
+            ));
+        }
+        if raw.use_sliding_window {
+            return Err(ModelError::Config(
+                "use_sliding_window is not supported (no released Qwen3 uses it)".into(),
             ));
         }
         if let Some(act) = raw.hidden_act.as_deref().filter(|a| *a != "silu") {
@@ -151,6 +220,7 @@ impl LlamaConfig {
             Some(p) => parse_rope(p)?,
         };
         Ok(Self {
+            architecture,
             vocab_size: raw.vocab_size,
             hidden_size: raw.hidden_size,
             intermediate_size: raw.intermediate_size,
@@ -171,7 +241,12 @@ impl LlamaConfig {
         let h = self.hidden_size;
         let kv = self.num_key_value_heads * self.head_dim;
         let q = self.num_attention_heads * self.head_dim;
-        let layer = h * q * 2 + h * kv * 2 + 3 * h * self.intermediate_size + 2 * h;
+        let qk_norms = if self.architecture.qk_norm() {
+            2 * self.head_dim
+        } else {
+            0
+        };
+        let layer = h * q * 2 + h * kv * 2 + 3 * h * self.intermediate_size + 2 * h + qk_norms;
         let embed = self.vocab_size * h * if self.tie_word_embeddings { 1 } else { 2 };
         embed + self.num_hidden_layers * layer + h
     }
@@ -238,5 +313,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("MistralForCausalLM"), "{err}");
+        assert!(
+            err.contains("Qwen3ForCausalLM"),
+            "names what is supported: {err}"
+        );
+    }
+
+    #[test]
+    fn reads_qwen3_with_its_own_head_size() {
+        let qwen = BASE.replace("LlamaForCausalLM", "Qwen3ForCausalLM");
+        let c = LlamaConfig::from_json(&format!(
+            r#"{{{qwen},"head_dim":8,"rope_theta":1000000.0,"tie_word_embeddings":true,
+            "use_sliding_window":false,"sliding_window":null,"max_window_layers":1}}"#
+        ))
+        .unwrap();
+        assert_eq!(c.architecture, Architecture::Qwen3);
+        assert_eq!((c.head_dim, c.hidden_size), (8, 8));
+        assert!(c.tie_word_embeddings && c.architecture.qk_norm());
+        let sliding = format!(r#"{{{qwen},"use_sliding_window":true}}"#);
+        let err = LlamaConfig::from_json(&sliding).unwrap_err().to_string();
+        assert!(err.contains("use_sliding_window"), "{err}");
     }
 }

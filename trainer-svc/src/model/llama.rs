@@ -1,5 +1,5 @@
-//! The Llama forward pass, differentiable, frozen weights behind [`super::frozen`] so they cost
-//! no gradient memory. On the CPU (f32) rms-norm, rope, attention, the MLP gate and the loss are
+//! The Llama forward pass (Qwen3's too: the same with q/k head norms), differentiable, frozen
+//! weights behind [`super::frozen`] so they cost no gradient memory. On the CPU (f32) rms-norm, rope, attention, the MLP gate and the loss are
 //! [`super::fused`] kernels with their own backward passes; elsewhere they are the formulas,
 //! written with candle ops that differentiate.
 
@@ -42,6 +42,8 @@ struct Block {
     post_norm: Tensor,
     /// In [`ALL_MODULES`] order: q, k, v, o, gate, up, down.
     proj: Vec<Linear>,
+    /// Qwen3: RMS norms over each query and key head (`[head_dim]`), before the rotation.
+    qk_norm: Option<(Tensor, Tensor)>,
 }
 
 pub struct Llama {
@@ -94,11 +96,19 @@ impl Llama {
                 };
                 proj.push(Linear { weight, lora });
             }
+            let mut norm = |name: &str| -> Result<Tensor, ModelError> {
+                Ok(take(&format!("{p}.{name}.weight"))?.to_dtype(DType::F32)?)
+            };
+            let qk_norm = if cfg.architecture.qk_norm() {
+                Some((norm("self_attn.q_norm")?, norm("self_attn.k_norm")?))
+            } else {
+                None
+            };
             blocks.push(Block {
-                input_norm: take(&format!("{p}.input_layernorm.weight"))?.to_dtype(DType::F32)?,
-                post_norm: take(&format!("{p}.post_attention_layernorm.weight"))?
-                    .to_dtype(DType::F32)?,
+                input_norm: norm("input_layernorm")?,
+                post_norm: norm("post_attention_layernorm")?,
                 proj,
+                qk_norm,
             });
         }
         let inv_freq = inv_freq(&cfg);
@@ -203,10 +213,19 @@ impl Llama {
         let c = &self.cfg;
         let (b, s, _) = x.dims3()?;
         let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        // Qwen3's head norms: over the last dimension, a head, wherever the heads sit.
+        let head_norm = |t: Tensor, which: usize| match &block.qk_norm {
+            Some(norms) => rms_norm(
+                &t,
+                if which == 0 { &norms.0 } else { &norms.1 },
+                c.rms_norm_eps,
+            ),
+            None => Ok(t),
+        };
         if fused::applies_to(x) {
             // Heads stay where the projections put them: [b, s, heads, d].
-            let q = block.proj[0].forward(x, ctx)?.reshape((b, s, nh, hd))?;
-            let k = block.proj[1].forward(x, ctx)?.reshape((b, s, nkv, hd))?;
+            let q = head_norm(block.proj[0].forward(x, ctx)?.reshape((b, s, nh, hd))?, 0)?;
+            let k = head_norm(block.proj[1].forward(x, ctx)?.reshape((b, s, nkv, hd))?, 1)?;
             let v = block.proj[2].forward(x, ctx)?.reshape((b, s, nkv, hd))?;
             let q = fused::rope::rope(&q, cos, sin)?;
             let k = fused::rope::rope(&k, cos, sin)?;
@@ -214,8 +233,8 @@ impl Llama {
             return block.proj[3].forward(&out, ctx);
         }
         let heads = |t: Tensor, n: usize| t.reshape((b, s, n, hd))?.transpose(1, 2)?.contiguous();
-        let q = heads(block.proj[0].forward(x, ctx)?, nh)?;
-        let k = heads(block.proj[1].forward(x, ctx)?, nkv)?;
+        let q = head_norm(heads(block.proj[0].forward(x, ctx)?, nh)?, 0)?;
+        let k = head_norm(heads(block.proj[1].forward(x, ctx)?, nkv)?, 1)?;
         let v = heads(block.proj[2].forward(x, ctx)?, nkv)?;
         let q = apply_rope(&q, cos, sin)?;
         let k = repeat_kv(&apply_rope(&k, cos, sin)?, nh / nkv)?;

@@ -1,5 +1,6 @@
-//! A differentiable Llama 3 on candle: what `transformers` computes, with every position's logits,
-//! from a Hugging Face directory or a GGUF file ([`BaseModel`]).
+//! A differentiable Llama 3 (and Qwen3, the same decoder with q/k norms) on candle: what
+//! `transformers` computes, with every position's logits, from a Hugging Face directory or a GGUF
+//! file ([`BaseModel`]).
 
 pub mod base;
 pub mod config;
@@ -10,7 +11,7 @@ pub mod llama;
 pub mod weights;
 
 pub use base::BaseModel;
-pub use config::{LlamaConfig, RopeScaling};
+pub use config::{Architecture, LlamaConfig, RopeScaling};
 pub use llama::{Llama, LoadOptions};
 
 #[derive(Debug, thiserror::Error)]

@@ -94,6 +94,7 @@ fn request(steps: u32, checkpoint_every: u32) -> CreateJobRequest {
         export_merged: true,
         labels: [("arf.run_id".to_string(), "r1".to_string())].into(),
         request_id: String::new(),
+        validate_only: false,
     }
 }
 
@@ -203,6 +204,54 @@ async fn bad_requests_name_their_field() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
+}
+
+/// `validate_only` checks the base and the hyperparameters and creates nothing; an
+/// architecture the trainer does not know is refused naming it and the ones it knows, with or
+/// without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_only_checks_the_base_and_creates_nothing() {
+    let state = tempfile::tempdir().unwrap();
+    let (_server, mut client) = start(JobManager::open(state.path(), Device::Cpu).unwrap()).await;
+    for base in [tiny_llama(), fixtures().join("tiny-qwen3")] {
+        let mut r = request(2, 0);
+        (r.validate_only, r.data) = (true, None);
+        r.base_model_dir = base.display().to_string();
+        let job = client.create_job(r).await.unwrap().into_inner();
+        assert!(job.id.is_empty(), "{job:?}");
+    }
+    let models = tempfile::tempdir().unwrap();
+    let mistral = models.path().join("tiny-mistral");
+    std::fs::create_dir(&mistral).unwrap();
+    for f in std::fs::read_dir(tiny_llama()).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, mistral.join(f.file_name().unwrap())).unwrap();
+    }
+    let config = std::fs::read_to_string(mistral.join("config.json")).unwrap();
+    std::fs::write(
+        mistral.join("config.json"),
+        config.replace("LlamaForCausalLM", "MistralForCausalLM"),
+    )
+    .unwrap();
+    for validate_only in [true, false] {
+        let mut r = request(2, 0);
+        r.validate_only = validate_only;
+        r.base_model_dir = mistral.display().to_string();
+        let status = client.create_job(r).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let (field, why) = &field_violations(&status)[0];
+        assert_eq!(field, "base_model_dir");
+        assert!(
+            why.contains("MistralForCausalLM") && why.contains("Qwen3ForCausalLM"),
+            "{why}"
+        );
+    }
+    let jobs = client
+        .list_jobs(ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(jobs.jobs.is_empty(), "{jobs:?}");
 }
 
 /// A client that died before storing a job's id asks again with the same key: one job.

@@ -1,4 +1,8 @@
-//! Our Llama and LoRA against transformers + peft (fixtures from reference/make_fixtures.py).
+//! Our Llama and LoRA against transformers + peft (fixtures from reference/make_fixtures.py),
+//! and the same checks on a Qwen3 (the same model with q/k head norms and a head size of its
+//! own, tied embeddings).
+
+use std::path::PathBuf;
 
 use crate::common::*;
 use candle_core::{DType, Device, Tensor};
@@ -12,10 +16,69 @@ fn ids(reference: &std::collections::HashMap<String, Tensor>) -> Tensor {
     reference["input_ids"].to_dtype(DType::U32).unwrap()
 }
 
+/// One family's fixtures: the model, transformers' and PEFT's outputs on it, PEFT's adapter,
+/// and our trainer's adapter with PEFT's outputs for it.
+struct Family {
+    model: PathBuf,
+    reference: &'static str,
+    peft_adapter: &'static str,
+    ours_run: &'static str,
+    ours_reference: &'static str,
+}
+
+fn llama() -> Family {
+    Family {
+        model: tiny_llama(),
+        reference: "reference.safetensors",
+        peft_adapter: "peft-adapter",
+        ours_run: "ours-run",
+        ours_reference: "ours-reference.safetensors",
+    }
+}
+
+fn qwen3() -> Family {
+    Family {
+        model: fixtures().join("tiny-qwen3"),
+        reference: "qwen3-reference.safetensors",
+        peft_adapter: "qwen3-peft-adapter",
+        ours_run: "ours-qwen3-run",
+        ours_reference: "ours-qwen3-reference.safetensors",
+    }
+}
+
 #[test]
 fn base_logits_match_transformers() {
-    let reference = load("reference.safetensors");
-    let model = Llama::load(&tiny_llama(), &LoadOptions::default(), &Device::Cpu).unwrap();
+    base_logits_match(llama());
+}
+
+#[test]
+fn qwen3_base_logits_match_transformers() {
+    base_logits_match(qwen3());
+}
+
+#[test]
+fn lora_logits_and_gradients_match_peft() {
+    lora_logits_and_gradients_match(llama());
+}
+
+#[test]
+fn qwen3_lora_logits_and_gradients_match_peft() {
+    lora_logits_and_gradients_match(qwen3());
+}
+
+#[test]
+fn peft_loads_our_adapter_and_our_merge_matches_peft_merge() {
+    peft_loads_our_adapter(llama());
+}
+
+#[test]
+fn qwen3_peft_loads_our_adapter_and_our_merge_matches_peft_merge() {
+    peft_loads_our_adapter(qwen3());
+}
+
+fn base_logits_match(family: Family) {
+    let reference = load(family.reference);
+    let model = Llama::load(&family.model, &LoadOptions::default(), &Device::Cpu).unwrap();
     let logits = model
         .forward(&ids(&reference), &mut ForwardCtx::eval())
         .unwrap();
@@ -32,10 +95,10 @@ fn base_logits_match_transformers() {
     assert!(scale.to_scalar::<f32>().unwrap() > 0.5);
 }
 
-#[test]
-fn lora_logits_and_gradients_match_peft() {
-    let reference = load("reference.safetensors");
-    let (config, adapter) = load_adapter(&fixtures().join("peft-adapter"), &Device::Cpu).unwrap();
+fn lora_logits_and_gradients_match(family: Family) {
+    let reference = load(family.reference);
+    let (config, adapter) =
+        load_adapter(&fixtures().join(family.peft_adapter), &Device::Cpu).unwrap();
     let spec = config.spec().unwrap();
     assert_eq!(
         (spec.rank, spec.alpha, spec.target_modules.len()),
@@ -45,7 +108,7 @@ fn lora_logits_and_gradients_match_peft() {
         lora: Some(spec),
         ..Default::default()
     };
-    let model = Llama::load(&tiny_llama(), &opts, &Device::Cpu).unwrap();
+    let model = Llama::load(&family.model, &opts, &Device::Cpu).unwrap();
     model.set_lora(&adapter).unwrap();
 
     let ids = ids(&reference);
@@ -112,11 +175,10 @@ fn lora_logits_and_gradients_match_peft() {
 /// PEFT loaded the adapter our writer produced (tests/fixtures/ours-run, see
 /// reference/make_fixtures.py `ours`): its logits, and those of its `merge_and_unload`, must
 /// equal ours; and our writer must still write that same adapter.
-#[test]
-fn peft_loads_our_adapter_and_our_merge_matches_peft_merge() {
-    let reference = load("ours-reference.safetensors");
+fn peft_loads_our_adapter(family: Family) {
+    let reference = load(family.ours_reference);
     let ids = ids(&reference);
-    let adapter_dir = fixtures().join("ours-run/adapter");
+    let adapter_dir = fixtures().join(family.ours_run).join("adapter");
     let (config, adapter) = load_adapter(&adapter_dir, &Device::Cpu).unwrap();
     let spec = config.spec().unwrap();
     assert_eq!(
@@ -127,25 +189,19 @@ fn peft_loads_our_adapter_and_our_merge_matches_peft_merge() {
         lora: Some(spec.clone()),
         ..Default::default()
     };
-    let model = Llama::load(&tiny_llama(), &opts, &Device::Cpu).unwrap();
+    let model = Llama::load(&family.model, &opts, &Device::Cpu).unwrap();
     model.set_lora(&adapter).unwrap();
     let logits = model.forward(&ids, &mut ForwardCtx::eval()).unwrap();
     let diff = max_abs_diff(&logits, &reference["adapter_logits"]);
     assert!(diff <= TOL, "adapter logits vs PEFT: {diff}");
     // The adapter really changes the model (else the comparison proves nothing).
-    let base = Llama::load(&tiny_llama(), &LoadOptions::default(), &Device::Cpu).unwrap();
+    let base = Llama::load(&family.model, &LoadOptions::default(), &Device::Cpu).unwrap();
     let base_logits = base.forward(&ids, &mut ForwardCtx::eval()).unwrap();
     assert!(max_abs_diff(&logits, &base_logits) > 1e-2);
 
     // Our writer reproduces the committed adapter exactly.
     let tmp = tempfile::tempdir().unwrap();
-    trainer_svc::lora::peft::save_adapter(
-        &model,
-        &spec,
-        std::path::Path::new("tests/fixtures/tiny-llama"),
-        tmp.path(),
-    )
-    .unwrap();
+    trainer_svc::lora::peft::save_adapter(&model, &spec, &family.model, tmp.path()).unwrap();
     let (config2, adapter2) = load_adapter(tmp.path(), &Device::Cpu).unwrap();
     assert_eq!(config2.spec().unwrap(), spec);
     assert_eq!(adapter2.len(), adapter.len());
@@ -155,7 +211,7 @@ fn peft_loads_our_adapter_and_our_merge_matches_peft_merge() {
 
     // Our merged directory, loaded as a plain model, equals PEFT's merge_and_unload.
     let merged = tmp.path().join("merged");
-    trainer_svc::lora::peft::write_merged(&tiny_llama(), &adapter, &spec, &merged).unwrap();
+    trainer_svc::lora::peft::write_merged(&family.model, &adapter, &spec, &merged).unwrap();
     for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
         assert!(merged.join(f).exists(), "{f} not copied");
     }

@@ -121,11 +121,21 @@ impl Observer for StopAt {
 
 #[test]
 fn a_resumed_run_ends_with_the_same_adapter_as_an_uninterrupted_one() {
+    resumed_run_ends_with_the_same_adapter(&tiny_llama());
+}
+
+#[test]
+fn a_resumed_qwen3_run_ends_with_the_same_adapter_as_an_uninterrupted_one() {
+    resumed_run_ends_with_the_same_adapter(&fixtures().join("tiny-qwen3"));
+}
+
+fn resumed_run_ends_with_the_same_adapter(base: &Path) {
     let examples = examples();
     let straight = tempfile::tempdir().unwrap();
     let resumed = tempfile::tempdir().unwrap();
     let setup = |out: &Path| {
         let mut c = config(out);
+        c.base_model_dir = base.to_path_buf();
         c.max_steps = 9;
         c.gradient_accumulation_steps = 2;
         c.batch_size = 1;

@@ -27,9 +27,36 @@ impl Store {
             .await?
             .rows_affected();
             inserted.push(n == 1);
+            if n == 1 {
+                for (kind, count) in &item.pii_scrubbed {
+                    sqlx::query(
+                        "INSERT INTO pii_scrubbed (run_id, kind, spans) VALUES ($1, $2, $3) \
+                         ON CONFLICT (run_id, kind) DO UPDATE SET spans = pii_scrubbed.spans + excluded.spans",
+                    )
+                    .bind(run_id)
+                    .bind(*kind)
+                    .bind(i64::from(*count))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
         }
         tx.commit().await.context("storing dataset rows")?;
         Ok(inserted)
+    }
+
+    /// The personal data replaced in the run's rows, per kind (empty unless it scrubs).
+    pub async fn pii_scrubbed(
+        &self,
+        run_id: &str,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, u32>> {
+        let rows = sqlx::query("SELECT kind, spans FROM pii_scrubbed WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("kind")?, to_u32(r.try_get("spans")?))))
+            .collect()
     }
 
     pub async fn add_bad_row(&self, run_id: &str, row: &pb::BadRow) -> anyhow::Result<()> {

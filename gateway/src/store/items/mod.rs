@@ -48,6 +48,8 @@ pub struct NewItem {
     pub conversation: Conversation,
     pub teacher_summary: String,
     pub references: Vec<String>,
+    /// Personal data the gateway replaced in the row (`privacy: SCRUB_PII`), per kind.
+    pub pii_scrubbed: arf_common::privacy::ScrubCounts,
 }
 
 impl NewItem {
@@ -398,6 +400,7 @@ mod tests {
             .unwrap(),
             teacher_summary: "s".into(),
             references: vec![],
+            pii_scrubbed: Default::default(),
         };
         let items: Vec<NewItem> = (0..1201).rev().map(item).collect();
         store.insert_items("r", &items).await.unwrap();
@@ -474,6 +477,7 @@ mod tests {
                     conversation,
                     teacher_summary: "The order is late.".into(),
                     references: vec![],
+                    pii_scrubbed: Default::default(),
                 }],
             )
             .await

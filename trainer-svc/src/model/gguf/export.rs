@@ -1,6 +1,6 @@
 //! A student trained on a GGUF base, exported as a Hugging Face directory that the editor
-//! (mistral.rs), transformers and this trainer all read: `config.json` in the released Llama
-//! layout, the tokenizer rebuilt from the GGUF metadata, the chat template in
+//! (mistral.rs), transformers and this trainer all read: `config.json` in the released layout
+//! of its family, the tokenizer rebuilt from the GGUF metadata, the chat template in
 //! `tokenizer_config.json`, and the dequantized weights with the adapters folded in.
 
 use std::collections::HashMap;
@@ -79,8 +79,8 @@ pub fn write_hf_metadata(
 
 fn config_json(cfg: &LlamaConfig, tok: &GgufTokenizer) -> Value {
     json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        "architectures": [cfg.architecture.hf_class()],
+        "model_type": cfg.architecture.gguf_name(),
         "attention_bias": false,
         "mlp_bias": false,
         "hidden_act": "silu",

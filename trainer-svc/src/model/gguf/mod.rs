@@ -1,9 +1,10 @@
 //! A GGUF file as a base model: the config from its metadata, the weights dequantized at load
 //! under their Hugging Face names, the tokenizer and chat template from `tokenizer.*`.
 //!
-//! llama.cpp's converter permutes the query and key rows of every head (it rotates interleaved
-//! pairs, Hugging Face the two halves of a head); they are permuted back here, as transformers'
-//! own GGUF loader does, so the adapters and a merged export are in Hugging Face's convention.
+//! For a Llama, llama.cpp's converter permutes the query and key rows of every head (it rotates
+//! interleaved pairs, Hugging Face the two halves of a head); they are permuted back here, as
+//! transformers' own GGUF loader does, so the adapters and a merged export are in Hugging Face's
+//! convention. A Qwen3 file is not permuted (llama.cpp rotates its halves, as Hugging Face does).
 
 mod export;
 mod student;
@@ -20,7 +21,7 @@ pub use export::{write_dequantized, write_merged};
 pub use student::{GgufQuant, write_gguf};
 pub use tokenizer::{GgufTokenizer, tokenizer_from_gguf};
 
-use super::{LlamaConfig, ModelError, RopeScaling};
+use super::{Architecture, LlamaConfig, ModelError, RopeScaling};
 
 /// The GGUF header (metadata and tensor index); tensors are read on demand.
 pub struct GgufFile {
@@ -63,28 +64,36 @@ impl GgufFile {
             .and_then(|v| v.to_f32().map(f64::from).or_else(|_| v.to_f64()).ok())
     }
 
-    /// The model's configuration, from `llama.*` keys; anything this trainer would compute
-    /// differently from the file's authors is refused.
-    pub fn config(&self) -> Result<LlamaConfig, ModelError> {
+    /// The model's architecture, from `general.architecture`.
+    pub fn architecture(&self) -> Result<Architecture, ModelError> {
         let arch = self
             .metadata()
             .get("general.architecture")
             .and_then(|v| v.to_string().ok())
             .map(String::as_str);
-        if arch != Some("llama") {
+        arch.and_then(Architecture::from_gguf).ok_or_else(|| {
+            ModelError::Config(format!(
+                "GGUF general.architecture is {arch:?}: the trainer knows {}",
+                Architecture::SUPPORTED
+            ))
+        })
+    }
+
+    /// The model's configuration, from the `<architecture>.*` keys; anything this trainer would
+    /// compute differently from the file's authors is refused.
+    pub fn config(&self) -> Result<LlamaConfig, ModelError> {
+        let architecture = self.architecture()?;
+        let a = architecture.gguf_name();
+        let key = |k: &str| format!("{a}.{k}");
+        let hidden_size = self.required(&key("embedding_length"))?;
+        let num_attention_heads = self.required(&key("attention.head_count"))?;
+        if num_attention_heads == 0 {
             return Err(ModelError::Config(format!(
-                "GGUF general.architecture is {arch:?}: only llama can be trained"
+                "GGUF {a}.attention.head_count is 0"
             )));
         }
-        let hidden_size = self.required("llama.embedding_length")?;
-        let num_attention_heads = self.required("llama.attention.head_count")?;
-        if num_attention_heads == 0 {
-            return Err(ModelError::Config(
-                "GGUF llama.attention.head_count is 0".into(),
-            ));
-        }
         let num_key_value_heads = self
-            .usize_key("llama.attention.head_count_kv")?
+            .usize_key(&key("attention.head_count_kv"))?
             .unwrap_or(num_attention_heads);
         if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
             return Err(ModelError::Config(
@@ -92,10 +101,10 @@ impl GgufFile {
             ));
         }
         let head_dim = self
-            .usize_key("llama.attention.key_length")?
+            .usize_key(&key("attention.key_length"))?
             .unwrap_or(hidden_size / num_attention_heads);
         if let Some(rotary) = self
-            .usize_key("llama.rope.dimension_count")?
+            .usize_key(&key("rope.dimension_count"))?
             .filter(|d| *d != head_dim)
         {
             return Err(ModelError::Config(format!(
@@ -104,7 +113,7 @@ impl GgufFile {
         }
         let scaling = self
             .metadata()
-            .get("llama.rope.scaling.type")
+            .get(&key("rope.scaling.type"))
             .and_then(|v| v.to_string().ok());
         if scaling.is_some_and(|s| s != "none")
             || self.content.tensor_infos.contains_key("rope_freqs.weight")
@@ -120,27 +129,28 @@ impl GgufFile {
             .tensor_infos
             .get("token_embd.weight")
             .map(|t| t.shape.dims()[0]);
-        let vocab_size = match self.usize_key("llama.vocab_size")? {
+        let vocab_size = match self.usize_key(&key("vocab_size"))? {
             Some(n) => n,
             None => token_rows
                 .ok_or_else(|| ModelError::Weights("GGUF has no token_embd.weight".into()))?,
         };
         Ok(LlamaConfig {
+            architecture,
             vocab_size,
             hidden_size,
-            intermediate_size: self.required("llama.feed_forward_length")?,
-            num_hidden_layers: self.required("llama.block_count")?,
+            intermediate_size: self.required(&key("feed_forward_length"))?,
+            num_hidden_layers: self.required(&key("block_count"))?,
             num_attention_heads,
             num_key_value_heads,
             head_dim,
             rms_norm_eps: self
-                .f64_key("llama.attention.layer_norm_rms_epsilon")
+                .f64_key(&key("attention.layer_norm_rms_epsilon"))
                 .unwrap_or(1e-5),
-            rope_theta: self.f64_key("llama.rope.freq_base").unwrap_or(10_000.0),
+            rope_theta: self.f64_key(&key("rope.freq_base")).unwrap_or(10_000.0),
             rope_scaling: RopeScaling::Default,
             // No output.weight: the embedding matrix is the head too (SmolLM2, Llama 3.2).
             tie_word_embeddings: !self.content.tensor_infos.contains_key("output.weight"),
-            max_position_embeddings: self.usize_key("llama.context_length")?.unwrap_or(2048),
+            max_position_embeddings: self.usize_key(&key("context_length"))?.unwrap_or(2048),
         })
     }
 
@@ -156,7 +166,7 @@ impl GgufFile {
         for gguf_name in names {
             let Some(name) = hf_name(&gguf_name) else {
                 return Err(ModelError::Weights(format!(
-                    "GGUF tensor {gguf_name} has no Llama counterpart"
+                    "GGUF tensor {gguf_name} has no Hugging Face counterpart"
                 )));
             };
             // Dequantized on the CPU one tensor at a time, so the f32 copy never exists whole
@@ -165,14 +175,26 @@ impl GgufFile {
                 .content
                 .tensor(&mut self.file, &gguf_name, &Device::Cpu)?;
             let mut t = q.dequantize(&Device::Cpu)?;
-            if name.ends_with("self_attn.q_proj.weight") {
-                t = halve_rotary_pairs(&t, cfg.num_attention_heads)?;
-            } else if name.ends_with("self_attn.k_proj.weight") {
-                t = halve_rotary_pairs(&t, cfg.num_key_value_heads)?;
+            if let Some(heads) = permuted_heads(cfg, &name) {
+                t = halve_rotary_pairs(&t, heads)?;
             }
             out.insert(name, t.to_dtype(dtype)?.to_device(device)?);
         }
         Ok(out)
+    }
+}
+
+/// The heads of a tensor whose rows llama.cpp's converter permutes (a Llama's query and key
+/// projections; nothing of a Qwen3's), by its Hugging Face name.
+fn permuted_heads(cfg: &LlamaConfig, hf_name: &str) -> Option<usize> {
+    if cfg.architecture != Architecture::Llama {
+        None
+    } else if hf_name.ends_with("self_attn.q_proj.weight") {
+        Some(cfg.num_attention_heads)
+    } else if hf_name.ends_with("self_attn.k_proj.weight") {
+        Some(cfg.num_key_value_heads)
+    } else {
+        None
     }
 }
 
@@ -197,6 +219,8 @@ fn hf_name(gguf: &str) -> Option<String> {
         "attn_k.weight" => "self_attn.k_proj.weight",
         "attn_v.weight" => "self_attn.v_proj.weight",
         "attn_output.weight" => "self_attn.o_proj.weight",
+        "attn_q_norm.weight" => "self_attn.q_norm.weight",
+        "attn_k_norm.weight" => "self_attn.k_norm.weight",
         "ffn_gate.weight" => "mlp.gate_proj.weight",
         "ffn_up.weight" => "mlp.up_proj.weight",
         "ffn_down.weight" => "mlp.down_proj.weight",

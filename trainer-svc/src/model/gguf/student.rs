@@ -10,7 +10,7 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
-use super::{GgufFile, hf_name};
+use super::{GgufFile, hf_name, permuted_heads};
 use crate::model::ModelError;
 
 /// The weights' encoding in the written file. Norms (one-dimensional) stay f32, as llama.cpp's
@@ -81,7 +81,9 @@ pub fn write_gguf(
     let mut tensors = Vec::with_capacity(infos.len());
     for (gguf_name, info) in infos {
         let name = hf_name(gguf_name).ok_or_else(|| {
-            ModelError::Weights(format!("GGUF tensor {gguf_name} has no Llama counterpart"))
+            ModelError::Weights(format!(
+                "GGUF tensor {gguf_name} has no Hugging Face counterpart"
+            ))
         })?;
         let mut t = merged
             .get(&name)
@@ -95,10 +97,8 @@ pub fn write_gguf(
                 info.shape.dims()
             )));
         }
-        if name.ends_with("self_attn.q_proj.weight") {
-            t = interleave_rotary_halves(&t, cfg.num_attention_heads)?;
-        } else if name.ends_with("self_attn.k_proj.weight") {
-            t = interleave_rotary_halves(&t, cfg.num_key_value_heads)?;
+        if let Some(heads) = permuted_heads(&cfg, &name) {
+            t = interleave_rotary_halves(&t, heads)?;
         }
         let dtype = match t.dims() {
             [_, cols] => quant.dtype(*cols),
