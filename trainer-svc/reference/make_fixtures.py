@@ -129,10 +129,14 @@ def make_model(vocab):
         },
         attn_implementation="eager",
     )
+    return perturbed(LlamaForCausalLM, config)
+
+
+def perturbed(cls, config):
+    """The model, seeded. transformers' init (std 0.02, norms at 1) makes every logit near zero;
+    larger weights and uneven norms make a wrong formula visible."""
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config).eval()
-    # transformers' init (std 0.02, norms at 1) makes every logit near zero; larger weights and
-    # uneven norms make a wrong formula visible.
+    model = cls(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name:
@@ -357,14 +361,7 @@ def phase_qwen3():
         pad_token_id=1,
         attn_implementation="eager",
     )
-    torch.manual_seed(0)
-    model = Qwen3ForCausalLM(config).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1.0 + 0.2 * torch.randn_like(p))
-            else:
-                p.copy_(0.25 * torch.randn_like(p))
+    model = perturbed(Qwen3ForCausalLM, config)
     model.save_pretrained(QWEN3, safe_serialization=True)
     loss = write_reference(model, os.path.join(FIX, "qwen3-reference.safetensors"),
                            os.path.join(FIX, "qwen3-peft-adapter"))

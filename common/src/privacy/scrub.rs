@@ -120,11 +120,6 @@ impl ConversationScrubber {
             })
             .clone()
     }
-
-    /// What was replaced so far.
-    pub fn counts(&self) -> &ScrubCounts {
-        &self.counts
-    }
 }
 
 /// Scrubs a row in place (its turns, metadata values, summary and references, one scrubber
