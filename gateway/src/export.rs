@@ -66,6 +66,7 @@ fn preference_line(pair: PreferencePair, format: pb::ExportFormat) -> String {
         conversation,
         chosen,
         rejected,
+        rejected_source,
     } = pair;
     let prompt = prompt_messages(&conversation);
     match format {
@@ -79,6 +80,7 @@ fn preference_line(pair: PreferencePair, format: pb::ExportFormat) -> String {
             "prompt": prompt,
             "chosen": [assistant(chosen)],
             "rejected": [assistant(rejected)],
+            "rejected_source": rejected_source,
         }),
     }
     .to_string()

@@ -29,7 +29,13 @@ Phase `qwen3` (after `base`): tests/fixtures/tiny-qwen3/, a tiny random Qwen3 wi
 tokenizer, and qwen3-reference.safetensors + qwen3-peft-adapter/ as `base` writes them for the
 Llama. Phase `qwen3-ours` (after our trainer wrote tests/fixtures/ours-qwen3-run): as `ours`.
 
-Usage: python trainer-svc/reference/make_fixtures.py base|ours|gguf|gguf-ours|qwen3|qwen3-ours
+Phase `qwen3-gguf` (after `qwen3`): tests/fixtures/tiny-qwen3-q8_0.gguf, tiny-qwen3 as the converter
+writes a Qwen3, and qwen3-gguf-reference.safetensors (logits of its dequantized weights); phase
+`qwen3-gguf-ours` (after our trainer wrote tests/fixtures/ours-qwen3-gguf-run from that file): as
+`gguf-ours`.
+
+Usage: python trainer-svc/reference/make_fixtures.py
+  base|ours|gguf|gguf-ours|qwen3|qwen3-ours|qwen3-gguf|qwen3-gguf-ours
 (transformers 5.23.0, peft 0.21.2, gguf, torch 2.15.0 on CPU: see tests/fixtures/README.md)
 """
 
@@ -233,15 +239,17 @@ GGUF = os.path.join(FIX, "tiny-llama-q8_0.gguf")
 TOKENIZER_PROBE = "Customer's order is late!\n  Agent: <|eot_id|> refunded, thanks."
 
 
-def phase_gguf():
+def write_gguf(model_dir, path, arch):
+    """`model_dir` as llama.cpp's converter writes it: a Llama's q/k rows permuted per head (a
+    Qwen3's not), Q8_0 projections, F32 norms, the gpt2 tokenizer and chat template in the
+    metadata. Returns the token list."""
     import gguf
     import numpy as np
     from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with open(os.path.join(MODEL, "config.json")) as f:
+    with open(os.path.join(model_dir, "config.json")) as f:
         cfg = json.load(f)
-    with open(os.path.join(MODEL, "tokenizer.json")) as f:
+    with open(os.path.join(model_dir, "tokenizer.json")) as f:
         tok = json.load(f)
     heads, kv_heads = cfg["num_attention_heads"], cfg["num_key_value_heads"]
     vocab = sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])
@@ -249,7 +257,7 @@ def phase_gguf():
     tokens = [added.get(i, t) for i, (t, _) in enumerate(vocab)] + [added[i] for i in sorted(added) if i >= len(vocab)]
     merges = [m if isinstance(m, str) else " ".join(m) for m in tok["model"]["merges"]]
 
-    w = gguf.GGUFWriter(GGUF, "llama")
+    w = gguf.GGUFWriter(path, arch)
     w.add_block_count(cfg["num_hidden_layers"])
     w.add_context_length(cfg["max_position_embeddings"])
     w.add_embedding_length(cfg["hidden_size"])
@@ -257,6 +265,9 @@ def phase_gguf():
     w.add_head_count(heads)
     w.add_head_count_kv(kv_heads)
     w.add_rope_dimension_count(cfg["head_dim"])
+    if arch == "qwen3":  # head_dim set apart from hidden / heads, as the converter writes it
+        w.add_key_length(cfg["head_dim"])
+        w.add_value_length(cfg["head_dim"])
     w.add_rope_freq_base(cfg["rope_parameters"]["rope_theta"])
     w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
     w.add_vocab_size(len(tokens))
@@ -275,21 +286,12 @@ def phase_gguf():
     def permute(t, n):  # llama.cpp's convert_hf_to_gguf.py LlamaModel.permute
         return t.reshape(n, 2, t.shape[0] // n // 2, *t.shape[1:]).swapaxes(1, 2).reshape(t.shape)
 
-    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-             "lm_head.weight": "output.weight"}
-    parts = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q",
-             "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
-    for name, t in sorted(load_file(os.path.join(MODEL, "model.safetensors")).items()):
+    for name, t in sorted(load_file(os.path.join(model_dir, "model.safetensors")).items()):
         data = t.float().numpy()
-        if name in names:
-            out = names[name]
-        else:
-            layer, rest = name[len("model.layers."):].split(".", 1)
-            out = f"blk.{layer}.{parts[rest[: -len('.weight')]]}.weight"
-        if name.endswith("q_proj.weight"):
+        out = GGUF_NAMES[name] if name in GGUF_NAMES else gguf_layer_name(name)
+        if arch == "llama" and name.endswith("q_proj.weight"):
             data = permute(data, heads)
-        elif name.endswith("k_proj.weight"):
+        elif arch == "llama" and name.endswith("k_proj.weight"):
             data = permute(data, kv_heads)
         if data.ndim == 2:
             q = gguf.quants.quantize(data.astype(np.float32), gguf.GGMLQuantizationType.Q8_0)
@@ -300,7 +302,26 @@ def phase_gguf():
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+    return tokens
 
+
+GGUF_NAMES = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+              "lm_head.weight": "output.weight"}
+GGUF_PARTS = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q",
+              "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+              "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
+              "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+
+
+def gguf_layer_name(name):
+    layer, rest = name[len("model.layers."):].split(".", 1)
+    return f"blk.{layer}.{GGUF_PARTS[rest[: -len('.weight')]]}.weight"
+
+
+def phase_gguf():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokens = write_gguf(MODEL, GGUF, "llama")
     model = AutoModelForCausalLM.from_pretrained(FIX, gguf_file=os.path.basename(GGUF), attn_implementation="eager").eval()
     tokenizer = AutoTokenizer.from_pretrained(FIX, gguf_file=os.path.basename(GGUF))
     ids = fixed_ids(len(tokens))
@@ -372,6 +393,65 @@ def phase_qwen3_ours():
     phase_ours(QWEN3, "ours-qwen3-run", "ours-qwen3-reference.safetensors")
 
 
+QWEN3_GGUF = os.path.join(FIX, "tiny-qwen3-q8_0.gguf")
+
+
+def dequantized_qwen3():
+    """tiny-qwen3 with the weights of QWEN3_GGUF, dequantized by the gguf package (llama.cpp's
+    own Python reader): transformers' GGUF loader maps no head_dim for qwen3 (it would take
+    Qwen3Config's default 128), so the weights go into the directory's model instead."""
+    import gguf
+    from transformers import AutoModelForCausalLM
+
+    hf = {v: k for k, v in GGUF_NAMES.items()}
+    parts = {v: k for k, v in GGUF_PARTS.items()}
+    state = {}
+    for t in gguf.GGUFReader(QWEN3_GGUF).tensors:
+        if t.name in hf:
+            name = hf[t.name]
+        else:
+            _, layer, part, _ = t.name.split(".")
+            name = f"model.layers.{layer}.{parts[part]}.weight"
+        state[name] = torch.from_numpy(gguf.quants.dequantize(t.data, t.tensor_type).copy()).float()
+    model = AutoModelForCausalLM.from_pretrained(QWEN3, attn_implementation="eager").eval()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr(), "tied"
+    return model
+
+
+def phase_qwen3_gguf():
+    """tests/fixtures/tiny-qwen3-q8_0.gguf (after `qwen3`): tiny-qwen3 as llama.cpp's converter
+    writes a Qwen3 (`qwen3.*` keys with key_length, attn_q_norm/attn_k_norm, no q/k permutation,
+    no output.weight: tied), and qwen3-gguf-reference.safetensors: transformers' logits from the
+    dequantized weights."""
+    write_gguf(QWEN3, QWEN3_GGUF, "qwen3")
+    model = dequantized_qwen3()
+    ids = fixed_ids(model.config.vocab_size)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    save_file({"input_ids": ids.to(torch.int64), "base_logits": logits.contiguous()},
+              os.path.join(FIX, "qwen3-gguf-reference.safetensors"))
+    print("wrote", QWEN3_GGUF)
+
+
+def phase_qwen3_gguf_ours():
+    """After `trainer-svc train --base tests/fixtures/tiny-qwen3-q8_0.gguf ... --output
+    tests/fixtures/ours-qwen3-gguf-run`: PEFT loads our adapter on the dequantized weights."""
+    from peft import PeftModel
+
+    ours = os.path.join(FIX, "ours-qwen3-gguf-run", "adapter")
+    base = dequantized_qwen3()
+    ids = fixed_ids(base.config.vocab_size)
+    model = PeftModel.from_pretrained(base, ours).eval()
+    with torch.no_grad():
+        adapter_logits = model(input_ids=ids).logits
+    save_file({"input_ids": ids.to(torch.int64), "adapter_logits": adapter_logits.contiguous()},
+              os.path.join(FIX, "ours-qwen3-gguf-reference.safetensors"))
+    print("PEFT loaded", ours, "on the dequantized", QWEN3_GGUF)
+
+
 if __name__ == "__main__":
     {"base": phase_base, "ours": phase_ours, "gguf": phase_gguf, "gguf-ours": phase_gguf_ours,
-     "qwen3": phase_qwen3, "qwen3-ours": phase_qwen3_ours}[sys.argv[1] if len(sys.argv) > 1 else "base"]()
+     "qwen3": phase_qwen3, "qwen3-ours": phase_qwen3_ours, "qwen3-gguf": phase_qwen3_gguf,
+     "qwen3-gguf-ours": phase_qwen3_gguf_ours}[sys.argv[1] if len(sys.argv) > 1 else "base"]()

@@ -51,14 +51,6 @@ pub async fn export_model(args: &ExportModelArgs) -> anyhow::Result<()> {
         merged.display()
     );
     let base = student_base(&merged)?;
-    anyhow::ensure!(
-        base.extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("gguf")),
-        "the student's base is {}, a Hugging Face folder: GGUF export is built for students of a GGUF \
-         base (its tokenizer and metadata are carried over); convert this one with llama.cpp's \
-         convert_hf_to_gguf.py",
-        base.display()
-    );
     let output = args.output.clone();
     tokio::task::spawn_blocking(move || write_gguf(&merged, &base, quant, &output)).await??;
     eprintln!("wrote {}", args.output.display());

@@ -36,6 +36,8 @@ async fn every_accepted_revision_is_a_preference_pair_that_datasets_loads() {
             item.teacher_summary.as_str()
         );
         assert_ne!(pair["chosen"], pair["rejected"]);
+        // Repaired by rule: no candidates beaten, only the teacher's summary.
+        assert_eq!(pair["rejected_source"], "teacher");
         assert_eq!(
             pair["prompt"][1]["content"],
             summarize_user_prompt(&item.conversation),

@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use super::waiting::{ANALYZER, EDITOR};
 use super::{RunError, StageRun, item_trace, repair};
-use crate::store::{ItemRecord, RevisionOutcome};
+use crate::store::{ItemRecord, LosingCandidate, RevisionOutcome};
 use crate::store::{Pending, Revised};
 
 const BATCH: usize = 64;
@@ -72,7 +72,8 @@ async fn revise_item(
     let done = async |outcome: RevisionOutcome,
                       summary: Option<&str>,
                       rounds: u32,
-                      revised: Option<&pb::AnalyzeResponse>|
+                      revised: Option<&pb::AnalyzeResponse>,
+                      losing: &[LosingCandidate]|
            -> Result<(), RunError> {
         let findings = revised.map_or(analysis.findings.len(), |r| r.findings.len()) as u32;
         let event = Kind::Item(pb::ItemProgress {
@@ -91,6 +92,7 @@ async fn revise_item(
                         summary,
                         rounds,
                         analysis: revised,
+                        losing,
                     },
                     event,
                 )
@@ -99,10 +101,10 @@ async fn revise_item(
         Ok(())
     };
     if !analysis.detector_failures.is_empty() {
-        return done(RevisionOutcome::Failed, None, 0, None).await;
+        return done(RevisionOutcome::Failed, None, 0, None, &[]).await;
     }
     if analysis.findings.is_empty() {
-        return done(RevisionOutcome::Clean, None, 0, None).await;
+        return done(RevisionOutcome::Clean, None, 0, None, &[]).await;
     }
 
     let span = item_trace::resume("arf.item.revise", run_id, &id, item.trace_parent.as_deref());
@@ -118,6 +120,7 @@ async fn revise_item(
             Some(&repaired),
             0,
             Some(&recheck),
+            &[],
         )
         .await;
     }
@@ -191,11 +194,13 @@ async fn revise_item(
             continue;
         };
         if is_better(config.acceptance(), analysis, &recheck) {
+            let losing = tally.beaten_by(&summary, &recheck, &item.teacher_summary);
             return done(
                 RevisionOutcome::Accepted,
                 Some(&summary),
                 round,
                 Some(&recheck),
+                &losing,
             )
             .await;
         }
@@ -209,9 +214,9 @@ async fn revise_item(
         // Not one sample came back from the editor: the item could not be revised.
         p.warn(run_id, format!("the editor could not revise {id}: {e}"))
             .await?;
-        return done(RevisionOutcome::Failed, None, rounds, None).await;
+        return done(RevisionOutcome::Failed, None, rounds, None, &[]).await;
     }
-    done(RevisionOutcome::Rejected, None, rounds, None).await
+    done(RevisionOutcome::Rejected, None, rounds, None, &[]).await
 }
 
 /// One candidate revision, as far as it got.
@@ -230,6 +235,38 @@ struct Tally {
     checked_any: bool,
     /// Why the editor last gave no sample.
     last_error: Option<String>,
+    /// Every candidate the analyzer checked: its text, its [`rank`] and whether the fidelity
+    /// guard passed it.
+    checked: Vec<(String, (f64, usize), bool)>,
+}
+
+impl Tally {
+    /// The checked candidates `winner` (its analysis `ranked`) beat, once each: those the
+    /// fidelity guard refused and those that rank below it. Texts equal to the winner's or to
+    /// the teacher's (already a pair of its own) are left out.
+    fn beaten_by(
+        &self,
+        winner: &str,
+        ranked: &pb::AnalyzeResponse,
+        teacher: &str,
+    ) -> Vec<LosingCandidate> {
+        let mut losing: Vec<LosingCandidate> = Vec::new();
+        for (summary, key, faithful) in &self.checked {
+            let beaten = !faithful || rank(ranked) < *key;
+            if beaten
+                && summary != winner
+                && summary != teacher
+                && !losing.iter().any(|c| &c.summary == summary)
+            {
+                losing.push(LosingCandidate {
+                    summary: summary.clone(),
+                    error_score: key.0,
+                    faithful: *faithful,
+                });
+            }
+        }
+        losing
+    }
 }
 
 /// The round's best candidate among those the guard passed.
@@ -266,6 +303,9 @@ fn best_of(samples: Vec<Sample>, tally: &mut Tally) -> Option<(String, pb::Analy
             Sample::Unchecked => tally.checked_any = true,
             Sample::Checked(summary, recheck) => {
                 tally.checked_any = true;
+                tally
+                    .checked
+                    .push((summary.clone(), rank(&recheck), is_faithful(&recheck)));
                 if is_faithful(&recheck)
                     && best.as_ref().is_none_or(|b| ranks_above(&recheck, &b.1))
                 {
@@ -285,7 +325,12 @@ fn is_faithful(revised: &pb::AnalyzeResponse) -> bool {
 
 /// Whether `a` is a better candidate than `b`: a lower weighted score, then fewer findings.
 fn ranks_above(a: &pb::AnalyzeResponse, b: &pb::AnalyzeResponse) -> bool {
-    (a.error_score, a.findings.len()) < (b.error_score, b.findings.len())
+    rank(a) < rank(b)
+}
+
+/// A candidate's place, lowest best: its weighted error score, then its number of findings.
+fn rank(a: &pb::AnalyzeResponse) -> (f64, usize) {
+    (a.error_score, a.findings.len())
 }
 
 /// Whether a revision beats the teacher's summary: the fidelity guard passed it (it is still a
@@ -400,6 +445,43 @@ mod tests {
         let mut tally = Tally::default();
         assert!(best_of(vec![Sample::Failed("x".into())], &mut tally).is_none());
         assert!(!tally.checked_any && tally.last_error.as_deref() == Some("x"));
+    }
+
+    /// Best-of-n's losers are preference pairs beside the winner: each candidate the guard
+    /// refused or that ranks below it, once, and never the winner's or the teacher's own text.
+    #[test]
+    fn an_accepted_revision_keeps_the_candidates_it_beat() {
+        let refused = pb::AnalyzeResponse {
+            fidelity: Some(pb::Fidelity::default()),
+            ..analysis(0, 0.0)
+        };
+        let mut tally = Tally::default();
+        let (winner, ranked) = best_of(
+            vec![
+                Sample::Checked("worse".into(), analysis(2, 3.0)),
+                Sample::Checked("refused, lower score".into(), refused),
+                Sample::Checked("best".into(), analysis(1, 1.0)),
+                Sample::Checked("tied".into(), analysis(1, 1.0)),
+                Sample::Checked("worse".into(), analysis(2, 3.0)),
+                Sample::Checked("the teacher's".into(), analysis(2, 5.0)),
+                Sample::Checked("best".into(), analysis(1, 1.0)),
+            ],
+            &mut tally,
+        )
+        .unwrap();
+        assert_eq!(winner, "best");
+        let losing: Vec<_> = tally
+            .beaten_by(&winner, &ranked, "the teacher's")
+            .into_iter()
+            .map(|c| (c.summary, c.faithful))
+            .collect();
+        assert_eq!(
+            losing,
+            [
+                ("worse".to_string(), true),
+                ("refused, lower score".to_string(), false)
+            ]
+        );
     }
 
     #[test]

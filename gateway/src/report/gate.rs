@@ -216,6 +216,7 @@ mod tests {
             revision_outcome: Some(outcome),
             final_summary: revision.map(str::to_string),
             revision_rounds: Some(1),
+            losing_candidates: vec![],
             revised_analysis: revision.map(|_| pb::AnalyzeResponse {
                 fidelity: Some(pb::Fidelity {
                     passed: true,

@@ -29,7 +29,8 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor as _};
 
 pub use items::{
-    ItemRecord, NewItem, Pending, PreferencePair, Revised, Split, TeacherUsage, TrainingPair,
+    ItemRecord, LosingCandidate, NewItem, Pending, PreferencePair, Revised, Split, TeacherUsage,
+    TrainingPair,
 };
 pub use leases::{CancelOutcome, Claimed, LeaseLost, LeaseState};
 pub use location::StoreLocation;

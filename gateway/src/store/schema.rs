@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS events (
 ";
 
 /// Changes to the schema above, in order.
-const MIGRATIONS: [&str; 8] = [
+const MIGRATIONS: [&str; 9] = [
     // 1: teacher summaries written by the Generate stage; the unrevised student.
     "ALTER TABLE items ADD COLUMN needs_summary {int} NOT NULL DEFAULT 0;  -- arrived without one
      ALTER TABLE items ADD COLUMN teacher_input_tokens {int};             -- set by Generate
@@ -100,6 +100,8 @@ const MIGRATIONS: [&str; 8] = [
          spans {int} NOT NULL,
          PRIMARY KEY (run_id, kind)
      );",
+    // 9: the candidates an accepted revision beat (JSON), each a preference pair for DPO.
+    "ALTER TABLE items ADD COLUMN losing_candidates TEXT;",
 ];
 
 /// The schema version this gateway writes.
@@ -285,6 +287,7 @@ mod tests {
                 "ALTER TABLE runs DROP COLUMN oracle_model_dir",
                 "ALTER TABLE runs DROP COLUMN oracle_event_seq",
                 "ALTER TABLE runs DROP COLUMN lease_epoch",
+                "ALTER TABLE items DROP COLUMN losing_candidates",
                 "PRAGMA user_version = 3",
             ] {
                 sqlx::query(statement).execute(&mut *tx).await.unwrap();

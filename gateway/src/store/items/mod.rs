@@ -88,6 +88,8 @@ pub struct ItemRecord {
     pub final_summary: Option<String>,
     pub revision_rounds: Option<u32>,
     pub revised_analysis: Option<pb::AnalyzeResponse>,
+    /// The candidates ranked below the accepted revision (none for any other outcome).
+    pub losing_candidates: Vec<LosingCandidate>,
     pub evaluation: Option<Evaluation>,
     pub trace_parent: Option<String>,
 }
@@ -99,6 +101,18 @@ pub struct TrainingPair {
     pub summary: String,
     /// "revised" (an accepted revision) or "teacher" (the teacher's own summary).
     pub source: &'static str,
+}
+
+/// A candidate revision that the analyzer and the fidelity guard ranked below the one accepted
+/// for its item (the guard refused it, or it scores worse): beside the accepted one, a
+/// preference pair for DPO that best-of-n and later rounds make.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LosingCandidate {
+    pub summary: String,
+    /// The analyzer's severity-weighted error score of it.
+    pub error_score: f64,
+    /// Whether the fidelity guard passed it.
+    pub faithful: bool,
 }
 
 /// What writing one teacher summary cost.
@@ -120,6 +134,8 @@ pub struct Revised<'a> {
     pub summary: Option<&'a str>,
     pub rounds: u32,
     pub analysis: Option<&'a pb::AnalyzeResponse>,
+    /// The candidates it beat (an accepted revision's; empty otherwise).
+    pub losing: &'a [LosingCandidate],
 }
 
 impl Revised<'_> {
@@ -130,6 +146,7 @@ impl Revised<'_> {
             summary: None,
             rounds: 0,
             analysis: None,
+            losing: &[],
         }
     }
 }
@@ -164,8 +181,8 @@ impl Pending {
 
 /// What [`from_row`] reads, by name.
 const COLUMNS: &str = "conversation_id, line, split, conversation, teacher_summary, refs, analysis, \
-                       revision_outcome, final_summary, revision_rounds, revised_analysis, evaluation, \
-                       trace_parent";
+                       revision_outcome, final_summary, revision_rounds, revised_analysis, losing_candidates, \
+                       evaluation, trace_parent";
 
 /// An item as stored. A value that does not decode is an error naming the item and the column
 /// (a corrupt row must not pass for an item never analyzed).
@@ -181,6 +198,7 @@ pub(super) fn from_row(row: &AnyRow) -> anyhow::Result<ItemRecord> {
     let conversation: String = row.try_get("conversation")?;
     let refs: String = row.try_get("refs")?;
     let evaluation: Option<String> = row.try_get("evaluation")?;
+    let losing: Option<String> = row.try_get("losing_candidates")?;
     let split: String = row.try_get("split")?;
     let line: i64 = row.try_get("line")?;
     Ok(ItemRecord {
@@ -209,6 +227,11 @@ pub(super) fn from_row(row: &AnyRow) -> anyhow::Result<ItemRecord> {
             .try_get::<Option<i64>, _>("revision_rounds")?
             .map(to_u32),
         revised_analysis: decode("revised_analysis")?,
+        losing_candidates: losing
+            .map(|l| serde_json::from_str(&l))
+            .transpose()
+            .with_context(|| within("losing_candidates"))?
+            .unwrap_or_default(),
         evaluation: evaluation
             .map(|e| serde_json::from_str(&e))
             .transpose()
@@ -502,5 +525,72 @@ mod tests {
             .collect();
         assert_eq!(items.len(), 1, "{items:?}");
         assert!(store.items("r").await.unwrap()[0].analysis.is_some());
+    }
+
+    /// An accepted revision keeps the candidates it beat, and each is one more preference pair
+    /// after the one against the teacher's summary.
+    #[tokio::test]
+    async fn the_candidates_an_accepted_revision_beat_are_preference_pairs() {
+        for (_db, store) in crate::store::testing::stores().await {
+            candidates_are_pairs(&store).await;
+        }
+    }
+
+    async fn candidates_are_pairs(store: &Store) {
+        store
+            .create_run("r", "r", &pb::RunConfig::default())
+            .await
+            .unwrap();
+        let conversation: Conversation = serde_json::from_str(
+            r#"{"id":"c1","channel":"chat","turns":[{"role":"customer","text":"Late order."}]}"#,
+        )
+        .unwrap();
+        let item = NewItem {
+            line: 1,
+            split: Split::Train,
+            conversation,
+            teacher_summary: "The agent says the order is late.".into(),
+            references: vec![],
+            pii_scrubbed: Default::default(),
+        };
+        store.insert_items("r", &[item]).await.unwrap();
+        let losing = [
+            LosingCandidate {
+                summary: "The customer says the order is late and was refunded.".into(),
+                error_score: 0.0,
+                faithful: false,
+            },
+            LosingCandidate {
+                summary: "The order".into(),
+                error_score: 2.5,
+                faithful: true,
+            },
+        ];
+        let revised = Revised {
+            outcome: RevisionOutcome::Accepted,
+            summary: Some("The customer says the order is late."),
+            rounds: 1,
+            analysis: Some(&pb::AnalyzeResponse::default()),
+            losing: &losing,
+        };
+        store
+            .save_revision("r", "c1", revised, item_event("c1"))
+            .await
+            .unwrap();
+        assert_eq!(store.items("r").await.unwrap()[0].losing_candidates, losing);
+        let (pairs, _) = store.preference_pairs_page("r", 0, 10).await.unwrap();
+        let got: Vec<_> = pairs
+            .iter()
+            .map(|p| (p.chosen.as_str(), p.rejected.as_str(), p.rejected_source))
+            .collect();
+        let chosen = "The customer says the order is late.";
+        assert_eq!(
+            got,
+            [
+                (chosen, "The agent says the order is late.", "teacher"),
+                (chosen, losing[0].summary.as_str(), "candidate"),
+                (chosen, "The order", "candidate"),
+            ]
+        );
     }
 }

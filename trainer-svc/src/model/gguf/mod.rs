@@ -7,6 +7,7 @@
 //! convention. A Qwen3 file is not permuted (llama.cpp rotates its halves, as Hugging Face does).
 
 mod export;
+mod from_hf;
 mod student;
 mod tokenizer;
 
@@ -198,35 +199,49 @@ fn permuted_heads(cfg: &LlamaConfig, hf_name: &str) -> Option<usize> {
     }
 }
 
+/// llama.cpp's names of the whole-model tensors and Hugging Face's.
+const MODEL_TENSORS: [(&str, &str); 3] = [
+    ("token_embd.weight", "model.embed_tokens.weight"),
+    ("output_norm.weight", "model.norm.weight"),
+    ("output.weight", "lm_head.weight"),
+];
+
+/// llama.cpp's names of a block's tensors (`blk.N.`) and Hugging Face's (`model.layers.N.`),
+/// in the order llama.cpp's converter writes them.
+const LAYER_TENSORS: [(&str, &str); 11] = [
+    ("attn_norm.weight", "input_layernorm.weight"),
+    ("attn_q.weight", "self_attn.q_proj.weight"),
+    ("attn_k.weight", "self_attn.k_proj.weight"),
+    ("attn_v.weight", "self_attn.v_proj.weight"),
+    ("attn_q_norm.weight", "self_attn.q_norm.weight"),
+    ("attn_k_norm.weight", "self_attn.k_norm.weight"),
+    ("attn_output.weight", "self_attn.o_proj.weight"),
+    ("ffn_norm.weight", "post_attention_layernorm.weight"),
+    ("ffn_gate.weight", "mlp.gate_proj.weight"),
+    ("ffn_up.weight", "mlp.up_proj.weight"),
+    ("ffn_down.weight", "mlp.down_proj.weight"),
+];
+
 /// llama.cpp's tensor names, back to Hugging Face's.
 fn hf_name(gguf: &str) -> Option<String> {
-    let fixed = match gguf {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(name) = fixed {
-        return Some(name.to_string());
+    if let Some((_, hf)) = MODEL_TENSORS.iter().find(|(g, _)| *g == gguf) {
+        return Some(hf.to_string());
     }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (layer, part) = rest.split_once('.')?;
+    let (layer, part) = gguf.strip_prefix("blk.")?.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
-    let module = match part {
-        "attn_norm.weight" => "input_layernorm.weight",
-        "ffn_norm.weight" => "post_attention_layernorm.weight",
-        "attn_q.weight" => "self_attn.q_proj.weight",
-        "attn_k.weight" => "self_attn.k_proj.weight",
-        "attn_v.weight" => "self_attn.v_proj.weight",
-        "attn_output.weight" => "self_attn.o_proj.weight",
-        "attn_q_norm.weight" => "self_attn.q_norm.weight",
-        "attn_k_norm.weight" => "self_attn.k_norm.weight",
-        "ffn_gate.weight" => "mlp.gate_proj.weight",
-        "ffn_up.weight" => "mlp.up_proj.weight",
-        "ffn_down.weight" => "mlp.down_proj.weight",
-        _ => return None,
-    };
+    let (_, module) = LAYER_TENSORS.iter().find(|(g, _)| *g == part)?;
     Some(format!("model.layers.{layer}.{module}"))
+}
+
+/// Hugging Face's tensor names, to llama.cpp's.
+fn gguf_name(hf: &str) -> Option<String> {
+    if let Some((gguf, _)) = MODEL_TENSORS.iter().find(|(_, h)| *h == hf) {
+        return Some(gguf.to_string());
+    }
+    let (layer, module) = hf.strip_prefix("model.layers.")?.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (part, _) = LAYER_TENSORS.iter().find(|(_, h)| *h == module)?;
+    Some(format!("blk.{layer}.{part}"))
 }
 
 /// Undoes llama.cpp's permutation of a head's rows: interleaved pairs [a0 b0 a1 b1] back to
@@ -259,6 +274,14 @@ mod tests {
         );
         assert!(hf_name("blk.x.attn_q.weight").is_none());
         assert!(hf_name("rope_freqs.weight").is_none());
+        for name in [
+            "blk.3.attn_k_norm.weight",
+            "output.weight",
+            "blk.0.ffn_up.weight",
+        ] {
+            assert_eq!(gguf_name(&hf_name(name).unwrap()).unwrap(), name);
+        }
+        assert!(gguf_name("model.layers.0.mlp.act_fn").is_none());
     }
 
     #[test]

@@ -1,17 +1,19 @@
-//! A student trained on a GGUF base, written back as a GGUF file for llama.cpp, Ollama and LM
-//! Studio: the merged weights (Hugging Face layout, f32) under llama.cpp's tensor names, the
-//! query and key rows permuted back to llama.cpp's convention, quantized as asked, and every
-//! metadata key of the base carried over (architecture, tokenizer, chat template): the student
-//! tokenizes and chats exactly as its base does in llama.cpp.
+//! A student written as a GGUF file for llama.cpp, Ollama and LM Studio: the merged weights
+//! (Hugging Face layout, f32) under llama.cpp's tensor names, a Llama's query and key rows
+//! permuted back to llama.cpp's convention, quantized as asked. A student of a GGUF base carries
+//! every metadata key of its base over (architecture, tokenizer, chat template): it tokenizes and
+//! chats exactly as its base does in llama.cpp. A student of a Hugging Face folder gets the
+//! metadata llama.cpp's converter would write for it (`from_hf`).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
-use super::{GgufFile, hf_name, permuted_heads};
-use crate::model::ModelError;
+use super::{GgufFile, LAYER_TENSORS, from_hf, gguf_name, hf_name, permuted_heads};
+use crate::model::{BaseModel, LlamaConfig, ModelError};
 
 /// The weights' encoding in the written file. Norms (one-dimensional) stay f32, as llama.cpp's
 /// own converter leaves them.
@@ -60,26 +62,28 @@ impl GgufQuant {
     }
 }
 
-/// Writes `merged_dir` (the trainer's merged student of the GGUF file `base`) as one GGUF file at
-/// `out` (written beside it, then renamed: a reader never sees half a file). Every tensor of the
-/// base must be in the merged weights with the same shape.
+/// Writes `merged_dir` (the trainer's merged student of `base`) as one GGUF file at `out`
+/// (written beside it, then renamed: a reader never sees half a file). A GGUF base gives its
+/// metadata and tensor order, and every tensor of it must be in the merged weights with the same
+/// shape; for a Hugging Face base the metadata comes from the merged folder's own config and
+/// tokenizer files, as llama.cpp's converter would write them (`from_hf`).
 pub fn write_gguf(
     merged_dir: &Path,
     base: &Path,
     quant: GgufQuant,
     out: &Path,
 ) -> Result<(), ModelError> {
-    let file = GgufFile::open(base)?;
-    let cfg = file.config()?;
     let weights = merged_dir.join("model.safetensors");
     let merged = candle_core::safetensors::load(&weights, &Device::Cpu)
         .map_err(|e| ModelError::Weights(format!("{}: {e}", weights.display())))?;
+    let layout = match BaseModel::resolve(base)? {
+        BaseModel::Gguf(file) => Layout::of_gguf(&GgufFile::open(&file)?)?,
+        BaseModel::HfDir(_) => Layout::of_hf(merged_dir, &merged)?,
+    };
+    let cfg = &layout.cfg;
 
-    // The base's order (by offset), so the file reads like the base.
-    let mut infos: Vec<_> = file.content.tensor_infos.iter().collect();
-    infos.sort_by_key(|(_, info)| info.offset);
-    let mut tensors = Vec::with_capacity(infos.len());
-    for (gguf_name, info) in infos {
+    let mut tensors = Vec::with_capacity(layout.tensors.len() + 1);
+    for (gguf_name, shape) in &layout.tensors {
         let name = hf_name(gguf_name).ok_or_else(|| {
             ModelError::Weights(format!(
                 "GGUF tensor {gguf_name} has no Hugging Face counterpart"
@@ -89,15 +93,14 @@ pub fn write_gguf(
             .get(&name)
             .cloned()
             .ok_or_else(|| ModelError::Weights(format!("{} lacks {name}", weights.display())))?;
-        if t.dims() != info.shape.dims() {
+        if let Some(shape) = shape.as_ref().filter(|s| t.dims() != s.as_slice()) {
             return Err(ModelError::Weights(format!(
-                "{name} is {:?} in {}, {:?} in the base",
+                "{name} is {:?} in {}, {shape:?} in the base",
                 t.dims(),
                 weights.display(),
-                info.shape.dims()
             )));
         }
-        if let Some(heads) = permuted_heads(&cfg, &name) {
+        if let Some(heads) = permuted_heads(cfg, &name) {
             t = interleave_rotary_halves(&t, heads)?;
         }
         let dtype = match t.dims() {
@@ -106,14 +109,15 @@ pub fn write_gguf(
         };
         tensors.push((gguf_name.clone(), QTensor::quantize(&t, dtype)?));
     }
+    if let Some(factors) = layout.rope_factors {
+        let t = Tensor::new(factors, &Device::Cpu)?;
+        tensors.push((
+            "rope_freqs.weight".into(),
+            QTensor::quantize(&t, GgmlDType::F32)?,
+        ));
+    }
 
-    let mut metadata: Vec<(String, Value)> = file
-        .metadata()
-        .iter()
-        // This writer aligns tensor data to 32 bytes, llama.cpp's default, whatever the base said.
-        .filter(|(k, _)| !matches!(k.as_str(), "general.file_type" | "general.alignment"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut metadata = layout.metadata;
     metadata.push(("general.file_type".into(), Value::U32(quant.file_type())));
     metadata.sort_by(|a, b| a.0.cmp(&b.0));
 
@@ -130,6 +134,77 @@ pub fn write_gguf(
         .sync_all()
         .map_err(io)?;
     std::fs::rename(&partial, out).map_err(|e| crate::lora::peft::io(out, e))
+}
+
+/// What a student's GGUF file holds besides its weights' values.
+struct Layout {
+    cfg: LlamaConfig,
+    metadata: Vec<(String, Value)>,
+    /// The tensors by llama.cpp's name, in the order written, with the shape the base has
+    /// (where the base is a GGUF file).
+    tensors: Vec<(String, Option<Vec<usize>>)>,
+    /// Llama 3.1's rope scaling as llama.cpp's `rope_freqs.weight`.
+    rope_factors: Option<Vec<f32>>,
+}
+
+impl Layout {
+    /// A GGUF base's metadata (its architecture, tokenizer and chat template) and tensor order.
+    fn of_gguf(file: &GgufFile) -> Result<Self, ModelError> {
+        let mut infos: Vec<_> = file.content.tensor_infos.iter().collect();
+        infos.sort_by_key(|(_, info)| info.offset);
+        let metadata = file
+            .metadata()
+            .iter()
+            // Written again: the file type asked for, and 32-byte alignment (llama.cpp's default,
+            // which this writer uses whatever the base said).
+            .filter(|(k, _)| !matches!(k.as_str(), "general.file_type" | "general.alignment"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(Self {
+            cfg: file.config()?,
+            metadata,
+            tensors: infos
+                .into_iter()
+                .map(|(name, info)| (name.clone(), Some(info.shape.dims().to_vec())))
+                .collect(),
+            rope_factors: None,
+        })
+    }
+
+    /// A Hugging Face folder's metadata, from its files, and its tensors in llama.cpp's order:
+    /// the embeddings, each block's, the final norm, the head.
+    fn of_hf(dir: &Path, weights: &HashMap<String, Tensor>) -> Result<Self, ModelError> {
+        let cfg = LlamaConfig::from_dir(dir)?;
+        let mut names = Vec::with_capacity(weights.len());
+        for name in weights.keys() {
+            let gguf = gguf_name(name).ok_or_else(|| {
+                ModelError::Weights(format!("{name} has no llama.cpp counterpart"))
+            })?;
+            names.push(gguf);
+        }
+        names.sort_by_key(|n| tensor_order(n));
+        Ok(Self {
+            metadata: from_hf::metadata(dir, &cfg)?,
+            rope_factors: from_hf::rope_factors(&cfg),
+            tensors: names.into_iter().map(|n| (n, None)).collect(),
+            cfg,
+        })
+    }
+}
+
+/// Where llama.cpp's converter puts a tensor: embeddings first, then block by block (each in
+/// `LAYER_TENSORS` order), the final norm and the head last.
+fn tensor_order(gguf: &str) -> (usize, usize, usize) {
+    if let Some((layer, part)) = gguf.strip_prefix("blk.").and_then(|r| r.split_once('.')) {
+        let layer = layer.parse().unwrap_or(usize::MAX);
+        let part = LAYER_TENSORS.iter().position(|(p, _)| *p == part);
+        return (1, layer, part.unwrap_or(usize::MAX));
+    }
+    match gguf {
+        "token_embd.weight" => (0, 0, 0),
+        "output_norm.weight" => (2, 0, 0),
+        _ => (3, 0, 0),
+    }
 }
 
 /// llama.cpp's permutation of a head's query or key rows: halves [a0 a1 b0 b1] to interleaved

@@ -14,7 +14,7 @@ use super::GgufFile;
 use crate::model::ModelError;
 
 /// mistral.rs's pre-tokenizer split for every `gpt2` GGUF tokenizer.
-const SPLIT_REGEX: &str = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+pub(super) const SPLIT_REGEX: &str = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 /// llama.cpp's "normal" token type; every other type is a special (control, user-defined) token.
 const NORMAL_TOKEN: i32 = 1;
