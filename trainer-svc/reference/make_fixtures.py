@@ -333,19 +333,26 @@ def phase_gguf():
     print("wrote", GGUF, "probe", probe.tolist())
 
 
-def phase_gguf_ours():
+def write_adapter_logits(base, run, reference):
+    """PEFT loads OUR adapter (tests/fixtures/<run>/adapter) on `base`; its logits go to
+    tests/fixtures/<reference>."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
-    ours = os.path.join(FIX, "ours-gguf-run", "adapter")
-    base = AutoModelForCausalLM.from_pretrained(FIX, gguf_file=os.path.basename(GGUF), attn_implementation="eager").eval()
+    ours = os.path.join(FIX, run, "adapter")
     ids = fixed_ids(base.config.vocab_size)
     model = PeftModel.from_pretrained(base, ours).eval()
     with torch.no_grad():
         adapter_logits = model(input_ids=ids).logits
     save_file({"input_ids": ids.to(torch.int64), "adapter_logits": adapter_logits.contiguous()},
-              os.path.join(FIX, "ours-gguf-reference.safetensors"))
-    print("PEFT loaded", ours, "on the dequantized", GGUF)
+              os.path.join(FIX, reference))
+    print("PEFT loaded", ours)
+
+
+def phase_gguf_ours():
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(FIX, gguf_file=os.path.basename(GGUF), attn_implementation="eager").eval()
+    write_adapter_logits(base, "ours-gguf-run", "ours-gguf-reference.safetensors")
 
 
 QWEN3 = os.path.join(FIX, "tiny-qwen3")
@@ -438,17 +445,7 @@ def phase_qwen3_gguf():
 def phase_qwen3_gguf_ours():
     """After `trainer-svc train --base tests/fixtures/tiny-qwen3-q8_0.gguf ... --output
     tests/fixtures/ours-qwen3-gguf-run`: PEFT loads our adapter on the dequantized weights."""
-    from peft import PeftModel
-
-    ours = os.path.join(FIX, "ours-qwen3-gguf-run", "adapter")
-    base = dequantized_qwen3()
-    ids = fixed_ids(base.config.vocab_size)
-    model = PeftModel.from_pretrained(base, ours).eval()
-    with torch.no_grad():
-        adapter_logits = model(input_ids=ids).logits
-    save_file({"input_ids": ids.to(torch.int64), "adapter_logits": adapter_logits.contiguous()},
-              os.path.join(FIX, "ours-qwen3-gguf-reference.safetensors"))
-    print("PEFT loaded", ours, "on the dequantized", QWEN3_GGUF)
+    write_adapter_logits(dequantized_qwen3(), "ours-qwen3-gguf-run", "ours-qwen3-gguf-reference.safetensors")
 
 
 if __name__ == "__main__":

@@ -482,7 +482,8 @@ mod tests {
         }
     }
 
-    async fn saved_once(store: &Store) {
+    /// Run "r" with one training item, "c1", whose teacher wrote `teacher_summary`.
+    async fn one_item_run(store: &Store, teacher_summary: &str) {
         store
             .create_run("r", "r", &pb::RunConfig::default())
             .await
@@ -491,20 +492,19 @@ mod tests {
             r#"{"id":"c1","channel":"chat","turns":[{"role":"customer","text":"Late order."}]}"#,
         )
         .unwrap();
-        store
-            .insert_items(
-                "r",
-                &[NewItem {
-                    line: 1,
-                    split: Split::Train,
-                    conversation,
-                    teacher_summary: "The order is late.".into(),
-                    references: vec![],
-                    pii_scrubbed: Default::default(),
-                }],
-            )
-            .await
-            .unwrap();
+        let item = NewItem {
+            line: 1,
+            split: Split::Train,
+            conversation,
+            teacher_summary: teacher_summary.into(),
+            references: vec![],
+            pii_scrubbed: Default::default(),
+        };
+        store.insert_items("r", &[item]).await.unwrap();
+    }
+
+    async fn saved_once(store: &Store) {
+        one_item_run(store, "The order is late.").await;
         let analysis = pb::AnalyzeResponse::default();
         let first = store
             .save_analysis("r", "c1", &analysis, "", item_event("c1"))
@@ -537,23 +537,7 @@ mod tests {
     }
 
     async fn candidates_are_pairs(store: &Store) {
-        store
-            .create_run("r", "r", &pb::RunConfig::default())
-            .await
-            .unwrap();
-        let conversation: Conversation = serde_json::from_str(
-            r#"{"id":"c1","channel":"chat","turns":[{"role":"customer","text":"Late order."}]}"#,
-        )
-        .unwrap();
-        let item = NewItem {
-            line: 1,
-            split: Split::Train,
-            conversation,
-            teacher_summary: "The agent says the order is late.".into(),
-            references: vec![],
-            pii_scrubbed: Default::default(),
-        };
-        store.insert_items("r", &[item]).await.unwrap();
+        one_item_run(store, "The agent says the order is late.").await;
         let losing = [
             LosingCandidate {
                 summary: "The customer says the order is late and was refunded.".into(),
