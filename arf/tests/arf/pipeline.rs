@@ -162,6 +162,26 @@ async fn a_qwen3_student_goes_through_all_five_stages() {
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(merged.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["architectures"][0], "Qwen3ForCausalLM");
+    // Issue 39: a student of a Hugging Face base leaves as one GGUF file through the users'
+    // command, its metadata written from the merged folder's own files.
+    let gguf = dir.path().join("student-q8_0.gguf");
+    let exported = std::process::Command::new(env!("CARGO_BIN_EXE_arf"))
+        .args(["export-model", "--quant", "q8_0", "--merged"])
+        .arg(merged)
+        .arg("-o")
+        .arg(&gguf)
+        .output()
+        .unwrap();
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let file = trainer_svc::model::gguf::GgufFile::open(&gguf).unwrap();
+    assert_eq!(
+        file.architecture().unwrap(),
+        trainer_svc::model::Architecture::Qwen3
+    );
     let c = run.counts.unwrap();
     assert!(c.held_out > 0 && c.evaluated == c.held_out, "{c:?}");
     let report = client
