@@ -52,6 +52,19 @@ struct Case {
     rank: usize,
 }
 
+/// The 19M Llama shape; its Qwen3 row differs only in `qwen3`.
+const SMALL_19M: Shape = Shape {
+    name: "small-19M",
+    vocab: 8192,
+    hidden: 384,
+    inter: 1024,
+    layers: 8,
+    heads: 6,
+    kv: 2,
+    batch: 4,
+    seq: 128,
+    qwen3: false,
+};
 const SHAPES: [Shape; 3] = [
     Shape {
         name: "tiny",
@@ -65,30 +78,12 @@ const SHAPES: [Shape; 3] = [
         seq: 64,
         qwen3: false,
     },
-    Shape {
-        name: "small-19M",
-        vocab: 8192,
-        hidden: 384,
-        inter: 1024,
-        layers: 8,
-        heads: 6,
-        kv: 2,
-        batch: 4,
-        seq: 128,
-        qwen3: false,
-    },
+    SMALL_19M,
     // The same size as Qwen3: one more fused op per head (the q/k norms).
     Shape {
         name: "qwen3-19M",
-        vocab: 8192,
-        hidden: 384,
-        inter: 1024,
-        layers: 8,
-        heads: 6,
-        kv: 2,
-        batch: 4,
-        seq: 128,
         qwen3: true,
+        ..SMALL_19M
     },
 ];
 /// Rank on the random shapes; the real model uses the real runs' rank.

@@ -107,22 +107,29 @@ def write_tokenizer():
     return tok.get_vocab_size()
 
 
+# What the tiny Llama and the tiny Qwen3 share: the sizes, GQA 4/2 and the special token ids.
+TINY_SHAPE = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    bos_token_id=0,
+    eos_token_id=4,
+    pad_token_id=1,
+    attn_implementation="eager",
+)
+
+
 def make_model(vocab):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
         vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
+        **TINY_SHAPE,
         rms_norm_eps=1e-5,
         tie_word_embeddings=False,
-        bos_token_id=0,
-        eos_token_id=4,
-        pad_token_id=1,
         # head_dim 8: wavelengths 6.3, 63, 628, 6283 against 64/16: one frequency kept, one
         # smoothed, two divided by the factor, so every branch of llama3 scaling is exercised.
         rope_parameters={
@@ -133,7 +140,6 @@ def make_model(vocab):
             "high_freq_factor": 4.0,
             "original_max_position_embeddings": 64,
         },
-        attn_implementation="eager",
     )
     return perturbed(LlamaForCausalLM, config)
 
@@ -373,21 +379,12 @@ def phase_qwen3():
         vocab = json.load(f)["vocab_size"]
     config = Qwen3Config(
         vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **TINY_SHAPE,
         head_dim=16,
-        max_position_embeddings=256,
         rms_norm_eps=1e-6,
         tie_word_embeddings=True,
         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
         use_sliding_window=False,
-        bos_token_id=0,
-        eos_token_id=4,
-        pad_token_id=1,
-        attn_implementation="eager",
     )
     model = perturbed(Qwen3ForCausalLM, config)
     model.save_pretrained(QWEN3, safe_serialization=True)

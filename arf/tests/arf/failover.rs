@@ -23,7 +23,7 @@ use arf_proto::v1 as pb;
 use arf_proto::v1::pipeline_client::PipelineClient;
 use arf_proto::v1::trainer_client::TrainerClient;
 
-use crate::support::follow;
+use crate::support::{follow, get_run};
 
 use crate::support::processes::{
     Process, Services, Signal, full_spec, lost_and_duplicated, result,
@@ -258,13 +258,7 @@ async fn a_paused_gateway_comes_back_after(ending: Ending) {
         matches!(after.last().and_then(|e| e.kind.as_ref()), Some(pb::run_event::Kind::State(s)) if *s == state as i32),
         "{ending:?}: the terminal event is the last"
     );
-    let stored = watcher
-        .get_run(pb::GetRunRequest {
-            run_id: run.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let stored = get_run(&mut watcher, &run.id).await;
     assert_eq!(stored.state, state as i32, "{ending:?}");
 
     let channel = connect_lazy(&services.trainer.endpoint(), &ClientOptions::default()).unwrap();

@@ -97,14 +97,7 @@ async fn a_run_waits_for_a_restarting_analyzer_and_then_finishes() {
         .unwrap();
 
     let events = watch(&mut client, &run.id, 0).await;
-    let error = client
-        .get_run(pb::GetRunRequest {
-            run_id: run.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .error;
+    let error = get_run(&mut client, &run.id).await.error;
     assert_eq!(
         final_state(&events),
         Some(pb::RunState::Succeeded),
@@ -161,13 +154,7 @@ async fn a_conversation_too_long_for_the_student_fails_only_its_item() {
     });
     let run = create(&mut client, spec, rows.clone()).await.unwrap();
     let events = watch(&mut client, &run.id, 0).await;
-    let finished = client
-        .get_run(pb::GetRunRequest {
-            run_id: run.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let finished = get_run(&mut client, &run.id).await;
     assert_eq!(
         final_state(&events),
         Some(pb::RunState::Succeeded),

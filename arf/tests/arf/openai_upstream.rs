@@ -106,14 +106,7 @@ async fn serve_student_serves_a_finished_runs_student_over_the_openai_api() {
         .unwrap();
     let events = watch(&mut client, &run.id, 0).await;
     assert_eq!(final_state(&events), Some(pb::RunState::Succeeded));
-    let merged = client
-        .get_run(pb::GetRunRequest {
-            run_id: run.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .student_model_dir;
+    let merged = get_run(&mut client, &run.id).await.student_model_dir;
     assert!(!merged.is_empty(), "GetRun names the merged student");
 
     let http_port = free_port();
@@ -289,14 +282,7 @@ async fn succeeded(
     rows: usize,
 ) -> Vec<pb::RunEvent> {
     let events = watch(client, run_id, 0).await;
-    let error = client
-        .get_run(pb::GetRunRequest {
-            run_id: run_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .error;
+    let error = get_run(client, run_id).await.error;
     assert_eq!(
         final_state(&events),
         Some(pb::RunState::Succeeded),

@@ -30,13 +30,7 @@ async fn the_whole_pipeline_over_the_sample_on_tiny_models() {
 
     let run = create(&mut client, spec, sample_rows()).await.unwrap();
     let events = watch(&mut client, &run.id, 0).await;
-    let run = client
-        .get_run(pb::GetRunRequest {
-            run_id: run.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let run = get_run(&mut client, &run.id).await;
     assert_eq!(
         final_state(&events),
         Some(pb::RunState::Succeeded),
@@ -95,13 +89,7 @@ async fn the_whole_pipeline_over_the_sample_on_tiny_models() {
     }
     assert_eq!(lines.len(), outcomes.len());
 
-    let report = client
-        .get_report(pb::GetReportRequest {
-            run_id: run.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let report = get_report(&mut client, &run.id).await;
     let names: Vec<&str> = report.files.iter().map(|f| f.name.as_str()).collect();
     assert!(
         names.contains(&"loss.svg")
@@ -146,11 +134,7 @@ async fn a_qwen3_student_goes_through_all_five_stages() {
         .collect();
     let run = create(&mut client, spec, rows).await.unwrap();
     let events = watch(&mut client, &run.id, 0).await;
-    let run = client
-        .get_run(pb::GetRunRequest { run_id: run.id })
-        .await
-        .unwrap()
-        .into_inner();
+    let run = get_run(&mut client, &run.id).await;
     assert_eq!(
         final_state(&events),
         Some(pb::RunState::Succeeded),
@@ -165,17 +149,12 @@ async fn a_qwen3_student_goes_through_all_five_stages() {
     // Issue 39: a student of a Hugging Face base leaves as one GGUF file through the users'
     // command, its metadata written from the merged folder's own files.
     let gguf = dir.path().join("student-q8_0.gguf");
-    let exported = std::process::Command::new(env!("CARGO_BIN_EXE_arf"))
-        .args(["export-model", "--quant", "q8_0", "--merged"])
-        .arg(merged)
-        .arg("-o")
-        .arg(&gguf)
-        .output()
-        .unwrap();
-    assert!(
-        exported.status.success(),
-        "{}",
-        String::from_utf8_lossy(&exported.stderr)
+    run_to_success(
+        std::process::Command::new(env!("CARGO_BIN_EXE_arf"))
+            .args(["export-model", "--quant", "q8_0", "--merged"])
+            .arg(merged)
+            .arg("-o")
+            .arg(&gguf),
     );
     let file = trainer_svc::model::gguf::GgufFile::open(&gguf).unwrap();
     assert_eq!(
@@ -184,11 +163,7 @@ async fn a_qwen3_student_goes_through_all_five_stages() {
     );
     let c = run.counts.unwrap();
     assert!(c.held_out > 0 && c.evaluated == c.held_out, "{c:?}");
-    let report = client
-        .get_report(pb::GetReportRequest { run_id: run.id })
-        .await
-        .unwrap()
-        .into_inner();
+    let report = get_report(&mut client, &run.id).await;
     let student = report
         .overall
         .iter()
@@ -225,13 +200,7 @@ async fn rules_repair_what_the_detectors_can_fix_and_are_counted_apart() {
         repaired.starts_with("The customer's order 48213 was delayed"),
         "the preamble deleted, the rest kept: {repaired}"
     );
-    let report = client
-        .get_report(pb::GetReportRequest {
-            run_id: run.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let report = get_report(&mut client, &run.id).await;
     let gate = report.gate.unwrap();
     let by_rule: u32 = gate.by_category.iter().map(|c| c.repaired_by_rule).sum();
     assert!(by_rule >= 1, "{:?}", gate.by_category);
@@ -351,9 +320,5 @@ pub async fn run_with_rule_repairs(client: &mut PipelineClient<GrpcChannel>) -> 
     let run = create(client, spec, rows).await.unwrap();
     let events = watch(client, &run.id, 0).await;
     assert_eq!(final_state(&events), Some(pb::RunState::Succeeded));
-    client
-        .get_run(pb::GetRunRequest { run_id: run.id })
-        .await
-        .unwrap()
-        .into_inner()
+    get_run(client, &run.id).await
 }

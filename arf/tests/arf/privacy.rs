@@ -125,13 +125,7 @@ async fn scrubbed_personal_data_is_nowhere_after_a_full_run() {
         )
         .unwrap();
     }
-    let report = client
-        .get_report(pb::GetReportRequest {
-            run_id: run.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let report = get_report(&mut client, &run.id).await;
     std::fs::write(out.join("report.md"), &report.markdown).unwrap();
     let events = follow(&mut client, &run.id, |_| false).await;
     std::fs::write(out.join("events.txt"), format!("{events:?}")).unwrap();

@@ -83,13 +83,7 @@ async fn smollm2_revises_best_of_4_trains_from_its_gguf_and_the_student_summariz
     });
     let run = create(&mut client, spec, rows.clone()).await.unwrap();
     let events = watch(&mut client, &run.id, 0).await;
-    let got = client
-        .get_run(pb::GetRunRequest {
-            run_id: run.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = get_run(&mut client, &run.id).await;
     assert_eq!(
         final_state(&events),
         Some(pb::RunState::Succeeded),
@@ -275,21 +269,16 @@ async fn smollm2_revises_best_of_4_trains_from_its_gguf_and_the_student_summariz
     // Issue 39: the student as one GGUF file, through the users' command; llama.cpp serves it
     // and writes, greedy, what the editor wrote from the merged folder.
     let student_gguf = dir.path().join("student-f16.gguf");
-    let exported = std::process::Command::new(env!("CARGO_BIN_EXE_arf"))
-        .args([
-            "export-model",
-            &run.id,
-            "--gateway",
-            &suite.gateway_endpoint(),
-        ])
-        .args(["--format", "gguf", "--quant", "f16", "-o"])
-        .arg(&student_gguf)
-        .output()
-        .unwrap();
-    assert!(
-        exported.status.success(),
-        "{}",
-        String::from_utf8_lossy(&exported.stderr)
+    run_to_success(
+        std::process::Command::new(env!("CARGO_BIN_EXE_arf"))
+            .args([
+                "export-model",
+                &run.id,
+                "--gateway",
+                &suite.gateway_endpoint(),
+            ])
+            .args(["--format", "gguf", "--quant", "f16", "-o"])
+            .arg(&student_gguf),
     );
     suite.shutdown().await.unwrap();
     let llama = llama_cpp_greedy(&student_gguf, &request).await;

@@ -23,14 +23,7 @@ async fn a_run_completes_when_an_editor_replica_dies_mid_run() {
     suite.editors.remove(0).shutdown().await.unwrap();
 
     let events = watch(&mut client, &run.id, 0).await;
-    let error = client
-        .get_run(pb::GetRunRequest {
-            run_id: run.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .error;
+    let error = get_run(&mut client, &run.id).await.error;
     assert_eq!(
         final_state(&events),
         Some(pb::RunState::Succeeded),
@@ -118,13 +111,7 @@ async fn a_gateway_killed_mid_run_resumes_without_losing_or_redoing_items() {
         final_state(&reference_events),
         Some(pb::RunState::Succeeded)
     );
-    let reference = reference_client
-        .get_run(pb::GetRunRequest {
-            run_id: reference.id,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let reference = get_run(&mut reference_client, &reference.id).await;
 
     // The same run on a gateway process that is killed with SIGKILL halfway through.
     let data = tempfile::tempdir().unwrap();
@@ -139,11 +126,7 @@ async fn a_gateway_killed_mid_run_resumes_without_losing_or_redoing_items() {
     let (_process, mut client) = spawn_gateway(port, data.path(), &suite, &[]).await;
     let events = watch(&mut client, &run.id, 0).await;
     assert_eq!(final_state(&events), Some(pb::RunState::Succeeded));
-    let resumed = client
-        .get_run(pb::GetRunRequest { run_id: run.id })
-        .await
-        .unwrap()
-        .into_inner();
+    let resumed = get_run(&mut client, &run.id).await;
 
     let counts = resumed.counts.unwrap();
     let expected = reference.counts.unwrap();
@@ -213,11 +196,7 @@ async fn a_gateway_stopped_during_finetune_leaves_the_job_training() {
 
     let (_process, mut client) = spawn_gateway(port, data.path(), &suite, &flags).await;
     let events = watch(&mut client, &run.id, 0).await;
-    let run = client
-        .get_run(pb::GetRunRequest { run_id: run.id })
-        .await
-        .unwrap()
-        .into_inner();
+    let run = get_run(&mut client, &run.id).await;
     assert_eq!(
         final_state(&events),
         Some(pb::RunState::Succeeded),

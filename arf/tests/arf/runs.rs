@@ -61,13 +61,7 @@ async fn an_analyze_run_over_the_sample_is_watchable_resumable_and_exportable() 
         .collect();
     assert_eq!(stage_progress, [(true, 16, 0), (false, 16, 16)]);
 
-    let run = client
-        .get_run(pb::GetRunRequest {
-            run_id: run.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let run = get_run(&mut client, &run.id).await;
     let counts = run.counts.unwrap();
     assert_eq!((counts.analyzed, counts.held_out), (16, 0));
     assert!(
@@ -76,13 +70,7 @@ async fn an_analyze_run_over_the_sample_is_watchable_resumable_and_exportable() 
     );
     assert_eq!(run.last_event_sequence, events.len() as u64);
 
-    let report = client
-        .get_report(pb::GetReportRequest {
-            run_id: run.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let report = get_report(&mut client, &run.id).await;
     assert!(report.markdown.contains("| rows |"), "{}", report.markdown);
     assert!(std::path::Path::new(&report.path).exists());
     suite.shutdown().await.unwrap();

@@ -55,13 +55,7 @@ async fn raw_conversations_get_teacher_summaries_and_the_report_compares_every_a
 
     let run = create(&mut client, spec, rows).await.unwrap();
     let events = watch(&mut client, &run.id, 0).await;
-    let run = client
-        .get_run(pb::GetRunRequest {
-            run_id: run.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let run = get_run(&mut client, &run.id).await;
     assert_eq!(
         final_state(&events),
         Some(pb::RunState::Succeeded),
@@ -108,13 +102,7 @@ async fn raw_conversations_get_teacher_summaries_and_the_report_compares_every_a
     // Four students, from four jobs; the report sets six models side by side.
     assert!(!run.training_job_id.is_empty() && !run.baseline_job_id.is_empty());
     assert_ne!(run.training_job_id, run.baseline_job_id);
-    let report = client
-        .get_report(pb::GetReportRequest {
-            run_id: run.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let report = get_report(&mut client, &run.id).await;
     let models: Vec<(&str, u32)> = report
         .overall
         .iter()
@@ -247,15 +235,7 @@ async fn generate_resumes_after_a_restart_without_asking_twice() {
         (total, total),
         "every summary written once, none twice"
     );
-    let c = client
-        .get_run(pb::GetRunRequest {
-            run_id: run.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .counts
-        .unwrap();
+    let c = get_run(&mut client, &run.id).await.counts.unwrap();
     assert_eq!((c.generated, c.analyzed), (total as u32, total as u32));
     suite.shutdown().await.unwrap();
 }

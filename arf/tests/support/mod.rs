@@ -251,3 +251,35 @@ pub async fn export_lines(
     }
     lines
 }
+
+/// The run as the gateway has it now.
+pub async fn get_run(client: &mut PipelineClient<GrpcChannel>, run_id: &str) -> pb::Run {
+    client
+        .get_run(pb::GetRunRequest {
+            run_id: run_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The run's report.
+pub async fn get_report(client: &mut PipelineClient<GrpcChannel>, run_id: &str) -> pb::Report {
+    client
+        .get_report(pb::GetReportRequest {
+            run_id: run_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Runs `command` to its end; panics with its standard error unless it succeeded.
+pub fn run_to_success(command: &mut std::process::Command) {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::{get_report, get_run};
 use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
 use arf_proto::v1 as pb;
 use arf_proto::v1::pipeline_client::PipelineClient;
@@ -267,13 +268,7 @@ pub struct RunResult {
 
 pub async fn result(client: &mut PipelineClient<GrpcChannel>, run_id: &str) -> RunResult {
     let events = super::follow(client, run_id, |_| false).await;
-    let run = client
-        .get_run(pb::GetRunRequest {
-            run_id: run_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let run = get_run(client, run_id).await;
     assert_eq!(
         super::final_state(&events),
         Some(pb::RunState::Succeeded),
@@ -302,13 +297,7 @@ pub async fn result(client: &mut PipelineClient<GrpcChannel>, run_id: &str) -> R
     while let Some(chunk) = chunks.message().await.unwrap() {
         export.extend(chunk.data);
     }
-    let report = client
-        .get_report(pb::GetReportRequest {
-            run_id: run_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let report = get_report(client, run_id).await;
     // Error rates are a map: compared in a fixed order.
     let overall = report
         .overall
