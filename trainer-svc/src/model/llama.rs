@@ -1,6 +1,6 @@
 //! The Llama forward pass (Qwen3's too: the same with q/k head norms), differentiable, frozen
-//! weights behind [`super::frozen`] so they cost no gradient memory. On the CPU (f32) rms-norm, rope, attention, the MLP gate and the loss are
-//! [`super::fused`] kernels with their own backward passes; elsewhere they are the formulas,
+//! weights behind [`super::frozen`] so they cost no gradient memory. On the CPU (f32) rms-norm,
+//! rope, attention, the MLP gate and the loss are [`super::fused`] kernels with their own backward passes; elsewhere they are the formulas,
 //! written with candle ops that differentiate.
 
 use std::collections::HashMap;
@@ -42,8 +42,9 @@ struct Block {
     post_norm: Tensor,
     /// In [`ALL_MODULES`] order: q, k, v, o, gate, up, down.
     proj: Vec<Linear>,
-    /// Qwen3: RMS norms over each query and key head (`[head_dim]`), before the rotation.
-    qk_norm: Option<(Tensor, Tensor)>,
+    /// Qwen3: RMS norms over each query and each key head (`[head_dim]`), before the rotation.
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
 }
 
 pub struct Llama {
@@ -99,16 +100,19 @@ impl Llama {
             let mut norm = |name: &str| -> Result<Tensor, ModelError> {
                 Ok(take(&format!("{p}.{name}.weight"))?.to_dtype(DType::F32)?)
             };
-            let qk_norm = if cfg.architecture.qk_norm() {
-                Some((norm("self_attn.q_norm")?, norm("self_attn.k_norm")?))
-            } else {
-                None
+            let mut head_norm = |name: &str| -> Result<Option<Tensor>, ModelError> {
+                cfg.architecture.qk_norm().then(|| norm(name)).transpose()
             };
+            let (q_norm, k_norm) = (
+                head_norm("self_attn.q_norm")?,
+                head_norm("self_attn.k_norm")?,
+            );
             blocks.push(Block {
                 input_norm: norm("input_layernorm")?,
                 post_norm: norm("post_attention_layernorm")?,
                 proj,
-                qk_norm,
+                q_norm,
+                k_norm,
             });
         }
         let inv_freq = inv_freq(&cfg);
@@ -214,18 +218,20 @@ impl Llama {
         let (b, s, _) = x.dims3()?;
         let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
         // Qwen3's head norms: over the last dimension, a head, wherever the heads sit.
-        let head_norm = |t: Tensor, which: usize| match &block.qk_norm {
-            Some(norms) => rms_norm(
-                &t,
-                if which == 0 { &norms.0 } else { &norms.1 },
-                c.rms_norm_eps,
-            ),
+        let head_norm = |t: Tensor, norm: &Option<Tensor>| match norm {
+            Some(w) => rms_norm(&t, w, c.rms_norm_eps),
             None => Ok(t),
         };
         if fused::applies_to(x) {
             // Heads stay where the projections put them: [b, s, heads, d].
-            let q = head_norm(block.proj[0].forward(x, ctx)?.reshape((b, s, nh, hd))?, 0)?;
-            let k = head_norm(block.proj[1].forward(x, ctx)?.reshape((b, s, nkv, hd))?, 1)?;
+            let q = head_norm(
+                block.proj[0].forward(x, ctx)?.reshape((b, s, nh, hd))?,
+                &block.q_norm,
+            )?;
+            let k = head_norm(
+                block.proj[1].forward(x, ctx)?.reshape((b, s, nkv, hd))?,
+                &block.k_norm,
+            )?;
             let v = block.proj[2].forward(x, ctx)?.reshape((b, s, nkv, hd))?;
             let q = fused::rope::rope(&q, cos, sin)?;
             let k = fused::rope::rope(&k, cos, sin)?;
@@ -233,8 +239,8 @@ impl Llama {
             return block.proj[3].forward(&out, ctx);
         }
         let heads = |t: Tensor, n: usize| t.reshape((b, s, n, hd))?.transpose(1, 2)?.contiguous();
-        let q = head_norm(heads(block.proj[0].forward(x, ctx)?, nh)?, 0)?;
-        let k = head_norm(heads(block.proj[1].forward(x, ctx)?, nkv)?, 1)?;
+        let q = head_norm(heads(block.proj[0].forward(x, ctx)?, nh)?, &block.q_norm)?;
+        let k = head_norm(heads(block.proj[1].forward(x, ctx)?, nkv)?, &block.k_norm)?;
         let v = heads(block.proj[2].forward(x, ctx)?, nkv)?;
         let q = apply_rope(&q, cos, sin)?;
         let k = repeat_kv(&apply_rope(&k, cos, sin)?, nh / nkv)?;

@@ -10,6 +10,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         self.fence(&mut tx, run_id).await?;
         let mut inserted = Vec::with_capacity(items.len());
+        // Personal data replaced in the new rows, per kind: one upsert per kind and batch.
+        let mut scrubbed = std::collections::BTreeMap::<&str, i64>::new();
         for item in items {
             let n = sqlx::query(
                 "INSERT INTO items (run_id, conversation_id, line, split, conversation, teacher_summary, refs, \
@@ -29,17 +31,20 @@ impl Store {
             inserted.push(n == 1);
             if n == 1 {
                 for (kind, count) in &item.pii_scrubbed {
-                    sqlx::query(
-                        "INSERT INTO pii_scrubbed (run_id, kind, spans) VALUES ($1, $2, $3) \
-                         ON CONFLICT (run_id, kind) DO UPDATE SET spans = pii_scrubbed.spans + excluded.spans",
-                    )
-                    .bind(run_id)
-                    .bind(*kind)
-                    .bind(i64::from(*count))
-                    .execute(&mut *tx)
-                    .await?;
+                    *scrubbed.entry(kind).or_default() += i64::from(*count);
                 }
             }
+        }
+        for (kind, spans) in scrubbed {
+            sqlx::query(
+                "INSERT INTO pii_scrubbed (run_id, kind, spans) VALUES ($1, $2, $3) \
+                 ON CONFLICT (run_id, kind) DO UPDATE SET spans = pii_scrubbed.spans + excluded.spans",
+            )
+            .bind(run_id)
+            .bind(kind)
+            .bind(spans)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await.context("storing dataset rows")?;
         Ok(inserted)
