@@ -28,8 +28,8 @@ static OWN_NAME: LazyLock<Regex> =
 /// Capitalised words that follow a greeting without being a name.
 const NOT_NAMES: &[&str] = &[
     "There", "All", "Everyone", "Again", "Team", "Guys", "Folks", "Friend", "Sir", "Madam", "Mate",
-    "For", "And", "But", "The", "You", "Your", "Yes", "Please", "Very", "Much", "Again",
-    "Customer", "Agent", "Support", "Once",
+    "For", "And", "But", "The", "You", "Your", "Yes", "Please", "Very", "Much", "Customer",
+    "Agent", "Support", "Once",
 ];
 
 /// The customer's names a conversation shows as names.
