@@ -1,7 +1,7 @@
 //! The Llama forward pass (Qwen3's too: the same with q/k head norms), differentiable, frozen
 //! weights behind [`super::frozen`] so they cost no gradient memory. On the CPU (f32) rms-norm,
-//! rope, attention, the MLP gate and the loss are [`super::fused`] kernels with their own backward passes; elsewhere they are the formulas,
-//! written with candle ops that differentiate.
+//! rope, attention, the MLP gate and the loss are [`super::fused`] kernels with their own
+//! backward passes; elsewhere they are the formulas, written with candle ops that differentiate.
 
 use std::collections::HashMap;
 use std::path::Path;
