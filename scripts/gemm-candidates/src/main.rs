@@ -1,4 +1,5 @@
-//! GFLOP/s of `C = A B^T` (the trainer's `x W^T`) on each candidate, 1 and 2 threads.
+//! GFLOP/s of `C = A B^T` (the trainer's `x W^T`) on each candidate, 1 and 2 threads; a second
+//! argument `inference` measures an f32 model's serving shapes instead.
 
 use std::time::Instant;
 
@@ -28,7 +29,7 @@ fn main() {
         .as_ref()
         .map(|lib| unsafe { lib.get(b"dnnl_sgemm").expect("dnnl_sgemm") });
     // (m, n, k): SmolLM2's MLP up and down, LM head forward and backward, attention; Llama-8B's MLP.
-    let shapes = [
+    let training = [
         (384, 1536, 576),
         (384, 576, 1536),
         (384, 49152, 576),
@@ -36,8 +37,25 @@ fn main() {
         (384, 576, 576),
         (512, 14336, 4096),
     ];
+    // `inference`: an f32 SmolLM2 served by mistral.rs (Evaluate's students): a 450-token
+    // prompt's projections, then 16 and 1 sequences decoding (the 16-row LM head included).
+    let inference = [
+        (450, 576, 576),
+        (450, 192, 576),
+        (450, 1536, 576),
+        (450, 576, 1536),
+        (16, 1536, 576),
+        (16, 576, 1536),
+        (16, 49152, 576),
+        (1, 1536, 576),
+        (1, 576, 1536),
+    ];
+    let shapes: &[(usize, usize, usize)] = match std::env::args().nth(2).as_deref() {
+        Some("inference") => &inference,
+        _ => &training,
+    };
     for threads in [1usize, 2] {
-        for (m, n, k) in shapes {
+        for &(m, n, k) in shapes {
             let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.01).collect();
             let b: Vec<f32> = (0..n * k).map(|i| (i % 7) as f32 * 0.01).collect();
             let mut c = vec![0f32; m * n];

@@ -7,6 +7,10 @@
 //!
 //! `prompt-tiles`: one thread's f32 GEMM of a prompt's rows by a tile of dequantized weights
 //! (candle-core's `matmul_dequantized`), gemm 0.19 against faer.
+//!
+//! `attention`: see `attention.rs`.
+
+mod attention;
 
 use std::arch::x86_64::*;
 use std::time::Instant;
@@ -306,8 +310,9 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("q4_1") => q4_1(&args),
         Some("prompt-tiles") => prompt_tiles(),
+        Some("attention") => attention::attention(&args),
         _ => eprintln!(
-            "usage: kernel-candidates q4_1 [--threads N] [--megabytes M] [--k K] | prompt-tiles"
+            "usage: kernel-candidates q4_1 [--threads N] [--megabytes M] [--k K] | prompt-tiles | attention [--context N] [--threads N]"
         ),
     }
 }

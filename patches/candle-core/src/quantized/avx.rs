@@ -128,12 +128,13 @@ unsafe fn q4_1_q8_1_step(x: &BlockQ4_1, y: &BlockQ8_1, acc: &mut __m256, offsets
 }
 
 // ARF patch: the loops below take the blocks two at a time into named accumulators (even block,
-// odd block) rather than indexing an accumulator array with `i & 1`. With the index the compiler
-// keeps the array on the stack and every block stores and reloads it; at the opt-level the
-// project builds its dependencies with (2: the dev profile, which the demo, the tests and the
-// benches share) the kernel read 7.4 GB/s of weights on two threads where the same source at
-// opt-level 3 read 12.6 (scripts/kernel-candidates, AMD EPYC with AVX2, 2026-12-06). The sums
-// run in the same order as before, so the results are unchanged bit for bit.
+// odd block) rather than indexing an accumulator array with `i & 1`, which the compiler kept on
+// the stack (a store and a reload per block at opt-level 2, the level of the dev profile's
+// dependencies, which the demo, the tests and the benches share). On two threads of an AMD EPYC
+// with AVX2 (scripts/kernel-candidates, 2026-12-06): 7.4 GB/s of weights with the array and the
+// dependencies' debug assertions (most of the cost: std's checks on every unsafe pointer read;
+// the dev profile now builds dependencies without them), 12.3 with the array alone, 16.4 now.
+// The sums run in the same order as before, so the results are unchanged bit for bit.
 #[inline(always)]
 pub(crate) fn vec_dot_q4_1_q8_1(n: usize, xs: &[BlockQ4_1], ys: &[BlockQ8_1]) -> f32 {
     debug_assert!(
@@ -145,8 +146,7 @@ pub(crate) fn vec_dot_q4_1_q8_1(n: usize, xs: &[BlockQ4_1], ys: &[BlockQ8_1]) ->
     unsafe {
         let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let (mut even_offsets, mut odd_offsets) = (_mm_setzero_ps(), _mm_setzero_ps());
-        let mut pairs = xs.chunks_exact(2).zip(ys.chunks_exact(2));
-        for (x, y) in &mut pairs {
+        for (x, y) in xs.chunks_exact(2).zip(ys.chunks_exact(2)) {
             q4_1_q8_1_step(&x[0], &y[0], &mut even, &mut even_offsets);
             q4_1_q8_1_step(&x[1], &y[1], &mut odd, &mut odd_offsets);
         }
@@ -188,12 +188,14 @@ pub(crate) fn vec_dot_q4_1_q8_1_x4(n: usize, xs: &[BlockQ4_1], ys: [&[BlockQ8_1]
     unsafe {
         let (mut even, mut odd) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
         let (mut even_offsets, mut odd_offsets) = ([_mm_setzero_ps(); 4], [_mm_setzero_ps(); 4]);
-        for i in (0..blocks).step_by(2) {
-            let at = |b: usize| ys.map(|y| &y[b]);
+        let at = |b: usize| ys.map(|y| &y[b]);
+        for i in (0..blocks / 2 * 2).step_by(2) {
             q4_1_q8_1_step_x4(&xs[i], at(i), &mut even, &mut even_offsets);
-            if i + 1 < blocks {
-                q4_1_q8_1_step_x4(&xs[i + 1], at(i + 1), &mut odd, &mut odd_offsets);
-            }
+            q4_1_q8_1_step_x4(&xs[i + 1], at(i + 1), &mut odd, &mut odd_offsets);
+        }
+        if blocks % 2 == 1 {
+            let last = blocks - 1;
+            q4_1_q8_1_step_x4(&xs[last], at(last), &mut even, &mut even_offsets);
         }
         [0, 1, 2, 3].map(|r| q4_1_q8_1_total([even[r], odd[r]], [even_offsets[r], odd_offsets[r]]))
     }

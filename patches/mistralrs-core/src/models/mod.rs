@@ -26,4 +26,6 @@ pub(crate) mod qwen3;
 pub(crate) mod qwen3_moe;
 pub(crate) mod qwen3_next;
 pub(crate) mod smollm3;
+// ARF patch: q/k/v and gate/up as one quantized matmul each on a CPU (patches/README.md).
+pub(crate) mod stacked_projections;
 pub(crate) mod starcoder2;

@@ -14,6 +14,7 @@ use crate::device_map::{DeviceMappedMask, DeviceMapper};
 use crate::gguf::Content;
 use crate::layers::{CausalMasker, MatMul, QRmsNorm, RotaryEmbedding, Sdpa};
 use crate::layers_masker::PastKvLenCache;
+use crate::models::stacked_projections::Projections;
 use crate::paged_attention::{AttentionImplementation, PagedAttention};
 use crate::pipeline::extract_logits;
 use crate::pipeline::text_models_inputs_processor::PagedAttentionInputMetadata;
@@ -27,15 +28,25 @@ use crate::utils::progress::{new_multi_progress, NiceProgressBar};
 const DEFAULT_MAX_SEQ_LEN: u32 = 4096;
 
 struct Mlp {
-    feed_forward_w1: Arc<dyn QuantMethod>,
+    // ARF patch: gate (w1) and up (w3) as one matmul on a CPU (stacked_projections.rs).
+    feed_forward_w1_w3: Projections,
     feed_forward_w2: Arc<dyn QuantMethod>,
-    feed_forward_w3: Arc<dyn QuantMethod>,
 }
 
 impl Mlp {
+    // ARF patch: every dense and expert MLP is built here, its gate and up stacked.
+    fn new(w1: QTensor, w2: QTensor, w3: QTensor) -> Result<Self> {
+        Ok(Self {
+            feed_forward_w1_w3: Projections::new(vec![w1, w3])?,
+            feed_forward_w2: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
+                q_weight: Arc::new(w2),
+                b: None,
+            })?),
+        })
+    }
+
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let w1 = MatMul.qmethod_matmul(xs, &*self.feed_forward_w1)?;
-        let w3 = MatMul.qmethod_matmul(xs, &*self.feed_forward_w3)?;
+        let [w1, w3] = self.feed_forward_w1_w3.forward(xs)?;
         let y = crate::ops::mul_and_act(&w1, &w3, crate::layers::Activation::Silu)?;
         MatMul.qmethod_matmul(&y, &*self.feed_forward_w2)
     }
@@ -121,9 +132,8 @@ impl MlpOrMoe {
 }
 
 struct LayerWeights {
-    attention_wq: Arc<dyn QuantMethod>,
-    attention_wk: Arc<dyn QuantMethod>,
-    attention_wv: Arc<dyn QuantMethod>,
+    // ARF patch: q, k and v as one matmul on a CPU (stacked_projections.rs).
+    attention_wqkv: Projections,
     attention_wo: Arc<dyn QuantMethod>,
     attention_norm: QRmsNorm,
     mlp_or_moe: MlpOrMoe,
@@ -148,15 +158,10 @@ impl LayerWeights {
     ) -> Result<Tensor> {
         let (b_sz, seq_len, _) = x.dims3()?;
 
-        let q = MatMul
-            .qmethod_matmul(x, &*self.attention_wq)?
-            .to_dtype(self.dtype)?;
-        let k = MatMul
-            .qmethod_matmul(x, &*self.attention_wk)?
-            .to_dtype(self.dtype)?;
-        let v = MatMul
-            .qmethod_matmul(x, &*self.attention_wv)?
-            .to_dtype(self.dtype)?;
+        let [q, k, v] = self.attention_wqkv.forward(x)?;
+        let q = q.to_dtype(self.dtype)?;
+        let k = k.to_dtype(self.dtype)?;
+        let v = v.to_dtype(self.dtype)?;
 
         let (q, k, v) = if seq_len != 1 {
             let q = q
@@ -253,37 +258,13 @@ impl ModelConfig::FromGGML for ModelWeights {
                 let feed_forward_w1 = ct.remove(&format!("{prefix}.feed_forward.w1.weight"))?;
                 let feed_forward_w2 = ct.remove(&format!("{prefix}.feed_forward.w2.weight"))?;
                 let feed_forward_w3 = ct.remove(&format!("{prefix}.feed_forward.w3.weight"))?;
-                MlpOrMoe::Mlp(Mlp {
-                    feed_forward_w1: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
-                        q_weight: Arc::new(feed_forward_w1),
-                        b: None,
-                    })?),
-                    feed_forward_w2: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
-                        q_weight: Arc::new(feed_forward_w2),
-                        b: None,
-                    })?),
-                    feed_forward_w3: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
-                        q_weight: Arc::new(feed_forward_w3),
-                        b: None,
-                    })?),
-                })
+                MlpOrMoe::Mlp(Mlp::new(feed_forward_w1, feed_forward_w2, feed_forward_w3)?)
             };
             let attention_norm = ct.remove(&format!("{prefix}.attention_norm.weight"))?;
             let ffn_norm = ct.remove(&format!("{prefix}.ffn_norm.weight"))?;
             let n_kv_head = ct.hparams.n_head as usize / gqa;
             layers.push(LayerWeights {
-                attention_wq: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
-                    q_weight: Arc::new(attention_wq),
-                    b: None,
-                })?),
-                attention_wk: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
-                    q_weight: Arc::new(attention_wk),
-                    b: None,
-                })?),
-                attention_wv: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
-                    q_weight: Arc::new(attention_wv),
-                    b: None,
-                })?),
+                attention_wqkv: Projections::new(vec![attention_wq, attention_wk, attention_wv])?,
                 attention_wo: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
                     q_weight: Arc::new(attention_wo),
                     b: None,
@@ -488,20 +469,7 @@ impl ModelConfig::FromGGUF for ModelWeights {
                 let feed_forward_w1 = ct.tensor(&format!("{prefix}.ffn_gate.weight"), device)?;
                 let feed_forward_w2 = ct.tensor(&format!("{prefix}.ffn_down.weight"), device)?;
                 let feed_forward_w3 = ct.tensor(&format!("{prefix}.ffn_up.weight"), device)?;
-                MlpOrMoe::Mlp(Mlp {
-                    feed_forward_w1: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
-                        q_weight: Arc::new(feed_forward_w1),
-                        b: None,
-                    })?),
-                    feed_forward_w2: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
-                        q_weight: Arc::new(feed_forward_w2),
-                        b: None,
-                    })?),
-                    feed_forward_w3: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
-                        q_weight: Arc::new(feed_forward_w3),
-                        b: None,
-                    })?),
-                })
+                MlpOrMoe::Mlp(Mlp::new(feed_forward_w1, feed_forward_w2, feed_forward_w3)?)
             } else {
                 let feed_forward_gate_inp =
                     ct.tensor(&format!("{prefix}.ffn_gate_inp.weight"), device)?;
@@ -535,26 +503,11 @@ impl ModelConfig::FromGGUF for ModelWeights {
                             .into_iter()
                             .zip(dequant_ffn_down.into_iter().zip(dequant_ffn_up))
                         {
-                            experts.push(Mlp {
-                                feed_forward_w1: Arc::new(GgufMatMul::new(
-                                    QuantMethodConfig::Gguf {
-                                        q_weight: Arc::new(QTensor::quantize(&ff_w1, gate_type)?),
-                                        b: None,
-                                    },
-                                )?),
-                                feed_forward_w2: Arc::new(GgufMatMul::new(
-                                    QuantMethodConfig::Gguf {
-                                        q_weight: Arc::new(QTensor::quantize(&ff_w2, down_type)?),
-                                        b: None,
-                                    },
-                                )?),
-                                feed_forward_w3: Arc::new(GgufMatMul::new(
-                                    QuantMethodConfig::Gguf {
-                                        q_weight: Arc::new(QTensor::quantize(&ff_w3, up_type)?),
-                                        b: None,
-                                    },
-                                )?),
-                            })
+                            experts.push(Mlp::new(
+                                QTensor::quantize(&ff_w1, gate_type)?,
+                                QTensor::quantize(&ff_w2, down_type)?,
+                                QTensor::quantize(&ff_w3, up_type)?,
+                            )?)
                         }
                     }
                     Err(_) => {
@@ -565,26 +518,11 @@ impl ModelConfig::FromGGUF for ModelWeights {
                                 ct.tensor(&format!("{prefix}.ffn_down.{i}.weight"), device)?;
                             let feed_forward_w3 =
                                 ct.tensor(&format!("{prefix}.ffn_up.{i}.weight"), device)?;
-                            experts.push(Mlp {
-                                feed_forward_w1: Arc::new(GgufMatMul::new(
-                                    QuantMethodConfig::Gguf {
-                                        q_weight: Arc::new(feed_forward_w1),
-                                        b: None,
-                                    },
-                                )?),
-                                feed_forward_w2: Arc::new(GgufMatMul::new(
-                                    QuantMethodConfig::Gguf {
-                                        q_weight: Arc::new(feed_forward_w2),
-                                        b: None,
-                                    },
-                                )?),
-                                feed_forward_w3: Arc::new(GgufMatMul::new(
-                                    QuantMethodConfig::Gguf {
-                                        q_weight: Arc::new(feed_forward_w3),
-                                        b: None,
-                                    },
-                                )?),
-                            })
+                            experts.push(Mlp::new(
+                                feed_forward_w1,
+                                feed_forward_w2,
+                                feed_forward_w3,
+                            )?)
                         }
                     }
                 }
@@ -606,18 +544,7 @@ impl ModelConfig::FromGGUF for ModelWeights {
                 }
             };
             layers.push(LayerWeights {
-                attention_wq: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
-                    q_weight: Arc::new(attention_wq),
-                    b: None,
-                })?),
-                attention_wk: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
-                    q_weight: Arc::new(attention_wk),
-                    b: None,
-                })?),
-                attention_wv: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
-                    q_weight: Arc::new(attention_wv),
-                    b: None,
-                })?),
+                attention_wqkv: Projections::new(vec![attention_wq, attention_wk, attention_wv])?,
                 attention_wo: Arc::new(GgufMatMul::new(QuantMethodConfig::Gguf {
                     q_weight: Arc::new(attention_wo),
                     b: None,

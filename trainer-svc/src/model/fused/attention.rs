@@ -7,6 +7,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::exp::{exp_nonpositive, lane_sum};
 use super::gemm::{Threads, matmul, rows, rows_mut};
 use super::{values, with_values};
 
@@ -62,13 +63,12 @@ impl CausalAttention {
         for (r, row) in p.chunks_mut(i1).take(m).enumerate() {
             let (seen, hidden) = row.split_at_mut(i0 + r + 1);
             let max = seen.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            let mut sum = 0f32;
             for v in seen.iter_mut() {
-                *v = (*v - max).exp();
-                sum += *v;
+                *v = exp_nonpositive(*v - max);
             }
+            let inv = 1.0 / lane_sum(seen, |p| p);
             for v in seen.iter_mut() {
-                *v /= sum;
+                *v *= inv;
             }
             hidden.fill(0.0);
         }

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::exp::{exp_nonpositive, lane_sum};
 use super::gemm::{Threads, matmul, rows, rows_mut};
 use super::{values, with_values};
 
@@ -58,12 +59,12 @@ impl LmHeadLoss {
                 .zip(targets.par_iter())
                 .map(|(row, &t)| {
                     let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                    let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
+                    let sum = lane_sum(row, |v| exp_nonpositive(v - max));
                     let lse = max + sum.ln();
                     let nll = f64::from(lse - row[t as usize]);
                     if self.with_grad {
                         for v in row.iter_mut() {
-                            *v = (*v - lse).exp();
+                            *v = exp_nonpositive(*v - lse);
                         }
                         row[t as usize] -= 1.0;
                     }

@@ -8,6 +8,7 @@
 //! Every op is checked against the formulas' autograd in its tests. On CUDA the formulas run.
 
 pub mod attention;
+pub mod exp;
 pub mod gemm;
 pub mod lm_head_loss;
 pub mod lora_linear;

@@ -3,15 +3,12 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::exp::sigmoid;
 use super::{values, with_values};
 
 const CHUNK: usize = 16_384;
 
 struct SwiGlu;
-
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
 
 impl CustomOp2 for SwiGlu {
     fn name(&self) -> &'static str {
