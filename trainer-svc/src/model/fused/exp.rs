@@ -18,13 +18,13 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     let t = x.mul_add(std::f32::consts::LOG2_E, ROUND);
     let n = t - ROUND;
     let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));
-    let mut p = 1.987_569_15e-4_f32;
+    let mut p = 1.987_569_1e-4_f32;
     for c in [
-        1.398_199_95e-3,
-        8.333_451_9e-3,
-        4.166_579_59e-2,
-        1.666_666_55e-1,
-        5.000_000_12e-1,
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_6e-1,
+        5e-1,
     ] {
         p = p.mul_add(r, c);
     }
