@@ -57,7 +57,9 @@ impl Projections {
         }
         let dtype = weights[0].dtype();
         drop(weights);
-        let storage = QStorage::from_data(Cow::Owned(bytes), &Device::Cpu, dtype)?;
+        // Borrowed, not owned: candle's `from_data` reads the bytes through a slice of its
+        // argument and copies them, so owned bytes would be freed before the copy.
+        let storage = QStorage::from_data(Cow::Borrowed(&bytes), &Device::Cpu, dtype)?;
         let stacked = QTensor::new(storage, (rows.iter().sum::<usize>(), columns))?;
         Ok(Self::Stacked {
             weight: gguf_matmul(stacked)?,
