@@ -2,9 +2,9 @@
 //!
 //! `f32::exp` is a call into libm, one element at a time: the softmax over each row's 49,152
 //! logits (twice: the sum, then the gradient), attention's probabilities (forward, and again in
-//! the backward pass) and the gate's sigmoid made it ~6% of a SmolLM2 training step. The same
-//! polynomial serves the editor's row attention (`patches/mistralrs-core`, `cpu_row_kernel.rs`);
-//! the two crates share no code, so each carries its copy.
+//! the backward pass) and the gate's sigmoid. Attention's alone was ~4% of a SmolLM2 training
+//! step in the last profile (README, "Trainer speed"). `scripts/kernel-candidates` includes this
+//! file to try the same `exp` in the editor's row attention.
 
 /// `e^x` for `x <= 0`: `x = n ln 2 + r`, Cephes' polynomial for `e^r` (within ~2 ulp of libm),
 /// times `2^n` built in the exponent bits. Below -87 it returns ~1.6e-38 rather than 0.
