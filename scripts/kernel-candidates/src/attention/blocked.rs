@@ -6,7 +6,8 @@
 //! sit in the cache: a sequence decoding beside longer ones sits right-aligned behind padding
 //! (`kv_cache/ragged.rs`), and must get bit for bit what it gets alone.
 
-// The trainer's vectorizable `exp` (its softmaxes use it).
+// The trainer's vectorizable `exp` and 8-lane sum (its softmaxes use them). This script builds
+// for x86-64-v3 (the workspace's .cargo/config.toml), so `mul_add` below is one FMA instruction.
 #[allow(dead_code)]
 #[path = "../../../../trainer-svc/src/model/fused/exp.rs"]
 mod exp;
@@ -65,7 +66,7 @@ pub fn attend_row<'a>(
         };
     }
     let first = scores.iter().position(|&p| p != 0.0).unwrap_or(0);
-    let sum = lane_sum(&scores[first..]);
+    let sum = exp::lane_sum(&scores[first..], |p| p);
     let mut j = first;
     while j < kv_len {
         let p = &scores[j..];
@@ -97,14 +98,14 @@ fn dots<const N: usize>(q: &[f32], keys: [&[f32]; N]) -> [f32; N] {
         for (acc, k) in acc.iter_mut().zip(&keys) {
             let kc = &k[c..c + LANES];
             for l in 0..LANES {
-                acc[l] = fma(qc[l], kc[l], acc[l]);
+                acc[l] = qc[l].mul_add(kc[l], acc[l]);
             }
         }
     }
     let mut out = acc.map(|a| ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])));
     for i in whole..d {
         for (o, k) in out.iter_mut().zip(&keys) {
-            *o = fma(q[i], k[i], *o);
+            *o = q[i].mul_add(k[i], *o);
         }
     }
     out
@@ -118,32 +119,8 @@ fn axpy<const N: usize>(p: [f32; N], v: [&[f32]; N], out: &mut [f32]) {
     for (i, o) in out.iter_mut().enumerate() {
         let mut acc = *o;
         for r in 0..N {
-            acc = fma(p[r], v[r][i], acc);
+            acc = p[r].mul_add(v[r][i], acc);
         }
         *o = acc;
-    }
-}
-
-/// The sum of `xs` in 8 lanes (lane = index mod 8), then a fixed tree.
-fn lane_sum(xs: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let chunks = xs.chunks_exact(LANES);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        for l in 0..LANES {
-            acc[l] += c[l];
-        }
-    }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
-}
-
-/// `a * b + c`: one instruction where the build targets FMA (x86-64-v3), else two (`mul_add`
-/// without the instruction is a slow library call).
-#[inline(always)]
-fn fma(a: f32, b: f32, c: f32) -> f32 {
-    if cfg!(target_feature = "fma") {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
     }
 }
