@@ -454,10 +454,17 @@ impl Engine {
                 .eos_tok
                 .clone();
 
+            // ARF patch: no preallocated cache on a CPU. `set_none_cache` reads only its shape
+            // (it allocates a fresh cache of that size) and the sequence keeps it until it ends:
+            // on SmolLM2 ~23 MB per sequence of 1,024 positions, never read, and resident once
+            // the allocator hands out reused memory. Without it the cache starts at 512 positions
+            // and grows as it fills (`SingleCache::append`).
+            let on_cpu = get_mut_arcmutex!(self.pipeline).device().is_cpu();
             let seq_preallocated_cache = if matches!(
                 get_mut_arcmutex!(self.pipeline).category(),
                 ModelCategory::Text | ModelCategory::Multimodal { .. }
-            ) {
+            ) && !on_cpu
+            {
                 let (metadata, device, needs_preallocated_cache) = {
                     let pipeline = get_mut_arcmutex!(self.pipeline);
                     let needs_preallocated_cache = match pipeline.cache() {

@@ -8,11 +8,14 @@
 //! llama.cpp's stayed flat); in a prompt of 1,000 tokens, four 38 MB score tensors per layer,
 //! half of them masked. Here each (sequence, head, query position) is one task: its scores
 //! against the cached keys its mask lets it see (a `-inf` position costs nothing, so a causal
-//! prompt does half the work), a softmax, and the weighted sum of values.
+//! prompt does half the work), a softmax, and the weighted sum of values. From
+//! `cpu_blocks::FROM_ROWS` query rows on (a prompt), the rows go in blocks instead, as matrix
+//! products (cpu_blocks.rs).
 
 use candle_core::{DType, Layout, Result, Storage, Tensor};
 use rayon::prelude::*;
 
+use super::cpu_blocks;
 use crate::attention::SdpaParams;
 
 /// `softmax(q k^T * scale + mask) v` for `q` of shape (b, heads, q_len, d) against `k`, `v` of
@@ -66,14 +69,50 @@ pub(crate) fn sdpa_by_rows_cpu(
     };
     let mask = match &mask_parts {
         Some((store, layout)) => match &**store {
-            Storage::Cpu(cpu) => Some((cpu.as_slice::<f32>()?, *layout)),
+            Storage::Cpu(cpu) => Some(MaskRows {
+                data: cpu.as_slice::<f32>()?,
+                layout: (*layout).clone(),
+            }),
             _ => return Ok(None),
         },
         None => None,
     };
-    let group = heads / kv_heads;
+    let dims = Dims {
+        batch: b,
+        heads,
+        q_len,
+        kv_len,
+        d,
+        group: heads / kv_heads,
+    };
     let scale = sdpa_params.softmax_scale;
+    // A prompt's rows go in blocks, as matrix products (cpu_blocks.rs); a decode step's one
+    // row (or a few) by the loop below, which reads each cached row once and builds nothing.
+    let out = if q_len >= cpu_blocks::FROM_ROWS {
+        cpu_blocks::attend_in_blocks(q_all, &keys, &values, mask.as_ref(), dims, scale)
+    } else {
+        attend_by_rows(q_all, &keys, &values, mask.as_ref(), dims, scale)
+    };
+    Tensor::from_vec(out, (b, heads, q_len, d), q.device()).map(Some)
+}
 
+/// The row kernel: each (sequence, head, query position) is one task.
+fn attend_by_rows(
+    q_all: &[f32],
+    keys: &Rows,
+    values: &Rows,
+    mask: Option<&MaskRows>,
+    dims: Dims,
+    scale: f32,
+) -> Vec<f32> {
+    let Dims {
+        batch: b,
+        heads,
+        q_len,
+        kv_len,
+        d,
+        group,
+    } = dims;
     let mut out = vec![0f32; b * heads * q_len * d];
     out.par_chunks_mut(d)
         .enumerate()
@@ -81,12 +120,7 @@ pub(crate) fn sdpa_by_rows_cpu(
             let (batch, head, pos) = (row / (heads * q_len), row / q_len % heads, row % q_len);
             let kv_head = head / group;
             let query = &q_all[row * d..(row + 1) * d];
-            // This row's mask: where it starts and the step between positions.
-            let mask_row = mask.map(|(data, layout)| {
-                let s = layout.stride();
-                let at = layout.start_offset() + batch * s[0] + head * s[1] + pos * s[2];
-                (&data[at..], s[3])
-            });
+            let mask_row = mask.map(|m| m.row(batch, head, pos));
             let mask_of = |j: usize| mask_row.map_or(0.0, |(data, step)| data[j * step]);
             scores.clear();
             scores.extend((0..kv_len).map(|j| match mask_of(j) {
@@ -109,12 +143,23 @@ pub(crate) fn sdpa_by_rows_cpu(
             let inv = 1.0 / sum;
             out.iter_mut().for_each(|o| *o *= inv);
         });
-    Tensor::from_vec(out, (b, heads, q_len, d), q.device()).map(Some)
+    out
+}
+
+/// The sizes both kernels need: `heads` query heads share a K/V head `group` at a time.
+#[derive(Clone, Copy)]
+pub(super) struct Dims {
+    pub batch: usize,
+    pub heads: usize,
+    pub q_len: usize,
+    pub kv_len: usize,
+    pub d: usize,
+    pub group: usize,
 }
 
 /// A (b, kv_heads, kv_len, d) cache tensor read in place: each position's `d` values are
 /// contiguous (the cache's views narrow its length, never its last dimension).
-struct Rows<'a> {
+pub(super) struct Rows<'a> {
     data: &'a [f32],
     start: usize,
     strides: [usize; 3],
@@ -133,9 +178,36 @@ impl<'a> Rows<'a> {
     }
 
     fn row(&self, batch: usize, head: usize, pos: usize, d: usize) -> &'a [f32] {
+        self.rows(batch, head, pos, 1, d).0
+    }
+
+    /// Positions `from..from + n` of one head, and the step from one position to the next.
+    pub(super) fn rows(
+        &self,
+        batch: usize,
+        head: usize,
+        from: usize,
+        n: usize,
+        d: usize,
+    ) -> (&'a [f32], usize) {
         let [s0, s1, s2] = self.strides;
-        let at = self.start + batch * s0 + head * s1 + pos * s2;
-        &self.data[at..at + d]
+        let at = self.start + batch * s0 + head * s1 + from * s2;
+        (&self.data[at..at + (n.max(1) - 1) * s2 + d], s2)
+    }
+}
+
+/// The additive mask, broadcast to (b, heads, q_len, kv_len), read in place.
+pub(super) struct MaskRows<'a> {
+    data: &'a [f32],
+    layout: Layout,
+}
+
+impl<'a> MaskRows<'a> {
+    /// One query position's mask: where it starts, and the step from one key to the next.
+    pub(super) fn row(&self, batch: usize, head: usize, pos: usize) -> (&'a [f32], usize) {
+        let s = self.layout.stride();
+        let at = self.layout.start_offset() + batch * s[0] + head * s[1] + pos * s[2];
+        (&self.data[at..], s[3])
     }
 }
 

@@ -1,6 +1,7 @@
 pub(super) mod cpu;
-// ARF patch: the CPU attention by rows (cpu_rows.rs) and grouped-query attention in f32
-// (naive.rs), patches/README.md.
+// ARF patch: the CPU attention by rows (cpu_rows.rs) and by blocks of rows (cpu_blocks.rs),
+// grouped-query attention in f32 (naive.rs), patches/README.md.
+mod cpu_blocks;
 mod cpu_rows;
 mod flash;
 mod naive;
