@@ -16,7 +16,7 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
-use super::cpu_rows::{Dims, MaskRows, Rows};
+use super::cpu_rows::{Dims, Operands};
 
 /// From this many query rows on, a call takes this kernel; a decode step's one row (or a few
 /// rows of a prefix-cache hit) stays on the row kernel.
@@ -25,25 +25,19 @@ pub(super) const FROM_ROWS: usize = 16;
 /// Query rows per block: a block's scores are `BLOCK x` its keys.
 const BLOCK: usize = 64;
 
-/// `softmax(q k^T * scale + mask) v` for `q_all` of (b, heads, q_len, d) (contiguous from its
-/// start), into a fresh (b, heads, q_len, d).
-pub(super) fn attend_in_blocks(
-    q_all: &[f32],
-    keys: &Rows,
-    values: &Rows,
-    mask: Option<&MaskRows>,
-    dims: Dims,
-    scale: f32,
-) -> Vec<f32> {
+/// `softmax(q k^T * scale + mask) v`, into a fresh (b, heads, q_len, d).
+pub(super) fn attend_in_blocks(operands: &Operands) -> Vec<f32> {
+    let (q_all, keys, values) = (operands.q_all, &operands.keys, &operands.values);
+    let (mask, scale) = (operands.mask.as_ref(), operands.scale);
     let Dims {
-        batch: b,
         heads,
         q_len,
         kv_len,
         d,
         group,
-    } = dims;
-    let mut out = vec![0f32; b * heads * q_len * d];
+        ..
+    } = operands.dims;
+    let mut out = vec![0f32; operands.dims.batch * heads * q_len * d];
     out.par_chunks_mut(q_len * d)
         .enumerate()
         .for_each(|(head_index, head_out)| {

@@ -77,34 +77,42 @@ pub(crate) fn sdpa_by_rows_cpu(
         },
         None => None,
     };
-    let dims = Dims {
-        batch: b,
-        heads,
-        q_len,
-        kv_len,
-        d,
-        group: heads / kv_heads,
+    let operands = Operands {
+        q_all,
+        keys,
+        values,
+        mask,
+        dims: Dims {
+            batch: b,
+            heads,
+            q_len,
+            kv_len,
+            d,
+            group: heads / kv_heads,
+        },
+        scale: sdpa_params.softmax_scale,
     };
-    let scale = sdpa_params.softmax_scale;
     // A prompt's rows go in blocks, as matrix products (cpu_blocks.rs); a decode step's one
     // row (or a few) by the loop below, which reads each cached row once and builds nothing.
     let out = if q_len >= cpu_blocks::FROM_ROWS {
-        cpu_blocks::attend_in_blocks(q_all, &keys, &values, mask.as_ref(), dims, scale)
+        cpu_blocks::attend_in_blocks(&operands)
     } else {
-        attend_by_rows(q_all, &keys, &values, mask.as_ref(), dims, scale)
+        attend_by_rows(&operands)
     };
     Tensor::from_vec(out, (b, heads, q_len, d), q.device()).map(Some)
 }
 
 /// The row kernel: each (sequence, head, query position) is one task.
-fn attend_by_rows(
-    q_all: &[f32],
-    keys: &Rows,
-    values: &Rows,
-    mask: Option<&MaskRows>,
-    dims: Dims,
-    scale: f32,
-) -> Vec<f32> {
+fn attend_by_rows(operands: &Operands) -> Vec<f32> {
+    let Operands {
+        q_all,
+        keys,
+        values,
+        mask,
+        dims,
+        scale,
+    } = operands;
+    let (scale, mask) = (*scale, mask.as_ref());
     let Dims {
         batch: b,
         heads,
@@ -112,7 +120,7 @@ fn attend_by_rows(
         kv_len,
         d,
         group,
-    } = dims;
+    } = *dims;
     let mut out = vec![0f32; b * heads * q_len * d];
     out.par_chunks_mut(d)
         .enumerate()
@@ -144,6 +152,16 @@ fn attend_by_rows(
             out.iter_mut().for_each(|o| *o *= inv);
         });
     out
+}
+
+/// What both kernels read: `q_all` is (b, heads, q_len, d), contiguous from its start.
+pub(super) struct Operands<'a> {
+    pub q_all: &'a [f32],
+    pub keys: Rows<'a>,
+    pub values: Rows<'a>,
+    pub mask: Option<MaskRows<'a>>,
+    pub dims: Dims,
+    pub scale: f32,
 }
 
 /// The sizes both kernels need: `heads` query heads share a K/V head `group` at a time.
