@@ -9,7 +9,8 @@
 //!
 //! And the gateway driving a run is frozen (SIGSTOP) past its lease while the other takes the run
 //! over and cancels or finishes it: when it goes on (SIGCONT), its fencing token is stale and
-//! nothing it does reaches the run.
+//! nothing it does reaches the run. Frozen during Finetune, it comes back to a job the other
+//! gateway follows now, and leaves it training.
 //!
 //! Prints the lease, and the time from the kill to the first event the new holder wrote.
 //! Needs a PostgreSQL server (`scripts/with-postgres.sh`; skipped without one unless
@@ -261,6 +262,28 @@ async fn a_paused_gateway_comes_back_after(ending: Ending) {
     let stored = get_run(&mut watcher, &run.id).await;
     assert_eq!(stored.state, state as i32, "{ending:?}");
 
+    let jobs = jobs_of(&services, &run.id).await;
+    assert!(
+        jobs.iter()
+            .all(|(_, s)| matches!(s, pb::JobState::Succeeded | pb::JobState::Cancelled)),
+        "{ending:?}: a training job left running: {jobs:?}"
+    );
+    if ending == Ending::Cancelled {
+        // A tiny student can train to the end before the cancel arrives (the run is then in
+        // Evaluate); what must not happen is a job that trains on unwatched: every job that
+        // succeeded had its end relayed into the run's log before the run was cancelled.
+        let relayed = succeeded_jobs_relayed(&ended);
+        for (id, state) in &jobs {
+            assert!(
+                *state != pb::JobState::Succeeded || relayed.contains(id),
+                "job {id} trained to the end for a cancelled run, unwatched: {jobs:?}"
+            );
+        }
+    }
+}
+
+/// The trainer's jobs for the run: id and state.
+async fn jobs_of(services: &Services, run_id: &str) -> Vec<(String, pb::JobState)> {
     let channel = connect_lazy(&services.trainer.endpoint(), &ClientOptions::default()).unwrap();
     let jobs = TrainerClient::new(channel)
         .list_jobs(pb::ListJobsRequest {
@@ -271,20 +294,93 @@ async fn a_paused_gateway_comes_back_after(ending: Ending) {
         .unwrap()
         .into_inner()
         .jobs;
-    let jobs: Vec<_> = jobs
-        .iter()
-        .filter(|j| j.labels.get("arf.run_id") == Some(&run.id))
-        .map(|j| pb::JobState::try_from(j.state).unwrap_or_default())
-        .collect();
-    assert!(
-        jobs.iter()
-            .all(|s| matches!(s, pb::JobState::Succeeded | pb::JobState::Cancelled)),
-        "{ending:?}: a training job left running: {jobs:?}"
+    jobs.iter()
+        .filter(|j| j.labels.get("arf.run_id").map(String::as_str) == Some(run_id))
+        .map(|j| {
+            (
+                j.id.clone(),
+                pb::JobState::try_from(j.state).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// The gateway driving a run freezes while the run's student trains; the other takes the run
+/// over and follows the same job. When the frozen one goes on, its drive stops (its lease is
+/// gone) without cancelling the job: the run still finishes, on that job's student.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_gateway_that_comes_back_during_finetune_leaves_the_job_training() {
+    let Some(server) = postgres_server() else {
+        return;
+    };
+    let models = tempfile::tempdir().unwrap();
+    let tiny = arf::suite::tiny_model(models.path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let services = Services::start(dir.path(), &tiny).await;
+    let shared = gateway::store::fresh_database(&server).await.unwrap();
+    let first = gateway(&services, dir.path(), &tiny, &shared, "first").await;
+    let _second = gateway(&services, dir.path(), &tiny, &shared, "second").await;
+    let mut spec = full_spec();
+    // Long enough (tens of seconds on the tiny model) to outlast the pause and the takeover.
+    let training = spec.config.as_mut().unwrap().training.as_mut().unwrap();
+    (training.max_steps, training.checkpoint_every_steps) = (1000, 250);
+    let run = crate::support::create(&mut client(&first), spec, crate::support::sample_rows())
+        .await
+        .unwrap();
+    let mut watcher = client(&_second);
+    let is_step = |e: &pb::RunEvent| matches!(&e.kind, Some(pb::run_event::Kind::Training(j)) if matches!(j.kind, Some(pb::job_event::Kind::Step(_))));
+    let training = follow(&mut watcher, &run.id, |events| events.iter().any(is_step)).await;
+    let last_before = training.last().map_or(0, |e| e.sequence);
+
+    // The trainer freezes too, so that the first gateway, when it goes on, finds no job event
+    // waiting (a write of one would fail on its stale lease first) and learns from its
+    // heartbeat that the run is no longer its own: the path a slow step takes on a real model.
+    services.trainer.pause();
+    first.pause();
+    // The first gateway writes only the job's events until the job ends; a stage change after
+    // them is the other gateway's takeover, which goes through the stages done.
+    follow(&mut watcher, &run.id, |events| {
+        events.iter().any(|e| {
+            e.sequence > last_before && matches!(e.kind, Some(pb::run_event::Kind::Stage(_)))
+        })
+    })
+    .await;
+    first.resume();
+    let lease: u64 = LEASE_SECS.parse().unwrap();
+    tokio::time::sleep(Duration::from_secs(2 * lease)).await;
+    services.trainer.resume();
+
+    let ended = follow(&mut watcher, &run.id, |_| false).await;
+    assert_eq!(
+        crate::support::final_state(&ended),
+        Some(pb::RunState::Succeeded),
+        "the run ended otherwise: {:?}",
+        ended.last()
     );
-    if ending == Ending::Cancelled {
-        assert!(
-            !jobs.contains(&pb::JobState::Succeeded),
-            "a job trained to the end for a cancelled run: {jobs:?}"
-        );
-    }
+    let jobs = jobs_of(&services, &run.id).await;
+    assert_eq!(
+        jobs.len(),
+        1,
+        "one job, followed by both gateways: {jobs:?}"
+    );
+    assert_eq!(jobs[0].1, pb::JobState::Succeeded, "{jobs:?}");
+    assert_eq!(succeeded_jobs_relayed(&ended), vec![jobs[0].0.clone()]);
+}
+
+/// The training jobs whose successful end the run's log relays.
+fn succeeded_jobs_relayed(events: &[pb::RunEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(pb::run_event::Kind::Training(job)) => match &job.kind {
+                Some(pb::job_event::Kind::Ended(end))
+                    if end.state == pb::JobState::Succeeded as i32 =>
+                {
+                    Some(job.job_id.clone())
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }

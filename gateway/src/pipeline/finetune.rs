@@ -216,8 +216,24 @@ async fn train(s: StageRun<'_>, student: Student) -> Result<(), RunError> {
 }
 
 /// Relays the job's events into the run's log until the job ends, through trainer restarts:
-/// a broken or ended stream is watched again from the last event relayed.
+/// a broken or ended stream is watched again from the last event relayed. A user's cancel,
+/// wherever it finds the run (the first `call` checks the token too), reaches the job.
 async fn follow(s: StageRun<'_>, student: Student, job_id: &str) -> Result<(), RunError> {
+    let followed = relay(s, student, job_id).await;
+    // A shutdown (deploy, node drain) is not the user's cancel: the job trains on, and the
+    // restarted gateway follows it from the stored sequence; nor is a lease another gateway
+    // took (that one follows the same job). A user's cancel reaches the job: the trainer runs
+    // one job at a time, and an orphan would hold up every later run's Finetune.
+    if let Err(RunError::Cancelled) = followed
+        && !s.p.dropped_here(s.run_id)
+        && let Err(e) = s.p.clients.trainer.cancel(job_id).await
+    {
+        tracing::warn!(run_id = s.run_id, job_id, code = ?e.code(), error = %e.message(), "cannot cancel the training job of a cancelled run");
+    }
+    followed
+}
+
+async fn relay(s: StageRun<'_>, student: Student, job_id: &str) -> Result<(), RunError> {
     let (p, run_id, _, token) = s.parts();
     let trainer = &p.clients.trainer;
     let refused = |what: &str, s: tonic::Status| -> RunError {
@@ -232,17 +248,7 @@ async fn follow(s: StageRun<'_>, student: Student, job_id: &str) -> Result<(), R
         loop {
             let event = tokio::select! {
                 e = events.message() => e,
-                () = token.cancelled() => {
-                    // A shutdown (deploy, node drain) is not the user's cancel: the job trains
-                    // on, and the restarted gateway follows it from the stored sequence. A
-                    // user's cancel reaches the job: the trainer runs one job at a time, and an
-                    // orphan would hold up every later run's Finetune.
-                    if let Err(RunError::ShuttingDown) = p.check(token) {
-                        return Err(RunError::ShuttingDown);
-                    }
-                    let _ = trainer.cancel(job_id).await;
-                    return Err(RunError::Cancelled);
-                }
+                () = token.cancelled() => return Err(p.stopped(token)),
             };
             match event {
                 Ok(Some(event)) => {

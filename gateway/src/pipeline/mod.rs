@@ -288,6 +288,12 @@ impl Pipeline {
         });
     }
 
+    /// Whether this process stopped driving the run because another gateway took its lease (or
+    /// it ended meanwhile): its token fired, but not for the user's cancel.
+    pub(crate) fn dropped_here(&self, run_id: &str) -> bool {
+        self.with_run(run_id, |run| run.dropped)
+    }
+
     /// Marks a run as being ingested here until the guard drops.
     fn ingesting(self: &Arc<Self>, run_id: &str) -> IngestingGuard {
         self.with_run(run_id, |run| run.ingesting = true);
