@@ -994,6 +994,12 @@ impl Sequence {
         self.return_logprobs
     }
 
+    /// ARF patch: the most positions this sequence's KV cache can hold (its prompt and every
+    /// token it may generate), when it has a length limit; the decode batch is sized by it.
+    pub fn max_positions(&self) -> Option<usize> {
+        self.max_len.map(|max_len| self.prompt_len + max_len)
+    }
+
     pub fn prompt_tokens(&self) -> usize {
         self.prompt_len
     }

@@ -285,19 +285,24 @@ impl<T: CacheManagerMixin + MetadataMixin + ?Sized> CacheManager<T> for NormalCa
         modify_draft_cache: bool,
     ) {
         // ARF patch: plain KV caches are batched by `ragged::batch_in`, whatever their lengths
-        // (it copies each row's filled positions only).
-        let rows: Vec<&[Option<KvCache>]> = seqs
+        // (it copies each row's filled positions only), sized for what the sequences may still
+        // generate. The previous batch is let go first: the sequences' views of it are the
+        // last references, released as their rows are copied.
+        for layer in pipeline.cache().normal().0.iter_mut() {
+            layer.reset();
+        }
+        let limits: Option<Vec<usize>> = seqs.iter().map(|seq| seq.max_positions()).collect();
+        let mut rows: Vec<&mut Vec<Option<KvCache>>> = seqs
             .iter_mut()
             .map(|seq| {
-                let cache: &Vec<Option<KvCache>> = if modify_draft_cache {
+                if modify_draft_cache {
                     seq.normal_draft_cache()
                 } else {
                     seq.normal_cache()
-                };
-                cache.as_slice()
+                }
             })
             .collect();
-        if let Some(batch) = ragged::batch_in(&rows) {
+        if let Some(batch) = ragged::batch_in(&mut rows, limits.as_deref()) {
             let batch = batch.expect("kv-cache: batching the sequences' caches");
             *pipeline.cache().normal() = NormalCache(batch);
             return;

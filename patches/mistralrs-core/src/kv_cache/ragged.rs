@@ -15,22 +15,38 @@ use super::{KvCache, NormalCache, SingleCache};
 
 /// The batch cache for `rows` (each a sequence's per-layer caches), or `None` when a layer is
 /// not a plain KV cache (sliding window, shared, not yet filled): upstream's path handles those.
-pub(super) fn batch_in(rows: &[&[Option<KvCache>]]) -> Option<Result<Vec<KvCache>>> {
+///
+/// `limits`, when every sequence has one, is each row's most positions (its prompt and all it
+/// may generate): the batch is sized for them and never grows (growing holds the old and the new
+/// tensor at once). Each row's layer is taken out of its sequence as soon as it is copied, so
+/// the tensors behind it (a view of the previous batch, or a new prompt's own cache) are freed
+/// layer by layer instead of living beside the whole new batch until the step ends;
+/// `clone_out_cache`, after the step, gives every sequence its row back (and a failed step ends
+/// its sequences).
+pub(super) fn batch_in(
+    rows: &mut [&mut Vec<Option<KvCache>>],
+    limits: Option<&[usize]>,
+) -> Option<Result<Vec<KvCache>>> {
     let layers = rows.first()?.len();
+    let plain = |c: &Option<KvCache>| matches!(c, Some(KvCache::Normal { k, v }) if k.all_data.is_some() && v.all_data.is_some());
+    if !rows
+        .iter()
+        .all(|row| row.len() == layers && row.iter().all(plain))
+    {
+        return None;
+    }
     let mut out = Vec::with_capacity(layers);
     for layer in 0..layers {
-        let mut ks = Vec::with_capacity(rows.len());
-        let mut vs = Vec::with_capacity(rows.len());
-        for row in rows {
-            match row.get(layer)? {
-                Some(KvCache::Normal { k, v }) if k.all_data.is_some() && v.all_data.is_some() => {
-                    ks.push(k);
-                    vs.push(v);
-                }
-                _ => return None,
-            }
-        }
-        let built = batch_layer(&ks).and_then(|k| Ok((k, batch_layer(&vs)?)));
+        let taken: Vec<(SingleCache, SingleCache)> = rows
+            .iter_mut()
+            .filter_map(|row| match row[layer].take() {
+                Some(KvCache::Normal { k, v }) => Some((k, v)),
+                _ => None, // not reached: every layer was checked above
+            })
+            .collect();
+        let ks: Vec<&SingleCache> = taken.iter().map(|(k, _)| k).collect();
+        let vs: Vec<&SingleCache> = taken.iter().map(|(_, v)| v).collect();
+        let built = batch_layer(&ks, limits).and_then(|k| Ok((k, batch_layer(&vs, limits)?)));
         match built {
             Ok((k, v)) => out.push(KvCache::Normal { k, v }),
             Err(e) => return Some(Err(e)),
@@ -40,15 +56,28 @@ pub(super) fn batch_in(rows: &[&[Option<KvCache>]]) -> Option<Result<Vec<KvCache
 }
 
 /// One layer's K (or V) for the whole batch, rows right-aligned.
-fn batch_layer(rows: &[&SingleCache]) -> Result<SingleCache> {
+fn batch_layer(rows: &[&SingleCache], limits: Option<&[usize]>) -> Result<SingleCache> {
     let first = rows[0];
     let max_len = rows.iter().map(|c| c.current_seq_len).max().unwrap_or(0);
-    // Room for the next position, in upstream's growth steps, within the model's maximum.
-    let capacity = (max_len + 1)
-        .div_ceil(NormalCache::CACHE_GROW_SIZE)
-        .saturating_mul(NormalCache::CACHE_GROW_SIZE)
-        .min(first.max_seq_len)
-        .max(max_len);
+    // Every row appends at the same index, so the batch needs the longest row's positions plus
+    // the most any row still appends; without limits, room for the next position in upstream's
+    // growth steps.
+    let to_come = limits.map(|limits| {
+        rows.iter()
+            .zip(limits)
+            .map(|(row, &limit)| limit.saturating_sub(row.current_seq_len))
+            .max()
+            .unwrap_or(0)
+            .max(1)
+    });
+    let capacity = match to_come {
+        Some(to_come) => max_len + to_come,
+        None => (max_len + 1)
+            .div_ceil(NormalCache::CACHE_GROW_SIZE)
+            .saturating_mul(NormalCache::CACHE_GROW_SIZE),
+    }
+    .min(first.max_seq_len)
+    .max(max_len);
     let template = first.all_data.as_ref().expect("checked by batch_in");
     let mut dims = template.dims().to_vec();
     let heads = dims[1];

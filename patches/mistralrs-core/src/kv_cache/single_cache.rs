@@ -103,13 +103,13 @@ impl SingleCache {
         // This doesn't seem very idiomatic but because the creation can fail, it's tricky to use
         // self.all_data.get_or_insert_with.
         if self.all_data.is_none() {
-            // ARF patch: room for the first append at once. Without a preallocated cache (on a
-            // CPU, `engine/add_request.rs`) a prompt longer than the initial 512 positions
-            // allocated them, then grew at once into a second allocation.
-            let first_fit =
-                seq_len.div_ceil(NormalCache::CACHE_GROW_SIZE) * NormalCache::CACHE_GROW_SIZE;
-            if first_fit > self.capacity_seq_len && first_fit <= self.max_seq_len {
-                self.capacity_seq_len = first_fit;
+            // ARF patch: the first append sizes the cache for itself, exactly. Without a
+            // preallocated cache (on a CPU, `engine/add_request.rs`) this is a prompt's own
+            // cache, which the next step copies into the decode batch (`ragged.rs`, sized for
+            // the generation) and lets go: positions beyond the prompt were never written, and a
+            // prompt longer than the initial 512 allocated them, then grew at once.
+            if seq_len <= self.max_seq_len {
+                self.capacity_seq_len = seq_len;
             }
             let mut shape = src.dims().to_vec();
             shape[self.dim] = self.capacity_seq_len;
