@@ -16,7 +16,7 @@
 //! Needs a PostgreSQL server (`scripts/with-postgres.sh`; skipped without one unless
 //! `ARF_REQUIRE_POSTGRES` is set, as in CI).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
@@ -96,6 +96,34 @@ fn client(gateway: &Process) -> PipelineClient<GrpcChannel> {
     PipelineClient::new(connect_lazy(&gateway.endpoint(), &ClientOptions::default()).unwrap())
 }
 
+/// What every test here starts from: the shared PostgreSQL server, a tiny model, and the
+/// analyzer, editor and trainer as processes.
+struct Setup {
+    services: Services,
+    dir: tempfile::TempDir,
+    tiny: PathBuf,
+    server: String,
+    _models: tempfile::TempDir,
+}
+
+impl Setup {
+    /// `None` (the test is skipped) without a PostgreSQL server.
+    async fn start() -> Option<Self> {
+        let server = postgres_server()?;
+        let models = tempfile::tempdir().unwrap();
+        let tiny = arf::suite::tiny_model(models.path()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let services = Services::start(dir.path(), &tiny).await;
+        Some(Self {
+            services,
+            dir,
+            tiny,
+            server,
+            _models: models,
+        })
+    }
+}
+
 /// The PostgreSQL server the tests share, if there is one.
 fn postgres_server() -> Option<String> {
     let server = std::env::var("ARF_TEST_POSTGRES").ok();
@@ -111,14 +139,18 @@ fn postgres_server() -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_other_gateway_finishes_a_run_whose_gateway_was_killed() {
-    let Some(server) = postgres_server() else {
+    // Bound in this order so that they drop in the reverse one: the processes first.
+    let Some(Setup {
+        _models,
+        server,
+        tiny,
+        dir,
+        services,
+    }) = Setup::start().await
+    else {
         return;
     };
-    let models = tempfile::tempdir().unwrap();
-    let tiny = arf::suite::tiny_model(models.path()).unwrap();
     let rows = crate::support::sample_rows();
-    let dir = tempfile::tempdir().unwrap();
-    let services = Services::start(dir.path(), &tiny).await;
 
     // The uninterrupted run, through one gateway on a database of its own.
     let alone = gateway::store::fresh_database(&server).await.unwrap();
@@ -205,13 +237,17 @@ async fn a_paused_gateway_that_comes_back_after_the_run_finished_writes_nothing(
 /// longer the run's latest: the run keeps the state the other gateway gave it, no event follows
 /// the terminal one, and no training job is left running for it.
 async fn a_paused_gateway_comes_back_after(ending: Ending) {
-    let Some(server) = postgres_server() else {
+    // Bound in this order so that they drop in the reverse one: the processes first.
+    let Some(Setup {
+        _models,
+        server,
+        tiny,
+        dir,
+        services,
+    }) = Setup::start().await
+    else {
         return;
     };
-    let models = tempfile::tempdir().unwrap();
-    let tiny = arf::suite::tiny_model(models.path()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let services = Services::start(dir.path(), &tiny).await;
     let MidRevise {
         first,
         run,
@@ -310,13 +346,17 @@ async fn jobs_of(services: &Services, run_id: &str) -> Vec<(String, pb::JobState
 /// gone) without cancelling the job: the run still finishes, on that job's student.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_gateway_that_comes_back_during_finetune_leaves_the_job_training() {
-    let Some(server) = postgres_server() else {
+    // Bound in this order so that they drop in the reverse one: the processes first.
+    let Some(Setup {
+        _models,
+        server,
+        tiny,
+        dir,
+        services,
+    }) = Setup::start().await
+    else {
         return;
     };
-    let models = tempfile::tempdir().unwrap();
-    let tiny = arf::suite::tiny_model(models.path()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let services = Services::start(dir.path(), &tiny).await;
     let shared = gateway::store::fresh_database(&server).await.unwrap();
     let first = gateway(&services, dir.path(), &tiny, &shared, "first").await;
     let _second = gateway(&services, dir.path(), &tiny, &shared, "second").await;
