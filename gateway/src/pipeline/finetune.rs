@@ -222,9 +222,11 @@ async fn follow(s: StageRun<'_>, student: Student, job_id: &str) -> Result<(), R
     let followed = relay(s, student, job_id).await;
     // A shutdown (deploy, node drain) is not the user's cancel: the job trains on, and the
     // restarted gateway follows it from the stored sequence; nor is a lease another gateway
-    // took (that one follows the same job). A user's cancel reaches the job: the trainer runs
-    // one job at a time, and an orphan would hold up every later run's Finetune.
+    // took (that one follows the same job), nor a job that was cancelled itself. A user's
+    // cancel reaches the job: the trainer runs one job at a time, and an orphan would hold up
+    // every later run's Finetune.
     if let Err(RunError::Cancelled) = followed
+        && s.token.is_cancelled()
         && !s.p.dropped_here(s.run_id)
         && let Err(e) = s.p.clients.trainer.cancel(job_id).await
     {
