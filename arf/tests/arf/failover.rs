@@ -97,7 +97,7 @@ fn client(gateway: &Process) -> PipelineClient<GrpcChannel> {
 }
 
 /// What every test here starts from: the shared PostgreSQL server, a tiny model, and the
-/// analyzer, editor and trainer as processes.
+/// analyzer, editor and trainer as processes (dropped in this order: the processes first).
 struct Setup {
     services: Services,
     dir: tempfile::TempDir,
@@ -139,23 +139,22 @@ fn postgres_server() -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_other_gateway_finishes_a_run_whose_gateway_was_killed() {
-    // Bound in this order so that they drop in the reverse one: the processes first.
-    let Some(Setup {
-        _models,
-        server,
-        tiny,
-        dir,
-        services,
-    }) = Setup::start().await
-    else {
+    let Some(setup) = Setup::start().await else {
         return;
     };
+    let Setup {
+        services,
+        dir,
+        tiny,
+        server,
+        ..
+    } = &setup;
     let rows = crate::support::sample_rows();
 
     // The uninterrupted run, through one gateway on a database of its own.
-    let alone = gateway::store::fresh_database(&server).await.unwrap();
+    let alone = gateway::store::fresh_database(server).await.unwrap();
     let baseline = {
-        let gateway = gateway(&services, dir.path(), &tiny, &alone, "alone").await;
+        let gateway = gateway(services, dir.path(), tiny, &alone, "alone").await;
         let mut client = client(&gateway);
         let run = crate::support::create(&mut client, full_spec(), rows.clone())
             .await
@@ -169,7 +168,7 @@ async fn the_other_gateway_finishes_a_run_whose_gateway_was_killed() {
         mut watcher,
         last_before,
         _second,
-    } = mid_revise(&services, dir.path(), &tiny, &server).await;
+    } = mid_revise(services, dir.path(), tiny, server).await;
     first.stop(Signal::Kill);
     let killed = Instant::now();
 
@@ -237,24 +236,23 @@ async fn a_paused_gateway_that_comes_back_after_the_run_finished_writes_nothing(
 /// longer the run's latest: the run keeps the state the other gateway gave it, no event follows
 /// the terminal one, and no training job is left running for it.
 async fn a_paused_gateway_comes_back_after(ending: Ending) {
-    // Bound in this order so that they drop in the reverse one: the processes first.
-    let Some(Setup {
-        _models,
-        server,
-        tiny,
-        dir,
-        services,
-    }) = Setup::start().await
-    else {
+    let Some(setup) = Setup::start().await else {
         return;
     };
+    let Setup {
+        services,
+        dir,
+        tiny,
+        server,
+        ..
+    } = &setup;
     let MidRevise {
         first,
         run,
         mut watcher,
         last_before,
         _second,
-    } = mid_revise(&services, dir.path(), &tiny, &server).await;
+    } = mid_revise(services, dir.path(), tiny, server).await;
     first.pause();
     // The other gateway's first event: it has taken the run over.
     follow(&mut watcher, &run.id, |events| {
@@ -298,7 +296,7 @@ async fn a_paused_gateway_comes_back_after(ending: Ending) {
     let stored = get_run(&mut watcher, &run.id).await;
     assert_eq!(stored.state, state as i32, "{ending:?}");
 
-    let jobs = jobs_of(&services, &run.id).await;
+    let jobs = jobs_of(services, &run.id).await;
     assert!(
         jobs.iter()
             .all(|(_, s)| matches!(s, pb::JobState::Succeeded | pb::JobState::Cancelled)),
@@ -346,20 +344,19 @@ async fn jobs_of(services: &Services, run_id: &str) -> Vec<(String, pb::JobState
 /// gone) without cancelling the job: the run still finishes, on that job's student.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_gateway_that_comes_back_during_finetune_leaves_the_job_training() {
-    // Bound in this order so that they drop in the reverse one: the processes first.
-    let Some(Setup {
-        _models,
-        server,
-        tiny,
-        dir,
-        services,
-    }) = Setup::start().await
-    else {
+    let Some(setup) = Setup::start().await else {
         return;
     };
-    let shared = gateway::store::fresh_database(&server).await.unwrap();
-    let first = gateway(&services, dir.path(), &tiny, &shared, "first").await;
-    let _second = gateway(&services, dir.path(), &tiny, &shared, "second").await;
+    let Setup {
+        services,
+        dir,
+        tiny,
+        server,
+        ..
+    } = &setup;
+    let shared = gateway::store::fresh_database(server).await.unwrap();
+    let first = gateway(services, dir.path(), tiny, &shared, "first").await;
+    let _second = gateway(services, dir.path(), tiny, &shared, "second").await;
     let mut spec = full_spec();
     // Long enough (tens of seconds on the tiny model) to outlast the pause and the takeover.
     let training = spec.config.as_mut().unwrap().training.as_mut().unwrap();
@@ -397,7 +394,7 @@ async fn a_paused_gateway_that_comes_back_during_finetune_leaves_the_job_trainin
         "the run ended otherwise: {:?}",
         ended.last()
     );
-    let jobs = jobs_of(&services, &run.id).await;
+    let jobs = jobs_of(services, &run.id).await;
     assert_eq!(
         jobs.len(),
         1,
