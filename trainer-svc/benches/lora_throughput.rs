@@ -14,6 +14,10 @@
 //! Three sides per row, taking turns `ARF_BENCH_RUNS` times (default 1), medians reported: ours with the fused CPU kernels, ours with `ARF_TRAINER_KERNELS=formulas`
 //! (the candle-op path, before the kernels), and PyTorch. Each side's GFLOP/s counts the same
 //! analytic FLOPs per token ([`flop_per_token`]); the share is of the FMA peak measured here.
+//!
+//! Where the CPU multiplies bf16 natively (AMX, AVX512-BF16; `ARF_BENCH_BF16=0|1` decides
+//! otherwise), two more sides: ours with the base in bf16 (`base_dtype = "bf16"`: its products
+//! in bf16) and PyTorch under its CPU autocast, with each side's last loss beside its f32 run's.
 
 mod support {
     pub mod peak;
@@ -159,8 +163,14 @@ fn write_model(s: &Shape, dir: &Path) -> candle_core::Result<()> {
     candle_core::safetensors::save(&t, dir.join("model.safetensors"))
 }
 
-/// Runs our side in this process: tokens/s.
-fn ours(dir: &Path, batch: usize, seq: usize, rank: usize) -> candle_core::Result<f64> {
+/// Runs our side in this process, the frozen base in `dtype`: tokens/s and the last step's loss.
+fn ours(
+    dir: &Path,
+    batch: usize,
+    seq: usize,
+    rank: usize,
+    dtype: DType,
+) -> candle_core::Result<(f64, f64)> {
     let dev = Device::Cpu;
     let spec = LoraSpec {
         rank,
@@ -171,6 +181,7 @@ fn ours(dir: &Path, batch: usize, seq: usize, rank: usize) -> candle_core::Resul
         dir,
         &LoadOptions {
             lora: Some(spec),
+            dtype,
             ..Default::default()
         },
         &dev,
@@ -185,7 +196,7 @@ fn ours(dir: &Path, batch: usize, seq: usize, rank: usize) -> candle_core::Resul
     let ids = Tensor::from_vec(ids, (batch, seq), &dev)?;
     let inputs = ids.narrow(1, 0, seq - 1)?;
     let targets = ids.narrow(1, 1, seq - 1)?.flatten_all()?;
-    let mut step = || -> candle_core::Result<()> {
+    let mut step = || -> candle_core::Result<f64> {
         let hidden = model.forward_hidden(&inputs, &mut ForwardCtx::eval())?;
         let n = targets.dim(0)?;
         let hidden = hidden.reshape((n, hidden.dim(2)?))?;
@@ -201,16 +212,34 @@ fn ours(dir: &Path, batch: usize, seq: usize, rank: usize) -> candle_core::Resul
             })
             .collect();
         clip_global_norm(&mut grads, 1.0)?;
-        opt.step(&grads, 1e-4)
+        opt.step(&grads, 1e-4)?;
+        loss.to_scalar::<f32>().map(f64::from)
     };
     for _ in 0..WARMUP {
         step()?;
     }
     let t = Instant::now();
+    let mut last_loss = f64::NAN;
     for _ in 0..STEPS {
-        step()?;
+        last_loss = step()?;
     }
-    Ok((batch * seq * STEPS) as f64 / t.elapsed().as_secs_f64())
+    Ok((
+        (batch * seq * STEPS) as f64 / t.elapsed().as_secs_f64(),
+        last_loss,
+    ))
+}
+
+/// Whether to run the bf16 sides: where the CPU multiplies bf16 natively (AMX or
+/// AVX512-BF16), unless `ARF_BENCH_BF16` says otherwise (`0` or `1`).
+fn bf16_sides() -> bool {
+    match std::env::var("ARF_BENCH_BF16").as_deref() {
+        Ok("1") => true,
+        Ok("0") => false,
+        _ => {
+            trainer_svc::model::fused::bf16::amx::available()
+                || std::arch::is_x86_feature_detected!("avx512bf16")
+        }
+    }
 }
 
 /// FLOPs of one training token, the same count for both sides: the frozen matmuls forward and
@@ -251,9 +280,14 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--child") {
         let dir = PathBuf::from(&args[i + 1]);
         let [batch, seq, rank] = [2, 3, 4].map(|k| args[i + k].parse::<usize>().expect("a number"));
-        match ours(&dir, batch, seq, rank) {
-            Ok(tps) => println!(
-                "{{\"tokens_per_second\": {tps}, \"peak_rss_mib\": {}}}",
+        let dtype = if args.get(i + 5).is_some_and(|d| d == "bf16") {
+            DType::BF16
+        } else {
+            DType::F32
+        };
+        match ours(&dir, batch, seq, rank, dtype) {
+            Ok((tps, loss)) => println!(
+                "{{\"tokens_per_second\": {tps}, \"peak_rss_mib\": {}, \"last_loss\": {loss}}}",
                 arf_common::process::peak_rss_mib()
             ),
             Err(e) => println!("{{\"error\": \"{e}\"}}"),
@@ -292,6 +326,8 @@ fn main() {
         "GF/token"
     );
     let mut summary = Vec::new();
+    let with_bf16 = bf16_sides();
+    let mut bf16_rows = Vec::new();
     let mut cases = Vec::new();
     for s in &SHAPES {
         let dir = tmp.join(s.name);
@@ -334,18 +370,20 @@ fn main() {
                 .find_map(|l| serde_json::from_str(l).ok())
         };
         let exe = std::env::current_exe().expect("bench executable");
-        let child = |kernels: &str| {
+        let child = |kernels: &str, dtype: &str| {
             run(Command::new(&exe)
                 .env("ARF_TRAINER_KERNELS", kernels)
                 .args(["--child", &dir.display().to_string()])
-                .args([case.batch, case.seq, case.rank].map(|v| v.to_string())))
+                .args([case.batch, case.seq, case.rank].map(|v| v.to_string()))
+                .arg(dtype))
         };
-        let torch_run = || {
+        let torch_run = |dtype: &str| {
             if Path::new(&python).exists() {
                 run(Command::new(&python)
                     .arg(&script)
                     .arg(dir)
-                    .args([case.batch, case.seq, case.rank, WARMUP, STEPS].map(|v| v.to_string())))
+                    .args([case.batch, case.seq, case.rank, WARMUP, STEPS].map(|v| v.to_string()))
+                    .arg(dtype))
             } else {
                 None
             }
@@ -353,10 +391,15 @@ fn main() {
         // The sides take turns, `runs` times; each figure is the median of its runs, so a burst
         // of noise from the machine's neighbours lands on every side alike.
         let (mut ours, mut formulas, mut torch) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut ours_bf16, mut torch_bf16) = (Vec::new(), Vec::new());
         for _ in 0..runs {
-            ours.push(child("fused"));
-            formulas.push(child("formulas"));
-            torch.push(torch_run());
+            ours.push(child("fused", "f32"));
+            formulas.push(child("formulas", "f32"));
+            torch.push(torch_run("f32"));
+            if with_bf16 {
+                ours_bf16.push(child("fused", "bf16"));
+                torch_bf16.push(torch_run("bf16"));
+            }
         }
         let get = |v: &[Option<serde_json::Value>], k: &str| {
             let mut xs: Vec<f64> = v
@@ -396,6 +439,48 @@ fn main() {
             gflop,
         );
         summary.push((case.name.clone(), ot * gflop, ft * gflop, tt * gflop));
+        if with_bf16 {
+            let (ob, tb) = (
+                get(&ours_bf16, "tokens_per_second"),
+                get(&torch_bf16, "tokens_per_second"),
+            );
+            bf16_rows.push(format!(
+                "{:<10} {:>10.0} {:>10.0} {:>6.2}x {:>12.2}x {:>12.2}x {:>9.4} {:>9.4} {:>9.4} {:>9.4}",
+                case.name,
+                ob,
+                tb,
+                ob / tb,
+                ob / ot,
+                tb / tt,
+                get(&ours, "last_loss"),
+                get(&ours_bf16, "last_loss"),
+                get(&torch, "last_loss"),
+                get(&torch_bf16, "last_loss"),
+            ));
+        }
+    }
+    if with_bf16 {
+        println!(
+            "bf16 (ours: the frozen base in bf16, its products in bf16 with {}; torch: CPU autocast); \
+             the loss of the last timed step beside each side's f32 run:",
+            trainer_svc::model::fused::bf16::kernel()
+        );
+        println!(
+            "{:<10} {:>10} {:>10} {:>7} {:>13} {:>13} {:>9} {:>9} {:>9} {:>9}",
+            "model",
+            "ours tok/s",
+            "torch tok/s",
+            "ratio",
+            "ours/own f32",
+            "torch/own f32",
+            "ours f32",
+            "ours bf16",
+            "torch f32",
+            "torch bf16"
+        );
+        for row in bf16_rows {
+            println!("{row}");
+        }
     }
     println!("share of the measured peak (whole training step):");
     for (name, ours, formulas, torch) in summary {
@@ -406,5 +491,11 @@ fn main() {
             100.0 * torch / peak
         );
     }
-    let _ = std::fs::remove_dir_all(&tmp);
+    // `ARF_BENCH_KEEP_MODELS=1` keeps the model directories, for profiling one side with
+    // `--child DIR BATCH SEQ RANK f32|bf16`.
+    if std::env::var("ARF_BENCH_KEEP_MODELS").is_ok_and(|v| v == "1") {
+        println!("model directories kept in {}", tmp.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
 }

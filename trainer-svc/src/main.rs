@@ -74,7 +74,8 @@ struct TrainArgs {
     checkpoint_every: u64,
     #[arg(long, default_value_t = 0.0)]
     eval_fraction: f32,
-    /// f32 or bf16 (frozen base weights).
+    /// f32 or bf16: the frozen base's weights, and the arithmetic of its products (bf16 runs on
+    /// AMX tiles where the CPU has them; the adapters and the optimizer stay f32).
     #[arg(long, default_value = "f32")]
     base_dtype: String,
     /// Also write a merged model directory.

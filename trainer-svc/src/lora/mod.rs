@@ -155,7 +155,12 @@ impl Linear {
         let mut out = lead.to_vec();
         out.push(self.weight.dim(0)?);
         if fused::applies_to(x) {
-            let w = self.weight.to_dtype(DType::F32)?;
+            // A bf16 base stays bf16: its product runs in bf16 (fused::bf16).
+            let w = if fused::weight::applies_to(&self.weight) {
+                self.weight.clone()
+            } else {
+                self.weight.to_dtype(DType::F32)?
+            };
             let mask = mask.map(|m| m.reshape((n, in_dim))).transpose()?;
             let y = fused::lora_linear::lora_linear(
                 &x.reshape((n, in_dim))?,

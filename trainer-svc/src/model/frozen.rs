@@ -12,7 +12,7 @@ use candle_core::{
     CpuStorage, CudaStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor,
 };
 
-use super::fused::{self, gemm};
+use super::fused::{self, weight};
 
 /// `x @ W^T` for a frozen `W` of shape `[out, in]`; `x` is `[n, in]`.
 struct FrozenMatmul {
@@ -46,13 +46,14 @@ impl CustomOp1 for FrozenMatmul {
     }
 
     fn cpu_fwd(&self, x: &CpuStorage, x_l: &Layout) -> Result<(CpuStorage, Shape)> {
-        if matches!(x, CpuStorage::F32(_)) && fused::applies_to(&self.w) {
-            // faer's AVX-512 kernels (fused::gemm), not candle's AVX2 ones.
+        if matches!(x, CpuStorage::F32(_)) && weight::applies_to(&self.w) {
+            // faer's AVX-512 kernels (fused::gemm), not candle's AVX2 ones; a bf16 base in
+            // bf16 (fused::bf16).
             let (n, k) = x_l.shape().dims2()?;
             let x = fused::values(x, x_l, self.name())?;
             let out = self.w.dim(0)?;
-            let y = fused::with_values([&self.w], self.name(), |[w]| {
-                Ok(gemm::times_transposed(x, n, k, w, out))
+            let y = weight::with_weight(&self.w, self.name(), |w| {
+                Ok(w.times_transposed(x, n, k, out))
             })?;
             return Ok((CpuStorage::F32(y), Shape::from((n, out))));
         }
@@ -73,11 +74,11 @@ impl CustomOp1 for FrozenMatmul {
 
     fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         // d(x W^T)/dx = g W. No gradient for W: it is frozen.
-        if fused::applies_to(grad) && self.w.dtype() == DType::F32 {
+        if fused::applies_to(grad) && weight::applies_to(&self.w) {
             let (n, out) = grad.dims2()?;
             let k = self.w.dim(1)?;
-            let dx = fused::with_values([grad, &self.w], self.name(), |[g, w]| {
-                Ok(gemm::times(g, n, out, w, k))
+            let dx = fused::with_values([grad], self.name(), |[g]| {
+                weight::with_weight(&self.w, self.name(), |w| Ok(w.times(g, n, out, k)))
             })?;
             return Ok(Some(Tensor::from_vec(dx, (n, k), grad.device())?));
         }
@@ -94,14 +95,17 @@ pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     };
     let n: usize = lead.iter().product();
     let in_dtype = x.dtype();
-    // candle's CPU matmul has no bf16 kernel: a bf16 base is kept in bf16 (half the memory)
-    // and widened one layer at a time. On CUDA the matmul runs in bf16.
-    let w = if w.device().is_cpu() && w.dtype() != DType::F32 {
+    // A bf16 base is kept in bf16 (half the memory). The fused kernels multiply it in bf16 as
+    // CUDA does (f32 input, rounded inside the product); candle's CPU matmul has no bf16
+    // kernel, so without them it is widened one layer at a time.
+    let fused = x.dtype() == DType::F32 && fused::applies_to(x) && weight::applies_to(w);
+    let w = if !fused && w.device().is_cpu() && w.dtype() != DType::F32 {
         &w.to_dtype(DType::F32)?
     } else {
         w
     };
-    let x2 = x.to_dtype(w.dtype())?.reshape((n, k))?.contiguous()?;
+    let x_dtype = if fused { DType::F32 } else { w.dtype() };
+    let x2 = x.to_dtype(x_dtype)?.reshape((n, k))?.contiguous()?;
     let y = x2
         .apply_op1(FrozenMatmul { w: w.clone() })?
         .to_dtype(in_dtype)?;

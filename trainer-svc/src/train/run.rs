@@ -216,6 +216,12 @@ pub fn train(
         lora: Some(cfg.lora.clone()),
         seed: cfg.seed,
     };
+    if dtype == DType::BF16 && device.is_cpu() {
+        tracing::info!(
+            kernel = crate::model::fused::bf16::kernel(),
+            "the bf16 base's products"
+        );
+    }
     let model = Llama::load(&cfg.base_model_dir, &opts, device)?;
     let vars = model.lora_vars();
     let params = AdamWParams {

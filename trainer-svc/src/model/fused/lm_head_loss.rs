@@ -9,9 +9,11 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::bf16;
 use super::exp::{exp_nonpositive, lane_sum};
 use super::gemm::{Threads, matmul, rows, rows_mut};
-use super::{values, with_values};
+use super::values;
+use super::weight::{Weight, with_weight};
 
 /// Logit values per block (~32 MB).
 const BLOCK_VALUES: usize = 8 << 20;
@@ -27,9 +29,12 @@ struct LmHeadLoss {
 }
 
 impl LmHeadLoss {
-    fn run(&self, h: &[f32], w: &[f32], hidden: usize) -> Result<f32> {
+    fn run(&self, h: &[f32], w: Weight<'_>, hidden: usize) -> Result<f32> {
         let n = h.len() / hidden;
-        let vocab = w.len() / hidden;
+        let vocab = match w {
+            Weight::F32(w) => w.len(),
+            Weight::Bf16(w) => w.len(),
+        } / hidden;
         if let Some(t) = self.targets.iter().find(|&&t| t as usize >= vocab) {
             candle_core::bail!("loss: target {t} is outside the vocabulary of {vocab}");
         }
@@ -40,18 +45,26 @@ impl LmHeadLoss {
         } else {
             Vec::new()
         };
+        // A bf16 output layer, packed once for every block's gradient.
+        let mut packed = None;
         let mut total = 0f64;
         for r0 in (0..n).step_by(block) {
             let m = block.min(n - r0);
+            let h_block = &h[r0 * hidden..(r0 + m) * hidden];
             let logits = &mut logits[..m * vocab];
-            matmul(
-                rows_mut(logits, m, vocab, vocab),
-                rows(&h[r0 * hidden..], m, hidden, hidden),
-                rows(w, vocab, hidden, hidden).transpose(),
-                1.0,
-                false,
-                Threads::All,
-            );
+            match w {
+                Weight::F32(w) => matmul(
+                    rows_mut(logits, m, vocab, vocab),
+                    rows(h_block, m, hidden, hidden),
+                    rows(w, vocab, hidden, hidden).transpose(),
+                    1.0,
+                    false,
+                    Threads::All,
+                ),
+                Weight::Bf16(w) => {
+                    logits.copy_from_slice(&bf16::times_transposed(h_block, m, hidden, w, vocab))
+                }
+            }
             let targets = &self.targets[r0..r0 + m];
             // Each row: its loss, and (training) softmax - one_hot(target) in place.
             total += logits
@@ -71,15 +84,23 @@ impl LmHeadLoss {
                     nll
                 })
                 .sum::<f64>();
-            if self.with_grad {
-                matmul(
-                    rows_mut(&mut dh[r0 * hidden..], m, hidden, hidden),
+            if !self.with_grad {
+                continue;
+            }
+            let dh_block = &mut dh[r0 * hidden..(r0 + m) * hidden];
+            match w {
+                Weight::F32(w) => matmul(
+                    rows_mut(dh_block, m, hidden, hidden),
                     rows(logits, m, vocab, vocab),
                     rows(w, vocab, hidden, hidden),
                     1.0,
                     false,
                     Threads::All,
-                );
+                ),
+                Weight::Bf16(w) => {
+                    let packed = packed.get_or_insert_with(|| bf16::pack(w, vocab, hidden));
+                    dh_block.copy_from_slice(&bf16::times(logits, m, packed));
+                }
             }
         }
         if self.with_grad {
@@ -100,7 +121,7 @@ impl CustomOp1 for LmHeadLoss {
         if n != self.targets.len() {
             candle_core::bail!("loss: {n} rows, {} targets", self.targets.len());
         }
-        let loss = with_values([&self.weight], self.name(), |[w]| self.run(h, w, hidden))?;
+        let loss = with_weight(&self.weight, self.name(), |w| self.run(h, w, hidden))?;
         Ok((CpuStorage::F32(vec![loss]), Shape::from(())))
     }
 
@@ -124,8 +145,14 @@ pub fn lm_head_loss(hidden: &Tensor, weight: &Tensor, targets: &Tensor) -> Resul
             weight.dims()
         );
     }
+    // A bf16 output layer stays bf16 (its products in bf16); any other dtype is widened.
+    let weight = if super::weight::applies_to(weight) {
+        weight.contiguous()?
+    } else {
+        weight.to_dtype(candle_core::DType::F32)?.contiguous()?
+    };
     let op = LmHeadLoss {
-        weight: weight.to_dtype(candle_core::DType::F32)?.contiguous()?,
+        weight,
         targets: targets.flatten_all()?.to_vec1()?,
         with_grad: hidden.track_op(),
         grad: Mutex::new(None),

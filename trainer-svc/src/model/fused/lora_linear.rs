@@ -8,7 +8,8 @@ use std::borrow::Cow;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::gemm::{self, Threads, matmul, rows, rows_mut};
+use super::gemm::{Threads, matmul, rows, rows_mut};
+use super::weight::with_weight;
 use super::{values, with_values};
 
 /// The adapter's products have the rank (8-64) as one dimension: a few MFLOP each, less than
@@ -17,7 +18,7 @@ use super::{values, with_values};
 const THIN: Threads = Threads::One;
 
 struct LoraLinear {
-    /// `[out, in]`, f32.
+    /// `[out, in]`, f32 or bf16 (multiplied in bf16).
     weight: Tensor,
     scaling: f32,
     /// The dropout mask of the adapter's input (`[n, in]`, 0 or 1/(1-p)), when training with one.
@@ -54,9 +55,7 @@ impl CustomOp3 for LoraLinear {
         let b = values(lora_b, b_layout, name)?;
         let (n, k) = input_layout.shape().dims2()?;
         let (r, out) = (a_layout.shape().dims2()?.0, b_layout.shape().dims2()?.0);
-        let mut y = with_values([&self.weight], name, |[w]| {
-            Ok(gemm::times_transposed(x, n, k, w, out))
-        })?;
+        let mut y = with_weight(&self.weight, name, |w| Ok(w.times_transposed(x, n, k, out)))?;
         let xd = self.dropped(x);
         let mut t = vec![0f32; n * r];
         matmul(
@@ -92,8 +91,8 @@ impl CustomOp3 for LoraLinear {
         let (n, k) = x.dims2()?;
         let (r, out) = (a.dim(0)?, b.dim(0)?);
         let s = self.scaling;
-        let tensors = [x, a, b, g, &self.weight];
-        let (dx, da, db) = with_values(tensors, name, |[xv, av, bv, gv, wv]| {
+        let tensors = [x, a, b, g];
+        let (dx, da, db) = with_values(tensors, name, |[xv, av, bv, gv]| {
             let g_m = rows(gv, n, out, out);
             let mut gb = vec![0f32; n * r];
             matmul(
@@ -105,7 +104,7 @@ impl CustomOp3 for LoraLinear {
                 THIN,
             );
             // dx: the frozen path, then the adapter's (through the mask).
-            let mut dx = gemm::times(gv, n, out, wv, k);
+            let mut dx = with_weight(&self.weight, name, |w| Ok(w.times(gv, n, out, k)))?;
             let adapter_dx = |dst: &mut [f32], accumulate| {
                 let (gb, a) = (rows(&gb, n, r, r), rows(av, r, k, k));
                 matmul(rows_mut(dst, n, k, k), gb, a, s, accumulate, THIN);
@@ -161,7 +160,8 @@ impl CustomOp3 for LoraLinear {
     }
 }
 
-/// `x W^T + scaling (x' A^T) B^T` for `x` `[n, in]` (f32, CPU), a frozen f32 `W` `[out, in]`,
+/// `x W^T + scaling (x' A^T) B^T` for `x` `[n, in]` (f32, CPU), a frozen `W` `[out, in]` (f32,
+/// or bf16: its product then in bf16),
 /// the adapter `A` `[r, in]`, `B` `[out, r]`, and `x' = x * mask` when a dropout mask is given.
 pub fn lora_linear(
     x: &Tensor,

@@ -8,6 +8,7 @@
 //! Every op is checked against the formulas' autograd in its tests. On CUDA the formulas run.
 
 pub mod attention;
+pub mod bf16;
 pub mod exp;
 pub mod gemm;
 pub mod lm_head_loss;
@@ -15,6 +16,7 @@ pub mod lora_linear;
 pub mod rms_norm;
 pub mod rope;
 pub mod swiglu;
+pub mod weight;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Result, Storage, Tensor};
@@ -22,10 +24,13 @@ use candle_core::{CpuStorage, DType, Layout, Result, Storage, Tensor};
 /// Whether the fused kernels take this tensor: f32 on the CPU, unless `ARF_TRAINER_KERNELS` is
 /// `formulas` (the candle-op path: the bench's "before" row, and a way around a kernel bug).
 pub fn applies_to(t: &Tensor) -> bool {
+    kernels_enabled() && t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+/// False when `ARF_TRAINER_KERNELS` is `formulas`.
+pub(crate) fn kernels_enabled() -> bool {
     static FORMULAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let formulas = *FORMULAS
-        .get_or_init(|| std::env::var("ARF_TRAINER_KERNELS").is_ok_and(|v| v == "formulas"));
-    !formulas && t.device().is_cpu() && t.dtype() == DType::F32
+    !*FORMULAS.get_or_init(|| std::env::var("ARF_TRAINER_KERNELS").is_ok_and(|v| v == "formulas"))
 }
 
 /// The values of a contiguous f32 CPU storage.

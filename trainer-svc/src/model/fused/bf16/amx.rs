@@ -1,0 +1,185 @@
+//! Intel AMX tiles for bf16 products: the fastest path a Sapphire Rapids class Xeon has for
+//! them (one `tdpbf16ps` multiplies a 16 x 32 bf16 tile by a 32 x 16 one into 16 x 16 f32:
+//! 8,192 multiply-adds, where an AVX-512 f32 FMA does 16). Written as inline assembly: Rust's
+//! AMX intrinsics are not stable, and the instructions need nothing from the compiler but
+//! their operands' addresses.
+//!
+//! Linux hands a process the tile registers only when it asks (`arch_prctl`, once, for the
+//! whole process); [`available`] asks, after CPUID says the CPU has AMX-BF16.
+
+use std::arch::asm;
+use std::marker::PhantomData;
+use std::sync::OnceLock;
+
+/// Rows of a tile, and f32 columns of an accumulator tile.
+pub const TILE: usize = 16;
+/// bf16 values along K in one tile row (64 bytes).
+pub const TILE_K: usize = 32;
+/// Rows and columns of the block one kernel call computes (2 x 2 accumulator tiles).
+pub const BLOCK: usize = 2 * TILE;
+/// bf16 pairs (`u32`) of one packed B tile.
+const B_TILE_PAIRS: usize = TILE * TILE;
+
+/// Whether this process may run AMX bf16 tiles (asked once). `ARF_TRAINER_AMX=off` says no:
+/// the portable path on an AMX machine (its tests, a way around a kernel bug).
+pub fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let off = std::env::var("ARF_TRAINER_AMX").is_ok_and(|v| v == "off");
+        !off && cpu_has_amx_bf16() && os_grants_tiles()
+    })
+}
+
+fn cpu_has_amx_bf16() -> bool {
+    // Leaf 7 is read only when the CPU reports it.
+    if std::arch::x86_64::__cpuid(0).eax < 7 {
+        return false;
+    }
+    let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+    // EDX bit 22: AMX-BF16, bit 24: AMX-TILE.
+    leaf7.edx & (1 << 22) != 0 && leaf7.edx & (1 << 24) != 0
+}
+
+fn os_grants_tiles() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: a plain system call with integer arguments; it changes only whether this
+    // process may use the tile state, which nothing else here touches.
+    unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        ) == 0
+    }
+}
+
+/// The tile configuration (palette 1): tmm0-7 all 16 rows of 64 bytes.
+#[repr(C, align(64))]
+struct Config {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    bytes_per_row: [u16; 16],
+    rows: [u8; 16],
+}
+
+/// The tiles configured on this thread; released on drop. Not `Send`: the configuration is
+/// the thread's.
+pub struct Tiles(PhantomData<*const ()>);
+
+impl Tiles {
+    /// Configures this thread's tiles. Panics when [`available`] is false (a caller's bug).
+    pub fn load() -> Self {
+        assert!(available(), "AMX tiles used without permission");
+        let mut config = Config {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            bytes_per_row: [0; 16],
+            rows: [0; 16],
+        };
+        for t in 0..8 {
+            config.bytes_per_row[t] = (TILE_K * 2) as u16;
+            config.rows[t] = TILE as u8;
+        }
+        // SAFETY: the configuration is valid for palette 1 and the process holds the
+        // permission (checked above).
+        unsafe { asm!("ldtilecfg [{0}]", in(reg) &config, options(nostack, readonly)) };
+        Tiles(PhantomData)
+    }
+
+    /// `C = A B` for one 32 x 32 block.
+    /// - `a`: 32 rows of `k_chunks * 32` bf16 values, rows `a_stride` values apart;
+    /// - `b`: `k_chunks` pairs of packed tiles (`super::pack`), the pair's first for columns
+    ///   0-15, its second for 16-31;
+    /// - `c`: 32 rows of 32 f32, rows `c_stride` values apart: overwritten, or added to when
+    ///   `accumulate`.
+    ///
+    /// # Safety
+    /// Every address above must lie inside its allocation.
+    #[allow(clippy::too_many_arguments)] // the operands of one block product, as the kernel reads them
+    pub unsafe fn block(
+        &self,
+        a: *const u16,
+        a_stride: usize,
+        b: *const u32,
+        k_chunks: usize,
+        c: *mut f32,
+        c_stride: usize,
+        accumulate: bool,
+    ) {
+        // SAFETY: the caller vouches for the addresses; tmm0-7 are configured by `load`, and
+        // no other code on this thread uses them.
+        unsafe {
+            let a_bytes = a_stride * 2;
+            let a_low = a.add(TILE * a_stride);
+            let c_bytes = c_stride * 4;
+            let c_low = c.add(TILE * c_stride);
+            if accumulate {
+                asm!(
+                    "tileloadd tmm0, [{c0} + {sc}*1]",
+                    "tileloadd tmm1, [{c1} + {sc}*1]",
+                    "tileloadd tmm2, [{c2} + {sc}*1]",
+                    "tileloadd tmm3, [{c3} + {sc}*1]",
+                    c0 = in(reg) c,
+                    c1 = in(reg) c.add(TILE),
+                    c2 = in(reg) c_low,
+                    c3 = in(reg) c_low.add(TILE),
+                    sc = in(reg) c_bytes,
+                    options(nostack, readonly)
+                );
+            } else {
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack, nomem)
+                );
+            }
+            for kc in 0..k_chunks {
+                let a_hi = a.add(kc * TILE_K);
+                let a_lo = a_low.add(kc * TILE_K);
+                let b0 = b.add(kc * 2 * B_TILE_PAIRS);
+                let b1 = b0.add(B_TILE_PAIRS);
+                asm!(
+                    "tileloadd tmm4, [{a_hi} + {sa}*1]",
+                    "tileloadd tmm5, [{a_lo} + {sa}*1]",
+                    "tileloadd tmm6, [{b0} + {sb}*1]",
+                    "tileloadd tmm7, [{b1} + {sb}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    a_hi = in(reg) a_hi,
+                    a_lo = in(reg) a_lo,
+                    b0 = in(reg) b0,
+                    b1 = in(reg) b1,
+                    sa = in(reg) a_bytes,
+                    sb = in(reg) TILE_K * 2,
+                    options(nostack, readonly)
+                );
+            }
+            asm!(
+                "tilestored [{c0} + {sc}*1], tmm0",
+                "tilestored [{c1} + {sc}*1], tmm1",
+                "tilestored [{c2} + {sc}*1], tmm2",
+                "tilestored [{c3} + {sc}*1], tmm3",
+                c0 = in(reg) c,
+                c1 = in(reg) c.add(TILE),
+                c2 = in(reg) c_low,
+                c3 = in(reg) c_low.add(TILE),
+                sc = in(reg) c_bytes,
+                options(nostack)
+            );
+        }
+    }
+}
+
+impl Drop for Tiles {
+    fn drop(&mut self) {
+        // SAFETY: returns the tile state to its initial one; always valid.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+}
