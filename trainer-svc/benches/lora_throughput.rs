@@ -236,7 +236,7 @@ fn bf16_sides() -> bool {
         Ok("1") => true,
         Ok("0") => false,
         _ => {
-            trainer_svc::model::fused::bf16::amx::available()
+            trainer_svc::model::fused::bf16::amx_available()
                 || std::arch::is_x86_feature_detected!("avx512bf16")
         }
     }

@@ -1,15 +1,13 @@
-//! Intel AMX tiles for bf16 products: the fastest path a Sapphire Rapids class Xeon has for
-//! them (one `tdpbf16ps` multiplies a 16 x 32 bf16 tile by a 32 x 16 one into 16 x 16 f32:
+//! The AMX kernel: one 32 x 32 block of a bf16 product on tiles, the fastest path a Sapphire
+//! Rapids class Xeon has for it (one `tdpbf16ps` multiplies a 16 x 32 bf16 tile by a 32 x 16 one into 16 x 16 f32:
 //! 8,192 multiply-adds, where an AVX-512 f32 FMA does 16). Written as inline assembly: Rust's
 //! AMX intrinsics are not stable, and the instructions need nothing from the compiler but
 //! their operands' addresses.
-//!
-//! Linux hands a process the tile registers only when it asks (`arch_prctl`, once, for the
-//! whole process); [`available`] asks, after CPUID says the CPU has AMX-BF16.
 
 use std::arch::asm;
 use std::marker::PhantomData;
-use std::sync::OnceLock;
+
+use super::available;
 
 /// Rows of a tile, and f32 columns of an accumulator tile.
 pub const TILE: usize = 16;
@@ -19,40 +17,6 @@ pub const TILE_K: usize = 32;
 pub const BLOCK: usize = 2 * TILE;
 /// bf16 pairs (`u32`) of one packed B tile.
 const B_TILE_PAIRS: usize = TILE * TILE;
-
-/// Whether this process may run AMX bf16 tiles (asked once). `ARF_TRAINER_AMX=off` says no:
-/// the portable path on an AMX machine (its tests, a way around a kernel bug).
-pub fn available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        let off = std::env::var("ARF_TRAINER_AMX").is_ok_and(|v| v == "off");
-        !off && cpu_has_amx_bf16() && os_grants_tiles()
-    })
-}
-
-fn cpu_has_amx_bf16() -> bool {
-    // Leaf 7 is read only when the CPU reports it.
-    if std::arch::x86_64::__cpuid(0).eax < 7 {
-        return false;
-    }
-    let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
-    // EDX bit 22: AMX-BF16, bit 24: AMX-TILE.
-    leaf7.edx & (1 << 22) != 0 && leaf7.edx & (1 << 24) != 0
-}
-
-fn os_grants_tiles() -> bool {
-    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
-    const XFEATURE_XTILEDATA: libc::c_long = 18;
-    // SAFETY: a plain system call with integer arguments; it changes only whether this
-    // process may use the tile state, which nothing else here touches.
-    unsafe {
-        libc::syscall(
-            libc::SYS_arch_prctl,
-            ARCH_REQ_XCOMP_PERM,
-            XFEATURE_XTILEDATA,
-        ) == 0
-    }
-}
 
 /// The tile configuration (palette 1): tmm0-7 all 16 rows of 64 bytes.
 #[repr(C, align(64))]
