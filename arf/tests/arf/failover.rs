@@ -67,17 +67,19 @@ struct MidRevise {
     last_before: u64,
 }
 
-async fn mid_revise(services: &Services, dir: &Path, tiny: &Path, server: &str) -> MidRevise {
+async fn mid_revise(
+    services: &Services,
+    dir: &Path,
+    tiny: &Path,
+    server: &str,
+    spec: pb::RunSpec,
+) -> MidRevise {
     let shared = gateway::store::fresh_database(server).await.unwrap();
     let first = gateway(services, dir, tiny, &shared, "first").await;
     let second = gateway(services, dir, tiny, &shared, "second").await;
-    let run = crate::support::create(
-        &mut client(&first),
-        full_spec(),
-        crate::support::sample_rows(),
-    )
-    .await
-    .unwrap();
+    let run = crate::support::create(&mut client(&first), spec, crate::support::sample_rows())
+        .await
+        .unwrap();
     let mut watcher = client(&second);
     let seen = follow(&mut watcher, &run.id, |events| {
         crate::support::items(events, pb::Stage::Revise).len() >= 2
@@ -168,7 +170,7 @@ async fn the_other_gateway_finishes_a_run_whose_gateway_was_killed() {
         mut watcher,
         last_before,
         _second,
-    } = mid_revise(services, dir.path(), tiny, server).await;
+    } = mid_revise(services, dir.path(), tiny, server, full_spec()).await;
     first.stop(Signal::Kill);
     let killed = Instant::now();
 
@@ -246,13 +248,21 @@ async fn a_paused_gateway_comes_back_after(ending: Ending) {
         server,
         ..
     } = &setup;
+    let mut spec = full_spec();
+    if ending == Ending::Cancelled {
+        // Training long enough (tens of seconds on the tiny model) that the cancel lands
+        // before the run can end: on a fast CPU the default run finished first (the other
+        // gateway took over and went through Finetune and Evaluate before the cancel came).
+        let training = spec.config.as_mut().unwrap().training.as_mut().unwrap();
+        (training.max_steps, training.checkpoint_every_steps) = (1000, 250);
+    }
     let MidRevise {
         first,
         run,
         mut watcher,
         last_before,
         _second,
-    } = mid_revise(services, dir.path(), tiny, server).await;
+    } = mid_revise(services, dir.path(), tiny, server, spec).await;
     first.pause();
     // The other gateway's first event: it has taken the run over.
     follow(&mut watcher, &run.id, |events| {
