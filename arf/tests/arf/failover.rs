@@ -16,7 +16,7 @@
 //! Needs a PostgreSQL server (`scripts/with-postgres.sh`; skipped without one unless
 //! `ARF_REQUIRE_POSTGRES` is set, as in CI).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use arf_common::client::{ClientOptions, GrpcChannel, connect_lazy};
@@ -32,31 +32,8 @@ use crate::support::processes::{
 
 const LEASE_SECS: &str = "2";
 
-/// A gateway named `id` on the PostgreSQL database `store`, with short leases.
-async fn gateway(services: &Services, dir: &Path, tiny: &Path, store: &str, id: &str) -> Process {
-    let shared = [
-        "--store",
-        store,
-        "--gateway-id",
-        id,
-        "--lease-secs",
-        LEASE_SECS,
-    ];
-    // The editor through discovery (the system's resolver: localhost's records), as a
-    // headless Service would be named.
-    let editor = format!("dns:///localhost:{}", services.editor.port);
-    services
-        .gateway(
-            &dir.join(id),
-            tiny,
-            Some(editor),
-            shared.map(String::from).to_vec(),
-        )
-        .await
-}
-
-/// Two gateways on a fresh database of `server`, a full run created on the first and watched
-/// through the second (which does not drive it) until 2 items are revised.
+/// Two gateways on a fresh database, a run created on the first and watched through the second
+/// (which does not drive it) until 2 items are revised ([`Setup::mid_revise`]).
 struct MidRevise {
     first: Process,
     /// Bind it (`_second`, not `..`): dropping it stops the gateway the test watches through.
@@ -65,33 +42,6 @@ struct MidRevise {
     watcher: PipelineClient<GrpcChannel>,
     /// The last event seen.
     last_before: u64,
-}
-
-async fn mid_revise(
-    services: &Services,
-    dir: &Path,
-    tiny: &Path,
-    server: &str,
-    spec: pb::RunSpec,
-) -> MidRevise {
-    let shared = gateway::store::fresh_database(server).await.unwrap();
-    let first = gateway(services, dir, tiny, &shared, "first").await;
-    let second = gateway(services, dir, tiny, &shared, "second").await;
-    let run = crate::support::create(&mut client(&first), spec, crate::support::sample_rows())
-        .await
-        .unwrap();
-    let mut watcher = client(&second);
-    let seen = follow(&mut watcher, &run.id, |events| {
-        crate::support::items(events, pb::Stage::Revise).len() >= 2
-    })
-    .await;
-    MidRevise {
-        first,
-        _second: second,
-        run,
-        watcher,
-        last_before: seen.last().map_or(0, |e| e.sequence),
-    }
 }
 
 fn client(gateway: &Process) -> PipelineClient<GrpcChannel> {
@@ -124,6 +74,80 @@ impl Setup {
             _models: models,
         })
     }
+
+    /// A fresh database on the shared server.
+    async fn fresh_database(&self) -> String {
+        gateway::store::fresh_database(&self.server).await.unwrap()
+    }
+
+    /// A gateway named `id` on the PostgreSQL database `store`, with short leases.
+    async fn gateway(&self, store: &str, id: &str) -> Process {
+        let shared = [
+            "--store",
+            store,
+            "--gateway-id",
+            id,
+            "--lease-secs",
+            LEASE_SECS,
+        ];
+        // The editor through discovery (the system's resolver: localhost's records), as a
+        // headless Service would be named.
+        let editor = format!("dns:///localhost:{}", self.services.editor.port);
+        self.services
+            .gateway(
+                &self.dir.path().join(id),
+                &self.tiny,
+                Some(editor),
+                shared.map(String::from).to_vec(),
+            )
+            .await
+    }
+
+    /// A run of `spec` in the middle of Revise ([`MidRevise`]).
+    async fn mid_revise(&self, spec: pb::RunSpec) -> MidRevise {
+        let shared = self.fresh_database().await;
+        let first = self.gateway(&shared, "first").await;
+        let second = self.gateway(&shared, "second").await;
+        let run = crate::support::create(&mut client(&first), spec, crate::support::sample_rows())
+            .await
+            .unwrap();
+        let mut watcher = client(&second);
+        let seen = follow(&mut watcher, &run.id, |events| {
+            crate::support::items(events, pb::Stage::Revise).len() >= 2
+        })
+        .await;
+        MidRevise {
+            first,
+            _second: second,
+            run,
+            watcher,
+            last_before: seen.last().map_or(0, |e| e.sequence),
+        }
+    }
+
+    /// The trainer's jobs for the run: id and state.
+    async fn jobs_of(&self, run_id: &str) -> Vec<(String, pb::JobState)> {
+        let channel =
+            connect_lazy(&self.services.trainer.endpoint(), &ClientOptions::default()).unwrap();
+        let jobs = TrainerClient::new(channel)
+            .list_jobs(pb::ListJobsRequest {
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .jobs;
+        jobs.iter()
+            .filter(|j| j.labels.get("arf.run_id").map(String::as_str) == Some(run_id))
+            .map(|j| {
+                (
+                    j.id.clone(),
+                    pb::JobState::try_from(j.state).unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
 }
 
 /// The PostgreSQL server the tests share, if there is one.
@@ -144,19 +168,12 @@ async fn the_other_gateway_finishes_a_run_whose_gateway_was_killed() {
     let Some(setup) = Setup::start().await else {
         return;
     };
-    let Setup {
-        services,
-        dir,
-        tiny,
-        server,
-        ..
-    } = &setup;
     let rows = crate::support::sample_rows();
 
     // The uninterrupted run, through one gateway on a database of its own.
-    let alone = gateway::store::fresh_database(server).await.unwrap();
+    let alone = setup.fresh_database().await;
     let baseline = {
-        let gateway = gateway(services, dir.path(), tiny, &alone, "alone").await;
+        let gateway = setup.gateway(&alone, "alone").await;
         let mut client = client(&gateway);
         let run = crate::support::create(&mut client, full_spec(), rows.clone())
             .await
@@ -170,7 +187,7 @@ async fn the_other_gateway_finishes_a_run_whose_gateway_was_killed() {
         mut watcher,
         last_before,
         _second,
-    } = mid_revise(services, dir.path(), tiny, server, full_spec()).await;
+    } = setup.mid_revise(full_spec()).await;
     first.stop(Signal::Kill);
     let killed = Instant::now();
 
@@ -241,13 +258,6 @@ async fn a_paused_gateway_comes_back_after(ending: Ending) {
     let Some(setup) = Setup::start().await else {
         return;
     };
-    let Setup {
-        services,
-        dir,
-        tiny,
-        server,
-        ..
-    } = &setup;
     let mut spec = full_spec();
     if ending == Ending::Cancelled {
         // Training long enough (tens of seconds on the tiny model) that the cancel lands
@@ -262,7 +272,7 @@ async fn a_paused_gateway_comes_back_after(ending: Ending) {
         mut watcher,
         last_before,
         _second,
-    } = mid_revise(services, dir.path(), tiny, server, spec).await;
+    } = setup.mid_revise(spec).await;
     first.pause();
     // The other gateway's first event: it has taken the run over.
     follow(&mut watcher, &run.id, |events| {
@@ -306,7 +316,7 @@ async fn a_paused_gateway_comes_back_after(ending: Ending) {
     let stored = get_run(&mut watcher, &run.id).await;
     assert_eq!(stored.state, state as i32, "{ending:?}");
 
-    let jobs = jobs_of(services, &run.id).await;
+    let jobs = setup.jobs_of(&run.id).await;
     assert!(
         jobs.iter()
             .all(|(_, s)| matches!(s, pb::JobState::Succeeded | pb::JobState::Cancelled)),
@@ -326,29 +336,6 @@ async fn a_paused_gateway_comes_back_after(ending: Ending) {
     }
 }
 
-/// The trainer's jobs for the run: id and state.
-async fn jobs_of(services: &Services, run_id: &str) -> Vec<(String, pb::JobState)> {
-    let channel = connect_lazy(&services.trainer.endpoint(), &ClientOptions::default()).unwrap();
-    let jobs = TrainerClient::new(channel)
-        .list_jobs(pb::ListJobsRequest {
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .jobs;
-    jobs.iter()
-        .filter(|j| j.labels.get("arf.run_id").map(String::as_str) == Some(run_id))
-        .map(|j| {
-            (
-                j.id.clone(),
-                pb::JobState::try_from(j.state).unwrap_or_default(),
-            )
-        })
-        .collect()
-}
-
 /// The gateway driving a run freezes while the run's student trains; the other takes the run
 /// over and follows the same job. When the frozen one goes on, its drive stops (its lease is
 /// gone) without cancelling the job: the run still finishes, on that job's student.
@@ -357,16 +344,9 @@ async fn a_paused_gateway_that_comes_back_during_finetune_leaves_the_job_trainin
     let Some(setup) = Setup::start().await else {
         return;
     };
-    let Setup {
-        services,
-        dir,
-        tiny,
-        server,
-        ..
-    } = &setup;
-    let shared = gateway::store::fresh_database(server).await.unwrap();
-    let first = gateway(services, dir.path(), tiny, &shared, "first").await;
-    let _second = gateway(services, dir.path(), tiny, &shared, "second").await;
+    let shared = setup.fresh_database().await;
+    let first = setup.gateway(&shared, "first").await;
+    let _second = setup.gateway(&shared, "second").await;
     let mut spec = full_spec();
     // Long enough (tens of seconds on the tiny model) to outlast the pause and the takeover.
     let training = spec.config.as_mut().unwrap().training.as_mut().unwrap();
@@ -382,7 +362,7 @@ async fn a_paused_gateway_that_comes_back_during_finetune_leaves_the_job_trainin
     // The trainer freezes too, so that the first gateway, when it goes on, finds no job event
     // waiting (a write of one would fail on its stale lease first) and learns from its
     // heartbeat that the run is no longer its own: the path a slow step takes on a real model.
-    services.trainer.pause();
+    setup.services.trainer.pause();
     first.pause();
     // The first gateway writes only the job's events until the job ends; a stage change after
     // them is the other gateway's takeover, which goes through the stages done.
@@ -395,7 +375,7 @@ async fn a_paused_gateway_that_comes_back_during_finetune_leaves_the_job_trainin
     first.resume();
     let lease: u64 = LEASE_SECS.parse().unwrap();
     tokio::time::sleep(Duration::from_secs(2 * lease)).await;
-    services.trainer.resume();
+    setup.services.trainer.resume();
 
     let ended = follow(&mut watcher, &run.id, |_| false).await;
     assert_eq!(
@@ -404,7 +384,7 @@ async fn a_paused_gateway_that_comes_back_during_finetune_leaves_the_job_trainin
         "the run ended otherwise: {:?}",
         ended.last()
     );
-    let jobs = jobs_of(services, &run.id).await;
+    let jobs = setup.jobs_of(&run.id).await;
     assert_eq!(
         jobs.len(),
         1,

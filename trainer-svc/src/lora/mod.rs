@@ -155,12 +155,7 @@ impl Linear {
         let mut out = lead.to_vec();
         out.push(self.weight.dim(0)?);
         if fused::applies_to(x) {
-            // A bf16 base stays bf16: its product runs in bf16 (fused::bf16).
-            let w = if fused::weight::applies_to(&self.weight) {
-                self.weight.clone()
-            } else {
-                self.weight.to_dtype(DType::F32)?
-            };
+            let w = fused::weight::as_multiplied(&self.weight)?;
             let mask = mask.map(|m| m.reshape((n, in_dim))).transpose()?;
             let y = fused::lora_linear::lora_linear(
                 &x.reshape((n, in_dim))?,

@@ -98,7 +98,7 @@ pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     // A bf16 base is kept in bf16 (half the memory). The fused kernels multiply it in bf16 as
     // CUDA does (f32 input, rounded inside the product); candle's CPU matmul has no bf16
     // kernel, so without them it is widened one layer at a time.
-    let fused = x.dtype() == DType::F32 && fused::applies_to(x) && weight::applies_to(w);
+    let fused = fused::applies_to(x) && weight::applies_to(w);
     let w = if !fused && w.device().is_cpu() && w.dtype() != DType::F32 {
         &w.to_dtype(DType::F32)?
     } else {

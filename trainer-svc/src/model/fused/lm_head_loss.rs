@@ -13,7 +13,7 @@ use super::bf16;
 use super::exp::{exp_nonpositive, lane_sum};
 use super::gemm::{Threads, matmul, rows, rows_mut};
 use super::values;
-use super::weight::{Weight, with_weight};
+use super::weight::{Weight, as_multiplied, with_weight};
 
 /// Logit values per block (~32 MB).
 const BLOCK_VALUES: usize = 8 << 20;
@@ -31,10 +31,7 @@ struct LmHeadLoss {
 impl LmHeadLoss {
     fn run(&self, h: &[f32], w: Weight<'_>, hidden: usize) -> Result<f32> {
         let n = h.len() / hidden;
-        let vocab = match w {
-            Weight::F32(w) => w.len(),
-            Weight::Bf16(w) => w.len(),
-        } / hidden;
+        let vocab = w.rows(hidden);
         if let Some(t) = self.targets.iter().find(|&&t| t as usize >= vocab) {
             candle_core::bail!("loss: target {t} is outside the vocabulary of {vocab}");
         }
@@ -62,7 +59,7 @@ impl LmHeadLoss {
                     Threads::All,
                 ),
                 Weight::Bf16(w) => {
-                    logits.copy_from_slice(&bf16::times_transposed(h_block, m, hidden, w, vocab))
+                    bf16::times_transposed_into(h_block, m, hidden, w, vocab, logits)
                 }
             }
             let targets = &self.targets[r0..r0 + m];
@@ -145,14 +142,8 @@ pub fn lm_head_loss(hidden: &Tensor, weight: &Tensor, targets: &Tensor) -> Resul
             weight.dims()
         );
     }
-    // A bf16 output layer stays bf16 (its products in bf16); any other dtype is widened.
-    let weight = if super::weight::applies_to(weight) {
-        weight.contiguous()?
-    } else {
-        weight.to_dtype(candle_core::DType::F32)?.contiguous()?
-    };
     let op = LmHeadLoss {
-        weight,
+        weight: as_multiplied(weight)?.contiguous()?,
         targets: targets.flatten_all()?.to_vec1()?,
         with_grad: hidden.track_op(),
         grad: Mutex::new(None),

@@ -15,6 +15,14 @@ pub enum Weight<'a> {
 }
 
 impl Weight<'_> {
+    /// Its rows (`out`), for rows of `k` values.
+    pub fn rows(self, k: usize) -> usize {
+        match self {
+            Weight::F32(w) => w.len() / k,
+            Weight::Bf16(w) => w.len() / k,
+        }
+    }
+
     /// `x W^T` for `x` `[n, k]`: `[n, out]`.
     pub fn times_transposed(self, x: &[f32], n: usize, k: usize, out: usize) -> Vec<f32> {
         match self {
@@ -36,6 +44,16 @@ impl Weight<'_> {
 /// `ARF_TRAINER_KERNELS=formulas`).
 pub fn applies_to(w: &Tensor) -> bool {
     super::kernels_enabled() && w.device().is_cpu() && matches!(w.dtype(), DType::F32 | DType::BF16)
+}
+
+/// The weight as the fused ops multiply it: itself when it [`applies_to`] them (a bf16 base
+/// stays bf16, its products in bf16), widened to f32 otherwise.
+pub fn as_multiplied(w: &Tensor) -> Result<Tensor> {
+    if applies_to(w) {
+        Ok(w.clone())
+    } else {
+        w.to_dtype(DType::F32)
+    }
 }
 
 /// Hands `f` the values of a frozen weight (copied first only when it is not contiguous).

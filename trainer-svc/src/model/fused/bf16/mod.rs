@@ -57,12 +57,28 @@ fn widened(w: &[bf16]) -> Vec<f32> {
 
 /// `bf16(x) W^T` for `x` `[n, k]` and a frozen `W` `[out, k]`: `[n, out]`, f32.
 pub fn times_transposed(x: &[f32], n: usize, k: usize, w: &[bf16], out: usize) -> Vec<f32> {
+    let mut y = vec![0f32; n * out];
+    times_transposed_into(x, n, k, w, out, &mut y);
+    y
+}
+
+/// [`times_transposed`] into `y` (`[n, out]`, overwritten): the output layer's blocks reuse one
+/// buffer.
+pub fn times_transposed_into(x: &[f32], n: usize, k: usize, w: &[bf16], out: usize, y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if amx::available() {
-        return amx::times_transposed(x, n, k, w.reinterpret_cast(), out);
+        return amx::times_transposed(x, n, k, w.reinterpret_cast(), out, y);
     }
     let x: Vec<f32> = x.par_iter().map(|&v| rounded(v)).collect();
-    gemm::times_transposed(&x, n, k, &widened(w), out)
+    let w = widened(w);
+    gemm::matmul(
+        gemm::rows_mut(y, n, out, out),
+        gemm::rows(&x, n, k, k),
+        gemm::rows(&w, out, k, k).transpose(),
+        1.0,
+        false,
+        gemm::Threads::All,
+    );
 }
 
 /// A frozen `W` `[out, k]` ready for [`times`]: packed for the tiles, or widened to f32.

@@ -52,14 +52,15 @@ fn os_grants_tiles() -> bool {
     }
 }
 
-/// `bf16(x) W^T` for `x` `[n, k]` and a frozen bf16 `W` `[out, k]` (its bits): `[n, out]`.
-pub fn times_transposed(x: &[f32], n: usize, k: usize, w: &[u16], out: usize) -> Vec<f32> {
+/// `y = bf16(x) W^T` for `x` `[n, k]` and a frozen bf16 `W` `[out, k]` (its bits), into `y`
+/// (`[n, out]`, overwritten).
+pub fn times_transposed(x: &[f32], n: usize, k: usize, w: &[u16], out: usize, y: &mut [f32]) {
     // As y^T = W x^T: W's rows are the A tiles as they lie in memory (no copy of the
     // weight), x is packed once, and each task writes its band of y^T back transposed.
     let (kp, op, np) = (padded(k), padded(out), padded(n));
     let a = padded_rows(w, out, k, op, kp);
     let b = pack::rows_transposed(x, n, k);
-    gemm_transposed(&a, &b, (op, kp, np), out, n)
+    gemm_transposed(&a, &b, (op, kp, np), (out, n), y);
 }
 
 /// A frozen bf16 `W` `[out, k]` packed for [`times`].
@@ -140,38 +141,51 @@ fn gemm_transposed(
     a: &[u16],
     b: &[u32],
     (mp, kp, np): (usize, usize, usize),
-    m: usize,
-    n: usize,
-) -> Vec<f32> {
+    (m, n): (usize, usize),
+    y: &mut [f32],
+) {
     assert!(a.len() >= mp * kp && 2 * b.len() >= kp * np && m <= mp && n <= np);
-    let mut y = vec![0f32; n * m];
-    let y_ptr = SharedOut(y.as_mut_ptr());
+    assert_eq!(y.len(), n * m, "y is [n, m]");
+    let y = SharedOut(y.as_mut_ptr());
     let per_task = rows_per_task(mp);
     (0..mp.div_ceil(per_task)).into_par_iter().for_each(|task| {
         let first_row = task * per_task;
-        let rows = per_task.min(mp - first_row);
-        let mut band = vec![0f32; rows * np];
+        let mut band = vec![0f32; per_task.min(mp - first_row) * np];
         band_product(a, b, kp, np, first_row, &mut band);
-        let cols = rows.min(m.saturating_sub(first_row));
-        // 32 x 32 at a time: 32 lines of the band and 32 row pieces of y in cache.
-        for t0 in (0..n).step_by(BLOCK) {
-            for r0 in (0..cols).step_by(BLOCK) {
-                let r1 = (r0 + BLOCK).min(cols);
-                for t in t0..(t0 + BLOCK).min(n) {
-                    // SAFETY: row `t` of `y` has `m` values; this task alone writes its
-                    // columns `first_row..first_row + cols` (bands do not overlap), and `y`
-                    // outlives the tasks.
-                    let dst = unsafe {
-                        std::slice::from_raw_parts_mut(y_ptr.at(t * m + first_row + r0), r1 - r0)
-                    };
-                    for (r, d) in (r0..r1).zip(dst) {
-                        *d = band[r * np + t];
-                    }
+        // SAFETY: this task alone writes columns `first_row..first_row + rows` of `y` (bands
+        // do not overlap), inside its `[n, m]` (asserted above), and `y` outlives the tasks.
+        unsafe { write_transposed(&band, np, y, (m, n), first_row) };
+    });
+}
+
+/// Writes `band` (`[rows, np]`, rows `first_row..` of `y^T`) into the columns of `y` (`[n, m]`)
+/// it holds that are not padding, 32 x 32 at a time (32 lines of the band and 32 row pieces of
+/// `y` in cache).
+///
+/// # Safety
+/// `y` points at `n * m` values, and no one else writes those columns meanwhile.
+unsafe fn write_transposed(
+    band: &[f32],
+    np: usize,
+    y: SharedOut,
+    (m, n): (usize, usize),
+    first_row: usize,
+) {
+    let cols = (band.len() / np).min(m.saturating_sub(first_row));
+    for t0 in (0..n).step_by(BLOCK) {
+        for r0 in (0..cols).step_by(BLOCK) {
+            let r1 = (r0 + BLOCK).min(cols);
+            for t in t0..(t0 + BLOCK).min(n) {
+                // SAFETY: inside row `t` of `y` (r1 <= m - first_row), per the caller.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(y.at(t * m + first_row + r0), r1 - r0)
+                };
+                for (r, d) in (r0..r1).zip(dst) {
+                    *d = band[r * np + t];
                 }
             }
         }
-    });
-    y
+    }
 }
 
 /// A pointer into the output that tasks writing disjoint parts of it share.

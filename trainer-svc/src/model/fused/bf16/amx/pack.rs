@@ -14,56 +14,47 @@ const TILE_PAIRS: usize = TILE * TILE;
 
 /// B = `x^T` for `x` `[n, k]` f32 (rounded to bf16): K is `x`'s features, N its rows.
 pub fn rows_transposed(x: &[f32], n: usize, k: usize) -> Vec<u32> {
-    let (kp, np) = (k.next_multiple_of(BLOCK), n.next_multiple_of(BLOCK));
+    packed(k, n, |tile, k0, t0| {
+        for c in 0..TILE.min(n.saturating_sub(t0)) {
+            let row = &x[(t0 + c) * k..(t0 + c + 1) * k];
+            let mut chunk = [0f32; TILE_K];
+            let have = TILE_K.min(k - k0);
+            chunk[..have].copy_from_slice(&row[k0..k0 + have]);
+            for p in 0..TILE {
+                tile[p * TILE + c] = pair(bits(chunk[2 * p]), bits(chunk[2 * p + 1]));
+            }
+        }
+    })
+}
+
+/// B = `W` for a bf16 `W` `[out, k]` (as bits): K is `W`'s rows, N its columns.
+pub fn rows(w: &[u16], out: usize, k: usize) -> Vec<u32> {
+    let zeros = [0u16; TILE];
+    packed(out, k, |tile, o0, i0| {
+        let cols = TILE.min(k.saturating_sub(i0));
+        let row = |o: usize| (o < out).then(|| &w[o * k + i0..o * k + i0 + cols]);
+        for p in 0..TILE {
+            let Some(even) = row(o0 + 2 * p) else { break };
+            let odd = row(o0 + 2 * p + 1).unwrap_or(&zeros[..cols]);
+            let dst = &mut tile[p * TILE..p * TILE + cols];
+            for ((d, &e), &o) in dst.iter_mut().zip(even).zip(odd) {
+                *d = pair(e, o);
+            }
+        }
+    })
+}
+
+/// A zeroed B of `k_len` K rows and `n_len` columns (each padded to [`BLOCK`]) in the layout
+/// above, every tile handed to `fill` (in parallel) with its first K row and first column.
+fn packed(k_len: usize, n_len: usize, fill: impl Fn(&mut [u32], usize, usize) + Sync) -> Vec<u32> {
+    let (kp, np) = (k_len.next_multiple_of(BLOCK), n_len.next_multiple_of(BLOCK));
     let mut packed = vec![0u32; kp * np / 2];
     packed
         .par_chunks_mut(kp * BLOCK / 2)
         .enumerate()
         .for_each(|(nb, block)| {
             for (i, tile) in block.chunks_mut(TILE_PAIRS).enumerate() {
-                let (k0, t0) = ((i / 2) * TILE_K, nb * BLOCK + (i % 2) * TILE);
-                for c in 0..TILE.min(n.saturating_sub(t0)) {
-                    let row = &x[(t0 + c) * k..(t0 + c + 1) * k];
-                    let mut chunk = [0f32; TILE_K];
-                    let have = TILE_K.min(k - k0);
-                    chunk[..have].copy_from_slice(&row[k0..k0 + have]);
-                    for p in 0..TILE {
-                        tile[p * TILE + c] = pair(bits(chunk[2 * p]), bits(chunk[2 * p + 1]));
-                    }
-                }
-            }
-        });
-    packed
-}
-
-/// B = `W` for a bf16 `W` `[out, k]` (as bits): K is `W`'s rows, N its columns.
-pub fn rows(w: &[u16], out: usize, k: usize) -> Vec<u32> {
-    let (op, kp) = (out.next_multiple_of(BLOCK), k.next_multiple_of(BLOCK));
-    let mut packed = vec![0u32; op * kp / 2];
-    packed
-        .par_chunks_mut(op * BLOCK / 2)
-        .enumerate()
-        .for_each(|(nb, block)| {
-            for (i, tile) in block.chunks_mut(TILE_PAIRS).enumerate() {
-                let (o0, i0) = ((i / 2) * TILE_K, nb * BLOCK + (i % 2) * TILE);
-                let cols = TILE.min(k.saturating_sub(i0));
-                let row = |o: usize| (o < out).then(|| &w[o * k + i0..o * k + i0 + cols]);
-                for p in 0..TILE {
-                    let dst = &mut tile[p * TILE..p * TILE + cols];
-                    match (row(o0 + 2 * p), row(o0 + 2 * p + 1)) {
-                        (Some(even), Some(odd)) => {
-                            for ((d, &e), &o) in dst.iter_mut().zip(even).zip(odd) {
-                                *d = pair(e, o);
-                            }
-                        }
-                        (Some(even), None) => {
-                            for (d, &e) in dst.iter_mut().zip(even) {
-                                *d = pair(e, 0);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
+                fill(tile, (i / 2) * TILE_K, nb * BLOCK + (i % 2) * TILE);
             }
         });
     packed

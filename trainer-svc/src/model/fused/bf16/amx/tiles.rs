@@ -79,17 +79,23 @@ impl Tiles {
             let a_bytes = a_stride * 2;
             let a_low = a.add(TILE * a_stride);
             let c_bytes = c_stride * 4;
-            let c_low = c.add(TILE * c_stride);
+            // The four accumulator tiles' corners: rows 0-15 and 16-31, columns 0-15 and 16-31.
+            let [c0, c1, c2, c3] = [
+                c,
+                c.add(TILE),
+                c.add(TILE * c_stride),
+                c.add(TILE * c_stride + TILE),
+            ];
             if accumulate {
                 asm!(
                     "tileloadd tmm0, [{c0} + {sc}*1]",
                     "tileloadd tmm1, [{c1} + {sc}*1]",
                     "tileloadd tmm2, [{c2} + {sc}*1]",
                     "tileloadd tmm3, [{c3} + {sc}*1]",
-                    c0 = in(reg) c,
-                    c1 = in(reg) c.add(TILE),
-                    c2 = in(reg) c_low,
-                    c3 = in(reg) c_low.add(TILE),
+                    c0 = in(reg) c0,
+                    c1 = in(reg) c1,
+                    c2 = in(reg) c2,
+                    c3 = in(reg) c3,
                     sc = in(reg) c_bytes,
                     options(nostack, readonly)
                 );
@@ -130,10 +136,10 @@ impl Tiles {
                 "tilestored [{c1} + {sc}*1], tmm1",
                 "tilestored [{c2} + {sc}*1], tmm2",
                 "tilestored [{c3} + {sc}*1], tmm3",
-                c0 = in(reg) c,
-                c1 = in(reg) c.add(TILE),
-                c2 = in(reg) c_low,
-                c3 = in(reg) c_low.add(TILE),
+                c0 = in(reg) c0,
+                c1 = in(reg) c1,
+                c2 = in(reg) c2,
+                c3 = in(reg) c3,
                 sc = in(reg) c_bytes,
                 options(nostack)
             );
