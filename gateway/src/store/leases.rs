@@ -368,6 +368,49 @@ mod tests {
         pb::run_event::Kind::Warning(text.into())
     }
 
+    /// A gateway frozen inside a transaction on its run's row (a VM pause between two
+    /// statements) does not keep the run from the others: the server ends the transaction once
+    /// it has been idle for a lease, and the row's lock with it (the claims skip locked rows).
+    #[tokio::test]
+    async fn a_gateway_frozen_inside_a_transaction_does_not_keep_its_run() {
+        let Some((a, b)) = two_gateways(Duration::from_millis(600)).await else {
+            return;
+        };
+        a.create_run("r", "r", &pb::RunConfig::default())
+            .await
+            .unwrap();
+        a.set_run_state("r", pb::RunState::Running, "")
+            .await
+            .unwrap();
+        // What a frozen event append leaves: the row updated, the transaction never ended.
+        let mut frozen = a.pool.begin().await.unwrap();
+        sqlx::query("UPDATE runs SET last_event_seq = last_event_seq + 1 WHERE id = $1")
+            .bind("r")
+            .execute(&mut *frozen)
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let claimed = loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let claimed = b.claim_runs(8, false).await.unwrap();
+            if !claimed.is_empty() || std::time::Instant::now() > deadline {
+                break claimed;
+            }
+        };
+        assert_eq!(
+            claimed
+                .iter()
+                .map(|c| c.run_id.as_str())
+                .collect::<Vec<_>>(),
+            ["r"],
+            "the other gateway takes the run once the frozen transaction is ended"
+        );
+        assert!(
+            frozen.commit().await.is_err(),
+            "the frozen gateway's transaction was ended by the server"
+        );
+    }
+
     /// A run is driven by the gateway that holds its lease; another takes it only once the lease
     /// expires, and from then on the first one's writes are refused: the log stays one gap-free
     /// sequence written by one gateway at a time.

@@ -128,6 +128,21 @@ impl Store {
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(POOL_ACQUIRE_TIMEOUT)
+                    .after_connect(move |conn, _| {
+                        Box::pin(async move {
+                            // A gateway frozen inside a transaction (a VM pause, a stall) holds
+                            // its run's row lock, and the others' claims skip locked rows: its
+                            // run would wait for it forever. The server ends such a transaction
+                            // once it has been idle for a lease, when the frozen gateway has
+                            // lost the run anyway (its late writes fail on their fence).
+                            conn.execute(
+                                format!("SET idle_in_transaction_session_timeout = {lease_ms}")
+                                    .as_str(),
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
                     .connect(url)
                     .await
                     .with_context(|| {
