@@ -364,6 +364,18 @@ mod tests {
         Some((a, b))
     }
 
+    /// A run `id` created by `store` and running: leased by it.
+    async fn running_run(store: &Store, id: &str) {
+        store
+            .create_run(id, id, &pb::RunConfig::default())
+            .await
+            .unwrap();
+        store
+            .set_run_state(id, pb::RunState::Running, "")
+            .await
+            .unwrap();
+    }
+
     fn warning(text: &str) -> pb::run_event::Kind {
         pb::run_event::Kind::Warning(text.into())
     }
@@ -376,12 +388,7 @@ mod tests {
         let Some((a, b)) = two_gateways(Duration::from_millis(600)).await else {
             return;
         };
-        a.create_run("r", "r", &pb::RunConfig::default())
-            .await
-            .unwrap();
-        a.set_run_state("r", pb::RunState::Running, "")
-            .await
-            .unwrap();
+        running_run(&a, "r").await;
         // What a frozen event append leaves: the row updated, the transaction never ended.
         let mut frozen = a.pool.begin().await.unwrap();
         sqlx::query("UPDATE runs SET last_event_seq = last_event_seq + 1 WHERE id = $1")
@@ -419,12 +426,7 @@ mod tests {
         let Some((a, b)) = two_gateways(Duration::from_millis(600)).await else {
             return;
         };
-        a.create_run("r", "r", &pb::RunConfig::default())
-            .await
-            .unwrap();
-        a.set_run_state("r", pb::RunState::Running, "")
-            .await
-            .unwrap();
+        running_run(&a, "r").await;
         assert!(
             b.claim_runs(8, false).await.unwrap().is_empty(),
             "a holds it"
@@ -510,12 +512,7 @@ mod tests {
             ("cancelled", pb::RunState::Cancelled),
             ("finished", pb::RunState::Succeeded),
         ] {
-            a.create_run(id, id, &pb::RunConfig::default())
-                .await
-                .unwrap();
-            a.set_run_state(id, pb::RunState::Running, "")
-                .await
-                .unwrap();
+            running_run(&a, id).await;
             tokio::time::sleep(Duration::from_millis(600)).await;
             assert_eq!(b.claim_runs(8, false).await.unwrap().len(), 1);
             b.set_run_state(id, end, "").await.unwrap();
