@@ -2,7 +2,9 @@
 //! (patches/README.md: grouped-query attention in f32, prompts through f32 gemm), so its greedy
 //! tokens are checked against the trainer's Llama, which the trainer's tests hold to
 //! transformers' logits. The tiny Llama has grouped-query attention (4 query heads, 2 K/V
-//! heads), and the prompt is long enough for the prompt path of the quantized matmul.
+//! heads), and the prompt is long enough for the prompt path of the quantized matmul. The
+//! editor's cache keeps keys and values in f16 on a CPU (patches/mistralrs-core
+//! `kv_cache/cpu_store.rs`), so the reference rounds them the same way.
 
 use arf_tiny_llama::{END_OF_TEXT, EOT, TinyLlamaSpec, write_tiny_llama};
 use candle_core::{Device, IndexOp, Tensor};
@@ -85,7 +87,7 @@ async fn decodes_what_the_reference_picks(prompt: &str, min_tokens: usize) {
             .unwrap()
             .unsqueeze(0)
             .unwrap();
-        let logits = llama.forward(&input, &mut ForwardCtx::eval()).unwrap();
+        let logits = llama.forward(&input, &mut reference_ctx()).unwrap();
         let last = logits.i((0, sequence.len() - 1)).unwrap();
         let next = last.argmax(0).unwrap().to_scalar::<u32>().unwrap();
         if stops.contains(&next) {
@@ -97,4 +99,14 @@ async fn decodes_what_the_reference_picks(prompt: &str, min_tokens: usize) {
     assert!(picked.len() >= 8, "the reference stopped after {picked:?}");
     let reference_text = tokenizer.decode(&picked, true).unwrap();
     assert_eq!(editor_text, reference_text, "tokens {picked:?}");
+}
+
+/// The reference reads keys and values as the editor's cache holds them (f16 by default,
+/// `ARF_KV_CACHE`): the same rounding, every product and sum still f32.
+fn reference_ctx() -> ForwardCtx {
+    let stored = mistralrs::core::cpu_kv_cache_dtype().expect("ARF_KV_CACHE");
+    ForwardCtx {
+        kv_rounded_to: Some(stored),
+        ..ForwardCtx::eval()
+    }
 }

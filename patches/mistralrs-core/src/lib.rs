@@ -48,6 +48,8 @@ pub use model_loader::{
 pub use video_input::{sample_frame_indices, VideoInput};
 mod embedding_models;
 mod kv_cache;
+// ARF patch: the dtype of CPU KV caches (`kv_cache/cpu_store.rs`).
+pub use kv_cache::{cpu_kv_cache_dtype, KV_CACHE_ENV};
 mod search;
 
 mod model_selected;

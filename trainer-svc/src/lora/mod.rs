@@ -119,11 +119,26 @@ impl LoraPair {
 pub struct ForwardCtx {
     /// `None` in evaluation (no dropout).
     pub dropout_rng: Option<Rng>,
+    /// Set: attention reads its keys and values rounded to this dtype, as an inference engine
+    /// reads them from a cache that stores them so (the editor's f16 cache on a CPU). Only for
+    /// a reference of such an engine: training and evaluation leave it `None`.
+    pub kv_rounded_to: Option<DType>,
 }
 
 impl ForwardCtx {
     pub fn eval() -> Self {
-        Self { dropout_rng: None }
+        Self {
+            dropout_rng: None,
+            kv_rounded_to: None,
+        }
+    }
+
+    /// Keys or values as attention reads them: rounded to `kv_rounded_to`, back in f32.
+    pub fn kv_as_read(&self, t: Tensor) -> Result<Tensor> {
+        match self.kv_rounded_to {
+            Some(dtype) if dtype != t.dtype() => t.to_dtype(dtype)?.to_dtype(t.dtype()),
+            _ => Ok(t),
+        }
     }
 }
 

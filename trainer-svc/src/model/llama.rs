@@ -234,7 +234,8 @@ impl Llama {
             )?;
             let v = block.proj[2].forward(x, ctx)?.reshape((b, s, nkv, hd))?;
             let q = fused::rope::rope(&q, cos, sin)?;
-            let k = fused::rope::rope(&k, cos, sin)?;
+            let k = ctx.kv_as_read(fused::rope::rope(&k, cos, sin)?)?;
+            let v = ctx.kv_as_read(v)?;
             let out = fused::attention::causal_attention(&q, &k, &v)?.reshape((b, s, nh * hd))?;
             return block.proj[3].forward(&out, ctx);
         }
@@ -243,8 +244,8 @@ impl Llama {
         let k = head_norm(heads(block.proj[1].forward(x, ctx)?, nkv)?, &block.k_norm)?;
         let v = heads(block.proj[2].forward(x, ctx)?, nkv)?;
         let q = apply_rope(&q, cos, sin)?;
-        let k = repeat_kv(&apply_rope(&k, cos, sin)?, nh / nkv)?;
-        let v = repeat_kv(&v, nh / nkv)?;
+        let k = repeat_kv(&ctx.kv_as_read(apply_rope(&k, cos, sin)?)?, nh / nkv)?;
+        let v = repeat_kv(&ctx.kv_as_read(v)?, nh / nkv)?;
         let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
         let probs = softmax_last(&add_const(&scores, mask)?)?;
         let out = probs

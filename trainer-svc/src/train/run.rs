@@ -289,6 +289,7 @@ pub fn train(
             let stream = step * cfg.gradient_accumulation_steps as u64 + j as u64;
             let mut ctx = ForwardCtx {
                 dropout_rng: Some(Rng::derive(cfg.seed, "dropout", stream)),
+                kv_rounded_to: None,
             };
             let loss = batch_loss(&model, batch, &mut ctx, true)?;
             loss_sum += loss.to_scalar::<f32>()? as f64;

@@ -70,6 +70,8 @@ fn effective_dtype(requested: ModelDType) -> ModelDType {
 pub async fn load_model(config: &EditorConfig) -> anyhow::Result<(Model, ModelDescription)> {
     let source = ModelSource::resolve(&config.model_path)?;
     let dtype = effective_dtype(config.dtype);
+    // A bad `ARF_KV_CACHE` fails the load here, not every request after it.
+    let kv_cache = mistralrs::core::cpu_kv_cache_dtype().map_err(anyhow::Error::msg)?;
     let started = std::time::Instant::now();
     let model = match &source {
         ModelSource::HfDirectory(dir) => {
@@ -124,7 +126,11 @@ pub async fn load_model(config: &EditorConfig) -> anyhow::Result<(Model, ModelDe
     let kernels = if USE_CUDA {
         "CUDA".to_string()
     } else {
-        arf_common::cpu::kernel_summary()
+        format!(
+            "{}, kv cache {kv_cache:?} ({})",
+            arf_common::cpu::kernel_summary(),
+            mistralrs::core::KV_CACHE_ENV
+        )
     };
     tracing::info!(model = %description.model_id, architecture = %description.architecture,
         quantization = %description.quantization, device = %description.device, kernels = %kernels,

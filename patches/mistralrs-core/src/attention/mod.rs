@@ -226,6 +226,17 @@ impl Sdpa {
             if let Some(out) = sdpa_by_rows_cpu(q, k, v, mask, sdpa_params)? {
                 return Ok(out);
             }
+        }
+        // An f16 cache (`kv_cache/cpu_store.rs`) that the row kernel did not take is widened to
+        // the query's dtype for the general paths.
+        let widened;
+        let (k, v) = if q.device().is_cpu() && k.dtype() != q.dtype() {
+            widened = (k.to_dtype(q.dtype())?, v.to_dtype(q.dtype())?);
+            (&widened.0, &widened.1)
+        } else {
+            (k, v)
+        };
+        if q.device().is_cpu() {
             if let Some(out) = grouped_sdpa_cpu(q, k, v, mask, sdpa_params)? {
                 return Ok(out);
             }

@@ -8,12 +8,14 @@ use crate::{
     sequence::Sequence,
 };
 
+mod cpu_store;
 mod full_cache;
 mod hybrid_cache;
 mod ragged;
 mod rotating_cache;
 mod single_cache;
 
+pub use cpu_store::{cpu_kv_cache_dtype, ENV as KV_CACHE_ENV};
 pub use full_cache::{EitherCache, LayerCaches};
 pub use hybrid_cache::{
     HybridCache, HybridCacheConfig, HybridLayerCache, HybridLayerType, RecurrentLayerConfig,
@@ -80,8 +82,12 @@ impl KvCache {
     }
 
     pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
-        let k = k.contiguous()?;
-        let v = v.contiguous()?;
+        // ARF patch: a plain cache stores its keys and values in the CPU cache's dtype
+        // (`cpu_store`: f16 by default), rounded in the same pass that makes them contiguous.
+        let (k, v) = match self {
+            Self::Normal { .. } => (cpu_store::to_store(k)?, cpu_store::to_store(v)?),
+            _ => (k.contiguous()?, v.contiguous()?),
+        };
         let (out_k, out_v) = match self {
             Self::Normal { k: kc, v: vc } => {
                 kc.append(&k)?;

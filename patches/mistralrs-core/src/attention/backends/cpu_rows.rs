@@ -10,18 +10,20 @@
 //! against the cached keys its mask lets it see (a `-inf` position costs nothing, so a causal
 //! prompt does half the work), a softmax, and the weighted sum of values. From
 //! `cpu_blocks::FROM_ROWS` query rows on (a prompt), the rows go in blocks instead, as matrix
-//! products (cpu_blocks.rs).
+//! products (cpu_blocks.rs). The cache may hold f16 (`kv_cache/cpu_store.rs`): the row kernel
+//! widens each key and value as it reads it; a prompt's blocks widen the cache once per call.
 
 use candle_core::{DType, Layout, Result, Storage, Tensor};
+use half::f16;
 use rayon::prelude::*;
 
 use super::cpu_blocks;
 use crate::attention::SdpaParams;
 
 /// `softmax(q k^T * scale + mask) v` for `q` of shape (b, heads, q_len, d) against `k`, `v` of
-/// shape (b, kv_heads, kv_len, d); `mask` broadcastable to (b, heads, q_len, kv_len). `None` for
-/// what this does not handle (not f32 on a CPU, softcapping, rows not contiguous): the caller
-/// then takes the general path.
+/// shape (b, kv_heads, kv_len, d); `mask` broadcastable to (b, heads, q_len, kv_len). `k` and
+/// `v` may be f16 (an f16 cache). `None` for what this does not handle (not f32 on a CPU,
+/// softcapping, rows not contiguous): the caller then takes the general path.
 pub(crate) fn sdpa_by_rows_cpu(
     q: &Tensor,
     k: &Tensor,
@@ -32,6 +34,15 @@ pub(crate) fn sdpa_by_rows_cpu(
     let (b, heads, q_len, d) = q.dims4()?;
     let (kb, kv_heads, kv_len, kd) = k.dims4()?;
     let f32_cpu = |t: &Tensor| t.dtype() == DType::F32 && t.device().is_cpu();
+    let f16_cache = [k, v]
+        .into_iter()
+        .all(|t| t.dtype() == DType::F16 && t.device().is_cpu());
+    if f16_cache && q_len >= cpu_blocks::FROM_ROWS {
+        // A prompt: its blocks multiply f32, and widening the cache once costs a small part of
+        // the products.
+        let (k, v) = (k.to_dtype(DType::F32)?, v.to_dtype(DType::F32)?);
+        return sdpa_by_rows_cpu(q, &k, &v, mask, sdpa_params);
+    }
     if sdpa_params.softcap.is_some()
         || kb != b
         || kd != d
@@ -39,7 +50,8 @@ pub(crate) fn sdpa_by_rows_cpu(
         || kv_heads == 0
         || heads % kv_heads != 0
         || kv_len == 0
-        || ![q, k, v].into_iter().all(f32_cpu)
+        || !f32_cpu(q)
+        || !(f16_cache || [k, v].into_iter().all(f32_cpu))
         || mask.is_some_and(|m| !f32_cpu(m))
     {
         return Ok(None);
@@ -62,11 +74,6 @@ pub(crate) fn sdpa_by_rows_cpu(
         return Ok(None);
     };
     let q_all = &q_cpu.as_slice::<f32>()?[q_layout.start_offset()..];
-    let keys = Rows::new(k_cpu.as_slice::<f32>()?, k_layout);
-    let values = Rows::new(v_cpu.as_slice::<f32>()?, v_layout);
-    let (Some(keys), Some(values)) = (keys, values) else {
-        return Ok(None);
-    };
     let mask = match &mask_parts {
         Some((store, layout)) => match &**store {
             Storage::Cpu(cpu) => Some(MaskRows {
@@ -77,33 +84,56 @@ pub(crate) fn sdpa_by_rows_cpu(
         },
         None => None,
     };
-    let operands = Operands {
-        q_all,
-        keys,
-        values,
-        mask,
-        dims: Dims {
-            batch: b,
-            heads,
-            q_len,
-            kv_len,
-            d,
-            group: heads / kv_heads,
-        },
-        scale: sdpa_params.softmax_scale,
+    let dims = Dims {
+        batch: b,
+        heads,
+        q_len,
+        kv_len,
+        d,
+        group: heads / kv_heads,
     };
-    // A prompt's rows go in blocks, as matrix products (cpu_blocks.rs); a decode step's one
-    // row (or a few) by the loop below, which reads each cached row once and builds nothing.
-    let out = if q_len >= cpu_blocks::FROM_ROWS {
-        cpu_blocks::attend_in_blocks(&operands)
+    let scale = sdpa_params.softmax_scale;
+    let out = if f16_cache {
+        let keys = Rows::new(k_cpu.as_slice::<f16>()?, k_layout);
+        let values = Rows::new(v_cpu.as_slice::<f16>()?, v_layout);
+        let (Some(keys), Some(values)) = (keys, values) else {
+            return Ok(None);
+        };
+        attend_by_rows(&Operands {
+            q_all,
+            keys,
+            values,
+            mask,
+            dims,
+            scale,
+        })
     } else {
-        attend_by_rows(&operands)
+        let keys = Rows::new(k_cpu.as_slice::<f32>()?, k_layout);
+        let values = Rows::new(v_cpu.as_slice::<f32>()?, v_layout);
+        let (Some(keys), Some(values)) = (keys, values) else {
+            return Ok(None);
+        };
+        let operands = Operands {
+            q_all,
+            keys,
+            values,
+            mask,
+            dims,
+            scale,
+        };
+        // A prompt's rows go in blocks, as matrix products (cpu_blocks.rs); a decode step's one
+        // row (or a few) by the loop below, which reads each cached row once and builds nothing.
+        if q_len >= cpu_blocks::FROM_ROWS {
+            cpu_blocks::attend_in_blocks(&operands)
+        } else {
+            attend_by_rows(&operands)
+        }
     };
     Tensor::from_vec(out, (b, heads, q_len, d), q.device()).map(Some)
 }
 
 /// The row kernel: each (sequence, head, query position) is one task.
-fn attend_by_rows(operands: &Operands) -> Vec<f32> {
+fn attend_by_rows<T: CacheElement>(operands: &Operands<T>) -> Vec<f32> {
     let Operands {
         q_all,
         keys,
@@ -133,7 +163,7 @@ fn attend_by_rows(operands: &Operands) -> Vec<f32> {
             scores.clear();
             scores.extend((0..kv_len).map(|j| match mask_of(j) {
                 f32::NEG_INFINITY => f32::NEG_INFINITY,
-                m => dot(query, keys.row(batch, kv_head, j, d)) * scale + m,
+                m => T::dot(query, keys.row(batch, kv_head, j, d)) * scale + m,
             }));
             let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             if max == f32::NEG_INFINITY {
@@ -145,7 +175,7 @@ fn attend_by_rows(operands: &Operands) -> Vec<f32> {
                 if *score != f32::NEG_INFINITY {
                     let p = (*score - max).exp();
                     sum += p;
-                    axpy(p, values.row(batch, kv_head, j, d), out);
+                    T::axpy(p, values.row(batch, kv_head, j, d), out);
                 }
             }
             let inv = 1.0 / sum;
@@ -154,11 +184,12 @@ fn attend_by_rows(operands: &Operands) -> Vec<f32> {
     out
 }
 
-/// What both kernels read: `q_all` is (b, heads, q_len, d), contiguous from its start.
-pub(super) struct Operands<'a> {
+/// What both kernels read: `q_all` is (b, heads, q_len, d), contiguous from its start; the
+/// cache's keys and values are f32, or f16 for the row kernel.
+pub(super) struct Operands<'a, T = f32> {
     pub q_all: &'a [f32],
-    pub keys: Rows<'a>,
-    pub values: Rows<'a>,
+    pub keys: Rows<'a, T>,
+    pub values: Rows<'a, T>,
     pub mask: Option<MaskRows<'a>>,
     pub dims: Dims,
     pub scale: f32,
@@ -177,14 +208,14 @@ pub(super) struct Dims {
 
 /// A (b, kv_heads, kv_len, d) cache tensor read in place: each position's `d` values are
 /// contiguous (the cache's views narrow its length, never its last dimension).
-pub(super) struct Rows<'a> {
-    data: &'a [f32],
+pub(super) struct Rows<'a, T = f32> {
+    data: &'a [T],
     start: usize,
     strides: [usize; 3],
 }
 
-impl<'a> Rows<'a> {
-    fn new(data: &'a [f32], layout: &Layout) -> Option<Self> {
+impl<'a, T> Rows<'a, T> {
+    fn new(data: &'a [T], layout: &Layout) -> Option<Self> {
         match *layout.stride() {
             [s0, s1, s2, 1] => Some(Self {
                 data,
@@ -195,7 +226,7 @@ impl<'a> Rows<'a> {
         }
     }
 
-    fn row(&self, batch: usize, head: usize, pos: usize, d: usize) -> &'a [f32] {
+    fn row(&self, batch: usize, head: usize, pos: usize, d: usize) -> &'a [T] {
         self.rows(batch, head, pos, 1, d).0
     }
 
@@ -207,7 +238,7 @@ impl<'a> Rows<'a> {
         from: usize,
         n: usize,
         d: usize,
-    ) -> (&'a [f32], usize) {
+    ) -> (&'a [T], usize) {
         let [s0, s1, s2] = self.strides;
         let at = self.start + batch * s0 + head * s1 + from * s2;
         (&self.data[at..at + (n.max(1) - 1) * s2 + d], s2)
@@ -226,6 +257,137 @@ impl<'a> MaskRows<'a> {
         let s = self.layout.stride();
         let at = self.layout.start_offset() + batch * s[0] + head * s[1] + pos * s[2];
         (&self.data[at..], s[3])
+    }
+}
+
+/// What a cache row holds: the row kernel's two reads of a row, for each stored dtype.
+trait CacheElement: Sized + Sync {
+    /// `a . b`.
+    fn dot(a: &[f32], b: &[Self]) -> f32;
+    /// `out += p * x`.
+    fn axpy(p: f32, x: &[Self], out: &mut [f32]);
+}
+
+impl CacheElement for f32 {
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        dot(a, b)
+    }
+    fn axpy(p: f32, x: &[f32], out: &mut [f32]) {
+        axpy(p, x, out)
+    }
+}
+
+/// Widened eight at a time (`vcvtph2ps`) where the build targets F16C and FMA (x86-64-v3, the
+/// project's build), one at a time elsewhere.
+impl CacheElement for f16 {
+    fn dot(a: &[f32], b: &[f16]) -> f32 {
+        #[cfg(all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "f16c",
+            target_feature = "fma"
+        ))]
+        {
+            f16c::dot(a, b)
+        }
+        #[cfg(not(all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "f16c",
+            target_feature = "fma"
+        )))]
+        {
+            a.iter().zip(b).map(|(x, y)| x * y.to_f32()).sum()
+        }
+    }
+
+    fn axpy(p: f32, x: &[f16], out: &mut [f32]) {
+        #[cfg(all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "f16c",
+            target_feature = "fma"
+        ))]
+        {
+            f16c::axpy(p, x, out)
+        }
+        #[cfg(not(all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "f16c",
+            target_feature = "fma"
+        )))]
+        {
+            for (o, x) in out.iter_mut().zip(x) {
+                *o = fma(p, x.to_f32(), *o);
+            }
+        }
+    }
+}
+
+/// The f16 reads with F16C: eight values widened per instruction, four 8-lane sums for a dot
+/// product (as `dot`), the rest one at a time.
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "f16c",
+    target_feature = "fma"
+))]
+mod f16c {
+    use half::f16;
+    use std::arch::x86_64::*;
+
+    /// Eight f16 from `x[i..i + 8]`, widened.
+    ///
+    /// # Safety
+    /// `i + 8 <= x.len()`.
+    #[inline(always)]
+    unsafe fn widen8(x: &[f16], i: usize) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(i).cast()))
+    }
+
+    pub(super) fn dot(a: &[f32], b: &[f16]) -> f32 {
+        let n = a.len().min(b.len());
+        let full = n / 32 * 32;
+        // SAFETY: every load reads within `..full` of both slices (`full <= n`); the build
+        // targets AVX2, F16C and FMA (this module's cfg).
+        let mut total = unsafe {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for i in (0..full).step_by(32) {
+                for (lane, acc) in acc.iter_mut().enumerate() {
+                    let at = i + 8 * lane;
+                    let x = _mm256_loadu_ps(a.as_ptr().add(at));
+                    *acc = _mm256_fmadd_ps(x, widen8(b, at), *acc);
+                }
+            }
+            let sum = _mm256_add_ps(
+                _mm256_add_ps(acc[0], acc[1]),
+                _mm256_add_ps(acc[2], acc[3]),
+            );
+            let mut lanes = [0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
+            lanes.iter().sum::<f32>()
+        };
+        for i in full..n {
+            total += a[i] * b[i].to_f32();
+        }
+        total
+    }
+
+    pub(super) fn axpy(p: f32, x: &[f16], out: &mut [f32]) {
+        let n = out.len().min(x.len());
+        let full = n / 8 * 8;
+        // SAFETY: as in `dot`, every access is within `..full` of both slices.
+        unsafe {
+            let p8 = _mm256_set1_ps(p);
+            for i in (0..full).step_by(8) {
+                let o = out.as_mut_ptr().add(i);
+                _mm256_storeu_ps(o, _mm256_fmadd_ps(p8, widen8(x, i), _mm256_loadu_ps(o)));
+            }
+        }
+        for i in full..n {
+            out[i] = p.mul_add(x[i].to_f32(), out[i]);
+        }
     }
 }
 
