@@ -170,7 +170,19 @@ pub async fn follow(
         .unwrap()
         .into_inner();
     let mut events = Vec::new();
-    while let Ok(Some(e)) = stream.message().await {
+    loop {
+        // A run that stops making progress fails the test with what it saw, instead of holding
+        // CI until its overall limit (a frozen gateway once kept a run's row lock forever).
+        let next = tokio::time::timeout(QUIET_RUN_LIMIT, stream.message())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "run {run_id}: no event for {QUIET_RUN_LIMIT:?}; the last of {} events: {:?}",
+                    events.len(),
+                    events.last()
+                )
+            });
+        let Ok(Some(e)) = next else { break };
         events.push(e);
         if until(&events) {
             break;
@@ -178,6 +190,10 @@ pub async fn follow(
     }
     events
 }
+
+/// How long a followed run may go without an event before its test fails: runs in these tests
+/// record an event at least every training step or revision, seconds apart.
+const QUIET_RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Waits on the run's events until `n` revision outcomes have been recorded.
 pub async fn wait_for_revisions(client: &mut PipelineClient<GrpcChannel>, run_id: &str, n: usize) {
