@@ -12,6 +12,7 @@ pub mod deadline;
 /// llama.cpp's server for the tests and benches that forward to it (feature `testing`).
 #[cfg(feature = "testing")]
 pub mod llama_cpp;
+pub mod machine_peak;
 pub mod models;
 pub mod paging;
 pub mod paths;

@@ -6,6 +6,12 @@ pub fn peak_rss_mib() -> f64 {
     status_mib("VmHWM:")
 }
 
+/// Starts this process's peak RSS (`VmHWM`) again from its resident memory now (Linux 4.0 on,
+/// `/proc/self/clear_refs`); false where that is not possible.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 /// This process's resident memory now (Linux `VmRSS`), in MiB; NaN where unknown.
 pub fn rss_mib() -> f64 {
     status_mib("VmRSS:")

@@ -11,9 +11,16 @@
 //! case, default 2), `ARF_BENCH_PROMPTS` (default "200,1000"), `ARF_BENCH_CONCURRENCY`
 //! (default "1,8"; 1 must come first), `ARF_LLAMA_CPP_BIN` (a folder holding llama-bench and
 //! llama-batched-bench, instead of building them).
+//!
+//! Each prompt and decode row also says what share of this machine's peak each side reaches,
+//! both measured here first: a prompt's FLOPs (from the GGUF's weights and attention) over the
+//! f32 FMA peak, a decoded token's bytes (every weight once, and the cache of its context, f16
+//! for llama.cpp and for ARF unless `ARF_KV_CACHE=f32`) over the memory read bandwidth.
 
 use std::path::{Path, PathBuf};
 
+#[path = "support/model_costs.rs"]
+mod model_costs;
 #[path = "support/tweetsumm.rs"]
 mod tweetsumm;
 use std::process::Command;
@@ -222,9 +229,13 @@ fn field(rows: &[serde_json::Value], key: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn row(work: &str, direct: f64, grpc: f64, anchor: f64) {
+/// A table row; `shares`: each side's share of the machine's peak (ARF gRPC, llama.cpp).
+fn row(work: &str, direct: f64, grpc: f64, anchor: f64, shares: Option<(f64, f64)>) {
+    let shares = shares.map_or(String::new(), |(ours, theirs)| {
+        format!("{:.0}% / {:.0}%", ours * 100.0, theirs * 100.0)
+    });
     println!(
-        "| {work} | {direct:.1} | {grpc:.1} | {anchor:.1} | {:.2}x |",
+        "| {work} | {direct:.1} | {grpc:.1} | {anchor:.1} | {:.2}x | {shares} |",
         grpc / anchor
     );
 }
@@ -246,6 +257,19 @@ async fn main() -> anyhow::Result<()> {
         "ARF_BENCH_CONCURRENCY must start with 1 (the prompt and decode rows)"
     );
     let gguf = model_path()?;
+    let costs = model_costs::ModelCosts::read(&gguf)?;
+    // The peaks first, on a quiet machine (nothing loaded yet).
+    let (flop_peak, isa) = arf_common::machine_peak::fma_peak(THREADS);
+    let read_peak = arf_common::machine_peak::read_bandwidth(THREADS);
+    // The bandwidth loop's buffers are gone; the RSS row is the editor's own.
+    anyhow::ensure!(
+        arf_common::process::reset_peak_rss(),
+        "cannot reset the peak RSS (/proc/self/clear_refs)"
+    );
+    let our_kv_bytes = match mistralrs::core::cpu_kv_cache_dtype().map_err(anyhow::Error::msg)? {
+        mistralrs::DType::F32 => 4.0,
+        _ => 2.0,
+    };
     let bin = arf_common::llama_cpp::bin_dir()?;
     let corpus = tweetsumm::conversations("train.jsonl")?;
 
@@ -272,8 +296,14 @@ async fn main() -> anyhow::Result<()> {
         "model: {}; {GENERATED} generated tokens, greedy; {THREADS} threads; {runs} rounds",
         gguf.display()
     );
-    println!("| work | ARF direct | ARF gRPC | llama.cpp | ratio (gRPC / llama.cpp) |");
-    println!("| --- | --- | --- | --- | --- |");
+    println!("CPU: {}", arf_common::machine_peak::cpu_line());
+    println!(
+        "measured peaks, {THREADS} threads: f32 FMA {flop_peak:.0} GFLOP/s ({isa}); memory read {read_peak:.1} GB/s"
+    );
+    println!(
+        "| work | ARF direct | ARF gRPC | llama.cpp | ratio (gRPC / llama.cpp) | share of peak (gRPC / llama.cpp) |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
     let mut ticket = 1;
     let mut llama_peaks = Vec::new();
     for &target in &targets {
@@ -332,17 +362,25 @@ async fn main() -> anyhow::Result<()> {
         )?;
         llama_peaks.extend([pp_peak, tg_peak]);
 
+        let (pp_rate, tg_rate) = (field(&pp, "avg_ts"), field(&tg, "avg_ts"));
+        let flop = costs.prompt_flop_per_token(prompt_len) / (flop_peak * 1e9);
         row(
             &format!("prompt of {prompt_len} tokens, 1 request: prompt tok/s"),
             d1.prompt_rate(),
             g1.prompt_rate(),
-            field(&pp, "avg_ts"),
+            pp_rate,
+            Some((g1.prompt_rate() * flop, pp_rate * flop)),
         );
+        // A decoded token's context, on average over the generated ones.
+        let context = prompt_len + GENERATED / 2;
+        let bytes =
+            |per_value| costs.decode_bytes_per_token(context, per_value) / (read_peak * 1e9);
         row(
             &format!("decode after {prompt_len} tokens, 1 request: tok/s"),
             d1.decode_rate(),
             g1.decode_rate(),
-            field(&tg, "avg_ts"),
+            tg_rate,
+            Some((g1.decode_rate() * bytes(our_kv_bytes), tg_rate * bytes(2.0))),
         );
         for &(concurrency, d, g) in &results[1..] {
             let ctx = ((prompt_len + GENERATED) * concurrency + 256).to_string();
@@ -381,12 +419,13 @@ async fn main() -> anyhow::Result<()> {
                 d.throughput(),
                 g.throughput(),
                 batched_throughput,
+                None,
             );
         }
     }
     let llama_peak = llama_peaks.iter().cloned().fold(f64::NAN, f64::max);
     println!(
-        "| peak RSS, MiB (ARF: the whole bench process; llama.cpp: its largest run) | {:.0} | | {llama_peak:.0} | {:.2}x |",
+        "| peak RSS, MiB (ARF: the whole bench process; llama.cpp: its largest run) | {:.0} | | {llama_peak:.0} | {:.2}x | |",
         arf_common::process::peak_rss_mib(),
         arf_common::process::peak_rss_mib() / llama_peak
     );

@@ -19,10 +19,6 @@
 //! otherwise), two more sides: ours with the base in bf16 (`base_dtype = "bf16"`: its products
 //! in bf16) and PyTorch under its CPU autocast, with each side's last loss beside its f32 run's.
 
-mod support {
-    pub mod peak;
-}
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -307,7 +303,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1)
         .max(1);
-    let (peak, isa) = support::peak::fma_peak(threads);
+    let (peak, isa) = arf_common::machine_peak::fma_peak(threads);
     println!(
         "LoRA on q,k,v,o,gate,up,down; {WARMUP} warm-up + {STEPS} timed steps; f32; CPU; median of {runs} run(s) per side (ARF_BENCH_RUNS)"
     );
