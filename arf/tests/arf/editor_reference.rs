@@ -110,3 +110,38 @@ fn reference_ctx() -> ForwardCtx {
         ..ForwardCtx::eval()
     }
 }
+
+/// A misspelt `ARF_KV_CACHE` stops `arf editor` at load, naming the variable and what it takes,
+/// instead of failing every request after a healthy start.
+#[test]
+fn an_editor_given_a_bad_kv_cache_setting_exits_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_llama(dir.path(), &TinyLlamaSpec::default()).unwrap();
+    let mut editor = std::process::Command::new(env!("CARGO_BIN_EXE_arf"))
+        .arg("editor")
+        .arg("--model")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .env("ARF_KV_CACHE", "f8")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // An editor that took the setting would serve until killed.
+    let started = std::time::Instant::now();
+    while editor.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            editor.kill().unwrap();
+            panic!("the editor is still running a minute after it started");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = editor.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the editor exited cleanly: {stderr}");
+    assert!(
+        stderr.contains("ARF_KV_CACHE=\"f8\": expected f16 or f32"),
+        "{stderr}"
+    );
+}
