@@ -1410,6 +1410,48 @@ impl Map2 for MatMul {
             let lhs_p = &lhs[step * a_skip..];
             let rhs_p = &rhs[step * b_skip..];
             let dst_p = &mut dst[step * c_skip..];
+            // ARF patch: f32 products of two rows or more run on faer, which chooses its
+            // kernels at run time (AVX-512 where the CPU has it; gemm 0.19's f32 kernels stop at
+            // AVX2). On an AVX2 EPYC faer was level with gemm on a prompt's shapes and ahead
+            // with 16 rows (Evaluate's decode batch): 87 -> 103, 63 -> 97, 67 -> 74 GFLOP/s
+            // (`scripts/gemm-candidates ... inference`); with one row gemm was slightly ahead,
+            // so one-row products stay on it.
+            if T::DTYPE == DType::F32 && m > 1 {
+                let par = if num_threads > 1 {
+                    faer::Par::rayon(num_threads)
+                } else {
+                    faer::Par::Seq
+                };
+                // SAFETY: T is f32 (checked); the views have candle's shapes and strides, as
+                // the gemm call below reads them, and `dst_p` holds this step's m x n outputs.
+                let (dst_m, lhs_m, rhs_m) = unsafe {
+                    (
+                        faer::MatMut::from_raw_parts_mut(
+                            dst_p.as_mut_ptr().cast::<f32>(),
+                            m,
+                            n,
+                            dst_rs as isize,
+                            dst_cs as isize,
+                        ),
+                        faer::MatRef::from_raw_parts(
+                            lhs_p.as_ptr().cast::<f32>(),
+                            m,
+                            k,
+                            lhs_rs as isize,
+                            lhs_cs as isize,
+                        ),
+                        faer::MatRef::from_raw_parts(
+                            rhs_p.as_ptr().cast::<f32>(),
+                            k,
+                            n,
+                            rhs_rs as isize,
+                            rhs_cs as isize,
+                        ),
+                    )
+                };
+                faer::linalg::matmul::matmul(dst_m, faer::Accum::Replace, lhs_m, rhs_m, 1.0, par);
+                continue;
+            }
             unsafe {
                 gemm(
                     /* m: usize = */ m,
