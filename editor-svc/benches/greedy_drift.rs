@@ -10,10 +10,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use editor_svc::generation::{ChatMessage, ChatRole, GenerationRequest, Prompt, Sampling};
 use editor_svc::{EditorConfig, load_editor};
 use mistralrs::ModelDType;
 use rougers::{RougeScorer, RougeType};
+
+#[path = "support/summary_request.rs"]
+mod summary_request;
+use summary_request::summary_request;
 
 const MAX_TOKENS: usize = 96;
 
@@ -83,18 +86,7 @@ async fn main() -> anyhow::Result<()> {
                 )
             })
             .collect();
-        let request = GenerationRequest {
-            prompt: Prompt::Chat(vec![ChatMessage::new(
-                ChatRole::User,
-                format!(
-                    "Summarize this customer-service conversation in two sentences.\n\n{conversation}"
-                ),
-            )]),
-            max_tokens: MAX_TOKENS,
-            sampling: Sampling::default(),
-            stop: Vec::new(),
-            json_schema: None,
-        };
+        let request = summary_request(&conversation, MAX_TOKENS);
         let response = model
             .send_chat_request(editor_svc::backend::engine_request(request))
             .await?;

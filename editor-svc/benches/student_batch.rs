@@ -14,13 +14,15 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use editor_svc::generation::{ChatMessage, ChatRole, GenerationRequest, Prompt, Sampling};
 use editor_svc::{EditorConfig, load_editor};
 use futures::future::try_join_all;
 use mistralrs::{Model, ModelDType};
 
+#[path = "support/summary_request.rs"]
+mod summary_request;
 #[path = "support/tweetsumm.rs"]
 mod tweetsumm;
+use summary_request::summary_request;
 
 /// Evaluate's batch per model and its summaries' budget.
 const AT_ONCE: usize = 16;
@@ -44,19 +46,7 @@ fn model_dir() -> anyhow::Result<PathBuf> {
 
 /// One greedy summary; the number of tokens it generated.
 async fn summarize(model: &Model, turns: &[String]) -> anyhow::Result<usize> {
-    let request = GenerationRequest {
-        prompt: Prompt::Chat(vec![ChatMessage::new(
-            ChatRole::User,
-            format!(
-                "Summarize this customer-service conversation in two sentences.\n\n{}",
-                turns.join("\n")
-            ),
-        )]),
-        max_tokens: MAX_TOKENS,
-        sampling: Sampling::default(),
-        stop: Vec::new(),
-        json_schema: None,
-    };
+    let request = summary_request(&turns.join("\n"), MAX_TOKENS);
     let response = model
         .send_chat_request(editor_svc::backend::engine_request(request))
         .await?;
