@@ -9,7 +9,8 @@
 //! Two teachers:
 //! - `injected`: the summaries of teacher_train.jsonl (human references with one or two injected
 //!   errors each: a teacher whose mistakes the analyzer can see), held-out rows from
-//!   analyzer_bench_dev.jsonl (valid conversations, same shape);
+//!   analyzer_bench_dev.jsonl (valid conversations, same shape), and past its 110 rows from
+//!   teacher_train.jsonl's rows after the training ones (conversations no student sees);
 //! - `smollm2`: no summaries at all: the Generate stage has SmolLM2 write them zero-shot, for
 //!   the training rows and for the held-out rows of valid.jsonl.
 //!
@@ -154,9 +155,10 @@ fn tweetsumm(file: &str) -> PathBuf {
         .join(file)
 }
 
-/// The first `n` rows of a TweetSumm file, with or without their teacher summaries.
+/// `n` rows of a TweetSumm file after its first `skip`, with or without their teacher summaries.
 fn rows(
     file: &str,
+    skip: usize,
     n: usize,
     split: pb::RowSplit,
     keep_summary: bool,
@@ -169,6 +171,7 @@ fn rows(
         )
     })?;
     let mut rows = arf::upload::rows_from_jsonl(&text, &path.display().to_string())?;
+    rows.drain(..skip.min(rows.len()));
     rows.truncate(n);
     for r in &mut rows {
         r.split = split as i32;
@@ -185,8 +188,22 @@ fn dataset(teacher: &str, a: &Args) -> anyhow::Result<Vec<pb::DatasetRow>> {
         "smollm2" => ("train.jsonl", "valid.jsonl", false),
         other => anyhow::bail!("unknown teacher {other} (injected, smollm2)"),
     };
-    let mut all = rows(train, a.train, pb::RowSplit::Train, keep)?;
-    all.extend(rows(eval, a.eval, pb::RowSplit::Holdout, keep)?);
+    let mut all = rows(train, 0, a.train, pb::RowSplit::Train, keep)?;
+    let mut held_out = rows(eval, 0, a.eval, pb::RowSplit::Holdout, keep)?;
+    // More held-out conversations than the held-out file has (a narrower CI): the rest from the
+    // training file, after the rows the students train on.
+    let missing = a.eval - held_out.len();
+    if missing > 0 {
+        held_out.extend(rows(train, a.train, missing, pb::RowSplit::Holdout, keep)?);
+    }
+    anyhow::ensure!(
+        held_out.len() == a.eval,
+        "--eval {}: only {} held-out conversations beside {} training ones",
+        a.eval,
+        held_out.len(),
+        a.train
+    );
+    all.extend(held_out);
     for (i, r) in all.iter_mut().enumerate() {
         r.line = i as u32 + 1;
     }

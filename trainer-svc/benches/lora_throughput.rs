@@ -1,5 +1,5 @@
 //! LoRA training throughput on CPU: our candle trainer vs PyTorch + PEFT on the same model
-//! directory and the same steps (forward, loss over every position, backward, clip, AdamW).
+//! directory and the same steps (forward, loss, backward, clip, AdamW).
 //!
 //! `cargo bench --profile dev -p trainer-svc --bench lora_throughput` (the PyTorch side runs
 //! `reference/bench_peft.py` with `$ARF_BENCH_PYTHON`, default /work/pyenv/bin/python; it is
@@ -9,7 +9,11 @@
 //! Two random-weight shapes, then the real model: SmolLM2-135M-Instruct from its GGUF
 //! (`ARF_BENCH_MODEL`, default the copy `scripts/fetch-model.sh smollm2` caches; the row is
 //! skipped when it is missing), dequantized once to an f32 Hugging Face directory that both sides
-//! load, at the settings of the real-model runs: LoRA r=8, batch 1, 384 tokens.
+//! load, at the settings of the real-model runs: LoRA r=8, batch 1, 384 tokens. Its second row,
+//! `smollm2-48`, takes the loss on the last 48 positions only, as a real job does (a conversation,
+//! then the summary the loss is on): the trainer computes logits only there, where PyTorch, as
+//! transformers' causal-LM forward does, computes them at every position and ignores the masked
+//! ones (label -100).
 //!
 //! Three sides per row, taking turns `ARF_BENCH_RUNS` times (default 1), medians reported: ours with the fused CPU kernels, ours with `ARF_TRAINER_KERNELS=formulas`
 //! (the candle-op path, before the kernels), and PyTorch. Each side's GFLOP/s counts the same
@@ -50,6 +54,9 @@ struct Case {
     batch: usize,
     seq: usize,
     rank: usize,
+    /// Positions whose next token carries the loss, counted from the end; 0: every position.
+    /// A real job's example is a conversation, then the summary the loss is on.
+    loss_on_last: usize,
 }
 
 /// The 19M Llama shape; its Qwen3 row differs only in `qwen3`.
@@ -90,6 +97,9 @@ const SHAPES: [Shape; 3] = [
 const RANK: usize = 16;
 const REAL_RANK: usize = 8;
 const REAL_SEQ: usize = 384;
+/// A TweetSumm summary's tokens after its conversation (with the chat template's end): the real
+/// jobs' share of positions with a loss, about one in eight.
+const REAL_SUMMARY: usize = 48;
 const WARMUP: usize = 2;
 const STEPS: usize = 5;
 
@@ -165,6 +175,7 @@ fn ours(
     batch: usize,
     seq: usize,
     rank: usize,
+    loss_on_last: usize,
     dtype: DType,
 ) -> candle_core::Result<(f64, f64)> {
     let dev = Device::Cpu;
@@ -191,11 +202,26 @@ fn ours(
         .collect();
     let ids = Tensor::from_vec(ids, (batch, seq), &dev)?;
     let inputs = ids.narrow(1, 0, seq - 1)?;
-    let targets = ids.narrow(1, 1, seq - 1)?.flatten_all()?;
+    // The rows with a target, as the trainer's `batch_loss` picks them: logits only there.
+    let skipped = if loss_on_last == 0 {
+        0
+    } else {
+        seq - 1 - loss_on_last.min(seq - 1)
+    };
+    let rows: Vec<u32> = (0..batch)
+        .flat_map(|b| (skipped..seq - 1).map(move |i| (b * (seq - 1) + i) as u32))
+        .collect();
+    let targets = ids
+        .narrow(1, 1 + skipped, seq - 1 - skipped)?
+        .flatten_all()?;
+    let rows = Tensor::new(rows, &dev)?;
     let mut step = || -> candle_core::Result<f64> {
         let hidden = model.forward_hidden(&inputs, &mut ForwardCtx::eval())?;
         let n = targets.dim(0)?;
-        let hidden = hidden.reshape((n, hidden.dim(2)?))?;
+        let h = hidden.dim(2)?;
+        let hidden = hidden
+            .reshape((batch * (seq - 1), h))?
+            .index_select(&rows, 0)?;
         let loss = (model.loss_sum(&hidden, &targets)? / n as f64)?;
         let store = loss.backward()?;
         let mut grads: Vec<Tensor> = vars
@@ -242,9 +268,16 @@ fn bf16_sides() -> bool {
 }
 
 /// FLOPs of one training token, the same count for both sides: the frozen matmuls forward and
-/// their input gradients (2 x 2 x params), attention over the whole sequence forward and
-/// backward (3 x 4 s d heads per layer), LoRA forward and its three gradients (4 x 2 r (in+out)).
-fn flop_per_token(c: &trainer_svc::model::LlamaConfig, seq: usize, rank: usize) -> f64 {
+/// their input gradients (2 x 2 x params; the lm_head's only at the positions with a loss),
+/// attention over the whole sequence forward and backward (3 x 4 s d heads per layer), LoRA
+/// forward and its three gradients (4 x 2 r (in+out)). This is the work the step needs: a side
+/// that computes logits where no loss is taken does more than it counts.
+fn flop_per_token(c: &trainer_svc::model::LlamaConfig, case: &Case) -> f64 {
+    let (seq, rank) = (case.seq, case.rank);
+    let with_loss = match case.loss_on_last {
+        0 => 1.0,
+        n => n.min(seq) as f64 / seq as f64,
+    };
     let (h, hd) = (c.hidden_size, c.head_dim);
     let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
     let io = [
@@ -259,7 +292,7 @@ fn flop_per_token(c: &trainer_svc::model::LlamaConfig, seq: usize, rank: usize) 
     let layer_params: usize = io.iter().map(|(i, o)| i * o).sum();
     let layer_lora: usize = io.iter().map(|(i, o)| rank * (i + o)).sum();
     let layers = c.num_hidden_layers as f64;
-    let frozen = (layer_params as f64 * layers + (h * c.vocab_size) as f64) * 2.0 * 2.0;
+    let frozen = (layer_params as f64 * layers + (h * c.vocab_size) as f64 * with_loss) * 2.0 * 2.0;
     let attention = 3.0 * 4.0 * (seq * hd * c.num_attention_heads) as f64 * layers;
     let lora = 4.0 * 2.0 * layer_lora as f64 * layers;
     frozen + attention + lora
@@ -278,13 +311,14 @@ fn main() {
     // Child mode: one case, our side only, so VmHWM is that run's own peak.
     if let Some(i) = args.iter().position(|a| a == "--child") {
         let dir = PathBuf::from(&args[i + 1]);
-        let [batch, seq, rank] = [2, 3, 4].map(|k| args[i + k].parse::<usize>().expect("a number"));
-        let dtype = if args.get(i + 5).is_some_and(|d| d == "bf16") {
+        let [batch, seq, rank, loss_on_last] =
+            [2, 3, 4, 5].map(|k| args[i + k].parse::<usize>().expect("a number"));
+        let dtype = if args.get(i + 6).is_some_and(|d| d == "bf16") {
             DType::BF16
         } else {
             DType::F32
         };
-        match ours(&dir, batch, seq, rank, dtype) {
+        match ours(&dir, batch, seq, rank, loss_on_last, dtype) {
             Ok((tps, loss)) => println!(
                 "{{\"tokens_per_second\": {tps}, \"peak_rss_mib\": {}, \"last_loss\": {loss}}}",
                 arf_common::process::peak_rss_mib()
@@ -337,6 +371,7 @@ fn main() {
                 batch: s.batch,
                 seq: s.seq,
                 rank: RANK,
+                loss_on_last: 0,
             }),
             Err(e) => eprintln!("cannot write the {} model: {e}", s.name),
         }
@@ -345,13 +380,18 @@ fn main() {
         Some(gguf) => {
             let dir = tmp.join("smollm2");
             match trainer_svc::model::gguf::write_dequantized(&gguf, &dir) {
-                Ok(()) => cases.push(Case {
-                    name: "smollm2".into(),
-                    dir,
-                    batch: 1,
-                    seq: REAL_SEQ,
-                    rank: REAL_RANK,
-                }),
+                Ok(()) => {
+                    for (name, loss_on_last) in [("smollm2", 0), ("smollm2-48", REAL_SUMMARY)] {
+                        cases.push(Case {
+                            name: name.into(),
+                            dir: dir.clone(),
+                            batch: 1,
+                            seq: REAL_SEQ,
+                            rank: REAL_RANK,
+                            loss_on_last,
+                        });
+                    }
+                }
                 Err(e) => eprintln!("cannot dequantize {}: {e}", gguf.display()),
             }
         }
@@ -373,7 +413,7 @@ fn main() {
             run(Command::new(&exe)
                 .env("ARF_TRAINER_KERNELS", kernels)
                 .args(["--child", &dir.display().to_string()])
-                .args([case.batch, case.seq, case.rank].map(|v| v.to_string()))
+                .args([case.batch, case.seq, case.rank, case.loss_on_last].map(|v| v.to_string()))
                 .arg(dtype))
         };
         let torch_run = |dtype: &str| {
@@ -382,7 +422,8 @@ fn main() {
                     .arg(&script)
                     .arg(dir)
                     .args([case.batch, case.seq, case.rank, WARMUP, STEPS].map(|v| v.to_string()))
-                    .arg(dtype))
+                    .arg(dtype)
+                    .arg(case.loss_on_last.to_string()))
             } else {
                 None
             }
@@ -412,7 +453,7 @@ fn main() {
         let params = cfg.as_ref().map(|c| c.num_parameters()).unwrap_or(0);
         let gflop = cfg
             .as_ref()
-            .map(|c| flop_per_token(c, case.seq, case.rank) / 1e9)
+            .map(|c| flop_per_token(c, case) / 1e9)
             .unwrap_or(f64::NAN);
         let (ot, om, ft, tt, tm) = (
             get(&ours, "tokens_per_second"),

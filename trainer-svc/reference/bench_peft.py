@@ -1,7 +1,11 @@
 """PyTorch + PEFT side of benches/lora_throughput.rs: the same LoRA training steps on the same
 model directory. Prints one JSON line: tokens_per_second, peak_rss_mib.
 
-Usage: bench_peft.py MODEL_DIR BATCH SEQ RANK WARMUP_STEPS STEPS [f32|bf16]
+Usage: bench_peft.py MODEL_DIR BATCH SEQ RANK WARMUP_STEPS STEPS [f32|bf16] [LOSS_ON_LAST]
+
+LOSS_ON_LAST > 0 takes the loss on the last positions only (a conversation, then its summary):
+the others get the label -100, and the logits of every position are computed, as transformers'
+causal-LM forward computes them.
 
 bf16 runs the forward pass under PyTorch's own CPU autocast (bf16 matmuls, f32 weights, f32
 optimizer state), the way a PyTorch user trains in bf16 on a CPU.
@@ -23,6 +27,7 @@ def main():
     model_dir = sys.argv[1]
     batch, seq, rank, warmup, steps = map(int, sys.argv[2:7])
     bf16 = len(sys.argv) > 7 and sys.argv[7] == "bf16"
+    loss_on_last = int(sys.argv[8]) if len(sys.argv) > 8 else 0
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
@@ -33,11 +38,14 @@ def main():
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab, (batch, seq), generator=g)
+    labels = ids[:, 1:].clone()
+    if loss_on_last:
+        labels[:, : max(0, seq - 1 - loss_on_last)] = -100
 
     def step():
         with autocast():
             logits = model(input_ids=ids).logits
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, vocab).float(), ids[:, 1:].reshape(-1))
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, vocab).float(), labels.reshape(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         opt.step()

@@ -13,7 +13,7 @@
 //! products (cpu_blocks.rs). The cache may hold f16 (`kv_cache/cpu_store.rs`): the row kernel
 //! widens each key and value as it reads it; a prompt's blocks widen the cache once per call.
 
-use candle_core::{DType, Layout, Result, Storage, Tensor};
+use candle_core::{CpuStorage, DType, Layout, Result, Storage, Tensor};
 use half::f16;
 use rayon::prelude::*;
 
@@ -93,43 +93,39 @@ pub(crate) fn sdpa_by_rows_cpu(
         group: heads / kv_heads,
     };
     let scale = sdpa_params.softmax_scale;
+    let cache = (k_cpu, k_layout, v_cpu, v_layout);
     let out = if f16_cache {
-        let keys = Rows::new(k_cpu.as_slice::<f16>()?, k_layout);
-        let values = Rows::new(v_cpu.as_slice::<f16>()?, v_layout);
-        let (Some(keys), Some(values)) = (keys, values) else {
-            return Ok(None);
-        };
-        attend_by_rows(&Operands {
-            q_all,
-            keys,
-            values,
-            mask,
-            dims,
-            scale,
-        })
+        attend::<f16>(q_all, cache, mask, dims, scale)?
     } else {
-        let keys = Rows::new(k_cpu.as_slice::<f32>()?, k_layout);
-        let values = Rows::new(v_cpu.as_slice::<f32>()?, v_layout);
-        let (Some(keys), Some(values)) = (keys, values) else {
-            return Ok(None);
-        };
-        let operands = Operands {
-            q_all,
-            keys,
-            values,
-            mask,
-            dims,
-            scale,
-        };
-        // A prompt's rows go in blocks, as matrix products (cpu_blocks.rs); a decode step's one
-        // row (or a few) by the loop below, which reads each cached row once and builds nothing.
-        if q_len >= cpu_blocks::FROM_ROWS {
-            cpu_blocks::attend_in_blocks(&operands)
-        } else {
-            attend_by_rows(&operands)
-        }
+        attend::<f32>(q_all, cache, mask, dims, scale)?
+    };
+    let Some(out) = out else {
+        return Ok(None);
     };
     Tensor::from_vec(out, (b, heads, q_len, d), q.device()).map(Some)
+}
+
+/// Attention over a cache of `T`, read in place: `None` when its rows are not contiguous.
+fn attend<T: CacheElement + candle_core::WithDType>(
+    q_all: &[f32],
+    (k, k_layout, v, v_layout): (&CpuStorage, &Layout, &CpuStorage, &Layout),
+    mask: Option<MaskRows<'_>>,
+    dims: Dims,
+    scale: f32,
+) -> Result<Option<Vec<f32>>> {
+    let keys = Rows::new(k.as_slice::<T>()?, k_layout);
+    let values = Rows::new(v.as_slice::<T>()?, v_layout);
+    let (Some(keys), Some(values)) = (keys, values) else {
+        return Ok(None);
+    };
+    Ok(Some(T::attend(&Operands {
+        q_all,
+        keys,
+        values,
+        mask,
+        dims,
+        scale,
+    })))
 }
 
 /// The row kernel: each (sequence, head, query position) is one task.
@@ -260,12 +256,17 @@ impl<'a> MaskRows<'a> {
     }
 }
 
-/// What a cache row holds: the row kernel's two reads of a row, for each stored dtype.
+/// What a cache row holds: the row kernel's two reads of a row, for each stored dtype, and the
+/// kernel that attends over such a cache.
 trait CacheElement: Sized + Sync {
     /// `a . b`.
     fn dot(a: &[f32], b: &[Self]) -> f32;
     /// `out += p * x`.
     fn axpy(p: f32, x: &[Self], out: &mut [f32]);
+    /// The row kernel; f32 sends a prompt's rows to the blocks instead.
+    fn attend(operands: &Operands<Self>) -> Vec<f32> {
+        attend_by_rows(operands)
+    }
 }
 
 impl CacheElement for f32 {
@@ -275,52 +276,61 @@ impl CacheElement for f32 {
     fn axpy(p: f32, x: &[f32], out: &mut [f32]) {
         axpy(p, x, out)
     }
+    /// A prompt's rows go in blocks, as matrix products (cpu_blocks.rs); a decode step's one row
+    /// (or a few) by the row kernel, which reads each cached row once and builds nothing. (An
+    /// f16 cache never gets here with a prompt: `sdpa_by_rows_cpu` widens it first.)
+    fn attend(operands: &Operands<f32>) -> Vec<f32> {
+        if operands.dims.q_len >= cpu_blocks::FROM_ROWS {
+            cpu_blocks::attend_in_blocks(operands)
+        } else {
+            attend_by_rows(operands)
+        }
+    }
+}
+
+impl CacheElement for f16 {
+    fn dot(a: &[f32], b: &[f16]) -> f32 {
+        f16_reads::dot(a, b)
+    }
+    fn axpy(p: f32, x: &[f16], out: &mut [f32]) {
+        f16_reads::axpy(p, x, out)
+    }
 }
 
 /// Widened eight at a time (`vcvtph2ps`) where the build targets F16C and FMA (x86-64-v3, the
 /// project's build), one at a time elsewhere.
-impl CacheElement for f16 {
-    fn dot(a: &[f32], b: &[f16]) -> f32 {
-        #[cfg(all(
-            target_arch = "x86_64",
-            target_feature = "avx2",
-            target_feature = "f16c",
-            target_feature = "fma"
-        ))]
-        {
-            f16c::dot(a, b)
-        }
-        #[cfg(not(all(
-            target_arch = "x86_64",
-            target_feature = "avx2",
-            target_feature = "f16c",
-            target_feature = "fma"
-        )))]
-        {
-            a.iter().zip(b).map(|(x, y)| x * y.to_f32()).sum()
-        }
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "f16c",
+    target_feature = "fma"
+))]
+use f16c as f16_reads;
+#[cfg(not(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "f16c",
+    target_feature = "fma"
+)))]
+use portable_f16 as f16_reads;
+
+/// The f16 reads one value at a time, for builds without F16C.
+#[cfg(not(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "f16c",
+    target_feature = "fma"
+)))]
+mod portable_f16 {
+    use half::f16;
+
+    pub(super) fn dot(a: &[f32], b: &[f16]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y.to_f32()).sum()
     }
 
-    fn axpy(p: f32, x: &[f16], out: &mut [f32]) {
-        #[cfg(all(
-            target_arch = "x86_64",
-            target_feature = "avx2",
-            target_feature = "f16c",
-            target_feature = "fma"
-        ))]
-        {
-            f16c::axpy(p, x, out)
-        }
-        #[cfg(not(all(
-            target_arch = "x86_64",
-            target_feature = "avx2",
-            target_feature = "f16c",
-            target_feature = "fma"
-        )))]
-        {
-            for (o, x) in out.iter_mut().zip(x) {
-                *o = fma(p, x.to_f32(), *o);
-            }
+    pub(super) fn axpy(p: f32, x: &[f16], out: &mut [f32]) {
+        for (o, x) in out.iter_mut().zip(x) {
+            *o = super::fma(p, x.to_f32(), *o);
         }
     }
 }
