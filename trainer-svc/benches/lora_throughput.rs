@@ -262,7 +262,7 @@ fn bf16_sides() -> bool {
             let avx512_bf16 = std::arch::is_x86_feature_detected!("avx512bf16");
             #[cfg(not(target_arch = "x86_64"))]
             let avx512_bf16 = false;
-            trainer_svc::model::fused::bf16::amx_available() || avx512_bf16
+            trainer_svc::model::fused::bf16::native() || avx512_bf16
         }
     }
 }

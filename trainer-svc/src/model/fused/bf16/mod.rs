@@ -2,13 +2,14 @@
 //! operands rounded to bf16, products summed in f32. The adapters, their gradients and the
 //! optimizer's state stay f32 (`lora_linear`).
 //!
-//! Two kernels, chosen at run time ([`kernel`]):
-//! - AMX tiles (`amx`, x86-64 only) where the CPU has AMX-BF16 and Linux grants the tiles;
+//! The kernel is chosen at run time ([`kernel`]):
+//! - where the CPU multiplies bf16 itself (AMX-BF16 tiles, or AVX512-BF16 dot products; x86-64
+//!   only), a GEMM over packed bf16 pairs (`packed`);
 //! - elsewhere the f32 GEMM (faer) over the same rounded operands: the same products, summed
 //!   in another order, so a run's numbers hardly depend on the machine.
 
 #[cfg(target_arch = "x86_64")]
-mod amx;
+mod packed;
 
 use half::bf16;
 use half::slice::HalfFloatSliceExt;
@@ -16,11 +17,11 @@ use rayon::prelude::*;
 
 use super::gemm;
 
-/// Whether bf16 products run on AMX tiles in this process.
-pub fn amx_available() -> bool {
+/// Whether bf16 products run on the CPU's own bf16 instructions in this process.
+pub fn native() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        amx::available()
+        packed::kernel().is_some()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -30,11 +31,14 @@ pub fn amx_available() -> bool {
 
 /// The kernel bf16 products run on here, for the trainer's startup line.
 pub fn kernel() -> &'static str {
-    if amx_available() {
-        "AMX-BF16 tiles"
-    } else {
-        "f32 GEMM over bf16-rounded operands (AMX-BF16 absent, or ARF_TRAINER_AMX=off)"
+    #[cfg(target_arch = "x86_64")]
+    match packed::kernel() {
+        Some(packed::Kernel::Tiles) => return "AMX-BF16 tiles",
+        Some(packed::Kernel::DotPairs) => return "AVX512-BF16 dot products (vdpbf16ps)",
+        None => {}
     }
+    "f32 GEMM over bf16-rounded operands (neither AMX-BF16 nor AVX512-BF16, or both turned off: \
+     ARF_TRAINER_AMX=off, ARF_TRAINER_AVX512_BF16=off)"
 }
 
 /// `v` rounded to the nearest bf16 (ties to even), as its bits: branch-free, so the packing
@@ -66,8 +70,8 @@ pub fn times_transposed(x: &[f32], n: usize, k: usize, w: &[bf16], out: usize) -
 /// buffer.
 pub fn times_transposed_into(x: &[f32], n: usize, k: usize, w: &[bf16], out: usize, y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if amx::available() {
-        return amx::times_transposed(x, n, k, w.reinterpret_cast(), out, y);
+    if native() {
+        return packed::times_transposed(x, n, k, w.reinterpret_cast(), out, y);
     }
     let x: Vec<f32> = x.par_iter().map(|&v| rounded(v)).collect();
     let w = widened(w);
@@ -81,10 +85,10 @@ pub fn times_transposed_into(x: &[f32], n: usize, k: usize, w: &[bf16], out: usi
     );
 }
 
-/// A frozen `W` `[out, k]` ready for [`times`]: packed for the tiles, or widened to f32.
+/// A frozen `W` `[out, k]` ready for [`times`]: packed in bf16 pairs, or widened to f32.
 pub enum Packed {
     #[cfg(target_arch = "x86_64")]
-    Tiles(amx::PackedRows),
+    Pairs(packed::PackedRows),
     Widened {
         values: Vec<f32>,
         out: usize,
@@ -96,8 +100,8 @@ pub enum Packed {
 /// every block of rows).
 pub fn pack(w: &[bf16], out: usize, k: usize) -> Packed {
     #[cfg(target_arch = "x86_64")]
-    if amx::available() {
-        return Packed::Tiles(amx::pack(w.reinterpret_cast(), out, k));
+    if native() {
+        return Packed::Pairs(packed::pack(w.reinterpret_cast(), out, k));
     }
     Packed::Widened {
         values: widened(w),
@@ -110,7 +114,7 @@ pub fn pack(w: &[bf16], out: usize, k: usize) -> Packed {
 pub fn times(g: &[f32], n: usize, w: &Packed) -> Vec<f32> {
     match w {
         #[cfg(target_arch = "x86_64")]
-        Packed::Tiles(packed) => amx::times(g, n, packed),
+        Packed::Pairs(pairs) => packed::times(g, n, pairs),
         Packed::Widened { values, out, k } => {
             let g: Vec<f32> = g.par_iter().map(|&v| rounded(v)).collect();
             gemm::times(&g, n, *out, values, *k)

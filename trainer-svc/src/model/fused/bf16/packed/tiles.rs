@@ -7,8 +7,6 @@
 use std::arch::asm;
 use std::marker::PhantomData;
 
-use super::available;
-
 /// Rows of a tile, and f32 columns of an accumulator tile.
 pub const TILE: usize = 16;
 /// bf16 values along K in one tile row (64 bytes).
@@ -17,6 +15,36 @@ pub const TILE_K: usize = 32;
 pub const BLOCK: usize = 2 * TILE;
 /// bf16 pairs (`u32`) of one packed B tile.
 const B_TILE_PAIRS: usize = TILE * TILE;
+
+/// Whether this process may run AMX bf16 tiles: CPUID says the CPU has AMX-BF16 and
+/// AMX-TILE, and Linux grants the tile state (asked here, once for the whole process).
+pub fn usable() -> bool {
+    cpu_has_amx_bf16() && os_grants_tiles()
+}
+
+fn cpu_has_amx_bf16() -> bool {
+    // Leaf 7 is read only when the CPU reports it.
+    if std::arch::x86_64::__cpuid(0).eax < 7 {
+        return false;
+    }
+    let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+    // EDX bit 22: AMX-BF16, bit 24: AMX-TILE.
+    leaf7.edx & (1 << 22) != 0 && leaf7.edx & (1 << 24) != 0
+}
+
+fn os_grants_tiles() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: a plain system call with integer arguments; it changes only whether this
+    // process may use the tile state, which nothing else here touches.
+    unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        ) == 0
+    }
+}
 
 /// The tile configuration (palette 1): tmm0-7 all 16 rows of 64 bytes.
 #[repr(C, align(64))]
@@ -33,9 +61,13 @@ struct Config {
 pub struct Tiles(PhantomData<*const ()>);
 
 impl Tiles {
-    /// Configures this thread's tiles. Panics when [`available`] is false (a caller's bug).
+    /// Configures this thread's tiles. Panics when they are not this process's kernel (a
+    /// caller's bug: without the permission the first tile instruction faults).
     pub fn load() -> Self {
-        assert!(available(), "AMX tiles used without permission");
+        assert!(
+            super::kernel() == Some(super::Kernel::Tiles),
+            "AMX tiles used without permission"
+        );
         let mut config = Config {
             palette: 1,
             start_row: 0,

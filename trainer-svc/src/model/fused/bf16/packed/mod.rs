@@ -1,7 +1,12 @@
-//! bf16 products on Intel AMX tiles. Linux hands a process the tile registers only when it
-//! asks (`arch_prctl`, once, for the whole process); [`available`] asks, after CPUID says the CPU
-//! has AMX-BF16 and AMX-TILE.
+//! bf16 products over a packed B operand, one 32 x 32 block of C per kernel call, on the
+//! fastest block kernel this CPU has ([`kernel`]):
+//! - AMX tiles (`tiles`) where the CPU has AMX-BF16 and Linux grants the tile state (Intel
+//!   Sapphire Rapids and later);
+//! - AVX512-BF16 dot products of pairs (`dot_pairs`) where it has AVX512-BF16 (AMD Zen 4 and
+//!   later, Intel Cooper Lake): the same packing, since `vdpbf16ps` reads B's pairs as
+//!   `tdpbf16ps` does.
 
+mod dot_pairs;
 mod pack;
 mod tiles;
 
@@ -18,38 +23,29 @@ use tiles::{BLOCK, TILE_K, Tiles};
 /// gradient, would otherwise stream B from memory once per block of rows).
 const K_PANEL: usize = 256;
 
-/// Whether this process may run AMX bf16 tiles (asked once). `ARF_TRAINER_AMX=off` says no:
-/// the portable path on an AMX machine (its tests, a way around a kernel bug).
-pub fn available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        let off = std::env::var("ARF_TRAINER_AMX").is_ok_and(|v| v == "off");
-        !off && cpu_has_amx_bf16() && os_grants_tiles()
+/// A block kernel: `C = A B` (or `C += A B`) for one 32 x 32 block, operands as
+/// [`Tiles::block`] reads them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    Tiles,
+    DotPairs,
+}
+
+/// The block kernel of this process (chosen once), or `None`: the caller's portable path.
+/// `ARF_TRAINER_AMX=off` rules the tiles out, `ARF_TRAINER_AVX512_BF16=off` the dot products
+/// (the other paths on a machine that has them: their tests, a way around a CPU or kernel bug).
+pub fn kernel() -> Option<Kernel> {
+    static KERNEL: OnceLock<Option<Kernel>> = OnceLock::new();
+    *KERNEL.get_or_init(|| {
+        let off = |var: &str| std::env::var(var).is_ok_and(|v| v == "off");
+        if !off("ARF_TRAINER_AMX") && tiles::usable() {
+            Some(Kernel::Tiles)
+        } else if !off("ARF_TRAINER_AVX512_BF16") && dot_pairs::usable() {
+            Some(Kernel::DotPairs)
+        } else {
+            None
+        }
     })
-}
-
-fn cpu_has_amx_bf16() -> bool {
-    // Leaf 7 is read only when the CPU reports it.
-    if std::arch::x86_64::__cpuid(0).eax < 7 {
-        return false;
-    }
-    let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
-    // EDX bit 22: AMX-BF16, bit 24: AMX-TILE.
-    leaf7.edx & (1 << 22) != 0 && leaf7.edx & (1 << 24) != 0
-}
-
-fn os_grants_tiles() -> bool {
-    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
-    const XFEATURE_XTILEDATA: libc::c_long = 18;
-    // SAFETY: a plain system call with integer arguments; it changes only whether this
-    // process may use the tile state, which nothing else here touches.
-    unsafe {
-        libc::syscall(
-            libc::SYS_arch_prctl,
-            ARCH_REQ_XCOMP_PERM,
-            XFEATURE_XTILEDATA,
-        ) == 0
-    }
 }
 
 /// `y = bf16(x) W^T` for `x` `[n, k]` and a frozen bf16 `W` `[out, k]` (its bits), into `y`
@@ -209,10 +205,61 @@ fn rows_per_task(mp: usize) -> usize {
         * BLOCK
 }
 
-/// Rows `first_row..` of `C = A B` into `band` (`[rows, np]`): for each K panel, every block of
-/// the band's rows by the panel.
+/// Rows `first_row..` of `C = A B` into `band` (`[rows, np]`) on this process's kernel.
 fn band_product(a: &[u16], b: &[u32], kp: usize, np: usize, first_row: usize, band: &mut [f32]) {
-    let tiles = Tiles::load();
+    match kernel() {
+        Some(Kernel::Tiles) => band_product_on(&Tiles::load(), a, b, kp, np, first_row, band),
+        Some(Kernel::DotPairs) => {
+            band_product_on(&dot_pairs::DotPairs, a, b, kp, np, first_row, band)
+        }
+        None => unreachable!("bf16 products packed without a block kernel"),
+    }
+}
+
+/// One 32 x 32 block of `C = A B` (`Tiles::block`'s operands and contract).
+trait BlockKernel {
+    /// # Safety
+    /// As [`Tiles::block`].
+    #[allow(clippy::too_many_arguments)] // the operands of one block product
+    unsafe fn block(
+        &self,
+        a: *const u16,
+        a_stride: usize,
+        b: *const u32,
+        k_chunks: usize,
+        c: *mut f32,
+        c_stride: usize,
+        accumulate: bool,
+    );
+}
+
+impl BlockKernel for Tiles {
+    unsafe fn block(
+        &self,
+        a: *const u16,
+        a_stride: usize,
+        b: *const u32,
+        k_chunks: usize,
+        c: *mut f32,
+        c_stride: usize,
+        accumulate: bool,
+    ) {
+        // SAFETY: the caller's contract is the tiles' own.
+        unsafe { Tiles::block(self, a, a_stride, b, k_chunks, c, c_stride, accumulate) }
+    }
+}
+
+/// For each K panel, every block of the band's rows by the panel.
+#[allow(clippy::too_many_arguments)] // band_product's operands and the kernel
+fn band_product_on(
+    kernel: &impl BlockKernel,
+    a: &[u16],
+    b: &[u32],
+    kp: usize,
+    np: usize,
+    first_row: usize,
+    band: &mut [f32],
+) {
     for k0 in (0..kp).step_by(K_PANEL) {
         let chunks = (kp - k0).min(K_PANEL) / TILE_K;
         for (bi, c_rows) in band.chunks_mut(BLOCK * np).enumerate() {
@@ -226,7 +273,7 @@ fn band_product(a: &[u16], b: &[u32], kp: usize, np: usize, first_row: usize, ba
                 // lie inside their slices (asserted above); B's `chunks` tile pairs lie inside
                 // B (`gemm` asserted its length, every dimension a multiple of 32).
                 unsafe {
-                    tiles.block(
+                    kernel.block(
                         a_block.as_ptr(),
                         kp,
                         b_panel.as_ptr(),
@@ -234,6 +281,63 @@ fn band_product(a: &[u16], b: &[u32], kp: usize, np: usize, first_row: usize, ba
                         c_rows[nb * BLOCK..].as_mut_ptr(),
                         np,
                         k0 > 0,
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each block kernel this CPU has, whichever the process chose: `C = A B` against f64 sums
+    /// of the same bf16 values, with K over one panel (the accumulating passes) and padding.
+    #[test]
+    fn each_usable_kernel_matches_f64_sums() {
+        let (m, out, k) = (64, 300, 96); // A [m, out] times W [out, k]: K = 300, two panels
+        let value =
+            |i: usize, seed: usize| bits(((i * 2_654_435_761 ^ seed) % 2001) as f32 / 1000.0 - 1.0);
+        let (op, kp) = (padded(out), padded(k));
+        let mut a = vec![0u16; m * op];
+        for r in 0..m {
+            for o in 0..out {
+                a[r * op + o] = value(r * out + o, 1);
+            }
+        }
+        let w: Vec<u16> = (0..out * k).map(|i| value(i, 2)).collect();
+        let b = pack::rows(&w, out, k);
+        let wide = |v: u16| f64::from(f32::from_bits(u32::from(v) << 16));
+        let mut kernels: Vec<(&str, Box<dyn Fn(&mut [f32])>)> = vec![];
+        if dot_pairs::usable() {
+            kernels.push((
+                "AVX512-BF16",
+                Box::new(|c| band_product_on(&dot_pairs::DotPairs, &a, &b, op, kp, 0, c)),
+            ));
+        }
+        if kernel() == Some(Kernel::Tiles) {
+            kernels.push((
+                "AMX",
+                Box::new(|c| band_product_on(&Tiles::load(), &a, &b, op, kp, 0, c)),
+            ));
+        }
+        eprintln!(
+            "block kernels here: {:?}",
+            kernels.iter().map(|k| k.0).collect::<Vec<_>>()
+        );
+        for (name, run) in &kernels {
+            let mut c = vec![f32::NAN; m * kp];
+            run(&mut c);
+            for r in 0..m {
+                for j in 0..k {
+                    let want: f64 = (0..out)
+                        .map(|o| wide(a[r * op + o]) * wide(w[o * k + j]))
+                        .sum();
+                    let got = c[r * kp + j];
+                    assert!(
+                        (f64::from(got) - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "{name}: C[{r}, {j}] = {got}, want {want}"
                     );
                 }
             }
