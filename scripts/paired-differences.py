@@ -57,14 +57,16 @@ def main(path, a, b, pooled=None, baseline_db=None):
     for c in categories:
         only_a = sum(1 for x, y in pairs if c in x["categories"] and c not in y["categories"])
         only_b = sum(1 for x, y in pairs if c not in x["categories"] and c in y["categories"])
-        print(f"  {c}: {only_a - only_b:+d} points ({only_a} only {a}, {only_b} only {b}), McNemar p {mcnemar(only_a, only_b):.3f}")
+        points = 100 * (only_a - only_b) / len(pairs)
+        print(f"  {c}: {points:+.1f} points ({only_a} only {a}, {only_b} only {b}), McNemar p {mcnemar(only_a, only_b):.3f}")
     if pooled:
         flagged = lambda s: any(c in s["categories"] for c in pooled)
         only_a = sum(1 for x, y in pairs if flagged(x) and not flagged(y))
         only_b = sum(1 for x, y in pairs if not flagged(x) and flagged(y))
         rate = lambda i: 100 * sum(flagged(p[i]) for p in pairs) / len(pairs)
-        print(f"  any of {','.join(pooled)}: {a} {rate(0):.0f}%, {b} {rate(1):.0f}%; "
-              f"{only_a - only_b:+d} points ({only_a} only {a}, {only_b} only {b}), McNemar p {mcnemar(only_a, only_b):.3f}")
+        points = 100 * (only_a - only_b) / len(pairs)
+        print(f"  any of {','.join(pooled)}: {a} {rate(0):.1f}%, {b} {rate(1):.1f}%; "
+              f"{points:+.1f} points ({only_a} only {a}, {only_b} only {b}), McNemar p {mcnemar(only_a, only_b):.3f}")
 
 
 if __name__ == "__main__":
