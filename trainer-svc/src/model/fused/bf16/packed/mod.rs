@@ -297,8 +297,9 @@ mod tests {
     #[test]
     fn each_usable_kernel_matches_f64_sums() {
         let (m, out, k) = (64, 300, 96); // A [m, out] times W [out, k]: K = 300, two panels
-        let value =
-            |i: usize, seed: usize| bits(((i * 2_654_435_761 ^ seed) % 2001) as f32 / 1000.0 - 1.0);
+        let value = |i: usize, seed: usize| {
+            bits((((i * 2_654_435_761) ^ seed) % 2001) as f32 / 1000.0 - 1.0)
+        };
         let (op, kp) = (padded(out), padded(k));
         let mut a = vec![0u16; m * op];
         for r in 0..m {
