@@ -7,8 +7,8 @@
 use std::arch::x86_64::*;
 use std::mem::transmute;
 
-use super::BlockKernel;
 use super::tiles::{BLOCK, TILE, TILE_K};
+use super::{Block, BlockKernel};
 
 /// Rows of C per pass over the block's K: 8 rows x 2 vectors of 16 columns are 16
 /// accumulators of the 32 vector registers, beside B's two vectors and A's broadcast.
@@ -26,48 +26,37 @@ pub fn usable() -> bool {
 pub struct DotPairs;
 
 impl BlockKernel for DotPairs {
-    unsafe fn block(
-        &self,
-        a: *const u16,
-        a_stride: usize,
-        b: *const u32,
-        k_chunks: usize,
-        c: *mut f32,
-        c_stride: usize,
-        accumulate: bool,
-    ) {
+    unsafe fn block(&self, block: Block) {
         debug_assert!(usable(), "AVX512-BF16 used on a CPU without it");
         for r0 in (0..BLOCK).step_by(ROWS) {
             // SAFETY: rows `r0..r0 + 8` of the caller's 32-row A and C blocks; the CPU has
             // AVX512-BF16 (the kernel is chosen only where `usable`).
             unsafe {
-                rows(
-                    a.add(r0 * a_stride),
-                    a_stride,
-                    b,
-                    k_chunks,
-                    c.add(r0 * c_stride),
-                    c_stride,
-                    accumulate,
-                )
+                rows(Block {
+                    a: block.a.add(r0 * block.a_stride),
+                    c: block.c.add(r0 * block.c_stride),
+                    ..block
+                })
             }
         }
     }
 }
 
-/// [`ROWS`] rows by the block's 32 columns.
+/// The block's first [`ROWS`] rows by its 32 columns.
 ///
 /// # Safety
 /// As [`BlockKernel::block`] for 8 rows; the CPU has AVX-512F and AVX512-BF16.
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn rows(
-    a: *const u16,
-    a_stride: usize,
-    b: *const u32,
-    k_chunks: usize,
-    c: *mut f32,
-    c_stride: usize,
-    accumulate: bool,
+    Block {
+        a,
+        a_stride,
+        b,
+        k_chunks,
+        c,
+        c_stride,
+        accumulate,
+    }: Block,
 ) {
     let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
     if accumulate {

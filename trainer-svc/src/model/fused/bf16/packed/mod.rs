@@ -23,8 +23,7 @@ use tiles::{BLOCK, TILE_K, Tiles};
 /// gradient, would otherwise stream B from memory once per block of rows).
 const K_PANEL: usize = 256;
 
-/// A block kernel: `C = A B` (or `C += A B`) for one 32 x 32 block, operands as
-/// [`Tiles::block`] reads them.
+/// The block kernels: `C = A B` (or `C += A B`) for one 32 x 32 [`Block`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
     Tiles,
@@ -216,37 +215,28 @@ fn band_product(a: &[u16], b: &[u32], kp: usize, np: usize, first_row: usize, ba
     }
 }
 
-/// One 32 x 32 block of `C = A B` (`Tiles::block`'s operands and contract).
-trait BlockKernel {
-    /// # Safety
-    /// As [`Tiles::block`].
-    #[allow(clippy::too_many_arguments)] // the operands of one block product
-    unsafe fn block(
-        &self,
-        a: *const u16,
-        a_stride: usize,
-        b: *const u32,
-        k_chunks: usize,
-        c: *mut f32,
-        c_stride: usize,
-        accumulate: bool,
-    );
+/// One 32 x 32 block of `C = A B`, as a block kernel reads it:
+/// - `a`: 32 rows of `k_chunks * 32` bf16 values, rows `a_stride` values apart;
+/// - `b`: `k_chunks` pairs of packed tiles (`pack`), the pair's first for columns 0-15, its
+///   second for 16-31;
+/// - `c`: 32 rows of 32 f32, rows `c_stride` values apart: overwritten, or added to when
+///   `accumulate`.
+#[derive(Clone, Copy)]
+struct Block {
+    a: *const u16,
+    a_stride: usize,
+    b: *const u32,
+    k_chunks: usize,
+    c: *mut f32,
+    c_stride: usize,
+    accumulate: bool,
 }
 
-impl BlockKernel for Tiles {
-    unsafe fn block(
-        &self,
-        a: *const u16,
-        a_stride: usize,
-        b: *const u32,
-        k_chunks: usize,
-        c: *mut f32,
-        c_stride: usize,
-        accumulate: bool,
-    ) {
-        // SAFETY: the caller's contract is the tiles' own.
-        unsafe { Tiles::block(self, a, a_stride, b, k_chunks, c, c_stride, accumulate) }
-    }
+/// A kernel that computes one [`Block`].
+trait BlockKernel {
+    /// # Safety
+    /// Every address the block names lies inside its allocation.
+    unsafe fn block(&self, block: Block);
 }
 
 /// For each K panel, every block of the band's rows by the panel.
@@ -273,15 +263,15 @@ fn band_product_on(
                 // lie inside their slices (asserted above); B's `chunks` tile pairs lie inside
                 // B (`gemm` asserted its length, every dimension a multiple of 32).
                 unsafe {
-                    kernel.block(
-                        a_block.as_ptr(),
-                        kp,
-                        b_panel.as_ptr(),
-                        chunks,
-                        c_rows[nb * BLOCK..].as_mut_ptr(),
-                        np,
-                        k0 > 0,
-                    );
+                    kernel.block(Block {
+                        a: a_block.as_ptr(),
+                        a_stride: kp,
+                        b: b_panel.as_ptr(),
+                        k_chunks: chunks,
+                        c: c_rows[nb * BLOCK..].as_mut_ptr(),
+                        c_stride: np,
+                        accumulate: k0 > 0,
+                    });
                 }
             }
         }

@@ -1,4 +1,4 @@
-//! The B operand of [`super::tiles::Tiles::block`], packed: for each block of 32 columns, for
+//! The B operand of a [`super::Block`], packed: for each block of 32 columns, for
 //! each chunk of 32 K rows, the tile of the block's first 16 columns, then the tile of its last
 //! 16. A tile is 16 rows of 16 pairs: row `p`, column `c` holds B's (2p, c) and (2p + 1, c),
 //! the even K row in the low half (the order `tdpbf16ps` reads). Each pair is one `u32`, so

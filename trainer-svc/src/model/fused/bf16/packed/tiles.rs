@@ -7,6 +7,8 @@
 use std::arch::asm;
 use std::marker::PhantomData;
 
+use super::{Block, BlockKernel};
+
 /// Rows of a tile, and f32 columns of an accumulator tile.
 pub const TILE: usize = 16;
 /// bf16 values along K in one tile row (64 bytes).
@@ -84,26 +86,20 @@ impl Tiles {
         unsafe { asm!("ldtilecfg [{0}]", in(reg) &config, options(nostack, readonly)) };
         Tiles(PhantomData)
     }
+}
 
-    /// `C = A B` for one 32 x 32 block.
-    /// - `a`: 32 rows of `k_chunks * 32` bf16 values, rows `a_stride` values apart;
-    /// - `b`: `k_chunks` pairs of packed tiles (`super::pack`), the pair's first for columns
-    ///   0-15, its second for 16-31;
-    /// - `c`: 32 rows of 32 f32, rows `c_stride` values apart: overwritten, or added to when
-    ///   `accumulate`.
-    ///
-    /// # Safety
-    /// Every address above must lie inside its allocation.
-    #[allow(clippy::too_many_arguments)] // the operands of one block product, as the kernel reads them
-    pub unsafe fn block(
+impl BlockKernel for Tiles {
+    unsafe fn block(
         &self,
-        a: *const u16,
-        a_stride: usize,
-        b: *const u32,
-        k_chunks: usize,
-        c: *mut f32,
-        c_stride: usize,
-        accumulate: bool,
+        Block {
+            a,
+            a_stride,
+            b,
+            k_chunks,
+            c,
+            c_stride,
+            accumulate,
+        }: Block,
     ) {
         // SAFETY: the caller vouches for the addresses; tmm0-7 are configured by `load`, and
         // no other code on this thread uses them.
