@@ -7,14 +7,12 @@
 use std::arch::x86_64::*;
 use std::mem::transmute;
 
-use super::tiles::{BLOCK, TILE, TILE_K};
+use super::tiles::{B_TILE_PAIRS, BLOCK, TILE, TILE_K};
 use super::{Block, BlockKernel};
 
 /// Rows of C per pass over the block's K: 8 rows x 2 vectors of 16 columns are 16
 /// accumulators of the 32 vector registers, beside B's two vectors and A's broadcast.
 const ROWS: usize = 8;
-/// bf16 pairs (`u32`) of one packed B tile.
-const B_TILE_PAIRS: usize = TILE * TILE;
 
 /// Whether this CPU has AVX512-BF16 (CPUID; the OS saves the AVX-512 state wherever
 /// `is_x86_feature_detected!` reports AVX-512).

@@ -7,10 +7,7 @@
 use rayon::prelude::*;
 
 use super::bits;
-use super::tiles::{BLOCK, TILE, TILE_K};
-
-/// Pairs in one tile.
-const TILE_PAIRS: usize = TILE * TILE;
+use super::tiles::{B_TILE_PAIRS, BLOCK, TILE, TILE_K};
 
 /// B = `x^T` for `x` `[n, k]` f32 (rounded to bf16): K is `x`'s features, N its rows.
 pub fn rows_transposed(x: &[f32], n: usize, k: usize) -> Vec<u32> {
@@ -53,7 +50,7 @@ fn packed(k_len: usize, n_len: usize, fill: impl Fn(&mut [u32], usize, usize) + 
         .par_chunks_mut(kp * BLOCK / 2)
         .enumerate()
         .for_each(|(nb, block)| {
-            for (i, tile) in block.chunks_mut(TILE_PAIRS).enumerate() {
+            for (i, tile) in block.chunks_mut(B_TILE_PAIRS).enumerate() {
                 fill(tile, (i / 2) * TILE_K, nb * BLOCK + (i % 2) * TILE);
             }
         });

@@ -16,7 +16,7 @@ pub const TILE_K: usize = 32;
 /// Rows and columns of the block one kernel call computes (2 x 2 accumulator tiles).
 pub const BLOCK: usize = 2 * TILE;
 /// bf16 pairs (`u32`) of one packed B tile.
-const B_TILE_PAIRS: usize = TILE * TILE;
+pub const B_TILE_PAIRS: usize = TILE * TILE;
 
 /// Whether this process may run AMX bf16 tiles: CPUID says the CPU has AMX-BF16 and
 /// AMX-TILE, and Linux grants the tile state (asked here, once for the whole process).
