@@ -19,7 +19,12 @@
 //!     [--teachers injected,smollm2] [--judge] [--data-dir DIR] [--candidates N] [--rounds R]
 //!     [--stages analyze,revise] [--export DIR] [--arms filter_only,oracle|none] [--rules]
 //!     [--on-unimproved exclude|keep-original] [--resume RUN_ID] [--seed N] [--summary-tokens T]
+//!     [--skip-unrevised]
 //! ```
+//!
+//! `--skip-unrevised` trains and evaluates neither the unrevised student nor the base model
+//! (compare_unrevised off): ARF against filter-only alone, twice the held-out conversations in
+//! the same Evaluate time, for a narrower CI on that one comparison.
 //!
 //! `--resume RUN_ID` watches a run left unfinished in `--data-dir` (a bench stopped midway: the
 //! gateway takes it up again where it stopped) instead of creating one; its stage times count
@@ -63,6 +68,8 @@ struct Args {
     export: Option<PathBuf>,
     filter_only: bool,
     oracle: bool,
+    /// The unrevised student and the base model (compare_unrevised); off: `--skip-unrevised`.
+    unrevised: bool,
     rules: bool,
     on_unimproved: pb::UnimprovedPolicy,
     /// Watch this run (left unfinished in `--data-dir`'s store) instead of creating one.
@@ -89,6 +96,7 @@ fn args() -> anyhow::Result<Args> {
         export: None,
         filter_only: true,
         oracle: true,
+        unrevised: true,
         rules: false,
         on_unimproved: pb::UnimprovedPolicy::KeepOriginal,
         resume: None,
@@ -109,6 +117,7 @@ fn args() -> anyhow::Result<Args> {
             "--teachers" => a.teachers = value()?.split(',').map(str::to_string).collect(),
             "--judge" => a.judge = true,
             "--rules" => a.rules = true,
+            "--skip-unrevised" => a.unrevised = false,
             "--on-unimproved" => {
                 let v = value()?;
                 a.on_unimproved = pb::UnimprovedPolicy::from_str_name(&format!(
@@ -219,7 +228,7 @@ fn config(a: &Args) -> pb::RunConfig {
         revision_candidates: a.candidates,
         revision_max_tokens: 192,
         on_unimproved: a.on_unimproved as i32,
-        compare_unrevised: true,
+        compare_unrevised: a.unrevised,
         compare_filter_only: a.filter_only,
         compare_oracle: a.oracle,
         repair: if a.rules {
