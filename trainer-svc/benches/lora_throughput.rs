@@ -30,6 +30,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use trainer_svc::lora::{ForwardCtx, LoraSpec};
+use trainer_svc::model::fused::threads;
 use trainer_svc::model::{Llama, LoadOptions};
 use trainer_svc::train::optim::{AdamW, AdamWParams, clip_global_norm};
 
@@ -237,13 +238,14 @@ fn ours(
         opt.step(&grads, 1e-4)?;
         loss.to_scalar::<f32>().map(f64::from)
     };
+    // As the trainer's loop: the worker threads held for each step (fused/threads.rs).
     for _ in 0..WARMUP {
-        step()?;
+        threads::hold(&mut step)?;
     }
     let t = Instant::now();
     let mut last_loss = f64::NAN;
     for _ in 0..STEPS {
-        last_loss = step()?;
+        last_loss = threads::hold(&mut step)?;
     }
     Ok((
         (batch * seq * STEPS) as f64 / t.elapsed().as_secs_f64(),
@@ -318,7 +320,8 @@ fn main() {
         } else {
             DType::F32
         };
-        match ours(&dir, batch, seq, rank, loss_on_last, dtype) {
+        // As the trainer runs a job: on one worker, each step holding the others.
+        match threads::on_one_worker(|| ours(&dir, batch, seq, rank, loss_on_last, dtype)) {
             Ok((tps, loss)) => println!(
                 "{{\"tokens_per_second\": {tps}, \"peak_rss_mib\": {}, \"last_loss\": {loss}}}",
                 arf_common::process::peak_rss_mib()
@@ -532,7 +535,7 @@ fn main() {
         );
     }
     // `ARF_BENCH_KEEP_MODELS=1` keeps the model directories, for profiling one side with
-    // `--child DIR BATCH SEQ RANK f32|bf16`.
+    // `--child DIR BATCH SEQ RANK LOSS_ON_LAST f32|bf16`.
     if std::env::var("ARF_BENCH_KEEP_MODELS").is_ok_and(|v| v == "1") {
         println!("model directories kept in {}", tmp.display());
     } else {

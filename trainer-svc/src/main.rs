@@ -113,7 +113,11 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         Event::Warning(_) => eprintln!("{e}"),
         e => println!("{e}"),
     };
-    match train(&cfg, &examples, &mut print, &trainer_svc::device())? {
+    let device = trainer_svc::device();
+    let outcome = trainer_svc::model::fused::threads::on_one_worker(|| {
+        train(&cfg, &examples, &mut print, &device)
+    })?;
+    match outcome {
         Outcome::Succeeded {
             adapter_dir,
             merged_dir,

@@ -16,6 +16,7 @@ use super::uploads::{UploadLimits, UploadWriter, Uploads};
 use super::{
     EventKind, Job, JobData, JobError, JobEvent, JobSpec, JobState, now_ms, validate_spec,
 };
+use crate::model::fused::threads;
 use crate::train::ExampleFile;
 use crate::train::checkpoint;
 use crate::train::{Event, Observer, Outcome, TrainError, train};
@@ -590,7 +591,7 @@ fn run_job(inner: &Inner, id: &str, job: &Job, cancel: Arc<AtomicBool>) {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let examples = inner.read_examples(id, job)?;
             inner.check_base_model(job)?;
-            train(&job.config, &examples, &mut observer, &inner.device)
+            threads::on_one_worker(|| train(&job.config, &examples, &mut observer, &inner.device))
         }))
     });
     // The training span ends with the training, before its end is told: whoever sees the job

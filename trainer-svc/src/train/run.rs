@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 
 use super::checkpoint::{self, CheckpointState};
 use super::data::{ChatFormat, Encoded};
@@ -12,6 +12,7 @@ use super::optim::{AdamW, AdamWParams, clip_global_norm, lr_at};
 use super::{Event, Observer, TrainConfig, TrainError};
 use crate::lora::ForwardCtx;
 use crate::lora::peft::{save_adapter, write_merged};
+use crate::model::fused::threads;
 use crate::model::{Llama, LoadOptions};
 use crate::rng::Rng;
 
@@ -148,6 +149,45 @@ fn eval_loss(
     Ok(sum / n.max(1) as f64)
 }
 
+/// One optimizer step over `batches` (its micro-batches): forward, backward, gradients summed,
+/// clipped, AdamW. The step's loss is the mean over all its target tokens, whatever the
+/// micro-batching. Returns the summed loss, the tokens seen and the gradient norm.
+fn gradient_step(
+    model: &Llama,
+    vars: &[(String, Var)],
+    opt: &mut AdamW,
+    batches: &[Batch],
+    cfg: &TrainConfig,
+    step: u64,
+    lr: f64,
+) -> Result<(f64, usize, f64), TrainError> {
+    let step_targets: usize = batches.iter().map(|b| b.num_targets).sum();
+    let mut grads: Vec<Tensor> = vars
+        .iter()
+        .map(|(_, v)| v.as_tensor().zeros_like())
+        .collect::<candle_core::Result<_>>()?;
+    let (mut loss_sum, mut tokens) = (0f64, 0usize);
+    for (j, batch) in batches.iter().enumerate() {
+        let stream = step * cfg.gradient_accumulation_steps as u64 + j as u64;
+        let mut ctx = ForwardCtx {
+            dropout_rng: Some(Rng::derive(cfg.seed, "dropout", stream)),
+            kv_rounded_to: None,
+        };
+        let loss = batch_loss(model, batch, &mut ctx, true)?;
+        loss_sum += loss.to_scalar::<f32>()? as f64;
+        tokens += batch.num_tokens;
+        let store = (loss / step_targets.max(1) as f64)?.backward()?;
+        for (g, (_, var)) in grads.iter_mut().zip(vars) {
+            if let Some(d) = store.get(var.as_tensor()) {
+                *g = (&*g + d)?;
+            }
+        }
+    }
+    let grad_norm = clip_global_norm(&mut grads, cfg.max_grad_norm)?;
+    opt.step(&grads, lr)?;
+    Ok((loss_sum, tokens, grad_norm))
+}
+
 /// Trains a LoRA adapter on `examples`, resuming from the last checkpoint under
 /// `cfg.output_dir` if one of the same run is there. The examples are read as batches need
 /// them (and once before, to count the truncated ones): memory does not grow with the set.
@@ -278,31 +318,14 @@ pub fn train(
                 Ok(make_batch(&items, format.pad_id, device)?)
             })
             .collect::<Result<_, TrainError>>()?;
-        // The step's loss is the mean over all its target tokens, whatever the micro-batching.
+        // One hand-off of the worker threads for the whole step, not one per product.
+        let mut work = || gradient_step(&model, &vars, &mut opt, &batches, cfg, step, lr);
+        let (loss_sum, tokens, grad_norm) = if device.is_cpu() {
+            threads::hold(work)
+        } else {
+            work()
+        }?;
         let step_targets: usize = batches.iter().map(|b| b.num_targets).sum();
-        let mut grads: Vec<Tensor> = vars
-            .iter()
-            .map(|(_, v)| v.as_tensor().zeros_like())
-            .collect::<candle_core::Result<_>>()?;
-        let (mut loss_sum, mut tokens) = (0f64, 0usize);
-        for (j, batch) in batches.iter().enumerate() {
-            let stream = step * cfg.gradient_accumulation_steps as u64 + j as u64;
-            let mut ctx = ForwardCtx {
-                dropout_rng: Some(Rng::derive(cfg.seed, "dropout", stream)),
-                kv_rounded_to: None,
-            };
-            let loss = batch_loss(&model, batch, &mut ctx, true)?;
-            loss_sum += loss.to_scalar::<f32>()? as f64;
-            tokens += batch.num_tokens;
-            let store = (loss / step_targets.max(1) as f64)?.backward()?;
-            for (g, (_, var)) in grads.iter_mut().zip(&vars) {
-                if let Some(d) = store.get(var.as_tensor()) {
-                    *g = (&*g + d)?;
-                }
-            }
-        }
-        let grad_norm = clip_global_norm(&mut grads, cfg.max_grad_norm)?;
-        opt.step(&grads, lr)?;
         last_loss = loss_sum / step_targets.max(1) as f64;
         let done = step + 1;
         obs.event(Event::Step {

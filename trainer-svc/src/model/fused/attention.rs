@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::exp::{exp_nonpositive, lane_sum};
 use super::gemm::{Threads, matmul, rows, rows_mut};
-use super::{values, with_values};
+use super::{threads, values, with_values};
 
 /// Query rows per block: a block's scores are `BLOCK x s` values.
 const BLOCK: usize = 64;
@@ -158,12 +158,14 @@ impl CausalAttention {
         (dq, dk, dv)
     }
 
-    /// Every (sequence, head) pair, in parallel.
-    fn heads(&self) -> impl IndexedParallelIterator<Item = (usize, usize)> + use<> {
+    /// Runs `f` on every (sequence, head) pair in parallel: its results in that order.
+    fn per_head<T: Default + Send>(&self, f: impl Fn(usize, usize) -> T + Sync) -> Vec<T> {
         let heads = self.dims.heads;
-        (0..self.dims.batch * heads)
-            .into_par_iter()
-            .map(move |i| (i / heads, i % heads))
+        let mut out: Vec<T> = (0..self.dims.batch * heads).map(|_| T::default()).collect();
+        threads::for_each(out.par_iter_mut().enumerate(), 1, |(i, slot)| {
+            *slot = f(i / heads, i % heads)
+        });
+        out
     }
 }
 
@@ -195,16 +197,13 @@ impl CustomOp3 for CausalAttention {
         let k = values(keys, keys_layout, name)?;
         let v = values(values_in, values_layout, name)?;
         let d = self.dims;
-        let outs: Vec<Vec<f32>> = self
-            .heads()
-            .map(|(b, h)| {
-                self.head_forward(
-                    &q[d.q_start(b, h)..],
-                    &k[d.kv_start(b, h)..],
-                    &v[d.kv_start(b, h)..],
-                )
-            })
-            .collect();
+        let outs: Vec<Vec<f32>> = self.per_head(|b, h| {
+            self.head_forward(
+                &q[d.q_start(b, h)..],
+                &k[d.kv_start(b, h)..],
+                &v[d.kv_start(b, h)..],
+            )
+        });
         let mut out = vec![0f32; q.len()];
         for (i, o) in outs.iter().enumerate() {
             scatter(
@@ -229,13 +228,10 @@ impl CustomOp3 for CausalAttention {
         let name = self.name();
         let d = self.dims;
         let (dq, dk, dv) = with_values([q, k, v, o, dout], name, |[qv, kv, vv, ov, gv]| {
-            let per_head: Vec<_> = self
-                .heads()
-                .map(|(b, h)| {
-                    let (qs, ks) = (d.q_start(b, h), d.kv_start(b, h));
-                    self.head_backward([&qv[qs..], &kv[ks..], &vv[ks..], &ov[qs..], &gv[qs..]])
-                })
-                .collect();
+            let per_head = self.per_head(|b, h| {
+                let (qs, ks) = (d.q_start(b, h), d.kv_start(b, h));
+                self.head_backward([&qv[qs..], &kv[ks..], &vv[ks..], &ov[qs..], &gv[qs..]])
+            });
             let (mut dq, mut dk, mut dv) = (
                 vec![0f32; qv.len()],
                 vec![0f32; kv.len()],

@@ -12,8 +12,8 @@ use rayon::prelude::*;
 use super::bf16;
 use super::exp::{exp_nonpositive, lane_sum};
 use super::gemm::{Threads, matmul, rows, rows_mut};
-use super::values;
 use super::weight::{Weight, as_multiplied, with_weight};
+use super::{threads, values};
 
 /// Logit values per block (~32 MB).
 const BLOCK_VALUES: usize = 8 << 20;
@@ -64,23 +64,26 @@ impl LmHeadLoss {
             }
             let targets = &self.targets[r0..r0 + m];
             // Each row: its loss, and (training) softmax - one_hot(target) in place.
-            total += logits
-                .par_chunks_mut(vocab)
-                .zip(targets.par_iter())
-                .map(|(row, &t)| {
+            let mut nll = vec![0f64; m];
+            threads::for_each(
+                logits
+                    .par_chunks_mut(vocab)
+                    .zip(targets.par_iter().zip(nll.par_iter_mut())),
+                1,
+                |(row, (&t, nll))| {
                     let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
                     let sum = lane_sum(row, |v| exp_nonpositive(v - max));
                     let lse = max + sum.ln();
-                    let nll = f64::from(lse - row[t as usize]);
+                    *nll = f64::from(lse - row[t as usize]);
                     if self.with_grad {
                         for v in row.iter_mut() {
                             *v = exp_nonpositive(*v - lse);
                         }
                         row[t as usize] -= 1.0;
                     }
-                    nll
-                })
-                .sum::<f64>();
+                },
+            );
+            total += nll.iter().sum::<f64>();
             if !self.with_grad {
                 continue;
             }

@@ -16,6 +16,7 @@ pub mod lora_linear;
 pub mod rms_norm;
 pub mod rope;
 pub mod swiglu;
+pub mod threads;
 pub mod weight;
 
 use candle_core::backend::BackendStorage;
@@ -69,7 +70,7 @@ pub(crate) fn with_values<R, const N: usize>(
     f(slices)
 }
 
-/// Rows handed to one rayon task: enough work to outweigh the task's cost.
+/// Rows handed to one task at least: enough work to outweigh the task's cost.
 pub(crate) fn rows_per_task(row_len: usize) -> usize {
     (16_384 / row_len.max(1)).max(1)
 }

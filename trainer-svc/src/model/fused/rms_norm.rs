@@ -3,7 +3,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{rows_per_task, values, with_values};
+use super::{rows_per_task, threads, values, with_values};
 
 struct RmsNorm {
     weight: Vec<f32>,
@@ -24,15 +24,16 @@ impl CustomOp1 for RmsNorm {
         let x = values(s, l, self.name())?;
         let h = self.weight.len();
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(h)
-            .zip(x.par_chunks(h))
-            .with_min_len(rows_per_task(h))
-            .for_each(|(y, x)| {
+        threads::for_each(
+            y.par_chunks_mut(h).zip(x.par_chunks(h)),
+            rows_per_task(h),
+            |(y, x)| {
                 let r = inv_rms(x, self.eps);
                 for ((y, x), w) in y.iter_mut().zip(x).zip(&self.weight) {
                     *y = x * r * w;
                 }
-            });
+            },
+        );
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -41,10 +42,11 @@ impl CustomOp1 for RmsNorm {
         let h = self.weight.len();
         let dx = with_values([x, g], self.name(), |[x, g]| {
             let mut dx = vec![0f32; x.len()];
-            dx.par_chunks_mut(h)
-                .zip(x.par_chunks(h).zip(g.par_chunks(h)))
-                .with_min_len(rows_per_task(h))
-                .for_each(|(dx, (x, g))| {
+            threads::for_each(
+                dx.par_chunks_mut(h)
+                    .zip(x.par_chunks(h).zip(g.par_chunks(h))),
+                rows_per_task(h),
+                |(dx, (x, g))| {
                     let r = inv_rms(x, self.eps);
                     let dot: f32 = g
                         .iter()
@@ -56,7 +58,8 @@ impl CustomOp1 for RmsNorm {
                     for (((dx, g), w), x) in dx.iter_mut().zip(g).zip(&self.weight).zip(x) {
                         *dx = r * g * w - x * c;
                     }
-                });
+                },
+            );
             Ok(dx)
         })?;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))

@@ -4,7 +4,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{rows_per_task, values, with_values};
+use super::{rows_per_task, threads, values, with_values};
 
 struct Rope {
     /// `[s, d]` each, the halves repeated (as `rotate_half` expects).
@@ -21,11 +21,10 @@ impl Rope {
     fn apply(&self, x: &[f32], sign: f32) -> Vec<f32> {
         let (d, half) = (self.dim, self.dim / 2);
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(d)
-            .zip(x.par_chunks(d))
-            .enumerate()
-            .with_min_len(rows_per_task(d))
-            .for_each(|(row, (y, x))| {
+        threads::for_each(
+            y.par_chunks_mut(d).zip(x.par_chunks(d)).enumerate(),
+            rows_per_task(d),
+            |(row, (y, x))| {
                 let pos = (row / self.heads) % self.seq;
                 let (cos, sin) = (&self.cos[pos * d..][..d], &self.sin[pos * d..][..d]);
                 for i in 0..half {
@@ -40,7 +39,8 @@ impl Rope {
                         y[j] = x[j] * cos[j] - x[i] * sin[i];
                     }
                 }
-            });
+            },
+        );
         y
     }
 }

@@ -4,7 +4,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::exp::sigmoid;
-use super::{values, with_values};
+use super::{threads, values, with_values};
 
 const CHUNK: usize = 16_384;
 
@@ -32,13 +32,16 @@ impl CustomOp2 for SwiGlu {
             );
         }
         let mut y = vec![0f32; gate.len()];
-        y.par_chunks_mut(CHUNK)
-            .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
-            .for_each(|(y, (g, u))| {
+        threads::for_each(
+            y.par_chunks_mut(CHUNK)
+                .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK))),
+            1,
+            |(y, (g, u))| {
                 for ((y, g), u) in y.iter_mut().zip(g).zip(u) {
                     *y = g * sigmoid(*g) * u;
                 }
-            });
+            },
+        );
         Ok((CpuStorage::F32(y), gate_layout.shape().clone()))
     }
 
@@ -53,18 +56,21 @@ impl CustomOp2 for SwiGlu {
         let n = gate.elem_count();
         let (mut dgate, mut dup) = (vec![0f32; n], vec![0f32; n]);
         with_values([gate, up, dy], self.name(), |[g, u, d]| {
-            dgate
-                .par_chunks_mut(CHUNK)
-                .zip(dup.par_chunks_mut(CHUNK))
-                .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
-                .zip(d.par_chunks(CHUNK))
-                .for_each(|(((dg, du), (g, u)), d)| {
+            threads::for_each(
+                dgate
+                    .par_chunks_mut(CHUNK)
+                    .zip(dup.par_chunks_mut(CHUNK))
+                    .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
+                    .zip(d.par_chunks(CHUNK)),
+                1,
+                |(((dg, du), (g, u)), d)| {
                     for i in 0..g.len() {
                         let s = sigmoid(g[i]);
                         dg[i] = d[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
                         du[i] = d[i] * g[i] * s;
                     }
-                });
+                },
+            );
             Ok(())
         })?;
         let dev = gate.device();

@@ -15,7 +15,7 @@ use half::bf16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-use super::gemm;
+use super::{gemm, threads};
 
 /// Whether bf16 products run on the CPU's own bf16 instructions in this process.
 pub fn native() -> bool {
@@ -53,6 +53,18 @@ fn rounded(v: f32) -> f32 {
     f32::from_bits(u32::from(bits(v)) << 16)
 }
 
+/// Every value of `x` rounded to bf16 (and back to f32), in parallel.
+fn all_rounded(x: &[f32]) -> Vec<f32> {
+    const CHUNK: usize = 16_384;
+    let mut out = vec![0f32; x.len()];
+    threads::for_each(
+        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)),
+        1,
+        |(out, x)| out.iter_mut().zip(x).for_each(|(o, &v)| *o = rounded(v)),
+    );
+    out
+}
+
 fn widened(w: &[bf16]) -> Vec<f32> {
     let mut out = vec![0f32; w.len()];
     w.convert_to_f32_slice(&mut out);
@@ -73,7 +85,7 @@ pub fn times_transposed_into(x: &[f32], n: usize, k: usize, w: &[bf16], out: usi
     if native() {
         return packed::times_transposed(x, n, k, w.reinterpret_cast(), out, y);
     }
-    let x: Vec<f32> = x.par_iter().map(|&v| rounded(v)).collect();
+    let x = all_rounded(x);
     let w = widened(w);
     gemm::matmul(
         gemm::rows_mut(y, n, out, out),
@@ -116,7 +128,7 @@ pub fn times(g: &[f32], n: usize, w: &Packed) -> Vec<f32> {
         #[cfg(target_arch = "x86_64")]
         Packed::Pairs(pairs) => packed::times(g, n, pairs),
         Packed::Widened { values, out, k } => {
-            let g: Vec<f32> = g.par_iter().map(|&v| rounded(v)).collect();
+            let g = all_rounded(g);
             gemm::times(&g, n, *out, values, *k)
         }
     }

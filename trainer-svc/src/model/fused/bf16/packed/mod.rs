@@ -16,6 +16,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::bits;
+use crate::model::fused::threads;
 use tiles::{BLOCK, TILE_K, Tiles};
 
 /// K values per pass over the output: a B panel of `K_PANEL` rows stays in the core's L2
@@ -79,11 +80,11 @@ pub fn times(g: &[f32], n: usize, w: &PackedRows) -> Vec<f32> {
     let (values, out, k) = (&w.values, w.out, w.k);
     let (op, kp, np) = (padded(out), padded(k), padded(n));
     let mut a = vec![0u16; np * op];
-    a.par_chunks_mut(op)
-        .zip(g.par_chunks(out))
-        .for_each(|(dst, src)| {
-            dst.iter_mut().zip(src).for_each(|(d, &v)| *d = bits(v));
-        });
+    threads::for_each(
+        a.par_chunks_mut(op).zip(g.par_chunks(out)),
+        crate::model::fused::rows_per_task(op),
+        |(dst, src)| dst.iter_mut().zip(src).for_each(|(d, &v)| *d = bits(v)),
+    );
     let mut dx = vec![0f32; np * kp];
     gemm(&a, values, np, op, kp, &mut dx);
     if kp == k {
@@ -124,9 +125,11 @@ fn padded_rows(
 fn gemm(a: &[u16], b: &[u32], mp: usize, kp: usize, np: usize, c: &mut [f32]) {
     assert!(a.len() >= mp * kp && 2 * b.len() >= kp * np && c.len() >= mp * np);
     let per_task = rows_per_task(mp);
-    c.par_chunks_mut(per_task * np)
-        .enumerate()
-        .for_each(|(task, band)| band_product(a, b, kp, np, task * per_task, band));
+    threads::for_each(
+        c.par_chunks_mut(per_task * np).enumerate(),
+        1,
+        |(task, band)| band_product(a, b, kp, np, task * per_task, band),
+    );
 }
 
 /// `y = (A B)^T`, `[n, m]` f32, for the `m` rows of A and the `n` columns of B that are not
@@ -143,7 +146,7 @@ fn gemm_transposed(
     assert_eq!(y.len(), n * m, "y is [n, m]");
     let y = SharedOut(y.as_mut_ptr());
     let per_task = rows_per_task(mp);
-    (0..mp.div_ceil(per_task)).into_par_iter().for_each(|task| {
+    threads::for_each((0..mp.div_ceil(per_task)).into_par_iter(), 1, |task| {
         let first_row = task * per_task;
         let mut band = vec![0f32; per_task.min(mp - first_row) * np];
         band_product(a, b, kp, np, first_row, &mut band);

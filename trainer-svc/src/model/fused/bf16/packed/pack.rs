@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use super::bits;
 use super::tiles::{B_TILE_PAIRS, BLOCK, TILE, TILE_K};
+use crate::model::fused::threads;
 
 /// B = `x^T` for `x` `[n, k]` f32 (rounded to bf16): K is `x`'s features, N its rows.
 pub fn rows_transposed(x: &[f32], n: usize, k: usize) -> Vec<u32> {
@@ -46,14 +47,15 @@ pub fn rows(w: &[u16], out: usize, k: usize) -> Vec<u32> {
 fn packed(k_len: usize, n_len: usize, fill: impl Fn(&mut [u32], usize, usize) + Sync) -> Vec<u32> {
     let (kp, np) = (k_len.next_multiple_of(BLOCK), n_len.next_multiple_of(BLOCK));
     let mut packed = vec![0u32; kp * np / 2];
-    packed
-        .par_chunks_mut(kp * BLOCK / 2)
-        .enumerate()
-        .for_each(|(nb, block)| {
+    threads::for_each(
+        packed.par_chunks_mut(kp * BLOCK / 2).enumerate(),
+        1,
+        |(nb, block)| {
             for (i, tile) in block.chunks_mut(B_TILE_PAIRS).enumerate() {
                 fill(tile, (i / 2) * TILE_K, nb * BLOCK + (i % 2) * TILE);
             }
-        });
+        },
+    );
     packed
 }
 
