@@ -143,6 +143,17 @@ async fn raw_conversations_get_teacher_summaries_and_the_report_compares_every_a
             .any(|d| d.metric.starts_with("error:") && d.mcnemar_p.is_some()),
         "per-category error rates against the unrevised student"
     );
+    // Revising against dropping: ARF minus filter-only, the metrics and the categories.
+    for metric in ["reference_nll", "rouge_l"] {
+        assert!(
+            report
+                .differences
+                .iter()
+                .any(|d| d.model == "student" && d.baseline == "filter_only" && d.metric == metric),
+            "student minus filter_only on {metric}: {:?}",
+            report.differences
+        );
+    }
     for ch in &report.per_channel {
         assert!(
             ch.scores.iter().any(|s| s.model == "base")

@@ -46,9 +46,11 @@ pub fn paired_bootstrap(diffs: &[f64], resamples: usize, seed: u64) -> Option<In
     })
 }
 
-/// The comparisons a report makes: (model, baseline).
-const PAIRS: [(Model, Model); 5] = [
+/// The comparisons a report makes: (model, baseline). ARF against filter-only answers whether
+/// revising the flagged summaries beats dropping them.
+const PAIRS: [(Model, Model); 6] = [
     (Model::Student, Model::Unrevised),
+    (Model::Student, Model::FilterOnly),
     (Model::FilterOnly, Model::Unrevised),
     (Model::Oracle, Model::Unrevised),
     (Model::Unrevised, Model::Base),
@@ -79,8 +81,8 @@ fn lower_is_better(metric: &str) -> bool {
     metric == "any_error" || metric == "reference_nll" || metric.starts_with(CATEGORY_PREFIX)
 }
 
-/// Every paired difference the evaluations allow; against the unrevised student, also each
-/// error category's rate (the categories revision targets).
+/// Every paired difference the evaluations allow; against the unrevised student, and for ARF
+/// against filter-only, also each error category's rate (the categories revision targets).
 pub fn differences(evaluations: &[Evaluation]) -> Vec<pb::Difference> {
     paired_differences(&evaluations.iter().collect::<Vec<_>>())
 }
@@ -91,7 +93,8 @@ fn paired_differences(evaluations: &[&Evaluation]) -> Vec<pb::Difference> {
         for (metric, value) in METRICS {
             out.extend(difference(evaluations, model, baseline, metric, value));
         }
-        if baseline != Model::Unrevised {
+        if baseline != Model::Unrevised && (model, baseline) != (Model::Student, Model::FilterOnly)
+        {
             continue;
         }
         let categories: BTreeSet<&String> = evaluations
