@@ -100,6 +100,7 @@ impl Detector for Attribution {
                 out.push(finding);
             }
         }
+        misattributed_clauses(cx, out);
     }
 }
 
@@ -174,12 +175,108 @@ fn swap_party(text: &str) -> Option<String> {
     Some(format!("{}{other}{}", &text[..m.start()], &text[m.end()..]))
 }
 
-/// Content words a retold line needs before its wording can say who wrote it.
+/// Content words a retold line or clause needs before its wording can say who wrote it.
 const MIN_LINE_WORDS: usize = 4;
 /// The share of a line's content words one turn must hold to be its source.
 const SOURCE_SHARE: f64 = 0.6;
 /// How much closer the other party's turn must be than the labelled party's closest turn.
 const SOURCE_MARGIN: f64 = 0.3;
+
+/// Each turn's content-word stems, built once per summary.
+struct TurnWords<'a>(Vec<HashSet<&'a str>>);
+
+impl<'a> TurnWords<'a> {
+    fn of(cx: &'a Context<'_>) -> TurnWords<'a> {
+        let ix = cx.conversation();
+        let mut turns: Vec<HashSet<&str>> = vec![HashSet::new(); cx.turns.len()];
+        for w in &ix.words {
+            turns[w.turn].insert(text::stem(&w.key));
+        }
+        TurnWords(turns)
+    }
+
+    /// The closest turn of each party to the content words of `body` (a byte range of the
+    /// summary), as the share of those words it holds.
+    fn closest(&self, cx: &Context<'_>, body: (usize, usize), named_customer: bool) -> Closest {
+        let keys = cx.summary_keys();
+        let from = cx.summary_words.partition_point(|w| w.start < body.0);
+        let to = cx.summary_words.partition_point(|w| w.end <= body.1);
+        let words: HashSet<&str> = keys[from..to.max(from)]
+            .iter()
+            .filter(|k| k.len() > 2 && !text::is_function_word(k))
+            .map(|k| text::stem(k))
+            .collect();
+        let mut closest = Closest {
+            words: words.len(),
+            ..Closest::default()
+        };
+        for (t, turn) in self.0.iter().enumerate() {
+            let share =
+                words.iter().filter(|k| turn.contains(*k)).count() as f64 / words.len() as f64;
+            let best = if super::is_agent_role(cx.turns[t].role) == named_customer {
+                &mut closest.other
+            } else {
+                &mut closest.named
+            };
+            if best.is_none_or(|(s, _)| share > s) {
+                *best = Some((share, t));
+            }
+        }
+        closest
+    }
+}
+
+/// The closest turn (share of the words, turn index) of the party a summary names and of the
+/// other party (`None` for a party with no turn), and how many content words were compared.
+#[derive(Default)]
+struct Closest {
+    words: usize,
+    named: Option<(f64, usize)>,
+    other: Option<(f64, usize)>,
+}
+
+impl Closest {
+    /// The other party's turn, when it clearly wrote the words: there are enough of them to
+    /// tell, and it holds at least `SOURCE_SHARE` of them and `SOURCE_MARGIN` more than any turn
+    /// of the party named.
+    fn written_by_the_other(&self) -> Option<usize> {
+        if self.words < MIN_LINE_WORDS {
+            return None;
+        }
+        let (other, turn) = self.other?;
+        let named = self.named.map_or(0.0, |n| n.0);
+        (other >= SOURCE_SHARE && other >= named + SOURCE_MARGIN).then_some(turn)
+    }
+}
+
+fn is_customer_word(party: &str) -> bool {
+    let party = party.to_ascii_lowercase();
+    ["customer", "user", "client", "caller"]
+        .iter()
+        .any(|p| party.starts_with(p))
+}
+
+/// A finding on the party word at `span` whose words `turn` of the other party wrote.
+fn misattributed(
+    cx: &Context<'_>,
+    span: TextSpan,
+    turn: usize,
+    explanation: String,
+    confidence: f32,
+) -> Finding {
+    let fix = swap_party(&span.text);
+    let source = &cx.turns[turn];
+    let mut finding = Finding::new(
+        CategoryId::SpeakerAttribution,
+        NAME,
+        span,
+        Evidence::turn(cx.turns, turn, 0, source.text.len()),
+        confidence,
+        explanation,
+    );
+    finding.fix = fix;
+    finding
+}
 
 /// A transcript line labelled with one party whose words come from the other party's turn.
 fn relabelled_lines(cx: &Context<'_>, out: &mut Vec<Finding>) {
@@ -187,73 +284,123 @@ fn relabelled_lines(cx: &Context<'_>, out: &mut Vec<Finding>) {
     if labels.len() < 2 {
         return;
     }
-    let ix = cx.conversation();
-    let mut turn_words: Vec<HashSet<&str>> = vec![HashSet::new(); cx.turns.len()];
-    for w in &ix.words {
-        turn_words[w.turn].insert(text::stem(&w.key));
-    }
-    let keys = cx.summary_keys();
+    let turns = TurnWords::of(cx);
     for (i, &(start, end)) in labels.iter().enumerate() {
-        let label = cx.summary[start..end].to_ascii_lowercase();
-        let labelled_customer = ["customer", "user", "client"]
-            .iter()
-            .any(|p| label.starts_with(p));
+        let customer = is_customer_word(&cx.summary[start..end]);
         let body_end = labels.get(i + 1).map_or(cx.summary.len(), |l| l.0);
-        let from = cx.summary_words.partition_point(|w| w.start < end);
-        let to = cx.summary_words.partition_point(|w| w.end <= body_end);
-        let line: HashSet<&str> = keys[from..to.max(from)]
-            .iter()
-            .filter(|k| k.len() > 2 && !text::is_function_word(k))
-            .map(|k| text::stem(k))
-            .collect();
-        if line.len() < MIN_LINE_WORDS {
+        let Some(turn) = turns
+            .closest(cx, (end, body_end), customer)
+            .written_by_the_other()
+        else {
             continue;
-        }
-        // The closest turn of each party, as the share of the line's words it holds.
-        let (mut customer, mut agent) = ((0.0, 0), (0.0, 0));
-        for (t, words) in turn_words.iter().enumerate() {
-            let share =
-                line.iter().filter(|k| words.contains(*k)).count() as f64 / line.len() as f64;
-            let best = if super::is_agent_role(cx.turns[t].role) {
-                &mut agent
-            } else {
-                &mut customer
-            };
-            if share > best.0 {
-                *best = (share, t);
-            }
-        }
-        let (mine, other) = if labelled_customer {
-            (customer, agent)
-        } else {
-            (agent, customer)
         };
-        if other.0 < SOURCE_SHARE || other.0 < mine.0 + SOURCE_MARGIN {
+        let span = TextSpan::of(cx.summary, start, end);
+        let explanation = format!(
+            "the line labelled `{}` retells turn {turn}, which the {} wrote",
+            span.text,
+            if customer { "agent" } else { "customer" }
+        );
+        out.push(misattributed(cx, span, turn, explanation, 0.8));
+    }
+}
+
+/// A party as the subject of a sentence (or of a transcript-like bullet), not a possessive.
+static SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(&format!(
+        r"(?i)(?:^|[.!?\n]\s*|-\s+)(?:the\s+|a\s+)?(?:{AGENT}|{CUSTOMER})\b(?:[^'\u{{2019}}]|$)"
+    ))
+    .unwrap()
+});
+
+/// What customers typically do as subjects: they raise the matter in their own words, which the
+/// agent's reply often repeats, so the words cannot tell who wrote them.
+static CUSTOMER_DOING: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\s*(?:is\s+|was\s+|has\s+|had\s+|also\s+|seems\s+)*(?:not\s+|very\s+|really\s+)?(?:complain|unable|having|facing|experienc|ask|enquir|inquir|esquir|want|wish|upset|frustrat|unhappy|angry|disappoint|report|can't|cannot|could|tr(?:y|ied)|need|wonder|concern|worried|stat\w*\s+(?:an\s+|that\s+)?(?:issue|problem))").unwrap()
+});
+
+/// What agents typically do as subjects: their reply restates the customer's words.
+static AGENT_DOING: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\s*(?:also\s+|then\s+|kindly\s+|has\s+|had\s+|is\s+)*(?:apologi|ask|request|suggest|advis|recommend|assur|instruct|guid|inform|offer|provid|explain|confirm|tell|told|will|would|direct|send|shar|check|acknowledg|thank|respond|replie|repl(?:y|ied)|sa(?:y|id)s?\s+(?:sorry|that\s+they))").unwrap()
+});
+
+/// A told clause ("Customer stated that it only applies to damaged items") whose words come
+/// from the other party's turn. A summary whose parties were all swapped keeps a swapped clause
+/// after the first is mended; the role-typical patterns above see only some of them.
+fn misattributed_clauses(cx: &Context<'_>, out: &mut Vec<Finding>) {
+    let subjects: Vec<(usize, usize)> = SUBJECT
+        .find_iter(cx.summary)
+        .filter_map(|m| {
+            let p = PARTY.find(m.as_str())?;
+            let word = FIRST_PARTY.find(p.as_str())?;
+            Some((
+                m.start() + p.start() + word.start(),
+                m.start() + p.start() + word.end(),
+            ))
+        })
+        .collect();
+    if subjects.is_empty() {
+        return;
+    }
+    // A summary that tells of one party only, sentence after sentence, of a conversation both
+    // wrote, once the parties already flagged are swapped back: its later clauses that do not
+    // describe what that party typically does are the other party's (the rest of a summary
+    // whose parties were all swapped, where only the opening gave it away).
+    let party_once_mended = |&(start, end): &(usize, usize)| {
+        let flagged = out.iter().any(|f| {
+            f.summary_span
+                .overlaps(&TextSpan::of(cx.summary, start, end))
+        });
+        is_customer_word(&cx.summary[start..end]) != flagged
+    };
+    let one_party = subjects.len() >= 2
+        && subjects
+            .iter()
+            .all(|s| party_once_mended(s) == party_once_mended(&subjects[0]));
+    let turns = TurnWords::of(cx);
+    for (i, &(start, end)) in subjects.iter().enumerate() {
+        // The clause runs to the next party subject or the end of its sentence.
+        let sentence_end = cx
+            .sentences
+            .iter()
+            .find(|s| s.0 <= start && start < s.1)
+            .map_or(cx.summary.len(), |s| s.1);
+        let body_end = subjects
+            .get(i + 1)
+            .map_or(sentence_end, |s| s.0.min(sentence_end));
+        let span = TextSpan::of(cx.summary, start, end);
+        if out.iter().any(|f| f.summary_span.overlaps(&span)) {
             continue;
         }
-        let span = TextSpan::of(cx.summary, start, end);
-        let source = &cx.turns[other.1];
-        let explanation = format!(
-            "the line labelled `{}` retells turn {}, which the {} wrote",
-            span.text,
-            other.1,
-            if labelled_customer {
-                "agent"
-            } else {
-                "customer"
-            }
-        );
-        let fix = swap_party(&span.text);
-        let mut finding = Finding::new(
-            CategoryId::SpeakerAttribution,
-            NAME,
-            span,
-            Evidence::turn(cx.turns, other.1, 0, source.text.len()),
-            0.8,
-            explanation,
-        );
-        finding.fix = fix;
-        out.push(finding);
+        let customer = is_customer_word(&span.text);
+        let doing = if customer {
+            &*CUSTOMER_DOING
+        } else {
+            &*AGENT_DOING
+        };
+        if doing.is_match(&cx.summary[end..body_end]) {
+            continue;
+        }
+        let closest = turns.closest(cx, (end, body_end), customer);
+        let (named, other) = if customer {
+            ("customer", "agent")
+        } else {
+            ("agent", "customer")
+        };
+        let clause = &cx.summary[start..body_end];
+        if let Some(turn) = closest.written_by_the_other() {
+            let explanation = format!(
+                "the clause told of the {named} (`{clause}`) retells turn {turn}, which the {other} wrote"
+            );
+            out.push(misattributed(cx, span, turn, explanation, 0.7));
+        } else if one_party
+            && i > 0
+            && let Some((_, turn)) = closest.other
+        {
+            let explanation = format!(
+                "the summary tells of the {named} only, and `{clause}` is not what the {named} does: the {other}'s part (closest: turn {turn})"
+            );
+            out.push(misattributed(cx, span, turn, explanation, 0.6));
+        }
     }
 }
 
@@ -342,6 +489,55 @@ mod tests {
         assert!(flagged("Customer: my new phone will not charge since the update.\nAgent: please restart the phone and send a direct message.").is_empty());
         // Too few words to tell who wrote it.
         assert!(flagged("Agent: phone charge.\nCustomer: restart phone.").is_empty());
+    }
+
+    #[test]
+    fn a_clause_told_of_the_wrong_party_is_flagged_after_the_first_is_mended() {
+        let turns = turns(&[
+            (
+                "c",
+                "what is the replacement policy on the earphones I want to buy?",
+            ),
+            (
+                "a",
+                "It only applies if the received item is defective or damaged",
+            ),
+        ]);
+        let flagged = |summary: &str| {
+            let cx = Context::new(&turns, summary);
+            let mut out = Vec::new();
+            Attribution.detect(&cx, &mut out);
+            out.into_iter()
+                .map(|f| (f.summary_span.text, f.fix))
+                .collect::<Vec<_>>()
+        };
+        // Both parties swapped: the opening and the retold reply are both flagged.
+        let both = flagged(
+            "Agent is eager to know the replacement policy on the earphones. Customer stated that it only applies if the received item is defective or damaged.",
+        );
+        assert_eq!(both.len(), 2, "{both:?}");
+        assert_eq!(both[1].0, "Customer");
+        assert_eq!(both[1].1.as_deref(), Some("Agent"));
+        // Only the opening gives it away: told of the customer only once it is mended, the
+        // rest is the agent's.
+        let opening_only =
+            flagged("Agent identified the earphones as faulty. Customer has corrected the policy.");
+        assert_eq!(opening_only.len(), 2, "{opening_only:?}");
+        // Only the opening mended: the reply is still flagged by its words.
+        assert_eq!(
+            flagged("Customer is eager to know the replacement policy on the earphones. Customer stated that it only applies if the received item is defective or damaged.").len(),
+            1
+        );
+        // Told of the customer only, with too few words to source: still the agent's part.
+        assert_eq!(
+            flagged("Customer is eager to know the replacement policy. Customer updated that it applies.").len(),
+            1
+        );
+        // Right as it is; a customer clause the agent's reply echoes is not judged by its words.
+        assert!(flagged("Customer is eager to know the replacement policy on the earphones. Agent stated that it only applies if the received item is defective or damaged.").is_empty());
+        assert!(flagged("Customer is asking whether it only applies if the received item is defective or damaged. Agent stated that it does.").is_empty());
+        // A possessive is no subject.
+        assert!(flagged("Customer wants the policy. Agent stated that the customer's item only applies if it is defective or damaged.").is_empty());
     }
 
     #[test]

@@ -59,11 +59,39 @@ fn doubled_word(candidate: &str, original: &str) -> Option<String> {
     doubled(candidate).into_iter().find(|w| !before.contains(w))
 }
 
+/// The words after the candidate's last full stop, when they are a bare subject (one word, or
+/// an article and one) that the original did not end with: a truncated tail trimmed back to
+/// it ("... to the tv. Customer" from "... to the tv. Customer has provided the URL as").
+fn bare_tail(candidate: &str, original: &str) -> Option<String> {
+    static STOP: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[.!?]\s+").unwrap());
+    let tail = |s: &str| -> String {
+        let s = s.trim();
+        s[STOP.find_iter(s).last().map_or(0, |m| m.end())..].to_string()
+    };
+    let last = tail(candidate);
+    let words: Vec<&str> = last.split_whitespace().collect();
+    let is_word = |w: &str| w.chars().all(char::is_alphabetic);
+    let bare = match words.as_slice() {
+        [w] => is_word(w),
+        [article, w] => {
+            ["the", "a", "an"].contains(&article.to_ascii_lowercase().as_str()) && is_word(w)
+        }
+        _ => false,
+    };
+    (bare && last != tail(original)).then_some(last)
+}
+
 pub(super) fn seams(r: &Revision<'_>, refuse: &mut impl FnMut(Check, String)) {
     if let Some(w) = doubled_word(r.candidate, r.original) {
         refuse(
             Check::Seam,
             format!("a word said twice in a row: `{w} {w}`"),
+        );
+    }
+    if let Some(tail) = bare_tail(r.candidate, r.original) {
+        refuse(
+            Check::Seam,
+            format!("a sentence of one word left at the end: `{tail}`"),
         );
     }
     for seam in SEAMS.iter() {

@@ -270,6 +270,35 @@ fn refuses_a_figure_deleted_from_the_middle_of_a_sentence() {
     assert!(fixed.passed(), "{:?}", fixed.refusals);
 }
 
+/// Seen on SmolLM2's span edits of a truncated tail: "... to the tv. Customer has provided the
+/// URL as" became "... to the tv. Customer".
+#[test]
+fn refuses_a_truncated_tail_trimmed_to_its_subject() {
+    let first = "The customer returned a blue jacket two weeks ago and had not been refunded.";
+    let original = format!("{first} The agent has confirmed the return as");
+    let span = "has confirmed the return as";
+    let bare = format!("{first} The agent ");
+    let v = verdict_on(&original, span, CategoryId::Truncation, &bare);
+    assert!(
+        v.refusals
+            .iter()
+            .any(|r| r.check == Check::Seam && r.message.contains("one word")),
+        "{v:?}"
+    );
+    // Ending the summary where its last whole sentence ends passes the seam check.
+    let trimmed = verdict_on(
+        &original,
+        &format!(" The agent {span}"),
+        CategoryId::Truncation,
+        first,
+    );
+    assert!(
+        !trimmed.refusals.iter().any(|r| r.check == Check::Seam),
+        "{:?}",
+        trimmed.refusals
+    );
+}
+
 /// Seen on SmolLM2's span edits: "Customer requests for the name, ID" became "Customer, ID".
 #[test]
 fn a_wrong_speaker_is_fixed_by_naming_the_other_party_not_by_dropping_the_act() {

@@ -211,7 +211,7 @@ async fn rules_repair_what_the_detectors_can_fix_and_are_counted_apart() {
 /// Issue 34: a random-weight editor writes nothing the gate may take. Over both shared TweetSumm
 /// sets with injected errors (analysis, then revision as a run does it by default: two rounds,
 /// the second sampled), no revision of the editor's is accepted; personal data may be fixed by
-/// its typed placeholder, by rule, which writes no model text.
+/// its typed placeholder and a swapped party by its swap, by rule, which writes no model text.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_random_weight_editor_gets_no_revision_through_the_gate() {
     let corpus =
@@ -292,10 +292,24 @@ async fn a_random_weight_editor_gets_no_revision_through_the_gate() {
             .filter(|i| i.revision_outcome == Some(O::Repaired))
         {
             let summary = i.final_summary.as_deref().unwrap();
+            // A swap changes party words only: the rest of the words, in order, stay.
+            let others = |s: &str| -> Vec<String> {
+                s.split_whitespace()
+                    .map(|w| w.to_lowercase())
+                    .filter(|w| {
+                        let party = [
+                            "agent", "rep", "advis", "exec", "support", "team", "customer",
+                            "client", "caller", "user",
+                        ];
+                        !party.iter().any(|p| w.starts_with(p))
+                    })
+                    .collect()
+            };
             assert!(
                 summary.contains('[') && summary.contains(']')
-                    || summary.len() < i.teacher_summary.len(),
-                "{file}: a rule repair is a placeholder or a deletion: {summary:?}"
+                    || summary.len() < i.teacher_summary.len()
+                    || others(summary) == others(&i.teacher_summary),
+                "{file}: a rule repair is a placeholder, a deletion or a party swap: {summary:?}"
             );
         }
     }

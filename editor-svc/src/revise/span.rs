@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 pub use arf_common::splice::splice;
 
 use super::output::parse_json;
-use super::{Evidence, RevisionInput, Speaker};
+use super::{Evidence, RevisionFinding, RevisionInput, Speaker};
 use crate::error::EditorError;
 use crate::generation::{ChatMessage, ChatRole};
 
@@ -40,25 +40,50 @@ pub struct SpanEdit {
 
 /// Personal data: fixed by rule, never by the model.
 const PII: &str = "pii_exposure";
+/// A swapped party: fixed by its detector's swap where it has one.
+const SPEAKER: &str = "speaker_attribution";
+
+/// The replacement of a finding whose fix is determined, so the model could only get it wrong:
+/// personal data becomes its typed placeholder (or is deleted), and a swapped party is swapped
+/// back (a small editor asked to replace `[[Customer]]` mostly writes "Customer" again, and of
+/// a summary whose parties were all swapped it mended the first and left the rest).
+fn fixed_by_rule(f: &RevisionFinding) -> Option<String> {
+    match f.category_id.as_str() {
+        PII => Some(f.rule_fix.clone().unwrap_or_default()),
+        SPEAKER => f.rule_fix.clone(),
+        _ => None,
+    }
+}
 
 /// The span edits for `input`, overlapping spans merged; `None` when some finding has no span
 /// or the edits, once widened to their sentences, leave no word of the summary untouched (an
 /// omission, or a summary of one flagged sentence): the whole summary is rewritten instead,
 /// whose output is checked as a whole, where span edits that all came back empty would
 /// delete it. A PII span is its own edit, with its placeholder; a model edit that would
-/// overlap it is left out.
+/// overlap it is left out. A swapped party is its own edit, swapped back, where no other
+/// finding's span (which the model rewrites) overlaps it.
 pub fn plan(input: &RevisionInput) -> Option<Vec<SpanEdit>> {
     let s = &input.summary;
     let (first, last) = (s.len() - s.trim_start().len(), s.trim_end().len());
+    let overlaps = |a: &Range<usize>, b: &Range<usize>| a.start < b.end && b.start < a.end;
+    let rewritten_by_model = |i: usize, span: &Range<usize>| {
+        input.findings.iter().enumerate().any(|(j, g)| {
+            j != i
+                && fixed_by_rule(g).is_none()
+                && g.span.as_ref().is_some_and(|r| overlaps(r, span))
+        })
+    };
     let mut fixed: Vec<SpanEdit> = Vec::new();
     let mut spans: Vec<(Range<usize>, usize)> = Vec::with_capacity(input.findings.len());
     for (i, f) in input.findings.iter().enumerate() {
         let span = f.span.clone()?;
-        if f.category_id == PII {
+        if let Some(text) = fixed_by_rule(f)
+            && (f.category_id == PII || !rewritten_by_model(i, &span))
+        {
             fixed.push(SpanEdit {
                 range: span,
                 findings: vec![i],
-                fixed: Some(f.rule_fix.clone().unwrap_or_default()),
+                fixed: Some(text),
             });
             continue;
         }
@@ -82,7 +107,6 @@ pub fn plan(input: &RevisionInput) -> Option<Vec<SpanEdit>> {
             }),
         }
     }
-    let overlaps = |a: &Range<usize>, b: &Range<usize>| a.start < b.end && b.start < a.end;
     edits.retain(|e| !fixed.iter().any(|f| overlaps(&e.range, &f.range)));
     fixed.sort_by_key(|e| (e.range.start, e.range.end));
     fixed.dedup_by(|b, a| overlaps(&a.range, &b.range));
@@ -441,6 +465,32 @@ mod tests {
             Some(""),
             "no placeholder: deleted"
         );
+    }
+
+    /// Of a summary whose parties were all swapped, SmolLM2 mended the first and wrote the
+    /// second party word back as it was: a swap the detector determines is spliced by rule,
+    /// unless a model edit rewrites the same words.
+    #[test]
+    fn a_swapped_party_is_swapped_back_by_rule_unless_the_model_rewrites_it() {
+        let s = "Agent is eager to know the policy. Customer stated that it applies.";
+        let mut opening = finding("speaker_attribution", Some(0..5));
+        opening.rule_fix = Some("Customer".into());
+        let second = s.find("Customer").unwrap();
+        let mut clause = finding("speaker_attribution", Some(second..second + 8));
+        clause.rule_fix = Some("Agent".into());
+        let edits = plan(&input(s, vec![opening.clone(), clause.clone()], 2)).unwrap();
+        assert_eq!(edits.len(), 2, "{edits:?}");
+        assert_eq!(edits[0].fixed.as_deref(), Some("Customer"));
+        assert_eq!(edits[1].fixed.as_deref(), Some("Agent"));
+        // An invented clause over the same words: the model rewrites them, the rule stays out.
+        let invented = finding("hallucinated_fact", Some(second..s.len() - 1));
+        let edits = plan(&input(s, vec![opening, clause.clone(), invented], 2)).unwrap();
+        assert_eq!(edits.len(), 2, "{edits:?}");
+        assert_eq!(edits[0].fixed.as_deref(), Some("Customer"));
+        assert_eq!(edits[1].fixed, None);
+        // Without the detector's swap, the model is asked.
+        clause.rule_fix = None;
+        assert_eq!(plan(&input(s, vec![clause], 2)).unwrap()[0].fixed, None);
     }
 
     #[test]

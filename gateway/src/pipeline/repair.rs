@@ -6,6 +6,8 @@
 //! Personal data is always fixed by rule, whatever the repair mode: a summary whose only
 //! findings are PII with their placeholders is repaired here, and the editor splices the
 //! placeholder of a PII span in a summary it revises (never model text where personal data was).
+//! So is a swapped party with the detector's swap: the one right answer, which a small editor
+//! mostly misses (it writes the party it was shown back).
 
 use std::ops::Range;
 
@@ -13,13 +15,17 @@ use arf_common::splice::splice;
 use arf_proto::v1 as pb;
 
 /// Whether the rule fixes are tried before the editor: always under `RULES_THEN_MODEL`, and
-/// under any mode when every finding is personal data with its placeholder.
+/// under any mode when every finding is personal data with its placeholder or a swapped party
+/// with its swap.
 pub fn tried_first(mode: pb::RepairMode, findings: &[pb::Finding]) -> bool {
     mode == pb::RepairMode::RulesThenModel
         || (!findings.is_empty()
-            && findings
-                .iter()
-                .all(|f| f.category_id == "pii_exposure" && f.rule_fix.is_some()))
+            && findings.iter().all(|f| {
+                matches!(
+                    f.category_id.as_str(),
+                    "pii_exposure" | "speaker_attribution"
+                ) && f.rule_fix.is_some()
+            }))
 }
 
 /// `summary` with every rule fix of `findings` applied; `None` when no finding carries one, or
@@ -57,6 +63,26 @@ mod tests {
             rule_fix: fix.map(str::to_string),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn personal_data_and_swapped_parties_are_fixed_by_rule_in_any_mode() {
+        let s = "Agent is upset about the bill. Customer gave jane@example.com.";
+        let of = |category: &str, part: &str, fix: Option<&str>| pb::Finding {
+            category_id: category.into(),
+            ..finding(s, part, fix)
+        };
+        let pii = of("pii_exposure", "jane@example.com", Some("[email]"));
+        let swap = of("speaker_attribution", "Agent", Some("Customer"));
+        let invented = of("hallucinated_fact", "about the bill", Some(""));
+        let model = pb::RepairMode::Model;
+        assert!(tried_first(model, &[pii, swap.clone()]));
+        assert!(!tried_first(model, &[swap.clone(), invented]));
+        assert!(!tried_first(
+            model,
+            &[of("speaker_attribution", "Agent", None)]
+        ));
+        assert!(!tried_first(model, &[]));
     }
 
     #[test]

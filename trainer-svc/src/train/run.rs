@@ -151,7 +151,7 @@ fn eval_loss(
 
 /// One optimizer step over `batches` (its micro-batches): forward, backward, gradients summed,
 /// clipped, AdamW. The step's loss is the mean over all its target tokens, whatever the
-/// micro-batching. Returns the summed loss, the tokens seen and the gradient norm.
+/// micro-batching. Returns that mean loss, the tokens seen and the gradient norm.
 fn gradient_step(
     model: &Llama,
     vars: &[(String, Var)],
@@ -185,7 +185,7 @@ fn gradient_step(
     }
     let grad_norm = clip_global_norm(&mut grads, cfg.max_grad_norm)?;
     opt.step(&grads, lr)?;
-    Ok((loss_sum, tokens, grad_norm))
+    Ok((loss_sum / step_targets.max(1) as f64, tokens, grad_norm))
 }
 
 /// Trains a LoRA adapter on `examples`, resuming from the last checkpoint under
@@ -320,13 +320,12 @@ pub fn train(
             .collect::<Result<_, TrainError>>()?;
         // One hand-off of the worker threads for the whole step, not one per product.
         let mut work = || gradient_step(&model, &vars, &mut opt, &batches, cfg, step, lr);
-        let (loss_sum, tokens, grad_norm) = if device.is_cpu() {
+        let (loss, tokens, grad_norm) = if device.is_cpu() {
             threads::hold(work)
         } else {
             work()
         }?;
-        let step_targets: usize = batches.iter().map(|b| b.num_targets).sum();
-        last_loss = loss_sum / step_targets.max(1) as f64;
+        last_loss = loss;
         let done = step + 1;
         obs.event(Event::Step {
             step: done,

@@ -70,9 +70,12 @@ pub(crate) fn with_values<R, const N: usize>(
     f(slices)
 }
 
-/// Rows handed to one task at least: enough work to outweigh the task's cost.
+/// Values handed to one parallel task at least: enough work to outweigh the task's cost.
+pub(crate) const CHUNK: usize = 16_384;
+
+/// Rows handed to one task at least: `CHUNK` values' worth.
 pub(crate) fn rows_per_task(row_len: usize) -> usize {
-    (16_384 / row_len.max(1)).max(1)
+    (CHUNK / row_len.max(1)).max(1)
 }
 
 #[cfg(test)]

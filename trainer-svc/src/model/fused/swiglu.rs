@@ -4,9 +4,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::exp::sigmoid;
-use super::{threads, values, with_values};
-
-const CHUNK: usize = 16_384;
+use super::{CHUNK, threads, values, with_values};
 
 struct SwiGlu;
 

@@ -29,14 +29,16 @@ const SPIN_LIMIT: u32 = 4096;
 /// `ARF_TRAINER_HOLD_THREADS` is `off` (each product then hands off on its own).
 pub fn hold<R: Send>(f: impl Send + FnOnce() -> R) -> R {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let off = *OFF.get_or_init(|| {
-        spindle::SPIN_LIMIT.store(SPIN_LIMIT, std::sync::atomic::Ordering::Relaxed);
-        std::env::var("ARF_TRAINER_HOLD_THREADS").is_ok_and(|v| v == "off")
-    });
-    if off {
+    if *OFF.get_or_init(configure_once) {
         return f();
     }
     spindle::with_lock(rayon::current_num_threads(), f)
+}
+
+/// Sets spindle's spin limit for the process, and reads whether holding is switched off.
+fn configure_once() -> bool {
+    spindle::SPIN_LIMIT.store(SPIN_LIMIT, std::sync::atomic::Ordering::Relaxed);
+    std::env::var("ARF_TRAINER_HOLD_THREADS").is_ok_and(|v| v == "off")
 }
 
 /// Runs `f` (a whole training run) on one of rayon's workers, so that every step [`hold`]s the

@@ -15,7 +15,7 @@ use half::bf16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-use super::{gemm, threads};
+use super::{CHUNK, gemm, threads};
 
 /// Whether bf16 products run on the CPU's own bf16 instructions in this process.
 pub fn native() -> bool {
@@ -55,7 +55,6 @@ fn rounded(v: f32) -> f32 {
 
 /// Every value of `x` rounded to bf16 (and back to f32), in parallel.
 fn all_rounded(x: &[f32]) -> Vec<f32> {
-    const CHUNK: usize = 16_384;
     let mut out = vec![0f32; x.len()];
     threads::for_each(
         out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)),
