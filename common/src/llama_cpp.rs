@@ -39,10 +39,11 @@ pub fn bin_dir() -> anyhow::Result<PathBuf> {
     ))
 }
 
-/// A running llama-server, killed when dropped.
+/// A running llama-server, killed when dropped (its log file removed with it).
 pub struct LlamaServer {
     child: Child,
     port: u16,
+    log: PathBuf,
 }
 
 impl LlamaServer {
@@ -52,6 +53,13 @@ impl LlamaServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
+        // Its log goes to a file, so a failure can show what the server said (`log_tail`).
+        let log = std::env::temp_dir().join(format!(
+            "arf-llama-server-{}-{port}.log",
+            std::process::id()
+        ));
+        let log_file =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let child = Command::new(bin_dir()?.join("llama-server"))
             .arg("-m")
             .arg(gguf)
@@ -59,10 +67,10 @@ impl LlamaServer {
             .args(["-c", &(2048 * slots).to_string(), "-np", &slots.to_string()])
             .args(["-t", "2", "--alias", ALIAS])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file)
             .spawn()
             .context("starting llama-server")?;
-        let server = Self { child, port };
+        let server = Self { child, port, log };
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
             if server.healthy().await {
@@ -70,7 +78,18 @@ impl LlamaServer {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        anyhow::bail!("llama-server on {} never became healthy", gguf.display())
+        anyhow::bail!(
+            "llama-server on {} never became healthy; its log ends:\n{}",
+            gguf.display(),
+            server.log_tail(20)
+        )
+    }
+
+    /// The last `lines` lines of the server's log: what to show when a request through it fails.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     /// The OpenAI API's base URL (`http://127.0.0.1:PORT/v1`).
@@ -98,5 +117,6 @@ impl Drop for LlamaServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }

@@ -304,10 +304,11 @@ fn relabelled_lines(cx: &Context<'_>, out: &mut Vec<Finding>) {
     }
 }
 
-/// A party as the subject of a sentence (or of a transcript-like bullet), not a possessive.
+/// A party at the start of a sentence (or of a transcript-like bullet): its subject, unless a
+/// possessive follows (checked where it is used: the pattern must not consume the next char).
 static SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!(
-        r"(?i)(?:^|[.!?\n]\s*|-\s+)(?:the\s+|a\s+)?(?:{AGENT}|{CUSTOMER})\b(?:[^'\u{{2019}}]|$)"
+        r"(?i)(?:^|[.!?\n]\s*|-\s+)(?:the\s+|a\s+)?(?:{AGENT}|{CUSTOMER})\b"
     ))
     .unwrap()
 });
@@ -329,6 +330,7 @@ static AGENT_DOING: LazyLock<Regex> = LazyLock::new(|| {
 fn misattributed_clauses(cx: &Context<'_>, out: &mut Vec<Finding>) {
     let subjects: Vec<(usize, usize)> = SUBJECT
         .find_iter(cx.summary)
+        .filter(|m| !cx.summary[m.end()..].starts_with(['\'', '\u{2019}']))
         .filter_map(|m| {
             let p = PARTY.find(m.as_str())?;
             let word = FIRST_PARTY.find(p.as_str())?;

@@ -49,7 +49,12 @@ async fn an_editor_forwards_to_llama_server_for_generation_and_revision() {
     let revised = editor
         .revise(revise_request(findings(), 96))
         .await
-        .expect("SmolLM2 answers the span edits in the schema")
+        .unwrap_or_else(|e| {
+            panic!(
+                "SmolLM2 answers the span edits in the schema: {e:?}\nllama-server's log ends:\n{}",
+                upstream.log_tail(40)
+            )
+        })
         .into_inner();
     assert!(revised.model_called);
     assert_ne!(
