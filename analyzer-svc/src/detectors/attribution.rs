@@ -154,9 +154,7 @@ fn swap_party(text: &str) -> Option<String> {
     let m = WORD.find(text)?;
     let word = m.as_str();
     let lower = word.to_ascii_lowercase();
-    let customer = ["customer", "client", "caller", "user"]
-        .iter()
-        .any(|p| lower.starts_with(p));
+    let customer = is_customer_word(&lower);
     let plural = lower.ends_with('s') && !lower.ends_with("ss");
     let other = match (customer, plural) {
         (true, false) => "agent",
@@ -410,13 +408,22 @@ fn misattributed_clauses(cx: &Context<'_>, out: &mut Vec<Finding>) {
 mod tests {
     use super::*;
     use crate::detectors::testing::turns;
+    use arf_common::dataset::Turn;
+
+    /// Every finding of the detector on `summary` of the conversation `turns`.
+    fn detected(turns: &[Turn], summary: &str) -> Vec<Finding> {
+        let cx = Context::new(turns, summary);
+        let mut out = Vec::new();
+        Attribution.detect(&cx, &mut out);
+        out
+    }
 
     fn run(summary: &str) -> Vec<String> {
         let turns = turns(&[("c", "my phone won't charge"), ("a", "Sorry, please DM us")]);
-        let cx = Context::new(&turns, summary);
-        let mut out = Vec::new();
-        Attribution.detect(&cx, &mut out);
-        out.into_iter().map(|f| f.summary_span.text).collect()
+        detected(&turns, summary)
+            .into_iter()
+            .map(|f| f.summary_span.text)
+            .collect()
     }
 
     #[test]
@@ -506,10 +513,8 @@ mod tests {
             ),
         ]);
         let flagged = |summary: &str| {
-            let cx = Context::new(&turns, summary);
-            let mut out = Vec::new();
-            Attribution.detect(&cx, &mut out);
-            out.into_iter()
+            detected(&turns, summary)
+                .into_iter()
                 .map(|f| (f.summary_span.text, f.fix))
                 .collect::<Vec<_>>()
         };

@@ -234,6 +234,13 @@ fn ideal_fixes_pass_and_random_span_edits_do_not_on_tweetsumm() {
     }
 }
 
+/// Whether `v` has a refusal by `check` whose message mentions `text`.
+fn refused_for(v: &Verdict, check: Check, text: &str) -> bool {
+    v.refusals
+        .iter()
+        .any(|r| r.check == check && r.message.contains(text))
+}
+
 fn verdict_on(original: &str, span: &str, category: CategoryId, candidate: &str) -> Verdict {
     let turns = conversation();
     let start = original.find(span).unwrap();
@@ -259,12 +266,7 @@ fn refuses_a_figure_deleted_from_the_middle_of_a_sentence() {
     let original = ORIGINAL.replace("two weeks ago", "19 days ago");
     let cut = original.replace("19 days ", "");
     let v = verdict_on(&original, "19 days", CategoryId::HallucinatedFact, &cut);
-    assert!(
-        v.refusals
-            .iter()
-            .any(|r| r.check == Check::Seam && r.message.contains("`19 days`")),
-        "{v:?}"
-    );
+    assert!(refused_for(&v, Check::Seam, "`19 days`"), "{v:?}");
     // The conversation's figure in its place passes.
     let fixed = verdict_on(&original, "19 days", CategoryId::HallucinatedFact, ORIGINAL);
     assert!(fixed.passed(), "{:?}", fixed.refusals);
@@ -279,12 +281,7 @@ fn refuses_a_truncated_tail_trimmed_to_its_subject() {
     let span = "has confirmed the return as";
     let bare = format!("{first} The agent ");
     let v = verdict_on(&original, span, CategoryId::Truncation, &bare);
-    assert!(
-        v.refusals
-            .iter()
-            .any(|r| r.check == Check::Seam && r.message.contains("one word")),
-        "{v:?}"
-    );
+    assert!(refused_for(&v, Check::Seam, "one word"), "{v:?}");
     // Ending the summary where its last whole sentence ends passes the seam check.
     let trimmed = verdict_on(
         &original,
@@ -308,10 +305,5 @@ fn a_wrong_speaker_is_fixed_by_naming_the_other_party_not_by_dropping_the_act() 
     assert!(named.passed(), "{:?}", named.refusals);
     let swallowed = original.replace(span, "The agent");
     let v = verdict_on(&original, span, CategoryId::SpeakerAttribution, &swallowed);
-    assert!(
-        v.refusals
-            .iter()
-            .any(|r| r.check == Check::ContentDropped && r.message.contains("confirmed")),
-        "{v:?}"
-    );
+    assert!(refused_for(&v, Check::ContentDropped, "confirmed"), "{v:?}");
 }
