@@ -1,8 +1,9 @@
 //! format_violation: the summary is not plain third-person prose of a sensible length.
 //!
-//! Four checks, each a common failure of instruction-tuned teachers: a chatty preamble or
-//! sign-off, bullets or markdown, the model speaking in the first person, and a length far
-//! outside bounds (including a transcript pasted in: long verbatim runs of the conversation).
+//! Five checks, each a common failure of instruction-tuned teachers: a chatty preamble or
+//! sign-off, bullets or markdown, the model speaking in the first person, a sentence in a
+//! party's own voice (a turn pasted whole, a request to the reader), and a length far outside
+//! bounds (including a transcript pasted in: long verbatim runs of the conversation).
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -22,6 +23,10 @@ const NAME: &str = "format";
 const MAX_BYTES: usize = 600;
 /// Fewer words than this cannot say who wanted what.
 const MIN_WORDS: usize = 4;
+/// A sentence of at least this many words that is, word for word, part of one turn is that turn
+/// pasted: none of TweetSumm's 2,985 human references has one (its injected pasted transcripts
+/// and an editor's half-deleted ones do).
+const PASTED_SENTENCE_WORDS: usize = 5;
 /// A verbatim run this long that crosses from one turn into the next is pasted transcript.
 const CROSS_TURN_RUN_WORDS: usize = 8;
 /// A verbatim run this long from one turn is pasted too: copied clauses in real summaries are
@@ -46,6 +51,10 @@ static PREAMBLE: LazyLock<Regex> = LazyLock::new(|| {
 static SIGN_OFF: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)(?:let me know if|i hope this helps|hope this helps|feel free to ask|is there anything else)[^\n]*$").unwrap()
 });
+/// A sentence that starts as a request ("Please change it ..."): a party's words, never a
+/// summary's (no TweetSumm reference has one).
+static REQUEST: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)^(?:please|pls|plz|kindly)\b").unwrap());
 static AI_SELF: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)\bas an ai(?: language model)?\b").unwrap());
 /// A line that starts with a bullet, a numbered item or a markdown heading.
@@ -119,8 +128,43 @@ impl Detector for Format {
                 None,
             );
         }
+        if let Some((start, end, why)) = in_a_partys_voice(cx) {
+            push_fixed(start, end, 0.85, why, None);
+        }
         length(cx, &mut |a, b, c, why| push_fixed(a, b, c, why, None));
     }
+}
+
+/// The first sentence written in a party's voice rather than about the parties: one that is a
+/// turn's words copied whole, or a request. An editor that deletes most of a pasted transcript
+/// leaves such a sentence behind, and one that "mends" an omission adds one.
+fn in_a_partys_voice(cx: &Context<'_>) -> Option<(usize, usize, String)> {
+    let keys = cx.summary_keys();
+    let conversation = &cx.conversation().words;
+    for &(start, end) in &cx.sentences {
+        if REQUEST.is_match(&cx.summary[start..end]) {
+            return Some((
+                start,
+                end,
+                "a sentence that makes a request: a party's words, not a summary's".into(),
+            ));
+        }
+        let from = cx.summary_words.partition_point(|w| w.start < start);
+        let to = cx.summary_words.partition_point(|w| w.end <= end);
+        let sentence = &keys[from..to.max(from)];
+        if sentence.len() < PASTED_SENTENCE_WORDS {
+            continue;
+        }
+        let copied_from = conversation.windows(sentence.len()).find(|run| {
+            run[0].turn == run[run.len() - 1].turn
+                && run.iter().zip(sentence).all(|(c, k)| c.key == k.as_str())
+        });
+        if let Some(run) = copied_from {
+            let why = format!("a sentence copied word for word from turn {}", run[0].turn);
+            return Some((start, end, why));
+        }
+    }
+    None
 }
 
 /// Bullet lines as sentences: markers stripped, each line ending in a full stop, joined by
@@ -307,6 +351,18 @@ mod tests {
     }
 
     #[test]
+    fn a_sentence_in_a_partys_voice() {
+        let pasted = "Customer's parcel is late. Sorry about that, please DM us your order number.";
+        let found = run(CONV, pasted);
+        assert!(found.iter().any(|f| f.contains("from turn 1")), "{found:?}");
+        let request = "Customer's parcel is late. Please chase the courier today.";
+        assert!(run(CONV, request).iter().any(|f| f.contains("request")));
+        // A copied clause inside a sentence of the summary's own is reported speech.
+        let reported = "Agent says please DM us your order number so they can chase the courier.";
+        assert!(run(CONV, reported).is_empty(), "{:?}", run(CONV, reported));
+    }
+
+    #[test]
     fn a_transcript_retold_turn_by_turn() {
         let retold = "Customer: My parcel never arrived and the tracking page says out for delivery. Agent: Sorry about that, please DM us your order number.";
         let found = run(CONV, retold);
@@ -341,7 +397,9 @@ mod tests {
             ),
         ];
         assert!(
-            run(&long_conv, pasted)[0].contains("across turns 0 to 1"),
+            run(&long_conv, pasted)
+                .iter()
+                .any(|f| f.contains("across turns 0 to 1")),
             "{:?}",
             run(&long_conv, pasted)
         );
