@@ -128,10 +128,16 @@ impl Detector for Format {
                 None,
             );
         }
-        if let Some((start, end, why)) = in_a_partys_voice(cx) {
+        let mut flagged_by_length = false;
+        length(cx, &mut |a, b, c, why| {
+            flagged_by_length = true;
+            push_fixed(a, b, c, why, None)
+        });
+        // A pasted transcript is flagged above (whole, or its longest run); one of its lines flagged
+        // too would be merged with it into one smaller span, and the rest would read as unflagged.
+        if !flagged_by_length && let Some((start, end, why)) = in_a_partys_voice(cx) {
             push_fixed(start, end, 0.85, why, None);
         }
-        length(cx, &mut |a, b, c, why| push_fixed(a, b, c, why, None));
     }
 }
 
