@@ -196,10 +196,8 @@ impl<'a> TurnWords<'a> {
     /// The closest turn of each party to the content words of `body` (a byte range of the
     /// summary), as the share of those words it holds.
     fn closest(&self, cx: &Context<'_>, body: (usize, usize), named_customer: bool) -> Closest {
-        let keys = cx.summary_keys();
-        let from = cx.summary_words.partition_point(|w| w.start < body.0);
-        let to = cx.summary_words.partition_point(|w| w.end <= body.1);
-        let words: HashSet<&str> = keys[from..to.max(from)]
+        let words: HashSet<&str> = cx
+            .keys_in(body.0, body.1)
             .iter()
             .filter(|k| k.len() > 2 && !text::is_function_word(k))
             .map(|k| text::stem(k))

@@ -145,7 +145,6 @@ impl Detector for Format {
 /// turn's words copied whole, or a request. An editor that deletes most of a pasted transcript
 /// leaves such a sentence behind, and one that "mends" an omission adds one.
 fn in_a_partys_voice(cx: &Context<'_>) -> Option<(usize, usize, String)> {
-    let keys = cx.summary_keys();
     let conversation = &cx.conversation().words;
     for &(start, end) in &cx.sentences {
         if REQUEST.is_match(&cx.summary[start..end]) {
@@ -155,9 +154,7 @@ fn in_a_partys_voice(cx: &Context<'_>) -> Option<(usize, usize, String)> {
                 "a sentence that makes a request: a party's words, not a summary's".into(),
             ));
         }
-        let from = cx.summary_words.partition_point(|w| w.start < start);
-        let to = cx.summary_words.partition_point(|w| w.end <= end);
-        let sentence = &keys[from..to.max(from)];
+        let sentence = cx.keys_in(start, end);
         if sentence.len() < PASTED_SENTENCE_WORDS {
             continue;
         }

@@ -91,9 +91,19 @@ impl<'a> Context<'a> {
 
     /// The summary words inside `start..end`.
     pub fn words_in(&self, start: usize, end: usize) -> &[Word<'a>] {
+        &self.summary_words[self.word_indexes(start, end)]
+    }
+
+    /// The lowercase keys of the summary words inside `start..end`.
+    pub fn keys_in(&self, start: usize, end: usize) -> &[String] {
+        &self.summary_keys()[self.word_indexes(start, end)]
+    }
+
+    /// The indexes of the summary words inside the byte range `start..end`.
+    fn word_indexes(&self, start: usize, end: usize) -> std::ops::Range<usize> {
         let from = self.summary_words.partition_point(|w| w.start < start);
         let to = self.summary_words.partition_point(|w| w.end <= end);
-        &self.summary_words[from..to.max(from)]
+        from..to.max(from)
     }
 }
 
