@@ -139,7 +139,10 @@ fn main() -> anyhow::Result<()> {
                     .iter()
                     .filter(|f| f.category.as_str() == c)
                 {
-                    eprintln!("    finding: `{}` ({})", f.summary_span.text, f.explanation);
+                    eprintln!(
+                        "    finding: `{}` ({}: {})",
+                        f.summary_span.text, f.detector, f.explanation
+                    );
                 }
             }
         }

@@ -25,6 +25,15 @@ pub struct Attribution;
 
 const NAME: &str = "attribution";
 
+/// Each rule names its findings (`Finding::detector`), so that an evaluation can count the kinds
+/// apart: a party doing what the other typically does (`ROLE`, `OPENING`: the swap an error-prone
+/// teacher makes), or a clause or transcript line retelling the other party's words (`CLAUSE`,
+/// `RELABELLED_LINE`: what small students write most, trained on any data).
+const ROLE: &str = "attribution.role";
+const OPENING: &str = "attribution.opening";
+const RELABELLED_LINE: &str = "attribution.relabelled_line";
+const CLAUSE: &str = "attribution.clause";
+
 const AGENT: &str = r"(?:agents?|representatives?|reps?|advis[oe]rs?|executives?|support\s+team)";
 const CUSTOMER: &str = r"(?:customers?|clients?|callers?)";
 
@@ -90,7 +99,7 @@ impl Detector for Attribution {
                 let explanation = format!("{why}: `{}`", span.text);
                 let mut finding = Finding::new(
                     CategoryId::SpeakerAttribution,
-                    NAME,
+                    ROLE,
                     span.clone(),
                     Evidence::NotFound,
                     0.7,
@@ -135,7 +144,7 @@ fn opening(cx: &Context<'_>, out: &mut Vec<Finding>) {
     let fix = swap_party(&span.text);
     let mut finding = Finding::new(
         CategoryId::SpeakerAttribution,
-        NAME,
+        OPENING,
         span,
         Evidence::turn(cx.turns, first_turn, 0, first_text.len()),
         0.75,
@@ -252,9 +261,10 @@ fn is_customer_word(party: &str) -> bool {
         .any(|p| party.starts_with(p))
 }
 
-/// A finding on the party word at `span` whose words `turn` of the other party wrote.
+/// A finding of `rule` on the party word at `span` whose words `turn` of the other party wrote.
 fn misattributed(
     cx: &Context<'_>,
+    rule: &str,
     span: TextSpan,
     turn: usize,
     explanation: String,
@@ -264,7 +274,7 @@ fn misattributed(
     let source = &cx.turns[turn];
     let mut finding = Finding::new(
         CategoryId::SpeakerAttribution,
-        NAME,
+        rule,
         span,
         Evidence::turn(cx.turns, turn, 0, source.text.len()),
         confidence,
@@ -296,7 +306,14 @@ fn relabelled_lines(cx: &Context<'_>, out: &mut Vec<Finding>) {
             span.text,
             if customer { "agent" } else { "customer" }
         );
-        out.push(misattributed(cx, span, turn, explanation, 0.8));
+        out.push(misattributed(
+            cx,
+            RELABELLED_LINE,
+            span,
+            turn,
+            explanation,
+            0.8,
+        ));
     }
 }
 
@@ -389,7 +406,7 @@ fn misattributed_clauses(cx: &Context<'_>, out: &mut Vec<Finding>) {
             let explanation = format!(
                 "the clause told of the {named} (`{clause}`) retells turn {turn}, which the {other} wrote"
             );
-            out.push(misattributed(cx, span, turn, explanation, 0.7));
+            out.push(misattributed(cx, CLAUSE, span, turn, explanation, 0.7));
         } else if one_party
             && i > 0
             && let Some((_, turn)) = closest.other
@@ -397,7 +414,7 @@ fn misattributed_clauses(cx: &Context<'_>, out: &mut Vec<Finding>) {
             let explanation = format!(
                 "the summary tells of the {named} only, and `{clause}` is not what the {named} does: the {other}'s part (closest: turn {turn})"
             );
-            out.push(misattributed(cx, span, turn, explanation, 0.6));
+            out.push(misattributed(cx, CLAUSE, span, turn, explanation, 0.6));
         }
     }
 }
@@ -523,6 +540,23 @@ mod tests {
         assert_eq!(both.len(), 2, "{both:?}");
         assert_eq!(both[1].0, "Customer");
         assert_eq!(both[1].1.as_deref(), Some("Agent"));
+        // Each kind under its own rule's name: an evaluation counts them apart.
+        let rules = |summary: &str| {
+            detected(&turns, summary)
+                .into_iter()
+                .map(|f| f.detector)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            rules(
+                "Agent is eager to know the replacement policy on the earphones. Customer stated that it only applies if the received item is defective or damaged."
+            ),
+            [OPENING, CLAUSE]
+        );
+        assert_eq!(
+            rules("Customer's earphones broke. Agent is eager to know the replacement policy."),
+            [ROLE]
+        );
         // Only the opening gives it away: told of the customer only once it is mended, the
         // rest is the agent's.
         let opening_only =

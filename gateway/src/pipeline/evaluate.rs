@@ -20,7 +20,7 @@ use tracing::Instrument;
 use super::waiting::{ANALYZER, STUDENT};
 use super::{Pipeline, RunError, StageRun, finetune, item_trace, summarize_request};
 use crate::store::Pending;
-use crate::store::evaluation::{Evaluation, Model, Rouge, ScoredSummary};
+use crate::store::evaluation::{Evaluation, Model, Rouge, ScoredSummary, rule};
 use crate::store::{ItemRecord, Student};
 
 /// Held-out conversations per pass. Within a pass the models take turns: every conversation
@@ -252,6 +252,7 @@ async fn evaluate_batch(
         let teacher_summary = item.teacher_summary.clone();
         let teacher = ScoredSummary {
             categories: categories(item.analysis.as_ref()),
+            rules: rules(item.analysis.as_ref()),
             rouge: scoring.rouge(&teacher_summary),
             judge: scoring.judge(&teacher_summary).await?,
             summary: teacher_summary,
@@ -327,6 +328,7 @@ async fn summarize(
     Ok(ScoredSummary {
         reference_nll,
         categories: categories(analysis.as_ref()),
+        rules: rules(analysis.as_ref()),
         failed: analysis.is_none(),
         rouge: s.rouge(&summary),
         judge: s.judge(&summary).await?,
@@ -443,8 +445,21 @@ impl Scoring<'_> {
 }
 
 fn categories(analysis: Option<&pb::AnalyzeResponse>) -> Vec<String> {
+    sorted_once(analysis, |f| f.category_id.clone())
+}
+
+/// Each category with the rule that found it (`category/detector`).
+fn rules(analysis: Option<&pb::AnalyzeResponse>) -> Vec<String> {
+    sorted_once(analysis, |f| rule(&f.category_id, &f.detector))
+}
+
+/// `key` of every finding, sorted, each once.
+fn sorted_once(
+    analysis: Option<&pb::AnalyzeResponse>,
+    key: impl Fn(&pb::Finding) -> String,
+) -> Vec<String> {
     let mut c: Vec<String> = analysis
-        .map(|a| a.findings.iter().map(|f| f.category_id.clone()).collect())
+        .map(|a| a.findings.iter().map(key).collect())
         .unwrap_or_default();
     c.sort();
     c.dedup();

@@ -10,7 +10,7 @@ use arf_proto::v1 as pb;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::store::evaluation::{Evaluation, Model, ScoredSummary};
+use crate::store::evaluation::{Evaluation, Model, ScoredSummary, rule_category};
 
 /// Resamples per interval: enough that the 2.5% and 97.5% points move by well under the
 /// precision the report prints.
@@ -72,8 +72,13 @@ const CATEGORY_PREFIX: &str = "error:";
 
 /// 100 when the analyzer's categories of `s` satisfy `flagged`, else 0; `None` if it could not
 /// check `s`.
-fn flag(s: &ScoredSummary, flagged: impl Fn(&[String]) -> bool) -> Option<f64> {
-    (!s.failed).then(|| if flagged(&s.categories) { 100.0 } else { 0.0 })
+fn flag(s: &ScoredSummary, is_flagged: impl Fn(&[String]) -> bool) -> Option<f64> {
+    (!s.failed).then(|| flagged(is_flagged(&s.categories)))
+}
+
+/// A flag as a rate's summand: 100 or 0.
+fn flagged(flag: bool) -> f64 {
+    if flag { 100.0 } else { 0.0 }
 }
 
 /// Where a lower value is the better one.
@@ -103,10 +108,31 @@ fn paired_differences(evaluations: &[&Evaluation]) -> Vec<pb::Difference> {
             .flatten()
             .flat_map(|s| &s.categories)
             .collect();
+        let rules: BTreeSet<&String> = evaluations
+            .iter()
+            .flat_map(|e| [e.get(model), e.get(baseline)])
+            .flatten()
+            .flat_map(|s| &s.rules)
+            .collect();
         for category in categories {
             let value = |s: &ScoredSummary| flag(s, |c| c.contains(category));
             let metric = format!("{CATEGORY_PREFIX}{category}");
             out.extend(difference(evaluations, model, baseline, &metric, value));
+            // A category that more than one rule found: each rule's rate too (the kinds of one
+            // category can move apart, as a teacher's speaker swaps and a student's own do).
+            let by_rule: Vec<&&String> = rules
+                .iter()
+                .filter(|r| rule_category(r) == category.as_str())
+                .collect();
+            if by_rule.len() < 2 {
+                continue;
+            }
+            for rule in by_rule {
+                let value =
+                    |s: &ScoredSummary| (!s.failed).then(|| flagged(s.rules.contains(rule)));
+                let metric = format!("{CATEGORY_PREFIX}{rule}");
+                out.extend(difference(evaluations, model, baseline, &metric, value));
+            }
         }
     }
     out
@@ -314,6 +340,73 @@ mod tests {
         assert!(find("student", "unrevised", "error:omission").is_none());
         assert!(find("student", "base", "error:omission").is_none());
         assert_eq!(find("unrevised", "base", "any_error").unwrap().mean, -50.0);
+    }
+
+    /// A category two rules find gets a row per rule beside its own: here the unrevised student
+    /// has the role kind in 10 of 30 conversations and the ARF student in none, while both have
+    /// the clause kind in the same 12, so the category moves less than the role kind does.
+    #[test]
+    fn a_category_found_by_two_rules_is_also_compared_per_rule() {
+        let summary = |rules: &[&str]| ScoredSummary {
+            categories: if rules.is_empty() {
+                vec![]
+            } else {
+                vec!["speaker_attribution".into()]
+            },
+            rules: rules.iter().map(|r| r.to_string()).collect(),
+            ..Default::default()
+        };
+        let (role, clause) = (
+            "speaker_attribution/attribution.role",
+            "speaker_attribution/attribution.clause",
+        );
+        let evaluations: Vec<Evaluation> = (0..30)
+            .map(|i| {
+                let mut unrevised = vec![];
+                if i < 10 {
+                    unrevised.push(role);
+                }
+                let mut student = vec![];
+                if i % 2 == 0 && i < 24 {
+                    unrevised.push(clause);
+                    student.push(clause);
+                }
+                Evaluation {
+                    student: summary(&student),
+                    unrevised: Some(summary(&unrevised)),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let refs: Vec<&Evaluation> = evaluations.iter().collect();
+        let all = paired_differences(&refs);
+        let find = |metric: &str| {
+            all.iter()
+                .find(|d| d.model == "student" && d.baseline == "unrevised" && d.metric == metric)
+                .cloned()
+        };
+        let by_role = find(&format!("error:{role}")).unwrap();
+        assert!((by_role.mean + 100.0 / 3.0).abs() < 1e-9, "{by_role:?}");
+        assert!((by_role.mcnemar_p.unwrap() - 2.0 * 0.5f64.powi(10)).abs() < 1e-15);
+        let by_clause = find(&format!("error:{clause}")).unwrap();
+        assert_eq!((by_clause.mean, by_clause.mcnemar_p), (0.0, Some(1.0)));
+        // Conversations 0, 2, 4, 6 and 8 have both kinds: the category falls in 5 of 30 only.
+        let category = find("error:speaker_attribution").unwrap();
+        assert!((category.mean + 100.0 / 6.0).abs() < 1e-9, "{category:?}");
+        // A category one rule found makes no per-rule row.
+        let one_rule: Vec<Evaluation> = (0..4)
+            .map(|_| Evaluation {
+                student: summary(&[clause]),
+                unrevised: Some(summary(&[])),
+                ..Default::default()
+            })
+            .collect();
+        let refs: Vec<&Evaluation> = one_rule.iter().collect();
+        assert!(
+            !paired_differences(&refs)
+                .iter()
+                .any(|d| d.metric.contains('/'))
+        );
     }
 
     #[test]

@@ -118,6 +118,10 @@ pub struct ScoredSummary {
     pub summary: String,
     /// Error categories the analyzer found in it (sorted, each once).
     pub categories: Vec<String>,
+    /// Each category with the rule that found it, `category/detector` (sorted, each once), so a
+    /// category that several rules find is also counted per rule. Empty in stores older than it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
     /// The analyzer could not check it (it refused the request).
     #[serde(default)]
     pub failed: bool,
@@ -133,6 +137,16 @@ pub struct ScoredSummary {
     /// over them), asked as it summarizes; `None` without references, or for the teacher.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference_nll: Option<f64>,
+}
+
+/// A category as one rule found it (`ScoredSummary::rules`).
+pub fn rule(category: &str, detector: &str) -> String {
+    format!("{category}/{detector}")
+}
+
+/// The category of a `rule`.
+pub fn rule_category(rule: &str) -> &str {
+    rule.split_once('/').map_or(rule, |(category, _)| category)
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
