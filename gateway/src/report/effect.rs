@@ -102,19 +102,17 @@ fn paired_differences(evaluations: &[&Evaluation]) -> Vec<pb::Difference> {
         {
             continue;
         }
-        let categories: BTreeSet<&String> = evaluations
-            .iter()
-            .flat_map(|e| [e.get(model), e.get(baseline)])
-            .flatten()
-            .flat_map(|s| &s.categories)
-            .collect();
-        let rules: BTreeSet<&String> = evaluations
-            .iter()
-            .flat_map(|e| [e.get(model), e.get(baseline)])
-            .flatten()
-            .flat_map(|s| &s.rules)
-            .collect();
-        for category in categories {
+        // What either side's summaries were flagged with, each once.
+        let seen = |of: fn(&ScoredSummary) -> &Vec<String>| -> BTreeSet<&String> {
+            evaluations
+                .iter()
+                .flat_map(|e| [e.get(model), e.get(baseline)])
+                .flatten()
+                .flat_map(of)
+                .collect()
+        };
+        let rules = seen(|s| &s.rules);
+        for category in seen(|s| &s.categories) {
             let value = |s: &ScoredSummary| flag(s, |c| c.contains(category));
             let metric = format!("{CATEGORY_PREFIX}{category}");
             out.extend(difference(evaluations, model, baseline, &metric, value));
