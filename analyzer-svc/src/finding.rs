@@ -74,7 +74,8 @@ pub struct Finding {
     pub severity: Severity,
     pub summary_span: TextSpan,
     pub evidence: Evidence,
-    /// The detector that raised it (`grounding`, `pii`, `judge.fact_check`, ...).
+    /// The detector that raised it (`grounding`, `pii`, `judge.fact_check`, ...); a detector with
+    /// several rules adds the rule after a dot (`attribution.role`).
     pub detector: String,
     /// How sure the detector is, in [0, 1].
     pub confidence: f32,
