@@ -94,12 +94,10 @@ def main(path, a, b, pooled=None, baseline_db=None, reanalyze=None):
     print(f"  identical summaries: {identical} of {len(pairs)}")
     categories = sorted({c for x, y in pairs for c in x["categories"] + y["categories"]})
     for c in categories:
-        only_a = sum(1 for x, y in pairs if c in x["categories"] and c not in y["categories"])
-        only_b = sum(1 for x, y in pairs if c not in x["categories"] and c in y["categories"])
-        points = 100 * (only_a - only_b) / len(pairs)
+        only_a, only_b, points = discordant(pairs, lambda s: c in s["categories"])
         print(f"  {c}: {points:+.1f} points ({only_a} only {a}, {only_b} only {b}), McNemar p {mcnemar(only_a, only_b):.3f}")
     if reanalyze:
-        for i, model in enumerate((a, b)):
+        for i in (0, 1):
             found = reanalyzed_rules({c: p[i]["summary"] for c, p in zip(ids, pairs)}, reanalyze)
             for c, p in zip(ids, pairs):
                 p[i]["rules"] = sorted(found.get(c, ()))
@@ -107,36 +105,38 @@ def main(path, a, b, pooled=None, baseline_db=None, reanalyze=None):
     for r in rules:
         if sum(1 for o in rules if o.split("/")[0] == r.split("/")[0]) < 2:
             continue
-        only_a = sum(1 for x, y in pairs if r in x.get("rules", []) and r not in y.get("rules", []))
-        only_b = sum(1 for x, y in pairs if r not in x.get("rules", []) and r in y.get("rules", []))
-        count = lambda i: sum(r in p[i].get("rules", []) for p in pairs)
-        points = 100 * (only_a - only_b) / len(pairs)
+        flagged = lambda s: r in s.get("rules", [])
+        only_a, only_b, points = discordant(pairs, flagged)
+        count = lambda i: sum(flagged(p[i]) for p in pairs)
         print(f"  {r}: {a} {count(0)}, {b} {count(1)}; {points:+.1f} points ({only_a} only {a}, {only_b} only {b}), "
               f"McNemar p {mcnemar(only_a, only_b):.3f}")
     if pooled:
         flagged = lambda s: any(c in s["categories"] for c in pooled)
-        only_a = sum(1 for x, y in pairs if flagged(x) and not flagged(y))
-        only_b = sum(1 for x, y in pairs if not flagged(x) and flagged(y))
+        only_a, only_b, points = discordant(pairs, flagged)
         rate = lambda i: 100 * sum(flagged(p[i]) for p in pairs) / len(pairs)
-        points = 100 * (only_a - only_b) / len(pairs)
         print(f"  any of {','.join(pooled)}: {a} {rate(0):.1f}%, {b} {rate(1):.1f}%; "
               f"{points:+.1f} points ({only_a} only {a}, {only_b} only {b}), McNemar p {mcnemar(only_a, only_b):.3f}")
 
 
+def discordant(pairs, flagged):
+    """Pairs flagged on the first side only, on the second only, and the difference in points."""
+    only_a = sum(1 for x, y in pairs if flagged(x) and not flagged(y))
+    only_b = sum(1 for x, y in pairs if not flagged(x) and flagged(y))
+    return only_a, only_b, 100 * (only_a - only_b) / len(pairs)
+
+
+def take(args, name):
+    """The value after `name` in `args` (both removed), or None."""
+    if name not in args:
+        return None
+    i = args.index(name)
+    value = args[i + 1]
+    del args[i:i + 2]
+    return value
+
 if __name__ == "__main__":
     args = sys.argv[1:]
-    pooled = baseline_db = None
-    if "--pooled" in args:
-        i = args.index("--pooled")
-        pooled = args[i + 1].split(",")
-        del args[i:i + 2]
-    if "--baseline-db" in args:
-        i = args.index("--baseline-db")
-        baseline_db = args[i + 1]
-        del args[i:i + 2]
-    reanalyze = None
-    if "--rules-from-analyzer" in args:
-        i = args.index("--rules-from-analyzer")
-        reanalyze = args[i + 1]
-        del args[i:i + 2]
-    main(*args[:3], pooled=pooled, baseline_db=baseline_db, reanalyze=reanalyze)
+    pooled = take(args, "--pooled")
+    baseline_db = take(args, "--baseline-db")
+    reanalyze = take(args, "--rules-from-analyzer")
+    main(*args[:3], pooled=pooled and pooled.split(","), baseline_db=baseline_db, reanalyze=reanalyze)

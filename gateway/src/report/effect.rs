@@ -64,21 +64,16 @@ const METRICS: [(&str, fn(&ScoredSummary) -> Option<f64>); 5] = [
     ("rouge2", |s| s.rouge.map(|r| r.rouge2 * 100.0)),
     ("rouge_l", |s| s.rouge.map(|r| r.rouge_l * 100.0)),
     ("reference_nll", |s| s.reference_nll),
-    ("any_error", |s| flag(s, |c| !c.is_empty())),
+    ("any_error", |s| flag(s, !s.categories.is_empty())),
 ];
 
 /// The metric name of one category's error rate.
 const CATEGORY_PREFIX: &str = "error:";
 
-/// 100 when the analyzer's categories of `s` satisfy `flagged`, else 0; `None` if it could not
-/// check `s`.
-fn flag(s: &ScoredSummary, is_flagged: impl Fn(&[String]) -> bool) -> Option<f64> {
-    (!s.failed).then(|| flagged(is_flagged(&s.categories)))
-}
-
-/// A flag as a rate's summand: 100 or 0.
-fn flagged(flag: bool) -> f64 {
-    if flag { 100.0 } else { 0.0 }
+/// 100 when the analyzer flagged `s` (`flagged`, read from its categories or rules), else 0;
+/// `None` if it could not check `s`.
+fn flag(s: &ScoredSummary, flagged: bool) -> Option<f64> {
+    (!s.failed).then_some(if flagged { 100.0 } else { 0.0 })
 }
 
 /// Where a lower value is the better one.
@@ -113,7 +108,7 @@ fn paired_differences(evaluations: &[&Evaluation]) -> Vec<pb::Difference> {
         };
         let rules = seen(|s| &s.rules);
         for category in seen(|s| &s.categories) {
-            let value = |s: &ScoredSummary| flag(s, |c| c.contains(category));
+            let value = |s: &ScoredSummary| flag(s, s.categories.contains(category));
             let metric = format!("{CATEGORY_PREFIX}{category}");
             out.extend(difference(evaluations, model, baseline, &metric, value));
             // A category that more than one rule found: each rule's rate too (the kinds of one
@@ -126,8 +121,7 @@ fn paired_differences(evaluations: &[&Evaluation]) -> Vec<pb::Difference> {
                 continue;
             }
             for rule in by_rule {
-                let value =
-                    |s: &ScoredSummary| (!s.failed).then(|| flagged(s.rules.contains(rule)));
+                let value = |s: &ScoredSummary| flag(s, s.rules.contains(rule));
                 let metric = format!("{CATEGORY_PREFIX}{rule}");
                 out.extend(difference(evaluations, model, baseline, &metric, value));
             }
